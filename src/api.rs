@@ -1,0 +1,349 @@
+//! The gRPC API: `CaseService` (PreCheck, Submit, GetCase, ListCases), the standard health
+//! service and server reflection. Handlers translate between the wire and intake/store; they
+//! hold no business rules. Entry point: [`serve`], which takes its listener and a shutdown
+//! future, so tests run the real server on `127.0.0.1:0`.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use chrono::Utc;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+
+use crate::case;
+use crate::catalog::Catalog;
+use crate::config::GatewayConfig;
+use crate::intake::{Intake, IntakeError, Outcome, content_hash};
+use crate::proto::v1::case_service_server::{CaseService, CaseServiceServer};
+use crate::proto::v1::{
+    CaseStatus, GetCaseRequest, GetCaseResponse, ListCasesRequest, ListCasesResponse,
+    PreCheckRequest, PreCheckResponse, Submission, SubmitRequest, SubmitResponse,
+};
+use crate::sla::Calendar;
+use crate::store::{Evaluated, ListQuery, Store, StoreError, SubmitCommand, SubmitResult};
+
+/// Largest page of `ListCases`.
+pub const MAX_PAGE_SIZE: i32 = 500;
+
+/// Everything the API needs: intake and the store.
+pub struct Gateway {
+    pub intake: Intake,
+    pub store: Store,
+    pub max_message_bytes: usize,
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("the acceptance list is invalid:\n{0}")]
+    Catalog(#[from] crate::catalog::CatalogErrors),
+    #[error("the calendar is invalid:\n{}", .0.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    Calendar(Vec<crate::config::ConfigProblem>),
+    #[error("intake settings: {0}")]
+    Intake(String),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl Gateway {
+    /// Loads the catalog and calendar, opens the store. Refuses to start on an invalid catalog.
+    pub async fn from_config(config: &GatewayConfig) -> Result<Gateway, StartError> {
+        let catalog = Arc::new(Catalog::load(&config.catalog_dir)?);
+        let calendar =
+            Arc::new(Calendar::load(&config.calendar_dir).map_err(StartError::Calendar)?);
+        let intake =
+            Intake::new(catalog, calendar, config.intake.clone()).map_err(StartError::Intake)?;
+        let store = Store::open(&config.store).await?;
+        Ok(Gateway {
+            intake,
+            store,
+            max_message_bytes: config.server.max_message_bytes,
+        })
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` completes.
+pub async fn serve(
+    gateway: Arc<Gateway>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<CaseServiceServer<CaseApi>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the embedded descriptor set is valid");
+    let limit = gateway.max_message_bytes;
+    let cases = CaseServiceServer::new(CaseApi { gateway })
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(64 * 1024 * 1024);
+    tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(move |r| {
+            size_limit_status(r, limit)
+        }))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(cases)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}
+
+/// tonic refuses an oversized request with `OUT_OF_RANGE`; gRPC clients expect
+/// `RESOURCE_EXHAUSTED` naming the limit, so the status is rewritten here, in one place.
+fn size_limit_status<B>(mut response: http::Response<B>, limit: usize) -> http::Response<B> {
+    let headers = response.headers_mut();
+    let too_large = headers.get("grpc-status").is_some_and(|s| s == "11")
+        && headers
+            .get("grpc-message")
+            .is_some_and(|m| m.to_str().is_ok_and(|m| m.contains("too%20large")));
+    if too_large {
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+        let message = format!(
+            "request: larger than the limit of {limit} bytes (server.max_message_bytes); send file references, not file contents"
+        );
+        let encoded: String = message
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b".-_();".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        if let Ok(v) = http::HeaderValue::from_str(&encoded) {
+            headers.insert("grpc-message", v);
+        }
+    }
+    response
+}
+
+/// The `CaseService` implementation.
+pub struct CaseApi {
+    gateway: Arc<Gateway>,
+}
+
+fn intake_status(e: IntakeError) -> Status {
+    match e {
+        IntakeError::Calendar(c) => Status::failed_precondition(c.to_string()),
+    }
+}
+
+fn store_status(e: StoreError) -> Status {
+    warn!(error = %e, "store failed");
+    match e {
+        StoreError::SequenceExhausted { .. } => Status::resource_exhausted(e.to_string()),
+        StoreError::Closed | StoreError::Pool(_) => {
+            Status::unavailable(format!("{e}; retry later"))
+        }
+        other => Status::internal(format!(
+            "{other}; the submission was not recorded, retry later"
+        )),
+    }
+}
+
+impl CaseApi {
+    fn submission(&self, s: Option<Submission>) -> Result<Submission, Status> {
+        let s = s.ok_or_else(|| Status::invalid_argument("submission: is required"))?;
+        self.gateway
+            .intake
+            .check_envelope(&s)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(s)
+    }
+}
+
+#[tonic::async_trait]
+impl CaseService for CaseApi {
+    async fn pre_check(
+        &self,
+        request: Request<PreCheckRequest>,
+    ) -> Result<Response<PreCheckResponse>, Status> {
+        let s = self.submission(request.into_inner().submission)?;
+        let outcome = self
+            .gateway
+            .intake
+            .evaluate(s, Utc::now())
+            .map_err(intake_status)?;
+        let response = match outcome {
+            Outcome::Acceptable(plan) => PreCheckResponse {
+                acceptable: true,
+                deficiencies: Vec::new(),
+                normalisations: plan.changes.iter().map(|c| c.to_proto()).collect(),
+                obligations: plan.obligations,
+            },
+            Outcome::Deficient {
+                changes,
+                deficiencies,
+                ..
+            } => PreCheckResponse {
+                acceptable: false,
+                deficiencies,
+                normalisations: changes.iter().map(|c| c.to_proto()).collect(),
+                obligations: Vec::new(),
+            },
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn submit(
+        &self,
+        request: Request<SubmitRequest>,
+    ) -> Result<Response<SubmitResponse>, Status> {
+        let s = self.submission(request.into_inner().submission)?;
+        let hash = content_hash(&s);
+        let now = Utc::now();
+        let (submission_id, hall_code, window_code) = (
+            s.submission_id.trim().to_string(),
+            s.hall_code.clone(),
+            s.window_code.clone(),
+        );
+        let clerk_staff_no = s
+            .clerk
+            .as_ref()
+            .map(|c| c.staff_no.clone())
+            .unwrap_or_default();
+        let evaluated = match self
+            .gateway
+            .intake
+            .evaluate(s, now)
+            .map_err(intake_status)?
+        {
+            Outcome::Acceptable(plan) => Evaluated::Accept(plan),
+            Outcome::Deficient {
+                submission_id,
+                changes,
+                deficiencies,
+            } => Evaluated::Deficient(case::notice(&submission_id, &changes, deficiencies, now)),
+        };
+        let command = SubmitCommand {
+            submission_id: submission_id.clone(),
+            content_hash: hash,
+            hall_code,
+            window_code,
+            clerk_staff_no,
+            at: now,
+            evaluated,
+        };
+        match self
+            .gateway
+            .store
+            .submit(command)
+            .await
+            .map_err(store_status)?
+        {
+            SubmitResult::Answer(response) => {
+                match &response.outcome {
+                    Some(crate::proto::v1::submit_response::Outcome::Receipt(r)) => {
+                        info!(submission = %submission_id, case = %r.case_number, replayed = response.replayed, "case accepted");
+                    }
+                    Some(crate::proto::v1::submit_response::Outcome::Notice(n)) => {
+                        info!(submission = %submission_id, deficiencies = n.deficiencies.len(), replayed = response.replayed, "deficiency notice issued");
+                    }
+                    None => {}
+                }
+                Ok(Response::new(response))
+            }
+            SubmitResult::Conflict { case_number } => Err(Status::already_exists(format!(
+                "submissionId: {submission_id} already created case {case_number} from different content; use a new submissionId for a new application"
+            ))),
+        }
+    }
+
+    async fn get_case(
+        &self,
+        request: Request<GetCaseRequest>,
+    ) -> Result<Response<GetCaseResponse>, Status> {
+        let number = request.into_inner().case_number.trim().to_string();
+        if number.is_empty() {
+            return Err(Status::invalid_argument("caseNumber: is required"));
+        }
+        match self
+            .gateway
+            .store
+            .get_case(&number)
+            .await
+            .map_err(store_status)?
+        {
+            Some((case, events)) => Ok(Response::new(GetCaseResponse {
+                case: Some(case),
+                events,
+            })),
+            None => Err(Status::not_found(format!("caseNumber: no case {number}"))),
+        }
+    }
+
+    async fn list_cases(
+        &self,
+        request: Request<ListCasesRequest>,
+    ) -> Result<Response<ListCasesResponse>, Status> {
+        let r = request.into_inner();
+        let limit = match r.page_size {
+            0 => 50,
+            n if !(1..=MAX_PAGE_SIZE).contains(&n) => {
+                return Err(Status::invalid_argument(format!(
+                    "pageSize: {n} is outside 1–{MAX_PAGE_SIZE}"
+                )));
+            }
+            n => n as usize,
+        };
+        let after = if r.page_token.is_empty() {
+            None
+        } else {
+            Some(parse_page_token(&r.page_token).ok_or_else(|| {
+                Status::invalid_argument(
+                    "pageToken: not a token from a previous page; start again without it",
+                )
+            })?)
+        };
+        let status = match CaseStatus::try_from(r.status) {
+            Ok(CaseStatus::Unspecified) => None,
+            Ok(s) => Some(s),
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "status: unknown value {}",
+                    r.status
+                )));
+            }
+        };
+        let ms = |t: Option<pbjson_types::Timestamp>| {
+            t.map(|t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
+        };
+        let query = ListQuery {
+            hall_code: Some(r.hall_code).filter(|s| !s.is_empty()),
+            window_code: Some(r.window_code).filter(|s| !s.is_empty()),
+            status,
+            from_ms: ms(r.accepted_from),
+            to_ms: ms(r.accepted_to),
+            limit: limit + 1,
+            after,
+        };
+        let mut rows = self
+            .gateway
+            .store
+            .list_cases(query)
+            .await
+            .map_err(store_status)?;
+        let next_page_token = if rows.len() > limit {
+            rows.truncate(limit);
+            rows.last()
+                .map(|(ms, c)| format!("{ms}.{}", c.case_number))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(ListCasesResponse {
+            cases: rows.into_iter().map(|(_, c)| c).collect(),
+            next_page_token,
+        }))
+    }
+}
+
+fn parse_page_token(token: &str) -> Option<(i64, String)> {
+    let (ms, number) = token.split_once('.')?;
+    Some((ms.parse().ok()?, number.to_string()))
+}

@@ -1,0 +1,213 @@
+//! The case (办件): its national number, and the case record, tasks, receipt, notice and
+//! history built from an intake plan. Pure construction; the store decides when it happens.
+
+use chrono::{DateTime, NaiveDate, Utc};
+
+use crate::intake::Plan;
+use crate::intake::normalise::Change;
+use crate::proto::v1::{
+    Case, CaseEvent, CaseStatus, Deficiency, DeficiencyNotice, Receipt, ReceiptItem,
+    SubmitResponse, Task, TaskStatus, submit_response::Outcome,
+};
+
+/// The largest daily sequence the national format's four digits allow.
+pub const MAX_DAILY_SEQUENCE: u32 = 9999;
+
+/// The prefix a daily sequence is counted under: implementation code + `yyyyMMdd`.
+pub fn number_prefix(implementation_code: &str, date: NaiveDate) -> String {
+    format!("{implementation_code}{}", date.format("%Y%m%d"))
+}
+
+/// A national case number: 31-character implementation code, `yyyyMMdd`, 4-digit sequence.
+pub fn case_number(prefix: &str, sequence: u32) -> String {
+    format!("{prefix}{sequence:04}")
+}
+
+/// Converts an instant to the protobuf timestamp.
+pub fn timestamp(at: DateTime<impl chrono::TimeZone>) -> pbjson_types::Timestamp {
+    pbjson_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: at.timestamp_subsec_nanos() as i32,
+    }
+}
+
+/// Everything accepting a case writes.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub case: Case,
+    pub receipt: Receipt,
+    /// History entries, `seq` from 1.
+    pub events: Vec<CaseEvent>,
+}
+
+/// Builds the case, its tasks, receipt and first history entries from a plan and the case number.
+pub fn accept(plan: &Plan, case_number: &str) -> Accepted {
+    let task_id = |i: usize| format!("{case_number}-{:02}", i + 1);
+    let tasks: Vec<Task> = plan
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Task {
+            task_id: task_id(i),
+            item_code: t.item_code.clone(),
+            item_name: t.item_name.clone(),
+            department: t.department.clone(),
+            implementation_code: t.implementation_code.clone(),
+            status: if t.depends_on.is_empty() {
+                TaskStatus::Ready
+            } else {
+                TaskStatus::Waiting
+            } as i32,
+            depends_on: t.depends_on.iter().map(|&p| task_id(p)).collect(),
+            promised_working_days: t.promised_working_days as i32,
+            legal_working_days: t.legal_working_days as i32,
+            promised_deadline: t.promised_deadline.to_string(),
+            legal_deadline: t.legal_deadline.to_string(),
+            inherited_materials: t.inherited_materials.clone(),
+            mode: t.mode as i32,
+            department_case_number: String::new(),
+        })
+        .collect();
+    let accepted_at = timestamp(plan.accepted_at);
+    let s = &plan.submission;
+    let case = Case {
+        case_number: case_number.to_string(),
+        submission_id: s.submission_id.clone(),
+        status: CaseStatus::Accepted as i32,
+        accepted_at: Some(accepted_at),
+        submission: Some(s.clone()),
+        normalisations: plan.changes.iter().map(Change::to_proto).collect(),
+        tasks: tasks.clone(),
+        obligations: plan.obligations.clone(),
+        external_ids: Default::default(),
+        promised_deadline: plan.promised_deadline.to_string(),
+        bundle_code: s.bundle_code.clone(),
+        acceptance_status_code: 1,
+    };
+    let receipt = Receipt {
+        case_number: case_number.to_string(),
+        submission_id: s.submission_id.clone(),
+        accepted_at: Some(accepted_at),
+        hall_code: s.hall_code.clone(),
+        window_code: s.window_code.clone(),
+        applicant_name: s
+            .applicant
+            .as_ref()
+            .map(|a| a.name.clone())
+            .unwrap_or_default(),
+        items: plan
+            .tasks
+            .iter()
+            .zip(&tasks)
+            .map(|(p, t)| ReceiptItem {
+                item_code: p.item_code.clone(),
+                item_name: p.item_name.clone(),
+                department: p.department.clone(),
+                department_name: p.department_name.clone(),
+                promised_working_days: p.promised_working_days as i32,
+                promised_deadline: p.promised_deadline.to_string(),
+                waits_for_prerequisites: !p.depends_on.is_empty(),
+                task_id: t.task_id.clone(),
+            })
+            .collect(),
+        obligations: plan.obligations.clone(),
+        normalisations: plan.changes.iter().map(Change::to_proto).collect(),
+        promised_deadline: plan.promised_deadline.to_string(),
+        delivery_method: s.delivery.as_ref().map_or(0, |d| d.method),
+    };
+
+    let mut events = Vec::new();
+    let mut push = |kind: &str, task_id: &str, detail: String| {
+        events.push(CaseEvent {
+            seq: events.len() as i64 + 1,
+            at: Some(accepted_at),
+            kind: kind.into(),
+            task_id: task_id.into(),
+            detail,
+        });
+    };
+    let items: Vec<&str> = plan.tasks.iter().map(|t| t.item_code.as_str()).collect();
+    push(
+        "accepted",
+        "",
+        format!(
+            "accepted at hall {} window {}: {}",
+            s.hall_code,
+            s.window_code,
+            items.join(", ")
+        ),
+    );
+    if !plan.changes.is_empty() {
+        let what: Vec<String> = plan
+            .changes
+            .iter()
+            .map(|c| format!("{} ({})", c.path, c.rule))
+            .collect();
+        push("normalised", "", what.join("; "));
+    }
+    for (t, p) in tasks.iter().zip(&plan.tasks) {
+        if t.depends_on.is_empty() {
+            push(
+                "task-ready",
+                &t.task_id,
+                format!(
+                    "{} to {}, due {}",
+                    t.item_code, t.department, p.promised_deadline
+                ),
+            );
+        } else {
+            push(
+                "task-waiting",
+                &t.task_id,
+                format!("{} waits for {}", t.item_code, t.depends_on.join(", ")),
+            );
+        }
+    }
+    for o in &plan.obligations {
+        push(
+            "obligation-recorded",
+            "",
+            format!(
+                "{} ({}) for {} due {}",
+                o.material_code, o.material_name, o.item_code, o.due_date
+            ),
+        );
+    }
+    Accepted {
+        case,
+        receipt,
+        events,
+    }
+}
+
+/// The one-time deficiency notice; personal values in the normalisation records are masked
+/// because the notice outlives the (never created) case in the audit trail.
+pub fn notice(
+    submission_id: &str,
+    changes: &[Change],
+    deficiencies: Vec<Deficiency>,
+    issued_at: DateTime<Utc>,
+) -> DeficiencyNotice {
+    DeficiencyNotice {
+        submission_id: submission_id.to_string(),
+        deficiencies,
+        normalisations: changes.iter().map(Change::to_masked_proto).collect(),
+        issued_at: Some(timestamp(issued_at)),
+    }
+}
+
+/// The answer to `Submit` for a receipt.
+pub fn receipt_response(receipt: Receipt) -> SubmitResponse {
+    SubmitResponse {
+        outcome: Some(Outcome::Receipt(receipt)),
+        replayed: false,
+    }
+}
+
+/// The answer to `Submit` for a notice.
+pub fn notice_response(notice: DeficiencyNotice) -> SubmitResponse {
+    SubmitResponse {
+        outcome: Some(Outcome::Notice(notice)),
+        replayed: false,
+    }
+}

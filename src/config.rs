@@ -1,0 +1,465 @@
+//! Gateway settings (`config/gateway.toml`): typed, documented where declared, unknown keys
+//! refused, `${VAR}` / `${VAR:-default}` interpolated from the environment before parsing.
+//! Also the small helpers every TOML loader of the gateway shares (file:line locations).
+//! This module never reaches the network or the database.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A problem found in a configuration file, located by file and line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}: {message}")]
+pub struct ConfigProblem {
+    pub file: String,
+    pub line: usize,
+    pub message: String,
+}
+
+/// Why the gateway configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(ConfigProblem),
+}
+
+/// 1-based line number of a byte offset in `text`.
+pub fn line_at(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// Turns a TOML parse error into a located problem, dropping toml's own multi-line rendering.
+pub fn toml_problem(file: &Path, text: &str, err: &toml::de::Error) -> ConfigProblem {
+    ConfigProblem {
+        file: file.display().to_string(),
+        line: err.span().map_or(1, |s| line_at(text, s.start)),
+        message: err.message().trim().to_string(),
+    }
+}
+
+/// Replaces `${VAR}` and `${VAR:-default}` with the environment's value (or the default).
+/// Comments are left alone. An unset variable without a default is an error naming the
+/// variable and its line.
+pub fn interpolate(
+    file: &Path,
+    text: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<String, ConfigProblem> {
+    let mut out = String::with_capacity(text.len());
+    for (index, line) in text.split_inclusive('\n').enumerate() {
+        let problem = |message: String| ConfigProblem {
+            file: file.display().to_string(),
+            line: index + 1,
+            message,
+        };
+        let (code, comment) = line.split_at(comment_start(line));
+        let mut rest = code;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let Some(end) = after.find('}') else {
+                return Err(problem("unterminated `${`: close it with `}`".into()));
+            };
+            let expr = &after[..end];
+            let (name, default) = match expr.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (expr, None),
+            };
+            match env(name)
+                .filter(|v| !v.is_empty())
+                .or(default.map(str::to_string))
+            {
+                Some(value) => out.push_str(&value),
+                None => {
+                    return Err(problem(format!(
+                        "environment variable {name} is not set: set it or write ${{{name}:-default}}"
+                    )));
+                }
+            }
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        out.push_str(comment);
+    }
+    Ok(out)
+}
+
+/// Byte offset where a TOML line's comment starts (the line's length when there is none).
+fn comment_start(line: &str) -> usize {
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for (i, c) in line.char_indices() {
+        match (quote, c) {
+            (Some('"'), '\\') if !escaped => {
+                escaped = true;
+                continue;
+            }
+            (Some(q), c) if c == q && !escaped => quote = None,
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '#') => return i,
+            _ => {}
+        }
+        escaped = false;
+    }
+    line.len()
+}
+
+/// The gateway's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// The gRPC server.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Where cases are stored.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// The acceptance list (受理清单) directory.
+    #[serde(default = "default_catalog_dir")]
+    pub catalog_dir: PathBuf,
+    /// The working-day calendar directory, one file per year.
+    #[serde(default = "default_calendar_dir")]
+    pub calendar_dir: PathBuf,
+    /// The hall's clock and intake rules.
+    #[serde(default)]
+    pub intake: IntakeConfig,
+    /// Log format and level.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// Settings of the gRPC server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address the gRPC API listens on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Largest request accepted, in bytes; larger requests get `RESOURCE_EXHAUSTED`.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+}
+
+/// Which store holds cases.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
+pub enum StoreConfig {
+    /// Embedded SQLite file (one gateway node). WAL, `synchronous = FULL`: a commit survives power loss.
+    Sqlite {
+        /// Path of the database file; its directory is created if missing.
+        path: PathBuf,
+    },
+    /// PostgreSQL, for several gateway replicas sharing one database.
+    Postgres {
+        /// Connection URL, e.g. `postgres://yichuang:${PGPASSWORD}@db:5432/yichuang`.
+        url: String,
+        /// Schema holding the gateway's tables (created if missing).
+        #[serde(default = "default_schema")]
+        schema: String,
+        /// Connections in the pool.
+        #[serde(default = "default_pool_size")]
+        pool_size: usize,
+    },
+}
+
+/// Settings of intake (normalisation and validation).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntakeConfig {
+    /// The hall's UTC offset (`+08:00` in China): case-number dates and deadlines are counted in it.
+    #[serde(default = "default_utc_offset")]
+    pub utc_offset: String,
+    /// How far in the future `submittedAt` may be, in seconds, to allow for window clocks that run fast.
+    #[serde(default = "default_clock_skew")]
+    pub max_clock_skew_secs: i64,
+    /// Largest number of items in one submission.
+    #[serde(default = "default_max_items")]
+    pub max_items: usize,
+    /// Largest number of materials in one submission.
+    #[serde(default = "default_max_materials")]
+    pub max_materials: usize,
+    /// Largest number of form fields in one submission.
+    #[serde(default = "default_max_fields")]
+    pub max_fields: usize,
+    /// Largest number of other parties in one submission.
+    #[serde(default = "default_max_parties")]
+    pub max_parties: usize,
+    /// Longest string value accepted anywhere in a submission, in characters.
+    #[serde(default = "default_max_string_chars")]
+    pub max_string_chars: usize,
+    /// Largest electronic material accepted, in bytes.
+    #[serde(default = "default_max_file_bytes")]
+    pub max_file_bytes: i64,
+    /// Media types accepted for electronic materials.
+    #[serde(default = "default_media_types")]
+    pub media_types: Vec<String>,
+}
+
+/// Log output.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `json` (one object per line, for collectors) or `text` (for a terminal).
+    #[serde(default = "default_log_format")]
+    pub format: String,
+    /// Filter in `tracing` syntax, e.g. `info,yichuang=debug`; `RUST_LOG` overrides it.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+fn default_catalog_dir() -> PathBuf {
+    "config/catalog".into()
+}
+fn default_calendar_dir() -> PathBuf {
+    "config/calendar".into()
+}
+fn default_listen() -> SocketAddr {
+    "127.0.0.1:50051".parse().expect("literal address")
+}
+fn default_max_message_bytes() -> usize {
+    4 * 1024 * 1024
+}
+fn default_schema() -> String {
+    "yichuang".into()
+}
+fn default_pool_size() -> usize {
+    16
+}
+fn default_utc_offset() -> String {
+    "+08:00".into()
+}
+fn default_clock_skew() -> i64 {
+    300
+}
+fn default_max_items() -> usize {
+    20
+}
+fn default_max_materials() -> usize {
+    200
+}
+fn default_max_fields() -> usize {
+    100
+}
+fn default_max_parties() -> usize {
+    20
+}
+fn default_max_string_chars() -> usize {
+    2000
+}
+fn default_max_file_bytes() -> i64 {
+    100 * 1024 * 1024
+}
+fn default_media_types() -> Vec<String> {
+    [
+        "application/pdf",
+        "image/jpeg",
+        "image/png",
+        "application/ofd",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+fn default_log_format() -> String {
+    "json".into()
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            max_message_bytes: default_max_message_bytes(),
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig::Sqlite {
+            path: "data/yichuang.db".into(),
+        }
+    }
+}
+
+impl Default for IntakeConfig {
+    fn default() -> Self {
+        Self {
+            utc_offset: default_utc_offset(),
+            max_clock_skew_secs: default_clock_skew(),
+            max_items: default_max_items(),
+            max_materials: default_max_materials(),
+            max_fields: default_max_fields(),
+            max_parties: default_max_parties(),
+            max_string_chars: default_max_string_chars(),
+            max_file_bytes: default_max_file_bytes(),
+            media_types: default_media_types(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: default_log_format(),
+            level: default_log_level(),
+        }
+    }
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            store: StoreConfig::default(),
+            catalog_dir: default_catalog_dir(),
+            calendar_dir: default_calendar_dir(),
+            intake: IntakeConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl IntakeConfig {
+    /// The hall's UTC offset, parsed.
+    pub fn offset(&self) -> Result<chrono::FixedOffset, String> {
+        parse_offset(&self.utc_offset)
+    }
+}
+
+fn parse_offset(text: &str) -> Result<chrono::FixedOffset, String> {
+    let bad = || format!("utc_offset {text:?} is not of the form +08:00");
+    let (sign, rest) = match text.as_bytes().first() {
+        Some(b'+') => (1, &text[1..]),
+        Some(b'-') => (-1, &text[1..]),
+        _ => return Err(bad()),
+    };
+    let (h, m) = rest.split_once(':').ok_or_else(bad)?;
+    let secs =
+        h.parse::<i32>().map_err(|_| bad())? * 3600 + m.parse::<i32>().map_err(|_| bad())? * 60;
+    chrono::FixedOffset::east_opt(sign * secs).ok_or_else(bad)
+}
+
+impl GatewayConfig {
+    /// Loads and validates a configuration file, with the process environment for `${VAR}`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with_env(path, |name| std::env::var(name).ok())
+    }
+
+    /// Loads and validates a configuration file; `env` answers `${VAR}` lookups.
+    pub fn load_with_env(
+        path: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(path, &text, env)
+    }
+
+    /// Parses configuration text; relative directories are resolved against the file's directory's parent
+    /// only by the caller (paths stay as written, relative to the working directory).
+    pub fn parse(
+        path: &Path,
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let text = interpolate(path, text, env).map_err(ConfigError::Invalid)?;
+        let config: GatewayConfig = toml::from_str(&text)
+            .map_err(|e| ConfigError::Invalid(toml_problem(path, &text, &e)))?;
+        let problem = |key: &str, message: String| {
+            let line = text.find(key).map_or(1, |at| line_at(&text, at));
+            ConfigError::Invalid(ConfigProblem {
+                file: path.display().to_string(),
+                line,
+                message,
+            })
+        };
+        config
+            .intake
+            .offset()
+            .map_err(|m| problem("utc_offset", m))?;
+        if !matches!(config.log.format.as_str(), "json" | "text") {
+            return Err(problem(
+                "format",
+                format!("log format {:?} must be json or text", config.log.format),
+            ));
+        }
+        if config.server.max_message_bytes < 1024 {
+            return Err(problem(
+                "max_message_bytes",
+                "max_message_bytes must be at least 1024".into(),
+            ));
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interpolation_uses_environment_then_default() {
+        let env = |n: &str| (n == "SET").then(|| "value".to_string());
+        let out = interpolate(
+            Path::new("x.toml"),
+            "a = \"${SET}\"\nb = \"${UNSET:-fallback}\"",
+            env,
+        )
+        .unwrap();
+        assert_eq!(out, "a = \"value\"\nb = \"fallback\"");
+    }
+
+    #[test]
+    fn comments_are_not_interpolated() {
+        let out = interpolate(
+            Path::new("x.toml"),
+            "a = \"#${UNSET:-x}\" # ${NOPE}\n",
+            |_| None,
+        )
+        .unwrap();
+        assert_eq!(out, "a = \"#x\" # ${NOPE}\n");
+    }
+
+    #[test]
+    fn unset_variable_without_default_names_variable_and_line() {
+        let err = interpolate(Path::new("g.toml"), "a = 1\nb = \"${NOPE}\"", |_| None).unwrap_err();
+        assert_eq!(err.line, 2);
+        assert!(err.message.contains("NOPE"), "{}", err.message);
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_its_line() {
+        let err = GatewayConfig::parse(
+            Path::new("g.toml"),
+            "[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n",
+            |_| None,
+        )
+        .unwrap_err();
+        let ConfigError::Invalid(problem) = err else {
+            panic!("expected invalid")
+        };
+        assert_eq!(problem.line, 3, "{problem}");
+        assert!(problem.message.contains("lisen"), "{problem}");
+    }
+
+    #[test]
+    fn shipped_gateway_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/gateway.toml");
+        let config = GatewayConfig::load_with_env(&path, |_| None).expect("config/gateway.toml");
+        assert!(matches!(config.store, StoreConfig::Sqlite { .. }));
+    }
+}

@@ -1,0 +1,1266 @@
+//! Intake: a window's submission in, a plan for a case or a one-time deficiency notice out.
+//! Normalises (see [`normalise`]), then validates against the acceptance list and reports
+//! **every** deficiency at once (一次性告知), then plans the tasks, their order and deadlines.
+//! Intake is pure: it never stores or sends anything, so `PreCheck` and `Submit` share it.
+
+pub mod ids;
+pub mod normalise;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
+use prost::Message;
+use sha2::{Digest, Sha256};
+
+use crate::catalog::{
+    ApplicantKind as CatKind, BundleOrder, Catalog, FieldKind, FieldRule, Form, Item, Mode,
+};
+use crate::config::IntakeConfig;
+use crate::privacy::{mask_id, mask_mobile};
+use crate::proto::v1::{
+    AcceptanceMode, ApplicantKind, Channel, Deficiency, DeficiencyCode as Code, DeliveryMethod,
+    IdType, MaterialForm, Obligation, Submission,
+};
+use crate::sla::{Calendar, CalendarError};
+use ids::{CreditCodeError, ResidentIdError, check_credit_code, check_resident_id, is_mobile};
+use normalise::Change;
+
+/// A submission the API must refuse outright (`INVALID_ARGUMENT`): the window system's
+/// envelope is broken or over a limit, so there is nothing to tell the applicant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct EnvelopeError {
+    /// JSON path of the offending value.
+    pub field: String,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+/// Why intake could not evaluate a submission at all (a gateway-side problem).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IntakeError {
+    #[error(transparent)]
+    Calendar(#[from] CalendarError),
+}
+
+/// What intake decided.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Complete: the case can be accepted as planned.
+    Acceptable(Box<Plan>),
+    /// Not acceptable: every deficiency found.
+    Deficient {
+        submission_id: String,
+        changes: Vec<Change>,
+        deficiencies: Vec<Deficiency>,
+    },
+}
+
+/// A complete submission, planned into tasks.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The submission after normalisation.
+    pub submission: Submission,
+    /// Every change normalisation made.
+    pub changes: Vec<Change>,
+    /// When the case is accepted, in the hall's time zone.
+    pub accepted_at: DateTime<FixedOffset>,
+    /// One task per item, in bundle order.
+    pub tasks: Vec<PlannedTask>,
+    /// Materials owed under 容缺.
+    pub obligations: Vec<Obligation>,
+    /// The latest promised deadline of the tasks.
+    pub promised_deadline: NaiveDate,
+    /// Implementation code of the lead (first) item: the case number's prefix.
+    pub lead_implementation_code: String,
+}
+
+/// A task intake planned for one item.
+#[derive(Debug, Clone)]
+pub struct PlannedTask {
+    pub item_code: String,
+    pub item_name: String,
+    pub department: String,
+    pub department_name: String,
+    pub implementation_code: String,
+    /// Indexes into [`Plan::tasks`] of the tasks that must be approved first.
+    pub depends_on: Vec<usize>,
+    /// Materials received from prerequisite tasks instead of from the applicant.
+    pub inherited_materials: Vec<String>,
+    pub mode: AcceptanceMode,
+    pub promised_working_days: u32,
+    pub legal_working_days: u32,
+    pub promised_deadline: NaiveDate,
+    pub legal_deadline: NaiveDate,
+}
+
+/// The intake engine: the acceptance list, the calendar and the limits.
+#[derive(Debug, Clone)]
+pub struct Intake {
+    catalog: Arc<Catalog>,
+    calendar: Arc<Calendar>,
+    config: IntakeConfig,
+    offset: FixedOffset,
+    /// How each item-specific field is typed, for normalisation (the catalog keeps kinds consistent).
+    field_kinds: BTreeMap<String, FieldKind>,
+}
+
+/// SHA-256 of the submission as received: the idempotency record's content fingerprint.
+pub fn content_hash(submission: &Submission) -> [u8; 32] {
+    Sha256::digest(submission.encode_to_vec()).into()
+}
+
+impl Intake {
+    pub fn new(
+        catalog: Arc<Catalog>,
+        calendar: Arc<Calendar>,
+        config: IntakeConfig,
+    ) -> Result<Self, String> {
+        let offset = config.offset()?;
+        let mut field_kinds = BTreeMap::new();
+        for item in catalog.items.values() {
+            for rule in &item.fields {
+                field_kinds
+                    .entry(rule.name.get_ref().clone())
+                    .or_insert(rule.kind);
+            }
+        }
+        Ok(Self {
+            catalog,
+            calendar,
+            config,
+            offset,
+            field_kinds,
+        })
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The hall's UTC offset.
+    pub fn offset(&self) -> FixedOffset {
+        self.offset
+    }
+
+    /// Checks what the window system itself must get right: ids, codes, list lengths, string sizes.
+    pub fn check_envelope(&self, s: &Submission) -> Result<(), EnvelopeError> {
+        let err = |field: &str, message: String| {
+            Err(EnvelopeError {
+                field: field.into(),
+                message,
+            })
+        };
+        let id = s.submission_id.trim();
+        if id.is_empty() {
+            return err(
+                "submissionId",
+                "is required: the window's idempotency key for this attempt".into(),
+            );
+        }
+        if id.chars().count() > 128 || id.chars().any(char::is_control) {
+            return err(
+                "submissionId",
+                "must be at most 128 printable characters".into(),
+            );
+        }
+        if s.hall_code.trim().is_empty() {
+            return err(
+                "hallCode",
+                "is required: the hall that accepts the case".into(),
+            );
+        }
+        if s.window_code.trim().is_empty() {
+            return err(
+                "windowCode",
+                "is required: results return to this window".into(),
+            );
+        }
+        if Channel::try_from(s.channel).map_or(true, |c| c == Channel::Unspecified) {
+            return err("channel", "is required, e.g. CHANNEL_WINDOW".into());
+        }
+        let limits = [
+            ("items", s.items.len(), self.config.max_items),
+            ("materials", s.materials.len(), self.config.max_materials),
+            ("fields", s.fields.len(), self.config.max_fields),
+            (
+                "otherParties",
+                s.other_parties.len(),
+                self.config.max_parties,
+            ),
+        ];
+        for (field, len, max) in limits {
+            if len > max {
+                return err(
+                    field,
+                    format!("{len} entries exceed the limit of {max}; split the application"),
+                );
+            }
+        }
+        let max = self.config.max_string_chars;
+        let mut long = None;
+        visit_strings(s, &mut |path, value| {
+            if long.is_none() && value.chars().count() > max {
+                long = Some(path());
+            }
+        });
+        if let Some(path) = long {
+            return err(
+                &path,
+                format!("is longer than the limit of {max} characters"),
+            );
+        }
+        Ok(())
+    }
+
+    /// Normalises, validates and plans a submission. `now` is the gateway's clock.
+    pub fn evaluate(&self, mut s: Submission, now: DateTime<Utc>) -> Result<Outcome, IntakeError> {
+        let catalog = &self.catalog;
+        let changes = normalise::normalise(&mut s, |name| self.field_kinds.get(name).copied());
+        let mut v = Validator { d: Vec::new() };
+
+        let accepted_at = self.accepted_at(&s, now, &mut v);
+        let items = self.resolve_items(&s, &mut v);
+        let applicant_kind = check_applicant(&s, &mut v);
+        check_parties(&s, &mut v);
+        check_delivery(&s, &mut v);
+
+        // Dependencies among the submitted items, from the bundle's order.
+        let bundle = catalog.bundles.get(&s.bundle_code);
+        let order = bundle.map(BundleOrder::of).unwrap_or_default();
+        let index: BTreeMap<&str, usize> = items
+            .iter()
+            .enumerate()
+            .map(|(i, it)| (it.code.get_ref().as_str(), i))
+            .collect();
+        let depends: Vec<Vec<usize>> = items
+            .iter()
+            .map(|it| submitted_prerequisites(&order, it.code.get_ref(), &index))
+            .collect();
+
+        // Applicant kind per item: an organisation-only item accepts the person founding the
+        // organisation when an earlier item of the bundle establishes it.
+        if let Some(kind) = applicant_kind {
+            for (i, it) in items.iter().enumerate() {
+                let founded = depends[i]
+                    .iter()
+                    .any(|&p| items[p].establishes_organization);
+                let allowed = it.applicant_kinds.contains(&kind)
+                    || (founded
+                        && kind == CatKind::Person
+                        && it.applicant_kinds.contains(&CatKind::Organization));
+                if !allowed {
+                    v.push(
+                        Code::ApplicantKind,
+                        "applicant.kind",
+                        format!(
+                            "事项「{}」的申请人须为{}，本次申请人为{}。",
+                            it.name,
+                            kinds_zh(&it.applicant_kinds),
+                            kind_zh(kind)
+                        ),
+                        |d| d.item_code = it.code.get_ref().clone(),
+                    );
+                }
+            }
+        }
+        required_parties(&s, &items, &mut v);
+
+        let modes = self.item_modes(&s, &items, &mut v);
+        let obligations_due = |it: &Item| {
+            self.calendar
+                .add_working_days(accepted_at.date_naive(), it.tolerance_working_days)
+        };
+        let mut obligations = Vec::new();
+        let inherited = self.check_materials(
+            &s,
+            &items,
+            &depends,
+            &modes,
+            &mut v,
+            &mut |it, code, name| {
+                let due = obligations_due(it)?;
+                obligations.push(Obligation {
+                    item_code: it.code.get_ref().clone(),
+                    material_code: code.to_string(),
+                    material_name: name.to_string(),
+                    due_date: due.to_string(),
+                    fulfilled: false,
+                });
+                Ok(())
+            },
+        )?;
+        self.check_fields(&s, &items, &mut v);
+
+        if !v.d.is_empty() {
+            return Ok(Outcome::Deficient {
+                submission_id: s.submission_id.clone(),
+                changes,
+                deficiencies: v.d,
+            });
+        }
+
+        // Deadlines: an item's clock starts when its prerequisites' promised deadlines end.
+        let start = accepted_at.date_naive();
+        let mut tasks: Vec<PlannedTask> = Vec::with_capacity(items.len());
+        for (i, it) in items.iter().enumerate() {
+            let after = |f: fn(&PlannedTask) -> NaiveDate| {
+                depends[i]
+                    .iter()
+                    .map(|&p| f(&tasks[p]))
+                    .max()
+                    .unwrap_or(start)
+            };
+            let promised = self
+                .calendar
+                .add_working_days(after(|t| t.promised_deadline), it.promised_working_days)?;
+            let legal = self
+                .calendar
+                .add_working_days(after(|t| t.legal_deadline), it.legal_working_days)?;
+            let dept = &catalog.departments[it.department.get_ref()];
+            tasks.push(PlannedTask {
+                item_code: it.code.get_ref().clone(),
+                item_name: it.name.clone(),
+                department: it.department.get_ref().clone(),
+                department_name: dept.name.clone(),
+                implementation_code: catalog.implementation_code(it),
+                depends_on: depends[i].clone(),
+                inherited_materials: inherited[i].clone(),
+                mode: modes[i],
+                promised_working_days: it.promised_working_days,
+                legal_working_days: it.legal_working_days,
+                promised_deadline: promised,
+                legal_deadline: legal,
+            });
+        }
+        let promised_deadline = tasks
+            .iter()
+            .map(|t| t.promised_deadline)
+            .max()
+            .unwrap_or(start);
+        let lead_implementation_code = tasks[0].implementation_code.clone();
+        Ok(Outcome::Acceptable(Box::new(Plan {
+            submission: s,
+            changes,
+            accepted_at,
+            tasks,
+            obligations,
+            promised_deadline,
+            lead_implementation_code,
+        })))
+    }
+
+    fn accepted_at(
+        &self,
+        s: &Submission,
+        now: DateTime<Utc>,
+        v: &mut Validator,
+    ) -> DateTime<FixedOffset> {
+        let now_local = now.with_timezone(&self.offset);
+        let Some(ts) = &s.submitted_at else {
+            return now_local;
+        };
+        let Some(at) = DateTime::from_timestamp(ts.seconds, ts.nanos.max(0) as u32) else {
+            v.push(
+                Code::SubmittedAt,
+                "submittedAt",
+                "受理时间无法识别。".into(),
+                |_| {},
+            );
+            return now_local;
+        };
+        if (at - now).num_seconds() > self.config.max_clock_skew_secs {
+            v.push(
+                Code::SubmittedAt,
+                "submittedAt",
+                format!(
+                    "受理时间 {} 晚于当前时间，请校准窗口终端时钟后重新提交。",
+                    at.with_timezone(&self.offset).format("%Y-%m-%d %H:%M:%S")
+                ),
+                |_| {},
+            );
+            return now_local;
+        }
+        at.with_timezone(&self.offset)
+    }
+
+    /// Looks up the submitted items, in bundle order when they form a bundle.
+    fn resolve_items<'c>(&'c self, s: &Submission, v: &mut Validator) -> Vec<&'c Item> {
+        let catalog = &*self.catalog;
+        let bundle = if s.bundle_code.is_empty() {
+            None
+        } else {
+            let b = catalog.bundles.get(&s.bundle_code);
+            if b.is_none() {
+                v.push(
+                    Code::Bundle,
+                    "bundleCode",
+                    format!("「{}」不是受理清单中的一件事主题。", s.bundle_code),
+                    |_| {},
+                );
+            }
+            b
+        };
+        if s.items.is_empty() {
+            v.push(Code::Items, "items", "未选择申请事项。".into(), |_| {});
+        }
+        let mut seen = HashSet::new();
+        let mut items = Vec::new();
+        for (i, req) in s.items.iter().enumerate() {
+            let path = format!("items[{i}].itemCode");
+            let Some(item) = catalog.items.get(&req.item_code) else {
+                v.push(
+                    Code::ItemUnknown,
+                    &path,
+                    format!("事项编码「{}」不在受理清单中。", req.item_code),
+                    |_| {},
+                );
+                continue;
+            };
+            if !seen.insert(req.item_code.as_str()) {
+                v.push(
+                    Code::Items,
+                    &path,
+                    format!("事项「{}」重复申请。", item.name),
+                    |d| d.item_code = req.item_code.clone(),
+                );
+                continue;
+            }
+            if let Some(b) = bundle
+                && !b.items.iter().any(|x| x.get_ref() == &req.item_code)
+            {
+                v.push(
+                    Code::Bundle,
+                    &path,
+                    format!("事项「{}」不属于一件事「{}」。", item.name, b.name),
+                    |d| d.item_code = req.item_code.clone(),
+                );
+                continue;
+            }
+            items.push(item);
+        }
+        if let Some(b) = bundle {
+            let pos = |it: &Item| {
+                b.items
+                    .iter()
+                    .position(|x| x.get_ref() == it.code.get_ref())
+                    .unwrap_or(usize::MAX)
+            };
+            items.sort_by_key(|it| pos(it));
+        }
+        items
+    }
+
+    /// The mode each item is handled in.
+    fn item_modes(
+        &self,
+        s: &Submission,
+        items: &[&Item],
+        v: &mut Validator,
+    ) -> Vec<AcceptanceMode> {
+        let requested = AcceptanceMode::try_from(s.mode).unwrap_or(AcceptanceMode::Unspecified);
+        let wanted = match requested {
+            AcceptanceMode::Unspecified => {
+                v.push(
+                    Code::ModeNotAllowed,
+                    "mode",
+                    "未选择受理方式（一般受理、告知承诺或容缺受理）。".into(),
+                    |_| {},
+                );
+                return vec![AcceptanceMode::Standard; items.len()];
+            }
+            AcceptanceMode::Standard => Mode::Standard,
+            AcceptanceMode::Commitment => Mode::Commitment,
+            AcceptanceMode::Tolerant => Mode::Tolerant,
+        };
+        if wanted == Mode::Tolerant {
+            // 容缺 applies where the item allows it; the other items are checked as standard.
+            if !items.is_empty() && !items.iter().any(|it| it.modes.contains(&Mode::Tolerant)) {
+                v.push(
+                    Code::ModeNotAllowed,
+                    "mode",
+                    "所申请事项均不适用容缺受理，请选择一般受理。".into(),
+                    |_| {},
+                );
+            }
+            return items
+                .iter()
+                .map(|it| {
+                    if it.modes.contains(&Mode::Tolerant) {
+                        AcceptanceMode::Tolerant
+                    } else {
+                        AcceptanceMode::Standard
+                    }
+                })
+                .collect();
+        }
+        for it in items {
+            if !it.modes.contains(&wanted) {
+                v.push(
+                    Code::ModeNotAllowed,
+                    "mode",
+                    format!("事项「{}」不适用{}。", it.name, mode_zh(wanted)),
+                    |d| d.item_code = it.code.get_ref().clone(),
+                );
+            }
+        }
+        vec![requested; items.len()]
+    }
+
+    /// Checks handed-in materials and each item's requirements. Returns, per item, the materials
+    /// it inherits from prerequisite items. `owe` records a material tolerated under 容缺.
+    fn check_materials(
+        &self,
+        s: &Submission,
+        items: &[&Item],
+        depends: &[Vec<usize>],
+        modes: &[AcceptanceMode],
+        v: &mut Validator,
+        owe: &mut dyn FnMut(&Item, &str, &str) -> Result<(), CalendarError>,
+    ) -> Result<Vec<Vec<String>>, IntakeError> {
+        let catalog = &*self.catalog;
+        // What was handed in, by material kind: forms and copies.
+        let mut handed: BTreeMap<&str, (BTreeSet<MaterialForm>, u32)> = BTreeMap::new();
+        for (i, m) in s.materials.iter().enumerate() {
+            let base = format!("materials[{i}]");
+            let Some(kind) = catalog.materials.get(&m.material_code) else {
+                v.push(
+                    Code::MaterialUnknown,
+                    &format!("{base}.materialCode"),
+                    format!("材料编码「{}」不在材料目录中。", m.material_code),
+                    |d| d.material_code = m.material_code.clone(),
+                );
+                continue;
+            };
+            let form = MaterialForm::try_from(m.form).unwrap_or(MaterialForm::Unspecified);
+            if form == MaterialForm::Unspecified {
+                v.push(
+                    Code::MaterialForm,
+                    &format!("{base}.form"),
+                    format!("材料「{}」未注明形式（原件、复印件或电子件）。", kind.name),
+                    |d| d.material_code = m.material_code.clone(),
+                );
+                continue;
+            }
+            let copies = if m.copies == 0 && form == MaterialForm::Electronic {
+                1
+            } else {
+                m.copies
+            };
+            if copies < 1 {
+                v.push(
+                    Code::MaterialCopies,
+                    &format!("{base}.copies"),
+                    format!("材料「{}」份数须至少为 1。", kind.name),
+                    |d| d.material_code = m.material_code.clone(),
+                );
+                continue;
+            }
+            if form == MaterialForm::Electronic
+                && !self.check_file(&base, &kind.name, &m.material_code, m.file.as_ref(), v)
+            {
+                continue;
+            }
+            let entry = handed.entry(m.material_code.as_str()).or_default();
+            entry.0.insert(form);
+            entry.1 += copies as u32;
+        }
+
+        // Missing materials are reported once per kind, naming every item and legal basis.
+        let mut missing: BTreeMap<String, (Code, Vec<String>, Vec<String>)> = BTreeMap::new();
+        let mut inherited = vec![Vec::new(); items.len()];
+        for (i, it) in items.iter().enumerate() {
+            for req in &it.materials {
+                let code = req.code.get_ref();
+                if let Some(from) = &req.from_item
+                    && depends_on_item(items, depends, i, from.get_ref())
+                {
+                    inherited[i].push(code.clone());
+                    continue;
+                }
+                let name = catalog.material_name(code);
+                match handed.get(code.as_str()) {
+                    Some((forms, copies)) => {
+                        let accepted = forms.iter().any(|f| req.forms.contains(&form_of(*f)));
+                        if !accepted {
+                            v.push(
+                                Code::MaterialForm,
+                                "materials",
+                                format!(
+                                    "材料「{name}」须以{}形式提交（事项：{}）。",
+                                    forms_zh(&req.forms),
+                                    it.name
+                                ),
+                                |d| {
+                                    d.material_code = code.clone();
+                                    d.material_name = name.into();
+                                    d.legal_basis = req.legal_basis.clone();
+                                    d.item_code = it.code.get_ref().clone();
+                                },
+                            );
+                        } else if *copies < req.copies {
+                            v.push(
+                                Code::MaterialCopies,
+                                "materials",
+                                format!(
+                                    "材料「{name}」须提交 {} 份，已提交 {copies} 份（事项：{}）。",
+                                    req.copies, it.name
+                                ),
+                                |d| {
+                                    d.material_code = code.clone();
+                                    d.material_name = name.into();
+                                    d.legal_basis = req.legal_basis.clone();
+                                    d.item_code = it.code.get_ref().clone();
+                                },
+                            );
+                        }
+                    }
+                    None if modes[i] == AcceptanceMode::Tolerant && req.tolerable => {
+                        owe(it, code, name)?
+                    }
+                    None => {
+                        let kind = if modes[i] == AcceptanceMode::Tolerant {
+                            Code::MaterialNotTolerable
+                        } else {
+                            Code::MaterialMissing
+                        };
+                        let e =
+                            missing
+                                .entry(code.clone())
+                                .or_insert((kind, Vec::new(), Vec::new()));
+                        e.1.push(it.code.get_ref().clone());
+                        if !e.2.contains(&req.legal_basis) {
+                            e.2.push(req.legal_basis.clone());
+                        }
+                        if kind == Code::MaterialNotTolerable {
+                            e.0 = kind;
+                        }
+                    }
+                }
+            }
+        }
+        for (code, (kind, item_codes, bases)) in missing {
+            let name = catalog.material_name(&code).to_string();
+            let item_names: Vec<&str> = item_codes
+                .iter()
+                .map(|c| catalog.items[c].name.as_str())
+                .collect();
+            let basis = bases.join("；");
+            let message = if kind == Code::MaterialNotTolerable {
+                format!(
+                    "缺少材料「{name}」：该材料不适用容缺受理，须当场提交（事项：{}；依据：{basis}）。",
+                    item_names.join("、")
+                )
+            } else {
+                format!(
+                    "缺少材料「{name}」（事项：{}；依据：{basis}）。",
+                    item_names.join("、")
+                )
+            };
+            v.push(kind, "materials", message, |d| {
+                d.material_code = code.clone();
+                d.material_name = name.clone();
+                d.legal_basis = basis.clone();
+                d.item_code = item_codes.join(",");
+            });
+        }
+        Ok(inherited)
+    }
+
+    fn check_file(
+        &self,
+        base: &str,
+        name: &str,
+        code: &str,
+        file: Option<&crate::proto::v1::FileRef>,
+        v: &mut Validator,
+    ) -> bool {
+        let mut ok = true;
+        let mut bad = |field: &str, what: String| {
+            v.push(
+                Code::FileReference,
+                &format!("{base}.file{field}"),
+                format!("电子材料「{name}」{what}"),
+                |d| d.material_code = code.into(),
+            );
+            ok = false;
+        };
+        let Some(f) = file else {
+            bad("", "缺少电子文件引用，请重新上传。".into());
+            return false;
+        };
+        let scheme_ok = f.uri.split_once("://").is_some_and(|(scheme, rest)| {
+            matches!(scheme, "s3" | "https" | "oss" | "obs" | "cos" | "file") && !rest.is_empty()
+        });
+        if !scheme_ok {
+            bad(
+                ".uri",
+                "的文件地址无效（应为 s3://、https:// 等材料库地址）。".into(),
+            );
+        }
+        if f.sha256.len() != 64
+            || !f
+                .sha256
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            bad(".sha256", "的 SHA-256 摘要应为 64 位十六进制字符。".into());
+        }
+        if f.size_bytes <= 0 || f.size_bytes > self.config.max_file_bytes {
+            bad(
+                ".sizeBytes",
+                format!(
+                    "的文件大小 {} 字节不在 1 至 {} 字节之间。",
+                    f.size_bytes, self.config.max_file_bytes
+                ),
+            );
+        }
+        if !self.config.media_types.iter().any(|t| t == &f.media_type) {
+            bad(
+                ".mediaType",
+                format!(
+                    "的文件类型「{}」不受理（可用：{}）。",
+                    f.media_type,
+                    self.config.media_types.join("、")
+                ),
+            );
+        }
+        ok
+    }
+
+    fn check_fields(&self, s: &Submission, items: &[&Item], v: &mut Validator) {
+        let mut known = HashSet::new();
+        let mut reported = HashSet::new();
+        for it in items {
+            for rule in &it.fields {
+                let name = rule.name.get_ref();
+                known.insert(name.as_str());
+                if reported.contains(name.as_str()) {
+                    continue;
+                }
+                let path = format!("fields.{name}");
+                let value = s
+                    .fields
+                    .get(name)
+                    .map(|v| v.trim())
+                    .filter(|v| !v.is_empty());
+                let problem = match value {
+                    None if rule.required => Some((
+                        Code::FieldMissing,
+                        format!("缺少「{}」（事项：{}）。", rule.label, it.name),
+                    )),
+                    None => None,
+                    Some(value) => field_problem(rule, value).map(|why| {
+                        (
+                            Code::FieldInvalid,
+                            format!("「{}」{why}（事项：{}）。", rule.label, it.name),
+                        )
+                    }),
+                };
+                if let Some((code, message)) = problem {
+                    reported.insert(name.as_str());
+                    v.push(code, &path, message, |d| {
+                        d.item_code = it.code.get_ref().clone();
+                        d.legal_basis = rule.legal_basis.clone();
+                    });
+                }
+            }
+        }
+        for name in s.fields.keys() {
+            if !known.contains(name.as_str()) {
+                v.push(
+                    Code::FieldUnknown,
+                    &format!("fields.{name}"),
+                    format!("表单项「{name}」不属于所申请的任何事项，请删除或核对名称。"),
+                    |_| {},
+                );
+            }
+        }
+    }
+}
+
+fn field_problem(rule: &FieldRule, value: &str) -> Option<String> {
+    let range = |n: f64| -> Option<String> {
+        if rule.min.is_some_and(|min| n < min) || rule.max.is_some_and(|max| n > max) {
+            Some(format!(
+                "应在 {} 至 {} 之间",
+                rule.min.map_or("-∞".into(), |m| m.to_string()),
+                rule.max.map_or("+∞".into(), |m| m.to_string())
+            ))
+        } else {
+            None
+        }
+    };
+    match rule.kind {
+        FieldKind::Text => rule
+            .max_chars
+            .filter(|&m| value.chars().count() > m)
+            .map(|m| format!("超过 {m} 个字")),
+        FieldKind::Integer => match value.parse::<i64>() {
+            Ok(n) => range(n as f64),
+            Err(_) => Some(format!("应为整数，填写的是「{value}」")),
+        },
+        FieldKind::Decimal => match value.parse::<f64>() {
+            Ok(n)
+                if n.is_finite()
+                    && value
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-') =>
+            {
+                range(n)
+            }
+            _ => Some(format!("应为数字，填写的是「{value}」")),
+        },
+        FieldKind::Date => {
+            let ok = value.len() == 10 && NaiveDate::parse_from_str(value, "%Y-%m-%d").is_ok();
+            (!ok).then(|| format!("应为日期（如 2019年10月8日），填写的是「{value}」"))
+        }
+        FieldKind::Code => rule
+            .pattern
+            .as_ref()
+            .filter(|p| !p.matches(value))
+            .map(|p| {
+                format!(
+                    "应为 {} 位（字符 {}），填写的是「{value}」",
+                    p.length, p.chars
+                )
+            }),
+    }
+}
+
+/// Indexes of submitted items that `item` waits for: its prerequisites in the bundle, and for a
+/// prerequisite not submitted, that prerequisite's own prerequisites.
+fn submitted_prerequisites(
+    order: &BundleOrder,
+    item: &str,
+    index: &BTreeMap<&str, usize>,
+) -> Vec<usize> {
+    let mut out = BTreeSet::new();
+    let mut stack: Vec<&str> = order
+        .prerequisites(item)
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let mut seen = HashSet::new();
+    while let Some(p) = stack.pop() {
+        if !seen.insert(p) {
+            continue;
+        }
+        match index.get(p) {
+            Some(&i) => {
+                out.insert(i);
+            }
+            None => stack.extend(order.prerequisites(p).iter().map(String::as_str)),
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// True when item `i` waits (transitively) for the submitted item with code `code`.
+fn depends_on_item(items: &[&Item], depends: &[Vec<usize>], i: usize, code: &str) -> bool {
+    let mut stack = depends[i].clone();
+    let mut seen = HashSet::new();
+    while let Some(p) = stack.pop() {
+        if items[p].code.get_ref() == code {
+            return true;
+        }
+        if seen.insert(p) {
+            stack.extend(&depends[p]);
+        }
+    }
+    false
+}
+
+/// Collects deficiencies.
+struct Validator {
+    d: Vec<Deficiency>,
+}
+
+impl Validator {
+    fn push(
+        &mut self,
+        code: Code,
+        path: &str,
+        message: String,
+        extra: impl FnOnce(&mut Deficiency),
+    ) {
+        let mut d = Deficiency {
+            code: code as i32,
+            path: path.to_string(),
+            message,
+            ..Default::default()
+        };
+        extra(&mut d);
+        self.d.push(d);
+    }
+}
+
+/// Who a path names, in words a clerk reads to the applicant.
+fn who(path: &str, role: Option<&str>) -> String {
+    match path {
+        "applicant" => "申请人".into(),
+        "applicant.legalRepresentative" => "法定代表人".into(),
+        "agent" => "代理人".into(),
+        _ => match role {
+            Some("seller") => "卖方".into(),
+            Some("buyer") => "买方".into(),
+            Some(r) if !r.is_empty() => format!("关系人（{r}）"),
+            _ => "关系人".into(),
+        },
+    }
+}
+
+fn check_identity(
+    v: &mut Validator,
+    base: &str,
+    label: &str,
+    id_type: i32,
+    number: &str,
+    organization: bool,
+) {
+    let path = format!("{base}.idNumber");
+    let t = IdType::try_from(id_type).unwrap_or(IdType::Unspecified);
+    if number.is_empty() {
+        v.push(
+            Code::ApplicantIncomplete,
+            &path,
+            format!("缺少{label}的证件号码。"),
+            |_| {},
+        );
+        return;
+    }
+    match t {
+        IdType::Unspecified => v.push(Code::IdType, &format!("{base}.idType"), format!("未注明{label}的证件类型。"), |_| {}),
+        IdType::Uscc if !organization => v.push(Code::IdType, &format!("{base}.idType"), format!("{label}为自然人，证件类型不能是统一社会信用代码。"), |_| {}),
+        t if organization && t != IdType::Uscc => v.push(Code::IdType, &format!("{base}.idType"), format!("{label}为组织，证件类型应为统一社会信用代码。"), |_| {}),
+        IdType::ResidentId | IdType::TemporaryResidentId => match check_resident_id(number) {
+            Ok(()) => {}
+            Err(e) => {
+                let (code, what) = match e {
+                    ResidentIdError::Format => (Code::IdNumberFormat, "格式不正确（应为 18 位）"),
+                    ResidentIdError::Date => (Code::IdNumberDate, "中的出生日期不存在"),
+                    ResidentIdError::CheckDigit { .. } => (Code::IdNumberCheckDigit, "校验位不正确"),
+                };
+                v.push(code, &path, format!("{label}的居民身份证号码 {} {what}，请核对证件。", mask_id(number)), |_| {});
+            }
+        },
+        IdType::Uscc => match check_credit_code(number) {
+            Ok(()) => {}
+            Err(CreditCodeError::Format) => v.push(Code::CreditCodeFormat, &path, format!("{label}的统一社会信用代码 {number} 格式不正确（应为 18 位，不含 I、O、S、V、Z）。"), |_| {}),
+            Err(CreditCodeError::Check { .. }) => v.push(Code::CreditCodeCheck, &path, format!("{label}的统一社会信用代码 {number} 校验码不正确，请核对营业执照。"), |_| {}),
+        },
+        _ => {}
+    }
+}
+
+fn check_applicant(s: &Submission, v: &mut Validator) -> Option<CatKind> {
+    let Some(a) = &s.applicant else {
+        v.push(
+            Code::ApplicantIncomplete,
+            "applicant",
+            "缺少申请人信息。".into(),
+            |_| {},
+        );
+        return None;
+    };
+    let kind = match ApplicantKind::try_from(a.kind).unwrap_or(ApplicantKind::Unspecified) {
+        ApplicantKind::Person => CatKind::Person,
+        ApplicantKind::Organization => CatKind::Organization,
+        ApplicantKind::Other => CatKind::Other,
+        ApplicantKind::Unspecified => {
+            v.push(
+                Code::ApplicantIncomplete,
+                "applicant.kind",
+                "未注明申请人类型（个人或法人）。".into(),
+                |_| {},
+            );
+            return None;
+        }
+    };
+    if a.name.is_empty() {
+        v.push(
+            Code::ApplicantIncomplete,
+            "applicant.name",
+            "缺少申请人名称。".into(),
+            |_| {},
+        );
+    }
+    let organization = kind != CatKind::Person;
+    check_identity(
+        v,
+        "applicant",
+        "申请人",
+        a.id_type,
+        &a.id_number,
+        organization,
+    );
+    if kind == CatKind::Organization {
+        match &a.legal_representative {
+            None => v.push(
+                Code::ApplicantIncomplete,
+                "applicant.legalRepresentative",
+                "缺少法定代表人信息。".into(),
+                |_| {},
+            ),
+            Some(p) => {
+                if p.name.is_empty() {
+                    v.push(
+                        Code::ApplicantIncomplete,
+                        "applicant.legalRepresentative.name",
+                        "缺少法定代表人姓名。".into(),
+                        |_| {},
+                    );
+                }
+                check_identity(
+                    v,
+                    "applicant.legalRepresentative",
+                    "法定代表人",
+                    p.id_type,
+                    &p.id_number,
+                    false,
+                );
+                check_mobile(
+                    v,
+                    "applicant.legalRepresentative.mobile",
+                    "法定代表人",
+                    &p.mobile,
+                    false,
+                );
+            }
+        }
+    }
+    let mobile = a.contact.as_ref().map_or("", |c| c.mobile.as_str());
+    check_mobile(v, "applicant.contact.mobile", "联系人", mobile, true);
+    Some(kind)
+}
+
+fn check_mobile(v: &mut Validator, path: &str, label: &str, mobile: &str, required: bool) {
+    if mobile.is_empty() {
+        if required {
+            v.push(
+                Code::Mobile,
+                path,
+                format!("缺少{label}的手机号码，办理结果需通知申请人。"),
+                |_| {},
+            );
+        }
+    } else if !is_mobile(mobile) {
+        v.push(
+            Code::Mobile,
+            path,
+            format!(
+                "{label}的手机号码 {} 不是有效的 11 位手机号。",
+                mask_mobile(mobile)
+            ),
+            |_| {},
+        );
+    }
+}
+
+fn check_parties(s: &Submission, v: &mut Validator) {
+    if let Some(agent) = &s.agent {
+        if agent.name.is_empty() {
+            v.push(
+                Code::ApplicantIncomplete,
+                "agent.name",
+                "缺少代理人姓名。".into(),
+                |_| {},
+            );
+        }
+        check_identity(
+            v,
+            "agent",
+            &who("agent", None),
+            agent.id_type,
+            &agent.id_number,
+            false,
+        );
+        check_mobile(v, "agent.mobile", "代理人", &agent.mobile, false);
+    }
+    for (i, p) in s.other_parties.iter().enumerate() {
+        let base = format!("otherParties[{i}]");
+        let label = who(&base, Some(&p.role));
+        if p.role.is_empty() {
+            v.push(
+                Code::ApplicantIncomplete,
+                &format!("{base}.role"),
+                "未注明关系人的身份（如 seller）。".into(),
+                |_| {},
+            );
+        }
+        if p.name.is_empty() {
+            v.push(
+                Code::ApplicantIncomplete,
+                &format!("{base}.name"),
+                format!("缺少{label}的姓名或名称。"),
+                |_| {},
+            );
+        }
+        let organization = p.id_type == IdType::Uscc as i32;
+        check_identity(v, &base, &label, p.id_type, &p.id_number, organization);
+        check_mobile(v, &format!("{base}.mobile"), &label, &p.mobile, false);
+    }
+}
+
+fn required_parties(s: &Submission, items: &[&Item], v: &mut Validator) {
+    let mut reported = HashSet::new();
+    for it in items {
+        for role in &it.required_parties {
+            if !s.other_parties.iter().any(|p| &p.role == role) && reported.insert(role.as_str()) {
+                v.push(
+                    Code::PartyMissing,
+                    "otherParties",
+                    format!("事项「{}」须填写{}的信息。", it.name, who("", Some(role))),
+                    |d| d.item_code = it.code.get_ref().clone(),
+                );
+            }
+        }
+    }
+}
+
+fn check_delivery(s: &Submission, v: &mut Validator) {
+    let Some(d) = &s.delivery else {
+        v.push(
+            Code::Delivery,
+            "delivery",
+            "未选择取件方式（窗口自取或邮寄）。".into(),
+            |_| {},
+        );
+        return;
+    };
+    match DeliveryMethod::try_from(d.method).unwrap_or(DeliveryMethod::Unspecified) {
+        DeliveryMethod::Unspecified => v.push(
+            Code::Delivery,
+            "delivery.method",
+            "未选择取件方式（窗口自取或邮寄）。".into(),
+            |_| {},
+        ),
+        DeliveryMethod::Pickup => {}
+        DeliveryMethod::Mail => {
+            if d.recipient.is_empty() {
+                v.push(
+                    Code::Delivery,
+                    "delivery.recipient",
+                    "邮寄送达须填写收件人。".into(),
+                    |_| {},
+                );
+            }
+            if d.address.is_empty() {
+                v.push(
+                    Code::Delivery,
+                    "delivery.address",
+                    "邮寄送达须填写收件地址。".into(),
+                    |_| {},
+                );
+            }
+            check_mobile(v, "delivery.mobile", "收件人", &d.mobile, true);
+        }
+    }
+}
+
+fn form_of(f: MaterialForm) -> Form {
+    match f {
+        MaterialForm::Original | MaterialForm::Unspecified => Form::Original,
+        MaterialForm::Copy => Form::Copy,
+        MaterialForm::Electronic => Form::Electronic,
+    }
+}
+
+fn forms_zh(forms: &[Form]) -> String {
+    forms
+        .iter()
+        .map(|f| match f {
+            Form::Original => "原件",
+            Form::Copy => "复印件",
+            Form::Electronic => "电子件",
+        })
+        .collect::<Vec<_>>()
+        .join("或")
+}
+
+fn kind_zh(k: CatKind) -> &'static str {
+    match k {
+        CatKind::Person => "个人",
+        CatKind::Organization => "企业/法人",
+        CatKind::Other => "其他组织",
+    }
+}
+
+fn kinds_zh(kinds: &[CatKind]) -> String {
+    kinds
+        .iter()
+        .map(|k| kind_zh(*k))
+        .collect::<Vec<_>>()
+        .join("或")
+}
+
+fn mode_zh(m: Mode) -> &'static str {
+    match m {
+        Mode::Standard => "一般受理",
+        Mode::Commitment => "告知承诺制",
+        Mode::Tolerant => "容缺受理",
+    }
+}
+
+/// Calls `f` with the path and value of every string in a submission.
+fn visit_strings(s: &Submission, f: &mut dyn FnMut(&dyn Fn() -> String, &str)) {
+    let mut one = |path: &str, value: &str| f(&|| path.to_string(), value);
+    one("submissionId", &s.submission_id);
+    one("hallCode", &s.hall_code);
+    one("windowCode", &s.window_code);
+    one("bundleCode", &s.bundle_code);
+    if let Some(c) = &s.clerk {
+        one("clerk.staffNo", &c.staff_no);
+        one("clerk.name", &c.name);
+    }
+    if let Some(a) = &s.applicant {
+        one("applicant.name", &a.name);
+        one("applicant.idNumber", &a.id_number);
+        if let Some(p) = &a.legal_representative {
+            one("applicant.legalRepresentative.name", &p.name);
+            one("applicant.legalRepresentative.idNumber", &p.id_number);
+            one("applicant.legalRepresentative.mobile", &p.mobile);
+        }
+        if let Some(c) = &a.contact {
+            one("applicant.contact.name", &c.name);
+            one("applicant.contact.mobile", &c.mobile);
+            one("applicant.contact.address", &c.address);
+        }
+    }
+    if let Some(p) = &s.agent {
+        one("agent.name", &p.name);
+        one("agent.idNumber", &p.id_number);
+        one("agent.mobile", &p.mobile);
+    }
+    for (i, p) in s.other_parties.iter().enumerate() {
+        for (k, v) in [
+            ("role", &p.role),
+            ("name", &p.name),
+            ("idNumber", &p.id_number),
+            ("mobile", &p.mobile),
+        ] {
+            one(&format!("otherParties[{i}].{k}"), v);
+        }
+    }
+    for (i, it) in s.items.iter().enumerate() {
+        one(&format!("items[{i}].itemCode"), &it.item_code);
+    }
+    for (i, m) in s.materials.iter().enumerate() {
+        one(&format!("materials[{i}].materialCode"), &m.material_code);
+        if let Some(file) = &m.file {
+            one(&format!("materials[{i}].file.uri"), &file.uri);
+            one(&format!("materials[{i}].file.sha256"), &file.sha256);
+            one(&format!("materials[{i}].file.mediaType"), &file.media_type);
+        }
+    }
+    for (k, v) in &s.fields {
+        one(&format!("fields.{k}"), k);
+        one(&format!("fields.{k}"), v);
+    }
+    if let Some(d) = &s.delivery {
+        one("delivery.recipient", &d.recipient);
+        one("delivery.mobile", &d.mobile);
+        one("delivery.address", &d.address);
+    }
+}

@@ -1,0 +1,344 @@
+//! The `yichuang` command: the gateway server, operator checks and API client commands.
+//!
+//! Exit codes: 0 success; 1 failure (cannot connect, server error, invalid configuration);
+//! 2 usage error; 3 the submission is not acceptable (the deficiency notice is printed);
+//! 4 the input file cannot be read or is not a valid submission.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use yichuang::api::{Gateway, serve};
+use yichuang::catalog::Catalog;
+use yichuang::config::GatewayConfig;
+use yichuang::proto::v1::case_service_client::CaseServiceClient;
+use yichuang::proto::v1::{
+    CaseStatus, GetCaseRequest, ListCasesRequest, PreCheckRequest, Submission, SubmitRequest,
+    submit_response,
+};
+use yichuang::sla::Calendar;
+
+#[derive(Parser)]
+#[command(
+    name = "yichuang",
+    version,
+    about = "One-window acceptance gateway (一窗受理、集成服务)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the gateway.
+    Serve {
+        /// Configuration file.
+        #[arg(long, default_value = "config/gateway.toml", env = "YICHUANG_CONFIG")]
+        config: PathBuf,
+    },
+    /// Checks the acceptance list (受理清单).
+    Catalog {
+        #[command(subcommand)]
+        command: CatalogCommand,
+    },
+    /// Answers working-day calendar questions.
+    Calendar {
+        /// Calendar directory.
+        #[arg(long, default_value = "config/calendar", global = true)]
+        dir: PathBuf,
+        #[command(subcommand)]
+        command: CalendarCommand,
+    },
+    /// Calls the gateway's CaseService and prints the answer as JSON.
+    Case {
+        /// Gateway address.
+        #[arg(
+            long,
+            default_value = "http://127.0.0.1:50051",
+            env = "YICHUANG_SERVER",
+            global = true
+        )]
+        server: String,
+        #[command(subcommand)]
+        command: CaseCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CatalogCommand {
+    /// Validates a catalog directory and reports every problem with file and line.
+    Check {
+        /// Catalog directory.
+        #[arg(default_value = "config/catalog")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum CalendarCommand {
+    /// The close of the N-th working day after DATE.
+    Add { date: chrono::NaiveDate, days: u32 },
+    /// Whether DATE is a working day.
+    IsWorkday { date: chrono::NaiveDate },
+}
+
+#[derive(Subcommand)]
+enum CaseCommand {
+    /// 资料预审: checks a submission; stores nothing.
+    Precheck {
+        /// Submission in canonical JSON.
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Submits a submission: prints the receipt or the deficiency notice.
+    Submit {
+        /// Submission in canonical JSON.
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Prints one case with its history.
+    Get {
+        /// National case number.
+        case_number: String,
+    },
+    /// Lists cases, newest first.
+    List {
+        #[arg(long)]
+        hall: Option<String>,
+        #[arg(long)]
+        window: Option<String>,
+        /// Status name, e.g. CASE_STATUS_ACCEPTED.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        page_size: i32,
+        #[arg(long)]
+        page_token: Option<String>,
+    },
+}
+
+/// An error with the exit code it deserves.
+struct Failure(u8, anyhow::Error);
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(1, e.into())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(Failure(code, e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<u8, Failure> {
+    match cli.command {
+        Command::Serve { config } => serve_command(&config).await,
+        Command::Catalog {
+            command: CatalogCommand::Check { dir },
+        } => match Catalog::load(&dir) {
+            Ok(c) => {
+                println!(
+                    "{}: {} departments, {} materials, {} items, {} bundles: ok",
+                    dir.display(),
+                    c.departments.len(),
+                    c.materials.len(),
+                    c.items.len(),
+                    c.bundles.len()
+                );
+                Ok(0)
+            }
+            Err(e) => {
+                for p in &e.0 {
+                    eprintln!("{p}");
+                }
+                Err(Failure(
+                    1,
+                    anyhow::anyhow!("{} problem(s) in {}", e.0.len(), dir.display()),
+                ))
+            }
+        },
+        Command::Calendar { dir, command } => {
+            let calendar = Calendar::load(&dir).map_err(|problems| {
+                anyhow::anyhow!(
+                    "{}",
+                    problems
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                )
+            })?;
+            match command {
+                CalendarCommand::Add { date, days } => {
+                    println!("{}", calendar.add_working_days(date, days)?)
+                }
+                CalendarCommand::IsWorkday { date } => {
+                    let workday = calendar.is_workday(date)?;
+                    println!(
+                        "{date} {}",
+                        if workday {
+                            "is a working day"
+                        } else {
+                            "is not a working day"
+                        }
+                    );
+                    return Ok(if workday { 0 } else { 3 });
+                }
+            }
+            Ok(0)
+        }
+        Command::Case { server, command } => case_command(&server, command).await,
+    }
+}
+
+async fn serve_command(path: &Path) -> Result<u8, Failure> {
+    let config = GatewayConfig::load(path)?;
+    yichuang::telemetry::init(&config.log);
+    let gateway = Gateway::from_config(&config).await?;
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, "gateway serving");
+    serve(Arc::new(gateway), listener, shutdown_signal()).await?;
+    tracing::info!("gateway stopped");
+    Ok(0)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn read_submission(file: &Path) -> Result<Submission, Failure> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Failure(4, anyhow::anyhow!("cannot read {}: {e}", file.display())))?;
+    serde_json::from_str(&text).map_err(|e| {
+        Failure(
+            4,
+            anyhow::anyhow!(
+                "{}:{}:{}: not a valid submission: {e}",
+                file.display(),
+                e.line(),
+                e.column()
+            ),
+        )
+    })
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn grpc_failure(status: tonic::Status) -> Failure {
+    Failure(
+        1,
+        anyhow::anyhow!("{:?}: {}", status.code(), status.message()),
+    )
+}
+
+async fn case_command(server: &str, command: CaseCommand) -> Result<u8, Failure> {
+    let mut client = CaseServiceClient::connect(server.to_string())
+        .await
+        .with_context(|| format!("cannot connect to {server}"))?;
+    match command {
+        CaseCommand::Precheck { file } => {
+            let submission = read_submission(&file)?;
+            let response = client
+                .pre_check(PreCheckRequest {
+                    submission: Some(submission),
+                })
+                .await
+                .map_err(grpc_failure)?
+                .into_inner();
+            print_json(&response)?;
+            Ok(if response.acceptable { 0 } else { 3 })
+        }
+        CaseCommand::Submit { file } => {
+            let submission = read_submission(&file)?;
+            let response = client
+                .submit(SubmitRequest {
+                    submission: Some(submission),
+                })
+                .await
+                .map_err(grpc_failure)?
+                .into_inner();
+            print_json(&response)?;
+            Ok(match response.outcome {
+                Some(submit_response::Outcome::Receipt(_)) => 0,
+                _ => 3,
+            })
+        }
+        CaseCommand::Get { case_number } => {
+            let response = client
+                .get_case(GetCaseRequest { case_number })
+                .await
+                .map_err(grpc_failure)?
+                .into_inner();
+            print_json(&response)?;
+            Ok(0)
+        }
+        CaseCommand::List {
+            hall,
+            window,
+            status,
+            page_size,
+            page_token,
+        } => {
+            let status = match status {
+                None => 0,
+                Some(name) => CaseStatus::from_str_name(&name).ok_or_else(|| {
+                    Failure(
+                        2,
+                        anyhow::anyhow!("--status {name}: unknown; use e.g. CASE_STATUS_ACCEPTED"),
+                    )
+                })? as i32,
+            };
+            let request = ListCasesRequest {
+                hall_code: hall.unwrap_or_default(),
+                window_code: window.unwrap_or_default(),
+                status,
+                page_size,
+                page_token: page_token.unwrap_or_default(),
+                ..Default::default()
+            };
+            let response = client
+                .list_cases(request)
+                .await
+                .map_err(grpc_failure)?
+                .into_inner();
+            print_json(&response)?;
+            Ok(0)
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! Versioned schema migrations, embedded in the binary, applied in order at start and recorded
+//! in `schema_migrations`, so every engine's schema is reproducible from the repository.
+
+/// Migrations of the SQLite engine, in order.
+pub(super) const SQLITE: &[(&str, &str)] = &[(
+    "0001_cases",
+    include_str!("../../migrations/sqlite/0001_cases.sql"),
+)];
+
+/// Migrations of the PostgreSQL engine, in order.
+pub(super) const POSTGRES: &[(&str, &str)] = &[(
+    "0001_cases",
+    include_str!("../../migrations/postgres/0001_cases.sql"),
+)];
+
+/// The table that records applied migrations (same SQL on both engines).
+pub(super) const LEDGER: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (version TEXT PRIMARY KEY, applied_at TEXT NOT NULL)";

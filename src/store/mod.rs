@@ -1,0 +1,264 @@
+//! Durable state: cases, their tasks and append-only event history (the audit trail), the
+//! idempotency records of submissions and the audit of every attempt. One interface, two
+//! engines: SQLite, the embedded default for one node, and PostgreSQL for several replicas.
+//! Accepting a case and recording it is one transaction; the store never validates input.
+
+mod migrate;
+pub mod postgres;
+pub mod sqlite;
+
+use chrono::{DateTime, Utc};
+use prost::Message;
+
+use crate::case::{self, Accepted};
+use crate::config::StoreConfig;
+use crate::intake::Plan;
+use crate::proto::v1::{
+    Case, CaseEvent, CaseStatus, CaseSummary, DeficiencyNotice, SubmitResponse,
+};
+
+/// What went wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("postgres pool: {0}")]
+    Pool(String),
+    #[error("stored record is unreadable: {0}")]
+    Corrupt(String),
+    #[error("migration {version} failed: {message}")]
+    Migration { version: String, message: String },
+    #[error("the daily case-number sequence for {prefix} is exhausted ({max} cases)")]
+    SequenceExhausted { prefix: String, max: u32 },
+    #[error("the store is shut down")]
+    Closed,
+    #[error("cannot open the store: {0}")]
+    Open(String),
+}
+
+/// A submission evaluated by intake, ready to be recorded.
+#[derive(Debug, Clone)]
+pub struct SubmitCommand {
+    pub submission_id: String,
+    /// Fingerprint of the submission as received.
+    pub content_hash: [u8; 32],
+    pub hall_code: String,
+    pub window_code: String,
+    pub clerk_staff_no: String,
+    /// The gateway's clock at the attempt.
+    pub at: DateTime<Utc>,
+    pub evaluated: Evaluated,
+}
+
+/// Intake's verdict.
+#[derive(Debug, Clone)]
+pub enum Evaluated {
+    /// Complete: accept as planned.
+    Accept(Box<Plan>),
+    /// Deficient: record the attempt and answer with the notice.
+    Deficient(DeficiencyNotice),
+}
+
+/// The store's answer to a submission.
+#[derive(Debug, Clone)]
+pub enum SubmitResult {
+    /// The answer to give; `replayed` is set when it repeats an earlier answer.
+    Answer(SubmitResponse),
+    /// The submission id already created a case from different content.
+    Conflict { case_number: String },
+}
+
+/// A filter for listing cases.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub hall_code: Option<String>,
+    pub window_code: Option<String>,
+    pub status: Option<CaseStatus>,
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    pub limit: usize,
+    /// Continue after this `(accepted_at_ms, case_number)`.
+    pub after: Option<(i64, String)>,
+}
+
+/// What a submission id already has.
+#[derive(Debug)]
+struct Existing {
+    content_hash: Vec<u8>,
+    outcome: String,
+    case_number: Option<String>,
+    response: Vec<u8>,
+}
+
+/// What to do with a submission, given what its id already has.
+enum Decision {
+    Replay(SubmitResponse),
+    Conflict(String),
+    Fresh,
+}
+
+fn decide(existing: Option<Existing>, hash: &[u8; 32]) -> Result<Decision, StoreError> {
+    let Some(e) = existing else {
+        return Ok(Decision::Fresh);
+    };
+    if e.content_hash == hash {
+        let mut response = SubmitResponse::decode(e.response.as_slice())
+            .map_err(|err| StoreError::Corrupt(err.to_string()))?;
+        response.replayed = true;
+        return Ok(Decision::Replay(response));
+    }
+    match (e.outcome.as_str(), e.case_number) {
+        // The id created a case: a different content under it is a client error, never a second case.
+        ("accepted", Some(number)) => Ok(Decision::Conflict(number)),
+        // A deficient attempt created nothing: a corrected resubmission under the same id is evaluated anew.
+        _ => Ok(Decision::Fresh),
+    }
+}
+
+/// Rows that accepting a case writes, shared by both engines.
+struct CaseRows {
+    accepted: Accepted,
+    body: Vec<u8>,
+    item_codes: String,
+    response: Vec<u8>,
+    accepted_at_ms: i64,
+}
+
+fn case_rows(plan: &Plan, case_number: &str) -> CaseRows {
+    let accepted = case::accept(plan, case_number);
+    let body = accepted.case.encode_to_vec();
+    let item_codes = accepted
+        .case
+        .tasks
+        .iter()
+        .map(|t| t.item_code.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
+    let response = case::receipt_response(accepted.receipt.clone()).encode_to_vec();
+    CaseRows {
+        body,
+        item_codes,
+        response,
+        accepted_at_ms: plan.accepted_at.timestamp_millis(),
+        accepted,
+    }
+}
+
+fn attempt_detail(evaluated: &Evaluated) -> String {
+    match evaluated {
+        Evaluated::Accept(_) => String::new(),
+        Evaluated::Deficient(n) => n
+            .deficiencies
+            .iter()
+            .map(|d| {
+                format!(
+                    "{}@{}",
+                    crate::proto::v1::DeficiencyCode::try_from(d.code)
+                        .map_or("?", |c| c.as_str_name()),
+                    d.path
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+    }
+}
+
+fn summary(case: &Case) -> CaseSummary {
+    let s = case.submission.as_ref();
+    CaseSummary {
+        case_number: case.case_number.clone(),
+        submission_id: case.submission_id.clone(),
+        hall_code: s.map(|s| s.hall_code.clone()).unwrap_or_default(),
+        window_code: s.map(|s| s.window_code.clone()).unwrap_or_default(),
+        status: case.status,
+        accepted_at: case.accepted_at,
+        item_codes: case.tasks.iter().map(|t| t.item_code.clone()).collect(),
+        promised_deadline: case.promised_deadline.clone(),
+    }
+}
+
+fn decode_case(body: &[u8]) -> Result<Case, StoreError> {
+    Case::decode(body).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn ms_to_timestamp(ms: i64) -> Option<pbjson_types::Timestamp> {
+    Some(pbjson_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    })
+}
+
+/// The gateway's store.
+#[derive(Clone)]
+pub enum Store {
+    Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PgStore),
+}
+
+impl Store {
+    /// Opens the configured store and applies pending migrations.
+    pub async fn open(config: &StoreConfig) -> Result<Store, StoreError> {
+        Ok(match config {
+            StoreConfig::Sqlite { path } => Store::Sqlite(sqlite::SqliteStore::open(path).await?),
+            StoreConfig::Postgres {
+                url,
+                schema,
+                pool_size,
+            } => Store::Postgres(postgres::PgStore::open(url, schema, *pool_size).await?),
+        })
+    }
+
+    /// Records a submission: accepts the case, or records the deficient attempt, or replays the
+    /// first answer to a repeated submission. One transaction.
+    pub async fn submit(&self, command: SubmitCommand) -> Result<SubmitResult, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.submit(command).await,
+            Store::Postgres(s) => s.submit(command).await,
+        }
+    }
+
+    /// One case and its history, oldest first.
+    pub async fn get_case(
+        &self,
+        case_number: &str,
+    ) -> Result<Option<(Case, Vec<CaseEvent>)>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.get_case(case_number).await,
+            Store::Postgres(s) => s.get_case(case_number).await,
+        }
+    }
+
+    /// Cases matching `query`, newest first.
+    pub async fn list_cases(
+        &self,
+        query: ListQuery,
+    ) -> Result<Vec<(i64, CaseSummary)>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.list_cases(query).await,
+            Store::Postgres(s) => s.list_cases(query).await,
+        }
+    }
+
+    /// Number of attempts recorded for a submission id (the audit trail).
+    pub async fn attempt_count(&self, submission_id: &str) -> Result<i64, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.attempt_count(submission_id).await,
+            Store::Postgres(s) => s.attempt_count(submission_id).await,
+        }
+    }
+
+    /// Number of cases stored.
+    pub async fn case_count(&self) -> Result<i64, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.case_count().await,
+            Store::Postgres(s) => s.case_count().await,
+        }
+    }
+
+    /// Checks the store answers (for health).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.case_count().await.map(|_| ())
+    }
+}

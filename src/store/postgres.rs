@@ -1,0 +1,329 @@
+//! The PostgreSQL engine, for several gateway replicas sharing one database. Each submission
+//! is one transaction; a transaction-scoped advisory lock on the submission id serialises
+//! concurrent repeats of the same submission across replicas, and the daily sequence row is
+//! incremented under its row lock, so case numbers never repeat.
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::{NoTls, Transaction};
+
+use super::{
+    CaseRows, Decision, Evaluated, Existing, ListQuery, StoreError, SubmitCommand, SubmitResult,
+    attempt_detail, case_rows, decide, decode_case, migrate, ms_to_timestamp, summary,
+};
+use crate::case::{self, MAX_DAILY_SEQUENCE};
+use crate::proto::v1::{Case, CaseEvent, CaseSummary};
+
+/// Handle to the PostgreSQL store; cheap to clone.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+}
+
+fn pool_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Pool(e.to_string())
+}
+
+/// True for a schema name that can be used unquoted.
+fn plain_identifier(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !name.as_bytes()[0].is_ascii_digit()
+}
+
+impl PgStore {
+    /// Connects, creates `schema` if needed, and migrates it.
+    pub async fn open(url: &str, schema: &str, pool_size: usize) -> Result<PgStore, StoreError> {
+        if !plain_identifier(schema) {
+            return Err(StoreError::Open(format!(
+                "schema {schema:?} must be lower-case letters, digits and _ (at most 63)"
+            )));
+        }
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Open(format!("bad url: {e}")))?;
+        config.options(format!("-c search_path={schema}"));
+        config.application_name("yichuang");
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .build()
+            .map_err(pool_err)?;
+        let store = PgStore { pool };
+        store.migrate(schema).await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self, schema: &str) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        client
+            .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+            .await?;
+        let tx = client.transaction().await?;
+        // Replicas starting together migrate one at a time.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('yichuang-migrations', 0))",
+            &[],
+        )
+        .await?;
+        tx.batch_execute(migrate::LEDGER).await?;
+        for (version, sql) in migrate::POSTGRES {
+            let done = tx
+                .query_opt(
+                    "SELECT 1 FROM schema_migrations WHERE version = $1",
+                    &[version],
+                )
+                .await?;
+            if done.is_some() {
+                continue;
+            }
+            tx.batch_execute(sql)
+                .await
+                .map_err(|e| StoreError::Migration {
+                    version: version.to_string(),
+                    message: e.to_string(),
+                })?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, now()::text)",
+                &[version],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn submit(&self, c: SubmitCommand) -> Result<SubmitResult, StoreError> {
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = client.transaction().await?;
+        let result = record(&tx, &c).await?;
+        tx.commit().await?;
+        Ok(result)
+    }
+
+    pub(super) async fn get_case(
+        &self,
+        case_number: &str,
+    ) -> Result<Option<(Case, Vec<CaseEvent>)>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let Some(row) = client
+            .query_opt(
+                "SELECT body FROM cases WHERE case_number = $1",
+                &[&case_number],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let case = decode_case(row.get::<_, &[u8]>(0))?;
+        let events = client
+            .query(
+                "SELECT seq, at_ms, kind, task_id, detail FROM case_events WHERE case_number = $1 ORDER BY seq",
+                &[&case_number],
+            )
+            .await?
+            .iter()
+            .map(|r| CaseEvent {
+                seq: r.get(0),
+                at: ms_to_timestamp(r.get(1)),
+                kind: r.get(2),
+                task_id: r.get(3),
+                detail: r.get(4),
+            })
+            .collect();
+        Ok(Some((case, events)))
+    }
+
+    pub(super) async fn list_cases(
+        &self,
+        q: ListQuery,
+    ) -> Result<Vec<(i64, CaseSummary)>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let (after_ms, after_number) = q.after.clone().unwrap_or((i64::MAX, String::new()));
+        let status = q.status.map(|s| s as i32);
+        let rows = client
+            .query(
+                "SELECT accepted_at_ms, body FROM cases
+                 WHERE ($1::text IS NULL OR hall_code = $1) AND ($2::text IS NULL OR window_code = $2)
+                   AND ($3::int IS NULL OR status = $3)
+                   AND ($4::bigint IS NULL OR accepted_at_ms >= $4) AND ($5::bigint IS NULL OR accepted_at_ms < $5)
+                   AND (accepted_at_ms < $6 OR (accepted_at_ms = $6 AND ($7 = '' OR case_number < $7)))
+                 ORDER BY accepted_at_ms DESC, case_number DESC LIMIT $8",
+                &[&q.hall_code, &q.window_code, &status, &q.from_ms, &q.to_ms, &after_ms, &after_number, &(q.limit as i64)],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.get(0), summary(&decode_case(r.get::<_, &[u8]>(1))?))))
+            .collect()
+    }
+
+    pub(super) async fn attempt_count(&self, submission_id: &str) -> Result<i64, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        Ok(client
+            .query_one(
+                "SELECT count(*) FROM attempts WHERE submission_id = $1",
+                &[&submission_id],
+            )
+            .await?
+            .get(0))
+    }
+
+    pub(super) async fn case_count(&self) -> Result<i64, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        Ok(client
+            .query_one("SELECT count(*) FROM cases", &[])
+            .await?
+            .get(0))
+    }
+}
+
+async fn record(tx: &Transaction<'_>, c: &SubmitCommand) -> Result<SubmitResult, StoreError> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        &[&c.submission_id],
+    )
+    .await?;
+    let existing = tx
+        .query_opt(
+            "SELECT content_hash, outcome, case_number, response FROM submissions WHERE submission_id = $1",
+            &[&c.submission_id],
+        )
+        .await?
+        .map(|r| Existing { content_hash: r.get(0), outcome: r.get(1), case_number: r.get(2), response: r.get(3) });
+    let at_ms = c.at.timestamp_millis();
+    let audit = |outcome: &'static str, case_number: Option<String>, detail: String| async move {
+        tx.execute(
+            "INSERT INTO attempts (submission_id, at_ms, hall_code, window_code, clerk_staff_no, outcome, case_number, detail)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[&c.submission_id, &at_ms, &c.hall_code, &c.window_code, &c.clerk_staff_no, &outcome, &case_number, &detail],
+        )
+        .await
+    };
+    match decide(existing, &c.content_hash)? {
+        Decision::Replay(response) => {
+            audit("replayed", None, String::new()).await?;
+            Ok(SubmitResult::Answer(response))
+        }
+        Decision::Conflict(case_number) => {
+            audit("conflict", Some(case_number.clone()), String::new()).await?;
+            Ok(SubmitResult::Conflict { case_number })
+        }
+        Decision::Fresh => match &c.evaluated {
+            Evaluated::Deficient(notice) => {
+                let response = case::notice_response(notice.clone());
+                let bytes = prost::Message::encode_to_vec(&response);
+                upsert_submission(tx, c, "deficient", None, &bytes).await?;
+                audit("deficient", None, attempt_detail(&c.evaluated)).await?;
+                Ok(SubmitResult::Answer(response))
+            }
+            Evaluated::Accept(plan) => {
+                let prefix = case::number_prefix(
+                    &plan.lead_implementation_code,
+                    plan.accepted_at.date_naive(),
+                );
+                let seq: i64 = tx
+                    .query_one(
+                        "INSERT INTO case_numbers (prefix, last_seq) VALUES ($1, 1)
+                         ON CONFLICT (prefix) DO UPDATE SET last_seq = case_numbers.last_seq + 1 RETURNING last_seq",
+                        &[&prefix],
+                    )
+                    .await?
+                    .get(0);
+                if seq > i64::from(MAX_DAILY_SEQUENCE) {
+                    return Err(StoreError::SequenceExhausted {
+                        prefix,
+                        max: MAX_DAILY_SEQUENCE,
+                    });
+                }
+                let number = case::case_number(&prefix, seq as u32);
+                let rows = case_rows(plan, &number);
+                insert_case(tx, c, &number, &rows).await?;
+                upsert_submission(tx, c, "accepted", Some(&number), &rows.response).await?;
+                audit("accepted", Some(number.clone()), String::new()).await?;
+                Ok(SubmitResult::Answer(case::receipt_response(
+                    rows.accepted.receipt,
+                )))
+            }
+        },
+    }
+}
+
+async fn upsert_submission(
+    tx: &Transaction<'_>,
+    c: &SubmitCommand,
+    outcome: &str,
+    case_number: Option<&str>,
+    response: &[u8],
+) -> Result<(), StoreError> {
+    let at_ms = c.at.timestamp_millis();
+    tx.execute(
+        "INSERT INTO submissions (submission_id, content_hash, outcome, case_number, response, first_at_ms, last_at_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $6)
+         ON CONFLICT (submission_id) DO UPDATE SET content_hash = excluded.content_hash, outcome = excluded.outcome,
+           case_number = excluded.case_number, response = excluded.response, last_at_ms = excluded.last_at_ms",
+        &[&c.submission_id, &&c.content_hash[..], &outcome, &case_number, &response, &at_ms],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn insert_case(
+    tx: &Transaction<'_>,
+    c: &SubmitCommand,
+    number: &str,
+    rows: &CaseRows,
+) -> Result<(), StoreError> {
+    let case = &rows.accepted.case;
+    tx.execute(
+        "INSERT INTO cases (case_number, submission_id, hall_code, window_code, status, accepted_at_ms, promised_deadline, item_codes, body)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        &[&number, &c.submission_id, &c.hall_code, &c.window_code, &case.status, &rows.accepted_at_ms,
+          &case.promised_deadline, &rows.item_codes, &rows.body],
+    )
+    .await?;
+    let task_stmt = tx
+        .prepare("INSERT INTO tasks (task_id, case_number, department, item_code, status, depends_on, body) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+        .await?;
+    for t in &case.tasks {
+        let body = prost::Message::encode_to_vec(t);
+        tx.execute(
+            &task_stmt,
+            &[
+                &t.task_id,
+                &number,
+                &t.department,
+                &t.item_code,
+                &t.status,
+                &t.depends_on.join(","),
+                &body,
+            ],
+        )
+        .await?;
+    }
+    let event_stmt = tx
+        .prepare("INSERT INTO case_events (case_number, seq, at_ms, kind, task_id, detail) VALUES ($1, $2, $3, $4, $5, $6)")
+        .await?;
+    for e in &rows.accepted.events {
+        tx.execute(
+            &event_stmt,
+            &[
+                &number,
+                &e.seq,
+                &rows.accepted_at_ms,
+                &e.kind,
+                &e.task_id,
+                &e.detail,
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}

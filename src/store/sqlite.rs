@@ -1,0 +1,401 @@
+//! The embedded SQLite engine. One writer thread owns the write connection and commits
+//! submissions in groups: every request waiting when a transaction starts joins it, and all of
+//! them are answered after one durable commit (WAL, `synchronous = FULL`, so an answered case
+//! survives power loss). Each submission runs in its own savepoint, so one failure never
+//! takes its neighbours down. Reads use separate connections, which WAL lets run alongside.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    CaseRows, Decision, Evaluated, Existing, ListQuery, StoreError, SubmitCommand, SubmitResult,
+    attempt_detail, case_rows, decide, decode_case, migrate, ms_to_timestamp, summary,
+};
+use crate::case::{self, MAX_DAILY_SEQUENCE};
+use crate::proto::v1::{Case, CaseEvent, CaseSummary};
+
+/// Largest number of submissions committed in one transaction.
+const MAX_GROUP: usize = 512;
+
+type Reply = oneshot::Sender<Result<SubmitResult, StoreError>>;
+
+/// Handle to the SQLite store; cheap to clone.
+#[derive(Clone)]
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: mpsc::Sender<(SubmitCommand, Reply)>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+}
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    conn.execute_batch(migrate::LEDGER)?;
+    for (version, sql) in migrate::SQLITE {
+        let done: Option<String> = conn
+            .query_row(
+                "SELECT version FROM schema_migrations WHERE version = ?1",
+                [version],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if done.is_some() {
+            continue;
+        }
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql).map_err(|e| StoreError::Migration {
+            version: version.to_string(),
+            message: e.to_string(),
+        })?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+            params![version, chrono::Utc::now().to_rfc3339()],
+        )?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file, migrates it and starts the writer thread.
+    pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Open(format!("{}: {e}", dir.display())))?;
+        }
+        let path = path.to_path_buf();
+        let p = path.clone();
+        let conn = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
+            let mut conn = open_connection(&p)?;
+            migrate(&mut conn)?;
+            Ok(conn)
+        })
+        .await
+        .map_err(|e| StoreError::Open(e.to_string()))??;
+        let (tx, rx) = mpsc::channel(4 * MAX_GROUP);
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(|e| StoreError::Open(e.to_string()))?;
+        Ok(SqliteStore {
+            path,
+            writer: tx,
+            readers: Arc::new(Mutex::new(Vec::new())),
+        })
+    }
+
+    pub(super) async fn submit(&self, command: SubmitCommand) -> Result<SubmitResult, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .send((command, reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` on a read connection in the blocking pool.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = readers.lock().expect("reader pool lock").pop();
+            let conn = match conn {
+                Some(c) => c,
+                None => open_connection(&path)?,
+            };
+            let result = f(&conn);
+            readers.lock().expect("reader pool lock").push(conn);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Open(e.to_string()))?
+    }
+
+    pub(super) async fn get_case(
+        &self,
+        case_number: &str,
+    ) -> Result<Option<(Case, Vec<CaseEvent>)>, StoreError> {
+        let number = case_number.to_string();
+        self.read(move |conn| {
+            let body: Option<Vec<u8>> = conn
+                .prepare_cached("SELECT body FROM cases WHERE case_number = ?1")?
+                .query_row([&number], |r| r.get(0))
+                .optional()?;
+            let Some(body) = body else { return Ok(None) };
+            let case = decode_case(&body)?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, at_ms, kind, task_id, detail FROM case_events WHERE case_number = ?1 ORDER BY seq",
+            )?;
+            let events = stmt
+                .query_map([&number], |r| {
+                    Ok(CaseEvent {
+                        seq: r.get(0)?,
+                        at: ms_to_timestamp(r.get(1)?),
+                        kind: r.get(2)?,
+                        task_id: r.get(3)?,
+                        detail: r.get(4)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Some((case, events)))
+        })
+        .await
+    }
+
+    pub(super) async fn list_cases(
+        &self,
+        q: ListQuery,
+    ) -> Result<Vec<(i64, CaseSummary)>, StoreError> {
+        self.read(move |conn| {
+            let (after_ms, after_number) = q.after.clone().unwrap_or((i64::MAX, String::new()));
+            let mut stmt = conn.prepare_cached(
+                "SELECT accepted_at_ms, body FROM cases
+                 WHERE (?1 IS NULL OR hall_code = ?1) AND (?2 IS NULL OR window_code = ?2)
+                   AND (?3 IS NULL OR status = ?3)
+                   AND (?4 IS NULL OR accepted_at_ms >= ?4) AND (?5 IS NULL OR accepted_at_ms < ?5)
+                   AND (accepted_at_ms < ?6 OR (accepted_at_ms = ?6 AND (?7 = '' OR case_number < ?7)))
+                 ORDER BY accepted_at_ms DESC, case_number DESC LIMIT ?8",
+            )?;
+            let rows = stmt.query_map(
+                params![q.hall_code, q.window_code, q.status.map(|s| s as i32), q.from_ms, q.to_ms, after_ms, after_number, q.limit as i64],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
+            )?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (ms, body) = row?;
+                out.push((ms, summary(&decode_case(&body)?)));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub(super) async fn attempt_count(&self, submission_id: &str) -> Result<i64, StoreError> {
+        let id = submission_id.to_string();
+        self.read(move |conn| {
+            Ok(conn.query_row(
+                "SELECT count(*) FROM attempts WHERE submission_id = ?1",
+                [id],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+    }
+
+    pub(super) async fn case_count(&self) -> Result<i64, StoreError> {
+        self.read(|conn| Ok(conn.query_row("SELECT count(*) FROM cases", [], |r| r.get(0))?))
+            .await
+    }
+}
+
+/// Owns the write connection: takes every queued submission, records them in one
+/// transaction, commits once, then answers all of them.
+fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<(SubmitCommand, Reply)>) {
+    let mut group: Vec<(SubmitCommand, Reply)> = Vec::with_capacity(MAX_GROUP);
+    while let Some(first) = rx.blocking_recv() {
+        group.push(first);
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        let results = commit_group(&mut conn, &group);
+        for ((_, reply), result) in group.drain(..).zip(results) {
+            let _ = reply.send(result);
+        }
+    }
+}
+
+fn commit_group(
+    conn: &mut Connection,
+    group: &[(SubmitCommand, Reply)],
+) -> Vec<Result<SubmitResult, StoreError>> {
+    let tx = match conn.transaction() {
+        Ok(tx) => tx,
+        Err(e) => {
+            return group
+                .iter()
+                .map(|_| Err(StoreError::Sqlite(clone_err(&e))))
+                .collect();
+        }
+    };
+    let mut results = Vec::with_capacity(group.len());
+    let mut tx = tx;
+    for (command, _) in group {
+        results.push(record_one(&mut tx, command));
+    }
+    if let Err(e) = tx.commit() {
+        // Nothing of the group is durable: every caller gets the error, none a receipt.
+        return group
+            .iter()
+            .map(|_| Err(StoreError::Sqlite(clone_err(&e))))
+            .collect();
+    }
+    results
+}
+
+fn clone_err(e: &rusqlite::Error) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+        Some(e.to_string()),
+    )
+}
+
+/// Records one submission inside its own savepoint.
+fn record_one(tx: &mut Transaction<'_>, c: &SubmitCommand) -> Result<SubmitResult, StoreError> {
+    let sp = tx.savepoint()?;
+    let result = record(&sp, c);
+    match result {
+        Ok(r) => {
+            sp.commit()?;
+            Ok(r)
+        }
+        Err(e) => {
+            drop(sp); // rolls back to the savepoint
+            Err(e)
+        }
+    }
+}
+
+fn record(db: &Connection, c: &SubmitCommand) -> Result<SubmitResult, StoreError> {
+    let existing = db
+        .prepare_cached("SELECT content_hash, outcome, case_number, response FROM submissions WHERE submission_id = ?1")?
+        .query_row([&c.submission_id], |r| {
+            Ok(Existing { content_hash: r.get(0)?, outcome: r.get(1)?, case_number: r.get(2)?, response: r.get(3)? })
+        })
+        .optional()?;
+    let at_ms = c.at.timestamp_millis();
+    let audit = |outcome: &str,
+                 case_number: Option<&str>,
+                 detail: &str|
+     -> Result<(), StoreError> {
+        db.prepare_cached(
+            "INSERT INTO attempts (submission_id, at_ms, hall_code, window_code, clerk_staff_no, outcome, case_number, detail)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(params![c.submission_id, at_ms, c.hall_code, c.window_code, c.clerk_staff_no, outcome, case_number, detail])?;
+        Ok(())
+    };
+    match decide(existing, &c.content_hash)? {
+        Decision::Replay(response) => {
+            audit("replayed", None, "")?;
+            Ok(SubmitResult::Answer(response))
+        }
+        Decision::Conflict(case_number) => {
+            audit("conflict", Some(&case_number), "")?;
+            Ok(SubmitResult::Conflict { case_number })
+        }
+        Decision::Fresh => match &c.evaluated {
+            Evaluated::Deficient(notice) => {
+                let response = case::notice_response(notice.clone());
+                let bytes = prost::Message::encode_to_vec(&response);
+                upsert_submission(db, c, "deficient", None, &bytes)?;
+                audit("deficient", None, &attempt_detail(&c.evaluated))?;
+                Ok(SubmitResult::Answer(response))
+            }
+            Evaluated::Accept(plan) => {
+                let prefix = case::number_prefix(
+                    &plan.lead_implementation_code,
+                    plan.accepted_at.date_naive(),
+                );
+                let seq: u32 = db
+                    .prepare_cached(
+                        "INSERT INTO case_numbers (prefix, last_seq) VALUES (?1, 1)
+                         ON CONFLICT (prefix) DO UPDATE SET last_seq = last_seq + 1 RETURNING last_seq",
+                    )?
+                    .query_row([&prefix], |r| r.get(0))?;
+                if seq > MAX_DAILY_SEQUENCE {
+                    return Err(StoreError::SequenceExhausted {
+                        prefix,
+                        max: MAX_DAILY_SEQUENCE,
+                    });
+                }
+                let number = case::case_number(&prefix, seq);
+                let rows = case_rows(plan, &number);
+                insert_case(db, c, &number, &rows)?;
+                upsert_submission(db, c, "accepted", Some(&number), &rows.response)?;
+                audit("accepted", Some(&number), "")?;
+                Ok(SubmitResult::Answer(case::receipt_response(
+                    rows.accepted.receipt,
+                )))
+            }
+        },
+    }
+}
+
+fn upsert_submission(
+    db: &Connection,
+    c: &SubmitCommand,
+    outcome: &str,
+    case_number: Option<&str>,
+    response: &[u8],
+) -> Result<(), StoreError> {
+    let at_ms = c.at.timestamp_millis();
+    db.prepare_cached(
+        "INSERT INTO submissions (submission_id, content_hash, outcome, case_number, response, first_at_ms, last_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+         ON CONFLICT (submission_id) DO UPDATE SET content_hash = excluded.content_hash, outcome = excluded.outcome,
+           case_number = excluded.case_number, response = excluded.response, last_at_ms = excluded.last_at_ms",
+    )?
+    .execute(params![c.submission_id, &c.content_hash[..], outcome, case_number, response, at_ms])?;
+    Ok(())
+}
+
+fn insert_case(
+    db: &Connection,
+    c: &SubmitCommand,
+    number: &str,
+    rows: &CaseRows,
+) -> Result<(), StoreError> {
+    let case = &rows.accepted.case;
+    db.prepare_cached(
+        "INSERT INTO cases (case_number, submission_id, hall_code, window_code, status, accepted_at_ms, promised_deadline, item_codes, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        number, c.submission_id, c.hall_code, c.window_code, case.status, rows.accepted_at_ms,
+        case.promised_deadline, rows.item_codes, rows.body
+    ])?;
+    let mut task_stmt = db.prepare_cached(
+        "INSERT INTO tasks (task_id, case_number, department, item_code, status, depends_on, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for t in &case.tasks {
+        task_stmt.execute(params![
+            t.task_id,
+            number,
+            t.department,
+            t.item_code,
+            t.status,
+            t.depends_on.join(","),
+            prost::Message::encode_to_vec(t)
+        ])?;
+    }
+    let mut event_stmt = db.prepare_cached(
+        "INSERT INTO case_events (case_number, seq, at_ms, kind, task_id, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for e in &rows.accepted.events {
+        event_stmt.execute(params![
+            number,
+            e.seq,
+            rows.accepted_at_ms,
+            e.kind,
+            e.task_id,
+            e.detail
+        ])?;
+    }
+    Ok(())
+}
