@@ -246,7 +246,7 @@ impl CaseService for CaseApi {
                     }
                     None => {}
                 }
-                Ok(Response::new(response))
+                Ok(Response::new(*response))
             }
             SubmitResult::Conflict { case_number } => Err(Status::already_exists(format!(
                 "submissionId: {submission_id} already created case {case_number} from different content; use a new submissionId for a new application"

@@ -65,7 +65,7 @@ pub enum Evaluated {
 #[derive(Debug, Clone)]
 pub enum SubmitResult {
     /// The answer to give; `replayed` is set when it repeats an earlier answer.
-    Answer(SubmitResponse),
+    Answer(Box<SubmitResponse>),
     /// The submission id already created a case from different content.
     Conflict { case_number: String },
 }
@@ -94,7 +94,7 @@ struct Existing {
 
 /// What to do with a submission, given what its id already has.
 enum Decision {
-    Replay(SubmitResponse),
+    Replay(Box<SubmitResponse>),
     Conflict(String),
     Fresh,
 }
@@ -107,7 +107,7 @@ fn decide(existing: Option<Existing>, hash: &[u8; 32]) -> Result<Decision, Store
         let mut response = SubmitResponse::decode(e.response.as_slice())
             .map_err(|err| StoreError::Corrupt(err.to_string()))?;
         response.replayed = true;
-        return Ok(Decision::Replay(response));
+        return Ok(Decision::Replay(Box::new(response)));
     }
     match (e.outcome.as_str(), e.case_number) {
         // The id created a case: a different content under it is a client error, never a second case.

@@ -222,7 +222,7 @@ async fn record(tx: &Transaction<'_>, c: &SubmitCommand) -> Result<SubmitResult,
                 let bytes = prost::Message::encode_to_vec(&response);
                 upsert_submission(tx, c, "deficient", None, &bytes).await?;
                 audit("deficient", None, attempt_detail(&c.evaluated)).await?;
-                Ok(SubmitResult::Answer(response))
+                Ok(SubmitResult::Answer(response.into()))
             }
             Evaluated::Accept(plan) => {
                 let prefix = case::number_prefix(
@@ -248,9 +248,9 @@ async fn record(tx: &Transaction<'_>, c: &SubmitCommand) -> Result<SubmitResult,
                 insert_case(tx, c, &number, &rows).await?;
                 upsert_submission(tx, c, "accepted", Some(&number), &rows.response).await?;
                 audit("accepted", Some(number.clone()), String::new()).await?;
-                Ok(SubmitResult::Answer(case::receipt_response(
+                Ok(SubmitResult::Answer(Box::new(case::receipt_response(
                     rows.accepted.receipt,
-                )))
+                ))))
             }
         },
     }

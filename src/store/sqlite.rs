@@ -305,7 +305,7 @@ fn record(db: &Connection, c: &SubmitCommand) -> Result<SubmitResult, StoreError
                 let bytes = prost::Message::encode_to_vec(&response);
                 upsert_submission(db, c, "deficient", None, &bytes)?;
                 audit("deficient", None, &attempt_detail(&c.evaluated))?;
-                Ok(SubmitResult::Answer(response))
+                Ok(SubmitResult::Answer(response.into()))
             }
             Evaluated::Accept(plan) => {
                 let prefix = case::number_prefix(
@@ -329,9 +329,9 @@ fn record(db: &Connection, c: &SubmitCommand) -> Result<SubmitResult, StoreError
                 insert_case(db, c, &number, &rows)?;
                 upsert_submission(db, c, "accepted", Some(&number), &rows.response)?;
                 audit("accepted", Some(&number), "")?;
-                Ok(SubmitResult::Answer(case::receipt_response(
+                Ok(SubmitResult::Answer(Box::new(case::receipt_response(
                     rows.accepted.receipt,
-                )))
+                ))))
             }
         },
     }

@@ -1,0 +1,33 @@
+# yichuang: `make demo` runs the main job, `make test` runs the whole suite.
+# Both install and start what they need (protoc, PostgreSQL, RabbitMQ) when it is missing.
+
+CARGO ?= cargo
+SERVICES_ENV := target/services.env
+
+.PHONY: all build demo test services lint bench clean
+
+all: build
+
+services:
+	bash scripts/services.sh
+
+build:
+	bash scripts/services.sh --no-postgres --no-rabbitmq
+	$(CARGO) build --bins
+
+demo: build
+	bash scripts/demo.sh
+
+test: services
+	. ./$(SERVICES_ENV) && $(CARGO) test --workspace --all-targets
+
+lint:
+	bash scripts/services.sh --no-postgres --no-rabbitmq
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+bench: services
+	. ./$(SERVICES_ENV) && $(CARGO) bench --bench intake
+
+clean:
+	$(CARGO) clean
