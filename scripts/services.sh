@@ -39,7 +39,9 @@ wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
 
 mkdir -p target
 env_file=target/services.env
-: > "$env_file"
+touch "$env_file"
+# Replaces the line for one variable in the env file, keeping the others.
+set_env() { grep -v "^export $1=" "$env_file" > "$env_file.tmp" || true; echo "export $1=$2" >> "$env_file.tmp"; mv "$env_file.tmp" "$env_file"; }
 
 if [ "$want_pg" = 1 ]; then
   read -r pg_version pg_cluster pg_port pg_status < <(pg_lsclusters --no-header | head -n 1 | awk '{print $1, $2, $3, $4}')
@@ -59,7 +61,7 @@ if [ "$want_pg" = 1 ]; then
   if [ "$(psql_ "SELECT 1 FROM pg_database WHERE datname = 'yichuang_test'")" != 1 ]; then
     psql_ "CREATE DATABASE yichuang_test OWNER yichuang"
   fi
-  echo "export YICHUANG_TEST_PG_URL=postgres://yichuang:yichuang@127.0.0.1:$pg_port/yichuang_test" >> "$env_file"
+  set_env YICHUANG_TEST_PG_URL "postgres://yichuang:yichuang@127.0.0.1:$pg_port/yichuang_test"
   echo "services: PostgreSQL $pg_version on port $pg_port"
 fi
 
@@ -68,6 +70,6 @@ if [ "$want_mq" = 1 ]; then
     sudo_ rabbitmq-server -detached >/dev/null 2>&1 || true
   fi
   wait_for 120 "RabbitMQ" rabbitmq-diagnostics -q ping
-  echo "export YICHUANG_TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f" >> "$env_file"
+  set_env YICHUANG_TEST_AMQP_URL "amqp://guest:guest@127.0.0.1:5672/%2f"
   echo "services: RabbitMQ $(rabbitmq-diagnostics -q server_version 2>/dev/null || echo up)"
 fi
