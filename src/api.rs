@@ -88,8 +88,22 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(cases)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await
+}
+
+/// Accepted connections with Nagle's algorithm off: a response written in several small
+/// frames must not wait for the client's delayed ACK (a 40 ms stall per answer otherwise).
+pub fn incoming(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|stream| {
+        if let Ok(s) = &stream {
+            let _ = s.set_nodelay(true);
+        }
+        stream
+    })
 }
 
 /// tonic refuses an oversized request with `OUT_OF_RANGE`; gRPC clients expect

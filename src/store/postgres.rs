@@ -3,8 +3,10 @@
 //! concurrent repeats of the same submission across replicas, and the daily sequence row is
 //! incremented under its row lock, so case numbers never repeat.
 
+use deadpool_postgres::Transaction;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::{NoTls, Transaction};
+use tokio_postgres::NoTls;
+use tokio_postgres::types::ToSql;
 
 use super::{
     CaseRows, Decision, Evaluated, Existing, ListQuery, StoreError, SubmitCommand, SubmitResult,
@@ -21,6 +23,17 @@ pub struct PgStore {
 
 fn pool_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Pool(e.to_string())
+}
+
+/// Executes `sql` with a statement prepared once per connection (deadpool's cache), so a
+/// submission costs one round trip per statement instead of two.
+async fn exec(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64, StoreError> {
+    let statement = tx.prepare_cached(sql).await?;
+    Ok(tx.execute(&statement, params).await?)
 }
 
 /// True for a schema name that can be used unquoted.
@@ -103,8 +116,34 @@ impl PgStore {
 
     pub(super) async fn submit(&self, c: SubmitCommand) -> Result<SubmitResult, StoreError> {
         let mut client = self.pool.get().await.map_err(pool_err)?;
+        let mut rows = None;
+        if let Evaluated::Accept(plan) = &c.evaluated {
+            // A repeat is answered before a number is spent on it.
+            let existing = client
+                .query_opt("SELECT content_hash, outcome, case_number, response FROM submissions WHERE submission_id = $1", &[&c.submission_id])
+                .await?
+                .map(existing_from);
+            if !matches!(decide(existing, &c.content_hash)?, Decision::Fresh) {
+                let tx = client.transaction().await?;
+                let result = record(&tx, &c, None).await?;
+                tx.commit().await?;
+                return Ok(result);
+            }
+            let prefix = case::number_prefix(
+                &plan.lead_implementation_code,
+                plan.accepted_at.date_naive(),
+            );
+            let seq = allocate(&mut client, &prefix).await?;
+            if seq > i64::from(MAX_DAILY_SEQUENCE) {
+                return Err(StoreError::SequenceExhausted {
+                    prefix,
+                    max: MAX_DAILY_SEQUENCE,
+                });
+            }
+            rows = Some(case_rows(plan, &case::case_number(&prefix, seq as u32)));
+        }
         let tx = client.transaction().await?;
-        let result = record(&tx, &c).await?;
+        let result = record(&tx, &c, rows.as_ref()).await?;
         tx.commit().await?;
         Ok(result)
     }
@@ -185,22 +224,61 @@ impl PgStore {
     }
 }
 
-async fn record(tx: &Transaction<'_>, c: &SubmitCommand) -> Result<SubmitResult, StoreError> {
-    tx.execute(
+/// Hands out the next daily sequence of `prefix` in a transaction of its own, so the row lock
+/// is held for one statement rather than for a whole acceptance: concurrent acceptances of the
+/// same item on the same day would otherwise queue behind each other's commits. Its commit
+/// need not wait for the disk: a case that uses the number commits later in the same WAL, so
+/// the number is durable whenever a case that carries it is; a number lost in a crash was
+/// never given out.
+async fn allocate(client: &mut deadpool_postgres::Object, prefix: &str) -> Result<i64, StoreError> {
+    let tx = client.transaction().await?;
+    tx.batch_execute("SET LOCAL synchronous_commit TO OFF")
+        .await?;
+    let seq = tx
+        .query_one(
+            "INSERT INTO case_numbers (prefix, last_seq) VALUES ($1, 1)
+             ON CONFLICT (prefix) DO UPDATE SET last_seq = case_numbers.last_seq + 1 RETURNING last_seq",
+            &[&prefix],
+        )
+        .await?
+        .get(0);
+    tx.commit().await?;
+    Ok(seq)
+}
+
+fn existing_from(r: tokio_postgres::Row) -> Existing {
+    Existing {
+        content_hash: r.get(0),
+        outcome: r.get(1),
+        case_number: r.get(2),
+        response: r.get(3),
+    }
+}
+
+/// Records a submission in `tx`. `rows` are the case's rows when it is accepted (built with
+/// its number before the transaction); a repeat found here leaves that number unused.
+async fn record(
+    tx: &Transaction<'_>,
+    c: &SubmitCommand,
+    rows: Option<&CaseRows>,
+) -> Result<SubmitResult, StoreError> {
+    exec(
+        tx,
         "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
         &[&c.submission_id],
     )
     .await?;
     let existing = tx
         .query_opt(
-            "SELECT content_hash, outcome, case_number, response FROM submissions WHERE submission_id = $1",
+            &tx.prepare_cached("SELECT content_hash, outcome, case_number, response FROM submissions WHERE submission_id = $1").await?,
             &[&c.submission_id],
         )
         .await?
-        .map(|r| Existing { content_hash: r.get(0), outcome: r.get(1), case_number: r.get(2), response: r.get(3) });
+        .map(existing_from);
     let at_ms = c.at.timestamp_millis();
     let audit = |outcome: &'static str, case_number: Option<String>, detail: String| async move {
-        tx.execute(
+        exec(
+            tx,
             "INSERT INTO attempts (submission_id, at_ms, hall_code, window_code, clerk_staff_no, outcome, case_number, detail)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             &[&c.submission_id, &at_ms, &c.hall_code, &c.window_code, &c.clerk_staff_no, &outcome, &case_number, &detail],
@@ -224,32 +302,18 @@ async fn record(tx: &Transaction<'_>, c: &SubmitCommand) -> Result<SubmitResult,
                 audit("deficient", None, attempt_detail(&c.evaluated)).await?;
                 Ok(SubmitResult::Answer(response.into()))
             }
-            Evaluated::Accept(plan) => {
-                let prefix = case::number_prefix(
-                    &plan.lead_implementation_code,
-                    plan.accepted_at.date_naive(),
-                );
-                let seq: i64 = tx
-                    .query_one(
-                        "INSERT INTO case_numbers (prefix, last_seq) VALUES ($1, 1)
-                         ON CONFLICT (prefix) DO UPDATE SET last_seq = case_numbers.last_seq + 1 RETURNING last_seq",
-                        &[&prefix],
-                    )
-                    .await?
-                    .get(0);
-                if seq > i64::from(MAX_DAILY_SEQUENCE) {
-                    return Err(StoreError::SequenceExhausted {
-                        prefix,
-                        max: MAX_DAILY_SEQUENCE,
-                    });
-                }
-                let number = case::case_number(&prefix, seq as u32);
-                let rows = case_rows(plan, &number);
-                insert_case(tx, c, &number, &rows).await?;
-                upsert_submission(tx, c, "accepted", Some(&number), &rows.response).await?;
+            Evaluated::Accept(_) => {
+                let Some(rows) = rows else {
+                    return Err(StoreError::Corrupt(
+                        "an acceptance reached its transaction without its rows".into(),
+                    ));
+                };
+                let number = &rows.accepted.case.case_number;
+                insert_case(tx, c, number, rows).await?;
+                upsert_submission(tx, c, "accepted", Some(number), &rows.response).await?;
                 audit("accepted", Some(number.clone()), String::new()).await?;
                 Ok(SubmitResult::Answer(Box::new(case::receipt_response(
-                    rows.accepted.receipt,
+                    rows.accepted.receipt.clone(),
                 ))))
             }
         },
@@ -264,7 +328,8 @@ async fn upsert_submission(
     response: &[u8],
 ) -> Result<(), StoreError> {
     let at_ms = c.at.timestamp_millis();
-    tx.execute(
+    exec(
+        tx,
         "INSERT INTO submissions (submission_id, content_hash, outcome, case_number, response, first_at_ms, last_at_ms)
          VALUES ($1, $2, $3, $4, $5, $6, $6)
          ON CONFLICT (submission_id) DO UPDATE SET content_hash = excluded.content_hash, outcome = excluded.outcome,
@@ -282,7 +347,8 @@ async fn insert_case(
     rows: &CaseRows,
 ) -> Result<(), StoreError> {
     let case = &rows.accepted.case;
-    tx.execute(
+    exec(
+        tx,
         "INSERT INTO cases (case_number, submission_id, hall_code, window_code, status, accepted_at_ms, promised_deadline, item_codes, body)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         &[&number, &c.submission_id, &c.hall_code, &c.window_code, &case.status, &rows.accepted_at_ms,
@@ -290,7 +356,7 @@ async fn insert_case(
     )
     .await?;
     let task_stmt = tx
-        .prepare("INSERT INTO tasks (task_id, case_number, department, item_code, status, depends_on, body) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+        .prepare_cached("INSERT INTO tasks (task_id, case_number, department, item_code, status, depends_on, body) VALUES ($1, $2, $3, $4, $5, $6, $7)")
         .await?;
     for t in &case.tasks {
         let body = prost::Message::encode_to_vec(t);
@@ -309,7 +375,7 @@ async fn insert_case(
         .await?;
     }
     let event_stmt = tx
-        .prepare("INSERT INTO case_events (case_number, seq, at_ms, kind, task_id, detail) VALUES ($1, $2, $3, $4, $5, $6)")
+        .prepare_cached("INSERT INTO case_events (case_number, seq, at_ms, kind, task_id, detail) VALUES ($1, $2, $3, $4, $5, $6)")
         .await?;
     for e in &rows.accepted.events {
         tx.execute(

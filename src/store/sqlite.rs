@@ -1,13 +1,20 @@
-//! The embedded SQLite engine. One writer thread owns the write connection and commits
-//! submissions in groups: every request waiting when a transaction starts joins it, and all of
-//! them are answered after one durable commit (WAL, `synchronous = FULL`, so an answered case
-//! survives power loss). Each submission runs in its own savepoint, so one failure never
-//! takes its neighbours down. Reads use separate connections, which WAL lets run alongside.
+//! The embedded SQLite engine, for one gateway node. One writer thread owns the write
+//! connection and commits submissions in groups: every request waiting when a transaction
+//! starts joins it, and all of them are answered after one durable commit (WAL,
+//! `synchronous = FULL`, so an answered case survives power loss). Each submission runs in
+//! its own savepoint, so one failure never takes its neighbours down.
+//!
+//! The writer is the only serial part, so everything else happens before it, in parallel:
+//! the repeat check, the case number (allocated in memory from the stored last sequence; a
+//! lock file keeps a second process off the database) and the encoded rows. Checkpoints run
+//! on their own thread. Reads use separate connections, which WAL lets run alongside.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
@@ -20,14 +27,47 @@ use crate::proto::v1::{Case, CaseEvent, CaseSummary};
 /// Largest number of submissions committed in one transaction.
 const MAX_GROUP: usize = 512;
 
+/// How often the checkpointer copies the WAL back into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
 type Reply = oneshot::Sender<Result<SubmitResult, StoreError>>;
+
+/// What the writer thread is asked to do.
+enum Msg {
+    /// Answer at once, without a transaction: is this a repeat? If not, the next sequence of `prefix`.
+    Prepare {
+        submission_id: String,
+        content_hash: [u8; 32],
+        prefix: String,
+        reply: oneshot::Sender<Result<Prepared, StoreError>>,
+    },
+    /// Record a submission in the next group commit.
+    Record(Box<Job>, Reply),
+}
+
+/// The writer's answer to [`Msg::Prepare`].
+enum Prepared {
+    /// A repeat or a conflict: answered without recording anything new.
+    Early(SubmitResult),
+    /// New: the allocated sequence.
+    Sequence(u32),
+}
+
+/// A submission on its way to the writer, with the work that could be done before.
+struct Job {
+    command: SubmitCommand,
+    /// For an acceptance: the allocated number's prefix and sequence, and the encoded rows.
+    case: Option<(String, u32, CaseRows)>,
+}
 
 /// Handle to the SQLite store; cheap to clone.
 #[derive(Clone)]
 pub struct SqliteStore {
     path: PathBuf,
-    writer: mpsc::Sender<(SubmitCommand, Reply)>,
+    writer: mpsc::Sender<Msg>,
     readers: Arc<Mutex<Vec<Connection>>>,
+    /// Held while the store is open: keeps a second process off the database.
+    _lock: Arc<std::fs::File>,
 }
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
@@ -36,6 +76,9 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Savepoint journals stay in memory; a group's pages stay in cache until its commit.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.pragma_update(None, "cache_size", -65536)?;
     Ok(conn)
 }
 
@@ -73,11 +116,27 @@ impl SqliteStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Open(format!("{}: {e}", dir.display())))?;
         }
+        let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StoreError::Open(format!("{}: {e}", lock_path.display())))?;
+        if lock.try_lock().is_err() {
+            return Err(StoreError::Open(format!(
+                "{} is in use by another gateway process (lock {}); SQLite serves one node, use PostgreSQL for several",
+                path.display(),
+                lock_path.display()
+            )));
+        }
         let path = path.to_path_buf();
         let p = path.clone();
         let conn = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
             let mut conn = open_connection(&p)?;
             migrate(&mut conn)?;
+            // Checkpoints run on their own thread, off the writer's path.
+            conn.pragma_update(None, "wal_autocheckpoint", 0)?;
             Ok(conn)
         })
         .await
@@ -87,17 +146,57 @@ impl SqliteStore {
             .name("sqlite-writer".into())
             .spawn(move || writer_loop(conn, rx))
             .map_err(|e| StoreError::Open(e.to_string()))?;
+        let lock = Arc::new(lock);
+        let checkpoint_conn = open_connection(&path)?;
+        let alive = Arc::downgrade(&lock);
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpoint_conn, alive))
+            .map_err(|e| StoreError::Open(e.to_string()))?;
         Ok(SqliteStore {
             path,
             writer: tx,
             readers: Arc::new(Mutex::new(Vec::new())),
+            _lock: lock,
         })
     }
 
     pub(super) async fn submit(&self, command: SubmitCommand) -> Result<SubmitResult, StoreError> {
+        let mut case = None;
+        if let Evaluated::Accept(plan) = &command.evaluated {
+            // A repeat is answered before a number is spent on it; the rows are built here,
+            // in parallel, so the writer only writes.
+            let prefix = case::number_prefix(
+                &plan.lead_implementation_code,
+                plan.accepted_at.date_naive(),
+            );
+            let (reply, answer) = oneshot::channel();
+            let msg = Msg::Prepare {
+                submission_id: command.submission_id.clone(),
+                content_hash: command.content_hash,
+                prefix: prefix.clone(),
+                reply,
+            };
+            self.writer
+                .send(msg)
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            let seq = match answer.await.map_err(|_| StoreError::Closed)?? {
+                Prepared::Early(result) => return Ok(result),
+                Prepared::Sequence(seq) => seq,
+            };
+            if seq > MAX_DAILY_SEQUENCE {
+                return Err(StoreError::SequenceExhausted {
+                    prefix,
+                    max: MAX_DAILY_SEQUENCE,
+                });
+            }
+            let rows = case_rows(plan, &case::case_number(&prefix, seq));
+            case = Some((prefix, seq, rows));
+        }
         let (reply, answer) = oneshot::channel();
         self.writer
-            .send((command, reply))
+            .send(Msg::Record(Box::new(Job { command, case }), reply))
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
@@ -201,17 +300,88 @@ impl SqliteStore {
     }
 }
 
-/// Owns the write connection: takes every queued submission, records them in one
-/// transaction, commits once, then answers all of them.
-fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<(SubmitCommand, Reply)>) {
-    let mut group: Vec<(SubmitCommand, Reply)> = Vec::with_capacity(MAX_GROUP);
+/// Hands out the next sequence of `prefix`, reading the stored last one the first time.
+fn allocate(
+    conn: &Connection,
+    sequences: &mut HashMap<String, u32>,
+    prefix: &str,
+) -> Result<u32, StoreError> {
+    let last = match sequences.get(prefix) {
+        Some(last) => *last,
+        None => conn
+            .prepare_cached("SELECT last_seq FROM case_numbers WHERE prefix = ?1")?
+            .query_row([prefix], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0),
+    };
+    sequences.insert(prefix.to_string(), last + 1);
+    Ok(last + 1)
+}
+
+fn prepare(
+    conn: &Connection,
+    sequences: &mut HashMap<String, u32>,
+    id: &str,
+    hash: &[u8; 32],
+    prefix: &str,
+) -> Result<Prepared, StoreError> {
+    Ok(match decide(read_existing(conn, id)?, hash)? {
+        Decision::Replay(response) => Prepared::Early(SubmitResult::Answer(response)),
+        Decision::Conflict(case_number) => Prepared::Early(SubmitResult::Conflict { case_number }),
+        Decision::Fresh => Prepared::Sequence(allocate(conn, sequences, prefix)?),
+    })
+}
+
+fn read_existing(db: &Connection, submission_id: &str) -> Result<Option<Existing>, StoreError> {
+    Ok(db
+        .prepare_cached("SELECT content_hash, outcome, case_number, response FROM submissions WHERE submission_id = ?1")?
+        .query_row([submission_id], |r| {
+            Ok(Existing { content_hash: r.get(0)?, outcome: r.get(1)?, case_number: r.get(2)?, response: r.get(3)? })
+        })
+        .optional()?)
+}
+
+/// Copies the WAL back into the database file while the store is open.
+fn checkpoint_loop(conn: Connection, alive: Weak<std::fs::File>) {
+    while alive.upgrade().is_some() {
+        std::thread::sleep(CHECKPOINT_EVERY);
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "sqlite checkpoint failed");
+        }
+    }
+}
+
+/// Owns the write connection: answers prepares at once, takes every queued submission,
+/// records them in one transaction, commits once, then answers all of them.
+fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Msg>) {
+    let mut sequences: HashMap<String, u32> = HashMap::new();
+    let mut group: Vec<(Job, Reply)> = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = rx.blocking_recv() {
-        group.push(first);
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(next) => group.push(next),
-                Err(_) => break,
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Prepare {
+                    submission_id,
+                    content_hash,
+                    prefix,
+                    reply,
+                } => {
+                    let _ = reply.send(prepare(
+                        &conn,
+                        &mut sequences,
+                        &submission_id,
+                        &content_hash,
+                        &prefix,
+                    ));
+                }
+                Msg::Record(job, reply) => group.push((*job, reply)),
             }
+            if group.len() < MAX_GROUP {
+                next = rx.try_recv().ok();
+            }
+        }
+        if group.is_empty() {
+            continue;
         }
         let results = commit_group(&mut conn, &group);
         for ((_, reply), result) in group.drain(..).zip(results) {
@@ -220,64 +390,41 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<(SubmitCommand, Repl
     }
 }
 
+/// Records a group in one transaction. The fast path has no savepoints; if any submission
+/// fails, the transaction is rolled back and each submission is recorded in its own
+/// transaction, so one bad submission never takes its neighbours down.
 fn commit_group(
     conn: &mut Connection,
-    group: &[(SubmitCommand, Reply)],
+    group: &[(Job, Reply)],
 ) -> Vec<Result<SubmitResult, StoreError>> {
-    let tx = match conn.transaction() {
-        Ok(tx) => tx,
-        Err(e) => {
-            return group
-                .iter()
-                .map(|_| Err(StoreError::Sqlite(clone_err(&e))))
-                .collect();
-        }
-    };
-    let mut results = Vec::with_capacity(group.len());
-    let mut tx = tx;
-    for (command, _) in group {
-        results.push(record_one(&mut tx, command));
-    }
-    if let Err(e) = tx.commit() {
-        // Nothing of the group is durable: every caller gets the error, none a receipt.
-        return group
+    match record_all(conn, group.iter().map(|(job, _)| job)) {
+        Ok(results) => results.into_iter().map(Ok).collect(),
+        Err(_) if group.len() > 1 => group
             .iter()
-            .map(|_| Err(StoreError::Sqlite(clone_err(&e))))
-            .collect();
-    }
-    results
-}
-
-fn clone_err(e: &rusqlite::Error) -> rusqlite::Error {
-    rusqlite::Error::SqliteFailure(
-        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
-        Some(e.to_string()),
-    )
-}
-
-/// Records one submission inside its own savepoint.
-fn record_one(tx: &mut Transaction<'_>, c: &SubmitCommand) -> Result<SubmitResult, StoreError> {
-    let sp = tx.savepoint()?;
-    let result = record(&sp, c);
-    match result {
-        Ok(r) => {
-            sp.commit()?;
-            Ok(r)
-        }
-        Err(e) => {
-            drop(sp); // rolls back to the savepoint
-            Err(e)
-        }
+            .map(|(job, _)| record_all(conn, std::iter::once(job)).map(|mut r| r.remove(0)))
+            .collect(),
+        Err(e) => vec![Err(e)],
     }
 }
 
-fn record(db: &Connection, c: &SubmitCommand) -> Result<SubmitResult, StoreError> {
-    let existing = db
-        .prepare_cached("SELECT content_hash, outcome, case_number, response FROM submissions WHERE submission_id = ?1")?
-        .query_row([&c.submission_id], |r| {
-            Ok(Existing { content_hash: r.get(0)?, outcome: r.get(1)?, case_number: r.get(2)?, response: r.get(3)? })
-        })
-        .optional()?;
+/// Records submissions in one transaction, or none of them.
+fn record_all<'a>(
+    conn: &mut Connection,
+    jobs: impl Iterator<Item = &'a Job>,
+) -> Result<Vec<SubmitResult>, StoreError> {
+    let tx = conn.transaction()?;
+    let results = jobs
+        .map(|job| record(&tx, job))
+        .collect::<Result<Vec<_>, _>>()?;
+    tx.commit()?;
+    Ok(results)
+}
+
+fn record(db: &Connection, job: &Job) -> Result<SubmitResult, StoreError> {
+    let c = &job.command;
+    // Checked again here: a concurrent repeat may have been recorded since the early check
+    // (its allocated number is then left unused).
+    let existing = read_existing(db, &c.submission_id)?;
     let at_ms = c.at.timestamp_millis();
     let audit = |outcome: &str,
                  case_number: Option<&str>,
@@ -307,30 +454,23 @@ fn record(db: &Connection, c: &SubmitCommand) -> Result<SubmitResult, StoreError
                 audit("deficient", None, &attempt_detail(&c.evaluated))?;
                 Ok(SubmitResult::Answer(response.into()))
             }
-            Evaluated::Accept(plan) => {
-                let prefix = case::number_prefix(
-                    &plan.lead_implementation_code,
-                    plan.accepted_at.date_naive(),
-                );
-                let seq: u32 = db
-                    .prepare_cached(
-                        "INSERT INTO case_numbers (prefix, last_seq) VALUES (?1, 1)
-                         ON CONFLICT (prefix) DO UPDATE SET last_seq = last_seq + 1 RETURNING last_seq",
-                    )?
-                    .query_row([&prefix], |r| r.get(0))?;
-                if seq > MAX_DAILY_SEQUENCE {
-                    return Err(StoreError::SequenceExhausted {
-                        prefix,
-                        max: MAX_DAILY_SEQUENCE,
-                    });
-                }
-                let number = case::case_number(&prefix, seq);
-                let rows = case_rows(plan, &number);
-                insert_case(db, c, &number, &rows)?;
-                upsert_submission(db, c, "accepted", Some(&number), &rows.response)?;
-                audit("accepted", Some(&number), "")?;
+            Evaluated::Accept(_) => {
+                let Some((prefix, seq, rows)) = &job.case else {
+                    return Err(StoreError::Corrupt(
+                        "an acceptance reached the writer without its rows".into(),
+                    ));
+                };
+                db.prepare_cached(
+                    "INSERT INTO case_numbers (prefix, last_seq) VALUES (?1, ?2)
+                     ON CONFLICT (prefix) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
+                )?
+                .execute(params![prefix, seq])?;
+                let number = &rows.accepted.case.case_number;
+                insert_case(db, c, number, rows)?;
+                upsert_submission(db, c, "accepted", Some(number), &rows.response)?;
+                audit("accepted", Some(number), "")?;
                 Ok(SubmitResult::Answer(Box::new(case::receipt_response(
-                    rows.accepted.receipt,
+                    rows.accepted.receipt.clone(),
                 ))))
             }
         },
