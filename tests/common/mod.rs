@@ -28,6 +28,8 @@ pub struct TestGateway {
     pub client: CaseServiceClient<Channel>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
+    /// The PostgreSQL schema of this gateway, dropped when it stops.
+    schema: Option<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -75,6 +77,10 @@ impl TestGateway {
     }
 
     pub async fn start_with(config: GatewayConfig, dir: tempfile::TempDir) -> TestGateway {
+        let schema = match &config.store {
+            StoreConfig::Postgres { schema, .. } => Some(schema.clone()),
+            StoreConfig::Sqlite { .. } => None,
+        };
         let gateway = Arc::new(Gateway::from_config(&config).await.expect("gateway starts"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -98,6 +104,7 @@ impl TestGateway {
             client,
             shutdown: Some(tx),
             server: Some(server),
+            schema,
             _dir: dir,
         }
     }
@@ -110,7 +117,22 @@ impl TestGateway {
         if let Some(server) = self.server.take() {
             let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
         }
+        if let Some(schema) = self.schema.take() {
+            drop_schema(&schema).await;
+        }
     }
+}
+
+/// Drops a test's PostgreSQL schema.
+pub async fn drop_schema(schema: &str) {
+    let (client, connection) = tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect to PostgreSQL");
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .await
+        .expect("drop the test schema");
 }
 
 /// Connects to a gateway, retrying until a deadline.

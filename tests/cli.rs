@@ -1,0 +1,196 @@
+//! The `yichuang` binary as a shell user meets it: exit codes, messages with file and line,
+//! JSON on stdout, and a gateway killed with SIGKILL that loses no accepted case.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::repo;
+
+fn yichuang(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_yichuang"))
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("runs yichuang")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn catalog_check_passes_on_the_shipped_catalog() {
+    let out = yichuang(&["catalog", "check", "config/catalog"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("7 departments, 21 materials, 8 items, 2 bundles: ok"));
+}
+
+#[test]
+fn catalog_check_reports_every_problem_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("broken.toml"),
+        "[[department]]\ncode = \"a\"\nname = \"甲\"\nbody_code = \"116401000101330185\"\n\n[[department]]\ncode = \"a\"\nname = \"乙\"\nbody_code = \"116401000101330185\"\n\n[[department]]\ncode = \"b\"\nname = \"丙\"\nbody_code = \"116401000101330180\"\n",
+    )
+    .unwrap();
+    let out = yichuang(&["catalog", "check", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("broken.toml:7: duplicate department code \"a\" (first defined at"),
+        "{err}"
+    );
+    assert!(err.contains("broken.toml:14: department b: body_code 116401000101330180 is not a valid unified social credit code"), "{err}");
+    assert!(err.contains("2 problem(s)"), "{err}");
+}
+
+#[test]
+fn calendar_commands_answer_on_the_official_calendar() {
+    let out = yichuang(&["calendar", "add", "2019-09-30", "3"]);
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "2019-10-10",
+        "{}",
+        text(&out.stderr)
+    );
+    let out = yichuang(&["calendar", "is-workday", "2019-10-12"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains("is a working day"));
+    let out = yichuang(&["calendar", "is-workday", "2019-10-07"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "a day off answers with exit code 3"
+    );
+    let out = yichuang(&["calendar", "add", "2026-12-20", "30"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no working-day calendar for 2027"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// A gateway process on its own SQLite file and port.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_server(data: &Path, port: u16) -> Server {
+    let config = data.join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "catalog_dir = \"{root}/config/catalog\"\ncalendar_dir = \"{root}/config/calendar\"\n[server]\nlisten = \"127.0.0.1:{port}\"\n[store]\nkind = \"sqlite\"\npath = \"{db}\"\n",
+            root = repo().display(),
+            db = data.join("cases.db").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_yichuang"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starts the gateway");
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while yichuang(&["case", "list", "--server", &url, "--page-size", "1"])
+        .status
+        .code()
+        != Some(0)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the gateway did not answer within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Server { child, url }
+}
+
+#[test]
+fn client_commands_print_json_and_exit_codes_and_a_killed_gateway_loses_nothing() {
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = start_server(data.path(), port);
+
+    let out = yichuang(&[
+        "case",
+        "submit",
+        "--server",
+        &server.url,
+        "--file",
+        "examples/cases/kai-canguan.json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let receipt: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let number = receipt["receipt"]["caseNumber"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let out = yichuang(&[
+        "case",
+        "submit",
+        "--server",
+        &server.url,
+        "--file",
+        "examples/cases/bdc-deficient.json",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "a notice exits with 3");
+    let notice: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        notice["notice"]["deficiencies"].as_array().unwrap().len(),
+        3
+    );
+
+    let bad = data.path().join("bad.json");
+    std::fs::write(&bad, "{\n  \"submissionId\": \"x\",\n  \"itemz\": []\n}\n").unwrap();
+    let out = yichuang(&[
+        "case",
+        "precheck",
+        "--server",
+        &server.url,
+        "--file",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(4));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("bad.json:3:") && err.contains("itemz"),
+        "{err}"
+    );
+
+    // SIGKILL right after the answer: the receipt was only sent after a durable commit.
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let mut server = start_server(data.path(), port);
+    let out = yichuang(&["case", "get", "--server", &server.url, &number]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let case: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(case["case"]["caseNumber"], number.as_str());
+    assert_eq!(case["case"]["tasks"].as_array().unwrap().len(), 2);
+
+    let out = yichuang(&["case", "get", "--server", &server.url, "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("NotFound"),
+        "{}",
+        text(&out.stderr)
+    );
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
