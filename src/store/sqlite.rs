@@ -548,10 +548,17 @@ mod tests {
     fn connections_commit_durably_in_wal_mode() {
         let dir = tempfile::tempdir().unwrap();
         let conn = open_connection(&dir.path().join("d.db")).unwrap();
-        let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
-        let sync: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        let sync: i64 = conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(mode, "wal");
-        assert_eq!(sync, 2, "synchronous = FULL: a commit is on disk before its answer");
+        assert_eq!(
+            sync, 2,
+            "synchronous = FULL: a commit is on disk before its answer"
+        );
     }
 
     #[tokio::test]
@@ -559,7 +566,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d.db");
         let _first = SqliteStore::open(&path).await.unwrap();
-        let err = SqliteStore::open(&path).await.err().expect("the lock refuses a second opener");
-        assert!(err.to_string().contains("in use by another gateway process"), "{err}");
+        let err = SqliteStore::open(&path)
+            .await
+            .err()
+            .expect("the lock refuses a second opener");
+        assert!(
+            err.to_string()
+                .contains("in use by another gateway process"),
+            "{err}"
+        );
     }
 }
