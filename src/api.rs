@@ -15,6 +15,7 @@ use tracing::{info, warn};
 use crate::case;
 use crate::catalog::Catalog;
 use crate::config::GatewayConfig;
+use crate::intake::normalise;
 use crate::intake::{Intake, IntakeError, Outcome, content_hash};
 use crate::proto::v1::case_service_server::{CaseService, CaseServiceServer};
 use crate::proto::v1::{
@@ -22,7 +23,7 @@ use crate::proto::v1::{
     PreCheckRequest, PreCheckResponse, Submission, SubmitRequest, SubmitResponse,
 };
 use crate::sla::Calendar;
-use crate::store::{Evaluated, ListQuery, Store, StoreError, SubmitCommand, SubmitResult};
+use crate::store::{Attempt, Evaluated, ListQuery, Store, StoreError, SubmitCommand, SubmitResult};
 
 /// Largest page of `ListCases`.
 pub const MAX_PAGE_SIZE: i32 = 500;
@@ -148,15 +149,21 @@ fn intake_status(e: IntakeError) -> Status {
 }
 
 fn store_status(e: StoreError) -> Status {
-    warn!(error = %e, "store failed");
+    let db = match &e {
+        StoreError::Postgres(pg) => pg
+            .as_db_error()
+            .map(|d| format!("{} {}", d.code().code(), d.message())),
+        _ => None,
+    };
+    warn!(error = %e, db = db.as_deref().unwrap_or(""), "store failed");
     match e {
         StoreError::SequenceExhausted { .. } => Status::resource_exhausted(e.to_string()),
         StoreError::Closed | StoreError::Pool(_) => {
             Status::unavailable(format!("{e}; retry later"))
         }
-        other => Status::internal(format!(
-            "{other}; the submission was not recorded, retry later"
-        )),
+        _ => Status::internal(
+            "the store failed; the submission may not have been recorded: retry with the same submissionId",
+        ),
     }
 }
 
@@ -209,47 +216,60 @@ impl CaseService for CaseApi {
         request: Request<SubmitRequest>,
     ) -> Result<Response<SubmitResponse>, Status> {
         let s = self.submission(request.into_inner().submission)?;
-        let hash = content_hash(&s);
         let now = Utc::now();
-        let (submission_id, hall_code, window_code) = (
-            s.submission_id.trim().to_string(),
-            s.hall_code.clone(),
-            s.window_code.clone(),
-        );
-        let clerk_staff_no = s
-            .clerk
-            .as_ref()
-            .map(|c| c.staff_no.clone())
-            .unwrap_or_default();
-        let evaluated = match self
-            .gateway
-            .intake
-            .evaluate(s, now)
-            .map_err(intake_status)?
-        {
-            Outcome::Acceptable(plan) => Evaluated::Accept(plan),
-            Outcome::Deficient {
-                submission_id,
-                changes,
-                deficiencies,
-            } => Evaluated::Deficient(case::notice(&submission_id, &changes, deficiencies, now)),
-        };
-        let command = SubmitCommand {
-            submission_id: submission_id.clone(),
-            content_hash: hash,
-            hall_code,
-            window_code,
-            clerk_staff_no,
+        // Identifiers as normalisation writes them on the case, so that lists and the audit
+        // trail find them by their clean value.
+        let code = |v: &str| normalise::to_half_width(v).trim().to_string();
+        let attempt = Attempt {
+            submission_id: code(&s.submission_id),
+            content_hash: content_hash(&s),
+            hall_code: code(&s.hall_code),
+            window_code: code(&s.window_code),
+            clerk_staff_no: s
+                .clerk
+                .as_ref()
+                .map(|c| code(&c.staff_no))
+                .unwrap_or_default(),
             at: now,
-            evaluated,
         };
-        match self
+        let submission_id = attempt.submission_id.clone();
+        // A repeat gets the first answer without being evaluated again: the catalog, the
+        // calendar or the limits may have changed since.
+        let recorded = match self
             .gateway
             .store
-            .submit(command)
+            .replay(&attempt)
             .await
             .map_err(store_status)?
         {
+            Some(result) => result,
+            None => {
+                let evaluated = match self
+                    .gateway
+                    .intake
+                    .evaluate(s, now)
+                    .map_err(intake_status)?
+                {
+                    Outcome::Acceptable(plan) => Evaluated::Accept(plan),
+                    Outcome::Deficient {
+                        submission_id,
+                        changes,
+                        deficiencies,
+                    } => Evaluated::Deficient(case::notice(
+                        &submission_id,
+                        &changes,
+                        deficiencies,
+                        now,
+                    )),
+                };
+                self.gateway
+                    .store
+                    .submit(SubmitCommand { attempt, evaluated })
+                    .await
+                    .map_err(store_status)?
+            }
+        };
+        match recorded {
             SubmitResult::Answer(response) => {
                 match &response.outcome {
                     Some(crate::proto::v1::submit_response::Outcome::Receipt(r)) => {

@@ -871,6 +871,31 @@ after = ["T-1"]
     }
 
     #[test]
+    fn a_longer_cycle_is_reported_with_its_path() {
+        let second = ITEM
+            .replace("T-1", "T-2")
+            .replace("1000999000000", "1000999000001");
+        let text = format!(
+            "{ITEM}{second}{}",
+            r#"
+[[bundle]]
+code = "b"
+name = "环"
+items = ["T-1", "T-2"]
+[[bundle.step]]
+item = "T-1"
+after = ["T-2"]
+[[bundle.step]]
+item = "T-2"
+after = ["T-1"]
+"#
+        );
+        let errs = errors_text(&errors(&text));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].contains("cycle: T-1 → T-2 → T-1"), "{errs:?}");
+    }
+
+    #[test]
     fn unknown_key_is_reported_with_line() {
         let errs = errors(&format!("{ITEM}promised_days = 3\n"));
         assert_eq!(errs.len(), 1, "{errs:?}");

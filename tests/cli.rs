@@ -122,7 +122,7 @@ fn start_server(data: &Path, port: u16) -> Server {
 }
 
 #[test]
-fn client_commands_print_json_and_exit_codes_and_a_killed_gateway_loses_nothing() {
+fn client_commands_print_json_and_exit_codes_and_a_sigkilled_gateway_keeps_its_cases() {
     let data = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut server = start_server(data.path(), port);
@@ -174,7 +174,9 @@ fn client_commands_print_json_and_exit_codes_and_a_killed_gateway_loses_nothing(
         "{err}"
     );
 
-    // SIGKILL right after the answer: the receipt was only sent after a durable commit.
+    // SIGKILL right after the answer: the receipt was only sent after the commit. (This shows
+    // crash durability; power-loss durability rests on synchronous = FULL, checked in
+    // store::sqlite's unit tests.)
     server.child.kill().unwrap();
     server.child.wait().unwrap();
     let mut server = start_server(data.path(), port);

@@ -363,31 +363,40 @@ async fn precheck_answers_without_storing(backend: Backend) {
 async fn list_cases_by_window_is_paged(backend: Backend) {
     let mut gw = TestGateway::start(backend).await;
     let base = example("kai-canguan");
-    let mut numbers = Vec::new();
+    let mut accepted = Vec::new();
     for i in 0..5 {
         let mut s = base.clone();
         s.submission_id = format!("list-{i}");
-        numbers.push(receipt(&submit(&mut gw, &s).await).case_number.clone());
+        // One minute apart, so the order is by time.
+        s.submitted_at.as_mut().unwrap().seconds += 60 * i;
+        accepted.push((
+            s.submitted_at.unwrap(),
+            receipt(&submit(&mut gw, &s).await).case_number.clone(),
+        ));
     }
     let mut other = example("qiye-kaiban");
     other.submission_id = "list-other-window".into();
     submit(&mut gw, &other).await;
 
+    let list = |request: ListCasesRequest| {
+        let mut client = gw.client.clone();
+        async move { client.list_cases(request).await.unwrap().into_inner() }
+    };
+    let window = || ListCasesRequest {
+        hall_code: "640100-DT01".into(),
+        window_code: "W03".into(),
+        ..Default::default()
+    };
+
     let mut seen = Vec::new();
     let mut token = String::new();
     loop {
-        let page = gw
-            .client
-            .list_cases(ListCasesRequest {
-                hall_code: "640100-DT01".into(),
-                window_code: "W03".into(),
-                page_size: 2,
-                page_token: token.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let page = list(ListCasesRequest {
+            page_size: 2,
+            page_token: token.clone(),
+            ..window()
+        })
+        .await;
         assert!(page.cases.len() <= 2);
         seen.extend(page.cases.into_iter().map(|c| c.case_number));
         if page.next_page_token.is_empty() {
@@ -395,8 +404,31 @@ async fn list_cases_by_window_is_paged(backend: Backend) {
         }
         token = page.next_page_token;
     }
-    numbers.reverse(); // newest first: same instant, higher sequence first
-    assert_eq!(seen, numbers);
+    let newest_first: Vec<String> = accepted.iter().rev().map(|(_, n)| n.clone()).collect();
+    assert_eq!(seen, newest_first);
+
+    // A time range: from the second acceptance (inclusive) to the fourth (exclusive).
+    let page = list(ListCasesRequest {
+        accepted_from: Some(accepted[1].0),
+        accepted_to: Some(accepted[3].0),
+        ..window()
+    })
+    .await;
+    let numbers: Vec<_> = page.cases.iter().map(|c| c.case_number.clone()).collect();
+    assert_eq!(numbers, [accepted[2].1.clone(), accepted[1].1.clone()]);
+
+    let page = list(ListCasesRequest {
+        status: CaseStatus::Accepted as i32,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(page.cases.len(), 6, "every case is accepted");
+    let page = list(ListCasesRequest {
+        status: CaseStatus::Delivered as i32,
+        ..Default::default()
+    })
+    .await;
+    assert!(page.cases.is_empty(), "no case is delivered yet");
 
     let err = gw
         .client

@@ -38,9 +38,10 @@ pub enum StoreError {
     Open(String),
 }
 
-/// A submission evaluated by intake, ready to be recorded.
+/// One attempt at `Submit`: who, where, when, and the submission's fingerprint.
 #[derive(Debug, Clone)]
-pub struct SubmitCommand {
+pub struct Attempt {
+    /// The window's idempotency key (normalised).
     pub submission_id: String,
     /// Fingerprint of the submission as received.
     pub content_hash: [u8; 32],
@@ -49,6 +50,12 @@ pub struct SubmitCommand {
     pub clerk_staff_no: String,
     /// The gateway's clock at the attempt.
     pub at: DateTime<Utc>,
+}
+
+/// A submission evaluated by intake, ready to be recorded.
+#[derive(Debug, Clone)]
+pub struct SubmitCommand {
+    pub attempt: Attempt,
     pub evaluated: Evaluated,
 }
 
@@ -146,23 +153,18 @@ fn case_rows(plan: &Plan, case_number: &str) -> CaseRows {
     }
 }
 
-fn attempt_detail(evaluated: &Evaluated) -> String {
-    match evaluated {
-        Evaluated::Accept(_) => String::new(),
-        Evaluated::Deficient(n) => n
-            .deficiencies
-            .iter()
-            .map(|d| {
-                format!(
-                    "{}@{}",
-                    crate::proto::v1::DeficiencyCode::try_from(d.code)
-                        .map_or("?", |c| c.as_str_name()),
-                    d.path
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" "),
-    }
+fn attempt_detail(n: &DeficiencyNotice) -> String {
+    n.deficiencies
+        .iter()
+        .map(|d| {
+            format!(
+                "{}@{}",
+                crate::proto::v1::DeficiencyCode::try_from(d.code).map_or("?", |c| c.as_str_name()),
+                d.path
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn summary(case: &Case) -> CaseSummary {
@@ -208,6 +210,16 @@ impl Store {
                 pool_size,
             } => Store::Postgres(postgres::PgStore::open(url, schema, *pool_size).await?),
         })
+    }
+
+    /// The first answer to a repeated attempt (same id and content), or the conflict of an id
+    /// reused for other content, with the repeat written to the audit trail; `None` for a new
+    /// attempt. Lets the API answer a repeat without evaluating it again.
+    pub async fn replay(&self, attempt: &Attempt) -> Result<Option<SubmitResult>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.replay(attempt).await,
+            Store::Postgres(s) => s.replay(attempt).await,
+        }
     }
 
     /// Records a submission: accepts the case, or records the deficient attempt, or replays the

@@ -9,8 +9,9 @@ use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 
 use super::{
-    CaseRows, Decision, Evaluated, Existing, ListQuery, StoreError, SubmitCommand, SubmitResult,
-    attempt_detail, case_rows, decide, decode_case, migrate, ms_to_timestamp, summary,
+    Attempt, CaseRows, Decision, Evaluated, Existing, ListQuery, StoreError, SubmitCommand,
+    SubmitResult, attempt_detail, case_rows, decide, decode_case, migrate, ms_to_timestamp,
+    summary,
 };
 use crate::case::{self, MAX_DAILY_SEQUENCE};
 use crate::proto::v1::{Case, CaseEvent, CaseSummary};
@@ -35,6 +36,9 @@ async fn exec(
     let statement = tx.prepare_cached(sql).await?;
     Ok(tx.execute(&statement, params).await?)
 }
+
+const INSERT_ATTEMPT: &str = "INSERT INTO attempts (submission_id, at_ms, hall_code, window_code, clerk_staff_no, outcome, case_number, detail)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 
 /// True for a schema name that can be used unquoted.
 fn plain_identifier(name: &str) -> bool {
@@ -77,9 +81,6 @@ impl PgStore {
 
     async fn migrate(&self, schema: &str) -> Result<(), StoreError> {
         let mut client = self.pool.get().await.map_err(pool_err)?;
-        client
-            .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
-            .await?;
         let tx = client.transaction().await?;
         // Replicas starting together migrate one at a time.
         tx.execute(
@@ -87,6 +88,8 @@ impl PgStore {
             &[],
         )
         .await?;
+        tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+            .await?;
         tx.batch_execute(migrate::LEDGER).await?;
         for (version, sql) in migrate::POSTGRES {
             let done = tx
@@ -114,21 +117,51 @@ impl PgStore {
         Ok(())
     }
 
+    pub(super) async fn replay(&self, a: &Attempt) -> Result<Option<SubmitResult>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let statement = client
+            .prepare_cached("SELECT content_hash, outcome, case_number, response FROM submissions WHERE submission_id = $1")
+            .await?;
+        let existing = client
+            .query_opt(&statement, &[&a.submission_id])
+            .await?
+            .map(existing_from);
+        let (result, outcome, case_number) = match decide(existing, &a.content_hash)? {
+            Decision::Fresh => return Ok(None),
+            Decision::Replay(response) => (SubmitResult::Answer(response), "replayed", None),
+            Decision::Conflict(number) => (
+                SubmitResult::Conflict {
+                    case_number: number.clone(),
+                },
+                "conflict",
+                Some(number),
+            ),
+        };
+        let statement = client.prepare_cached(INSERT_ATTEMPT).await?;
+        client
+            .execute(
+                &statement,
+                &[
+                    &a.submission_id,
+                    &a.at.timestamp_millis(),
+                    &a.hall_code,
+                    &a.window_code,
+                    &a.clerk_staff_no,
+                    &outcome,
+                    &case_number,
+                    &"",
+                ],
+            )
+            .await?;
+        Ok(Some(result))
+    }
+
     pub(super) async fn submit(&self, c: SubmitCommand) -> Result<SubmitResult, StoreError> {
         let mut client = self.pool.get().await.map_err(pool_err)?;
         let mut rows = None;
         if let Evaluated::Accept(plan) = &c.evaluated {
-            // A repeat is answered before a number is spent on it.
-            let existing = client
-                .query_opt("SELECT content_hash, outcome, case_number, response FROM submissions WHERE submission_id = $1", &[&c.submission_id])
-                .await?
-                .map(existing_from);
-            if !matches!(decide(existing, &c.content_hash)?, Decision::Fresh) {
-                let tx = client.transaction().await?;
-                let result = record(&tx, &c, None).await?;
-                tx.commit().await?;
-                return Ok(result);
-            }
+            // The API asked `replay` first; a concurrent repeat found under the lock below
+            // leaves this number unused.
             let prefix = case::number_prefix(
                 &plan.lead_implementation_code,
                 plan.accepted_at.date_naive(),
@@ -265,27 +298,35 @@ async fn record(
     exec(
         tx,
         "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-        &[&c.submission_id],
+        &[&c.attempt.submission_id],
     )
     .await?;
     let existing = tx
         .query_opt(
             &tx.prepare_cached("SELECT content_hash, outcome, case_number, response FROM submissions WHERE submission_id = $1").await?,
-            &[&c.submission_id],
+            &[&c.attempt.submission_id],
         )
         .await?
         .map(existing_from);
-    let at_ms = c.at.timestamp_millis();
+    let at_ms = c.attempt.at.timestamp_millis();
     let audit = |outcome: &'static str, case_number: Option<String>, detail: String| async move {
         exec(
             tx,
-            "INSERT INTO attempts (submission_id, at_ms, hall_code, window_code, clerk_staff_no, outcome, case_number, detail)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            &[&c.submission_id, &at_ms, &c.hall_code, &c.window_code, &c.clerk_staff_no, &outcome, &case_number, &detail],
+            INSERT_ATTEMPT,
+            &[
+                &c.attempt.submission_id,
+                &at_ms,
+                &c.attempt.hall_code,
+                &c.attempt.window_code,
+                &c.attempt.clerk_staff_no,
+                &outcome,
+                &case_number,
+                &detail,
+            ],
         )
         .await
     };
-    match decide(existing, &c.content_hash)? {
+    match decide(existing, &c.attempt.content_hash)? {
         Decision::Replay(response) => {
             audit("replayed", None, String::new()).await?;
             Ok(SubmitResult::Answer(response))
@@ -299,7 +340,7 @@ async fn record(
                 let response = case::notice_response(notice.clone());
                 let bytes = prost::Message::encode_to_vec(&response);
                 upsert_submission(tx, c, "deficient", None, &bytes).await?;
-                audit("deficient", None, attempt_detail(&c.evaluated)).await?;
+                audit("deficient", None, attempt_detail(notice)).await?;
                 Ok(SubmitResult::Answer(response.into()))
             }
             Evaluated::Accept(_) => {
@@ -327,14 +368,14 @@ async fn upsert_submission(
     case_number: Option<&str>,
     response: &[u8],
 ) -> Result<(), StoreError> {
-    let at_ms = c.at.timestamp_millis();
+    let at_ms = c.attempt.at.timestamp_millis();
     exec(
         tx,
         "INSERT INTO submissions (submission_id, content_hash, outcome, case_number, response, first_at_ms, last_at_ms)
          VALUES ($1, $2, $3, $4, $5, $6, $6)
          ON CONFLICT (submission_id) DO UPDATE SET content_hash = excluded.content_hash, outcome = excluded.outcome,
            case_number = excluded.case_number, response = excluded.response, last_at_ms = excluded.last_at_ms",
-        &[&c.submission_id, &&c.content_hash[..], &outcome, &case_number, &response, &at_ms],
+        &[&c.attempt.submission_id, &&c.attempt.content_hash[..], &outcome, &case_number, &response, &at_ms],
     )
     .await?;
     Ok(())
@@ -351,7 +392,7 @@ async fn insert_case(
         tx,
         "INSERT INTO cases (case_number, submission_id, hall_code, window_code, status, accepted_at_ms, promised_deadline, item_codes, body)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        &[&number, &c.submission_id, &c.hall_code, &c.window_code, &case.status, &rows.accepted_at_ms,
+        &[&number, &c.attempt.submission_id, &c.attempt.hall_code, &c.attempt.window_code, &case.status, &rows.accepted_at_ms,
           &case.promised_deadline, &rows.item_codes, &rows.body],
     )
     .await?;

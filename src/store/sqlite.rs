@@ -18,8 +18,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    CaseRows, Decision, Evaluated, Existing, ListQuery, StoreError, SubmitCommand, SubmitResult,
-    attempt_detail, case_rows, decide, decode_case, migrate, ms_to_timestamp, summary,
+    Attempt, CaseRows, Decision, Evaluated, Existing, ListQuery, StoreError, SubmitCommand,
+    SubmitResult, attempt_detail, case_rows, decide, decode_case, migrate, ms_to_timestamp,
+    summary,
 };
 use crate::case::{self, MAX_DAILY_SEQUENCE};
 use crate::proto::v1::{Case, CaseEvent, CaseSummary};
@@ -30,15 +31,17 @@ const MAX_GROUP: usize = 512;
 /// How often the checkpointer copies the WAL back into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
-type Reply = oneshot::Sender<Result<SubmitResult, StoreError>>;
+/// The writer's answer to a job: `None` when an audit-only job found nothing to replay.
+type Reply = oneshot::Sender<Result<Option<SubmitResult>, StoreError>>;
 
 /// What the writer thread is asked to do.
 enum Msg {
-    /// Answer at once, without a transaction: is this a repeat? If not, the next sequence of `prefix`.
+    /// Answer at once, without a transaction: is this a repeat? If not, and `prefix` is given,
+    /// the next sequence of `prefix`.
     Prepare {
         submission_id: String,
         content_hash: [u8; 32],
-        prefix: String,
+        prefix: Option<String>,
         reply: oneshot::Sender<Result<Prepared, StoreError>>,
     },
     /// Record a submission in the next group commit.
@@ -47,15 +50,17 @@ enum Msg {
 
 /// The writer's answer to [`Msg::Prepare`].
 enum Prepared {
-    /// A repeat or a conflict: answered without recording anything new.
-    Early(SubmitResult),
-    /// New: the allocated sequence.
-    Sequence(u32),
+    /// A repeat or a conflict: answered (with its audit record) without recording anything new.
+    Early,
+    /// New: the allocated sequence, if one was asked for.
+    Fresh(Option<u32>),
 }
 
 /// A submission on its way to the writer, with the work that could be done before.
 struct Job {
-    command: SubmitCommand,
+    attempt: Attempt,
+    /// Intake's verdict; `None` for a repeat that only needs its audit record.
+    evaluated: Option<Evaluated>,
     /// For an acceptance: the allocated number's prefix and sequence, and the encoded rows.
     case: Option<(String, u32, CaseRows)>,
 }
@@ -161,29 +166,77 @@ impl SqliteStore {
         })
     }
 
+    /// Asks the writer, without waiting for a commit, whether `attempt` repeats an earlier one.
+    async fn prepare(
+        &self,
+        attempt: &Attempt,
+        prefix: Option<String>,
+    ) -> Result<Prepared, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let msg = Msg::Prepare {
+            submission_id: attempt.submission_id.clone(),
+            content_hash: attempt.content_hash,
+            prefix,
+            reply,
+        };
+        self.writer
+            .send(msg)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Records a job in the next group commit.
+    async fn record(&self, job: Job) -> Result<Option<SubmitResult>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .send(Msg::Record(Box::new(job), reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    pub(super) async fn replay(
+        &self,
+        attempt: &Attempt,
+    ) -> Result<Option<SubmitResult>, StoreError> {
+        match self.prepare(attempt, None).await? {
+            // The repeat's audit record is written with the next group.
+            Prepared::Early => {
+                self.record(Job {
+                    attempt: attempt.clone(),
+                    evaluated: None,
+                    case: None,
+                })
+                .await
+            }
+            Prepared::Fresh(_) => Ok(None),
+        }
+    }
+
     pub(super) async fn submit(&self, command: SubmitCommand) -> Result<SubmitResult, StoreError> {
+        let SubmitCommand { attempt, evaluated } = command;
         let mut case = None;
-        if let Evaluated::Accept(plan) = &command.evaluated {
+        if let Evaluated::Accept(plan) = &evaluated {
             // A repeat is answered before a number is spent on it; the rows are built here,
             // in parallel, so the writer only writes.
             let prefix = case::number_prefix(
                 &plan.lead_implementation_code,
                 plan.accepted_at.date_naive(),
             );
-            let (reply, answer) = oneshot::channel();
-            let msg = Msg::Prepare {
-                submission_id: command.submission_id.clone(),
-                content_hash: command.content_hash,
-                prefix: prefix.clone(),
-                reply,
-            };
-            self.writer
-                .send(msg)
-                .await
-                .map_err(|_| StoreError::Closed)?;
-            let seq = match answer.await.map_err(|_| StoreError::Closed)?? {
-                Prepared::Early(result) => return Ok(result),
-                Prepared::Sequence(seq) => seq,
+            let seq = match self.prepare(&attempt, Some(prefix.clone())).await? {
+                Prepared::Early => {
+                    let job = Job {
+                        attempt,
+                        evaluated: None,
+                        case: None,
+                    };
+                    return self
+                        .record(job)
+                        .await?
+                        .ok_or_else(|| StoreError::Corrupt("a repeat vanished".into()));
+                }
+                Prepared::Fresh(seq) => seq.unwrap_or_default(),
             };
             if seq > MAX_DAILY_SEQUENCE {
                 return Err(StoreError::SequenceExhausted {
@@ -194,12 +247,13 @@ impl SqliteStore {
             let rows = case_rows(plan, &case::case_number(&prefix, seq));
             case = Some((prefix, seq, rows));
         }
-        let (reply, answer) = oneshot::channel();
-        self.writer
-            .send(Msg::Record(Box::new(Job { command, case }), reply))
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        self.record(Job {
+            attempt,
+            evaluated: Some(evaluated),
+            case,
+        })
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("a submission was not recorded".into()))
     }
 
     /// Runs `f` on a read connection in the blocking pool.
@@ -323,12 +377,13 @@ fn prepare(
     sequences: &mut HashMap<String, u32>,
     id: &str,
     hash: &[u8; 32],
-    prefix: &str,
+    prefix: Option<&str>,
 ) -> Result<Prepared, StoreError> {
     Ok(match decide(read_existing(conn, id)?, hash)? {
-        Decision::Replay(response) => Prepared::Early(SubmitResult::Answer(response)),
-        Decision::Conflict(case_number) => Prepared::Early(SubmitResult::Conflict { case_number }),
-        Decision::Fresh => Prepared::Sequence(allocate(conn, sequences, prefix)?),
+        Decision::Replay(_) | Decision::Conflict(_) => Prepared::Early,
+        Decision::Fresh => {
+            Prepared::Fresh(prefix.map(|p| allocate(conn, sequences, p)).transpose()?)
+        }
     })
 }
 
@@ -371,7 +426,7 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Msg>) {
                         &mut sequences,
                         &submission_id,
                         &content_hash,
-                        &prefix,
+                        prefix.as_deref(),
                     ));
                 }
                 Msg::Record(job, reply) => group.push((*job, reply)),
@@ -396,7 +451,7 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Msg>) {
 fn commit_group(
     conn: &mut Connection,
     group: &[(Job, Reply)],
-) -> Vec<Result<SubmitResult, StoreError>> {
+) -> Vec<Result<Option<SubmitResult>, StoreError>> {
     match record_all(conn, group.iter().map(|(job, _)| job)) {
         Ok(results) => results.into_iter().map(Ok).collect(),
         Err(_) if group.len() > 1 => group
@@ -411,7 +466,7 @@ fn commit_group(
 fn record_all<'a>(
     conn: &mut Connection,
     jobs: impl Iterator<Item = &'a Job>,
-) -> Result<Vec<SubmitResult>, StoreError> {
+) -> Result<Vec<Option<SubmitResult>>, StoreError> {
     let tx = conn.transaction()?;
     let results = jobs
         .map(|job| record(&tx, job))
@@ -420,12 +475,13 @@ fn record_all<'a>(
     Ok(results)
 }
 
-fn record(db: &Connection, job: &Job) -> Result<SubmitResult, StoreError> {
-    let c = &job.command;
+/// Records one job. `None` when an audit-only job finds nothing to replay any more.
+fn record(db: &Connection, job: &Job) -> Result<Option<SubmitResult>, StoreError> {
+    let c = job;
     // Checked again here: a concurrent repeat may have been recorded since the early check
     // (its allocated number is then left unused).
-    let existing = read_existing(db, &c.submission_id)?;
-    let at_ms = c.at.timestamp_millis();
+    let existing = read_existing(db, &c.attempt.submission_id)?;
+    let at_ms = c.attempt.at.timestamp_millis();
     let audit = |outcome: &str,
                  case_number: Option<&str>,
                  detail: &str|
@@ -434,27 +490,28 @@ fn record(db: &Connection, job: &Job) -> Result<SubmitResult, StoreError> {
             "INSERT INTO attempts (submission_id, at_ms, hall_code, window_code, clerk_staff_no, outcome, case_number, detail)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?
-        .execute(params![c.submission_id, at_ms, c.hall_code, c.window_code, c.clerk_staff_no, outcome, case_number, detail])?;
+        .execute(params![c.attempt.submission_id, at_ms, c.attempt.hall_code, c.attempt.window_code, c.attempt.clerk_staff_no, outcome, case_number, detail])?;
         Ok(())
     };
-    match decide(existing, &c.content_hash)? {
+    match decide(existing, &c.attempt.content_hash)? {
         Decision::Replay(response) => {
             audit("replayed", None, "")?;
-            Ok(SubmitResult::Answer(response))
+            Ok(Some(SubmitResult::Answer(response)))
         }
         Decision::Conflict(case_number) => {
             audit("conflict", Some(&case_number), "")?;
-            Ok(SubmitResult::Conflict { case_number })
+            Ok(Some(SubmitResult::Conflict { case_number }))
         }
         Decision::Fresh => match &c.evaluated {
-            Evaluated::Deficient(notice) => {
+            None => Ok(None),
+            Some(Evaluated::Deficient(notice)) => {
                 let response = case::notice_response(notice.clone());
                 let bytes = prost::Message::encode_to_vec(&response);
                 upsert_submission(db, c, "deficient", None, &bytes)?;
-                audit("deficient", None, &attempt_detail(&c.evaluated))?;
-                Ok(SubmitResult::Answer(response.into()))
+                audit("deficient", None, &attempt_detail(notice))?;
+                Ok(Some(SubmitResult::Answer(response.into())))
             }
-            Evaluated::Accept(_) => {
+            Some(Evaluated::Accept(_)) => {
                 let Some((prefix, seq, rows)) = &job.case else {
                     return Err(StoreError::Corrupt(
                         "an acceptance reached the writer without its rows".into(),
@@ -469,8 +526,8 @@ fn record(db: &Connection, job: &Job) -> Result<SubmitResult, StoreError> {
                 insert_case(db, c, number, rows)?;
                 upsert_submission(db, c, "accepted", Some(number), &rows.response)?;
                 audit("accepted", Some(number), "")?;
-                Ok(SubmitResult::Answer(Box::new(case::receipt_response(
-                    rows.accepted.receipt.clone(),
+                Ok(Some(SubmitResult::Answer(Box::new(
+                    case::receipt_response(rows.accepted.receipt.clone()),
                 ))))
             }
         },
@@ -479,35 +536,30 @@ fn record(db: &Connection, job: &Job) -> Result<SubmitResult, StoreError> {
 
 fn upsert_submission(
     db: &Connection,
-    c: &SubmitCommand,
+    c: &Job,
     outcome: &str,
     case_number: Option<&str>,
     response: &[u8],
 ) -> Result<(), StoreError> {
-    let at_ms = c.at.timestamp_millis();
+    let at_ms = c.attempt.at.timestamp_millis();
     db.prepare_cached(
         "INSERT INTO submissions (submission_id, content_hash, outcome, case_number, response, first_at_ms, last_at_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
          ON CONFLICT (submission_id) DO UPDATE SET content_hash = excluded.content_hash, outcome = excluded.outcome,
            case_number = excluded.case_number, response = excluded.response, last_at_ms = excluded.last_at_ms",
     )?
-    .execute(params![c.submission_id, &c.content_hash[..], outcome, case_number, response, at_ms])?;
+    .execute(params![c.attempt.submission_id, &c.attempt.content_hash[..], outcome, case_number, response, at_ms])?;
     Ok(())
 }
 
-fn insert_case(
-    db: &Connection,
-    c: &SubmitCommand,
-    number: &str,
-    rows: &CaseRows,
-) -> Result<(), StoreError> {
+fn insert_case(db: &Connection, c: &Job, number: &str, rows: &CaseRows) -> Result<(), StoreError> {
     let case = &rows.accepted.case;
     db.prepare_cached(
         "INSERT INTO cases (case_number, submission_id, hall_code, window_code, status, accepted_at_ms, promised_deadline, item_codes, body)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
-        number, c.submission_id, c.hall_code, c.window_code, case.status, rows.accepted_at_ms,
+        number, c.attempt.submission_id, c.attempt.hall_code, c.attempt.window_code, case.status, rows.accepted_at_ms,
         case.promised_deadline, rows.item_codes, rows.body
     ])?;
     let mut task_stmt = db.prepare_cached(
