@@ -25,6 +25,9 @@ use crate::proto::v1::{
 use crate::sla::Calendar;
 use crate::store::{Attempt, Evaluated, ListQuery, Store, StoreError, SubmitCommand, SubmitResult};
 
+/// How often health checks the store.
+const HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Largest page of `ListCases`.
 pub const MAX_PAGE_SIZE: i32 = 500;
 
@@ -73,6 +76,30 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<CaseServiceServer<CaseApi>>().await;
+    // Health follows the store: a gateway that cannot record cases must not get traffic.
+    let watcher = tokio::spawn({
+        let (health, gateway) = (health.clone(), gateway.clone());
+        async move {
+            let mut serving = true;
+            loop {
+                tokio::time::sleep(HEALTH_INTERVAL).await;
+                let ok = matches!(
+                    tokio::time::timeout(HEALTH_INTERVAL, gateway.store.ping()).await,
+                    Ok(Ok(()))
+                );
+                if ok != serving {
+                    serving = ok;
+                    if ok {
+                        info!("store answers again: serving");
+                        health.set_serving::<CaseServiceServer<CaseApi>>().await;
+                    } else {
+                        warn!("store does not answer: not serving");
+                        health.set_not_serving::<CaseServiceServer<CaseApi>>().await;
+                    }
+                }
+            }
+        }
+    });
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::proto::v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -82,7 +109,7 @@ pub async fn serve(
     let cases = CaseServiceServer::new(CaseApi { gateway })
         .max_decoding_message_size(limit)
         .max_encoding_message_size(64 * 1024 * 1024);
-    tonic::transport::Server::builder()
+    let result = tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(move |r| {
             size_limit_status(r, limit)
         }))
@@ -90,7 +117,9 @@ pub async fn serve(
         .add_service(reflection)
         .add_service(cases)
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
-        .await
+        .await;
+    watcher.abort();
+    result
 }
 
 /// Accepted connections with Nagle's algorithm off: a response written in several small

@@ -412,6 +412,28 @@ impl Catalog {
         for (bundle, origin) in bundles.values() {
             check_bundle(bundle, origin, &items, &mut problems);
         }
+        // A field name means one thing everywhere: normalisation types it once per submission.
+        let mut kinds: HashMap<&str, (FieldKind, &str)> = HashMap::new();
+        for (item, origin) in items.values() {
+            for f in &item.fields {
+                match kinds.get(f.name.get_ref().as_str()) {
+                    Some((kind, first)) if *kind != f.kind => problems.push(origin.problem(
+                        &f.name,
+                        format!(
+                            "item {}: field {} is {:?} here but {:?} in item {first}",
+                            item.code.get_ref(),
+                            f.name.get_ref(),
+                            f.kind,
+                            kind
+                        ),
+                    )),
+                    Some(_) => {}
+                    None => {
+                        kinds.insert(f.name.get_ref(), (f.kind, item.code.get_ref()));
+                    }
+                }
+            }
+        }
 
         if !problems.is_empty() {
             return Err(CatalogErrors(problems));

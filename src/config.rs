@@ -79,7 +79,8 @@ pub fn interpolate(
                 .filter(|v| !v.is_empty())
                 .or(default.map(str::to_string))
             {
-                Some(value) => out.push_str(&value),
+                // Escaped so a value can hold quotes or backslashes without breaking its string.
+                Some(value) => out.push_str(&escape_toml(&value)),
                 None => {
                     return Err(problem(format!(
                         "environment variable {name} is not set: set it or write ${{{name}:-default}}"
@@ -92,6 +93,22 @@ pub fn interpolate(
         out.push_str(comment);
     }
     Ok(out)
+}
+
+/// Escapes a value for a TOML basic string.
+fn escape_toml(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Byte offset where a TOML line's comment starts (the line's length when there is none).
@@ -369,8 +386,8 @@ impl GatewayConfig {
         Self::parse(path, &text, env)
     }
 
-    /// Parses configuration text; relative directories are resolved against the file's directory's parent
-    /// only by the caller (paths stay as written, relative to the working directory).
+    /// Parses configuration text. Relative paths in it are relative to the working directory
+    /// (the repository root for `make demo`), as a shell user expects of command-line tools.
     pub fn parse(
         path: &Path,
         text: &str,
@@ -421,6 +438,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out, "a = \"value\"\nb = \"fallback\"");
+    }
+
+    #[test]
+    fn values_with_quotes_and_backslashes_stay_inside_their_string() {
+        let env = |_: &str| Some(r#"p"w\d"#.to_string());
+        let config = GatewayConfig::parse(
+            Path::new("g.toml"),
+            "[store]\nkind = \"postgres\"\nurl = \"postgres://u:${PW}@h/db\"\n",
+            env,
+        )
+        .unwrap();
+        let StoreConfig::Postgres { url, .. } = config.store else {
+            panic!("postgres")
+        };
+        assert_eq!(url, r#"postgres://u:p"w\d@h/db"#);
     }
 
     #[test]

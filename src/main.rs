@@ -1,8 +1,10 @@
 //! The `yichuang` command: the gateway server, operator checks and API client commands.
 //!
 //! Exit codes: 0 success; 1 failure (cannot connect, server error, invalid configuration);
-//! 2 usage error; 3 the submission is not acceptable (the deficiency notice is printed);
-//! 4 the input file cannot be read or is not a valid submission.
+//! 2 usage error; 3 the answer is no (the submission is not acceptable and the deficiency
+//! notice is printed; the day is not a working day); 4 the input is invalid (the file cannot
+//! be read, is not a valid submission, or the server refused it with INVALID_ARGUMENT);
+//! 5 the submission id already created a case from other content (ALREADY_EXISTS).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -268,28 +270,29 @@ fn grpc_failure(status: tonic::Status) -> Failure {
 }
 
 async fn case_command(server: &str, command: CaseCommand) -> Result<u8, Failure> {
+    // The input is checked before the server is reached.
+    let submission = match &command {
+        CaseCommand::Precheck { file } | CaseCommand::Submit { file } => {
+            Some(read_submission(file)?)
+        }
+        _ => None,
+    };
     let mut client = CaseServiceClient::connect(server.to_string())
         .await
         .with_context(|| format!("cannot connect to {server}"))?;
     match command {
-        CaseCommand::Precheck { file } => {
-            let submission = read_submission(&file)?;
+        CaseCommand::Precheck { .. } => {
             let response = client
-                .pre_check(PreCheckRequest {
-                    submission: Some(submission),
-                })
+                .pre_check(PreCheckRequest { submission })
                 .await
                 .map_err(grpc_failure)?
                 .into_inner();
             print_json(&response)?;
             Ok(if response.acceptable { 0 } else { 3 })
         }
-        CaseCommand::Submit { file } => {
-            let submission = read_submission(&file)?;
+        CaseCommand::Submit { .. } => {
             let response = client
-                .submit(SubmitRequest {
-                    submission: Some(submission),
-                })
+                .submit(SubmitRequest { submission })
                 .await
                 .map_err(grpc_failure)?
                 .into_inner();

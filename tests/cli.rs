@@ -157,6 +157,43 @@ fn client_commands_print_json_and_exit_codes_and_a_sigkilled_gateway_keeps_its_c
         3
     );
 
+    // The same submissionId with other content: exit 5, naming the case.
+    let mut changed: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("examples/cases/kai-canguan.json")).unwrap(),
+    )
+    .unwrap();
+    changed["fields"]["seats"] = "120".into();
+    let changed_path = data.path().join("changed.json");
+    std::fs::write(&changed_path, changed.to_string()).unwrap();
+    let out = yichuang(&[
+        "case",
+        "submit",
+        "--server",
+        &server.url,
+        "--file",
+        changed_path.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains(&number), "{}", text(&out.stderr));
+
+    // A submission the server refuses with INVALID_ARGUMENT: exit 4, naming the field.
+    changed["submissionId"] = "".into();
+    std::fs::write(&changed_path, changed.to_string()).unwrap();
+    let out = yichuang(&[
+        "case",
+        "submit",
+        "--server",
+        &server.url,
+        "--file",
+        changed_path.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(
+        text(&out.stderr).contains("submissionId: is required"),
+        "{}",
+        text(&out.stderr)
+    );
+
     let bad = data.path().join("bad.json");
     std::fs::write(&bad, "{\n  \"submissionId\": \"x\",\n  \"itemz\": []\n}\n").unwrap();
     let out = yichuang(&[

@@ -490,6 +490,14 @@ impl Intake {
                     if it.modes.contains(&Mode::Tolerant) {
                         AcceptanceMode::Tolerant
                     } else {
+                        if !it.modes.contains(&Mode::Standard) {
+                            v.push(
+                                Code::ModeNotAllowed,
+                                "mode",
+                                format!("事项「{}」不适用容缺受理，也不适用一般受理。", it.name),
+                                |d| d.item_code = it.code.get_ref().clone(),
+                            );
+                        }
                         AcceptanceMode::Standard
                     }
                 })
@@ -522,6 +530,8 @@ impl Intake {
         let catalog = &*self.catalog;
         // What was handed in, by material kind: forms and copies.
         let mut handed: BTreeMap<&str, (BTreeSet<MaterialForm>, u32)> = BTreeMap::new();
+        // Kinds handed in with a defect already reported: neither missing nor owed.
+        let mut defective: HashSet<&str> = HashSet::new();
         for (i, m) in s.materials.iter().enumerate() {
             let base = format!("materials[{i}]");
             let Some(kind) = catalog.materials.get(&m.material_code) else {
@@ -541,6 +551,7 @@ impl Intake {
                     format!("材料「{}」未注明形式（原件、复印件或电子件）。", kind.name),
                     |d| d.material_code = m.material_code.clone(),
                 );
+                defective.insert(&m.material_code);
                 continue;
             }
             let copies = if m.copies == 0 && form == MaterialForm::Electronic {
@@ -555,16 +566,18 @@ impl Intake {
                     format!("材料「{}」份数须至少为 1。", kind.name),
                     |d| d.material_code = m.material_code.clone(),
                 );
+                defective.insert(&m.material_code);
                 continue;
             }
             if form == MaterialForm::Electronic
                 && !self.check_file(&base, &kind.name, &m.material_code, m.file.as_ref(), v)
             {
+                defective.insert(&m.material_code);
                 continue;
             }
             let entry = handed.entry(m.material_code.as_str()).or_default();
             entry.0.insert(form);
-            entry.1 += copies as u32;
+            entry.1 = entry.1.saturating_add(copies.unsigned_abs());
         }
 
         // Missing materials are reported once per kind, naming every item and legal basis.
@@ -580,6 +593,9 @@ impl Intake {
                     continue;
                 }
                 let name = catalog.material_name(code);
+                if !handed.contains_key(code.as_str()) && defective.contains(code.as_str()) {
+                    continue;
+                }
                 match handed.get(code.as_str()) {
                     Some((forms, copies)) => {
                         let accepted = forms.iter().any(|f| req.forms.contains(&form_of(*f)));
@@ -931,24 +947,65 @@ fn check_identity(
         return;
     }
     match t {
-        IdType::Unspecified => v.push(Code::IdType, &format!("{base}.idType"), format!("未注明{label}的证件类型。"), |_| {}),
-        IdType::Uscc if !organization => v.push(Code::IdType, &format!("{base}.idType"), format!("{label}为自然人，证件类型不能是统一社会信用代码。"), |_| {}),
-        t if organization && t != IdType::Uscc => v.push(Code::IdType, &format!("{base}.idType"), format!("{label}为组织，证件类型应为统一社会信用代码。"), |_| {}),
+        IdType::Unspecified => v.push(
+            Code::IdType,
+            &format!("{base}.idType"),
+            format!("未注明{label}的证件类型。"),
+            |_| {},
+        ),
+        IdType::Uscc if !organization => v.push(
+            Code::IdType,
+            &format!("{base}.idType"),
+            format!("{label}为自然人，证件类型不能是统一社会信用代码。"),
+            |_| {},
+        ),
+        t if organization && t != IdType::Uscc => v.push(
+            Code::IdType,
+            &format!("{base}.idType"),
+            format!("{label}为组织，证件类型应为统一社会信用代码。"),
+            |_| {},
+        ),
         IdType::ResidentId | IdType::TemporaryResidentId => match check_resident_id(number) {
             Ok(()) => {}
             Err(e) => {
                 let (code, what) = match e {
                     ResidentIdError::Format => (Code::IdNumberFormat, "格式不正确（应为 18 位）"),
                     ResidentIdError::Date => (Code::IdNumberDate, "中的出生日期不存在"),
-                    ResidentIdError::CheckDigit { .. } => (Code::IdNumberCheckDigit, "校验位不正确"),
+                    ResidentIdError::CheckDigit { .. } => {
+                        (Code::IdNumberCheckDigit, "校验位不正确")
+                    }
                 };
-                v.push(code, &path, format!("{label}的居民身份证号码 {} {what}，请核对证件。", mask_id(number)), |_| {});
+                v.push(
+                    code,
+                    &path,
+                    format!(
+                        "{label}的居民身份证号码 {} {what}，请核对证件。",
+                        mask_id(number)
+                    ),
+                    |_| {},
+                );
             }
         },
         IdType::Uscc => match check_credit_code(number) {
             Ok(()) => {}
-            Err(CreditCodeError::Format) => v.push(Code::CreditCodeFormat, &path, format!("{label}的统一社会信用代码 {number} 格式不正确（应为 18 位，不含 I、O、S、V、Z）。"), |_| {}),
-            Err(CreditCodeError::Check { .. }) => v.push(Code::CreditCodeCheck, &path, format!("{label}的统一社会信用代码 {number} 校验码不正确，请核对营业执照。"), |_| {}),
+            Err(CreditCodeError::Format) => v.push(
+                Code::CreditCodeFormat,
+                &path,
+                format!(
+                    "{label}的统一社会信用代码 {} 格式不正确（应为 18 位，不含 I、O、S、V、Z）。",
+                    mask_id(number)
+                ),
+                |_| {},
+            ),
+            Err(CreditCodeError::Check { .. }) => v.push(
+                Code::CreditCodeCheck,
+                &path,
+                format!(
+                    "{label}的统一社会信用代码 {} 校验码不正确，请核对营业执照。",
+                    mask_id(number)
+                ),
+                |_| {},
+            ),
         },
         _ => {}
     }
@@ -1262,5 +1319,162 @@ fn visit_strings(s: &Submission, f: &mut dyn FnMut(&dyn Fn() -> String, &str)) {
         one("delivery.recipient", &d.recipient);
         one("delivery.mobile", &d.mobile);
         one("delivery.address", &d.address);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn intake() -> Intake {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let catalog = Arc::new(Catalog::load(&root.join("config/catalog")).unwrap());
+        let calendar = Arc::new(Calendar::load(&root.join("config/calendar")).unwrap());
+        Intake::new(catalog, calendar, IntakeConfig::default()).unwrap()
+    }
+
+    fn example(name: &str) -> Submission {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/cases/{name}.json"));
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    fn now() -> DateTime<Utc> {
+        "2019-10-21T12:00:00Z".parse().unwrap()
+    }
+
+    /// The deficiencies of a submission as (code, path, item) triples.
+    fn deficiencies(s: Submission) -> Vec<(Code, String, String)> {
+        match intake().evaluate(s, now()).unwrap() {
+            Outcome::Acceptable(_) => Vec::new(),
+            Outcome::Deficient { deficiencies, .. } => deficiencies
+                .into_iter()
+                .map(|d| (Code::try_from(d.code).unwrap(), d.path, d.item_code))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn examples_evaluate_as_documented() {
+        assert!(deficiencies(example("kai-canguan")).is_empty());
+        assert!(deficiencies(example("qiye-kaiban")).is_empty());
+        assert_eq!(deficiencies(example("bdc-deficient")).len(), 3);
+    }
+
+    #[test]
+    fn a_defective_file_is_reported_once_not_also_as_missing() {
+        let mut s = example("kai-canguan");
+        let pmt = s
+            .materials
+            .iter_mut()
+            .find(|m| m.material_code == "PMT")
+            .unwrap();
+        pmt.file.as_mut().unwrap().sha256 = "not-a-digest".into();
+        assert_eq!(
+            deficiencies(s),
+            [(
+                Code::FileReference,
+                "materials[4].file.sha256".to_string(),
+                String::new()
+            )]
+        );
+    }
+
+    #[test]
+    fn a_defective_tolerable_material_is_not_silently_owed() {
+        let mut s = example("qiye-kaiban");
+        let yhkh = s
+            .materials
+            .iter_mut()
+            .find(|m| m.material_code == "YHKH")
+            .unwrap();
+        yhkh.file.as_mut().unwrap().media_type = "application/x-msdownload".into();
+        let Outcome::Deficient { deficiencies, .. } = intake().evaluate(s, now()).unwrap() else {
+            panic!("a bad file is a deficiency, not an obligation")
+        };
+        assert_eq!(deficiencies.len(), 1);
+        assert_eq!(deficiencies[0].code, Code::FileReference as i32);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let mut s = example("kai-canguan");
+        s.applicant
+            .as_mut()
+            .unwrap()
+            .contact
+            .as_mut()
+            .unwrap()
+            .mobile = "1390951".into();
+        s.fields.insert("seats".into(), "八十".into());
+        s.fields.insert("colour".into(), "red".into());
+        s.materials.retain(|m| m.material_code != "ZD-XFAQ");
+        s.delivery.as_mut().unwrap().address.clear();
+        let found = deficiencies(s);
+        let codes: Vec<Code> = found.iter().map(|d| d.0).collect();
+        for code in [
+            Code::Mobile,
+            Code::FieldInvalid,
+            Code::FieldUnknown,
+            Code::MaterialMissing,
+            Code::Delivery,
+        ] {
+            assert!(codes.contains(&code), "{code:?} missing from {found:?}");
+        }
+        assert_eq!(found.len(), 5, "{found:?}");
+    }
+
+    #[test]
+    fn applicant_kind_and_mode_are_checked_per_item() {
+        let mut s = example("kai-canguan");
+        s.mode = AcceptanceMode::Commitment as i32;
+        assert_eq!(
+            deficiencies(s),
+            [(
+                Code::ModeNotAllowed,
+                "mode".to_string(),
+                "SP-JY".to_string()
+            )]
+        );
+
+        let mut s = example("bdc-deficient");
+        s.items = vec![crate::proto::v1::ItemRequest {
+            item_code: "GZ-KZ".into(),
+        }];
+        let found = deficiencies(s);
+        assert!(
+            found.contains(&(
+                Code::ApplicantKind,
+                "applicant.kind".to_string(),
+                "GZ-KZ".to_string()
+            )),
+            "a person cannot apply for GZ-KZ outside 企业开办: {found:?}"
+        );
+    }
+
+    #[test]
+    fn a_credit_code_error_is_masked_in_the_message() {
+        let mut s = example("kai-canguan");
+        s.applicant.as_mut().unwrap().id_number = "91640104MA76L8Q23J".into();
+        let Outcome::Deficient { deficiencies, .. } = intake().evaluate(s, now()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(deficiencies[0].code, Code::CreditCodeCheck as i32);
+        assert!(
+            deficiencies[0].message.contains("9164**********Q23J"),
+            "{}",
+            deficiencies[0].message
+        );
+    }
+
+    #[test]
+    fn a_submission_time_in_the_future_is_a_deficiency() {
+        let mut s = example("kai-canguan");
+        s.submitted_at.as_mut().unwrap().seconds = now().timestamp() + 3600;
+        assert_eq!(
+            deficiencies(s),
+            [(Code::SubmittedAt, "submittedAt".to_string(), String::new())]
+        );
     }
 }

@@ -1,8 +1,9 @@
 //! The embedded SQLite engine, for one gateway node. One writer thread owns the write
 //! connection and commits submissions in groups: every request waiting when a transaction
 //! starts joins it, and all of them are answered after one durable commit (WAL,
-//! `synchronous = FULL`, so an answered case survives power loss). Each submission runs in
-//! its own savepoint, so one failure never takes its neighbours down.
+//! `synchronous = FULL`, so an answered case survives power loss). If one submission of a
+//! group fails, the group is retried one submission per transaction, so one failure never
+//! takes its neighbours down.
 //!
 //! The writer is the only serial part, so everything else happens before it, in parallel:
 //! the repeat check, the case number (allocated in memory from the stored last sequence; a
