@@ -263,8 +263,13 @@ fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
 }
 
 fn grpc_failure(status: tonic::Status) -> Failure {
+    let code = match status.code() {
+        tonic::Code::InvalidArgument => 4,
+        tonic::Code::AlreadyExists => 5,
+        _ => 1,
+    };
     Failure(
-        1,
+        code,
         anyhow::anyhow!("{:?}: {}", status.code(), status.message()),
     )
 }
