@@ -35,21 +35,16 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 /// The writer's answer to a job: `None` when an audit-only job found nothing to replay.
 type Reply = oneshot::Sender<Result<Option<SubmitResult>, StoreError>>;
 
-/// What the writer thread is asked to do.
-enum Msg {
-    /// Answer at once, without a transaction: is this a repeat? If not, and `prefix` is given,
-    /// the next sequence of `prefix`.
-    Prepare {
-        submission_id: String,
-        content_hash: [u8; 32],
-        prefix: Option<String>,
-        reply: oneshot::Sender<Result<Prepared, StoreError>>,
-    },
-    /// Record a submission in the next group commit.
-    Record(Box<Job>, Reply),
+/// A question for the preparer thread: is this a repeat? If not, and `prefix` is given,
+/// the next sequence of `prefix`.
+struct Prepare {
+    submission_id: String,
+    content_hash: [u8; 32],
+    prefix: Option<String>,
+    reply: oneshot::Sender<Result<Prepared, StoreError>>,
 }
 
-/// The writer's answer to [`Msg::Prepare`].
+/// The preparer's answer.
 enum Prepared {
     /// A repeat or a conflict: answered (with its audit record) without recording anything new.
     Early,
@@ -70,7 +65,10 @@ struct Job {
 #[derive(Clone)]
 pub struct SqliteStore {
     path: PathBuf,
-    writer: mpsc::Sender<Msg>,
+    writer: mpsc::Sender<(Box<Job>, Reply)>,
+    /// The preparer thread: answers repeat checks and hands out case numbers from committed
+    /// state while the writer is busy committing.
+    preparer: mpsc::Sender<Prepare>,
     readers: Arc<Mutex<Vec<Connection>>>,
     /// Held while the store is open: keeps a second process off the database.
     _lock: Arc<std::fs::File>,
@@ -152,6 +150,12 @@ impl SqliteStore {
             .name("sqlite-writer".into())
             .spawn(move || writer_loop(conn, rx))
             .map_err(|e| StoreError::Open(e.to_string()))?;
+        let (preparer, prepare_rx) = mpsc::channel(4 * MAX_GROUP);
+        let prepare_conn = open_connection(&path)?;
+        std::thread::Builder::new()
+            .name("sqlite-prepare".into())
+            .spawn(move || preparer_loop(prepare_conn, prepare_rx))
+            .map_err(|e| StoreError::Open(e.to_string()))?;
         let lock = Arc::new(lock);
         let checkpoint_conn = open_connection(&path)?;
         let alive = Arc::downgrade(&lock);
@@ -162,25 +166,26 @@ impl SqliteStore {
         Ok(SqliteStore {
             path,
             writer: tx,
+            preparer,
             readers: Arc::new(Mutex::new(Vec::new())),
             _lock: lock,
         })
     }
 
-    /// Asks the writer, without waiting for a commit, whether `attempt` repeats an earlier one.
+    /// Asks the preparer, without waiting for a commit, whether `attempt` repeats an earlier one.
     async fn prepare(
         &self,
         attempt: &Attempt,
         prefix: Option<String>,
     ) -> Result<Prepared, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let msg = Msg::Prepare {
+        let msg = Prepare {
             submission_id: attempt.submission_id.clone(),
             content_hash: attempt.content_hash,
             prefix,
             reply,
         };
-        self.writer
+        self.preparer
             .send(msg)
             .await
             .map_err(|_| StoreError::Closed)?;
@@ -191,7 +196,7 @@ impl SqliteStore {
     async fn record(&self, job: Job) -> Result<Option<SubmitResult>, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.writer
-            .send(Msg::Record(Box::new(job), reply))
+            .send((Box::new(job), reply))
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
@@ -407,37 +412,28 @@ fn checkpoint_loop(conn: Connection, alive: Weak<std::fs::File>) {
     }
 }
 
-/// Owns the write connection: answers prepares at once, takes every queued submission,
-/// records them in one transaction, commits once, then answers all of them.
-fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Msg>) {
+/// Answers repeat checks and allocates case numbers on its own connection, from committed
+/// state. A repeat whose first attempt is still in an uncommitted group is caught again by the
+/// writer (its number is then left unused).
+fn preparer_loop(conn: Connection, mut rx: mpsc::Receiver<Prepare>) {
     let mut sequences: HashMap<String, u32> = HashMap::new();
+    while let Some(p) = rx.blocking_recv() {
+        let answer = prepare(&conn, &mut sequences, &p.submission_id, &p.content_hash, p.prefix.as_deref());
+        let _ = p.reply.send(answer);
+    }
+}
+
+/// Owns the write connection: takes every queued submission, records them in one
+/// transaction, commits once, then answers all of them.
+fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<(Box<Job>, Reply)>) {
     let mut group: Vec<(Job, Reply)> = Vec::with_capacity(MAX_GROUP);
-    while let Some(first) = rx.blocking_recv() {
-        let mut next = Some(first);
-        while let Some(msg) = next.take() {
-            match msg {
-                Msg::Prepare {
-                    submission_id,
-                    content_hash,
-                    prefix,
-                    reply,
-                } => {
-                    let _ = reply.send(prepare(
-                        &conn,
-                        &mut sequences,
-                        &submission_id,
-                        &content_hash,
-                        prefix.as_deref(),
-                    ));
-                }
-                Msg::Record(job, reply) => group.push((*job, reply)),
+    while let Some((job, reply)) = rx.blocking_recv() {
+        group.push((*job, reply));
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok((job, reply)) => group.push((*job, reply)),
+                Err(_) => break,
             }
-            if group.len() < MAX_GROUP {
-                next = rx.try_recv().ok();
-            }
-        }
-        if group.is_empty() {
-            continue;
         }
         let results = commit_group(&mut conn, &group);
         for ((_, reply), result) in group.drain(..).zip(results) {
