@@ -418,7 +418,13 @@ fn checkpoint_loop(conn: Connection, alive: Weak<std::fs::File>) {
 fn preparer_loop(conn: Connection, mut rx: mpsc::Receiver<Prepare>) {
     let mut sequences: HashMap<String, u32> = HashMap::new();
     while let Some(p) = rx.blocking_recv() {
-        let answer = prepare(&conn, &mut sequences, &p.submission_id, &p.content_hash, p.prefix.as_deref());
+        let answer = prepare(
+            &conn,
+            &mut sequences,
+            &p.submission_id,
+            &p.content_hash,
+            p.prefix.as_deref(),
+        );
         let _ = p.reply.send(answer);
     }
 }
@@ -465,9 +471,23 @@ fn record_all<'a>(
     jobs: impl Iterator<Item = &'a Job>,
 ) -> Result<Vec<Option<SubmitResult>>, StoreError> {
     let tx = conn.transaction()?;
-    let results = jobs
-        .map(|job| record(&tx, job))
-        .collect::<Result<Vec<_>, _>>()?;
+    // The highest sequence used per prefix, stored once per group.
+    let mut last: HashMap<&str, u32> = HashMap::new();
+    let mut results = Vec::new();
+    for job in jobs {
+        results.push(record(&tx, job)?);
+        if let Some((prefix, seq, _)) = &job.case {
+            let entry = last.entry(prefix.as_str()).or_default();
+            *entry = (*entry).max(*seq);
+        }
+    }
+    for (prefix, seq) in last {
+        tx.prepare_cached(
+            "INSERT INTO case_numbers (prefix, last_seq) VALUES (?1, ?2)
+             ON CONFLICT (prefix) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
+        )?
+        .execute(params![prefix, seq])?;
+    }
     tx.commit()?;
     Ok(results)
 }
@@ -509,16 +529,11 @@ fn record(db: &Connection, job: &Job) -> Result<Option<SubmitResult>, StoreError
                 Ok(Some(SubmitResult::Answer(response.into())))
             }
             Some(Evaluated::Accept(_)) => {
-                let Some((prefix, seq, rows)) = &job.case else {
+                let Some((_, _, rows)) = &job.case else {
                     return Err(StoreError::Corrupt(
                         "an acceptance reached the writer without its rows".into(),
                     ));
                 };
-                db.prepare_cached(
-                    "INSERT INTO case_numbers (prefix, last_seq) VALUES (?1, ?2)
-                     ON CONFLICT (prefix) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
-                )?
-                .execute(params![prefix, seq])?;
                 let number = &rows.accepted.case.case_number;
                 insert_case(db, c, number, rows)?;
                 upsert_submission(db, c, "accepted", Some(number), &rows.response)?;
