@@ -374,7 +374,11 @@ impl CaseService for CaseApi {
             }
         };
         let ms = |t: Option<pbjson_types::Timestamp>| {
-            t.map(|t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
+            t.map(|t| {
+                t.seconds
+                    .saturating_mul(1000)
+                    .saturating_add(i64::from(t.nanos) / 1_000_000)
+            })
         };
         let query = ListQuery {
             hall_code: Some(r.hall_code).filter(|s| !s.is_empty()),

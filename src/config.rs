@@ -414,6 +414,15 @@ impl GatewayConfig {
                 format!("log format {:?} must be json or text", config.log.format),
             ));
         }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log.level) {
+            return Err(problem(
+                "level",
+                format!(
+                    "log level {:?} is not a tracing filter: {e}",
+                    config.log.level
+                ),
+            ));
+        }
         if config.server.max_message_bytes < 1024 {
             return Err(problem(
                 "max_message_bytes",
