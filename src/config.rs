@@ -153,6 +153,58 @@ pub struct GatewayConfig {
     /// Log format and level.
     #[serde(default)]
     pub log: LogConfig,
+    /// The RabbitMQ bus.
+    #[serde(default)]
+    pub bus: BusConfig,
+}
+
+/// Settings of the RabbitMQ bus.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusConfig {
+    /// AMQP URL of the broker (the vhost is its path; `%2f` is `/`).
+    #[serde(default = "default_amqp_url")]
+    pub url: String,
+    /// Prefix of every exchange and queue name, so several installations (or tests) can share a broker.
+    #[serde(default = "default_bus_prefix")]
+    pub prefix: String,
+    /// Deliveries of one task message before the broker dead-letters it (quorum `x-delivery-limit`).
+    #[serde(default = "default_delivery_limit")]
+    pub delivery_limit: u32,
+    /// Delays of the retry queues, in seconds, shortest first.
+    #[serde(default = "default_retry_delays")]
+    pub retry_delays_secs: Vec<u64>,
+    /// Bound on every broker call, in seconds.
+    #[serde(default = "default_bus_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_amqp_url() -> String {
+    "amqp://guest:guest@127.0.0.1:5672/%2f".into()
+}
+fn default_bus_prefix() -> String {
+    "yichuang".into()
+}
+fn default_delivery_limit() -> u32 {
+    5
+}
+fn default_retry_delays() -> Vec<u64> {
+    vec![10, 60, 600]
+}
+fn default_bus_timeout() -> u64 {
+    10
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            url: default_amqp_url(),
+            prefix: default_bus_prefix(),
+            delivery_limit: default_delivery_limit(),
+            retry_delays_secs: default_retry_delays(),
+            timeout_secs: default_bus_timeout(),
+        }
+    }
 }
 
 /// Settings of the gRPC server.
@@ -344,6 +396,7 @@ impl Default for GatewayConfig {
             calendar_dir: default_calendar_dir(),
             intake: IntakeConfig::default(),
             log: LogConfig::default(),
+            bus: BusConfig::default(),
         }
     }
 }
@@ -421,6 +474,33 @@ impl GatewayConfig {
                     "log level {:?} is not a tracing filter: {e}",
                     config.log.level
                 ),
+            ));
+        }
+        let prefix_ok = !config.bus.prefix.is_empty()
+            && config
+                .bus
+                .prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !prefix_ok {
+            return Err(problem(
+                "prefix",
+                format!(
+                    "bus prefix {:?} must be letters, digits, '.', '_' or '-'",
+                    config.bus.prefix
+                ),
+            ));
+        }
+        if config.bus.retry_delays_secs.is_empty()
+            || config
+                .bus
+                .retry_delays_secs
+                .windows(2)
+                .any(|w| w[0] >= w[1])
+        {
+            return Err(problem(
+                "retry_delays_secs",
+                "retry_delays_secs must list increasing delays, e.g. [10, 60, 600]".into(),
             ));
         }
         if config.server.max_message_bytes < 1024 {

@@ -11,12 +11,15 @@
 //! - [`case`]: case numbers and the case, receipt and notice built from an intake plan.
 //! - [`store`]: durable cases, event history and idempotency records (SQLite or PostgreSQL).
 //! - [`api`]: the tonic `CaseService`, health and reflection; `serve(listener, shutdown)`.
+//! - [`bus`]: the RabbitMQ topology (exchanges, per-department quorum queues, delay and dead
+//!   queues), declared idempotently.
 //! - [`privacy`]: masking of personal data for logs, errors and audit records.
 //! - [`telemetry`]: log setup.
 
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod bus;
 pub mod case;
 pub mod catalog;
 pub mod config;

@@ -54,6 +54,11 @@ enum Command {
         #[command(subcommand)]
         command: CalendarCommand,
     },
+    /// Operates the RabbitMQ bus.
+    Bus {
+        #[command(subcommand)]
+        command: BusCommand,
+    },
     /// Calls the gateway's CaseService and prints the answer as JSON.
     Case {
         /// Gateway address.
@@ -76,6 +81,16 @@ enum CatalogCommand {
         /// Catalog directory.
         #[arg(default_value = "config/catalog")]
         dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum BusCommand {
+    /// Declares the exchanges and queues for every department of the catalog (idempotent).
+    Declare {
+        /// Configuration file (its `[bus]` section and catalog).
+        #[arg(long, default_value = "config/gateway.toml", env = "YICHUANG_CONFIG")]
+        config: PathBuf,
     },
 }
 
@@ -210,6 +225,33 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Case { server, command } => case_command(&server, command).await,
+        Command::Bus {
+            command: BusCommand::Declare { config },
+        } => {
+            let config = GatewayConfig::load(&config)?;
+            let catalog = Catalog::load(&config.catalog_dir)?;
+            let topology = yichuang::bus::Topology::for_catalog(&catalog, &config.bus);
+            let connection = yichuang::bus::connect(&config.bus).await?;
+            let channel = connection
+                .create_channel()
+                .await
+                .context("cannot open a channel")?;
+            topology
+                .declare(
+                    &channel,
+                    std::time::Duration::from_secs(config.bus.timeout_secs),
+                )
+                .await?;
+            println!(
+                "{}: {} exchanges, {} queues, {} bindings declared",
+                yichuang::bus::redact(&config.bus.url),
+                topology.exchanges.len(),
+                topology.queues.len(),
+                topology.bindings.len()
+            );
+            let _ = connection.close(200, "done".into()).await;
+            Ok(0)
+        }
     }
 }
 

@@ -74,6 +74,28 @@ fn calendar_commands_answer_on_the_official_calendar() {
     );
 }
 
+#[test]
+fn bus_declare_against_an_unreachable_broker_fails_without_printing_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "catalog_dir = \"{root}/config/catalog\"\n[bus]\nurl = \"amqp://gw:s3cret@127.0.0.1:1/%2f\"\ntimeout_secs = 5\n",
+            root = repo().display()
+        ),
+    )
+    .unwrap();
+    let out = yichuang(&["bus", "declare", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("cannot reach RabbitMQ at amqp://gw:***@127.0.0.1:1/%2f"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"), "{err}");
+}
+
 /// A gateway process on its own SQLite file and port.
 struct Server {
     child: Child,

@@ -1,0 +1,356 @@
+//! The bus (RabbitMQ, AMQP 0-9-1 via lapin): its topology — exchanges, one quorum task queue
+//! per department with its dead queue and delay queues, the gateway's results queue — derived
+//! from the acceptance list and declared idempotently. This module owns names and arguments;
+//! it never decides what is published. `docs/bus.md` documents every name and argument.
+
+use std::time::Duration;
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+
+use crate::catalog::Catalog;
+use crate::config::BusConfig;
+
+/// Why the bus could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("cannot reach RabbitMQ at {url}: {source}")]
+    Connect { url: String, source: lapin::Error },
+    #[error("RabbitMQ did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("declaring {what}: {source}")]
+    Declare { what: String, source: lapin::Error },
+}
+
+/// Kinds of exchanges the topology uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Direct,
+    Topic,
+}
+
+/// An exchange to declare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchange {
+    pub name: String,
+    pub kind: Kind,
+}
+
+/// A queue to declare, with its arguments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Queue {
+    pub name: String,
+    /// `x-` arguments, by name.
+    pub arguments: Vec<(&'static str, Arg)>,
+}
+
+/// A queue argument value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Arg {
+    Text(String),
+    Int(i64),
+}
+
+/// A binding of a queue to an exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    pub queue: String,
+    pub exchange: String,
+    pub routing_key: String,
+}
+
+/// Everything the gateway and the adapters expect on the broker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Topology {
+    pub exchanges: Vec<Exchange>,
+    pub queues: Vec<Queue>,
+    pub bindings: Vec<Binding>,
+}
+
+/// The names derived from a prefix (`yichuang` by default; tests use their own).
+#[derive(Debug, Clone)]
+pub struct Names {
+    prefix: String,
+}
+
+impl Names {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_string(),
+        }
+    }
+    /// Direct exchange of tasks, routed by department code.
+    pub fn tasks_exchange(&self) -> String {
+        format!("{}.tasks", self.prefix)
+    }
+    /// Topic exchange of results and progress, `<department>.<kind>`.
+    pub fn results_exchange(&self) -> String {
+        format!("{}.results", self.prefix)
+    }
+    /// Topic exchange of status changes, `case.<status>` / `task.<department>.<status>`.
+    pub fn events_exchange(&self) -> String {
+        format!("{}.events", self.prefix)
+    }
+    /// Direct exchange of delayed retries, `<department>.<delay>s`.
+    pub fn retry_exchange(&self) -> String {
+        format!("{}.retry", self.prefix)
+    }
+    /// Direct exchange of dead letters, by department code.
+    pub fn dead_exchange(&self) -> String {
+        format!("{}.dead", self.prefix)
+    }
+    /// A department's task queue.
+    pub fn task_queue(&self, department: &str) -> String {
+        format!("{}.tasks.{department}", self.prefix)
+    }
+    /// A department's dead queue.
+    pub fn dead_queue(&self, department: &str) -> String {
+        format!("{}.dead.{department}", self.prefix)
+    }
+    /// A department's delay queue for one delay.
+    pub fn retry_queue(&self, department: &str, delay_secs: u64) -> String {
+        format!("{}.retry.{department}.{delay_secs}s", self.prefix)
+    }
+    /// Routing key of a delay queue on the retry exchange.
+    pub fn retry_key(&self, department: &str, delay_secs: u64) -> String {
+        format!("{department}.{delay_secs}s")
+    }
+    /// The gateway's results queue.
+    pub fn results_queue(&self) -> String {
+        format!("{}.results.gateway", self.prefix)
+    }
+}
+
+impl Topology {
+    /// The topology for every department of the catalog.
+    pub fn for_catalog(catalog: &Catalog, config: &BusConfig) -> Topology {
+        let n = Names::new(&config.prefix);
+        let exchanges = vec![
+            Exchange {
+                name: n.tasks_exchange(),
+                kind: Kind::Direct,
+            },
+            Exchange {
+                name: n.results_exchange(),
+                kind: Kind::Topic,
+            },
+            Exchange {
+                name: n.events_exchange(),
+                kind: Kind::Topic,
+            },
+            Exchange {
+                name: n.retry_exchange(),
+                kind: Kind::Direct,
+            },
+            Exchange {
+                name: n.dead_exchange(),
+                kind: Kind::Direct,
+            },
+        ];
+        let quorum = || ("x-queue-type", Arg::Text("quorum".into()));
+        let mut queues = Vec::new();
+        let mut bindings = Vec::new();
+        for department in catalog.departments.keys() {
+            queues.push(Queue {
+                name: n.task_queue(department),
+                arguments: vec![
+                    quorum(),
+                    // Redeliveries beyond this go to the dead queue: a poison message cannot loop.
+                    (
+                        "x-delivery-limit",
+                        Arg::Int(i64::from(config.delivery_limit)),
+                    ),
+                    ("x-dead-letter-exchange", Arg::Text(n.dead_exchange())),
+                    ("x-dead-letter-routing-key", Arg::Text(department.clone())),
+                ],
+            });
+            bindings.push(Binding {
+                queue: n.task_queue(department),
+                exchange: n.tasks_exchange(),
+                routing_key: department.clone(),
+            });
+            queues.push(Queue {
+                name: n.dead_queue(department),
+                arguments: vec![quorum()],
+            });
+            bindings.push(Binding {
+                queue: n.dead_queue(department),
+                exchange: n.dead_exchange(),
+                routing_key: department.clone(),
+            });
+            for &delay in &config.retry_delays_secs {
+                // A delayed retry waits here for its TTL, then dead-letters back to the task queue.
+                queues.push(Queue {
+                    name: n.retry_queue(department, delay),
+                    arguments: vec![
+                        quorum(),
+                        ("x-message-ttl", Arg::Int(delay as i64 * 1000)),
+                        ("x-dead-letter-exchange", Arg::Text(n.tasks_exchange())),
+                        ("x-dead-letter-routing-key", Arg::Text(department.clone())),
+                    ],
+                });
+                bindings.push(Binding {
+                    queue: n.retry_queue(department, delay),
+                    exchange: n.retry_exchange(),
+                    routing_key: n.retry_key(department, delay),
+                });
+            }
+        }
+        queues.push(Queue {
+            name: n.results_queue(),
+            arguments: vec![quorum()],
+        });
+        bindings.push(Binding {
+            queue: n.results_queue(),
+            exchange: n.results_exchange(),
+            routing_key: "#".into(),
+        });
+        Topology {
+            exchanges,
+            queues,
+            bindings,
+        }
+    }
+
+    /// Declares everything on `channel`; declaring twice changes nothing. Each broker call is
+    /// bounded by `timeout`.
+    pub async fn declare(&self, channel: &Channel, timeout: Duration) -> Result<(), BusError> {
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        for e in &self.exchanges {
+            let kind = match e.kind {
+                Kind::Direct => ExchangeKind::Direct,
+                Kind::Topic => ExchangeKind::Topic,
+            };
+            bounded(
+                timeout,
+                &format!("exchange {}", e.name),
+                channel.exchange_declare(
+                    e.name.as_str().into(),
+                    kind,
+                    durable,
+                    FieldTable::default(),
+                ),
+            )
+            .await?;
+        }
+        for q in &self.queues {
+            let mut args = FieldTable::default();
+            for (key, value) in &q.arguments {
+                let value = match value {
+                    Arg::Text(t) => AMQPValue::LongString(t.as_str().into()),
+                    Arg::Int(i) => AMQPValue::LongLongInt(*i),
+                };
+                args.insert(ShortString::from(*key), value);
+            }
+            let options = QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            };
+            bounded(
+                timeout,
+                &format!("queue {}", q.name),
+                channel.queue_declare(q.name.as_str().into(), options, args),
+            )
+            .await?;
+        }
+        for b in &self.bindings {
+            let what = format!("binding {} -> {} ({})", b.exchange, b.queue, b.routing_key);
+            let bind = channel.queue_bind(
+                b.queue.as_str().into(),
+                b.exchange.as_str().into(),
+                b.routing_key.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            );
+            bounded(timeout, &what, bind).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn bounded<T>(
+    timeout: Duration,
+    what: &str,
+    call: impl std::future::Future<Output = lapin::Result<T>>,
+) -> Result<T, BusError> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(source)) => Err(BusError::Declare {
+            what: what.to_string(),
+            source,
+        }),
+        Err(_) => Err(BusError::Timeout(timeout)),
+    }
+}
+
+/// Connects to the broker, bounded by the configured timeout.
+pub async fn connect(config: &BusConfig) -> Result<Connection, BusError> {
+    let timeout = Duration::from_secs(config.timeout_secs);
+    let properties = ConnectionProperties::default().with_connection_name("yichuang".into());
+    match tokio::time::timeout(timeout, Connection::connect(&config.url, properties)).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(source)) => Err(BusError::Connect {
+            url: redact(&config.url),
+            source,
+        }),
+        Err(_) => Err(BusError::Timeout(timeout)),
+    }
+}
+
+/// The URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn every_department_gets_a_quorum_queue_with_dead_lettering_and_delays() {
+        let catalog =
+            Catalog::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/catalog")).unwrap();
+        let topology = Topology::for_catalog(&catalog, &BusConfig::default());
+        let scjg = topology
+            .queues
+            .iter()
+            .find(|q| q.name == "yichuang.tasks.scjg")
+            .expect("scjg queue");
+        assert!(
+            scjg.arguments
+                .contains(&("x-queue-type", Arg::Text("quorum".into())))
+        );
+        assert!(
+            scjg.arguments
+                .contains(&("x-dead-letter-exchange", Arg::Text("yichuang.dead".into())))
+        );
+        // 7 departments × (task + dead + 3 delays) + the results queue.
+        assert_eq!(topology.queues.len(), 7 * 5 + 1);
+        assert!(topology.bindings.contains(&Binding {
+            queue: "yichuang.retry.xf.60s".into(),
+            exchange: "yichuang.retry".into(),
+            routing_key: "xf.60s".into(),
+        }));
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("amqp://gw:s3cret@mq:5672/%2f"),
+            "amqp://gw:***@mq:5672/%2f"
+        );
+        assert_eq!(redact("amqp://mq:5672"), "amqp://mq:5672");
+    }
+}

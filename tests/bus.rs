@@ -1,0 +1,147 @@
+//! The bus topology on a real RabbitMQ (started by `make test`): declared twice without
+//! complaint, tasks routed to their department's quorum queue, a rejected task dead-lettered to
+//! the department's dead queue, a delayed retry back on the task queue after its TTL.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use lapin::options::{
+    BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions,
+    ExchangeDeleteOptions, QueueDeleteOptions,
+};
+use lapin::{BasicProperties, Channel};
+use yichuang::bus::{Names, Topology, connect};
+use yichuang::catalog::Catalog;
+use yichuang::config::BusConfig;
+
+fn amqp_url() -> String {
+    std::env::var("YICHUANG_TEST_AMQP_URL")
+        .expect("YICHUANG_TEST_AMQP_URL is not set: run the suite with `make test`, which starts RabbitMQ and sets it")
+}
+
+/// Waits until a message is on `queue`, up to a deadline.
+async fn get_within(
+    channel: &Channel,
+    queue: &str,
+    deadline: Duration,
+) -> Option<lapin::message::BasicGetMessage> {
+    let until = Instant::now() + deadline;
+    loop {
+        let got = channel
+            .basic_get(queue.into(), BasicGetOptions::default())
+            .await
+            .expect("basic_get");
+        if got.is_some() || Instant::now() >= until {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn topology_routes_dead_letters_and_delays_on_a_real_broker() {
+    let config = BusConfig {
+        url: amqp_url(),
+        prefix: format!("t{}", uuid::Uuid::new_v4().simple()),
+        retry_delays_secs: vec![1],
+        ..BusConfig::default()
+    };
+    let catalog = Catalog::load(&common::repo().join("config/catalog")).unwrap();
+    let topology = Topology::for_catalog(&catalog, &config);
+    let connection = connect(&config).await.expect("connects to RabbitMQ");
+    let channel = connection.create_channel().await.unwrap();
+    let timeout = Duration::from_secs(10);
+    topology
+        .declare(&channel, timeout)
+        .await
+        .expect("first declaration");
+    topology
+        .declare(&channel, timeout)
+        .await
+        .expect("declaring again changes nothing");
+
+    let names = Names::new(&config.prefix);
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let publish = |exchange: String, key: &str, body: &'static [u8]| {
+        let channel = channel.clone();
+        let key = key.to_string();
+        async move {
+            let confirm = channel
+                .basic_publish(
+                    exchange.as_str().into(),
+                    key.as_str().into(),
+                    BasicPublishOptions::default(),
+                    body,
+                    BasicProperties::default().with_delivery_mode(2),
+                )
+                .await
+                .unwrap();
+            assert!(confirm.await.unwrap().is_ack(), "the broker confirms");
+        }
+    };
+
+    // Routed by department code to the department's queue, and only there.
+    publish(names.tasks_exchange(), "scjg", b"task-1").await;
+    let got = get_within(&channel, &names.task_queue("scjg"), Duration::from_secs(5))
+        .await
+        .expect("on scjg's queue");
+    assert_eq!(got.delivery.data, b"task-1");
+    assert!(
+        get_within(&channel, &names.task_queue("xf"), Duration::ZERO)
+            .await
+            .is_none(),
+        "not on xf's queue"
+    );
+
+    // Rejected without requeue: dead-lettered to scjg's dead queue.
+    channel
+        .basic_nack(
+            got.delivery.delivery_tag,
+            BasicNackOptions {
+                requeue: false,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let dead = get_within(&channel, &names.dead_queue("scjg"), Duration::from_secs(5))
+        .await
+        .expect("on scjg's dead queue");
+    assert_eq!(dead.delivery.data, b"task-1");
+
+    // A delayed retry waits for its TTL, then comes back to the task queue.
+    let sent = Instant::now();
+    publish(
+        names.retry_exchange(),
+        &names.retry_key("scjg", 1),
+        b"retry-1",
+    )
+    .await;
+    let back = get_within(&channel, &names.task_queue("scjg"), Duration::from_secs(10))
+        .await
+        .expect("back on scjg's queue");
+    assert_eq!(back.delivery.data, b"retry-1");
+    assert!(
+        sent.elapsed() >= Duration::from_millis(900),
+        "came back after the delay, not at once: {:?}",
+        sent.elapsed()
+    );
+
+    for q in &topology.queues {
+        channel
+            .queue_delete(q.name.as_str().into(), QueueDeleteOptions::default())
+            .await
+            .unwrap();
+    }
+    for e in &topology.exchanges {
+        channel
+            .exchange_delete(e.name.as_str().into(), ExchangeDeleteOptions::default())
+            .await
+            .unwrap();
+    }
+    let _ = connection.close(200, "done".into()).await;
+}
