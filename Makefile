@@ -16,6 +16,7 @@ build:
 	$(CARGO) build --bins
 
 demo: build
+	bash scripts/services.sh --no-postgres
 	bash scripts/demo.sh
 
 test: services

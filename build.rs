@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/yichuang/v1/submission.proto",
         "proto/yichuang/v1/case.proto",
         "proto/yichuang/v1/case_service.proto",
+        "proto/yichuang/v1/bus.proto",
     ];
     println!("cargo:rerun-if-changed=proto");
     if std::env::var_os("PROTOC").is_none() && which_protoc().is_none() {

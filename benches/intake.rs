@@ -168,6 +168,10 @@ async fn start_gateway(store: StoreConfig) -> std::net::SocketAddr {
         catalog_dir: root.join("config/catalog"),
         calendar_dir: root.join("config/calendar"),
         store,
+        bus: yichuang::config::BusConfig {
+            relay: false,
+            ..Default::default()
+        },
         ..GatewayConfig::default()
     };
     let gateway = Arc::new(Gateway::from_config(&config).await.expect("gateway"));

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The demo: starts the gateway on a fresh SQLite database, runs the three example submissions
-# through it with the `yichuang` client commands, and prints the receipts and the notice.
+# The demo: starts the gateway on a fresh SQLite database (its outbox relay publishing to the
+# local RabbitMQ under the prefix `yichuang-demo`), runs the three example submissions through
+# it with the `yichuang` client commands, and prints the receipts, the notice and how the
+# accepted tasks left for the departments' queues.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,8 +23,10 @@ bold "== catalog check"
 "$bin" catalog check config/catalog
 
 bold "== starting the gateway on 127.0.0.1:$port (SQLite in $work)"
+sed 's/^prefix = "yichuang"$/prefix = "yichuang-demo"/' config/gateway.toml > "$work/gateway.toml"
 YICHUANG_DATA="$work" YICHUANG_LISTEN="127.0.0.1:$port" YICHUANG_LOG_FORMAT=text \
-  "$bin" serve --config config/gateway.toml 2> "$work/gateway.log" &
+  YICHUANG_CATALOG_DIR="$PWD/config/catalog" YICHUANG_CALENDAR_DIR="$PWD/config/calendar" \
+  "$bin" serve --config "$work/gateway.toml" 2> "$work/gateway.log" &
 gateway_pid=$!
 deadline=$((SECONDS + 30))
 until "$bin" case list --server "$server" --page-size 1 >/dev/null 2>&1; do
@@ -53,6 +57,12 @@ bold "== cases accepted at window W05, with the history of the newest"
 list=$("$bin" case list --server "$server" --window W05)
 echo "$list"
 number=$(echo "$list" | python3 -c 'import json,sys; print(json.load(sys.stdin)["cases"][0]["caseNumber"])')
+# The outbox relay publishes QY-SL to scjg's queue; the other four wait for its approval.
+deadline=$((SECONDS + 15))
+until "$bin" case get --server "$server" "$number" | grep -q task-dispatched; do
+  if [ "$SECONDS" -ge "$deadline" ]; then echo "QY-SL was not published within 15 s (is RabbitMQ up?)" >&2; status=1; break; fi
+  sleep 0.2
+done
 "$bin" case get --server "$server" "$number" | python3 -c "$(cat <<'PY'
 import json, sys
 answer = json.load(sys.stdin)

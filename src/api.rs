@@ -36,6 +36,10 @@ pub struct Gateway {
     pub intake: Intake,
     pub store: Store,
     pub max_message_bytes: usize,
+    /// The bus settings and topology when the outbox relay runs in this gateway.
+    pub relay: Option<(crate::config::BusConfig, crate::bus::Topology)>,
+    /// Wakes the relay when a case is accepted, so tasks leave without waiting for its poll.
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
 /// Why the gateway could not start.
@@ -60,10 +64,16 @@ impl Gateway {
         let intake =
             Intake::new(catalog, calendar, config.intake.clone()).map_err(StartError::Intake)?;
         let store = Store::open(&config.store).await?;
+        let relay = config.bus.relay.then(|| {
+            let topology = crate::bus::Topology::for_catalog(intake.catalog(), &config.bus);
+            (config.bus.clone(), topology)
+        });
         Ok(Gateway {
             intake,
             store,
             max_message_bytes: config.server.max_message_bytes,
+            relay,
+            wake: Arc::new(tokio::sync::Notify::new()),
         })
     }
 }
@@ -100,6 +110,14 @@ pub async fn serve(
             }
         }
     });
+    let relay = gateway.relay.clone().map(|(config, topology)| {
+        tokio::spawn(crate::outbox::run(
+            gateway.store.clone(),
+            topology,
+            config,
+            gateway.wake.clone(),
+        ))
+    });
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::proto::v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -119,6 +137,9 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await;
     watcher.abort();
+    if let Some(relay) = relay {
+        relay.abort();
+    }
     result
 }
 
@@ -302,6 +323,9 @@ impl CaseService for CaseApi {
             SubmitResult::Answer(response) => {
                 match &response.outcome {
                     Some(crate::proto::v1::submit_response::Outcome::Receipt(r)) => {
+                        if !response.replayed {
+                            self.gateway.wake.notify_one();
+                        }
                         info!(submission = %submission_id, case = %r.case_number, replayed = response.replayed, "case accepted");
                     }
                     Some(crate::proto::v1::submit_response::Outcome::Notice(n)) => {

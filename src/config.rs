@@ -177,6 +177,13 @@ pub struct BusConfig {
     /// Bound on every broker call, in seconds.
     #[serde(default = "default_bus_timeout")]
     pub timeout_secs: u64,
+    /// Whether the gateway runs the outbox relay that publishes accepted tasks.
+    #[serde(default = "default_true")]
+    pub relay: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_amqp_url() -> String {
@@ -203,6 +210,7 @@ impl Default for BusConfig {
             delivery_limit: default_delivery_limit(),
             retry_delays_secs: default_retry_delays(),
             timeout_secs: default_bus_timeout(),
+            relay: true,
         }
     }
 }

@@ -9,6 +9,7 @@
 //! - [`sla`]: the working-day calendar and deadline arithmetic.
 //! - [`intake`]: normalisation, validation with one-time notice, planning of tasks.
 //! - [`case`]: case numbers and the case, receipt and notice built from an intake plan.
+//! - [`outbox`]: the relay that publishes committed tasks with publisher confirms.
 //! - [`store`]: durable cases, event history and idempotency records (SQLite or PostgreSQL).
 //! - [`api`]: the tonic `CaseService`, health and reflection; `serve(listener, shutdown)`.
 //! - [`bus`]: the RabbitMQ topology (exchanges, per-department quorum queues, delay and dead
@@ -24,6 +25,7 @@ pub mod case;
 pub mod catalog;
 pub mod config;
 pub mod intake;
+pub mod outbox;
 pub mod privacy;
 pub mod sla;
 pub mod store;

@@ -115,7 +115,7 @@ fn start_server(data: &Path, port: u16) -> Server {
     std::fs::write(
         &config,
         format!(
-            "catalog_dir = \"{root}/config/catalog\"\ncalendar_dir = \"{root}/config/calendar\"\n[server]\nlisten = \"127.0.0.1:{port}\"\n[store]\nkind = \"sqlite\"\npath = \"{db}\"\n",
+            "catalog_dir = \"{root}/config/catalog\"\ncalendar_dir = \"{root}/config/calendar\"\n[server]\nlisten = \"127.0.0.1:{port}\"\n[store]\nkind = \"sqlite\"\npath = \"{db}\"\n[bus]\nrelay = false\n",
             root = repo().display(),
             db = data.join("cases.db").display()
         ),

@@ -2,16 +2,28 @@
 //! in `schema_migrations`, so every engine's schema is reproducible from the repository.
 
 /// Migrations of the SQLite engine, in order.
-pub(super) const SQLITE: &[(&str, &str)] = &[(
-    "0001_cases",
-    include_str!("../../migrations/sqlite/0001_cases.sql"),
-)];
+pub(super) const SQLITE: &[(&str, &str)] = &[
+    (
+        "0001_cases",
+        include_str!("../../migrations/sqlite/0001_cases.sql"),
+    ),
+    (
+        "0002_outbox",
+        include_str!("../../migrations/sqlite/0002_outbox.sql"),
+    ),
+];
 
 /// Migrations of the PostgreSQL engine, in order.
-pub(super) const POSTGRES: &[(&str, &str)] = &[(
-    "0001_cases",
-    include_str!("../../migrations/postgres/0001_cases.sql"),
-)];
+pub(super) const POSTGRES: &[(&str, &str)] = &[
+    (
+        "0001_cases",
+        include_str!("../../migrations/postgres/0001_cases.sql"),
+    ),
+    (
+        "0002_outbox",
+        include_str!("../../migrations/postgres/0002_outbox.sql"),
+    ),
+];
 
 /// The table that records applied migrations (same SQL on both engines).
 pub(super) const LEDGER: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (version TEXT PRIMARY KEY, applied_at TEXT NOT NULL)";

@@ -77,6 +77,44 @@ pub enum SubmitResult {
     Conflict { case_number: String },
 }
 
+/// A task the outbox relay must publish, leased to it for a while.
+#[derive(Debug, Clone)]
+pub struct OutboxItem {
+    pub task_id: String,
+    pub department: String,
+    /// The case the task belongs to (the message carries the submission and the task).
+    pub case: Case,
+}
+
+/// Marks `task_ids` dispatched in the case record and returns the history entries to append
+/// after `last_seq`. The case moves to in-progress once any task is with a department.
+fn dispatch_in_case(
+    case: &mut Case,
+    task_ids: &[String],
+    last_seq: i64,
+    now_ms: i64,
+) -> Vec<CaseEvent> {
+    let mut events = Vec::new();
+    for task in case
+        .tasks
+        .iter_mut()
+        .filter(|t| task_ids.contains(&t.task_id))
+    {
+        task.status = crate::proto::v1::TaskStatus::Dispatched as i32;
+        events.push(CaseEvent {
+            seq: last_seq + events.len() as i64 + 1,
+            at: ms_to_timestamp(now_ms),
+            kind: "task-dispatched".into(),
+            task_id: task.task_id.clone(),
+            detail: format!("{} published to {}", task.item_code, task.department),
+        });
+    }
+    if !events.is_empty() && case.status == CaseStatus::Accepted as i32 {
+        case.status = CaseStatus::InProgress as i32;
+    }
+    events
+}
+
 /// A filter for listing cases.
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
@@ -266,6 +304,37 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.case_count().await,
             Store::Postgres(s) => s.case_count().await,
+        }
+    }
+
+    /// Leases up to `limit` READY tasks to the outbox relay for `lease_ms`; a task whose lease
+    /// ran out (its relay died before the confirm) is handed out again.
+    pub async fn claim_ready(
+        &self,
+        limit: usize,
+        lease_ms: i64,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        let now = Utc::now().timestamp_millis();
+        match self {
+            Store::Sqlite(s) => s.claim_ready(limit, now, lease_ms).await,
+            Store::Postgres(s) => s.claim_ready(limit, now, lease_ms).await,
+        }
+    }
+
+    /// Marks tasks dispatched after the broker confirmed them; records it in each case's history.
+    pub async fn mark_dispatched(&self, task_ids: Vec<String>) -> Result<(), StoreError> {
+        let now = Utc::now().timestamp_millis();
+        match self {
+            Store::Sqlite(s) => s.mark_dispatched(task_ids, now).await,
+            Store::Postgres(s) => s.mark_dispatched(task_ids, now).await,
+        }
+    }
+
+    /// Number of tasks written but not yet confirmed by the broker.
+    pub async fn outbox_backlog(&self) -> Result<i64, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.outbox_backlog().await,
+            Store::Postgres(s) => s.outbox_backlog().await,
         }
     }
 

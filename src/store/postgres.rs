@@ -9,12 +9,12 @@ use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 
 use super::{
-    Attempt, CaseRows, Decision, Evaluated, Existing, ListQuery, StoreError, SubmitCommand,
-    SubmitResult, attempt_detail, case_rows, decide, decode_case, migrate, ms_to_timestamp,
-    summary,
+    Attempt, CaseRows, Decision, Evaluated, Existing, ListQuery, OutboxItem, StoreError,
+    SubmitCommand, SubmitResult, attempt_detail, case_rows, decide, decode_case, dispatch_in_case,
+    migrate, ms_to_timestamp, summary,
 };
 use crate::case::{self, MAX_DAILY_SEQUENCE};
-use crate::proto::v1::{Case, CaseEvent, CaseSummary};
+use crate::proto::v1::{Case, CaseEvent, CaseSummary, TaskStatus};
 
 /// Handle to the PostgreSQL store; cheap to clone.
 #[derive(Clone)]
@@ -179,6 +179,113 @@ impl PgStore {
         let result = record(&tx, &c, rows.as_ref()).await?;
         tx.commit().await?;
         Ok(result)
+    }
+
+    pub(super) async fn claim_ready(
+        &self,
+        limit: usize,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        // SKIP LOCKED: replicas claiming at once take disjoint rows and both make progress.
+        let statement = client
+            .prepare_cached(
+                "WITH ready AS (
+                   SELECT task_id FROM tasks WHERE status = $2 AND (lease_until_ms IS NULL OR lease_until_ms < $3)
+                   ORDER BY task_id LIMIT $4 FOR UPDATE SKIP LOCKED)
+                 UPDATE tasks t SET lease_until_ms = $1 FROM ready WHERE t.task_id = ready.task_id
+                 RETURNING t.task_id, t.department, (SELECT body FROM cases c WHERE c.case_number = t.case_number)",
+            )
+            .await?;
+        let ready = TaskStatus::Ready as i32;
+        let rows = client
+            .query(
+                &statement,
+                &[&(now_ms + lease_ms), &ready, &now_ms, &(limit as i64)],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(OutboxItem {
+                    task_id: r.get(0),
+                    department: r.get(1),
+                    case: decode_case(r.get::<_, &[u8]>(2))?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn mark_dispatched(
+        &self,
+        task_ids: Vec<String>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = client.transaction().await?;
+        let rows = tx
+            .query(
+                "UPDATE tasks SET status = $1, dispatched_at_ms = $2, lease_until_ms = NULL
+                 WHERE task_id = ANY($3) AND status = $4 RETURNING case_number, task_id",
+                &[
+                    &(TaskStatus::Dispatched as i32),
+                    &now_ms,
+                    &task_ids,
+                    &(TaskStatus::Ready as i32),
+                ],
+            )
+            .await?;
+        let mut by_case: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for r in &rows {
+            by_case.entry(r.get(0)).or_default().push(r.get(1));
+        }
+        for (case_number, ids) in by_case {
+            // The case row is locked while its record and history change.
+            let row = tx
+                .query_one(
+                    "SELECT body FROM cases WHERE case_number = $1 FOR UPDATE",
+                    &[&case_number],
+                )
+                .await?;
+            let mut case = decode_case(row.get::<_, &[u8]>(0))?;
+            let last_seq: i64 = tx
+                .query_one(
+                    "SELECT coalesce(max(seq), 0) FROM case_events WHERE case_number = $1",
+                    &[&case_number],
+                )
+                .await?
+                .get(0);
+            let events = dispatch_in_case(&mut case, &ids, last_seq, now_ms);
+            tx.execute(
+                "UPDATE cases SET status = $1, body = $2 WHERE case_number = $3",
+                &[
+                    &case.status,
+                    &prost::Message::encode_to_vec(&case),
+                    &case_number,
+                ],
+            )
+            .await?;
+            for e in events {
+                tx.execute(
+                    "INSERT INTO case_events (case_number, seq, at_ms, kind, task_id, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+                    &[&case_number, &e.seq, &now_ms, &e.kind, &e.task_id, &e.detail],
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn outbox_backlog(&self) -> Result<i64, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        Ok(client
+            .query_one(
+                "SELECT count(*) FROM tasks WHERE status = $1",
+                &[&(TaskStatus::Ready as i32)],
+            )
+            .await?
+            .get(0))
     }
 
     pub(super) async fn get_case(

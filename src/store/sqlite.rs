@@ -19,12 +19,12 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Attempt, CaseRows, Decision, Evaluated, Existing, ListQuery, StoreError, SubmitCommand,
-    SubmitResult, attempt_detail, case_rows, decide, decode_case, migrate, ms_to_timestamp,
-    summary,
+    Attempt, CaseRows, Decision, Evaluated, Existing, ListQuery, OutboxItem, StoreError,
+    SubmitCommand, SubmitResult, attempt_detail, case_rows, decide, decode_case, dispatch_in_case,
+    migrate, ms_to_timestamp, summary,
 };
 use crate::case::{self, MAX_DAILY_SEQUENCE};
-use crate::proto::v1::{Case, CaseEvent, CaseSummary};
+use crate::proto::v1::{Case, CaseEvent, CaseSummary, TaskStatus};
 
 /// Largest number of submissions committed in one transaction.
 const MAX_GROUP: usize = 512;
@@ -65,7 +65,7 @@ struct Job {
 #[derive(Clone)]
 pub struct SqliteStore {
     path: PathBuf,
-    writer: mpsc::Sender<(Box<Job>, Reply)>,
+    writer: mpsc::Sender<WriterMsg>,
     /// The preparer thread: answers repeat checks and hands out case numbers from committed
     /// state while the writer is busy committing.
     preparer: mpsc::Sender<Prepare>,
@@ -196,7 +196,7 @@ impl SqliteStore {
     async fn record(&self, job: Job) -> Result<Option<SubmitResult>, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.writer
-            .send((Box::new(job), reply))
+            .send(WriterMsg::Record(Box::new(job), reply))
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
@@ -260,6 +260,96 @@ impl SqliteStore {
         })
         .await?
         .ok_or_else(|| StoreError::Corrupt("a submission was not recorded".into()))
+    }
+
+    /// Runs `f` on the write connection, between group commits.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let work = Box::new(move |conn: &mut Connection| {
+            let _ = reply.send(f(conn));
+        });
+        self.writer
+            .send(WriterMsg::Run(work))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    pub(super) async fn claim_ready(
+        &self,
+        limit: usize,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        self.write(move |conn| {
+            let tx = conn.transaction()?;
+            let claimed: Vec<(String, String, String)> = tx
+                .prepare_cached(
+                    "UPDATE tasks SET lease_until_ms = ?1 WHERE task_id IN (
+                       SELECT task_id FROM tasks WHERE status = ?2 AND (lease_until_ms IS NULL OR lease_until_ms < ?3)
+                       ORDER BY rowid LIMIT ?4)
+                     RETURNING task_id, case_number, department",
+                )?
+                .query_map(params![now_ms + lease_ms, TaskStatus::Ready as i32, now_ms, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+            let mut items = Vec::with_capacity(claimed.len());
+            for (task_id, case_number, department) in claimed {
+                let body: Vec<u8> = tx.prepare_cached("SELECT body FROM cases WHERE case_number = ?1")?.query_row([&case_number], |r| r.get(0))?;
+                items.push(OutboxItem { task_id, department, case: decode_case(&body)? });
+            }
+            tx.commit()?;
+            Ok(items)
+        })
+        .await
+    }
+
+    pub(super) async fn mark_dispatched(
+        &self,
+        task_ids: Vec<String>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            let tx = conn.transaction()?;
+            let mut by_case: HashMap<String, Vec<String>> = HashMap::new();
+            for id in task_ids {
+                let case_number: Option<String> = tx
+                    .prepare_cached("UPDATE tasks SET status = ?1, dispatched_at_ms = ?2, lease_until_ms = NULL WHERE task_id = ?3 AND status = ?4 RETURNING case_number")?
+                    .query_row(params![TaskStatus::Dispatched as i32, now_ms, id, TaskStatus::Ready as i32], |r| r.get(0))
+                    .optional()?;
+                if let Some(case_number) = case_number {
+                    by_case.entry(case_number).or_default().push(id);
+                }
+            }
+            for (case_number, ids) in by_case {
+                let body: Vec<u8> = tx.prepare_cached("SELECT body FROM cases WHERE case_number = ?1")?.query_row([&case_number], |r| r.get(0))?;
+                let mut case = decode_case(&body)?;
+                let last_seq: i64 = tx.query_row("SELECT coalesce(max(seq), 0) FROM case_events WHERE case_number = ?1", [&case_number], |r| r.get(0))?;
+                let events = dispatch_in_case(&mut case, &ids, last_seq, now_ms);
+                tx.prepare_cached("UPDATE cases SET status = ?1, body = ?2 WHERE case_number = ?3")?
+                    .execute(params![case.status, prost::Message::encode_to_vec(&case), case_number])?;
+                for e in events {
+                    tx.prepare_cached("INSERT INTO case_events (case_number, seq, at_ms, kind, task_id, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+                        .execute(params![case_number, e.seq, now_ms, e.kind, e.task_id, e.detail])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(super) async fn outbox_backlog(&self) -> Result<i64, StoreError> {
+        self.read(|conn| {
+            Ok(conn.query_row(
+                "SELECT count(*) FROM tasks WHERE status = ?1",
+                [TaskStatus::Ready as i32],
+                |r| r.get(0),
+            )?)
+        })
+        .await
     }
 
     /// Runs `f` on a read connection in the blocking pool.
@@ -429,17 +519,31 @@ fn preparer_loop(conn: Connection, mut rx: mpsc::Receiver<Prepare>) {
     }
 }
 
+/// What the writer thread is asked to do.
+enum WriterMsg {
+    /// Record a submission in the next group commit.
+    Record(Box<Job>, Reply),
+    /// Run other work on the write connection (the outbox relay's claims and marks), between groups.
+    Run(Box<dyn FnOnce(&mut Connection) + Send>),
+}
+
 /// Owns the write connection: takes every queued submission, records them in one
 /// transaction, commits once, then answers all of them.
-fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<(Box<Job>, Reply)>) {
+fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<WriterMsg>) {
     let mut group: Vec<(Job, Reply)> = Vec::with_capacity(MAX_GROUP);
-    while let Some((job, reply)) = rx.blocking_recv() {
-        group.push((*job, reply));
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok((job, reply)) => group.push((*job, reply)),
-                Err(_) => break,
+    while let Some(first) = rx.blocking_recv() {
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                WriterMsg::Record(job, reply) => group.push((*job, reply)),
+                WriterMsg::Run(work) => work(&mut conn),
             }
+            if group.len() < MAX_GROUP {
+                next = rx.try_recv().ok();
+            }
+        }
+        if group.is_empty() {
+            continue;
         }
         let results = commit_group(&mut conn, &group);
         for ((_, reply), result) in group.drain(..).zip(results) {

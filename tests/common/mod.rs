@@ -57,6 +57,8 @@ pub fn config(backend: Backend, dir: &Path) -> GatewayConfig {
         ..GatewayConfig::default()
     };
     config.server.max_message_bytes = 256 * 1024;
+    // Intake tests need no broker; tests of the relay turn it on with their own prefix.
+    config.bus.relay = false;
     config.store = match backend {
         Backend::Sqlite => StoreConfig::Sqlite {
             path: dir.join("yichuang.db"),

@@ -1,0 +1,4 @@
+-- The tasks table is the transactional outbox: the relay leases READY rows, publishes them with
+-- publisher confirms and marks them dispatched.
+ALTER TABLE tasks ADD COLUMN lease_until_ms INTEGER;
+ALTER TABLE tasks ADD COLUMN dispatched_at_ms INTEGER;

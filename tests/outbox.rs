@@ -1,0 +1,263 @@
+//! The outbox relay on a real RabbitMQ and real stores: accepted tasks reach exactly their
+//! departments' queues with the agreed properties and headers, waiting tasks stay back, and a
+//! broker that cannot be reached never stops `Submit`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Backend, TestGateway, example};
+use lapin::options::{BasicGetOptions, ExchangeDeleteOptions, QueueDeleteOptions};
+use lapin::types::AMQPValue;
+use prost::Message;
+use yichuang::bus::{Names, Topology};
+use yichuang::config::BusConfig;
+use yichuang::proto::v1::{
+    CaseStatus, GetCaseRequest, SubmitRequest, TaskMessage, TaskStatus, submit_response::Outcome,
+};
+
+fn amqp_url() -> String {
+    std::env::var("YICHUANG_TEST_AMQP_URL")
+        .expect("YICHUANG_TEST_AMQP_URL is not set: run the suite with `make test`, which starts RabbitMQ and sets it")
+}
+
+/// A gateway whose relay publishes under a prefix of its own.
+async fn start(backend: Backend, url: String) -> (TestGateway, BusConfig) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(backend, dir.path());
+    config.bus = BusConfig {
+        url,
+        prefix: format!("t{}", uuid::Uuid::new_v4().simple()),
+        relay: true,
+        timeout_secs: 5,
+        ..BusConfig::default()
+    };
+    let bus = config.bus.clone();
+    (TestGateway::start_with(config, dir).await, bus)
+}
+
+struct Broker {
+    connection: lapin::Connection,
+    channel: lapin::Channel,
+    names: Names,
+    topology: Topology,
+}
+
+impl Broker {
+    async fn open(bus: &BusConfig) -> Broker {
+        let connection = yichuang::bus::connect(bus)
+            .await
+            .expect("connects to RabbitMQ");
+        let channel = connection.create_channel().await.unwrap();
+        let catalog =
+            yichuang::catalog::Catalog::load(&common::repo().join("config/catalog")).unwrap();
+        let topology = Topology::for_catalog(&catalog, bus);
+        // Declaring is idempotent: the queues exist whether or not the relay got there first.
+        topology
+            .declare(&channel, Duration::from_secs(10))
+            .await
+            .expect("declares the topology");
+        Broker {
+            connection,
+            channel,
+            names: Names::new(&bus.prefix),
+            topology,
+        }
+    }
+
+    /// The next message on a department's task queue, waiting up to `within`.
+    async fn next(
+        &self,
+        department: &str,
+        within: Duration,
+    ) -> Option<lapin::message::BasicGetMessage> {
+        let until = Instant::now() + within;
+        loop {
+            let queue = self.names.task_queue(department);
+            let got = self
+                .channel
+                .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+                .await;
+            match got {
+                Ok(Some(m)) => return Some(m),
+                Ok(None) if Instant::now() >= until => return None,
+                Err(e) if Instant::now() >= until => panic!("cannot read {queue}: {e}"),
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    async fn remove(self) {
+        for q in &self.topology.queues {
+            let _ = self
+                .channel
+                .queue_delete(q.name.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        for e in &self.topology.exchanges {
+            let _ = self
+                .channel
+                .exchange_delete(e.name.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+        }
+        let _ = self.connection.close(200, "done".into()).await;
+    }
+}
+
+fn header<'a>(m: &'a lapin::message::BasicGetMessage, name: &str) -> Option<&'a AMQPValue> {
+    m.delivery.properties.headers().as_ref()?.inner().get(name)
+}
+
+fn text_header(m: &lapin::message::BasicGetMessage, name: &str) -> String {
+    match header(m, name) {
+        Some(AMQPValue::LongString(s)) => s.to_string(),
+        other => panic!("header {name}: {other:?}"),
+    }
+}
+
+async fn kai_canguan_tasks_reach_scjg_and_xf_with_their_headers(backend: Backend) {
+    let (mut gw, bus) = start(backend, amqp_url()).await;
+    let answer = gw
+        .client
+        .submit(SubmitRequest {
+            submission: Some(example("kai-canguan")),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(Outcome::Receipt(receipt)) = answer.outcome else {
+        panic!("accepted")
+    };
+    let broker = Broker::open(&bus).await;
+    for (department, item) in [("scjg", "SP-JY"), ("xf", "XF-JC")] {
+        let m = broker
+            .next(department, Duration::from_secs(15))
+            .await
+            .unwrap_or_else(|| panic!("a task on {department}'s queue"));
+        let task = receipt.items.iter().find(|i| i.item_code == item).unwrap();
+        let p = &m.delivery.properties;
+        assert_eq!(
+            p.message_id().as_ref().map(|s| s.to_string()),
+            Some(task.task_id.clone()),
+            "message_id is the task id"
+        );
+        assert_eq!(p.delivery_mode(), &Some(2), "persistent");
+        assert_eq!(
+            p.content_type().as_ref().map(|s| s.to_string()).as_deref(),
+            Some(yichuang::outbox::TASK_CONTENT_TYPE)
+        );
+        assert_eq!(text_header(&m, "case-id"), receipt.case_number);
+        assert_eq!(text_header(&m, "task-id"), task.task_id);
+        assert_eq!(text_header(&m, "department"), department);
+        assert_eq!(header(&m, "attempt"), Some(&AMQPValue::LongInt(1)));
+        let message = TaskMessage::decode(m.delivery.data.as_slice()).expect("a TaskMessage");
+        assert_eq!(message.case_number, receipt.case_number);
+        assert_eq!(message.task.unwrap().item_code, item);
+        assert_eq!(message.submission.unwrap().items.len(), 2);
+    }
+    for other in ["ga", "sw", "rs", "gjj", "zrzy"] {
+        assert!(
+            broker.next(other, Duration::ZERO).await.is_none(),
+            "nothing for {other}"
+        );
+    }
+    // Marked dispatched after the confirm, in the case and its history.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = gw
+            .client
+            .get_case(GetCaseRequest {
+                case_number: receipt.case_number.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let case = got.case.unwrap();
+        if case
+            .tasks
+            .iter()
+            .all(|t| t.status == TaskStatus::Dispatched as i32)
+        {
+            assert_eq!(case.status, CaseStatus::InProgress as i32);
+            assert_eq!(
+                got.events
+                    .iter()
+                    .filter(|e| e.kind == "task-dispatched")
+                    .count(),
+                2
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tasks not marked dispatched: {:?}",
+            case.tasks
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(gw.gateway.store.outbox_backlog().await.unwrap(), 0);
+    broker.remove().await;
+    gw.stop().await;
+}
+
+async fn qiye_kaiban_publishes_only_the_first_task_of_the_bundle(backend: Backend) {
+    let (mut gw, bus) = start(backend, amqp_url()).await;
+    gw.client
+        .submit(SubmitRequest {
+            submission: Some(example("qiye-kaiban")),
+        })
+        .await
+        .unwrap();
+    let broker = Broker::open(&bus).await;
+    let m = broker
+        .next("scjg", Duration::from_secs(15))
+        .await
+        .expect("QY-SL on scjg's queue");
+    assert_eq!(
+        TaskMessage::decode(m.delivery.data.as_slice())
+            .unwrap()
+            .task
+            .unwrap()
+            .item_code,
+        "QY-SL"
+    );
+    // The others wait for QY-SL's approval: their rows are WAITING, not in the outbox.
+    for waiting in ["ga", "sw", "rs", "gjj"] {
+        assert!(
+            broker
+                .next(waiting, Duration::from_millis(300))
+                .await
+                .is_none(),
+            "{waiting} must wait for QY-SL"
+        );
+    }
+    broker.remove().await;
+    gw.stop().await;
+}
+
+async fn submit_keeps_accepting_while_the_broker_is_unreachable(backend: Backend) {
+    let (mut gw, _bus) = start(backend, "amqp://guest:guest@127.0.0.1:1/%2f".into()).await;
+    for name in ["kai-canguan", "qiye-kaiban"] {
+        let answer = gw
+            .client
+            .submit(SubmitRequest {
+                submission: Some(example(name)),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            matches!(answer.outcome, Some(Outcome::Receipt(_))),
+            "{name} accepted without a broker"
+        );
+    }
+    // SP-JY, XF-JC and QY-SL wait in the outbox; the four waiting tasks are not ready yet.
+    assert_eq!(gw.gateway.store.outbox_backlog().await.unwrap(), 3);
+    gw.stop().await;
+}
+
+on_both_stores!(
+    kai_canguan_tasks_reach_scjg_and_xf_with_their_headers,
+    qiye_kaiban_publishes_only_the_first_task_of_the_bundle,
+    submit_keeps_accepting_while_the_broker_is_unreachable,
+);
