@@ -261,3 +261,84 @@ on_both_stores!(
     qiye_kaiban_publishes_only_the_first_task_of_the_bundle,
     submit_keeps_accepting_while_the_broker_is_unreachable,
 );
+
+/// Two gateways on one PostgreSQL schema, both relaying: 1,000 cases (2,000 tasks) are published
+/// with no task published twice (leases last 30 s, longer than the test, so any duplicate would
+/// be a concurrent double publish) and none missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_one_postgres_publish_every_task_once() {
+    let dir1 = tempfile::tempdir().unwrap();
+    let mut config = common::config(Backend::Postgres, dir1.path());
+    config.bus = BusConfig {
+        url: amqp_url(),
+        prefix: format!("t{}", uuid::Uuid::new_v4().simple()),
+        relay: true,
+        timeout_secs: 5,
+        ..BusConfig::default()
+    };
+    let bus = config.bus.clone();
+    let broker = Broker::open(&bus).await;
+    let gw1 = TestGateway::start_with(config.clone(), dir1).await;
+    let gw2 = TestGateway::start_with(config, tempfile::tempdir().unwrap()).await;
+
+    let base = example("kai-canguan");
+    let mut handles = Vec::new();
+    for (g, gw) in [&gw1, &gw2].into_iter().enumerate() {
+        for lane in 0..8 {
+            let mut client = gw.client.clone();
+            let base = base.clone();
+            handles.push(tokio::spawn(async move {
+                for i in 0..(500 / 8 + 1) {
+                    let n = g * 1000 + lane * 100 + i;
+                    if i * 8 + lane >= 500 {
+                        break;
+                    }
+                    let mut s = base.clone();
+                    s.submission_id = format!("replica-{n}");
+                    client
+                        .submit(SubmitRequest {
+                            submission: Some(s),
+                        })
+                        .await
+                        .expect("submit");
+                }
+            }));
+        }
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    assert_eq!(gw1.gateway.store.case_count().await.unwrap(), 1000);
+
+    let mut seen: std::collections::HashMap<String, u32> = Default::default();
+    for department in ["scjg", "xf"] {
+        let mut count = 0;
+        while count < 1000 {
+            let m = broker
+                .next(department, Duration::from_secs(30))
+                .await
+                .unwrap_or_else(|| panic!("{department}: only {count} of 1000 tasks"));
+            let id = m
+                .delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .unwrap()
+                .to_string();
+            *seen.entry(id).or_default() += 1;
+            count += 1;
+        }
+        assert!(
+            broker
+                .next(department, Duration::from_millis(500))
+                .await
+                .is_none(),
+            "{department}: more than 1000 messages"
+        );
+    }
+    assert_eq!(seen.len(), 2000, "every task once");
+    assert!(seen.values().all(|&n| n == 1), "a task was published twice");
+    broker.remove().await;
+    gw2.stop().await;
+    gw1.stop().await;
+}
