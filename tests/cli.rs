@@ -2,6 +2,7 @@
 //! JSON on stdout, and a gateway killed with SIGKILL that loses no accepted case.
 
 mod common;
+mod support;
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -111,11 +112,16 @@ fn free_port() -> u16 {
 }
 
 fn start_server(data: &Path, port: u16) -> Server {
+    start_server_with(data, port, "[bus]\nrelay = false\n")
+}
+
+/// Starts a gateway whose configuration ends with `extra` (a `[bus]` section).
+fn start_server_with(data: &Path, port: u16, extra: &str) -> Server {
     let config = data.join("gateway.toml");
     std::fs::write(
         &config,
         format!(
-            "catalog_dir = \"{root}/config/catalog\"\ncalendar_dir = \"{root}/config/calendar\"\n[server]\nlisten = \"127.0.0.1:{port}\"\n[store]\nkind = \"sqlite\"\npath = \"{db}\"\n[bus]\nrelay = false\n",
+            "catalog_dir = \"{root}/config/catalog\"\ncalendar_dir = \"{root}/config/calendar\"\n[server]\nlisten = \"127.0.0.1:{port}\"\n[store]\nkind = \"sqlite\"\npath = \"{db}\"\n{extra}",
             root = repo().display(),
             db = data.join("cases.db").display()
         ),
@@ -252,6 +258,93 @@ fn client_commands_print_json_and_exit_codes_and_a_sigkilled_gateway_keeps_its_c
         "{}",
         text(&out.stderr)
     );
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
+/// SIGKILL in the middle of publishing: after a restart every task of every answered case is on
+/// its queue; a task published twice carries the same `message_id`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_killed_while_publishing_publishes_every_task_after_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+    let url =
+        std::env::var("YICHUANG_TEST_AMQP_URL").expect("YICHUANG_TEST_AMQP_URL: run `make test`");
+    let bus = format!("[bus]\nurl = \"{url}\"\nprefix = \"{prefix}\"\n");
+    let mut server = start_server_with(data.path(), port, &bus);
+    let mut client = common::connect(format!("127.0.0.1:{port}").parse().unwrap()).await;
+    let base = common::example("kai-canguan");
+    let mut answered = Vec::new();
+    for n in 0..400 {
+        if n == 150 {
+            server.child.kill().unwrap(); // mid-stream: the relay is publishing the first cases
+        }
+        let mut s = base.clone();
+        s.submission_id = format!("kill-{n}");
+        match client
+            .submit(yichuang::proto::v1::SubmitRequest {
+                submission: Some(s),
+            })
+            .await
+        {
+            Ok(r) => match r.into_inner().outcome {
+                Some(yichuang::proto::v1::submit_response::Outcome::Receipt(r)) => {
+                    answered.extend(r.items.into_iter().map(|i| (i.department, i.task_id)))
+                }
+                other => panic!("{other:?}"),
+            },
+            Err(_) => break,
+        }
+    }
+    server.child.wait().unwrap();
+    assert!(
+        answered.len() >= 200,
+        "at least the first 100 cases were answered: {}",
+        answered.len()
+    );
+    let mut server = start_server_with(data.path(), port, &bus);
+
+    let config = yichuang::config::BusConfig {
+        url,
+        prefix,
+        ..Default::default()
+    };
+    let broker = support::broker::Broker::open(&config).await;
+    let mut seen: std::collections::HashMap<String, u32> = Default::default();
+    for department in ["scjg", "xf"] {
+        let want = answered.iter().filter(|(d, _)| d == department).count();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let got = seen
+                .keys()
+                .filter(|id| answered.iter().any(|(d, t)| d == department && t == *id))
+                .count();
+            if got == want {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{department}: {got} of {want} tasks after the restart"
+            );
+            if let Some(m) = broker.next(department, Duration::from_secs(2)).await {
+                *seen
+                    .entry(
+                        m.delivery
+                            .properties
+                            .message_id()
+                            .as_ref()
+                            .unwrap()
+                            .to_string(),
+                    )
+                    .or_default() += 1;
+            }
+        }
+    }
+    for (_, task_id) in &answered {
+        assert!(seen.contains_key(task_id), "{task_id} missing");
+    }
+    broker.remove().await;
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 }

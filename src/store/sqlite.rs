@@ -141,6 +141,12 @@ impl SqliteStore {
             migrate(&mut conn)?;
             // Checkpoints run on their own thread, off the writer's path.
             conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+            // The lock file makes this the only process on the database: a lease still held
+            // belongs to a relay that died, so its tasks are published again at once.
+            conn.execute(
+                "UPDATE tasks SET lease_until_ms = NULL WHERE lease_until_ms IS NOT NULL",
+                [],
+            )?;
             Ok(conn)
         })
         .await
