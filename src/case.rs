@@ -66,6 +66,7 @@ pub fn accept(plan: &Plan, case_number: &str) -> Accepted {
             inherited_materials: t.inherited_materials.clone(),
             mode: t.mode as i32,
             department_case_number: String::new(),
+            results: Vec::new(),
         })
         .collect();
     let accepted_at = timestamp(plan.accepted_at);

@@ -38,7 +38,14 @@ pub fn task_message(item: &OutboxItem) -> Option<TaskMessage> {
         .find(|t| t.task_id == item.task_id)?
         .clone();
     let submission = case.submission.clone().unwrap_or_default();
+    let prerequisites = case
+        .tasks
+        .iter()
+        .filter(|t| task.depends_on.contains(&t.task_id))
+        .cloned()
+        .collect();
     Some(TaskMessage {
+        prerequisites,
         task: Some(task),
         case_number: case.case_number.clone(),
         accepted_at: case.accepted_at,

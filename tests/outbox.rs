@@ -12,7 +12,8 @@ use lapin::types::AMQPValue;
 use prost::Message;
 use yichuang::config::BusConfig;
 use yichuang::proto::v1::{
-    CaseStatus, GetCaseRequest, SubmitRequest, TaskMessage, TaskStatus, submit_response::Outcome,
+    CaseStatus, GetCaseRequest, ResultDocument, SubmitRequest, TaskMessage, TaskStatus,
+    submit_response::Outcome,
 };
 
 use support::broker::{Broker, amqp_url, header, start, text_header};
@@ -102,7 +103,7 @@ async fn kai_canguan_tasks_reach_scjg_and_xf_with_their_headers(backend: Backend
     gw.stop().await;
 }
 
-async fn qiye_kaiban_publishes_only_the_first_task_of_the_bundle(backend: Backend) {
+async fn qiye_kaiban_releases_later_tasks_only_after_qy_sl_is_approved(backend: Backend) {
     let (mut gw, bus) = start(backend, amqp_url()).await;
     gw.client
         .submit(SubmitRequest {
@@ -115,14 +116,11 @@ async fn qiye_kaiban_publishes_only_the_first_task_of_the_bundle(backend: Backen
         .next("scjg", Duration::from_secs(15))
         .await
         .expect("QY-SL on scjg's queue");
-    assert_eq!(
-        TaskMessage::decode(m.delivery.data.as_slice())
-            .unwrap()
-            .task
-            .unwrap()
-            .item_code,
-        "QY-SL"
-    );
+    let first = TaskMessage::decode(m.delivery.data.as_slice())
+        .unwrap()
+        .task
+        .unwrap();
+    assert_eq!(first.item_code, "QY-SL");
     // The others wait for QY-SL's approval: their rows are WAITING, not in the outbox.
     for waiting in ["ga", "sw", "rs", "gjj"] {
         assert!(
@@ -133,6 +131,69 @@ async fn qiye_kaiban_publishes_only_the_first_task_of_the_bundle(backend: Backen
             "{waiting} must wait for QY-SL"
         );
     }
+
+    // scjg approves QY-SL with the 营业执照; the four waiting tasks are released and published,
+    // each carrying QY-SL's result.
+    let licence = ResultDocument {
+        material_code: "YYZZ".into(),
+        name: "营业执照".into(),
+        number: "91640106MA77XD0T1L".into(),
+        file: None,
+    };
+    let released = gw
+        .gateway
+        .store
+        .approve_task(&first.task_id, vec![licence.clone()])
+        .await
+        .unwrap()
+        .expect("approved");
+    assert_eq!(released.len(), 4);
+    assert_eq!(
+        gw.gateway
+            .store
+            .approve_task(&first.task_id, vec![])
+            .await
+            .unwrap(),
+        None,
+        "a repeated approval changes nothing"
+    );
+    gw.gateway.wake.notify_one();
+    for (department, item) in [
+        ("ga", "GZ-KZ"),
+        ("sw", "SW-XB"),
+        ("rs", "SB-DJ"),
+        ("gjj", "GJJ-DJ"),
+    ] {
+        let m = broker
+            .next(department, Duration::from_secs(15))
+            .await
+            .unwrap_or_else(|| panic!("{item} on {department}'s queue"));
+        let message = TaskMessage::decode(m.delivery.data.as_slice()).unwrap();
+        assert_eq!(message.task.unwrap().item_code, item);
+        assert_eq!(message.prerequisites.len(), 1);
+        assert_eq!(message.prerequisites[0].item_code, "QY-SL");
+        assert_eq!(
+            message.prerequisites[0].results,
+            [licence.clone()],
+            "{item} carries the 营业执照 of QY-SL"
+        );
+    }
+    let history = gw
+        .client
+        .get_case(GetCaseRequest {
+            case_number: first.task_id[..43].to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        history
+            .events
+            .iter()
+            .filter(|e| e.kind == "task-released")
+            .count(),
+        4
+    );
     broker.remove().await;
     gw.stop().await;
 }
@@ -160,7 +221,7 @@ async fn submit_keeps_accepting_while_the_broker_is_unreachable(backend: Backend
 
 on_both_stores!(
     kai_canguan_tasks_reach_scjg_and_xf_with_their_headers,
-    qiye_kaiban_publishes_only_the_first_task_of_the_bundle,
+    qiye_kaiban_releases_later_tasks_only_after_qy_sl_is_approved,
     submit_keeps_accepting_while_the_broker_is_unreachable,
 );
 

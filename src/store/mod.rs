@@ -115,6 +115,62 @@ fn dispatch_in_case(
     events
 }
 
+/// Records the approval of `task_id` in the case record and releases the tasks that waited
+/// only for approved tasks. Returns the ids of released tasks and the history entries to append
+/// after `last_seq`; `None` when the task is unknown or not in a state that can be approved.
+fn approve_in_case(
+    case: &mut Case,
+    task_id: &str,
+    results: Vec<crate::proto::v1::ResultDocument>,
+    last_seq: i64,
+    now_ms: i64,
+) -> Option<(Vec<String>, Vec<CaseEvent>)> {
+    use crate::proto::v1::TaskStatus;
+    let approved = TaskStatus::Approved as i32;
+    let task = case.tasks.iter_mut().find(|t| t.task_id == task_id)?;
+    if task.status == approved
+        || task.status == TaskStatus::Waiting as i32
+        || task.status == TaskStatus::Rejected as i32
+    {
+        return None;
+    }
+    task.status = approved;
+    task.results = results;
+    let mut events = vec![CaseEvent {
+        seq: last_seq + 1,
+        at: ms_to_timestamp(now_ms),
+        kind: "task-approved".into(),
+        task_id: task_id.to_string(),
+        detail: format!("{} approved by {}", task.item_code, task.department),
+    }];
+    let done: Vec<String> = case
+        .tasks
+        .iter()
+        .filter(|t| t.status == approved)
+        .map(|t| t.task_id.clone())
+        .collect();
+    let mut released = Vec::new();
+    for t in case.tasks.iter_mut() {
+        if t.status == TaskStatus::Waiting as i32 && t.depends_on.iter().all(|d| done.contains(d)) {
+            t.status = TaskStatus::Ready as i32;
+            released.push(t.task_id.clone());
+            events.push(CaseEvent {
+                seq: last_seq + events.len() as i64 + 1,
+                at: ms_to_timestamp(now_ms),
+                kind: "task-released".into(),
+                task_id: t.task_id.clone(),
+                detail: format!(
+                    "{} released to {} after {}",
+                    t.item_code,
+                    t.department,
+                    t.depends_on.join(", ")
+                ),
+            });
+        }
+    }
+    Some((released, events))
+}
+
 /// A filter for listing cases.
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
@@ -327,6 +383,22 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.mark_dispatched(task_ids, now).await,
             Store::Postgres(s) => s.mark_dispatched(task_ids, now).await,
+        }
+    }
+
+    /// Records a department's approval of a task, with its result documents, and releases the
+    /// tasks of the bundle that waited only for approved tasks (they become READY for the relay).
+    /// Returns the released task ids; `Ok(None)` when the task is unknown or cannot be approved
+    /// in its state (a repeated approval changes nothing twice).
+    pub async fn approve_task(
+        &self,
+        task_id: &str,
+        results: Vec<crate::proto::v1::ResultDocument>,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let now = Utc::now().timestamp_millis();
+        match self {
+            Store::Sqlite(s) => s.approve_task(task_id.to_string(), results, now).await,
+            Store::Postgres(s) => s.approve_task(task_id, results, now).await,
         }
     }
 

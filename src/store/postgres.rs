@@ -10,8 +10,8 @@ use tokio_postgres::types::ToSql;
 
 use super::{
     Attempt, CaseRows, Decision, Evaluated, Existing, ListQuery, OutboxItem, StoreError,
-    SubmitCommand, SubmitResult, attempt_detail, case_rows, decide, decode_case, dispatch_in_case,
-    migrate, ms_to_timestamp, summary,
+    SubmitCommand, SubmitResult, approve_in_case, attempt_detail, case_rows, decide, decode_case,
+    dispatch_in_case, migrate, ms_to_timestamp, summary,
 };
 use crate::case::{self, MAX_DAILY_SEQUENCE};
 use crate::proto::v1::{Case, CaseEvent, CaseSummary, TaskStatus};
@@ -275,6 +275,70 @@ impl PgStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    pub(super) async fn approve_task(
+        &self,
+        task_id: &str,
+        results: Vec<crate::proto::v1::ResultDocument>,
+        now_ms: i64,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = client.transaction().await?;
+        let Some(row) = tx
+            .query_opt(
+                "SELECT case_number FROM tasks WHERE task_id = $1",
+                &[&task_id],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let case_number: String = row.get(0);
+        // The case row is locked: concurrent approvals of one case's tasks apply one after the other.
+        let row = tx
+            .query_one(
+                "SELECT body FROM cases WHERE case_number = $1 FOR UPDATE",
+                &[&case_number],
+            )
+            .await?;
+        let mut case = decode_case(row.get::<_, &[u8]>(0))?;
+        let last_seq: i64 = tx
+            .query_one(
+                "SELECT coalesce(max(seq), 0) FROM case_events WHERE case_number = $1",
+                &[&case_number],
+            )
+            .await?
+            .get(0);
+        let Some((released, events)) =
+            approve_in_case(&mut case, task_id, results, last_seq, now_ms)
+        else {
+            return Ok(None);
+        };
+        tx.execute(
+            "UPDATE tasks SET status = $1 WHERE task_id = $2",
+            &[&(TaskStatus::Approved as i32), &task_id],
+        )
+        .await?;
+        tx.execute(
+            "UPDATE tasks SET status = $1 WHERE task_id = ANY($2)",
+            &[&(TaskStatus::Ready as i32), &released],
+        )
+        .await?;
+        tx.execute(
+            "UPDATE cases SET body = $1 WHERE case_number = $2",
+            &[&prost::Message::encode_to_vec(&case), &case_number],
+        )
+        .await?;
+        for e in events {
+            tx.execute(
+                "INSERT INTO case_events (case_number, seq, at_ms, kind, task_id, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+                &[&case_number, &e.seq, &now_ms, &e.kind, &e.task_id, &e.detail],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Some(released))
     }
 
     pub(super) async fn outbox_backlog(&self) -> Result<i64, StoreError> {

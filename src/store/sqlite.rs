@@ -20,8 +20,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     Attempt, CaseRows, Decision, Evaluated, Existing, ListQuery, OutboxItem, StoreError,
-    SubmitCommand, SubmitResult, attempt_detail, case_rows, decide, decode_case, dispatch_in_case,
-    migrate, ms_to_timestamp, summary,
+    SubmitCommand, SubmitResult, approve_in_case, attempt_detail, case_rows, decide, decode_case,
+    dispatch_in_case, migrate, ms_to_timestamp, summary,
 };
 use crate::case::{self, MAX_DAILY_SEQUENCE};
 use crate::proto::v1::{Case, CaseEvent, CaseSummary, TaskStatus};
@@ -343,6 +343,42 @@ impl SqliteStore {
             }
             tx.commit()?;
             Ok(())
+        })
+        .await
+    }
+
+    pub(super) async fn approve_task(
+        &self,
+        task_id: String,
+        results: Vec<crate::proto::v1::ResultDocument>,
+        now_ms: i64,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        self.write(move |conn| {
+            let tx = conn.transaction()?;
+            let case_number: Option<String> = tx
+                .query_row("SELECT case_number FROM tasks WHERE task_id = ?1", [&task_id], |r| r.get(0))
+                .optional()?;
+            let Some(case_number) = case_number else { return Ok(None) };
+            let body: Vec<u8> = tx.query_row("SELECT body FROM cases WHERE case_number = ?1", [&case_number], |r| r.get(0))?;
+            let mut case = decode_case(&body)?;
+            let last_seq: i64 =
+                tx.query_row("SELECT coalesce(max(seq), 0) FROM case_events WHERE case_number = ?1", [&case_number], |r| r.get(0))?;
+            let Some((released, events)) = approve_in_case(&mut case, &task_id, results, last_seq, now_ms) else {
+                return Ok(None);
+            };
+            tx.execute("UPDATE tasks SET status = ?1 WHERE task_id = ?2", params![TaskStatus::Approved as i32, task_id])?;
+            for id in &released {
+                tx.execute("UPDATE tasks SET status = ?1 WHERE task_id = ?2", params![TaskStatus::Ready as i32, id])?;
+            }
+            tx.execute("UPDATE cases SET body = ?1 WHERE case_number = ?2", params![prost::Message::encode_to_vec(&case), case_number])?;
+            for e in events {
+                tx.execute(
+                    "INSERT INTO case_events (case_number, seq, at_ms, kind, task_id, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![case_number, e.seq, now_ms, e.kind, e.task_id, e.detail],
+                )?;
+            }
+            tx.commit()?;
+            Ok(Some(released))
         })
         .await
     }
