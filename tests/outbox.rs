@@ -174,7 +174,7 @@ async fn qiye_kaiban_releases_later_tasks_only_after_qy_sl_is_approved(backend: 
         assert_eq!(message.prerequisites[0].item_code, "QY-SL");
         assert_eq!(
             message.prerequisites[0].results,
-            [licence.clone()],
+            std::slice::from_ref(&licence),
             "{item} carries the 营业执照 of QY-SL"
         );
     }
