@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/yichuang/v1/case.proto",
         "proto/yichuang/v1/case_service.proto",
         "proto/yichuang/v1/bus.proto",
+        "proto/yichuang/v1/admin.proto",
     ];
     println!("cargo:rerun-if-changed=proto");
     if std::env::var_os("PROTOC").is_none() && which_protoc().is_none() {

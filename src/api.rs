@@ -17,11 +17,13 @@ use crate::catalog::Catalog;
 use crate::config::GatewayConfig;
 use crate::intake::normalise;
 use crate::intake::{Intake, IntakeError, Outcome, content_hash};
+use crate::proto::v1::admin_service_server::{AdminService, AdminServiceServer};
 use crate::proto::v1::case_service_server::{CaseService, CaseServiceServer};
 use crate::proto::v1::{
     CaseStatus, GetCaseRequest, GetCaseResponse, ListCasesRequest, ListCasesResponse,
     PreCheckRequest, PreCheckResponse, Submission, SubmitRequest, SubmitResponse,
 };
+use crate::proto::v1::{StatusRequest, StatusResponse};
 use crate::sla::Calendar;
 use crate::store::{Attempt, Evaluated, ListQuery, Store, StoreError, SubmitCommand, SubmitResult};
 
@@ -40,6 +42,8 @@ pub struct Gateway {
     pub relay: Option<(crate::config::BusConfig, crate::bus::Topology)>,
     /// Wakes the relay when a case is accepted, so tasks leave without waiting for its poll.
     pub wake: Arc<tokio::sync::Notify>,
+    /// The relay's view of the broker.
+    pub relay_status: Arc<crate::outbox::RelayStatus>,
 }
 
 /// Why the gateway could not start.
@@ -74,6 +78,7 @@ impl Gateway {
             max_message_bytes: config.server.max_message_bytes,
             relay,
             wake: Arc::new(tokio::sync::Notify::new()),
+            relay_status: Arc::new(crate::outbox::RelayStatus::default()),
         })
     }
 }
@@ -93,6 +98,15 @@ pub async fn serve(
             let mut serving = true;
             loop {
                 tokio::time::sleep(HEALTH_INTERVAL).await;
+                // `yichuang.bus` follows the relay's broker connection; Submit does not depend on it.
+                if gateway.relay.is_some() {
+                    let status = if gateway.relay_status.get().0 {
+                        tonic_health::ServingStatus::Serving
+                    } else {
+                        tonic_health::ServingStatus::NotServing
+                    };
+                    health.set_service_status("yichuang.bus", status).await;
+                }
                 let ok = matches!(
                     tokio::time::timeout(HEALTH_INTERVAL, gateway.store.ping()).await,
                     Ok(Ok(()))
@@ -116,6 +130,7 @@ pub async fn serve(
             topology,
             config,
             gateway.wake.clone(),
+            gateway.relay_status.clone(),
         ))
     });
     let reflection = tonic_reflection::server::Builder::configure()
@@ -124,6 +139,7 @@ pub async fn serve(
         .build_v1()
         .expect("the embedded descriptor set is valid");
     let limit = gateway.max_message_bytes;
+    let admin_gateway = gateway.clone();
     let cases = CaseServiceServer::new(CaseApi { gateway })
         .max_decoding_message_size(limit)
         .max_encoding_message_size(64 * 1024 * 1024);
@@ -134,6 +150,9 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(cases)
+        .add_service(AdminServiceServer::new(AdminApi {
+            gateway: admin_gateway,
+        }))
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await;
     watcher.abort();
@@ -185,6 +204,31 @@ fn size_limit_status<B>(mut response: http::Response<B>, limit: usize) -> http::
         }
     }
     response
+}
+
+/// The `AdminService` implementation.
+pub struct AdminApi {
+    gateway: Arc<Gateway>,
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminApi {
+    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let store = &self.gateway.store;
+        let (store_ok, store_error, backlog) = match store.outbox_backlog().await {
+            Ok(n) => (true, String::new(), n),
+            Err(e) => (false, e.to_string(), -1),
+        };
+        let (broker_connected, broker_error) = self.gateway.relay_status.get();
+        Ok(Response::new(StatusResponse {
+            store_ok,
+            store_error,
+            relay_enabled: self.gateway.relay.is_some(),
+            broker_connected,
+            broker_error,
+            outbox_backlog: backlog,
+        }))
+    }
 }
 
 /// The `CaseService` implementation.

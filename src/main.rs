@@ -54,6 +54,16 @@ enum Command {
         #[command(subcommand)]
         command: CalendarCommand,
     },
+    /// Prints a gateway's state: store, broker connection, outbox backlog (JSON).
+    Status {
+        /// Gateway address.
+        #[arg(
+            long,
+            default_value = "http://127.0.0.1:50051",
+            env = "YICHUANG_SERVER"
+        )]
+        server: String,
+    },
     /// Operates the RabbitMQ bus.
     Bus {
         #[command(subcommand)]
@@ -225,6 +235,21 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Case { server, command } => case_command(&server, command).await,
+        Command::Status { server } => {
+            let mut client =
+                yichuang::proto::v1::admin_service_client::AdminServiceClient::connect(
+                    server.clone(),
+                )
+                .await
+                .with_context(|| format!("cannot connect to {server}"))?;
+            let status = client
+                .status(yichuang::proto::v1::StatusRequest {})
+                .await
+                .map_err(grpc_failure)?
+                .into_inner();
+            print_json(&status)?;
+            Ok(0)
+        }
         Command::Bus {
             command: BusCommand::Declare { config },
         } => {

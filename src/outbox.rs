@@ -73,9 +73,32 @@ fn properties(item: &OutboxItem) -> BasicProperties {
         .with_headers(headers)
 }
 
+/// What the relay knows of the broker, for health and `AdminService.Status`.
+#[derive(Debug, Default)]
+pub struct RelayStatus {
+    state: std::sync::Mutex<(bool, String)>,
+}
+
+impl RelayStatus {
+    /// Whether the relay is connected, and its last error.
+    pub fn get(&self) -> (bool, String) {
+        self.state.lock().expect("relay status lock").clone()
+    }
+
+    fn set(&self, connected: bool, error: String) {
+        *self.state.lock().expect("relay status lock") = (connected, error);
+    }
+}
+
 /// Runs the relay until the task is dropped: connects (and reconnects with backoff), declares
 /// the topology, and publishes whenever `wake` is notified or every 500 ms.
-pub async fn run(store: Store, topology: Topology, config: BusConfig, wake: Arc<Notify>) {
+pub async fn run(
+    store: Store,
+    topology: Topology,
+    config: BusConfig,
+    wake: Arc<Notify>,
+    status: Arc<RelayStatus>,
+) {
     let timeout = Duration::from_secs(config.timeout_secs);
     let mut backoff = Duration::from_millis(500);
     loop {
@@ -85,6 +108,7 @@ pub async fn run(store: Store, topology: Topology, config: BusConfig, wake: Arc<
                 c
             }
             Err(e) => {
+                status.set(false, e.clone());
                 warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "outbox relay cannot reach the broker");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
@@ -92,6 +116,7 @@ pub async fn run(store: Store, topology: Topology, config: BusConfig, wake: Arc<
             }
         };
         info!("outbox relay connected");
+        status.set(true, String::new());
         let names = Names::new(&config.prefix);
         loop {
             match relay_once(&store, &channel, &names, timeout).await {
@@ -101,6 +126,7 @@ pub async fn run(store: Store, topology: Topology, config: BusConfig, wake: Arc<
                 Ok(n) => debug!(published = n, "outbox relay published"),
                 Err(e) => {
                     warn!(error = %e, "outbox relay lost the broker; reconnecting");
+                    status.set(false, e);
                     break;
                 }
             }
