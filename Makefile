@@ -28,7 +28,7 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 bench: services
-	. ./$(SERVICES_ENV) && $(CARGO) bench --bench intake
+	. ./$(SERVICES_ENV) && $(CARGO) bench --bench intake && $(CARGO) bench --bench relay
 
 clean:
 	$(CARGO) clean

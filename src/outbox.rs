@@ -21,7 +21,7 @@ use crate::proto::v1::TaskMessage;
 use crate::store::{OutboxItem, Store};
 
 /// Tasks leased and published per round.
-const BATCH: usize = 256;
+const BATCH: usize = 1024;
 /// How long a leased task is left to its relay before another may take it.
 const LEASE_MS: i64 = 30_000;
 /// How often the relay looks for work when nobody wakes it.

@@ -1,0 +1,193 @@
+//! Publishing rate of the outbox relay against a raw lapin publisher with confirms, in the same
+//! run, to the same kind of queue (a department's quorum queue), with messages of the same size
+//! (a kai-canguan `TaskMessage`). The raw publisher sends windows of 256 messages and then waits
+//! for their confirms, as the relay does; the relay also leases its rows from the store and marks
+//! them dispatched. Needs RabbitMQ (`make bench` starts it); `YICHUANG_BENCH_TASKS` sets the
+//! number of tasks (default 10,000).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lapin::BasicProperties;
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, QueueDeleteOptions, QueuePurgeOptions,
+};
+use prost::Message;
+use yichuang::bus::{Names, Topology};
+use yichuang::catalog::Catalog;
+use yichuang::config::{BusConfig, IntakeConfig, StoreConfig};
+use yichuang::intake::{Intake, Outcome, content_hash};
+use yichuang::proto::v1::Submission;
+use yichuang::sla::Calendar;
+use yichuang::store::{Attempt, Evaluated, Store, SubmitCommand};
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("relay bench: run with `make bench` (needs RabbitMQ)");
+        return;
+    }
+    let url =
+        std::env::var("YICHUANG_TEST_AMQP_URL").expect("YICHUANG_TEST_AMQP_URL: run `make bench`");
+    let tasks: usize = std::env::var("YICHUANG_BENCH_TASKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let catalog = Arc::new(Catalog::load(&root.join("config/catalog")).unwrap());
+        let calendar = Arc::new(Calendar::load(&root.join("config/calendar")).unwrap());
+        let intake = Intake::new(catalog.clone(), calendar, IntakeConfig::default()).unwrap();
+        let bus = BusConfig {
+            url,
+            prefix: format!("bench{}", uuid::Uuid::new_v4().simple()),
+            ..BusConfig::default()
+        };
+        let topology = Topology::for_catalog(&catalog, &bus);
+        let names = Names::new(&bus.prefix);
+        let connection = yichuang::bus::connect(&bus).await.expect("RabbitMQ");
+        let channel = connection.create_channel().await.unwrap();
+        topology
+            .declare(&channel, Duration::from_secs(10))
+            .await
+            .unwrap();
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+
+        // Fill the outbox: tasks / 2 kai-canguan cases, two tasks each (scjg and xf).
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreConfig::Sqlite {
+            path: dir.path().join("relay.db"),
+        })
+        .await
+        .unwrap();
+        let base: Submission = serde_json::from_str(
+            &std::fs::read_to_string(root.join("examples/cases/kai-canguan.json")).unwrap(),
+        )
+        .unwrap();
+        let mut fills = Vec::new();
+        for lane in 0..16 {
+            let (store, intake, base) = (store.clone(), intake.clone(), base.clone());
+            fills.push(tokio::spawn(async move {
+                for n in (lane..tasks / 2).step_by(16) {
+                    let mut s = base.clone();
+                    s.submission_id = format!("relay-{n}");
+                    let hash = content_hash(&s);
+                    let Ok(Outcome::Acceptable(plan)) = intake.evaluate(s, chrono::Utc::now())
+                    else {
+                        panic!("acceptable")
+                    };
+                    let attempt = Attempt {
+                        submission_id: format!("relay-{n}"),
+                        content_hash: hash,
+                        hall_code: "h".into(),
+                        window_code: "w".into(),
+                        clerk_staff_no: "c".into(),
+                        at: chrono::Utc::now(),
+                    };
+                    store
+                        .submit(SubmitCommand {
+                            attempt,
+                            evaluated: Evaluated::Accept(plan),
+                        })
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for f in fills {
+            f.await.unwrap();
+        }
+        let sample = store
+            .claim_ready(1, 1)
+            .await
+            .unwrap()
+            .pop()
+            .expect("a task");
+        let body = yichuang::outbox::task_message(&sample)
+            .unwrap()
+            .encode_to_vec();
+        tokio::time::sleep(Duration::from_millis(5)).await; // the 1 ms lease of the sample runs out
+
+        // Raw lapin: the same number of messages of the same size, windows of 256 confirms.
+        let queue = names.task_queue("scjg");
+        let started = Instant::now();
+        let mut sent = 0;
+        while sent < tasks {
+            let mut confirms = Vec::with_capacity(256);
+            for _ in 0..256.min(tasks - sent) {
+                let props = BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_message_id(format!("raw-{sent}").into());
+                let c = channel
+                    .basic_publish(
+                        names.tasks_exchange().into(),
+                        "scjg".into(),
+                        BasicPublishOptions::default(),
+                        &body,
+                        props,
+                    )
+                    .await
+                    .unwrap();
+                confirms.push(c);
+                sent += 1;
+            }
+            for c in confirms {
+                assert!(c.await.unwrap().is_ack());
+            }
+        }
+        let raw = tasks as f64 / started.elapsed().as_secs_f64();
+        channel
+            .queue_purge(queue.as_str().into(), QueuePurgeOptions::default())
+            .await
+            .unwrap();
+
+        // The relay drains the outbox.
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let status = Arc::new(yichuang::outbox::RelayStatus::default());
+        let started = Instant::now();
+        let relay = tokio::spawn(yichuang::outbox::run(
+            store.clone(),
+            topology.clone(),
+            bus.clone(),
+            wake.clone(),
+            status,
+        ));
+        wake.notify_one();
+        while store.outbox_backlog().await.unwrap() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let relayed = tasks as f64 / started.elapsed().as_secs_f64();
+        relay.abort();
+
+        println!(
+            "publishing {tasks} tasks of {} bytes to quorum queues with confirms",
+            body.len()
+        );
+        println!("raw lapin publisher          {raw:>9.0} msg/s");
+        println!(
+            "outbox relay (store + broker) {relayed:>8.0} msg/s   ratio {:.2}",
+            relayed / raw
+        );
+        println!(
+            "goal: relay >= 0.80 of the raw publisher: {:.2} ({})",
+            relayed / raw,
+            if relayed / raw >= 0.8 {
+                "met"
+            } else {
+                "not met"
+            }
+        );
+        for q in &topology.queues {
+            let _ = channel
+                .queue_delete(q.name.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        let _ = connection.close(200, "done".into()).await;
+    });
+}
