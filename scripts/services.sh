@@ -69,7 +69,11 @@ if [ "$want_mq" = 1 ]; then
   if ! rabbitmq-diagnostics -q ping >/dev/null 2>&1; then
     sudo_ rabbitmq-server -detached >/dev/null 2>&1 || true
   fi
+  # `ping` answers as soon as the Erlang node is up, before the broker has booted and opened
+  # its AMQP listener; wait for both, or the first test to connect may find the port closed.
   wait_for 120 "RabbitMQ" rabbitmq-diagnostics -q ping
+  sudo_ rabbitmqctl -q await_startup --timeout 120 >/dev/null
+  wait_for 60 "RabbitMQ's AMQP listener" rabbitmq-diagnostics -q check_port_listener 5672
   set_env YICHUANG_TEST_AMQP_URL "amqp://guest:guest@127.0.0.1:5672/%2f"
   echo "services: RabbitMQ $(rabbitmq-diagnostics -q server_version 2>/dev/null || echo up)"
 fi
