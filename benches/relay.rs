@@ -88,6 +88,7 @@ fn main() {
                         hall_code: "h".into(),
                         window_code: "w".into(),
                         clerk_staff_no: "c".into(),
+                        trace_id: yichuang::trace::new_trace_id(),
                         at: chrono::Utc::now(),
                     };
                     store

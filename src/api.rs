@@ -309,6 +309,12 @@ impl CaseService for CaseApi {
         &self,
         request: Request<SubmitRequest>,
     ) -> Result<Response<SubmitResponse>, Status> {
+        let trace_id = request
+            .metadata()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::trace::trace_id_of)
+            .map_or_else(crate::trace::new_trace_id, str::to_string);
         let s = self.submission(request.into_inner().submission)?;
         let now = Utc::now();
         // Identifiers as normalisation writes them on the case, so that lists and the audit
@@ -324,6 +330,7 @@ impl CaseService for CaseApi {
                 .as_ref()
                 .map(|c| code(&c.staff_no))
                 .unwrap_or_default(),
+            trace_id,
             at: now,
         };
         let submission_id = attempt.submission_id.clone();

@@ -41,7 +41,7 @@ pub struct Accepted {
 }
 
 /// Builds the case, its tasks, receipt and first history entries from a plan and the case number.
-pub fn accept(plan: &Plan, case_number: &str) -> Accepted {
+pub fn accept(plan: &Plan, case_number: &str, trace_id: &str) -> Accepted {
     let task_id = |i: usize| format!("{case_number}-{:02}", i + 1);
     let tasks: Vec<Task> = plan
         .tasks
@@ -84,6 +84,7 @@ pub fn accept(plan: &Plan, case_number: &str) -> Accepted {
         promised_deadline: plan.promised_deadline.to_string(),
         bundle_code: s.bundle_code.clone(),
         acceptance_status_code: 1,
+        trace_id: trace_id.to_string(),
     };
     let receipt = Receipt {
         case_number: case_number.to_string(),

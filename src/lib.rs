@@ -30,6 +30,7 @@ pub mod privacy;
 pub mod sla;
 pub mod store;
 pub mod telemetry;
+pub mod trace;
 
 /// The canonical schema, generated from `proto/`.
 pub mod proto {

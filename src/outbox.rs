@@ -65,6 +65,10 @@ fn properties(item: &OutboxItem) -> BasicProperties {
     headers.insert(ShortString::from("department"), text(&item.department));
     // Our own attempt counter (x-death is not relied on); the relay's publish is attempt 1.
     headers.insert(ShortString::from("attempt"), AMQPValue::LongInt(1));
+    headers.insert(
+        ShortString::from("traceparent"),
+        text(&crate::trace::traceparent(&item.case.trace_id)),
+    );
     BasicProperties::default()
         .with_delivery_mode(2)
         .with_message_id(item.task_id.as_str().into())
@@ -119,7 +123,14 @@ pub async fn run(
         status.set(true, String::new());
         let names = Names::new(&config.prefix);
         loop {
-            match relay_once(&store, &channel, &names, timeout).await {
+            let round = match relay_once(&store, &channel, &names, timeout).await {
+                // Tasks first, then the history entries their dispatch produced.
+                Ok(n) => relay_events(&store, &channel, &names, timeout)
+                    .await
+                    .map(|m| n + m),
+                Err(e) => Err(e),
+            };
+            match round {
                 Ok(0) => {
                     let _ = tokio::time::timeout(POLL, wake.notified()).await;
                 }
@@ -155,6 +166,98 @@ async fn open(
         .await
         .map_err(|e| e.to_string())?;
     Ok((connection, channel))
+}
+
+/// Routing key of a history entry on the events exchange: `task.<what>` for task entries
+/// (`task-dispatched` → `task.dispatched`), `case.<kind>` for the others (`case.accepted`).
+pub fn event_routing_key(kind: &str) -> String {
+    match kind.strip_prefix("task-") {
+        Some(what) => format!("task.{what}"),
+        None => format!("case.{kind}"),
+    }
+}
+
+/// Content type of event messages.
+pub const EVENT_CONTENT_TYPE: &str = "application/x-protobuf; proto=yichuang.v1.EventMessage";
+
+/// Publishes one batch of history entries to the events exchange; returns how many were confirmed.
+async fn relay_events(
+    store: &Store,
+    channel: &Channel,
+    names: &Names,
+    timeout: Duration,
+) -> Result<usize, String> {
+    let items = match store.claim_events(BATCH, LEASE_MS).await {
+        Ok(items) => items,
+        Err(e) => {
+            warn!(error = %e, "outbox relay cannot read the history");
+            return Ok(0);
+        }
+    };
+    if items.is_empty() {
+        return Ok(0);
+    }
+    let exchange = names.events_exchange();
+    let mut pending = Vec::with_capacity(items.len());
+    for item in items {
+        let key = event_routing_key(&item.event.kind);
+        let id = format!("{}:{}", item.case_number, item.event.seq);
+        let mut headers = FieldTable::default();
+        headers.insert(
+            ShortString::from("case-id"),
+            AMQPValue::LongString(item.case_number.as_str().into()),
+        );
+        headers.insert(
+            ShortString::from("traceparent"),
+            AMQPValue::LongString(crate::trace::traceparent(&item.trace_id).into()),
+        );
+        if !item.event.task_id.is_empty() {
+            headers.insert(
+                ShortString::from("task-id"),
+                AMQPValue::LongString(item.event.task_id.as_str().into()),
+            );
+        }
+        let body = crate::proto::v1::EventMessage {
+            case_number: item.case_number.clone(),
+            hall_code: item.hall_code,
+            window_code: item.window_code,
+            event: Some(item.event.clone()),
+        }
+        .encode_to_vec();
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_message_id(id.as_str().into())
+            .with_content_type(EVENT_CONTENT_TYPE.into())
+            .with_headers(headers);
+        let publish = channel.basic_publish(
+            exchange.as_str().into(),
+            key.as_str().into(),
+            BasicPublishOptions::default(),
+            &body,
+            properties,
+        );
+        let confirm = tokio::time::timeout(timeout, publish)
+            .await
+            .map_err(|_| format!("publish timed out after {timeout:?}"))?
+            .map_err(|e| e.to_string())?;
+        pending.push(((item.case_number, item.event.seq), confirm));
+    }
+    let mut confirmed = Vec::with_capacity(pending.len());
+    for (key, confirm) in pending {
+        match tokio::time::timeout(timeout, confirm).await {
+            Ok(Ok(c)) if c.is_ack() => confirmed.push(key),
+            Ok(Ok(_)) => {
+                warn!(case = %key.0, seq = key.1, "broker refused an event; it is published again after its lease")
+            }
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err(format!("no confirm within {timeout:?}")),
+        }
+    }
+    let n = confirmed.len();
+    if let Err(e) = store.mark_events_published(confirmed).await {
+        warn!(error = %e, "outbox relay cannot mark events published");
+    }
+    Ok(n)
 }
 
 /// Publishes one batch; returns how many tasks were confirmed. A store error is logged and

@@ -21,18 +21,23 @@ use support::broker::{Broker, amqp_url, header, start, text_header};
 
 async fn kai_canguan_tasks_reach_scjg_and_xf_with_their_headers(backend: Backend) {
     let (mut gw, bus) = start(backend, amqp_url()).await;
-    let answer = gw
-        .client
-        .submit(SubmitRequest {
-            submission: Some(example("kai-canguan")),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    // The window's request belongs to a trace; the departments' messages join it.
+    let window_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut request = tonic::Request::new(SubmitRequest {
+        submission: Some(example("kai-canguan")),
+    });
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{window_trace}-00f067aa0ba902b7-01")
+            .parse()
+            .unwrap(),
+    );
+    let answer = gw.client.submit(request).await.unwrap().into_inner();
     let Some(Outcome::Receipt(receipt)) = answer.outcome else {
         panic!("accepted")
     };
     let broker = Broker::open(&bus).await;
+    let mut spans = std::collections::HashSet::new();
     for (department, item) in [("scjg", "SP-JY"), ("xf", "XF-JC")] {
         let m = broker
             .next(department, Duration::from_secs(15))
@@ -54,6 +59,16 @@ async fn kai_canguan_tasks_reach_scjg_and_xf_with_their_headers(backend: Backend
         assert_eq!(text_header(&m, "task-id"), task.task_id);
         assert_eq!(text_header(&m, "department"), department);
         assert_eq!(header(&m, "attempt"), Some(&AMQPValue::LongInt(1)));
+        let traceparent = text_header(&m, "traceparent");
+        assert_eq!(
+            yichuang::trace::trace_id_of(&traceparent),
+            Some(window_trace),
+            "{traceparent} continues the window's trace"
+        );
+        assert!(
+            spans.insert(traceparent),
+            "each publish is a span of its own"
+        );
         let message = TaskMessage::decode(m.delivery.data.as_slice()).expect("a TaskMessage");
         assert_eq!(message.case_number, receipt.case_number);
         assert_eq!(message.task.unwrap().item_code, item);
@@ -243,7 +258,114 @@ async fn submit_keeps_accepting_while_the_broker_is_unreachable(backend: Backend
     gw.stop().await;
 }
 
+async fn every_status_change_reaches_the_events_exchange(backend: Backend) {
+    let (mut gw, bus) = start(backend, amqp_url()).await;
+    let broker = Broker::open(&bus).await;
+    // Another system's queue, bound to every event.
+    let queue = format!("{}.test-events", bus.prefix);
+    broker
+        .channel
+        .queue_declare(
+            queue.as_str().into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    broker
+        .channel
+        .queue_bind(
+            queue.as_str().into(),
+            broker.names.events_exchange().into(),
+            "#".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let answer = gw
+        .client
+        .submit(SubmitRequest {
+            submission: Some(example("kai-canguan")),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(Outcome::Receipt(receipt)) = answer.outcome else {
+        panic!("accepted")
+    };
+
+    let trace_id = gw
+        .client
+        .get_case(GetCaseRequest {
+            case_number: receipt.case_number.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .case
+        .unwrap()
+        .trace_id;
+    assert_eq!(trace_id.len(), 32, "a case keeps a trace id: {trace_id:?}");
+    let mut keys = Vec::new();
+    let mut ids = std::collections::HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while keys.len() < 5 {
+        assert!(Instant::now() < deadline, "events so far: {keys:?}");
+        let got = broker
+            .channel
+            .basic_get(
+                queue.as_str().into(),
+                lapin::options::BasicGetOptions { no_ack: true },
+            )
+            .await
+            .unwrap();
+        let Some(m) = got else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let event = yichuang::proto::v1::EventMessage::decode(m.delivery.data.as_slice()).unwrap();
+        assert_eq!(event.case_number, receipt.case_number);
+        assert_eq!(event.window_code, "W03");
+        assert_eq!(
+            yichuang::trace::trace_id_of(&text_header(&m, "traceparent")),
+            Some(trace_id.as_str()),
+            "events join the case's trace"
+        );
+        assert!(
+            ids.insert(
+                m.delivery
+                    .properties
+                    .message_id()
+                    .as_ref()
+                    .unwrap()
+                    .to_string()
+            ),
+            "each event once"
+        );
+        keys.push(m.delivery.routing_key.to_string());
+    }
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "case.accepted",
+            "task.dispatched",
+            "task.dispatched",
+            "task.ready",
+            "task.ready"
+        ]
+    );
+    let _ = broker
+        .channel
+        .queue_delete(queue.as_str().into(), Default::default())
+        .await;
+    broker.remove().await;
+    gw.stop().await;
+}
+
 on_both_stores!(
+    every_status_change_reaches_the_events_exchange,
     kai_canguan_tasks_reach_scjg_and_xf_with_their_headers,
     qiye_kaiban_releases_later_tasks_only_after_qy_sl_is_approved,
     submit_keeps_accepting_while_the_broker_is_unreachable,

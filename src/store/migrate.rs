@@ -11,6 +11,10 @@ pub(super) const SQLITE: &[(&str, &str)] = &[
         "0002_outbox",
         include_str!("../../migrations/sqlite/0002_outbox.sql"),
     ),
+    (
+        "0003_event_outbox",
+        include_str!("../../migrations/sqlite/0003_event_outbox.sql"),
+    ),
 ];
 
 /// Migrations of the PostgreSQL engine, in order.
@@ -22,6 +26,10 @@ pub(super) const POSTGRES: &[(&str, &str)] = &[
     (
         "0002_outbox",
         include_str!("../../migrations/postgres/0002_outbox.sql"),
+    ),
+    (
+        "0003_event_outbox",
+        include_str!("../../migrations/postgres/0003_event_outbox.sql"),
     ),
 ];
 

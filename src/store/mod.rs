@@ -48,6 +48,8 @@ pub struct Attempt {
     pub hall_code: String,
     pub window_code: String,
     pub clerk_staff_no: String,
+    /// W3C trace id the accepted case keeps (see [`crate::trace`]).
+    pub trace_id: String,
     /// The gateway's clock at the attempt.
     pub at: DateTime<Utc>,
 }
@@ -84,6 +86,17 @@ pub struct OutboxItem {
     pub department: String,
     /// The case the task belongs to (the message carries the submission and the task).
     pub case: Case,
+}
+
+/// A history entry the relay must publish to the events exchange.
+#[derive(Debug, Clone)]
+pub struct EventItem {
+    pub case_number: String,
+    pub hall_code: String,
+    pub window_code: String,
+    /// The case's W3C trace id.
+    pub trace_id: String,
+    pub event: CaseEvent,
 }
 
 /// Marks `task_ids` dispatched in the case record and returns the history entries to append
@@ -227,8 +240,8 @@ struct CaseRows {
     accepted_at_ms: i64,
 }
 
-fn case_rows(plan: &Plan, case_number: &str) -> CaseRows {
-    let accepted = case::accept(plan, case_number);
+fn case_rows(plan: &Plan, case_number: &str, trace_id: &str) -> CaseRows {
+    let accepted = case::accept(plan, case_number, trace_id);
     let body = accepted.case.encode_to_vec();
     let item_codes = accepted
         .case
@@ -399,6 +412,28 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.approve_task(task_id.to_string(), results, now).await,
             Store::Postgres(s) => s.approve_task(task_id, results, now).await,
+        }
+    }
+
+    /// Leases up to `limit` unpublished history entries to the relay, oldest first.
+    pub async fn claim_events(
+        &self,
+        limit: usize,
+        lease_ms: i64,
+    ) -> Result<Vec<EventItem>, StoreError> {
+        let now = Utc::now().timestamp_millis();
+        match self {
+            Store::Sqlite(s) => s.claim_events(limit, now, lease_ms).await,
+            Store::Postgres(s) => s.claim_events(limit, now, lease_ms).await,
+        }
+    }
+
+    /// Marks history entries published after the broker confirmed them.
+    pub async fn mark_events_published(&self, keys: Vec<(String, i64)>) -> Result<(), StoreError> {
+        let now = Utc::now().timestamp_millis();
+        match self {
+            Store::Sqlite(s) => s.mark_events_published(keys, now).await,
+            Store::Postgres(s) => s.mark_events_published(keys, now).await,
         }
     }
 

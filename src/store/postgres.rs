@@ -173,7 +173,11 @@ impl PgStore {
                     max: MAX_DAILY_SEQUENCE,
                 });
             }
-            rows = Some(case_rows(plan, &case::case_number(&prefix, seq as u32)));
+            rows = Some(case_rows(
+                plan,
+                &case::case_number(&prefix, seq as u32),
+                &c.attempt.trace_id,
+            ));
         }
         let tx = client.transaction().await?;
         let result = record(&tx, &c, rows.as_ref()).await?;
@@ -339,6 +343,69 @@ impl PgStore {
         }
         tx.commit().await?;
         Ok(Some(released))
+    }
+
+    pub(super) async fn claim_events(
+        &self,
+        limit: usize,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<super::EventItem>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let statement = client
+            .prepare_cached(
+                "WITH pending AS (
+                   SELECT case_number, seq FROM case_events
+                   WHERE published_at_ms IS NULL AND (lease_until_ms IS NULL OR lease_until_ms < $2)
+                   ORDER BY case_number, seq LIMIT $3 FOR UPDATE SKIP LOCKED)
+                 UPDATE case_events e SET lease_until_ms = $1 FROM pending
+                 WHERE e.case_number = pending.case_number AND e.seq = pending.seq
+                 RETURNING e.case_number, e.seq, e.at_ms, e.kind, e.task_id, e.detail,
+                   (SELECT hall_code FROM cases c WHERE c.case_number = e.case_number),
+                   (SELECT window_code FROM cases c WHERE c.case_number = e.case_number),
+                   (SELECT trace_id FROM cases c WHERE c.case_number = e.case_number)",
+            )
+            .await?;
+        let rows = client
+            .query(
+                &statement,
+                &[&(now_ms + lease_ms), &now_ms, &(limit as i64)],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| super::EventItem {
+                case_number: r.get(0),
+                event: CaseEvent {
+                    seq: r.get(1),
+                    at: ms_to_timestamp(r.get(2)),
+                    kind: r.get(3),
+                    task_id: r.get(4),
+                    detail: r.get(5),
+                },
+                hall_code: r.get(6),
+                window_code: r.get(7),
+                trace_id: r.get(8),
+            })
+            .collect())
+    }
+
+    pub(super) async fn mark_events_published(
+        &self,
+        keys: Vec<(String, i64)>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let (cases, seqs): (Vec<String>, Vec<i64>) = keys.into_iter().unzip();
+        client
+            .execute(
+                "UPDATE case_events e SET published_at_ms = $1, lease_until_ms = NULL
+                 FROM unnest($2::text[], $3::bigint[]) AS k(case_number, seq)
+                 WHERE e.case_number = k.case_number AND e.seq = k.seq",
+                &[&now_ms, &cases, &seqs],
+            )
+            .await?;
+        Ok(())
     }
 
     pub(super) async fn outbox_backlog(&self) -> Result<i64, StoreError> {
@@ -561,10 +628,10 @@ async fn insert_case(
     let case = &rows.accepted.case;
     exec(
         tx,
-        "INSERT INTO cases (case_number, submission_id, hall_code, window_code, status, accepted_at_ms, promised_deadline, item_codes, body)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "INSERT INTO cases (case_number, submission_id, hall_code, window_code, status, accepted_at_ms, promised_deadline, item_codes, body, trace_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         &[&number, &c.attempt.submission_id, &c.attempt.hall_code, &c.attempt.window_code, &case.status, &rows.accepted_at_ms,
-          &case.promised_deadline, &rows.item_codes, &rows.body],
+          &case.promised_deadline, &rows.item_codes, &rows.body, &c.attempt.trace_id],
     )
     .await?;
     let task_stmt = tx

@@ -256,7 +256,7 @@ impl SqliteStore {
                     max: MAX_DAILY_SEQUENCE,
                 });
             }
-            let rows = case_rows(plan, &case::case_number(&prefix, seq));
+            let rows = case_rows(plan, &case::case_number(&prefix, seq), &attempt.trace_id);
             case = Some((prefix, seq, rows));
         }
         self.record(Job {
@@ -379,6 +379,56 @@ impl SqliteStore {
             }
             tx.commit()?;
             Ok(Some(released))
+        })
+        .await
+    }
+
+    pub(super) async fn claim_events(
+        &self,
+        limit: usize,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<super::EventItem>, StoreError> {
+        self.write(move |conn| {
+            let tx = conn.transaction()?;
+            let rows: Vec<(String, i64, i64, String, String, String)> = tx
+                .prepare_cached(
+                    "UPDATE case_events SET lease_until_ms = ?1 WHERE rowid IN (
+                       SELECT rowid FROM case_events WHERE published_at_ms IS NULL AND (lease_until_ms IS NULL OR lease_until_ms < ?2)
+                       ORDER BY rowid LIMIT ?3)
+                     RETURNING case_number, seq, at_ms, kind, task_id, detail",
+                )?
+                .query_map(params![now_ms + lease_ms, now_ms, limit as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                })?
+                .collect::<Result<_, _>>()?;
+            let mut items = Vec::with_capacity(rows.len());
+            for (case_number, seq, at_ms, kind, task_id, detail) in rows {
+                let (hall_code, window_code, trace_id): (String, String, String) = tx
+                    .prepare_cached("SELECT hall_code, window_code, trace_id FROM cases WHERE case_number = ?1")?
+                    .query_row([&case_number], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                let event = CaseEvent { seq, at: ms_to_timestamp(at_ms), kind, task_id, detail };
+                items.push(super::EventItem { case_number, hall_code, window_code, trace_id, event });
+            }
+            tx.commit()?;
+            Ok(items)
+        })
+        .await
+    }
+
+    pub(super) async fn mark_events_published(
+        &self,
+        keys: Vec<(String, i64)>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            let tx = conn.transaction()?;
+            for (case_number, seq) in keys {
+                tx.prepare_cached("UPDATE case_events SET published_at_ms = ?1, lease_until_ms = NULL WHERE case_number = ?2 AND seq = ?3")?
+                    .execute(params![now_ms, case_number, seq])?;
+            }
+            tx.commit()?;
+            Ok(())
         })
         .await
     }
@@ -713,12 +763,12 @@ fn upsert_submission(
 fn insert_case(db: &Connection, c: &Job, number: &str, rows: &CaseRows) -> Result<(), StoreError> {
     let case = &rows.accepted.case;
     db.prepare_cached(
-        "INSERT INTO cases (case_number, submission_id, hall_code, window_code, status, accepted_at_ms, promised_deadline, item_codes, body)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO cases (case_number, submission_id, hall_code, window_code, status, accepted_at_ms, promised_deadline, item_codes, body, trace_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         number, c.attempt.submission_id, c.attempt.hall_code, c.attempt.window_code, case.status, rows.accepted_at_ms,
-        case.promised_deadline, rows.item_codes, rows.body
+        case.promised_deadline, rows.item_codes, rows.body, c.attempt.trace_id
     ])?;
     let mut task_stmt = db.prepare_cached(
         "INSERT INTO tasks (task_id, case_number, department, item_code, status, depends_on, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
