@@ -215,10 +215,12 @@ pub struct AdminApi {
 impl AdminService for AdminApi {
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let store = &self.gateway.store;
-        let (store_ok, store_error, backlog) = match store.outbox_backlog().await {
-            Ok(n) => (true, String::new(), n),
-            Err(e) => (false, e.to_string(), -1),
-        };
+        let backlogs = async { Ok((store.outbox_backlog().await?, store.events_backlog().await?)) };
+        let (store_ok, store_error, (backlog, events_backlog)) =
+            match backlogs.await as Result<_, crate::store::StoreError> {
+                Ok(n) => (true, String::new(), n),
+                Err(e) => (false, e.to_string(), (-1, -1)),
+            };
         let (broker_connected, broker_error) = self.gateway.relay_status.get();
         Ok(Response::new(StatusResponse {
             store_ok,
@@ -227,6 +229,7 @@ impl AdminService for AdminApi {
             broker_connected,
             broker_error,
             outbox_backlog: backlog,
+            events_backlog,
         }))
     }
 }

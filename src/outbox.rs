@@ -1,4 +1,5 @@
-//! The outbox relay: publishes tasks whose acceptance transaction committed. It leases READY
+//! The outbox relay: publishes tasks whose acceptance transaction committed, and the case
+//! history entries (status events) written with them. It leases READY
 //! rows from the store, publishes them persistent with publisher confirms — the whole batch
 //! first, then the confirms — and marks a task dispatched only after its confirm. A crash
 //! anywhere between commit and confirm leaves the lease to run out, and the task is published
@@ -6,6 +7,7 @@
 //! what a task contains; it only moves rows to the bus.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
@@ -18,7 +20,7 @@ use tracing::{debug, info, warn};
 use crate::bus::{self, Names, Topology};
 use crate::config::BusConfig;
 use crate::proto::v1::TaskMessage;
-use crate::store::{OutboxItem, Store};
+use crate::store::{EventItem, OutboxItem, Store};
 
 /// Tasks leased and published per round.
 const BATCH: usize = 1024;
@@ -94,8 +96,13 @@ impl RelayStatus {
     }
 }
 
+/// What the relay tells operators while RabbitMQ blocks publishing.
+pub const BLOCKED: &str =
+    "RabbitMQ blocks publishing (memory or disk alarm); cases are kept in the store until it lifts";
+
 /// Runs the relay until the task is dropped: connects (and reconnects with backoff), declares
-/// the topology, and publishes whenever `wake` is notified or every 500 ms.
+/// the topology, and runs two lanes on channels of their own — tasks, woken by `wake` or every
+/// 500 ms, and status events — until either loses the broker.
 pub async fn run(
     store: Store,
     topology: Topology,
@@ -104,9 +111,12 @@ pub async fn run(
     status: Arc<RelayStatus>,
 ) {
     let timeout = Duration::from_secs(config.timeout_secs);
+    let names = Names::new(&config.prefix);
+    let events_wake = Arc::new(Notify::new());
+    let tasks_busy = Arc::new(AtomicBool::new(false));
     let mut backoff = Duration::from_millis(500);
     loop {
-        let (connection, channel) = match open(&topology, &config, timeout).await {
+        let (connection, tasks, events) = match open(&topology, &config, timeout).await {
             Ok(c) => {
                 backoff = Duration::from_millis(500);
                 c
@@ -121,51 +131,316 @@ pub async fn run(
         };
         info!("outbox relay connected");
         status.set(true, String::new());
-        let names = Names::new(&config.prefix);
-        loop {
-            let round = match relay_once(&store, &channel, &names, timeout).await {
-                // Tasks first, then the history entries their dispatch produced.
-                Ok(n) => relay_events(&store, &channel, &names, timeout)
-                    .await
-                    .map(|m| n + m),
-                Err(e) => Err(e),
-            };
-            match round {
-                Ok(0) => {
-                    let _ = tokio::time::timeout(POLL, wake.notified()).await;
-                }
-                Ok(n) => debug!(published = n, "outbox relay published"),
-                Err(e) => {
-                    warn!(error = %e, "outbox relay lost the broker; reconnecting");
-                    status.set(false, e);
-                    break;
-                }
-            }
-        }
+        let broker = Broker {
+            connection: connection.status().clone(),
+            status: status.clone(),
+            timeout,
+        };
+        let lane = |kind, channel, wake, then| Lane {
+            kind,
+            store: store.clone(),
+            channel,
+            names: names.clone(),
+            broker: broker.clone(),
+            wake,
+            then,
+            tasks_busy: tasks_busy.clone(),
+        };
+        let tasks = lane(Kind::Tasks, tasks, wake.clone(), Some(events_wake.clone()));
+        let events = lane(Kind::Events, events, events_wake.clone(), None);
+        let e = tokio::select! {
+            e = tasks.run() => e,
+            e = events.run() => e,
+        };
+        warn!(error = %e, "outbox relay lost the broker; reconnecting");
+        status.set(false, e);
         let _ = tokio::time::timeout(timeout, connection.close(0, "reconnecting".into())).await;
     }
 }
 
-/// Connects, declares the topology and opens a confirming channel.
+/// Connects, declares the topology and opens two confirming channels.
 async fn open(
     topology: &Topology,
     config: &BusConfig,
     timeout: Duration,
-) -> Result<(Connection, Channel), String> {
+) -> Result<(Connection, Channel, Channel), String> {
     let connection = bus::connect(config).await.map_err(|e| e.to_string())?;
-    let channel = connection
-        .create_channel()
-        .await
-        .map_err(|e| e.to_string())?;
+    let channel = || async {
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| e.to_string())?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(channel)
+    };
+    let (tasks, events) = (channel().await?, channel().await?);
     topology
-        .declare(&channel, timeout)
+        .declare(&tasks, timeout)
         .await
         .map_err(|e| e.to_string())?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok((connection, channel))
+    Ok((connection, tasks, events))
+}
+
+/// The broker connection as the lanes see it: every await on the broker is bounded by
+/// `timeout`, except while RabbitMQ blocks the connection (a resource alarm), which is
+/// back-pressure, not failure: the relay waits, reports it, and keeps its connection.
+#[derive(Clone)]
+struct Broker {
+    connection: lapin::ConnectionStatus,
+    status: Arc<RelayStatus>,
+    timeout: Duration,
+}
+
+impl Broker {
+    async fn wait<F: std::future::Future>(
+        &self,
+        what: &str,
+        future: F,
+    ) -> Result<F::Output, String> {
+        tokio::pin!(future);
+        let mut blocked = false;
+        loop {
+            match tokio::time::timeout(self.timeout, &mut future).await {
+                Ok(output) => {
+                    if blocked {
+                        info!("RabbitMQ lifted its alarm; the outbox relay publishes again");
+                        self.status.set(true, String::new());
+                    }
+                    return Ok(output);
+                }
+                Err(_) if self.connection.blocked() && self.connection.connected() => {
+                    if !blocked {
+                        warn!("{BLOCKED}");
+                        self.status.set(false, BLOCKED.to_string());
+                        blocked = true;
+                    }
+                }
+                Err(_) => return Err(format!("{what}: no answer within {:?}", self.timeout)),
+            }
+        }
+    }
+}
+
+/// The two kinds of outbox row.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    /// Task rows, to the tasks exchange.
+    Tasks,
+    /// Case history entries, to the events exchange.
+    Events,
+}
+
+/// Identifies a published row so it can be marked after its confirm.
+enum Key {
+    Task(String),
+    Event(String, i64),
+}
+
+/// A message ready to publish.
+struct Outgoing {
+    key: Key,
+    exchange: String,
+    routing_key: String,
+    body: Vec<u8>,
+    properties: BasicProperties,
+}
+
+/// One kind of row moving to the bus on a channel of its own.
+struct Lane {
+    kind: Kind,
+    store: Store,
+    channel: Channel,
+    names: Names,
+    broker: Broker,
+    wake: Arc<Notify>,
+    /// Woken after this lane marks rows (dispatching a task writes history entries).
+    then: Option<Arc<Notify>>,
+    /// Set while the tasks lane finds full batches: the departments' work goes first, and the
+    /// events lane waits until the tasks lane keeps up.
+    tasks_busy: Arc<AtomicBool>,
+}
+
+impl Lane {
+    /// Claims, publishes and marks until the broker fails; returns the failure. Two batches
+    /// are in flight at most: while one batch's confirms are awaited and its rows marked, the
+    /// next is claimed and published.
+    async fn run(self) -> String {
+        let mut in_flight: Option<tokio::task::JoinHandle<Result<usize, String>>> = None;
+        loop {
+            if matches!(self.kind, Kind::Events) && self.tasks_busy.load(Ordering::Relaxed) {
+                let _ = tokio::time::timeout(POLL, self.wake.notified()).await;
+                continue;
+            }
+            let batch = match self.claim().await {
+                Ok(batch) => batch,
+                Err(e) => {
+                    warn!(lane = ?self.kind, error = %e, "outbox relay cannot read the store");
+                    tokio::time::sleep(POLL).await;
+                    continue;
+                }
+            };
+            if matches!(self.kind, Kind::Tasks) {
+                let busy = batch.len() >= BATCH;
+                let was_busy = self.tasks_busy.swap(busy, Ordering::Relaxed);
+                if was_busy
+                    && !busy
+                    && let Some(then) = &self.then
+                {
+                    then.notify_one();
+                }
+            }
+            if batch.is_empty() {
+                if let Some(previous) = in_flight.take() {
+                    if let Err(e) = self.finish(previous).await {
+                        return e;
+                    }
+                    continue;
+                }
+                let _ = tokio::time::timeout(POLL, self.wake.notified()).await;
+                continue;
+            }
+            let confirms = match self.publish(batch).await {
+                Ok(confirms) => confirms,
+                Err(e) => return e,
+            };
+            if let Some(previous) = in_flight.take()
+                && let Err(e) = self.finish(previous).await
+            {
+                return e;
+            }
+            in_flight = Some(tokio::spawn(confirm_and_mark(
+                self.store.clone(),
+                self.broker.clone(),
+                confirms,
+            )));
+        }
+    }
+
+    async fn finish(
+        &self,
+        previous: tokio::task::JoinHandle<Result<usize, String>>,
+    ) -> Result<(), String> {
+        let n = previous.await.map_err(|e| e.to_string())??;
+        debug!(lane = ?self.kind, published = n, "outbox relay published");
+        if let Some(then) = &self.then {
+            then.notify_one();
+        }
+        Ok(())
+    }
+
+    async fn claim(&self) -> Result<Vec<Outgoing>, crate::store::StoreError> {
+        Ok(match self.kind {
+            Kind::Tasks => {
+                let exchange = self.names.tasks_exchange();
+                self.store
+                    .claim_ready(BATCH, LEASE_MS)
+                    .await?
+                    .into_iter()
+                    .filter_map(|item| {
+                        let Some(message) = task_message(&item) else {
+                            warn!(task = %item.task_id, "task missing from its case record; left for inspection");
+                            return None;
+                        };
+                        Some(Outgoing {
+                            exchange: exchange.clone(),
+                            routing_key: item.department.clone(),
+                            body: message.encode_to_vec(),
+                            properties: properties(&item),
+                            key: Key::Task(item.task_id),
+                        })
+                    })
+                    .collect()
+            }
+            Kind::Events => {
+                let exchange = self.names.events_exchange();
+                self.store
+                    .claim_events(BATCH, LEASE_MS)
+                    .await?
+                    .into_iter()
+                    .map(|item| Outgoing {
+                        exchange: exchange.clone(),
+                        routing_key: event_routing_key(&item.event.kind),
+                        properties: event_properties(&item),
+                        key: Key::Event(item.case_number.clone(), item.event.seq),
+                        body: crate::proto::v1::EventMessage {
+                            case_number: item.case_number,
+                            hall_code: item.hall_code,
+                            window_code: item.window_code,
+                            event: Some(item.event),
+                        }
+                        .encode_to_vec(),
+                    })
+                    .collect()
+            }
+        })
+    }
+
+    /// Publishes the whole batch; the confirms are awaited later.
+    async fn publish(
+        &self,
+        batch: Vec<Outgoing>,
+    ) -> Result<Vec<(Key, lapin::PublisherConfirm)>, String> {
+        let mut confirms = Vec::with_capacity(batch.len());
+        for m in batch {
+            let publish = self.channel.basic_publish(
+                m.exchange.as_str().into(),
+                m.routing_key.as_str().into(),
+                BasicPublishOptions::default(),
+                &m.body,
+                m.properties,
+            );
+            let confirm = self
+                .broker
+                .wait("publish", publish)
+                .await?
+                .map_err(|e| e.to_string())?;
+            confirms.push((m.key, confirm));
+        }
+        Ok(confirms)
+    }
+}
+
+/// Awaits a batch's confirms and marks the confirmed rows. A refused message (nack) stays
+/// leased and is published again after its lease; a row published but not marked (store
+/// error) likewise, and consumers drop the duplicate by `message_id`.
+async fn confirm_and_mark(
+    store: Store,
+    broker: Broker,
+    confirms: Vec<(Key, lapin::PublisherConfirm)>,
+) -> Result<usize, String> {
+    let mut tasks = Vec::new();
+    let mut events = Vec::new();
+    for (key, confirm) in confirms {
+        let confirmation = broker
+            .wait("publisher confirm", confirm)
+            .await?
+            .map_err(|e| e.to_string())?;
+        match (key, confirmation.is_ack()) {
+            (Key::Task(id), true) => tasks.push(id),
+            (Key::Event(case, seq), true) => events.push((case, seq)),
+            (Key::Task(id), false) => {
+                warn!(task = %id, "broker refused the task; it is published again after its lease")
+            }
+            (Key::Event(case, seq), false) => {
+                warn!(case = %case, seq, "broker refused an event; it is published again after its lease")
+            }
+        }
+    }
+    let n = tasks.len() + events.len();
+    if !tasks.is_empty()
+        && let Err(e) = store.mark_dispatched(tasks).await
+    {
+        warn!(error = %e, "outbox relay cannot mark tasks dispatched");
+    }
+    if !events.is_empty()
+        && let Err(e) = store.mark_events_published(events).await
+    {
+        warn!(error = %e, "outbox relay cannot mark events published");
+    }
+    Ok(n)
 }
 
 /// Routing key of a history entry on the events exchange: `task.<what>` for task entries
@@ -180,141 +455,22 @@ pub fn event_routing_key(kind: &str) -> String {
 /// Content type of event messages.
 pub const EVENT_CONTENT_TYPE: &str = "application/x-protobuf; proto=yichuang.v1.EventMessage";
 
-/// Publishes one batch of history entries to the events exchange; returns how many were confirmed.
-async fn relay_events(
-    store: &Store,
-    channel: &Channel,
-    names: &Names,
-    timeout: Duration,
-) -> Result<usize, String> {
-    let items = match store.claim_events(BATCH, LEASE_MS).await {
-        Ok(items) => items,
-        Err(e) => {
-            warn!(error = %e, "outbox relay cannot read the history");
-            return Ok(0);
-        }
-    };
-    if items.is_empty() {
-        return Ok(0);
+/// Properties of an event message.
+fn event_properties(item: &EventItem) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    let text = |v: &str| AMQPValue::LongString(v.into());
+    headers.insert(ShortString::from("case-id"), text(&item.case_number));
+    if !item.event.task_id.is_empty() {
+        headers.insert(ShortString::from("task-id"), text(&item.event.task_id));
     }
-    let exchange = names.events_exchange();
-    let mut pending = Vec::with_capacity(items.len());
-    for item in items {
-        let key = event_routing_key(&item.event.kind);
-        let id = format!("{}:{}", item.case_number, item.event.seq);
-        let mut headers = FieldTable::default();
-        headers.insert(
-            ShortString::from("case-id"),
-            AMQPValue::LongString(item.case_number.as_str().into()),
-        );
-        headers.insert(
-            ShortString::from("traceparent"),
-            AMQPValue::LongString(crate::trace::traceparent(&item.trace_id).into()),
-        );
-        if !item.event.task_id.is_empty() {
-            headers.insert(
-                ShortString::from("task-id"),
-                AMQPValue::LongString(item.event.task_id.as_str().into()),
-            );
-        }
-        let body = crate::proto::v1::EventMessage {
-            case_number: item.case_number.clone(),
-            hall_code: item.hall_code,
-            window_code: item.window_code,
-            event: Some(item.event.clone()),
-        }
-        .encode_to_vec();
-        let properties = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_message_id(id.as_str().into())
-            .with_content_type(EVENT_CONTENT_TYPE.into())
-            .with_headers(headers);
-        let publish = channel.basic_publish(
-            exchange.as_str().into(),
-            key.as_str().into(),
-            BasicPublishOptions::default(),
-            &body,
-            properties,
-        );
-        let confirm = tokio::time::timeout(timeout, publish)
-            .await
-            .map_err(|_| format!("publish timed out after {timeout:?}"))?
-            .map_err(|e| e.to_string())?;
-        pending.push(((item.case_number, item.event.seq), confirm));
-    }
-    let mut confirmed = Vec::with_capacity(pending.len());
-    for (key, confirm) in pending {
-        match tokio::time::timeout(timeout, confirm).await {
-            Ok(Ok(c)) if c.is_ack() => confirmed.push(key),
-            Ok(Ok(_)) => {
-                warn!(case = %key.0, seq = key.1, "broker refused an event; it is published again after its lease")
-            }
-            Ok(Err(e)) => return Err(e.to_string()),
-            Err(_) => return Err(format!("no confirm within {timeout:?}")),
-        }
-    }
-    let n = confirmed.len();
-    if let Err(e) = store.mark_events_published(confirmed).await {
-        warn!(error = %e, "outbox relay cannot mark events published");
-    }
-    Ok(n)
-}
-
-/// Publishes one batch; returns how many tasks were confirmed. A store error is logged and
-/// retried on the next round; a broker error ends the channel.
-async fn relay_once(
-    store: &Store,
-    channel: &Channel,
-    names: &Names,
-    timeout: Duration,
-) -> Result<usize, String> {
-    let items = match store.claim_ready(BATCH, LEASE_MS).await {
-        Ok(items) => items,
-        Err(e) => {
-            warn!(error = %e, "outbox relay cannot read the store");
-            tokio::time::sleep(POLL).await;
-            return Ok(0);
-        }
-    };
-    if items.is_empty() {
-        return Ok(0);
-    }
-    let exchange = names.tasks_exchange();
-    let mut pending = Vec::with_capacity(items.len());
-    for item in &items {
-        let Some(message) = task_message(item) else {
-            warn!(task = %item.task_id, "task missing from its case record; left for inspection");
-            continue;
-        };
-        let body = message.encode_to_vec();
-        let publish = channel.basic_publish(
-            exchange.as_str().into(),
-            item.department.as_str().into(),
-            BasicPublishOptions::default(),
-            &body,
-            properties(item),
-        );
-        let confirm = tokio::time::timeout(timeout, publish)
-            .await
-            .map_err(|_| format!("publish timed out after {timeout:?}"))?
-            .map_err(|e| e.to_string())?;
-        pending.push((item.task_id.clone(), confirm));
-    }
-    let mut confirmed = Vec::with_capacity(pending.len());
-    for (task_id, confirm) in pending {
-        match tokio::time::timeout(timeout, confirm).await {
-            Ok(Ok(c)) if c.is_ack() => confirmed.push(task_id),
-            Ok(Ok(_)) => {
-                warn!(task = %task_id, "broker refused the task; it is published again after its lease")
-            }
-            Ok(Err(e)) => return Err(e.to_string()),
-            Err(_) => return Err(format!("no confirm within {timeout:?}")),
-        }
-    }
-    let n = confirmed.len();
-    if let Err(e) = store.mark_dispatched(confirmed).await {
-        // Published but not marked: published again after the lease, deduplicated by message_id.
-        warn!(error = %e, "outbox relay cannot mark tasks dispatched");
-    }
-    Ok(n)
+    headers.insert(
+        ShortString::from("traceparent"),
+        text(&crate::trace::traceparent(&item.trace_id)),
+    );
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_message_id(format!("{}:{}", item.case_number, item.event.seq).into())
+        .with_content_type(EVENT_CONTENT_TYPE.into())
+        .with_timestamp(chrono::Utc::now().timestamp() as u64)
+        .with_headers(headers)
 }

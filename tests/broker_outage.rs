@@ -1,7 +1,8 @@
-//! A broker outage while windows keep submitting: RabbitMQ's application is stopped
-//! (`rabbitmqctl stop_app`) and started again; every accepted case's tasks end up on their
-//! queues, none missing (a republished task keeps its `message_id`). A test binary of its own,
-//! because it stops the broker every other test uses.
+//! The broker failing while windows keep submitting: RabbitMQ's application stopped
+//! (`rabbitmqctl stop_app`) and started again, and a memory alarm that blocks publishers. Every
+//! accepted case's tasks end up on their queues, none missing (a republished task keeps its
+//! `message_id`). A test binary of its own, because it disturbs the broker every other test
+//! uses; its tests take turns.
 
 mod common;
 mod support;
@@ -13,6 +14,18 @@ use std::time::{Duration, Instant};
 use common::{Backend, example};
 use support::broker::{Broker, amqp_url, start};
 use yichuang::proto::v1::{SubmitRequest, submit_response::Outcome};
+
+/// The tests here take turns: each disturbs the one broker.
+static BROKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Runs `rabbitmqctl` again when dropped, so a failing test leaves the broker as it found it.
+struct Restore(&'static [&'static str]);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl").args(self.0).status();
+    }
+}
 
 fn rabbitmqctl(args: &[&str]) {
     let status = Command::new("rabbitmqctl")
@@ -39,6 +52,7 @@ fn wait_for_broker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_accepted_during_a_broker_outage_all_reach_their_queues() {
+    let _turn = BROKER.lock().await;
     let (gw, bus) = start(Backend::Sqlite, amqp_url()).await;
     let broker = Broker::open(&bus).await; // declares the topology before the outage
     let base = example("kai-canguan");
@@ -64,11 +78,13 @@ async fn tasks_accepted_during_a_broker_outage_all_reach_their_queues() {
         submit(n).await;
     }
     drop(broker);
+    let restore = Restore(&["start_app"]);
     rabbitmqctl(&["stop_app"]);
     for n in 20..40 {
         submit(n).await; // accepted into the store while the broker is down
     }
     rabbitmqctl(&["start_app"]);
+    drop(restore);
     wait_for_broker();
     for n in 40..60 {
         submit(n).await;
@@ -101,6 +117,99 @@ async fn tasks_accepted_during_a_broker_outage_all_reach_their_queues() {
         0,
         "every task marked dispatched"
     );
+    broker.remove().await;
+    gw.stop().await;
+}
+
+/// A memory alarm blocks every publishing connection. `Submit` keeps accepting into the store,
+/// the relay reports the block instead of failing, and the backlog drains once the alarm lifts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_alarm_holds_tasks_in_the_store_until_it_lifts() {
+    let _turn = BROKER.lock().await;
+    let (gw, bus) = start(Backend::Sqlite, amqp_url()).await;
+    let broker = Broker::open(&bus).await;
+    let base = example("kai-canguan");
+    let submit = |n: usize| {
+        let mut client = gw.client.clone();
+        let mut s = base.clone();
+        s.submission_id = format!("alarm-{n}");
+        async move {
+            let answer = client
+                .submit(SubmitRequest {
+                    submission: Some(s),
+                })
+                .await
+                .expect("submit")
+                .into_inner();
+            assert!(
+                matches!(answer.outcome, Some(Outcome::Receipt(_))),
+                "case {n} accepted"
+            );
+        }
+    };
+    submit(0).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while gw.gateway.store.outbox_backlog().await.unwrap() > 0 {
+        assert!(Instant::now() < deadline, "the first case's tasks leave");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The smallest watermark RabbitMQ takes: the alarm goes off at once.
+    let restore = Restore(&["set_vm_memory_high_watermark", "0.4"]);
+    rabbitmqctl(&["set_vm_memory_high_watermark", "0.0001"]);
+    for n in 1..21 {
+        submit(n).await;
+    }
+    // The relay sees the block (the broker blocks a connection when it publishes) and says so.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (connected, error) = gw.gateway.relay_status.get();
+        if !connected && error == yichuang::outbox::BLOCKED {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "relay status during the alarm: connected={connected} error={error:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        gw.gateway.store.outbox_backlog().await.unwrap() > 0,
+        "tasks wait in the store while publishing is blocked"
+    );
+    for n in 21..31 {
+        submit(n).await; // still accepted
+    }
+    rabbitmqctl(&["set_vm_memory_high_watermark", "0.4"]);
+    drop(restore);
+
+    for department in ["scjg", "xf"] {
+        let mut ids = HashSet::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while ids.len() < 31 {
+            assert!(
+                Instant::now() < deadline,
+                "{department}: only {} of 31 tasks after the alarm",
+                ids.len()
+            );
+            if let Some(m) = broker.next(department, Duration::from_secs(5)).await {
+                ids.insert(
+                    m.delivery
+                        .properties
+                        .message_id()
+                        .as_ref()
+                        .unwrap()
+                        .to_string(),
+                );
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while gw.gateway.store.outbox_backlog().await.unwrap() > 0 {
+        assert!(Instant::now() < deadline, "every task marked dispatched");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(gw.gateway.relay_status.get(), (true, String::new()));
     broker.remove().await;
     gw.stop().await;
 }

@@ -445,6 +445,14 @@ impl Store {
         }
     }
 
+    /// Number of case history entries not yet confirmed on the events exchange.
+    pub async fn events_backlog(&self) -> Result<i64, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.events_backlog().await,
+            Store::Postgres(s) => s.events_backlog().await,
+        }
+    }
+
     /// Checks the store answers (for health).
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.case_count().await.map(|_| ())

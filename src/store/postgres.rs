@@ -419,6 +419,17 @@ impl PgStore {
             .get(0))
     }
 
+    pub(super) async fn events_backlog(&self) -> Result<i64, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        Ok(client
+            .query_one(
+                "SELECT count(*) FROM case_events WHERE published_at_ms IS NULL",
+                &[],
+            )
+            .await?
+            .get(0))
+    }
+
     pub(super) async fn get_case(
         &self,
         case_number: &str,

@@ -444,6 +444,17 @@ impl SqliteStore {
         .await
     }
 
+    pub(super) async fn events_backlog(&self) -> Result<i64, StoreError> {
+        self.read(|conn| {
+            Ok(conn.query_row(
+                "SELECT count(*) FROM case_events WHERE published_at_ms IS NULL",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+    }
+
     /// Runs `f` on a read connection in the blocking pool.
     async fn read<T: Send + 'static>(
         &self,
