@@ -84,8 +84,9 @@ pub enum SubmitResult {
 pub struct OutboxItem {
     pub task_id: String,
     pub department: String,
-    /// The case the task belongs to (the message carries the submission and the task).
-    pub case: Case,
+    /// The case the task belongs to (the message carries the submission and the task),
+    /// decoded once for all its tasks in one lease.
+    pub case: std::sync::Arc<Case>,
 }
 
 /// A history entry the relay must publish to the events exchange.

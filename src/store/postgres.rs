@@ -199,7 +199,7 @@ impl PgStore {
                    SELECT task_id FROM tasks WHERE status = $2 AND (lease_until_ms IS NULL OR lease_until_ms < $3)
                    ORDER BY task_id LIMIT $4 FOR UPDATE SKIP LOCKED)
                  UPDATE tasks t SET lease_until_ms = $1 FROM ready WHERE t.task_id = ready.task_id
-                 RETURNING t.task_id, t.department, (SELECT body FROM cases c WHERE c.case_number = t.case_number)",
+                 RETURNING t.task_id, t.department, t.case_number, (SELECT body FROM cases c WHERE c.case_number = t.case_number)",
             )
             .await?;
         let ready = TaskStatus::Ready as i32;
@@ -209,12 +209,22 @@ impl PgStore {
                 &[&(now_ms + lease_ms), &ready, &now_ms, &(limit as i64)],
             )
             .await?;
+        let mut cases: std::collections::HashMap<String, std::sync::Arc<Case>> = Default::default();
         rows.iter()
             .map(|r| {
+                let case_number: String = r.get(2);
+                let case = match cases.get(&case_number) {
+                    Some(case) => case.clone(),
+                    None => {
+                        let case = std::sync::Arc::new(decode_case(r.get::<_, &[u8]>(3))?);
+                        cases.insert(case_number, case.clone());
+                        case
+                    }
+                };
                 Ok(OutboxItem {
                     task_id: r.get(0),
                     department: r.get(1),
-                    case: decode_case(r.get::<_, &[u8]>(2))?,
+                    case,
                 })
             })
             .collect()

@@ -302,9 +302,18 @@ impl SqliteStore {
                 .query_map(params![now_ms + lease_ms, TaskStatus::Ready as i32, now_ms, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                 .collect::<Result<_, _>>()?;
             let mut items = Vec::with_capacity(claimed.len());
+            let mut cases: HashMap<String, std::sync::Arc<Case>> = HashMap::new();
             for (task_id, case_number, department) in claimed {
-                let body: Vec<u8> = tx.prepare_cached("SELECT body FROM cases WHERE case_number = ?1")?.query_row([&case_number], |r| r.get(0))?;
-                items.push(OutboxItem { task_id, department, case: decode_case(&body)? });
+                let case = match cases.get(&case_number) {
+                    Some(case) => case.clone(),
+                    None => {
+                        let body: Vec<u8> = tx.prepare_cached("SELECT body FROM cases WHERE case_number = ?1")?.query_row([&case_number], |r| r.get(0))?;
+                        let case = std::sync::Arc::new(decode_case(&body)?);
+                        cases.insert(case_number, case.clone());
+                        case
+                    }
+                };
+                items.push(OutboxItem { task_id, department, case });
             }
             tx.commit()?;
             Ok(items)
