@@ -125,6 +125,15 @@ impl Names {
 impl Topology {
     /// The topology for every department of the catalog.
     pub fn for_catalog(catalog: &Catalog, config: &BusConfig) -> Topology {
+        Self::for_departments(catalog.departments.keys(), config)
+    }
+
+    /// The exchanges, the gateway's results queue, and the queues of `departments` (what an
+    /// adapter serving those departments declares).
+    pub fn for_departments<'a>(
+        departments: impl IntoIterator<Item = &'a String>,
+        config: &BusConfig,
+    ) -> Topology {
         let n = Names::new(&config.prefix);
         let exchanges = vec![
             Exchange {
@@ -151,7 +160,7 @@ impl Topology {
         let quorum = || ("x-queue-type", Arg::Text("quorum".into()));
         let mut queues = Vec::new();
         let mut bindings = Vec::new();
-        for department in catalog.departments.keys() {
+        for department in departments {
             queues.push(Queue {
                 name: n.task_queue(department),
                 arguments: vec![

@@ -57,6 +57,34 @@ pub fn mask_address(address: &str) -> String {
     chars[..6].iter().collect::<String>() + "****"
 }
 
+/// Masks what looks like an identity number, credit code or phone number in free text (a
+/// legacy system's message, an error): every run of 11 or more letters and digits with at
+/// least 6 digits. Names in free text cannot be recognised; free text from outside is logged
+/// only through this.
+pub fn mask_free_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        let digits = run.chars().filter(char::is_ascii_digit).count();
+        if run.chars().count() >= 11 && digits >= 6 {
+            out.push_str(&mask_id(run));
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_alphanumeric() {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
 /// Kinds of personal data, for values whose kind is known from where they sit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Personal {
@@ -84,6 +112,14 @@ impl Personal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_text_keeps_words_and_masks_numbers() {
+        assert_eq!(
+            mask_free_text("身份证号64010419800315001X有误, 电话13909510000, 编号 A-12"),
+            "身份证号6401**********001X有误, 电话1390***0000, 编号 A-12"
+        );
+    }
 
     #[test]
     fn masks_as_documented() {

@@ -1,0 +1,303 @@
+//! What every simulated department system shares: its own ledger of cases with its own case
+//! numbers, decisions taken after a delay with configured ratios, the progress steps on the
+//! way (承办 → 审核 → 批准), and the faults real systems show — 5xx, hangs past the client's
+//! timeout, 429 with `Retry-After`, a maintenance window, a request-rate limit it enforces and
+//! counts violations of, and duplicates it reports.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+/// How a simulated system behaves.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Behaviour {
+    /// Department code, for its case numbers.
+    pub department: String,
+    /// Time from submission to decision.
+    pub decision_delay_ms: u64,
+    /// Shares of rejections and supplement requests; the rest is approved.
+    pub reject: f64,
+    pub supplement: f64,
+    /// Share of requests answered with a 5xx (or the kind's equivalent).
+    pub server_error: f64,
+    /// Share of requests that hang for `hang_ms` before answering.
+    pub hang: f64,
+    pub hang_ms: u64,
+    /// Share of requests answered with 429 and `Retry-After: retry_after_secs`.
+    pub too_many: f64,
+    pub retry_after_secs: u64,
+    /// Share of callbacks never sent.
+    pub drop_callback: f64,
+    /// Requests per second the system takes; more in any one-second window is refused (429)
+    /// and counted as a violation. 0: no limit.
+    pub max_rps: u32,
+    /// The system is down for maintenance for this long from its start (ms); 0: never.
+    pub maintenance_ms: u64,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Behaviour {
+            department: "sim".into(),
+            decision_delay_ms: 1500,
+            reject: 0.15,
+            supplement: 0.15,
+            server_error: 0.0,
+            hang: 0.0,
+            hang_ms: 0,
+            too_many: 0.0,
+            retry_after_secs: 1,
+            drop_callback: 0.0,
+            max_rps: 0,
+            maintenance_ms: 0,
+        }
+    }
+}
+
+/// A department's decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Outcome {
+    Approved,
+    Rejected,
+    Supplement,
+}
+
+/// A case in the simulated system.
+#[derive(Debug, Clone)]
+pub struct SimCase {
+    /// The system's own case number.
+    pub number: String,
+    /// Our task id, which the system keeps as its business serial number.
+    pub serial: String,
+    pub fields: BTreeMap<String, String>,
+    pub received: Instant,
+    pub received_at: chrono::DateTime<chrono::Utc>,
+    pub outcome: Outcome,
+}
+
+impl SimCase {
+    /// The step it is at and, once decided, the outcome.
+    pub fn state(&self, delay: Duration) -> (&'static str, Option<Outcome>) {
+        let t = self.received.elapsed();
+        if t >= delay {
+            ("办结", Some(self.outcome))
+        } else if t >= delay * 2 / 3 {
+            ("批准", None)
+        } else if t >= delay / 3 {
+            ("审核", None)
+        } else {
+            ("承办", None)
+        }
+    }
+
+    /// The licence number issued on approval.
+    pub fn licence_number(&self) -> String {
+        format!("ZZ{}", &self.number[self.number.len().saturating_sub(8)..])
+    }
+}
+
+/// A fault to inject into one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    ServerError,
+    Hang(Duration),
+    TooMany(Duration),
+    Maintenance,
+}
+
+/// Counters a test reads.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Stats {
+    pub requests: u64,
+    pub cases: u64,
+    /// Submissions of a serial number the system already had.
+    pub duplicates: u64,
+    /// Requests beyond `max_rps` in a one-second window.
+    pub rate_violations: u64,
+    /// Most requests seen in any one-second window.
+    pub max_requests_in_a_second: u64,
+    pub faults: u64,
+    pub callbacks_sent: u64,
+    pub callbacks_dropped: u64,
+}
+
+/// One simulated system's state.
+pub struct Sim {
+    pub behaviour: Behaviour,
+    started: Instant,
+    cases: Mutex<HashMap<String, SimCase>>,
+    by_number: Mutex<HashMap<String, String>>,
+    recent: Mutex<VecDeque<Instant>>,
+    seq: AtomicU64,
+    rng: AtomicU64,
+    stats: Mutex<Stats>,
+}
+
+impl Sim {
+    pub fn new(behaviour: Behaviour) -> Sim {
+        let seed = u64::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..8].try_into().unwrap());
+        Sim {
+            behaviour,
+            started: Instant::now(),
+            cases: Mutex::new(HashMap::new()),
+            by_number: Mutex::new(HashMap::new()),
+            recent: Mutex::new(VecDeque::new()),
+            seq: AtomicU64::new(0),
+            rng: AtomicU64::new(seed | 1),
+            stats: Mutex::new(Stats::default()),
+        }
+    }
+
+    /// A number in [0, 1).
+    pub fn random(&self) -> f64 {
+        // xorshift64*, shared across requests.
+        let mut x = self.rng.load(Ordering::Relaxed);
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng.store(x, Ordering::Relaxed);
+        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Counts a request and decides its fault, if any: the rate limit and maintenance first,
+    /// then the configured shares.
+    pub fn request(&self) -> Option<Fault> {
+        let now = Instant::now();
+        let mut stats = self.stats.lock().unwrap();
+        stats.requests += 1;
+        {
+            let mut recent = self.recent.lock().unwrap();
+            while recent
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+            {
+                recent.pop_front();
+            }
+            recent.push_back(now);
+            stats.max_requests_in_a_second =
+                stats.max_requests_in_a_second.max(recent.len() as u64);
+            if self.behaviour.max_rps > 0 && recent.len() as u32 > self.behaviour.max_rps {
+                stats.rate_violations += 1;
+                stats.faults += 1;
+                return Some(Fault::TooMany(Duration::from_secs(
+                    self.behaviour.retry_after_secs,
+                )));
+            }
+        }
+        let b = &self.behaviour;
+        if b.maintenance_ms > 0 && self.started.elapsed() < Duration::from_millis(b.maintenance_ms)
+        {
+            stats.faults += 1;
+            return Some(Fault::Maintenance);
+        }
+        let r = self.random();
+        let fault = if r < b.server_error {
+            Some(Fault::ServerError)
+        } else if r < b.server_error + b.hang {
+            Some(Fault::Hang(Duration::from_millis(b.hang_ms)))
+        } else if r < b.server_error + b.hang + b.too_many {
+            Some(Fault::TooMany(Duration::from_secs(b.retry_after_secs)))
+        } else {
+            None
+        };
+        if fault.is_some() {
+            stats.faults += 1;
+        }
+        fault
+    }
+
+    /// Records a submission. A serial number seen before is a duplicate: counted, and the
+    /// existing case is returned as `Err`.
+    pub fn submit(
+        &self,
+        serial: &str,
+        fields: BTreeMap<String, String>,
+    ) -> Result<SimCase, SimCase> {
+        let mut cases = self.cases.lock().unwrap();
+        if let Some(existing) = cases.get(serial) {
+            self.stats.lock().unwrap().duplicates += 1;
+            return Err(existing.clone());
+        }
+        let n = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let today = chrono::Utc::now().format("%Y%m%d");
+        let number = format!("{}{today}{n:06}", self.behaviour.department.to_uppercase());
+        let r = self.random();
+        let outcome = if r < self.behaviour.reject {
+            Outcome::Rejected
+        } else if r < self.behaviour.reject + self.behaviour.supplement {
+            Outcome::Supplement
+        } else {
+            Outcome::Approved
+        };
+        let case = SimCase {
+            number: number.clone(),
+            serial: serial.to_string(),
+            fields,
+            received: Instant::now(),
+            received_at: chrono::Utc::now(),
+            outcome,
+        };
+        cases.insert(serial.to_string(), case.clone());
+        self.by_number
+            .lock()
+            .unwrap()
+            .insert(number, serial.to_string());
+        self.stats.lock().unwrap().cases += 1;
+        Ok(case)
+    }
+
+    pub fn by_serial(&self, serial: &str) -> Option<SimCase> {
+        self.cases.lock().unwrap().get(serial).cloned()
+    }
+
+    pub fn by_number(&self, number: &str) -> Option<SimCase> {
+        let serial = self.by_number.lock().unwrap().get(number).cloned()?;
+        self.by_serial(&serial)
+    }
+
+    /// Every case, for a system's own listing.
+    pub fn cases(&self) -> Vec<SimCase> {
+        self.cases.lock().unwrap().values().cloned().collect()
+    }
+
+    pub fn decision_delay(&self) -> Duration {
+        Duration::from_millis(self.behaviour.decision_delay_ms)
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats.lock().unwrap().clone()
+    }
+
+    pub fn count_callback(&self, sent: bool) {
+        let mut s = self.stats.lock().unwrap();
+        if sent {
+            s.callbacks_sent += 1;
+        } else {
+            s.callbacks_dropped += 1;
+        }
+    }
+}
+
+/// A date the way the department's screens print it: `2019年06月20日`.
+pub fn date_cn(t: chrono::DateTime<chrono::Utc>) -> String {
+    (t + chrono::Duration::hours(8))
+        .format("%Y年%m月%d日")
+        .to_string()
+}
+
+/// Outcome words the simulated systems use in their answers.
+pub fn outcome_word(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Approved => "办结",
+        Outcome::Rejected => "不予许可",
+        Outcome::Supplement => "补正",
+    }
+}
+
+/// The materials a supplement request names, and the reasons a rejection gives.
+pub const SUPPLEMENT_MATERIALS: &str = "场所平面图、租赁合同";
+pub const REJECTION_REASONS: &str = "经营场所与申报不符";

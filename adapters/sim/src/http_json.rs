@@ -1,0 +1,263 @@
+//! A department system with an HTTP/JSON API and an access token that expires (市场监管-like).
+//! Awkward as the real ones: errors come as HTTP 200 with an error code in the body (`E401`
+//! stale token, `E409` duplicate serial number, `E400` missing field), overload as 429 with
+//! `Retry-After`, failures as 502 with an HTML page, maintenance as 503 `系统维护中`, and dates
+//! as `2019年06月20日`. Decisions are pushed to a callback URL, when one is set, unless the
+//! callback is dropped.
+//!
+//! API: `POST /oauth/token` `{client_id, client_secret}` → `{access_token, expires_in}`;
+//! `POST /api/v1/cases` (fields, `ywlsh` = our task id); `GET /api/v1/cases/{slbh}`;
+//! `GET /api/v1/cases?ywlsh=…`; `GET /_sim/stats`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::core::{
+    Behaviour, Fault, Outcome, REJECTION_REASONS, SUPPLEMENT_MATERIALS, Sim, SimCase, date_cn,
+    outcome_word,
+};
+
+/// Settings of the simulated system.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub behaviour: Behaviour,
+    pub client_id: String,
+    pub client_secret: String,
+    /// Lifetime of an access token.
+    pub token_ttl_secs: u64,
+    /// Where decisions are pushed (the adapter's `/callback/<department>`).
+    pub callback_url: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            behaviour: Behaviour {
+                department: "scjg".into(),
+                ..Behaviour::default()
+            },
+            client_id: "yichuang".into(),
+            client_secret: "sim-secret".into(),
+            token_ttl_secs: 7200,
+            callback_url: None,
+        }
+    }
+}
+
+/// The running system.
+pub struct HttpJsonSim {
+    pub sim: Sim,
+    settings: Settings,
+    tokens: Mutex<HashMap<String, Instant>>,
+    client: reqwest::Client,
+}
+
+impl HttpJsonSim {
+    pub fn new(settings: Settings) -> Arc<HttpJsonSim> {
+        Arc::new(HttpJsonSim {
+            sim: Sim::new(settings.behaviour.clone()),
+            settings,
+            tokens: Mutex::new(HashMap::new()),
+            client: reqwest::Client::new(),
+        })
+    }
+
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/oauth/token", post(token))
+            .route("/api/v1/cases", post(submit).get(find))
+            .route("/api/v1/cases/{number}", get(query))
+            .route("/_sim/stats", get(stats))
+            .with_state(self.clone())
+    }
+
+    /// Serves on `listener` until the task is dropped.
+    pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener) {
+        let _ = axum::serve(listener, self.router()).await;
+    }
+
+    fn data(&self, case: &SimCase) -> Value {
+        let (step, outcome) = case.state(self.sim.decision_delay());
+        let mut data = json!({
+            "slbh": case.number,
+            "ywlsh": case.serial,
+            "hjmc": step,
+            "zt": outcome.map_or("办理中", outcome_word),
+            "slsj": date_cn(case.received_at),
+        });
+        match outcome {
+            Some(Outcome::Approved) => {
+                data["zzbh"] = json!(case.licence_number());
+                data["zzmc"] = json!("食品经营许可证");
+                data["bjsj"] = json!(date_cn(chrono::Utc::now()));
+            }
+            Some(Outcome::Rejected) => data["spyj"] = json!(REJECTION_REASONS),
+            Some(Outcome::Supplement) => data["bzcl"] = json!(SUPPLEMENT_MATERIALS),
+            None => {}
+        }
+        data
+    }
+
+    /// The fault of this request as a response, if any.
+    async fn fault(&self) -> Option<Response> {
+        match self.sim.request()? {
+            Fault::ServerError => Some(
+                (
+                    StatusCode::BAD_GATEWAY,
+                    [(header::CONTENT_TYPE, "text/html")],
+                    "<html><body><h1>502 Bad Gateway</h1></body></html>",
+                )
+                    .into_response(),
+            ),
+            Fault::Hang(d) => {
+                tokio::time::sleep(d).await;
+                None
+            }
+            Fault::TooMany(after) => Some(
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [(header::RETRY_AFTER, after.as_secs().to_string())],
+                    "请求过于频繁",
+                )
+                    .into_response(),
+            ),
+            Fault::Maintenance => {
+                Some((StatusCode::SERVICE_UNAVAILABLE, "系统维护中，请稍后再试").into_response())
+            }
+        }
+    }
+
+    fn authorised(&self, headers: &HeaderMap) -> bool {
+        let Some(token) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+        else {
+            return false;
+        };
+        self.tokens
+            .lock()
+            .unwrap()
+            .get(token)
+            .is_some_and(|until| *until > Instant::now())
+    }
+}
+
+fn error(code: &str, msg: &str) -> Response {
+    // 200 OK with the error in the body, as the real system answers.
+    Json(json!({"code": code, "msg": msg, "data": null})).into_response()
+}
+
+#[derive(Deserialize)]
+struct TokenRequest {
+    client_id: String,
+    client_secret: String,
+}
+
+async fn token(State(s): State<Arc<HttpJsonSim>>, Json(r): Json<TokenRequest>) -> Response {
+    if let Some(fault) = s.fault().await {
+        return fault;
+    }
+    if r.client_id != s.settings.client_id || r.client_secret != s.settings.client_secret {
+        return error("E403", "客户端认证失败");
+    }
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    s.tokens.lock().unwrap().insert(
+        token.clone(),
+        Instant::now() + Duration::from_secs(s.settings.token_ttl_secs),
+    );
+    Json(json!({"access_token": token, "expires_in": s.settings.token_ttl_secs})).into_response()
+}
+
+async fn submit(
+    State(s): State<Arc<HttpJsonSim>>,
+    headers: HeaderMap,
+    Json(fields): Json<BTreeMap<String, String>>,
+) -> Response {
+    if let Some(fault) = s.fault().await {
+        return fault;
+    }
+    if !s.authorised(&headers) {
+        return error("E401", "令牌无效或已过期");
+    }
+    for required in ["ywlsh", "sqrmc"] {
+        if fields.get(required).is_none_or(|v| v.trim().is_empty()) {
+            return error("E400", &format!("缺少必填项 {required}"));
+        }
+    }
+    let serial = fields["ywlsh"].clone();
+    match s.sim.submit(&serial, fields) {
+        Ok(case) => {
+            if let Some(url) = s.settings.callback_url.clone() {
+                let s2 = s.clone();
+                let serial = case.serial.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(s2.sim.decision_delay()).await;
+                    if s2.sim.random() < s2.settings.behaviour.drop_callback {
+                        s2.sim.count_callback(false);
+                        return;
+                    }
+                    let Some(case) = s2.sim.by_serial(&serial) else {
+                        return;
+                    };
+                    let body = json!({"code": "0", "data": s2.data(&case)});
+                    let sent = s2.client.post(&url).json(&body).send().await.is_ok();
+                    s2.sim.count_callback(sent);
+                });
+            }
+            Json(json!({"code": "0", "msg": "受理成功", "data": s.data(&case)})).into_response()
+        }
+        Err(_) => error("E409", "业务流水号已存在"),
+    }
+}
+
+async fn query(
+    State(s): State<Arc<HttpJsonSim>>,
+    headers: HeaderMap,
+    Path(number): Path<String>,
+) -> Response {
+    if let Some(fault) = s.fault().await {
+        return fault;
+    }
+    if !s.authorised(&headers) {
+        return error("E401", "令牌无效或已过期");
+    }
+    match s.sim.by_number(&number) {
+        Some(case) => Json(json!({"code": "0", "data": s.data(&case)})).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"code": "E404", "msg": "无此办件"})),
+        )
+            .into_response(),
+    }
+}
+
+async fn find(
+    State(s): State<Arc<HttpJsonSim>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Some(fault) = s.fault().await {
+        return fault;
+    }
+    if !s.authorised(&headers) {
+        return error("E401", "令牌无效或已过期");
+    }
+    let found = q.get("ywlsh").and_then(|serial| s.sim.by_serial(serial));
+    Json(json!({"code": "0", "data": found.map(|c| s.data(&c))})).into_response()
+}
+
+async fn stats(State(s): State<Arc<HttpJsonSim>>) -> Json<crate::core::Stats> {
+    Json(s.sim.stats())
+}

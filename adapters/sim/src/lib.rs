@@ -1,0 +1,7 @@
+//! Simulated legacy department systems for tests, the demo and benchmarks, one module per kind,
+//! each as awkward as the real ones: they keep their own state, give their own case numbers,
+//! decide after a delay, and inject the faults their real counterparts show. `core` holds what
+//! they share.
+
+pub mod core;
+pub mod http_json;

@@ -1,0 +1,418 @@
+//! Adapter settings: the process file (`config/adapter.toml`: bus, HTTP endpoint, where the
+//! departments are) and one YAML file per department (`config/departments/<code>.yaml`: kind,
+//! endpoint, credentials by reference, mapping, limits, retry policy, maintenance windows).
+//! Everything is validated at start; a problem names its file and line.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use yichuang::config::{BusConfig, ConfigError, ConfigProblem};
+
+use crate::mapping::{ResultMapping, Template};
+
+/// The adapter process's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdapterConfig {
+    /// Directory of the department files, relative to this file.
+    #[serde(default = "default_departments_dir")]
+    pub departments_dir: PathBuf,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default = "default_bus")]
+    pub bus: BusConfig,
+    #[serde(default = "default_log")]
+    pub log: yichuang::config::LogConfig,
+}
+
+fn default_log() -> yichuang::config::LogConfig {
+    toml::from_str("").expect("log defaults")
+}
+
+fn default_departments_dir() -> PathBuf {
+    "departments".into()
+}
+
+fn default_bus() -> BusConfig {
+    toml::from_str("").expect("bus defaults")
+}
+
+/// The HTTP endpoint: health, readiness, callbacks from legacy systems.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: default_listen(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:9180".into()
+}
+
+impl AdapterConfig {
+    /// Reads the file, with `${VAR:-default}` taken from the environment.
+    pub fn load(path: &Path) -> Result<AdapterConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let text = yichuang::config::interpolate(path, &text, |v| std::env::var(v).ok())
+            .map_err(ConfigError::Invalid)?;
+        let mut config: AdapterConfig = toml::from_str(&text)
+            .map_err(|e| ConfigError::Invalid(yichuang::config::toml_problem(path, &text, &e)))?;
+        if config.departments_dir.is_relative() {
+            let base = path.parent().unwrap_or(Path::new("."));
+            config.departments_dir = base.join(&config.departments_dir);
+        }
+        Ok(config)
+    }
+}
+
+/// One department's connection to its legacy system.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DepartmentConfig {
+    /// Department code, as in the acceptance list (`scjg`).
+    pub department: String,
+    /// Kind of legacy system (see `kinds::KINDS`).
+    pub kind: String,
+    /// Where the legacy system is (URL, or a PostgreSQL URL for table exchange).
+    #[serde(default)]
+    pub endpoint: String,
+    /// Secrets by reference: `{ env: VAR }` or `{ file: /run/secrets/x }`, never inline.
+    #[serde(default)]
+    pub credentials: BTreeMap<String, SecretRef>,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    #[serde(default)]
+    pub polling: Polling,
+    /// Daily windows (hall time, UTC+8) when the legacy system is not called.
+    #[serde(default)]
+    pub maintenance: Vec<Window>,
+    #[serde(default)]
+    pub mapping: Mapping,
+    /// Settings of the kind (paths, SOAP action, table names…), checked by the kind.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+/// A secret's source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "RawSecret")]
+pub enum SecretRef {
+    Env(String),
+    File(PathBuf),
+}
+
+/// `{ env: VAR }` or `{ file: PATH }` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecret {
+    env: Option<String>,
+    file: Option<PathBuf>,
+}
+
+impl TryFrom<RawSecret> for SecretRef {
+    type Error = String;
+
+    fn try_from(raw: RawSecret) -> Result<Self, String> {
+        match (raw.env, raw.file) {
+            (Some(var), None) => Ok(SecretRef::Env(var)),
+            (None, Some(path)) => Ok(SecretRef::File(path)),
+            _ => Err("a secret is `{ env: VARIABLE }` or `{ file: PATH }`, one of the two".into()),
+        }
+    }
+}
+
+impl SecretRef {
+    /// The secret's value; the error names the variable or file, never a value.
+    pub fn resolve(&self) -> Result<String, String> {
+        match self {
+            SecretRef::Env(var) => {
+                std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))
+            }
+            SecretRef::File(path) => std::fs::read_to_string(path)
+                .map(|s| s.trim_end().to_string())
+                .map_err(|e| format!("cannot read {}: {e}", path.display())),
+        }
+    }
+}
+
+/// How hard the legacy system may be pushed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Calls per second, evenly spaced (no bursts).
+    #[serde(default = "default_rps")]
+    pub requests_per_second: u32,
+    /// Tasks handled at once (also the consumer's prefetch).
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u16,
+    /// Bound on one call, in seconds.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            requests_per_second: default_rps(),
+            concurrency: default_concurrency(),
+            timeout_secs: default_timeout(),
+        }
+    }
+}
+
+fn default_rps() -> u32 {
+    5
+}
+fn default_concurrency() -> u16 {
+    4
+}
+fn default_timeout() -> u64 {
+    10
+}
+
+/// Retries of transient failures: exponential backoff with jitter through the delay queues.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Attempts before the task is dead-lettered with its last failure.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    #[serde(default = "default_initial")]
+    pub initial_backoff_secs: u64,
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff_secs: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: default_attempts(),
+            initial_backoff_secs: default_initial(),
+            max_backoff_secs: default_max_backoff(),
+        }
+    }
+}
+
+fn default_attempts() -> u32 {
+    8
+}
+fn default_initial() -> u64 {
+    10
+}
+fn default_max_backoff() -> u64 {
+    600
+}
+
+/// How often a submitted task's outcome is asked for, through the delay queues.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Polling {
+    #[serde(default = "default_poll")]
+    pub interval_secs: u64,
+    /// Polls before the task is dead-lettered as undecided.
+    #[serde(default = "default_max_polls")]
+    pub max_polls: u32,
+}
+
+impl Default for Polling {
+    fn default() -> Self {
+        Polling {
+            interval_secs: default_poll(),
+            max_polls: default_max_polls(),
+        }
+    }
+}
+
+fn default_poll() -> u64 {
+    60
+}
+fn default_max_polls() -> u32 {
+    20_000
+}
+
+/// A daily window, `HH:MM` to `HH:MM` in hall time; it may cross midnight.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    pub from: String,
+    pub to: String,
+}
+
+impl Window {
+    fn minutes(v: &str) -> Option<u32> {
+        let (h, m) = v.split_once(':')?;
+        let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+        (h < 24 && m < 60 && v.len() == 5).then_some(h * 60 + m)
+    }
+
+    /// Seconds until the window ends, when `now` (hall time) is inside it.
+    pub fn remaining(&self, now: chrono::NaiveTime) -> Option<u64> {
+        use chrono::Timelike;
+        let (from, to) = (Self::minutes(&self.from)?, Self::minutes(&self.to)?);
+        let secs = now.num_seconds_from_midnight();
+        let (from, to) = (from * 60, to * 60);
+        let inside = if from <= to {
+            secs >= from && secs < to
+        } else {
+            secs >= from || secs < to
+        };
+        inside.then(|| u64::from((to + 86_400 - secs) % 86_400))
+    }
+}
+
+/// The department's field mapping.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mapping {
+    /// Legacy field → template over the canonical task.
+    #[serde(default)]
+    pub request: BTreeMap<String, Template>,
+    #[serde(default)]
+    pub result: ResultMapping,
+}
+
+impl DepartmentConfig {
+    /// Reads `<dir>/<code>.yaml`.
+    pub fn load(dir: &Path, code: &str) -> Result<DepartmentConfig, ConfigError> {
+        let path = dir.join(format!("{code}.yaml"));
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let config = Self::parse(&path, &text)?;
+        if config.department != code {
+            return Err(problem(
+                &path,
+                line_of(&text, "department:"),
+                format!(
+                    "department is {:?} but the file is named for {code:?}",
+                    config.department
+                ),
+            ));
+        }
+        Ok(config)
+    }
+
+    /// Parses and checks one department file.
+    pub fn parse(path: &Path, text: &str) -> Result<DepartmentConfig, ConfigError> {
+        let text = yichuang::config::interpolate(path, text, |v| std::env::var(v).ok())
+            .map_err(ConfigError::Invalid)?;
+        let config: DepartmentConfig = yaml_serde::from_str(&text).map_err(|e| {
+            let line = e.location().map_or(1, |l| l.line());
+            // The message without yaml's own " at line N column M" suffix: we say the line.
+            let message = e.to_string();
+            let message = message
+                .split(" at line ")
+                .next()
+                .unwrap_or(&message)
+                .to_string();
+            problem(path, line, message)
+        })?;
+        let at = |key: &str| line_of(&text, key);
+        if !crate::kinds::KINDS.iter().any(|k| k.name == config.kind) {
+            return Err(problem(
+                path,
+                at("kind:"),
+                format!(
+                    "unknown kind {:?}; the kinds are: {}",
+                    config.kind,
+                    crate::kinds::names().join(", ")
+                ),
+            ));
+        }
+        if config.limits.requests_per_second == 0 || config.limits.concurrency == 0 {
+            return Err(problem(
+                path,
+                at("limits:"),
+                "limits.requests_per_second and limits.concurrency must be at least 1".into(),
+            ));
+        }
+        for w in &config.maintenance {
+            if Window::minutes(&w.from).is_none() || Window::minutes(&w.to).is_none() {
+                return Err(problem(
+                    path,
+                    at("maintenance:"),
+                    format!(
+                        "maintenance window {:?}–{:?}: times are HH:MM, 00:00 to 23:59",
+                        w.from, w.to
+                    ),
+                ));
+            }
+        }
+        Ok(config)
+    }
+}
+
+fn line_of(text: &str, key: &str) -> usize {
+    text.lines()
+        .position(|l| l.trim_start().starts_with(key))
+        .map_or(1, |i| i + 1)
+}
+
+fn problem(path: &Path, line: usize, message: String) -> ConfigError {
+    ConfigError::Invalid(ConfigProblem {
+        file: path.display().to_string(),
+        line,
+        message,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<DepartmentConfig, String> {
+        DepartmentConfig::parse(Path::new("scjg.yaml"), text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn an_unknown_kind_names_the_valid_ones_and_its_line() {
+        let e = parse("department: scjg\nkind: ftp\n").unwrap_err();
+        assert!(e.contains("scjg.yaml:2"), "{e}");
+        assert!(e.contains("http-json"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_template_is_reported_at_its_line() {
+        let e = parse(
+            "department: scjg\nkind: http-json\nmapping:\n  request:\n    qymc: \"{submission.applicant.name|lower}\"\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("scjg.yaml:5"), "{e}");
+        assert!(e.contains("unknown filter `lower`"), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused() {
+        let e = parse("department: scjg\nkind: http-json\nlimit:\n  requests_per_second: 5\n")
+            .unwrap_err();
+        assert!(e.contains("scjg.yaml:3") && e.contains("limit"), "{e}");
+    }
+
+    #[test]
+    fn maintenance_windows_may_cross_midnight() {
+        let w = Window {
+            from: "23:30".into(),
+            to: "06:00".into(),
+        };
+        let t = |h, m| chrono::NaiveTime::from_hms_opt(h, m, 0).unwrap();
+        assert_eq!(w.remaining(t(23, 45)), Some(6 * 3600 + 15 * 60));
+        assert_eq!(w.remaining(t(5, 59)), Some(60));
+        assert_eq!(w.remaining(t(6, 0)), None);
+        assert_eq!(w.remaining(t(12, 0)), None);
+    }
+}

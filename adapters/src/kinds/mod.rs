@@ -1,0 +1,77 @@
+//! The kinds of legacy system, registered in one list. A kind turns a department's settings
+//! into a [`DepartmentSystem`]; everything else (queues, retries, limits) is the runtime's.
+
+use std::sync::Arc;
+
+use crate::config::DepartmentConfig;
+use crate::runtime::Department;
+use crate::system::{DepartmentSystem, Gate};
+
+pub mod http_json;
+
+/// How a kind builds its system from a department's settings.
+pub type Build = fn(&DepartmentConfig, Gate) -> Result<Arc<dyn DepartmentSystem>, String>;
+
+/// A kind of legacy system.
+pub struct Kind {
+    /// The name used in `kind:` of a department file.
+    pub name: &'static str,
+    /// One line for operators.
+    pub about: &'static str,
+    /// Builds the system from the department's settings; the error says what is wrong.
+    /// Every request the system sends must first wait on the gate.
+    pub build: Build,
+}
+
+/// Every kind this adapter knows.
+pub const KINDS: &[Kind] = &[http_json::KIND];
+
+/// The kinds' names, for messages.
+pub fn names() -> Vec<&'static str> {
+    KINDS.iter().map(|k| k.name).collect()
+}
+
+/// Builds a department: its system, behind its gate.
+pub fn department(config: DepartmentConfig) -> Result<Department, String> {
+    let gate = Gate::new(config.limits.requests_per_second);
+    let system = build(&config, gate.clone())?;
+    Ok(Department::new(config, system, gate))
+}
+
+/// Builds a department's system.
+pub fn build(config: &DepartmentConfig, gate: Gate) -> Result<Arc<dyn DepartmentSystem>, String> {
+    let kind = KINDS
+        .iter()
+        .find(|k| k.name == config.kind)
+        .ok_or_else(|| {
+            format!(
+                "unknown kind {:?}; the kinds are: {}",
+                config.kind,
+                names().join(", ")
+            )
+        })?;
+    (kind.build)(config, gate)
+}
+
+/// Reads a kind's options: every key must be known, required ones present.
+pub(crate) fn options(
+    config: &DepartmentConfig,
+    known: &[&str],
+    required: &[&str],
+) -> Result<std::collections::BTreeMap<String, String>, String> {
+    for key in config.options.keys() {
+        if !known.contains(&key.as_str()) {
+            return Err(format!(
+                "options.{key} is not an option of kind {:?} (options: {})",
+                config.kind,
+                known.join(", ")
+            ));
+        }
+    }
+    for key in required {
+        if !config.options.contains_key(*key) {
+            return Err(format!("kind {:?} needs options.{key}", config.kind));
+        }
+    }
+    Ok(config.options.clone())
+}

@@ -1,0 +1,42 @@
+//! Department adapters: each connects one department's legacy approval system to the bus
+//! without touching it. `runtime` owns everything every kind shares (queues, acks, retries,
+//! rate limits, polling, results); `kinds` holds one module per kind of legacy system;
+//! `mapping` turns the canonical task into legacy fields and legacy answers back, as each
+//! department's file says; `config` reads those files; `http` serves health, readiness and
+//! callbacks.
+
+pub mod config;
+pub mod http;
+pub mod kinds;
+pub mod mapping;
+pub mod runtime;
+pub mod system;
+
+use std::sync::Arc;
+
+/// Loads and builds the departments a process serves; every problem is reported, not only
+/// the first.
+pub fn load_departments(
+    dir: &std::path::Path,
+    codes: &[String],
+) -> Result<Vec<Arc<runtime::Department>>, Vec<String>> {
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    for code in codes {
+        match config::DepartmentConfig::load(dir, code) {
+            Ok(c) => match kinds::department(c) {
+                Ok(d) => out.push(Arc::new(d)),
+                Err(e) => problems.push(format!(
+                    "{}: {e}",
+                    dir.join(format!("{code}.yaml")).display()
+                )),
+            },
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
+}

@@ -1,0 +1,431 @@
+//! Declarative field mapping, edited by integration teams without recompiling: `mapping.request`
+//! turns the canonical task into the legacy system's fields with templates, `mapping.result`
+//! reads the legacy system's answers back into steps, decisions and documents.
+//!
+//! A template is text with `{path}` placeholders. `path` names a field of the task message in
+//! its JSON form (`caseNumber`, `task.taskId`, `submission.applicant.name`,
+//! `submission.fields.seats`, `acceptedAt`); `{path?}` is optional (empty when absent), and
+//! filters follow a bar: `{acceptedAt|date_cn}` (2019年06月20日), `|date_compact` (20190620),
+//! `|date` (2019-06-20), `|upper`. `{{` and `}}` are literal braces.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+use yichuang::proto::v1::{ResultDocument, TaskMessage};
+
+use crate::system::Answer;
+
+/// A placeholder's filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Filter {
+    DateCn,
+    DateCompact,
+    Date,
+    Upper,
+}
+
+impl Filter {
+    const NAMES: &'static [&'static str] = &["date_cn", "date_compact", "date", "upper"];
+
+    fn parse(name: &str) -> Option<Filter> {
+        Some(match name {
+            "date_cn" => Filter::DateCn,
+            "date_compact" => Filter::DateCompact,
+            "date" => Filter::Date,
+            "upper" => Filter::Upper,
+            _ => return None,
+        })
+    }
+
+    fn apply(self, value: &str) -> Result<String, String> {
+        if self == Filter::Upper {
+            return Ok(value.to_uppercase());
+        }
+        let date = parse_date(value).ok_or_else(|| format!("{value:?} is not a date"))?;
+        Ok(match self {
+            Filter::DateCn => date.format("%Y年%m月%d日").to_string(),
+            Filter::DateCompact => date.format("%Y%m%d").to_string(),
+            _ => date.format("%Y-%m-%d").to_string(),
+        })
+    }
+}
+
+/// Reads a date the way legacy systems and our own messages write it: RFC 3339,
+/// `2019-06-20`, `20190620`, `2019年06月20日` / `2019年6月20日`, `2019/06/20`, with or without a time.
+pub fn parse_date(value: &str) -> Option<chrono::NaiveDate> {
+    let v = value.trim();
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(v) {
+        // Our timestamps are UTC; the hall's date is UTC+8.
+        return Some((t.with_timezone(&chrono::Utc) + chrono::Duration::hours(8)).date_naive());
+    }
+    let date_part = v.split([' ', 'T']).next().unwrap_or(v);
+    for format in ["%Y-%m-%d", "%Y%m%d", "%Y年%m月%d日", "%Y/%m/%d"] {
+        if let Ok(d) = chrono::NaiveDate::parse_from_str(date_part, format) {
+            return Some(d);
+        }
+    }
+    None
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Piece {
+    Text(String),
+    Field {
+        path: Vec<String>,
+        optional: bool,
+        filters: Vec<Filter>,
+    },
+}
+
+/// A parsed template.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template {
+    source: String,
+    pieces: Vec<Piece>,
+}
+
+impl Template {
+    /// Parses `source`; the error says what is wrong and where.
+    pub fn parse(source: &str) -> Result<Template, String> {
+        let mut pieces = Vec::new();
+        let mut text = String::new();
+        let mut chars = source.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '{' if chars.peek().map(|p| p.1) == Some('{') => {
+                    chars.next();
+                    text.push('{');
+                }
+                '}' if chars.peek().map(|p| p.1) == Some('}') => {
+                    chars.next();
+                    text.push('}');
+                }
+                '{' => {
+                    let rest = &source[i + 1..];
+                    let end = rest
+                        .find('}')
+                        .ok_or_else(|| format!("unclosed `{{` at character {}", i + 1))?;
+                    let inner = &rest[..end];
+                    for _ in 0..inner.chars().count() + 1 {
+                        chars.next();
+                    }
+                    if !text.is_empty() {
+                        pieces.push(Piece::Text(std::mem::take(&mut text)));
+                    }
+                    pieces.push(Self::field(inner)?);
+                }
+                '}' => return Err(format!("stray `}}` at character {} (write `}}}}`)", i + 1)),
+                c => text.push(c),
+            }
+        }
+        if !text.is_empty() {
+            pieces.push(Piece::Text(text));
+        }
+        Ok(Template {
+            source: source.to_string(),
+            pieces,
+        })
+    }
+
+    fn field(inner: &str) -> Result<Piece, String> {
+        let mut parts = inner.split('|').map(str::trim);
+        let path = parts.next().unwrap_or_default();
+        let (path, optional) = match path.strip_suffix('?') {
+            Some(p) => (p, true),
+            None => (path, false),
+        };
+        if path.is_empty()
+            || !path
+                .split('.')
+                .all(|s| !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || c == '_'))
+        {
+            return Err(format!(
+                "`{{{inner}}}`: a placeholder is a dotted path such as `submission.applicant.name`"
+            ));
+        }
+        let filters = parts
+            .map(|f| {
+                Filter::parse(f).ok_or_else(|| {
+                    format!(
+                        "`{{{inner}}}`: unknown filter `{f}` (filters: {})",
+                        Filter::NAMES.join(", ")
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Piece::Field {
+            path: path.split('.').map(str::to_string).collect(),
+            optional,
+            filters,
+        })
+    }
+
+    /// Renders the template over a task message in its JSON form.
+    pub fn render(&self, task: &Value) -> Result<String, String> {
+        let mut out = String::new();
+        for piece in &self.pieces {
+            match piece {
+                Piece::Text(t) => out.push_str(t),
+                Piece::Field {
+                    path,
+                    optional,
+                    filters,
+                } => {
+                    let found = path.iter().try_fold(task, |v, key| v.get(key.as_str()));
+                    let value = match found {
+                        Some(Value::String(s)) => s.clone(),
+                        Some(Value::Number(n)) => n.to_string(),
+                        Some(Value::Bool(b)) => b.to_string(),
+                        None | Some(Value::Null) if *optional => continue,
+                        _ => {
+                            return Err(format!(
+                                "`{}` names `{}`, which this task does not have",
+                                self.source,
+                                path.join(".")
+                            ));
+                        }
+                    };
+                    let mut value = value;
+                    for f in filters {
+                        value = f.apply(&value)?;
+                    }
+                    out.push_str(&value);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl<'de> Deserialize<'de> for Template {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Template::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The task message in its JSON form (proto3 JSON mapping), which templates address.
+pub fn task_json(task: &TaskMessage) -> Value {
+    serde_json::to_value(task).unwrap_or(Value::Null)
+}
+
+/// How to read a legacy answer.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultMapping {
+    /// Field carrying the department's own case number.
+    #[serde(default)]
+    pub case_number: Option<String>,
+    /// Field carrying the status.
+    #[serde(default)]
+    pub status: Option<String>,
+    /// Status values that mean approved, rejected, supplement required.
+    #[serde(default)]
+    pub approved: Vec<String>,
+    #[serde(default)]
+    pub rejected: Vec<String>,
+    #[serde(default)]
+    pub supplement: Vec<String>,
+    /// Field naming the current step (承办, 审核, 批准…).
+    #[serde(default)]
+    pub step: Option<String>,
+    /// Field with the department's reasons (rejection) or opinion.
+    #[serde(default)]
+    pub reasons: Option<String>,
+    /// Field listing the materials asked for, separated by `,`, `，`, `、` or `;`.
+    #[serde(default)]
+    pub materials: Option<String>,
+    /// Fields of the issued document, and the material kind it serves as for later items.
+    #[serde(default)]
+    pub document_name: Option<String>,
+    #[serde(default)]
+    pub document_number: Option<String>,
+    #[serde(default)]
+    pub document_material_code: Option<String>,
+}
+
+/// What an answer says, read through the mapping.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Reading {
+    pub department_case_number: Option<String>,
+    pub step: Option<String>,
+    pub decision: Option<Decision>,
+}
+
+/// A department's decision.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    Approved(Vec<ResultDocument>),
+    Rejected(Vec<String>),
+    Supplement(Vec<String>),
+}
+
+impl ResultMapping {
+    /// Reads an answer.
+    pub fn read(&self, answer: &Answer) -> Reading {
+        let get = |field: &Option<String>| {
+            field
+                .as_ref()
+                .and_then(|f| answer.get(f))
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let list = |field: &Option<String>| -> Vec<String> {
+            get(field)
+                .map(|v| {
+                    v.split([',', '，', '、', ';', '；'])
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let status = get(&self.status);
+        let is = |values: &[String]| status.as_ref().is_some_and(|s| values.contains(s));
+        let decision = if is(&self.approved) {
+            let document = ResultDocument {
+                material_code: self.document_material_code.clone().unwrap_or_default(),
+                name: get(&self.document_name).unwrap_or_default(),
+                number: get(&self.document_number).unwrap_or_default(),
+                file: None,
+            };
+            Some(Decision::Approved(
+                if document.name.is_empty() && document.number.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![document]
+                },
+            ))
+        } else if is(&self.rejected) {
+            Some(Decision::Rejected(list(&self.reasons)))
+        } else if is(&self.supplement) {
+            Some(Decision::Supplement(list(&self.materials)))
+        } else {
+            None
+        };
+        Reading {
+            department_case_number: get(&self.case_number),
+            step: get(&self.step),
+            decision,
+        }
+    }
+}
+
+/// Renders every request template over a task.
+pub fn render_all(
+    request: &BTreeMap<String, Template>,
+    task: &TaskMessage,
+) -> Result<BTreeMap<String, String>, String> {
+    let json = task_json(task);
+    request
+        .iter()
+        .map(|(field, t)| Ok((field.clone(), t.render(&json)?)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Value {
+        serde_json::json!({
+            "caseNumber": "11640100010133018540011A00001201910210001",
+            "acceptedAt": "2019-10-21T02:30:00Z",
+            "task": {"taskId": "T-01"},
+            "submission": {"applicant": {"name": "马强"}, "fields": {"seats": "40"}}
+        })
+    }
+
+    #[test]
+    fn placeholders_filters_and_literal_braces_render() {
+        let t = Template::parse("{{{task.taskId}}} {submission.applicant.name} {acceptedAt|date_cn} {acceptedAt|date_compact} {submission.fields.seats}").unwrap();
+        assert_eq!(
+            t.render(&sample()).unwrap(),
+            "{T-01} 马强 2019年10月21日 20191021 40"
+        );
+    }
+
+    #[test]
+    fn a_missing_field_is_an_error_unless_optional() {
+        let t = Template::parse("{submission.fields.area}").unwrap();
+        let e = t.render(&sample()).unwrap_err();
+        assert!(e.contains("submission.fields.area"), "{e}");
+        let t = Template::parse("[{submission.fields.area?}]").unwrap();
+        assert_eq!(t.render(&sample()).unwrap(), "[]");
+    }
+
+    #[test]
+    fn bad_templates_say_what_is_wrong() {
+        assert!(Template::parse("{a.b").unwrap_err().contains("unclosed"));
+        assert!(
+            Template::parse("{a|date_us}")
+                .unwrap_err()
+                .contains("unknown filter `date_us`")
+        );
+        assert!(Template::parse("a}b").unwrap_err().contains("stray"));
+        assert!(
+            Template::parse("{a..b}")
+                .unwrap_err()
+                .contains("dotted path")
+        );
+    }
+
+    #[test]
+    fn legacy_dates_are_read_in_every_usual_form() {
+        let d = chrono::NaiveDate::from_ymd_opt(2019, 6, 20).unwrap();
+        for v in [
+            "2019年06月20日",
+            "2019年6月20日",
+            "20190620",
+            "2019-06-20 10:00:00",
+            "2019/06/20",
+        ] {
+            assert_eq!(parse_date(v), Some(d), "{v}");
+        }
+    }
+
+    #[test]
+    fn an_answer_is_read_into_a_decision() {
+        let mapping = ResultMapping {
+            case_number: Some("slbh".into()),
+            status: Some("zt".into()),
+            approved: vec!["办结".into()],
+            rejected: vec!["不予许可".into()],
+            supplement: vec!["补正".into()],
+            materials: Some("bzcl".into()),
+            document_number: Some("zzbh".into()),
+            document_name: Some("zzmc".into()),
+            document_material_code: Some("YYZZ".into()),
+            ..Default::default()
+        };
+        let answer: Answer = [
+            ("slbh", "S1"),
+            ("zt", "补正"),
+            ("bzcl", "租赁合同、 平面图"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(
+            mapping.read(&answer),
+            Reading {
+                department_case_number: Some("S1".into()),
+                step: None,
+                decision: Some(Decision::Supplement(vec![
+                    "租赁合同".into(),
+                    "平面图".into()
+                ])),
+            }
+        );
+        let answer: Answer = [("zt", "办结"), ("zzbh", "JY1"), ("zzmc", "营业执照")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let Some(Decision::Approved(docs)) = mapping.read(&answer).decision else {
+            panic!("approved")
+        };
+        assert_eq!(docs[0].number, "JY1");
+        assert_eq!(docs[0].material_code, "YYZZ");
+    }
+}

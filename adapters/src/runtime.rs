@@ -1,0 +1,903 @@
+//! The runtime every kind shares, so no kind repeats it: consuming a department's queue (prefetch
+//! = the department's concurrency, manual acks), dropping duplicates by task id, the rate limit
+//! (evenly spaced calls) and a legacy `Retry-After`, maintenance windows, failure classes —
+//! transient retried with exponential backoff and jitter through the delay queues, permanent
+//! published as a `FAILED` result, poison dead-lettered with its reason — and polling scheduled
+//! through the delay queues, so the adapter keeps no state of its own and can be killed at any
+//! moment. A delivery is acknowledged only after everything it caused is confirmed by the broker.
+//!
+//! Messages on a department's queue carry their stage in headers: none (a task from the gateway),
+//! or `stage=poll` with `department-case-number`, `polls` and the last `step` seen.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection};
+use prost::Message;
+use tokio_stream::StreamExt;
+use tracing::{debug, info, warn};
+use yichuang::bus::{Names, Topology};
+use yichuang::config::BusConfig;
+use yichuang::proto::v1::{ResultKind, ResultMessage, TaskMessage};
+
+use crate::config::DepartmentConfig;
+use crate::mapping::{Decision, Reading, render_all};
+use crate::system::{Answer, DepartmentSystem, Failure, Gate, Task};
+
+/// Content type of result messages.
+pub const RESULT_CONTENT_TYPE: &str = "application/x-protobuf; proto=yichuang.v1.ResultMessage";
+/// Header naming why a message was dead-lettered.
+pub const REASON_HEADER: &str = "x-yichuang-reason";
+
+/// One department served by this process.
+pub struct Department {
+    pub config: DepartmentConfig,
+    pub system: Arc<dyn DepartmentSystem>,
+    /// The rate limit and pauses every request to the system waits for.
+    pub gate: Gate,
+    /// Task ids finished here or being handled: a duplicate task message is dropped.
+    seen: Mutex<Seen>,
+}
+
+/// A bounded memory of task ids.
+#[derive(Default)]
+struct Seen {
+    set: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl Seen {
+    const CAPACITY: usize = 100_000;
+
+    /// Remembers `id`; false when it was already there.
+    fn insert(&mut self, id: &str) -> bool {
+        if !self.set.insert(id.to_string()) {
+            return false;
+        }
+        self.order.push_back(id.to_string());
+        if self.order.len() > Self::CAPACITY
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        true
+    }
+
+    fn forget(&mut self, id: &str) {
+        self.set.remove(id);
+    }
+}
+
+impl Department {
+    pub fn new(
+        config: DepartmentConfig,
+        system: Arc<dyn DepartmentSystem>,
+        gate: Gate,
+    ) -> Department {
+        Department {
+            config,
+            system,
+            gate,
+            seen: Mutex::new(Seen::default()),
+        }
+    }
+
+    pub fn code(&self) -> &str {
+        &self.config.department
+    }
+
+    /// Calls the legacy system under the rate limit and the call timeout.
+    async fn call<T>(
+        &self,
+        what: &str,
+        f: impl std::future::Future<Output = Result<T, Failure>>,
+    ) -> Result<T, Failure> {
+        let timeout = Duration::from_secs(self.config.limits.timeout_secs);
+        let result = match tokio::time::timeout(timeout, f).await {
+            Ok(r) => r,
+            Err(_) => Err(Failure::transient(format!(
+                "{what}: no answer within {timeout:?}"
+            ))),
+        };
+        if let Err(Failure::Transient {
+            retry_after: Some(d),
+            ..
+        }) = &result
+        {
+            self.gate.pause(*d);
+        }
+        result
+    }
+}
+
+/// What a delivery leads to.
+#[derive(Debug)]
+enum Next {
+    /// Nothing more: the task has its outcome (or was a duplicate).
+    Done,
+    /// Try the submission again after `delay`, as attempt `attempt`.
+    Retry {
+        delay: Duration,
+        attempt: u32,
+        reason: String,
+    },
+    /// Ask for the outcome after `delay`.
+    Poll {
+        delay: Duration,
+        department_case_number: String,
+        polls: u32,
+        step: String,
+    },
+    /// Dead-letter with the reason.
+    Dead(String),
+    /// What the delivery led to could not be published: it is put back on its queue (and
+    /// dead-lettered by the broker's delivery limit if that keeps happening).
+    Requeue(String),
+}
+
+/// Where results, retries and dead letters go; its own connection, with confirms.
+struct Publisher {
+    channel: Channel,
+    names: Names,
+    delays: Vec<u64>,
+    timeout: Duration,
+}
+
+impl Publisher {
+    async fn publish(
+        &self,
+        exchange: &str,
+        key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), String> {
+        let confirm = tokio::time::timeout(
+            self.timeout,
+            self.channel.basic_publish(
+                exchange.into(),
+                key.into(),
+                BasicPublishOptions::default(),
+                body,
+                properties,
+            ),
+        )
+        .await
+        .map_err(|_| format!("publish to {exchange}: no answer within {:?}", self.timeout))?
+        .map_err(|e| e.to_string())?;
+        let confirmation = tokio::time::timeout(self.timeout, confirm)
+            .await
+            .map_err(|_| format!("confirm from {exchange}: none within {:?}", self.timeout))?
+            .map_err(|e| e.to_string())?;
+        if confirmation.is_ack() {
+            Ok(())
+        } else {
+            Err(format!("RabbitMQ refused the message to {exchange}"))
+        }
+    }
+
+    /// Publishes a result about `task_id`.
+    async fn result(&self, r: ResultMessage, trace: Option<&AMQPValue>) -> Result<(), String> {
+        let kind = ResultKind::try_from(r.kind).unwrap_or(ResultKind::Unspecified);
+        let kind_name = kind
+            .as_str_name()
+            .trim_start_matches("RESULT_KIND_")
+            .to_lowercase();
+        let message_id = if kind == ResultKind::Progress {
+            format!("{}:{kind_name}:{}", r.task_id, r.step)
+        } else {
+            format!("{}:{kind_name}", r.task_id)
+        };
+        let mut headers = FieldTable::default();
+        let text = |v: &str| AMQPValue::LongString(v.into());
+        headers.insert(ShortString::from("case-id"), text(&r.case_number));
+        headers.insert(ShortString::from("task-id"), text(&r.task_id));
+        headers.insert(ShortString::from("department"), text(&r.department));
+        if let Some(t) = trace {
+            headers.insert(ShortString::from("traceparent"), t.clone());
+        }
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_message_id(message_id.into())
+            .with_content_type(RESULT_CONTENT_TYPE.into())
+            .with_timestamp(chrono::Utc::now().timestamp() as u64)
+            .with_headers(headers);
+        let key = format!("{}.{kind_name}", r.department);
+        self.publish(
+            &self.names.results_exchange(),
+            &key,
+            &r.encode_to_vec(),
+            properties,
+        )
+        .await
+    }
+
+    /// Sends the message back to its department's queue after `delay`, through the delay queue
+    /// whose TTL is the shortest not below it; the message's own expiration carries the exact
+    /// (jittered) delay when it is shorter.
+    async fn later(
+        &self,
+        department: &str,
+        delivery: &Delivery,
+        delay: Duration,
+        headers: FieldTable,
+    ) -> Result<(), String> {
+        let wanted = delay.as_secs().max(1);
+        let bucket = self
+            .delays
+            .iter()
+            .copied()
+            .find(|&d| d >= wanted)
+            .or_else(|| self.delays.last().copied())
+            .ok_or("no delay queues configured ([bus] retry_delays_secs)")?;
+        let expiration = (delay.as_millis() as u64).clamp(1, bucket * 1000);
+        let properties = delivery
+            .properties
+            .clone()
+            .with_headers(headers)
+            .with_expiration(expiration.to_string().into());
+        self.publish(
+            &self.names.retry_exchange(),
+            &self.names.retry_key(department, bucket),
+            &delivery.data,
+            properties,
+        )
+        .await
+    }
+
+    async fn dead(
+        &self,
+        department: &str,
+        delivery: &Delivery,
+        reason: &str,
+    ) -> Result<(), String> {
+        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+        headers.insert(
+            ShortString::from(REASON_HEADER),
+            AMQPValue::LongString(reason.into()),
+        );
+        headers.insert(
+            ShortString::from("x-yichuang-dead-at"),
+            AMQPValue::LongString(chrono::Utc::now().to_rfc3339().into()),
+        );
+        let properties = delivery.properties.clone().with_headers(headers);
+        self.publish(
+            &self.names.dead_exchange(),
+            department,
+            &delivery.data,
+            properties,
+        )
+        .await
+    }
+}
+
+fn header<'a>(delivery: &'a Delivery, name: &str) -> Option<&'a AMQPValue> {
+    delivery.properties.headers().as_ref()?.inner().get(name)
+}
+
+fn text_header(delivery: &Delivery, name: &str) -> Option<String> {
+    match header(delivery, name)? {
+        AMQPValue::LongString(s) => Some(s.to_string()),
+        AMQPValue::ShortString(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+fn int_header(delivery: &Delivery, name: &str) -> Option<u32> {
+    match header(delivery, name)? {
+        AMQPValue::LongInt(v) => u32::try_from(*v).ok(),
+        AMQPValue::LongLongInt(v) => u32::try_from(*v).ok(),
+        AMQPValue::ShortInt(v) => u32::try_from(*v).ok(),
+        AMQPValue::LongUInt(v) => Some(*v),
+        _ => None,
+    }
+}
+
+/// Exponential backoff with full jitter between half and all of the step.
+fn backoff(config: &DepartmentConfig, attempt: u32) -> Duration {
+    let policy = &config.retry;
+    let step = policy
+        .initial_backoff_secs
+        .saturating_mul(1u64 << attempt.saturating_sub(1).min(20))
+        .min(policy.max_backoff_secs)
+        .max(1);
+    let ms = step * 1000;
+    let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) * (ms / 2) / 255;
+    Duration::from_millis(ms / 2 + jitter)
+}
+
+/// The case number of a task id (`<case number>-NN`).
+pub fn case_of(task_id: &str) -> &str {
+    task_id.rsplit_once('-').map_or(task_id, |(c, _)| c)
+}
+
+/// Handles deliveries for one department.
+struct Worker {
+    department: Arc<Department>,
+    publisher: Arc<Publisher>,
+}
+
+impl Worker {
+    async fn handle(&self, delivery: Delivery) {
+        let code = self.department.code().to_string();
+        let next = self.decide(&delivery).await;
+        debug!(department = %code, next = ?next, "task handled");
+        let done = match &next {
+            Next::Done => Ok(()),
+            Next::Requeue(e) => Err(e.clone()),
+            Next::Retry {
+                delay,
+                attempt,
+                reason,
+            } => {
+                info!(department = %code, attempt, delay_ms = delay.as_millis() as u64, reason = %reason, "task retried later");
+                let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+                headers.insert(
+                    ShortString::from("attempt"),
+                    AMQPValue::LongInt(*attempt as i32),
+                );
+                self.publisher
+                    .later(&code, &delivery, *delay, headers)
+                    .await
+            }
+            Next::Poll {
+                delay,
+                department_case_number,
+                polls,
+                step,
+            } => {
+                let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+                let text = |v: &str| AMQPValue::LongString(v.into());
+                headers.insert(ShortString::from("stage"), text("poll"));
+                headers.insert(
+                    ShortString::from("department-case-number"),
+                    text(department_case_number),
+                );
+                headers.insert(
+                    ShortString::from("polls"),
+                    AMQPValue::LongInt(*polls as i32),
+                );
+                headers.insert(ShortString::from("step"), text(step));
+                self.publisher
+                    .later(&code, &delivery, *delay, headers)
+                    .await
+            }
+            Next::Dead(reason) => {
+                warn!(department = %code, reason = %reason, "message dead-lettered");
+                self.publisher.dead(&code, &delivery, reason).await
+            }
+        };
+        let task_id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        match done {
+            Ok(()) => {
+                if matches!(next, Next::Retry { .. } | Next::Poll { .. }) {
+                    // The task continues in a later message: its next delivery is ours to take.
+                    self.department.seen.lock().expect("seen").forget(&task_id);
+                }
+                if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+                    warn!(department = %code, error = %e, "ack failed; the task is delivered again");
+                }
+            }
+            Err(e) => {
+                warn!(department = %code, error = %e, "cannot publish what the task led to; it is delivered again");
+                self.department.seen.lock().expect("seen").forget(&task_id);
+                let _ = delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await;
+            }
+        }
+    }
+
+    /// Works out what a delivery leads to, publishing results on the way.
+    async fn decide(&self, delivery: &Delivery) -> Next {
+        let dept = &self.department;
+        let expected = yichuang::outbox::TASK_CONTENT_TYPE;
+        let content_type = delivery
+            .properties
+            .content_type()
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        if content_type != expected {
+            return Next::Dead(format!("content type {content_type:?} is not {expected:?}"));
+        }
+        let message = match TaskMessage::decode(delivery.data.as_slice()) {
+            Ok(m) => m,
+            Err(e) => return Next::Dead(format!("cannot decode the TaskMessage: {e}")),
+        };
+        let Some(task) = message.task.clone() else {
+            return Next::Dead("TaskMessage without a task".into());
+        };
+        if task.department != dept.code() {
+            return Next::Dead(format!(
+                "a task for {:?} on {:?}'s queue",
+                task.department,
+                dept.code()
+            ));
+        }
+        let stage = text_header(delivery, "stage").unwrap_or_default();
+        let polling = stage == "poll";
+        if !dept.seen.lock().expect("seen").insert(&task.task_id) && !polling {
+            info!(department = %dept.code(), task = %task.task_id, "duplicate task dropped");
+            return Next::Done;
+        }
+        let attempt = int_header(delivery, "attempt").unwrap_or(1).max(1);
+        let hall_now = (chrono::Utc::now() + chrono::Duration::hours(8)).time();
+        if let Some(wait) = dept
+            .config
+            .maintenance
+            .iter()
+            .find_map(|w| w.remaining(hall_now))
+        {
+            return self.later_same(delivery, Duration::from_secs(wait), "maintenance window");
+        }
+        let fields = match render_all(&dept.config.mapping.request, &message) {
+            Ok(f) => f,
+            Err(e) => {
+                return self
+                    .failed(&message, delivery, format!("mapping: {e}"))
+                    .await;
+            }
+        };
+        let task = Task { message, fields };
+        if polling {
+            self.poll(delivery, &task).await
+        } else {
+            self.submit(delivery, &task, attempt).await
+        }
+    }
+
+    /// A message put back unchanged (same attempt, same stage) for `delay`.
+    fn later_same(&self, delivery: &Delivery, delay: Duration, reason: &str) -> Next {
+        if text_header(delivery, "stage").as_deref() == Some("poll") {
+            Next::Poll {
+                delay,
+                department_case_number: text_header(delivery, "department-case-number")
+                    .unwrap_or_default(),
+                polls: int_header(delivery, "polls").unwrap_or(0),
+                step: text_header(delivery, "step").unwrap_or_default(),
+            }
+        } else {
+            Next::Retry {
+                delay,
+                attempt: int_header(delivery, "attempt").unwrap_or(1),
+                reason: reason.into(),
+            }
+        }
+    }
+
+    async fn submit(&self, delivery: &Delivery, task: &Task, attempt: u32) -> Next {
+        let dept = &self.department;
+        let system = dept.system.clone();
+        // A task seen before (redelivered after a crash, or retried after a timeout that may
+        // have reached the legacy system) is looked up first, so it is never submitted twice.
+        let found = if delivery.redelivered || attempt > 1 {
+            match dept.call("find", system.find(task)).await {
+                Ok(found) => found,
+                Err(f) => return self.failure(delivery, task, attempt, f).await,
+            }
+        } else {
+            None
+        };
+        let answer = match found {
+            Some(answer) => answer,
+            None => match dept.call("submit", system.submit(task)).await {
+                Ok(answer) => answer,
+                Err(f) => return self.failure(delivery, task, attempt, f).await,
+            },
+        };
+        let reading = dept.config.mapping.result.read(&answer);
+        let department_case_number = reading.department_case_number.clone().unwrap_or_default();
+        let accepted = self.result(task, ResultKind::Accepted, &department_case_number);
+        if let Err(e) = self
+            .publisher
+            .result(accepted, header(delivery, "traceparent"))
+            .await
+        {
+            return self.retry_publish(e);
+        }
+        self.after_reading(
+            delivery,
+            task,
+            reading,
+            department_case_number,
+            0,
+            String::new(),
+        )
+        .await
+    }
+
+    async fn poll(&self, delivery: &Delivery, task: &Task) -> Next {
+        let dept = &self.department;
+        let department_case_number =
+            text_header(delivery, "department-case-number").unwrap_or_default();
+        let polls = int_header(delivery, "polls").unwrap_or(0);
+        let step = text_header(delivery, "step").unwrap_or_default();
+        let interval = Duration::from_secs(dept.config.polling.interval_secs);
+        let system = dept.system.clone();
+        match dept
+            .call("poll", system.poll(task, &department_case_number))
+            .await
+        {
+            Ok(answer) => {
+                let reading = dept.config.mapping.result.read(&answer);
+                self.after_reading(delivery, task, reading, department_case_number, polls, step)
+                    .await
+            }
+            Err(Failure::Transient {
+                reason,
+                retry_after,
+            }) => {
+                debug!(department = %dept.code(), reason = %reason, "poll failed; asking again later");
+                Next::Poll {
+                    delay: retry_after.unwrap_or(interval).max(interval),
+                    department_case_number,
+                    polls: polls + 1,
+                    step,
+                }
+            }
+            Err(Failure::Permanent { reason }) => {
+                self.failed(&task.message, delivery, reason).await
+            }
+        }
+    }
+
+    /// Publishes a new step and the decision when there is one; otherwise polls again.
+    async fn after_reading(
+        &self,
+        delivery: &Delivery,
+        task: &Task,
+        reading: Reading,
+        department_case_number: String,
+        polls: u32,
+        last_step: String,
+    ) -> Next {
+        let dept = &self.department;
+        let trace = header(delivery, "traceparent");
+        let mut step = last_step;
+        if let Some(new) = reading.step.filter(|s| *s != step) {
+            let mut r = self.result(task, ResultKind::Progress, &department_case_number);
+            r.step = new.clone();
+            if let Err(e) = self.publisher.result(r, trace).await {
+                return self.retry_publish(e);
+            }
+            step = new;
+        }
+        let Some(decision) = reading.decision else {
+            if polls >= dept.config.polling.max_polls {
+                return Next::Dead(format!(
+                    "no decision from the department system after {polls} polls"
+                ));
+            }
+            return Next::Poll {
+                delay: Duration::from_secs(dept.config.polling.interval_secs),
+                department_case_number,
+                polls: polls + 1,
+                step,
+            };
+        };
+        let mut r = match decision {
+            Decision::Approved(documents) => {
+                let mut r = self.result(task, ResultKind::Approved, &department_case_number);
+                r.documents = documents;
+                r
+            }
+            Decision::Rejected(reasons) => {
+                let mut r = self.result(task, ResultKind::Rejected, &department_case_number);
+                r.reasons = reasons;
+                r
+            }
+            Decision::Supplement(materials) => {
+                let mut r = self.result(task, ResultKind::Supplement, &department_case_number);
+                r.materials = materials;
+                r
+            }
+        };
+        r.at = Some(now());
+        match self.publisher.result(r, trace).await {
+            Ok(()) => Next::Done,
+            Err(e) => self.retry_publish(e),
+        }
+    }
+
+    fn retry_publish(&self, e: String) -> Next {
+        // The delivery comes back; what was already published is deduplicated by its id.
+        Next::Requeue(e)
+    }
+
+    async fn failure(&self, delivery: &Delivery, task: &Task, attempt: u32, f: Failure) -> Next {
+        let dept = &self.department;
+        match f {
+            Failure::Permanent { reason } => self.failed(&task.message, delivery, reason).await,
+            Failure::Transient {
+                reason,
+                retry_after,
+            } => {
+                if attempt >= dept.config.retry.max_attempts {
+                    return Next::Dead(format!(
+                        "gave up after {attempt} attempts; last failure: {reason}"
+                    ));
+                }
+                let delay = backoff(&dept.config, attempt).max(retry_after.unwrap_or_default());
+                Next::Retry {
+                    delay,
+                    attempt: attempt + 1,
+                    reason,
+                }
+            }
+        }
+    }
+
+    /// Publishes a `FAILED` result the window can act on.
+    async fn failed(&self, message: &TaskMessage, delivery: &Delivery, reason: String) -> Next {
+        warn!(department = %self.department.code(), reason = %yichuang::privacy::mask_free_text(&reason), "department system refused the task");
+        let task = Task {
+            message: message.clone(),
+            fields: Default::default(),
+        };
+        let mut r = self.result(&task, ResultKind::Failed, "");
+        r.reasons = vec![reason];
+        r.at = Some(now());
+        match self
+            .publisher
+            .result(r, header(delivery, "traceparent"))
+            .await
+        {
+            Ok(()) => Next::Done,
+            Err(e) => self.retry_publish(e),
+        }
+    }
+
+    fn result(&self, task: &Task, kind: ResultKind, department_case_number: &str) -> ResultMessage {
+        ResultMessage {
+            task_id: task.id().to_string(),
+            case_number: task.message.case_number.clone(),
+            department: self.department.code().to_string(),
+            kind: kind as i32,
+            department_case_number: department_case_number.to_string(),
+            at: Some(now()),
+            ..Default::default()
+        }
+    }
+}
+
+fn now() -> pbjson_types::Timestamp {
+    let t = chrono::Utc::now();
+    pbjson_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+/// Whether the runtime is connected and consuming (for readiness).
+#[derive(Debug, Default)]
+pub struct Readiness(AtomicBool);
+
+impl Readiness {
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+    fn set(&self, v: bool) {
+        self.0.store(v, Ordering::Relaxed)
+    }
+}
+
+/// Publishes what a legacy system said in a callback. Used by the HTTP endpoint.
+pub struct Callbacks {
+    publisher: tokio::sync::RwLock<Option<Arc<Publisher>>>,
+}
+
+impl Callbacks {
+    pub fn new() -> Arc<Callbacks> {
+        Arc::new(Callbacks {
+            publisher: tokio::sync::RwLock::new(None),
+        })
+    }
+
+    /// Publishes the step and decision a callback carries; the polling chain still runs (a
+    /// callback may be lost), and consumers drop the second copy by `message_id`.
+    pub async fn publish(
+        &self,
+        department: &Department,
+        task_id: &str,
+        answer: &Answer,
+    ) -> Result<(), String> {
+        let publisher = self
+            .publisher
+            .read()
+            .await
+            .clone()
+            .ok_or("not connected to RabbitMQ")?;
+        let reading = department.config.mapping.result.read(answer);
+        let base = ResultMessage {
+            task_id: task_id.to_string(),
+            case_number: case_of(task_id).to_string(),
+            department: department.code().to_string(),
+            department_case_number: reading.department_case_number.clone().unwrap_or_default(),
+            at: Some(now()),
+            ..Default::default()
+        };
+        if let Some(step) = reading.step {
+            publisher
+                .result(
+                    ResultMessage {
+                        kind: ResultKind::Progress as i32,
+                        step,
+                        ..base.clone()
+                    },
+                    None,
+                )
+                .await?;
+        }
+        let decided = match reading.decision {
+            Some(Decision::Approved(documents)) => ResultMessage {
+                kind: ResultKind::Approved as i32,
+                documents,
+                ..base
+            },
+            Some(Decision::Rejected(reasons)) => ResultMessage {
+                kind: ResultKind::Rejected as i32,
+                reasons,
+                ..base
+            },
+            Some(Decision::Supplement(materials)) => ResultMessage {
+                kind: ResultKind::Supplement as i32,
+                materials,
+                ..base
+            },
+            None => return Ok(()),
+        };
+        publisher.result(decided, None).await
+    }
+}
+
+/// Runs every department until the process ends: one consuming connection and one publishing
+/// connection, recovered with backoff when the broker goes away.
+pub async fn run(
+    bus: BusConfig,
+    departments: Vec<Arc<Department>>,
+    readiness: Arc<Readiness>,
+    callbacks: Arc<Callbacks>,
+) {
+    let timeout = Duration::from_secs(bus.timeout_secs);
+    let codes: Vec<String> = departments.iter().map(|d| d.code().to_string()).collect();
+    let topology = Topology::for_departments(&codes, &bus);
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match session(
+            &bus,
+            &topology,
+            &departments,
+            &readiness,
+            &callbacks,
+            timeout,
+        )
+        .await
+        {
+            Ok(()) => backoff = Duration::from_millis(500),
+            Err(e) => {
+                warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "adapter lost RabbitMQ; reconnecting");
+            }
+        }
+        readiness.set(false);
+        *callbacks.publisher.write().await = None;
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+async fn open(bus: &BusConfig, name: &str) -> Result<Connection, String> {
+    let mut config = bus.clone();
+    config.url = bus.url.clone();
+    let connection = yichuang::bus::connect(&config)
+        .await
+        .map_err(|e| e.to_string())?;
+    debug!(connection = name, "connected");
+    Ok(connection)
+}
+
+/// One connected session: ends when a consumer stops (the broker went away).
+async fn session(
+    bus: &BusConfig,
+    topology: &Topology,
+    departments: &[Arc<Department>],
+    readiness: &Readiness,
+    callbacks: &Callbacks,
+    timeout: Duration,
+) -> Result<(), String> {
+    let publishing = open(bus, "publishing").await?;
+    let consuming = open(bus, "consuming").await?;
+    let channel = publishing
+        .create_channel()
+        .await
+        .map_err(|e| e.to_string())?;
+    topology
+        .declare(&channel, timeout)
+        .await
+        .map_err(|e| e.to_string())?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let publisher = Arc::new(Publisher {
+        channel,
+        names: Names::new(&bus.prefix),
+        delays: bus.retry_delays_secs.clone(),
+        timeout,
+    });
+    *callbacks.publisher.write().await = Some(publisher.clone());
+    let names = Names::new(&bus.prefix);
+    let mut consumers = tokio::task::JoinSet::new();
+    for department in departments {
+        let channel = consuming
+            .create_channel()
+            .await
+            .map_err(|e| e.to_string())?;
+        channel
+            .basic_qos(
+                department.config.limits.concurrency,
+                BasicQosOptions::default(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let queue = names.task_queue(department.code());
+        let mut consumer = channel
+            .basic_consume(
+                queue.as_str().into(),
+                format!(
+                    "yichuang-adapter-{}-{}",
+                    department.code(),
+                    uuid::Uuid::new_v4().simple()
+                )
+                .as_str()
+                .into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        info!(department = %department.code(), queue = %queue, "consuming");
+        let worker = Arc::new(Worker {
+            department: department.clone(),
+            publisher: publisher.clone(),
+        });
+        consumers.spawn(async move {
+            let _channel = channel;
+            while let Some(delivery) = consumer.next().await {
+                match delivery {
+                    Ok(delivery) => {
+                        let worker = worker.clone();
+                        tokio::spawn(async move { worker.handle(delivery).await });
+                    }
+                    Err(e) => return format!("consumer: {e}"),
+                }
+            }
+            "consumer ended".to_string()
+        });
+    }
+    readiness.set(true);
+    let ended = consumers
+        .join_next()
+        .await
+        .map(|r| r.unwrap_or_else(|e| e.to_string()))
+        .unwrap_or_default();
+    consumers.abort_all();
+    let _ = tokio::time::timeout(timeout, publishing.close(0, "reconnecting".into())).await;
+    let _ = tokio::time::timeout(timeout, consuming.close(0, "reconnecting".into())).await;
+    Err(ended)
+}

@@ -1,0 +1,250 @@
+//! The HTTP/JSON kind against its simulator (`yichuang_sim::http_json`) on a real RabbitMQ: the
+//! system misbehaves in every way it can, and every task still ends with exactly one outcome.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{Adapter, Harness, assert_one_outcome_each, bus, department, secret_file, task};
+use yichuang::proto::v1::ResultKind;
+use yichuang_sim::core::Behaviour;
+use yichuang_sim::http_json::{HttpJsonSim, Settings};
+
+async fn sim(
+    behaviour: Behaviour,
+    callback: Option<String>,
+) -> (std::sync::Arc<HttpJsonSim>, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let sim = HttpJsonSim::new(Settings {
+        behaviour,
+        token_ttl_secs: 1,
+        callback_url: callback,
+        ..Settings::default()
+    });
+    tokio::spawn(sim.clone().serve(listener));
+    (sim, endpoint)
+}
+
+fn config(endpoint: &str, dir: &tempfile::TempDir) -> yichuang_adapters::config::DepartmentConfig {
+    let mut c = department("scjg", endpoint);
+    c.credentials
+        .insert("client_id".into(), secret_file(dir, "id", "yichuang"));
+    c.credentials.insert(
+        "client_secret".into(),
+        secret_file(dir, "secret", "sim-secret"),
+    );
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_task_ends_with_one_outcome_while_the_system_misbehaves() {
+    let bus = bus();
+    let harness = Harness::open(&bus, &["scjg"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    // The adapter's callback endpoint is only known once it runs; the system is told after.
+    let (sim, endpoint) = sim(
+        Behaviour {
+            department: "scjg".into(),
+            decision_delay_ms: 1500,
+            server_error: 0.08,
+            hang: 0.05,
+            hang_ms: 2500, // past the adapter's 1 s timeout
+            too_many: 0.05,
+            retry_after_secs: 1,
+            drop_callback: 0.5,
+            ..Behaviour::default()
+        },
+        None,
+    )
+    .await;
+    let adapter = Adapter::start(&bus, vec![config(&endpoint, &dir)]).await;
+
+    let tasks: Vec<_> = (0..30).map(|n| task("scjg", "SP-JY", n)).collect();
+    let ids: Vec<String> = tasks
+        .iter()
+        .map(|t| t.task.as_ref().unwrap().task_id.clone())
+        .collect();
+    for t in &tasks {
+        harness.publish(t).await;
+    }
+    let results = harness.results_for(&ids, Duration::from_secs(90)).await;
+    assert_one_outcome_each(&results, &ids);
+
+    let stats = sim.sim.stats();
+    assert_eq!(stats.cases, 30, "every task reached the system: {stats:?}");
+    assert_eq!(stats.duplicates, 0, "none submitted twice: {stats:?}");
+    assert!(stats.faults > 0, "faults were injected: {stats:?}");
+    // The outcomes are the system's own, with its case numbers and documents.
+    for id in &ids {
+        let case = sim.sim.by_serial(id).expect("the system has the task");
+        let outcome = results[id].iter().find(|g| g.is_final()).unwrap();
+        assert_eq!(outcome.result.department_case_number, case.number);
+        let expected = match case.outcome {
+            yichuang_sim::core::Outcome::Approved => ResultKind::Approved,
+            yichuang_sim::core::Outcome::Rejected => ResultKind::Rejected,
+            yichuang_sim::core::Outcome::Supplement => ResultKind::Supplement,
+        };
+        assert_eq!(outcome.kind(), expected, "{id}");
+        match expected {
+            ResultKind::Approved => {
+                assert_eq!(outcome.result.documents[0].number, case.licence_number());
+                assert_eq!(outcome.result.documents[0].material_code, "SPJYXKZ");
+            }
+            ResultKind::Supplement => {
+                assert_eq!(outcome.result.materials, ["场所平面图", "租赁合同"], "{id}")
+            }
+            _ => assert!(!outcome.result.reasons.is_empty()),
+        }
+        assert_eq!(
+            outcome.routing_key,
+            format!(
+                "scjg.{}",
+                match expected {
+                    ResultKind::Approved => "approved",
+                    ResultKind::Rejected => "rejected",
+                    _ => "supplement",
+                }
+            )
+        );
+    }
+    adapter.task.abort();
+    harness.remove().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_deliver_decisions_and_polling_covers_the_dropped_ones() {
+    let bus = bus();
+    let harness = Harness::open(&bus, &["scjg"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    // The callback URL needs the adapter's address, the adapter the system's: bind first.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let mut c = config(&endpoint, &dir);
+    c.polling.interval_secs = 4; // slower than the decision, so callbacks arrive first
+    let adapter = Adapter::start(&bus, vec![c]).await;
+    let sim = HttpJsonSim::new(Settings {
+        behaviour: Behaviour {
+            department: "scjg".into(),
+            decision_delay_ms: 500,
+            drop_callback: 0.5,
+            ..Behaviour::default()
+        },
+        callback_url: Some(format!("http://{}/callback/scjg", adapter.http)),
+        ..Settings::default()
+    });
+    tokio::spawn(sim.clone().serve(listener));
+
+    let tasks: Vec<_> = (0..10).map(|n| task("scjg", "SP-JY", n)).collect();
+    let ids: Vec<String> = tasks
+        .iter()
+        .map(|t| t.task.as_ref().unwrap().task_id.clone())
+        .collect();
+    for t in &tasks {
+        harness.publish(t).await;
+    }
+    let results = harness.results_for(&ids, Duration::from_secs(60)).await;
+    assert_one_outcome_each(&results, &ids);
+    let stats = sim.sim.stats();
+    assert!(
+        stats.callbacks_sent > 0 && stats.callbacks_dropped > 0,
+        "{stats:?}"
+    );
+    adapter.task.abort();
+    harness.remove().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_the_system_refuses_is_published_as_failed_and_poison_is_dead_lettered() {
+    let bus = bus();
+    let harness = Harness::open(&bus, &["scjg"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, endpoint) = sim(Behaviour::default(), None).await;
+    let adapter = Adapter::start(&bus, vec![config(&endpoint, &dir)]).await;
+
+    // The system requires the applicant's name; this task has none.
+    let mut refused = task("scjg", "SP-JY", 1);
+    refused
+        .submission
+        .as_mut()
+        .unwrap()
+        .applicant
+        .as_mut()
+        .unwrap()
+        .name = " ".into();
+    let id = refused.task.as_ref().unwrap().task_id.clone();
+    harness.publish(&refused).await;
+    // And a message nobody can read.
+    harness
+        .raw(
+            "scjg",
+            b"\xff\xfe not protobuf",
+            lapin::BasicProperties::default()
+                .with_message_id("garbage-1".into())
+                .with_content_type(yichuang::outbox::TASK_CONTENT_TYPE.into()),
+        )
+        .await;
+
+    let results = harness
+        .results_for(std::slice::from_ref(&id), Duration::from_secs(30))
+        .await;
+    let failed = results[&id].iter().find(|g| g.is_final()).unwrap();
+    assert_eq!(failed.kind(), ResultKind::Failed);
+    assert!(
+        failed.result.reasons[0].contains("缺少必填项 sqrmc"),
+        "the system's own words: {:?}",
+        failed.result.reasons
+    );
+    let (headers, body) = harness
+        .dead_letter("scjg", Duration::from_secs(20))
+        .await
+        .expect("the poison message in the dead queue");
+    assert_eq!(body, b"\xff\xfe not protobuf");
+    assert!(
+        headers[yichuang_adapters::runtime::REASON_HEADER].contains("cannot decode"),
+        "{headers:?}"
+    );
+    assert_eq!(sim.sim.stats().cases, 0);
+    adapter.task.abort();
+    harness.remove().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_never_goes_faster_than_the_departments_rate() {
+    let bus = bus();
+    let harness = Harness::open(&bus, &["scjg"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    // The system takes 5 requests a second and counts any more; it decides at once, so each
+    // task is one call (plus token fetches).
+    let (sim, endpoint) = sim(
+        Behaviour {
+            department: "scjg".into(),
+            decision_delay_ms: 0,
+            max_rps: 5,
+            ..Behaviour::default()
+        },
+        None,
+    )
+    .await;
+    let mut c = config(&endpoint, &dir);
+    c.limits.requests_per_second = 5;
+    c.limits.concurrency = 16;
+    let tasks: Vec<_> = (0..20).map(|n| task("scjg", "SP-JY", n)).collect();
+    let ids: Vec<String> = tasks
+        .iter()
+        .map(|t| t.task.as_ref().unwrap().task_id.clone())
+        .collect();
+    // The whole backlog is there before the adapter starts.
+    for t in &tasks {
+        harness.publish(t).await;
+    }
+    let adapter = Adapter::start(&bus, vec![c]).await;
+    let results = harness.results_for(&ids, Duration::from_secs(60)).await;
+    assert_one_outcome_each(&results, &ids);
+    let stats = sim.sim.stats();
+    assert_eq!(stats.rate_violations, 0, "{stats:?}");
+    assert!(stats.max_requests_in_a_second <= 5, "{stats:?}");
+    assert!(stats.requests >= 20, "{stats:?}");
+    adapter.task.abort();
+    harness.remove().await;
+}

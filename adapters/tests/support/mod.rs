@@ -1,0 +1,371 @@
+//! Shared by the adapter tests: a broker harness that publishes tasks as the gateway does and
+//! reads what the adapters publish, the shipped department files with test timings, and an
+//! adapter runtime started in-process.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lapin::options::{
+    BasicGetOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection};
+use prost::Message;
+use yichuang::bus::{Names, Topology};
+use yichuang::config::BusConfig;
+use yichuang::proto::v1::{ResultKind, ResultMessage, Submission, Task, TaskMessage, TaskStatus};
+use yichuang_adapters::config::{DepartmentConfig, SecretRef};
+use yichuang_adapters::runtime::{self, Callbacks, Department, Readiness};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub fn amqp_url() -> String {
+    std::env::var("YICHUANG_TEST_AMQP_URL").expect(
+        "YICHUANG_TEST_AMQP_URL is not set: run the suite with `make test`, which starts RabbitMQ and sets it",
+    )
+}
+
+/// A bus of its own for one test: a fresh prefix and short delay queues (1, 2, 4 s).
+pub fn bus() -> BusConfig {
+    let mut bus: BusConfig = toml::from_str("").unwrap();
+    bus.url = amqp_url();
+    bus.prefix = format!("a{}", uuid::Uuid::new_v4().simple());
+    bus.retry_delays_secs = vec![1, 2, 4];
+    bus.timeout_secs = 5;
+    bus
+}
+
+/// The shipped department file, with timings for tests (1 s polls and backoff, 1 s call
+/// timeout) and `endpoint`.
+pub fn department(code: &str, endpoint: &str) -> DepartmentConfig {
+    let mut c =
+        DepartmentConfig::load(&repo().join("config/departments"), code).expect("shipped file");
+    c.endpoint = endpoint.to_string();
+    c.limits.timeout_secs = 1;
+    c.limits.requests_per_second = 50;
+    c.limits.concurrency = 8;
+    c.retry.initial_backoff_secs = 1;
+    c.retry.max_backoff_secs = 4;
+    c.retry.max_attempts = 30;
+    c.polling.interval_secs = 1;
+    c.maintenance.clear();
+    c
+}
+
+/// Writes a secret to a file of its own and refers to it (tests cannot set environment
+/// variables safely while other tests run).
+pub fn secret_file(dir: &tempfile::TempDir, name: &str, value: &str) -> SecretRef {
+    let path = dir.path().join(name);
+    std::fs::write(&path, value).unwrap();
+    SecretRef::File(path)
+}
+
+/// An adapter runtime in this process, with its HTTP endpoint.
+pub struct Adapter {
+    pub task: tokio::task::JoinHandle<()>,
+    pub http: std::net::SocketAddr,
+    pub readiness: Arc<Readiness>,
+}
+
+impl Adapter {
+    pub async fn start(bus: &BusConfig, departments: Vec<DepartmentConfig>) -> Adapter {
+        let departments: Vec<Arc<Department>> = departments
+            .into_iter()
+            .map(|c| Arc::new(yichuang_adapters::kinds::department(c).expect("builds")))
+            .collect();
+        let readiness = Arc::new(Readiness::default());
+        let callbacks = Callbacks::new();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http = listener.local_addr().unwrap();
+        let app = yichuang_adapters::http::router(
+            departments.clone(),
+            readiness.clone(),
+            callbacks.clone(),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let task = tokio::spawn(runtime::run(
+            bus.clone(),
+            departments,
+            readiness.clone(),
+            callbacks,
+        ));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !readiness.get() {
+            assert!(Instant::now() < deadline, "the adapter connects");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Adapter {
+            task,
+            http,
+            readiness,
+        }
+    }
+}
+
+/// A task message as the gateway's relay sends it: item `item` of department `department`,
+/// for the kai-canguan applicant, task id `<case>-NN`.
+pub fn task(department: &str, item: &str, n: usize) -> TaskMessage {
+    let submission: Submission = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("examples/cases/kai-canguan.json")).unwrap(),
+    )
+    .unwrap();
+    let case_number = format!("1164010001013301854{:012}{:010}", 0, n);
+    TaskMessage {
+        task: Some(Task {
+            task_id: format!("{case_number}-01"),
+            item_code: item.into(),
+            item_name: format!("{item} 事项"),
+            department: department.into(),
+            implementation_code: "11640100010133018540011A000012".into(),
+            status: TaskStatus::Dispatched as i32,
+            ..Default::default()
+        }),
+        case_number,
+        accepted_at: Some(pbjson_types::Timestamp {
+            seconds: 1_571_625_000,
+            nanos: 0,
+        }),
+        hall_code: submission.hall_code.clone(),
+        window_code: submission.window_code.clone(),
+        submission: Some(submission),
+        prerequisites: Vec::new(),
+    }
+}
+
+/// A result read from the gateway's results queue.
+#[derive(Debug, Clone)]
+pub struct Got {
+    pub message_id: String,
+    pub routing_key: String,
+    pub result: ResultMessage,
+}
+
+impl Got {
+    pub fn kind(&self) -> ResultKind {
+        ResultKind::try_from(self.result.kind).unwrap()
+    }
+
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self.kind(),
+            ResultKind::Approved
+                | ResultKind::Rejected
+                | ResultKind::Supplement
+                | ResultKind::Failed
+        )
+    }
+}
+
+/// The broker as the gateway sees it.
+pub struct Harness {
+    pub bus: BusConfig,
+    pub names: Names,
+    pub connection: Connection,
+    pub channel: Channel,
+    pub topology: Topology,
+}
+
+impl Harness {
+    pub async fn open(bus: &BusConfig, departments: &[&str]) -> Harness {
+        let connection = yichuang::bus::connect(bus).await.expect("RabbitMQ");
+        let channel = connection.create_channel().await.unwrap();
+        let codes: Vec<String> = departments.iter().map(|d| d.to_string()).collect();
+        let topology = Topology::for_departments(&codes, bus);
+        topology
+            .declare(&channel, Duration::from_secs(10))
+            .await
+            .unwrap();
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        Harness {
+            bus: bus.clone(),
+            names: Names::new(&bus.prefix),
+            connection,
+            channel,
+            topology,
+        }
+    }
+
+    /// Publishes a task as the gateway's relay does.
+    pub async fn publish(&self, task: &TaskMessage) {
+        let t = task.task.as_ref().unwrap();
+        let mut headers = FieldTable::default();
+        let text = |v: &str| AMQPValue::LongString(v.into());
+        headers.insert(ShortString::from("case-id"), text(&task.case_number));
+        headers.insert(ShortString::from("task-id"), text(&t.task_id));
+        headers.insert(ShortString::from("department"), text(&t.department));
+        headers.insert(ShortString::from("attempt"), AMQPValue::LongInt(1));
+        headers.insert(
+            ShortString::from("traceparent"),
+            text(&yichuang::trace::traceparent("")),
+        );
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_message_id(t.task_id.as_str().into())
+            .with_content_type(yichuang::outbox::TASK_CONTENT_TYPE.into())
+            .with_headers(headers);
+        self.raw(&t.department, &task.encode_to_vec(), properties)
+            .await;
+    }
+
+    /// Publishes any body to a department's queue.
+    pub async fn raw(&self, department: &str, body: &[u8], properties: BasicProperties) {
+        let confirm = self
+            .channel
+            .basic_publish(
+                self.names.tasks_exchange().as_str().into(),
+                department.into(),
+                Default::default(),
+                body,
+                properties,
+            )
+            .await
+            .unwrap();
+        assert!(confirm.await.unwrap().is_ack());
+    }
+
+    /// Reads results until every one of `task_ids` has a final result, or the deadline.
+    pub async fn results_for(
+        &self,
+        task_ids: &[String],
+        within: Duration,
+    ) -> HashMap<String, Vec<Got>> {
+        let mut got: HashMap<String, Vec<Got>> = HashMap::new();
+        let deadline = Instant::now() + within;
+        loop {
+            let finished = task_ids
+                .iter()
+                .filter(|id| got.get(*id).is_some_and(|g| g.iter().any(Got::is_final)))
+                .count();
+            if finished == task_ids.len() {
+                // Anything already queued behind (a duplicate) is read too.
+                while let Some(g) = self.next_result().await {
+                    got.entry(g.result.task_id.clone()).or_default().push(g);
+                }
+                return got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {finished} of {} tasks have a final result within {within:?}",
+                task_ids.len()
+            );
+            match self.next_result().await {
+                Some(g) => got.entry(g.result.task_id.clone()).or_default().push(g),
+                None => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    async fn next_result(&self) -> Option<Got> {
+        let m = self
+            .channel
+            .basic_get(
+                self.names.results_queue().as_str().into(),
+                BasicGetOptions { no_ack: true },
+            )
+            .await
+            .unwrap()?;
+        Some(Got {
+            message_id: m
+                .delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+            routing_key: m.delivery.routing_key.to_string(),
+            result: ResultMessage::decode(m.delivery.data.as_slice()).expect("a ResultMessage"),
+        })
+    }
+
+    /// The next dead letter of a department, with its headers, waiting up to `within`.
+    pub async fn dead_letter(
+        &self,
+        department: &str,
+        within: Duration,
+    ) -> Option<(BTreeMap<String, String>, Vec<u8>)> {
+        let deadline = Instant::now() + within;
+        loop {
+            let got = self
+                .channel
+                .basic_get(
+                    self.names.dead_queue(department).as_str().into(),
+                    BasicGetOptions { no_ack: true },
+                )
+                .await
+                .unwrap();
+            if let Some(m) = got {
+                let headers = m
+                    .delivery
+                    .properties
+                    .headers()
+                    .as_ref()
+                    .map(|h| {
+                        h.inner()
+                            .iter()
+                            .filter_map(|(k, v)| match v {
+                                AMQPValue::LongString(s) => Some((k.to_string(), s.to_string())),
+                                _ => None,
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                return Some((headers, m.delivery.data.to_vec()));
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn remove(self) {
+        for q in &self.topology.queues {
+            let _ = self
+                .channel
+                .queue_delete(q.name.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        for e in &self.topology.exchanges {
+            let _ = self
+                .channel
+                .exchange_delete(e.name.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+        }
+        let _ = self.connection.close(200, "done".into()).await;
+    }
+}
+
+/// Checks the results of tasks: each has exactly one final outcome (copies share one
+/// `message_id`), an `ACCEPTED` before it unless the department refused the task, and the
+/// department's case number on its outcome.
+pub fn assert_one_outcome_each(results: &HashMap<String, Vec<Got>>, task_ids: &[String]) {
+    for id in task_ids {
+        let got = &results[id];
+        let finals: std::collections::HashSet<&str> = got
+            .iter()
+            .filter(|g| g.is_final())
+            .map(|g| g.message_id.as_str())
+            .collect();
+        assert_eq!(finals.len(), 1, "{id}: one outcome, got {got:#?}");
+        let outcome = got.iter().find(|g| g.is_final()).unwrap();
+        if outcome.kind() != ResultKind::Failed {
+            assert!(
+                got.iter().any(|g| g.kind() == ResultKind::Accepted),
+                "{id}: accepted first: {got:#?}"
+            );
+            assert!(
+                !outcome.result.department_case_number.is_empty(),
+                "{id}: the department's case number: {outcome:#?}"
+            );
+        }
+    }
+}
