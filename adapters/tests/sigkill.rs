@@ -1,0 +1,143 @@
+//! The adapter process killed with SIGKILL while tasks are in flight, then started again: no
+//! task is lost, and none is submitted twice to a department system that reports duplicates
+//! (a redelivered task is looked up before it is submitted).
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{Harness, assert_one_outcome_each, bus, repo, task};
+use yichuang_sim::core::Behaviour;
+use yichuang_sim::http_json::{HttpJsonSim, Settings};
+
+/// The shipped scjg file with test timings.
+fn department_file() -> String {
+    let shipped = std::fs::read_to_string(repo().join("config/departments/scjg.yaml")).unwrap();
+    let mut text = shipped.clone();
+    for (from, to) in [
+        ("timeout_secs: 10", "timeout_secs: 1"),
+        ("interval_secs: 60", "interval_secs: 1"),
+        ("initial_backoff_secs: 10", "initial_backoff_secs: 1"),
+        ("max_backoff_secs: 600", "max_backoff_secs: 4"),
+        ("max_attempts: 8", "max_attempts: 30"),
+        ("requests_per_second: 5", "requests_per_second: 50"),
+        ("  - { from: \"01:00\", to: \"02:00\" }\n", ""),
+        ("maintenance:\n", "maintenance: []\n"),
+    ] {
+        assert!(text.contains(from), "the shipped file has {from:?}");
+        text = text.replacen(from, to, 1);
+    }
+    text
+}
+
+struct Process {
+    child: Child,
+    http: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start(dir: &std::path::Path, endpoint: &str) -> Process {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_yichuang-adapter"))
+        .args(["--config", dir.join("adapter.toml").to_str().unwrap()])
+        .args(["--department", "scjg"])
+        .env("YICHUANG_ADAPTER_LISTEN", format!("127.0.0.1:{port}"))
+        .env("SCJG_ENDPOINT", endpoint)
+        .env("SCJG_CLIENT_ID", "yichuang")
+        .env("SCJG_CLIENT_SECRET", "sim-secret")
+        .env("YICHUANG_LOG_FORMAT", "text")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the adapter binary starts");
+    let http = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = reqwest::get(format!("{http}/readyz"))
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if ready {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the adapter becomes ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Process { child, http }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adapter_killed_mid_flight_loses_nothing_and_submits_nothing_twice() {
+    let bus = bus();
+    let harness = Harness::open(&bus, &["scjg"]).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let sim = HttpJsonSim::new(Settings {
+        behaviour: Behaviour {
+            department: "scjg".into(),
+            decision_delay_ms: 2000,
+            hang: 0.2,
+            hang_ms: 700, // answers that arrive while the process is being killed
+            ..Behaviour::default()
+        },
+        ..Settings::default()
+    });
+    tokio::spawn(sim.clone().serve(listener));
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("departments")).unwrap();
+    std::fs::write(dir.path().join("departments/scjg.yaml"), department_file()).unwrap();
+    std::fs::write(
+        dir.path().join("adapter.toml"),
+        format!(
+            "departments_dir = \"departments\"\n[http]\nlisten = \"${{YICHUANG_ADAPTER_LISTEN}}\"\n[bus]\nurl = \"{}\"\nprefix = \"{}\"\nretry_delays_secs = [1, 2, 4]\ntimeout_secs = 5\n[log]\nformat = \"text\"\n",
+            bus.url, bus.prefix
+        ),
+    )
+    .unwrap();
+
+    let mut adapter = start(dir.path(), &endpoint).await;
+    let tasks: Vec<_> = (0..40).map(|n| task("scjg", "SP-JY", n)).collect();
+    let ids: Vec<String> = tasks
+        .iter()
+        .map(|t| t.task.as_ref().unwrap().task_id.clone())
+        .collect();
+    for t in &tasks {
+        harness.publish(t).await;
+    }
+    // Killed while some tasks are with the department and others still queued.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sim.sim.stats().cases < 10 {
+        assert!(Instant::now() < deadline, "the adapter submits");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    adapter.child.kill().unwrap(); // SIGKILL
+    adapter.child.wait().unwrap();
+    let at_kill = sim.sim.stats().cases;
+    assert!(
+        at_kill < 40,
+        "killed mid-flight ({at_kill} of 40 submitted)"
+    );
+
+    let mut adapter = start(dir.path(), &endpoint).await;
+    assert!(adapter.http.starts_with("http://"));
+    let results = harness.results_for(&ids, Duration::from_secs(90)).await;
+    assert_one_outcome_each(&results, &ids);
+    let stats = sim.sim.stats();
+    assert_eq!(
+        stats.cases, 40,
+        "every task reached the department: {stats:?}"
+    );
+    assert_eq!(stats.duplicates, 0, "none submitted twice: {stats:?}");
+    adapter.child.kill().unwrap();
+    adapter.child.wait().unwrap();
+    harness.remove().await;
+}
