@@ -310,6 +310,19 @@ pub async fn connect(config: &BusConfig) -> Result<Connection, BusError> {
     }
 }
 
+/// The user name in an AMQP URL (`guest` when there is none, as RabbitMQ assumes), which
+/// RabbitMQ checks against a message's `user_id`.
+pub fn user(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => url[scheme + 3..at]
+            .split(':')
+            .next()
+            .unwrap_or("guest")
+            .to_string(),
+        _ => "guest".into(),
+    }
+}
+
 /// The URL without its password, for messages.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

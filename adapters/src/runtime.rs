@@ -146,6 +146,9 @@ enum Next {
 /// Where results, retries and dead letters go; its own connection, with confirms.
 struct Publisher {
     channel: Channel,
+    /// The connection's RabbitMQ user: results carry it as `user_id`, which the broker
+    /// validates, so the gateway can refuse a result that claims another department.
+    user: String,
     names: Names,
     delays: Vec<u64>,
     timeout: Duration,
@@ -208,6 +211,7 @@ impl Publisher {
             .with_message_id(message_id.into())
             .with_content_type(RESULT_CONTENT_TYPE.into())
             .with_timestamp(chrono::Utc::now().timestamp() as u64)
+            .with_user_id(self.user.as_str().into())
             .with_headers(headers);
         let key = format!("{}.{kind_name}", r.department);
         self.publish(
@@ -836,6 +840,7 @@ async fn session(
         .map_err(|e| e.to_string())?;
     let publisher = Arc::new(Publisher {
         channel,
+        user: yichuang::bus::user(&bus.url),
         names: Names::new(&bus.prefix),
         delays: bus.retry_delays_secs.clone(),
         timeout,

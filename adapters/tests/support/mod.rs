@@ -142,6 +142,8 @@ pub fn task(department: &str, item: &str, n: usize) -> TaskMessage {
 #[derive(Debug, Clone)]
 pub struct Got {
     pub message_id: String,
+    /// The publisher's RabbitMQ user, validated by the broker.
+    pub user_id: String,
     pub routing_key: String,
     pub result: ResultMessage,
 }
@@ -282,6 +284,13 @@ impl Harness {
                 .map(|s| s.to_string())
                 .unwrap_or_default(),
             routing_key: m.delivery.routing_key.to_string(),
+            user_id: m
+                .delivery
+                .properties
+                .user_id()
+                .as_ref()
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
             result: ResultMessage::decode(m.delivery.data.as_slice()).expect("a ResultMessage"),
         })
     }
@@ -357,6 +366,11 @@ pub fn assert_one_outcome_each(results: &HashMap<String, Vec<Got>>, task_ids: &[
             .collect();
         assert_eq!(finals.len(), 1, "{id}: one outcome, got {got:#?}");
         let outcome = got.iter().find(|g| g.is_final()).unwrap();
+        assert_eq!(
+            outcome.user_id,
+            yichuang::bus::user(&amqp_url()),
+            "{id}: results carry the adapter's validated RabbitMQ user"
+        );
         if outcome.kind() != ResultKind::Failed {
             assert!(
                 got.iter().any(|g| g.kind() == ResultKind::Accepted),
