@@ -67,6 +67,9 @@ pub fn accept(plan: &Plan, case_number: &str, trace_id: &str) -> Accepted {
             mode: t.mode as i32,
             department_case_number: String::new(),
             results: Vec::new(),
+            step: String::new(),
+            reasons: Vec::new(),
+            materials_requested: Vec::new(),
         })
         .collect();
     let accepted_at = timestamp(plan.accepted_at);

@@ -25,6 +25,7 @@ pub mod case;
 pub mod catalog;
 pub mod config;
 pub mod intake;
+pub mod lifecycle;
 pub mod outbox;
 pub mod privacy;
 pub mod sla;

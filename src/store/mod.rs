@@ -129,62 +129,6 @@ fn dispatch_in_case(
     events
 }
 
-/// Records the approval of `task_id` in the case record and releases the tasks that waited
-/// only for approved tasks. Returns the ids of released tasks and the history entries to append
-/// after `last_seq`; `None` when the task is unknown or not in a state that can be approved.
-fn approve_in_case(
-    case: &mut Case,
-    task_id: &str,
-    results: Vec<crate::proto::v1::ResultDocument>,
-    last_seq: i64,
-    now_ms: i64,
-) -> Option<(Vec<String>, Vec<CaseEvent>)> {
-    use crate::proto::v1::TaskStatus;
-    let approved = TaskStatus::Approved as i32;
-    let task = case.tasks.iter_mut().find(|t| t.task_id == task_id)?;
-    if task.status == approved
-        || task.status == TaskStatus::Waiting as i32
-        || task.status == TaskStatus::Rejected as i32
-    {
-        return None;
-    }
-    task.status = approved;
-    task.results = results;
-    let mut events = vec![CaseEvent {
-        seq: last_seq + 1,
-        at: ms_to_timestamp(now_ms),
-        kind: "task-approved".into(),
-        task_id: task_id.to_string(),
-        detail: format!("{} approved by {}", task.item_code, task.department),
-    }];
-    let done: Vec<String> = case
-        .tasks
-        .iter()
-        .filter(|t| t.status == approved)
-        .map(|t| t.task_id.clone())
-        .collect();
-    let mut released = Vec::new();
-    for t in case.tasks.iter_mut() {
-        if t.status == TaskStatus::Waiting as i32 && t.depends_on.iter().all(|d| done.contains(d)) {
-            t.status = TaskStatus::Ready as i32;
-            released.push(t.task_id.clone());
-            events.push(CaseEvent {
-                seq: last_seq + events.len() as i64 + 1,
-                at: ms_to_timestamp(now_ms),
-                kind: "task-released".into(),
-                task_id: t.task_id.clone(),
-                detail: format!(
-                    "{} released to {} after {}",
-                    t.item_code,
-                    t.department,
-                    t.depends_on.join(", ")
-                ),
-            });
-        }
-    }
-    Some((released, events))
-}
-
 /// A filter for listing cases.
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
@@ -400,20 +344,33 @@ impl Store {
         }
     }
 
-    /// Records a department's approval of a task, with its result documents, and releases the
-    /// tasks of the bundle that waited only for approved tasks (they become READY for the relay).
-    /// Returns the released task ids; `Ok(None)` when the task is unknown or cannot be approved
-    /// in its state (a repeated approval changes nothing twice).
+    /// Records what a department said about a task (see [`crate::lifecycle`]) in one
+    /// transaction: the task row, the case record and status, the released tasks (READY for
+    /// the relay) and the history entries. `Ok(None)`: unknown task, or nothing to change (a
+    /// duplicate or stale result).
+    pub async fn record_result(
+        &self,
+        task_id: &str,
+        update: crate::lifecycle::TaskUpdate,
+    ) -> Result<Option<crate::lifecycle::Applied>, StoreError> {
+        let now = Utc::now().timestamp_millis();
+        match self {
+            Store::Sqlite(s) => s.record_result(task_id.to_string(), update, now).await,
+            Store::Postgres(s) => s.record_result(task_id, update, now).await,
+        }
+    }
+
+    /// Records a department's approval with its result documents; returns the released tasks.
     pub async fn approve_task(
         &self,
         task_id: &str,
-        results: Vec<crate::proto::v1::ResultDocument>,
+        documents: Vec<crate::proto::v1::ResultDocument>,
     ) -> Result<Option<Vec<String>>, StoreError> {
-        let now = Utc::now().timestamp_millis();
-        match self {
-            Store::Sqlite(s) => s.approve_task(task_id.to_string(), results, now).await,
-            Store::Postgres(s) => s.approve_task(task_id, results, now).await,
-        }
+        let update = crate::lifecycle::TaskUpdate::Approved {
+            department_case_number: String::new(),
+            documents,
+        };
+        Ok(self.record_result(task_id, update).await?.map(|a| a.released))
     }
 
     /// Leases up to `limit` unpublished history entries to the relay, oldest first.

@@ -10,7 +10,7 @@ use tokio_postgres::types::ToSql;
 
 use super::{
     Attempt, CaseRows, Decision, Evaluated, Existing, ListQuery, OutboxItem, StoreError,
-    SubmitCommand, SubmitResult, approve_in_case, attempt_detail, case_rows, decide, decode_case,
+    SubmitCommand, SubmitResult, attempt_detail, case_rows, decide, decode_case,
     dispatch_in_case, migrate, ms_to_timestamp, summary,
 };
 use crate::case::{self, MAX_DAILY_SEQUENCE};
@@ -291,12 +291,12 @@ impl PgStore {
         Ok(())
     }
 
-    pub(super) async fn approve_task(
+    pub(super) async fn record_result(
         &self,
         task_id: &str,
-        results: Vec<crate::proto::v1::ResultDocument>,
+        update: crate::lifecycle::TaskUpdate,
         now_ms: i64,
-    ) -> Result<Option<Vec<String>>, StoreError> {
+    ) -> Result<Option<crate::lifecycle::Applied>, StoreError> {
         let mut client = self.pool.get().await.map_err(pool_err)?;
         let tx = client.transaction().await?;
         let Some(row) = tx
@@ -324,27 +324,31 @@ impl PgStore {
             )
             .await?
             .get(0);
-        let Some((released, events)) =
-            approve_in_case(&mut case, task_id, results, last_seq, now_ms)
-        else {
+        let Some(applied) = crate::lifecycle::apply(
+            &mut case,
+            task_id,
+            update,
+            last_seq,
+            ms_to_timestamp(now_ms).unwrap_or_default(),
+        ) else {
             return Ok(None);
         };
         tx.execute(
             "UPDATE tasks SET status = $1 WHERE task_id = $2",
-            &[&(TaskStatus::Approved as i32), &task_id],
+            &[&(applied.status as i32), &task_id],
         )
         .await?;
         tx.execute(
             "UPDATE tasks SET status = $1 WHERE task_id = ANY($2)",
-            &[&(TaskStatus::Ready as i32), &released],
+            &[&(TaskStatus::Ready as i32), &applied.released],
         )
         .await?;
         tx.execute(
-            "UPDATE cases SET body = $1 WHERE case_number = $2",
-            &[&prost::Message::encode_to_vec(&case), &case_number],
+            "UPDATE cases SET status = $1, body = $2 WHERE case_number = $3",
+            &[&case.status, &prost::Message::encode_to_vec(&case), &case_number],
         )
         .await?;
-        for e in events {
+        for e in &applied.events {
             tx.execute(
                 "INSERT INTO case_events (case_number, seq, at_ms, kind, task_id, detail) VALUES ($1, $2, $3, $4, $5, $6)",
                 &[&case_number, &e.seq, &now_ms, &e.kind, &e.task_id, &e.detail],
@@ -352,7 +356,7 @@ impl PgStore {
             .await?;
         }
         tx.commit().await?;
-        Ok(Some(released))
+        Ok(Some(applied))
     }
 
     pub(super) async fn claim_events(

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     Attempt, CaseRows, Decision, Evaluated, Existing, ListQuery, OutboxItem, StoreError,
-    SubmitCommand, SubmitResult, approve_in_case, attempt_detail, case_rows, decide, decode_case,
+    SubmitCommand, SubmitResult, attempt_detail, case_rows, decide, decode_case,
     dispatch_in_case, migrate, ms_to_timestamp, summary,
 };
 use crate::case::{self, MAX_DAILY_SEQUENCE};
@@ -356,12 +356,12 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn approve_task(
+    pub(super) async fn record_result(
         &self,
         task_id: String,
-        results: Vec<crate::proto::v1::ResultDocument>,
+        update: crate::lifecycle::TaskUpdate,
         now_ms: i64,
-    ) -> Result<Option<Vec<String>>, StoreError> {
+    ) -> Result<Option<crate::lifecycle::Applied>, StoreError> {
         self.write(move |conn| {
             let tx = conn.transaction()?;
             let case_number: Option<String> = tx
@@ -372,22 +372,25 @@ impl SqliteStore {
             let mut case = decode_case(&body)?;
             let last_seq: i64 =
                 tx.query_row("SELECT coalesce(max(seq), 0) FROM case_events WHERE case_number = ?1", [&case_number], |r| r.get(0))?;
-            let Some((released, events)) = approve_in_case(&mut case, &task_id, results, last_seq, now_ms) else {
+            let Some(applied) = crate::lifecycle::apply(&mut case, &task_id, update, last_seq, ms_to_timestamp(now_ms).unwrap_or_default()) else {
                 return Ok(None);
             };
-            tx.execute("UPDATE tasks SET status = ?1 WHERE task_id = ?2", params![TaskStatus::Approved as i32, task_id])?;
-            for id in &released {
+            tx.execute("UPDATE tasks SET status = ?1 WHERE task_id = ?2", params![applied.status as i32, task_id])?;
+            for id in &applied.released {
                 tx.execute("UPDATE tasks SET status = ?1 WHERE task_id = ?2", params![TaskStatus::Ready as i32, id])?;
             }
-            tx.execute("UPDATE cases SET body = ?1 WHERE case_number = ?2", params![prost::Message::encode_to_vec(&case), case_number])?;
-            for e in events {
+            tx.execute(
+                "UPDATE cases SET status = ?1, body = ?2 WHERE case_number = ?3",
+                params![case.status, prost::Message::encode_to_vec(&case), case_number],
+            )?;
+            for e in &applied.events {
                 tx.execute(
                     "INSERT INTO case_events (case_number, seq, at_ms, kind, task_id, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     params![case_number, e.seq, now_ms, e.kind, e.task_id, e.detail],
                 )?;
             }
             tx.commit()?;
-            Ok(Some(released))
+            Ok(Some(applied))
         })
         .await
     }

@@ -1,0 +1,393 @@
+//! The state machines of a task and of its case, after dispatch: what a department's result
+//! does to a task (accepted with its own case number → steps → approved / rejected / supplement
+//! required, or refused by its system), how a case aggregates its tasks, and which waiting
+//! tasks an approval releases. Pure functions over the case record; the store applies them in
+//! one transaction and appends the history entries they return.
+//!
+//! Results may arrive twice or out of order: a result that would move a task backwards, or
+//! repeat what is recorded, changes nothing and returns `None`.
+
+use crate::proto::v1::{Case, CaseEvent, CaseStatus, ResultDocument, TaskStatus};
+
+/// What a department said about a task.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskUpdate {
+    /// Its system took the task and gave its own case number.
+    Accepted { department_case_number: String },
+    /// A step of its procedure.
+    Progress {
+        department_case_number: String,
+        step: String,
+    },
+    Approved {
+        department_case_number: String,
+        documents: Vec<ResultDocument>,
+    },
+    Rejected {
+        department_case_number: String,
+        reasons: Vec<String>,
+    },
+    Supplement {
+        department_case_number: String,
+        materials: Vec<String>,
+    },
+    /// Its system refused the task's data.
+    Refused { reasons: Vec<String> },
+}
+
+/// What applying an update changed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    /// The task's new status.
+    pub status: TaskStatus,
+    /// Waiting tasks that became READY.
+    pub released: Vec<String>,
+    /// History entries to append, numbered after the case's last.
+    pub events: Vec<CaseEvent>,
+}
+
+/// Order of the states a result can move a task through; a task never moves back.
+fn rank(status: i32) -> u8 {
+    match TaskStatus::try_from(status).unwrap_or(TaskStatus::Unspecified) {
+        TaskStatus::Unspecified | TaskStatus::Waiting => 0,
+        TaskStatus::Ready | TaskStatus::Dispatched => 1,
+        TaskStatus::AcceptedByDepartment => 2,
+        TaskStatus::InReview => 3,
+        // The department may ask for materials, then go on reviewing after the supplement.
+        TaskStatus::SupplementRequired | TaskStatus::Refused => 3,
+        TaskStatus::Approved | TaskStatus::Rejected => 9,
+    }
+}
+
+fn is_final(status: i32) -> bool {
+    rank(status) == 9
+}
+
+/// Applies `update` to task `task_id` of `case`. `None`: unknown task, or nothing to change.
+pub fn apply(
+    case: &mut Case,
+    task_id: &str,
+    update: TaskUpdate,
+    last_seq: i64,
+    at: pbjson_types::Timestamp,
+) -> Option<Applied> {
+    let task = case.tasks.iter_mut().find(|t| t.task_id == task_id)?;
+    if task.status == TaskStatus::Waiting as i32 || is_final(task.status) {
+        return None;
+    }
+    let before = task.status;
+    let name = format!("{} ({})", task.item_code, task.department);
+    let entry = |kind: &str, detail: String, events: &mut Vec<CaseEvent>| {
+        events.push(CaseEvent {
+            seq: last_seq + events.len() as i64 + 1,
+            at: Some(at),
+            kind: kind.into(),
+            task_id: task_id.to_string(),
+            detail,
+        })
+    };
+    let mut events = Vec::new();
+    let number = |n: &str, task: &mut crate::proto::v1::Task| {
+        if !n.is_empty() {
+            task.department_case_number = n.to_string();
+        }
+    };
+    let status = match update {
+        TaskUpdate::Accepted {
+            department_case_number,
+        } => {
+            if rank(before) >= rank(TaskStatus::AcceptedByDepartment as i32) {
+                return None;
+            }
+            number(&department_case_number, task);
+            entry(
+                "task-accepted-by-department",
+                format!("{name} accepted as {department_case_number}"),
+                &mut events,
+            );
+            TaskStatus::AcceptedByDepartment
+        }
+        TaskUpdate::Progress {
+            department_case_number,
+            step,
+        } => {
+            if task.step == step || rank(before) > rank(TaskStatus::InReview as i32) {
+                return None;
+            }
+            number(&department_case_number, task);
+            task.step = step.clone();
+            entry("task-progress", format!("{name}: {step}"), &mut events);
+            TaskStatus::InReview
+        }
+        TaskUpdate::Approved {
+            department_case_number,
+            documents,
+        } => {
+            number(&department_case_number, task);
+            let names: Vec<String> = documents
+                .iter()
+                .map(|d| format!("{} {}", d.name, d.number))
+                .collect();
+            task.results = documents;
+            entry(
+                "task-approved",
+                format!("{name} approved: {}", names.join(", ")),
+                &mut events,
+            );
+            TaskStatus::Approved
+        }
+        TaskUpdate::Rejected {
+            department_case_number,
+            reasons,
+        } => {
+            number(&department_case_number, task);
+            entry(
+                "task-rejected",
+                format!("{name} rejected: {}", reasons.join("; ")),
+                &mut events,
+            );
+            task.reasons = reasons;
+            TaskStatus::Rejected
+        }
+        TaskUpdate::Supplement {
+            department_case_number,
+            materials,
+        } => {
+            if before == TaskStatus::SupplementRequired as i32 && task.materials_requested == materials
+            {
+                return None;
+            }
+            number(&department_case_number, task);
+            entry(
+                "task-supplement-required",
+                format!("{name} asks for: {}", materials.join("、")),
+                &mut events,
+            );
+            task.materials_requested = materials;
+            TaskStatus::SupplementRequired
+        }
+        TaskUpdate::Refused { reasons } => {
+            if before == TaskStatus::Refused as i32 {
+                return None;
+            }
+            entry(
+                "task-refused",
+                format!("{name} refused by the department's system: {}", reasons.join("; ")),
+                &mut events,
+            );
+            task.reasons = reasons;
+            TaskStatus::Refused
+        }
+    };
+    task.status = status as i32;
+
+    // An approval releases the tasks that waited only for approved tasks.
+    let mut released = Vec::new();
+    if status == TaskStatus::Approved {
+        let approved: Vec<String> = case
+            .tasks
+            .iter()
+            .filter(|t| t.status == TaskStatus::Approved as i32)
+            .map(|t| t.task_id.clone())
+            .collect();
+        for t in case.tasks.iter_mut() {
+            if t.status == TaskStatus::Waiting as i32
+                && t.depends_on.iter().all(|d| approved.contains(d))
+            {
+                t.status = TaskStatus::Ready as i32;
+                released.push(t.task_id.clone());
+                events.push(CaseEvent {
+                    seq: last_seq + events.len() as i64 + 1,
+                    at: Some(at),
+                    kind: "task-released".into(),
+                    task_id: t.task_id.clone(),
+                    detail: format!(
+                        "{} released to {} after {}",
+                        t.item_code,
+                        t.department,
+                        t.depends_on.join(", ")
+                    ),
+                });
+            }
+        }
+    }
+
+    let aggregate = aggregate(case);
+    if aggregate as i32 != case.status {
+        case.status = aggregate as i32;
+        let kind = aggregate
+            .as_str_name()
+            .trim_start_matches("CASE_STATUS_")
+            .to_lowercase()
+            .replace('_', "-");
+        events.push(CaseEvent {
+            seq: last_seq + events.len() as i64 + 1,
+            at: Some(at),
+            kind: format!("case-{kind}"),
+            task_id: String::new(),
+            detail: format!("case {}", kind.replace('-', " ")),
+        });
+    }
+    Some(Applied {
+        status,
+        released,
+        events,
+    })
+}
+
+/// The case's status from its tasks: all approved → ready for delivery; any task waiting on
+/// the applicant → awaiting supplement; a rejection with nothing left that could still be
+/// approved → closed rejected; otherwise in progress.
+pub fn aggregate(case: &Case) -> CaseStatus {
+    let has = |s: TaskStatus| case.tasks.iter().any(|t| t.status == s as i32);
+    if case.status == CaseStatus::Delivered as i32 {
+        return CaseStatus::Delivered;
+    }
+    if !case.tasks.is_empty() && case.tasks.iter().all(|t| t.status == TaskStatus::Approved as i32)
+    {
+        return CaseStatus::ReadyForDelivery;
+    }
+    if has(TaskStatus::SupplementRequired) || has(TaskStatus::Refused) {
+        return CaseStatus::AwaitingSupplement;
+    }
+    let moving = case.tasks.iter().any(|t| {
+        matches!(
+            TaskStatus::try_from(t.status),
+            Ok(TaskStatus::Ready
+                | TaskStatus::Dispatched
+                | TaskStatus::AcceptedByDepartment
+                | TaskStatus::InReview)
+        )
+    });
+    if has(TaskStatus::Rejected) && !moving {
+        return CaseStatus::ClosedRejected;
+    }
+    if case.status == CaseStatus::Accepted as i32 && !moving && !has(TaskStatus::Approved) {
+        return CaseStatus::Accepted;
+    }
+    CaseStatus::InProgress
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::v1::Task;
+
+    fn at() -> pbjson_types::Timestamp {
+        pbjson_types::Timestamp {
+            seconds: 1_571_625_000,
+            nanos: 0,
+        }
+    }
+
+    /// A QY-SL task and two tasks waiting for it, all dispatched or waiting.
+    fn bundle() -> Case {
+        let task = |id: &str, status: TaskStatus, deps: &[&str]| Task {
+            task_id: id.into(),
+            item_code: id.into(),
+            department: "d".into(),
+            status: status as i32,
+            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            ..Default::default()
+        };
+        Case {
+            case_number: "C".into(),
+            status: CaseStatus::InProgress as i32,
+            tasks: vec![
+                task("C-01", TaskStatus::Dispatched, &[]),
+                task("C-02", TaskStatus::Waiting, &["C-01"]),
+                task("C-03", TaskStatus::Waiting, &["C-01"]),
+            ],
+            ..Default::default()
+        }
+    }
+
+    fn approved(n: &str) -> TaskUpdate {
+        TaskUpdate::Approved {
+            department_case_number: n.into(),
+            documents: vec![ResultDocument {
+                material_code: "YYZZ".into(),
+                name: "营业执照".into(),
+                number: "91640104MA76L8Q23H".into(),
+                file: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn a_task_moves_forward_and_never_back() {
+        let mut case = bundle();
+        let accepted = TaskUpdate::Accepted {
+            department_case_number: "S1".into(),
+        };
+        let a = apply(&mut case, "C-01", accepted.clone(), 3, at()).unwrap();
+        assert_eq!(a.status, TaskStatus::AcceptedByDepartment);
+        assert_eq!(a.events[0].seq, 4);
+        assert_eq!(case.tasks[0].department_case_number, "S1");
+        assert_eq!(apply(&mut case, "C-01", accepted, 4, at()), None, "a duplicate changes nothing");
+        let step = |s: &str| TaskUpdate::Progress {
+            department_case_number: "S1".into(),
+            step: s.into(),
+        };
+        assert!(apply(&mut case, "C-01", step("审核"), 4, at()).is_some());
+        assert_eq!(apply(&mut case, "C-01", step("审核"), 5, at()), None);
+        assert!(apply(&mut case, "C-01", approved("S1"), 5, at()).is_some());
+        assert_eq!(
+            apply(&mut case, "C-01", step("批准"), 9, at()),
+            None,
+            "progress after the decision is stale"
+        );
+        assert_eq!(apply(&mut case, "C-01", approved("S1"), 9, at()), None);
+        assert_eq!(apply(&mut case, "C-09", approved("S1"), 9, at()), None, "unknown task");
+    }
+
+    #[test]
+    fn an_approval_releases_the_waiting_tasks_and_the_case_follows_its_tasks() {
+        let mut case = bundle();
+        let a = apply(&mut case, "C-01", approved("S1"), 0, at()).unwrap();
+        assert_eq!(a.released, ["C-02", "C-03"]);
+        let kinds: Vec<&str> = a.events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["task-approved", "task-released", "task-released"]);
+        assert_eq!(case.status, CaseStatus::InProgress as i32);
+        for id in ["C-02", "C-03"] {
+            case.tasks.iter_mut().find(|t| t.task_id == id).unwrap().status =
+                TaskStatus::Dispatched as i32;
+        }
+        let s = apply(
+            &mut case,
+            "C-02",
+            TaskUpdate::Supplement {
+                department_case_number: "S2".into(),
+                materials: vec!["租赁合同".into()],
+            },
+            3,
+            at(),
+        )
+        .unwrap();
+        assert_eq!(case.status, CaseStatus::AwaitingSupplement as i32);
+        assert_eq!(s.events.last().unwrap().kind, "case-awaiting-supplement");
+        apply(&mut case, "C-02", approved("S2"), 5, at()).unwrap();
+        let last = apply(&mut case, "C-03", approved("S3"), 7, at()).unwrap();
+        assert_eq!(case.status, CaseStatus::ReadyForDelivery as i32);
+        assert_eq!(last.events.last().unwrap().kind, "case-ready-for-delivery");
+    }
+
+    #[test]
+    fn a_rejection_closes_the_case_once_nothing_else_can_be_approved() {
+        let mut case = bundle();
+        apply(
+            &mut case,
+            "C-01",
+            TaskUpdate::Rejected {
+                department_case_number: "S1".into(),
+                reasons: vec!["名称不符合规定".into()],
+            },
+            0,
+            at(),
+        )
+        .unwrap();
+        // The waiting tasks can never start: the case is closed.
+        assert_eq!(case.status, CaseStatus::ClosedRejected as i32);
+        assert_eq!(case.tasks[0].reasons, ["名称不符合规定"]);
+    }
+}
