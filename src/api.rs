@@ -125,13 +125,19 @@ pub async fn serve(
         }
     });
     let relay = gateway.relay.clone().map(|(config, topology)| {
-        tokio::spawn(crate::outbox::run(
+        let results = tokio::spawn(crate::results::run(
+            gateway.store.clone(),
+            config.clone(),
+            gateway.wake.clone(),
+        ));
+        let relay = tokio::spawn(crate::outbox::run(
             gateway.store.clone(),
             topology,
             config,
             gateway.wake.clone(),
             gateway.relay_status.clone(),
-        ))
+        ));
+        (relay, results)
     });
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::proto::v1::FILE_DESCRIPTOR_SET)
@@ -157,7 +163,8 @@ pub async fn serve(
         .await;
     watcher.abort();
     if let Some(relay) = relay {
-        relay.abort();
+        relay.0.abort();
+        relay.1.abort();
     }
     result
 }

@@ -206,9 +206,23 @@ impl Topology {
                 });
             }
         }
+        // A result the gateway refuses (unreadable, or from the wrong sender) is kept here.
         queues.push(Queue {
             name: n.results_queue(),
+            arguments: vec![
+                quorum(),
+                ("x-dead-letter-exchange", Arg::Text(n.dead_exchange())),
+                ("x-dead-letter-routing-key", Arg::Text("results".into())),
+            ],
+        });
+        queues.push(Queue {
+            name: n.dead_queue("results"),
             arguments: vec![quorum()],
+        });
+        bindings.push(Binding {
+            queue: n.dead_queue("results"),
+            exchange: n.dead_exchange(),
+            routing_key: "results".into(),
         });
         bindings.push(Binding {
             queue: n.results_queue(),
@@ -358,8 +372,8 @@ mod tests {
             scjg.arguments
                 .contains(&("x-dead-letter-exchange", Arg::Text("yichuang.dead".into())))
         );
-        // 7 departments × (task + dead + 3 delays) + the results queue.
-        assert_eq!(topology.queues.len(), 7 * 5 + 1);
+        // 7 departments × (task + dead + 3 delays) + the results queue and its dead queue.
+        assert_eq!(topology.queues.len(), 7 * 5 + 2);
         assert!(topology.bindings.contains(&Binding {
             queue: "yichuang.retry.xf.60s".into(),
             exchange: "yichuang.retry".into(),

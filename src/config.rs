@@ -177,9 +177,15 @@ pub struct BusConfig {
     /// Bound on every broker call, in seconds.
     #[serde(default = "default_bus_timeout")]
     pub timeout_secs: u64,
-    /// Whether the gateway runs the outbox relay that publishes accepted tasks.
+    /// Whether the gateway talks to the bus: the outbox relay that publishes accepted tasks
+    /// and status events, and the consumer of the departments' results.
     #[serde(default = "default_true")]
     pub relay: bool,
+    /// The RabbitMQ user each department's adapter connects as (`scjg = "adapter-scjg"`): a
+    /// result for a department listed here is refused unless the broker-validated `user_id`
+    /// is that user. Departments not listed are not checked.
+    #[serde(default)]
+    pub department_users: std::collections::BTreeMap<String, String>,
 }
 
 fn default_true() -> bool {
@@ -211,6 +217,7 @@ impl Default for BusConfig {
             retry_delays_secs: default_retry_delays(),
             timeout_secs: default_bus_timeout(),
             relay: true,
+            department_users: Default::default(),
         }
     }
 }

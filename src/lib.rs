@@ -28,6 +28,7 @@ pub mod intake;
 pub mod lifecycle;
 pub mod outbox;
 pub mod privacy;
+pub mod results;
 pub mod sla;
 pub mod store;
 pub mod telemetry;

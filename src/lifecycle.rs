@@ -63,15 +63,20 @@ fn is_final(status: i32) -> bool {
     rank(status) == 9
 }
 
-/// Applies `update` to task `task_id` of `case`. `None`: unknown task, or nothing to change.
+/// Applies `update` from `department` (`None`: not checked) to task `task_id` of `case`.
+/// `None`: unknown task, a result from another department than the task's, or nothing to change.
 pub fn apply(
     case: &mut Case,
     task_id: &str,
+    department: Option<&str>,
     update: TaskUpdate,
     last_seq: i64,
     at: pbjson_types::Timestamp,
 ) -> Option<Applied> {
     let task = case.tasks.iter_mut().find(|t| t.task_id == task_id)?;
+    if department.is_some_and(|d| d != task.department) {
+        return None;
+    }
     if task.status == TaskStatus::Waiting as i32 || is_final(task.status) {
         return None;
     }
@@ -153,7 +158,8 @@ pub fn apply(
             department_case_number,
             materials,
         } => {
-            if before == TaskStatus::SupplementRequired as i32 && task.materials_requested == materials
+            if before == TaskStatus::SupplementRequired as i32
+                && task.materials_requested == materials
             {
                 return None;
             }
@@ -172,7 +178,10 @@ pub fn apply(
             }
             entry(
                 "task-refused",
-                format!("{name} refused by the department's system: {}", reasons.join("; ")),
+                format!(
+                    "{name} refused by the department's system: {}",
+                    reasons.join("; ")
+                ),
                 &mut events,
             );
             task.reasons = reasons;
@@ -243,7 +252,11 @@ pub fn aggregate(case: &Case) -> CaseStatus {
     if case.status == CaseStatus::Delivered as i32 {
         return CaseStatus::Delivered;
     }
-    if !case.tasks.is_empty() && case.tasks.iter().all(|t| t.status == TaskStatus::Approved as i32)
+    if !case.tasks.is_empty()
+        && case
+            .tasks
+            .iter()
+            .all(|t| t.status == TaskStatus::Approved as i32)
     {
         return CaseStatus::ReadyForDelivery;
     }
@@ -320,42 +333,57 @@ mod tests {
         let accepted = TaskUpdate::Accepted {
             department_case_number: "S1".into(),
         };
-        let a = apply(&mut case, "C-01", accepted.clone(), 3, at()).unwrap();
+        let a = apply(&mut case, "C-01", None, accepted.clone(), 3, at()).unwrap();
         assert_eq!(a.status, TaskStatus::AcceptedByDepartment);
         assert_eq!(a.events[0].seq, 4);
         assert_eq!(case.tasks[0].department_case_number, "S1");
-        assert_eq!(apply(&mut case, "C-01", accepted, 4, at()), None, "a duplicate changes nothing");
+        assert_eq!(
+            apply(&mut case, "C-01", None, accepted, 4, at()),
+            None,
+            "a duplicate changes nothing"
+        );
         let step = |s: &str| TaskUpdate::Progress {
             department_case_number: "S1".into(),
             step: s.into(),
         };
-        assert!(apply(&mut case, "C-01", step("审核"), 4, at()).is_some());
-        assert_eq!(apply(&mut case, "C-01", step("审核"), 5, at()), None);
-        assert!(apply(&mut case, "C-01", approved("S1"), 5, at()).is_some());
+        assert!(apply(&mut case, "C-01", None, step("审核"), 4, at()).is_some());
+        assert_eq!(apply(&mut case, "C-01", None, step("审核"), 5, at()), None);
+        assert!(apply(&mut case, "C-01", None, approved("S1"), 5, at()).is_some());
         assert_eq!(
-            apply(&mut case, "C-01", step("批准"), 9, at()),
+            apply(&mut case, "C-01", None, step("批准"), 9, at()),
             None,
             "progress after the decision is stale"
         );
-        assert_eq!(apply(&mut case, "C-01", approved("S1"), 9, at()), None);
-        assert_eq!(apply(&mut case, "C-09", approved("S1"), 9, at()), None, "unknown task");
+        assert_eq!(
+            apply(&mut case, "C-01", None, approved("S1"), 9, at()),
+            None
+        );
+        assert_eq!(
+            apply(&mut case, "C-09", None, approved("S1"), 9, at()),
+            None,
+            "unknown task"
+        );
     }
 
     #[test]
     fn an_approval_releases_the_waiting_tasks_and_the_case_follows_its_tasks() {
         let mut case = bundle();
-        let a = apply(&mut case, "C-01", approved("S1"), 0, at()).unwrap();
+        let a = apply(&mut case, "C-01", None, approved("S1"), 0, at()).unwrap();
         assert_eq!(a.released, ["C-02", "C-03"]);
         let kinds: Vec<&str> = a.events.iter().map(|e| e.kind.as_str()).collect();
         assert_eq!(kinds, ["task-approved", "task-released", "task-released"]);
         assert_eq!(case.status, CaseStatus::InProgress as i32);
         for id in ["C-02", "C-03"] {
-            case.tasks.iter_mut().find(|t| t.task_id == id).unwrap().status =
-                TaskStatus::Dispatched as i32;
+            case.tasks
+                .iter_mut()
+                .find(|t| t.task_id == id)
+                .unwrap()
+                .status = TaskStatus::Dispatched as i32;
         }
         let s = apply(
             &mut case,
             "C-02",
+            None,
             TaskUpdate::Supplement {
                 department_case_number: "S2".into(),
                 materials: vec!["租赁合同".into()],
@@ -366,8 +394,8 @@ mod tests {
         .unwrap();
         assert_eq!(case.status, CaseStatus::AwaitingSupplement as i32);
         assert_eq!(s.events.last().unwrap().kind, "case-awaiting-supplement");
-        apply(&mut case, "C-02", approved("S2"), 5, at()).unwrap();
-        let last = apply(&mut case, "C-03", approved("S3"), 7, at()).unwrap();
+        apply(&mut case, "C-02", None, approved("S2"), 5, at()).unwrap();
+        let last = apply(&mut case, "C-03", None, approved("S3"), 7, at()).unwrap();
         assert_eq!(case.status, CaseStatus::ReadyForDelivery as i32);
         assert_eq!(last.events.last().unwrap().kind, "case-ready-for-delivery");
     }
@@ -378,6 +406,7 @@ mod tests {
         apply(
             &mut case,
             "C-01",
+            None,
             TaskUpdate::Rejected {
                 department_case_number: "S1".into(),
                 reasons: vec!["名称不符合规定".into()],
@@ -389,5 +418,16 @@ mod tests {
         // The waiting tasks can never start: the case is closed.
         assert_eq!(case.status, CaseStatus::ClosedRejected as i32);
         assert_eq!(case.tasks[0].reasons, ["名称不符合规定"]);
+    }
+
+    #[test]
+    fn a_result_from_another_department_changes_nothing() {
+        let mut case = bundle();
+        assert_eq!(
+            apply(&mut case, "C-01", Some("other"), approved("S1"), 0, at()),
+            None
+        );
+        assert_eq!(case.tasks[0].status, TaskStatus::Dispatched as i32);
+        assert!(apply(&mut case, "C-01", Some("d"), approved("S1"), 0, at()).is_some());
     }
 }

@@ -351,16 +351,22 @@ impl Store {
     pub async fn record_result(
         &self,
         task_id: &str,
+        department: &str,
         update: crate::lifecycle::TaskUpdate,
     ) -> Result<Option<crate::lifecycle::Applied>, StoreError> {
         let now = Utc::now().timestamp_millis();
+        let department = Some(department.to_string());
         match self {
-            Store::Sqlite(s) => s.record_result(task_id.to_string(), update, now).await,
-            Store::Postgres(s) => s.record_result(task_id, update, now).await,
+            Store::Sqlite(s) => {
+                s.record_result(task_id.to_string(), department, update, now)
+                    .await
+            }
+            Store::Postgres(s) => s.record_result(task_id, department, update, now).await,
         }
     }
 
-    /// Records a department's approval with its result documents; returns the released tasks.
+    /// Records a department's approval with its result documents, whoever reports it (an
+    /// operator's correction); returns the released tasks.
     pub async fn approve_task(
         &self,
         task_id: &str,
@@ -370,7 +376,15 @@ impl Store {
             department_case_number: String::new(),
             documents,
         };
-        Ok(self.record_result(task_id, update).await?.map(|a| a.released))
+        let now = Utc::now().timestamp_millis();
+        let applied = match self {
+            Store::Sqlite(s) => {
+                s.record_result(task_id.to_string(), None, update, now)
+                    .await?
+            }
+            Store::Postgres(s) => s.record_result(task_id, None, update, now).await?,
+        };
+        Ok(applied.map(|a| a.released))
     }
 
     /// Leases up to `limit` unpublished history entries to the relay, oldest first.

@@ -10,8 +10,8 @@ use tokio_postgres::types::ToSql;
 
 use super::{
     Attempt, CaseRows, Decision, Evaluated, Existing, ListQuery, OutboxItem, StoreError,
-    SubmitCommand, SubmitResult, attempt_detail, case_rows, decide, decode_case,
-    dispatch_in_case, migrate, ms_to_timestamp, summary,
+    SubmitCommand, SubmitResult, attempt_detail, case_rows, decide, decode_case, dispatch_in_case,
+    migrate, ms_to_timestamp, summary,
 };
 use crate::case::{self, MAX_DAILY_SEQUENCE};
 use crate::proto::v1::{Case, CaseEvent, CaseSummary, TaskStatus};
@@ -294,6 +294,7 @@ impl PgStore {
     pub(super) async fn record_result(
         &self,
         task_id: &str,
+        department: Option<String>,
         update: crate::lifecycle::TaskUpdate,
         now_ms: i64,
     ) -> Result<Option<crate::lifecycle::Applied>, StoreError> {
@@ -327,6 +328,7 @@ impl PgStore {
         let Some(applied) = crate::lifecycle::apply(
             &mut case,
             task_id,
+            department.as_deref(),
             update,
             last_seq,
             ms_to_timestamp(now_ms).unwrap_or_default(),
@@ -345,7 +347,11 @@ impl PgStore {
         .await?;
         tx.execute(
             "UPDATE cases SET status = $1, body = $2 WHERE case_number = $3",
-            &[&case.status, &prost::Message::encode_to_vec(&case), &case_number],
+            &[
+                &case.status,
+                &prost::Message::encode_to_vec(&case),
+                &case_number,
+            ],
         )
         .await?;
         for e in &applied.events {

@@ -20,8 +20,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     Attempt, CaseRows, Decision, Evaluated, Existing, ListQuery, OutboxItem, StoreError,
-    SubmitCommand, SubmitResult, attempt_detail, case_rows, decide, decode_case,
-    dispatch_in_case, migrate, ms_to_timestamp, summary,
+    SubmitCommand, SubmitResult, attempt_detail, case_rows, decide, decode_case, dispatch_in_case,
+    migrate, ms_to_timestamp, summary,
 };
 use crate::case::{self, MAX_DAILY_SEQUENCE};
 use crate::proto::v1::{Case, CaseEvent, CaseSummary, TaskStatus};
@@ -359,6 +359,7 @@ impl SqliteStore {
     pub(super) async fn record_result(
         &self,
         task_id: String,
+        department: Option<String>,
         update: crate::lifecycle::TaskUpdate,
         now_ms: i64,
     ) -> Result<Option<crate::lifecycle::Applied>, StoreError> {
@@ -372,7 +373,7 @@ impl SqliteStore {
             let mut case = decode_case(&body)?;
             let last_seq: i64 =
                 tx.query_row("SELECT coalesce(max(seq), 0) FROM case_events WHERE case_number = ?1", [&case_number], |r| r.get(0))?;
-            let Some(applied) = crate::lifecycle::apply(&mut case, &task_id, update, last_seq, ms_to_timestamp(now_ms).unwrap_or_default()) else {
+            let Some(applied) = crate::lifecycle::apply(&mut case, &task_id, department.as_deref(), update, last_seq, ms_to_timestamp(now_ms).unwrap_or_default()) else {
                 return Ok(None);
             };
             tx.execute("UPDATE tasks SET status = ?1 WHERE task_id = ?2", params![applied.status as i32, task_id])?;

@@ -1,0 +1,218 @@
+//! The results consumer: reads what the departments' adapters publish to the gateway's results
+//! queue, on a connection of its own (a publishing connection blocked by a resource alarm never
+//! stops results coming in), checks who sent each one, and records it through the case state
+//! machine ([`crate::lifecycle`]). A delivery is acknowledged only after its effect is stored;
+//! duplicates and stale results change nothing. A result that cannot be read, or whose sender
+//! is not the task's department, is refused: dead-lettered to `<prefix>.dead.results` and
+//! logged with the reason.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use prost::Message;
+use tokio::sync::Notify;
+use tokio_stream::StreamExt;
+use tracing::{debug, info, warn};
+
+use crate::bus::Names;
+use crate::config::BusConfig;
+use crate::lifecycle::TaskUpdate;
+use crate::proto::v1::{ResultKind, ResultMessage};
+use crate::store::Store;
+
+/// Results handled at once (the consumer's prefetch).
+const PREFETCH: u16 = 64;
+
+/// Why a result was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    Unreadable(String),
+    /// The broker-validated sender is not the user configured for the department.
+    WrongSender {
+        department: String,
+        user: String,
+        expected: String,
+    },
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Unreadable(e) => write!(f, "cannot read the result: {e}"),
+            Refusal::WrongSender {
+                department,
+                user,
+                expected,
+            } => write!(
+                f,
+                "a result for department {department} sent by RabbitMQ user {user:?}; only {expected:?} may send its results"
+            ),
+        }
+    }
+}
+
+/// Reads a delivery and checks its sender against `[bus] department_users`.
+pub fn read(
+    delivery: &Delivery,
+    users: &BTreeMap<String, String>,
+) -> Result<ResultMessage, Refusal> {
+    let r = ResultMessage::decode(delivery.data.as_slice())
+        .map_err(|e| Refusal::Unreadable(e.to_string()))?;
+    if r.task_id.is_empty() || r.department.is_empty() {
+        return Err(Refusal::Unreadable("no task id or department".into()));
+    }
+    if let Some(expected) = users.get(&r.department) {
+        let user = delivery
+            .properties
+            .user_id()
+            .as_ref()
+            .map(|u| u.to_string())
+            .unwrap_or_default();
+        if &user != expected {
+            return Err(Refusal::WrongSender {
+                department: r.department.clone(),
+                user,
+                expected: expected.clone(),
+            });
+        }
+    }
+    Ok(r)
+}
+
+/// The state-machine update a result stands for.
+pub fn update(r: ResultMessage) -> Option<TaskUpdate> {
+    let n = r.department_case_number;
+    Some(match ResultKind::try_from(r.kind).ok()? {
+        ResultKind::Unspecified => return None,
+        ResultKind::Accepted => TaskUpdate::Accepted {
+            department_case_number: n,
+        },
+        ResultKind::Progress => TaskUpdate::Progress {
+            department_case_number: n,
+            step: r.step,
+        },
+        ResultKind::Approved => TaskUpdate::Approved {
+            department_case_number: n,
+            documents: r.documents,
+        },
+        ResultKind::Rejected => TaskUpdate::Rejected {
+            department_case_number: n,
+            reasons: r.reasons,
+        },
+        ResultKind::Supplement => TaskUpdate::Supplement {
+            department_case_number: n,
+            materials: r.materials,
+        },
+        ResultKind::Failed => TaskUpdate::Refused { reasons: r.reasons },
+    })
+}
+
+/// Consumes results until the task is dropped, reconnecting with backoff. `wake` is the
+/// relay's: an approval that releases tasks wakes it.
+pub async fn run(store: Store, config: BusConfig, wake: Arc<Notify>) {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match session(&store, &config, &wake).await {
+            Ok(()) => backoff = Duration::from_millis(500),
+            Err(e) => {
+                warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "results consumer lost RabbitMQ; reconnecting")
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+async fn session(store: &Store, config: &BusConfig, wake: &Notify) -> Result<(), String> {
+    let connection = crate::bus::connect(config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(|e| e.to_string())?;
+    channel
+        .basic_qos(PREFETCH, BasicQosOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let queue = Names::new(&config.prefix).results_queue();
+    let mut consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "yichuang-gateway-results".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    info!(queue = %queue, "results consumer connected");
+    while let Some(delivery) = consumer.next().await {
+        let delivery = delivery.map_err(|e| e.to_string())?;
+        handle(store, &config.department_users, wake, delivery).await;
+    }
+    Err("the results consumer was cancelled".into())
+}
+
+async fn handle(
+    store: &Store,
+    users: &BTreeMap<String, String>,
+    wake: &Notify,
+    delivery: Delivery,
+) {
+    let r = match read(&delivery, users) {
+        Ok(r) => r,
+        Err(refusal) => {
+            warn!(reason = %refusal, "result refused; dead-lettered to the results dead queue");
+            let _ = delivery
+                .nack(BasicNackOptions {
+                    requeue: false,
+                    ..Default::default()
+                })
+                .await;
+            return;
+        }
+    };
+    let task_id = r.task_id.clone();
+    let department = r.department.clone();
+    let kind = ResultKind::try_from(r.kind).unwrap_or(ResultKind::Unspecified);
+    let Some(update) = update(r) else {
+        warn!(task = %task_id, "result of no known kind; dead-lettered");
+        let _ = delivery
+            .nack(BasicNackOptions {
+                requeue: false,
+                ..Default::default()
+            })
+            .await;
+        return;
+    };
+    loop {
+        match store
+            .record_result(&task_id, &department, update.clone())
+            .await
+        {
+            Ok(Some(applied)) => {
+                debug!(task = %task_id, kind = ?kind, status = ?applied.status, "result recorded");
+                if !applied.released.is_empty() {
+                    wake.notify_one();
+                }
+                break;
+            }
+            Ok(None) => {
+                debug!(task = %task_id, kind = ?kind, "result changes nothing (duplicate, stale or unknown task)");
+                break;
+            }
+            Err(e) => {
+                // Nothing is acknowledged before it is stored: wait for the store.
+                warn!(task = %task_id, error = %e, "cannot record a result; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+        warn!(error = %e, "ack failed; the result is delivered again and changes nothing twice");
+    }
+}
