@@ -101,3 +101,27 @@ pub fn elements<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Stri
         .map(|(k, v)| format!("<{k}>{}</{k}>", escape(v)))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_is_read_into_its_operation_and_leaves() {
+        let p = parse(
+            "<s:Envelope xmlns:s=\"urn:s\"><s:Body><t:SubmitCase xmlns:t=\"urn:t\">\
+             <ywlsh>T-1</ywlsh><sqrmc>老马家&lt;餐饮&gt; &amp; 小吃</sqrmc><bz/></t:SubmitCase>\
+             </s:Body></s:Envelope>",
+        )
+        .unwrap();
+        assert_eq!(p.after("Body"), Some("SubmitCase"));
+        assert_eq!(p.leaves["sqrmc"], "老马家<餐饮> & 小吃");
+        assert_eq!(p.leaves["bz"], "");
+        assert!(parse("<a><b></a>").is_err() && parse("系统").is_err());
+        assert_eq!(
+            elements([("m", "<&>")]),
+            "<m>&lt;&amp;&gt;</m>",
+            "answers are escaped"
+        );
+    }
+}

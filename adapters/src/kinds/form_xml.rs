@@ -29,8 +29,9 @@
 //! default `rtnMsg`); comma-separated texts the message is matched against (contains):
 //! `ok_texts` (default `请求成功`), `token_invalid_texts` (`接口令牌不存在,接口令牌已过期`),
 //! `duplicate_texts` (`业务流水号重复`), `not_found_texts` (`记录不存在`), `transient_texts`
-//! (`系统繁忙`, a refusal that is worth trying again). Credentials: `app_id`, `app_secret`,
-//! optional `sign_key`.
+//! (`系统繁忙,时间戳无效`: refusals worth trying again — overload, and a clock out of step,
+//! which an operator fixes without the tasks being lost). Credentials: `app_id`,
+//! `app_secret`, optional `sign_key`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -141,7 +142,7 @@ fn build(config: &DepartmentConfig, gate: Gate) -> Result<Arc<dyn DepartmentSyst
         token_invalid: texts("token_invalid_texts", "接口令牌不存在,接口令牌已过期"),
         duplicate: texts("duplicate_texts", "业务流水号重复"),
         not_found: texts("not_found_texts", "记录不存在"),
-        transient: texts("transient_texts", "系统繁忙"),
+        transient: texts("transient_texts", "系统繁忙,时间戳无效"),
         token: Mutex::new(None),
         gate,
     }))
