@@ -4,4 +4,7 @@
 //! they share.
 
 pub mod core;
+pub mod form_xml;
 pub mod http_json;
+pub mod soap;
+pub mod xml;

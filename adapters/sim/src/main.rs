@@ -1,5 +1,6 @@
 //! `yichuang-sim`: runs one simulated department system, for the demo and for trying an adapter
-//! by hand. `yichuang-sim http-json --listen 127.0.0.1:18081 --settings sim.json`.
+//! by hand. `yichuang-sim http-json --listen 127.0.0.1:18081 --settings sim.json`; likewise
+//! `form-xml` (default 127.0.0.1:18082) and `soap` (127.0.0.1:18083).
 
 use std::path::PathBuf;
 
@@ -26,6 +27,22 @@ enum Kind {
         #[arg(long)]
         settings: Option<PathBuf>,
     },
+    /// HTTP form-POST carrying XML, answering in GBK (or GB18030).
+    FormXml {
+        #[arg(long, default_value = "127.0.0.1:18082")]
+        listen: String,
+        /// JSON settings (`yichuang_sim::form_xml::Settings`); defaults otherwise.
+        #[arg(long)]
+        settings: Option<PathBuf>,
+    },
+    /// SOAP 1.1 WebService.
+    Soap {
+        #[arg(long, default_value = "127.0.0.1:18083")]
+        listen: String,
+        /// JSON settings (`yichuang_sim::soap::Settings`); defaults otherwise.
+        #[arg(long)]
+        settings: Option<PathBuf>,
+    },
 }
 
 fn settings<T: serde::de::DeserializeOwned + Default>(path: &Option<PathBuf>) -> anyhow::Result<T> {
@@ -45,6 +62,24 @@ async fn main() -> anyhow::Result<()> {
             let sim = yichuang_sim::http_json::HttpJsonSim::new(settings(&s)?);
             let listener = tokio::net::TcpListener::bind(&listen).await?;
             eprintln!("yichuang-sim http-json on {listen}");
+            sim.serve(listener).await;
+        }
+        Kind::FormXml {
+            listen,
+            settings: s,
+        } => {
+            let sim = yichuang_sim::form_xml::FormXmlSim::new(settings(&s)?);
+            let listener = tokio::net::TcpListener::bind(&listen).await?;
+            eprintln!("yichuang-sim form-xml on {listen}");
+            sim.serve(listener).await;
+        }
+        Kind::Soap {
+            listen,
+            settings: s,
+        } => {
+            let sim = yichuang_sim::soap::SoapSim::new(settings(&s)?);
+            let listener = tokio::net::TcpListener::bind(&listen).await?;
+            eprintln!("yichuang-sim soap on {listen}");
             sim.serve(listener).await;
         }
     }

@@ -1,0 +1,534 @@
+//! HTTP form-POST carrying an XML document (税务-like): each call is an
+//! `application/x-www-form-urlencoded` POST of `appid`, `timestamp` (hall time,
+//! `yyyyMMddHHmmss`), `token`, `xml` (`<Request>` with one element per legacy field) and, when a
+//! signing key is configured, `sign`. Answers are XML in GBK (or whatever charset the
+//! `Content-Type` or the XML declaration names; GB18030 included), always HTTP 200 whether
+//! they succeed or not: the system's message element says which (`请求成功`; `接口令牌不存在`
+//! → the token is fetched again; `业务流水号重复` → the task is there already and is looked
+//! up; any other text → the system refused the task, in its own words). The answer's leaf
+//! elements are flattened into the [`Answer`] the department's result mapping reads.
+//!
+//! The token comes from `token_path` (form `appid`, `secret`, `timestamp`; the answer carries
+//! `<token>` and optionally `<expires_in>` seconds) and is kept until shortly before it
+//! expires.
+//!
+//! # Signature
+//!
+//! `sign` is the lowercase hex HMAC-SM3, keyed with the `sign_key` credential's UTF-8 bytes,
+//! of the canonical string of the form: every field sent except `sign`, sorted by name, written
+//! `name=value` and joined with `&`, values as they are before URL encoding (the `xml` value is
+//! the XML text itself), all UTF-8. For a business call that is
+//! `appid=…&timestamp=…&token=…&xml=<Request>…</Request>`. The token request is not signed: it
+//! is authenticated by the secret it carries.
+//!
+//! Options: `token_path`, `submit_path`, `query_path`, `find_path` (required);
+//! `request_root` (root element of the request XML, default `Request`); `serial_field` (the
+//! element carrying our task id to `find_path`, default `ywlsh`); `case_number_field` (the
+//! element carrying the department's case number to `query_path`, default
+//! `mapping.result.case_number`); `message_field` (answer element with the system's message,
+//! default `rtnMsg`); comma-separated texts the message is matched against (contains):
+//! `ok_texts` (default `请求成功`), `token_invalid_texts` (`接口令牌不存在,接口令牌已过期`),
+//! `duplicate_texts` (`业务流水号重复`), `not_found_texts` (`记录不存在`), `transient_texts`
+//! (`系统繁忙,时间戳无效`: refusals worth trying again — overload, and a clock out of step,
+//! which an operator fixes without the tasks being lost). Credentials: `app_id`,
+//! `app_secret`, optional `sign_key`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use tokio::sync::Mutex;
+
+use super::{Kind, xml};
+use crate::config::DepartmentConfig;
+use crate::system::{Answer, DepartmentSystem, Failure, Gate, Task};
+
+pub const KIND: Kind = Kind {
+    name: "form-xml",
+    about: "HTTP form-POST carrying XML, GBK/GB18030 answers, optional HMAC-SM3 signature",
+    build,
+};
+
+const OPTIONS: &[&str] = &[
+    "token_path",
+    "submit_path",
+    "query_path",
+    "find_path",
+    "request_root",
+    "serial_field",
+    "case_number_field",
+    "message_field",
+    "ok_texts",
+    "token_invalid_texts",
+    "duplicate_texts",
+    "not_found_texts",
+    "transient_texts",
+];
+
+fn build(config: &DepartmentConfig, gate: Gate) -> Result<Arc<dyn DepartmentSystem>, String> {
+    let o = super::options(
+        config,
+        OPTIONS,
+        &["token_path", "submit_path", "query_path", "find_path"],
+    )?;
+    let secret = |name: &str| {
+        config
+            .credentials
+            .get(name)
+            .ok_or_else(|| format!("kind form-xml needs credentials.{name}"))?
+            .resolve()
+            .map_err(|e| format!("credentials.{name}: {e}"))
+    };
+    let sign_key = match config.credentials.get("sign_key") {
+        Some(_) => Some(secret("sign_key")?),
+        None => None,
+    };
+    if !config.endpoint.starts_with("http://") && !config.endpoint.starts_with("https://") {
+        return Err(format!(
+            "endpoint {:?} is not an http:// or https:// URL",
+            config.endpoint
+        ));
+    }
+    let text = |key: &str, default: &str| o.get(key).cloned().unwrap_or_else(|| default.into());
+    let texts = |key: &str, default: &str| -> Vec<String> {
+        text(key, default)
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    let case_number_field = o
+        .get("case_number_field")
+        .cloned()
+        .or_else(|| config.mapping.result.case_number.clone())
+        .ok_or("kind form-xml needs options.case_number_field or mapping.result.case_number")?;
+    let request_root = text("request_root", "Request");
+    let serial_field = text("serial_field", "ywlsh");
+    for (what, name) in [
+        ("options.request_root", &request_root),
+        ("options.serial_field", &serial_field),
+        ("options.case_number_field", &case_number_field),
+    ]
+    .into_iter()
+    .chain(
+        config
+            .mapping
+            .request
+            .keys()
+            .map(|k| ("a field of mapping.request", k)),
+    ) {
+        if !xml::is_name(name) {
+            return Err(format!("{what} {name:?} is not an XML element name"));
+        }
+    }
+    Ok(Arc::new(FormXml {
+        client: reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(config.limits.timeout_secs))
+            .build()
+            .map_err(|e| e.to_string())?,
+        base: config.endpoint.trim_end_matches('/').to_string(),
+        app_id: secret("app_id")?,
+        app_secret: secret("app_secret")?,
+        sign_key,
+        token_path: o["token_path"].clone(),
+        submit_path: o["submit_path"].clone(),
+        query_path: o["query_path"].clone(),
+        find_path: o["find_path"].clone(),
+        request_root,
+        serial_field,
+        case_number_field,
+        message_field: text("message_field", "rtnMsg"),
+        ok: texts("ok_texts", "请求成功"),
+        token_invalid: texts("token_invalid_texts", "接口令牌不存在,接口令牌已过期"),
+        duplicate: texts("duplicate_texts", "业务流水号重复"),
+        not_found: texts("not_found_texts", "记录不存在"),
+        transient: texts("transient_texts", "系统繁忙,时间戳无效"),
+        token: Mutex::new(None),
+        gate,
+    }))
+}
+
+struct FormXml {
+    client: reqwest::Client,
+    base: String,
+    app_id: String,
+    app_secret: String,
+    /// Signs business calls when set.
+    sign_key: Option<String>,
+    token_path: String,
+    submit_path: String,
+    query_path: String,
+    find_path: String,
+    request_root: String,
+    serial_field: String,
+    case_number_field: String,
+    message_field: String,
+    ok: Vec<String>,
+    token_invalid: Vec<String>,
+    duplicate: Vec<String>,
+    not_found: Vec<String>,
+    transient: Vec<String>,
+    /// The current token and when to stop using it; one fetch at a time.
+    token: Mutex<Option<(String, Instant)>>,
+    gate: Gate,
+}
+
+/// What one call gave, when the system answered it.
+enum Reply {
+    Ok(Answer),
+    NotFound(String),
+    Duplicate,
+}
+
+/// The canonical string signed (see the module docs): fields but `sign`, sorted by name,
+/// `name=value` joined with `&`.
+pub fn canonical(form: &[(&str, &str)]) -> String {
+    let mut fields: Vec<&(&str, &str)> = form.iter().filter(|(k, _)| *k != "sign").collect();
+    fields.sort_by(|a, b| a.0.cmp(b.0));
+    fields
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// The `sign` field: lowercase hex HMAC-SM3 of [`canonical`] under `key`.
+pub fn sign(key: &str, form: &[(&str, &str)]) -> String {
+    let mut mac = <Hmac<sm3::Sm3> as Mac>::new_from_slice(key.as_bytes())
+        .expect("HMAC takes a key of any length");
+    mac.update(canonical(form).as_bytes());
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The time the legacy system expects: hall time (UTC+8), `yyyyMMddHHmmss`.
+fn timestamp() -> String {
+    (chrono::Utc::now() + chrono::Duration::hours(8))
+        .format("%Y%m%d%H%M%S")
+        .to_string()
+}
+
+fn transport(e: reqwest::Error) -> Failure {
+    Failure::transient(format!("HTTP: {e}"))
+}
+
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// Whether `message` contains one of `texts`.
+fn says(message: &str, texts: &[String]) -> bool {
+    texts.iter().any(|t| message.contains(t.as_str()))
+}
+
+/// A status and an answer read: what a 429 or 5xx means, and the answer's text in its charset.
+async fn read(response: reqwest::Response, what: &str) -> Result<Answer, Failure> {
+    let status = response.status();
+    let after = retry_after(response.headers());
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = response.bytes().await.map_err(transport)?;
+    let text = xml::decode(&body, content_type.as_deref(), encoding_rs::GBK);
+    if status.as_u16() == 429 || status.is_server_error() {
+        return Err(Failure::Transient {
+            reason: format!("{what}: HTTP {status}: {}", xml::excerpt(&text)),
+            retry_after: after,
+        });
+    }
+    if !status.is_success() {
+        return Err(Failure::permanent(format!(
+            "{what}: HTTP {status} (check the endpoint and options.*_path): {}",
+            xml::excerpt(&text)
+        )));
+    }
+    // A 200 that is not XML is a proxy's page or a half-written answer: it may heal.
+    xml::flatten(&text).map_err(|e| {
+        Failure::transient(format!(
+            "{what}: unreadable answer ({e}): {}",
+            xml::excerpt(&text)
+        ))
+    })
+}
+
+impl FormXml {
+    /// The token to use: the cached one unless it expired or is the one just refused.
+    async fn token(&self, refused: Option<&str>) -> Result<String, Failure> {
+        let mut token = self.token.lock().await;
+        if let Some((t, until)) = token.as_ref()
+            && *until > Instant::now()
+            && refused != Some(t.as_str())
+        {
+            return Ok(t.clone());
+        }
+        self.gate.permit().await;
+        let response = self
+            .client
+            .post(format!("{}{}", self.base, self.token_path))
+            .form(&[
+                ("appid", self.app_id.as_str()),
+                ("secret", self.app_secret.as_str()),
+                ("timestamp", timestamp().as_str()),
+            ])
+            .send()
+            .await
+            .map_err(transport)?;
+        let answer = read(response, "token").await?;
+        let message = answer.get(&self.message_field).cloned().unwrap_or_default();
+        let access = answer
+            .get("token")
+            .filter(|t| !t.is_empty() && says(&message, &self.ok));
+        let Some(access) = access else {
+            // Wrong credentials cannot heal by retrying, but an operator can fix them without
+            // the task being lost: transient, so it waits in the delay queues.
+            return Err(Failure::transient(format!(
+                "token refused: {} (check credentials.app_id and credentials.app_secret)",
+                xml::excerpt(&message)
+            )));
+        };
+        let lifetime: u64 = answer
+            .get("expires_in")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(300);
+        // Renewed a little early, so a token does not expire on its way.
+        *token = Some((
+            access.clone(),
+            Instant::now() + Duration::from_millis(lifetime * 900),
+        ));
+        Ok(access.clone())
+    }
+
+    /// Posts `xml` to `path` with the token (fetched again once if refused) and the signature.
+    async fn call(&self, path: &str, xml_text: &str) -> Result<Reply, Failure> {
+        let url = format!("{}{}", self.base, path);
+        let mut refused: Option<String> = None;
+        for _ in 0..2 {
+            let token = self.token(refused.as_deref()).await?;
+            let stamp = timestamp();
+            let mut form = vec![
+                ("appid", self.app_id.as_str()),
+                ("timestamp", stamp.as_str()),
+                ("token", token.as_str()),
+                ("xml", xml_text),
+            ];
+            let signature = self.sign_key.as_deref().map(|key| sign(key, &form));
+            if let Some(s) = signature.as_deref() {
+                form.push(("sign", s));
+            }
+            self.gate.permit().await;
+            let response = self
+                .client
+                .post(&url)
+                .form(&form)
+                .send()
+                .await
+                .map_err(transport)?;
+            let answer = read(response, path).await?;
+            let Some(message) = answer.get(&self.message_field) else {
+                return Err(Failure::transient(format!(
+                    "{path}: the answer has no <{}> (check options.message_field)",
+                    self.message_field
+                )));
+            };
+            if says(message, &self.token_invalid) {
+                refused = Some(token);
+                continue;
+            }
+            if says(message, &self.duplicate) {
+                return Ok(Reply::Duplicate);
+            }
+            if says(message, &self.not_found) {
+                return Ok(Reply::NotFound(message.clone()));
+            }
+            if says(message, &self.transient) {
+                return Err(Failure::transient(format!(
+                    "{path}: {}",
+                    xml::excerpt(message)
+                )));
+            }
+            if says(message, &self.ok) {
+                return Ok(Reply::Ok(answer));
+            }
+            // The system's own words, for the window: not masked (the runtime masks its logs).
+            return Err(Failure::permanent(message.trim().to_string()));
+        }
+        Err(Failure::transient("the token was refused twice in a row"))
+    }
+
+    /// `<Request><name>value</name>…</Request>`, escaped.
+    fn request<'a>(&self, fields: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+        let mut out = format!("<{}>", self.request_root);
+        for (name, value) in fields {
+            xml::element(&mut out, name, value);
+        }
+        out.push_str(&format!("</{}>", self.request_root));
+        out
+    }
+}
+
+#[async_trait::async_trait]
+impl DepartmentSystem for FormXml {
+    async fn submit(&self, task: &Task) -> Result<Answer, Failure> {
+        let body = self.request(task.fields.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        match self.call(&self.submit_path, &body).await? {
+            Reply::Ok(answer) => Ok(answer),
+            // Submitted before (the answer was lost): the system tells us what it has.
+            Reply::Duplicate => self
+                .find(task)
+                .await?
+                .ok_or_else(|| Failure::transient("a duplicate that cannot be found yet")),
+            Reply::NotFound(message) => Err(Failure::permanent(message)),
+        }
+    }
+
+    async fn poll(&self, _task: &Task, department_case_number: &str) -> Result<Answer, Failure> {
+        let body = self.request([(self.case_number_field.as_str(), department_case_number)]);
+        match self.call(&self.query_path, &body).await? {
+            Reply::Ok(answer) => Ok(answer),
+            Reply::NotFound(message) => Err(Failure::permanent(format!(
+                "the department system does not know its case {department_case_number}: {message}"
+            ))),
+            Reply::Duplicate => Err(Failure::transient(
+                "a query answered as a duplicate submission",
+            )),
+        }
+    }
+
+    async fn find(&self, task: &Task) -> Result<Option<Answer>, Failure> {
+        let body = self.request([(self.serial_field.as_str(), task.id())]);
+        match self.call(&self.find_path, &body).await? {
+            Reply::Ok(answer)
+                if answer
+                    .get(&self.case_number_field)
+                    .is_some_and(|n| !n.trim().is_empty()) =>
+            {
+                Ok(Some(answer))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sm3::Digest;
+
+    #[test]
+    fn the_canonical_string_is_sorted_fields_without_sign() {
+        let form = [
+            ("xml", "<Request><a>1&2</a></Request>"),
+            ("token", "t"),
+            ("sign", "ignored"),
+            ("appid", "yc"),
+            ("timestamp", "20191021103000"),
+        ];
+        assert_eq!(
+            canonical(&form),
+            "appid=yc&timestamp=20191021103000&token=t&xml=<Request><a>1&2</a></Request>"
+        );
+    }
+
+    #[test]
+    fn sm3_and_hmac_sm3_give_the_known_answers() {
+        // SM3 itself: the example of GB/T 32905-2016, appendix A.1.
+        assert_eq!(
+            format!("{:x}", sm3::Sm3::digest(b"abc")),
+            "66c7f0f462eeedd9d1f2d46bdc10e4e24167c4875cf2f7a2297da02b8f4ba8e0"
+        );
+        // HMAC (RFC 2104) built by hand over SM3 (64-byte blocks) must equal `sign`.
+        let key = b"sw-sign-key";
+        let message = canonical(&[("appid", "yc"), ("token", "t")]);
+        let mut k = [0u8; 64];
+        k[..key.len()].copy_from_slice(key);
+        let inner = sm3::Sm3::new()
+            .chain_update(k.map(|b| b ^ 0x36))
+            .chain_update(message.as_bytes())
+            .finalize();
+        let outer = sm3::Sm3::new()
+            .chain_update(k.map(|b| b ^ 0x5c))
+            .chain_update(inner)
+            .finalize();
+        let expected = format!("{outer:x}");
+        assert_eq!(
+            sign("sw-sign-key", &[("token", "t"), ("appid", "yc")]),
+            expected
+        );
+        assert_eq!(expected.len(), 64);
+    }
+
+    #[test]
+    fn any_changed_field_or_key_changes_the_signature() {
+        let form = [
+            ("appid", "yc"),
+            ("token", "t"),
+            ("xml", "<Request><a>马强</a></Request>"),
+        ];
+        let s = sign("k", &form);
+        assert_eq!(s, sign("k", &form), "deterministic");
+        assert_ne!(s, sign("k2", &form));
+        assert_ne!(
+            s,
+            sign(
+                "k",
+                &[
+                    ("appid", "yc"),
+                    ("token", "t"),
+                    ("xml", "<Request><a>马刚</a></Request>")
+                ]
+            )
+        );
+        assert_ne!(
+            s,
+            sign(
+                "k",
+                &[
+                    ("appid", "yc"),
+                    ("token", "u"),
+                    ("xml", "<Request><a>马强</a></Request>")
+                ]
+            )
+        );
+        // `sign` itself is not signed.
+        assert_eq!(
+            s,
+            sign(
+                "k",
+                &[
+                    ("appid", "yc"),
+                    ("sign", "x"),
+                    ("token", "t"),
+                    ("xml", "<Request><a>马强</a></Request>")
+                ]
+            )
+        );
+    }
+
+    #[test]
+    fn gbk_and_gb18030_answers_are_decoded() {
+        let doc = "<Response><rtnMsg>请求成功</rtnMsg><spyj>经营场所与申报不符</spyj><x>𠮷</x></Response>";
+        let (gb18030, _, unmappable) = encoding_rs::GB18030.encode(doc);
+        assert!(!unmappable);
+        let a = xml::flatten(&xml::decode(
+            &gb18030,
+            Some("text/xml; charset=GB18030"),
+            encoding_rs::GBK,
+        ))
+        .unwrap();
+        assert_eq!(a["spyj"], "经营场所与申报不符");
+        assert_eq!(a["x"], "𠮷");
+        // GBK cannot write 𠮷: encoding_rs writes a character reference, which XML resolves.
+        let (gbk, _, _) = encoding_rs::GBK.encode(doc);
+        let a = xml::flatten(&xml::decode(&gbk, Some("text/xml"), encoding_rs::GBK)).unwrap();
+        assert_eq!(a["rtnMsg"], "请求成功");
+        assert_eq!(a["x"], "𠮷");
+        // Read as UTF-8 the same bytes would be garbage: the charset matters.
+        assert_ne!(String::from_utf8_lossy(&gbk), doc);
+    }
+}
