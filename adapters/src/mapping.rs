@@ -243,6 +243,10 @@ pub struct ResultMapping {
     pub document_number: Option<String>,
     #[serde(default)]
     pub document_material_code: Option<String>,
+    /// Field with the date the department decided, in any form [`parse_date`] reads
+    /// (`2019年06月20日`, `20190620`…); the outcome's `at` is taken from it.
+    #[serde(default)]
+    pub decided_on: Option<String>,
 }
 
 /// What an answer says, read through the mapping.
@@ -251,6 +255,8 @@ pub struct Reading {
     pub department_case_number: Option<String>,
     pub step: Option<String>,
     pub decision: Option<Decision>,
+    /// The department's decision date, when the mapping names it and it reads as a date.
+    pub decided_on: Option<chrono::NaiveDate>,
 }
 
 /// A department's decision.
@@ -307,6 +313,7 @@ impl ResultMapping {
         Reading {
             department_case_number: get(&self.case_number),
             step: get(&self.step),
+            decided_on: get(&self.decided_on).and_then(|v| parse_date(&v)),
             decision,
         }
     }
@@ -416,6 +423,7 @@ mod tests {
                     "租赁合同".into(),
                     "平面图".into()
                 ])),
+                decided_on: None,
             }
         );
         let answer: Answer = [("zt", "办结"), ("zzbh", "JY1"), ("zzmc", "营业执照")]

@@ -4,4 +4,5 @@
 //! they share.
 
 pub mod core;
+pub mod exchange_db;
 pub mod http_json;

@@ -7,7 +7,9 @@ use crate::config::DepartmentConfig;
 use crate::runtime::Department;
 use crate::system::{DepartmentSystem, Gate};
 
+pub mod exchange_db;
 pub mod http_json;
+pub mod manual;
 
 /// How a kind builds its system from a department's settings.
 pub type Build = fn(&DepartmentConfig, Gate) -> Result<Arc<dyn DepartmentSystem>, String>;
@@ -24,7 +26,7 @@ pub struct Kind {
 }
 
 /// Every kind this adapter knows.
-pub const KINDS: &[Kind] = &[http_json::KIND];
+pub const KINDS: &[Kind] = &[http_json::KIND, exchange_db::KIND, manual::KIND];
 
 /// The kinds' names, for messages.
 pub fn names() -> Vec<&'static str> {
