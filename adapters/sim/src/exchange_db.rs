@@ -252,11 +252,14 @@ impl ExchangeDbSim {
                 "UPDATE {} SET sfjs = '1', tbzt = $2, tbsm = $3, jssj = now() WHERE id = $1",
                 self.inbound()
             );
+            // A serial it has already is a duplicate, whatever the row holds; a new one must
+            // have the required fields.
+            let known = self.sim.by_serial(&serial).is_some();
             if let Some(missing) = self
                 .settings
                 .required
                 .iter()
-                .find(|f| fields.get(*f).is_none_or(|v| v.trim().is_empty()))
+                .find(|f| !known && fields.get(*f).is_none_or(|v| v.trim().is_empty()))
             {
                 c.execute(&mark, &[&id, &"2", &format!("缺少必填项 {missing}")])
                     .await?;
