@@ -19,9 +19,8 @@ use yichuang_sim::core::{Behaviour, Outcome};
 use yichuang_sim::exchange_db::{ExchangeDbSim, Settings};
 
 fn pg_url() -> String {
-    std::env::var("YICHUANG_TEST_PG_URL").expect(
-        "YICHUANG_TEST_PG_URL is not set: source the services' env (make test sets it)",
-    )
+    std::env::var("YICHUANG_TEST_PG_URL")
+        .expect("YICHUANG_TEST_PG_URL is not set: source the services' env (make test sets it)")
 }
 
 /// The test URL without its password, and the password: the adapter is given them apart, as
@@ -195,14 +194,18 @@ async fn every_task_ends_with_the_departments_own_outcome_through_maintenance_an
         harness.publish(t).await;
     }
     // While the department's job is down, the rows wait in the inbound table…
-    until("every task in the inbound table", Duration::from_secs(20), || async {
-        let n: i64 = c
-            .query_one(&format!("SELECT count(*) FROM {inbound}"), &[])
-            .await
-            .unwrap()
-            .get(0);
-        n == 20
-    })
+    until(
+        "every task in the inbound table",
+        Duration::from_secs(20),
+        || async {
+            let n: i64 = c
+                .query_one(&format!("SELECT count(*) FROM {inbound}"), &[])
+                .await
+                .unwrap()
+                .get(0);
+            n == 20
+        },
+    )
     .await;
     // …and the database drops the adapter's connection: it must connect again.
     let dropped: i64 = c
@@ -220,9 +223,15 @@ async fn every_task_ends_with_the_departments_own_outcome_through_maintenance_an
     assert_one_outcome_each(&results, &ids);
 
     let stats = sim.stats();
-    assert_eq!(stats.cases, 20, "every task reached the department: {stats:?}");
+    assert_eq!(
+        stats.cases, 20,
+        "every task reached the department: {stats:?}"
+    );
     assert_eq!(stats.duplicates, 0, "none handed over twice: {stats:?}");
-    assert!(stats.faults > 0, "the maintenance window was hit: {stats:?}");
+    assert!(
+        stats.faults > 0,
+        "the maintenance window was hit: {stats:?}"
+    );
 
     // One inbound row per task, taken by the department, and none during maintenance.
     let window_end = sim.started_at + chrono::Duration::from_std(maintenance).unwrap();
@@ -380,7 +389,10 @@ async fn compact_dates_a_refused_row_and_a_second_version_counted_as_a_duplicate
             parse_date(&bjrq)
         );
         let doc = &outcome.result.documents[0];
-        assert_eq!((Some(doc.number.clone()), doc.material_code.as_str()), (zzbh, "BDCQZ"));
+        assert_eq!(
+            (Some(doc.number.clone()), doc.material_code.as_str()),
+            (zzbh, "BDCQZ")
+        );
         by_id.insert(id.as_str(), slbh);
     }
 
@@ -393,9 +405,11 @@ async fn compact_dates_a_refused_row_and_a_second_version_counted_as_a_duplicate
     )
     .await
     .unwrap();
-    until("the second version is seen", Duration::from_secs(15), || async {
-        sim.stats().duplicates == 1
-    })
+    until(
+        "the second version is seen",
+        Duration::from_secs(15),
+        || async { sim.stats().duplicates == 1 },
+    )
     .await;
     let note: String = c
         .query_one(
@@ -405,7 +419,10 @@ async fn compact_dates_a_refused_row_and_a_second_version_counted_as_a_duplicate
         .await
         .unwrap()
         .get(0);
-    assert!(note.contains("重复申报") && note.contains(&by_id[again.as_str()]), "{note}");
+    assert!(
+        note.contains("重复申报") && note.contains(&by_id[again.as_str()]),
+        "{note}"
+    );
     let stats = sim.stats();
     assert_eq!(stats.cases, 5, "{stats:?}");
     adapter.task.abort();
@@ -416,7 +433,10 @@ async fn compact_dates_a_refused_row_and_a_second_version_counted_as_a_duplicate
 fn the_password_is_split_from_the_url() {
     assert_eq!(
         split_password("postgres://u:p%40ss@h:5432/d"),
-        ("postgres://u@h:5432/d".to_string(), Some("p@ss".to_string()))
+        (
+            "postgres://u@h:5432/d".to_string(),
+            Some("p@ss".to_string())
+        )
     );
     assert_eq!(
         split_password("postgres://u@h/d"),

@@ -105,9 +105,13 @@ pub struct ExchangeDbSim {
 
 impl ExchangeDbSim {
     pub fn new(settings: Settings) -> anyhow::Result<Arc<ExchangeDbSim>> {
-        for name in [&settings.schema, &settings.inbound_table, &settings.result_table]
-            .into_iter()
-            .chain(&settings.fields)
+        for name in [
+            &settings.schema,
+            &settings.inbound_table,
+            &settings.result_table,
+        ]
+        .into_iter()
+        .chain(&settings.fields)
         {
             identifier(name)?;
         }

@@ -492,7 +492,10 @@ mod tests {
     async fn defaults_build_and_a_bad_name_is_refused_with_its_option() {
         assert_eq!(built(&config("")), Ok(()));
         let e = built(&config("options:\n  result_table: \"bj; drop\"\n")).unwrap_err();
-        assert!(e.contains("options.result_table") && e.contains("identifier"), "{e}");
+        assert!(
+            e.contains("options.result_table") && e.contains("identifier"),
+            "{e}"
+        );
         let e = built(&config("options:\n  tables: x\n")).unwrap_err();
         assert!(e.contains("options.tables"), "{e}");
     }
@@ -502,7 +505,10 @@ mod tests {
         let mut c = config("");
         c.endpoint = "postgres://rs:secret@127.0.0.1/rs".into();
         let e = built(&c).unwrap_err();
-        assert!(e.contains("credentials.password") && !e.contains("secret@"), "{e}");
+        assert!(
+            e.contains("credentials.password") && !e.contains("secret@"),
+            "{e}"
+        );
         c.endpoint = "http://127.0.0.1/rs".into();
         assert!(built(&c).unwrap_err().contains("postgres://"));
     }

@@ -138,7 +138,9 @@ impl Record {
         let text_ok = |v: &str| !v.chars().any(char::is_control);
         let n = self.department_case_number.trim();
         if n.is_empty() {
-            return Err("--case-number is empty: give the case number the department system showed".into());
+            return Err(
+                "--case-number is empty: give the case number the department system showed".into(),
+            );
         }
         if n.chars().count() > 64 || !text_ok(n) || n.contains(char::is_whitespace) {
             return Err(format!(
@@ -162,23 +164,36 @@ impl Record {
         match self.outcome {
             Outcome::Approved => {
                 if !self.reasons.is_empty() || !self.materials.is_empty() {
-                    return Err("--reason and --material go with rejected and supplement, not approved".into());
+                    return Err(
+                        "--reason and --material go with rejected and supplement, not approved"
+                            .into(),
+                    );
                 }
                 if self.document_number.is_some() != self.document_name.is_some() {
-                    return Err("an approval's document needs both --document-number and --document-name".into());
+                    return Err(
+                        "an approval's document needs both --document-number and --document-name"
+                            .into(),
+                    );
                 }
             }
             Outcome::Rejected => {
                 if has_document || !self.materials.is_empty() {
-                    return Err("a rejection takes --reason only (no --document-*, no --material)".into());
+                    return Err(
+                        "a rejection takes --reason only (no --document-*, no --material)".into(),
+                    );
                 }
                 if self.reasons.is_empty() {
-                    return Err("a rejection needs at least one --reason, as the department gave it".into());
+                    return Err(
+                        "a rejection needs at least one --reason, as the department gave it".into(),
+                    );
                 }
             }
             Outcome::Supplement => {
                 if has_document || !self.reasons.is_empty() {
-                    return Err("a supplement request takes --material only (no --document-*, no --reason)".into());
+                    return Err(
+                        "a supplement request takes --material only (no --document-*, no --reason)"
+                            .into(),
+                    );
                 }
                 if self.materials.is_empty() {
                     return Err("a supplement request needs at least one --material the department asks for".into());
@@ -329,7 +344,12 @@ impl Worklist {
         };
         a.insert(
             "step".into(),
-            if outcome.is_some() { "已录入" } else { "待录入" }.into(),
+            if outcome.is_some() {
+                "已录入"
+            } else {
+                "待录入"
+            }
+            .into(),
         );
         for (k, v) in [
             ("department_case_number", number),
@@ -351,10 +371,7 @@ impl Worklist {
         }
         if let Some(t) = completed.and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok()) {
             let hall = t.with_timezone(&chrono::Utc) + chrono::Duration::hours(8);
-            a.insert(
-                "completed_on".into(),
-                hall.format("%Y-%m-%d").to_string(),
-            );
+            a.insert("completed_on".into(), hall.format("%Y-%m-%d").to_string());
         }
         Ok(Some(a))
     }
