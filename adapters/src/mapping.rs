@@ -436,4 +436,21 @@ mod tests {
         assert_eq!(docs[0].number, "JY1");
         assert_eq!(docs[0].material_code, "YYZZ");
     }
+
+    #[test]
+    fn the_decision_date_is_read_in_legacy_forms() {
+        let mapping = ResultMapping {
+            decided_on: Some("bjrq".into()),
+            ..Default::default()
+        };
+        let d = chrono::NaiveDate::from_ymd_opt(2019, 6, 20);
+        for v in ["2019年06月20日", "20190620", "2019年6月20日"] {
+            let answer: Answer = [("bjrq".to_string(), v.to_string())].into_iter().collect();
+            assert_eq!(mapping.read(&answer).decided_on, d, "{v}");
+        }
+        let answer: Answer = [("bjrq".to_string(), "六月二十日".to_string())]
+            .into_iter()
+            .collect();
+        assert_eq!(mapping.read(&answer).decided_on, None);
+    }
 }

@@ -974,3 +974,18 @@ async fn session(
     let _ = tokio::time::timeout(timeout, consuming.close(0, "reconnecting".into())).await;
     Err(ended)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_decision_date_is_the_start_of_that_hall_day_or_now_when_today() {
+        let d = chrono::NaiveDate::from_ymd_opt(2019, 6, 20).unwrap();
+        // 2019-06-20 00:00 in UTC+8 is 2019-06-19 16:00 UTC.
+        assert_eq!(decided_at(d).seconds, 1_560_960_000);
+        let today = (chrono::Utc::now() + chrono::Duration::hours(8)).date_naive();
+        let at = decided_at(today).seconds;
+        assert!((chrono::Utc::now().timestamp() - at).abs() < 5);
+    }
+}

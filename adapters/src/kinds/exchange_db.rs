@@ -330,11 +330,12 @@ impl ExchangeDb {
     fn where_(&self) -> String {
         format!(
             "{}:{}/{}",
-            self.pg
-                .get_hosts()
-                .first()
-                .map(|h| format!("{h:?}"))
-                .unwrap_or_default(),
+            match self.pg.get_hosts().first() {
+                Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+                #[cfg(unix)]
+                Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+                None => String::new(),
+            },
             self.pg.get_ports().first().copied().unwrap_or(5432),
             self.pg.get_dbname().unwrap_or("")
         )
