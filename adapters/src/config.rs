@@ -384,6 +384,7 @@ mod tests {
         let e = parse("department: scjg\nkind: ftp\n").unwrap_err();
         assert!(e.contains("scjg.yaml:2"), "{e}");
         assert!(e.contains("http-json"), "{e}");
+        assert!(e.contains("manual") && e.contains("exchange-db"), "{e}");
     }
 
     #[test]

@@ -1,20 +1,49 @@
-//! `yichuang-adapter`: serves one or several departments' legacy systems on the bus.
+//! `yichuang-adapter`: serves one or several departments' legacy systems on the bus (`run`, the
+//! default), and lets a clerk work the worklist of a department reached by manual re-entry
+//! (`manual list`, `manual complete`).
+//!
+//! Exit codes: 0 done; 2 bad input (arguments, settings, a record that is incomplete);
+//! 3 cannot listen, or the worklist cannot be opened or written; 4 unknown task;
+//! 5 the task's outcome is already recorded differently.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use tracing::{error, info};
-use yichuang_adapters::config::AdapterConfig;
+use yichuang_adapters::config::{AdapterConfig, DepartmentConfig};
+use yichuang_adapters::kinds::manual::{self, CompleteError, Completed, Outcome, Record};
 use yichuang_adapters::runtime::{self, Callbacks, Readiness};
 
 #[derive(Parser)]
 #[command(
     name = "yichuang-adapter",
     version,
-    about = "Connects department systems to the yichuang bus"
+    about = "Connects department systems to the yichuang bus",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
 )]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Without a subcommand: `run`.
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serves departments on the bus (the default).
+    Run(RunArgs),
+    /// The clerk's side of departments reached by manual re-entry (kind `manual`).
+    Manual {
+        #[command(subcommand)]
+        action: ManualAction,
+    },
+}
+
+#[derive(Args)]
+struct RunArgs {
     /// The adapter's settings (bus, HTTP endpoint, departments directory).
     #[arg(
         long,
@@ -30,8 +59,160 @@ struct Cli {
     check: bool,
 }
 
+#[derive(Args)]
+struct Where {
+    /// The adapter's settings (bus, HTTP endpoint, departments directory).
+    #[arg(
+        long,
+        default_value = "config/adapter.toml",
+        env = "YICHUANG_ADAPTER_CONFIG"
+    )]
+    config: PathBuf,
+    /// The department (its kind must be `manual`).
+    #[arg(long)]
+    department: String,
+}
+
+#[derive(Subcommand)]
+enum ManualAction {
+    /// Lists the tasks waiting to be keyed in, one JSON object a line, personal data masked.
+    List {
+        #[command(flatten)]
+        at: Where,
+    },
+    /// Records the department's case number and outcome of a task keyed in.
+    Complete {
+        #[command(flatten)]
+        at: Where,
+        /// The task id, as `manual list` shows it.
+        #[arg(long)]
+        task: String,
+        /// The case number the department system gave.
+        #[arg(long)]
+        case_number: String,
+        /// approved, rejected or supplement.
+        #[arg(long, value_parser = ["approved", "rejected", "supplement"])]
+        outcome: String,
+        /// Approved: the number of the document issued.
+        #[arg(long)]
+        document_number: Option<String>,
+        /// Approved: the name of the document issued.
+        #[arg(long)]
+        document_name: Option<String>,
+        /// Rejected: a reason, as the department gave it; repeat for several.
+        #[arg(long = "reason")]
+        reasons: Vec<String>,
+        /// Supplement: a material the department asks for; repeat for several.
+        #[arg(long = "material")]
+        materials: Vec<String>,
+        /// Who records it (staff number), kept with the record.
+        #[arg(long)]
+        clerk: Option<String>,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match cli.command {
+        None => run(cli.run),
+        Some(Command::Run(args)) => run(args),
+        Some(Command::Manual { action }) => manual(action),
+    }
+}
+
+/// The worklist of a department, from the settings; the error is printed and its exit code
+/// returned.
+fn worklist(at: &Where) -> Result<manual::Worklist, ExitCode> {
+    let config = AdapterConfig::load(&at.config).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(2)
+    })?;
+    let department =
+        DepartmentConfig::load(&config.departments_dir, &at.department).map_err(|e| {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        })?;
+    manual::worklist_of(&department).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(if department.kind == manual::KIND.name {
+            3
+        } else {
+            2
+        })
+    })
+}
+
+fn manual(action: ManualAction) -> ExitCode {
+    match action {
+        ManualAction::List { at } => {
+            let w = match worklist(&at) {
+                Ok(w) => w,
+                Err(code) => return code,
+            };
+            match w.pending() {
+                Ok(pending) => {
+                    for p in pending {
+                        println!("{}", serde_json::to_string(&p).expect("JSON"));
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(3)
+                }
+            }
+        }
+        ManualAction::Complete {
+            at,
+            task,
+            case_number,
+            outcome,
+            document_number,
+            document_name,
+            reasons,
+            materials,
+            clerk,
+        } => {
+            let record = Record {
+                department_case_number: case_number,
+                outcome: Outcome::parse(&outcome).expect("clap checks the values"),
+                document_number,
+                document_name,
+                reasons,
+                materials,
+                clerk,
+            };
+            if let Err(e) = record.validate() {
+                eprintln!("not recorded: {e}");
+                return ExitCode::from(2);
+            }
+            let w = match worklist(&at) {
+                Ok(w) => w,
+                Err(code) => return code,
+            };
+            match w.complete(&task, &record) {
+                Ok(Completed::Recorded) => {
+                    println!("recorded: task {task} {}", record.outcome.as_str());
+                    ExitCode::SUCCESS
+                }
+                Ok(Completed::AlreadyRecorded) => {
+                    println!("already recorded: task {task} {}", record.outcome.as_str());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("not recorded: {e}");
+                    ExitCode::from(match e {
+                        CompleteError::UnknownTask(_) => 4,
+                        CompleteError::AlreadyCompleted { .. } => 5,
+                        CompleteError::Worklist(_) => 3,
+                    })
+                }
+            }
+        }
+    }
+}
+
+fn run(cli: RunArgs) -> ExitCode {
     let config = match AdapterConfig::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {

@@ -243,6 +243,10 @@ pub struct ResultMapping {
     pub document_number: Option<String>,
     #[serde(default)]
     pub document_material_code: Option<String>,
+    /// Field with the date the department decided, in any form [`parse_date`] reads
+    /// (`2019年06月20日`, `20190620`…); the outcome's `at` is taken from it.
+    #[serde(default)]
+    pub decided_on: Option<String>,
 }
 
 /// What an answer says, read through the mapping.
@@ -251,6 +255,8 @@ pub struct Reading {
     pub department_case_number: Option<String>,
     pub step: Option<String>,
     pub decision: Option<Decision>,
+    /// The department's decision date, when the mapping names it and it reads as a date.
+    pub decided_on: Option<chrono::NaiveDate>,
 }
 
 /// A department's decision.
@@ -307,6 +313,7 @@ impl ResultMapping {
         Reading {
             department_case_number: get(&self.case_number),
             step: get(&self.step),
+            decided_on: get(&self.decided_on).and_then(|v| parse_date(&v)),
             decision,
         }
     }
@@ -416,6 +423,7 @@ mod tests {
                     "租赁合同".into(),
                     "平面图".into()
                 ])),
+                decided_on: None,
             }
         );
         let answer: Answer = [("zt", "办结"), ("zzbh", "JY1"), ("zzmc", "营业执照")]
@@ -427,5 +435,22 @@ mod tests {
         };
         assert_eq!(docs[0].number, "JY1");
         assert_eq!(docs[0].material_code, "YYZZ");
+    }
+
+    #[test]
+    fn the_decision_date_is_read_in_legacy_forms() {
+        let mapping = ResultMapping {
+            decided_on: Some("bjrq".into()),
+            ..Default::default()
+        };
+        let d = chrono::NaiveDate::from_ymd_opt(2019, 6, 20);
+        for v in ["2019年06月20日", "20190620", "2019年6月20日"] {
+            let answer: Answer = [("bjrq".to_string(), v.to_string())].into_iter().collect();
+            assert_eq!(mapping.read(&answer).decided_on, d, "{v}");
+        }
+        let answer: Answer = [("bjrq".to_string(), "六月二十日".to_string())]
+            .into_iter()
+            .collect();
+        assert_eq!(mapping.read(&answer).decided_on, None);
     }
 }

@@ -507,23 +507,35 @@ impl Worker {
         };
         let reading = dept.config.mapping.result.read(&answer);
         let department_case_number = reading.department_case_number.clone().unwrap_or_default();
-        let accepted = self.result(task, ResultKind::Accepted, &department_case_number);
-        if let Err(e) = self
-            .publisher
-            .result(accepted, header(delivery, "traceparent"))
-            .await
+        // Some systems give their number only later (a table exchange the department's job
+        // picks up, a clerk's re-entry): then ACCEPTED waits for a poll that finds it.
+        if !department_case_number.is_empty()
+            && let Err(e) = self.accepted(delivery, task, &department_case_number).await
         {
             return self.retry_publish(e);
         }
         self.after_reading(
             delivery,
             task,
+            &answer,
             reading,
             department_case_number,
             0,
             String::new(),
         )
         .await
+    }
+
+    async fn accepted(
+        &self,
+        delivery: &Delivery,
+        task: &Task,
+        department_case_number: &str,
+    ) -> Result<(), String> {
+        let accepted = self.result(task, ResultKind::Accepted, department_case_number);
+        self.publisher
+            .result(accepted, header(delivery, "traceparent"))
+            .await
     }
 
     async fn poll(&self, delivery: &Delivery, task: &Task) -> Next {
@@ -540,8 +552,26 @@ impl Worker {
         {
             Ok(answer) => {
                 let reading = dept.config.mapping.result.read(&answer);
-                self.after_reading(delivery, task, reading, department_case_number, polls, step)
-                    .await
+                let mut department_case_number = department_case_number;
+                if department_case_number.is_empty()
+                    && let Some(given) = reading.department_case_number.clone()
+                {
+                    // The system gave its number only now: the task is accepted now.
+                    if let Err(e) = self.accepted(delivery, task, &given).await {
+                        return self.retry_publish(e);
+                    }
+                    department_case_number = given;
+                }
+                self.after_reading(
+                    delivery,
+                    task,
+                    &answer,
+                    reading,
+                    department_case_number,
+                    polls,
+                    step,
+                )
+                .await
             }
             Err(Failure::Transient {
                 reason,
@@ -561,11 +591,14 @@ impl Worker {
         }
     }
 
-    /// Publishes a new step and the decision when there is one; otherwise polls again.
+    /// Publishes a new step and the decision when there is one; otherwise polls again. Once
+    /// published, the system is told (`acknowledge`).
+    #[allow(clippy::too_many_arguments)]
     async fn after_reading(
         &self,
         delivery: &Delivery,
         task: &Task,
+        answer: &Answer,
         reading: Reading,
         department_case_number: String,
         polls: u32,
@@ -573,6 +606,7 @@ impl Worker {
     ) -> Next {
         let dept = &self.department;
         let trace = header(delivery, "traceparent");
+        let decided_on = reading.decided_on;
         let mut step = last_step;
         if let Some(new) = reading.step.filter(|s| *s != step) {
             let mut r = self.result(task, ResultKind::Progress, &department_case_number);
@@ -587,6 +621,10 @@ impl Worker {
                 return Next::Dead(format!(
                     "no decision from the department system after {polls} polls"
                 ));
+            }
+            // Not acknowledged now: the next poll reads it again and acknowledges it then.
+            if let Err(f) = self.acknowledge(task, answer).await {
+                debug!(department = %dept.code(), failure = %f, "acknowledgement failed; the next poll tries again");
             }
             return Next::Poll {
                 delay: Duration::from_secs(dept.config.polling.interval_secs),
@@ -612,11 +650,32 @@ impl Worker {
                 r
             }
         };
-        r.at = Some(now());
-        match self.publisher.result(r, trace).await {
-            Ok(()) => Next::Done,
-            Err(e) => self.retry_publish(e),
+        r.at = Some(decided_on.map_or_else(now, decided_at));
+        if let Err(e) = self.publisher.result(r, trace).await {
+            return self.retry_publish(e);
         }
+        match self.acknowledge(task, answer).await {
+            Ok(()) => Next::Done,
+            Err(f) => {
+                // Asked again later: the decision is published once more (consumers drop the
+                // copy by its id) and acknowledged then.
+                warn!(department = %dept.code(), failure = %yichuang::privacy::mask_free_text(&f.to_string()), "acknowledgement of a published decision failed; polling again");
+                Next::Poll {
+                    delay: Duration::from_secs(dept.config.polling.interval_secs),
+                    department_case_number,
+                    polls: polls + 1,
+                    step,
+                }
+            }
+        }
+    }
+
+    /// Tells the system its answer is published.
+    async fn acknowledge(&self, task: &Task, answer: &Answer) -> Result<(), Failure> {
+        let system = self.department.system.clone();
+        self.department
+            .call("acknowledge", system.acknowledge(task, answer))
+            .await
     }
 
     fn retry_publish(&self, e: String) -> Next {
@@ -677,6 +736,20 @@ impl Worker {
             at: Some(now()),
             ..Default::default()
         }
+    }
+}
+
+/// When a department that gives only a date decided: now if that is today in hall time
+/// (UTC+8), else the start of that day in hall time.
+fn decided_at(date: chrono::NaiveDate) -> pbjson_types::Timestamp {
+    let hall_today = (chrono::Utc::now() + chrono::Duration::hours(8)).date_naive();
+    if date == hall_today {
+        return now();
+    }
+    let start = date.and_time(chrono::NaiveTime::MIN).and_utc() - chrono::Duration::hours(8);
+    pbjson_types::Timestamp {
+        seconds: start.timestamp(),
+        nanos: 0,
     }
 }
 
@@ -905,4 +978,19 @@ async fn session(
     let _ = tokio::time::timeout(timeout, publishing.close(0, "reconnecting".into())).await;
     let _ = tokio::time::timeout(timeout, consuming.close(0, "reconnecting".into())).await;
     Err(ended)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_decision_date_is_the_start_of_that_hall_day_or_now_when_today() {
+        let d = chrono::NaiveDate::from_ymd_opt(2019, 6, 20).unwrap();
+        // 2019-06-20 00:00 in UTC+8 is 2019-06-19 16:00 UTC.
+        assert_eq!(decided_at(d).seconds, 1_560_960_000);
+        let today = (chrono::Utc::now() + chrono::Duration::hours(8)).date_naive();
+        let at = decided_at(today).seconds;
+        assert!((chrono::Utc::now().timestamp() - at).abs() < 5);
+    }
 }

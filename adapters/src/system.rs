@@ -86,6 +86,13 @@ pub trait DepartmentSystem: Send + Sync {
     fn callback(&self, _body: &[u8]) -> Option<(String, Answer)> {
         None
     }
+
+    /// Told once everything an answer from `submit`, `find` or `poll` led to (step, decision)
+    /// is confirmed published, so systems that keep a received flag (table exchange) can set
+    /// it. It may be called again for the same answer. Default: nothing to do.
+    async fn acknowledge(&self, _task: &Task, _answer: &Answer) -> Result<(), Failure> {
+        Ok(())
+    }
 }
 
 /// The door to a legacy system: every request a kind sends waits here first, for the

@@ -4,6 +4,7 @@
 //! they share.
 
 pub mod core;
+pub mod exchange_db;
 pub mod form_xml;
 pub mod http_json;
 pub mod soap;

@@ -1,6 +1,7 @@
 //! `yichuang-sim`: runs one simulated department system, for the demo and for trying an adapter
 //! by hand. `yichuang-sim http-json --listen 127.0.0.1:18081 --settings sim.json`; likewise
-//! `form-xml` (default 127.0.0.1:18082) and `soap` (127.0.0.1:18083).
+//! `form-xml` (default 127.0.0.1:18082) and `soap` (127.0.0.1:18083), and
+//! `yichuang-sim exchange-db --url postgres://… --settings rs.json`.
 
 use std::path::PathBuf;
 
@@ -43,6 +44,15 @@ enum Kind {
         #[arg(long)]
         settings: Option<PathBuf>,
     },
+    /// 前置库: the department's sync job over exchange tables in a PostgreSQL database.
+    ExchangeDb {
+        /// The department database (with its password: this is the department's side).
+        #[arg(long, env = "YICHUANG_SIM_PG_URL")]
+        url: String,
+        /// JSON settings (`yichuang_sim::exchange_db::Settings`); defaults otherwise.
+        #[arg(long)]
+        settings: Option<PathBuf>,
+    },
 }
 
 fn settings<T: serde::de::DeserializeOwned + Default>(path: &Option<PathBuf>) -> anyhow::Result<T> {
@@ -81,6 +91,18 @@ async fn main() -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(&listen).await?;
             eprintln!("yichuang-sim soap on {listen}");
             sim.serve(listener).await;
+        }
+        Kind::ExchangeDb { url, settings: s } => {
+            let mut s: yichuang_sim::exchange_db::Settings = settings(&s)?;
+            s.url = url;
+            let schema = format!("{}.{}/{}", s.schema, s.inbound_table, s.result_table);
+            let sim = yichuang_sim::exchange_db::ExchangeDbSim::new(s)?;
+            sim.create_tables().await?;
+            eprintln!("yichuang-sim exchange-db on {schema}");
+            tokio::select! {
+                _ = sim.run() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
         }
     }
     Ok(())

@@ -7,8 +7,10 @@ use crate::config::DepartmentConfig;
 use crate::runtime::Department;
 use crate::system::{DepartmentSystem, Gate};
 
+pub mod exchange_db;
 pub mod form_xml;
 pub mod http_json;
+pub mod manual;
 pub mod soap;
 mod xml;
 
@@ -27,7 +29,13 @@ pub struct Kind {
 }
 
 /// Every kind this adapter knows.
-pub const KINDS: &[Kind] = &[http_json::KIND, form_xml::KIND, soap::KIND];
+pub const KINDS: &[Kind] = &[
+    http_json::KIND,
+    form_xml::KIND,
+    soap::KIND,
+    exchange_db::KIND,
+    manual::KIND,
+];
 
 /// The kinds' names, for messages.
 pub fn names() -> Vec<&'static str> {
