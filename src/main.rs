@@ -102,6 +102,16 @@ enum BusCommand {
         #[arg(long, default_value = "config/gateway.toml", env = "YICHUANG_CONFIG")]
         config: PathBuf,
     },
+    /// Prints status events as they are published (a queue of its own, gone when it stops):
+    /// one line each — time, case, event, task, detail.
+    Watch {
+        /// Configuration file (its `[bus]` section).
+        #[arg(long, default_value = "config/gateway.toml", env = "YICHUANG_CONFIG")]
+        config: PathBuf,
+        /// Topic binding: `#` for everything, `case.*` for case events, `task.approved`…
+        #[arg(long, default_value = "#")]
+        binding: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -277,7 +287,93 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             let _ = connection.close(200, "done".into()).await;
             Ok(0)
         }
+        Command::Bus {
+            command: BusCommand::Watch { config, binding },
+        } => {
+            let config = GatewayConfig::load(&config)?;
+            watch_events(&config.bus, &binding).await
+        }
     }
+}
+
+/// Binds an exclusive, auto-deleted queue to the events exchange and prints each event.
+async fn watch_events(bus: &yichuang::config::BusConfig, binding: &str) -> Result<u8, Failure> {
+    use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+    use prost::Message;
+    use tokio_stream::StreamExt;
+    let connection = yichuang::bus::connect(bus).await?;
+    let channel = connection
+        .create_channel()
+        .await
+        .context("cannot open a channel")?;
+    let names = yichuang::bus::Names::new(&bus.prefix);
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .context("cannot declare a queue to watch from")?;
+    channel
+        .queue_bind(
+            queue.name().clone(),
+            names.events_exchange().as_str().into(),
+            binding.into(),
+            QueueBindOptions::default(),
+            Default::default(),
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "cannot bind to {} (declare the topology first)",
+                names.events_exchange()
+            )
+        })?;
+    let mut consumer = channel
+        .basic_consume(
+            queue.name().clone(),
+            "yichuang-watch".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .context("cannot consume")?;
+    eprintln!(
+        "watching {} ({binding}) on {}; Ctrl-C to stop",
+        names.events_exchange(),
+        yichuang::bus::redact(&bus.url)
+    );
+    while let Some(delivery) = consumer.next().await {
+        let delivery = delivery.context("the broker ended the watch")?;
+        let Ok(m) = yichuang::proto::v1::EventMessage::decode(delivery.data.as_slice()) else {
+            continue;
+        };
+        let Some(e) = m.event else { continue };
+        let at =
+            e.at.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32))
+                .map(|t| {
+                    (t + chrono::Duration::hours(8))
+                        .format("%H:%M:%S")
+                        .to_string()
+                })
+                .unwrap_or_default();
+        println!(
+            "{at}  {}  {:<28} {:<46} {}",
+            m.case_number,
+            e.kind,
+            e.task_id,
+            yichuang::privacy::mask_free_text(&e.detail)
+        );
+    }
+    Ok(0)
 }
 
 async fn serve_command(path: &Path) -> Result<u8, Failure> {
