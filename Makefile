@@ -13,10 +13,10 @@ services:
 
 build:
 	bash scripts/services.sh --no-postgres --no-rabbitmq
-	$(CARGO) build --bins
+	$(CARGO) build --workspace --bins
 
 demo: build
-	bash scripts/services.sh --no-postgres
+	bash scripts/services.sh
 	bash scripts/demo.sh
 
 test: services

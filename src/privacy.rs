@@ -57,16 +57,23 @@ pub fn mask_address(address: &str) -> String {
     chars[..6].iter().collect::<String>() + "****"
 }
 
-/// Masks what looks like an identity number, credit code or phone number in free text (a
-/// legacy system's message, an error): every run of 11 or more letters and digits with at
-/// least 6 digits. Names in free text cannot be recognised; free text from outside is logged
-/// only through this.
+/// Masks what looks like a resident identity number (18 characters, 17 digits and a digit or
+/// `X`; or 15 digits) or a mobile number (11 digits from `1`) in free text — a legacy system's
+/// message, an error, a history entry's detail. Case numbers, licence numbers and credit codes
+/// of organisations are left as they are. Names in free text cannot be recognised; free text
+/// from outside is logged only through this.
 pub fn mask_free_text(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut run = String::new();
     let flush = |run: &mut String, out: &mut String| {
-        let digits = run.chars().filter(char::is_ascii_digit).count();
-        if run.chars().count() >= 11 && digits >= 6 {
+        let b = run.as_bytes();
+        let digits = |s: &[u8]| s.iter().all(u8::is_ascii_digit);
+        let id18 = b.len() == 18
+            && digits(&b[..17])
+            && (b[17].is_ascii_digit() || b[17] == b'X' || b[17] == b'x');
+        let id15 = b.len() == 15 && digits(b);
+        let mobile = b.len() == 11 && digits(b) && b[0] == b'1';
+        if id18 || id15 || mobile {
             out.push_str(&mask_id(run));
         } else {
             out.push_str(run);
@@ -119,6 +126,10 @@ mod tests {
             mask_free_text("身份证号64010419800315001X有误, 电话13909510000, 编号 A-12"),
             "身份证号6401**********001X有误, 电话1390***0000, 编号 A-12"
         );
+        // Case numbers, department case numbers and organisations' credit codes stay readable.
+        let kept =
+            "1164010001013301851000112001000201910210001-02 GA20191125000001 91640104MA76L8Q23H";
+        assert_eq!(mask_free_text(kept), kept);
     }
 
     #[test]
