@@ -241,6 +241,52 @@ impl AdminService for AdminApi {
     }
 }
 
+/// A feed: history entries in commit order, then new ones as they are committed.
+pub type FeedStream =
+    tokio_stream::wrappers::ReceiverStream<Result<crate::proto::v1::FeedEvent, Status>>;
+
+/// How often an idle feed looks for new entries.
+const FEED_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Streams `query`'s entries until the client goes away. Entries are read in pages of 500;
+/// a slow client holds the reader back (the channel is bounded), it never skips.
+fn feed_stream(store: Store, mut query: crate::store::FeedQuery) -> FeedStream {
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    query.limit = 500;
+    tokio::spawn(async move {
+        loop {
+            let page = match store.feed(query.clone()).await {
+                Ok(page) => page,
+                Err(e) => {
+                    let _ = tx.send(Err(store_status(e))).await;
+                    return;
+                }
+            };
+            let full = page.len() == query.limit;
+            for item in page {
+                query.after = item.position;
+                let event = crate::proto::v1::FeedEvent {
+                    cursor: item.position,
+                    case_number: item.case_number,
+                    hall_code: item.hall_code,
+                    window_code: item.window_code,
+                    event: Some(item.event),
+                };
+                if tx.send(Ok(event)).await.is_err() {
+                    return; // the client went away
+                }
+            }
+            if !full {
+                tokio::select! {
+                    _ = tokio::time::sleep(FEED_POLL) => {}
+                    _ = tx.closed() => return,
+                }
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
 /// The `CaseService` implementation.
 pub struct CaseApi {
     gateway: Arc<Gateway>,
@@ -423,6 +469,65 @@ impl CaseService for CaseApi {
             })),
             None => Err(Status::not_found(format!("caseNumber: no case {number}"))),
         }
+    }
+
+    type WindowFeedStream = FeedStream;
+    type WatchCaseStream = FeedStream;
+
+    async fn window_feed(
+        &self,
+        request: Request<crate::proto::v1::WindowFeedRequest>,
+    ) -> Result<Response<FeedStream>, Status> {
+        let r = request.into_inner();
+        if r.hall_code.is_empty() && !r.window_code.is_empty() {
+            return Err(Status::invalid_argument(
+                "windowCode: a window is named within its hall; give hallCode too",
+            ));
+        }
+        if r.cursor < 0 {
+            return Err(Status::invalid_argument(
+                "cursor: a cursor from a previous event, or 0 from the beginning",
+            ));
+        }
+        Ok(Response::new(feed_stream(
+            self.gateway.store.clone(),
+            crate::store::FeedQuery {
+                hall_code: r.hall_code,
+                window_code: r.window_code,
+                after: r.cursor,
+                ..Default::default()
+            },
+        )))
+    }
+
+    async fn watch_case(
+        &self,
+        request: Request<crate::proto::v1::WatchCaseRequest>,
+    ) -> Result<Response<FeedStream>, Status> {
+        let r = request.into_inner();
+        if r.case_number.is_empty() || r.cursor < 0 {
+            return Err(Status::invalid_argument(
+                "caseNumber is required, and cursor is 0 or a cursor from a previous event",
+            ));
+        }
+        if self
+            .gateway
+            .store
+            .get_case(&r.case_number)
+            .await
+            .map_err(store_status)?
+            .is_none()
+        {
+            return Err(Status::not_found(format!("no case {}", r.case_number)));
+        }
+        Ok(Response::new(feed_stream(
+            self.gateway.store.clone(),
+            crate::store::FeedQuery {
+                case_number: r.case_number,
+                after: r.cursor,
+                ..Default::default()
+            },
+        )))
     }
 
     async fn list_cases(

@@ -15,6 +15,10 @@ pub(super) const SQLITE: &[(&str, &str)] = &[
         "0003_event_outbox",
         include_str!("../../migrations/sqlite/0003_event_outbox.sql"),
     ),
+    (
+        "0004_feed",
+        include_str!("../../migrations/sqlite/0004_feed.sql"),
+    ),
 ];
 
 /// Migrations of the PostgreSQL engine, in order.
@@ -30,6 +34,10 @@ pub(super) const POSTGRES: &[(&str, &str)] = &[
     (
         "0003_event_outbox",
         include_str!("../../migrations/postgres/0003_event_outbox.sql"),
+    ),
+    (
+        "0004_feed",
+        include_str!("../../migrations/postgres/0004_feed.sql"),
     ),
 ];
 

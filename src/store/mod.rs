@@ -129,6 +129,31 @@ fn dispatch_in_case(
     events
 }
 
+/// What a feed reader follows: a hall, a window of a hall, every hall (the platform), or one case.
+#[derive(Debug, Clone, Default)]
+pub struct FeedQuery {
+    /// Empty: every hall.
+    pub hall_code: String,
+    /// Empty: every window of the hall.
+    pub window_code: String,
+    /// Set: this case only.
+    pub case_number: String,
+    /// Entries after this position.
+    pub after: i64,
+    pub limit: usize,
+}
+
+/// A history entry in feed order.
+#[derive(Debug, Clone)]
+pub struct FeedItem {
+    /// Its position: the cursor a reader resumes after.
+    pub position: i64,
+    pub case_number: String,
+    pub hall_code: String,
+    pub window_code: String,
+    pub event: CaseEvent,
+}
+
 /// A filter for listing cases.
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
@@ -414,6 +439,14 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.outbox_backlog().await,
             Store::Postgres(s) => s.outbox_backlog().await,
+        }
+    }
+
+    /// History entries after a position, in the order they were committed (see [`FeedQuery`]).
+    pub async fn feed(&self, query: FeedQuery) -> Result<Vec<FeedItem>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.feed(query).await,
+            Store::Postgres(s) => s.feed(query).await,
         }
     }
 

@@ -181,6 +181,9 @@ impl PgStore {
         }
         let tx = client.transaction().await?;
         let result = record(&tx, &c, rows.as_ref()).await?;
+        if rows.is_some() {
+            assign_feed_positions(&tx).await?;
+        }
         tx.commit().await?;
         Ok(result)
     }
@@ -287,6 +290,7 @@ impl PgStore {
                 .await?;
             }
         }
+        assign_feed_positions(&tx).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -361,6 +365,7 @@ impl PgStore {
             )
             .await?;
         }
+        assign_feed_positions(&tx).await?;
         tx.commit().await?;
         Ok(Some(applied))
     }
@@ -437,6 +442,50 @@ impl PgStore {
             )
             .await?
             .get(0))
+    }
+
+    pub(super) async fn feed(
+        &self,
+        q: super::FeedQuery,
+    ) -> Result<Vec<super::FeedItem>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let statement = client
+            .prepare_cached(
+                "SELECT e.feed_pos, e.case_number, c.hall_code, c.window_code, e.seq, e.at_ms, e.kind, e.task_id, e.detail
+                 FROM case_events e JOIN cases c ON c.case_number = e.case_number
+                 WHERE e.feed_pos > $1 AND ($2 = '' OR c.hall_code = $2) AND ($3 = '' OR c.window_code = $3)
+                   AND ($4 = '' OR e.case_number = $4)
+                 ORDER BY e.feed_pos LIMIT $5",
+            )
+            .await?;
+        let rows = client
+            .query(
+                &statement,
+                &[
+                    &q.after,
+                    &q.hall_code,
+                    &q.window_code,
+                    &q.case_number,
+                    &(q.limit as i64),
+                ],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| super::FeedItem {
+                position: r.get(0),
+                case_number: r.get(1),
+                hall_code: r.get(2),
+                window_code: r.get(3),
+                event: CaseEvent {
+                    seq: r.get(4),
+                    at: ms_to_timestamp(r.get(5)),
+                    kind: r.get(6),
+                    task_id: r.get(7),
+                    detail: r.get(8),
+                },
+            })
+            .collect())
     }
 
     pub(super) async fn events_backlog(&self) -> Result<i64, StoreError> {
@@ -703,3 +752,24 @@ async fn insert_case(
     }
     Ok(())
 }
+
+/// Gives the history entries this transaction wrote their feed positions, just before commit,
+/// under a transaction-wide advisory lock: positions grow in commit order, so a feed reader that
+/// has seen position N never later finds a committed entry below N.
+async fn assign_feed_positions(tx: &tokio_postgres::Transaction<'_>) -> Result<(), StoreError> {
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&FEED_LOCK])
+        .await?;
+    tx.execute(
+        "UPDATE case_events e SET feed_pos = b.base + t.n
+         FROM (SELECT coalesce(max(feed_pos), 0) AS base FROM case_events) b,
+              (SELECT case_number, seq, row_number() OVER (ORDER BY case_number, seq) AS n
+               FROM case_events WHERE feed_pos IS NULL) t
+         WHERE e.case_number = t.case_number AND e.seq = t.seq",
+        &[],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The advisory lock key that orders feed positions (any constant no other lock uses).
+const FEED_LOCK: i64 = 0x7969_6368_6665_6564; // "yichfeed"

@@ -457,6 +457,44 @@ impl SqliteStore {
         .await
     }
 
+    pub(super) async fn feed(
+        &self,
+        q: super::FeedQuery,
+    ) -> Result<Vec<super::FeedItem>, StoreError> {
+        // The rowid is the position: the single writer appends in commit order.
+        self.read(move |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT e.rowid, e.case_number, c.hall_code, c.window_code, e.seq, e.at_ms, e.kind, e.task_id, e.detail
+                 FROM case_events e JOIN cases c ON c.case_number = e.case_number
+                 WHERE e.rowid > ?1 AND (?2 = '' OR c.hall_code = ?2) AND (?3 = '' OR c.window_code = ?3)
+                   AND (?4 = '' OR e.case_number = ?4)
+                 ORDER BY e.rowid LIMIT ?5",
+            )?;
+            let rows = statement
+                .query_map(
+                    params![q.after, q.hall_code, q.window_code, q.case_number, q.limit as i64],
+                    |r| {
+                        Ok(super::FeedItem {
+                            position: r.get(0)?,
+                            case_number: r.get(1)?,
+                            hall_code: r.get(2)?,
+                            window_code: r.get(3)?,
+                            event: CaseEvent {
+                                seq: r.get(4)?,
+                                at: ms_to_timestamp(r.get(5)?),
+                                kind: r.get(6)?,
+                                task_id: r.get(7)?,
+                                detail: r.get(8)?,
+                            },
+                        })
+                    },
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
     pub(super) async fn events_backlog(&self) -> Result<i64, StoreError> {
         self.read(|conn| {
             Ok(conn.query_row(
