@@ -47,6 +47,12 @@ impl CaseService for Empty {
     ) -> Result<Response<ListCasesResponse>, Status> {
         Ok(Response::new(ListCasesResponse::default()))
     }
+    async fn deliver(
+        &self,
+        _: Request<DeliverRequest>,
+    ) -> Result<Response<DeliverResponse>, Status> {
+        Ok(Response::new(DeliverResponse::default()))
+    }
     // The feeds are not measured here: an empty stream each.
     type WindowFeedStream = yichuang::api::FeedStream;
     type WatchCaseStream = yichuang::api::FeedStream;

@@ -530,6 +530,96 @@ impl CaseService for CaseApi {
         )))
     }
 
+    async fn deliver(
+        &self,
+        request: Request<crate::proto::v1::DeliverRequest>,
+    ) -> Result<Response<crate::proto::v1::DeliverResponse>, Status> {
+        use crate::privacy::{mask_id, mask_name};
+        use crate::proto::v1::deliver_request::How;
+        let r = request.into_inner();
+        let clean = |v: &str| normalise::to_half_width(v).trim().to_uppercase();
+        let Some(how) = r.how else {
+            return Err(Status::invalid_argument(
+                "how: give pickup (who collected) or mail (carrier and tracking number)",
+            ));
+        };
+        let case = self
+            .gateway
+            .store
+            .get_case(&r.case_number)
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| Status::not_found(format!("no case {}", r.case_number)))?
+            .0;
+        let detail = match how {
+            How::Pickup(p) => {
+                let id = clean(&p.collector_id_number);
+                if id.is_empty() || p.collector_name.trim().is_empty() {
+                    return Err(Status::invalid_argument(
+                        "pickup: collectorName and collectorIdNumber are required (from the identity document checked)",
+                    ));
+                }
+                // The collector must be the applicant, its legal representative or the agent.
+                let s = case.submission.clone().unwrap_or_default();
+                let applicant = s.applicant.unwrap_or_default();
+                let entitled: Vec<String> = [
+                    Some(applicant.id_number.as_str()),
+                    applicant
+                        .legal_representative
+                        .as_ref()
+                        .map(|p| p.id_number.as_str()),
+                    s.agent.as_ref().map(|a| a.id_number.as_str()),
+                ]
+                .into_iter()
+                .flatten()
+                .map(clean)
+                .filter(|v| !v.is_empty())
+                .collect();
+                if !entitled.contains(&id) {
+                    return Err(Status::failed_precondition(format!(
+                        "pickup: {} ({}) is not the applicant, its legal representative or the agent named on the case; results are handed only to them",
+                        mask_name(p.collector_name.trim()),
+                        mask_id(&id)
+                    )));
+                }
+                format!(
+                    "picked up at window {} by {} ({}), handed over by {}",
+                    case.submission
+                        .as_ref()
+                        .map_or("", |s| s.window_code.as_str()),
+                    mask_name(p.collector_name.trim()),
+                    mask_id(&id),
+                    p.staff_no.trim()
+                )
+            }
+            How::Mail(m) => {
+                if m.carrier.trim().is_empty() || m.tracking_number.trim().is_empty() {
+                    return Err(Status::invalid_argument(
+                        "mail: carrier and trackingNumber are required",
+                    ));
+                }
+                format!(
+                    "mailed by {} with tracking number {}",
+                    m.carrier.trim(),
+                    m.tracking_number.trim()
+                )
+            }
+        };
+        match self
+            .gateway
+            .store
+            .deliver(&r.case_number, detail)
+            .await
+            .map_err(store_status)?
+        {
+            None => Err(Status::not_found(format!("no case {}", r.case_number))),
+            Some(Err(refused)) => Err(Status::failed_precondition(refused.to_string())),
+            Some(Ok(case)) => Ok(Response::new(crate::proto::v1::DeliverResponse {
+                case: Some(case),
+            })),
+        }
+    }
+
     async fn list_cases(
         &self,
         request: Request<ListCasesRequest>,

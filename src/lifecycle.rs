@@ -244,6 +244,41 @@ pub fn apply(
     })
 }
 
+/// Why a case cannot be delivered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeliveryRefused {
+    #[error("case is {0}; a case is delivered when every task is approved (ready for delivery)")]
+    NotReady(String),
+}
+
+/// Records the delivery (出件) of a ready case; the case closes. `detail` says how (pickup by
+/// whom, or mail with which tracking number), already masked.
+pub fn deliver(
+    case: &mut Case,
+    detail: String,
+    last_seq: i64,
+    at: pbjson_types::Timestamp,
+) -> Result<Vec<CaseEvent>, DeliveryRefused> {
+    if case.status != CaseStatus::ReadyForDelivery as i32 {
+        let status = CaseStatus::try_from(case.status)
+            .map(|s| {
+                s.as_str_name()
+                    .trim_start_matches("CASE_STATUS_")
+                    .to_lowercase()
+            })
+            .unwrap_or_default();
+        return Err(DeliveryRefused::NotReady(status));
+    }
+    case.status = CaseStatus::Delivered as i32;
+    Ok(vec![CaseEvent {
+        seq: last_seq + 1,
+        at: Some(at),
+        kind: "case-delivered".into(),
+        task_id: String::new(),
+        detail,
+    }])
+}
+
 /// The case's status from its tasks: all approved → ready for delivery; any task waiting on
 /// the applicant → awaiting supplement; a rejection with nothing left that could still be
 /// approved → closed rejected; otherwise in progress.

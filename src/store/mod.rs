@@ -390,6 +390,20 @@ impl Store {
         }
     }
 
+    /// Records the delivery of a ready case (see [`crate::lifecycle::deliver`]). `Ok(None)`: no
+    /// such case.
+    pub async fn deliver(
+        &self,
+        case_number: &str,
+        detail: String,
+    ) -> Result<Option<Result<Case, crate::lifecycle::DeliveryRefused>>, StoreError> {
+        let now = Utc::now().timestamp_millis();
+        match self {
+            Store::Sqlite(s) => s.deliver(case_number.to_string(), detail, now).await,
+            Store::Postgres(s) => s.deliver(case_number, detail, now).await,
+        }
+    }
+
     /// Records a department's approval with its result documents, whoever reports it (an
     /// operator's correction); returns the released tasks.
     pub async fn approve_task(

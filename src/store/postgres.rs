@@ -370,6 +370,61 @@ impl PgStore {
         Ok(Some(applied))
     }
 
+    pub(super) async fn deliver(
+        &self,
+        case_number: &str,
+        detail: String,
+        now_ms: i64,
+    ) -> Result<Option<Result<Case, crate::lifecycle::DeliveryRefused>>, StoreError> {
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = client.transaction().await?;
+        let Some(row) = tx
+            .query_opt(
+                "SELECT body FROM cases WHERE case_number = $1 FOR UPDATE",
+                &[&case_number],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut case = decode_case(row.get::<_, &[u8]>(0))?;
+        let last_seq: i64 = tx
+            .query_one(
+                "SELECT coalesce(max(seq), 0) FROM case_events WHERE case_number = $1",
+                &[&case_number],
+            )
+            .await?
+            .get(0);
+        let events = match crate::lifecycle::deliver(
+            &mut case,
+            detail,
+            last_seq,
+            ms_to_timestamp(now_ms).unwrap_or_default(),
+        ) {
+            Ok(events) => events,
+            Err(refused) => return Ok(Some(Err(refused))),
+        };
+        tx.execute(
+            "UPDATE cases SET status = $1, body = $2 WHERE case_number = $3",
+            &[
+                &case.status,
+                &prost::Message::encode_to_vec(&case),
+                &case_number,
+            ],
+        )
+        .await?;
+        for e in &events {
+            tx.execute(
+                "INSERT INTO case_events (case_number, seq, at_ms, kind, task_id, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+                &[&case_number, &e.seq, &now_ms, &e.kind, &e.task_id, &e.detail],
+            )
+            .await?;
+        }
+        assign_feed_positions(&tx).await?;
+        tx.commit().await?;
+        Ok(Some(Ok(case)))
+    }
+
     pub(super) async fn claim_events(
         &self,
         limit: usize,

@@ -396,6 +396,41 @@ impl SqliteStore {
         .await
     }
 
+    pub(super) async fn deliver(
+        &self,
+        case_number: String,
+        detail: String,
+        now_ms: i64,
+    ) -> Result<Option<Result<Case, crate::lifecycle::DeliveryRefused>>, StoreError> {
+        self.write(move |conn| {
+            let tx = conn.transaction()?;
+            let body: Option<Vec<u8>> = tx
+                .query_row("SELECT body FROM cases WHERE case_number = ?1", [&case_number], |r| r.get(0))
+                .optional()?;
+            let Some(body) = body else { return Ok(None) };
+            let mut case = decode_case(&body)?;
+            let last_seq: i64 =
+                tx.query_row("SELECT coalesce(max(seq), 0) FROM case_events WHERE case_number = ?1", [&case_number], |r| r.get(0))?;
+            let events = match crate::lifecycle::deliver(&mut case, detail, last_seq, ms_to_timestamp(now_ms).unwrap_or_default()) {
+                Ok(events) => events,
+                Err(refused) => return Ok(Some(Err(refused))),
+            };
+            tx.execute(
+                "UPDATE cases SET status = ?1, body = ?2 WHERE case_number = ?3",
+                params![case.status, prost::Message::encode_to_vec(&case), case_number],
+            )?;
+            for e in &events {
+                tx.execute(
+                    "INSERT INTO case_events (case_number, seq, at_ms, kind, task_id, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![case_number, e.seq, now_ms, e.kind, e.task_id, e.detail],
+                )?;
+            }
+            tx.commit()?;
+            Ok(Some(Ok(case)))
+        })
+        .await
+    }
+
     pub(super) async fn claim_events(
         &self,
         limit: usize,
