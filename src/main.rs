@@ -124,6 +124,24 @@ enum CalendarCommand {
 
 #[derive(Subcommand)]
 enum CaseCommand {
+    /// 出件: hands a ready case over (--collector-name/--collector-id) or mails it
+    /// (--carrier/--tracking-number); the case closes.
+    Deliver {
+        /// National case number.
+        case_number: String,
+        #[arg(long, requires = "collector_id", conflicts_with_all = ["carrier", "tracking_number"])]
+        collector_name: Option<String>,
+        /// The collector's resident ID number, as on the document checked.
+        #[arg(long, requires = "collector_name")]
+        collector_id: Option<String>,
+        /// The clerk handing over.
+        #[arg(long, default_value = "")]
+        staff_no: String,
+        #[arg(long, requires = "tracking_number")]
+        carrier: Option<String>,
+        #[arg(long, requires = "carrier")]
+        tracking_number: Option<String>,
+    },
     /// 资料预审: checks a submission; stores nothing.
     Precheck {
         /// Submission in canonical JSON.
@@ -469,6 +487,48 @@ async fn case_command(server: &str, command: CaseCommand) -> Result<u8, Failure>
                 Some(submit_response::Outcome::Receipt(_)) => 0,
                 _ => 3,
             })
+        }
+        CaseCommand::Deliver {
+            case_number,
+            collector_name,
+            collector_id,
+            staff_no,
+            carrier,
+            tracking_number,
+        } => {
+            use yichuang::proto::v1::deliver_request::How;
+            let how = match (collector_name, collector_id, carrier, tracking_number) {
+                (Some(name), Some(id), _, _) => How::Pickup(yichuang::proto::v1::Pickup {
+                    collector_name: name,
+                    collector_id_type: yichuang::proto::v1::IdType::ResidentId as i32,
+                    collector_id_number: id,
+                    staff_no,
+                }),
+                (_, _, Some(carrier), Some(tracking_number)) => {
+                    How::Mail(yichuang::proto::v1::Mail {
+                        carrier,
+                        tracking_number,
+                    })
+                }
+                _ => {
+                    return Err(Failure(
+                        2,
+                        anyhow::anyhow!(
+                            "give --collector-name and --collector-id (pickup) or --carrier and --tracking-number (mail)"
+                        ),
+                    ));
+                }
+            };
+            let response = client
+                .deliver(yichuang::proto::v1::DeliverRequest {
+                    case_number,
+                    how: Some(how),
+                })
+                .await
+                .map_err(grpc_failure)?
+                .into_inner();
+            print_json(&response)?;
+            Ok(0)
         }
         CaseCommand::Get { case_number } => {
             let response = client
