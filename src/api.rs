@@ -44,6 +44,10 @@ pub struct Gateway {
     pub wake: Arc<tokio::sync::Notify>,
     /// The relay's view of the broker.
     pub relay_status: Arc<crate::outbox::RelayStatus>,
+    /// The platform push, when `[platform] push_url` is set.
+    pub platform: Option<crate::config::PlatformConfig>,
+    /// This gateway process, as the holder of leases (the platform push cursor).
+    pub instance: String,
 }
 
 /// Why the gateway could not start.
@@ -57,6 +61,8 @@ pub enum StartError {
     Intake(String),
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    #[error("[platform] {0}")]
+    Platform(String),
 }
 
 impl Gateway {
@@ -67,6 +73,20 @@ impl Gateway {
             Arc::new(Calendar::load(&config.calendar_dir).map_err(StartError::Calendar)?);
         let intake =
             Intake::new(catalog, calendar, config.intake.clone()).map_err(StartError::Intake)?;
+        let p = &config.platform;
+        if !p.push_url.is_empty() {
+            if !p.push_url.starts_with("http://") && !p.push_url.starts_with("https://") {
+                return Err(StartError::Platform(format!(
+                    "push_url {:?} is not an http:// or https:// URL",
+                    p.push_url
+                )));
+            }
+            if p.secret.is_empty() {
+                return Err(StartError::Platform(
+                    "push_url is set but secret is empty: pushes are signed; set secret (e.g. \"${YICHUANG_PLATFORM_SECRET}\")".into(),
+                ));
+            }
+        }
         let store = Store::open(&config.store).await?;
         let relay = config.bus.relay.then(|| {
             let topology = crate::bus::Topology::for_catalog(intake.catalog(), &config.bus);
@@ -79,6 +99,8 @@ impl Gateway {
             relay,
             wake: Arc::new(tokio::sync::Notify::new()),
             relay_status: Arc::new(crate::outbox::RelayStatus::default()),
+            platform: (!config.platform.push_url.is_empty()).then(|| config.platform.clone()),
+            instance: uuid::Uuid::new_v4().simple().to_string(),
         })
     }
 }
@@ -139,6 +161,14 @@ pub async fn serve(
         ));
         (relay, results)
     });
+    let (store_for_release, instance) = (gateway.store.clone(), gateway.instance.clone());
+    let push = gateway.platform.clone().map(|config| {
+        tokio::spawn(crate::feed::run(
+            gateway.store.clone(),
+            config,
+            gateway.instance.clone(),
+        ))
+    });
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::proto::v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -162,6 +192,13 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await;
     watcher.abort();
+    if let Some(push) = push {
+        push.abort();
+        // Another replica (or the next run) takes over at once.
+        let _ = store_for_release
+            .release_push(crate::feed::CURSOR_NAME, &instance)
+            .await;
+    }
     if let Some(relay) = relay {
         relay.0.abort();
         relay.1.abort();

@@ -156,6 +156,24 @@ pub struct GatewayConfig {
     /// The RabbitMQ bus.
     #[serde(default)]
     pub bus: BusConfig,
+    /// The one-network platform's HTTP push.
+    #[serde(default)]
+    pub platform: PlatformConfig,
+}
+
+/// The HTTP push of every status change to the one-network platform (一网通办).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformConfig {
+    /// Where each status change is POSTed, in order; empty: no push.
+    #[serde(default)]
+    pub push_url: String,
+    /// Key of the HMAC-SHA256 signature in `X-Yichuang-Signature` (from the environment).
+    #[serde(default)]
+    pub secret: String,
+    /// Bound on one POST, in seconds (default 10).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
 }
 
 /// Settings of the RabbitMQ bus.
@@ -412,6 +430,7 @@ impl Default for GatewayConfig {
             intake: IntakeConfig::default(),
             log: LogConfig::default(),
             bus: BusConfig::default(),
+            platform: PlatformConfig::default(),
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod bus;
 pub mod case;
 pub mod catalog;
 pub mod config;
+pub mod feed;
 pub mod intake;
 pub mod lifecycle;
 pub mod outbox;

@@ -19,6 +19,10 @@ pub(super) const SQLITE: &[(&str, &str)] = &[
         "0004_feed",
         include_str!("../../migrations/sqlite/0004_feed.sql"),
     ),
+    (
+        "0005_push",
+        include_str!("../../migrations/sqlite/0005_push.sql"),
+    ),
 ];
 
 /// Migrations of the PostgreSQL engine, in order.
@@ -38,6 +42,10 @@ pub(super) const POSTGRES: &[(&str, &str)] = &[
     (
         "0004_feed",
         include_str!("../../migrations/postgres/0004_feed.sql"),
+    ),
+    (
+        "0005_push",
+        include_str!("../../migrations/postgres/0005_push.sql"),
     ),
 ];
 

@@ -464,6 +464,42 @@ impl Store {
         }
     }
 
+    /// Takes (or keeps) the push cursor `name` for `owner` for `lease_ms`; its position, or
+    /// `None` while another owner holds it.
+    pub async fn lease_push(
+        &self,
+        name: &str,
+        owner: &str,
+        lease_ms: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let now = Utc::now().timestamp_millis();
+        let (name, owner) = (name.to_string(), owner.to_string());
+        match self {
+            Store::Sqlite(s) => s.lease_push(name, owner, now, lease_ms).await,
+            Store::Postgres(s) => s.lease_push(&name, &owner, now, lease_ms).await,
+        }
+    }
+
+    /// Gives up `owner`'s lease on the push cursor `name` (a stopping gateway), so another
+    /// replica takes over at once.
+    pub async fn release_push(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        self.lease_push(name, owner, -1).await.map(|_| ())
+    }
+
+    /// Moves the push cursor `name` to `position`; false when `owner` no longer holds it.
+    pub async fn advance_push(
+        &self,
+        name: &str,
+        owner: &str,
+        position: i64,
+    ) -> Result<bool, StoreError> {
+        let (name, owner) = (name.to_string(), owner.to_string());
+        match self {
+            Store::Sqlite(s) => s.advance_push(name, owner, position).await,
+            Store::Postgres(s) => s.advance_push(&name, &owner, position).await,
+        }
+    }
+
     /// Number of case history entries not yet confirmed on the events exchange.
     pub async fn events_backlog(&self) -> Result<i64, StoreError> {
         match self {

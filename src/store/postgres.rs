@@ -543,6 +543,46 @@ impl PgStore {
             .collect())
     }
 
+    pub(super) async fn lease_push(
+        &self,
+        name: &str,
+        owner: &str,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        client
+            .execute(
+                "INSERT INTO push_cursors (name) VALUES ($1) ON CONFLICT DO NOTHING",
+                &[&name],
+            )
+            .await?;
+        Ok(client
+            .query_opt(
+                "UPDATE push_cursors SET owner = $2, lease_until_ms = $3
+                 WHERE name = $1 AND (owner = $2 OR lease_until_ms < $4) RETURNING position",
+                &[&name, &owner, &(now_ms + lease_ms), &now_ms],
+            )
+            .await?
+            .map(|r| r.get(0)))
+    }
+
+    pub(super) async fn advance_push(
+        &self,
+        name: &str,
+        owner: &str,
+        position: i64,
+    ) -> Result<bool, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        Ok(client
+            .execute(
+                "UPDATE push_cursors SET position = $3 WHERE name = $1 AND owner = $2",
+                &[&name, &owner, &position],
+            )
+            .await?
+            == 1)
+    }
+
     pub(super) async fn events_backlog(&self) -> Result<i64, StoreError> {
         let client = self.pool.get().await.map_err(pool_err)?;
         Ok(client

@@ -147,6 +147,11 @@ impl SqliteStore {
                 "UPDATE tasks SET lease_until_ms = NULL WHERE lease_until_ms IS NOT NULL",
                 [],
             )?;
+            conn.execute(
+                "UPDATE case_events SET lease_until_ms = NULL WHERE lease_until_ms IS NOT NULL",
+                [],
+            )?;
+            conn.execute("UPDATE push_cursors SET lease_until_ms = 0", [])?;
             Ok(conn)
         })
         .await
@@ -526,6 +531,48 @@ impl SqliteStore {
                 )?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
+        })
+        .await
+    }
+
+    pub(super) async fn lease_push(
+        &self,
+        name: String,
+        owner: String,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        self.write(move |conn| {
+            let tx = conn.transaction()?;
+            tx.execute(
+                "INSERT INTO push_cursors (name) VALUES (?1) ON CONFLICT DO NOTHING",
+                [&name],
+            )?;
+            let position: Option<i64> = tx
+                .query_row(
+                    "UPDATE push_cursors SET owner = ?2, lease_until_ms = ?3
+                     WHERE name = ?1 AND (owner = ?2 OR lease_until_ms < ?4) RETURNING position",
+                    params![name, owner, now_ms + lease_ms, now_ms],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            tx.commit()?;
+            Ok(position)
+        })
+        .await
+    }
+
+    pub(super) async fn advance_push(
+        &self,
+        name: String,
+        owner: String,
+        position: i64,
+    ) -> Result<bool, StoreError> {
+        self.write(move |conn| {
+            Ok(conn.execute(
+                "UPDATE push_cursors SET position = ?3 WHERE name = ?1 AND owner = ?2",
+                params![name, owner, position],
+            )? == 1)
         })
         .await
     }
