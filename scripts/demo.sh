@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bin=target/debug
+bin="${CARGO_TARGET_DIR:-target}/debug"
 work=$(mktemp -d)
 vhost="yichuang-demo-$$"
 pids=()
