@@ -133,14 +133,18 @@ async fn deliver(
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(30));
-        // Keep the lease while waiting for the platform.
-        if !matches!(store.lease_push(CURSOR, owner, LEASE_MS).await, Ok(Some(_))) {
-            return false;
+        // Keep the lease while waiting for the platform; stop if another holder moved on.
+        match store.lease_push(CURSOR, owner, LEASE_MS).await {
+            Ok(Some(position)) if position < item.position => {}
+            _ => return false,
         }
     }
     debug!(event = %id, "pushed to the platform");
+    // Moving the cursor renews the lease: a long page never outlives it.
     matches!(
-        store.advance_push(CURSOR, owner, item.position).await,
+        store
+            .advance_push(CURSOR, owner, item.position, LEASE_MS)
+            .await,
         Ok(true)
     )
 }

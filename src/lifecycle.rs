@@ -116,7 +116,16 @@ pub fn apply(
             department_case_number,
             step,
         } => {
-            if task.step == step || rank(before) > rank(TaskStatus::InReview as i32) {
+            // A step never takes a task back from waiting on the applicant (a late or repeated
+            // progress message); after a decision it is stale.
+            let working = matches!(
+                TaskStatus::try_from(before),
+                Ok(TaskStatus::Ready
+                    | TaskStatus::Dispatched
+                    | TaskStatus::AcceptedByDepartment
+                    | TaskStatus::InReview)
+            );
+            if task.step == step || !working {
                 return None;
             }
             number(&department_case_number, task);
@@ -453,6 +462,23 @@ mod tests {
         // The waiting tasks can never start: the case is closed.
         assert_eq!(case.status, CaseStatus::ClosedRejected as i32);
         assert_eq!(case.tasks[0].reasons, ["名称不符合规定"]);
+    }
+
+    #[test]
+    fn a_late_step_does_not_undo_a_supplement_request() {
+        let mut case = bundle();
+        let supplement = TaskUpdate::Supplement {
+            department_case_number: "S1".into(),
+            materials: vec!["租赁合同".into()],
+        };
+        apply(&mut case, "C-01", None, supplement, 0, at()).unwrap();
+        let late = TaskUpdate::Progress {
+            department_case_number: "S1".into(),
+            step: "审核".into(),
+        };
+        assert_eq!(apply(&mut case, "C-01", None, late, 2, at()), None);
+        assert_eq!(case.tasks[0].status, TaskStatus::SupplementRequired as i32);
+        assert_eq!(case.status, CaseStatus::AwaitingSupplement as i32);
     }
 
     #[test]

@@ -114,6 +114,11 @@ pub fn update(r: ResultMessage) -> Option<TaskUpdate> {
 /// Consumes results until the task is dropped, reconnecting with backoff. `wake` is the
 /// relay's: an approval that releases tasks wakes it.
 pub async fn run(store: Store, config: BusConfig, wake: Arc<Notify>) {
+    if config.department_users.is_empty() {
+        warn!(
+            "[bus.department_users] is empty: results are not checked against the departments' RabbitMQ users; give each adapter a user of its own and list them"
+        );
+    }
     let mut backoff = Duration::from_millis(500);
     loop {
         match session(&store, &config, &wake).await {

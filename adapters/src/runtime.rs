@@ -341,7 +341,7 @@ impl Worker {
                 attempt,
                 reason,
             } => {
-                info!(department = %code, attempt, delay_ms = delay.as_millis() as u64, reason = %reason, "task retried later");
+                info!(department = %code, attempt, delay_ms = delay.as_millis() as u64, reason = %yichuang::privacy::mask_free_text(reason), "task retried later");
                 let mut headers = delivery.properties.headers().clone().unwrap_or_default();
                 headers.insert(
                     ShortString::from("attempt"),
@@ -374,7 +374,7 @@ impl Worker {
                     .await
             }
             Next::Dead(reason) => {
-                warn!(department = %code, reason = %reason, "message dead-lettered");
+                warn!(department = %code, reason = %yichuang::privacy::mask_free_text(reason), "message dead-lettered");
                 self.publisher.dead(&code, &delivery, reason).await
             }
         };
@@ -488,15 +488,12 @@ impl Worker {
     async fn submit(&self, delivery: &Delivery, task: &Task, attempt: u32) -> Next {
         let dept = &self.department;
         let system = dept.system.clone();
-        // A task seen before (redelivered after a crash, or retried after a timeout that may
-        // have reached the legacy system) is looked up first, so it is never submitted twice.
-        let found = if delivery.redelivered || attempt > 1 {
-            match dept.call("find", system.find(task)).await {
-                Ok(found) => found,
-                Err(f) => return self.failure(delivery, task, attempt, f).await,
-            }
-        } else {
-            None
+        // Every task is looked up first: a copy may come from a redelivery after a crash, a
+        // retry after a timeout that reached the legacy system, the relay publishing again
+        // after its lease ran out, or another adapter replica — none is submitted twice.
+        let found = match dept.call("find", system.find(task)).await {
+            Ok(found) => found,
+            Err(f) => return self.failure(delivery, task, attempt, f).await,
         };
         let answer = match found {
             Some(answer) => answer,
@@ -577,7 +574,7 @@ impl Worker {
                 reason,
                 retry_after,
             }) => {
-                debug!(department = %dept.code(), reason = %reason, "poll failed; asking again later");
+                debug!(department = %dept.code(), reason = %yichuang::privacy::mask_free_text(&reason), "poll failed; asking again later");
                 Next::Poll {
                     delay: retry_after.unwrap_or(interval).max(interval),
                     department_case_number,
@@ -618,13 +615,18 @@ impl Worker {
         }
         let Some(decision) = reading.decision else {
             if polls >= dept.config.polling.max_polls {
-                return Next::Dead(format!(
-                    "no decision from the department system after {polls} polls"
-                ));
+                // The window is told, so a person follows it up with the department.
+                return self
+                    .failed(
+                        &task.message,
+                        delivery,
+                        format!("no decision from the department system after {polls} polls"),
+                    )
+                    .await;
             }
             // Not acknowledged now: the next poll reads it again and acknowledges it then.
             if let Err(f) = self.acknowledge(task, answer).await {
-                debug!(department = %dept.code(), failure = %f, "acknowledgement failed; the next poll tries again");
+                debug!(department = %dept.code(), failure = %yichuang::privacy::mask_free_text(&f.to_string()), "acknowledgement failed; the next poll tries again");
             }
             return Next::Poll {
                 delay: Duration::from_secs(dept.config.polling.interval_secs),

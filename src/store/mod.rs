@@ -486,17 +486,20 @@ impl Store {
         self.lease_push(name, owner, -1).await.map(|_| ())
     }
 
-    /// Moves the push cursor `name` to `position`; false when `owner` no longer holds it.
+    /// Moves the push cursor `name` forward to `position` and renews `owner`'s lease; false
+    /// when `owner` no longer holds it (or another holder got further).
     pub async fn advance_push(
         &self,
         name: &str,
         owner: &str,
         position: i64,
+        lease_ms: i64,
     ) -> Result<bool, StoreError> {
         let (name, owner) = (name.to_string(), owner.to_string());
+        let until = Utc::now().timestamp_millis() + lease_ms;
         match self {
-            Store::Sqlite(s) => s.advance_push(name, owner, position).await,
-            Store::Postgres(s) => s.advance_push(&name, &owner, position).await,
+            Store::Sqlite(s) => s.advance_push(name, owner, position, until).await,
+            Store::Postgres(s) => s.advance_push(&name, &owner, position, until).await,
         }
     }
 

@@ -240,6 +240,16 @@ impl PgStore {
     ) -> Result<(), StoreError> {
         let mut client = self.pool.get().await.map_err(pool_err)?;
         let tx = client.transaction().await?;
+        // Cases first, in order, then their task rows: the order every writer of a case takes
+        // (a result recorded at the same moment locks the case, then the task), so the two
+        // never deadlock.
+        tx.execute(
+            "SELECT 1 FROM cases WHERE case_number IN
+               (SELECT case_number FROM tasks WHERE task_id = ANY($1))
+             ORDER BY case_number FOR UPDATE",
+            &[&task_ids],
+        )
+        .await?;
         let rows = tx
             .query(
                 "UPDATE tasks SET status = $1, dispatched_at_ms = $2, lease_until_ms = NULL
@@ -572,12 +582,14 @@ impl PgStore {
         name: &str,
         owner: &str,
         position: i64,
+        until_ms: i64,
     ) -> Result<bool, StoreError> {
         let client = self.pool.get().await.map_err(pool_err)?;
         Ok(client
             .execute(
-                "UPDATE push_cursors SET position = $3 WHERE name = $1 AND owner = $2",
-                &[&name, &owner, &position],
+                "UPDATE push_cursors SET position = $3, lease_until_ms = $4
+                 WHERE name = $1 AND owner = $2 AND position < $3",
+                &[&name, &owner, &position, &until_ms],
             )
             .await?
             == 1)

@@ -567,11 +567,13 @@ impl SqliteStore {
         name: String,
         owner: String,
         position: i64,
+        until_ms: i64,
     ) -> Result<bool, StoreError> {
         self.write(move |conn| {
             Ok(conn.execute(
-                "UPDATE push_cursors SET position = ?3 WHERE name = ?1 AND owner = ?2",
-                params![name, owner, position],
+                "UPDATE push_cursors SET position = ?3, lease_until_ms = ?4
+                 WHERE name = ?1 AND owner = ?2 AND position < ?3",
+                params![name, owner, position, until_ms],
             )? == 1)
         })
         .await
