@@ -275,30 +275,9 @@ impl PgStore {
                 )
                 .await?;
             let mut case = decode_case(row.get::<_, &[u8]>(0))?;
-            let last_seq: i64 = tx
-                .query_one(
-                    "SELECT coalesce(max(seq), 0) FROM case_events WHERE case_number = $1",
-                    &[&case_number],
-                )
-                .await?
-                .get(0);
+            let last_seq = last_seq(&tx, &case_number).await?;
             let events = dispatch_in_case(&mut case, &ids, last_seq, now_ms);
-            tx.execute(
-                "UPDATE cases SET status = $1, body = $2 WHERE case_number = $3",
-                &[
-                    &case.status,
-                    &prost::Message::encode_to_vec(&case),
-                    &case_number,
-                ],
-            )
-            .await?;
-            for e in events {
-                tx.execute(
-                    "INSERT INTO case_events (case_number, seq, at_ms, kind, task_id, detail) VALUES ($1, $2, $3, $4, $5, $6)",
-                    &[&case_number, &e.seq, &now_ms, &e.kind, &e.task_id, &e.detail],
-                )
-                .await?;
-            }
+            save_case(&tx, &case, &events, now_ms).await?;
         }
         assign_feed_positions(&tx).await?;
         tx.commit().await?;
@@ -332,13 +311,7 @@ impl PgStore {
             )
             .await?;
         let mut case = decode_case(row.get::<_, &[u8]>(0))?;
-        let last_seq: i64 = tx
-            .query_one(
-                "SELECT coalesce(max(seq), 0) FROM case_events WHERE case_number = $1",
-                &[&case_number],
-            )
-            .await?
-            .get(0);
+        let last_seq = last_seq(&tx, &case_number).await?;
         let Some(applied) = crate::lifecycle::apply(
             &mut case,
             task_id,
@@ -359,22 +332,7 @@ impl PgStore {
             &[&(TaskStatus::Ready as i32), &applied.released],
         )
         .await?;
-        tx.execute(
-            "UPDATE cases SET status = $1, body = $2 WHERE case_number = $3",
-            &[
-                &case.status,
-                &prost::Message::encode_to_vec(&case),
-                &case_number,
-            ],
-        )
-        .await?;
-        for e in &applied.events {
-            tx.execute(
-                "INSERT INTO case_events (case_number, seq, at_ms, kind, task_id, detail) VALUES ($1, $2, $3, $4, $5, $6)",
-                &[&case_number, &e.seq, &now_ms, &e.kind, &e.task_id, &e.detail],
-            )
-            .await?;
-        }
+        save_case(&tx, &case, &applied.events, now_ms).await?;
         assign_feed_positions(&tx).await?;
         tx.commit().await?;
         Ok(Some(applied))
@@ -398,13 +356,7 @@ impl PgStore {
             return Ok(None);
         };
         let mut case = decode_case(row.get::<_, &[u8]>(0))?;
-        let last_seq: i64 = tx
-            .query_one(
-                "SELECT coalesce(max(seq), 0) FROM case_events WHERE case_number = $1",
-                &[&case_number],
-            )
-            .await?
-            .get(0);
+        let last_seq = last_seq(&tx, case_number).await?;
         let events = match crate::lifecycle::deliver(
             &mut case,
             detail,
@@ -414,22 +366,7 @@ impl PgStore {
             Ok(events) => events,
             Err(refused) => return Ok(Some(Err(refused))),
         };
-        tx.execute(
-            "UPDATE cases SET status = $1, body = $2 WHERE case_number = $3",
-            &[
-                &case.status,
-                &prost::Message::encode_to_vec(&case),
-                &case_number,
-            ],
-        )
-        .await?;
-        for e in &events {
-            tx.execute(
-                "INSERT INTO case_events (case_number, seq, at_ms, kind, task_id, detail) VALUES ($1, $2, $3, $4, $5, $6)",
-                &[&case_number, &e.seq, &now_ms, &e.kind, &e.task_id, &e.detail],
-            )
-            .await?;
-        }
+        save_case(&tx, &case, &events, now_ms).await?;
         assign_feed_positions(&tx).await?;
         tx.commit().await?;
         Ok(Some(Ok(case)))
@@ -863,7 +800,7 @@ async fn insert_case(
 /// Gives the history entries this transaction wrote their feed positions, just before commit,
 /// under a transaction-wide advisory lock: positions grow in commit order, so a feed reader that
 /// has seen position N never later finds a committed entry below N.
-async fn assign_feed_positions(tx: &tokio_postgres::Transaction<'_>) -> Result<(), StoreError> {
+async fn assign_feed_positions(tx: &Transaction<'_>) -> Result<(), StoreError> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&FEED_LOCK])
         .await?;
     tx.execute(
@@ -880,3 +817,50 @@ async fn assign_feed_positions(tx: &tokio_postgres::Transaction<'_>) -> Result<(
 
 /// The advisory lock key that orders feed positions (any constant no other lock uses).
 const FEED_LOCK: i64 = 0x7969_6368_6665_6564; // "yichfeed"
+
+/// The number of a case's last history entry.
+async fn last_seq(tx: &Transaction<'_>, case_number: &str) -> Result<i64, StoreError> {
+    Ok(tx
+        .query_one(
+            "SELECT coalesce(max(seq), 0) FROM case_events WHERE case_number = $1",
+            &[&case_number],
+        )
+        .await?
+        .get(0))
+}
+
+/// Writes a changed case record and appends the history entries the change made.
+async fn save_case(
+    tx: &Transaction<'_>,
+    case: &Case,
+    events: &[CaseEvent],
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE cases SET status = $1, body = $2 WHERE case_number = $3",
+        &[
+            &case.status,
+            &prost::Message::encode_to_vec(case),
+            &case.case_number,
+        ],
+    )
+    .await?;
+    let insert = tx
+        .prepare_cached("INSERT INTO case_events (case_number, seq, at_ms, kind, task_id, detail) VALUES ($1, $2, $3, $4, $5, $6)")
+        .await?;
+    for e in events {
+        tx.execute(
+            &insert,
+            &[
+                &case.case_number,
+                &e.seq,
+                &now_ms,
+                &e.kind,
+                &e.task_id,
+                &e.detail,
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}

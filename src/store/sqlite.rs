@@ -346,14 +346,9 @@ impl SqliteStore {
             for (case_number, ids) in by_case {
                 let body: Vec<u8> = tx.prepare_cached("SELECT body FROM cases WHERE case_number = ?1")?.query_row([&case_number], |r| r.get(0))?;
                 let mut case = decode_case(&body)?;
-                let last_seq: i64 = tx.query_row("SELECT coalesce(max(seq), 0) FROM case_events WHERE case_number = ?1", [&case_number], |r| r.get(0))?;
+                let last_seq = last_seq(&tx, &case_number)?;
                 let events = dispatch_in_case(&mut case, &ids, last_seq, now_ms);
-                tx.prepare_cached("UPDATE cases SET status = ?1, body = ?2 WHERE case_number = ?3")?
-                    .execute(params![case.status, prost::Message::encode_to_vec(&case), case_number])?;
-                for e in events {
-                    tx.prepare_cached("INSERT INTO case_events (case_number, seq, at_ms, kind, task_id, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
-                        .execute(params![case_number, e.seq, now_ms, e.kind, e.task_id, e.detail])?;
-                }
+                save_case(&tx, &case, &events, now_ms)?;
             }
             tx.commit()?;
             Ok(())
@@ -371,30 +366,43 @@ impl SqliteStore {
         self.write(move |conn| {
             let tx = conn.transaction()?;
             let case_number: Option<String> = tx
-                .query_row("SELECT case_number FROM tasks WHERE task_id = ?1", [&task_id], |r| r.get(0))
+                .query_row(
+                    "SELECT case_number FROM tasks WHERE task_id = ?1",
+                    [&task_id],
+                    |r| r.get(0),
+                )
                 .optional()?;
-            let Some(case_number) = case_number else { return Ok(None) };
-            let body: Vec<u8> = tx.query_row("SELECT body FROM cases WHERE case_number = ?1", [&case_number], |r| r.get(0))?;
-            let mut case = decode_case(&body)?;
-            let last_seq: i64 =
-                tx.query_row("SELECT coalesce(max(seq), 0) FROM case_events WHERE case_number = ?1", [&case_number], |r| r.get(0))?;
-            let Some(applied) = crate::lifecycle::apply(&mut case, &task_id, department.as_deref(), update, last_seq, ms_to_timestamp(now_ms).unwrap_or_default()) else {
+            let Some(case_number) = case_number else {
                 return Ok(None);
             };
-            tx.execute("UPDATE tasks SET status = ?1 WHERE task_id = ?2", params![applied.status as i32, task_id])?;
-            for id in &applied.released {
-                tx.execute("UPDATE tasks SET status = ?1 WHERE task_id = ?2", params![TaskStatus::Ready as i32, id])?;
-            }
-            tx.execute(
-                "UPDATE cases SET status = ?1, body = ?2 WHERE case_number = ?3",
-                params![case.status, prost::Message::encode_to_vec(&case), case_number],
+            let body: Vec<u8> = tx.query_row(
+                "SELECT body FROM cases WHERE case_number = ?1",
+                [&case_number],
+                |r| r.get(0),
             )?;
-            for e in &applied.events {
+            let mut case = decode_case(&body)?;
+            let last_seq = last_seq(&tx, &case_number)?;
+            let Some(applied) = crate::lifecycle::apply(
+                &mut case,
+                &task_id,
+                department.as_deref(),
+                update,
+                last_seq,
+                ms_to_timestamp(now_ms).unwrap_or_default(),
+            ) else {
+                return Ok(None);
+            };
+            tx.execute(
+                "UPDATE tasks SET status = ?1 WHERE task_id = ?2",
+                params![applied.status as i32, task_id],
+            )?;
+            for id in &applied.released {
                 tx.execute(
-                    "INSERT INTO case_events (case_number, seq, at_ms, kind, task_id, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![case_number, e.seq, now_ms, e.kind, e.task_id, e.detail],
+                    "UPDATE tasks SET status = ?1 WHERE task_id = ?2",
+                    params![TaskStatus::Ready as i32, id],
                 )?;
             }
+            save_case(&tx, &case, &applied.events, now_ms)?;
             tx.commit()?;
             Ok(Some(applied))
         })
@@ -410,26 +418,25 @@ impl SqliteStore {
         self.write(move |conn| {
             let tx = conn.transaction()?;
             let body: Option<Vec<u8>> = tx
-                .query_row("SELECT body FROM cases WHERE case_number = ?1", [&case_number], |r| r.get(0))
+                .query_row(
+                    "SELECT body FROM cases WHERE case_number = ?1",
+                    [&case_number],
+                    |r| r.get(0),
+                )
                 .optional()?;
             let Some(body) = body else { return Ok(None) };
             let mut case = decode_case(&body)?;
-            let last_seq: i64 =
-                tx.query_row("SELECT coalesce(max(seq), 0) FROM case_events WHERE case_number = ?1", [&case_number], |r| r.get(0))?;
-            let events = match crate::lifecycle::deliver(&mut case, detail, last_seq, ms_to_timestamp(now_ms).unwrap_or_default()) {
+            let last_seq = last_seq(&tx, &case_number)?;
+            let events = match crate::lifecycle::deliver(
+                &mut case,
+                detail,
+                last_seq,
+                ms_to_timestamp(now_ms).unwrap_or_default(),
+            ) {
                 Ok(events) => events,
                 Err(refused) => return Ok(Some(Err(refused))),
             };
-            tx.execute(
-                "UPDATE cases SET status = ?1, body = ?2 WHERE case_number = ?3",
-                params![case.status, prost::Message::encode_to_vec(&case), case_number],
-            )?;
-            for e in &events {
-                tx.execute(
-                    "INSERT INTO case_events (case_number, seq, at_ms, kind, task_id, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![case_number, e.seq, now_ms, e.kind, e.task_id, e.detail],
-                )?;
-            }
+            save_case(&tx, &case, &events, now_ms)?;
             tx.commit()?;
             Ok(Some(Ok(case)))
         })
@@ -938,6 +945,42 @@ fn insert_case(db: &Connection, c: &Job, number: &str, rows: &CaseRows) -> Resul
             number,
             e.seq,
             rows.accepted_at_ms,
+            e.kind,
+            e.task_id,
+            e.detail
+        ])?;
+    }
+    Ok(())
+}
+
+/// The number of a case's last history entry.
+fn last_seq(db: &Connection, case_number: &str) -> Result<i64, StoreError> {
+    Ok(db
+        .prepare_cached("SELECT coalesce(max(seq), 0) FROM case_events WHERE case_number = ?1")?
+        .query_row([case_number], |r| r.get(0))?)
+}
+
+/// Writes a changed case record and appends the history entries the change made.
+fn save_case(
+    db: &Connection,
+    case: &Case,
+    events: &[CaseEvent],
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    db.prepare_cached("UPDATE cases SET status = ?1, body = ?2 WHERE case_number = ?3")?
+        .execute(params![
+            case.status,
+            prost::Message::encode_to_vec(case),
+            case.case_number
+        ])?;
+    let mut insert = db.prepare_cached(
+        "INSERT INTO case_events (case_number, seq, at_ms, kind, task_id, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for e in events {
+        insert.execute(params![
+            case.case_number,
+            e.seq,
+            now_ms,
             e.kind,
             e.task_id,
             e.detail
