@@ -6,6 +6,8 @@
 
 mod support;
 
+use support::task_ids as ids_of;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -114,13 +116,6 @@ async fn setup(
     sim.create_tables().await.expect("exchange tables");
     tokio::spawn(sim.clone().run());
     (c, sim)
-}
-
-fn ids_of(tasks: &[yichuang::proto::v1::TaskMessage]) -> Vec<String> {
-    tasks
-        .iter()
-        .map(|t| t.task.as_ref().unwrap().task_id.clone())
-        .collect()
 }
 
 /// Waits for `cond` with a deadline.

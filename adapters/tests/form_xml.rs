@@ -4,12 +4,14 @@
 
 mod support;
 
+use support::task_ids as ids;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use support::{Adapter, Got, Harness, assert_one_outcome_each, bus, department, secret_file, task};
-use yichuang::proto::v1::{ResultKind, TaskMessage};
+use yichuang::proto::v1::ResultKind;
 use yichuang_adapters::config::DepartmentConfig;
 use yichuang_adapters::system::{Failure, Gate, Task};
 use yichuang_sim::core::{Behaviour, Outcome};
@@ -45,13 +47,6 @@ fn config(endpoint: &str, dir: &tempfile::TempDir, sign_key: Option<&str>) -> De
         }
     }
     c
-}
-
-fn ids(tasks: &[TaskMessage]) -> Vec<String> {
-    tasks
-        .iter()
-        .map(|t| t.task.as_ref().unwrap().task_id.clone())
-        .collect()
 }
 
 /// Each outcome is the one the system decided, with its case number and, read from its GBK

@@ -61,10 +61,7 @@ async fn every_task_ends_with_one_outcome_while_the_system_misbehaves() {
     let adapter = Adapter::start(&bus, vec![config(&endpoint, &dir)]).await;
 
     let tasks: Vec<_> = (0..30).map(|n| task("scjg", "SP-JY", n)).collect();
-    let ids: Vec<String> = tasks
-        .iter()
-        .map(|t| t.task.as_ref().unwrap().task_id.clone())
-        .collect();
+    let ids: Vec<String> = support::task_ids(&tasks);
     for t in &tasks {
         harness.publish(t).await;
     }
@@ -136,10 +133,7 @@ async fn callbacks_deliver_decisions_and_polling_covers_the_dropped_ones() {
     tokio::spawn(sim.clone().serve(listener));
 
     let tasks: Vec<_> = (0..10).map(|n| task("scjg", "SP-JY", n)).collect();
-    let ids: Vec<String> = tasks
-        .iter()
-        .map(|t| t.task.as_ref().unwrap().task_id.clone())
-        .collect();
+    let ids: Vec<String> = support::task_ids(&tasks);
     for t in &tasks {
         harness.publish(t).await;
     }
@@ -230,10 +224,7 @@ async fn a_backlog_never_goes_faster_than_the_departments_rate() {
     c.limits.requests_per_second = 5;
     c.limits.concurrency = 16;
     let tasks: Vec<_> = (0..20).map(|n| task("scjg", "SP-JY", n)).collect();
-    let ids: Vec<String> = tasks
-        .iter()
-        .map(|t| t.task.as_ref().unwrap().task_id.clone())
-        .collect();
+    let ids: Vec<String> = support::task_ids(&tasks);
     // The whole backlog is there before the adapter starts.
     for t in &tasks {
         harness.publish(t).await;

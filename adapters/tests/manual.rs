@@ -5,6 +5,8 @@
 
 mod support;
 
+use support::task_ids as ids_of;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -95,13 +97,6 @@ async fn start(bus: &yichuang::config::BusConfig, clerk: &Clerk) -> Adapter {
     c.options
         .insert("worklist".into(), clerk.worklist.display().to_string());
     Adapter::start(bus, vec![c]).await
-}
-
-fn ids_of(tasks: &[yichuang::proto::v1::TaskMessage]) -> Vec<String> {
-    tasks
-        .iter()
-        .map(|t| t.task.as_ref().unwrap().task_id.clone())
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

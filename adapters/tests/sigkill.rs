@@ -106,10 +106,7 @@ async fn an_adapter_killed_mid_flight_loses_nothing_and_submits_nothing_twice() 
 
     let mut adapter = start(dir.path(), &endpoint).await;
     let tasks: Vec<_> = (0..40).map(|n| task("scjg", "SP-JY", n)).collect();
-    let ids: Vec<String> = tasks
-        .iter()
-        .map(|t| t.task.as_ref().unwrap().task_id.clone())
-        .collect();
+    let ids: Vec<String> = support::task_ids(&tasks);
     for t in &tasks {
         harness.publish(t).await;
     }

@@ -5,12 +5,14 @@
 
 mod support;
 
+use support::task_ids as ids;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use support::{Adapter, Got, Harness, assert_one_outcome_each, bus, department, task};
-use yichuang::proto::v1::{ResultKind, TaskMessage};
+use yichuang::proto::v1::ResultKind;
 use yichuang_adapters::config::DepartmentConfig;
 use yichuang_adapters::system::{Failure, Gate, Task};
 use yichuang_sim::core::{Behaviour, Outcome};
@@ -42,13 +44,6 @@ async fn start_sim(code: &str, behaviour: Behaviour) -> (Arc<SoapSim>, Departmen
     let sim = SoapSim::new(settings(code, behaviour));
     tokio::spawn(sim.clone().serve(listener));
     (sim, department(code, &endpoint))
-}
-
-fn ids(tasks: &[TaskMessage]) -> Vec<String> {
-    tasks
-        .iter()
-        .map(|t| t.task.as_ref().unwrap().task_id.clone())
-        .collect()
 }
 
 /// Each outcome is the one the system decided, with its case number, document, reasons and

@@ -138,6 +138,14 @@ pub fn task(department: &str, item: &str, n: usize) -> TaskMessage {
     }
 }
 
+/// The task ids of task messages.
+pub fn task_ids(tasks: &[TaskMessage]) -> Vec<String> {
+    tasks
+        .iter()
+        .map(|t| t.task.as_ref().unwrap().task_id.clone())
+        .collect()
+}
+
 /// A result read from the gateway's results queue.
 #[derive(Debug, Clone)]
 pub struct Got {
