@@ -567,6 +567,13 @@ impl CaseService for CaseApi {
         )))
     }
 
+    async fn supplement(
+        &self,
+        _request: Request<crate::proto::v1::SupplementRequest>,
+    ) -> Result<Response<crate::proto::v1::SupplementResponse>, Status> {
+        Err(Status::unimplemented("Supplement is being built"))
+    }
+
     async fn deliver(
         &self,
         request: Request<crate::proto::v1::DeliverRequest>,

@@ -70,6 +70,9 @@ pub fn accept(plan: &Plan, case_number: &str, trace_id: &str) -> Accepted {
             step: String::new(),
             reasons: Vec::new(),
             materials_requested: Vec::new(),
+            supplement_round: 0,
+            approval_stage_code: String::new(),
+            conclusion_code: String::new(),
         })
         .collect();
     let accepted_at = timestamp(plan.accepted_at);
@@ -88,6 +91,8 @@ pub fn accept(plan: &Plan, case_number: &str, trace_id: &str) -> Accepted {
         bundle_code: s.bundle_code.clone(),
         acceptance_status_code: 1,
         trace_id: trace_id.to_string(),
+        supplements: Vec::new(),
+        conclusion_code: String::new(),
     };
     let receipt = Receipt {
         case_number: case_number.to_string(),

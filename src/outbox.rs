@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 
 use crate::bus::{self, Names, Topology};
 use crate::config::BusConfig;
-use crate::proto::v1::TaskMessage;
+use crate::proto::v1::{SupplementDelivery, TaskMessage};
 use crate::store::{EventItem, OutboxItem, Store};
 
 /// Tasks leased and published per round.
@@ -46,8 +46,29 @@ pub fn task_message(item: &OutboxItem) -> Option<TaskMessage> {
         .filter(|t| task.depends_on.contains(&t.task_id))
         .cloned()
         .collect();
+    // A resumed task carries the materials of the supplement that resumed it.
+    let supplement = (task.supplement_round > 0).then(|| {
+        let codes = case
+            .supplements
+            .iter()
+            .rev()
+            .find(|s| s.resumed_task_ids.contains(&task.task_id))
+            .map(|s| s.material_codes.clone())
+            .unwrap_or_default();
+        SupplementDelivery {
+            round: task.supplement_round,
+            materials: submission
+                .materials
+                .iter()
+                .filter(|m| codes.contains(&m.material_code))
+                .cloned()
+                .collect(),
+            requested: task.materials_requested.clone(),
+        }
+    });
     Some(TaskMessage {
         prerequisites,
+        supplement,
         task: Some(task),
         case_number: case.case_number.clone(),
         accepted_at: case.accepted_at,
@@ -55,6 +76,22 @@ pub fn task_message(item: &OutboxItem) -> Option<TaskMessage> {
         window_code: submission.window_code.clone(),
         submission: Some(submission),
     })
+}
+
+/// The `message_id` of a task message: the task id, and `:s<round>` once a supplement resumed
+/// the task, so consumers drop a copy of the same round but not the next round.
+pub fn task_message_id(item: &OutboxItem) -> String {
+    let round = item
+        .case
+        .tasks
+        .iter()
+        .find(|t| t.task_id == item.task_id)
+        .map_or(0, |t| t.supplement_round);
+    if round > 0 {
+        format!("{}:s{round}", item.task_id)
+    } else {
+        item.task_id.clone()
+    }
 }
 
 /// Properties of a task message: persistent, stable id, schema, and the headers consumers
@@ -73,7 +110,7 @@ fn properties(item: &OutboxItem) -> BasicProperties {
     );
     BasicProperties::default()
         .with_delivery_mode(2)
-        .with_message_id(item.task_id.as_str().into())
+        .with_message_id(task_message_id(item).into())
         .with_content_type(TASK_CONTENT_TYPE.into())
         .with_timestamp(chrono::Utc::now().timestamp() as u64)
         .with_headers(headers)

@@ -287,6 +287,7 @@ impl Intake {
                     material_name: name.to_string(),
                     due_date: due.to_string(),
                     fulfilled: false,
+                    fulfilled_by: String::new(),
                 });
                 Ok(())
             },
