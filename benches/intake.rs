@@ -53,6 +53,12 @@ impl CaseService for Empty {
     ) -> Result<Response<DeliverResponse>, Status> {
         Ok(Response::new(DeliverResponse::default()))
     }
+    async fn supplement(
+        &self,
+        _: Request<yichuang::proto::v1::SupplementRequest>,
+    ) -> Result<Response<yichuang::proto::v1::SupplementResponse>, Status> {
+        Ok(Response::new(Default::default()))
+    }
     // The feeds are not measured here: an empty stream each.
     type WindowFeedStream = yichuang::api::FeedStream;
     type WatchCaseStream = yichuang::api::FeedStream;

@@ -569,9 +569,51 @@ impl CaseService for CaseApi {
 
     async fn supplement(
         &self,
-        _request: Request<crate::proto::v1::SupplementRequest>,
+        request: Request<crate::proto::v1::SupplementRequest>,
     ) -> Result<Response<crate::proto::v1::SupplementResponse>, Status> {
-        Err(Status::unimplemented("Supplement is being built"))
+        use crate::intake::SupplementAnswer;
+        use crate::proto::v1::SupplementResponse;
+        let mut r = request.into_inner();
+        r.case_number = r.case_number.trim().to_string();
+        if r.case_number.is_empty() {
+            return Err(Status::invalid_argument(
+                "caseNumber: the national case number of the case the materials are for is required",
+            ));
+        }
+        let intake = self.gateway.intake.clone();
+        let number = r.case_number.clone();
+        let (case, answer) = self
+            .gateway
+            .store
+            .edit_case(&number, move |case, last_seq, _at| {
+                intake.supplement(case, &r, last_seq, chrono::Utc::now())
+            })
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| Status::not_found(format!("no case {number}")))?;
+        let mut response = SupplementResponse {
+            case: Some(case),
+            ..Default::default()
+        };
+        match answer {
+            SupplementAnswer::Recorded(record) => {
+                info!(case = %number, resumed = record.resumed_task_ids.len(), fulfilled = record.fulfilled_obligations.len(), "supplement recorded");
+                if !record.resumed_task_ids.is_empty() {
+                    self.gateway.wake.notify_one();
+                }
+                response.record = Some(record);
+            }
+            SupplementAnswer::Replayed(record) => {
+                response.record = Some(record);
+                response.replayed = true;
+            }
+            SupplementAnswer::Deficient(deficiencies) => {
+                info!(case = %number, deficiencies = deficiencies.len(), "supplement deficient; nothing recorded");
+                response.deficiencies = deficiencies;
+            }
+            SupplementAnswer::Conflict(message) => return Err(Status::already_exists(message)),
+        }
+        Ok(Response::new(response))
     }
 
     async fn deliver(

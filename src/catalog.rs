@@ -458,6 +458,22 @@ impl Catalog {
     pub fn material_name<'a>(&'a self, code: &'a str) -> &'a str {
         self.materials.get(code).map_or(code, |m| m.name.as_str())
     }
+
+    /// The material kind a department means when it names a material: its code, or its name
+    /// as the acceptance list spells it (half- or full-width brackets alike).
+    pub fn material_code_of(&self, said: &str) -> Option<&str> {
+        let plain = |s: &str| {
+            s.trim()
+                .replace('(', "（")
+                .replace(')', "）")
+                .replace(' ', "")
+        };
+        let said = plain(said);
+        self.materials
+            .values()
+            .find(|m| *m.code.get_ref() == said || plain(&m.name) == said)
+            .map(|m| m.code.get_ref().as_str())
+    }
 }
 
 fn insert_unique<T>(

@@ -63,12 +63,16 @@ fn is_final(status: i32) -> bool {
     rank(status) == 9
 }
 
-/// Applies `update` from `department` (`None`: not checked) to task `task_id` of `case`.
-/// `None`: unknown task, a result from another department than the task's, or nothing to change.
+/// Applies `update` from `department` (`None`: not checked) to task `task_id` of `case`;
+/// `round` is the supplement round the department answered about.
+/// `None`: unknown task, a result from another department than the task's, a result about an
+/// earlier supplement round, or nothing to change.
+#[allow(clippy::too_many_arguments)]
 pub fn apply(
     case: &mut Case,
     task_id: &str,
     department: Option<&str>,
+    round: i32,
     update: TaskUpdate,
     last_seq: i64,
     at: pbjson_types::Timestamp,
@@ -78,6 +82,11 @@ pub fn apply(
         return None;
     }
     if task.status == TaskStatus::Waiting as i32 || is_final(task.status) {
+        return None;
+    }
+    // A result about the task before its last supplement: the department has since been given
+    // the materials, and only what it says after them counts.
+    if round < task.supplement_round {
         return None;
     }
     let before = task.status;
@@ -129,6 +138,7 @@ pub fn apply(
                 return None;
             }
             number(&department_case_number, task);
+            task.approval_stage_code = stage_code(&step).to_string();
             task.step = step.clone();
             entry("task-progress", format!("{name}: {step}"), &mut events);
             TaskStatus::InReview
@@ -142,6 +152,7 @@ pub fn apply(
                 .iter()
                 .map(|d| format!("{} {}", d.name, d.number))
                 .collect();
+            task.conclusion_code = if documents.is_empty() { "6" } else { "0" }.into();
             task.results = documents;
             entry(
                 "task-approved",
@@ -161,6 +172,7 @@ pub fn apply(
                 &mut events,
             );
             task.reasons = reasons;
+            task.conclusion_code = "1".into();
             TaskStatus::Rejected
         }
         TaskUpdate::Supplement {
@@ -230,6 +242,22 @@ pub fn apply(
         }
     }
 
+    follow_tasks(case, &mut events, last_seq, at);
+    Some(Applied {
+        status,
+        released,
+        events,
+    })
+}
+
+/// Moves the case to the status its tasks give it (see [`aggregate`]), with a history entry
+/// when it changes, and keeps its national codes in step.
+pub fn follow_tasks(
+    case: &mut Case,
+    events: &mut Vec<CaseEvent>,
+    last_seq: i64,
+    at: pbjson_types::Timestamp,
+) {
     let aggregate = aggregate(case);
     if aggregate as i32 != case.status {
         case.status = aggregate as i32;
@@ -246,11 +274,45 @@ pub fn apply(
             detail: format!("case {}", kind.replace('-', " ")),
         });
     }
-    Some(Applied {
-        status,
-        released,
-        events,
-    })
+    case_codes(case);
+}
+
+/// 审批环节 SPHJDM of a department's step, by its name: `1` 承办, `2` 审核, `3` 批准 (the names
+/// may carry more, as `审核中` or `科室审核`); empty for a step the table does not name.
+pub fn stage_code(step: &str) -> &'static str {
+    if step.contains("批准") || step.contains("审批") || step.contains("决定") {
+        "3"
+    } else if step.contains("审核") || step.contains("审查") {
+        "2"
+    } else if step.contains("承办") || step.contains("受理") {
+        "1"
+    } else {
+        ""
+    }
+}
+
+/// Keeps a case's national codes in step with its status: 受理状态 SLZTDM (`1` 受理, `3` 补齐补正
+/// 材料 while it waits on the applicant) and 办结结果 BJJGDM once concluded (`0` 出证办结
+/// delivered with documents, `6` 办结 delivered without, `1` 退回 closed rejected).
+pub fn case_codes(case: &mut Case) {
+    let status = CaseStatus::try_from(case.status).unwrap_or(CaseStatus::Unspecified);
+    case.acceptance_status_code = if status == CaseStatus::AwaitingSupplement {
+        3
+    } else {
+        1
+    };
+    case.conclusion_code = match status {
+        CaseStatus::Delivered => {
+            if case.tasks.iter().any(|t| !t.results.is_empty()) {
+                "0"
+            } else {
+                "6"
+            }
+        }
+        CaseStatus::ClosedRejected => "1",
+        _ => "",
+    }
+    .into();
 }
 
 /// Why a case cannot be delivered.
@@ -279,6 +341,7 @@ pub fn deliver(
         return Err(DeliveryRefused::NotReady(status));
     }
     case.status = CaseStatus::Delivered as i32;
+    case_codes(case);
     Ok(vec![CaseEvent {
         seq: last_seq + 1,
         at: Some(at),
@@ -377,12 +440,12 @@ mod tests {
         let accepted = TaskUpdate::Accepted {
             department_case_number: "S1".into(),
         };
-        let a = apply(&mut case, "C-01", None, accepted.clone(), 3, at()).unwrap();
+        let a = apply(&mut case, "C-01", None, 0, accepted.clone(), 3, at()).unwrap();
         assert_eq!(a.status, TaskStatus::AcceptedByDepartment);
         assert_eq!(a.events[0].seq, 4);
         assert_eq!(case.tasks[0].department_case_number, "S1");
         assert_eq!(
-            apply(&mut case, "C-01", None, accepted, 4, at()),
+            apply(&mut case, "C-01", None, 0, accepted, 4, at()),
             None,
             "a duplicate changes nothing"
         );
@@ -390,20 +453,23 @@ mod tests {
             department_case_number: "S1".into(),
             step: s.into(),
         };
-        assert!(apply(&mut case, "C-01", None, step("审核"), 4, at()).is_some());
-        assert_eq!(apply(&mut case, "C-01", None, step("审核"), 5, at()), None);
-        assert!(apply(&mut case, "C-01", None, approved("S1"), 5, at()).is_some());
+        assert!(apply(&mut case, "C-01", None, 0, step("审核"), 4, at()).is_some());
         assert_eq!(
-            apply(&mut case, "C-01", None, step("批准"), 9, at()),
+            apply(&mut case, "C-01", None, 0, step("审核"), 5, at()),
+            None
+        );
+        assert!(apply(&mut case, "C-01", None, 0, approved("S1"), 5, at()).is_some());
+        assert_eq!(
+            apply(&mut case, "C-01", None, 0, step("批准"), 9, at()),
             None,
             "progress after the decision is stale"
         );
         assert_eq!(
-            apply(&mut case, "C-01", None, approved("S1"), 9, at()),
+            apply(&mut case, "C-01", None, 0, approved("S1"), 9, at()),
             None
         );
         assert_eq!(
-            apply(&mut case, "C-09", None, approved("S1"), 9, at()),
+            apply(&mut case, "C-09", None, 0, approved("S1"), 9, at()),
             None,
             "unknown task"
         );
@@ -412,7 +478,7 @@ mod tests {
     #[test]
     fn an_approval_releases_the_waiting_tasks_and_the_case_follows_its_tasks() {
         let mut case = bundle();
-        let a = apply(&mut case, "C-01", None, approved("S1"), 0, at()).unwrap();
+        let a = apply(&mut case, "C-01", None, 0, approved("S1"), 0, at()).unwrap();
         assert_eq!(a.released, ["C-02", "C-03"]);
         let kinds: Vec<&str> = a.events.iter().map(|e| e.kind.as_str()).collect();
         assert_eq!(kinds, ["task-approved", "task-released", "task-released"]);
@@ -428,6 +494,7 @@ mod tests {
             &mut case,
             "C-02",
             None,
+            0,
             TaskUpdate::Supplement {
                 department_case_number: "S2".into(),
                 materials: vec!["租赁合同".into()],
@@ -438,8 +505,8 @@ mod tests {
         .unwrap();
         assert_eq!(case.status, CaseStatus::AwaitingSupplement as i32);
         assert_eq!(s.events.last().unwrap().kind, "case-awaiting-supplement");
-        apply(&mut case, "C-02", None, approved("S2"), 5, at()).unwrap();
-        let last = apply(&mut case, "C-03", None, approved("S3"), 7, at()).unwrap();
+        apply(&mut case, "C-02", None, 0, approved("S2"), 5, at()).unwrap();
+        let last = apply(&mut case, "C-03", None, 0, approved("S3"), 7, at()).unwrap();
         assert_eq!(case.status, CaseStatus::ReadyForDelivery as i32);
         assert_eq!(last.events.last().unwrap().kind, "case-ready-for-delivery");
     }
@@ -451,6 +518,7 @@ mod tests {
             &mut case,
             "C-01",
             None,
+            0,
             TaskUpdate::Rejected {
                 department_case_number: "S1".into(),
                 reasons: vec!["名称不符合规定".into()],
@@ -471,24 +539,62 @@ mod tests {
             department_case_number: "S1".into(),
             materials: vec!["租赁合同".into()],
         };
-        apply(&mut case, "C-01", None, supplement, 0, at()).unwrap();
+        apply(&mut case, "C-01", None, 0, supplement, 0, at()).unwrap();
         let late = TaskUpdate::Progress {
             department_case_number: "S1".into(),
             step: "审核".into(),
         };
-        assert_eq!(apply(&mut case, "C-01", None, late, 2, at()), None);
+        assert_eq!(apply(&mut case, "C-01", None, 0, late, 2, at()), None);
         assert_eq!(case.tasks[0].status, TaskStatus::SupplementRequired as i32);
         assert_eq!(case.status, CaseStatus::AwaitingSupplement as i32);
+    }
+
+    #[test]
+    fn a_result_about_an_earlier_supplement_round_is_stale() {
+        let mut case = bundle();
+        case.tasks[0].supplement_round = 1;
+        let supplement = TaskUpdate::Supplement {
+            department_case_number: "S1".into(),
+            materials: vec!["租赁合同".into()],
+        };
+        assert_eq!(apply(&mut case, "C-01", None, 0, supplement, 0, at()), None);
+        assert_eq!(case.tasks[0].status, TaskStatus::Dispatched as i32);
+        let a = apply(&mut case, "C-01", None, 1, approved("S1"), 0, at()).unwrap();
+        assert_eq!(a.status, TaskStatus::Approved);
+        assert_eq!(case.tasks[0].conclusion_code, "0", "出证办结");
+    }
+
+    #[test]
+    fn steps_and_outcomes_map_to_the_national_code_tables() {
+        assert_eq!(
+            ["承办", "科室审核", "批准", "办结", ""].map(stage_code),
+            ["1", "2", "3", "", ""]
+        );
+        let mut case = bundle();
+        let step = TaskUpdate::Progress {
+            department_case_number: "S1".into(),
+            step: "审核".into(),
+        };
+        apply(&mut case, "C-01", None, 0, step, 0, at()).unwrap();
+        assert_eq!(case.tasks[0].approval_stage_code, "2");
+        let rejected = TaskUpdate::Rejected {
+            department_case_number: "S1".into(),
+            reasons: vec!["名称不符合规定".into()],
+        };
+        apply(&mut case, "C-01", None, 0, rejected, 1, at()).unwrap();
+        assert_eq!(case.tasks[0].conclusion_code, "1", "退回");
+        assert_eq!(case.conclusion_code, "1");
+        assert_eq!(case.acceptance_status_code, 1);
     }
 
     #[test]
     fn a_result_from_another_department_changes_nothing() {
         let mut case = bundle();
         assert_eq!(
-            apply(&mut case, "C-01", Some("other"), approved("S1"), 0, at()),
+            apply(&mut case, "C-01", Some("other"), 0, approved("S1"), 0, at()),
             None
         );
         assert_eq!(case.tasks[0].status, TaskStatus::Dispatched as i32);
-        assert!(apply(&mut case, "C-01", Some("d"), approved("S1"), 0, at()).is_some());
+        assert!(apply(&mut case, "C-01", Some("d"), 0, approved("S1"), 0, at()).is_some());
     }
 }

@@ -183,6 +183,7 @@ async fn handle(
     };
     let task_id = r.task_id.clone();
     let department = r.department.clone();
+    let round = r.round;
     let kind = ResultKind::try_from(r.kind).unwrap_or(ResultKind::Unspecified);
     let Some(update) = update(r) else {
         warn!(task = %task_id, "result of no known kind; dead-lettered");
@@ -196,7 +197,7 @@ async fn handle(
     };
     loop {
         match store
-            .record_result(&task_id, &department, update.clone())
+            .record_result(&task_id, &department, round, update.clone())
             .await
         {
             Ok(Some(applied)) => {

@@ -5,6 +5,9 @@
 
 pub mod ids;
 pub mod normalise;
+mod supplement;
+
+pub use supplement::SupplementAnswer;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
@@ -529,57 +532,7 @@ impl Intake {
         owe: &mut dyn FnMut(&Item, &str, &str) -> Result<(), CalendarError>,
     ) -> Result<Vec<Vec<String>>, IntakeError> {
         let catalog = &*self.catalog;
-        // What was handed in, by material kind: forms and copies.
-        let mut handed: BTreeMap<&str, (BTreeSet<MaterialForm>, u32)> = BTreeMap::new();
-        // Kinds handed in with a defect already reported: neither missing nor owed.
-        let mut defective: HashSet<&str> = HashSet::new();
-        for (i, m) in s.materials.iter().enumerate() {
-            let base = format!("materials[{i}]");
-            let Some(kind) = catalog.materials.get(&m.material_code) else {
-                v.push(
-                    Code::MaterialUnknown,
-                    &format!("{base}.materialCode"),
-                    format!("材料编码「{}」不在材料目录中。", m.material_code),
-                    |d| d.material_code = m.material_code.clone(),
-                );
-                continue;
-            };
-            let form = MaterialForm::try_from(m.form).unwrap_or(MaterialForm::Unspecified);
-            if form == MaterialForm::Unspecified {
-                v.push(
-                    Code::MaterialForm,
-                    &format!("{base}.form"),
-                    format!("材料「{}」未注明形式（原件、复印件或电子件）。", kind.name),
-                    |d| d.material_code = m.material_code.clone(),
-                );
-                defective.insert(&m.material_code);
-                continue;
-            }
-            let copies = if m.copies == 0 && form == MaterialForm::Electronic {
-                1
-            } else {
-                m.copies
-            };
-            if copies < 1 {
-                v.push(
-                    Code::MaterialCopies,
-                    &format!("{base}.copies"),
-                    format!("材料「{}」份数须至少为 1。", kind.name),
-                    |d| d.material_code = m.material_code.clone(),
-                );
-                defective.insert(&m.material_code);
-                continue;
-            }
-            if form == MaterialForm::Electronic
-                && !self.check_file(&base, &kind.name, &m.material_code, m.file.as_ref(), v)
-            {
-                defective.insert(&m.material_code);
-                continue;
-            }
-            let entry = handed.entry(m.material_code.as_str()).or_default();
-            entry.0.insert(form);
-            entry.1 = entry.1.saturating_add(copies.unsigned_abs());
-        }
+        let (handed, defective) = self.check_handed(&s.materials, "materials", v);
 
         // Missing materials are reported once per kind, naming every item and legal basis.
         let mut missing: BTreeMap<String, (Code, Vec<String>, Vec<String>)> = BTreeMap::new();
@@ -683,6 +636,68 @@ impl Intake {
             });
         }
         Ok(inherited)
+    }
+
+    /// Checks each material handed in (`<base>[i]`): a known kind, a form, copies, and the
+    /// file reference of an electronic one. Returns what was handed in by kind (forms, copies)
+    /// and the kinds handed in with a defect already reported (neither missing nor owed).
+    fn check_handed<'m>(
+        &self,
+        materials: &'m [crate::proto::v1::Material],
+        base: &str,
+        v: &mut Validator,
+    ) -> (Handed<'m>, HashSet<&'m str>) {
+        let catalog = &*self.catalog;
+        let mut handed: Handed<'m> = BTreeMap::new();
+        let mut defective: HashSet<&str> = HashSet::new();
+        for (i, m) in materials.iter().enumerate() {
+            let base = format!("{base}[{i}]");
+            let Some(kind) = catalog.materials.get(&m.material_code) else {
+                v.push(
+                    Code::MaterialUnknown,
+                    &format!("{base}.materialCode"),
+                    format!("材料编码「{}」不在材料目录中。", m.material_code),
+                    |d| d.material_code = m.material_code.clone(),
+                );
+                continue;
+            };
+            let form = MaterialForm::try_from(m.form).unwrap_or(MaterialForm::Unspecified);
+            if form == MaterialForm::Unspecified {
+                v.push(
+                    Code::MaterialForm,
+                    &format!("{base}.form"),
+                    format!("材料「{}」未注明形式（原件、复印件或电子件）。", kind.name),
+                    |d| d.material_code = m.material_code.clone(),
+                );
+                defective.insert(&m.material_code);
+                continue;
+            }
+            let copies = if m.copies == 0 && form == MaterialForm::Electronic {
+                1
+            } else {
+                m.copies
+            };
+            if copies < 1 {
+                v.push(
+                    Code::MaterialCopies,
+                    &format!("{base}.copies"),
+                    format!("材料「{}」份数须至少为 1。", kind.name),
+                    |d| d.material_code = m.material_code.clone(),
+                );
+                defective.insert(&m.material_code);
+                continue;
+            }
+            if form == MaterialForm::Electronic
+                && !self.check_file(&base, &kind.name, &m.material_code, m.file.as_ref(), v)
+            {
+                defective.insert(&m.material_code);
+                continue;
+            }
+            let entry = handed.entry(m.material_code.as_str()).or_default();
+            entry.0.insert(form);
+            entry.1 = entry.1.saturating_add(copies.unsigned_abs());
+        }
+        (handed, defective)
     }
 
     fn check_file(
@@ -888,6 +903,9 @@ fn depends_on_item(items: &[&Item], depends: &[Vec<usize>], i: usize, code: &str
     }
     false
 }
+
+/// Materials handed in, by kind: the forms and the number of copies.
+type Handed<'m> = BTreeMap<&'m str, (BTreeSet<MaterialForm>, u32)>;
 
 /// Collects deficiencies.
 struct Validator {

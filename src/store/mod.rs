@@ -89,6 +89,15 @@ pub struct OutboxItem {
     pub case: std::sync::Arc<Case>,
 }
 
+/// What an edit of a case changed (see [`Store::edit_case`]).
+#[derive(Debug, Clone, Default)]
+pub struct CaseChange {
+    /// History entries to append, numbered after the case's last.
+    pub events: Vec<CaseEvent>,
+    /// Tasks whose status moved, with their new status.
+    pub tasks: Vec<(String, crate::proto::v1::TaskStatus)>,
+}
+
 /// A history entry the relay must publish to the events exchange.
 #[derive(Debug, Clone)]
 pub struct EventItem {
@@ -372,21 +381,44 @@ impl Store {
     /// Records what a department said about a task (see [`crate::lifecycle`]) in one
     /// transaction: the task row, the case record and status, the released tasks (READY for
     /// the relay) and the history entries. `Ok(None)`: unknown task, or nothing to change (a
-    /// duplicate or stale result).
+    /// duplicate or stale result). `round` is the supplement round the result is about.
     pub async fn record_result(
         &self,
         task_id: &str,
         department: &str,
+        round: i32,
         update: crate::lifecycle::TaskUpdate,
     ) -> Result<Option<crate::lifecycle::Applied>, StoreError> {
         let now = Utc::now().timestamp_millis();
         let department = Some(department.to_string());
         match self {
             Store::Sqlite(s) => {
-                s.record_result(task_id.to_string(), department, update, now)
+                s.record_result(task_id.to_string(), department, round, update, now)
                     .await
             }
-            Store::Postgres(s) => s.record_result(task_id, department, update, now).await,
+            Store::Postgres(s) => {
+                s.record_result(task_id, department, round, update, now)
+                    .await
+            }
+        }
+    }
+
+    /// Edits one case in one transaction: `edit` gets the case record, the seq of its last
+    /// history entry and the time, and returns what it changed — the history entries to
+    /// append and the task rows whose status moved (a task set READY goes to the relay) — and
+    /// an answer for the caller. No change: nothing is written and the case is returned as it
+    /// was. `Ok(None)`: no such case.
+    pub async fn edit_case<T: Send + 'static>(
+        &self,
+        case_number: &str,
+        edit: impl FnOnce(&mut Case, i64, pbjson_types::Timestamp) -> (Option<CaseChange>, T)
+        + Send
+        + 'static,
+    ) -> Result<Option<(Case, T)>, StoreError> {
+        let now = Utc::now().timestamp_millis();
+        match self {
+            Store::Sqlite(s) => s.edit_case(case_number.to_string(), now, edit).await,
+            Store::Postgres(s) => s.edit_case(case_number, now, edit).await,
         }
     }
 
@@ -397,11 +429,24 @@ impl Store {
         case_number: &str,
         detail: String,
     ) -> Result<Option<Result<Case, crate::lifecycle::DeliveryRefused>>, StoreError> {
-        let now = Utc::now().timestamp_millis();
-        match self {
-            Store::Sqlite(s) => s.deliver(case_number.to_string(), detail, now).await,
-            Store::Postgres(s) => s.deliver(case_number, detail, now).await,
-        }
+        let edited = self
+            .edit_case(
+                case_number,
+                move |case, last_seq, at| match crate::lifecycle::deliver(
+                    case, detail, last_seq, at,
+                ) {
+                    Ok(events) => (
+                        Some(CaseChange {
+                            events,
+                            tasks: Vec::new(),
+                        }),
+                        Ok(()),
+                    ),
+                    Err(refused) => (None, Err(refused)),
+                },
+            )
+            .await?;
+        Ok(edited.map(|(case, answer)| answer.map(|()| case)))
     }
 
     /// Records a department's approval with its result documents, whoever reports it (an
@@ -416,12 +461,14 @@ impl Store {
             documents,
         };
         let now = Utc::now().timestamp_millis();
+        // An operator's word holds whatever round the task is in.
+        let round = i32::MAX;
         let applied = match self {
             Store::Sqlite(s) => {
-                s.record_result(task_id.to_string(), None, update, now)
+                s.record_result(task_id.to_string(), None, round, update, now)
                     .await?
             }
-            Store::Postgres(s) => s.record_result(task_id, None, update, now).await?,
+            Store::Postgres(s) => s.record_result(task_id, None, round, update, now).await?,
         };
         Ok(applied.map(|a| a.released))
     }

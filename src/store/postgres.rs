@@ -288,6 +288,7 @@ impl PgStore {
         &self,
         task_id: &str,
         department: Option<String>,
+        round: i32,
         update: crate::lifecycle::TaskUpdate,
         now_ms: i64,
     ) -> Result<Option<crate::lifecycle::Applied>, StoreError> {
@@ -316,6 +317,7 @@ impl PgStore {
             &mut case,
             task_id,
             department.as_deref(),
+            round,
             update,
             last_seq,
             ms_to_timestamp(now_ms).unwrap_or_default(),
@@ -338,12 +340,14 @@ impl PgStore {
         Ok(Some(applied))
     }
 
-    pub(super) async fn deliver(
+    pub(super) async fn edit_case<T: Send + 'static>(
         &self,
         case_number: &str,
-        detail: String,
         now_ms: i64,
-    ) -> Result<Option<Result<Case, crate::lifecycle::DeliveryRefused>>, StoreError> {
+        edit: impl FnOnce(&mut Case, i64, pbjson_types::Timestamp) -> (Option<super::CaseChange>, T)
+        + Send
+        + 'static,
+    ) -> Result<Option<(Case, T)>, StoreError> {
         let mut client = self.pool.get().await.map_err(pool_err)?;
         let tx = client.transaction().await?;
         let Some(row) = tx
@@ -357,19 +361,22 @@ impl PgStore {
         };
         let mut case = decode_case(row.get::<_, &[u8]>(0))?;
         let last_seq = last_seq(&tx, case_number).await?;
-        let events = match crate::lifecycle::deliver(
-            &mut case,
-            detail,
-            last_seq,
-            ms_to_timestamp(now_ms).unwrap_or_default(),
-        ) {
-            Ok(events) => events,
-            Err(refused) => return Ok(Some(Err(refused))),
+        let at = ms_to_timestamp(now_ms).unwrap_or_default();
+        let (change, answer) = edit(&mut case, last_seq, at);
+        let Some(change) = change else {
+            return Ok(Some((decode_case(row.get::<_, &[u8]>(0))?, answer)));
         };
-        save_case(&tx, &case, &events, now_ms).await?;
+        for (task_id, status) in &change.tasks {
+            tx.execute(
+                "UPDATE tasks SET status = $1, lease_until_ms = NULL WHERE task_id = $2 AND case_number = $3",
+                &[&(*status as i32), task_id, &case_number],
+            )
+            .await?;
+        }
+        save_case(&tx, &case, &change.events, now_ms).await?;
         assign_feed_positions(&tx).await?;
         tx.commit().await?;
-        Ok(Some(Ok(case)))
+        Ok(Some((case, answer)))
     }
 
     pub(super) async fn claim_events(

@@ -360,6 +360,7 @@ impl SqliteStore {
         &self,
         task_id: String,
         department: Option<String>,
+        round: i32,
         update: crate::lifecycle::TaskUpdate,
         now_ms: i64,
     ) -> Result<Option<crate::lifecycle::Applied>, StoreError> {
@@ -386,6 +387,7 @@ impl SqliteStore {
                 &mut case,
                 &task_id,
                 department.as_deref(),
+                round,
                 update,
                 last_seq,
                 ms_to_timestamp(now_ms).unwrap_or_default(),
@@ -409,12 +411,14 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn deliver(
+    pub(super) async fn edit_case<T: Send + 'static>(
         &self,
         case_number: String,
-        detail: String,
         now_ms: i64,
-    ) -> Result<Option<Result<Case, crate::lifecycle::DeliveryRefused>>, StoreError> {
+        edit: impl FnOnce(&mut Case, i64, pbjson_types::Timestamp) -> (Option<super::CaseChange>, T)
+        + Send
+        + 'static,
+    ) -> Result<Option<(Case, T)>, StoreError> {
         self.write(move |conn| {
             let tx = conn.transaction()?;
             let body: Option<Vec<u8>> = tx
@@ -427,18 +431,20 @@ impl SqliteStore {
             let Some(body) = body else { return Ok(None) };
             let mut case = decode_case(&body)?;
             let last_seq = last_seq(&tx, &case_number)?;
-            let events = match crate::lifecycle::deliver(
-                &mut case,
-                detail,
-                last_seq,
-                ms_to_timestamp(now_ms).unwrap_or_default(),
-            ) {
-                Ok(events) => events,
-                Err(refused) => return Ok(Some(Err(refused))),
+            let at = ms_to_timestamp(now_ms).unwrap_or_default();
+            let (change, answer) = edit(&mut case, last_seq, at);
+            let Some(change) = change else {
+                return Ok(Some((decode_case(&body)?, answer)));
             };
-            save_case(&tx, &case, &events, now_ms)?;
+            for (task_id, status) in &change.tasks {
+                tx.execute(
+                    "UPDATE tasks SET status = ?1, lease_until_ms = NULL WHERE task_id = ?2 AND case_number = ?3",
+                    params![*status as i32, task_id, case_number],
+                )?;
+            }
+            save_case(&tx, &case, &change.events, now_ms)?;
             tx.commit()?;
-            Ok(Some(Ok(case)))
+            Ok(Some((case, answer)))
         })
         .await
     }

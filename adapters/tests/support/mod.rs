@@ -135,6 +135,7 @@ pub fn task(department: &str, item: &str, n: usize) -> TaskMessage {
         window_code: submission.window_code.clone(),
         submission: Some(submission),
         prerequisites: Vec::new(),
+        supplement: None,
     }
 }
 

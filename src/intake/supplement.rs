@@ -1,0 +1,359 @@
+//! 补正: what a supplement handed in at the window does to a case. The materials are checked
+//! as at intake (known kind, form, copies, file reference); then each must answer something
+//! the case waits for — materials a department asked for (its task is in
+//! `SUPPLEMENT_REQUIRED`) or a 容缺 obligation. A task the supplement touches must get every
+//! material its department asked for; it then resumes (READY again, its supplement round
+//! counted up, so the relay hands the materials to the department). Every problem is reported
+//! at once and nothing changes; the supplement id makes the call idempotent. Pure, like the
+//! rest of intake: the store runs it inside the transaction that writes the case.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use prost::Message;
+use sha2::{Digest, Sha256};
+
+use super::{Intake, Validator, form_of, forms_zh};
+use crate::proto::v1::{
+    Case, CaseEvent, Deficiency, DeficiencyCode as Code, SupplementRecord, SupplementRequest,
+    TaskStatus,
+};
+use crate::store::CaseChange;
+
+/// What a `Supplement` call comes to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SupplementAnswer {
+    /// Recorded: tasks resumed, obligations fulfilled.
+    Recorded(SupplementRecord),
+    /// The same supplement id with the same content was recorded before.
+    Replayed(SupplementRecord),
+    /// Every problem found; nothing changed.
+    Deficient(Vec<Deficiency>),
+    /// The supplement id was used before for other materials.
+    Conflict(String),
+}
+
+impl Intake {
+    /// Applies the supplement `request` to `case` (whose last history entry is `last_seq`), at
+    /// `now`. Returns the change for the store (none unless recorded) and the answer.
+    pub fn supplement(
+        &self,
+        case: &mut Case,
+        request: &SupplementRequest,
+        last_seq: i64,
+        now: DateTime<Utc>,
+    ) -> (Option<CaseChange>, SupplementAnswer) {
+        let hash = hex(&Sha256::digest(request.encode_to_vec()));
+        let id = request.supplement_id.trim();
+        if let Some(earlier) = case.supplements.iter().find(|s| s.supplement_id == id) {
+            let answer = if earlier.content_hash == hash {
+                SupplementAnswer::Replayed(earlier.clone())
+            } else {
+                SupplementAnswer::Conflict(format!(
+                    "supplement id {id:?} was used for other materials on case {}; use a new id",
+                    case.case_number
+                ))
+            };
+            return (None, answer);
+        }
+        let catalog = &*self.catalog;
+        let mut v = Validator { d: Vec::new() };
+        if id.is_empty() {
+            v.push(
+                Code::FieldMissing,
+                "supplementId",
+                "缺少补正编号（supplementId），窗口系统须为每次补正生成唯一编号。".into(),
+                |_| {},
+            );
+        }
+        if request.materials.is_empty() {
+            v.push(
+                Code::MaterialMissing,
+                "materials",
+                "未提交任何补正材料。".into(),
+                |_| {},
+            );
+        }
+        let (handed, _defective) = self.check_handed(&request.materials, "materials", &mut v);
+
+        // What each waiting task's department asked for, as material kinds of the catalog;
+        // `None` for a request in words the catalog does not know.
+        let asked = |t: &crate::proto::v1::Task| -> Vec<(String, Option<String>)> {
+            t.materials_requested
+                .iter()
+                .map(|name| {
+                    (
+                        name.clone(),
+                        catalog.material_code_of(name).map(String::from),
+                    )
+                })
+                .collect()
+        };
+        let waiting =
+            |t: &crate::proto::v1::Task| t.status == TaskStatus::SupplementRequired as i32;
+
+        // The tasks the supplement is for: named by the window, or touched by a material their
+        // department asked for.
+        let mut targets: Vec<usize> = Vec::new();
+        for (i, task_id) in request.task_ids.iter().enumerate() {
+            match case.tasks.iter().position(|t| &t.task_id == task_id) {
+                Some(p) if waiting(&case.tasks[p]) => targets.push(p),
+                Some(p) => {
+                    let t = &case.tasks[p];
+                    let why = if t.status == TaskStatus::Refused as i32 {
+                        "该事项被部门系统拒收，补正不能使其继续；请核对后重新申报"
+                    } else {
+                        "该事项的部门没有要求补正材料"
+                    };
+                    v.push(
+                        Code::NotRequested,
+                        &format!("taskIds[{i}]"),
+                        format!("{}（{}）：{why}。", t.item_name, t.task_id),
+                        |d| d.item_code = t.item_code.clone(),
+                    );
+                }
+                None => v.push(
+                    Code::NotRequested,
+                    &format!("taskIds[{i}]"),
+                    format!("本件没有事项 {task_id}。"),
+                    |_| {},
+                ),
+            }
+        }
+        if request.task_ids.is_empty() {
+            targets = (0..case.tasks.len())
+                .filter(|&p| waiting(&case.tasks[p]))
+                .filter(|&p| {
+                    asked(&case.tasks[p])
+                        .iter()
+                        .any(|(_, code)| code.as_deref().is_some_and(|c| handed.contains_key(c)))
+                })
+                .collect();
+        }
+
+        // Each target gets everything its department asked for, in a form its item accepts.
+        let mut answered: BTreeSet<&str> = BTreeSet::new();
+        let mut vouched = false;
+        for &p in &targets {
+            let t = &case.tasks[p];
+            let item = catalog.items.get(&t.item_code);
+            for (name, code) in asked(t) {
+                let Some(code) = code else {
+                    // Asked in the department's own words: the clerk named the task and vouches
+                    // for what was handed in.
+                    vouched = true;
+                    continue;
+                };
+                match handed.get_key_value(code.as_str()) {
+                    Some((&key, (forms, _))) => {
+                        answered.insert(key);
+                        let required = item
+                            .and_then(|it| it.materials.iter().find(|m| m.code.get_ref() == &code));
+                        if let Some(req) = required
+                            && !forms.iter().any(|f| req.forms.contains(&form_of(*f)))
+                        {
+                            v.push(
+                                Code::MaterialForm,
+                                "materials",
+                                format!(
+                                    "补正材料「{name}」须以{}形式提交（事项：{}）。",
+                                    forms_zh(&req.forms),
+                                    t.item_name
+                                ),
+                                |d| {
+                                    d.material_code = code.clone();
+                                    d.material_name = name.clone();
+                                    d.item_code = t.item_code.clone();
+                                },
+                            );
+                        }
+                    }
+                    None => v.push(
+                        Code::MaterialMissing,
+                        "materials",
+                        format!(
+                            "缺少补正材料「{name}」（事项：{}；{} 要求补正）。",
+                            t.item_name, t.department
+                        ),
+                        |d| {
+                            d.material_code = code.clone();
+                            d.material_name = name.clone();
+                            d.item_code = t.item_code.clone();
+                        },
+                    ),
+                }
+            }
+        }
+
+        // 容缺 obligations the materials fulfil.
+        let owed: Vec<usize> = (0..case.obligations.len())
+            .filter(|&o| {
+                let ob = &case.obligations[o];
+                !ob.fulfilled && handed.contains_key(ob.material_code.as_str())
+            })
+            .collect();
+        for &o in &owed {
+            let ob = &case.obligations[o];
+            answered.insert(ob.material_code.as_str());
+            let required = catalog.items.get(&ob.item_code).and_then(|it| {
+                it.materials
+                    .iter()
+                    .find(|m| m.code.get_ref() == &ob.material_code)
+            });
+            let forms = &handed[ob.material_code.as_str()].0;
+            if let Some(req) = required
+                && !forms.iter().any(|f| req.forms.contains(&form_of(*f)))
+            {
+                v.push(
+                    Code::MaterialForm,
+                    "materials",
+                    format!(
+                        "容缺材料「{}」须以{}形式提交。",
+                        ob.material_name,
+                        forms_zh(&req.forms)
+                    ),
+                    |d| {
+                        d.material_code = ob.material_code.clone();
+                        d.material_name = ob.material_name.clone();
+                        d.item_code = ob.item_code.clone();
+                    },
+                );
+            }
+        }
+
+        // Anything else was asked for by nobody.
+        if !vouched {
+            for (i, m) in request.materials.iter().enumerate() {
+                if handed.contains_key(m.material_code.as_str())
+                    && !answered.contains(m.material_code.as_str())
+                {
+                    v.push(
+                        Code::NotRequested,
+                        &format!("materials[{i}].materialCode"),
+                        format!(
+                            "材料「{}」不是部门要求补正的材料，也不是容缺待补的材料。",
+                            catalog.material_name(&m.material_code)
+                        ),
+                        |d| d.material_code = m.material_code.clone(),
+                    );
+                }
+            }
+        }
+        let open = case.tasks.iter().any(waiting) || case.obligations.iter().any(|o| !o.fulfilled);
+        if !open {
+            v.d.retain(|d| d.code != Code::NotRequested as i32);
+            v.push(
+                Code::NotRequested,
+                "caseNumber",
+                format!(
+                    "办件 {} 没有待补正的材料，也没有容缺待补的材料。",
+                    case.case_number
+                ),
+                |_| {},
+            );
+        }
+        if !v.d.is_empty() {
+            return (None, SupplementAnswer::Deficient(v.d));
+        }
+        if targets.is_empty() && owed.is_empty() {
+            // Only possible when every material was defective: reported above.
+            return (None, SupplementAnswer::Deficient(v.d));
+        }
+
+        // Recorded: the case keeps the materials (the latest of each kind), the targets
+        // resume, the obligations are fulfilled.
+        let at = pbjson_types::Timestamp {
+            seconds: now.timestamp(),
+            nanos: now.timestamp_subsec_nanos() as i32,
+        };
+        let codes: Vec<String> = handed.keys().map(|c| c.to_string()).collect();
+        let names: Vec<&str> = codes.iter().map(|c| catalog.material_name(c)).collect();
+        let mut events: Vec<CaseEvent> = Vec::new();
+        let push = |events: &mut Vec<CaseEvent>, kind: &str, task_id: &str, detail: String| {
+            events.push(CaseEvent {
+                seq: last_seq + events.len() as i64 + 1,
+                at: Some(at),
+                kind: kind.into(),
+                task_id: task_id.into(),
+                detail,
+            })
+        };
+        let staff = request.staff_no.trim();
+        push(
+            &mut events,
+            "supplement-received",
+            "",
+            format!(
+                "supplement {id}: {}{}",
+                names.join("、"),
+                if staff.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (staff {staff})")
+                }
+            ),
+        );
+        if let Some(s) = case.submission.as_mut() {
+            s.materials.retain(|m| !codes.contains(&m.material_code));
+            s.materials.extend(
+                request
+                    .materials
+                    .iter()
+                    .filter(|m| codes.contains(&m.material_code))
+                    .cloned(),
+            );
+        }
+        let mut change = CaseChange::default();
+        let mut resumed = Vec::new();
+        for &p in &targets {
+            let t = &mut case.tasks[p];
+            t.status = TaskStatus::Ready as i32;
+            t.supplement_round += 1;
+            t.step.clear();
+            t.approval_stage_code.clear();
+            t.reasons.clear();
+            change.tasks.push((t.task_id.clone(), TaskStatus::Ready));
+            resumed.push(t.task_id.clone());
+            let detail = format!(
+                "{} ({}) resumes with the materials it asked for (supplement round {})",
+                t.item_code, t.department, t.supplement_round
+            );
+            push(&mut events, "task-resumed", &t.task_id.clone(), detail);
+        }
+        let today = now.with_timezone(&self.offset).date_naive().to_string();
+        let mut fulfilled = Vec::new();
+        for &o in &owed {
+            let ob = &mut case.obligations[o];
+            ob.fulfilled = true;
+            ob.fulfilled_by = id.to_string();
+            fulfilled.push(ob.material_code.clone());
+            let late = if ob.due_date.as_str() < today.as_str() {
+                format!(", late: it was due {}", ob.due_date)
+            } else {
+                String::new()
+            };
+            let detail = format!(
+                "{} owed under 容缺 for {} brought{late}",
+                ob.material_name, ob.item_code
+            );
+            push(&mut events, "obligation-fulfilled", "", detail);
+        }
+        let record = SupplementRecord {
+            supplement_id: id.to_string(),
+            at: Some(at),
+            material_codes: codes,
+            resumed_task_ids: resumed,
+            fulfilled_obligations: fulfilled,
+            staff_no: staff.to_string(),
+            content_hash: hash,
+        };
+        case.supplements.push(record.clone());
+        crate::lifecycle::follow_tasks(case, &mut events, last_seq, at);
+        change.events = events;
+        (Some(change), SupplementAnswer::Recorded(record))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
