@@ -142,6 +142,29 @@ enum CaseCommand {
         #[arg(long, requires = "carrier")]
         tracking_number: Option<String>,
     },
+    /// 补正: hands in materials a department asked for or owed under 容缺. Either a whole
+    /// `SupplementRequest` in canonical JSON (--file), or the case and material codes, each
+    /// handed in as a paper original checked at the window.
+    Supplement {
+        /// National case number (with --material).
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        case_number: Option<String>,
+        /// The supplement's idempotency key; a new one is made when not given.
+        #[arg(long, conflicts_with = "file")]
+        id: Option<String>,
+        /// Material code handed in (`PMT`, `ZSZM`…); repeat for several.
+        #[arg(long = "material", conflicts_with = "file")]
+        materials: Vec<String>,
+        /// The task the materials are for, when its department asked in its own words.
+        #[arg(long = "task", conflicts_with = "file")]
+        tasks: Vec<String>,
+        /// The clerk taking the materials.
+        #[arg(long, default_value = "", conflicts_with = "file")]
+        staff_no: String,
+        /// A `SupplementRequest` in canonical JSON.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
     /// 资料预审: checks a submission; stores nothing.
     Precheck {
         /// Submission in canonical JSON.
@@ -529,6 +552,53 @@ async fn case_command(server: &str, command: CaseCommand) -> Result<u8, Failure>
                 .into_inner();
             print_json(&response)?;
             Ok(0)
+        }
+        CaseCommand::Supplement {
+            case_number,
+            id,
+            materials,
+            tasks,
+            staff_no,
+            file,
+        } => {
+            let request = match file {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    serde_json::from_str::<yichuang::proto::v1::SupplementRequest>(&text)
+                        .map_err(|e| {
+                            Failure(
+                                2,
+                                anyhow::anyhow!(
+                                    "{}: not a SupplementRequest in canonical JSON: {e}",
+                                    path.display()
+                                ),
+                            )
+                        })?
+                }
+                None => yichuang::proto::v1::SupplementRequest {
+                    case_number: case_number.unwrap_or_default(),
+                    supplement_id: id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                    materials: materials
+                        .into_iter()
+                        .map(|code| yichuang::proto::v1::Material {
+                            material_code: code,
+                            form: yichuang::proto::v1::MaterialForm::Original as i32,
+                            copies: 1,
+                            file: None,
+                        })
+                        .collect(),
+                    task_ids: tasks,
+                    staff_no,
+                },
+            };
+            let response = client
+                .supplement(request)
+                .await
+                .map_err(grpc_failure)?
+                .into_inner();
+            print_json(&response)?;
+            Ok(if response.deficiencies.is_empty() { 0 } else { 3 })
         }
         CaseCommand::Get { case_number } => {
             let response = client
