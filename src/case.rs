@@ -93,6 +93,7 @@ pub fn accept(plan: &Plan, case_number: &str, trace_id: &str) -> Accepted {
         trace_id: trace_id.to_string(),
         supplements: Vec::new(),
         conclusion_code: String::new(),
+        rejection_policy: plan.rejection_policy as i32,
     };
     let receipt = Receipt {
         case_number: case_number.to_string(),

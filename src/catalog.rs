@@ -236,6 +236,19 @@ pub struct Bundle {
     /// Ordering constraints; items without a step run in parallel from the start.
     #[serde(default, rename = "step")]
     pub steps: Vec<BundleStep>,
+    /// What a rejected item does to the case: `close` (the default: the bundle stands or falls
+    /// together) or `deliver-approved` (what was approved is delivered).
+    #[serde(default)]
+    pub on_rejection: OnRejection,
+}
+
+/// What a rejected item of a bundle does to its case.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnRejection {
+    #[default]
+    Close,
+    DeliverApproved,
 }
 
 /// What one catalog file may contain.

@@ -318,7 +318,9 @@ pub fn case_codes(case: &mut Case) {
 /// Why a case cannot be delivered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DeliveryRefused {
-    #[error("case is {0}; a case is delivered when every task is approved (ready for delivery)")]
+    #[error(
+        "case is {0}; a case is delivered when it is ready for delivery (every task approved, or every task decided under the deliver-approved policy)"
+    )]
     NotReady(String),
 }
 
@@ -353,7 +355,8 @@ pub fn deliver(
 
 /// The case's status from its tasks: all approved → ready for delivery; any task waiting on
 /// the applicant → awaiting supplement; a rejection with nothing left that could still be
-/// approved → closed rejected; otherwise in progress.
+/// decided → ready for delivery of what was approved when the case's policy says so and
+/// something was, closed rejected otherwise; otherwise in progress.
 pub fn aggregate(case: &Case) -> CaseStatus {
     let has = |s: TaskStatus| case.tasks.iter().any(|t| t.status == s as i32);
     if case.status == CaseStatus::Delivered as i32 {
@@ -380,7 +383,13 @@ pub fn aggregate(case: &Case) -> CaseStatus {
         )
     });
     if has(TaskStatus::Rejected) && !moving {
-        return CaseStatus::ClosedRejected;
+        let deliver_approved =
+            case.rejection_policy == crate::proto::v1::RejectionPolicy::DeliverApproved as i32;
+        return if deliver_approved && has(TaskStatus::Approved) {
+            CaseStatus::ReadyForDelivery
+        } else {
+            CaseStatus::ClosedRejected
+        };
     }
     if case.status == CaseStatus::Accepted as i32 && !moving && !has(TaskStatus::Approved) {
         return CaseStatus::Accepted;
@@ -530,6 +539,43 @@ mod tests {
         // The waiting tasks can never start: the case is closed.
         assert_eq!(case.status, CaseStatus::ClosedRejected as i32);
         assert_eq!(case.tasks[0].reasons, ["名称不符合规定"]);
+    }
+
+    #[test]
+    fn under_deliver_approved_a_rejection_still_lets_the_approved_be_delivered() {
+        let mut case = bundle();
+        case.rejection_policy = crate::proto::v1::RejectionPolicy::DeliverApproved as i32;
+        apply(&mut case, "C-01", None, 0, approved("S1"), 0, at()).unwrap();
+        for t in &mut case.tasks[1..] {
+            t.status = TaskStatus::Dispatched as i32;
+        }
+        let rejected = TaskUpdate::Rejected {
+            department_case_number: "S2".into(),
+            reasons: vec!["不符合条件".into()],
+        };
+        apply(&mut case, "C-02", None, 0, rejected, 3, at()).unwrap();
+        assert_eq!(
+            case.status,
+            CaseStatus::InProgress as i32,
+            "C-03 still moves"
+        );
+        apply(&mut case, "C-03", None, 0, approved("S3"), 5, at()).unwrap();
+        assert_eq!(case.status, CaseStatus::ReadyForDelivery as i32);
+
+        // The same under the close policy ends closed.
+        let mut case = bundle();
+        case.rejection_policy = crate::proto::v1::RejectionPolicy::Close as i32;
+        apply(&mut case, "C-01", None, 0, approved("S1"), 0, at()).unwrap();
+        for t in &mut case.tasks[1..] {
+            t.status = TaskStatus::Dispatched as i32;
+        }
+        let rejected = TaskUpdate::Rejected {
+            department_case_number: "S2".into(),
+            reasons: vec!["不符合条件".into()],
+        };
+        apply(&mut case, "C-02", None, 0, rejected, 3, at()).unwrap();
+        apply(&mut case, "C-03", None, 0, approved("S3"), 5, at()).unwrap();
+        assert_eq!(case.status, CaseStatus::ClosedRejected as i32);
     }
 
     #[test]

@@ -565,8 +565,8 @@ async fn case_command(server: &str, command: CaseCommand) -> Result<u8, Failure>
                 Some(path) => {
                     let text = std::fs::read_to_string(&path)
                         .with_context(|| format!("cannot read {}", path.display()))?;
-                    serde_json::from_str::<yichuang::proto::v1::SupplementRequest>(&text)
-                        .map_err(|e| {
+                    serde_json::from_str::<yichuang::proto::v1::SupplementRequest>(&text).map_err(
+                        |e| {
                             Failure(
                                 2,
                                 anyhow::anyhow!(
@@ -574,7 +574,8 @@ async fn case_command(server: &str, command: CaseCommand) -> Result<u8, Failure>
                                     path.display()
                                 ),
                             )
-                        })?
+                        },
+                    )?
                 }
                 None => yichuang::proto::v1::SupplementRequest {
                     case_number: case_number.unwrap_or_default(),
@@ -598,7 +599,11 @@ async fn case_command(server: &str, command: CaseCommand) -> Result<u8, Failure>
                 .map_err(grpc_failure)?
                 .into_inner();
             print_json(&response)?;
-            Ok(if response.deficiencies.is_empty() { 0 } else { 3 })
+            Ok(if response.deficiencies.is_empty() {
+                0
+            } else {
+                3
+            })
         }
         CaseCommand::Get { case_number } => {
             let response = client

@@ -77,6 +77,9 @@ pub struct Plan {
     pub promised_deadline: NaiveDate,
     /// Implementation code of the lead (first) item: the case number's prefix.
     pub lead_implementation_code: String,
+    /// What a rejected task does to the case: its bundle's policy; independent items deliver
+    /// what was approved.
+    pub rejection_policy: crate::proto::v1::RejectionPolicy,
 }
 
 /// A task intake planned for one item.
@@ -344,6 +347,12 @@ impl Intake {
             .max()
             .unwrap_or(start);
         let lead_implementation_code = tasks[0].implementation_code.clone();
+        let rejection_policy = match catalog.bundles.get(&s.bundle_code).map(|b| b.on_rejection) {
+            Some(crate::catalog::OnRejection::Close) => crate::proto::v1::RejectionPolicy::Close,
+            Some(crate::catalog::OnRejection::DeliverApproved) | None => {
+                crate::proto::v1::RejectionPolicy::DeliverApproved
+            }
+        };
         Ok(Outcome::Acceptable(Box::new(Plan {
             submission: s,
             changes,
@@ -352,6 +361,7 @@ impl Intake {
             obligations,
             promised_deadline,
             lead_implementation_code,
+            rejection_policy,
         })))
     }
 
