@@ -74,7 +74,7 @@ fn assert_outcomes_are_the_systems(
             }
             Outcome::Supplement => {
                 assert_eq!(outcome.kind(), ResultKind::Supplement, "{id}");
-                assert_eq!(r.materials, ["场所平面图", "租赁合同"], "{id}");
+                assert_eq!(r.materials, support::REQUESTED, "{id}");
             }
         }
         // The steps came through too (承办 → 审核 → 批准 → 办结), in Chinese.

@@ -89,7 +89,7 @@ async fn every_task_ends_with_one_outcome_while_the_system_misbehaves() {
                 assert_eq!(outcome.result.documents[0].material_code, "SPJYXKZ");
             }
             ResultKind::Supplement => {
-                assert_eq!(outcome.result.materials, ["场所平面图", "租赁合同"], "{id}")
+                assert_eq!(outcome.result.materials, support::REQUESTED, "{id}")
             }
             _ => assert!(!outcome.result.reasons.is_empty()),
         }

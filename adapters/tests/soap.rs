@@ -72,7 +72,7 @@ fn assert_outcomes_are_the_systems(
             }
             Outcome::Supplement => {
                 assert_eq!(outcome.kind(), ResultKind::Supplement, "{id}");
-                assert_eq!(r.materials, ["场所平面图", "租赁合同"], "{id}");
+                assert_eq!(r.materials, support::REQUESTED, "{id}");
             }
         }
         assert_eq!(outcome.result.department, sim.sim.behaviour.department);
