@@ -221,16 +221,26 @@ fn run(cli: RunArgs) -> ExitCode {
         }
     };
     yichuang::telemetry::init(&config.log);
-    let departments =
-        match yichuang_adapters::load_departments(&config.departments_dir, &cli.departments) {
-            Ok(d) => d,
-            Err(problems) => {
-                for p in problems {
-                    eprintln!("{p}");
-                }
-                return ExitCode::from(2);
+    let names = match config.material_names() {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let departments = match yichuang_adapters::load_departments(
+        &config.departments_dir,
+        &cli.departments,
+        &names,
+    ) {
+        Ok(d) => d,
+        Err(problems) => {
+            for p in problems {
+                eprintln!("{p}");
             }
-        };
+            return ExitCode::from(2);
+        }
+    };
     if cli.check {
         println!("ok: {} department(s)", departments.len());
         return ExitCode::SUCCESS;

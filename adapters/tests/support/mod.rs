@@ -44,11 +44,21 @@ pub fn bus() -> BusConfig {
     bus
 }
 
+/// Material code → name from the shipped acceptance list, as the shipped `adapter.toml` gives
+/// every department.
+pub fn material_names() -> BTreeMap<String, String> {
+    let config =
+        yichuang_adapters::config::AdapterConfig::load(&repo().join("config/adapter.toml"))
+            .expect("shipped adapter.toml");
+    config.material_names().expect("the shipped catalog")
+}
+
 /// The shipped department file, with timings for tests (1 s polls and backoff, 1 s call
-/// timeout) and `endpoint`.
+/// timeout), `endpoint`, and the catalog's material names.
 pub fn department(code: &str, endpoint: &str) -> DepartmentConfig {
     let mut c =
         DepartmentConfig::load(&repo().join("config/departments"), code).expect("shipped file");
+    c.material_names = material_names();
     c.endpoint = endpoint.to_string();
     c.limits.timeout_secs = 1;
     c.limits.requests_per_second = 50;
