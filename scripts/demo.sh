@@ -56,6 +56,7 @@ echo "{\"behaviour\": $(behaviour ga)}" > "$work/ga.json"
 echo "{\"behaviour\": $(behaviour xf), \"namespace\": \"http://xf.yinchuan.gov.cn/approval\", \"document_name\": \"消防安全检查合格证\"}" > "$work/xf.json"
 echo "{\"behaviour\": $(behaviour rs), \"schema\": \"qzk\", \"tick_ms\": 500}" > "$work/rs.json"
 echo "{\"behaviour\": $(behaviour zrzy), \"schema\": \"bdc_qzk\", \"tick_ms\": 500, \"compact_dates\": true,
+  \"inbound_table\": \"bdc_sqxx\", \"result_table\": \"bdc_bjxx\", \"supplement_table\": \"bdc_bzxx\",
   \"fields\": [\"tyslbh\", \"sxbm\", \"sxmc\", \"qlrmc\", \"qlrzjh\", \"lxdh\", \"slsj\"], \"required\": [\"qlrmc\"],
   \"licence_name\": \"不动产权证书\"}" > "$work/zrzy.json"
 start sim-scjg "$bin/yichuang-sim" http-json --listen 127.0.0.1:18081 --settings "$work/scjg.json"
@@ -83,6 +84,7 @@ for f in config/departments/*.yaml; do
 done
 cat > "$work/adapter.toml" <<EOF
 departments_dir = "departments"
+catalog_dir = "$PWD/config/catalog"
 [http]
 listen = "127.0.0.1:$adapter_port"
 [bus]

@@ -18,6 +18,11 @@ pub struct AdapterConfig {
     /// Directory of the department files, relative to this file.
     #[serde(default = "default_departments_dir")]
     pub departments_dir: PathBuf,
+    /// The acceptance list (the gateway's catalog directory), relative to this file; optional.
+    /// When given, the materials of a supplement are handed over with their names, not only
+    /// their codes.
+    #[serde(default)]
+    pub catalog_dir: Option<PathBuf>,
     #[serde(default)]
     pub http: HttpConfig,
     #[serde(default = "default_bus")]
@@ -69,11 +74,30 @@ impl AdapterConfig {
             .map_err(ConfigError::Invalid)?;
         let mut config: AdapterConfig = toml::from_str(&text)
             .map_err(|e| ConfigError::Invalid(yichuang::config::toml_problem(path, &text, &e)))?;
+        let base = path.parent().unwrap_or(Path::new("."));
         if config.departments_dir.is_relative() {
-            let base = path.parent().unwrap_or(Path::new("."));
             config.departments_dir = base.join(&config.departments_dir);
         }
+        if let Some(dir) = config.catalog_dir.as_mut()
+            && dir.is_relative()
+        {
+            *dir = base.join(&*dir);
+        }
         Ok(config)
+    }
+
+    /// Material kind code → name from the acceptance list at `catalog_dir`; empty when none is
+    /// given. The error lists every problem of the catalog.
+    pub fn material_names(&self) -> Result<BTreeMap<String, String>, String> {
+        let Some(dir) = &self.catalog_dir else {
+            return Ok(BTreeMap::new());
+        };
+        let catalog = yichuang::catalog::Catalog::load(dir).map_err(|e| e.to_string())?;
+        Ok(catalog
+            .materials
+            .iter()
+            .map(|(code, m)| (code.clone(), m.name.clone()))
+            .collect())
     }
 }
 
@@ -105,6 +129,10 @@ pub struct DepartmentConfig {
     /// Settings of the kind (paths, SOAP action, table names…), checked by the kind.
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+    /// Material kind code → name, from the acceptance list when the adapter is given it
+    /// (`catalog_dir`), not from the department file: supplements name what they hand over.
+    #[serde(skip)]
+    pub material_names: BTreeMap<String, String>,
 }
 
 /// A secret's source.

@@ -14,24 +14,31 @@ pub mod system;
 
 use std::sync::Arc;
 
-/// Loads and builds the departments a process serves; every problem is reported, not only
-/// the first.
+/// Loads and builds the departments a process serves, each told the material names of the
+/// acceptance list (`material_names`, possibly empty); every problem is reported, not only the
+/// first.
 pub fn load_departments(
     dir: &std::path::Path,
     codes: &[String],
+    material_names: &std::collections::BTreeMap<String, String>,
 ) -> Result<Vec<Arc<runtime::Department>>, Vec<String>> {
     let mut out = Vec::new();
     let mut problems = Vec::new();
     for code in codes {
-        match config::DepartmentConfig::load(dir, code) {
-            Ok(c) => match kinds::department(c) {
-                Ok(d) => out.push(Arc::new(d)),
-                Err(e) => problems.push(format!(
-                    "{}: {e}",
-                    dir.join(format!("{code}.yaml")).display()
-                )),
-            },
-            Err(e) => problems.push(e.to_string()),
+        let mut c = match config::DepartmentConfig::load(dir, code) {
+            Ok(c) => c,
+            Err(e) => {
+                problems.push(e.to_string());
+                continue;
+            }
+        };
+        c.material_names = material_names.clone();
+        match kinds::department(c) {
+            Ok(d) => out.push(Arc::new(d)),
+            Err(e) => problems.push(format!(
+                "{}: {e}",
+                dir.join(format!("{code}.yaml")).display()
+            )),
         }
     }
     if problems.is_empty() {

@@ -4,7 +4,8 @@
 //!
 //! Exit codes: 0 done; 2 bad input (arguments, settings, a record that is incomplete);
 //! 3 cannot listen, or the worklist cannot be opened or written; 4 unknown task;
-//! 5 the task's outcome is already recorded differently.
+//! 5 the task's outcome is already recorded differently; 6 the task is at another supplement
+//! round than the one named (or one must be named).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -108,6 +109,10 @@ enum ManualAction {
         /// Who records it (staff number), kept with the record.
         #[arg(long)]
         clerk: Option<String>,
+        /// The supplement round completed, as `manual list` shows it; required once the task
+        /// came back after a supplement (补正).
+        #[arg(long)]
+        round: Option<i32>,
     },
 }
 
@@ -172,6 +177,7 @@ fn manual(action: ManualAction) -> ExitCode {
             reasons,
             materials,
             clerk,
+            round,
         } => {
             let record = Record {
                 department_case_number: case_number,
@@ -190,7 +196,7 @@ fn manual(action: ManualAction) -> ExitCode {
                 Ok(w) => w,
                 Err(code) => return code,
             };
-            match w.complete(&task, &record) {
+            match w.complete(&task, round, &record) {
                 Ok(Completed::Recorded) => {
                     println!("recorded: task {task} {}", record.outcome.as_str());
                     ExitCode::SUCCESS
@@ -204,6 +210,7 @@ fn manual(action: ManualAction) -> ExitCode {
                     ExitCode::from(match e {
                         CompleteError::UnknownTask(_) => 4,
                         CompleteError::AlreadyCompleted { .. } => 5,
+                        CompleteError::WrongRound { .. } => 6,
                         CompleteError::Worklist(_) => 3,
                     })
                 }
@@ -221,16 +228,26 @@ fn run(cli: RunArgs) -> ExitCode {
         }
     };
     yichuang::telemetry::init(&config.log);
-    let departments =
-        match yichuang_adapters::load_departments(&config.departments_dir, &cli.departments) {
-            Ok(d) => d,
-            Err(problems) => {
-                for p in problems {
-                    eprintln!("{p}");
-                }
-                return ExitCode::from(2);
+    let names = match config.material_names() {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let departments = match yichuang_adapters::load_departments(
+        &config.departments_dir,
+        &cli.departments,
+        &names,
+    ) {
+        Ok(d) => d,
+        Err(problems) => {
+            for p in problems {
+                eprintln!("{p}");
             }
-        };
+            return ExitCode::from(2);
+        }
+    };
     if cli.check {
         println!("ok: {} department(s)", departments.len());
         return ExitCode::SUCCESS;

@@ -1,13 +1,20 @@
 //! The runtime every kind shares, so no kind repeats it: consuming a department's queue (prefetch
-//! = the department's concurrency, manual acks), dropping duplicates by task id, the rate limit
-//! (evenly spaced calls) and a legacy `Retry-After`, maintenance windows, failure classes —
-//! transient retried with exponential backoff and jitter through the delay queues, permanent
-//! published as a `FAILED` result, poison dead-lettered with its reason — and polling scheduled
-//! through the delay queues, so the adapter keeps no state of its own and can be killed at any
-//! moment. A delivery is acknowledged only after everything it caused is confirmed by the broker.
+//! = the department's concurrency, manual acks), dropping duplicates by task id and supplement
+//! round, the rate limit (evenly spaced calls) and a legacy `Retry-After`, maintenance windows,
+//! failure classes — transient retried with exponential backoff and jitter through the delay
+//! queues, permanent published as a `FAILED` result, poison dead-lettered with its reason — and
+//! polling scheduled through the delay queues, so the adapter keeps no state of its own and can
+//! be killed at any moment. A delivery is acknowledged only after everything it caused is
+//! confirmed by the broker.
 //!
 //! Messages on a department's queue carry their stage in headers: none (a task from the gateway),
 //! or `stage=poll` with `department-case-number`, `polls` and the last `step` seen.
+//!
+//! A task message that carries a `supplement` (补正, round N ≥ 1) resumes a task the department
+//! already has: its materials are handed to the department's case (`resupply`, never `find` or
+//! `submit`), and polling starts again without a second `ACCEPTED`. Every result published while
+//! handling it — the poll messages are the same body, so the round travels with them — carries
+//! `round = N`, and its `message_id` ends in `:s<N>`.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,8 +50,54 @@ pub struct Department {
     pub system: Arc<dyn DepartmentSystem>,
     /// The rate limit and pauses every request to the system waits for.
     pub gate: Gate,
-    /// Task ids finished here or being handled: a duplicate task message is dropped.
+    /// Task ids (with their supplement round, [`seen_key`]) finished here or being handled: a
+    /// duplicate task message is dropped.
     seen: Mutex<Seen>,
+}
+
+/// What a task message is deduplicated by: the task id, and `:s<round>` for a supplement round
+/// (as the gateway's `message_id`), so the next round of a task is not taken for a copy.
+pub fn seen_key(task_id: &str, round: i32) -> String {
+    if round > 0 {
+        format!("{task_id}:s{round}")
+    } else {
+        task_id.to_string()
+    }
+}
+
+/// The deduplication key of a delivery: from its body when it decodes, else its `message_id`.
+fn delivery_key(delivery: &Delivery) -> String {
+    match TaskMessage::decode(delivery.data.as_slice()) {
+        Ok(m) if m.task.is_some() => seen_key(
+            m.task.as_ref().map_or("", |t| t.task_id.as_str()),
+            crate::system::round_of(&m),
+        ),
+        _ => delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+    }
+}
+
+/// The `message_id` of a result: `<task id>:<kind>`, with `:<step>` for progress, and
+/// `:s<round>` when it is about a supplement round. Copies of one result share it.
+pub fn result_message_id(r: &ResultMessage) -> String {
+    let kind = ResultKind::try_from(r.kind).unwrap_or(ResultKind::Unspecified);
+    let kind_name = kind
+        .as_str_name()
+        .trim_start_matches("RESULT_KIND_")
+        .to_lowercase();
+    let mut id = if kind == ResultKind::Progress {
+        format!("{}:{kind_name}:{}", r.task_id, r.step)
+    } else {
+        format!("{}:{kind_name}", r.task_id)
+    };
+    if r.round != 0 {
+        id.push_str(&format!(":s{}", r.round));
+    }
+    id
 }
 
 /// A bounded memory of task ids.
@@ -193,11 +246,7 @@ impl Publisher {
             .as_str_name()
             .trim_start_matches("RESULT_KIND_")
             .to_lowercase();
-        let message_id = if kind == ResultKind::Progress {
-            format!("{}:{kind_name}:{}", r.task_id, r.step)
-        } else {
-            format!("{}:{kind_name}", r.task_id)
-        };
+        let message_id = result_message_id(&r);
         let mut headers = FieldTable::default();
         let text = |v: &str| AMQPValue::LongString(v.into());
         headers.insert(ShortString::from("case-id"), text(&r.case_number));
@@ -378,17 +427,12 @@ impl Worker {
                 self.publisher.dead(&code, &delivery, reason).await
             }
         };
-        let task_id = delivery
-            .properties
-            .message_id()
-            .as_ref()
-            .map(|s| s.to_string())
-            .unwrap_or_default();
+        let key = delivery_key(&delivery);
         match done {
             Ok(()) => {
                 if matches!(next, Next::Retry { .. } | Next::Poll { .. }) {
                     // The task continues in a later message: its next delivery is ours to take.
-                    self.department.seen.lock().expect("seen").forget(&task_id);
+                    self.department.seen.lock().expect("seen").forget(&key);
                 }
                 if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
                     warn!(department = %code, error = %e, "ack failed; the task is delivered again");
@@ -396,7 +440,7 @@ impl Worker {
             }
             Err(e) => {
                 warn!(department = %code, error = %e, "cannot publish what the task led to; it is delivered again");
-                self.department.seen.lock().expect("seen").forget(&task_id);
+                self.department.seen.lock().expect("seen").forget(&key);
                 let _ = delivery
                     .nack(BasicNackOptions {
                         requeue: true,
@@ -436,8 +480,10 @@ impl Worker {
         }
         let stage = text_header(delivery, "stage").unwrap_or_default();
         let polling = stage == "poll";
-        if !dept.seen.lock().expect("seen").insert(&task.task_id) && !polling {
-            info!(department = %dept.code(), task = %task.task_id, "duplicate task dropped");
+        let round = crate::system::round_of(&message);
+        let key = seen_key(&task.task_id, round);
+        if !dept.seen.lock().expect("seen").insert(&key) && !polling {
+            info!(department = %dept.code(), task = %task.task_id, round, "duplicate task dropped");
             return Next::Done;
         }
         let attempt = int_header(delivery, "attempt").unwrap_or(1).max(1);
@@ -461,6 +507,8 @@ impl Worker {
         let task = Task { message, fields };
         if polling {
             self.poll(delivery, &task).await
+        } else if task.message.supplement.is_some() {
+            self.resupply(delivery, &task, attempt).await
         } else {
             self.submit(delivery, &task, attempt).await
         }
@@ -521,6 +569,53 @@ impl Worker {
             String::new(),
         )
         .await
+    }
+
+    /// Hands a supplement round to the department's case, then polls it again: the task was
+    /// accepted long ago, so no `ACCEPTED` is published, and no step is taken as seen (the case
+    /// goes through its steps again). Failures are handled as a submission's.
+    async fn resupply(&self, delivery: &Delivery, task: &Task, attempt: u32) -> Next {
+        let dept = &self.department;
+        let Some(supplement) = task.message.supplement.as_ref() else {
+            return Next::Dead("resupply without a supplement".into());
+        };
+        let department_case_number = task
+            .message
+            .task
+            .as_ref()
+            .map(|t| t.department_case_number.trim().to_string())
+            .unwrap_or_default();
+        if department_case_number.is_empty() {
+            return Next::Dead(format!(
+                "supplement round {} without task.department_case_number: the department's case it is for is unknown",
+                supplement.round
+            ));
+        }
+        if supplement.round <= 0 {
+            return Next::Dead(format!(
+                "supplement with round {}: rounds start at 1",
+                supplement.round
+            ));
+        }
+        let system = dept.system.clone();
+        match dept
+            .call(
+                "resupply",
+                system.resupply(task, &department_case_number, supplement),
+            )
+            .await
+        {
+            Ok(_) => {
+                info!(department = %dept.code(), task = %task.id(), round = supplement.round, "supplement handed over");
+                Next::Poll {
+                    delay: Duration::from_secs(dept.config.polling.interval_secs),
+                    department_case_number,
+                    polls: 0,
+                    step: String::new(),
+                }
+            }
+            Err(f) => self.failure(delivery, task, attempt, f).await,
+        }
     }
 
     async fn accepted(
@@ -736,6 +831,7 @@ impl Worker {
             kind: kind as i32,
             department_case_number: department_case_number.to_string(),
             at: Some(now()),
+            round: task.round(),
             ..Default::default()
         }
     }
@@ -789,7 +885,10 @@ impl Callbacks {
     }
 
     /// Publishes the step and decision a callback carries; the polling chain still runs (a
-    /// callback may be lost), and consumers drop the second copy by `message_id`.
+    /// callback may be lost), and consumers drop the second copy by `message_id`. A callback
+    /// does not say which supplement round it is about: its results are round 0, which the
+    /// gateway takes as stale once the task resumed after a supplement — that round's results
+    /// come from polling.
     pub async fn publish(
         &self,
         department: &Department,
@@ -985,6 +1084,54 @@ async fn session(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn results_of_a_supplement_round_have_ids_of_their_own() {
+        let r = |kind: ResultKind, step: &str, round: i32| ResultMessage {
+            task_id: "C1-01".into(),
+            kind: kind as i32,
+            step: step.into(),
+            round,
+            ..Default::default()
+        };
+        assert_eq!(
+            result_message_id(&r(ResultKind::Accepted, "", 0)),
+            "C1-01:accepted"
+        );
+        assert_eq!(
+            result_message_id(&r(ResultKind::Supplement, "", 0)),
+            "C1-01:supplement"
+        );
+        assert_eq!(
+            result_message_id(&r(ResultKind::Approved, "", 1)),
+            "C1-01:approved:s1"
+        );
+        assert_eq!(
+            result_message_id(&r(ResultKind::Progress, "审核", 0)),
+            "C1-01:progress:审核"
+        );
+        assert_eq!(
+            result_message_id(&r(ResultKind::Progress, "审核", 1)),
+            "C1-01:progress:审核:s1"
+        );
+        assert_eq!(
+            result_message_id(&r(ResultKind::Failed, "", 12)),
+            "C1-01:failed:s12"
+        );
+        // Task messages are deduplicated the way the gateway names them.
+        assert_eq!(seen_key("C1-01", 0), "C1-01");
+        assert_eq!(seen_key("C1-01", 2), "C1-01:s2");
+        let mut seen = Seen::default();
+        assert!(seen.insert(&seen_key("C1-01", 0)));
+        assert!(
+            seen.insert(&seen_key("C1-01", 1)),
+            "the next round is not a copy"
+        );
+        assert!(
+            !seen.insert(&seen_key("C1-01", 1)),
+            "a copy of the round is"
+        );
+    }
 
     #[test]
     fn a_decision_date_is_the_start_of_that_hall_day_or_now_when_today() {

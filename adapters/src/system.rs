@@ -1,6 +1,7 @@
-//! What a department system is to the runtime: the one trait every kind implements, and the
-//! answers it gives. A kind knows how to talk to one sort of legacy system; it knows nothing of
-//! the bus, retries, rate limits or deduplication, which the runtime owns.
+//! What a department system is to the runtime: the one trait every kind implements, the
+//! answers it gives, and what a supplement round hands over (its serial and its materials). A
+//! kind knows how to talk to one sort of legacy system; it knows nothing of the bus, retries,
+//! rate limits or deduplication, which the runtime owns.
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
-use yichuang::proto::v1::TaskMessage;
+use yichuang::proto::v1::{MaterialForm, SupplementDelivery, TaskMessage};
 
 /// A task as a kind sees it: the canonical message and the legacy fields the department's
 /// mapping made of it.
@@ -28,6 +29,86 @@ impl Task {
             .as_ref()
             .map_or("", |t| t.task_id.as_str())
     }
+
+    /// The supplement round the message is about: `supplement.round`, 0 before any supplement.
+    pub fn round(&self) -> i32 {
+        round_of(&self.message)
+    }
+}
+
+/// The supplement round of a task message (0 when it carries no supplement).
+pub fn round_of(message: &TaskMessage) -> i32 {
+    message.supplement.as_ref().map_or(0, |s| s.round)
+}
+
+/// The business serial number of a supplement round, `<task id>-S<round>`: the key the legacy
+/// system is given so that handing the same round over twice is recognised as a duplicate.
+pub fn supplement_serial(task_id: &str, round: i32) -> String {
+    format!("{task_id}-S{round}")
+}
+
+/// One material of a supplement, as kinds hand it over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Supplied {
+    /// Material kind code of the acceptance list (`PMT`).
+    pub code: String,
+    /// Its name in the acceptance list (`经营场所平面图及设备布局图`) when the adapter was given
+    /// the catalog (`catalog_dir`), else the code.
+    pub name: String,
+    /// 原件, 复印件 or 电子件 (empty when not said).
+    pub form: &'static str,
+    pub copies: i32,
+    /// The electronic file's location and SHA-256 (empty for paper).
+    pub uri: String,
+    pub sha256: String,
+    pub size_bytes: i64,
+}
+
+impl Supplied {
+    /// The material as the JSON kinds write it, in the legacy systems' field names: `clbm` code,
+    /// `clmc` name, `clxs` form, `fs` copies, `wjdz` file URI, `wjzy` SHA-256, `wjdx` bytes.
+    pub fn legacy_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "clbm": self.code,
+            "clmc": self.name,
+            "clxs": self.form,
+            "fs": self.copies,
+            "wjdz": self.uri,
+            "wjzy": self.sha256,
+            "wjdx": self.size_bytes,
+        })
+    }
+}
+
+/// The materials of a supplement, named from `names` (material code → name).
+pub fn supplied(
+    supplement: &SupplementDelivery,
+    names: &BTreeMap<String, String>,
+) -> Vec<Supplied> {
+    supplement
+        .materials
+        .iter()
+        .map(|m| {
+            let file = m.file.clone().unwrap_or_default();
+            Supplied {
+                code: m.material_code.clone(),
+                name: names
+                    .get(&m.material_code)
+                    .cloned()
+                    .unwrap_or_else(|| m.material_code.clone()),
+                form: match MaterialForm::try_from(m.form) {
+                    Ok(MaterialForm::Original) => "原件",
+                    Ok(MaterialForm::Copy) => "复印件",
+                    Ok(MaterialForm::Electronic) => "电子件",
+                    _ => "",
+                },
+                copies: m.copies,
+                uri: file.uri,
+                sha256: file.sha256,
+                size_bytes: file.size_bytes,
+            }
+        })
+        .collect()
 }
 
 /// A legacy answer, flattened: field name → value. The department's `mapping.result` reads it.
@@ -66,7 +147,8 @@ impl Failure {
 
 /// A department's legacy approval system, reached one way. Every method may be called again
 /// for the same task after a crash; `submit` must let the legacy system recognise the task id
-/// (kinds pass it as the legacy system's business serial number) so `find` can see it.
+/// (kinds pass it as the legacy system's business serial number) so `find` can see it, and
+/// `resupply` must let it recognise the round ([`supplement_serial`]).
 #[async_trait::async_trait]
 pub trait DepartmentSystem: Send + Sync {
     /// Hands the task to the legacy system. The answer carries at least the department's own
@@ -80,6 +162,18 @@ pub trait DepartmentSystem: Send + Sync {
     /// its answer about it, or `None`. Kinds whose system cannot be asked return `None` and
     /// rely on the legacy system refusing a duplicate serial number.
     async fn find(&self, task: &Task) -> Result<Option<Answer>, Failure>;
+
+    /// Hands the materials of a supplement (补正) round to the department's existing case
+    /// `department_case_number`, which asked for them; the case then goes on and is polled
+    /// again. The round's serial ([`supplement_serial`]) goes with it, so a second call for the
+    /// same round (after a crash) is recognised by the legacy system and answered as success —
+    /// with the case's current state, or nothing the runtime needs (it polls next either way).
+    async fn resupply(
+        &self,
+        task: &Task,
+        department_case_number: &str,
+        supplement: &SupplementDelivery,
+    ) -> Result<Answer, Failure>;
 
     /// Reads a callback the legacy system sent to the adapter's HTTP endpoint: the task id it
     /// concerns and what it says. `None`: this kind takes no callbacks, or the body is not one.

@@ -201,6 +201,7 @@ async fn qiye_kaiban_goes_from_the_window_through_five_departments_to_ready_for_
         .unwrap()
         .complete(
             &gjj_task,
+            None,
             &Record {
                 department_case_number: "GJJ2019102100001".into(),
                 outcome: Clerk::Approved,

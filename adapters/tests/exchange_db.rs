@@ -17,6 +17,7 @@ use tokio_postgres::{Client, NoTls};
 use yichuang::proto::v1::ResultKind;
 use yichuang_adapters::config::DepartmentConfig;
 use yichuang_adapters::mapping::parse_date;
+use yichuang_adapters::system::{Failure, Gate, Task};
 use yichuang_sim::core::{Behaviour, Outcome};
 use yichuang_sim::exchange_db::{ExchangeDbSim, Settings};
 
@@ -107,6 +108,7 @@ async fn setup(
         schema: schema.name.clone(),
         inbound_table: c.options["inbound_table"].clone(),
         result_table: c.options["result_table"].clone(),
+        supplement_table: c.options["supplement_table"].clone(),
         fields: c.mapping.request.keys().cloned().collect(),
         tick_ms: 100,
         ..Settings::default()
@@ -289,7 +291,7 @@ async fn every_task_ends_with_the_departments_own_outcome_through_maintenance_an
             ResultKind::Rejected => {
                 assert_eq!(outcome.result.reasons, ["经营场所与申报不符"], "{id}")
             }
-            _ => assert_eq!(outcome.result.materials, ["场所平面图", "租赁合同"], "{id}"),
+            _ => assert_eq!(outcome.result.materials, support::REQUESTED, "{id}"),
         }
     }
     assert!(progress >= 20, "steps were published: {progress}");
@@ -437,4 +439,160 @@ fn the_password_is_split_from_the_url() {
         split_password("postgres://u@h/d"),
         ("postgres://u@h/d".to_string(), None)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supplement_row_is_taken_once_and_its_round_is_read_from_its_own_rows() {
+    let bus = bus();
+    let harness = Harness::open(&bus, &["rs"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let schema = Schema::new("xrsbz");
+    // The first decision asks for a supplement, the second approves.
+    let (config, sim) = setup(
+        "rs",
+        &schema,
+        &dir,
+        Behaviour {
+            department: "rs".into(),
+            decision_delay_ms: 300,
+            reject: 0.0,
+            supplement: 1.0,
+            ..Behaviour::default()
+        },
+        // Slower than a poll: the round is polled before the department takes its row, when
+        // the newest row is still the old request.
+        |s| s.pickup_delay_ms = 1500,
+    )
+    .await;
+    let adapter = Adapter::start(&bus, vec![config.clone()]).await;
+    let c = db().await;
+    let supplements = format!("{}.yc_bzxx", schema.name);
+    let results_table = format!("{}.yc_bjxx", schema.name);
+    let t = task("rs", "SB-DJ", 1);
+    let id = t.task.as_ref().unwrap().task_id.clone();
+
+    let (first, second, again) =
+        support::supplement_round_trip(&harness, &t, Duration::from_secs(30)).await;
+    let asked = first
+        .iter()
+        .find(|g| g.kind() == ResultKind::Supplement)
+        .unwrap();
+    assert_eq!(asked.result.materials, support::REQUESTED);
+    // The old 补正 row is not read as the round's decision: the round's own rows are.
+    let approved = support::assert_supplement_round_trip(&id, &first, &second);
+    let case = sim.sim.by_serial(&id).unwrap();
+    assert_eq!(approved.result.documents[0].number, case.licence_number());
+    assert_eq!(approved.result.documents[0].name, "社会保险登记证");
+    let taken = case.supplement.as_deref().expect("the round taken");
+    assert_eq!((taken.round, taken.serial.clone()), (1, format!("{id}-S1")));
+    assert_eq!(taken.supplied, support::REQUESTED, "named from the catalog");
+    let stats = sim.stats();
+    assert_eq!(
+        (stats.cases, stats.supplements, stats.duplicates),
+        (1, 1, 0),
+        "one row per round, whatever the copies: {stats:?}"
+    );
+
+    // One row for the round, taken by the department, with what was handed in.
+    let rows = c
+        .query(
+            &format!("SELECT ywlsh, bzlsh, bzcs, slbh, sfjs, tbzt, bzcl, clqd FROM {supplements}"),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    let r = &rows[0];
+    assert_eq!(r.get::<_, String>(0), id);
+    assert_eq!(r.get::<_, String>(1), format!("{id}-S1"));
+    assert_eq!(r.get::<_, i32>(2), 1);
+    assert_eq!(r.get::<_, String>(3), case.number);
+    assert_eq!(
+        (r.get::<_, String>(4), r.get::<_, String>(5)),
+        ("1".into(), "1".into())
+    );
+    assert_eq!(r.get::<_, String>(6), support::REQUESTED.join("、"));
+    let materials: serde_json::Value = serde_json::from_str(&r.get::<_, String>(7)).unwrap();
+    assert_eq!(materials[0]["clbm"], "PMT");
+    assert_eq!(materials[1]["clmc"], "住所（经营场所）使用证明");
+    assert_eq!(
+        materials[1]["wjdz"],
+        "s3://yichuang-materials/2019/10/28/zszm-8.pdf"
+    );
+    assert_eq!(materials[1]["clxs"], "电子件");
+
+    // Every result row, the round's too, is acknowledged.
+    until(
+        "every result row acknowledged",
+        Duration::from_secs(15),
+        || async {
+            let n: i64 = c
+                .query_one(
+                    &format!("SELECT count(*) FROM {results_table} WHERE sfjs <> '1'"),
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            n == 0
+        },
+    )
+    .await;
+
+    // The same round handed over again (after a crash) is the same row.
+    let system = yichuang_adapters::kinds::build(&config, Gate::new(50)).unwrap();
+    let again_task = Task {
+        message: again.clone(),
+        fields: Default::default(),
+    };
+    system
+        .resupply(
+            &again_task,
+            &case.number,
+            again.supplement.as_ref().unwrap(),
+        )
+        .await
+        .unwrap();
+    let n: i64 = c
+        .query_one(&format!("SELECT count(*) FROM {supplements}"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+
+    // A round the department refuses (the case waits for nothing) ends FAILED in that round,
+    // in the department's words.
+    let mut third = again.clone();
+    third.task.as_mut().unwrap().supplement_round = 2;
+    third.supplement.as_mut().unwrap().round = 2;
+    harness.publish(&third).await;
+    let got = harness
+        .results_until(Duration::from_secs(30), Duration::from_millis(200), |g| {
+            g.result.round == 2 && g.is_final()
+        })
+        .await;
+    let failed = got
+        .iter()
+        .find(|g| g.result.round == 2 && g.is_final())
+        .unwrap();
+    assert_eq!(failed.kind(), ResultKind::Failed);
+    assert_eq!(failed.message_id, format!("{id}:failed:s2"));
+    assert!(
+        failed.result.reasons[0].contains("办件不在补正状态"),
+        "{:?}",
+        failed.result.reasons
+    );
+    let e = system
+        .poll(
+            &Task {
+                message: third,
+                fields: Default::default(),
+            },
+            &case.number,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Failure::Permanent { .. }), "{e:?}");
+    adapter.task.abort();
+    harness.remove().await;
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use support::{Adapter, Harness, assert_one_outcome_each, bus, department, secret_file, task};
 use yichuang::proto::v1::ResultKind;
+use yichuang_adapters::system::{Gate, Task};
 use yichuang_sim::core::Behaviour;
 use yichuang_sim::http_json::{HttpJsonSim, Settings};
 
@@ -89,7 +90,7 @@ async fn every_task_ends_with_one_outcome_while_the_system_misbehaves() {
                 assert_eq!(outcome.result.documents[0].material_code, "SPJYXKZ");
             }
             ResultKind::Supplement => {
-                assert_eq!(outcome.result.materials, ["场所平面图", "租赁合同"], "{id}")
+                assert_eq!(outcome.result.materials, support::REQUESTED, "{id}")
             }
             _ => assert!(!outcome.result.reasons.is_empty()),
         }
@@ -236,6 +237,85 @@ async fn a_backlog_never_goes_faster_than_the_departments_rate() {
     assert_eq!(stats.rate_violations, 0, "{stats:?}");
     assert!(stats.max_requests_in_a_second <= 5, "{stats:?}");
     assert!(stats.requests >= 20, "{stats:?}");
+    adapter.task.abort();
+    harness.remove().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supplement_is_handed_to_the_case_once_and_its_round_ends_approved() {
+    let bus = bus();
+    let harness = Harness::open(&bus, &["scjg"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    // The first decision asks for a supplement, the second approves.
+    let (sim, endpoint) = sim(
+        Behaviour {
+            department: "scjg".into(),
+            decision_delay_ms: 300,
+            reject: 0.0,
+            supplement: 1.0,
+            ..Behaviour::default()
+        },
+        None,
+    )
+    .await;
+    let config = config(&endpoint, &dir);
+    let adapter = Adapter::start(&bus, vec![config.clone()]).await;
+    let t = task("scjg", "SP-JY", 1);
+    let id = t.task.as_ref().unwrap().task_id.clone();
+
+    let (first, second, again) =
+        support::supplement_round_trip(&harness, &t, Duration::from_secs(30)).await;
+    let asked = first
+        .iter()
+        .find(|g| g.kind() == ResultKind::Supplement)
+        .unwrap();
+    assert_eq!(asked.result.materials, support::REQUESTED);
+    let approved = support::assert_supplement_round_trip(&id, &first, &second);
+    assert!(
+        second.iter().any(|g| g.kind() == ResultKind::Progress
+            && g.message_id == format!("{id}:progress:办结:s1")),
+        "the round's steps are published in its round: {second:#?}"
+    );
+    let case = sim.sim.by_serial(&id).unwrap();
+    assert_eq!(approved.result.documents[0].number, case.licence_number());
+    let taken = case.supplement.as_deref().expect("the round taken");
+    assert_eq!(taken.round, 1);
+    assert_eq!(taken.serial, format!("{id}-S1"));
+    assert_eq!(taken.supplied, support::REQUESTED, "named from the catalog");
+    let stats = sim.sim.stats();
+    assert_eq!((stats.cases, stats.supplements), (1, 1), "{stats:?}");
+    assert!(
+        stats.duplicates <= 1,
+        "the copy was dropped or recognised: {stats:?}"
+    );
+
+    // The same round handed over again (after a crash) is the system's duplicate, and a
+    // success for the kind.
+    let system = yichuang_adapters::kinds::build(&config, Gate::new(50)).unwrap();
+    let again_task = Task {
+        message: again.clone(),
+        fields: Default::default(),
+    };
+    system
+        .resupply(
+            &again_task,
+            &case.number,
+            again.supplement.as_ref().unwrap(),
+        )
+        .await
+        .expect("a duplicate round is a success");
+    let after = sim.sim.stats();
+    assert_eq!(after.supplements, 1, "{after:?}");
+    assert_eq!(after.duplicates, stats.duplicates + 1, "{after:?}");
+    // A case the system does not know is a permanent failure.
+    let e = system
+        .resupply(&again_task, "SCJG0", again.supplement.as_ref().unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, yichuang_adapters::system::Failure::Permanent { .. }),
+        "{e:?}"
+    );
     adapter.task.abort();
     harness.remove().await;
 }

@@ -399,6 +399,120 @@ async fn bad_input_to_complete_is_refused_specifically_and_changes_nothing() {
     harness.remove().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supplement_puts_the_task_back_on_the_worklist_for_its_round() {
+    let bus = bus();
+    let harness = Harness::open(&bus, &["gjj"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let clerk = Clerk::new(dir.path());
+    let adapter = start(&bus, &clerk).await;
+    let t = task("gjj", "GJJ-DJ", 3);
+    let id = t.task.as_ref().unwrap().task_id.clone();
+    harness.publish(&t).await;
+    tokio::task::block_in_place(|| clerk.wait_listed(1, Duration::from_secs(30)));
+
+    // The centre asks for a supplement.
+    let asked_for = [
+        "--task",
+        &id,
+        "--case-number",
+        "GJJ2019S1",
+        "--outcome",
+        "supplement",
+        "--material",
+        support::REQUESTED[0],
+        "--material",
+        support::REQUESTED[1],
+    ];
+    let (code, _, err) = tokio::task::block_in_place(|| clerk.manual("complete", &asked_for));
+    assert_eq!(code, 0, "{err}");
+    let first = harness
+        .results_until(Duration::from_secs(30), Duration::from_millis(300), |g| {
+            g.kind() == ResultKind::Supplement
+        })
+        .await;
+    let asked = first
+        .iter()
+        .find(|g| g.kind() == ResultKind::Supplement)
+        .unwrap();
+    assert_eq!(asked.result.materials, support::REQUESTED);
+
+    // The gateway resumes the task (a copy comes too): it is back on the worklist, once, with
+    // its round and what was handed in.
+    let again = support::resumed(&t, "GJJ2019S1", &asked.result.materials);
+    harness.publish(&again).await;
+    harness.publish(&again).await;
+    let (listed, _) = tokio::task::block_in_place(|| clerk.wait_listed(1, Duration::from_secs(30)));
+    assert_eq!(listed[0]["task_id"], id.as_str());
+    assert_eq!(listed[0]["round"], 1);
+    let handed_in = &listed[0]["supplement"];
+    assert_eq!(handed_in["requested"][1], support::REQUESTED[1]);
+    assert_eq!(handed_in["materials"][0]["name"], support::REQUESTED[0]);
+    assert_eq!(handed_in["materials"][1]["code"], "ZSZM");
+    assert_eq!(
+        handed_in["materials"][1]["uri"],
+        "s3://yichuang-materials/2019/10/28/zszm-8.pdf"
+    );
+
+    // It waits for the clerk again, in its round.
+    let waiting = format!("{id}:progress:待录入:s1");
+    let mut second = harness
+        .results_until(Duration::from_secs(30), Duration::ZERO, |g| {
+            g.message_id == waiting
+        })
+        .await;
+
+    tokio::task::block_in_place(|| {
+        // Without the round, the clerk is told to name it; the round-0 command again records
+        // nothing new; a round that is not the task's is refused.
+        let approve = [
+            "--task",
+            &id,
+            "--case-number",
+            "GJJ2019S1",
+            "--outcome",
+            "approved",
+            "--document-number",
+            "GJJDJS1",
+            "--document-name",
+            "住房公积金单位登记证明",
+        ];
+        let (code, _, err) = clerk.manual("complete", &approve);
+        assert_eq!(code, 6, "{err}");
+        assert!(err.contains("--round 1"), "{err}");
+        let mut old = asked_for.to_vec();
+        old.extend(["--round", "0"]);
+        let (code, out, err) = clerk.manual("complete", &old);
+        assert_eq!(
+            (code, out.starts_with("already recorded")),
+            (0, true),
+            "{out}{err}"
+        );
+        let mut wrong = approve.to_vec();
+        wrong.extend(["--round", "2"]);
+        let (code, _, err) = clerk.manual("complete", &wrong);
+        assert_eq!(code, 6, "{err}");
+        assert_eq!(clerk.list().len(), 1, "nothing recorded for round 1 yet");
+        let mut right = approve.to_vec();
+        right.extend(["--round", "1"]);
+        let (code, out, err) = clerk.manual("complete", &right);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.starts_with("recorded"), "{out}");
+    });
+    second.extend(
+        harness
+            .results_until(Duration::from_secs(30), Duration::from_millis(1500), |g| {
+                g.result.round == 1 && g.is_final()
+            })
+            .await,
+    );
+    let approved = support::assert_supplement_round_trip(&id, &first, &second);
+    assert_eq!(approved.result.documents[0].number, "GJJDJS1");
+    tokio::task::block_in_place(|| assert!(clerk.list().is_empty()));
+    adapter.task.abort();
+    harness.remove().await;
+}
+
 #[test]
 fn the_run_command_is_the_default_and_checks_settings() {
     let dir = tempfile::tempdir().unwrap();

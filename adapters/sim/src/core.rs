@@ -2,7 +2,10 @@
 //! numbers, decisions taken after a delay with configured ratios, the progress steps on the
 //! way (承办 → 审核 → 批准), and the faults real systems show — 5xx, hangs past the client's
 //! timeout, 429 with `Retry-After`, a maintenance window, a request-rate limit it enforces and
-//! counts violations of, and duplicates it reports.
+//! counts violations of, and duplicates it reports. A case that asked for a supplement (补正)
+//! takes it (`Sim::resupply`, once per round) and goes through its steps again to a second
+//! decision, which is never another supplement request: with `supplement: 1.0, reject: 0.0` the
+//! first decision is a supplement request and the second an approval, always.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
@@ -19,7 +22,8 @@ pub struct Behaviour {
     pub department: String,
     /// Time from submission to decision.
     pub decision_delay_ms: u64,
-    /// Shares of rejections and supplement requests; the rest is approved.
+    /// Shares of rejections and supplement requests; the rest is approved. After a supplement
+    /// the case is decided again with the same rejection share, the rest approved.
     pub reject: f64,
     pub supplement: f64,
     /// Share of requests answered with a 5xx (or the kind's equivalent).
@@ -77,6 +81,18 @@ pub struct SimCase {
     pub received: Instant,
     pub received_at: chrono::DateTime<chrono::Utc>,
     pub outcome: Outcome,
+    /// The last supplement round it took, if any.
+    pub supplement: Option<Box<Taken>>,
+}
+
+/// A supplement round a case took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Taken {
+    pub round: u32,
+    /// Its serial (`<task id>-S<round>`).
+    pub serial: String,
+    /// The names of the materials it brought.
+    pub supplied: Vec<String>,
 }
 
 impl SimCase {
@@ -92,6 +108,11 @@ impl SimCase {
         } else {
             ("承办", None)
         }
+    }
+
+    /// Supplement rounds taken (0: none).
+    pub fn round(&self) -> u32 {
+        self.supplement.as_ref().map_or(0, |s| s.round)
     }
 
     /// The licence number issued on approval.
@@ -114,8 +135,11 @@ pub enum Fault {
 pub struct Stats {
     pub requests: u64,
     pub cases: u64,
-    /// Submissions of a serial number the system already had.
+    /// Submissions of a serial number the system already had, and supplements of a round it
+    /// already took.
     pub duplicates: u64,
+    /// Supplement rounds taken.
+    pub supplements: u64,
     /// Requests beyond `max_rps` in a one-second window.
     pub rate_violations: u64,
     /// Most requests seen in any one-second window.
@@ -123,6 +147,19 @@ pub struct Stats {
     pub faults: u64,
     pub callbacks_sent: u64,
     pub callbacks_dropped: u64,
+}
+
+/// What a supplement led to.
+#[derive(Debug, Clone)]
+pub enum Resupply {
+    /// Taken: the case is in review again.
+    Taken(SimCase),
+    /// That round was taken before.
+    Duplicate(SimCase),
+    /// The case is not waiting for a supplement.
+    NotWaiting(SimCase),
+    /// No such case.
+    Unknown,
 }
 
 /// One simulated system's state.
@@ -240,6 +277,7 @@ impl Sim {
             received: Instant::now(),
             received_at: chrono::Utc::now(),
             outcome,
+            supplement: None,
         };
         cases.insert(serial.to_string(), case.clone());
         self.by_number
@@ -248,6 +286,57 @@ impl Sim {
             .insert(number, serial.to_string());
         self.stats.lock().unwrap().cases += 1;
         Ok(case)
+    }
+
+    /// Takes supplement round `round` (serial `supplement_serial`, `supplied` the materials'
+    /// names) for the case with that case number or business serial: it goes back into review
+    /// from now and is decided again after the decision delay — rejected with the rejection
+    /// share, else approved; never a second supplement request. A round it already took is a
+    /// duplicate: counted, and answered with the case as it is.
+    pub fn resupply(
+        &self,
+        number_or_serial: &str,
+        round: u32,
+        supplement_serial: &str,
+        supplied: Vec<String>,
+    ) -> Resupply {
+        let serial = self
+            .by_number
+            .lock()
+            .unwrap()
+            .get(number_or_serial)
+            .cloned()
+            .unwrap_or_else(|| number_or_serial.to_string());
+        let mut cases = self.cases.lock().unwrap();
+        let Some(case) = cases.get_mut(&serial) else {
+            return Resupply::Unknown;
+        };
+        if round <= case.round()
+            || case
+                .supplement
+                .as_ref()
+                .is_some_and(|s| s.serial == supplement_serial)
+        {
+            self.stats.lock().unwrap().duplicates += 1;
+            return Resupply::Duplicate(case.clone());
+        }
+        if case.state(self.decision_delay()).1 != Some(Outcome::Supplement) {
+            return Resupply::NotWaiting(case.clone());
+        }
+        case.outcome = if self.random() < self.behaviour.reject {
+            Outcome::Rejected
+        } else {
+            Outcome::Approved
+        };
+        case.supplement = Some(Box::new(Taken {
+            round,
+            serial: supplement_serial.to_string(),
+            supplied,
+        }));
+        case.received = Instant::now();
+        case.received_at = chrono::Utc::now();
+        self.stats.lock().unwrap().supplements += 1;
+        Resupply::Taken(case.clone())
     }
 
     pub fn by_serial(&self, serial: &str) -> Option<SimCase> {
@@ -298,6 +387,8 @@ pub fn outcome_word(o: Outcome) -> &'static str {
     }
 }
 
-/// The materials a supplement request names, and the reasons a rejection gives.
-pub const SUPPLEMENT_MATERIALS: &str = "场所平面图、租赁合同";
+/// The materials a supplement request names — exact names of material kinds in the gateway's
+/// acceptance list (`config/catalog/materials.toml`: PMT and ZSZM), so the gateway can match
+/// them — and the reasons a rejection gives.
+pub const SUPPLEMENT_MATERIALS: &str = "经营场所平面图及设备布局图、住所（经营场所）使用证明";
 pub const REJECTION_REASONS: &str = "经营场所与申报不符";

@@ -5,7 +5,10 @@
 //! received (`sfjs = '1'`, `tbzt = '1'`, `jssj`), refuses rows missing a required field
 //! (`tbzt = '2'` with the reason in `tbsm`), gives accepted cases its own case numbers, and
 //! writes result rows as cases move on (承办 → 审核 → 批准 → 办结) with the decision after the
-//! configured delay and ratios, dates as `2019年06月20日` (or `20190620`).
+//! configured delay and ratios, dates as `2019年06月20日` (or `20190620`). It also picks up
+//! supplement (补正) rows from the supplement table: the case takes the round (once; a round it
+//! has is marked `重复补正`, a case not waiting for one is refused with `tbzt = '2'`) and writes
+//! its steps and decision to the result table again, from `承办`.
 //!
 //! Faults: the job does not run during a maintenance window (`behaviour.maintenance_ms` from
 //! the start) nor on a tick the behaviour's fault shares hit; pickup is slow
@@ -19,6 +22,10 @@
 //! `slbh` case number, `hjmc` step, `blzt` status (办理中, 办结, 不予许可, 补正), `blyj`
 //! opinion, `zzbh` licence number, `zzmc` licence name, `bzcl` materials to supplement,
 //! `bjrq` decision date (text), `blsj` written at, `sfjs` received by the adapter, `jssj`.
+//! Supplement table (`supplement_table`): `id bigserial`, `ywlsh`, `bzlsh` the round's serial
+//! (unique), `bzcs` round, `slbh`, `bzcl` what was asked for, `clqd` the materials (JSON array
+//! of objects with `clmc` names), and the handshake columns `sfjs`, `pch`, `tbzt`, `tbsm`,
+//! `cjsj`, `jssj`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -29,8 +36,8 @@ use serde_json::Value;
 use tokio_postgres::{Client, NoTls};
 
 use crate::core::{
-    Behaviour, Fault, Outcome, REJECTION_REASONS, SUPPLEMENT_MATERIALS, Sim, Stats, date_cn,
-    outcome_word,
+    Behaviour, Fault, Outcome, REJECTION_REASONS, Resupply, SUPPLEMENT_MATERIALS, Sim, Stats,
+    date_cn, outcome_word,
 };
 
 /// Settings of the simulated department.
@@ -43,6 +50,7 @@ pub struct Settings {
     pub schema: String,
     pub inbound_table: String,
     pub result_table: String,
+    pub supplement_table: String,
     /// The inbound table's data columns (the adapter's `mapping.request` fields).
     pub fields: Vec<String>,
     /// Fields a row must have non-empty, or it is refused.
@@ -68,6 +76,7 @@ impl Default for Settings {
             schema: "qzk".into(),
             inbound_table: "yc_sqxx".into(),
             result_table: "yc_bjxx".into(),
+            supplement_table: "yc_bzxx".into(),
             fields: [
                 "tyslbh", "sxbm", "sxmc", "dwmc", "tyshxydm", "lxr", "lxdh", "slsj",
             ]
@@ -99,8 +108,8 @@ pub struct ExchangeDbSim {
     settings: Settings,
     /// When the job started, for tests of the maintenance window.
     pub started_at: chrono::DateTime<chrono::Utc>,
-    /// The last step written per serial.
-    written: Mutex<HashMap<String, &'static str>>,
+    /// The last supplement round and step written per serial.
+    written: Mutex<HashMap<String, (u32, &'static str)>>,
 }
 
 impl ExchangeDbSim {
@@ -109,6 +118,7 @@ impl ExchangeDbSim {
             &settings.schema,
             &settings.inbound_table,
             &settings.result_table,
+            &settings.supplement_table,
         ]
         .into_iter()
         .chain(&settings.fields)
@@ -133,6 +143,13 @@ impl ExchangeDbSim {
 
     fn results(&self) -> String {
         format!("{}.{}", self.settings.schema, self.settings.result_table)
+    }
+
+    fn supplements(&self) -> String {
+        format!(
+            "{}.{}",
+            self.settings.schema, self.settings.supplement_table
+        )
     }
 
     async fn connect(&self) -> anyhow::Result<Client> {
@@ -182,10 +199,26 @@ impl ExchangeDbSim {
                      sfjs char(1) NOT NULL DEFAULT '0',
                      jssj timestamptz
                  );
-                 CREATE INDEX IF NOT EXISTS {rt}_ywlsh ON {results} (ywlsh);",
+                 CREATE INDEX IF NOT EXISTS {rt}_ywlsh ON {results} (ywlsh);
+                 CREATE TABLE IF NOT EXISTS {supplements} (
+                     id bigserial PRIMARY KEY,
+                     ywlsh varchar(64) NOT NULL,
+                     bzlsh varchar(80) NOT NULL UNIQUE,
+                     bzcs integer NOT NULL,
+                     slbh varchar(64),
+                     bzcl text,
+                     clqd text,
+                     sfjs char(1) NOT NULL DEFAULT '0',
+                     pch varchar(32),
+                     tbzt char(1) NOT NULL DEFAULT '0',
+                     tbsm varchar(500),
+                     cjsj timestamptz NOT NULL DEFAULT now(),
+                     jssj timestamptz
+                 );",
                 schema = self.settings.schema,
                 inbound = self.inbound(),
                 results = self.results(),
+                supplements = self.supplements(),
                 rt = self.settings.result_table,
             ))
             .await?;
@@ -223,7 +256,60 @@ impl ExchangeDbSim {
     /// One run of the sync job.
     pub async fn tick(&self, c: &Client) -> anyhow::Result<()> {
         self.pick_up(c).await?;
+        self.pick_up_supplements(c).await?;
         self.progress(c).await
+    }
+
+    async fn pick_up_supplements(&self, c: &Client) -> anyhow::Result<()> {
+        let rows = c
+            .query(
+                &format!(
+                    "SELECT id, ywlsh, bzlsh, bzcs, clqd FROM {} WHERE sfjs = '0' \
+                     AND cjsj <= now() - $1::bigint * interval '1 millisecond' ORDER BY id",
+                    self.supplements()
+                ),
+                &[&(self.settings.pickup_delay_ms as i64)],
+            )
+            .await?;
+        let mark = format!(
+            "UPDATE {} SET sfjs = '1', tbzt = $2, tbsm = $3, jssj = now() WHERE id = $1",
+            self.supplements()
+        );
+        for row in rows {
+            let id: i64 = row.get(0);
+            let serial: String = row.get(1);
+            let supplement_serial: String = row.get(2);
+            let round: i32 = row.get(3);
+            let supplied: Vec<String> = row
+                .get::<_, Option<String>>(4)
+                .and_then(|j| serde_json::from_str::<Vec<Value>>(&j).ok())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|m| m["clmc"].as_str().map(str::to_string))
+                .collect();
+            let round = u32::try_from(round).unwrap_or(0);
+            match self
+                .sim
+                .resupply(&serial, round, &supplement_serial, supplied)
+            {
+                Resupply::Taken(case) => {
+                    c.execute(&mark, &[&id, &"1", &"已接收"]).await?;
+                    self.write(c, &case.serial, &case.number, case.round(), "承办", None)
+                        .await?;
+                }
+                Resupply::Duplicate(_) => {
+                    c.execute(&mark, &[&id, &"1", &"重复补正，已按原补正办理"])
+                        .await?;
+                }
+                Resupply::NotWaiting(_) => {
+                    c.execute(&mark, &[&id, &"2", &"办件不在补正状态"]).await?;
+                }
+                Resupply::Unknown => {
+                    c.execute(&mark, &[&id, &"2", &"无此办件"]).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn pick_up(&self, c: &Client) -> anyhow::Result<()> {
@@ -272,7 +358,7 @@ impl ExchangeDbSim {
             match self.sim.submit(&serial, fields) {
                 Ok(case) => {
                     c.execute(&mark, &[&id, &"1", &"已接收"]).await?;
-                    self.write(c, &case.serial, &case.number, "承办", None)
+                    self.write(c, &case.serial, &case.number, 0, "承办", None)
                         .await?;
                 }
                 Err(existing) => {
@@ -296,10 +382,10 @@ impl ExchangeDbSim {
         for case in self.sim.cases() {
             let (step, outcome) = case.state(delay);
             let last = self.written.lock().unwrap().get(&case.serial).copied();
-            if last == Some(step) || last == Some("办结") {
+            if last == Some((case.round(), step)) || last == Some((case.round(), "办结")) {
                 continue;
             }
-            self.write(c, &case.serial, &case.number, step, outcome)
+            self.write(c, &case.serial, &case.number, case.round(), step, outcome)
                 .await?;
         }
         Ok(())
@@ -321,6 +407,7 @@ impl ExchangeDbSim {
         c: &Client,
         serial: &str,
         number: &str,
+        round: u32,
         step: &'static str,
         outcome: Option<Outcome>,
     ) -> anyhow::Result<()> {
@@ -363,7 +450,7 @@ impl ExchangeDbSim {
         self.written
             .lock()
             .unwrap()
-            .insert(serial.to_string(), step);
+            .insert(serial.to_string(), (round, step));
         Ok(())
     }
 }

@@ -8,7 +8,9 @@
 //!
 //! API (all `application/x-www-form-urlencoded` POSTs): `/api/token` (`appid`, `secret`,
 //! `timestamp`) → `<token>`, `<expires_in>`; `/api/submit`, `/api/query` (`<slbh>`),
-//! `/api/find` (`<ywlsh>`), each with `appid`, `timestamp` (hall time `yyyyMMddHHmmss`, within
+//! `/api/find` (`<ywlsh>`), `/api/supplement` (补正: `<slbh>`, `<bzlsh>` the round's serial,
+//! `<bzcs>` the round, `<clqd><cl><clmc>…` the materials; `业务流水号重复` for a round it has,
+//! `办件不在补正状态` when the case is not waiting for one), each with `appid`, `timestamp` (hall time `yyyyMMddHHmmss`, within
 //! five minutes), `token`, `xml` and — when a signing key is set — `sign`, the lowercase hex
 //! HMAC-SM3 of the other fields sorted by name as `name=value` joined by `&`. `GET /_sim/stats`.
 
@@ -26,8 +28,8 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 
 use crate::core::{
-    Behaviour, Fault, Outcome, REJECTION_REASONS, SUPPLEMENT_MATERIALS, Sim, SimCase, date_cn,
-    outcome_word,
+    Behaviour, Fault, Outcome, REJECTION_REASONS, Resupply, SUPPLEMENT_MATERIALS, Sim, SimCase,
+    date_cn, outcome_word,
 };
 use crate::xml;
 
@@ -123,6 +125,7 @@ impl FormXmlSim {
             .route("/api/submit", post(submit))
             .route("/api/query", post(query))
             .route("/api/find", post(find))
+            .route("/api/supplement", post(supplement))
             .route("/_sim/stats", get(stats))
             .with_state(self.clone())
     }
@@ -175,6 +178,10 @@ impl FormXmlSim {
             ("blzt", outcome.map_or("办理中", outcome_word).into()),
             ("slsj", received),
         ];
+        if let Some(taken) = &case.supplement {
+            fields.push(("bzlsh", taken.serial.clone()));
+            fields.push(("bzcs", taken.round.to_string()));
+        }
         match outcome {
             Some(Outcome::Approved) => {
                 fields.push(("wsbh", case.licence_number()));
@@ -226,10 +233,7 @@ impl FormXmlSim {
 
     /// The checks every business call passes, in the real system's order; the request's
     /// leaves, or the refusal.
-    fn check(
-        &self,
-        form: &HashMap<String, String>,
-    ) -> Result<BTreeMap<String, String>, Box<Response>> {
+    fn check(&self, form: &HashMap<String, String>) -> Result<xml::Parsed, Box<Response>> {
         let fresh = form
             .get("timestamp")
             .and_then(|t| chrono::NaiveDateTime::parse_from_str(t, "%Y%m%d%H%M%S").ok())
@@ -284,7 +288,30 @@ impl FormXmlSim {
                 "",
             )));
         }
-        Ok(parsed.leaves)
+        Ok(parsed)
+    }
+
+    /// Takes a supplement round for a case.
+    fn take_supplement(&self, request: xml::Parsed) -> Response {
+        let leaf = |k: &str| request.leaves.get(k).map_or("", |v| v.trim());
+        for required in ["slbh", "bzlsh"] {
+            if leaf(required).is_empty() {
+                return self.reply("301", &format!("缺少必填项 {required}"), "");
+            }
+        }
+        let Some(round) = leaf("bzcs").parse::<u32>().ok().filter(|r| *r > 0) else {
+            return self.reply("302", "补正次数格式错误", "");
+        };
+        let supplied = request.lists.get("clmc").cloned().unwrap_or_default();
+        match self
+            .sim
+            .resupply(leaf("slbh"), round, leaf("bzlsh"), supplied)
+        {
+            Resupply::Taken(case) => self.reply("000", "请求成功", &self.data(&case)),
+            Resupply::Duplicate(_) => self.reply("201", "业务流水号重复", ""),
+            Resupply::NotWaiting(_) => self.reply("303", "办件不在补正状态", ""),
+            Resupply::Unknown => self.reply("404", "记录不存在", ""),
+        }
     }
 
     fn accept(&self, fields: BTreeMap<String, String>) -> Response {
@@ -335,7 +362,7 @@ async fn submit(State(s): Shared, Form(form): Fields) -> Response {
         // The submission is taken; its answer is what hangs.
         Some(Fault::Hang(d)) => {
             let answer = match s.check(&form) {
-                Ok(fields) => s.accept(fields),
+                Ok(request) => s.accept(request.leaves),
                 Err(refusal) => *refusal,
             };
             tokio::time::sleep(d).await;
@@ -343,7 +370,7 @@ async fn submit(State(s): Shared, Form(form): Fields) -> Response {
         }
         Some(fault) => s.fault(fault).await.expect("not a hang"),
         None => match s.check(&form) {
-            Ok(fields) => s.accept(fields),
+            Ok(request) => s.accept(request.leaves),
             Err(refusal) => *refusal,
         },
     }
@@ -356,7 +383,7 @@ async fn query(State(s): Shared, Form(form): Fields) -> Response {
         return r;
     }
     let fields = match s.check(&form) {
-        Ok(f) => f,
+        Ok(request) => request.leaves,
         Err(refusal) => return *refusal,
     };
     match fields.get("slbh").and_then(|n| s.sim.by_number(n)) {
@@ -372,12 +399,31 @@ async fn find(State(s): Shared, Form(form): Fields) -> Response {
         return r;
     }
     let fields = match s.check(&form) {
-        Ok(f) => f,
+        Ok(request) => request.leaves,
         Err(refusal) => return *refusal,
     };
     match fields.get("ywlsh").and_then(|n| s.sim.by_serial(n)) {
         Some(case) => s.reply("000", "请求成功", &s.data(&case)),
         None => s.reply("404", "记录不存在", ""),
+    }
+}
+
+async fn supplement(State(s): Shared, Form(form): Fields) -> Response {
+    match s.sim.request() {
+        // The supplement is taken; its answer is what hangs.
+        Some(Fault::Hang(d)) => {
+            let answer = match s.check(&form) {
+                Ok(request) => s.take_supplement(request),
+                Err(refusal) => *refusal,
+            };
+            tokio::time::sleep(d).await;
+            answer
+        }
+        Some(fault) => s.fault(fault).await.expect("not a hang"),
+        None => match s.check(&form) {
+            Ok(request) => s.take_supplement(request),
+            Err(refusal) => *refusal,
+        },
     }
 }
 

@@ -7,7 +7,9 @@
 //!
 //! API: `POST /oauth/token` `{client_id, client_secret}` → `{access_token, expires_in}`;
 //! `POST /api/v1/cases` (fields, `ywlsh` = our task id); `GET /api/v1/cases/{slbh}`;
-//! `GET /api/v1/cases?ywlsh=…`; `GET /_sim/stats`.
+//! `GET /api/v1/cases?ywlsh=…`; `POST /api/v1/cases/{slbh}/supplements` (补正: `bzlsh` the
+//! round's serial, `bzcs` the round, `clqd` the materials; `E409` for a round it has, `E422`
+//! when the case is not waiting for a supplement); `GET /_sim/stats`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -23,8 +25,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::core::{
-    Behaviour, Fault, Outcome, REJECTION_REASONS, SUPPLEMENT_MATERIALS, Sim, SimCase, date_cn,
-    outcome_word,
+    Behaviour, Fault, Outcome, REJECTION_REASONS, Resupply, SUPPLEMENT_MATERIALS, Sim, SimCase,
+    date_cn, outcome_word,
 };
 
 /// Settings of the simulated system.
@@ -78,6 +80,7 @@ impl HttpJsonSim {
             .route("/oauth/token", post(token))
             .route("/api/v1/cases", post(submit).get(find))
             .route("/api/v1/cases/{number}", get(query))
+            .route("/api/v1/cases/{number}/supplements", post(supplement))
             .route("/_sim/stats", get(stats))
             .with_state(self.clone())
     }
@@ -96,6 +99,10 @@ impl HttpJsonSim {
             "zt": outcome.map_or("办理中", outcome_word),
             "slsj": date_cn(case.received_at),
         });
+        if let Some(taken) = &case.supplement {
+            data["bzlsh"] = json!(taken.serial);
+            data["bzcs"] = json!(taken.round);
+        }
         match outcome {
             Some(Outcome::Approved) => {
                 data["zzbh"] = json!(case.licence_number());
@@ -199,26 +206,81 @@ async fn submit(
     let serial = fields["ywlsh"].clone();
     match s.sim.submit(&serial, fields) {
         Ok(case) => {
-            if let Some(url) = s.settings.callback_url.clone() {
-                let s2 = s.clone();
-                let serial = case.serial.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(s2.sim.decision_delay()).await;
-                    if s2.sim.random() < s2.settings.behaviour.drop_callback {
-                        s2.sim.count_callback(false);
-                        return;
-                    }
-                    let Some(case) = s2.sim.by_serial(&serial) else {
-                        return;
-                    };
-                    let body = json!({"code": "0", "data": s2.data(&case)});
-                    let sent = s2.client.post(&url).json(&body).send().await.is_ok();
-                    s2.sim.count_callback(sent);
-                });
-            }
+            s.call_back(&case.serial);
             Json(json!({"code": "0", "msg": "受理成功", "data": s.data(&case)})).into_response()
         }
         Err(_) => error("E409", "业务流水号已存在"),
+    }
+}
+
+impl HttpJsonSim {
+    /// Pushes the case's decision to the callback URL once it is taken, unless dropped.
+    fn call_back(self: &Arc<Self>, serial: &str) {
+        let Some(url) = self.settings.callback_url.clone() else {
+            return;
+        };
+        let s = self.clone();
+        let serial = serial.to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(s.sim.decision_delay()).await;
+            if s.sim.random() < s.settings.behaviour.drop_callback {
+                s.sim.count_callback(false);
+                return;
+            }
+            let Some(case) = s.sim.by_serial(&serial) else {
+                return;
+            };
+            let body = json!({"code": "0", "data": s.data(&case)});
+            let sent = s.client.post(&url).json(&body).send().await.is_ok();
+            s.sim.count_callback(sent);
+        });
+    }
+}
+
+async fn supplement(
+    State(s): State<Arc<HttpJsonSim>>,
+    headers: HeaderMap,
+    Path(number): Path<String>,
+    Json(body): Json<Value>,
+) -> Response {
+    if let Some(fault) = s.fault().await {
+        return fault;
+    }
+    if !s.authorised(&headers) {
+        return error("E401", "令牌无效或已过期");
+    }
+    let serial = body["bzlsh"]
+        .as_str()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    if serial.is_empty() {
+        return error("E400", "缺少必填项 bzlsh");
+    }
+    let Some(round) = body["bzcs"].as_u64().filter(|r| *r > 0) else {
+        return error("E400", "补正次数 bzcs 应为正整数");
+    };
+    let supplied: Vec<String> = body["clqd"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter_map(|m| m["clmc"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    match s.sim.resupply(&number, round as u32, &serial, supplied) {
+        Resupply::Taken(case) => {
+            s.call_back(&case.serial);
+            Json(json!({"code": "0", "msg": "补正材料已接收", "data": s.data(&case)}))
+                .into_response()
+        }
+        Resupply::Duplicate(_) => error("E409", "补正流水号已存在"),
+        Resupply::NotWaiting(_) => error("E422", "办件不在补正状态"),
+        Resupply::Unknown => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"code": "E404", "msg": "无此办件"})),
+        )
+            .into_response(),
     }
 }
 

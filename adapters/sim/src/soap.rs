@@ -7,7 +7,10 @@
 //! is lost on its way back.
 //!
 //! API: `POST <path>` with operations `SubmitCase` (fields, `ywlsh` = our task id),
-//! `QueryCase` (`slbh`), `FindCaseBySerial` (`ywlsh`) in the configured namespace, answered as
+//! `QueryCase` (`slbh`), `FindCaseBySerial` (`ywlsh`), `SupplementCase` (补正: `slbh`, `bzlsh`
+//! the round's serial, `bzcs` the round, `<clqd><cl><clmc>…` the materials; a `Client` fault
+//! `补正流水号 … 已存在` for a round it has, `办件不在补正状态` when the case is not waiting for
+//! one) in the configured namespace, answered as
 //! `<{op}Response><return>…</return></{op}Response>`; `SOAPAction: "<namespace>/<op>"`.
 //! `GET /_sim/stats`.
 
@@ -23,8 +26,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use crate::core::{
-    Behaviour, Fault, Outcome, REJECTION_REASONS, SUPPLEMENT_MATERIALS, Sim, SimCase, date_cn,
-    outcome_word,
+    Behaviour, Fault, Outcome, REJECTION_REASONS, Resupply, SUPPLEMENT_MATERIALS, Sim, SimCase,
+    date_cn, outcome_word,
 };
 use crate::xml;
 
@@ -134,6 +137,10 @@ impl SoapSim {
             ("zt", outcome.map_or("办理中", outcome_word).into()),
             ("slsj", date_cn(case.received_at)),
         ];
+        if let Some(taken) = &case.supplement {
+            fields.push(("bzlsh", taken.serial.clone()));
+            fields.push(("bzcs", taken.round.to_string()));
+        }
         match outcome {
             Some(Outcome::Approved) => {
                 fields.push(("zzbh", case.licence_number()));
@@ -152,7 +159,7 @@ impl SoapSim {
         &self,
         headers: &HeaderMap,
         body: &[u8],
-    ) -> Result<(String, BTreeMap<String, String>), Box<Response>> {
+    ) -> Result<(String, xml::Parsed), Box<Response>> {
         let content_type = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -185,10 +192,11 @@ impl SoapSim {
                 &format!("SOAPAction {action:?} 与请求操作 {operation} 不符"),
             )));
         }
-        Ok((operation, parsed.leaves))
+        Ok((operation, parsed))
     }
 
-    fn dispatch(&self, operation: &str, params: BTreeMap<String, String>) -> Response {
+    fn dispatch(&self, operation: &str, request: xml::Parsed) -> Response {
+        let params: BTreeMap<String, String> = request.leaves;
         match operation {
             "SubmitCase" => {
                 for required in &self.settings.required {
@@ -215,13 +223,34 @@ impl SoapSim {
                 Some(case) => self.answer(operation, &self.data(&case)),
                 None => Self::fault("Client", "无此办件"),
             },
+            "SupplementCase" => {
+                let param = |k: &str| params.get(k).map_or("", |v| v.trim());
+                for required in ["slbh", "bzlsh"] {
+                    if param(required).is_empty() {
+                        return Self::fault("Client", &format!("缺少必填项 {required}"));
+                    }
+                }
+                let Some(round) = param("bzcs").parse::<u32>().ok().filter(|r| *r > 0) else {
+                    return Self::fault("Client", "补正次数格式错误");
+                };
+                let supplied = request.lists.get("clmc").cloned().unwrap_or_default();
+                let serial = param("bzlsh");
+                match self.sim.resupply(param("slbh"), round, serial, supplied) {
+                    Resupply::Taken(case) => self.answer(operation, &self.data(&case)),
+                    Resupply::Duplicate(_) => {
+                        Self::fault("Client", &format!("补正流水号 {serial} 已存在"))
+                    }
+                    Resupply::NotWaiting(_) => Self::fault("Client", "办件不在补正状态"),
+                    Resupply::Unknown => Self::fault("Client", "无此办件"),
+                }
+            }
             other => Self::fault("Client", &format!("未知操作 {other}")),
         }
     }
 
     fn handle(&self, headers: &HeaderMap, body: &[u8]) -> Response {
         match self.read(headers, body) {
-            Ok((operation, params)) => self.dispatch(&operation, params),
+            Ok((operation, request)) => self.dispatch(&operation, request),
             Err(refusal) => *refusal,
         }
     }

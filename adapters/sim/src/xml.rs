@@ -7,11 +7,13 @@ use std::collections::BTreeMap;
 use quick_xml::Reader;
 use quick_xml::events::Event;
 
-/// A request read: every element's local name in document order, and leaf name → text.
+/// A request read: every element's local name in document order, leaf name → text (the last,
+/// when a name comes again), and leaf name → every text in order (for lists).
 #[derive(Debug, Default)]
 pub struct Parsed {
     pub elements: Vec<String>,
     pub leaves: BTreeMap<String, String>,
+    pub lists: BTreeMap<String, Vec<String>>,
 }
 
 impl Parsed {
@@ -44,6 +46,11 @@ pub fn parse(xml: &str) -> Result<Parsed, String> {
                 }
                 let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
                 parsed.elements.push(name.clone());
+                parsed
+                    .lists
+                    .entry(name.clone())
+                    .or_default()
+                    .push(String::new());
                 parsed.leaves.insert(name, String::new());
             }
             Event::Text(t) => {
@@ -73,7 +80,13 @@ pub fn parse(xml: &str) -> Result<Parsed, String> {
             Event::End(_) => {
                 let (name, children, text) = open.pop().ok_or("unbalanced end tag")?;
                 if !children {
-                    parsed.leaves.insert(name, text.trim().to_string());
+                    let text = text.trim().to_string();
+                    parsed
+                        .lists
+                        .entry(name.clone())
+                        .or_default()
+                        .push(text.clone());
+                    parsed.leaves.insert(name, text);
                 }
             }
             Event::Eof => break,
@@ -117,6 +130,9 @@ mod tests {
         assert_eq!(p.after("Body"), Some("SubmitCase"));
         assert_eq!(p.leaves["sqrmc"], "老马家<餐饮> & 小吃");
         assert_eq!(p.leaves["bz"], "");
+        let p =
+            parse("<r><clqd><cl><clmc>甲</clmc></cl><cl><clmc>乙</clmc></cl></clqd></r>").unwrap();
+        assert_eq!(p.lists["clmc"], ["甲", "乙"]);
         assert!(parse("<a><b></a>").is_err() && parse("系统").is_err());
         assert_eq!(
             elements([("m", "<&>")]),

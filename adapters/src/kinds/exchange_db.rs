@@ -14,6 +14,18 @@
 //!   `mapping.result` names them). The adapter reads every row of a task, oldest first, later
 //!   values overriding earlier ones, and once what they said is published sets their received
 //!   flag `sfjs` to `1` and `jssj` to now (the acknowledgement).
+//! - **supplement table** (default `yc_bzxx`): a supplement (补正) round is one row, keyed on
+//!   its serial `bzlsh` = `<task id>-S<round>` (`INSERT … ON CONFLICT DO NOTHING`, so a round
+//!   handed over twice is one row), with the task id `ywlsh`, the round `bzcs` (integer), the
+//!   department's case number `slbh`, what it asked for `bzcl` (joined with `、`), the
+//!   materials handed in `clqd` (a JSON array of `{clbm, clmc, clxs, fs, wjdz, wjzy, wjdx}`:
+//!   code, name, form, copies, file URI, SHA-256, bytes), and the inbound table's handshake
+//!   columns (`sfjs`, `pch`, `tbzt`, `tbsm`, `cjsj`, `jssj`; `tbzt = '2'` refuses the round).
+//!   The department's job takes it and writes the case's steps and decision to the result
+//!   table again. While polling round N the adapter reads only the result rows after the
+//!   department's N-th supplement request (rows whose `mapping.result.status` is one of
+//!   `mapping.result.supplement`; consecutive ones count once), so the old `补正` row is not
+//!   read again as the decision of the round.
 //!
 //! The connection is opened on first use and again after any failure; a connection problem is
 //! transient. Every statement waits on the department's gate first.
@@ -23,7 +35,10 @@
 //! written to the stage column), and the column names `serial_column` (`ywlsh`),
 //! `stage_column` (`hjdm`), `version_column` (`bbh`), `received_column` (`sfjs`),
 //! `batch_column` (`pch`), `sync_column` (`tbzt`), `sync_note_column` (`tbsm`),
-//! `created_column` (`cjsj`), `received_at_column` (`jssj`), `result_id_column` (`id`).
+//! `created_column` (`cjsj`), `received_at_column` (`jssj`), `result_id_column` (`id`); for
+//! supplements `supplement_table` (`yc_bzxx`), `supplement_serial_column` (`bzlsh`),
+//! `round_column` (`bzcs`), `case_number_column` (`slbh`), `requested_column` (`bzcl`),
+//! `materials_column` (`clqd`).
 //! Endpoint: a `postgres://user@host:port/database` URL without a password; the password is
 //! `credentials.password` (`{ env: VAR }` or `{ file: PATH }`), optional for trust/peer setups.
 
@@ -38,7 +53,8 @@ use tracing::{debug, info, warn};
 
 use super::Kind;
 use crate::config::DepartmentConfig;
-use crate::system::{Answer, DepartmentSystem, Failure, Gate, Task};
+use crate::system::{Answer, DepartmentSystem, Failure, Gate, Task, supplement_serial, supplied};
+use yichuang::proto::v1::SupplementDelivery;
 
 pub const KIND: Kind = Kind {
     name: "exchange-db",
@@ -62,6 +78,12 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("created_column", "cjsj"),
     ("received_at_column", "jssj"),
     ("result_id_column", "id"),
+    ("supplement_table", "yc_bzxx"),
+    ("supplement_serial_column", "bzlsh"),
+    ("round_column", "bzcs"),
+    ("case_number_column", "slbh"),
+    ("requested_column", "bzcl"),
+    ("materials_column", "clqd"),
 ];
 
 /// Answer key carrying the highest result row id read that was not yet acknowledged.
@@ -88,9 +110,12 @@ struct Sql {
     inbound: String,
     results: String,
     ack: String,
+    supplement: String,
+    supplement_state: String,
     /// Where, for messages.
     inbound_table: String,
     result_table: String,
+    supplement_table: String,
 }
 
 fn build(config: &DepartmentConfig, gate: Gate) -> Result<Arc<dyn DepartmentSystem>, String> {
@@ -182,6 +207,7 @@ fn build(config: &DepartmentConfig, gate: Gate) -> Result<Arc<dyn DepartmentSyst
     let schema = opt("schema");
     let inbound_table = format!("{schema}.{}", opt("inbound_table"));
     let result_table = format!("{schema}.{}", opt("result_table"));
+    let supplement_table = format!("{schema}.{}", opt("supplement_table"));
     let (serial, stage, version) = (
         opt("serial_column"),
         opt("stage_column"),
@@ -234,14 +260,38 @@ fn build(config: &DepartmentConfig, gate: Gate) -> Result<Arc<dyn DepartmentSyst
             "UPDATE {result_table} SET {received} = '1', {received_at} = now() \
              WHERE {serial} = $1 AND {id} <= $2 AND coalesce({received}::text, '0') <> '1'"
         ),
+        supplement: format!(
+            "INSERT INTO {supplement_table} ({serial}, {supplement_serial}, {round}, {case_number}, \
+             {requested}, {materials}, {received}, {batch}, {sync}, {created}) \
+             VALUES ($1, $2, $3, $4, $5, $6, '0', $7, '0', now()) \
+             ON CONFLICT ({supplement_serial}) DO NOTHING",
+            supplement_serial = opt("supplement_serial_column"),
+            round = opt("round_column"),
+            case_number = opt("case_number_column"),
+            requested = opt("requested_column"),
+            materials = opt("materials_column"),
+            batch = opt("batch_column"),
+            sync = opt("sync_column"),
+            created = opt("created_column"),
+        ),
+        supplement_state: format!(
+            "SELECT {sync}::text, {note}::text FROM {supplement_table} WHERE {supplement_serial} = $1",
+            sync = opt("sync_column"),
+            note = opt("sync_note_column"),
+            supplement_serial = opt("supplement_serial_column"),
+        ),
         inbound_table,
         result_table,
+        supplement_table,
     };
     debug!(department = %config.department, insert = %sql.insert, "exchange-db statements");
     Ok(Arc::new(ExchangeDb {
         pg,
         sql,
         stage: opt("stage"),
+        status_column: config.mapping.result.status.clone(),
+        supplement_statuses: config.mapping.result.supplement.clone(),
+        material_names: config.material_names.clone(),
         client: Mutex::new(None),
         gate,
     }))
@@ -251,6 +301,12 @@ struct ExchangeDb {
     pg: tokio_postgres::Config,
     sql: Sql,
     stage: String,
+    /// The result column with the status, and the statuses that ask for a supplement: the
+    /// result rows of a supplement round start after the department's request for it.
+    status_column: Option<String>,
+    supplement_statuses: Vec<String>,
+    /// Material code → name, for supplements.
+    material_names: std::collections::BTreeMap<String, String>,
     client: Mutex<Option<Arc<Client>>>,
     gate: Gate,
 }
@@ -274,6 +330,35 @@ fn classify(what: &str, e: &tokio_postgres::Error) -> Failure {
         }
         None => Failure::transient(format!("{what}: {e}")),
     }
+}
+
+/// Where the result rows of supplement round `round` start: after the department's `round`-th
+/// supplement request among `statuses` (each row's status, `None` for a row without one). A
+/// request written on several rows in a row counts once, and rows without a status right after
+/// it belong to it. Round 0 starts at the first row; a round the department has not asked for
+/// has no rows (rather than the rows of another round).
+fn round_start(statuses: &[Option<String>], supplement: &[String], round: i32) -> usize {
+    if round <= 0 {
+        return 0;
+    }
+    let (mut requests, mut asking, mut start) = (0, false, None);
+    for (i, status) in statuses.iter().enumerate() {
+        let Some(status) = status.as_deref().map(str::trim).filter(|s| !s.is_empty()) else {
+            if asking && requests == round {
+                start = Some(i + 1);
+            }
+            continue;
+        };
+        let is_request = supplement.iter().any(|v| v == status);
+        if is_request && !asking {
+            requests += 1;
+        }
+        asking = is_request;
+        if is_request && requests == round {
+            start = Some(i + 1);
+        }
+    }
+    start.unwrap_or(statuses.len())
 }
 
 /// One result row, as JSON, flattened into text values.
@@ -342,7 +427,8 @@ impl ExchangeDb {
     }
 
     /// What the department's tables say about a task, or `None` when it has no inbound row
-    /// and no result row.
+    /// and no result row. For a supplement round: only the result rows of that round, and a
+    /// refusal of the round's row is the task's failure.
     async fn state(&self, task: &Task) -> Result<Option<Answer>, Failure> {
         let client = self.client().await?;
         self.gate.permit().await;
@@ -365,6 +451,30 @@ impl ExchangeDb {
                 )));
             }
         }
+        let round = task.round();
+        if round > 0 {
+            let serial = supplement_serial(task.id(), round);
+            self.gate.permit().await;
+            let row = match client
+                .query_opt(&self.sql.supplement_state, &[&serial])
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => return Err(self.failed("reading the supplement table", e).await),
+            };
+            if let Some(row) = row {
+                let sync: Option<String> = row.get(0);
+                if sync.as_deref().map(str::trim) == Some("2") {
+                    let note: Option<String> = row.get(1);
+                    return Err(Failure::permanent(format!(
+                        "the department refused supplement {serial} in {}: {}",
+                        self.sql.supplement_table,
+                        note.filter(|n| !n.trim().is_empty())
+                            .unwrap_or_else(|| "no reason given".into())
+                    )));
+                }
+            }
+        }
         self.gate.permit().await;
         let rows = match client.query(&self.sql.results, &[&task.id()]).await {
             Ok(r) => r,
@@ -373,15 +483,29 @@ impl ExchangeDb {
         if inbound.is_none() && rows.is_empty() {
             return Ok(None);
         }
-        let mut answer = Answer::new();
+        let mut parsed: Vec<Answer> = Vec::with_capacity(rows.len());
         let mut unacknowledged: Option<i64> = None;
         for row in &rows {
-            flatten_row(row.get(0), &mut answer);
+            let mut one = Answer::new();
+            flatten_row(row.get(0), &mut one);
+            parsed.push(one);
             let id: i64 = row.get(1);
             let received: String = row.get(2);
             if received.trim() != "1" {
                 unacknowledged = Some(id);
             }
+        }
+        let start = match &self.status_column {
+            Some(column) => {
+                let statuses: Vec<Option<String>> =
+                    parsed.iter().map(|r| r.get(column).cloned()).collect();
+                round_start(&statuses, &self.supplement_statuses, round)
+            }
+            None => 0,
+        };
+        let mut answer = Answer::new();
+        for one in parsed.into_iter().skip(start) {
+            answer.extend(one);
         }
         if let Some(id) = unacknowledged {
             answer.insert(ACK_KEY.into(), id.to_string());
@@ -435,6 +559,49 @@ impl DepartmentSystem for ExchangeDb {
 
     async fn find(&self, task: &Task) -> Result<Option<Answer>, Failure> {
         self.state(task).await
+    }
+
+    async fn resupply(
+        &self,
+        task: &Task,
+        department_case_number: &str,
+        supplement: &SupplementDelivery,
+    ) -> Result<Answer, Failure> {
+        let client = self.client().await?;
+        let batch = format!(
+            "{}{}",
+            (chrono::Utc::now() + chrono::Duration::hours(8)).format("%Y%m%d%H%M%S"),
+            &uuid::Uuid::new_v4().simple().to_string()[..6]
+        );
+        let id = task.id().to_string();
+        let serial = supplement_serial(&id, supplement.round);
+        let case_number = department_case_number.to_string();
+        let requested = supplement.requested.join("、");
+        let materials = Value::Array(
+            supplied(supplement, &self.material_names)
+                .iter()
+                .map(|m| m.legacy_json())
+                .collect(),
+        )
+        .to_string();
+        let params: [&(dyn ToSql + Sync); 7] = [
+            &id,
+            &serial,
+            &supplement.round,
+            &case_number,
+            &requested,
+            &materials,
+            &batch,
+        ];
+        self.gate.permit().await;
+        match client.execute(&self.sql.supplement, &params).await {
+            Ok(0) => debug!(serial = %serial, "the supplement row was already there"),
+            Ok(_) => {}
+            Err(e) => return Err(self.failed("inserting into the supplement table", e).await),
+        }
+        // The department's job takes the row and writes the case's steps again; polling reads
+        // them.
+        Ok(Answer::new())
     }
 
     async fn acknowledge(&self, task: &Task, answer: &Answer) -> Result<(), Failure> {
@@ -528,6 +695,31 @@ mod tests {
             .request
             .insert("sfjs".into(), crate::mapping::Template::parse("x").unwrap());
         assert!(built(&c).unwrap_err().contains("handshake"));
+    }
+
+    #[test]
+    fn a_rounds_rows_start_after_the_departments_request_for_it() {
+        let s = |v: &[&str]| -> Vec<Option<String>> {
+            v.iter()
+                .map(|s| (!s.is_empty()).then(|| s.to_string()))
+                .collect()
+        };
+        let supplement = vec!["补正".to_string()];
+        let rows = s(&["办理中", "办理中", "补正", "补正", "办理中", "办结"]);
+        assert_eq!(round_start(&rows, &supplement, 0), 0);
+        // The request written twice counts once: round 1 starts after both.
+        assert_eq!(round_start(&rows, &supplement, 1), 4);
+        // Not asked for a second time: no rows of its own, never the first round's.
+        assert_eq!(round_start(&rows, &supplement, 2), 6);
+        let rows = s(&["办理中", "补正", "办理中", "", "补正", "", "办理中"]);
+        assert_eq!(round_start(&rows, &supplement, 1), 2);
+        assert_eq!(round_start(&rows, &supplement, 2), 6);
+        // Before the department took the round's row, round 1 has no rows of its own yet.
+        assert_eq!(round_start(&s(&["办理中", "补正"]), &supplement, 1), 2);
+        assert_eq!(
+            round_start(&s(&["补正", "", "补正", "办结"]), &supplement, 1),
+            3
+        );
     }
 
     #[test]

@@ -21,7 +21,18 @@
 //! `appid=…&timestamp=…&token=…&xml=<Request>…</Request>`. The token request is not signed: it
 //! is authenticated by the secret it carries.
 //!
+//! # Supplements
+//!
+//! A supplement (补正) round is one more business call, to `supplement_path`, signed like the
+//! others: `<Request>` with the department's case number (`case_number_field`), our task id
+//! (`serial_field`), the round's serial `<task id>-S<round>` (`supplement_serial_field`),
+//! `<bzcs>` the round, `<bzcl>` what the department asked for (joined with `、`) and
+//! `<clqd>` with one `<cl>` per material handed in: `<clbm>` code, `<clmc>` name, `<clxs>`
+//! 原件|复印件|电子件, `<fs>` copies, `<wjdz>` file URI, `<wjzy>` SHA-256. A `duplicate_texts`
+//! answer means the round is there already: success.
+//!
 //! Options: `token_path`, `submit_path`, `query_path`, `find_path` (required);
+//! `supplement_path` (default `/api/supplement`), `supplement_serial_field` (default `bzlsh`);
 //! `request_root` (root element of the request XML, default `Request`); `serial_field` (the
 //! element carrying our task id to `find_path`, default `ywlsh`); `case_number_field` (the
 //! element carrying the department's case number to `query_path`, default
@@ -41,7 +52,8 @@ use tokio::sync::Mutex;
 
 use super::{Kind, xml};
 use crate::config::DepartmentConfig;
-use crate::system::{Answer, DepartmentSystem, Failure, Gate, Task};
+use crate::system::{Answer, DepartmentSystem, Failure, Gate, Task, supplement_serial, supplied};
+use yichuang::proto::v1::SupplementDelivery;
 
 pub const KIND: Kind = Kind {
     name: "form-xml",
@@ -54,6 +66,8 @@ const OPTIONS: &[&str] = &[
     "submit_path",
     "query_path",
     "find_path",
+    "supplement_path",
+    "supplement_serial_field",
     "request_root",
     "serial_field",
     "case_number_field",
@@ -104,9 +118,11 @@ fn build(config: &DepartmentConfig, gate: Gate) -> Result<Arc<dyn DepartmentSyst
         .ok_or("kind form-xml needs options.case_number_field or mapping.result.case_number")?;
     let request_root = text("request_root", "Request");
     let serial_field = text("serial_field", "ywlsh");
+    let supplement_serial_field = text("supplement_serial_field", "bzlsh");
     for (what, name) in [
         ("options.request_root", &request_root),
         ("options.serial_field", &serial_field),
+        ("options.supplement_serial_field", &supplement_serial_field),
         ("options.case_number_field", &case_number_field),
     ]
     .into_iter()
@@ -134,8 +150,10 @@ fn build(config: &DepartmentConfig, gate: Gate) -> Result<Arc<dyn DepartmentSyst
         submit_path: o["submit_path"].clone(),
         query_path: o["query_path"].clone(),
         find_path: o["find_path"].clone(),
+        supplement_path: text("supplement_path", "/api/supplement"),
         request_root,
         serial_field,
+        supplement_serial_field,
         case_number_field,
         message_field: text("message_field", "rtnMsg"),
         ok: texts("ok_texts", "请求成功"),
@@ -144,6 +162,7 @@ fn build(config: &DepartmentConfig, gate: Gate) -> Result<Arc<dyn DepartmentSyst
         not_found: texts("not_found_texts", "记录不存在"),
         transient: texts("transient_texts", "系统繁忙,时间戳无效"),
         token: Mutex::new(None),
+        material_names: config.material_names.clone(),
         gate,
     }))
 }
@@ -159,8 +178,11 @@ struct FormXml {
     submit_path: String,
     query_path: String,
     find_path: String,
+    supplement_path: String,
     request_root: String,
     serial_field: String,
+    /// The element carrying a supplement round's serial.
+    supplement_serial_field: String,
     case_number_field: String,
     message_field: String,
     ok: Vec<String>,
@@ -170,6 +192,8 @@ struct FormXml {
     transient: Vec<String>,
     /// The current token and when to stop using it; one fetch at a time.
     token: Mutex<Option<(String, Instant)>>,
+    /// Material code → name, for supplements.
+    material_names: std::collections::BTreeMap<String, String>,
     gate: Gate,
 }
 
@@ -363,10 +387,20 @@ impl FormXml {
 
     /// `<Request><name>value</name>…</Request>`, escaped.
     fn request<'a>(&self, fields: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+        self.request_with(fields, "")
+    }
+
+    /// A request with `more` (XML already written) after the fields.
+    fn request_with<'a>(
+        &self,
+        fields: impl IntoIterator<Item = (&'a str, &'a str)>,
+        more: &str,
+    ) -> String {
         let mut out = format!("<{}>", self.request_root);
         for (name, value) in fields {
             xml::element(&mut out, name, value);
         }
+        out.push_str(more);
         out.push_str(&format!("</{}>", self.request_root));
         out
     }
@@ -397,6 +431,36 @@ impl DepartmentSystem for FormXml {
             Reply::Duplicate => Err(Failure::transient(
                 "a query answered as a duplicate submission",
             )),
+        }
+    }
+
+    async fn resupply(
+        &self,
+        task: &Task,
+        department_case_number: &str,
+        supplement: &SupplementDelivery,
+    ) -> Result<Answer, Failure> {
+        let serial = supplement_serial(task.id(), supplement.round);
+        let round = supplement.round.to_string();
+        let requested = supplement.requested.join("、");
+        let materials = xml::materials(&supplied(supplement, &self.material_names));
+        let body = self.request_with(
+            [
+                (self.case_number_field.as_str(), department_case_number),
+                (self.serial_field.as_str(), task.id()),
+                (self.supplement_serial_field.as_str(), serial.as_str()),
+                ("bzcs", round.as_str()),
+                ("bzcl", requested.as_str()),
+            ],
+            &materials,
+        );
+        match self.call(&self.supplement_path, &body).await? {
+            Reply::Ok(answer) => Ok(answer),
+            // Handed over before (the answer was lost): the case goes on, polling reads it.
+            Reply::Duplicate => Ok(Answer::new()),
+            Reply::NotFound(message) => Err(Failure::permanent(format!(
+                "the department system does not know its case {department_case_number}: {message}"
+            ))),
         }
     }
 

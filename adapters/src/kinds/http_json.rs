@@ -4,10 +4,18 @@
 //! objects `{"code": "0", "msg": "...", "data": {...}}`; `data` is flattened into the answer
 //! the department's result mapping reads.
 //!
+//! A supplement (补正) round is a JSON POST to `supplement_path` about the department's case:
+//! `{"ywlsh": task id, "slbh": its case number, "bzlsh": "<task id>-S<round>", "bzcs": round,
+//! "bzcl": "what it asked for, joined with 、", "clqd": [{"clbm": code, "clmc": name, "clxs":
+//! 原件|复印件|电子件, "fs": copies, "wjdz": file URI, "wjzy": SHA-256, "wjdx": bytes}]}`. A
+//! duplicate code (or 409) means the round's serial `bzlsh` is there already: success.
+//!
 //! Options: `token_path`, `submit_path`, `query_path` (with `{department_case_number}`),
-//! `find_path` (with `{task_id}`), `ok_code` (default `0`), `token_invalid_codes`
-//! (comma-separated body codes meaning the token is stale), `duplicate_codes` (body codes
-//! meaning the serial number is already there). Credentials: `client_id`, `client_secret`.
+//! `find_path` (with `{task_id}`), `supplement_path` (with `{department_case_number}` and
+//! `{task_id}`, default `/api/v1/cases/{department_case_number}/supplements`), `ok_code`
+//! (default `0`), `token_invalid_codes` (comma-separated body codes meaning the token is stale),
+//! `duplicate_codes` (body codes meaning the serial number is already there). Credentials:
+//! `client_id`, `client_secret`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,7 +26,8 @@ use tokio::sync::Mutex;
 
 use super::Kind;
 use crate::config::DepartmentConfig;
-use crate::system::{Answer, DepartmentSystem, Failure, Gate, Task};
+use crate::system::{Answer, DepartmentSystem, Failure, Gate, Task, supplement_serial, supplied};
+use yichuang::proto::v1::SupplementDelivery;
 
 pub const KIND: Kind = Kind {
     name: "http-json",
@@ -31,6 +40,7 @@ const OPTIONS: &[&str] = &[
     "submit_path",
     "query_path",
     "find_path",
+    "supplement_path",
     "ok_code",
     "token_invalid_codes",
     "duplicate_codes",
@@ -73,13 +83,21 @@ fn build(config: &DepartmentConfig, gate: Gate) -> Result<Arc<dyn DepartmentSyst
         submit_path: o["submit_path"].clone(),
         query_path: o["query_path"].clone(),
         find_path: o["find_path"].clone(),
+        supplement_path: o
+            .get("supplement_path")
+            .cloned()
+            .unwrap_or_else(|| DEFAULT_SUPPLEMENT_PATH.into()),
         ok_code: o.get("ok_code").cloned().unwrap_or_else(|| "0".into()),
         token_invalid: list("token_invalid_codes"),
         duplicate: list("duplicate_codes"),
         token: Mutex::new(None),
+        material_names: config.material_names.clone(),
         gate,
     }))
 }
+
+/// Where a supplement round is posted unless `options.supplement_path` says otherwise.
+pub const DEFAULT_SUPPLEMENT_PATH: &str = "/api/v1/cases/{department_case_number}/supplements";
 
 struct HttpJson {
     client: reqwest::Client,
@@ -90,10 +108,13 @@ struct HttpJson {
     submit_path: String,
     query_path: String,
     find_path: String,
+    supplement_path: String,
     ok_code: String,
     token_invalid: Vec<String>,
     duplicate: Vec<String>,
     token: Mutex<Option<(String, Instant)>>,
+    /// Material code → name, for supplements.
+    material_names: BTreeMap<String, String>,
     gate: Gate,
 }
 
@@ -311,6 +332,44 @@ impl DepartmentSystem for HttpJson {
             Reply::Ok(Value::Null) | Reply::NotFound => Ok(None),
             Reply::Ok(data) => Ok(Some(Self::answer(&data))),
             _ => Ok(None),
+        }
+    }
+
+    async fn resupply(
+        &self,
+        task: &Task,
+        department_case_number: &str,
+        supplement: &SupplementDelivery,
+    ) -> Result<Answer, Failure> {
+        let url = format!(
+            "{}{}",
+            self.base,
+            self.supplement_path
+                .replace("{department_case_number}", department_case_number)
+                .replace("{task_id}", task.id())
+        );
+        let materials: Vec<Value> = supplied(supplement, &self.material_names)
+            .iter()
+            .map(|m| m.legacy_json())
+            .collect();
+        let body = serde_json::json!({
+            "ywlsh": task.id(),
+            "slbh": department_case_number,
+            "bzlsh": supplement_serial(task.id(), supplement.round),
+            "bzcs": supplement.round,
+            "bzcl": supplement.requested.join("、"),
+            "clqd": materials,
+        });
+        match self
+            .exchange(|token| self.client.post(&url).bearer_auth(token).json(&body))
+            .await?
+        {
+            Reply::Ok(data) => Ok(Self::answer(&data)),
+            // Handed over before (the answer was lost): the case goes on, polling reads it.
+            Reply::Duplicate => Ok(Answer::new()),
+            Reply::NotFound => Err(Failure::permanent(format!(
+                "the department system does not know its case {department_case_number} (or options.supplement_path is wrong)"
+            ))),
         }
     }
 

@@ -12,10 +12,16 @@
 //! - `poll` and `find` read the task's row back: the answer has `department_case_number`,
 //!   `outcome` (`approved`, `rejected`, `supplement`), `document_number`, `document_name`,
 //!   `reasons` (joined with `；`), `materials` (joined with `、`), `step` (`待录入` until the
-//!   clerk records, then `已录入`) and `completed_on` (the hall date, `YYYY-MM-DD`).
+//!   clerk records, then `已录入`), `completed_on` (the hall date, `YYYY-MM-DD`) and `round`;
+//! - `resupply` (补正 round N ≥ 1) puts the task back on the worklist: the entry is pending
+//!   again with its `round` and the `supplement` handed in (what the department asked for, the
+//!   materials: code, name, form, copies, file URI), the previous round's record kept in its
+//!   `history`; the same round again changes nothing. The clerk hands the materials to the
+//!   department and completes the round like the first, naming it (`--round N`), so a command
+//!   meant for one round can never record another.
 //!
-//! A recorded outcome cannot be changed: completing again with the same record is accepted
-//! (nothing changes), with a different one refused.
+//! A recorded outcome cannot be changed: completing again with the same record (of the same
+//! round) is accepted (nothing changes), with a different one refused.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,7 +34,8 @@ use serde_json::Value;
 use super::Kind;
 use crate::config::DepartmentConfig;
 use crate::mapping::Template;
-use crate::system::{Answer, DepartmentSystem, Failure, Gate, Task};
+use crate::system::{Answer, DepartmentSystem, Failure, Gate, Task, supplied};
+use yichuang::proto::v1::SupplementDelivery;
 
 pub const KIND: Kind = Kind {
     name: "manual",
@@ -55,9 +62,19 @@ CREATE TABLE IF NOT EXISTS worklist (
     reasons TEXT,
     materials TEXT,
     clerk TEXT,
-    completed_at TEXT
+    completed_at TEXT,
+    round INTEGER NOT NULL DEFAULT 0,
+    supplement TEXT,
+    history TEXT
 );
 ";
+
+/// Columns added after the first release, for worklists created before them.
+const ADDED_COLUMNS: &[(&str, &str)] = &[
+    ("round", "INTEGER NOT NULL DEFAULT 0"),
+    ("supplement", "TEXT"),
+    ("history", "TEXT"),
+];
 
 fn build(config: &DepartmentConfig, gate: Gate) -> Result<Arc<dyn DepartmentSystem>, String> {
     let o = super::options(config, OPTIONS, &["worklist"])?;
@@ -65,6 +82,7 @@ fn build(config: &DepartmentConfig, gate: Gate) -> Result<Arc<dyn DepartmentSyst
     Ok(Arc::new(Manual {
         worklist: Arc::new(worklist),
         request: config.mapping.request.clone(),
+        material_names: config.material_names.clone(),
         gate,
     }))
 }
@@ -213,6 +231,12 @@ pub struct Pending {
     pub item_name: String,
     pub waiting_since: String,
     pub fields: serde_json::Map<String, Value>,
+    /// 0, or the supplement round the task came back for: complete it with `--round`.
+    pub round: i32,
+    /// The supplement handed in for that round: `requested` (what the department asked for)
+    /// and `materials` (code, name, form, copies, uri).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub supplement: Option<Value>,
 }
 
 /// Why `complete` did not record.
@@ -221,15 +245,54 @@ pub enum CompleteError {
     #[error("task {0} is not on the worklist (check the id with `manual list`)")]
     UnknownTask(String),
     #[error(
-        "task {task} was already completed as {outcome} with case number {case_number}; a recorded outcome cannot be changed"
+        "task {task} was already completed{} as {outcome} with case number {case_number}; a recorded outcome cannot be changed",
+        in_round(*.round)
     )]
     AlreadyCompleted {
         task: String,
+        /// The supplement round the record is of (0: the first).
+        round: i32,
         outcome: String,
         case_number: String,
     },
+    #[error("{}", wrong_round(.task, *.current, *.given))]
+    WrongRound {
+        task: String,
+        /// The round the task waits to be completed for.
+        current: i32,
+        /// The round the clerk named, if any.
+        given: Option<i32>,
+    },
     #[error("{0}")]
     Worklist(String),
+}
+
+fn in_round(round: i32) -> String {
+    if round > 0 {
+        format!(" in supplement round {round}")
+    } else {
+        String::new()
+    }
+}
+
+fn wrong_round(task: &str, current: i32, given: Option<i32>) -> String {
+    match given {
+        None => format!(
+            "task {task} came back after supplement round {current}: name the round you complete with --round {current}"
+        ),
+        Some(g) => format!(
+            "task {task} is at supplement round {current}, not {g}: check the round with `manual list`"
+        ),
+    }
+}
+
+/// What `resupply` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resupplied {
+    /// The task is pending again for the round.
+    Pending,
+    /// The round (or a later one) was there already: nothing changed.
+    AlreadyThere,
 }
 
 /// What `complete` did.
@@ -266,6 +329,19 @@ impl Worklist {
         let c = w.connect()?;
         c.execute_batch(SCHEMA)
             .map_err(|e| w.problem("cannot create its table", e))?;
+        let have: Vec<String> = c
+            .prepare("SELECT name FROM pragma_table_info('worklist')")
+            .and_then(|mut s| {
+                s.query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<Result<_, _>>()
+            })
+            .map_err(|e| w.problem("cannot read its columns", e))?;
+        for (name, ty) in ADDED_COLUMNS {
+            if !have.iter().any(|h| h == name) {
+                c.execute_batch(&format!("ALTER TABLE worklist ADD COLUMN {name} {ty}"))
+                    .map_err(|e| w.problem(&format!("cannot add column {name}"), e))?;
+            }
+        }
         Ok(w)
     }
 
@@ -316,7 +392,7 @@ impl Worklist {
         let c = self.connect()?;
         let row = c
             .query_row(
-                "SELECT department_case_number, outcome, document_number, document_name, reasons, materials, completed_at
+                "SELECT department_case_number, outcome, document_number, document_name, reasons, materials, completed_at, round
                  FROM worklist WHERE task_id = ?1",
                 params![task_id],
                 |r| {
@@ -328,16 +404,19 @@ impl Worklist {
                         r.get::<_, Option<String>>(4)?,
                         r.get::<_, Option<String>>(5)?,
                         r.get::<_, Option<String>>(6)?,
+                        r.get::<_, i32>(7)?,
                     ))
                 },
             )
             .optional()
             .map_err(|e| self.problem("cannot read the task", e))?;
-        let Some((number, outcome, doc_number, doc_name, reasons, materials, completed)) = row
+        let Some((number, outcome, doc_number, doc_name, reasons, materials, completed, round)) =
+            row
         else {
             return Ok(None);
         };
         let mut a = Answer::new();
+        a.insert("round".into(), round.to_string());
         let list = |v: Option<String>| -> Vec<String> {
             v.and_then(|v| serde_json::from_str(&v).ok())
                 .unwrap_or_default()
@@ -376,18 +455,113 @@ impl Worklist {
         Ok(Some(a))
     }
 
+    /// Puts a task back on the worklist for supplement round `round`, with what was handed in
+    /// (`supplement`, JSON); the record of the round before goes to its history. Nothing
+    /// changes when the task is at that round or a later one already. `None`: no such task.
+    pub fn resupply(
+        &self,
+        task_id: &str,
+        round: i32,
+        supplement: &Value,
+    ) -> Result<Option<Resupplied>, String> {
+        let store = |e: rusqlite::Error| self.problem("cannot put the task back", e);
+        let mut c = self.connect()?;
+        let tx = c
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(store)?;
+        let row = tx
+            .query_row(
+                "SELECT round, outcome, department_case_number, document_number, document_name,
+                        reasons, materials, clerk, completed_at, history
+                 FROM worklist WHERE task_id = ?1",
+                params![task_id],
+                |r| {
+                    Ok((
+                        r.get::<_, i32>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                        r.get::<_, Option<String>>(5)?,
+                        r.get::<_, Option<String>>(6)?,
+                        r.get::<_, Option<String>>(7)?,
+                        r.get::<_, Option<String>>(8)?,
+                        r.get::<_, Option<String>>(9)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(store)?;
+        let Some((
+            current,
+            outcome,
+            number,
+            doc_number,
+            doc_name,
+            reasons,
+            materials,
+            clerk,
+            at,
+            history,
+        )) = row
+        else {
+            return Ok(None);
+        };
+        if current >= round {
+            return Ok(Some(Resupplied::AlreadyThere));
+        }
+        let mut history: Vec<Value> = history
+            .and_then(|h| serde_json::from_str(&h).ok())
+            .unwrap_or_default();
+        if outcome.is_some() {
+            let list = |v: Option<String>| -> Value {
+                v.and_then(|v| serde_json::from_str(&v).ok())
+                    .unwrap_or(Value::Array(vec![]))
+            };
+            history.push(serde_json::json!({
+                "round": current,
+                "outcome": outcome,
+                "department_case_number": number,
+                "document_number": doc_number,
+                "document_name": doc_name,
+                "reasons": list(reasons),
+                "materials": list(materials),
+                "clerk": clerk,
+                "completed_at": at,
+            }));
+        }
+        tx.execute(
+            "UPDATE worklist SET round = ?2, supplement = ?3, history = ?4, waiting_since = ?5,
+                 outcome = NULL, document_number = NULL, document_name = NULL, reasons = NULL,
+                 materials = NULL, clerk = NULL, completed_at = NULL
+             WHERE task_id = ?1",
+            params![
+                task_id,
+                round,
+                supplement.to_string(),
+                Value::Array(history).to_string(),
+                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ],
+        )
+        .map_err(store)?;
+        tx.commit().map_err(store)?;
+        Ok(Some(Resupplied::Pending))
+    }
+
     /// Tasks waiting for the clerk, oldest first, personal data masked.
     pub fn pending(&self) -> Result<Vec<Pending>, String> {
         let c = self.connect()?;
         let mut s = c
             .prepare(
-                "SELECT task_id, case_number, item_code, item_name, waiting_since, masked_fields
+                "SELECT task_id, case_number, item_code, item_name, waiting_since, masked_fields,
+                        round, supplement
                  FROM worklist WHERE outcome IS NULL ORDER BY waiting_since, task_id",
             )
             .map_err(|e| self.problem("cannot list", e))?;
         let rows = s
             .query_map([], |r| {
                 let fields: String = r.get(5)?;
+                let supplement: Option<String> = r.get(7)?;
                 Ok(Pending {
                     task_id: r.get(0)?,
                     case_number: r.get(1)?,
@@ -395,6 +569,8 @@ impl Worklist {
                     item_name: r.get(3)?,
                     waiting_since: r.get(4)?,
                     fields: serde_json::from_str(&fields).unwrap_or_default(),
+                    round: r.get(6)?,
+                    supplement: supplement.and_then(|s| serde_json::from_str(&s).ok()),
                 })
             })
             .map_err(|e| self.problem("cannot list", e))?;
@@ -402,8 +578,16 @@ impl Worklist {
             .map_err(|e| self.problem("cannot list", e))
     }
 
-    /// Records the clerk's entry for a task, once.
-    pub fn complete(&self, task_id: &str, r: &Record) -> Result<Completed, CompleteError> {
+    /// Records the clerk's entry for a task, once per round. `round` is the supplement round
+    /// the clerk completes: it must be named once the task came back after a supplement, and
+    /// must be the task's current round — or an earlier one whose record it repeats exactly
+    /// (accepted, nothing changes).
+    pub fn complete(
+        &self,
+        task_id: &str,
+        round: Option<i32>,
+        r: &Record,
+    ) -> Result<Completed, CompleteError> {
         r.validate().map_err(CompleteError::Worklist)?;
         let store = |e: rusqlite::Error| CompleteError::Worklist(self.problem("cannot record", e));
         let mut c = self.connect().map_err(CompleteError::Worklist)?;
@@ -413,7 +597,7 @@ impl Worklist {
         let json = |v: &Vec<String>| (!v.is_empty()).then(|| serde_json::to_string(v).unwrap());
         let existing = tx
             .query_row(
-                "SELECT outcome, department_case_number, document_number, document_name, reasons, materials FROM worklist WHERE task_id = ?1",
+                "SELECT outcome, department_case_number, document_number, document_name, reasons, materials, round, history FROM worklist WHERE task_id = ?1",
                 params![task_id],
                 |row| {
                     Ok((
@@ -423,15 +607,69 @@ impl Worklist {
                         row.get::<_, Option<String>>(3)?,
                         row.get::<_, Option<String>>(4)?,
                         row.get::<_, Option<String>>(5)?,
+                        row.get::<_, i32>(6)?,
+                        row.get::<_, Option<String>>(7)?,
                     ))
                 },
             )
             .optional()
             .map_err(store)?;
-        let Some((outcome, number, doc_number, doc_name, reasons, materials)) = existing else {
+        let Some((outcome, number, doc_number, doc_name, reasons, materials, current, history)) =
+            existing
+        else {
             return Err(CompleteError::UnknownTask(task_id.to_string()));
         };
         let number_given = r.department_case_number.trim().to_string();
+        match round {
+            None if current > 0 => {
+                return Err(CompleteError::WrongRound {
+                    task: task_id.to_string(),
+                    current,
+                    given: None,
+                });
+            }
+            Some(g) if g > current || g < 0 => {
+                return Err(CompleteError::WrongRound {
+                    task: task_id.to_string(),
+                    current,
+                    given: Some(g),
+                });
+            }
+            Some(g) if g < current => {
+                // A round done before: only its own record again is accepted.
+                let history: Vec<Value> = history
+                    .and_then(|h| serde_json::from_str(&h).ok())
+                    .unwrap_or_default();
+                let Some(old) = history.iter().find(|h| h["round"] == g) else {
+                    return Err(CompleteError::WrongRound {
+                        task: task_id.to_string(),
+                        current,
+                        given: Some(g),
+                    });
+                };
+                let text = |k: &str| old[k].as_str().map(str::to_string);
+                let list = |k: &str| -> Vec<String> {
+                    serde_json::from_value(old[k].clone()).unwrap_or_default()
+                };
+                let same = text("outcome").as_deref() == Some(r.outcome.as_str())
+                    && text("department_case_number").as_deref() == Some(number_given.as_str())
+                    && text("document_number") == r.document_number
+                    && text("document_name") == r.document_name
+                    && list("reasons") == r.reasons
+                    && list("materials") == r.materials;
+                return if same {
+                    Ok(Completed::AlreadyRecorded)
+                } else {
+                    Err(CompleteError::AlreadyCompleted {
+                        task: task_id.to_string(),
+                        round: g,
+                        outcome: text("outcome").unwrap_or_default(),
+                        case_number: text("department_case_number").unwrap_or_default(),
+                    })
+                };
+            }
+            _ => {}
+        }
         if let Some(outcome) = outcome {
             let same = outcome == r.outcome.as_str()
                 && number.as_deref() == Some(number_given.as_str())
@@ -444,6 +682,7 @@ impl Worklist {
             } else {
                 Err(CompleteError::AlreadyCompleted {
                     task: task_id.to_string(),
+                    round: current,
                     outcome,
                     case_number: number.unwrap_or_default(),
                 })
@@ -513,6 +752,8 @@ pub fn mask_task_json(task: &mut Value) {
 struct Manual {
     worklist: Arc<Worklist>,
     request: std::collections::BTreeMap<String, Template>,
+    /// Material code → name, for supplements.
+    material_names: std::collections::BTreeMap<String, String>,
     gate: Gate,
 }
 
@@ -577,6 +818,44 @@ impl DepartmentSystem for Manual {
         let id = task.id().to_string();
         self.run(move |w| w.answer(&id)).await
     }
+
+    async fn resupply(
+        &self,
+        task: &Task,
+        _department_case_number: &str,
+        supplement: &SupplementDelivery,
+    ) -> Result<Answer, Failure> {
+        let materials: Vec<Value> = supplied(supplement, &self.material_names)
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "code": m.code,
+                    "name": m.name,
+                    "form": m.form,
+                    "copies": m.copies,
+                    "uri": m.uri,
+                })
+            })
+            .collect();
+        let handed_in = serde_json::json!({
+            "requested": supplement.requested,
+            "materials": materials,
+        });
+        let (id, round) = (task.id().to_string(), supplement.round);
+        let path = self.worklist.path().display().to_string();
+        let answer = self
+            .run(move |w| match w.resupply(&id, round, &handed_in)? {
+                Some(_) => w.answer(&id),
+                None => Ok(None),
+            })
+            .await?;
+        answer.ok_or_else(|| {
+            Failure::permanent(format!(
+                "task {} is not on the worklist {path} (was the file replaced?); the window must hand it over again",
+                task.id()
+            ))
+        })
+    }
 }
 
 #[cfg(test)]
@@ -635,22 +914,139 @@ mod tests {
         assert_eq!(w.answer("C9-01").unwrap(), None);
         let mut r = record(Outcome::Supplement);
         r.materials = vec!["缴存登记表".into(), "授权委托书".into()];
-        assert_eq!(w.complete("C1-01", &r), Ok(Completed::Recorded));
-        assert_eq!(w.complete("C1-01", &r), Ok(Completed::AlreadyRecorded));
+        assert_eq!(w.complete("C1-01", None, &r), Ok(Completed::Recorded));
+        assert_eq!(
+            w.complete("C1-01", None, &r),
+            Ok(Completed::AlreadyRecorded)
+        );
         let a = w.answer("C1-01").unwrap().unwrap();
         assert_eq!(a["materials"], "缴存登记表、授权委托书");
         assert_eq!(a["department_case_number"], "GJJ2019001");
         let mut other = record(Outcome::Rejected);
         other.reasons = vec!["x".into()];
         assert!(matches!(
-            w.complete("C1-01", &other),
+            w.complete("C1-01", None, &other),
             Err(CompleteError::AlreadyCompleted { .. })
         ));
         assert_eq!(
-            w.complete("C2-01", &r),
+            w.complete("C2-01", None, &r),
             Err(CompleteError::UnknownTask("C2-01".into()))
         );
         assert!(w.pending().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_supplement_round_puts_the_task_back_and_is_completed_by_its_round() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = Worklist::open(&dir.path().join("w.db")).unwrap();
+        w.put(&Entry {
+            task_id: "C1-01".into(),
+            case_number: "C1".into(),
+            department: "gjj".into(),
+            item_code: "GJJ-DJ".into(),
+            item_name: "住房公积金单位缴存登记".into(),
+            fields: "{}".into(),
+            masked_fields: "{}".into(),
+        })
+        .unwrap();
+        let mut asked = record(Outcome::Supplement);
+        asked.materials = vec!["授权委托书".into()];
+        assert_eq!(w.complete("C1-01", None, &asked), Ok(Completed::Recorded));
+        let handed_in =
+            serde_json::json!({"requested": ["授权委托书"], "materials": [{"code": "SQWTS"}]});
+        assert_eq!(w.resupply("C9-01", 1, &handed_in), Ok(None));
+        assert_eq!(
+            w.resupply("C1-01", 1, &handed_in),
+            Ok(Some(Resupplied::Pending))
+        );
+        assert_eq!(
+            w.resupply("C1-01", 1, &handed_in),
+            Ok(Some(Resupplied::AlreadyThere)),
+            "the same round twice is one"
+        );
+        let pending = w.pending().unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].round, 1);
+        assert_eq!(
+            pending[0].supplement.as_ref().unwrap()["requested"][0],
+            "授权委托书"
+        );
+        let a = w.answer("C1-01").unwrap().unwrap();
+        assert_eq!((a["step"].as_str(), a["round"].as_str()), ("待录入", "1"));
+        assert!(
+            !a.contains_key("outcome") && !a.contains_key("materials"),
+            "{a:?}"
+        );
+        assert_eq!(a["department_case_number"], "GJJ2019001");
+
+        // The round-0 command again does not record round 1: it says it was done.
+        assert_eq!(
+            w.complete("C1-01", Some(0), &asked),
+            Ok(Completed::AlreadyRecorded)
+        );
+        assert!(matches!(
+            w.complete("C1-01", None, &asked),
+            Err(CompleteError::WrongRound {
+                current: 1,
+                given: None,
+                ..
+            })
+        ));
+        let approved = record(Outcome::Approved);
+        let e = w.complete("C1-01", Some(0), &approved).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("already completed as supplement with case number GJJ2019001"),
+            "{e}"
+        );
+        assert!(matches!(
+            w.complete("C1-01", Some(2), &approved),
+            Err(CompleteError::WrongRound {
+                current: 1,
+                given: Some(2),
+                ..
+            })
+        ));
+        assert!(w.pending().unwrap().len() == 1, "nothing recorded yet");
+        assert_eq!(
+            w.complete("C1-01", Some(1), &approved),
+            Ok(Completed::Recorded)
+        );
+        assert_eq!(
+            w.complete("C1-01", Some(1), &approved),
+            Ok(Completed::AlreadyRecorded)
+        );
+        let e = w.complete("C1-01", Some(1), &asked).unwrap_err();
+        assert!(e.to_string().contains("in supplement round 1"), "{e}");
+        assert_eq!(w.answer("C1-01").unwrap().unwrap()["outcome"], "approved");
+        // An older round never comes back.
+        assert_eq!(
+            w.resupply("C1-01", 1, &handed_in),
+            Ok(Some(Resupplied::AlreadyThere))
+        );
+        assert!(w.pending().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_worklist_of_the_first_release_gains_the_round_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE worklist (task_id TEXT PRIMARY KEY, case_number TEXT NOT NULL,
+             department TEXT NOT NULL, item_code TEXT NOT NULL, item_name TEXT NOT NULL,
+             fields TEXT NOT NULL, masked_fields TEXT NOT NULL, waiting_since TEXT NOT NULL,
+             department_case_number TEXT, outcome TEXT, document_number TEXT, document_name TEXT,
+             reasons TEXT, materials TEXT, clerk TEXT, completed_at TEXT);
+             INSERT INTO worklist VALUES ('C1-01', 'C1', 'gjj', 'GJJ-DJ', 'x', '{}', '{}',
+             '2019-10-21T02:30:00Z', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);",
+        )
+        .unwrap();
+        drop(c);
+        let w = Worklist::open(&path).unwrap();
+        assert_eq!(w.pending().unwrap()[0].round, 0);
+        assert_eq!(w.answer("C1-01").unwrap().unwrap()["round"], "0");
+        Worklist::open(&path).unwrap();
     }
 
     #[test]

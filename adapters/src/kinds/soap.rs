@@ -1,9 +1,14 @@
 //! SOAP 1.1 WebService (公安-, 消防-like): each call POSTs an envelope
 //! (`text/xml; charset=utf-8`, `SOAPAction: "<action>"`) whose body is one operation element
-//! in the service's namespace with one unqualified child per parameter, text escaped. Three
+//! in the service's namespace with one unqualified child per parameter, text escaped. Four
 //! operations: submit (the department's `mapping.request` fields), query (the department's
-//! case number) and find-by-serial (our task id). The answer envelope's leaf elements are
-//! flattened into the [`Answer`] the department's result mapping reads.
+//! case number), find-by-serial (our task id) and supplement (补正: the department's case
+//! number, our task id, the round's serial `<task id>-S<round>` as `supplement_serial_param`,
+//! `bzcs` the round, `bzcl` what the department asked for joined with `、`, and `<clqd>` with one
+//! `<cl>` per material handed in — `clbm` code, `clmc` name, `clxs` 原件|复印件|电子件, `fs`
+//! copies, `wjdz` file URI, `wjzy` SHA-256; a `duplicate_texts` fault means the round is there
+//! already: success). The answer envelope's leaf elements are flattened into the [`Answer`]
+//! the department's result mapping reads.
 //!
 //! Faults, which SOAP 1.1 sends with HTTP 500 (some servers with 200), are read by their
 //! `faultcode` and `faultstring`:
@@ -22,9 +27,10 @@
 //! Options: `namespace` (required: the service's target namespace); `service_path` (appended
 //! to `endpoint`, default empty); `soap_action` (template with `{namespace}` and
 //! `{operation}`, default `{namespace}/{operation}`); `submit_operation` (default
-//! `SubmitCase`), `query_operation` (`QueryCase`), `find_operation` (`FindCaseBySerial`);
-//! `serial_param` (find's parameter, default `ywlsh`); `case_number_param` (query's parameter,
-//! default `mapping.result.case_number`); comma-separated fault texts `duplicate_texts`
+//! `SubmitCase`), `query_operation` (`QueryCase`), `find_operation` (`FindCaseBySerial`),
+//! `supplement_operation` (`SupplementCase`); `serial_param` (find's parameter, default
+//! `ywlsh`); `case_number_param` (query's parameter, default `mapping.result.case_number`);
+//! `supplement_serial_param` (the round's serial, default `bzlsh`); comma-separated fault texts `duplicate_texts`
 //! (default `已存在`) and `not_found_texts` (default `无此办件,记录不存在`).
 
 use std::sync::Arc;
@@ -32,11 +38,12 @@ use std::time::Duration;
 
 use super::{Kind, xml};
 use crate::config::DepartmentConfig;
-use crate::system::{Answer, DepartmentSystem, Failure, Gate, Task};
+use crate::system::{Answer, DepartmentSystem, Failure, Gate, Task, supplement_serial, supplied};
+use yichuang::proto::v1::SupplementDelivery;
 
 pub const KIND: Kind = Kind {
     name: "soap",
-    about: "SOAP 1.1 WebService: submit, query and find-by-serial operations",
+    about: "SOAP 1.1 WebService: submit, query, find-by-serial and supplement operations",
     build,
 };
 
@@ -47,8 +54,10 @@ const OPTIONS: &[&str] = &[
     "submit_operation",
     "query_operation",
     "find_operation",
+    "supplement_operation",
     "serial_param",
     "case_number_param",
+    "supplement_serial_param",
     "duplicate_texts",
     "not_found_texts",
 ];
@@ -81,14 +90,18 @@ fn build(config: &DepartmentConfig, gate: Gate) -> Result<Arc<dyn DepartmentSyst
         text("submit_operation", "SubmitCase"),
         text("query_operation", "QueryCase"),
         text("find_operation", "FindCaseBySerial"),
+        text("supplement_operation", "SupplementCase"),
     ];
     let serial_param = text("serial_param", "ywlsh");
+    let supplement_serial_param = text("supplement_serial_param", "bzlsh");
     let names = [
         ("options.submit_operation", &operations[0]),
         ("options.query_operation", &operations[1]),
         ("options.find_operation", &operations[2]),
+        ("options.supplement_operation", &operations[3]),
         ("options.serial_param", &serial_param),
         ("options.case_number_param", &case_number_param),
+        ("options.supplement_serial_param", &supplement_serial_param),
     ];
     for (what, name) in names.into_iter().chain(
         config
@@ -103,7 +116,7 @@ fn build(config: &DepartmentConfig, gate: Gate) -> Result<Arc<dyn DepartmentSyst
     }
     let namespace = o["namespace"].clone();
     let action = text("soap_action", "{namespace}/{operation}").replace("{namespace}", &namespace);
-    let [submit, query, find] = operations;
+    let [submit, query, find, supplement] = operations;
     Ok(Arc::new(Soap {
         client: reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(config.limits.timeout_secs))
@@ -119,10 +132,13 @@ fn build(config: &DepartmentConfig, gate: Gate) -> Result<Arc<dyn DepartmentSyst
         submit,
         query,
         find,
+        supplement,
         serial_param,
         case_number_param,
+        supplement_serial_param,
         duplicate: texts("duplicate_texts", "已存在"),
         not_found: texts("not_found_texts", "无此办件,记录不存在"),
+        material_names: config.material_names.clone(),
         gate,
     }))
 }
@@ -136,10 +152,14 @@ struct Soap {
     submit: String,
     query: String,
     find: String,
+    supplement: String,
     serial_param: String,
     case_number_param: String,
+    supplement_serial_param: String,
     duplicate: Vec<String>,
     not_found: Vec<String>,
+    /// Material code → name, for supplements.
+    material_names: std::collections::BTreeMap<String, String>,
     gate: Gate,
 }
 
@@ -158,6 +178,16 @@ pub fn envelope<'a>(
     operation: &str,
     params: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> String {
+    envelope_with(namespace, operation, params, "")
+}
+
+/// An envelope as [`envelope`], with `more` (XML already written) after the parameters.
+pub fn envelope_with<'a>(
+    namespace: &str,
+    operation: &str,
+    params: impl IntoIterator<Item = (&'a str, &'a str)>,
+    more: &str,
+) -> String {
     let mut out = format!(
         "<?xml version=\"1.0\" encoding=\"utf-8\"?>\
          <soap:Envelope xmlns:soap=\"{ENVELOPE_NS}\" xmlns:tns=\"{}\"><soap:Body><tns:{operation}>",
@@ -166,6 +196,7 @@ pub fn envelope<'a>(
     for (name, value) in params {
         xml::element(&mut out, name, value);
     }
+    out.push_str(more);
     out.push_str(&format!("</tns:{operation}></soap:Body></soap:Envelope>"));
     out
 }
@@ -245,7 +276,17 @@ impl Soap {
         operation: &str,
         params: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<Reply, Failure> {
-        let body = envelope(&self.namespace, operation, params);
+        self.call_with(operation, params, "").await
+    }
+
+    /// A call with `more` (XML already written) after the parameters.
+    async fn call_with<'a>(
+        &self,
+        operation: &str,
+        params: impl IntoIterator<Item = (&'a str, &'a str)>,
+        more: &str,
+    ) -> Result<Reply, Failure> {
+        let body = envelope_with(&self.namespace, operation, params, more);
         let action = self.action.replace("{operation}", operation);
         self.gate.permit().await;
         let response = self
@@ -314,6 +355,33 @@ impl DepartmentSystem for Soap {
             Reply::Duplicate => Err(Failure::transient(
                 "a query answered as a duplicate submission",
             )),
+        }
+    }
+
+    async fn resupply(
+        &self,
+        task: &Task,
+        department_case_number: &str,
+        supplement: &SupplementDelivery,
+    ) -> Result<Answer, Failure> {
+        let serial = supplement_serial(task.id(), supplement.round);
+        let round = supplement.round.to_string();
+        let requested = supplement.requested.join("、");
+        let params = [
+            (self.case_number_param.as_str(), department_case_number),
+            (self.serial_param.as_str(), task.id()),
+            (self.supplement_serial_param.as_str(), serial.as_str()),
+            ("bzcs", round.as_str()),
+            ("bzcl", requested.as_str()),
+        ];
+        let materials = xml::materials(&supplied(supplement, &self.material_names));
+        match self.call_with(&self.supplement, params, &materials).await? {
+            Reply::Ok(answer) => Ok(answer),
+            // Handed over before (the answer was lost): the case goes on, polling reads it.
+            Reply::Duplicate => Ok(Answer::new()),
+            Reply::NotFound(string) => Err(Failure::permanent(format!(
+                "the department system does not know its case {department_case_number}: {string}"
+            ))),
         }
     }
 

@@ -17,7 +17,10 @@ use lapin::{BasicProperties, Channel, Connection};
 use prost::Message;
 use yichuang::bus::{Names, Topology};
 use yichuang::config::BusConfig;
-use yichuang::proto::v1::{ResultKind, ResultMessage, Submission, Task, TaskMessage, TaskStatus};
+use yichuang::proto::v1::{
+    FileRef, Material, MaterialForm, ResultKind, ResultMessage, Submission, SupplementDelivery,
+    Task, TaskMessage, TaskStatus,
+};
 use yichuang_adapters::config::{DepartmentConfig, SecretRef};
 use yichuang_adapters::runtime::{self, Callbacks, Department, Readiness};
 
@@ -41,11 +44,21 @@ pub fn bus() -> BusConfig {
     bus
 }
 
+/// Material code → name from the shipped acceptance list, as the shipped `adapter.toml` gives
+/// every department.
+pub fn material_names() -> BTreeMap<String, String> {
+    let config =
+        yichuang_adapters::config::AdapterConfig::load(&repo().join("config/adapter.toml"))
+            .expect("shipped adapter.toml");
+    config.material_names().expect("the shipped catalog")
+}
+
 /// The shipped department file, with timings for tests (1 s polls and backoff, 1 s call
-/// timeout) and `endpoint`.
+/// timeout), `endpoint`, and the catalog's material names.
 pub fn department(code: &str, endpoint: &str) -> DepartmentConfig {
     let mut c =
         DepartmentConfig::load(&repo().join("config/departments"), code).expect("shipped file");
+    c.material_names = material_names();
     c.endpoint = endpoint.to_string();
     c.limits.timeout_secs = 1;
     c.limits.requests_per_second = 50;
@@ -139,6 +152,162 @@ pub fn task(department: &str, item: &str, n: usize) -> TaskMessage {
     }
 }
 
+/// What the simulators ask for in a supplement request: exact names of the catalog's PMT and
+/// ZSZM, in the order they give them.
+pub const REQUESTED: [&str; 2] = ["经营场所平面图及设备布局图", "住所（经营场所）使用证明"];
+
+/// The task message the gateway publishes when `task` resumes after its first supplement: the
+/// department's case number from `ACCEPTED`, `supplement_round = 1`, and the supplement — the
+/// floor plan the applicant brought at intake and the lease handed in now, for `requested`.
+pub fn resumed(
+    task: &TaskMessage,
+    department_case_number: &str,
+    requested: &[String],
+) -> TaskMessage {
+    let mut m = task.clone();
+    let lease = Material {
+        material_code: "ZSZM".into(),
+        form: MaterialForm::Electronic as i32,
+        copies: 1,
+        file: Some(FileRef {
+            uri: "s3://yichuang-materials/2019/10/28/zszm-8.pdf".into(),
+            sha256: "9f".repeat(32),
+            size_bytes: 48_213,
+            media_type: "application/pdf".into(),
+        }),
+    };
+    let submission = m.submission.as_mut().expect("a submission");
+    submission.materials.push(lease);
+    let materials: Vec<Material> = ["PMT", "ZSZM"]
+        .iter()
+        .map(|code| {
+            submission
+                .materials
+                .iter()
+                .find(|x| x.material_code == *code)
+                .expect("the material in the submission")
+                .clone()
+        })
+        .collect();
+    let t = m.task.as_mut().unwrap();
+    t.department_case_number = department_case_number.to_string();
+    t.supplement_round = 1;
+    t.materials_requested = requested.to_vec();
+    t.status = TaskStatus::Dispatched as i32;
+    m.supplement = Some(SupplementDelivery {
+        round: 1,
+        materials,
+        requested: requested.to_vec(),
+    });
+    m
+}
+
+/// One task through a supplement round trip at a department whose system asks for a
+/// supplement first: publishes it, waits for the request, and publishes the round-1 message
+/// the gateway would — twice, as a copy may come. Returns what was read before and after the
+/// round-1 message (until its outcome, and a little more), and that message.
+pub async fn supplement_round_trip(
+    harness: &Harness,
+    task: &TaskMessage,
+    within: Duration,
+) -> (Vec<Got>, Vec<Got>, TaskMessage) {
+    let id = task.task.as_ref().unwrap().task_id.clone();
+    harness.publish(task).await;
+    let first = harness
+        .results_until(within, Duration::from_millis(300), |g| {
+            g.result.task_id == id && g.kind() == ResultKind::Supplement
+        })
+        .await;
+    let accepted = first
+        .iter()
+        .find(|g| g.kind() == ResultKind::Accepted)
+        .expect("accepted before the supplement request");
+    let asked = first
+        .iter()
+        .find(|g| g.kind() == ResultKind::Supplement)
+        .unwrap();
+    let again = resumed(
+        task,
+        &accepted.result.department_case_number,
+        &asked.result.materials,
+    );
+    harness.publish(&again).await;
+    harness.publish(&again).await;
+    let second = harness
+        .results_until(within, Duration::from_millis(1500), |g| {
+            g.result.task_id == id && g.result.round == 1 && g.is_final()
+        })
+        .await;
+    (first, second, again)
+}
+
+/// Checks a supplement round trip of one task: `first` (round 0) was accepted once and asked
+/// for a supplement; `second` (everything read after the round-1 message) ends with one
+/// approval of round 1 with the same case number, carries no second `ACCEPTED`, and every
+/// result of round 1 has `round = 1` and a `message_id` ending in `:s1`. Returns the approval.
+pub fn assert_supplement_round_trip(id: &str, first: &[Got], second: &[Got]) -> Got {
+    let mine = |g: &&Got| g.result.task_id == id;
+    let accepted: Vec<&Got> = first
+        .iter()
+        .filter(mine)
+        .filter(|g| g.kind() == ResultKind::Accepted)
+        .collect();
+    assert!(
+        !accepted.is_empty(),
+        "{id}: accepted in round 0: {first:#?}"
+    );
+    let asked = first
+        .iter()
+        .filter(mine)
+        .find(|g| g.kind() == ResultKind::Supplement)
+        .expect("a supplement request in round 0");
+    assert_eq!(asked.result.round, 0);
+    assert_eq!(asked.message_id, format!("{id}:supplement"));
+    let number = accepted[0].result.department_case_number.clone();
+    let earlier: std::collections::HashSet<&str> =
+        first.iter().map(|g| g.message_id.as_str()).collect();
+    for g in second.iter().filter(mine) {
+        if g.result.round == 0 {
+            // Only a late copy of something round 0 published already.
+            assert!(
+                earlier.contains(g.message_id.as_str()),
+                "{id}: a round-0 result after the supplement: {g:#?}"
+            );
+            continue;
+        }
+        assert_eq!(g.result.round, 1, "{g:#?}");
+        assert!(g.message_id.ends_with(":s1"), "{g:#?}");
+        assert_ne!(
+            g.kind(),
+            ResultKind::Accepted,
+            "{id}: accepted again: {g:#?}"
+        );
+        assert_ne!(g.kind(), ResultKind::Failed, "{id}: {g:#?}");
+    }
+    let finals: std::collections::HashSet<&str> = second
+        .iter()
+        .filter(mine)
+        .filter(|g| g.result.round == 1 && g.is_final())
+        .map(|g| g.message_id.as_str())
+        .collect();
+    assert_eq!(
+        finals,
+        [format!("{id}:approved:s1").as_str()].into(),
+        "{id}: one outcome of round 1: {second:#?}"
+    );
+    let approved = second
+        .iter()
+        .find(|g| g.message_id == format!("{id}:approved:s1"))
+        .unwrap()
+        .clone();
+    assert_eq!(approved.result.department_case_number, number);
+    assert_eq!(
+        approved.routing_key,
+        format!("{}.approved", approved.result.department)
+    );
+    approved
+}
+
 /// The task ids of task messages.
 pub fn task_ids(tasks: &[TaskMessage]) -> Vec<String> {
     tasks
@@ -218,9 +387,15 @@ impl Harness {
             ShortString::from("traceparent"),
             text(&yichuang::trace::traceparent("")),
         );
+        // As the gateway names it: `:s<round>` once a supplement resumed the task.
+        let message_id = if t.supplement_round > 0 {
+            format!("{}:s{}", t.task_id, t.supplement_round)
+        } else {
+            t.task_id.clone()
+        };
         let properties = BasicProperties::default()
             .with_delivery_mode(2)
-            .with_message_id(t.task_id.as_str().into())
+            .with_message_id(message_id.into())
             .with_content_type(yichuang::outbox::TASK_CONTENT_TYPE.into())
             .with_headers(headers);
         self.raw(&t.department, &task.encode_to_vec(), properties)
@@ -273,6 +448,36 @@ impl Harness {
                 None => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         }
+    }
+
+    /// Reads results until one satisfies `done`, or the deadline; then whatever arrives in
+    /// the next `settle` too (copies, stragglers).
+    pub async fn results_until(
+        &self,
+        within: Duration,
+        settle: Duration,
+        done: impl Fn(&Got) -> bool,
+    ) -> Vec<Got> {
+        let mut got = Vec::new();
+        let deadline = Instant::now() + within;
+        while !got.iter().any(&done) {
+            assert!(
+                Instant::now() < deadline,
+                "no awaited result within {within:?}; got {got:#?}"
+            );
+            match self.next_result().await {
+                Some(g) => got.push(g),
+                None => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        let until = Instant::now() + settle;
+        while Instant::now() < until {
+            match self.next_result().await {
+                Some(g) => got.push(g),
+                None => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        got
     }
 
     async fn next_result(&self) -> Option<Got> {
