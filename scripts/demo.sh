@@ -46,9 +46,9 @@ psql_ "DROP DATABASE IF EXISTS yichuang_demo"
 psql_ "CREATE DATABASE yichuang_demo OWNER yichuang"
 pg="postgres://yichuang:yichuang@127.0.0.1:5432/yichuang_demo"
 
-bold "== the departments' legacy systems (simulated: they decide in a few seconds, and now and then answer 502 or hang)"
-behaviour() { # behaviour DEPT: approvals only, so every case can finish; some faults
-  echo "{\"department\": \"$1\", \"decision_delay_ms\": 2500, \"reject\": 0, \"supplement\": 0, \"server_error\": 0.05, \"hang\": 0.02, \"hang_ms\": 12000}"
+bold "== the departments' legacy systems (simulated: they decide in a few seconds, ask for more materials now and then, and answer 502 or hang)"
+behaviour() { # behaviour DEPT: no rejections, so every case can finish; a fifth ask for materials (补正) first; some faults
+  echo "{\"department\": \"$1\", \"decision_delay_ms\": 2500, \"reject\": 0, \"supplement\": 0.2, \"server_error\": 0.05, \"hang\": 0.02, \"hang_ms\": 12000}"
 }
 echo "{\"behaviour\": $(behaviour scjg)}" > "$work/scjg.json"
 echo "{\"behaviour\": $(behaviour sw), \"sign_key\": \"demo-sign-key\"}" > "$work/sw.json"
@@ -132,6 +132,30 @@ sleep 0.5
           --case-number "GJJ2019$(printf %06d $((RANDOM)))" --outcome approved \
           --document-number "GJJDW$(printf %08d $((RANDOM * RANDOM)))" --document-name 住房公积金单位登记回执 --clerk 0815 >/dev/null &&
           echo "          (the clerk at 公积金 keyed $task into the fund's system)"
+      done
+    sleep 2
+  done
+) &
+pids+=($!)
+
+# The accepting window: when a department asks for materials (补正), the applicant brings them and
+# the clerk hands them in with `yichuang case supplement`; the task resumes at the department.
+(
+  while true; do
+    "$bin/yichuang" case list --server "$server" --status CASE_STATUS_AWAITING_SUPPLEMENT --page-size 100 2>/dev/null |
+      python3 -c 'import json,sys; [print(c["caseNumber"]) for c in json.load(sys.stdin).get("cases", [])]' |
+      while read -r number; do
+        # The materials each waiting task's department asked for, as codes of the acceptance list.
+        codes=$("$bin/yichuang" case get --server "$server" "$number" | python3 -c '
+import json, sys, tomllib
+names = {m["name"]: m["code"] for m in tomllib.load(open("config/catalog/materials.toml", "rb"))["material"]}
+case = json.load(sys.stdin)["case"]
+asked = [n for t in case.get("tasks", []) if t.get("status") == "TASK_STATUS_SUPPLEMENT_REQUIRED" for n in t.get("materialsRequested", [])]
+print(" ".join(sorted({names[n] for n in asked if n in names})))')
+        [ -n "$codes" ] || continue
+        args=(); for c in $codes; do args+=(--material "$c"); done
+        "$bin/yichuang" case supplement --server "$server" "$number" "${args[@]}" --staff-no 0342 >/dev/null &&
+          echo "          (the window handed in $codes for $number: 补正)"
       done
     sleep 2
   done

@@ -1,26 +1,125 @@
 //! The whole way for `qiye-kaiban.json` (企业开办一件事): the window submits it to the gateway,
 //! the relay publishes QY-SL to 市场监管's queue, its adapter takes it to the HTTP/JSON system,
-//! the approval comes back as a result, the gateway releases the four follow-up tasks, and
+//! which asks for two materials (补正); the window hands them in with `Supplement`, the task
+//! resumes at 市场监管 and is approved; the gateway releases the four follow-up tasks, and
 //! 公安 (SOAP), 税务 (form-XML), 人社 (前置库 tables in PostgreSQL) and 公积金 (a clerk's
-//! worklist) approve them through their own adapters — until the case is ready for delivery.
+//! worklist) approve them through their own adapters; the window hands the licences over (出件).
+//! Meanwhile a window feed client that drops its stream every few events and reconnects with
+//! its cursor, and the one-network platform's HTTP endpoint — down for the first minute — must
+//! each see every event of the case once, in order.
 //! Real RabbitMQ, real PostgreSQL, the real gateway; only the departments are simulated.
 
 mod support;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
 use support::{Adapter, Harness, bus, department, secret_file};
 use yichuang::config::{GatewayConfig, StoreConfig};
 use yichuang::proto::v1::case_service_client::CaseServiceClient;
 use yichuang::proto::v1::{
-    CaseStatus, GetCaseRequest, SubmitRequest, TaskStatus, submit_response::Outcome,
+    CaseStatus, DeliverRequest, FileRef, GetCaseRequest, IdType, Material, MaterialForm, Pickup,
+    SubmitRequest, SupplementRequest, TaskStatus, WindowFeedRequest, deliver_request::How,
+    submit_response::Outcome,
 };
 use yichuang_adapters::kinds::manual::{Outcome as Clerk, Record, Worklist};
 use yichuang_sim::core::Behaviour;
 
 fn pg_url() -> String {
     std::env::var("YICHUANG_TEST_PG_URL").expect("YICHUANG_TEST_PG_URL: run `make test`")
+}
+
+/// How long the platform's endpoint refuses every push at first.
+const PLATFORM_DOWN: Duration = Duration::from_secs(60);
+const PLATFORM_SECRET: &str = "platform-secret";
+
+/// The one-network platform's endpoint: down (503) until `down_until`, then it takes every
+/// correctly signed push and keeps its event id (`<case>:<seq>`).
+struct Platform {
+    down_until: Instant,
+    refused: Mutex<u32>,
+    taken: Mutex<Vec<String>>,
+}
+
+async fn platform_push(
+    State(p): State<Arc<Platform>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    if Instant::now() < p.down_until {
+        *p.refused.lock().unwrap() += 1;
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    let header = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    if header("x-yichuang-signature") != yichuang::feed::signature(PLATFORM_SECRET, &body) {
+        return StatusCode::UNAUTHORIZED;
+    }
+    p.taken.lock().unwrap().push(header("x-yichuang-event-id"));
+    StatusCode::OK
+}
+
+/// A window's feed client that drops its stream after every `every` events and reconnects
+/// with the last cursor it saw; every event it received, as `<case>:<seq>`.
+async fn window_feed(
+    endpoint: String,
+    hall: String,
+    window: String,
+    every: usize,
+    seen: Arc<Mutex<Vec<String>>>,
+    reconnects: Arc<Mutex<u32>>,
+) {
+    let mut cursor = 0;
+    loop {
+        let Ok(mut client) = CaseServiceClient::connect(endpoint.clone()).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let Ok(stream) = client
+            .window_feed(WindowFeedRequest {
+                hall_code: hall.clone(),
+                window_code: window.clone(),
+                cursor,
+            })
+            .await
+        else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let mut stream = stream.into_inner();
+        let mut n = 0;
+        while let Ok(Some(e)) = stream.message().await {
+            let event = e.event.unwrap();
+            seen.lock()
+                .unwrap()
+                .push(format!("{}:{}", e.case_number, event.seq));
+            cursor = e.cursor;
+            n += 1;
+            if n == every {
+                break;
+            }
+        }
+        // Mid-stream: the client goes away and comes back with its cursor.
+        drop(stream);
+        *reconnects.lock().unwrap() += 1;
+    }
+}
+
+/// Waits for `what` to hold, up to `limit`.
+async fn until(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Every department approves, quickly and without faults: the faults are each kind's own tests.
@@ -41,7 +140,8 @@ async fn listener() -> (tokio::net::TcpListener, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn qiye_kaiban_goes_from_the_window_through_five_departments_to_ready_for_delivery() {
+async fn qiye_kaiban_goes_through_five_departments_and_a_supplement_to_delivery_and_every_feed_sees_each_event_once()
+ {
     let bus = bus();
     // Declares (and at the end removes) every queue of the test's prefix.
     let harness = Harness::open(&bus, &["scjg", "ga", "sw", "rs", "gjj", "xf", "zrzy"]).await;
@@ -50,8 +150,12 @@ async fn qiye_kaiban_goes_from_the_window_through_five_departments_to_ready_for_
 
     // The departments' systems.
     let (l, scjg_endpoint) = listener().await;
+    // 市场监管 asks for materials first; after the supplement it approves.
     let scjg = yichuang_sim::http_json::HttpJsonSim::new(yichuang_sim::http_json::Settings {
-        behaviour: behaviour("scjg"),
+        behaviour: Behaviour {
+            supplement: 1.0,
+            ..behaviour("scjg")
+        },
         ..Default::default()
     });
     tokio::spawn(scjg.clone().serve(l));
@@ -145,6 +249,19 @@ async fn qiye_kaiban_goes_from_the_window_through_five_departments_to_ready_for_
     };
     config.bus = bus.clone();
     config.bus.relay = true;
+    // The one-network platform, down for the first minute.
+    let platform = Arc::new(Platform {
+        down_until: Instant::now() + PLATFORM_DOWN,
+        refused: Mutex::new(0),
+        taken: Mutex::new(Vec::new()),
+    });
+    let (l, platform_endpoint) = listener().await;
+    let router = axum::Router::new()
+        .route("/push", axum::routing::post(platform_push))
+        .with_state(platform.clone());
+    tokio::spawn(async move { axum::serve(l, router).await });
+    config.platform.push_url = format!("{platform_endpoint}/push");
+    config.platform.secret = PLATFORM_SECRET.into();
     let gateway = Arc::new(yichuang::api::Gateway::from_config(&config).await.unwrap());
     let (l, endpoint) = listener().await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -158,10 +275,22 @@ async fn qiye_kaiban_goes_from_the_window_through_five_departments_to_ready_for_
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
 
-    let submission = serde_json::from_str(
+    let submission: yichuang::proto::v1::Submission = serde_json::from_str(
         &std::fs::read_to_string(root.join("examples/cases/qiye-kaiban.json")).unwrap(),
     )
     .unwrap();
+    // The accepting window follows its feed from the start, dropping the stream every 3 events.
+    let feed_seen = Arc::new(Mutex::new(Vec::new()));
+    let reconnects = Arc::new(Mutex::new(0));
+    let feed = tokio::spawn(window_feed(
+        endpoint.clone(),
+        submission.hall_code.clone(),
+        submission.window_code.clone(),
+        3,
+        feed_seen.clone(),
+        reconnects.clone(),
+    ));
+    let applicant_id = submission.applicant.clone().unwrap().id_number;
     let answer = client
         .submit(SubmitRequest {
             submission: Some(submission),
@@ -180,6 +309,71 @@ async fn qiye_kaiban_goes_from_the_window_through_five_departments_to_ready_for_
         .unwrap()
         .task_id
         .clone();
+
+    // 市场监管 asks for materials: the window learns which from the case and hands them in.
+    let qy_sl_task = receipt.items[0].task_id.clone();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let asked = loop {
+        let case = client
+            .get_case(GetCaseRequest {
+                case_number: number.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .case
+            .unwrap();
+        if case.status == CaseStatus::AwaitingSupplement as i32 {
+            assert_eq!(case.acceptance_status_code, 3, "受理状态 补齐补正材料");
+            break case.tasks[0].materials_requested.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "QY-SL asks for materials: {case:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        asked,
+        ["经营场所平面图及设备布局图", "住所（经营场所）使用证明"]
+    );
+    let file = |code: &str| Material {
+        material_code: code.into(),
+        form: MaterialForm::Electronic as i32,
+        copies: 1,
+        file: Some(FileRef {
+            uri: format!(
+                "s3://yichuang-materials/supplements/{}.pdf",
+                code.to_lowercase()
+            ),
+            sha256: "7".repeat(64),
+            size_bytes: 150_000,
+            media_type: "application/pdf".into(),
+        }),
+    };
+    let supplied = client
+        .supplement(SupplementRequest {
+            case_number: number.clone(),
+            supplement_id: "S-1".into(),
+            materials: vec![file("PMT"), file("ZSZM")],
+            task_ids: Vec::new(),
+            staff_no: "0342".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        supplied.deficiencies.is_empty(),
+        "{:?}",
+        supplied.deficiencies
+    );
+    let record = supplied.record.unwrap();
+    assert_eq!(record.resumed_task_ids, vec![qy_sl_task.clone()]);
+    assert_eq!(
+        record.fulfilled_obligations,
+        ["ZSZM"],
+        "the 容缺 obligation too"
+    );
 
     // The clerk at 公积金 records the case once it reaches the worklist — which happens only
     // after QY-SL's approval released it.
@@ -279,6 +473,87 @@ async fn qiye_kaiban_goes_from_the_window_through_five_departments_to_ready_for_
     ] {
         assert_eq!((stats.cases, stats.duplicates), (1, 0), "{name}: {stats:?}");
     }
+    // 市场监管 was handed the supplement once, and decided again after it.
+    assert_eq!(scjg.sim.stats().supplements, 1);
+    assert_eq!(qy_sl.supplement_round, 1);
+    let kinds_of = |task: &str| -> Vec<&str> {
+        kinds
+            .iter()
+            .filter(|k| k.1 == task)
+            .map(|k| k.0)
+            .collect::<Vec<_>>()
+    };
+    let qy = kinds_of(&qy_sl_task);
+    let asked_at = qy
+        .iter()
+        .position(|k| *k == "task-supplement-required")
+        .unwrap();
+    let resumed_at = qy.iter().position(|k| *k == "task-resumed").unwrap();
+    let approved_at = qy.iter().position(|k| *k == "task-approved").unwrap();
+    assert!(asked_at < resumed_at && resumed_at < approved_at, "{qy:?}");
+    assert_eq!(
+        qy.iter()
+            .filter(|k| **k == "task-accepted-by-department")
+            .count(),
+        1,
+        "{qy:?}"
+    );
+    assert_eq!(qy_sl.conclusion_code, "0", "办结结果 出证办结");
+
+    // 出件: the applicant collects the licences at the window.
+    let delivered = client
+        .deliver(DeliverRequest {
+            case_number: number.clone(),
+            how: Some(How::Pickup(Pickup {
+                collector_name: "杨晓东".into(),
+                collector_id_type: IdType::ResidentId as i32,
+                collector_id_number: applicant_id,
+                staff_no: "0342".into(),
+            })),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .case
+        .unwrap();
+    assert_eq!(delivered.status, CaseStatus::Delivered as i32);
+    assert_eq!(delivered.conclusion_code, "0");
+    let history: Vec<String> = client
+        .get_case(GetCaseRequest {
+            case_number: number.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events
+        .iter()
+        .map(|e| format!("{number}:{}", e.seq))
+        .collect();
+    assert!(history.len() > 20, "{history:?}");
+
+    // The window feed saw every event once, in order, although it reconnected many times.
+    until(
+        Duration::from_secs(30),
+        "the window feed catches up",
+        || feed_seen.lock().unwrap().len() >= history.len(),
+    )
+    .await;
+    feed.abort();
+    assert_eq!(*feed_seen.lock().unwrap(), history);
+    assert!(*reconnects.lock().unwrap() >= 5);
+
+    // The platform, down for the first minute, got every event afterwards, once, in order.
+    until(
+        PLATFORM_DOWN + Duration::from_secs(60),
+        "the platform receives everything",
+        || platform.taken.lock().unwrap().len() >= history.len(),
+    )
+    .await;
+    assert!(
+        *platform.refused.lock().unwrap() > 0,
+        "it was down at first"
+    );
+    assert_eq!(*platform.taken.lock().unwrap(), history);
 
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
