@@ -116,10 +116,100 @@ enum BusCommand {
 
 #[derive(Subcommand)]
 enum CalendarCommand {
-    /// The close of the N-th working day after DATE.
-    Add { date: chrono::NaiveDate, days: u32 },
+    /// When a time limit counted from START runs out (the day START falls on is not counted).
+    /// Day limits print their last day (the limit runs out at 24:00 of it); hour limits print
+    /// the instant.
+    Add {
+        /// A date (2019-09-30) or an instant (2019-09-27T10:00, in the hall's offset, or
+        /// 2019-09-27T02:00:00Z).
+        #[arg(value_parser = calendar_cli::parse_when)]
+        start: calendar_cli::When,
+        /// Working days (3 or 3wd), calendar days (10d) or hours (24h; they elapse on working
+        /// days only).
+        #[arg(value_parser = calendar_cli::parse_limit)]
+        limit: yichuang::sla::Limit,
+        /// A pause (挂起) FROM/TO, dates or instants; it moves the deadline by the working days
+        /// after FROM's day up to and including TO's day (hour limits: by the time paused).
+        /// Repeatable.
+        #[arg(long = "pause", value_parser = calendar_cli::parse_pause)]
+        pauses: Vec<(calendar_cli::When, calendar_cli::When)>,
+        /// The hall's UTC offset: its days are the ones counted.
+        #[arg(long, default_value = "+08:00", value_parser = calendar_cli::parse_offset)]
+        utc_offset: chrono::FixedOffset,
+    },
     /// Whether DATE is a working day.
     IsWorkday { date: chrono::NaiveDate },
+    /// The working days after FROM up to and including TO (the inverse of `add`).
+    Between {
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    },
+}
+
+/// The `calendar` command's arguments: dates, instants, limits and pauses.
+mod calendar_cli {
+    use chrono::{DateTime, FixedOffset};
+    use yichuang::sla::{Limit, LimitError};
+
+    /// A date or an instant on the command line.
+    #[derive(Debug, Clone, Copy)]
+    pub(crate) enum When {
+        Date(chrono::NaiveDate),
+        Local(chrono::NaiveDateTime),
+        Instant(DateTime<FixedOffset>),
+    }
+
+    impl When {
+        /// The instant, a date's 00:00 and local times taken in the hall's offset.
+        pub(crate) fn at(self, zone: FixedOffset) -> DateTime<FixedOffset> {
+            let local = match self {
+                When::Instant(t) => return t.with_timezone(&zone),
+                When::Date(d) => d.and_time(chrono::NaiveTime::MIN),
+                When::Local(t) => t,
+            };
+            DateTime::from_naive_utc_and_offset(
+                local - chrono::TimeDelta::seconds(i64::from(zone.local_minus_utc())),
+                zone,
+            )
+        }
+    }
+
+    pub(crate) fn parse_when(text: &str) -> Result<When, String> {
+        if let Ok(d) = text.parse() {
+            return Ok(When::Date(d));
+        }
+        if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+            return Ok(When::Instant(t));
+        }
+        ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"]
+            .iter()
+            .find_map(|f| chrono::NaiveDateTime::parse_from_str(text, f).ok())
+            .map(When::Local)
+            .ok_or_else(|| {
+                format!(
+                    "{text:?} is not a date or an instant (2019-09-30, 2019-09-27T10:00, 2019-09-27T10:00:00+08:00)"
+                )
+            })
+    }
+
+    pub(crate) fn parse_limit(text: &str) -> Result<Limit, String> {
+        match text.parse::<u32>() {
+            Ok(days) => Ok(Limit::working_days(days)),
+            Err(_) => text.parse().map_err(|e: LimitError| e.to_string()),
+        }
+    }
+
+    pub(crate) fn parse_pause(text: &str) -> Result<(When, When), String> {
+        let (from, to) = text
+            .split_once('/')
+            .ok_or_else(|| format!("{text:?} is not a pause (FROM/TO)"))?;
+        Ok((parse_when(from)?, parse_when(to)?))
+    }
+
+    pub(crate) fn parse_offset(text: &str) -> Result<FixedOffset, String> {
+        text.parse()
+            .map_err(|_| format!("{text:?} is not a UTC offset (+08:00)"))
+    }
 }
 
 #[derive(Subcommand)]
@@ -267,8 +357,40 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 )
             })?;
             match command {
-                CalendarCommand::Add { date, days } => {
-                    println!("{}", calendar.add_working_days(date, days)?)
+                CalendarCommand::Add {
+                    start,
+                    limit,
+                    pauses,
+                    utc_offset,
+                } => {
+                    let hall = calendar.in_zone(utc_offset);
+                    use yichuang::sla::{Pause, Unit};
+                    if limit.unit == Unit::Hours && matches!(start, calendar_cli::When::Date(_)) {
+                        return Err(Failure(
+                            2,
+                            anyhow::anyhow!(
+                                "an hour limit needs a start time, like {}T09:00",
+                                hall.date_of(start.at(utc_offset))
+                            ),
+                        ));
+                    }
+                    let pauses: Vec<Pause> = pauses
+                        .iter()
+                        .map(|(from, to)| Pause {
+                            from: from.at(utc_offset),
+                            to: to.at(utc_offset),
+                        })
+                        .collect();
+                    let due = hall.deadline_with_pauses(start.at(utc_offset), limit, &pauses)?;
+                    match limit.unit {
+                        Unit::Hours => println!("{}", due.to_rfc3339()),
+                        Unit::WorkingDays | Unit::CalendarDays => {
+                            println!("{}", hall.last_day(due))
+                        }
+                    }
+                }
+                CalendarCommand::Between { from, to } => {
+                    println!("{}", calendar.working_days_between(from, to)?)
                 }
                 CalendarCommand::IsWorkday { date } => {
                     let workday = calendar.is_workday(date)?;

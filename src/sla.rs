@@ -1,16 +1,30 @@
-//! The legal clock: the State Council's working-day calendar (holidays and 调休 make-up working
-//! days), loaded from one file per year, and deadline arithmetic on it.
+//! The legal clock's arithmetic: the State Council's working-day calendar (holidays and 调休
+//! make-up working days), loaded from one file per year, and deadlines counted on it — in dates
+//! ([`Calendar`]) and in instants in the hall's time zone ([`HallCalendar`]). Clocks on cases and
+//! tasks, warnings and alerts are not here; they call this.
 //!
-//! Convention (行政许可法 第八十二条: the day a period starts is not counted): a time limit of N
-//! working days counted from an acceptance on day D ends at the close of the N-th working day
-//! after D. N = 0 (即办件) ends on D itself. A deadline that reaches into a year without
-//! calendar data is an error naming the year, never a guess.
+//! Conventions (docs/calendar.md):
+//! - Day 1 (民法典 第二百零一条; 行政许可法 第八十二条 counts in working days): the day a period
+//!   starts is not counted. A limit of N working days from an acceptance on day D ends with the
+//!   N-th working day after D; N = 0 (即办件) ends with D itself.
+//! - Day close (民法典 第二百零三条): a day limit runs out at 24:00 of its last day, that is 00:00
+//!   of the next day in the hall's zone; the clock is overdue from that instant on. A calendar-day
+//!   limit whose last day is not a working day ends with the next working day.
+//! - Hours: an hour limit runs from the instant of acceptance, and hours elapse on working days
+//!   only (all 24 of them; office hours are not modelled): 24 hours from Friday 10:00 end on
+//!   Monday 10:00, and a holiday in between is skipped.
+//! - Pauses (挂起): a day limit is extended by the whole days paused, counted like a period —
+//!   the working (or calendar) days after the day the pause starts, up to and including the day
+//!   it ends; an hour limit by the working-day time paused.
+//! - A question that reaches into a year without calendar data — or into the last week of a year
+//!   whose next year's notice is missing, since that notice may arrange those days — is an error
+//!   naming the year, never a guess.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-use chrono::{Datelike, Days, NaiveDate, Weekday};
-use serde::Deserialize;
+use chrono::{DateTime, Datelike, Days, FixedOffset, NaiveDate, NaiveTime, TimeDelta, Weekday};
+use serde::{Deserialize, Serialize};
 
 use crate::config::{ConfigProblem, line_at, toml_problem};
 
@@ -23,30 +37,42 @@ pub enum CalendarError {
     YearMissing(i32),
 }
 
+/// From this day of December on, a date also needs the next year's notice: that notice may make
+/// it a make-up working day or a day off (2011-12-31 by the 2012 notice, 2018-12-29..31 by the
+/// 2019 notice).
+const NEXT_NOTICE_REACHES_BACK_TO: (u32, u32) = (12, 25);
+
 /// The working-day calendar.
 #[derive(Debug, Clone, Default)]
 pub struct Calendar {
     /// Years whose notice has been loaded.
     years: BTreeSet<i32>,
-    /// Days that differ from the Monday–Friday rule: `true` = day off, `false` = make-up working day.
-    overrides: HashMap<NaiveDate, bool>,
+    /// Days that differ from the Monday–Friday rule.
+    overrides: HashMap<NaiveDate, Override>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Override {
+    /// `true` = day off, `false` = make-up working day.
+    off: bool,
+    /// The notice (year file) that arranges the day.
+    year: i32,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)] // notice, source and names are documentation that must be present.
+#[allow(dead_code)] // source and names are documentation that must be present.
 struct YearFile {
-    year: i32,
-    notice: String,
-    source: String,
+    year: toml::Spanned<i32>,
+    notice: toml::Spanned<String>,
+    source: toml::Spanned<String>,
     #[serde(default)]
-    amendments: Vec<Amendment>,
+    amendments: Vec<toml::Spanned<Amendment>>,
     days: Vec<toml::Spanned<DayEntry>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)]
 struct Amendment {
     notice: String,
     source: String,
@@ -62,7 +88,8 @@ struct DayEntry {
 }
 
 impl Calendar {
-    /// Loads every `YYYY.toml` of `dir`; all problems are reported at once.
+    /// Loads every `*.toml` of `dir` (read once, when the gateway starts: a new year's file needs
+    /// a restart, not a rebuild); all problems are reported at once.
     pub fn load(dir: &Path) -> Result<Calendar, Vec<ConfigProblem>> {
         let read_dir = std::fs::read_dir(dir).map_err(|e| {
             vec![ConfigProblem {
@@ -101,7 +128,11 @@ impl Calendar {
         }
     }
 
-    /// Adds one year's file.
+    /// Adds one year's file, named `YYYY.toml` after the year its notice is for. Refused, with
+    /// nothing added: a notice or source left empty, a date that is not a plain date, is listed
+    /// twice, is out of date order, or lies outside the file's year and the last days of the
+    /// year before (from December 25); a make-up working day on a weekday; a day another
+    /// year's file arranges the other way; a year defined twice.
     pub fn add_year(&mut self, path: &Path, text: &str) -> Result<(), Vec<ConfigProblem>> {
         let file: YearFile =
             toml::from_str(text).map_err(|e| vec![toml_problem(path, text, &e)])?;
@@ -111,27 +142,54 @@ impl Calendar {
             message,
         };
         let mut problems = Vec::new();
+        let year = *file.year.get_ref();
         let stem = path
             .file_stem()
             .and_then(|s| s.to_str())
             .unwrap_or_default();
-        if stem != file.year.to_string() {
+        if stem != year.to_string() {
             problems.push(at(
-                0..0,
-                format!("file declares year {} but is named {stem}.toml", file.year),
+                file.year.span(),
+                format!("file declares year {year} but is named {stem}.toml"),
             ));
         }
-        if self.years.contains(&file.year) {
-            problems.push(at(0..0, format!("year {} is defined twice", file.year)));
+        if self.years.contains(&year) {
+            problems.push(at(
+                file.year.span(),
+                format!("year {year} is defined twice"),
+            ));
         }
-        let mut seen = HashMap::new();
+        for (field, value) in [("notice", &file.notice), ("source", &file.source)] {
+            if value.get_ref().trim().is_empty() {
+                problems.push(at(
+                    value.span(),
+                    format!("{field} is empty: cite the State Council notice this year follows"),
+                ));
+            }
+        }
+        for amendment in &file.amendments {
+            let a = amendment.get_ref();
+            if a.notice.trim().is_empty() || a.source.trim().is_empty() {
+                problems.push(at(
+                    amendment.span(),
+                    "an amendment needs its notice and source".to_string(),
+                ));
+            }
+        }
+        let first = NaiveDate::from_ymd_opt(
+            year - 1,
+            NEXT_NOTICE_REACHES_BACK_TO.0,
+            NEXT_NOTICE_REACHES_BACK_TO.1,
+        );
+        let last = NaiveDate::from_ymd_opt(year, 12, 31);
+        let mut days: Vec<(NaiveDate, bool)> = Vec::with_capacity(file.days.len());
         for entry in &file.days {
             let span = entry.span();
             let day = entry.get_ref();
             let Some(date) = day
                 .date
                 .date
-                .filter(|_| day.date.time.is_none())
+                .filter(|_| day.date.time.is_none() && day.date.offset.is_none())
                 .and_then(|d| {
                     NaiveDate::from_ymd_opt(i32::from(d.year), u32::from(d.month), u32::from(d.day))
                 })
@@ -142,8 +200,15 @@ impl Calendar {
                 ));
                 continue;
             };
-            if seen.insert(date, ()).is_some() {
+            if days.iter().any(|&(d, _)| d == date) {
                 problems.push(at(span.clone(), format!("{date} is listed twice")));
+            } else if let Some(&(prev, _)) = days.last()
+                && prev > date
+            {
+                problems.push(at(
+                    span.clone(),
+                    format!("{date} is out of date order (after {prev}): keep days sorted"),
+                ));
             }
             if !day.off && !is_weekend(date) {
                 problems.push(at(
@@ -151,18 +216,36 @@ impl Calendar {
                     format!("{date} is a make-up working day but falls on a weekday"),
                 ));
             }
-            if (date.year() - file.year).abs() > 1 {
+            if first.is_none_or(|f| date < f) || last.is_none_or(|l| date > l) {
                 problems.push(at(
-                    span,
-                    format!("{date} is too far from year {}", file.year),
+                    span.clone(),
+                    format!(
+                        "{date} is outside year {year} (a notice may reach back to December 25 of the year before)"
+                    ),
                 ));
             }
-            self.overrides.insert(date, day.off);
+            if let Some(other) = self.overrides.get(&date)
+                && other.off != day.off
+            {
+                problems.push(at(
+                    span,
+                    format!(
+                        "{date} is {} here but {} in {}.toml",
+                        kind(day.off),
+                        kind(other.off),
+                        other.year
+                    ),
+                ));
+            }
+            days.push((date, day.off));
         }
         if !problems.is_empty() {
             return Err(problems);
         }
-        self.years.insert(file.year);
+        for (date, off) in days {
+            self.overrides.insert(date, Override { off, year });
+        }
+        self.years.insert(year);
         Ok(())
     }
 
@@ -171,13 +254,20 @@ impl Calendar {
         self.years.iter().copied()
     }
 
-    /// Whether `date` is a working day.
+    /// Whether `date` is a working day. Needs its year's notice, and from December 25 on the
+    /// next year's as well (it may arrange the day); without them the answer is
+    /// [`CalendarError::YearMissing`], never a guess from the day of the week.
     pub fn is_workday(&self, date: NaiveDate) -> Result<bool, CalendarError> {
         if !self.years.contains(&date.year()) {
             return Err(CalendarError::YearMissing(date.year()));
         }
+        if (date.month(), date.day()) >= NEXT_NOTICE_REACHES_BACK_TO
+            && !self.years.contains(&(date.year() + 1))
+        {
+            return Err(CalendarError::YearMissing(date.year() + 1));
+        }
         Ok(match self.overrides.get(&date) {
-            Some(off) => !off,
+            Some(o) => !o.off,
             None => !is_weekend(date),
         })
     }
@@ -210,6 +300,400 @@ impl Calendar {
             }
         }
         Ok(count)
+    }
+}
+
+/// The unit of a time limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Unit {
+    /// 工作日: counted on the working-day calendar.
+    WorkingDays,
+    /// 自然日: every day counts; a last day that is not a working day moves to the next working
+    /// day (民法典 第二百零三条).
+    CalendarDays,
+    /// 小时: hours that elapse on working days only.
+    Hours,
+}
+
+/// A time limit (时限): an amount of a unit, written `10wd` (working days), `10d` (calendar days)
+/// or `24h` (hours); `10个工作日`, `10工作日`, `10日`, `10天`, `10自然日` and `24小时` are read too.
+/// Serialised as its canonical text (`10wd`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Limit {
+    pub amount: u32,
+    pub unit: Unit,
+}
+
+/// A time limit that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0:?} is not a time limit (write 10wd for working days, 10d for calendar days, 24h for hours)"
+)]
+pub struct LimitError(String);
+
+impl Limit {
+    pub const fn working_days(amount: u32) -> Limit {
+        Limit {
+            amount,
+            unit: Unit::WorkingDays,
+        }
+    }
+
+    pub const fn calendar_days(amount: u32) -> Limit {
+        Limit {
+            amount,
+            unit: Unit::CalendarDays,
+        }
+    }
+
+    pub const fn hours(amount: u32) -> Limit {
+        Limit {
+            amount,
+            unit: Unit::Hours,
+        }
+    }
+
+    /// The clock's running time the limit allows: 24 hours per day of a day limit.
+    fn running_time(self) -> TimeDelta {
+        let hours = match self.unit {
+            Unit::WorkingDays | Unit::CalendarDays => 24 * i64::from(self.amount),
+            Unit::Hours => i64::from(self.amount),
+        };
+        TimeDelta::hours(hours)
+    }
+}
+
+impl std::str::FromStr for Limit {
+    type Err = LimitError;
+
+    fn from_str(text: &str) -> Result<Limit, LimitError> {
+        let t = text.trim();
+        let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (amount, unit) = t.split_at(digits);
+        let unit = match unit.trim() {
+            "wd" | "个工作日" | "工作日" => Unit::WorkingDays,
+            "d" | "日" | "天" | "自然日" => Unit::CalendarDays,
+            "h" | "小时" | "个小时" => Unit::Hours,
+            _ => return Err(LimitError(text.to_string())),
+        };
+        let amount = amount.parse().map_err(|_| LimitError(text.to_string()))?;
+        Ok(Limit { amount, unit })
+    }
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let unit = match self.unit {
+            Unit::WorkingDays => "wd",
+            Unit::CalendarDays => "d",
+            Unit::Hours => "h",
+        };
+        write!(f, "{}{unit}", self.amount)
+    }
+}
+
+impl TryFrom<String> for Limit {
+    type Error = LimitError;
+
+    fn try_from(text: String) -> Result<Limit, LimitError> {
+        text.parse()
+    }
+}
+
+impl From<Limit> for String {
+    fn from(limit: Limit) -> String {
+        limit.to_string()
+    }
+}
+
+/// A pause of a clock (挂起: 补正, 特别程序): from `from` until `to`. A pause still running is
+/// passed with `to` = now, which gives the deadline if the clock resumed now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pause {
+    pub from: DateTime<FixedOffset>,
+    pub to: DateTime<FixedOffset>,
+}
+
+/// The calendar in a hall's time zone: deadline arithmetic on instants. Every instant may carry
+/// any offset; days are the hall's days, and results are in the hall's offset.
+#[derive(Debug, Clone, Copy)]
+pub struct HallCalendar<'a> {
+    calendar: &'a Calendar,
+    zone: FixedOffset,
+}
+
+/// A clock's running time: from `start`, on every day or on working days only, outside `pauses`.
+struct Run {
+    start: DateTime<FixedOffset>,
+    every_day: bool,
+    /// Sorted, merged, non-empty.
+    pauses: Vec<(DateTime<FixedOffset>, DateTime<FixedOffset>)>,
+}
+
+impl Calendar {
+    /// This calendar in the hall's time zone (`+08:00` in China).
+    pub fn in_zone(&self, zone: FixedOffset) -> HallCalendar<'_> {
+        HallCalendar {
+            calendar: self,
+            zone,
+        }
+    }
+}
+
+impl HallCalendar<'_> {
+    /// The hall's offset.
+    pub fn zone(&self) -> FixedOffset {
+        self.zone
+    }
+
+    /// The hall's date at `t`.
+    pub fn date_of(&self, t: DateTime<FixedOffset>) -> NaiveDate {
+        t.with_timezone(&self.zone).date_naive()
+    }
+
+    /// 24:00 of `date` in the hall: the instant a day limit ending on `date` runs out.
+    pub fn close_of(&self, date: NaiveDate) -> DateTime<FixedOffset> {
+        let midnight = (date + Days::new(1)).and_time(NaiveTime::MIN);
+        DateTime::from_naive_utc_and_offset(
+            midnight - TimeDelta::seconds(i64::from(self.zone.local_minus_utc())),
+            self.zone,
+        )
+    }
+
+    /// The hall's day a deadline falls on: the last day of a day limit (its deadline is 24:00
+    /// of that day), the day an hour limit runs out.
+    pub fn last_day(&self, deadline: DateTime<FixedOffset>) -> NaiveDate {
+        self.date_of(deadline - TimeDelta::nanoseconds(1))
+    }
+
+    /// The instant `limit` runs out for a clock started at `accepted`: the first instant the
+    /// clock is overdue at (`now >= deadline`). Day limits run out at 24:00 of their last day.
+    pub fn deadline(
+        &self,
+        accepted: DateTime<FixedOffset>,
+        limit: Limit,
+    ) -> Result<DateTime<FixedOffset>, CalendarError> {
+        self.deadline_with_pauses(accepted, limit, &[])
+    }
+
+    /// [`deadline`](Self::deadline) moved by the clock's pauses: by exactly the paused working
+    /// days ([`paused_working_days`](Self::paused_working_days)) for a working-day limit, the
+    /// paused calendar days for a calendar-day limit, the paused working-day time for an hour
+    /// limit. A pause counts from the clock's start on (the day of acceptance is not paused);
+    /// a pause that starts after the time has run out (a day limit: after its last day) does
+    /// not revive it.
+    pub fn deadline_with_pauses(
+        &self,
+        accepted: DateTime<FixedOffset>,
+        limit: Limit,
+        pauses: &[Pause],
+    ) -> Result<DateTime<FixedOffset>, CalendarError> {
+        if limit.unit == Unit::Hours {
+            let run = self.run(accepted, limit.unit, pauses);
+            return Ok(self.walk(&run, limit.running_time(), None)?.0);
+        }
+        let start = self.date_of(accepted);
+        let last_day = |extra: u32| -> Result<NaiveDate, CalendarError> {
+            let amount = limit.amount.saturating_add(extra);
+            if limit.unit == Unit::WorkingDays {
+                return self.calendar.add_working_days(start, amount);
+            }
+            let mut last = start + Days::new(u64::from(amount));
+            // 民法典 第二百零三条: a last day that is a day off moves to the day after the days off.
+            while amount > 0 && !self.calendar.is_workday(last)? {
+                last = last + Days::new(1);
+            }
+            Ok(last)
+        };
+        let mut extra = 0u32;
+        let mut last = last_day(0)?;
+        for (from, to) in self.snapped(pauses) {
+            let paused_on = self.date_of(from) - Days::new(1);
+            if paused_on > last {
+                break;
+            }
+            let (first, through) = (paused_on.max(start), self.last_day(to));
+            extra += match limit.unit {
+                Unit::WorkingDays => self.calendar.working_days_between(first, through)?,
+                _ => u32::try_from((through - first).num_days()).unwrap_or(0),
+            };
+            last = last_day(extra)?;
+        }
+        Ok(self.close_of(last))
+    }
+
+    /// Working days paused: for each pause, the working days after the day it starts up to and
+    /// including the day it ends (the same count as [`Calendar::working_days_between`]; the
+    /// clock ran on the day the pause started, and starts again the day after it ends).
+    /// Overlapping pauses count once.
+    pub fn paused_working_days(&self, pauses: &[Pause]) -> Result<u32, CalendarError> {
+        let mut days = 0;
+        for (from, to) in self.snapped(pauses) {
+            days += self
+                .calendar
+                .working_days_between(self.date_of(from) - Days::new(1), self.last_day(to))?;
+        }
+        Ok(days)
+    }
+
+    /// Whole working days that have ended after `from`'s day and by `to`: 0 on the day of
+    /// `from`, N at the deadline of an N-working-day limit started at `from`.
+    pub fn working_days_elapsed(
+        &self,
+        from: DateTime<FixedOffset>,
+        to: DateTime<FixedOffset>,
+    ) -> Result<u32, CalendarError> {
+        let first = self.date_of(from);
+        let Some(last_ended) = self.date_of(to).pred_opt() else {
+            return Ok(0);
+        };
+        self.calendar.working_days_between(first, last_ended)
+    }
+
+    /// The share (0.0–1.0) of the clock's running time used by `now`, the deadline's being the
+    /// whole. For a yellow warning; whether the clock is overdue is `now >= deadline`.
+    pub fn share_elapsed(
+        &self,
+        accepted: DateTime<FixedOffset>,
+        limit: Limit,
+        pauses: &[Pause],
+        now: DateTime<FixedOffset>,
+    ) -> Result<f64, CalendarError> {
+        let deadline = self.deadline_with_pauses(accepted, limit, pauses)?;
+        if now >= deadline {
+            return Ok(1.0);
+        }
+        let run = self.run(accepted, limit.unit, pauses);
+        let (_, total) = self.walk(&run, TimeDelta::MAX, Some(deadline))?;
+        if total <= TimeDelta::zero() {
+            return Ok(0.0);
+        }
+        let (_, used) = self.walk(&run, TimeDelta::MAX, Some(now))?;
+        Ok(millis(used) / millis(total))
+    }
+
+    /// The first instant at which `share` (0.0–1.0) of the clock's running time up to the
+    /// deadline is used: when a yellow warning is due. `share` 1.0 gives the deadline.
+    pub fn share_reached_at(
+        &self,
+        accepted: DateTime<FixedOffset>,
+        limit: Limit,
+        pauses: &[Pause],
+        share: f64,
+    ) -> Result<DateTime<FixedOffset>, CalendarError> {
+        let deadline = self.deadline_with_pauses(accepted, limit, pauses)?;
+        if share >= 1.0 {
+            return Ok(deadline);
+        }
+        let run = self.run(accepted, limit.unit, pauses);
+        let (_, total) = self.walk(&run, TimeDelta::MAX, Some(deadline))?;
+        let need = TimeDelta::milliseconds((millis(total) * share.clamp(0.0, 1.0)).ceil() as i64);
+        Ok(self.walk(&run, need, None)?.0)
+    }
+
+    /// A day limit's clock starts at the close of the day of acceptance (民法典 第二百零一条: the
+    /// day a period starts is not counted) and pauses count whole days; an hour limit's clock
+    /// starts at acceptance and pauses count to the second.
+    fn run(&self, accepted: DateTime<FixedOffset>, unit: Unit, pauses: &[Pause]) -> Run {
+        match unit {
+            Unit::WorkingDays | Unit::CalendarDays => Run {
+                start: self.close_of(self.date_of(accepted)),
+                every_day: unit == Unit::CalendarDays,
+                pauses: self.snapped(pauses),
+            },
+            Unit::Hours => Run {
+                start: accepted,
+                every_day: false,
+                pauses: merged(pauses.iter().map(|p| (p.from, p.to))),
+            },
+        }
+    }
+
+    /// Pauses as whole days: from the close of the day each starts to the close of the day it ends.
+    fn snapped(&self, pauses: &[Pause]) -> Vec<(DateTime<FixedOffset>, DateTime<FixedOffset>)> {
+        merged(pauses.iter().map(|p| {
+            (
+                self.close_of(self.date_of(p.from)),
+                self.close_of(self.date_of(p.to)),
+            )
+        }))
+    }
+
+    /// Walks the clock's running time from its start until `need` has run (answering the instant
+    /// it has) or until `until` (answering `until`), with the running time walked.
+    fn walk(
+        &self,
+        run: &Run,
+        need: TimeDelta,
+        until: Option<DateTime<FixedOffset>>,
+    ) -> Result<(DateTime<FixedOffset>, TimeDelta), CalendarError> {
+        let mut ran = TimeDelta::zero();
+        let mut t = run.start;
+        if need <= ran {
+            return Ok((t, ran));
+        }
+        let mut pauses = run.pauses.iter().peekable();
+        loop {
+            if let Some(u) = until
+                && t >= u
+            {
+                return Ok((u, ran));
+            }
+            let date = self.date_of(t);
+            let day_end = self.close_of(date);
+            let end = until.map_or(day_end, |u| u.min(day_end));
+            if run.every_day || self.calendar.is_workday(date)? {
+                let mut cur = t;
+                while cur < end {
+                    while pauses.next_if(|p| p.1 <= cur).is_some() {}
+                    let free_end = match pauses.peek() {
+                        Some(p) if p.0 <= cur => {
+                            cur = p.1.min(end);
+                            continue;
+                        }
+                        Some(p) => p.0.min(end),
+                        None => end,
+                    };
+                    let free = free_end - cur;
+                    if ran + free >= need {
+                        return Ok((cur + (need - ran), need));
+                    }
+                    ran += free;
+                    cur = free_end;
+                }
+            }
+            t = end;
+        }
+    }
+}
+
+fn millis(t: TimeDelta) -> f64 {
+    t.num_milliseconds() as f64
+}
+
+/// Non-empty intervals, sorted and merged.
+fn merged(
+    intervals: impl Iterator<Item = (DateTime<FixedOffset>, DateTime<FixedOffset>)>,
+) -> Vec<(DateTime<FixedOffset>, DateTime<FixedOffset>)> {
+    let mut all: Vec<_> = intervals.filter(|(a, b)| a < b).collect();
+    all.sort();
+    let mut out: Vec<(DateTime<FixedOffset>, DateTime<FixedOffset>)> =
+        Vec::with_capacity(all.len());
+    for (a, b) in all {
+        match out.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
+fn kind(off: bool) -> &'static str {
+    if off {
+        "a day off"
+    } else {
+        "a make-up working day"
     }
 }
 
@@ -324,6 +808,548 @@ mod tests {
         assert_eq!(errs[0].line, 5, "{errs:?}");
     }
 
+    fn year_file(year: i32, days: &str) -> String {
+        format!("year = {year}\nnotice = \"n\"\nsource = \"s\"\ndays = [\n{days}]\n")
+    }
+
+    fn refusal(year: i32, days: &str) -> Vec<String> {
+        let mut cal = Calendar::default();
+        let errs = cal
+            .add_year(Path::new(&format!("{year}.toml")), &year_file(year, days))
+            .unwrap_err();
+        assert_eq!(cal.years().count(), 0, "a refused file adds nothing");
+        assert!(cal.overrides.is_empty(), "a refused file adds no day");
+        errs.into_iter().map(|p| p.message).collect()
+    }
+
+    #[test]
+    fn loader_refuses_dates_outside_the_files_year() {
+        let errs = refusal(2030, " { date = 2031-01-01, off = true, name = \"x\" },\n");
+        assert!(
+            errs[0].contains("2031-01-01 is outside year 2030"),
+            "{errs:?}"
+        );
+        let errs = refusal(2030, " { date = 2029-12-24, off = true, name = \"x\" },\n");
+        assert!(
+            errs[0].contains("2029-12-24 is outside year 2030"),
+            "{errs:?}"
+        );
+        // The last week of the year before is the notice's to arrange.
+        let mut cal = Calendar::default();
+        cal.add_year(
+            Path::new("2030.toml"),
+            &year_file(
+                2030,
+                " { date = 2029-12-29, off = false, name = \"元旦\" },\n",
+            ),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn loader_refuses_duplicate_and_unsorted_days() {
+        let errs = refusal(
+            2030,
+            " { date = 2030-01-01, off = true, name = \"x\" },\n { date = 2030-01-01, off = true, name = \"x\" },\n",
+        );
+        assert_eq!(errs, ["2030-01-01 is listed twice"]);
+        let errs = refusal(
+            2030,
+            " { date = 2030-02-04, off = true, name = \"x\" },\n { date = 2030-01-01, off = true, name = \"x\" },\n",
+        );
+        assert_eq!(
+            errs,
+            ["2030-01-01 is out of date order (after 2030-02-04): keep days sorted"]
+        );
+    }
+
+    #[test]
+    fn loader_refuses_a_year_without_its_notice_cited() {
+        let mut cal = Calendar::default();
+        let text = "year = 2030\nnotice = \"\"\nsource = \" \"\ndays = []\n";
+        let errs = cal.add_year(Path::new("2030.toml"), text).unwrap_err();
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert_eq!((errs[0].line, errs[1].line), (2, 3));
+        assert!(errs[0].message.starts_with("notice is empty"), "{errs:?}");
+        let mut cal = Calendar::default();
+        let text = "year = 2030\nnotice = \"n\"\nsource = \"s\"\ndays = []\n";
+        let errs = cal.add_year(Path::new("2031.toml"), text).unwrap_err();
+        assert_eq!(
+            errs[0].message,
+            "file declares year 2030 but is named 2031.toml"
+        );
+    }
+
+    #[test]
+    fn loader_refuses_a_day_two_notices_arrange_differently() {
+        let mut cal = Calendar::default();
+        cal.add_year(
+            Path::new("2029.toml"),
+            &year_file(2029, " { date = 2029-12-29, off = true, name = \"x\" },\n"),
+        )
+        .unwrap();
+        let errs = cal
+            .add_year(
+                Path::new("2030.toml"),
+                &year_file(
+                    2030,
+                    " { date = 2029-12-29, off = false, name = \"元旦\" },\n",
+                ),
+            )
+            .unwrap_err();
+        assert_eq!(
+            errs[0].message,
+            "2029-12-29 is a make-up working day here but a day off in 2029.toml"
+        );
+        let errs = cal
+            .add_year(Path::new("2029.toml"), &year_file(2029, ""))
+            .unwrap_err();
+        assert_eq!(errs[0].message, "year 2029 is defined twice");
+    }
+
+    #[test]
+    fn every_shipped_year_cites_its_notice_and_has_holidays_and_make_up_days() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/calendar");
+        for year in 2019..=2026 {
+            let text = std::fs::read_to_string(dir.join(format!("{year}.toml"))).unwrap();
+            let file: YearFile = toml::from_str(&text).unwrap();
+            assert!(
+                file.notice
+                    .get_ref()
+                    .contains(&format!("关于{year}年部分节假日安排的通知")),
+                "{year}: {}",
+                file.notice.get_ref()
+            );
+            assert!(file.source.get_ref().starts_with("https://www.gov.cn/"));
+            let offs = file.days.iter().filter(|d| d.get_ref().off).count();
+            let make_ups = file.days.len() - offs;
+            assert!(
+                offs >= 20 && make_ups >= 4,
+                "{year}: {offs} off, {make_ups} make-up"
+            );
+        }
+    }
+
+    #[test]
+    fn late_december_needs_the_next_years_notice() {
+        let cal = shipped();
+        assert_eq!(cal.is_workday(d("2026-12-24")), Ok(true));
+        assert_eq!(
+            cal.is_workday(d("2026-12-25")),
+            Err(CalendarError::YearMissing(2027)),
+            "the 2027 notice may still arrange 2026-12-25..31"
+        );
+        assert_eq!(
+            cal.is_workday(d("2018-12-28")),
+            Err(CalendarError::YearMissing(2018))
+        );
+    }
+
+    #[test]
+    fn shipped_cross_year_make_up_day_2018_12_29_comes_from_the_2019_notice() {
+        // 2019.toml arranges 2018-12-29 (Sat) as a working day and 12-30, 12-31 (Mon) off;
+        // 2018 itself is not shipped, so it takes a 2018 file to ask about the rest of 2018.
+        let mut cal = Calendar::default();
+        cal.add_year(Path::new("2018.toml"), &year_file(2018, ""))
+            .unwrap();
+        assert_eq!(
+            cal.is_workday(d("2018-12-29")),
+            Err(CalendarError::YearMissing(2019)),
+            "without the 2019 notice, 2018-12-29 is not guessed to be a Saturday off"
+        );
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/calendar/2019.toml");
+        cal.add_year(&path, &std::fs::read_to_string(&path).unwrap())
+            .unwrap();
+        assert_eq!(cal.is_workday(d("2018-12-29")), Ok(true));
+        assert_eq!(cal.is_workday(d("2018-12-31")), Ok(false), "a Monday off");
+        assert_eq!(
+            cal.add_working_days(d("2018-12-28"), 1),
+            Ok(d("2018-12-29"))
+        );
+        assert_eq!(
+            cal.add_working_days(d("2018-12-28"), 2),
+            Ok(d("2019-01-02"))
+        );
+        assert_eq!(
+            cal.working_days_between(d("2018-12-27"), d("2019-01-02")),
+            Ok(3)
+        );
+    }
+
+    fn t(s: &str) -> DateTime<FixedOffset> {
+        DateTime::parse_from_rfc3339(s).unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    fn china() -> FixedOffset {
+        FixedOffset::east_opt(8 * 3600).unwrap()
+    }
+
+    #[test]
+    fn limits_read_their_units_and_serialise_as_canonical_text() {
+        for (text, limit) in [
+            ("10wd", Limit::working_days(10)),
+            ("10个工作日", Limit::working_days(10)),
+            ("10d", Limit::calendar_days(10)),
+            ("10天", Limit::calendar_days(10)),
+            ("24h", Limit::hours(24)),
+            ("24小时", Limit::hours(24)),
+            ("0wd", Limit::working_days(0)),
+        ] {
+            assert_eq!(text.parse(), Ok(limit), "{text}");
+        }
+        for bad in ["10", "wd", "-1wd", "1.5h", "10 weeks", ""] {
+            assert!(bad.parse::<Limit>().is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(Limit::hours(24).to_string(), "24h");
+        assert_eq!(
+            serde_json::to_string(&Limit::working_days(10)).unwrap(),
+            "\"10wd\""
+        );
+        assert_eq!(
+            serde_json::from_str::<Limit>("\"3d\"").unwrap(),
+            Limit::calendar_days(3)
+        );
+        assert!(serde_json::from_str::<Limit>("\"3x\"").is_err());
+    }
+
+    #[test]
+    fn kai_canguan_deadline_is_24_00_of_2019_11_04_in_the_halls_zone() {
+        let cal = shipped();
+        let hall = cal.in_zone(china());
+        let due = t("2019-11-05T00:00:00+08:00");
+        assert_eq!(
+            hall.deadline(t("2019-10-21T15:30:00+08:00"), Limit::working_days(10)),
+            Ok(due)
+        );
+        assert_eq!(hall.last_day(due), d("2019-11-04"));
+        // 07:00 in the hall is still the evening before in UTC: the hall's day counts.
+        let utc = hall
+            .deadline(t("2019-10-20T23:00:00Z"), Limit::working_days(10))
+            .unwrap();
+        assert_eq!(utc, due);
+        assert_eq!(utc.offset(), &china(), "answered in the hall's offset");
+        assert_eq!(
+            hall.deadline(t("2019-10-21T15:30:00+08:00"), Limit::working_days(0)),
+            Ok(t("2019-10-22T00:00:00+08:00")),
+            "即办件: the close of the day of acceptance"
+        );
+    }
+
+    #[test]
+    fn national_day_2019_instants_count_the_make_up_sunday_and_saturday() {
+        let cal = shipped();
+        let hall = cal.in_zone(china());
+        // 09-30 (Mon) is day 0; 10-01..07 off; 10-08, 10-09, 10-10 are working days 1..3.
+        assert_eq!(
+            hall.deadline(t("2019-09-30T09:00:00+08:00"), Limit::working_days(3)),
+            Ok(t("2019-10-11T00:00:00+08:00"))
+        );
+        // From Friday 09-27: the make-up Sunday 09-29 is working day 1, 09-30 day 2, 10-08 day 3.
+        for (n, last) in [(1, "2019-09-29"), (2, "2019-09-30"), (3, "2019-10-08")] {
+            let due = hall
+                .deadline(t("2019-09-27T11:00:00+08:00"), Limit::working_days(n))
+                .unwrap();
+            assert_eq!(hall.last_day(due), d(last), "{n} working days");
+        }
+        // From Thursday 10-10: Friday 10-11, then the make-up Saturday 10-12.
+        let due = hall
+            .deadline(t("2019-10-10T11:00:00+08:00"), Limit::working_days(2))
+            .unwrap();
+        assert_eq!(hall.last_day(due), d("2019-10-12"));
+    }
+
+    #[test]
+    fn spring_festival_2020_extension_holds_working_and_calendar_day_limits() {
+        let cal = shipped();
+        let hall = cal.in_zone(china());
+        let accepted = t("2020-01-23T09:00:00+08:00");
+        // 01-24..02-02 off, 02-01 no longer a make-up day: the next working day is 02-03.
+        assert_eq!(
+            hall.deadline(accepted, Limit::working_days(1)),
+            Ok(t("2020-02-04T00:00:00+08:00"))
+        );
+        // 3 calendar days end on 01-26, a day off: moved to the close of 02-03 (民法典 第二百零三条).
+        assert_eq!(
+            hall.deadline(accepted, Limit::calendar_days(3)),
+            Ok(t("2020-02-04T00:00:00+08:00"))
+        );
+        // A calendar-day limit ending on a working day stays put, weekends counted.
+        assert_eq!(
+            hall.deadline(t("2020-02-05T09:00:00+08:00"), Limit::calendar_days(5)),
+            Ok(t("2020-02-11T00:00:00+08:00"))
+        );
+        // The Sunday 01-19 is still a make-up working day.
+        let due = hall
+            .deadline(t("2020-01-17T09:00:00+08:00"), Limit::working_days(1))
+            .unwrap();
+        assert_eq!(hall.last_day(due), d("2020-01-19"));
+    }
+
+    #[test]
+    fn hours_elapse_on_working_days_only() {
+        let cal = shipped();
+        let hall = cal.in_zone(china());
+        let h = |from: &str, n| hall.deadline(t(from), Limit::hours(n));
+        // Friday 10:00 + 24 h: 14 h on Friday, the weekend skipped, 10 h on Monday.
+        assert_eq!(
+            h("2019-10-18T10:00:00+08:00", 24),
+            Ok(t("2019-10-21T10:00:00+08:00"))
+        );
+        // Across National Day 2019: 14 h on 09-30, 10-01..07 skipped, 10 h on 10-08.
+        assert_eq!(
+            h("2019-09-30T10:00:00+08:00", 24),
+            Ok(t("2019-10-08T10:00:00+08:00"))
+        );
+        // Across Spring Festival 2020 with its extension; and hours that end exactly at 24:00
+        // of the last working day end there, not after the holiday.
+        assert_eq!(
+            h("2020-01-23T16:00:00+08:00", 9),
+            Ok(t("2020-02-03T01:00:00+08:00"))
+        );
+        assert_eq!(
+            h("2020-01-23T16:00:00+08:00", 8),
+            Ok(t("2020-01-24T00:00:00+08:00"))
+        );
+        // The make-up Saturday 2019-10-12 counts; the Sunday after does not.
+        assert_eq!(
+            h("2019-10-12T10:00:00+08:00", 24),
+            Ok(t("2019-10-14T10:00:00+08:00"))
+        );
+        // Accepted on a holiday: the hours start with the next working day.
+        assert_eq!(
+            h("2019-10-03T10:00:00+08:00", 2),
+            Ok(t("2019-10-08T02:00:00+08:00"))
+        );
+        assert_eq!(
+            h("2019-10-03T10:00:00+08:00", 0),
+            Ok(t("2019-10-03T10:00:00+08:00"))
+        );
+    }
+
+    #[test]
+    fn a_deadline_into_a_year_without_data_names_the_year() {
+        let cal = shipped();
+        let hall = cal.in_zone(china());
+        assert_eq!(
+            hall.deadline(t("2026-12-20T10:00:00+08:00"), Limit::working_days(30)),
+            Err(CalendarError::YearMissing(2027))
+        );
+        assert_eq!(
+            hall.deadline(t("2026-12-24T20:00:00+08:00"), Limit::hours(8)),
+            Err(CalendarError::YearMissing(2027)),
+            "12-25 may still be arranged by the 2027 notice"
+        );
+        assert_eq!(
+            hall.deadline(t("2026-12-24T10:00:00+08:00"), Limit::hours(8)),
+            Ok(t("2026-12-24T18:00:00+08:00"))
+        );
+    }
+
+    #[test]
+    fn a_supplement_pause_moves_the_deadline_by_exactly_the_paused_working_days() {
+        let cal = shipped();
+        let hall = cal.in_zone(china());
+        let accepted = t("2019-10-21T10:00:00+08:00");
+        let ten = Limit::working_days(10);
+        let pause = |from: &str, to: &str| Pause {
+            from: t(from),
+            to: t(to),
+        };
+        // Paused Wednesday 15:00 to Friday 11:00: Thursday and Friday are paused.
+        let p = [pause(
+            "2019-10-23T15:00:00+08:00",
+            "2019-10-25T11:00:00+08:00",
+        )];
+        assert_eq!(hall.paused_working_days(&p), Ok(2));
+        assert_eq!(
+            hall.deadline_with_pauses(accepted, ten, &p),
+            Ok(t("2019-11-07T00:00:00+08:00")),
+            "11-04 moved by two working days"
+        );
+        // Friday 16:00 to Monday 09:00: only Monday is a paused working day.
+        let p = [pause(
+            "2019-10-25T16:00:00+08:00",
+            "2019-10-28T09:00:00+08:00",
+        )];
+        assert_eq!(hall.paused_working_days(&p), Ok(1));
+        assert_eq!(
+            hall.deadline_with_pauses(accepted, ten, &p),
+            Ok(t("2019-11-06T00:00:00+08:00"))
+        );
+        // A pause within one day moves nothing.
+        let p = [pause(
+            "2019-10-23T09:00:00+08:00",
+            "2019-10-23T17:00:00+08:00",
+        )];
+        assert_eq!(hall.paused_working_days(&p), Ok(0));
+        assert_eq!(
+            hall.deadline_with_pauses(accepted, ten, &p),
+            hall.deadline(accepted, ten)
+        );
+        // Overlapping pauses (补正 and 特别程序 at once) count once.
+        let p = [
+            pause("2019-10-23T15:00:00+08:00", "2019-10-25T11:00:00+08:00"),
+            pause("2019-10-24T09:00:00+08:00", "2019-10-25T17:00:00+08:00"),
+        ];
+        assert_eq!(hall.paused_working_days(&p), Ok(2));
+        assert_eq!(
+            hall.deadline_with_pauses(accepted, ten, &p),
+            Ok(t("2019-11-07T00:00:00+08:00"))
+        );
+        // A pause that starts on the last day moves it: 11-04 16:00 to 11-05 10:00 pauses 11-05.
+        let p = [pause(
+            "2019-11-04T16:00:00+08:00",
+            "2019-11-05T10:00:00+08:00",
+        )];
+        assert_eq!(
+            hall.deadline_with_pauses(accepted, ten, &p),
+            Ok(t("2019-11-06T00:00:00+08:00"))
+        );
+        // A pause that starts once the time has run out does not revive it.
+        let p = [pause(
+            "2019-11-05T10:00:00+08:00",
+            "2019-11-08T10:00:00+08:00",
+        )];
+        assert_eq!(
+            hall.deadline_with_pauses(accepted, ten, &p),
+            Ok(t("2019-11-05T00:00:00+08:00"))
+        );
+        // A pause over National Day counts the make-up Sunday and skips the holiday.
+        let p = [pause(
+            "2019-09-27T10:00:00+08:00",
+            "2019-10-09T10:00:00+08:00",
+        )];
+        assert_eq!(
+            hall.paused_working_days(&p),
+            Ok(4),
+            "09-29, 09-30, 10-08, 10-09"
+        );
+    }
+
+    #[test]
+    fn pauses_move_hour_and_calendar_day_limits_by_their_own_measure() {
+        let cal = shipped();
+        let hall = cal.in_zone(china());
+        // 24 h from Friday 10:00 end Monday 10:00; paused Monday 09:00–11:00, they end at 12:00.
+        let p = [Pause {
+            from: t("2019-10-21T09:00:00+08:00"),
+            to: t("2019-10-21T11:00:00+08:00"),
+        }];
+        assert_eq!(
+            hall.deadline_with_pauses(t("2019-10-18T10:00:00+08:00"), Limit::hours(24), &p),
+            Ok(t("2019-10-21T12:00:00+08:00"))
+        );
+        // 10 calendar days from 10-21 end 10-31; two paused days move them to Saturday 11-02,
+        // and a day off moves the last day to Monday 11-04.
+        let p = [Pause {
+            from: t("2019-10-22T10:00:00+08:00"),
+            to: t("2019-10-24T10:00:00+08:00"),
+        }];
+        let accepted = t("2019-10-21T10:00:00+08:00");
+        assert_eq!(
+            hall.deadline(accepted, Limit::calendar_days(10)),
+            Ok(t("2019-11-01T00:00:00+08:00"))
+        );
+        assert_eq!(
+            hall.deadline_with_pauses(accepted, Limit::calendar_days(10), &p),
+            Ok(t("2019-11-05T00:00:00+08:00"))
+        );
+    }
+
+    #[test]
+    fn working_days_elapsed_counts_working_days_that_have_ended() {
+        let cal = shipped();
+        let hall = cal.in_zone(china());
+        let from = t("2019-09-30T10:00:00+08:00");
+        let at = |s: &str| hall.working_days_elapsed(from, t(s));
+        assert_eq!(at("2019-09-30T23:00:00+08:00"), Ok(0));
+        assert_eq!(at("2019-10-08T12:00:00+08:00"), Ok(0), "10-08 not over yet");
+        assert_eq!(at("2019-10-09T00:00:00+08:00"), Ok(1));
+        assert_eq!(
+            at("2019-10-11T00:00:00+08:00"),
+            Ok(3),
+            "at the 3-day deadline"
+        );
+        assert_eq!(at("2019-09-01T00:00:00+08:00"), Ok(0), "backwards");
+    }
+
+    #[test]
+    fn share_elapsed_and_the_instant_a_share_is_reached() {
+        let cal = shipped();
+        let hall = cal.in_zone(china());
+        let accepted = t("2019-10-21T10:00:00+08:00");
+        let ten = Limit::working_days(10);
+        let share = |now: &str| hall.share_elapsed(accepted, ten, &[], t(now)).unwrap();
+        assert_eq!(
+            share("2019-10-21T18:00:00+08:00"),
+            0.0,
+            "day 0 is not counted"
+        );
+        assert_eq!(share("2019-10-29T00:00:00+08:00"), 0.5, "10-22..25, 10-28");
+        assert_eq!(
+            share("2019-10-27T12:00:00+08:00"),
+            0.4,
+            "the weekend does not count"
+        );
+        assert_eq!(share("2019-11-05T00:00:00+08:00"), 1.0);
+        let instant = Limit::working_days(0);
+        assert_eq!(
+            hall.share_elapsed(accepted, instant, &[], t("2019-10-21T12:00:00+08:00")),
+            Ok(0.0),
+            "即办件 before the close of the day"
+        );
+        // A yellow warning at 80 %: the close of the 8th working day, 10-31.
+        assert_eq!(
+            hall.share_reached_at(accepted, ten, &[], 0.8),
+            Ok(t("2019-11-01T00:00:00+08:00"))
+        );
+        assert_eq!(
+            hall.share_reached_at(accepted, ten, &[], 1.0),
+            hall.deadline(accepted, ten)
+        );
+        // Two paused working days move the warning by two working days as well.
+        let p = [Pause {
+            from: t("2019-10-23T15:00:00+08:00"),
+            to: t("2019-10-25T11:00:00+08:00"),
+        }];
+        assert_eq!(
+            hall.share_reached_at(accepted, ten, &p, 0.8),
+            Ok(t("2019-11-05T00:00:00+08:00"))
+        );
+        assert_eq!(
+            hall.share_elapsed(accepted, ten, &p, t("2019-10-29T00:00:00+08:00")),
+            Ok(0.3),
+            "10-22, 10-23 and 10-28 of 10"
+        );
+    }
+
+    /// Every start day of 2019–2025 and every N in 0..=60: the deadline is the close of the N-th
+    /// working day after the start day, found by scanning the days one by one, and counting the
+    /// working days back from it gives N.
+    #[test]
+    fn every_start_day_and_every_n_lands_on_a_working_day_and_counts_back() {
+        let cal = shipped();
+        let hall = cal.in_zone(china());
+        let mut day = d("2019-01-01");
+        while day <= d("2025-12-31") {
+            let accepted = hall.close_of(day) - TimeDelta::hours(7); // 17:00
+            let mut nth = vec![day];
+            let mut scan = day;
+            while nth.len() <= 60 {
+                scan = scan + Days::new(1);
+                if cal.is_workday(scan).unwrap() {
+                    nth.push(scan);
+                }
+            }
+            for (n, &last) in (0u32..).zip(&nth) {
+                let due = hall.deadline(accepted, Limit::working_days(n)).unwrap();
+                assert_eq!(due, hall.close_of(last), "{day} + {n}");
+                assert_eq!(hall.working_days_elapsed(accepted, due), Ok(n));
+            }
+            day = day + Days::new(1);
+        }
+    }
+
     proptest! {
         #[test]
         fn adding_working_days_lands_on_a_working_day_and_counts_back(offset in 0u64..2700, n in 1u32..60) {
@@ -333,6 +1359,55 @@ mod tests {
             let end = cal.add_working_days(start, n).expect("within the shipped calendar");
             prop_assert_eq!(cal.is_workday(end), Ok(true));
             prop_assert_eq!(cal.working_days_between(start, end), Ok(n));
+        }
+
+        #[test]
+        fn instant_deadlines_land_on_working_days_in_any_offset_and_count_back(
+            secs in 0i64..2700 * 86_400,
+            n in 1u32..60,
+            hours in 1u32..200,
+            offset_hours in -12i32..=14,
+        ) {
+            let cal = shipped();
+            let hall = cal.in_zone(china());
+            let accepted = (t("2019-01-01T00:00:00+08:00") + TimeDelta::seconds(secs))
+                .with_timezone(&FixedOffset::east_opt(offset_hours * 3600).unwrap());
+            let due = hall.deadline(accepted, Limit::working_days(n)).unwrap();
+            prop_assert_eq!(due.offset(), &china());
+            prop_assert_eq!(due, hall.close_of(hall.last_day(due)));
+            prop_assert_eq!(cal.is_workday(hall.last_day(due)), Ok(true));
+            prop_assert_eq!(hall.working_days_elapsed(accepted, due), Ok(n));
+            prop_assert_eq!(hall.working_days_elapsed(accepted, due - TimeDelta::seconds(1)), Ok(n - 1));
+            prop_assert_eq!(hall.last_day(due), cal.add_working_days(hall.date_of(accepted), n).unwrap());
+            prop_assert_eq!(hall.share_reached_at(accepted, Limit::working_days(n), &[], 1.0), Ok(due));
+            let due = hall.deadline(accepted, Limit::hours(hours)).unwrap();
+            prop_assert!(due > accepted);
+            prop_assert_eq!(cal.is_workday(hall.last_day(due)), Ok(true));
+            let due = hall.deadline(accepted, Limit::calendar_days(n)).unwrap();
+            prop_assert!(due >= hall.close_of(hall.date_of(accepted) + Days::new(u64::from(n))));
+            prop_assert_eq!(cal.is_workday(hall.last_day(due)), Ok(true));
+        }
+
+        #[test]
+        fn a_pause_moves_a_working_day_deadline_by_exactly_its_paused_working_days(
+            secs in 0i64..2600 * 86_400,
+            n in 1u32..40,
+            pause_at in 0i64..60 * 86_400,
+            pause_for in 0i64..20 * 86_400,
+        ) {
+            let cal = shipped();
+            let hall = cal.in_zone(china());
+            let accepted = t("2019-01-01T00:00:00+08:00") + TimeDelta::seconds(secs);
+            let limit = Limit::working_days(n);
+            let due = hall.deadline(accepted, limit).unwrap();
+            let from = accepted + TimeDelta::seconds(pause_at);
+            prop_assume!(from < due);
+            let p = [Pause { from, to: from + TimeDelta::seconds(pause_for) }];
+            let paused = hall.paused_working_days(&p).unwrap();
+            prop_assert_eq!(
+                hall.deadline_with_pauses(accepted, limit, &p),
+                hall.deadline(accepted, Limit::working_days(n + paused))
+            );
         }
     }
 }
