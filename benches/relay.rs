@@ -159,6 +159,7 @@ fn main() {
             bus.clone(),
             wake.clone(),
             status,
+            yichuang::clock::system_now(),
         ));
         wake.notify_one();
         let events = store.events_backlog().await.unwrap();

@@ -48,6 +48,10 @@ pub struct Gateway {
     pub platform: Option<crate::config::PlatformConfig>,
     /// This gateway process, as the holder of leases (the platform push cursor).
     pub instance: String,
+    /// The legal clock: calendar, zone, warning share and time source.
+    pub clocks: crate::clock::Clocks,
+    /// How often the SLA sweeper looks.
+    pub sweep_every: std::time::Duration,
 }
 
 /// Why the gateway could not start.
@@ -68,11 +72,22 @@ pub enum StartError {
 impl Gateway {
     /// Loads the catalog and calendar, opens the store. Refuses to start on an invalid catalog.
     pub async fn from_config(config: &GatewayConfig) -> Result<Gateway, StartError> {
+        Self::with_clock(config, crate::clock::system_now()).await
+    }
+
+    /// [`Gateway::from_config`] with the legal clock's time taken from `now`.
+    pub async fn with_clock(
+        config: &GatewayConfig,
+        now: crate::clock::Now,
+    ) -> Result<Gateway, StartError> {
         let catalog = Arc::new(Catalog::load(&config.catalog_dir)?);
         let calendar =
             Arc::new(Calendar::load(&config.calendar_dir).map_err(StartError::Calendar)?);
-        let intake =
-            Intake::new(catalog, calendar, config.intake.clone()).map_err(StartError::Intake)?;
+        let intake = Intake::new(catalog, calendar.clone(), config.intake.clone())
+            .map_err(StartError::Intake)?;
+        let clocks =
+            crate::clock::Clocks::new(calendar, intake.offset(), config.sla.warn_share, now)
+                .map_err(StartError::Intake)?;
         let p = &config.platform;
         if !p.push_url.is_empty() {
             if !p.push_url.starts_with("http://") && !p.push_url.starts_with("https://") {
@@ -101,6 +116,8 @@ impl Gateway {
             relay_status: Arc::new(crate::outbox::RelayStatus::default()),
             platform: (!config.platform.push_url.is_empty()).then(|| config.platform.clone()),
             instance: uuid::Uuid::new_v4().simple().to_string(),
+            clocks,
+            sweep_every: std::time::Duration::from_secs(config.sla.sweep_secs.max(1)),
         })
     }
 }
@@ -151,6 +168,7 @@ pub async fn serve(
             gateway.store.clone(),
             config.clone(),
             gateway.wake.clone(),
+            gateway.clocks.now_source(),
         ));
         let relay = tokio::spawn(crate::outbox::run(
             gateway.store.clone(),
@@ -158,9 +176,15 @@ pub async fn serve(
             config,
             gateway.wake.clone(),
             gateway.relay_status.clone(),
+            gateway.clocks.now_source(),
         ));
         (relay, results)
     });
+    let sweeper = tokio::spawn(crate::clock::run(
+        gateway.store.clone(),
+        gateway.clocks.clone(),
+        gateway.sweep_every,
+    ));
     let (store_for_release, instance) = (gateway.store.clone(), gateway.instance.clone());
     let push = gateway.platform.clone().map(|config| {
         tokio::spawn(crate::feed::run(
@@ -192,6 +216,7 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await;
     watcher.abort();
+    sweeper.abort();
     if let Some(push) = push {
         push.abort();
         // Another replica (or the next run) takes over at once.
@@ -274,6 +299,41 @@ impl AdminService for AdminApi {
             broker_error,
             outbox_backlog: backlog,
             events_backlog,
+        }))
+    }
+
+    async fn on_time_rates(
+        &self,
+        request: Request<crate::proto::v1::OnTimeRatesRequest>,
+    ) -> Result<Response<crate::proto::v1::OnTimeRatesResponse>, Status> {
+        let r = request.into_inner();
+        let rows = self
+            .gateway
+            .store
+            .on_time(
+                r.department.trim(),
+                r.item_code.trim(),
+                self.gateway.clocks.now(),
+            )
+            .await
+            .map_err(store_status)?;
+        let rates = rows
+            .into_iter()
+            .map(|row| crate::proto::v1::OnTimeRate {
+                rate: if row.decided > 0 {
+                    row.on_time as f64 / row.decided as f64
+                } else {
+                    0.0
+                },
+                department: row.department,
+                item_code: row.item_code,
+                decided: row.decided,
+                on_time: row.on_time,
+                open_overdue: row.open_overdue,
+            })
+            .collect();
+        Ok(Response::new(crate::proto::v1::OnTimeRatesResponse {
+            rates,
         }))
     }
 }
@@ -582,11 +642,12 @@ impl CaseService for CaseApi {
         }
         let intake = self.gateway.intake.clone();
         let number = r.case_number.clone();
+        let now = self.gateway.clocks.now();
         let (case, answer) = self
             .gateway
             .store
-            .edit_case(&number, move |case, last_seq, _at| {
-                intake.supplement(case, &r, last_seq, chrono::Utc::now())
+            .edit_case_at(&number, now, move |case, last_seq, _at| {
+                intake.supplement(case, &r, last_seq, now)
             })
             .await
             .map_err(store_status)?

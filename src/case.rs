@@ -73,6 +73,7 @@ pub fn accept(plan: &Plan, case_number: &str, trace_id: &str) -> Accepted {
             supplement_round: 0,
             approval_stage_code: String::new(),
             conclusion_code: String::new(),
+            ..Default::default()
         })
         .collect();
     let accepted_at = timestamp(plan.accepted_at);

@@ -159,6 +159,40 @@ pub struct GatewayConfig {
     /// The one-network platform's HTTP push.
     #[serde(default)]
     pub platform: PlatformConfig,
+    /// The legal clock's supervision.
+    #[serde(default)]
+    pub sla: SlaConfig,
+}
+
+/// The SLA sweeper: when the yellow warning comes and how often tasks are looked at.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlaConfig {
+    /// Share of the promised time after which a task gets its yellow warning (0 < share < 1;
+    /// default 0.8).
+    #[serde(default = "default_warn_share")]
+    pub warn_share: f64,
+    /// How often the sweeper looks for tasks whose clock changed or whose warning or deadline
+    /// came, in seconds (default 5).
+    #[serde(default = "default_sweep_secs")]
+    pub sweep_secs: u64,
+}
+
+fn default_warn_share() -> f64 {
+    0.8
+}
+
+fn default_sweep_secs() -> u64 {
+    5
+}
+
+impl Default for SlaConfig {
+    fn default() -> Self {
+        SlaConfig {
+            warn_share: default_warn_share(),
+            sweep_secs: default_sweep_secs(),
+        }
+    }
 }
 
 /// The HTTP push of every status change to the one-network platform (一网通办).
@@ -431,6 +465,7 @@ impl Default for GatewayConfig {
             log: LogConfig::default(),
             bus: BusConfig::default(),
             platform: PlatformConfig::default(),
+            sla: SlaConfig::default(),
         }
     }
 }

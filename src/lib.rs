@@ -23,6 +23,7 @@ pub mod api;
 pub mod bus;
 pub mod case;
 pub mod catalog;
+pub mod clock;
 pub mod config;
 pub mod feed;
 pub mod intake;

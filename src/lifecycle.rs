@@ -7,7 +7,7 @@
 //! Results may arrive twice or out of order: a result that would move a task backwards, or
 //! repeat what is recorded, changes nothing and returns `None`.
 
-use crate::proto::v1::{Case, CaseEvent, CaseStatus, ResultDocument, TaskStatus};
+use crate::proto::v1::{Case, CaseEvent, CaseStatus, ClockPause, ResultDocument, Task, TaskStatus};
 
 /// What a department said about a task.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,7 +64,10 @@ fn is_final(status: i32) -> bool {
 }
 
 /// Applies `update` from `department` (`None`: not checked) to task `task_id` of `case`;
-/// `round` is the supplement round the department answered about.
+/// `round` is the supplement round the department answered about, `decided_at` when the
+/// department says it decided (`at`, the gateway's clock, otherwise). The task's clock facts
+/// follow: a supplement request or a special procedure (特别程序) pauses it, a decision ends
+/// every pause and is stamped.
 /// `None`: unknown task, a result from another department than the task's, a result about an
 /// earlier supplement round, or nothing to change.
 #[allow(clippy::too_many_arguments)]
@@ -75,6 +78,7 @@ pub fn apply(
     round: i32,
     update: TaskUpdate,
     last_seq: i64,
+    decided_at: Option<pbjson_types::Timestamp>,
     at: pbjson_types::Timestamp,
 ) -> Option<Applied> {
     let task = case.tasks.iter_mut().find(|t| t.task_id == task_id)?;
@@ -139,6 +143,11 @@ pub fn apply(
             }
             number(&department_case_number, task);
             task.approval_stage_code = stage_code(&step).to_string();
+            if step.contains(SPECIAL_PROCEDURE) {
+                open_pause(task, SPECIAL_PROCEDURE, at);
+            } else {
+                close_pauses(task, Some(SPECIAL_PROCEDURE), at);
+            }
             task.step = step.clone();
             entry("task-progress", format!("{name}: {step}"), &mut events);
             TaskStatus::InReview
@@ -153,6 +162,7 @@ pub fn apply(
                 .map(|d| format!("{} {}", d.name, d.number))
                 .collect();
             task.conclusion_code = if documents.is_empty() { "6" } else { "0" }.into();
+            decided(task, decided_at, at);
             task.results = documents;
             entry(
                 "task-approved",
@@ -173,6 +183,7 @@ pub fn apply(
             );
             task.reasons = reasons;
             task.conclusion_code = "1".into();
+            decided(task, decided_at, at);
             TaskStatus::Rejected
         }
         TaskUpdate::Supplement {
@@ -191,6 +202,7 @@ pub fn apply(
                 &mut events,
             );
             task.materials_requested = materials;
+            open_pause(task, SUPPLEMENT, at);
             TaskStatus::SupplementRequired
         }
         TaskUpdate::Refused { reasons } => {
@@ -248,6 +260,45 @@ pub fn apply(
         released,
         events,
     })
+}
+
+/// Reasons the legal clock stands still.
+pub const SUPPLEMENT: &str = "补正";
+pub const SPECIAL_PROCEDURE: &str = "特别程序";
+
+/// Starts a pause of the task's clock for `reason`, unless one is open.
+pub fn open_pause(task: &mut Task, reason: &str, at: pbjson_types::Timestamp) {
+    if !task
+        .pauses
+        .iter()
+        .any(|p| p.to.is_none() && p.reason == reason)
+    {
+        task.pauses.push(ClockPause {
+            reason: reason.into(),
+            from: Some(at),
+            to: None,
+            working_days: 0,
+        });
+    }
+}
+
+/// Ends the task's open pauses (of `reason`, or all).
+pub fn close_pauses(task: &mut Task, reason: Option<&str>, at: pbjson_types::Timestamp) {
+    for p in &mut task.pauses {
+        if p.to.is_none() && reason.is_none_or(|r| r == p.reason) {
+            p.to = Some(at);
+        }
+    }
+}
+
+fn decided(
+    task: &mut Task,
+    decided_at: Option<pbjson_types::Timestamp>,
+    at: pbjson_types::Timestamp,
+) {
+    close_pauses(task, None, at);
+    task.decided_at = Some(decided_at.unwrap_or(at));
+    task.decision_recorded_at = Some(at);
 }
 
 /// Moves the case to the status its tasks give it (see [`aggregate`]), with a history entry
@@ -400,7 +451,6 @@ pub fn aggregate(case: &Case) -> CaseStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::v1::Task;
 
     fn at() -> pbjson_types::Timestamp {
         pbjson_types::Timestamp {
@@ -449,12 +499,12 @@ mod tests {
         let accepted = TaskUpdate::Accepted {
             department_case_number: "S1".into(),
         };
-        let a = apply(&mut case, "C-01", None, 0, accepted.clone(), 3, at()).unwrap();
+        let a = apply(&mut case, "C-01", None, 0, accepted.clone(), 3, None, at()).unwrap();
         assert_eq!(a.status, TaskStatus::AcceptedByDepartment);
         assert_eq!(a.events[0].seq, 4);
         assert_eq!(case.tasks[0].department_case_number, "S1");
         assert_eq!(
-            apply(&mut case, "C-01", None, 0, accepted, 4, at()),
+            apply(&mut case, "C-01", None, 0, accepted, 4, None, at()),
             None,
             "a duplicate changes nothing"
         );
@@ -462,23 +512,23 @@ mod tests {
             department_case_number: "S1".into(),
             step: s.into(),
         };
-        assert!(apply(&mut case, "C-01", None, 0, step("审核"), 4, at()).is_some());
+        assert!(apply(&mut case, "C-01", None, 0, step("审核"), 4, None, at()).is_some());
         assert_eq!(
-            apply(&mut case, "C-01", None, 0, step("审核"), 5, at()),
+            apply(&mut case, "C-01", None, 0, step("审核"), 5, None, at()),
             None
         );
-        assert!(apply(&mut case, "C-01", None, 0, approved("S1"), 5, at()).is_some());
+        assert!(apply(&mut case, "C-01", None, 0, approved("S1"), 5, None, at()).is_some());
         assert_eq!(
-            apply(&mut case, "C-01", None, 0, step("批准"), 9, at()),
+            apply(&mut case, "C-01", None, 0, step("批准"), 9, None, at()),
             None,
             "progress after the decision is stale"
         );
         assert_eq!(
-            apply(&mut case, "C-01", None, 0, approved("S1"), 9, at()),
+            apply(&mut case, "C-01", None, 0, approved("S1"), 9, None, at()),
             None
         );
         assert_eq!(
-            apply(&mut case, "C-09", None, 0, approved("S1"), 9, at()),
+            apply(&mut case, "C-09", None, 0, approved("S1"), 9, None, at()),
             None,
             "unknown task"
         );
@@ -487,7 +537,7 @@ mod tests {
     #[test]
     fn an_approval_releases_the_waiting_tasks_and_the_case_follows_its_tasks() {
         let mut case = bundle();
-        let a = apply(&mut case, "C-01", None, 0, approved("S1"), 0, at()).unwrap();
+        let a = apply(&mut case, "C-01", None, 0, approved("S1"), 0, None, at()).unwrap();
         assert_eq!(a.released, ["C-02", "C-03"]);
         let kinds: Vec<&str> = a.events.iter().map(|e| e.kind.as_str()).collect();
         assert_eq!(kinds, ["task-approved", "task-released", "task-released"]);
@@ -509,13 +559,14 @@ mod tests {
                 materials: vec!["租赁合同".into()],
             },
             3,
+            None,
             at(),
         )
         .unwrap();
         assert_eq!(case.status, CaseStatus::AwaitingSupplement as i32);
         assert_eq!(s.events.last().unwrap().kind, "case-awaiting-supplement");
-        apply(&mut case, "C-02", None, 0, approved("S2"), 5, at()).unwrap();
-        let last = apply(&mut case, "C-03", None, 0, approved("S3"), 7, at()).unwrap();
+        apply(&mut case, "C-02", None, 0, approved("S2"), 5, None, at()).unwrap();
+        let last = apply(&mut case, "C-03", None, 0, approved("S3"), 7, None, at()).unwrap();
         assert_eq!(case.status, CaseStatus::ReadyForDelivery as i32);
         assert_eq!(last.events.last().unwrap().kind, "case-ready-for-delivery");
     }
@@ -533,6 +584,7 @@ mod tests {
                 reasons: vec!["名称不符合规定".into()],
             },
             0,
+            None,
             at(),
         )
         .unwrap();
@@ -545,7 +597,7 @@ mod tests {
     fn under_deliver_approved_a_rejection_still_lets_the_approved_be_delivered() {
         let mut case = bundle();
         case.rejection_policy = crate::proto::v1::RejectionPolicy::DeliverApproved as i32;
-        apply(&mut case, "C-01", None, 0, approved("S1"), 0, at()).unwrap();
+        apply(&mut case, "C-01", None, 0, approved("S1"), 0, None, at()).unwrap();
         for t in &mut case.tasks[1..] {
             t.status = TaskStatus::Dispatched as i32;
         }
@@ -553,19 +605,19 @@ mod tests {
             department_case_number: "S2".into(),
             reasons: vec!["不符合条件".into()],
         };
-        apply(&mut case, "C-02", None, 0, rejected, 3, at()).unwrap();
+        apply(&mut case, "C-02", None, 0, rejected, 3, None, at()).unwrap();
         assert_eq!(
             case.status,
             CaseStatus::InProgress as i32,
             "C-03 still moves"
         );
-        apply(&mut case, "C-03", None, 0, approved("S3"), 5, at()).unwrap();
+        apply(&mut case, "C-03", None, 0, approved("S3"), 5, None, at()).unwrap();
         assert_eq!(case.status, CaseStatus::ReadyForDelivery as i32);
 
         // The same under the close policy ends closed.
         let mut case = bundle();
         case.rejection_policy = crate::proto::v1::RejectionPolicy::Close as i32;
-        apply(&mut case, "C-01", None, 0, approved("S1"), 0, at()).unwrap();
+        apply(&mut case, "C-01", None, 0, approved("S1"), 0, None, at()).unwrap();
         for t in &mut case.tasks[1..] {
             t.status = TaskStatus::Dispatched as i32;
         }
@@ -573,8 +625,8 @@ mod tests {
             department_case_number: "S2".into(),
             reasons: vec!["不符合条件".into()],
         };
-        apply(&mut case, "C-02", None, 0, rejected, 3, at()).unwrap();
-        apply(&mut case, "C-03", None, 0, approved("S3"), 5, at()).unwrap();
+        apply(&mut case, "C-02", None, 0, rejected, 3, None, at()).unwrap();
+        apply(&mut case, "C-03", None, 0, approved("S3"), 5, None, at()).unwrap();
         assert_eq!(case.status, CaseStatus::ClosedRejected as i32);
     }
 
@@ -585,12 +637,12 @@ mod tests {
             department_case_number: "S1".into(),
             materials: vec!["租赁合同".into()],
         };
-        apply(&mut case, "C-01", None, 0, supplement, 0, at()).unwrap();
+        apply(&mut case, "C-01", None, 0, supplement, 0, None, at()).unwrap();
         let late = TaskUpdate::Progress {
             department_case_number: "S1".into(),
             step: "审核".into(),
         };
-        assert_eq!(apply(&mut case, "C-01", None, 0, late, 2, at()), None);
+        assert_eq!(apply(&mut case, "C-01", None, 0, late, 2, None, at()), None);
         assert_eq!(case.tasks[0].status, TaskStatus::SupplementRequired as i32);
         assert_eq!(case.status, CaseStatus::AwaitingSupplement as i32);
     }
@@ -603,9 +655,12 @@ mod tests {
             department_case_number: "S1".into(),
             materials: vec!["租赁合同".into()],
         };
-        assert_eq!(apply(&mut case, "C-01", None, 0, supplement, 0, at()), None);
+        assert_eq!(
+            apply(&mut case, "C-01", None, 0, supplement, 0, None, at()),
+            None
+        );
         assert_eq!(case.tasks[0].status, TaskStatus::Dispatched as i32);
-        let a = apply(&mut case, "C-01", None, 1, approved("S1"), 0, at()).unwrap();
+        let a = apply(&mut case, "C-01", None, 1, approved("S1"), 0, None, at()).unwrap();
         assert_eq!(a.status, TaskStatus::Approved);
         assert_eq!(case.tasks[0].conclusion_code, "0", "出证办结");
     }
@@ -621,13 +676,13 @@ mod tests {
             department_case_number: "S1".into(),
             step: "审核".into(),
         };
-        apply(&mut case, "C-01", None, 0, step, 0, at()).unwrap();
+        apply(&mut case, "C-01", None, 0, step, 0, None, at()).unwrap();
         assert_eq!(case.tasks[0].approval_stage_code, "2");
         let rejected = TaskUpdate::Rejected {
             department_case_number: "S1".into(),
             reasons: vec!["名称不符合规定".into()],
         };
-        apply(&mut case, "C-01", None, 0, rejected, 1, at()).unwrap();
+        apply(&mut case, "C-01", None, 0, rejected, 1, None, at()).unwrap();
         assert_eq!(case.tasks[0].conclusion_code, "1", "退回");
         assert_eq!(case.conclusion_code, "1");
         assert_eq!(case.acceptance_status_code, 1);
@@ -637,10 +692,31 @@ mod tests {
     fn a_result_from_another_department_changes_nothing() {
         let mut case = bundle();
         assert_eq!(
-            apply(&mut case, "C-01", Some("other"), 0, approved("S1"), 0, at()),
+            apply(
+                &mut case,
+                "C-01",
+                Some("other"),
+                0,
+                approved("S1"),
+                0,
+                None,
+                at()
+            ),
             None
         );
         assert_eq!(case.tasks[0].status, TaskStatus::Dispatched as i32);
-        assert!(apply(&mut case, "C-01", Some("d"), 0, approved("S1"), 0, at()).is_some());
+        assert!(
+            apply(
+                &mut case,
+                "C-01",
+                Some("d"),
+                0,
+                approved("S1"),
+                0,
+                None,
+                at()
+            )
+            .is_some()
+        );
     }
 }

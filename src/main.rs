@@ -64,6 +64,22 @@ enum Command {
         )]
         server: String,
     },
+    /// On-time rates (按时办结率) per department and item, from a running gateway.
+    OnTime {
+        /// Gateway address.
+        #[arg(
+            long,
+            default_value = "http://127.0.0.1:50051",
+            env = "YICHUANG_SERVER"
+        )]
+        server: String,
+        /// Only this department.
+        #[arg(long, default_value = "")]
+        department: String,
+        /// Only this item.
+        #[arg(long, default_value = "")]
+        item: String,
+    },
     /// Operates the RabbitMQ bus.
     Bus {
         #[command(subcommand)]
@@ -408,6 +424,28 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Case { server, command } => case_command(&server, command).await,
+        Command::OnTime {
+            server,
+            department,
+            item,
+        } => {
+            let mut client =
+                yichuang::proto::v1::admin_service_client::AdminServiceClient::connect(
+                    server.clone(),
+                )
+                .await
+                .with_context(|| format!("cannot connect to {server}"))?;
+            let rates = client
+                .on_time_rates(yichuang::proto::v1::OnTimeRatesRequest {
+                    department,
+                    item_code: item,
+                })
+                .await
+                .map_err(grpc_failure)?
+                .into_inner();
+            print_json(&rates)?;
+            Ok(0)
+        }
         Command::Status { server } => {
             let mut client =
                 yichuang::proto::v1::admin_service_client::AdminServiceClient::connect(

@@ -146,6 +146,7 @@ pub async fn run(
     config: BusConfig,
     wake: Arc<Notify>,
     status: Arc<RelayStatus>,
+    now: crate::clock::Now,
 ) {
     let timeout = Duration::from_secs(config.timeout_secs);
     let names = Names::new(&config.prefix);
@@ -172,6 +173,7 @@ pub async fn run(
             connection: connection.status().clone(),
             status: status.clone(),
             timeout,
+            now: now.clone(),
         };
         let lane = |kind, channel, wake, then| Lane {
             kind,
@@ -229,6 +231,8 @@ struct Broker {
     connection: lapin::ConnectionStatus,
     status: Arc<RelayStatus>,
     timeout: Duration,
+    /// The legal clock: a task's clock starts when it is dispatched.
+    now: crate::clock::Now,
 }
 
 impl Broker {
@@ -468,7 +472,7 @@ async fn confirm_and_mark(
     }
     let n = tasks.len() + events.len();
     if !tasks.is_empty()
-        && let Err(e) = store.mark_dispatched(tasks).await
+        && let Err(e) = store.mark_dispatched_at(tasks, (broker.now)()).await
     {
         warn!(error = %e, "outbox relay cannot mark tasks dispatched");
     }

@@ -113,7 +113,7 @@ pub fn update(r: ResultMessage) -> Option<TaskUpdate> {
 
 /// Consumes results until the task is dropped, reconnecting with backoff. `wake` is the
 /// relay's: an approval that releases tasks wakes it.
-pub async fn run(store: Store, config: BusConfig, wake: Arc<Notify>) {
+pub async fn run(store: Store, config: BusConfig, wake: Arc<Notify>, now: crate::clock::Now) {
     if config.department_users.is_empty() {
         warn!(
             "[bus.department_users] is empty: results are not checked against the departments' RabbitMQ users; give each adapter a user of its own and list them"
@@ -121,7 +121,7 @@ pub async fn run(store: Store, config: BusConfig, wake: Arc<Notify>) {
     }
     let mut backoff = Duration::from_millis(500);
     loop {
-        match session(&store, &config, &wake).await {
+        match session(&store, &config, &wake, &now).await {
             Ok(()) => backoff = Duration::from_millis(500),
             Err(e) => {
                 warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "results consumer lost RabbitMQ; reconnecting")
@@ -132,7 +132,12 @@ pub async fn run(store: Store, config: BusConfig, wake: Arc<Notify>) {
     }
 }
 
-async fn session(store: &Store, config: &BusConfig, wake: &Notify) -> Result<(), String> {
+async fn session(
+    store: &Store,
+    config: &BusConfig,
+    wake: &Notify,
+    now: &crate::clock::Now,
+) -> Result<(), String> {
     let connection = crate::bus::connect(config)
         .await
         .map_err(|e| e.to_string())?;
@@ -157,7 +162,7 @@ async fn session(store: &Store, config: &BusConfig, wake: &Notify) -> Result<(),
     info!(queue = %queue, "results consumer connected");
     while let Some(delivery) = consumer.next().await {
         let delivery = delivery.map_err(|e| e.to_string())?;
-        handle(store, &config.department_users, wake, delivery).await;
+        handle(store, &config.department_users, wake, now, delivery).await;
     }
     Err("the results consumer was cancelled".into())
 }
@@ -166,6 +171,7 @@ async fn handle(
     store: &Store,
     users: &BTreeMap<String, String>,
     wake: &Notify,
+    now: &crate::clock::Now,
     delivery: Delivery,
 ) {
     let r = match read(&delivery, users) {
@@ -184,6 +190,7 @@ async fn handle(
     let task_id = r.task_id.clone();
     let department = r.department.clone();
     let round = r.round;
+    let decided_at = r.at;
     let kind = ResultKind::try_from(r.kind).unwrap_or(ResultKind::Unspecified);
     let Some(update) = update(r) else {
         warn!(task = %task_id, "result of no known kind; dead-lettered");
@@ -197,7 +204,14 @@ async fn handle(
     };
     loop {
         match store
-            .record_result(&task_id, &department, round, update.clone())
+            .record_result_at(
+                &task_id,
+                &department,
+                round,
+                update.clone(),
+                decided_at,
+                now(),
+            )
             .await
         {
             Ok(Some(applied)) => {

@@ -312,6 +312,7 @@ impl Intake {
             t.step.clear();
             t.approval_stage_code.clear();
             t.reasons.clear();
+            crate::lifecycle::close_pauses(t, Some(crate::lifecycle::SUPPLEMENT), at);
             change.tasks.push((t.task_id.clone(), TaskStatus::Ready));
             resumed.push(t.task_id.clone());
             let detail = format!(

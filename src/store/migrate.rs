@@ -23,6 +23,10 @@ pub(super) const SQLITE: &[(&str, &str)] = &[
         "0005_push",
         include_str!("../../migrations/sqlite/0005_push.sql"),
     ),
+    (
+        "0006_clock",
+        include_str!("../../migrations/sqlite/0006_clock.sql"),
+    ),
 ];
 
 /// Migrations of the PostgreSQL engine, in order.
@@ -46,6 +50,10 @@ pub(super) const POSTGRES: &[(&str, &str)] = &[
     (
         "0005_push",
         include_str!("../../migrations/postgres/0005_push.sql"),
+    ),
+    (
+        "0006_clock",
+        include_str!("../../migrations/postgres/0006_clock.sql"),
     ),
 ];
 

@@ -96,6 +96,48 @@ pub struct CaseChange {
     pub events: Vec<CaseEvent>,
     /// Tasks whose status moved, with their new status.
     pub tasks: Vec<(String, crate::proto::v1::TaskStatus)>,
+    /// Tasks whose clock the sweeper derived (see [`crate::clock`]).
+    pub clocks: Vec<ClockRow>,
+}
+
+/// On-time figures of one department's item: tasks decided, decided by their promised deadline,
+/// and still open past it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnTimeRow {
+    pub department: String,
+    pub item_code: String,
+    pub decided: i64,
+    pub on_time: i64,
+    pub open_overdue: i64,
+}
+
+/// On-time figures by department and item; parameters: now, department and item filters
+/// (empty: all).
+const ON_TIME_SQLITE: &str = "SELECT department, item_code,
+       SUM(CASE WHEN decided_ms IS NOT NULL THEN 1 ELSE 0 END),
+       SUM(CASE WHEN decided_ms IS NOT NULL AND decided_ms < due_ms THEN 1 ELSE 0 END),
+       SUM(CASE WHEN decided_ms IS NULL AND due_ms <= ?1 THEN 1 ELSE 0 END)
+     FROM tasks
+     WHERE due_ms IS NOT NULL AND (?2 = '' OR department = ?2) AND (?3 = '' OR item_code = ?3)
+     GROUP BY department, item_code ORDER BY department, item_code";
+const ON_TIME_POSTGRES: &str = "SELECT department, item_code,
+       SUM(CASE WHEN decided_ms IS NOT NULL THEN 1 ELSE 0 END)::BIGINT,
+       SUM(CASE WHEN decided_ms IS NOT NULL AND decided_ms < due_ms THEN 1 ELSE 0 END)::BIGINT,
+       SUM(CASE WHEN decided_ms IS NULL AND due_ms <= $1 THEN 1 ELSE 0 END)::BIGINT
+     FROM tasks
+     WHERE due_ms IS NOT NULL AND ($2 = '' OR department = $2) AND ($3 = '' OR item_code = $3)
+     GROUP BY department, item_code ORDER BY department, item_code";
+
+/// What the SLA sweeper keeps on a task's row.
+#[derive(Debug, Clone, Default)]
+pub struct ClockRow {
+    pub task_id: String,
+    /// When the sweeper must look at the task again (its warning or deadline); `None`: never.
+    pub next_check_ms: Option<i64>,
+    /// The promised deadline.
+    pub due_ms: Option<i64>,
+    /// When the department decided.
+    pub decided_ms: Option<i64>,
 }
 
 /// A history entry the relay must publish to the events exchange.
@@ -124,6 +166,15 @@ fn dispatch_in_case(
         .filter(|t| task_ids.contains(&t.task_id))
     {
         task.status = crate::proto::v1::TaskStatus::Dispatched as i32;
+        // The legal clock runs from the acceptance for a task that waited for nothing, from its
+        // release (now) for one that did; a resumed task keeps its start.
+        if task.clock_started_at.is_none() {
+            task.clock_started_at = if task.depends_on.is_empty() {
+                case.accepted_at
+            } else {
+                ms_to_timestamp(now_ms)
+            };
+        }
         events.push(CaseEvent {
             seq: last_seq + events.len() as i64 + 1,
             at: ms_to_timestamp(now_ms),
@@ -371,7 +422,16 @@ impl Store {
 
     /// Marks tasks dispatched after the broker confirmed them; records it in each case's history.
     pub async fn mark_dispatched(&self, task_ids: Vec<String>) -> Result<(), StoreError> {
-        let now = Utc::now().timestamp_millis();
+        self.mark_dispatched_at(task_ids, Utc::now()).await
+    }
+
+    /// [`Store::mark_dispatched`] at `at` on the legal clock (see [`crate::clock`]).
+    pub async fn mark_dispatched_at(
+        &self,
+        task_ids: Vec<String>,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let now = at.timestamp_millis();
         match self {
             Store::Sqlite(s) => s.mark_dispatched(task_ids, now).await,
             Store::Postgres(s) => s.mark_dispatched(task_ids, now).await,
@@ -389,15 +449,36 @@ impl Store {
         round: i32,
         update: crate::lifecycle::TaskUpdate,
     ) -> Result<Option<crate::lifecycle::Applied>, StoreError> {
-        let now = Utc::now().timestamp_millis();
+        self.record_result_at(task_id, department, round, update, None, Utc::now())
+            .await
+    }
+
+    /// [`Store::record_result`] with the department's decision time, at `at` on the legal clock.
+    pub async fn record_result_at(
+        &self,
+        task_id: &str,
+        department: &str,
+        round: i32,
+        update: crate::lifecycle::TaskUpdate,
+        decided_at: Option<pbjson_types::Timestamp>,
+        at: DateTime<Utc>,
+    ) -> Result<Option<crate::lifecycle::Applied>, StoreError> {
+        let now = at.timestamp_millis();
         let department = Some(department.to_string());
         match self {
             Store::Sqlite(s) => {
-                s.record_result(task_id.to_string(), department, round, update, now)
-                    .await
+                s.record_result(
+                    task_id.to_string(),
+                    department,
+                    round,
+                    update,
+                    decided_at,
+                    now,
+                )
+                .await
             }
             Store::Postgres(s) => {
-                s.record_result(task_id, department, round, update, now)
+                s.record_result(task_id, department, round, update, decided_at, now)
                     .await
             }
         }
@@ -415,7 +496,19 @@ impl Store {
         + Send
         + 'static,
     ) -> Result<Option<(Case, T)>, StoreError> {
-        let now = Utc::now().timestamp_millis();
+        self.edit_case_at(case_number, Utc::now(), edit).await
+    }
+
+    /// [`Store::edit_case`] at `at` on the legal clock.
+    pub async fn edit_case_at<T: Send + 'static>(
+        &self,
+        case_number: &str,
+        at: DateTime<Utc>,
+        edit: impl FnOnce(&mut Case, i64, pbjson_types::Timestamp) -> (Option<CaseChange>, T)
+        + Send
+        + 'static,
+    ) -> Result<Option<(Case, T)>, StoreError> {
+        let now = at.timestamp_millis();
         match self {
             Store::Sqlite(s) => s.edit_case(case_number.to_string(), now, edit).await,
             Store::Postgres(s) => s.edit_case(case_number, now, edit).await,
@@ -438,7 +531,7 @@ impl Store {
                     Ok(events) => (
                         Some(CaseChange {
                             events,
-                            tasks: Vec::new(),
+                            ..Default::default()
                         }),
                         Ok(()),
                     ),
@@ -465,12 +558,45 @@ impl Store {
         let round = i32::MAX;
         let applied = match self {
             Store::Sqlite(s) => {
-                s.record_result(task_id.to_string(), None, round, update, now)
+                s.record_result(task_id.to_string(), None, round, update, None, now)
                     .await?
             }
-            Store::Postgres(s) => s.record_result(task_id, None, round, update, now).await?,
+            Store::Postgres(s) => {
+                s.record_result(task_id, None, round, update, None, now)
+                    .await?
+            }
         };
         Ok(applied.map(|a| a.released))
+    }
+
+    /// Tasks the SLA sweeper must look at by `now_ms`: their facts changed, or their warning or
+    /// deadline came; `(case number, task id)`.
+    pub async fn clock_candidates(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.clock_candidates(now_ms, limit).await,
+            Store::Postgres(s) => s.clock_candidates(now_ms, limit).await,
+        }
+    }
+
+    /// On-time figures by department and item (filters empty: all), open tasks judged at `now`.
+    pub async fn on_time(
+        &self,
+        department: &str,
+        item_code: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<OnTimeRow>, StoreError> {
+        let now = now.timestamp_millis();
+        match self {
+            Store::Sqlite(s) => {
+                s.on_time(department.to_string(), item_code.to_string(), now)
+                    .await
+            }
+            Store::Postgres(s) => s.on_time(department, item_code, now).await,
+        }
     }
 
     /// Leases up to `limit` unpublished history entries to the relay, oldest first.

@@ -252,7 +252,7 @@ impl PgStore {
         .await?;
         let rows = tx
             .query(
-                "UPDATE tasks SET status = $1, dispatched_at_ms = $2, lease_until_ms = NULL
+                "UPDATE tasks SET status = $1, dispatched_at_ms = $2, lease_until_ms = NULL, clock_dirty = 1
                  WHERE task_id = ANY($3) AND status = $4 RETURNING case_number, task_id",
                 &[
                     &(TaskStatus::Dispatched as i32),
@@ -290,6 +290,7 @@ impl PgStore {
         department: Option<String>,
         round: i32,
         update: crate::lifecycle::TaskUpdate,
+        decided_at: Option<pbjson_types::Timestamp>,
         now_ms: i64,
     ) -> Result<Option<crate::lifecycle::Applied>, StoreError> {
         let mut client = self.pool.get().await.map_err(pool_err)?;
@@ -320,12 +321,13 @@ impl PgStore {
             round,
             update,
             last_seq,
+            decided_at,
             ms_to_timestamp(now_ms).unwrap_or_default(),
         ) else {
             return Ok(None);
         };
         tx.execute(
-            "UPDATE tasks SET status = $1 WHERE task_id = $2",
+            "UPDATE tasks SET status = $1, clock_dirty = 1 WHERE task_id = $2",
             &[&(applied.status as i32), &task_id],
         )
         .await?;
@@ -368,8 +370,15 @@ impl PgStore {
         };
         for (task_id, status) in &change.tasks {
             tx.execute(
-                "UPDATE tasks SET status = $1, lease_until_ms = NULL WHERE task_id = $2 AND case_number = $3",
+                "UPDATE tasks SET status = $1, lease_until_ms = NULL, clock_dirty = 1 WHERE task_id = $2 AND case_number = $3",
                 &[&(*status as i32), task_id, &case_number],
+            )
+            .await?;
+        }
+        for c in &change.clocks {
+            tx.execute(
+                "UPDATE tasks SET clock_dirty = 0, next_check_ms = $1, due_ms = $2, decided_ms = $3 WHERE task_id = $4 AND case_number = $5",
+                &[&c.next_check_ms, &c.due_ms, &c.decided_ms, &c.task_id, &case_number],
             )
             .await?;
         }
@@ -440,6 +449,46 @@ impl PgStore {
             )
             .await?;
         Ok(())
+    }
+
+    pub(super) async fn clock_candidates(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        Ok(client
+            .query(
+                "SELECT case_number, task_id FROM tasks WHERE clock_dirty = 1
+                 UNION SELECT case_number, task_id FROM tasks WHERE next_check_ms <= $1
+                 LIMIT $2",
+                &[&now_ms, &(limit as i64)],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+    }
+
+    pub(super) async fn on_time(
+        &self,
+        department: &str,
+        item_code: &str,
+        now_ms: i64,
+    ) -> Result<Vec<super::OnTimeRow>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        Ok(client
+            .query(super::ON_TIME_POSTGRES, &[&now_ms, &department, &item_code])
+            .await?
+            .iter()
+            .map(|r| super::OnTimeRow {
+                department: r.get(0),
+                item_code: r.get(1),
+                decided: r.get(2),
+                on_time: r.get(3),
+                open_overdue: r.get(4),
+            })
+            .collect())
     }
 
     pub(super) async fn outbox_backlog(&self) -> Result<i64, StoreError> {

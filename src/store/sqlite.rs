@@ -336,7 +336,7 @@ impl SqliteStore {
             let mut by_case: HashMap<String, Vec<String>> = HashMap::new();
             for id in task_ids {
                 let case_number: Option<String> = tx
-                    .prepare_cached("UPDATE tasks SET status = ?1, dispatched_at_ms = ?2, lease_until_ms = NULL WHERE task_id = ?3 AND status = ?4 RETURNING case_number")?
+                    .prepare_cached("UPDATE tasks SET status = ?1, dispatched_at_ms = ?2, lease_until_ms = NULL, clock_dirty = 1 WHERE task_id = ?3 AND status = ?4 RETURNING case_number")?
                     .query_row(params![TaskStatus::Dispatched as i32, now_ms, id, TaskStatus::Ready as i32], |r| r.get(0))
                     .optional()?;
                 if let Some(case_number) = case_number {
@@ -362,6 +362,7 @@ impl SqliteStore {
         department: Option<String>,
         round: i32,
         update: crate::lifecycle::TaskUpdate,
+        decided_at: Option<pbjson_types::Timestamp>,
         now_ms: i64,
     ) -> Result<Option<crate::lifecycle::Applied>, StoreError> {
         self.write(move |conn| {
@@ -390,12 +391,13 @@ impl SqliteStore {
                 round,
                 update,
                 last_seq,
+                decided_at,
                 ms_to_timestamp(now_ms).unwrap_or_default(),
             ) else {
                 return Ok(None);
             };
             tx.execute(
-                "UPDATE tasks SET status = ?1 WHERE task_id = ?2",
+                "UPDATE tasks SET status = ?1, clock_dirty = 1 WHERE task_id = ?2",
                 params![applied.status as i32, task_id],
             )?;
             for id in &applied.released {
@@ -438,8 +440,14 @@ impl SqliteStore {
             };
             for (task_id, status) in &change.tasks {
                 tx.execute(
-                    "UPDATE tasks SET status = ?1, lease_until_ms = NULL WHERE task_id = ?2 AND case_number = ?3",
+                    "UPDATE tasks SET status = ?1, lease_until_ms = NULL, clock_dirty = 1 WHERE task_id = ?2 AND case_number = ?3",
                     params![*status as i32, task_id, case_number],
+                )?;
+            }
+            for c in &change.clocks {
+                tx.execute(
+                    "UPDATE tasks SET clock_dirty = 0, next_check_ms = ?1, due_ms = ?2, decided_ms = ?3 WHERE task_id = ?4 AND case_number = ?5",
+                    params![c.next_check_ms, c.due_ms, c.decided_ms, c.task_id, case_number],
                 )?;
             }
             save_case(&tx, &case, &change.events, now_ms)?;
@@ -495,6 +503,51 @@ impl SqliteStore {
             }
             tx.commit()?;
             Ok(())
+        })
+        .await
+    }
+
+    pub(super) async fn clock_candidates(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        self.read(move |conn| {
+            let rows = conn
+                .prepare_cached(
+                    "SELECT case_number, task_id FROM tasks WHERE clock_dirty = 1
+                     UNION SELECT case_number, task_id FROM tasks WHERE next_check_ms <= ?1
+                     LIMIT ?2",
+                )?
+                .query_map(params![now_ms, limit as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    pub(super) async fn on_time(
+        &self,
+        department: String,
+        item_code: String,
+        now_ms: i64,
+    ) -> Result<Vec<super::OnTimeRow>, StoreError> {
+        self.read(move |conn| {
+            let rows = conn
+                .prepare_cached(super::ON_TIME_SQLITE)?
+                .query_map(params![now_ms, department, item_code], |r| {
+                    Ok(super::OnTimeRow {
+                        department: r.get(0)?,
+                        item_code: r.get(1)?,
+                        decided: r.get(2)?,
+                        on_time: r.get(3)?,
+                        open_overdue: r.get(4)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
         })
         .await
     }

@@ -41,6 +41,9 @@ pub struct Behaviour {
     pub max_rps: u32,
     /// The system is down for maintenance for this long from its start (ms); 0: never.
     pub maintenance_ms: u64,
+    /// How far the system's own clock is off (seconds, may be negative): the dates it prints
+    /// (decision dates) come from it, as a badly kept server's would.
+    pub clock_skew_secs: i64,
 }
 
 impl Default for Behaviour {
@@ -58,6 +61,7 @@ impl Default for Behaviour {
             drop_callback: 0.0,
             max_rps: 0,
             maintenance_ms: 0,
+            clock_skew_secs: 0,
         }
     }
 }
@@ -351,6 +355,11 @@ impl Sim {
     /// Every case, for a system's own listing.
     pub fn cases(&self) -> Vec<SimCase> {
         self.cases.lock().unwrap().values().cloned().collect()
+    }
+
+    /// The time by the system's own clock.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc::now() + chrono::Duration::seconds(self.behaviour.clock_skew_secs)
     }
 
     pub fn decision_delay(&self) -> Duration {

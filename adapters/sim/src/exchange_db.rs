@@ -418,7 +418,7 @@ impl ExchangeDbSim {
             opinion = Some("同意".to_string());
         }
         if let Some(o) = outcome {
-            date = Some(self.date(chrono::Utc::now()));
+            date = Some(self.date(self.sim.now()));
             match o {
                 Outcome::Approved => {
                     licence = case.as_ref().map(|c| c.licence_number());

@@ -186,7 +186,7 @@ impl FormXmlSim {
             Some(Outcome::Approved) => {
                 fields.push(("wsbh", case.licence_number()));
                 fields.push(("wsmc", self.settings.document_name.clone()));
-                fields.push(("bjsj", date_cn(chrono::Utc::now())));
+                fields.push(("bjsj", date_cn(self.sim.now())));
             }
             Some(Outcome::Rejected) => fields.push(("spyj", REJECTION_REASONS.into())),
             Some(Outcome::Supplement) => fields.push(("bzcl", SUPPLEMENT_MATERIALS.into())),

@@ -107,7 +107,7 @@ impl HttpJsonSim {
             Some(Outcome::Approved) => {
                 data["zzbh"] = json!(case.licence_number());
                 data["zzmc"] = json!("食品经营许可证");
-                data["bjsj"] = json!(date_cn(chrono::Utc::now()));
+                data["bjsj"] = json!(date_cn(self.sim.now()));
             }
             Some(Outcome::Rejected) => data["spyj"] = json!(REJECTION_REASONS),
             Some(Outcome::Supplement) => data["bzcl"] = json!(SUPPLEMENT_MATERIALS),

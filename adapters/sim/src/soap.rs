@@ -145,7 +145,7 @@ impl SoapSim {
             Some(Outcome::Approved) => {
                 fields.push(("zzbh", case.licence_number()));
                 fields.push(("zzmc", self.settings.document_name.clone()));
-                fields.push(("bjsj", date_cn(chrono::Utc::now())));
+                fields.push(("bjsj", date_cn(self.sim.now())));
             }
             Some(Outcome::Rejected) => fields.push(("spyj", REJECTION_REASONS.into())),
             Some(Outcome::Supplement) => fields.push(("bzcl", SUPPLEMENT_MATERIALS.into())),
