@@ -16,6 +16,7 @@ pids=()
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 port=$(free_port)
 adapter_port=$(free_port)
+metrics_port=$(free_port)
 server="http://127.0.0.1:$port"
 sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 psql_() { sudo_ su postgres -c "psql -q -v ON_ERROR_STOP=1 -c \"$1\"" >/dev/null; }
@@ -98,7 +99,7 @@ export SW_APP_ID=yichuang SW_APP_SECRET=sim-secret SW_SIGN_KEY=demo-sign-key
 export RS_DB_URL=postgres://yichuang@127.0.0.1:5432/yichuang_demo RS_DB_PASSWORD=yichuang
 export ZRZY_DB_URL=postgres://yichuang@127.0.0.1:5432/yichuang_demo ZRZY_DB_PASSWORD=yichuang
 export GJJ_WORKLIST="$work/gjj-worklist.db"
-export YICHUANG_AMQP_URL="$amqp" YICHUANG_DATA="$work" YICHUANG_LISTEN="127.0.0.1:$port" YICHUANG_LOG_FORMAT=text
+export YICHUANG_AMQP_URL="$amqp" YICHUANG_DATA="$work" YICHUANG_LISTEN="127.0.0.1:$port" YICHUANG_METRICS_LISTEN="127.0.0.1:$metrics_port" YICHUANG_LOG_FORMAT=text
 export YICHUANG_CATALOG_DIR="$PWD/config/catalog" YICHUANG_CALENDAR_DIR="$PWD/config/calendar"
 cp config/gateway.toml "$work/gateway.toml"
 start gateway "$bin/yichuang" serve --config "$work/gateway.toml"

@@ -52,6 +52,9 @@ pub struct Gateway {
     pub clocks: crate::clock::Clocks,
     /// How often the SLA sweeper looks.
     pub sweep_every: std::time::Duration,
+    /// The bound `/metrics` listener, taken by [`serve`]; its address.
+    metrics: std::sync::Mutex<Option<TcpListener>>,
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Why the gateway could not start.
@@ -67,6 +70,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("[platform] {0}")]
     Platform(String),
+    #[error("[metrics] {0}")]
+    Metrics(String),
 }
 
 impl Gateway {
@@ -103,6 +108,15 @@ impl Gateway {
             }
         }
         let store = Store::open(&config.store).await?;
+        let metrics = match config.metrics.listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| StartError::Metrics(format!("cannot listen on {addr}: {e}")))?,
+            ),
+            None => None,
+        };
+        let metrics_addr = metrics.as_ref().and_then(|l| l.local_addr().ok());
         let relay = config.bus.relay.then(|| {
             let topology = crate::bus::Topology::for_catalog(intake.catalog(), &config.bus);
             (config.bus.clone(), topology)
@@ -118,6 +132,8 @@ impl Gateway {
             instance: uuid::Uuid::new_v4().simple().to_string(),
             clocks,
             sweep_every: std::time::Duration::from_secs(config.sla.sweep_secs.max(1)),
+            metrics: std::sync::Mutex::new(metrics),
+            metrics_addr,
         })
     }
 }
@@ -180,6 +196,19 @@ pub async fn serve(
         ));
         (relay, results)
     });
+    let metrics = gateway
+        .metrics
+        .lock()
+        .expect("metrics listener lock")
+        .take()
+        .map(|listener| {
+            let router = crate::metrics::router(gateway.store.clone(), gateway.clocks.clone());
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router).await {
+                    warn!(error = %e, "the metrics endpoint stopped");
+                }
+            })
+        });
     let sweeper = tokio::spawn(crate::clock::run(
         gateway.store.clone(),
         gateway.clocks.clone(),
@@ -217,6 +246,9 @@ pub async fn serve(
         .await;
     watcher.abort();
     sweeper.abort();
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
     if let Some(push) = push {
         push.abort();
         // Another replica (or the next run) takes over at once.

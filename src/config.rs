@@ -162,6 +162,18 @@ pub struct GatewayConfig {
     /// The legal clock's supervision.
     #[serde(default)]
     pub sla: SlaConfig,
+    /// The Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// Where the gateway serves `/metrics` (Prometheus text format) over HTTP/1.1.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address to listen on; absent: no metrics endpoint.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
 }
 
 /// The SLA sweeper: when the yellow warning comes and how often tasks are looked at.
@@ -466,6 +478,7 @@ impl Default for GatewayConfig {
             bus: BusConfig::default(),
             platform: PlatformConfig::default(),
             sla: SlaConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

@@ -28,6 +28,7 @@ pub mod config;
 pub mod feed;
 pub mod intake;
 pub mod lifecycle;
+pub mod metrics;
 pub mod outbox;
 pub mod privacy;
 pub mod results;

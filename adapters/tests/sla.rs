@@ -152,8 +152,10 @@ async fn a_late_department_gets_one_yellow_and_one_red_alert_and_a_supplement_mo
     config.bus = bus.clone();
     config.bus.relay = true;
     config.sla.sweep_secs = 1;
+    config.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
     let mut replicas = Vec::new();
     let mut endpoints = Vec::new();
+    let mut metrics = Vec::new();
     for _ in 0..2 {
         let c = clock.clone();
         let now: yichuang::clock::Now = Arc::new(move || c.now());
@@ -162,6 +164,7 @@ async fn a_late_department_gets_one_yellow_and_one_red_alert_and_a_supplement_mo
                 .await
                 .unwrap(),
         );
+        metrics.push(gateway.metrics_addr.unwrap());
         let (l, endpoint) = listener().await;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(yichuang::api::serve(gateway, l, async {
@@ -309,6 +312,25 @@ async fn a_late_department_gets_one_yellow_and_one_red_alert_and_a_supplement_mo
         .rates;
     let xf = all.iter().find(|r| r.department == "xf").unwrap();
     assert_eq!((xf.decided, xf.open_overdue), (0, 1), "{xf:?}");
+
+    // Both replicas' Prometheus endpoints report the same figures, read from the store.
+    for addr in &metrics {
+        let text = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for line in [
+            r#"yichuang_sla_warnings_total{department="scjg",item="SP-JY"} 1"#,
+            r#"yichuang_sla_overdue_total{department="scjg",item="SP-JY"} 1"#,
+            r#"yichuang_tasks_decided_total{department="scjg",item="SP-JY"} 1"#,
+            r#"yichuang_tasks_decided_on_time_total{department="scjg",item="SP-JY"} 0"#,
+            r#"yichuang_tasks_open_overdue{department="xf",item="XF-JC"} 1"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+        }
+    }
 
     for (stop, server) in replicas {
         let _ = stop.send(());

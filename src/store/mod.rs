@@ -128,6 +128,13 @@ const ON_TIME_POSTGRES: &str = "SELECT department, item_code,
      WHERE due_ms IS NOT NULL AND ($2 = '' OR department = $2) AND ($3 = '' OR item_code = $3)
      GROUP BY department, item_code ORDER BY department, item_code";
 
+/// History entries of the SLA kinds, counted by department and item: `(department, item,
+/// kind, count)`.
+const SLA_COUNTS: &str = "SELECT t.department, t.item_code, e.kind, count(*)
+     FROM case_events e JOIN tasks t ON t.task_id = e.task_id
+     WHERE e.kind IN ('task-sla-warning', 'task-overdue', 'task-decision-late-to-window')
+     GROUP BY t.department, t.item_code, e.kind ORDER BY 1, 2, 3";
+
 /// What the SLA sweeper keeps on a task's row.
 #[derive(Debug, Clone, Default)]
 pub struct ClockRow {
@@ -596,6 +603,15 @@ impl Store {
                     .await
             }
             Store::Postgres(s) => s.on_time(department, item_code, now).await,
+        }
+    }
+
+    /// How many yellow warnings, red alerts and late-to-window decisions the history holds, by
+    /// department and item: `(department, item, kind, count)`.
+    pub async fn sla_counts(&self) -> Result<Vec<(String, String, String, i64)>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.sla_counts().await,
+            Store::Postgres(s) => s.sla_counts().await,
         }
     }
 

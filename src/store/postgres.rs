@@ -491,6 +491,18 @@ impl PgStore {
             .collect())
     }
 
+    pub(super) async fn sla_counts(
+        &self,
+    ) -> Result<Vec<(String, String, String, i64)>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        Ok(client
+            .query(super::SLA_COUNTS, &[])
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect())
+    }
+
     pub(super) async fn outbox_backlog(&self) -> Result<i64, StoreError> {
         let client = self.pool.get().await.map_err(pool_err)?;
         Ok(client

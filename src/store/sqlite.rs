@@ -552,6 +552,19 @@ impl SqliteStore {
         .await
     }
 
+    pub(super) async fn sla_counts(
+        &self,
+    ) -> Result<Vec<(String, String, String, i64)>, StoreError> {
+        self.read(|conn| {
+            let rows = conn
+                .prepare_cached(super::SLA_COUNTS)?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
     pub(super) async fn outbox_backlog(&self) -> Result<i64, StoreError> {
         self.read(|conn| {
             Ok(conn.query_row(
