@@ -164,6 +164,8 @@ print(" ".join(sorted({names[n] for n in asked if n in names})))')
 pids+=($!)
 
 bold "== the window submits the three example cases"
+echo "   (they are dated 21 October 2019: by the legal clock their deadlines passed long ago, so every"
+echo "    task's clock starts with task-clock-started and at once raises its red alert, task-overdue)"
 for name in kai-canguan qiye-kaiban bdc-deficient; do
   set +e
   out=$("$bin/yichuang" case submit --server "$server" --file "examples/cases/$name.json")
