@@ -667,6 +667,19 @@ impl CaseService for CaseApi {
         use crate::proto::v1::SupplementResponse;
         let mut r = request.into_inner();
         r.case_number = r.case_number.trim().to_string();
+        // The envelope, as for Submit: bounded, so a broken window system cannot bloat a case.
+        let too_long =
+            |v: &str, max: usize| v.chars().count() > max || v.chars().any(char::is_control);
+        if too_long(&r.supplement_id, 64) || too_long(&r.staff_no, 32) {
+            return Err(Status::invalid_argument(
+                "supplementId (at most 64 characters) and staffNo (at most 32) must be short and without control characters",
+            ));
+        }
+        if r.materials.len() > 100 || r.task_ids.len() > 50 {
+            return Err(Status::invalid_argument(
+                "a supplement takes at most 100 materials and names at most 50 tasks",
+            ));
+        }
         if r.case_number.is_empty() {
             return Err(Status::invalid_argument(
                 "caseNumber: the national case number of the case the materials are for is required",

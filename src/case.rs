@@ -73,6 +73,8 @@ pub fn accept(plan: &Plan, case_number: &str, trace_id: &str) -> Accepted {
             supplement_round: 0,
             approval_stage_code: String::new(),
             conclusion_code: String::new(),
+            // The legal clock runs from the acceptance for a task that waits for nothing.
+            clock_started_at: t.depends_on.is_empty().then(|| timestamp(plan.accepted_at)),
             ..Default::default()
         })
         .collect();

@@ -105,9 +105,23 @@ impl Clocks {
             })
         };
         let task = &case.tasks[index];
-        let Some(started) = task.clock_started_at.as_ref().map(|t| self.instant(t)) else {
+        // A record from before the clock existed: a task that waited for nothing ran from the
+        // acceptance.
+        let fallback = (task.depends_on.is_empty()
+            && task.status != crate::proto::v1::TaskStatus::Waiting as i32)
+            .then_some(case.accepted_at)
+            .flatten();
+        let Some(started) = task
+            .clock_started_at
+            .or(fallback)
+            .as_ref()
+            .map(|t| self.instant(t))
+        else {
             return Some((events, row));
         };
+        let task = &mut case.tasks[index];
+        task.clock_started_at = Some(timestamp(started.with_timezone(&Utc)));
+        let task = &case.tasks[index];
         let now_here = now.with_timezone(&zone);
         let paused = task.pauses.iter().any(|p| p.to.is_none());
         let pauses: Vec<Pause> = task
@@ -135,23 +149,27 @@ impl Clocks {
         let (promised_due, legal_due, warn_at) = match derived {
             Ok(d) => d,
             Err(e) => {
-                // A year without calendar data: said once per hour in the log, never guessed.
+                // A year without calendar data: said once per hour in the log, never guessed;
+                // what was derived before stays.
                 warn!(task = %task_id, error = %e, "cannot derive the task's deadlines");
                 row.next_check_ms = Some((now + chrono::Duration::hours(1)).timestamp_millis());
-                return Some((events, row));
-            }
-        };
-        let task: &mut Task = &mut case.tasks[index];
-        if paused && task.decided_at.is_none() {
-            // Standing still: the deadlines are final only when it resumes (its row is marked
-            // then), and no alert comes meanwhile.
-            if task.promised_due_at.is_some() {
                 row.due_ms = task
                     .promised_due_at
                     .as_ref()
                     .map(|t| self.instant(t).timestamp_millis());
+                row.decided_ms = task
+                    .decided_at
+                    .as_ref()
+                    .map(|t| self.instant(t).timestamp_millis());
                 return Some((events, row));
             }
+        };
+        let task: &mut Task = &mut case.tasks[index];
+        if paused && task.decided_at.is_none() && task.promised_due_at.is_some() {
+            // Standing still: the deadlines are final only when it resumes (its row is marked
+            // then), no alert comes meanwhile, and the wait on the applicant does not count
+            // against the department (no deadline on the row).
+            return Some((events, row));
         }
         for (p, pause) in task.pauses.iter_mut().zip(&pauses) {
             if p.to.is_some() {
@@ -218,6 +236,7 @@ impl Clocks {
             return Some((events, row));
         }
         if paused {
+            row.due_ms = None;
             return Some((events, row));
         }
         if now_here >= promised_due && !task.sla_overdue {
@@ -246,10 +265,6 @@ impl Clocks {
         } else {
             None
         };
-        // The case is promised by its last task.
-        if let Some(last) = case.tasks.iter().map(|t| t.promised_deadline.clone()).max() {
-            case.promised_deadline = last;
-        }
         Some((events, row))
     }
 }
@@ -278,17 +293,33 @@ pub async fn sweep(store: &Store, clocks: &Clocks) -> Result<usize, StoreError> 
                 let mut change = CaseChange::default();
                 for id in &task_ids {
                     let seq = last_seq + change.events.len() as i64;
-                    if let Some((events, row)) = clocks2.refresh(case, id, seq, now) {
-                        change.events.extend(events);
-                        change.clocks.push(row);
+                    match clocks2.refresh(case, id, seq, now) {
+                        Some((events, row)) => {
+                            change.events.extend(events);
+                            change.clocks.push(row);
+                        }
+                        // A row the record does not know: nothing to derive, not dirty again.
+                        None => change.clocks.push(ClockRow {
+                            task_id: id.clone(),
+                            ..Default::default()
+                        }),
                     }
+                }
+                // The case is promised by its last task.
+                if let Some(last) = case.tasks.iter().map(|t| t.promised_deadline.clone()).max() {
+                    case.promised_deadline = last;
                 }
                 let n = change.events.len();
                 (Some(change), n)
             })
-            .await?;
-        if let Some((_, n)) = edited {
-            written += n;
+            .await;
+        match edited {
+            Ok(Some((_, n))) => written += n,
+            Ok(None) => {}
+            // One case the sweeper cannot edit does not hold the others back.
+            Err(e) => {
+                warn!(case = %case_number, error = %e, "SLA sweep cannot edit a case; trying again next sweep")
+            }
         }
     }
     Ok(written)

@@ -237,6 +237,8 @@ pub fn apply(
                 && t.depends_on.iter().all(|d| approved.contains(d))
             {
                 t.status = TaskStatus::Ready as i32;
+                // Its legal clock runs from its release.
+                t.clock_started_at = Some(at);
                 released.push(t.task_id.clone());
                 events.push(CaseEvent {
                     seq: last_seq + events.len() as i64 + 1,
@@ -291,13 +293,28 @@ pub fn close_pauses(task: &mut Task, reason: Option<&str>, at: pbjson_types::Tim
     }
 }
 
+/// Stamps the decision: when the department says it decided — kept within the task's clock
+/// start and the moment the gateway learnt it, so a department clock that runs ahead or a
+/// malformed time cannot move its on-time figures — and when it reached the window.
 fn decided(
     task: &mut Task,
     decided_at: Option<pbjson_types::Timestamp>,
     at: pbjson_types::Timestamp,
 ) {
     close_pauses(task, None, at);
-    task.decided_at = Some(decided_at.unwrap_or(at));
+    let key = |t: &pbjson_types::Timestamp| (t.seconds, t.nanos);
+    let mut when = decided_at
+        .filter(|t| (0..1_000_000_000).contains(&t.nanos))
+        .unwrap_or(at);
+    if key(&when) > key(&at) {
+        when = at;
+    }
+    if let Some(start) = task.clock_started_at
+        && key(&when) < key(&start)
+    {
+        when = start;
+    }
+    task.decided_at = Some(when);
     task.decision_recorded_at = Some(at);
 }
 
@@ -663,6 +680,53 @@ mod tests {
         let a = apply(&mut case, "C-01", None, 1, approved("S1"), 0, None, at()).unwrap();
         assert_eq!(a.status, TaskStatus::Approved);
         assert_eq!(case.tasks[0].conclusion_code, "0", "出证办结");
+    }
+
+    #[test]
+    fn a_decision_time_is_kept_between_the_clock_start_and_its_arrival() {
+        let mut case = bundle();
+        case.tasks[0].clock_started_at = Some(pbjson_types::Timestamp {
+            seconds: 1_571_600_000,
+            nanos: 0,
+        });
+        // The department's clock runs a week ahead: its word cannot be later than ours.
+        let ahead = pbjson_types::Timestamp {
+            seconds: at().seconds + 7 * 86_400,
+            nanos: 0,
+        };
+        apply(
+            &mut case,
+            "C-01",
+            None,
+            0,
+            approved("S1"),
+            0,
+            Some(ahead),
+            at(),
+        )
+        .unwrap();
+        assert_eq!(case.tasks[0].decided_at, Some(at()));
+        assert_eq!(case.tasks[0].decision_recorded_at, Some(at()));
+        // Nor earlier than the clock's start.
+        let mut case = bundle();
+        let start = pbjson_types::Timestamp {
+            seconds: 1_571_600_000,
+            nanos: 0,
+        };
+        case.tasks[0].clock_started_at = Some(start);
+        let zero = pbjson_types::Timestamp::default();
+        apply(
+            &mut case,
+            "C-01",
+            None,
+            0,
+            approved("S1"),
+            0,
+            Some(zero),
+            at(),
+        )
+        .unwrap();
+        assert_eq!(case.tasks[0].decided_at, Some(start));
     }
 
     #[test]

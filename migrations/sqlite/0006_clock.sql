@@ -2,7 +2,8 @@
 -- changed (dispatched, paused, resumed, decided) so its deadlines are derived again;
 -- `next_check_ms` is when it must next be looked at (its yellow warning or its deadline);
 -- `due_ms` its promised deadline and `decided_ms` when its department decided, for on-time rates.
-ALTER TABLE tasks ADD COLUMN clock_dirty INTEGER NOT NULL DEFAULT 0;
+-- Every task starts marked (new ones, and those already in flight when this migration runs).
+ALTER TABLE tasks ADD COLUMN clock_dirty INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE tasks ADD COLUMN next_check_ms INTEGER;
 ALTER TABLE tasks ADD COLUMN due_ms INTEGER;
 ALTER TABLE tasks ADD COLUMN decided_ms INTEGER;

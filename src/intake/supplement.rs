@@ -43,7 +43,14 @@ impl Intake {
         last_seq: i64,
         now: DateTime<Utc>,
     ) -> (Option<CaseChange>, SupplementAnswer) {
-        let hash = hex(&Sha256::digest(request.encode_to_vec()));
+        // The fingerprint of what matters: the id (trimmed), the case, the materials and the
+        // tasks named (in any order); a retry from another clerk is the same supplement.
+        let mut normalised = request.clone();
+        normalised.supplement_id = normalised.supplement_id.trim().to_string();
+        normalised.staff_no.clear();
+        normalised.task_ids.sort();
+        normalised.task_ids.dedup();
+        let hash = hex(&Sha256::digest(normalised.encode_to_vec()));
         let id = request.supplement_id.trim();
         if let Some(earlier) = case.supplements.iter().find(|s| s.supplement_id == id) {
             let answer = if earlier.content_hash == hash {
@@ -97,6 +104,7 @@ impl Intake {
         let mut targets: Vec<usize> = Vec::new();
         for (i, task_id) in request.task_ids.iter().enumerate() {
             match case.tasks.iter().position(|t| &t.task_id == task_id) {
+                Some(p) if targets.contains(&p) => {}
                 Some(p) if waiting(&case.tasks[p]) => targets.push(p),
                 Some(p) => {
                     let t = &case.tasks[p];
@@ -139,9 +147,24 @@ impl Intake {
             let item = catalog.items.get(&t.item_code);
             for (name, code) in asked(t) {
                 let Some(code) = code else {
-                    // Asked in the department's own words: the clerk named the task and vouches
-                    // for what was handed in.
-                    vouched = true;
+                    if request.task_ids.contains(&t.task_id) {
+                        // Asked in the department's own words: the clerk named the task and
+                        // vouches for what was handed in.
+                        vouched = true;
+                    } else {
+                        v.push(
+                            Code::MaterialMissing,
+                            "taskIds",
+                            format!(
+                                "{} 要求补正「{name}」，该材料不在受理清单中：请核对后在 taskIds 中写明事项 {}（窗口确认所交材料）。",
+                                t.department, t.task_id
+                            ),
+                            |d| {
+                                d.material_name = name.clone();
+                                d.item_code = t.item_code.clone();
+                            },
+                        );
+                    }
                     continue;
                 };
                 match handed.get_key_value(code.as_str()) {
@@ -357,4 +380,126 @@ impl Intake {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::catalog::Catalog;
+    use crate::config::IntakeConfig;
+    use crate::proto::v1::{Material, MaterialForm, Task};
+    use crate::sla::Calendar;
+
+    fn intake() -> Intake {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let catalog = Arc::new(Catalog::load(&root.join("config/catalog")).unwrap());
+        let calendar = Arc::new(Calendar::load(&root.join("config/calendar")).unwrap());
+        Intake::new(catalog, calendar, IntakeConfig::default()).unwrap()
+    }
+
+    /// A case whose SP-JY task waits for `asked`.
+    fn case(asked: &[&str]) -> Case {
+        Case {
+            case_number: "C".into(),
+            tasks: vec![Task {
+                task_id: "C-01".into(),
+                item_code: "SP-JY".into(),
+                item_name: "食品经营许可".into(),
+                department: "scjg".into(),
+                status: TaskStatus::SupplementRequired as i32,
+                materials_requested: asked.iter().map(|a| a.to_string()).collect(),
+                ..Default::default()
+            }],
+            submission: Some(Default::default()),
+            ..Default::default()
+        }
+    }
+
+    fn paper(code: &str) -> Material {
+        Material {
+            material_code: code.into(),
+            form: MaterialForm::Original as i32,
+            copies: 1,
+            file: None,
+        }
+    }
+
+    fn request(materials: Vec<Material>, task_ids: &[&str]) -> SupplementRequest {
+        SupplementRequest {
+            case_number: "C".into(),
+            supplement_id: " S-1 ".into(),
+            materials,
+            task_ids: task_ids.iter().map(|t| t.to_string()).collect(),
+            staff_no: "0342".into(),
+        }
+    }
+
+    #[test]
+    fn a_task_named_twice_resumes_once() {
+        let mut c = case(&["经营场所平面图及设备布局图"]);
+        let (change, answer) = intake().supplement(
+            &mut c,
+            &request(vec![paper("PMT")], &["C-01", "C-01"]),
+            0,
+            Utc::now(),
+        );
+        let SupplementAnswer::Recorded(record) = answer else {
+            panic!("{answer:?}")
+        };
+        assert_eq!(record.resumed_task_ids, ["C-01"]);
+        assert_eq!(c.tasks[0].supplement_round, 1);
+        assert_eq!(change.unwrap().tasks.len(), 1);
+    }
+
+    #[test]
+    fn words_the_list_does_not_know_need_the_task_named() {
+        let asked = ["经营场所平面图及设备布局图", "卫生许可证明"];
+        // Not named: the clerk is told to name the task; nothing changes.
+        let mut c = case(&asked);
+        let (change, answer) =
+            intake().supplement(&mut c, &request(vec![paper("PMT")], &[]), 0, Utc::now());
+        assert!(change.is_none());
+        let SupplementAnswer::Deficient(d) = answer else {
+            panic!("{answer:?}")
+        };
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].path, "taskIds");
+        assert!(d[0].message.contains("卫生许可证明"), "{}", d[0].message);
+        assert_eq!(c.tasks[0].status, TaskStatus::SupplementRequired as i32);
+        // Named: the clerk vouches, and the task resumes.
+        let (_, answer) = intake().supplement(
+            &mut c,
+            &request(vec![paper("PMT"), paper("ZSZM")], &["C-01"]),
+            0,
+            Utc::now(),
+        );
+        assert!(
+            matches!(answer, SupplementAnswer::Recorded(_)),
+            "{answer:?}"
+        );
+    }
+
+    #[test]
+    fn a_retry_from_another_clerk_is_a_replay() {
+        let mut c = case(&["经营场所平面图及设备布局图"]);
+        let mut first = request(vec![paper("PMT")], &[]);
+        intake().supplement(&mut c, &first, 0, Utc::now());
+        first.staff_no = "0815".into();
+        first.supplement_id = "S-1".into();
+        let (change, answer) = intake().supplement(&mut c, &first, 3, Utc::now());
+        assert!(change.is_none());
+        assert!(
+            matches!(answer, SupplementAnswer::Replayed(_)),
+            "{answer:?}"
+        );
+        first.materials = vec![paper("ZSZM")];
+        let (_, answer) = intake().supplement(&mut c, &first, 3, Utc::now());
+        assert!(
+            matches!(answer, SupplementAnswer::Conflict(_)),
+            "{answer:?}"
+        );
+    }
 }

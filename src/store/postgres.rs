@@ -332,7 +332,7 @@ impl PgStore {
         )
         .await?;
         tx.execute(
-            "UPDATE tasks SET status = $1 WHERE task_id = ANY($2)",
+            "UPDATE tasks SET status = $1, clock_dirty = 1 WHERE task_id = ANY($2)",
             &[&(TaskStatus::Ready as i32), &applied.released],
         )
         .await?;

@@ -402,7 +402,7 @@ impl SqliteStore {
             )?;
             for id in &applied.released {
                 tx.execute(
-                    "UPDATE tasks SET status = ?1 WHERE task_id = ?2",
+                    "UPDATE tasks SET status = ?1, clock_dirty = 1 WHERE task_id = ?2",
                     params![TaskStatus::Ready as i32, id],
                 )?;
             }
