@@ -383,7 +383,10 @@ impl PgStore {
             .await?;
         }
         save_case(&tx, &case, &change.events, now_ms).await?;
-        assign_feed_positions(&tx).await?;
+        // No history entry, no feed position to assign: the feed lock is not taken.
+        if !change.events.is_empty() {
+            assign_feed_positions(&tx).await?;
+        }
         tx.commit().await?;
         Ok(Some((case, answer)))
     }
