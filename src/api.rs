@@ -50,8 +50,8 @@ pub struct Gateway {
     pub instance: String,
     /// The legal clock: calendar, zone, warning share and time source.
     pub clocks: crate::clock::Clocks,
-    /// How often the SLA sweeper looks.
-    pub sweep_every: std::time::Duration,
+    /// How often the SLA sweeper looks; `None`: this replica does not sweep.
+    pub sweep_every: Option<std::time::Duration>,
     /// The bound `/metrics` listener, taken by [`serve`]; its address.
     metrics: std::sync::Mutex<Option<TcpListener>>,
     pub metrics_addr: Option<std::net::SocketAddr>,
@@ -131,7 +131,8 @@ impl Gateway {
             platform: (!config.platform.push_url.is_empty()).then(|| config.platform.clone()),
             instance: uuid::Uuid::new_v4().simple().to_string(),
             clocks,
-            sweep_every: std::time::Duration::from_secs(config.sla.sweep_secs.max(1)),
+            sweep_every: (config.sla.sweep_secs > 0)
+                .then(|| std::time::Duration::from_secs(config.sla.sweep_secs)),
             metrics: std::sync::Mutex::new(metrics),
             metrics_addr,
         })
@@ -209,11 +210,13 @@ pub async fn serve(
                 }
             })
         });
-    let sweeper = tokio::spawn(crate::clock::run(
-        gateway.store.clone(),
-        gateway.clocks.clone(),
-        gateway.sweep_every,
-    ));
+    let sweeper = gateway.sweep_every.map(|every| {
+        tokio::spawn(crate::clock::run(
+            gateway.store.clone(),
+            gateway.clocks.clone(),
+            every,
+        ))
+    });
     let (store_for_release, instance) = (gateway.store.clone(), gateway.instance.clone());
     let push = gateway.platform.clone().map(|config| {
         tokio::spawn(crate::feed::run(
@@ -245,7 +248,9 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await;
     watcher.abort();
-    sweeper.abort();
+    if let Some(sweeper) = sweeper {
+        sweeper.abort();
+    }
     if let Some(metrics) = metrics {
         metrics.abort();
     }

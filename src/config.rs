@@ -185,7 +185,7 @@ pub struct SlaConfig {
     #[serde(default = "default_warn_share")]
     pub warn_share: f64,
     /// How often the sweeper looks for tasks whose clock changed or whose warning or deadline
-    /// came, in seconds (default 5).
+    /// came, in seconds (default 5); 0: this replica does not sweep (another one does).
     #[serde(default = "default_sweep_secs")]
     pub sweep_secs: u64,
 }

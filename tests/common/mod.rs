@@ -59,6 +59,9 @@ pub fn config(backend: Backend, dir: &Path) -> GatewayConfig {
     config.server.max_message_bytes = 256 * 1024;
     // Intake tests need no broker; tests of the relay turn it on with their own prefix.
     config.bus.relay = false;
+    // No SLA sweeper: these tests compare histories with exactly what they did. The legal
+    // clock's alerts have tests of their own (src/clock.rs, adapters/tests/sla.rs).
+    config.sla.sweep_secs = 0;
     config.store = match backend {
         Backend::Sqlite => StoreConfig::Sqlite {
             path: dir.join("yichuang.db"),
