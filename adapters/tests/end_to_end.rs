@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use support::{Adapter, Harness, bus, department, secret_file};
+use support::{Adapter, Harness, bus, department, listener, secret_file};
 use yichuang::config::{GatewayConfig, StoreConfig};
 use yichuang::proto::v1::case_service_client::CaseServiceClient;
 use yichuang::proto::v1::{
@@ -124,12 +124,6 @@ fn behaviour(code: &str) -> Behaviour {
     }
 }
 
-async fn listener() -> (tokio::net::TcpListener, String) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", l.local_addr().unwrap());
-    (l, endpoint)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qiye_kaiban_goes_through_five_departments_and_a_supplement_to_delivery_and_every_feed_sees_each_event_once()
  {
@@ -167,14 +161,7 @@ async fn qiye_kaiban_goes_through_five_departments_and_a_supplement_to_delivery_
     tokio::spawn(sw.clone().serve(l));
 
     // The adapters' view of them.
-    let mut scjg_config = department("scjg", &scjg_endpoint);
-    scjg_config
-        .credentials
-        .insert("client_id".into(), secret_file(&dir, "scjg-id", "yichuang"));
-    scjg_config.credentials.insert(
-        "client_secret".into(),
-        secret_file(&dir, "scjg-secret", "sim-secret"),
-    );
+    let scjg_config = support::scjg(&dir, &scjg_endpoint);
     let ga_config = department("ga", &ga_endpoint);
     let mut sw_config = department("sw", &sw_endpoint);
     sw_config

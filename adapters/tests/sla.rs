@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use support::{Adapter, Harness, bus, department, secret_file};
+use support::{Adapter, Harness, bus, listener};
 use yichuang::config::{GatewayConfig, StoreConfig};
 use yichuang::proto::v1::admin_service_client::AdminServiceClient;
 use yichuang::proto::v1::case_service_client::CaseServiceClient;
@@ -53,12 +53,6 @@ impl TestClock {
         let delta = hall(to) - self.now();
         *self.moved.lock().unwrap() += delta;
     }
-}
-
-async fn listener() -> (tokio::net::TcpListener, String) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", l.local_addr().unwrap());
-    (l, endpoint)
 }
 
 async fn history(
@@ -126,14 +120,7 @@ async fn a_late_department_gets_one_yellow_and_one_red_alert_and_a_supplement_mo
         ..Default::default()
     });
     tokio::spawn(scjg.clone().serve(l));
-    let mut scjg_config = department("scjg", &scjg_endpoint);
-    scjg_config
-        .credentials
-        .insert("client_id".into(), secret_file(&dir, "scjg-id", "yichuang"));
-    scjg_config.credentials.insert(
-        "client_secret".into(),
-        secret_file(&dir, "scjg-secret", "sim-secret"),
-    );
+    let scjg_config = support::scjg(&dir, &scjg_endpoint);
     let adapter = Adapter::start(&bus, vec![scjg_config]).await;
 
     // Two gateway replicas on one PostgreSQL schema, sweeping every second on the test's clock.

@@ -71,6 +71,26 @@ pub fn department(code: &str, endpoint: &str) -> DepartmentConfig {
     c
 }
 
+/// 市场监管's department file pointed at a simulated HTTP/JSON system at `endpoint`, with the
+/// simulator's client credentials in files under `dir`.
+pub fn scjg(dir: &tempfile::TempDir, endpoint: &str) -> DepartmentConfig {
+    let mut c = department("scjg", endpoint);
+    c.credentials
+        .insert("client_id".into(), secret_file(dir, "scjg-id", "yichuang"));
+    c.credentials.insert(
+        "client_secret".into(),
+        secret_file(dir, "scjg-secret", "sim-secret"),
+    );
+    c
+}
+
+/// A listener on a free local port and its `http://` address.
+pub async fn listener() -> (tokio::net::TcpListener, String) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", l.local_addr().unwrap());
+    (l, endpoint)
+}
+
 /// Writes a secret to a file of its own and refers to it (tests cannot set environment
 /// variables safely while other tests run).
 pub fn secret_file(dir: &tempfile::TempDir, name: &str, value: &str) -> SecretRef {
