@@ -19,8 +19,13 @@ demo: build
 	bash scripts/services.sh
 	bash scripts/demo.sh
 
+# The build has no deadline (a cold one takes ~17 min on 2 cores); the run has one, so a test
+# that hangs fails the suite instead of holding CI until it is killed.
+TEST_DEADLINE ?= 1800
+
 test: services
-	. ./$(SERVICES_ENV) && $(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace --all-targets --no-run
+	. ./$(SERVICES_ENV) && timeout -k 30 $(TEST_DEADLINE) $(CARGO) test --workspace --all-targets
 
 lint:
 	bash scripts/services.sh --no-postgres --no-rabbitmq

@@ -27,27 +27,63 @@ impl Drop for Restore {
     }
 }
 
-fn rabbitmqctl(args: &[&str]) {
-    let status = Command::new("rabbitmqctl")
+/// Runs `rabbitmqctl` without blocking the runtime, bounded by a deadline: a command that hangs
+/// fails the test instead of holding the suite.
+async fn rabbitmqctl(args: &[&str]) {
+    let started = Instant::now();
+    let mut child = tokio::process::Command::new("rabbitmqctl")
         .args(args)
-        .status()
+        .kill_on_drop(true)
+        .spawn()
+        .expect("rabbitmqctl runs");
+    let status = tokio::time::timeout(Duration::from_secs(120), child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("rabbitmqctl {args:?} did not finish within 120 s"))
         .expect("rabbitmqctl runs");
     assert!(status.success(), "rabbitmqctl {args:?} failed");
+    eprintln!(
+        "rabbitmqctl {args:?}: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 }
 
-fn wait_for_broker() {
+async fn wait_for_broker() {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !Command::new("rabbitmq-diagnostics")
-        .args(["-q", "check_running"])
-        .status()
-        .is_ok_and(|s| s.success())
-    {
+    loop {
+        let check = tokio::process::Command::new("rabbitmq-diagnostics")
+            .args(["-q", "check_running"])
+            .kill_on_drop(true)
+            .status();
+        if let Ok(Ok(status)) = tokio::time::timeout(Duration::from_secs(20), check).await
+            && status.success()
+        {
+            return;
+        }
         assert!(
             Instant::now() < deadline,
             "RabbitMQ did not come back within 60 s"
         );
-        std::thread::sleep(Duration::from_millis(250));
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// A submission accepted within a deadline (a hung call fails the test, naming the case).
+async fn submit(gw: &common::TestGateway, base: &yichuang::proto::v1::Submission, id: String) {
+    let mut client = gw.client.clone();
+    let mut s = base.clone();
+    s.submission_id = id.clone();
+    let call = client.submit(SubmitRequest {
+        submission: Some(s),
+    });
+    let answer = tokio::time::timeout(Duration::from_secs(30), call)
+        .await
+        .unwrap_or_else(|_| panic!("{id}: no answer within 30 s"))
+        .expect("submit")
+        .into_inner();
+    assert!(
+        matches!(answer.outcome, Some(Outcome::Receipt(_))),
+        "{id} accepted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,38 +92,24 @@ async fn tasks_accepted_during_a_broker_outage_all_reach_their_queues() {
     let (gw, bus) = start(Backend::Sqlite, amqp_url()).await;
     let broker = Broker::open(&bus).await; // declares the topology before the outage
     let base = example("kai-canguan");
-    let submit = |n: usize| {
-        let mut client = gw.client.clone();
-        let mut s = base.clone();
-        s.submission_id = format!("outage-{n}");
-        async move {
-            let answer = client
-                .submit(SubmitRequest {
-                    submission: Some(s),
-                })
-                .await
-                .expect("submit")
-                .into_inner();
-            assert!(
-                matches!(answer.outcome, Some(Outcome::Receipt(_))),
-                "case {n} accepted"
-            );
-        }
-    };
     for n in 0..20 {
-        submit(n).await;
+        submit(&gw, &base, format!("outage-{n}")).await;
     }
-    drop(broker);
+    let _ = tokio::time::timeout(
+        Duration::from_secs(10),
+        broker.connection.close(0, "outage".into()),
+    )
+    .await;
     let restore = Restore(&["start_app"]);
-    rabbitmqctl(&["stop_app"]);
+    rabbitmqctl(&["stop_app"]).await;
     for n in 20..40 {
-        submit(n).await; // accepted into the store while the broker is down
+        submit(&gw, &base, format!("outage-{n}")).await; // accepted while the broker is down
     }
-    rabbitmqctl(&["start_app"]);
+    rabbitmqctl(&["start_app"]).await;
     drop(restore);
-    wait_for_broker();
+    wait_for_broker().await;
     for n in 40..60 {
-        submit(n).await;
+        submit(&gw, &base, format!("outage-{n}")).await;
     }
 
     let broker = Broker::open(&bus).await;
@@ -129,25 +151,7 @@ async fn a_memory_alarm_holds_tasks_in_the_store_until_it_lifts() {
     let (gw, bus) = start(Backend::Sqlite, amqp_url()).await;
     let broker = Broker::open(&bus).await;
     let base = example("kai-canguan");
-    let submit = |n: usize| {
-        let mut client = gw.client.clone();
-        let mut s = base.clone();
-        s.submission_id = format!("alarm-{n}");
-        async move {
-            let answer = client
-                .submit(SubmitRequest {
-                    submission: Some(s),
-                })
-                .await
-                .expect("submit")
-                .into_inner();
-            assert!(
-                matches!(answer.outcome, Some(Outcome::Receipt(_))),
-                "case {n} accepted"
-            );
-        }
-    };
-    submit(0).await;
+    submit(&gw, &base, "alarm-0".into()).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while gw.gateway.store.outbox_backlog().await.unwrap() > 0 {
         assert!(Instant::now() < deadline, "the first case's tasks leave");
@@ -156,9 +160,9 @@ async fn a_memory_alarm_holds_tasks_in_the_store_until_it_lifts() {
 
     // The smallest watermark RabbitMQ takes: the alarm goes off at once.
     let restore = Restore(&["set_vm_memory_high_watermark", "0.4"]);
-    rabbitmqctl(&["set_vm_memory_high_watermark", "0.0001"]);
+    rabbitmqctl(&["set_vm_memory_high_watermark", "0.0001"]).await;
     for n in 1..21 {
-        submit(n).await;
+        submit(&gw, &base, format!("alarm-{n}")).await;
     }
     // The relay sees the block (the broker blocks a connection when it publishes) and says so.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -178,9 +182,9 @@ async fn a_memory_alarm_holds_tasks_in_the_store_until_it_lifts() {
         "tasks wait in the store while publishing is blocked"
     );
     for n in 21..31 {
-        submit(n).await; // still accepted
+        submit(&gw, &base, format!("alarm-{n}")).await; // still accepted
     }
-    rabbitmqctl(&["set_vm_memory_high_watermark", "0.4"]);
+    rabbitmqctl(&["set_vm_memory_high_watermark", "0.4"]).await;
     drop(restore);
 
     for department in ["scjg", "xf"] {
