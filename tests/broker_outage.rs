@@ -33,6 +33,7 @@ async fn rabbitmqctl(args: &[&str]) {
     let started = Instant::now();
     let mut child = tokio::process::Command::new("rabbitmqctl")
         .args(args)
+        .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .expect("rabbitmqctl runs");
@@ -52,6 +53,7 @@ async fn wait_for_broker() {
     loop {
         let check = tokio::process::Command::new("rabbitmq-diagnostics")
             .args(["-q", "check_running"])
+            .stdin(std::process::Stdio::null())
             .kill_on_drop(true)
             .status();
         if let Ok(Ok(status)) = tokio::time::timeout(Duration::from_secs(20), check).await
