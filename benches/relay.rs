@@ -90,6 +90,7 @@ fn main() {
                         window_code: "w".into(),
                         clerk_staff_no: "c".into(),
                         trace_id: yichuang::trace::new_trace_id(),
+                        trace_span_id: String::new(),
                         at: chrono::Utc::now(),
                     };
                     store

@@ -203,7 +203,12 @@ pub async fn serve(
         .expect("metrics listener lock")
         .take()
         .map(|listener| {
-            let router = crate::metrics::router(gateway.store.clone(), gateway.clocks.clone());
+            let router = crate::metrics::router(
+                gateway.store.clone(),
+                gateway.clocks.clone(),
+                gateway.intake.shared_catalog(),
+                gateway.relay.clone(),
+            );
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(listener, router).await {
                     warn!(error = %e, "the metrics endpoint stopped");
@@ -236,6 +241,7 @@ pub async fn serve(
         .max_decoding_message_size(limit)
         .max_encoding_message_size(64 * 1024 * 1024);
     let result = tonic::transport::Server::builder()
+        .layer(crate::observe::RpcLayer)
         .layer(tower::util::MapResponseLayer::new(move |r| {
             size_limit_status(r, limit)
         }))
@@ -499,13 +505,30 @@ impl CaseService for CaseApi {
         &self,
         request: Request<SubmitRequest>,
     ) -> Result<Response<SubmitResponse>, Status> {
-        let trace_id = request
-            .metadata()
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .and_then(crate::trace::trace_id_of)
-            .map_or_else(crate::trace::new_trace_id, str::to_string);
+        // The call's span (crate::observe) continues the window's trace when spans are
+        // exported; the case keeps its trace and span ids, so every hop after joins them.
+        let span = tracing::Span::current();
+        let (trace_id, trace_span_id) = match crate::trace::traceparent_of(&span) {
+            Some(own) => {
+                let mut parts = own.split('-').skip(1);
+                let trace = parts.next().unwrap_or_default().to_string();
+                let span_id = parts.next().unwrap_or_default().to_string();
+                // Children only of a sampled span: an unsampled one is never exported.
+                let sampled = parts.next() == Some("01");
+                (trace, if sampled { span_id } else { String::new() })
+            }
+            None => (
+                request
+                    .metadata()
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(crate::trace::trace_id_of)
+                    .map_or_else(crate::trace::new_trace_id, str::to_string),
+                String::new(),
+            ),
+        };
         let s = self.submission(request.into_inner().submission)?;
+        span.record("submission.id", s.submission_id.as_str());
         let now = Utc::now();
         // Identifiers as normalisation writes them on the case, so that lists and the audit
         // trail find them by their clean value.
@@ -521,6 +544,7 @@ impl CaseService for CaseApi {
                 .map(|c| code(&c.staff_no))
                 .unwrap_or_default(),
             trace_id,
+            trace_span_id,
             at: now,
         };
         let submission_id = attempt.submission_id.clone();
@@ -564,12 +588,43 @@ impl CaseService for CaseApi {
             SubmitResult::Answer(response) => {
                 match &response.outcome {
                     Some(crate::proto::v1::submit_response::Outcome::Receipt(r)) => {
+                        span.record("case.number", r.case_number.as_str());
+                        let m = crate::metrics::meters();
                         if !response.replayed {
                             self.gateway.wake.notify_one();
+                            for item in &r.items {
+                                m.items_accepted
+                                    .get_or_create(&crate::metrics::ItemLabels {
+                                        department: item.department.clone(),
+                                        item: item.item_code.clone(),
+                                    })
+                                    .inc();
+                            }
                         }
+                        m.submissions
+                            .get_or_create(&outcome_label(response.replayed, "accepted"))
+                            .inc();
                         info!(submission = %submission_id, case = %r.case_number, replayed = response.replayed, "case accepted");
                     }
                     Some(crate::proto::v1::submit_response::Outcome::Notice(n)) => {
+                        let m = crate::metrics::meters();
+                        if !response.replayed {
+                            for d in &n.deficiencies {
+                                let code = crate::proto::v1::DeficiencyCode::try_from(d.code)
+                                    .unwrap_or(crate::proto::v1::DeficiencyCode::Unspecified);
+                                m.deficiencies
+                                    .get_or_create(&crate::metrics::CodeLabels {
+                                        code: code
+                                            .as_str_name()
+                                            .trim_start_matches("DEFICIENCY_CODE_")
+                                            .to_lowercase(),
+                                    })
+                                    .inc();
+                            }
+                        }
+                        m.submissions
+                            .get_or_create(&outcome_label(response.replayed, "deficient"))
+                            .inc();
                         info!(submission = %submission_id, deficiencies = n.deficiencies.len(), replayed = response.replayed, "deficiency notice issued");
                     }
                     None => {}
@@ -890,4 +945,11 @@ impl CaseService for CaseApi {
 fn parse_page_token(token: &str) -> Option<(i64, String)> {
     let (ms, number) = token.split_once('.')?;
     Some((ms.parse().ok()?, number.to_string()))
+}
+
+/// The `outcome` label of a Submit answer.
+fn outcome_label(replayed: bool, outcome: &str) -> crate::metrics::OutcomeLabels {
+    crate::metrics::OutcomeLabels {
+        outcome: if replayed { "replayed" } else { outcome }.to_string(),
+    }
 }

@@ -94,6 +94,7 @@ pub fn accept(plan: &Plan, case_number: &str, trace_id: &str) -> Accepted {
         bundle_code: s.bundle_code.clone(),
         acceptance_status_code: 1,
         trace_id: trace_id.to_string(),
+        trace_span_id: String::new(),
         supplements: Vec::new(),
         conclusion_code: String::new(),
         rejection_policy: plan.rejection_policy as i32,

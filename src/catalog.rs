@@ -69,6 +69,11 @@ pub struct Department {
     /// How its legacy system is reached (informative; the adapter configuration decides).
     #[serde(default)]
     pub system: String,
+    /// How many of the department's items the hall handles in all, through the comprehensive
+    /// window or still at the department's own window: the denominator of the one-window share
+    /// (`yichuang_one_window_item_share`). Absent: the department is left out of the share.
+    #[serde(default)]
+    pub hall_items: Option<u32>,
 }
 
 /// A kind of document, shared by every item that needs it (一次收件).
@@ -410,6 +415,18 @@ impl Catalog {
                     &dept.body_code,
                     format!("department {}: body_code {} is not a valid unified social credit code: {e}", dept.code.get_ref(), dept.body_code.get_ref()),
                 ));
+            }
+            if let Some(hall) = dept.hall_items {
+                let listed = items
+                    .values()
+                    .filter(|(i, _)| i.department.get_ref() == dept.code.get_ref())
+                    .count();
+                if (hall as usize) < listed {
+                    problems.push(origin.problem(
+                        &dept.code,
+                        format!("department {}: hall_items = {hall} is fewer than the {listed} items the acceptance list gives it; count every item the hall handles for the department", dept.code.get_ref()),
+                    ));
+                }
             }
         }
         for (item, origin) in items.values() {

@@ -165,6 +165,40 @@ pub struct GatewayConfig {
     /// The Prometheus endpoint.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Export of spans to an OpenTelemetry collector.
+    #[serde(default)]
+    pub tracing: TracingConfig,
+}
+
+/// Export of spans over OTLP/gRPC (docs/observability.md). Off unless an endpoint is given;
+/// off costs nothing beyond the log lines.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingConfig {
+    /// OTLP/gRPC endpoint of a collector, e.g. `http://otel-collector:4317`; empty: no export.
+    #[serde(default)]
+    pub otlp_endpoint: String,
+    /// Share of new traces sampled, 0.0 to 1.0. A trace begun by the window (a sampled
+    /// `traceparent`) follows the window's decision.
+    #[serde(default = "default_sampling_ratio")]
+    pub sampling_ratio: f64,
+    /// `service.name` of the spans; empty: the binary's own (`yichuang-gateway`, `yichuang-adapter`).
+    #[serde(default)]
+    pub service_name: String,
+}
+
+fn default_sampling_ratio() -> f64 {
+    1.0
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: String::new(),
+            sampling_ratio: default_sampling_ratio(),
+            service_name: String::new(),
+        }
+    }
 }
 
 /// Where the gateway serves `/metrics` (Prometheus text format) over HTTP/1.1.
@@ -479,6 +513,7 @@ impl Default for GatewayConfig {
             platform: PlatformConfig::default(),
             sla: SlaConfig::default(),
             metrics: MetricsConfig::default(),
+            tracing: TracingConfig::default(),
         }
     }
 }

@@ -29,6 +29,7 @@ pub mod feed;
 pub mod intake;
 pub mod lifecycle;
 pub mod metrics;
+pub mod observe;
 pub mod outbox;
 pub mod privacy;
 pub mod results;

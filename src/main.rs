@@ -579,7 +579,8 @@ async fn watch_events(bus: &yichuang::config::BusConfig, binding: &str) -> Resul
 
 async fn serve_command(path: &Path) -> Result<u8, Failure> {
     let config = GatewayConfig::load(path)?;
-    yichuang::telemetry::init(&config.log);
+    let telemetry = yichuang::telemetry::init(&config.log, &config.tracing, "yichuang-gateway")
+        .map_err(|e| anyhow::anyhow!(e))?;
     let gateway = Gateway::from_config(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
@@ -587,6 +588,7 @@ async fn serve_command(path: &Path) -> Result<u8, Failure> {
     tracing::info!(listen = %listener.local_addr()?, "gateway serving");
     serve(Arc::new(gateway), listener, shutdown_signal()).await?;
     tracing::info!("gateway stopped");
+    telemetry.flush();
     Ok(0)
 }
 

@@ -1,44 +1,207 @@
-//! The Prometheus endpoint (`/metrics`, text exposition format, HTTP/1.1 on `[metrics] listen`).
-//! The figures are read from the store at each scrape, so every replica reports the same
-//! totals and they survive restarts: the SLA alerts from the case history, the on-time figures
-//! from the tasks' clocks, the outbox backlogs from their tables.
+//! The Prometheus endpoint (`/metrics`, OpenMetrics text, HTTP/1.1 on `[metrics] listen`) and
+//! the process's own meters. Two sources: figures read from the store at each scrape, so every
+//! replica reports the same totals and they survive restarts (the SLA alerts, on-time figures,
+//! backlogs, the one-window share of the acceptance list); and counters and histograms this
+//! process keeps ([`meters`]: calls per RPC, submissions, tasks dispatched, results received),
+//! which a query sums over replicas. Queue depths are asked of RabbitMQ at the scrape.
+//! docs/observability.md lists every series.
 
 use std::fmt::Write;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
 
+use crate::bus::Topology;
+use crate::catalog::Catalog;
 use crate::clock::Clocks;
+use crate::config::BusConfig;
 use crate::store::{Store, StoreError};
+
+/// Content type of the exposition.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// An RPC and how it ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RpcLabels {
+    pub service: String,
+    pub method: String,
+    /// gRPC status name, e.g. `OK`, `INVALID_ARGUMENT`.
+    pub code: String,
+}
+
+/// An RPC.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabels {
+    pub service: String,
+    pub method: String,
+}
+
+/// One label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+/// A deficiency code (`DEFICIENCY_CODE_…` without the prefix, lower case).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabels {
+    pub code: String,
+}
+
+/// An item of the acceptance list at its department.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ItemLabels {
+    pub department: String,
+    pub item: String,
+}
+
+/// A result from a department, by kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub department: String,
+    pub kind: String,
+}
+
+/// Histogram buckets for call latencies: 0.5 ms to ~16 s.
+pub fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// The gateway process's counters and histograms.
+pub struct Meters {
+    registry: Registry,
+    pub rpc_requests: Family<RpcLabels, Counter>,
+    pub rpc_duration: Family<MethodLabels, Histogram>,
+    pub submissions: Family<OutcomeLabels, Counter>,
+    pub deficiencies: Family<CodeLabels, Counter>,
+    pub items_accepted: Family<ItemLabels, Counter>,
+    pub tasks_dispatched: Family<ItemLabels, Counter>,
+    pub results_received: Family<ResultLabels, Counter>,
+}
+
+/// The process's meters (one registry per process, as Prometheus clients keep).
+pub fn meters() -> &'static Meters {
+    static METERS: LazyLock<Meters> = LazyLock::new(|| {
+        let mut registry = Registry::with_prefix("yichuang");
+        let rpc_requests = Family::<RpcLabels, Counter>::default();
+        let rpc_duration =
+            Family::<MethodLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
+        let submissions = Family::<OutcomeLabels, Counter>::default();
+        let deficiencies = Family::<CodeLabels, Counter>::default();
+        let items_accepted = Family::<ItemLabels, Counter>::default();
+        let tasks_dispatched = Family::<ItemLabels, Counter>::default();
+        let results_received = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "grpc_requests",
+            "gRPC calls handled, by service, method and status code.",
+            rpc_requests.clone(),
+        );
+        registry.register(
+            "grpc_request_duration_seconds",
+            "Time to answer a gRPC call.",
+            rpc_duration.clone(),
+        );
+        registry.register(
+            "submissions",
+            "Submit calls answered, by outcome: accepted, deficient (the applicant was told every deficiency), replayed (a repeat got its first answer).",
+            submissions.clone(),
+        );
+        registry.register(
+            "deficiencies",
+            "Deficiencies told to applicants, by deficiency code.",
+            deficiencies.clone(),
+        );
+        registry.register(
+            "items_accepted",
+            "Items accepted at the comprehensive window, by department and item (one per task created).",
+            items_accepted.clone(),
+        );
+        registry.register(
+            "tasks_dispatched",
+            "Tasks confirmed on their department's queue by the broker (a supplement round counts again).",
+            tasks_dispatched.clone(),
+        );
+        registry.register(
+            "results_received",
+            "Results from departments' adapters recorded or found to change nothing, by kind.",
+            results_received.clone(),
+        );
+        Meters {
+            registry,
+            rpc_requests,
+            rpc_duration,
+            submissions,
+            deficiencies,
+            items_accepted,
+            tasks_dispatched,
+            results_received,
+        }
+    });
+    &METERS
+}
+
+/// A registry's exposition without its closing `# EOF`, for more families to follow.
+pub fn encode_open(registry: &Registry) -> String {
+    let mut out = String::new();
+    let _ = prometheus_client::encoding::text::encode(&mut out, registry);
+    if let Some(stripped) = out.strip_suffix("# EOF\n") {
+        out.truncate(stripped.len());
+    }
+    out
+}
+
+/// An OpenMetrics response.
+pub fn exposition(text: String) -> Response {
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
+}
 
 struct Source {
     store: Store,
     clocks: Clocks,
+    catalog: Arc<Catalog>,
+    bus: Option<(BusConfig, Topology)>,
 }
 
-/// The `/metrics` route.
-pub fn router(store: Store, clocks: Clocks) -> Router {
+/// The `/metrics` route. With `bus`, the depth of every queue of the topology is asked of
+/// RabbitMQ at each scrape.
+pub fn router(
+    store: Store,
+    clocks: Clocks,
+    catalog: Arc<Catalog>,
+    bus: Option<(BusConfig, Topology)>,
+) -> Router {
     Router::new()
         .route("/metrics", get(scrape))
-        .with_state(Arc::new(Source { store, clocks }))
+        .with_state(Arc::new(Source {
+            store,
+            clocks,
+            catalog,
+            bus,
+        }))
 }
 
 async fn scrape(State(s): State<Arc<Source>>) -> Response {
+    let mut text = encode_open(&meters().registry);
     match render(&s.store, &s.clocks).await {
-        Ok(text) => (
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n")).into_response(),
+        Ok(more) => text.push_str(&more),
+        Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n")).into_response(),
     }
+    text.push_str(&window_share(&s.catalog));
+    if let Some((config, topology)) = &s.bus {
+        text.push_str(&queue_depths(config, topology).await);
+    }
+    text.push_str("# EOF\n");
+    exposition(text)
 }
 
 /// A metric read from the on-time rows: name, type, help, value.
@@ -77,7 +240,8 @@ pub async fn render(store: &Store, clocks: &Clocks) -> Result<String, StoreError
             "Decisions that reached the accepting window later than 1 working day.",
         ),
     ] {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        let family = name.trim_end_matches("_total");
+        let _ = writeln!(out, "# HELP {family} {help}\n# TYPE {family} counter");
         for (department, item, _, n) in counts.iter().filter(|c| c.2 == kind) {
             let _ = writeln!(
                 out,
@@ -121,7 +285,8 @@ pub async fn render(store: &Store, clocks: &Clocks) -> Result<String, StoreError
         ),
     ];
     for (name, kind, help, value) in series {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        let family = name.trim_end_matches("_total");
+        let _ = writeln!(out, "# HELP {family} {help}\n# TYPE {family} {kind}");
         for r in &rows {
             let _ = writeln!(
                 out,
@@ -143,4 +308,111 @@ pub async fn render(store: &Store, clocks: &Clocks) -> Result<String, StoreError
         store.events_backlog().await?
     );
     Ok(out)
+}
+
+/// The reform's measure: the share of the hall's items accepted through the comprehensive
+/// window (一窗受理事项比例, 70% by 2019 and 80% by 2020 in the reform). Items of the acceptance
+/// list over the hall's items per department (`hall_items` in the catalog); departments
+/// without `hall_items` are left out of the share.
+pub fn window_share(catalog: &Catalog) -> String {
+    let mut listed = std::collections::BTreeMap::<&str, u64>::new();
+    for item in catalog.items.values() {
+        *listed.entry(item.department.get_ref().as_str()).or_default() += 1;
+    }
+    let mut out = String::from(
+        "# HELP yichuang_catalog_items Items of the acceptance list (受理清单), by department.\n# TYPE yichuang_catalog_items gauge\n",
+    );
+    for (department, n) in &listed {
+        let _ = writeln!(
+            out,
+            "yichuang_catalog_items{{department=\"{}\"}} {n}",
+            label(department)
+        );
+    }
+    out.push_str("# HELP yichuang_one_window_item_share Share of the hall's items accepted through the comprehensive window (一窗受理事项比例), by department and for the hall (department=\"\").\n# TYPE yichuang_one_window_item_share gauge\n");
+    let (mut all_listed, mut all_hall) = (0u64, 0u64);
+    for (code, department) in &catalog.departments {
+        let Some(hall) = department.hall_items.filter(|&n| n > 0) else {
+            continue;
+        };
+        let n = listed.get(code.as_str()).copied().unwrap_or(0);
+        all_listed += n;
+        all_hall += u64::from(hall);
+        let _ = writeln!(
+            out,
+            "yichuang_one_window_item_share{{department=\"{}\"}} {}",
+            label(code),
+            n as f64 / f64::from(hall)
+        );
+    }
+    if all_hall > 0 {
+        let _ = writeln!(
+            out,
+            "yichuang_one_window_item_share{{department=\"\"}} {}",
+            all_listed as f64 / all_hall as f64
+        );
+    }
+    out
+}
+
+/// Messages and consumers of every queue of the topology, asked of RabbitMQ (a passive
+/// declare each); a queue that cannot be asked is left out and counted in
+/// `yichuang_queue_scrape_errors`.
+pub async fn queue_depths(config: &BusConfig, topology: &Topology) -> String {
+    let mut out = String::new();
+    let mut errors = 0u64;
+    let timeout = Duration::from_secs(config.timeout_secs.clamp(1, 5));
+    let mut rows = Vec::new();
+    match crate::bus::connect(config).await {
+        Ok(connection) => {
+            let mut channel = None;
+            for queue in &topology.queues {
+                if channel.is_none() {
+                    channel = tokio::time::timeout(timeout, connection.create_channel())
+                        .await
+                        .ok()
+                        .and_then(Result::ok);
+                }
+                let Some(ch) = &channel else {
+                    errors += 1;
+                    continue;
+                };
+                let options = lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                };
+                let asked = tokio::time::timeout(
+                    timeout,
+                    ch.queue_declare(
+                        queue.name.as_str().into(),
+                        options,
+                        lapin::types::FieldTable::default(),
+                    ),
+                )
+                .await;
+                match asked {
+                    Ok(Ok(q)) => rows.push((queue.name.clone(), q.message_count(), q.consumer_count())),
+                    _ => {
+                        errors += 1;
+                        channel = None; // a failed passive declare closes the channel
+                    }
+                }
+            }
+            let _ = tokio::time::timeout(timeout, connection.close(0, "scraped".into())).await;
+        }
+        Err(_) => errors += 1,
+    }
+    out.push_str("# HELP yichuang_queue_messages Messages ready on a queue of the bus (dead-letter queues: <prefix>.dead.*).\n# TYPE yichuang_queue_messages gauge\n");
+    for (name, messages, _) in &rows {
+        let _ = writeln!(out, "yichuang_queue_messages{{queue=\"{}\"}} {messages}", label(name));
+    }
+    out.push_str("# HELP yichuang_queue_consumers Consumers of a queue of the bus.\n# TYPE yichuang_queue_consumers gauge\n");
+    for (name, _, consumers) in &rows {
+        let _ = writeln!(out, "yichuang_queue_consumers{{queue=\"{}\"}} {consumers}", label(name));
+    }
+    let _ = writeln!(
+        out,
+        "# HELP yichuang_queue_scrape_errors Queues RabbitMQ could not be asked about at this scrape.\n# TYPE yichuang_queue_scrape_errors gauge\nyichuang_queue_scrape_errors {errors}"
+    );
+    out
 }

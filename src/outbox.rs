@@ -15,6 +15,7 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection};
 use prost::Message;
 use tokio::sync::Notify;
+use tracing::Instrument;
 use tracing::{debug, info, warn};
 
 use crate::bus::{self, Names, Topology};
@@ -94,9 +95,31 @@ pub fn task_message_id(item: &OutboxItem) -> String {
     }
 }
 
+/// The span of one task's publish: a producer span in the case's trace, a child of the
+/// `Submit` call that accepted the case when that call's span was exported.
+fn publish_span(item: &OutboxItem, exchange: &str) -> tracing::Span {
+    let span = tracing::info_span!(
+        "publish",
+        otel.name = %format!("publish {}", item.department),
+        otel.kind = "producer",
+        messaging.system = "rabbitmq",
+        messaging.destination.name = %exchange,
+        case.number = %item.case.case_number,
+        task.id = %item.task_id,
+        department = %item.department,
+    );
+    if !item.case.trace_span_id.is_empty() {
+        crate::trace::continue_in(
+            &span,
+            &format!("00-{}-{}-01", item.case.trace_id, item.case.trace_span_id),
+        );
+    }
+    span
+}
+
 /// Properties of a task message: persistent, stable id, schema, and the headers consumers
 /// route and deduplicate on.
-fn properties(item: &OutboxItem) -> BasicProperties {
+fn properties(item: &OutboxItem, span: &tracing::Span) -> BasicProperties {
     let mut headers = FieldTable::default();
     let text = |v: &str| AMQPValue::LongString(v.into());
     headers.insert(ShortString::from("case-id"), text(&item.case.case_number));
@@ -106,7 +129,7 @@ fn properties(item: &OutboxItem) -> BasicProperties {
     headers.insert(ShortString::from("attempt"), AMQPValue::LongInt(1));
     headers.insert(
         ShortString::from("traceparent"),
-        text(&crate::trace::traceparent(&item.case.trace_id)),
+        text(&crate::trace::header_for(span, &item.case.trace_id)),
     );
     BasicProperties::default()
         .with_delivery_mode(2)
@@ -276,7 +299,8 @@ enum Kind {
 
 /// Identifies a published row so it can be marked after its confirm.
 enum Key {
-    Task(String),
+    /// Task id, department and item code.
+    Task(String, String, String),
     Event(String, i64),
 }
 
@@ -287,6 +311,8 @@ struct Outgoing {
     routing_key: String,
     body: Vec<u8>,
     properties: BasicProperties,
+    /// The publish's span (a task's: a child of the `Submit` call that accepted the case).
+    span: tracing::Span,
 }
 
 /// One kind of row moving to the bus on a channel of its own.
@@ -385,12 +411,19 @@ impl Lane {
                             warn!(task = %item.task_id, "task missing from its case record; left for inspection");
                             return None;
                         };
+                        let span = publish_span(&item, &exchange);
+                        let item_code = message
+                            .task
+                            .as_ref()
+                            .map(|t| t.item_code.clone())
+                            .unwrap_or_default();
                         Some(Outgoing {
                             exchange: exchange.clone(),
                             routing_key: item.department.clone(),
                             body: message.encode_to_vec(),
-                            properties: properties(&item),
-                            key: Key::Task(item.task_id),
+                            properties: properties(&item, &span),
+                            key: Key::Task(item.task_id, item.department, item_code),
+                            span,
                         })
                     })
                     .collect()
@@ -402,6 +435,7 @@ impl Lane {
                     .await?
                     .into_iter()
                     .map(|item| Outgoing {
+                        span: tracing::Span::none(),
                         exchange: exchange.clone(),
                         routing_key: event_routing_key(&item.event.kind),
                         properties: event_properties(&item),
@@ -436,6 +470,7 @@ impl Lane {
             let confirm = self
                 .broker
                 .wait("publish", publish)
+                .instrument(m.span)
                 .await?
                 .map_err(|e| e.to_string())?;
             confirms.push((m.key, confirm));
@@ -460,9 +495,15 @@ async fn confirm_and_mark(
             .await?
             .map_err(|e| e.to_string())?;
         match (key, confirmation.is_ack()) {
-            (Key::Task(id), true) => tasks.push(id),
+            (Key::Task(id, department, item), true) => {
+                crate::metrics::meters()
+                    .tasks_dispatched
+                    .get_or_create(&crate::metrics::ItemLabels { department, item })
+                    .inc();
+                tasks.push(id)
+            }
             (Key::Event(case, seq), true) => events.push((case, seq)),
-            (Key::Task(id), false) => {
+            (Key::Task(id, ..), false) => {
                 warn!(task = %id, "broker refused the task; it is published again after its lease")
             }
             (Key::Event(case, seq), false) => {

@@ -16,6 +16,7 @@ use lapin::types::FieldTable;
 use prost::Message;
 use tokio::sync::Notify;
 use tokio_stream::StreamExt;
+use tracing::Instrument;
 use tracing::{debug, info, warn};
 
 use crate::bus::Names;
@@ -187,6 +188,56 @@ async fn handle(
             return;
         }
     };
+    let task_id = r.task_id.clone();
+    let department = r.department.clone();
+    let kind = ResultKind::try_from(r.kind).unwrap_or(ResultKind::Unspecified);
+    let kind_name = kind
+        .as_str_name()
+        .trim_start_matches("RESULT_KIND_")
+        .to_lowercase();
+    // A span of its own in the case's trace, a child of the adapter's span that published it.
+    let span = tracing::info_span!(
+        "result",
+        otel.name = %format!("result {department} {kind_name}"),
+        otel.kind = "consumer",
+        messaging.system = "rabbitmq",
+        case.number = %r.case_number,
+        task.id = %task_id,
+        department = %department,
+        result.kind = %kind_name,
+    );
+    if let Some(parent) = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("traceparent"))
+        .and_then(|v| match v {
+            lapin::types::AMQPValue::LongString(s) => Some(s.to_string()),
+            _ => None,
+        })
+    {
+        crate::trace::continue_in(&span, &parent);
+    }
+    crate::metrics::meters()
+        .results_received
+        .get_or_create(&crate::metrics::ResultLabels {
+            department: department.clone(),
+            kind: kind_name,
+        })
+        .inc();
+    record(store, wake, now, delivery, r)
+        .instrument(span)
+        .await;
+}
+
+/// Records one well-formed result, then acknowledges it.
+async fn record(
+    store: &Store,
+    wake: &Notify,
+    now: &crate::clock::Now,
+    delivery: Delivery,
+    r: ResultMessage,
+) {
     let task_id = r.task_id.clone();
     let department = r.department.clone();
     let round = r.round;

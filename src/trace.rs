@@ -5,6 +5,9 @@
 //!
 //! Format (W3C Trace Context level 1): `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`.
 
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
 /// The trace id in a `traceparent` value, when the value is well formed; `None` otherwise
 /// (a malformed header starts a new trace, as the specification asks).
 pub fn trace_id_of(traceparent: &str) -> Option<&str> {
@@ -44,6 +47,51 @@ pub fn traceparent(trace_id: &str) -> String {
     format!("00-{trace}-{}-01", &span[..16])
 }
 
+/// The remote span a well-formed `traceparent` names, as a parent for a span of ours.
+pub fn remote(traceparent: &str) -> Option<opentelemetry::Context> {
+    let trace_id = trace_id_of(traceparent)?;
+    let mut parts = traceparent.trim().split('-').skip(2);
+    let (span_id, flags) = (parts.next()?, parts.next()?);
+    let context = SpanContext::new(
+        TraceId::from_hex(trace_id).ok()?,
+        SpanId::from_hex(span_id).ok()?,
+        TraceFlags::new(u8::from_str_radix(flags, 16).ok()?),
+        true,
+        TraceState::default(),
+    );
+    Some(opentelemetry::Context::new().with_remote_span_context(context))
+}
+
+/// Makes `span` a child of the remote span `traceparent` names (the window's call, the
+/// relay's publish, the adapter's consume), so each hop is a span of one trace. A malformed
+/// value leaves the span a root of its own.
+pub fn continue_in(span: &tracing::Span, traceparent: &str) {
+    if let Some(parent) = remote(traceparent) {
+        let _ = span.set_parent(parent);
+    }
+}
+
+/// The `traceparent` naming `span`, when spans are exported; `None` otherwise.
+pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
+    let context = span.context();
+    let span_ref = context.span();
+    let sc = span_ref.span_context();
+    sc.is_valid().then(|| {
+        format!(
+            "00-{}-{}-{:02x}",
+            sc.trace_id(),
+            sc.span_id(),
+            sc.trace_flags().to_u8()
+        )
+    })
+}
+
+/// The `traceparent` for a message sent inside `span` in `trace_id`'s trace: the span's own
+/// when spans are exported, else a new span id in the same trace.
+pub fn header_for(span: &tracing::Span, trace_id: &str) -> String {
+    traceparent_of(span).unwrap_or_else(|| traceparent(trace_id))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,6 +118,25 @@ mod tests {
         ] {
             assert_eq!(trace_id_of(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_remote_parent_keeps_trace_span_and_sampling() {
+        let cx = remote("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        let span = cx.span();
+        let sc = span.span_context();
+        assert_eq!(sc.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(sc.span_id().to_string(), "00f067aa0ba902b7");
+        assert!(sc.is_sampled() && sc.is_remote());
+        assert!(remote("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01").is_none());
+    }
+
+    #[test]
+    fn without_span_export_a_message_still_carries_the_case_trace() {
+        let trace = new_trace_id();
+        let span = tracing::info_span!("publish");
+        assert_eq!(traceparent_of(&span), None);
+        assert_eq!(trace_id_of(&header_for(&span, &trace)), Some(trace.as_str()));
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub struct AdapterConfig {
     pub bus: BusConfig,
     #[serde(default = "default_log")]
     pub log: yichuang::config::LogConfig,
+    /// Export of spans to an OpenTelemetry collector (off without an endpoint).
+    #[serde(default)]
+    pub tracing: yichuang::config::TracingConfig,
 }
 
 fn default_log() -> yichuang::config::LogConfig {

@@ -227,7 +227,20 @@ fn run(cli: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    yichuang::telemetry::init(&config.log);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let telemetry = {
+        let _inside = runtime.enter(); // the span exporter's gRPC client lives on the runtime
+        match yichuang::telemetry::init(&config.log, &config.tracing, "yichuang-adapter") {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
     let names = match config.material_names() {
         Ok(n) => n,
         Err(e) => {
@@ -252,11 +265,7 @@ fn run(cli: RunArgs) -> ExitCode {
         println!("ok: {} department(s)", departments.len());
         return ExitCode::SUCCESS;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let readiness = std::sync::Arc::new(Readiness::default());
         let callbacks = Callbacks::new();
         let listener = match tokio::net::TcpListener::bind(&config.http.listen).await {
@@ -276,5 +285,8 @@ fn run(cli: RunArgs) -> ExitCode {
                 ExitCode::SUCCESS
             }
         }
-    })
+    });
+    telemetry.flush();
+    drop(telemetry);
+    code
 }

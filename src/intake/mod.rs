@@ -145,6 +145,11 @@ impl Intake {
         &self.catalog
     }
 
+    /// The acceptance list, shared.
+    pub fn shared_catalog(&self) -> Arc<Catalog> {
+        self.catalog.clone()
+    }
+
     /// The hall's UTC offset.
     pub fn offset(&self) -> FixedOffset {
         self.offset

@@ -50,6 +50,8 @@ pub struct Attempt {
     pub clerk_staff_no: String,
     /// W3C trace id the accepted case keeps (see [`crate::trace`]).
     pub trace_id: String,
+    /// Span id of the `Submit` call when spans are exported, else empty.
+    pub trace_span_id: String,
     /// The gateway's clock at the attempt.
     pub at: DateTime<Utc>,
 }
@@ -277,8 +279,12 @@ struct CaseRows {
     accepted_at_ms: i64,
 }
 
-fn case_rows(plan: &Plan, case_number: &str, trace_id: &str) -> CaseRows {
-    let accepted = case::accept(plan, case_number, trace_id);
+fn case_rows(plan: &Plan, case_number: &str, attempt: &Attempt) -> CaseRows {
+    let mut accepted = case::accept(plan, case_number, &attempt.trace_id);
+    accepted
+        .case
+        .trace_span_id
+        .clone_from(&attempt.trace_span_id);
     let body = accepted.case.encode_to_vec();
     let item_codes = accepted
         .case

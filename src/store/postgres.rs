@@ -176,7 +176,7 @@ impl PgStore {
             rows = Some(case_rows(
                 plan,
                 &case::case_number(&prefix, seq as u32),
-                &c.attempt.trace_id,
+                &c.attempt,
             ));
         }
         let tx = client.transaction().await?;

@@ -261,7 +261,7 @@ impl SqliteStore {
                     max: MAX_DAILY_SEQUENCE,
                 });
             }
-            let rows = case_rows(plan, &case::case_number(&prefix, seq), &attempt.trace_id);
+            let rows = case_rows(plan, &case::case_number(&prefix, seq), &attempt);
             case = Some((prefix, seq, rows));
         }
         self.record(Job {

@@ -1,0 +1,163 @@
+//! What the gRPC server records about every call: a server span continuing the caller's W3C
+//! trace context (`traceparent` metadata), and the call counter and latency histogram of
+//! [`crate::metrics::meters`]. A tower layer, so every service gets the same; the health
+//! checks and reflection are counted but get no span (probes every few seconds would bury the
+//! windows' calls).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use tracing::Instrument;
+
+use crate::metrics::{MethodLabels, RpcLabels, meters};
+
+/// Wraps a gRPC server's services.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RpcLayer;
+
+impl<S> tower::Layer<S> for RpcLayer {
+    type Service = Rpc<S>;
+
+    fn layer(&self, inner: S) -> Rpc<S> {
+        Rpc { inner }
+    }
+}
+
+/// A service wrapped by [`RpcLayer`].
+#[derive(Clone, Debug)]
+pub struct Rpc<S> {
+    inner: S,
+}
+
+/// `/pkg.Service/Method` → (`Service` short name, `Method`).
+fn method_of(path: &str) -> (String, String) {
+    let mut parts = path.trim_start_matches('/').splitn(2, '/');
+    let service = parts.next().unwrap_or_default();
+    let method = parts.next().unwrap_or_default();
+    let short = service.rsplit('.').next().unwrap_or(service);
+    (short.to_string(), method.to_string())
+}
+
+/// The gRPC status name of a numeric code.
+pub fn code_name(code: &str) -> &'static str {
+    match code.trim() {
+        "0" => "OK",
+        "1" => "CANCELLED",
+        "2" => "UNKNOWN",
+        "3" => "INVALID_ARGUMENT",
+        "4" => "DEADLINE_EXCEEDED",
+        "5" => "NOT_FOUND",
+        "6" => "ALREADY_EXISTS",
+        "7" => "PERMISSION_DENIED",
+        "8" => "RESOURCE_EXHAUSTED",
+        "9" => "FAILED_PRECONDITION",
+        "10" => "ABORTED",
+        "11" => "OUT_OF_RANGE",
+        "12" => "UNIMPLEMENTED",
+        "13" => "INTERNAL",
+        "14" => "UNAVAILABLE",
+        "15" => "DATA_LOSS",
+        "16" => "UNAUTHENTICATED",
+        _ => "UNKNOWN",
+    }
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for Rpc<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>> + Send,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    R: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let (service, method) = method_of(request.uri().path());
+        let probe = service == "Health" || service.starts_with("ServerReflection");
+        let span = if probe {
+            tracing::Span::none()
+        } else {
+            let span = tracing::info_span!(
+                "rpc",
+                otel.name = %format!("{service}/{method}"),
+                otel.kind = "server",
+                rpc.system = "grpc",
+                rpc.service = %service,
+                rpc.method = %method,
+                rpc.grpc.status_code = tracing::field::Empty,
+                case.number = tracing::field::Empty,
+                submission.id = tracing::field::Empty,
+            );
+            if let Some(parent) = request
+                .headers()
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok())
+            {
+                crate::trace::continue_in(&span, parent);
+            }
+            span
+        };
+        let started = Instant::now();
+        let future = {
+            let _inside = span.enter();
+            self.inner.call(request)
+        };
+        let recorded = span.clone();
+        Box::pin(
+            async move {
+                let result = future.await;
+                let code = match &result {
+                    // A failed call answers "trailers-only": the status is in the headers. A
+                    // successful one has it in the trailers, after the body; absent here: OK.
+                    Ok(response) => response
+                        .headers()
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                        .map_or("OK", code_name),
+                    Err(_) => "UNAVAILABLE",
+                };
+                recorded.record("rpc.grpc.status_code", code);
+                let m = meters();
+                m.rpc_requests
+                    .get_or_create(&RpcLabels {
+                        service: service.clone(),
+                        method: method.clone(),
+                        code: code.to_string(),
+                    })
+                    .inc();
+                m.rpc_duration
+                    .get_or_create(&MethodLabels { service, method })
+                    .observe(started.elapsed().as_secs_f64());
+                result
+            }
+            .instrument(span),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_give_the_short_service_and_the_method() {
+        assert_eq!(
+            method_of("/yichuang.v1.CaseService/Submit"),
+            ("CaseService".to_string(), "Submit".to_string())
+        );
+        assert_eq!(
+            method_of("/grpc.health.v1.Health/Check"),
+            ("Health".to_string(), "Check".to_string())
+        );
+        assert_eq!(code_name("3"), "INVALID_ARGUMENT");
+        assert_eq!(code_name("x"), "UNKNOWN");
+    }
+}
