@@ -589,6 +589,9 @@ impl CaseService for CaseApi {
                 match &response.outcome {
                     Some(crate::proto::v1::submit_response::Outcome::Receipt(r)) => {
                         span.record("case.number", r.case_number.as_str());
+                        let task_ids: Vec<&str> =
+                            r.items.iter().map(|i| i.task_id.as_str()).collect();
+                        span.record("task.ids", task_ids.join(",").as_str());
                         let m = crate::metrics::meters();
                         if !response.replayed {
                             self.gateway.wake.notify_one();

@@ -94,6 +94,7 @@ where
                 rpc.method = %method,
                 rpc.grpc.status_code = tracing::field::Empty,
                 case.number = tracing::field::Empty,
+                task.ids = tracing::field::Empty,
                 submission.id = tracing::field::Empty,
             );
             if let Some(parent) = request

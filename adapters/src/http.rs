@@ -1,5 +1,6 @@
 //! The adapter's HTTP endpoint: `GET /healthz` (the process runs), `GET /readyz` (connected to
-//! RabbitMQ and consuming), and `POST /callback/{department}` for legacy systems that call back
+//! RabbitMQ and consuming), `GET /metrics` (OpenMetrics text, [`crate::meters`]), and
+//! `POST /callback/{department}` for legacy systems that call back
 //! with their decision.
 
 use std::sync::Arc;
@@ -28,6 +29,10 @@ pub fn router(
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .route(
+            "/metrics",
+            get(|| async { yichuang::metrics::exposition(crate::meters::render()) }),
+        )
         .route("/callback/{department}", post(callback))
         .with_state(App {
             departments: Arc::new(departments),

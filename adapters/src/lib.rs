@@ -2,13 +2,14 @@
 //! without touching it. `runtime` owns everything every kind shares (queues, acks, retries,
 //! rate limits, polling, results); `kinds` holds one module per kind of legacy system;
 //! `mapping` turns the canonical task into legacy fields and legacy answers back, as each
-//! department's file says; `config` reads those files; `http` serves health, readiness and
-//! callbacks.
+//! department's file says; `config` reads those files; `http` serves health, readiness, metrics and
+//! callbacks; `meters` keeps the process's metrics.
 
 pub mod config;
 pub mod http;
 pub mod kinds;
 pub mod mapping;
+pub mod meters;
 pub mod runtime;
 pub mod system;
 

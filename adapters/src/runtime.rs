@@ -30,6 +30,7 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection};
 use prost::Message;
 use tokio_stream::StreamExt;
+use tracing::Instrument;
 use tracing::{debug, info, warn};
 use yichuang::bus::{Names, Topology};
 use yichuang::config::BusConfig;
@@ -151,15 +152,50 @@ impl Department {
     async fn call<T>(
         &self,
         what: &str,
+        task: &Task,
         f: impl std::future::Future<Output = Result<T, Failure>>,
     ) -> Result<T, Failure> {
         let timeout = Duration::from_secs(self.config.limits.timeout_secs);
-        let result = match tokio::time::timeout(timeout, f).await {
+        let department = self.config.department.clone();
+        // The legacy call is a client span of its own, a child of the delivery's span.
+        let span = tracing::info_span!(
+            "legacy",
+            otel.name = %format!("legacy {what}"),
+            otel.kind = "client",
+            department = %department,
+            case.number = %task.message.case_number,
+            task.id = %task.id(),
+            legacy.operation = %what,
+            legacy.kind = %self.config.kind,
+            legacy.outcome = tracing::field::Empty,
+        );
+        let started = std::time::Instant::now();
+        let result = match tokio::time::timeout(timeout, f).instrument(span.clone()).await {
             Ok(r) => r,
             Err(_) => Err(Failure::transient(format!(
                 "{what}: no answer within {timeout:?}"
             ))),
         };
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(Failure::Transient { .. }) => "transient",
+            Err(Failure::Permanent { .. }) => "permanent",
+        };
+        span.record("legacy.outcome", outcome);
+        let m = crate::meters::meters();
+        m.calls
+            .get_or_create(&crate::meters::CallLabels {
+                department: department.clone(),
+                operation: what.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+        m.call_duration
+            .get_or_create(&crate::meters::OperationLabels {
+                department,
+                operation: what.to_string(),
+            })
+            .observe(started.elapsed().as_secs_f64());
         if let Err(Failure::Transient {
             retry_after: Some(d),
             ..
@@ -252,8 +288,17 @@ impl Publisher {
         headers.insert(ShortString::from("case-id"), text(&r.case_number));
         headers.insert(ShortString::from("task-id"), text(&r.task_id));
         headers.insert(ShortString::from("department"), text(&r.department));
-        if let Some(t) = trace {
-            headers.insert(ShortString::from("traceparent"), t.clone());
+        // The result continues the trace from the span it was published in (the delivery's,
+        // when spans are exported), else from the task's own header.
+        match yichuang::trace::traceparent_of(&tracing::Span::current()) {
+            Some(own) => {
+                headers.insert(ShortString::from("traceparent"), text(&own));
+            }
+            None => {
+                if let Some(t) = trace {
+                    headers.insert(ShortString::from("traceparent"), t.clone());
+                }
+            }
         }
         let properties = BasicProperties::default()
             .with_delivery_mode(2)
@@ -378,7 +423,33 @@ struct Worker {
 }
 
 impl Worker {
+    /// Handles one delivery in a consumer span of its own, a child of the span that published
+    /// it (the gateway's relay, or this adapter when it sent the task to a delay queue).
     async fn handle(&self, delivery: Delivery) {
+        let code = self.department.code();
+        let span = tracing::info_span!(
+            "consume",
+            otel.name = %format!("consume {code}"),
+            otel.kind = "consumer",
+            messaging.system = "rabbitmq",
+            department = %code,
+            case.number = %text_header(&delivery, "case-id").unwrap_or_default(),
+            task.id = %text_header(&delivery, "task-id").unwrap_or_default(),
+            stage = %text_header(&delivery, "stage").unwrap_or_else(|| "submit".into()),
+        );
+        if let Some(parent) = text_header(&delivery, "traceparent") {
+            yichuang::trace::continue_in(&span, &parent);
+        }
+        crate::meters::meters()
+            .tasks_consumed
+            .get_or_create(&crate::meters::DepartmentLabels {
+                department: code.to_string(),
+            })
+            .inc();
+        self.handle_in_span(delivery).instrument(span).await
+    }
+
+    async fn handle_in_span(&self, delivery: Delivery) {
         let code = self.department.code().to_string();
         let next = self.decide(&delivery).await;
         debug!(department = %code, next = ?next, "task handled");
@@ -391,6 +462,12 @@ impl Worker {
                 reason,
             } => {
                 info!(department = %code, attempt, delay_ms = delay.as_millis() as u64, reason = %yichuang::privacy::mask_free_text(reason), "task retried later");
+                crate::meters::meters()
+                    .retries
+                    .get_or_create(&crate::meters::DepartmentLabels {
+                        department: code.clone(),
+                    })
+                    .inc();
                 let mut headers = delivery.properties.headers().clone().unwrap_or_default();
                 headers.insert(
                     ShortString::from("attempt"),
@@ -424,6 +501,12 @@ impl Worker {
             }
             Next::Dead(reason) => {
                 warn!(department = %code, reason = %yichuang::privacy::mask_free_text(reason), "message dead-lettered");
+                crate::meters::meters()
+                    .dead_letters
+                    .get_or_create(&crate::meters::DepartmentLabels {
+                        department: code.clone(),
+                    })
+                    .inc();
                 self.publisher.dead(&code, &delivery, reason).await
             }
         };
@@ -539,13 +622,13 @@ impl Worker {
         // Every task is looked up first: a copy may come from a redelivery after a crash, a
         // retry after a timeout that reached the legacy system, the relay publishing again
         // after its lease ran out, or another adapter replica — none is submitted twice.
-        let found = match dept.call("find", system.find(task)).await {
+        let found = match dept.call("find", task, system.find(task)).await {
             Ok(found) => found,
             Err(f) => return self.failure(delivery, task, attempt, f).await,
         };
         let answer = match found {
             Some(answer) => answer,
-            None => match dept.call("submit", system.submit(task)).await {
+            None => match dept.call("submit", task, system.submit(task)).await {
                 Ok(answer) => answer,
                 Err(f) => return self.failure(delivery, task, attempt, f).await,
             },
@@ -601,6 +684,7 @@ impl Worker {
         match dept
             .call(
                 "resupply",
+                task,
                 system.resupply(task, &department_case_number, supplement),
             )
             .await
@@ -639,7 +723,7 @@ impl Worker {
         let interval = Duration::from_secs(dept.config.polling.interval_secs);
         let system = dept.system.clone();
         match dept
-            .call("poll", system.poll(task, &department_case_number))
+            .call("poll", task, system.poll(task, &department_case_number))
             .await
         {
             Ok(answer) => {
@@ -771,7 +855,7 @@ impl Worker {
     async fn acknowledge(&self, task: &Task, answer: &Answer) -> Result<(), Failure> {
         let system = self.department.system.clone();
         self.department
-            .call("acknowledge", system.acknowledge(task, answer))
+            .call("acknowledge", task, system.acknowledge(task, answer))
             .await
     }
 

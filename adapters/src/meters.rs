@@ -1,0 +1,100 @@
+//! The adapter process's counters and histograms, served at `/metrics` (OpenMetrics text) by
+//! [`crate::http`]: calls to the legacy systems by operation and outcome (the failure class),
+//! their latency, retries scheduled, polls and dead letters, per department.
+
+use std::sync::LazyLock;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// A call to a legacy system and how it ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub department: String,
+    /// `submit`, `find`, `poll`, `resupply`, `acknowledge`.
+    pub operation: String,
+    /// `ok`, `transient` (timeout, 5xx, refused connection, maintenance, rate limit: retried)
+    /// or `permanent` (the system refused the task: the window must act).
+    pub outcome: String,
+}
+
+/// A legacy call, without its outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    pub department: String,
+    pub operation: String,
+}
+
+/// One department.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DepartmentLabels {
+    pub department: String,
+}
+
+/// The adapter's meters.
+pub struct Meters {
+    pub registry: Registry,
+    pub calls: Family<CallLabels, Counter>,
+    pub call_duration: Family<OperationLabels, Histogram>,
+    pub retries: Family<DepartmentLabels, Counter>,
+    pub dead_letters: Family<DepartmentLabels, Counter>,
+    pub tasks_consumed: Family<DepartmentLabels, Counter>,
+}
+
+/// The process's meters.
+pub fn meters() -> &'static Meters {
+    static METERS: LazyLock<Meters> = LazyLock::new(|| {
+        let mut registry = Registry::with_prefix("yichuang_adapter");
+        let calls = Family::<CallLabels, Counter>::default();
+        let call_duration = Family::<OperationLabels, Histogram>::new_with_constructor(
+            yichuang::metrics::latency_histogram as fn() -> _,
+        );
+        let retries = Family::<DepartmentLabels, Counter>::default();
+        let dead_letters = Family::<DepartmentLabels, Counter>::default();
+        let tasks_consumed = Family::<DepartmentLabels, Counter>::default();
+        registry.register(
+            "legacy_calls",
+            "Calls to a department's legacy system, by operation and outcome (failure class).",
+            calls.clone(),
+        );
+        registry.register(
+            "legacy_call_duration_seconds",
+            "Time a legacy system took to answer (timeouts count at the timeout).",
+            call_duration.clone(),
+        );
+        registry.register(
+            "retries",
+            "Tasks sent to a delay queue to be tried again after a transient failure.",
+            retries.clone(),
+        );
+        registry.register(
+            "dead_letters",
+            "Messages the adapter dead-lettered (gave up, or could not read them).",
+            dead_letters.clone(),
+        );
+        registry.register(
+            "deliveries",
+            "Task deliveries taken from a department's queue (first deliveries, retries and polls).",
+            tasks_consumed.clone(),
+        );
+        Meters {
+            registry,
+            calls,
+            call_duration,
+            retries,
+            dead_letters,
+            tasks_consumed,
+        }
+    });
+    &METERS
+}
+
+/// The exposition.
+pub fn render() -> String {
+    let mut text = yichuang::metrics::encode_open(&meters().registry);
+    text.push_str("# EOF\n");
+    text
+}
