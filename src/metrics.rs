@@ -194,7 +194,9 @@ async fn scrape(State(s): State<Arc<Source>>) -> Response {
     let mut text = encode_open(&meters().registry);
     match render(&s.store, &s.clocks).await {
         Ok(more) => text.push_str(&more),
-        Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n")).into_response(),
+        Err(e) => {
+            return (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n")).into_response();
+        }
     }
     text.push_str(&window_share(&s.catalog));
     if let Some((config, topology)) = &s.bus {
@@ -317,7 +319,9 @@ pub async fn render(store: &Store, clocks: &Clocks) -> Result<String, StoreError
 pub fn window_share(catalog: &Catalog) -> String {
     let mut listed = std::collections::BTreeMap::<&str, u64>::new();
     for item in catalog.items.values() {
-        *listed.entry(item.department.get_ref().as_str()).or_default() += 1;
+        *listed
+            .entry(item.department.get_ref().as_str())
+            .or_default() += 1;
     }
     let mut out = String::from(
         "# HELP yichuang_catalog_items Items of the acceptance list (受理清单), by department.\n# TYPE yichuang_catalog_items gauge\n",
@@ -391,7 +395,9 @@ pub async fn queue_depths(config: &BusConfig, topology: &Topology) -> String {
                 )
                 .await;
                 match asked {
-                    Ok(Ok(q)) => rows.push((queue.name.clone(), q.message_count(), q.consumer_count())),
+                    Ok(Ok(q)) => {
+                        rows.push((queue.name.clone(), q.message_count(), q.consumer_count()))
+                    }
                     _ => {
                         errors += 1;
                         channel = None; // a failed passive declare closes the channel
@@ -404,11 +410,19 @@ pub async fn queue_depths(config: &BusConfig, topology: &Topology) -> String {
     }
     out.push_str("# HELP yichuang_queue_messages Messages ready on a queue of the bus (dead-letter queues: <prefix>.dead.*).\n# TYPE yichuang_queue_messages gauge\n");
     for (name, messages, _) in &rows {
-        let _ = writeln!(out, "yichuang_queue_messages{{queue=\"{}\"}} {messages}", label(name));
+        let _ = writeln!(
+            out,
+            "yichuang_queue_messages{{queue=\"{}\"}} {messages}",
+            label(name)
+        );
     }
     out.push_str("# HELP yichuang_queue_consumers Consumers of a queue of the bus.\n# TYPE yichuang_queue_consumers gauge\n");
     for (name, _, consumers) in &rows {
-        let _ = writeln!(out, "yichuang_queue_consumers{{queue=\"{}\"}} {consumers}", label(name));
+        let _ = writeln!(
+            out,
+            "yichuang_queue_consumers{{queue=\"{}\"}} {consumers}",
+            label(name)
+        );
     }
     let _ = writeln!(
         out,

@@ -225,9 +225,7 @@ async fn handle(
             kind: kind_name,
         })
         .inc();
-    record(store, wake, now, delivery, r)
-        .instrument(span)
-        .await;
+    record(store, wake, now, delivery, r).instrument(span).await;
 }
 
 /// Records one well-formed result, then acknowledges it.

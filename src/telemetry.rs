@@ -50,7 +50,8 @@ pub fn validate(config: &TracingConfig) -> Result<(), String> {
         ));
     }
     let endpoint = config.otlp_endpoint.trim();
-    if !endpoint.is_empty() && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+    if !endpoint.is_empty()
+        && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
     {
         return Err(format!(
             "[tracing] otlp_endpoint = {endpoint:?} is not an http:// or https:// URL; give the collector's OTLP/gRPC address, e.g. http://otel-collector:4317"
@@ -110,9 +111,7 @@ pub fn init(log: &LogConfig, tracing: &TracingConfig, service: &str) -> Result<T
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let _ = if log.format == "json" {
-        registry
-            .with(fmt.json().flatten_event(true))
-            .try_init()
+        registry.with(fmt.json().flatten_event(true)).try_init()
     } else {
         registry.with(fmt).try_init()
     };

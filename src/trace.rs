@@ -125,7 +125,10 @@ mod tests {
         let cx = remote("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
         let span = cx.span();
         let sc = span.span_context();
-        assert_eq!(sc.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            sc.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
         assert_eq!(sc.span_id().to_string(), "00f067aa0ba902b7");
         assert!(sc.is_sampled() && sc.is_remote());
         assert!(remote("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01").is_none());
@@ -136,7 +139,10 @@ mod tests {
         let trace = new_trace_id();
         let span = tracing::info_span!("publish");
         assert_eq!(traceparent_of(&span), None);
-        assert_eq!(trace_id_of(&header_for(&span, &trace)), Some(trace.as_str()));
+        assert_eq!(
+            trace_id_of(&header_for(&span, &trace)),
+            Some(trace.as_str())
+        );
     }
 
     #[test]

@@ -170,7 +170,10 @@ impl Department {
             legacy.outcome = tracing::field::Empty,
         );
         let started = std::time::Instant::now();
-        let result = match tokio::time::timeout(timeout, f).instrument(span.clone()).await {
+        let result = match tokio::time::timeout(timeout, f)
+            .instrument(span.clone())
+            .await
+        {
             Ok(r) => r,
             Err(_) => Err(Failure::transient(format!(
                 "{what}: no answer within {timeout:?}"
