@@ -24,6 +24,7 @@ demo: build
 TEST_DEADLINE ?= 1800
 
 test: services
+	bash scripts/pyenv.sh
 	$(CARGO) test --workspace --all-targets --no-run
 	. ./$(SERVICES_ENV) && timeout -k 30 $(TEST_DEADLINE) $(CARGO) test --workspace --all-targets
 
