@@ -6,6 +6,11 @@
 //! requests in flight (default 128) over 4 HTTP/2 connections. `Submit` sends a distinct
 //! submission each time (the kai-canguan example under a new id and date), so every request
 //! creates and durably commits a case.
+//!
+//! Tracing overhead: the SQLite `Submit` scenario again in child processes of this binary, each
+//! with the gateway's real log and span setup (`telemetry::init`, JSON logs at `info`): spans
+//! off (no endpoint, the default) and spans at 100% sampling exported over OTLP/gRPC to a
+//! collector in this process, alternated off/on/off/on; the ratio of the means is printed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -228,7 +233,143 @@ fn report(name: &str, o: &Outcome, baseline: f64) {
     );
 }
 
+/// Counts the spans it receives and drops them.
+#[derive(Clone, Default)]
+struct Collector(Arc<AtomicU64>);
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService
+    for Collector
+{
+    async fn export(
+        &self,
+        request: Request<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+        >,
+    ) -> Result<
+        Response<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse>,
+        Status,
+    > {
+        let n: usize = request
+            .into_inner()
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
+        self.0.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(Response::new(Default::default()))
+    }
+}
+
+/// A child run: the SQLite gateway with the real telemetry setup, spans exported to
+/// `YICHUANG_BENCH_OTLP` when set; prints `rps p50 p99`.
+fn child() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let tracing = yichuang::config::TracingConfig {
+            otlp_endpoint: std::env::var("YICHUANG_BENCH_OTLP").unwrap_or_default(),
+            ..Default::default()
+        };
+        let telemetry =
+            yichuang::telemetry::init(&Default::default(), &tracing, "yichuang-bench").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let addr = start_gateway(StoreConfig::Sqlite {
+            path: dir.path().join("bench.db"),
+        })
+        .await;
+        let _ = load(addr, Call::Submit, "warm").await;
+        let o = load(addr, Call::Submit, "measured").await;
+        telemetry.flush();
+        println!("{} {} {}", o.rps, o.p50_ms, o.p99_ms);
+    });
+}
+
+/// Runs [`child`] in a process of its own.
+fn run_child(otlp: Option<&str>) -> Outcome {
+    // The child's log lines go to a file, as a deployment's go to its collector.
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    command
+        .arg("--bench")
+        .env("YICHUANG_BENCH_CHILD", "1")
+        .stderr(log.reopen().unwrap());
+    if let Some(endpoint) = otlp {
+        command.env("YICHUANG_BENCH_OTLP", endpoint);
+    }
+    let out = command.output().expect("the bench runs itself");
+    if !out.status.success() {
+        let text = std::fs::read_to_string(log.path()).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(20).collect();
+        panic!("child run failed: {}", tail.join("\n"));
+    }
+    let text = String::from_utf8(out.stdout).unwrap();
+    let v: Vec<f64> = text
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    Outcome {
+        rps: v[0],
+        p50_ms: v[1],
+        p99_ms: v[2],
+    }
+}
+
+/// Tracing at 100% against tracing off, alternated, in child processes.
+async fn tracing_overhead() {
+    let collector = Collector::default();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(
+                opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer::new(
+                    collector.clone(),
+                ),
+            )
+            .serve_with_incoming(yichuang::api::incoming(listener)),
+    );
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    for _ in 0..2 {
+        off.push(
+            tokio::task::spawn_blocking(|| run_child(None))
+                .await
+                .unwrap(),
+        );
+        let e = endpoint.clone();
+        on.push(
+            tokio::task::spawn_blocking(move || run_child(Some(&e)))
+                .await
+                .unwrap(),
+        );
+    }
+    let mean = |v: &[Outcome]| v.iter().map(|o| o.rps).sum::<f64>() / v.len() as f64;
+    let (off_rps, on_rps) = (mean(&off), mean(&on));
+    println!("tracing overhead (Submit, SQLite, JSON logs at info, alternated off/on twice):");
+    for (name, v) in [("spans off", &off), ("spans 100% over OTLP", &on)] {
+        for o in v {
+            report(name, o, off_rps);
+        }
+    }
+    let ratio = on_rps / off_rps;
+    println!(
+        "spans received by the collector: {}",
+        collector.0.load(Ordering::Relaxed)
+    );
+    println!(
+        "goal: Submit with spans at 100% >= 0.90 of spans off: {ratio:.2} ({})",
+        if ratio >= 0.9 { "met" } else { "not met" }
+    );
+}
+
 fn main() {
+    if std::env::var_os("YICHUANG_BENCH_CHILD").is_some() {
+        child();
+        return;
+    }
     // `cargo bench` passes `--bench`; `cargo test --benches` runs this as a quick smoke test.
     if !std::env::args().any(|a| a == "--bench") {
         smoke();
@@ -275,6 +416,9 @@ fn main() {
             "goal: Submit on SQLite >= 0.50 of the empty handler: {ratio:.2} ({})",
             if ratio >= 0.5 { "met" } else { "not met" }
         );
+        if std::env::var_os("YICHUANG_BENCH_SKIP_TRACING").is_none() {
+            tracing_overhead().await;
+        }
     });
 }
 
