@@ -22,11 +22,17 @@ demo: build
 # The build has no deadline (a cold one takes ~17 min on 2 cores); the run has one, so a test
 # that hangs fails the suite instead of holding CI until it is killed.
 TEST_DEADLINE ?= 1800
+# Every test process logs here; after the run the logs are scanned for personal data left
+# unmasked, and any finding fails the suite (docs/logging.md).
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+TEST_LOGS := $(abspath $(TARGET_DIR)/test-logs)
 
 test: services
 	bash scripts/pyenv.sh
+	rm -rf $(TEST_LOGS)
 	$(CARGO) test --workspace --all-targets --no-run
-	. ./$(SERVICES_ENV) && timeout -k 30 $(TEST_DEADLINE) $(CARGO) test --workspace --all-targets
+	. ./$(SERVICES_ENV) && YICHUANG_TEST_LOGS=$(TEST_LOGS) timeout -k 30 $(TEST_DEADLINE) $(CARGO) test --workspace --all-targets
+	$(TARGET_DIR)/debug/yichuang logs scan --names tests/fixtures/personal-names.txt $(TEST_LOGS)
 
 lint:
 	bash scripts/services.sh --no-postgres --no-rabbitmq

@@ -438,6 +438,15 @@ fn intake_status(e: IntakeError) -> Status {
     }
 }
 
+/// No case has this number. The number is echoed masked: a clerk who typed an ID or mobile
+/// number into the field does not see it come back in an error that may be logged.
+fn not_found(case_number: &str) -> Status {
+    Status::not_found(format!(
+        "caseNumber: no case {}",
+        crate::privacy::mask_free_text(case_number)
+    ))
+}
+
 fn store_status(e: StoreError) -> Status {
     let db = match &e {
         StoreError::Postgres(pg) => pg
@@ -635,7 +644,8 @@ impl CaseService for CaseApi {
                 Ok(Response::new(*response))
             }
             SubmitResult::Conflict { case_number } => Err(Status::already_exists(format!(
-                "submissionId: {submission_id} already created case {case_number} from different content; use a new submissionId for a new application"
+                "submissionId: {} already created case {case_number} from different content; use a new submissionId for a new application",
+                crate::privacy::mask_free_text(&submission_id)
             ))),
         }
     }
@@ -659,7 +669,7 @@ impl CaseService for CaseApi {
                 case: Some(case),
                 events,
             })),
-            None => Err(Status::not_found(format!("caseNumber: no case {number}"))),
+            None => Err(not_found(&number)),
         }
     }
 
@@ -710,7 +720,7 @@ impl CaseService for CaseApi {
             .map_err(store_status)?
             .is_none()
         {
-            return Err(Status::not_found(format!("no case {}", r.case_number)));
+            return Err(not_found(&r.case_number));
         }
         Ok(Response::new(feed_stream(
             self.gateway.store.clone(),
@@ -759,7 +769,7 @@ impl CaseService for CaseApi {
             })
             .await
             .map_err(store_status)?
-            .ok_or_else(|| Status::not_found(format!("no case {number}")))?;
+            .ok_or_else(|| not_found(&number))?;
         let mut response = SupplementResponse {
             case: Some(case),
             ..Default::default()
@@ -804,7 +814,7 @@ impl CaseService for CaseApi {
             .get_case(&r.case_number)
             .await
             .map_err(store_status)?
-            .ok_or_else(|| Status::not_found(format!("no case {}", r.case_number)))?
+            .ok_or_else(|| not_found(&r.case_number))?
             .0;
         let detail = match how {
             How::Pickup(p) => {
@@ -867,7 +877,7 @@ impl CaseService for CaseApi {
             .await
             .map_err(store_status)?
         {
-            None => Err(Status::not_found(format!("no case {}", r.case_number))),
+            None => Err(not_found(&r.case_number)),
             Some(Err(refused)) => Err(Status::failed_precondition(refused.to_string())),
             Some(Ok(case)) => Ok(Response::new(crate::proto::v1::DeliverResponse {
                 case: Some(case),

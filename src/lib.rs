@@ -16,6 +16,7 @@
 //!   queues), declared idempotently.
 //! - [`privacy`]: masking of personal data for logs, errors and audit records.
 //! - [`telemetry`]: log setup.
+//! - [`logfile`]: the test suites' log files, one per process, scanned for personal data.
 
 #![forbid(unsafe_code)]
 
@@ -28,6 +29,7 @@ pub mod config;
 pub mod feed;
 pub mod intake;
 pub mod lifecycle;
+pub mod logfile;
 pub mod metrics;
 pub mod observe;
 pub mod outbox;

@@ -1,16 +1,20 @@
 //! `yichuang calendar` as an operator meets it: limits in working days, calendar days and hours,
 //! pauses, and a calendar directory that takes a new year's file without a rebuild.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
 fn calendar(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_yichuang"))
+    let out = Command::new(env!("CARGO_BIN_EXE_yichuang"))
         .arg("calendar")
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
-        .expect("runs yichuang")
+        .expect("runs yichuang");
+    common::keep_stderr("yichuang", &out);
+    out
 }
 
 fn stdout(out: &Output) -> String {

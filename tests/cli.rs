@@ -11,11 +11,13 @@ use std::time::{Duration, Instant};
 use common::repo;
 
 fn yichuang(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_yichuang"))
+    let out = Command::new(env!("CARGO_BIN_EXE_yichuang"))
         .args(args)
         .current_dir(repo())
         .output()
-        .expect("runs yichuang")
+        .expect("runs yichuang");
+    common::keep_stderr("yichuang", &out);
+    out
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -115,22 +117,25 @@ fn start_server(data: &Path, port: u16) -> Server {
     start_server_with(data, port, "[bus]\nrelay = false\n")
 }
 
-/// Starts a gateway whose configuration ends with `extra` (a `[bus]` section).
+/// Starts a gateway whose configuration ends with `extra` (a `[bus]` section). It logs JSON
+/// lines at the suite's level to the suite's log directory.
 fn start_server_with(data: &Path, port: u16, extra: &str) -> Server {
     let config = data.join("gateway.toml");
     std::fs::write(
         &config,
         format!(
-            "catalog_dir = \"{root}/config/catalog\"\ncalendar_dir = \"{root}/config/calendar\"\n[server]\nlisten = \"127.0.0.1:{port}\"\n[store]\nkind = \"sqlite\"\npath = \"{db}\"\n{extra}",
+            "catalog_dir = \"{root}/config/catalog\"\ncalendar_dir = \"{root}/config/calendar\"\n[server]\nlisten = \"127.0.0.1:{port}\"\n[store]\nkind = \"sqlite\"\npath = \"{db}\"\n[log]\nformat = \"json\"\nlevel = \"{level}\"\n{extra}",
             root = repo().display(),
-            db = data.join("cases.db").display()
+            db = data.join("cases.db").display(),
+            level = yichuang::logfile::SUITE_FILTER,
         ),
     )
     .unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_yichuang"))
         .args(["serve", "--config", config.to_str().unwrap()])
+        .env_remove("RUST_LOG")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(common::child_log("serve"))
         .spawn()
         .expect("starts the gateway");
     let url = format!("http://127.0.0.1:{port}");

@@ -53,10 +53,10 @@ async fn start(dir: &std::path::Path, endpoint: &str) -> Process {
         .env("SCJG_ENDPOINT", endpoint)
         .env("SCJG_CLIENT_ID", "yichuang")
         .env("SCJG_CLIENT_SECRET", "sim-secret")
-        .env("YICHUANG_LOG_FORMAT", "text")
-        .env("RUST_LOG", "warn")
+        .env("YICHUANG_LOG_FORMAT", "json")
+        .env("RUST_LOG", yichuang::logfile::SUITE_FILTER)
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(support::child_log("adapter"))
         .spawn()
         .expect("the adapter binary starts");
     let http = format!("http://127.0.0.1:{port}");

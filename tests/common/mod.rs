@@ -1,5 +1,10 @@
 //! Test harness: starts the real gateway (real gRPC server on `127.0.0.1:0`, real SQLite file
 //! or real PostgreSQL schema of its own) and hands out a client.
+//!
+//! Every test process logs to the suite's log directory (`yichuang::logfile`), which `make
+//! test` scans for personal data: the harness's entry points ([`repo`], [`config`],
+//! [`TestGateway::start_with`], [`connect`]) install the subscriber on their first call, and
+//! child processes write to [`child_log`] or have their stderr kept with [`keep_stderr`].
 
 #![allow(dead_code)]
 
@@ -34,7 +39,28 @@ pub struct TestGateway {
 }
 
 pub fn repo() -> PathBuf {
+    logs();
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Sends this test process's logs to the suite's log directory, once: JSON lines, the
+/// project's crates at `debug`.
+pub fn logs() {
+    yichuang::logfile::init_suite(Path::new(env!("CARGO_MANIFEST_DIR")));
+}
+
+/// A file in the suite's log directory for a child process's output: `<test>-<pid>-<what>.log`.
+pub fn child_log(what: &str) -> std::fs::File {
+    yichuang::logfile::child_log(Path::new(env!("CARGO_MANIFEST_DIR")), what)
+        .expect("a file in the suite's log directory")
+}
+
+/// Keeps what a finished child process wrote on stderr in the suite's log directory.
+pub fn keep_stderr(what: &str, output: &std::process::Output) {
+    use std::io::Write;
+    child_log(what)
+        .write_all(&output.stderr)
+        .expect("writes to the suite's log directory");
 }
 
 /// The PostgreSQL URL that `make test` provides.
@@ -82,6 +108,7 @@ impl TestGateway {
     }
 
     pub async fn start_with(config: GatewayConfig, dir: tempfile::TempDir) -> TestGateway {
+        logs();
         let schema = match &config.store {
             StoreConfig::Postgres { schema, .. } => Some(schema.clone()),
             StoreConfig::Sqlite { .. } => None,
@@ -142,6 +169,7 @@ pub async fn drop_schema(schema: &str) {
 
 /// Connects to a gateway, retrying until a deadline.
 pub async fn connect(addr: std::net::SocketAddr) -> CaseServiceClient<Channel> {
+    logs();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         match CaseServiceClient::connect(format!("http://{addr}")).await {

@@ -1,6 +1,11 @@
 //! Shared by the adapter tests: a broker harness that publishes tasks as the gateway does and
 //! reads what the adapters publish, the shipped department files with test timings, and an
 //! adapter runtime started in-process.
+//!
+//! Every test process logs to the suite's log directory (`yichuang::logfile`), which `make
+//! test` scans for personal data: [`repo`], [`bus`], [`Harness::open`] and [`Adapter::start`]
+//! install the subscriber on their first call, and child processes write to [`child_log`] or
+//! have their stderr kept with [`keep_stderr`].
 
 #![allow(dead_code)]
 
@@ -25,7 +30,33 @@ use yichuang_adapters::config::{DepartmentConfig, SecretRef};
 use yichuang_adapters::runtime::{self, Callbacks, Department, Readiness};
 
 pub fn repo() -> PathBuf {
+    logs();
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Sends this test process's logs to the suite's log directory, once: JSON lines, the
+/// project's crates at `debug`.
+pub fn logs() {
+    yichuang::logfile::init_suite(std::path::Path::new(env!("CARGO_MANIFEST_DIR")));
+}
+
+/// A file in the suite's log directory for a child process's output: `<test>-<pid>-<what>.log`.
+pub fn child_log(what: &str) -> std::fs::File {
+    yichuang::logfile::child_log(std::path::Path::new(env!("CARGO_MANIFEST_DIR")), what)
+        .expect("a file in the suite's log directory")
+}
+
+/// Keeps what a finished child process wrote on stderr in the suite's log directory.
+pub fn keep_stderr(what: &str, output: &std::process::Output) {
+    keep(what, &output.stderr);
+}
+
+/// Keeps `bytes` a child process wrote in the suite's log directory.
+pub fn keep(what: &str, bytes: &[u8]) {
+    use std::io::Write;
+    child_log(what)
+        .write_all(bytes)
+        .expect("writes to the suite's log directory");
 }
 
 pub fn amqp_url() -> String {
@@ -36,6 +67,7 @@ pub fn amqp_url() -> String {
 
 /// A bus of its own for one test: a fresh prefix and short delay queues (1, 2, 4 s).
 pub fn bus() -> BusConfig {
+    logs();
     let mut bus: BusConfig = toml::from_str("").unwrap();
     bus.url = amqp_url();
     bus.prefix = format!("a{}", uuid::Uuid::new_v4().simple());
@@ -108,6 +140,7 @@ pub struct Adapter {
 
 impl Adapter {
     pub async fn start(bus: &BusConfig, departments: Vec<DepartmentConfig>) -> Adapter {
+        logs();
         let departments: Vec<Arc<Department>> = departments
             .into_iter()
             .map(|c| Arc::new(yichuang_adapters::kinds::department(c).expect("builds")))
@@ -373,6 +406,7 @@ pub struct Harness {
 
 impl Harness {
     pub async fn open(bus: &BusConfig, departments: &[&str]) -> Harness {
+        logs();
         let connection = yichuang::bus::connect(bus).await.expect("RabbitMQ");
         let channel = connection.create_channel().await.unwrap();
         let codes: Vec<String> = departments.iter().map(|d| d.to_string()).collect();
