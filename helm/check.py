@@ -500,6 +500,18 @@ def expectations(name: str, docs, problems: Problems) -> None:
         expect(users == {c: f"adapter-{c}" for c in adapters}, f"each department's results checked against its user, got {users}")
 
 
+def check_image(problems: Problems) -> None:
+    """The chart runs what the Dockerfile builds, as the user it creates."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    user = values["podSecurityContext"]["runAsUser"]
+    if not re.search(rf"^USER {user}(:\d+)?$", dockerfile, re.M):
+        problems.add("Dockerfile", f"the image does not run as user {user}, which podSecurityContext names")
+    for binary in ("yichuang", "yichuang-adapter", "yichuang-sim"):
+        if f"target/release/{binary} " not in dockerfile and f"target/release/{binary}\n" not in dockerfile:
+            problems.add("Dockerfile", f"the image does not carry {binary}, which the chart runs")
+
+
 def check_value_set(name: str, values: dict, binary: Path | None, problems: Problems) -> str:
     lint(CHART, values, name, problems)
     try:
@@ -608,6 +620,7 @@ def main() -> int:
         print(f"chart-check: {check_value_set(name, values, binary, problems)}")
     if binary is None:
         print("chart-check: yichuang-adapter is not built: the adapters' rendered configuration was not run through it")
+    check_image(problems)
     n = self_test(problems)
     print(f"chart-check: {n} broken value sets and charts refused as they must be")
     for p in problems:
