@@ -176,7 +176,7 @@ securityContext:
 
 {{- define "yichuang.egressPostgres" -}}
 - ports:
-    {{- range (splitList "," (toString .Values.postgresql.port)) }}
+    {{- range (splitList "," (toString .Values.postgresql.port) | uniq) }}
     - protocol: TCP
       port: {{ trim . | int }}
     {{- end }}
