@@ -307,6 +307,7 @@ def container_env(c: dict) -> tuple[set[str], list[str]]:
 GATEWAY_KEYS = {
     "": {"catalog_dir", "calendar_dir"},
     "store": {"kind", "url", "schema", "pool_size", "path"},
+    "tracing": {"otlp_endpoint", "sampling_ratio", "service_name"},
 }
 
 
@@ -493,7 +494,7 @@ def expectations(name: str, docs, problems: Problems) -> None:
         expect(not sims, "no simulators")
         ingress = by_kind(docs, "Ingress")
         expect(len(ingress) == 1 and ingress[0]["spec"].get("tls"), "an Ingress with TLS")
-        expect("ServiceMonitor" in kinds, "a ServiceMonitor")
+        expect(len(by_kind(docs, "ServiceMonitor")) == 2, "ServiceMonitors for the gateway and the adapters")
         expect(len(by_kind(docs, "NetworkPolicy")) == 2, "NetworkPolicies for the gateway and the adapters")
         gateway = next(c for c in by_kind(docs, "ConfigMap") if c["metadata"]["name"] == f"{RELEASE}-gateway")
         users = tomllib.loads(VAR.sub("x", gateway["data"]["gateway.toml"]))["bus"]["department_users"]

@@ -185,3 +185,14 @@ securityContext:
     {{- toYaml . | nindent 4 }}
   {{- end }}
 {{- end }}
+
+{{/* The [tracing] section of gateway.toml and adapter.toml, when spans are exported. */}}
+{{- define "yichuang.tracing" -}}
+{{- with .Values.tracing }}
+{{- if .otlpEndpoint }}
+[tracing]
+otlp_endpoint = {{ .otlpEndpoint | toJson }}
+sampling_ratio = {{ .samplingRatio | float64 }}
+{{- end }}
+{{- end }}
+{{- end }}
