@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SERVICES_ENV := target/services.env
 
-.PHONY: all build demo test services lint bench clean
+.PHONY: all build demo test services lint bench clean chart-check
 
 all: build
 
@@ -31,8 +31,15 @@ test: services
 	bash scripts/pyenv.sh
 	rm -rf $(TEST_LOGS)
 	$(CARGO) test --workspace --all-targets --no-run
+	bash scripts/chart-check.sh
 	. ./$(SERVICES_ENV) && YICHUANG_TEST_LOGS=$(TEST_LOGS) timeout -k 30 $(TEST_DEADLINE) $(CARGO) test --workspace --all-targets
 	$(TARGET_DIR)/debug/yichuang logs scan --names tests/fixtures/personal-names.txt $(TEST_LOGS)
+
+# The Helm chart, linted, rendered with several value sets and checked against the Kubernetes
+# schemas (helm/check.py); with the binaries built, each adapter's rendered settings are run
+# through `yichuang-adapter --check` too.
+chart-check:
+	bash scripts/chart-check.sh
 
 lint:
 	bash scripts/services.sh --no-postgres --no-rabbitmq

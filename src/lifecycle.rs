@@ -110,6 +110,22 @@ pub fn apply(
             task.department_case_number = n.to_string();
         }
     };
+    // Several gateway replicas consume results side by side, so a task's step or decision can
+    // be applied before its ACCEPTED: a department that answers with its case number has taken
+    // the task, and that is recorded first (the late ACCEPTED then changes nothing). A task
+    // resumed after a supplement keeps the case number it was accepted with.
+    let accepted_first = |n: &str, task: &crate::proto::v1::Task, events: &mut Vec<CaseEvent>| {
+        if rank(before) < rank(TaskStatus::AcceptedByDepartment as i32)
+            && task.department_case_number.is_empty()
+            && !n.is_empty()
+        {
+            entry(
+                "task-accepted-by-department",
+                format!("{name} accepted as {n}"),
+                events,
+            );
+        }
+    };
     let status = match update {
         TaskUpdate::Accepted {
             department_case_number,
@@ -141,6 +157,7 @@ pub fn apply(
             if task.step == step || !working {
                 return None;
             }
+            accepted_first(&department_case_number, task, &mut events);
             number(&department_case_number, task);
             task.approval_stage_code = stage_code(&step).to_string();
             if step.contains(SPECIAL_PROCEDURE) {
@@ -156,6 +173,7 @@ pub fn apply(
             department_case_number,
             documents,
         } => {
+            accepted_first(&department_case_number, task, &mut events);
             number(&department_case_number, task);
             let names: Vec<String> = documents
                 .iter()
@@ -175,6 +193,7 @@ pub fn apply(
             department_case_number,
             reasons,
         } => {
+            accepted_first(&department_case_number, task, &mut events);
             number(&department_case_number, task);
             entry(
                 "task-rejected",
@@ -195,6 +214,7 @@ pub fn apply(
             {
                 return None;
             }
+            accepted_first(&department_case_number, task, &mut events);
             number(&department_case_number, task);
             entry(
                 "task-supplement-required",
@@ -511,6 +531,45 @@ mod tests {
     }
 
     #[test]
+    fn a_step_applied_before_its_acceptance_records_the_acceptance_first() {
+        // Two gateway replicas consuming results: 承办 is applied before ACCEPTED.
+        let mut case = bundle();
+        let step = TaskUpdate::Progress {
+            department_case_number: "S1".into(),
+            step: "承办".into(),
+        };
+        let a = apply(&mut case, "C-01", None, 0, step, 3, None, at()).unwrap();
+        let kinds: Vec<&str> = a.events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["task-accepted-by-department", "task-progress"]);
+        assert_eq!((a.events[0].seq, a.events[1].seq), (4, 5));
+        assert_eq!(a.events[0].detail, "C-01 (d) accepted as S1");
+        let late = TaskUpdate::Accepted {
+            department_case_number: "S1".into(),
+        };
+        assert_eq!(
+            apply(&mut case, "C-01", None, 0, late, 5, None, at()),
+            None,
+            "the late acceptance changes nothing"
+        );
+        // A decision first: the acceptance comes before it too.
+        let mut case = bundle();
+        let a = apply(&mut case, "C-01", None, 0, approved("S1"), 3, None, at()).unwrap();
+        assert_eq!(a.events[0].kind, "task-accepted-by-department");
+        assert_eq!(a.events[1].kind, "task-approved");
+        // A task resumed after a supplement keeps its acceptance: none is added.
+        let mut case = bundle();
+        case.tasks[0].department_case_number = "S1".into();
+        case.tasks[0].supplement_round = 1;
+        let step = TaskUpdate::Progress {
+            department_case_number: "S1".into(),
+            step: "审核".into(),
+        };
+        let a = apply(&mut case, "C-01", None, 1, step, 8, None, at()).unwrap();
+        let kinds: Vec<&str> = a.events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["task-progress"]);
+    }
+
+    #[test]
     fn a_task_moves_forward_and_never_back() {
         let mut case = bundle();
         let accepted = TaskUpdate::Accepted {
@@ -557,7 +616,16 @@ mod tests {
         let a = apply(&mut case, "C-01", None, 0, approved("S1"), 0, None, at()).unwrap();
         assert_eq!(a.released, ["C-02", "C-03"]);
         let kinds: Vec<&str> = a.events.iter().map(|e| e.kind.as_str()).collect();
-        assert_eq!(kinds, ["task-approved", "task-released", "task-released"]);
+        // The department's case number came with the approval: it took the task.
+        assert_eq!(
+            kinds,
+            [
+                "task-accepted-by-department",
+                "task-approved",
+                "task-released",
+                "task-released"
+            ]
+        );
         assert_eq!(case.status, CaseStatus::InProgress as i32);
         for id in ["C-02", "C-03"] {
             case.tasks

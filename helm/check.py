@@ -1,0 +1,636 @@
+#!/usr/bin/env python3
+"""Checks the yichuang chart (helm/yichuang) the way a cluster would see it, offline.
+
+For each value set (the defaults, helm/test-values/demo.yaml, helm/test-values/production.yaml):
+
+1. lints the chart and renders it with Helm's own engine (helm-python-sdk embeds Helm; no
+   binary, no cluster), values checked against values.schema.json;
+2. reads every manifest, refusing duplicate keys, and validates it against the Kubernetes
+   schemas of KUBE_VERSION in strict mode (kubernetes-validate ships them: no network), and the
+   one custom resource (ServiceMonitor) against the fields it may have;
+3. checks what schemas cannot see: selectors select the pods they mean, named ports exist, the
+   HPA, PDB, Services, ServiceMonitor and volumes refer to objects that are rendered, each adapter
+   Deployment runs exactly one department whose file is mounted, every `${VAR}` a mounted
+   configuration file needs without a default is in the container's environment, gateway.toml
+   has only keys the gateway knows, and the acceptance list and calendar are the repository's;
+4. with the `yichuang-adapter` binary built (make test builds it first), runs
+   `yichuang-adapter --check` on each adapter's rendered configuration, as it would start.
+
+Then it makes sure the check can fail: each value set in helm/test-values/bad/ must be refused
+with the message its first line names, and copies of the chart broken on purpose (a template
+syntax error, a field the Kubernetes schema does not have, a Service selecting nothing, a
+duplicated key) must each be caught.
+
+Exit status 0 when everything holds; 1 with every problem listed otherwise.
+Run by scripts/chart-check.sh, which prepares the virtual environment (part of `make test`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+
+import helm_python as helm
+import jsonschema
+import kubernetes_validate
+import yaml
+
+# The Kubernetes version whose schemas every manifest must satisfy (the chart needs >= 1.27).
+KUBE_VERSION = "1.30.0"
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "helm" / "yichuang"
+VALUE_SETS = ROOT / "helm" / "test-values"
+RELEASE, NAMESPACE = "yichuang", "hall"
+SHIPPED_DEPARTMENTS = sorted(p.stem for p in (ROOT / "config" / "departments").glob("*.yaml"))
+
+
+class Problems(list):
+    def add(self, where: str, what: str) -> None:
+        self.append(f"{where}: {what}")
+
+
+@contextlib.contextmanager
+def helm_quiet():
+    """Helm logs each symlink it follows (files/ links to config/) on stderr: kept out of sight."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(devnull)
+        os.close(saved)
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that refuses a key twice in one mapping, as kubectl's strict decoding does."""
+
+
+def _unique_mapping(loader, node, deep=False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping", node.start_mark,
+                f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep)
+
+
+UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def render(chart: Path, values: dict) -> dict[str, str]:
+    with helm_quiet(), helm.Chart.load(chart) as c:
+        c.validate_schema(values)
+        return c.render(values=values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+
+
+def lint(chart: Path, values: dict, where: str, problems: Problems) -> None:
+    with helm_quiet():
+        report = helm.lint(chart, values, strict=True, namespace=NAMESPACE,
+                           kube_version=f"v{KUBE_VERSION}")
+    for e in report.get("errors") or []:
+        problems.add(where, f"helm lint: {e}")
+    for m in report.get("messages") or []:
+        if m.get("severity", 0) >= 2:
+            problems.add(where, f"helm lint: {m.get('path')}: {m.get('error')}")
+
+
+def documents(rendered: dict[str, str]) -> list[tuple[str, dict]]:
+    docs = []
+    for template, text in sorted(rendered.items()):
+        if not template.endswith((".yaml", ".yml")):
+            continue
+        for doc in yaml.load_all(text, Loader=UniqueKeyLoader):
+            if doc:
+                docs.append((template, doc))
+    return docs
+
+
+# The fields of a ServiceMonitor (monitoring.coreos.com/v1) the chart may set: the CRD is not in
+# the Kubernetes schemas.
+SERVICE_MONITOR = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "additionalProperties": False,
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "ServiceMonitor"},
+        "metadata": {"type": "object", "required": ["name"]},
+        "spec": {
+            "type": "object",
+            "required": ["selector", "endpoints"],
+            "additionalProperties": False,
+            "properties": {
+                "selector": {"type": "object", "properties": {"matchLabels": {
+                    "type": "object", "additionalProperties": {"type": "string"}}}},
+                "namespaceSelector": {"type": "object", "properties": {
+                    "matchNames": {"type": "array", "items": {"type": "string"}},
+                    "any": {"type": "boolean"}}, "additionalProperties": False},
+                "endpoints": {"type": "array", "minItems": 1, "items": {
+                    "type": "object", "additionalProperties": False, "properties": {
+                        "port": {"type": "string"}, "path": {"type": "string"},
+                        "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
+                        "scrapeTimeout": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
+                        "scheme": {"enum": ["http", "https"]}}}},
+            },
+        },
+    },
+}
+
+
+def validate_schemas(docs, where: str, problems: Problems) -> None:
+    for template, doc in docs:
+        name = f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
+        try:
+            if doc.get("apiVersion", "").startswith("monitoring.coreos.com/"):
+                jsonschema.validate(doc, SERVICE_MONITOR)
+            else:
+                kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+        except kubernetes_validate.SchemaNotFoundError as e:
+            problems.add(f"{where} {template} {name}", e.message)
+        except jsonschema.ValidationError as e:
+            path = ".".join(str(p) for p in e.path)
+            problems.add(f"{where} {template} {name}", f"{path}: {e.message}")
+
+
+def by_kind(docs, kind: str) -> list[dict]:
+    return [d for _, d in docs if d.get("kind") == kind]
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def containers(workload: dict) -> list[dict]:
+    return workload["spec"]["template"]["spec"]["containers"]
+
+
+def check_references(docs, where: str, problems: Problems) -> None:
+    deployments = by_kind(docs, "Deployment")
+    names = {(d["kind"], d["metadata"]["name"]) for _, d in docs}
+    pods = [(d["metadata"]["name"], d["spec"]["template"]["metadata"].get("labels", {}), d)
+            for d in deployments]
+    for d in deployments:
+        n = d["metadata"]["name"]
+        selector = d["spec"]["selector"].get("matchLabels", {})
+        if not selects(selector, d["spec"]["template"]["metadata"].get("labels", {})):
+            problems.add(where, f"Deployment/{n}: its selector does not select its own pods")
+        others = [p for p, labels, _ in pods if p != n and selects(selector, labels)]
+        if others:
+            problems.add(where, f"Deployment/{n}: its selector also selects the pods of {others}")
+        spec = d["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        for c in spec["containers"]:
+            ports = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                p = c.get(probe)
+                if not p:
+                    continue
+                for how in ("httpGet", "tcpSocket"):
+                    if how in p and isinstance(p[how]["port"], str) and p[how]["port"] not in ports:
+                        problems.add(where, f"Deployment/{n} {probe}: no port named {p[how]['port']}")
+                if "grpc" in p and p["grpc"]["port"] not in ports.values():
+                    problems.add(where, f"Deployment/{n} {probe}: gRPC port {p['grpc']['port']} is not a container port")
+            for m in c.get("volumeMounts", []):
+                if m["name"] not in volumes:
+                    problems.add(where, f"Deployment/{n}: mounts volume {m['name']}, which the pod does not have")
+        for v in volumes.values():
+            if "configMap" in v and ("ConfigMap", v["configMap"]["name"]) not in names:
+                problems.add(where, f"Deployment/{n}: volume {v['name']} needs ConfigMap/{v['configMap']['name']}, not rendered")
+            if "persistentVolumeClaim" in v and ("PersistentVolumeClaim", v["persistentVolumeClaim"]["claimName"]) not in names:
+                problems.add(where, f"Deployment/{n}: volume {v['name']} needs a claim that is not rendered")
+            if "configMap" in v:
+                cm = next((x for x in by_kind(docs, "ConfigMap") if x["metadata"]["name"] == v["configMap"]["name"]), None)
+                for item in v["configMap"].get("items", []):
+                    if cm is not None and item["key"] not in (cm.get("data") or {}):
+                        problems.add(where, f"Deployment/{n}: ConfigMap/{cm['metadata']['name']} has no key {item['key']}")
+        if spec.get("serviceAccountName") and ("ServiceAccount", spec["serviceAccountName"]) not in names:
+            problems.add(where, f"Deployment/{n}: ServiceAccount/{spec['serviceAccountName']} is not rendered")
+    services = by_kind(docs, "Service")
+    for s in services:
+        n = s["metadata"]["name"]
+        selected = [d for _, labels, d in pods if selects(s["spec"].get("selector", {}), labels)]
+        if not selected:
+            problems.add(where, f"Service/{n}: selects no pod")
+        for port in s["spec"]["ports"]:
+            target = port.get("targetPort", port["port"])
+            for d in selected:
+                named = {p.get("name") for c in containers(d) for p in c.get("ports", [])}
+                numbered = {p["containerPort"] for c in containers(d) for p in c.get("ports", [])}
+                if target not in named and target not in numbered:
+                    problems.add(where, f"Service/{n}: port {port['name']} targets {target}, which Deployment/{d['metadata']['name']} does not have")
+    for h in by_kind(docs, "HorizontalPodAutoscaler"):
+        ref = h["spec"]["scaleTargetRef"]
+        target = next((d for d in deployments if d["metadata"]["name"] == ref["name"]), None)
+        if ref["kind"] != "Deployment" or target is None:
+            problems.add(where, f"HorizontalPodAutoscaler/{h['metadata']['name']}: scales {ref['kind']}/{ref['name']}, not rendered")
+        elif "replicas" in target["spec"]:
+            problems.add(where, f"Deployment/{ref['name']}: sets replicas although an autoscaler scales it")
+        else:
+            for c in containers(target):
+                if not c.get("resources", {}).get("requests", {}).get("cpu"):
+                    problems.add(where, f"Deployment/{ref['name']}: no CPU request, which CPU autoscaling needs")
+    for p in by_kind(docs, "PodDisruptionBudget"):
+        if not any(selects(p["spec"]["selector"]["matchLabels"], labels) for _, labels, _ in pods):
+            problems.add(where, f"PodDisruptionBudget/{p['metadata']['name']}: selects no pod")
+    for m in by_kind(docs, "ServiceMonitor"):
+        chosen = [s for s in services if selects(m["spec"]["selector"]["matchLabels"], s["metadata"].get("labels", {}))]
+        if not chosen:
+            problems.add(where, f"ServiceMonitor/{m['metadata']['name']}: selects no Service")
+        for e in m["spec"]["endpoints"]:
+            for s in chosen:
+                if e["port"] not in {p["name"] for p in s["spec"]["ports"]}:
+                    problems.add(where, f"ServiceMonitor/{m['metadata']['name']}: Service/{s['metadata']['name']} has no port {e['port']}")
+    for np in by_kind(docs, "NetworkPolicy"):
+        if not any(selects(np["spec"]["podSelector"]["matchLabels"], labels) for _, labels, _ in pods):
+            problems.add(where, f"NetworkPolicy/{np['metadata']['name']}: selects no pod")
+    for i in by_kind(docs, "Ingress"):
+        for rule in i["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                svc = path["backend"]["service"]
+                s = next((x for x in services if x["metadata"]["name"] == svc["name"]), None)
+                if s is None or svc["port"].get("name") not in {p["name"] for p in s["spec"]["ports"]}:
+                    problems.add(where, f"Ingress/{i['metadata']['name']}: backend {svc} is not a rendered Service port")
+
+
+VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-[^}]*)?\}")
+ENV_SECRET = re.compile(r"\{\s*env:\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}")
+
+
+def needed_vars(text: str) -> set[str]:
+    """Variables a configuration file needs without a default (comments left out)."""
+    out = set()
+    for line in text.splitlines():
+        code = line.split("#", 1)[0]
+        out |= {m.group(1) for m in VAR.finditer(code) if m.group(2) is None}
+    return out
+
+
+def mounted_files(d: dict, docs) -> dict[str, str]:
+    """mount path/file → content of the ConfigMaps a Deployment mounts."""
+    spec = d["spec"]["template"]["spec"]
+    maps = {c["metadata"]["name"]: c.get("data") or {} for c in by_kind(docs, "ConfigMap")}
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    files = {}
+    for c in spec["containers"]:
+        for m in c.get("volumeMounts", []):
+            v = volumes.get(m["name"], {})
+            if "configMap" not in v:
+                continue
+            data = maps.get(v["configMap"]["name"], {})
+            items = v["configMap"].get("items")
+            keys = [(i["key"], i["path"]) for i in items] if items else [(k, k) for k in data]
+            for key, path in keys:
+                if key in data:
+                    files[f"{m['mountPath']}/{path}"] = data[key]
+    return files
+
+
+def container_env(c: dict) -> tuple[set[str], list[str]]:
+    return {e["name"] for e in c.get("env", [])}, [
+        e["secretRef"]["name"] for e in c.get("envFrom", []) if "secretRef" in e]
+
+
+GATEWAY_KEYS = {
+    "": {"catalog_dir", "calendar_dir"},
+    "store": {"kind", "url", "schema", "pool_size", "path"},
+    "tracing": {"otlp_endpoint", "sampling_ratio", "service_name"},
+}
+
+
+def gateway_keys() -> dict[str, set[str]]:
+    """The keys the gateway knows, from the shipped, documented config/gateway.toml."""
+    shipped = tomllib.loads((ROOT / "config" / "gateway.toml").read_text())
+    keys = {k: set(v) for k, v in GATEWAY_KEYS.items()}
+    for table, body in shipped.items():
+        if isinstance(body, dict):
+            keys.setdefault(table, set()).update(k for k, v in body.items() if not isinstance(v, dict))
+            for sub in (k for k, v in body.items() if isinstance(v, dict)):
+                keys.setdefault(f"{table}.{sub}", set())
+        else:
+            keys[""].add(table)
+    return keys
+
+
+def check_configuration(docs, where: str, problems: Problems) -> None:
+    deployments = {d["metadata"]["name"]: d for d in by_kind(docs, "Deployment")}
+    known = gateway_keys()
+    for name, d in deployments.items():
+        files = mounted_files(d, docs)
+        c = containers(d)[0]
+        env, env_from = container_env(c)
+        args = c.get("args", [])
+        needed: dict[str, str] = {}
+        if args[:2] == ["yichuang", "serve"]:
+            path = args[args.index("--config") + 1]
+            if path not in files:
+                problems.add(where, f"Deployment/{name}: {path} is not mounted")
+                continue
+            text = files[path]
+            try:
+                config = tomllib.loads(VAR.sub("x", text))
+            except tomllib.TOMLDecodeError as e:
+                problems.add(where, f"Deployment/{name}: {path}: {e}")
+                continue
+            for table, body in config.items():
+                if not isinstance(body, dict):
+                    if table not in known[""]:
+                        problems.add(where, f"{path}: unknown key {table}")
+                    continue
+                for key, value in body.items():
+                    if isinstance(value, dict):
+                        if f"{table}.{key}" not in known:
+                            problems.add(where, f"{path}: unknown table [{table}.{key}]")
+                    elif table in known and known[table] and key not in known[table]:
+                        problems.add(where, f"{path}: unknown key [{table}] {key}")
+                    elif table not in known:
+                        problems.add(where, f"{path}: unknown table [{table}]")
+            for d_dir in ("catalog_dir", "calendar_dir"):
+                mounted = [f for f in files if f.startswith(config[d_dir] + "/")]
+                if not mounted:
+                    problems.add(where, f"Deployment/{name}: {d_dir} {config[d_dir]} has no files mounted")
+            needed = {v: path for v in needed_vars(text)}
+        elif args[:2] == ["yichuang-adapter", "run"]:
+            path = args[args.index("--config") + 1]
+            departments = [args[i + 1] for i, a in enumerate(args) if a == "--department"]
+            if len(departments) != 1:
+                problems.add(where, f"Deployment/{name}: runs {departments}, not one department")
+                continue
+            text = files.get(path)
+            if text is None:
+                problems.add(where, f"Deployment/{name}: {path} is not mounted")
+                continue
+            config = tomllib.loads(VAR.sub("x", text))
+            department_file = f"{config['departments_dir']}/{departments[0]}.yaml"
+            if department_file not in files:
+                problems.add(where, f"Deployment/{name}: {department_file} is not mounted")
+                continue
+            dept_text = files[department_file]
+            try:
+                dept = yaml.load(dept_text, Loader=UniqueKeyLoader)
+            except yaml.YAMLError as e:
+                problems.add(where, f"{department_file}: {e}")
+                continue
+            if dept.get("department") != departments[0]:
+                problems.add(where, f"{department_file}: names department {dept.get('department')!r}")
+            needed = {v: path for v in needed_vars(text)}
+            needed.update({v: department_file for v in needed_vars(dept_text)})
+            # Credentials by reference: { env: VAR } must be set too.
+            needed.update({v: department_file for v in ENV_SECRET.findall(dept_text)})
+        elif args[:1] == ["yichuang-sim"]:
+            continue
+        else:
+            problems.add(where, f"Deployment/{name}: runs {args}, which the chart does not know")
+            continue
+        for var, source in sorted(needed.items()):
+            if var not in env and not env_from:
+                problems.add(where, f"Deployment/{name}: {source} needs ${{{var}}}, which the container's environment lacks")
+    # The acceptance list and calendar are the repository's (unless a value set replaced them).
+    maps = {c["metadata"]["name"]: c.get("data") or {} for c in by_kind(docs, "ConfigMap")}
+    for what, pattern in (("catalog", "*.toml"), ("calendar", "*.toml")):
+        data = maps.get(f"{RELEASE}-{what}")
+        if data is None:
+            problems.add(where, f"ConfigMap/{RELEASE}-{what} is not rendered")
+            continue
+        for f in (ROOT / "config" / what).glob(pattern):
+            if data.get(f.name) != f.read_text():
+                problems.add(where, f"ConfigMap/{RELEASE}-{what}: {f.name} differs from config/{what}/{f.name}")
+
+
+def adapter_binary() -> Path | None:
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
+    for p in (target / "debug" / "yichuang-adapter", target / "release" / "yichuang-adapter"):
+        if p.is_file() and os.access(p, os.X_OK):
+            return p
+    return None
+
+
+def run_adapter_checks(docs, where: str, binary: Path, problems: Problems) -> int:
+    """Runs `yichuang-adapter --check` on each adapter's configuration as mounted."""
+    checked = 0
+    for d in by_kind(docs, "Deployment"):
+        c = containers(d)[0]
+        args = c.get("args", [])
+        if args[:2] != ["yichuang-adapter", "run"]:
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            files = mounted_files(d, docs)
+            # Writable volumes (the worklist's) become directories of their own here.
+            volumes = {v["name"]: v for v in d["spec"]["template"]["spec"].get("volumes", [])}
+            writable = [m["mountPath"] for m in c.get("volumeMounts", [])
+                        if "configMap" not in volumes.get(m["name"], {})]
+            for path in writable:
+                Path(tmp + path).mkdir(parents=True, exist_ok=True)
+
+            prefixes = re.compile("(" + "|".join(re.escape(p + "/") for p in ["/etc/yichuang", *writable]) + ")")
+
+            def here(text: str) -> str:
+                return prefixes.sub(lambda m: tmp + m.group(1), text)
+
+            for path, text in files.items():
+                target = Path(tmp + path)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(here(text))
+            env = {"PATH": os.environ.get("PATH", "")}
+            for e in c.get("env", []):
+                value = e.get("value")
+                if value is None:
+                    value = f"from-secret-{e['name'].lower()}"
+                env[e["name"]] = re.sub(r"\$\(([A-Za-z_0-9]+)\)", lambda m: env.get(m.group(1), ""), value)
+            if c.get("envFrom"):
+                # The legacy Secret carries the department file's { env: VAR } credentials.
+                dept_files = [t for p, t in files.items() if p.startswith("/etc/yichuang/departments/")]
+                for text in dept_files:
+                    for var in ENV_SECRET.findall(text):
+                        env.setdefault(var, f"from-secret-{var.lower()}")
+            cmd = [str(binary), *args[1:], "--check"]
+            cmd[cmd.index("--config") + 1] = tmp + cmd[cmd.index("--config") + 1]
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+            if out.returncode != 0:
+                problems.add(where, f"Deployment/{d['metadata']['name']}: yichuang-adapter --check: {(out.stderr or out.stdout).strip()}")
+            checked += 1
+    return checked
+
+
+def expectations(name: str, docs, problems: Problems) -> None:
+    """What each value set must produce."""
+    deployments = {d["metadata"]["name"]: d for d in by_kind(docs, "Deployment")}
+    adapters = sorted(n.removeprefix(f"{RELEASE}-adapter-") for n in deployments if n.startswith(f"{RELEASE}-adapter-"))
+    sims = sorted(n.removeprefix(f"{RELEASE}-sim-") for n in deployments if n.startswith(f"{RELEASE}-sim-"))
+    kinds = {d["kind"] for _, d in docs}
+
+    def expect(ok: bool, what: str) -> None:
+        if not ok:
+            problems.add(name, what)
+
+    expect(f"{RELEASE}-gateway" in deployments, "a gateway Deployment")
+    if name == "default":
+        expect(adapters == SHIPPED_DEPARTMENTS, f"an adapter per shipped department, got {adapters}")
+        expect(not sims, f"no simulator without demo, got {sims}")
+        expect({"HorizontalPodAutoscaler", "PodDisruptionBudget", "PersistentVolumeClaim"} <= kinds, f"HPA, PDB and gjj's claim, got {sorted(kinds)}")
+        expect("ServiceMonitor" not in kinds and "NetworkPolicy" not in kinds, "no ServiceMonitor or NetworkPolicy unless asked")
+    elif name == "demo":
+        expect(sims == sorted(set(SHIPPED_DEPARTMENTS) - {"gjj"}), f"a simulator per department but gjj, got {sims}")
+        scjg = containers(deployments[f"{RELEASE}-adapter-scjg"])[0]
+        env = {e["name"]: e.get("value") for e in scjg.get("env", [])}
+        expect(env.get("SCJG_ENDPOINT") == f"http://{RELEASE}-sim-scjg:18081", f"scjg's adapter points at its simulator, got {env.get('SCJG_ENDPOINT')}")
+        expect("envFrom" not in scjg, "a simulated department needs no legacy Secret")
+    elif name == "production":
+        expect(adapters == ["ga", "rs", "scjg", "sw", "xf"], f"five departments, got {adapters}")
+        expect(deployments[f"{RELEASE}-adapter-scjg"]["spec"]["replicas"] == 2, "two scjg adapters")
+        expect(not sims, "no simulators")
+        ingress = by_kind(docs, "Ingress")
+        expect(len(ingress) == 1 and ingress[0]["spec"].get("tls"), "an Ingress with TLS")
+        expect(len(by_kind(docs, "ServiceMonitor")) == 2, "ServiceMonitors for the gateway and the adapters")
+        expect(len(by_kind(docs, "NetworkPolicy")) == 2, "NetworkPolicies for the gateway and the adapters")
+        gateway = next(c for c in by_kind(docs, "ConfigMap") if c["metadata"]["name"] == f"{RELEASE}-gateway")
+        users = tomllib.loads(VAR.sub("x", gateway["data"]["gateway.toml"]))["bus"]["department_users"]
+        expect(users == {c: f"adapter-{c}" for c in adapters}, f"each department's results checked against its user, got {users}")
+
+
+def check_image(problems: Problems) -> None:
+    """The chart runs what the Dockerfile builds, as the user it creates."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    user = values["podSecurityContext"]["runAsUser"]
+    if not re.search(rf"^USER {user}(:\d+)?$", dockerfile, re.M):
+        problems.add("Dockerfile", f"the image does not run as user {user}, which podSecurityContext names")
+    for binary in ("yichuang", "yichuang-adapter", "yichuang-sim"):
+        if f"target/release/{binary} " not in dockerfile and f"target/release/{binary}\n" not in dockerfile:
+            problems.add("Dockerfile", f"the image does not carry {binary}, which the chart runs")
+
+
+def check_value_set(name: str, values: dict, binary: Path | None, problems: Problems) -> str:
+    lint(CHART, values, name, problems)
+    try:
+        rendered = render(CHART, values)
+        docs = documents(rendered)
+    except (helm.HelmError, yaml.YAMLError) as e:
+        problems.add(name, f"does not render: {e}")
+        return f"{name}: does not render"
+    validate_schemas(docs, name, problems)
+    check_references(docs, name, problems)
+    check_configuration(docs, name, problems)
+    expectations(name, docs, problems)
+    checked = run_adapter_checks(docs, name, binary, problems) if binary else 0
+    kinds: dict[str, int] = {}
+    for _, d in docs:
+        kinds[d["kind"]] = kinds.get(d["kind"], 0) + 1
+    summary = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+    return f"{name}: {len(docs)} manifests ({summary}); {checked} adapter configurations checked by yichuang-adapter"
+
+
+def must_fail(label: str, chart: Path, values: dict, expected: str, problems: Problems) -> None:
+    """Renders and checks; passes only if that fails with `expected` in what it says."""
+    found = Problems()
+    try:
+        docs = documents(render(chart, values))
+        validate_schemas(docs, label, found)
+        check_references(docs, label, found)
+        check_configuration(docs, label, found)
+    except (helm.HelmError, yaml.YAMLError) as e:
+        found.add(label, str(e))
+    text = "\n".join(found)
+    if not found:
+        problems.add(label, f"passed, but must fail with {expected!r}")
+    elif expected not in text:
+        problems.add(label, f"failed, but not with {expected!r}:\n{text}")
+
+
+BROKEN_TEMPLATES = {
+    # A template that does not parse.
+    "syntax error": ("broken.yaml", "{{ if .Values.gateway.replicas }}\nkind: ConfigMap\n", "unexpected EOF"),
+    # A field the Deployment schema does not have.
+    "unknown field": ("broken.yaml", """apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: broken
+spec:
+  replica: 2
+  selector:
+    matchLabels: {app: broken}
+  template:
+    metadata:
+      labels: {app: broken}
+    spec:
+      containers:
+        - name: c
+          image: x
+""", "Additional properties are not allowed ('replica' was unexpected)"),
+    # A Service that selects no pod.
+    "dangling Service": ("broken.yaml", """apiVersion: v1
+kind: Service
+metadata:
+  name: broken
+spec:
+  selector: {app.kubernetes.io/component: nothing}
+  ports:
+    - name: http
+      port: 80
+""", "Service/broken: selects no pod"),
+    # A key twice in one mapping.
+    "duplicate key": ("broken.yaml", """apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: broken
+  name: broken-again
+""", "duplicate key 'name'"),
+}
+
+
+def self_test(problems: Problems) -> int:
+    """The check must be able to fail: bad value sets and broken charts are refused."""
+    n = 0
+    for f in sorted((VALUE_SETS / "bad").glob("*.yaml")):
+        first = f.read_text().splitlines()[0]
+        if not first.startswith("# expect: "):
+            problems.add(str(f.relative_to(ROOT)), "first line must be `# expect: <part of the error>`")
+            continue
+        must_fail(f"bad/{f.name}", CHART, yaml.safe_load(f.read_text()) or {}, first.removeprefix("# expect: "), problems)
+        n += 1
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, (file, text, expected) in BROKEN_TEMPLATES.items():
+            copy = Path(tmp) / label.replace(" ", "-") / "yichuang"
+            shutil.copytree(CHART, copy, symlinks=False)
+            (copy / "templates" / file).write_text(text)
+            must_fail(f"broken chart ({label})", copy, {}, expected, problems)
+            n += 1
+    return n
+
+
+def main() -> int:
+    started = time.monotonic()
+    problems = Problems()
+    binary = adapter_binary()
+    sets = [("default", {})] + [
+        (f.stem, yaml.safe_load(f.read_text()) or {}) for f in sorted(VALUE_SETS.glob("*.yaml"))]
+    for name, values in sets:
+        print(f"chart-check: {check_value_set(name, values, binary, problems)}")
+    if binary is None:
+        print("chart-check: yichuang-adapter is not built: the adapters' rendered configuration was not run through it")
+    check_image(problems)
+    n = self_test(problems)
+    print(f"chart-check: {n} broken value sets and charts refused as they must be")
+    for p in problems:
+        print(f"chart-check: FAILED {p}", file=sys.stderr)
+    print(f"chart-check: {len(sets)} value sets against Kubernetes {KUBE_VERSION} schemas, "
+          f"{'no problem' if not problems else f'{len(problems)} problem(s)'} "
+          f"({time.monotonic() - started:.1f} s)")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

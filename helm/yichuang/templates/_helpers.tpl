@@ -1,0 +1,198 @@
+{{/* The chart's name, as overridden. */}}
+{{- define "yichuang.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The prefix of every resource name: the release's name, with the chart's unless it holds it. */}}
+{{- define "yichuang.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Labels of every resource but the ones that select: add "yichuang.selectorLabels" to them. */}}
+{{- define "yichuang.commonLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: yichuang
+{{- end }}
+
+{{/* Labels of a resource that belongs to no one component (ConfigMaps, the ServiceAccount). */}}
+{{- define "yichuang.labels" -}}
+{{ include "yichuang.commonLabels" . }}
+app.kubernetes.io/name: {{ include "yichuang.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Selector labels of one component: (dict "root" $ "component" "gateway" ["department" "scjg"]). */}}
+{{- define "yichuang.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "yichuang.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- with .department }}
+yichuang/department: {{ . }}
+{{- end }}
+{{- end }}
+
+{{/* The image of every container. */}}
+{{- define "yichuang.image" -}}
+{{ printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{- define "yichuang.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "yichuang.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name: the existing ServiceAccount to use when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The AMQP URL, with the user and password taken from the environment when the process reads its
+configuration (YICHUANG_AMQP_USER, YICHUANG_AMQP_PASSWORD). "/" is the default vhost, "%2f".
+*/}}
+{{- define "yichuang.amqpUrl" -}}
+{{- $r := .Values.rabbitmq -}}
+{{- printf "amqp://${YICHUANG_AMQP_USER}:${YICHUANG_AMQP_PASSWORD}@%s:%v/%s" (required "rabbitmq.host: the RabbitMQ cluster's AMQP host" $r.host) $r.port (urlquery $r.vhost) }}
+{{- end }}
+
+{{/* The [bus] settings shared by the gateway and the adapters: they declare the same queues. */}}
+{{- define "yichuang.busSettings" -}}
+url = {{ include "yichuang.amqpUrl" . | toJson }}
+prefix = {{ .Values.rabbitmq.prefix | toJson }}
+delivery_limit = {{ .Values.rabbitmq.deliveryLimit | int }}
+retry_delays_secs = [{{ range $i, $d := .Values.rabbitmq.retryDelaysSecs }}{{ if $i }}, {{ end }}{{ $d | int }}{{ end }}]
+timeout_secs = {{ .Values.rabbitmq.timeoutSecs | int }}
+{{- end }}
+
+{{/*
+The environment variables holding a RabbitMQ user's name and password, from its Secret:
+(dict "secret" "name" "usernameKey" "username" "passwordKey" "password" "what" "rabbitmq.gateway").
+*/}}
+{{- define "yichuang.amqpEnv" -}}
+- name: YICHUANG_AMQP_USER
+  valueFrom:
+    secretKeyRef:
+      name: {{ required (printf "%s.existingSecret: the Secret with this RabbitMQ user's name and password" .what) .secret }}
+      key: {{ .usernameKey | default "username" }}
+- name: YICHUANG_AMQP_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secret }}
+      key: {{ .passwordKey | default "password" }}
+{{- end }}
+
+{{/* The PostgreSQL user's name and password, from its Secret. */}}
+{{- define "yichuang.pgEnv" -}}
+- name: YICHUANG_PG_USER
+  valueFrom:
+    secretKeyRef:
+      name: {{ required "postgresql.existingSecret: the Secret with the PostgreSQL user's name and password" .Values.postgresql.existingSecret }}
+      key: {{ .Values.postgresql.usernameKey }}
+- name: YICHUANG_PG_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.postgresql.existingSecret }}
+      key: {{ .Values.postgresql.passwordKey }}
+{{- end }}
+
+{{/* The enabled departments, as a sorted list of codes. */}}
+{{- define "yichuang.departments" -}}
+{{- $codes := list }}
+{{- range $code, $d := .Values.adapters.departments }}
+{{- if not (regexMatch "^[a-z][a-z0-9]{0,19}$" $code) }}
+{{- fail (printf "adapters.departments.%s: a department code is lower-case letters and digits, starting with a letter (at most 20)" $code) }}
+{{- end }}
+{{- if and $d (ne (toString $d.enabled) "false") }}
+{{- $codes = append $codes $code }}
+{{- end }}
+{{- end }}
+{{- $codes | sortAlpha | toJson }}
+{{- end }}
+
+{{/* Whether department (dict "root" $ "code" "scjg") has a demo simulator. */}}
+{{- define "yichuang.simulated" -}}
+{{- if and .root.Values.demo.enabled (hasKey .root.Values.demo.simulators .code) }}true{{ end }}
+{{- end }}
+
+{{/* The volumes of the configuration every process reads. */}}
+{{- define "yichuang.configVolumes" -}}
+- name: catalog
+  configMap:
+    name: {{ include "yichuang.fullname" . }}-catalog
+- name: calendar
+  configMap:
+    name: {{ include "yichuang.fullname" . }}-calendar
+- name: tmp
+  emptyDir: {}
+{{- end }}
+
+{{- define "yichuang.configMounts" -}}
+- name: catalog
+  mountPath: /etc/yichuang/catalog
+  readOnly: true
+- name: calendar
+  mountPath: /etc/yichuang/calendar
+  readOnly: true
+- name: tmp
+  mountPath: /tmp
+{{- end }}
+
+{{/* Pod-level settings shared by every pod. */}}
+{{- define "yichuang.podCommon" -}}
+serviceAccountName: {{ include "yichuang.serviceAccountName" . }}
+automountServiceAccountToken: false
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+{{- end }}
+
+{{/* Egress rules shared by every pod when egress is restricted: DNS and RabbitMQ. */}}
+{{- define "yichuang.egressBase" -}}
+- ports:
+    - protocol: UDP
+      port: 53
+    - protocol: TCP
+      port: 53
+- ports:
+    - protocol: TCP
+      port: {{ .Values.rabbitmq.port }}
+  {{- with .Values.networkPolicy.egress.rabbitmq }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}
+
+{{- define "yichuang.egressPostgres" -}}
+- ports:
+    {{- range (splitList "," (toString .Values.postgresql.port) | uniq) }}
+    - protocol: TCP
+      port: {{ trim . | int }}
+    {{- end }}
+  {{- with .Values.networkPolicy.egress.postgresql }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}
+
+{{/* The [tracing] section of gateway.toml and adapter.toml, when spans are exported. */}}
+{{- define "yichuang.tracing" -}}
+{{- with .Values.tracing }}
+{{- if .otlpEndpoint }}
+[tracing]
+otlp_endpoint = {{ .otlpEndpoint | toJson }}
+sampling_ratio = {{ .samplingRatio | float64 }}
+{{- end }}
+{{- end }}
+{{- end }}
