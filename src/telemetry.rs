@@ -50,9 +50,8 @@ pub fn validate(config: &TracingConfig) -> Result<(), String> {
         ));
     }
     let endpoint = config.otlp_endpoint.trim();
-    if !endpoint.is_empty()
-        && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
-    {
+    let url = endpoint.starts_with("http://") || endpoint.starts_with("https://");
+    if !endpoint.is_empty() && !url {
         return Err(format!(
             "[tracing] otlp_endpoint = {endpoint:?} is not an http:// or https:// URL; give the collector's OTLP/gRPC address, e.g. http://otel-collector:4317"
         ));

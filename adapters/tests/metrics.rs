@@ -239,10 +239,11 @@ async fn the_counters_on_both_endpoints_match_what_the_run_did() {
         .copied()
     };
     let deadline = Instant::now() + Duration::from_secs(20);
-    let g = loop {
-        let g = parse(&scrape(format!("http://{metrics}/metrics")).await);
+    let (g, gateway_text) = loop {
+        let text = scrape(format!("http://{metrics}/metrics")).await;
+        let g = parse(&text);
         if decided(&g) == Some(3.0) {
-            break g;
+            break (g, text);
         }
         assert!(
             Instant::now() < deadline,
@@ -318,7 +319,29 @@ async fn the_counters_on_both_endpoints_match_what_the_run_did() {
     assert!((share - 8.0 / 11.0).abs() < 1e-9, "share {share}");
 
     // The adapter's.
-    let a = parse(&scrape(format!("http://{}/metrics", adapter.http)).await);
+    let adapter_text = scrape(format!("http://{}/metrics", adapter.http)).await;
+    let a = parse(&adapter_text);
+
+    // Every series the shipped Grafana dashboard queries is one the endpoints serve.
+    let dashboard = std::fs::read_to_string(support::repo().join("dashboards/yichuang.json"))
+        .expect("the dashboard");
+    let mut queried = std::collections::BTreeSet::new();
+    for (i, _) in dashboard.match_indices("yichuang_") {
+        let name: String = dashboard[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        queried.insert(name);
+    }
+    assert!(queried.len() > 10, "the dashboard queries {queried:?}");
+    for name in &queried {
+        let family = name.trim_end_matches("_bucket").trim_end_matches("_total");
+        assert!(
+            gateway_text.contains(&format!("# TYPE {family} "))
+                || adapter_text.contains(&format!("# TYPE {family} ")),
+            "the dashboard queries {name}, which neither endpoint serves"
+        );
+    }
     let calls = "yichuang_adapter_legacy_calls_total";
     for operation in ["find", "submit"] {
         assert_eq!(
