@@ -58,8 +58,9 @@ fn without_hash(stem: &str) -> &str {
 }
 
 /// Installs, once per process, the global subscriber of a test process: JSON lines filtered by
-/// [`SUITE_FILTER`] into `<suite_dir>/<program>-<pid>.jsonl`, written as each event happens (a
-/// test that panics or a process that is killed loses nothing). Returns the file. Returns `None`
+/// [`SUITE_FILTER`] into `<suite_dir>/<program>-<pid>.jsonl`, one per event and one per span
+/// as it closes (with the span's fields), written as each happens (a test that panics or a
+/// process that is killed loses nothing). Returns the file. Returns `None`
 /// and changes nothing when a subscriber was installed first (a test of the log output itself)
 /// or the file cannot be made (said on stderr); later calls return what the first one did.
 pub fn init_suite(manifest_dir: &Path) -> Option<&'static Path> {
@@ -79,6 +80,9 @@ pub fn init_suite(manifest_dir: &Path) -> Option<&'static Path> {
             .with_env_filter(tracing_subscriber::EnvFilter::new(SUITE_FILTER))
             .with_writer(Arc::new(file))
             .with_ansi(false)
+            // A line when each span closes, with its fields: span attributes are scanned too,
+            // also those of spans no event was logged in.
+            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
             .json()
             .flatten_event(true)
             .try_init();
