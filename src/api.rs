@@ -537,7 +537,10 @@ impl CaseService for CaseApi {
             ),
         };
         let s = self.submission(request.into_inner().submission)?;
-        span.record("submission.id", s.submission_id.as_str());
+        span.record(
+            "submission.id",
+            crate::privacy::mask_free_text(&s.submission_id).as_str(),
+        );
         let now = Utc::now();
         // Identifiers as normalisation writes them on the case, so that lists and the audit
         // trail find them by their clean value.
@@ -616,7 +619,7 @@ impl CaseService for CaseApi {
                         m.submissions
                             .get_or_create(&outcome_label(response.replayed, "accepted"))
                             .inc();
-                        info!(submission = %submission_id, case = %r.case_number, replayed = response.replayed, "case accepted");
+                        info!(submission = %crate::privacy::mask_free_text(&submission_id), case = %r.case_number, replayed = response.replayed, "case accepted");
                     }
                     Some(crate::proto::v1::submit_response::Outcome::Notice(n)) => {
                         let m = crate::metrics::meters();
@@ -637,7 +640,7 @@ impl CaseService for CaseApi {
                         m.submissions
                             .get_or_create(&outcome_label(response.replayed, "deficient"))
                             .inc();
-                        info!(submission = %submission_id, deficiencies = n.deficiencies.len(), replayed = response.replayed, "deficiency notice issued");
+                        info!(submission = %crate::privacy::mask_free_text(&submission_id), deficiencies = n.deficiencies.len(), replayed = response.replayed, "deficiency notice issued");
                     }
                     None => {}
                 }
