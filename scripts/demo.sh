@@ -239,5 +239,7 @@ PY
 delivered=$("$bin/yichuang" case list --server "$server" --status CASE_STATUS_DELIVERED --page-size 100 |
   python3 -c 'import json,sys; print(len(json.load(sys.stdin).get("cases", [])))')
 echo "  $delivered of $accepted accepted cases delivered"
+bold "== the logs of the gateway, the adapter and the simulators, scanned for personal data left unmasked"
+"$bin/yichuang" logs scan --names tests/fixtures/personal-names.txt "$work"/*.log
 bold "== stopping everything (the demo's vhost and database are removed)"
 [ "$delivered" -ge "$accepted" ]
