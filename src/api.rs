@@ -493,7 +493,7 @@ impl CaseService for CaseApi {
             Outcome::Acceptable(plan) => PreCheckResponse {
                 acceptable: true,
                 deficiencies: Vec::new(),
-                normalisations: plan.changes.iter().map(|c| c.to_proto()).collect(),
+                normalisations: plan.changes.iter().map(|c| c.to_masked_proto()).collect(),
                 obligations: plan.obligations,
             },
             Outcome::Deficient {
@@ -503,7 +503,7 @@ impl CaseService for CaseApi {
             } => PreCheckResponse {
                 acceptable: false,
                 deficiencies,
-                normalisations: changes.iter().map(|c| c.to_proto()).collect(),
+                normalisations: changes.iter().map(|c| c.to_masked_proto()).collect(),
                 obligations: Vec::new(),
             },
         };
