@@ -44,6 +44,19 @@ pub struct Meters {
     pub tasks_consumed: Family<DepartmentLabels, Counter>,
 }
 
+impl Meters {
+    /// Creates a department's series at zero, so a rate or an alert on them works before the
+    /// first retry or dead letter (a series that does not exist yet has no rate).
+    pub fn start(&self, department: &str) {
+        let labels = DepartmentLabels {
+            department: department.to_string(),
+        };
+        self.retries.get_or_create(&labels);
+        self.dead_letters.get_or_create(&labels);
+        self.tasks_consumed.get_or_create(&labels);
+    }
+}
+
 /// The process's meters.
 pub fn meters() -> &'static Meters {
     static METERS: LazyLock<Meters> = LazyLock::new(|| {

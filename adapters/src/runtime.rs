@@ -1041,6 +1041,9 @@ pub async fn run(
 ) {
     let timeout = Duration::from_secs(bus.timeout_secs);
     let codes: Vec<String> = departments.iter().map(|d| d.code().to_string()).collect();
+    for code in &codes {
+        crate::meters::meters().start(code);
+    }
     let topology = Topology::for_departments(&codes, &bus);
     let mut backoff = Duration::from_millis(500);
     loop {
