@@ -51,9 +51,9 @@ impl Meters {
         let labels = DepartmentLabels {
             department: department.to_string(),
         };
-        self.retries.get_or_create(&labels);
-        self.dead_letters.get_or_create(&labels);
-        self.tasks_consumed.get_or_create(&labels);
+        drop(self.retries.get_or_create(&labels));
+        drop(self.dead_letters.get_or_create(&labels));
+        drop(self.tasks_consumed.get_or_create(&labels));
     }
 }
 
