@@ -288,6 +288,25 @@ async fn one_case_is_one_trace_from_the_window_through_the_adapter_and_the_legac
         }
     }
 
+    // No personal data in any exported attribute (kai-canguan's applicant has an ID number,
+    // a mobile number and a name).
+    let names = yichuang::privacy::parse_names(
+        &std::fs::read_to_string(root.join("tests/fixtures/personal-names.txt")).unwrap(),
+    )
+    .unwrap();
+    let exported: Vec<String> = collector
+        .spans
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s.attributes.values().cloned().chain([s.name.clone()]))
+        .collect();
+    let found = yichuang::privacy::scan(&exported.join("\n"), &names);
+    assert!(
+        found.is_empty(),
+        "personal data in span attributes: {found:#?}"
+    );
+
     let _ = stop.send(());
     let _ = server.await;
     adapter.task.abort();
