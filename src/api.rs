@@ -517,15 +517,9 @@ impl CaseService for CaseApi {
         // The call's span (crate::observe) continues the window's trace when spans are
         // exported; the case keeps its trace and span ids, so every hop after joins them.
         let span = tracing::Span::current();
-        let (trace_id, trace_span_id) = match crate::trace::traceparent_of(&span) {
-            Some(own) => {
-                let mut parts = own.split('-').skip(1);
-                let trace = parts.next().unwrap_or_default().to_string();
-                let span_id = parts.next().unwrap_or_default().to_string();
-                // Children only of a sampled span: an unsampled one is never exported.
-                let sampled = parts.next() == Some("01");
-                (trace, if sampled { span_id } else { String::new() })
-            }
+        let (trace_id, trace_span_id) = match crate::trace::ids_of(&span) {
+            // Children only of a sampled span: an unsampled one is never exported.
+            Some((trace, id, sampled)) => (trace, if sampled { id } else { String::new() }),
             None => (
                 request
                     .metadata()

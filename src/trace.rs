@@ -71,19 +71,24 @@ pub fn continue_in(span: &tracing::Span, traceparent: &str) {
     }
 }
 
-/// The `traceparent` naming `span`, when spans are exported; `None` otherwise.
-pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
+/// The exported span context of `span`: trace id, span id, sampled; `None` when spans are not
+/// exported.
+pub fn ids_of(span: &tracing::Span) -> Option<(String, String, bool)> {
     let context = span.context();
     let span_ref = context.span();
     let sc = span_ref.span_context();
     sc.is_valid().then(|| {
-        format!(
-            "00-{}-{}-{:02x}",
-            sc.trace_id(),
-            sc.span_id(),
-            sc.trace_flags().to_u8()
+        (
+            sc.trace_id().to_string(),
+            sc.span_id().to_string(),
+            sc.is_sampled(),
         )
     })
+}
+
+/// The `traceparent` naming `span`, when spans are exported; `None` otherwise.
+pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
+    ids_of(span).map(|(trace, id, sampled)| format!("00-{trace}-{id}-{:02}", u8::from(sampled)))
 }
 
 /// The `traceparent` for a message sent inside `span` in `trace_id`'s trace: the span's own
