@@ -5,24 +5,10 @@ mod common;
 mod support;
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::repo;
-
-fn yichuang(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_yichuang"))
-        .args(args)
-        .current_dir(repo())
-        .output()
-        .expect("runs yichuang");
-    common::keep_stderr("yichuang", &out);
-    out
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use common::{repo, text, yichuang};
 
 #[test]
 fn catalog_check_passes_on_the_shipped_catalog() {

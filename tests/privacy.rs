@@ -5,9 +5,9 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-use common::{Backend, TestGateway, example, repo};
+use common::{Backend, TestGateway, example, repo, text, yichuang};
 use yichuang::privacy::{Kind, parse_names, scan};
 use yichuang::proto::v1::{
     DeliverRequest, GetCaseRequest, IdType, Mail, Pickup, PreCheckRequest, SubmitRequest,
@@ -24,25 +24,19 @@ fn names_file() -> std::path::PathBuf {
 }
 
 fn scan_command(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_yichuang"))
-        .args(["logs", "scan"])
-        .args(args)
-        .current_dir(repo())
-        .output()
-        .expect("runs yichuang");
-    common::keep_stderr("yichuang", &out);
-    out
+    yichuang(&[&["logs", "scan"], args].concat())
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+/// The names the scan looks for.
+fn names() -> Vec<String> {
+    parse_names(&std::fs::read_to_string(names_file()).unwrap()).unwrap()
 }
 
 /// Every natural person of the example submissions: the clerk, a person applying, the legal
 /// representative, the contact, the agent, other parties that are persons, the recipient.
 #[test]
 fn the_names_list_covers_every_person_in_the_examples() {
-    let listed = parse_names(&std::fs::read_to_string(names_file()).unwrap()).unwrap();
+    let listed = names();
     let mut persons = Vec::new();
     for entry in std::fs::read_dir(repo().join("examples/cases")).unwrap() {
         let path = entry.unwrap().path();
@@ -174,7 +168,7 @@ async fn this_test_process_logs_to_the_suite_directory_without_personal_data() {
     for line in log.lines() {
         serde_json::from_str::<serde_json::Value>(line).expect("one JSON object per line");
     }
-    let names = parse_names(&std::fs::read_to_string(names_file()).unwrap()).unwrap();
+    let names = names();
     let found = scan(&log, &names);
     assert!(found.is_empty(), "{found:#?}");
 }
@@ -282,7 +276,7 @@ async fn errors_echo_what_was_typed_masked(backend: Backend) {
     );
     messages.push(e.message().to_string());
 
-    let names = parse_names(&std::fs::read_to_string(names_file()).unwrap()).unwrap();
+    let names = names();
     for m in &messages {
         let found = scan(m, &names);
         assert!(found.is_empty(), "{m}: {found:#?}");
@@ -306,7 +300,7 @@ on_both_stores!(errors_echo_what_was_typed_masked);
 /// that fails its check digit appear in it masked, and no name of a person.
 async fn the_deficiency_notice_carries_nothing_unmasked(backend: Backend) {
     let mut gw = TestGateway::start(backend).await;
-    let names = parse_names(&std::fs::read_to_string(names_file()).unwrap()).unwrap();
+    let names = names();
     let pre = gw
         .client
         .pre_check(PreCheckRequest {

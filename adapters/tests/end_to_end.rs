@@ -18,7 +18,6 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use support::{Adapter, Harness, bus, department, listener, secret_file};
-use yichuang::config::{GatewayConfig, StoreConfig};
 use yichuang::proto::v1::case_service_client::CaseServiceClient;
 use yichuang::proto::v1::{
     CaseStatus, DeliverRequest, FileRef, GetCaseRequest, IdType, Material, MaterialForm, Pickup,
@@ -217,16 +216,7 @@ async fn qiye_kaiban_goes_through_five_departments_and_a_supplement_to_delivery_
 
     // The gateway, on SQLite, talking to the same bus.
     let root = support::repo();
-    let mut config = GatewayConfig {
-        catalog_dir: root.join("config/catalog"),
-        calendar_dir: root.join("config/calendar"),
-        ..GatewayConfig::default()
-    };
-    config.store = StoreConfig::Sqlite {
-        path: dir.path().join("gateway.db"),
-    };
-    config.bus = bus.clone();
-    config.bus.relay = true;
+    let mut config = support::gateway_config(dir.path(), &bus);
     // The one-network platform, down for the first minute.
     let platform = Arc::new(Platform {
         down_until: Instant::now() + PLATFORM_DOWN,
@@ -240,18 +230,8 @@ async fn qiye_kaiban_goes_through_five_departments_and_a_supplement_to_delivery_
     tokio::spawn(async move { axum::serve(l, router).await });
     config.platform.push_url = format!("{platform_endpoint}/push");
     config.platform.secret = PLATFORM_SECRET.into();
-    let gateway = Arc::new(yichuang::api::Gateway::from_config(&config).await.unwrap());
-    let (l, endpoint) = listener().await;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(yichuang::api::serve(gateway.clone(), l, async {
-        let _ = stopped.await;
-    }));
-    let mut client = loop {
-        if let Ok(c) = CaseServiceClient::connect(endpoint.clone()).await {
-            break c;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let serving = support::Serving::start(&config).await;
+    let (endpoint, mut client) = (serving.endpoint.clone(), serving.client.clone());
 
     let submission: yichuang::proto::v1::Submission = serde_json::from_str(
         &std::fs::read_to_string(root.join("examples/cases/qiye-kaiban.json")).unwrap(),
@@ -532,8 +512,7 @@ async fn qiye_kaiban_goes_through_five_departments_and_a_supplement_to_delivery_
         "it was down at first"
     );
 
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+    serving.stop().await;
     adapter.task.abort();
     harness.remove().await;
     let (c, conn) = tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls)

@@ -9,16 +9,12 @@ mod support;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{Adapter, Harness, listener};
-use yichuang::config::{GatewayConfig, StoreConfig};
-use yichuang::proto::v1::case_service_client::CaseServiceClient;
+use support::{Adapter, Harness};
 use yichuang::proto::v1::{
     DeficiencyCode, GetCaseRequest, Submission, SubmitRequest, TaskStatus, submit_response::Outcome,
 };
-use yichuang_sim::core::Behaviour;
 
 /// One sample: name and labels.
 type Key = (String, BTreeMap<String, String>);
@@ -98,48 +94,17 @@ async fn the_counters_on_both_endpoints_match_what_the_run_did() {
     let bus = support::bus();
     let harness = Harness::open(&bus, &["scjg", "xf"]).await;
     let dir = tempfile::tempdir().unwrap();
-    let (l, scjg_endpoint) = listener().await;
-    let scjg = yichuang_sim::http_json::HttpJsonSim::new(yichuang_sim::http_json::Settings {
-        behaviour: Behaviour {
-            department: "scjg".into(),
-            decision_delay_ms: 500,
-            reject: 0.0,
-            supplement: 0.0,
-            ..Behaviour::default()
-        },
-        ..Default::default()
-    });
-    tokio::spawn(scjg.clone().serve(l));
+    let scjg_endpoint = support::scjg_sim(500).await;
     // 消防 has no adapter running: its tasks wait on its queue.
     let adapter = Adapter::start(&bus, vec![support::scjg(&dir, &scjg_endpoint)]).await;
 
-    let root = support::repo();
-    let mut config = GatewayConfig {
-        catalog_dir: root.join("config/catalog"),
-        calendar_dir: root.join("config/calendar"),
-        ..GatewayConfig::default()
-    };
-    config.store = StoreConfig::Sqlite {
-        path: dir.path().join("gateway.db"),
-    };
-    config.bus = bus.clone();
-    config.bus.relay = true;
+    let mut config = support::gateway_config(dir.path(), &bus);
     // The on-time figures come from the tasks' clocks, which the sweeper keeps.
     config.sla.sweep_secs = 1;
     config.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
-    let gateway = Arc::new(yichuang::api::Gateway::from_config(&config).await.unwrap());
-    let metrics = gateway.metrics_addr.unwrap();
-    let (l, endpoint) = listener().await;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(yichuang::api::serve(gateway.clone(), l, async {
-        let _ = stopped.await;
-    }));
-    let mut client = loop {
-        if let Ok(c) = CaseServiceClient::connect(endpoint.clone()).await {
-            break c;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let serving = support::Serving::start(&config).await;
+    let metrics = serving.gateway.metrics_addr.unwrap();
+    let (gateway, mut client) = (serving.gateway.clone(), serving.client.clone());
 
     // Three cases, a repeat of the first, and a deficient submission.
     let mut numbers = Vec::new();
@@ -374,8 +339,7 @@ async fn the_counters_on_both_endpoints_match_what_the_run_did() {
         ) >= 3.0
     );
 
-    let _ = stop.send(());
-    let _ = server.await;
+    serving.stop().await;
     adapter.task.abort();
     harness.remove().await;
 }

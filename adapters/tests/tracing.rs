@@ -18,10 +18,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use support::{Adapter, listener};
-use yichuang::config::{GatewayConfig, StoreConfig, TracingConfig};
-use yichuang::proto::v1::case_service_client::CaseServiceClient;
+use yichuang::config::TracingConfig;
 use yichuang::proto::v1::{GetCaseRequest, SubmitRequest, TaskStatus, submit_response::Outcome};
-use yichuang_sim::core::Behaviour;
 
 /// A received span: names, ids and string attributes.
 #[derive(Clone, Debug)]
@@ -98,45 +96,15 @@ async fn one_case_is_one_trace_from_the_window_through_the_adapter_and_the_legac
     let bus = support::bus();
     let harness = support::Harness::open(&bus, &["scjg", "xf"]).await;
     let dir = tempfile::tempdir().unwrap();
-    let (l, scjg_endpoint) = listener().await;
-    let scjg = yichuang_sim::http_json::HttpJsonSim::new(yichuang_sim::http_json::Settings {
-        behaviour: Behaviour {
-            department: "scjg".into(),
-            decision_delay_ms: 1000,
-            reject: 0.0,
-            supplement: 0.0,
-            ..Behaviour::default()
-        },
-        ..Default::default()
-    });
-    tokio::spawn(scjg.clone().serve(l));
+    let scjg_endpoint = support::scjg_sim(1000).await;
     let adapter = Adapter::start(&bus, vec![support::scjg(&dir, &scjg_endpoint)]).await;
 
     // The gateway on SQLite with its relay.
     let root = support::repo();
-    let mut config = GatewayConfig {
-        catalog_dir: root.join("config/catalog"),
-        calendar_dir: root.join("config/calendar"),
-        ..GatewayConfig::default()
-    };
-    config.store = StoreConfig::Sqlite {
-        path: dir.path().join("gateway.db"),
-    };
-    config.bus = bus.clone();
-    config.bus.relay = true;
+    let mut config = support::gateway_config(dir.path(), &bus);
     config.sla.sweep_secs = 0;
-    let gateway = Arc::new(yichuang::api::Gateway::from_config(&config).await.unwrap());
-    let (l, endpoint) = listener().await;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(yichuang::api::serve(gateway.clone(), l, async {
-        let _ = stopped.await;
-    }));
-    let mut client = loop {
-        if let Ok(c) = CaseServiceClient::connect(endpoint.clone()).await {
-            break c;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let serving = support::Serving::start(&config).await;
+    let mut client = serving.client.clone();
 
     // The window starts the trace.
     let window_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -307,8 +275,7 @@ async fn one_case_is_one_trace_from_the_window_through_the_adapter_and_the_legac
         "personal data in span attributes: {found:#?}"
     );
 
-    let _ = stop.send(());
-    let _ = server.await;
+    serving.stop().await;
     adapter.task.abort();
     harness.remove().await;
 }

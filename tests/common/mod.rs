@@ -63,6 +63,23 @@ pub fn keep_stderr(what: &str, output: &std::process::Output) {
         .expect("writes to the suite's log directory");
 }
 
+/// Runs the `yichuang` binary from the repository root; its stderr is kept in the suite's log
+/// directory.
+pub fn yichuang(args: &[&str]) -> std::process::Output {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_yichuang"))
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("runs yichuang");
+    keep_stderr("yichuang", &out);
+    out
+}
+
+/// A child's output as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
 /// The PostgreSQL URL that `make test` provides.
 pub fn pg_url() -> String {
     std::env::var("YICHUANG_TEST_PG_URL").expect(

@@ -651,3 +651,87 @@ pub fn assert_one_outcome_each(results: &HashMap<String, Vec<Got>>, task_ids: &[
         }
     }
 }
+
+/// 市场监管's simulated HTTP/JSON system on a free port, deciding `decision_delay_ms` after a
+/// submission, never refusing and never asking for materials; its address.
+pub async fn scjg_sim(decision_delay_ms: u64) -> String {
+    let (l, endpoint) = listener().await;
+    let sim = yichuang_sim::http_json::HttpJsonSim::new(yichuang_sim::http_json::Settings {
+        behaviour: yichuang_sim::core::Behaviour {
+            department: "scjg".into(),
+            decision_delay_ms,
+            reject: 0.0,
+            supplement: 0.0,
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    tokio::spawn(sim.serve(l));
+    endpoint
+}
+
+/// A gateway's settings for a test: the shipped acceptance list and calendar, SQLite in `dir`,
+/// the relay and results consumer on `bus`.
+pub fn gateway_config(dir: &std::path::Path, bus: &BusConfig) -> yichuang::config::GatewayConfig {
+    let root = repo();
+    let mut config = yichuang::config::GatewayConfig {
+        catalog_dir: root.join("config/catalog"),
+        calendar_dir: root.join("config/calendar"),
+        store: yichuang::config::StoreConfig::Sqlite {
+            path: dir.join("gateway.db"),
+        },
+        bus: bus.clone(),
+        ..Default::default()
+    };
+    config.bus.relay = true;
+    config
+}
+
+/// A gateway serving gRPC on a free port, with a connected client.
+pub struct Serving {
+    pub gateway: Arc<yichuang::api::Gateway>,
+    pub endpoint: String,
+    pub client:
+        yichuang::proto::v1::case_service_client::CaseServiceClient<tonic::transport::Channel>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl Serving {
+    pub async fn start(config: &yichuang::config::GatewayConfig) -> Serving {
+        let gateway = Arc::new(yichuang::api::Gateway::from_config(config).await.unwrap());
+        let (l, endpoint) = listener().await;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(yichuang::api::serve(gateway.clone(), l, async {
+            let _ = stopped.await;
+        }));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let client = loop {
+            if let Ok(c) = yichuang::proto::v1::case_service_client::CaseServiceClient::connect(
+                endpoint.clone(),
+            )
+            .await
+            {
+                break c;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the gateway answers at {endpoint}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        Serving {
+            gateway,
+            endpoint,
+            client,
+            stop,
+            server,
+        }
+    }
+
+    /// Stops the server, waiting up to 10 s for it.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.server).await;
+    }
+}
