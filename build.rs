@@ -1,4 +1,8 @@
 //! Compiles `proto/` into Rust (prost + tonic) and generates the proto3 JSON mapping (pbjson).
+//!
+//! The `.proto` files are parsed by `protox`, a protobuf compiler written in Rust that carries the
+//! well-known types (`google/protobuf/*.proto`) itself, so the build needs no `protoc` and no
+//! `.proto` include files from the machine: the Rust toolchain is enough.
 
 use std::path::PathBuf;
 
@@ -11,28 +15,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/yichuang/v1/admin.proto",
     ];
     println!("cargo:rerun-if-changed=proto");
-    if std::env::var_os("PROTOC").is_none() && which_protoc().is_none() {
-        return Err("protoc not found: install it (Debian: `apt-get install protobuf-compiler`, or `make deps`) or set PROTOC".into());
-    }
+    let mut compiler = protox::Compiler::new(["proto"])?;
+    compiler.include_source_info(true).include_imports(true);
+    compiler.open_files(protos)?;
+
+    // The encoded set serves gRPC reflection (`api.rs`) and pbjson; it holds the imports too, as
+    // `protoc --include_imports` did, so reflection can describe `google.protobuf.Timestamp`.
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
-    let descriptors = out.join("yichuang_descriptor.bin");
+    let set = compiler.encode_file_descriptor_set();
+    std::fs::write(out.join("yichuang_descriptor.bin"), &set)?;
+
     tonic_prost_build::configure()
-        .file_descriptor_set_path(&descriptors)
         .compile_well_known_types(true)
         .btree_map(".")
         .extern_path(".google.protobuf", "::pbjson_types")
-        .compile_protos(&protos, &["proto"])?;
-    let set = std::fs::read(&descriptors)?;
+        .compile_fds(compiler.file_descriptor_set())?;
     pbjson_build::Builder::new()
         .register_descriptors(&set)?
         .btree_map(["."])
         .build(&[".yichuang"])?;
     Ok(())
-}
-
-fn which_protoc() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("protoc"))
-        .find(|p| p.is_file())
 }
