@@ -9,10 +9,7 @@
 
 # --- build ------------------------------------------------------------------------------------
 FROM rust:1.95-bookworm AS build
-# build.rs compiles the protocol buffers with protoc.
-RUN apt-get update \
- && apt-get install -y --no-install-recommends protobuf-compiler \
- && rm -rf /var/lib/apt/lists/*
+# Nothing to install: build.rs compiles the protocol buffers with protox (Rust, no protoc).
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --workspace --bins \

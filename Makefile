@@ -1,18 +1,22 @@
 # yichuang: `make demo` runs the main job, `make test` runs the whole suite.
-# Both install and start what they need (protoc, PostgreSQL, RabbitMQ) when it is missing.
+# Both install and start what they need (PostgreSQL, RabbitMQ, Python packages) when it is
+# missing; beyond make itself they expect only Debian and the Rust toolchain (README.md).
 
 CARGO ?= cargo
 SERVICES_ENV := target/services.env
 
-.PHONY: all build demo test services lint bench clean chart-check
+.PHONY: all build demo test services toolchain lint bench clean chart-check
 
 all: build
 
 services:
 	bash scripts/services.sh
 
-build:
-	bash scripts/services.sh --no-postgres --no-rabbitmq
+# cargo and a C compiler (gcc, installed when missing); no protoc: build.rs compiles proto/ with protox.
+toolchain:
+	CARGO=$(CARGO) bash scripts/toolchain.sh
+
+build: toolchain
 	$(CARGO) build --workspace --bins
 
 demo: build
@@ -27,7 +31,7 @@ TEST_DEADLINE ?= 1800
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 TEST_LOGS := $(abspath $(TARGET_DIR)/test-logs)
 
-test: services
+test: toolchain services
 	bash scripts/pyenv.sh
 	rm -rf $(TEST_LOGS)
 	$(CARGO) test --workspace --all-targets --no-run
@@ -41,12 +45,13 @@ test: services
 chart-check:
 	bash scripts/chart-check.sh
 
+# rustfmt and clippy are added to the toolchain (rustup component add) when missing.
 lint:
-	bash scripts/services.sh --no-postgres --no-rabbitmq
+	CARGO=$(CARGO) bash scripts/toolchain.sh --lint
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-bench: services
+bench: toolchain services
 	. ./$(SERVICES_ENV) && $(CARGO) bench --bench intake && $(CARGO) bench --bench relay
 
 clean:

@@ -6,20 +6,30 @@
 # clerk re-keying cases by hand); results come back to the gateway, and every status change is
 # printed as it happens. Everything runs in a RabbitMQ vhost and a PostgreSQL database of the
 # demo's own, removed at the end.
+# Needs the binaries built and the services started (`make demo` does both: scripts/services.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+prefix=demo
+. scripts/lib.sh
+need_python
 
 bin="${CARGO_TARGET_DIR:-target}/debug"
+if [ ! -f target/services.env ]; then
+  echo "demo: target/services.env is missing: run \`make demo\` (scripts/services.sh starts PostgreSQL and RabbitMQ)" >&2
+  exit 1
+fi
+. target/services.env
+# The PostgreSQL cluster's port, as scripts/services.sh found it.
+pg_port=${YICHUANG_TEST_PG_URL#*@127.0.0.1:}; pg_port=${pg_port%%/*}
 work=$(mktemp -d)
 vhost="yichuang-demo-$$"
 pids=()
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+free_port() { "$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 port=$(free_port)
 adapter_port=$(free_port)
 metrics_port=$(free_port)
 server="http://127.0.0.1:$port"
-sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-psql_() { sudo_ su postgres -c "psql -q -v ON_ERROR_STOP=1 -c \"$1\"" >/dev/null; }
+psql_() { sudo_ su postgres -c "PGOPTIONS='-c client_min_messages=warning' psql -p $pg_port -q -v ON_ERROR_STOP=1 -c \"$1\"" >/dev/null; }
 
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -44,8 +54,8 @@ sudo_ rabbitmqctl -q add_vhost "$vhost" >/dev/null
 sudo_ rabbitmqctl -q set_permissions -p "$vhost" guest ".*" ".*" ".*" >/dev/null
 amqp="amqp://guest:guest@127.0.0.1:5672/$vhost"
 psql_ "DROP DATABASE IF EXISTS yichuang_demo"
-psql_ "CREATE DATABASE yichuang_demo OWNER yichuang"
-pg="postgres://yichuang:yichuang@127.0.0.1:5432/yichuang_demo"
+psql_ "CREATE DATABASE yichuang_demo OWNER yichuang ENCODING 'UTF8' LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8' TEMPLATE template0"
+pg="postgres://yichuang:yichuang@127.0.0.1:$pg_port/yichuang_demo"
 
 bold "== the departments' legacy systems (simulated: they decide in a few seconds, ask for more materials now and then, and answer 502 or hang)"
 behaviour() { # behaviour DEPT: no rejections, so every case can finish; a fifth ask for materials (补正) first; some faults
@@ -96,8 +106,8 @@ level = "warn"
 EOF
 export SCJG_CLIENT_ID=yichuang SCJG_CLIENT_SECRET=sim-secret
 export SW_APP_ID=yichuang SW_APP_SECRET=sim-secret SW_SIGN_KEY=demo-sign-key
-export RS_DB_URL=postgres://yichuang@127.0.0.1:5432/yichuang_demo RS_DB_PASSWORD=yichuang
-export ZRZY_DB_URL=postgres://yichuang@127.0.0.1:5432/yichuang_demo ZRZY_DB_PASSWORD=yichuang
+export RS_DB_URL=postgres://yichuang@127.0.0.1:$pg_port/yichuang_demo RS_DB_PASSWORD=yichuang
+export ZRZY_DB_URL=postgres://yichuang@127.0.0.1:$pg_port/yichuang_demo ZRZY_DB_PASSWORD=yichuang
 export GJJ_WORKLIST="$work/gjj-worklist.db"
 export YICHUANG_AMQP_URL="$amqp" YICHUANG_DATA="$work" YICHUANG_LISTEN="127.0.0.1:$port" YICHUANG_METRICS_LISTEN="127.0.0.1:$metrics_port" YICHUANG_LOG_FORMAT=text
 export YICHUANG_CATALOG_DIR="$PWD/config/catalog" YICHUANG_CALENDAR_DIR="$PWD/config/calendar"
@@ -111,7 +121,7 @@ done
 deps=(); for d in scjg sw ga xf rs zrzy gjj; do deps+=(--department "$d"); done
 start adapter "$bin/yichuang-adapter" --config "$work/adapter.toml" "${deps[@]}"
 deadline=$((SECONDS + 30))
-until python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$adapter_port/readyz')" 2>/dev/null; do
+until "$python" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$adapter_port/readyz')" 2>/dev/null; do
   if [ "$SECONDS" -ge "$deadline" ]; then echo "the adapter did not become ready:" >&2; cat "$work/adapter.log" >&2; exit 1; fi
   sleep 0.2
 done
@@ -126,7 +136,7 @@ sleep 0.5
   n=0
   while true; do
     "$bin/yichuang-adapter" manual list --config "$work/adapter.toml" --department gjj 2>/dev/null |
-      python3 -c 'import json,sys; [print(json.loads(l)["task_id"]) for l in sys.stdin if l.strip()]' |
+      "$python" -c 'import json,sys; [print(json.loads(l)["task_id"]) for l in sys.stdin if l.strip()]' |
       while read -r task; do
         n=$((n + 1))
         "$bin/yichuang-adapter" manual complete --config "$work/adapter.toml" --department gjj --task "$task" \
@@ -144,10 +154,10 @@ pids+=($!)
 (
   while true; do
     "$bin/yichuang" case list --server "$server" --status CASE_STATUS_AWAITING_SUPPLEMENT --page-size 100 2>/dev/null |
-      python3 -c 'import json,sys; [print(c["caseNumber"]) for c in json.load(sys.stdin).get("cases", [])]' |
+      "$python" -c 'import json,sys; [print(c["caseNumber"]) for c in json.load(sys.stdin).get("cases", [])]' |
       while read -r number; do
         # The materials each waiting task's department asked for, as codes of the acceptance list.
-        codes=$("$bin/yichuang" case get --server "$server" "$number" | python3 -c '
+        codes=$("$bin/yichuang" case get --server "$server" "$number" | "$python" -c '
 import json, sys, tomllib
 names = {m["name"]: m["code"] for m in tomllib.load(open("config/catalog/materials.toml", "rb"))["material"]}
 case = json.load(sys.stdin)["case"]
@@ -172,16 +182,16 @@ for name in kai-canguan qiye-kaiban bdc-deficient; do
   code=$?
   set -e
   case "$code" in
-    0) echo "-> $name: accepted as $(echo "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["receipt"]["caseNumber"])')" ;;
+    0) echo "-> $name: accepted as $(echo "$out" | "$python" -c 'import json,sys; print(json.load(sys.stdin)["receipt"]["caseNumber"])')" ;;
     3) echo "-> $name: not accepted; the one-time notice lists every deficiency:"
-       echo "$out" | python3 -c 'import json,sys
+       echo "$out" | "$python" -c 'import json,sys
 for d in json.load(sys.stdin)["notice"]["deficiencies"]: print("     ", d["path"], "—", d["message"])' ;;
     *) echo "-> $name: unexpected exit code $code" >&2; echo "$out" >&2; exit 1 ;;
   esac
 done
 
 bold "== and a stream of eight more 开餐馆 cases from other applicants"
-python3 - "$work" <<'PY'
+"$python" - "$work" <<'PY'
 import json, sys
 base = json.load(open("examples/cases/kai-canguan.json"))
 for i in range(8):
@@ -199,7 +209,7 @@ accepted=10
 deadline=$((SECONDS + 120))
 while true; do
   ready=$("$bin/yichuang" case list --server "$server" --status CASE_STATUS_READY_FOR_DELIVERY --page-size 100 2>/dev/null |
-    python3 -c 'import json,sys; print(len(json.load(sys.stdin).get("cases", [])))' 2>/dev/null || echo 0)
+    "$python" -c 'import json,sys; print(len(json.load(sys.stdin).get("cases", [])))' 2>/dev/null || echo 0)
   if [ "$ready" -ge "$accepted" ]; then break; fi
   if [ "$SECONDS" -ge "$deadline" ]; then echo "only $ready of $accepted cases ready after two minutes" >&2; break; fi
   sleep 1
@@ -208,11 +218,11 @@ done
 bold "== $ready of $accepted accepted cases are ready; the window hands them over (出件)"
 n=0
 for number in $("$bin/yichuang" case list --server "$server" --status CASE_STATUS_READY_FOR_DELIVERY --page-size 100 |
-    python3 -c 'import json,sys; [print(c["caseNumber"]) for c in json.load(sys.stdin).get("cases", [])]'); do
+    "$python" -c 'import json,sys; [print(c["caseNumber"]) for c in json.load(sys.stdin).get("cases", [])]'); do
   n=$((n + 1))
   # Collected at the window by the legal representative (or the applicant in person), whose
   # identity document the clerk checks; every third case is mailed, as its applicant chose.
-  who=$("$bin/yichuang" case get --server "$server" "$number" | python3 -c "$(cat <<'PY'
+  who=$("$bin/yichuang" case get --server "$server" "$number" | "$python" -c "$(cat <<'PY'
 import json, sys
 a = json.load(sys.stdin)["case"]["submission"]["applicant"]
 p = a.get("legalRepresentative") or (a if a.get("idType") == "ID_TYPE_RESIDENT_ID" else None)
@@ -229,7 +239,7 @@ done
 sleep 1.5 # the last events reach the watcher
 
 bold "== the cases at the end"
-"$bin/yichuang" case list --server "$server" --page-size 100 | python3 -c "$(cat <<'PY'
+"$bin/yichuang" case list --server "$server" --page-size 100 | "$python" -c "$(cat <<'PY'
 import json, sys
 for c in json.load(sys.stdin).get("cases", []):
     items = " ".join(c.get("itemCodes", []))
@@ -237,7 +247,7 @@ for c in json.load(sys.stdin).get("cases", []):
 PY
 )"
 delivered=$("$bin/yichuang" case list --server "$server" --status CASE_STATUS_DELIVERED --page-size 100 |
-  python3 -c 'import json,sys; print(len(json.load(sys.stdin).get("cases", [])))')
+  "$python" -c 'import json,sys; print(len(json.load(sys.stdin).get("cases", [])))')
 echo "  $delivered of $accepted accepted cases delivered"
 bold "== the logs of the gateway, the adapter and the simulators, scanned for personal data left unmasked"
 "$bin/yichuang" logs scan --names tests/fixtures/personal-names.txt "$work"/*.log

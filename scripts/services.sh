@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Installs (when missing) and starts what the tests and the demo need: protoc, PostgreSQL and
-# RabbitMQ from Debian's packages. Idempotent: safe to run before every `make test`.
+# Installs (when missing) and starts what the tests and the demo need: PostgreSQL and RabbitMQ,
+# from Debian's packages (postgresql, rabbitmq-server). Needs root (or sudo) and apt-get.
+# Idempotent: safe to run before every `make test`.
 # Writes the connection settings for the test suite to target/services.env.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+prefix=services
+. scripts/lib.sh
+# rabbitmq-server, rabbitmqctl and rabbitmq-diagnostics are in /usr/sbin, which a user's PATH may lack.
+PATH=$PATH:/usr/sbin:/sbin
 
 want_pg=1
 want_mq=1
@@ -15,18 +20,17 @@ for arg in "$@"; do
   esac
 done
 
-sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-
+# The server, not just the client: postgresql-client has psql and pg_isready but no server, and
+# postgresql-common has pg_lsclusters, pg_createcluster and pg_ctlcluster.
 missing=()
-command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
-if [ "$want_pg" = 1 ] && ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then missing+=(postgresql); fi
+if [ "$want_pg" = 1 ] && { ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 ||
+  ! command -v pg_ctlcluster >/dev/null 2>&1 || ! command -v pg_isready >/dev/null 2>&1; }; then
+  missing+=(postgresql)
+fi
 if [ "$want_mq" = 1 ] && ! command -v rabbitmq-server >/dev/null 2>&1; then missing+=(rabbitmq-server); fi
 if [ "${#missing[@]}" -gt 0 ]; then
-  echo "services: installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  sudo_ apt-get update -qq
   # Package scripts may try to start services through an init system that is not there; we start them below.
-  sudo_ apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt_install "${missing[@]}"
 fi
 
 wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
@@ -44,11 +48,13 @@ touch "$env_file"
 set_env() { grep -v "^export $1=" "$env_file" > "$env_file.tmp" || true; echo "export $1=$2" >> "$env_file.tmp"; mv "$env_file.tmp" "$env_file"; }
 
 if [ "$want_pg" = 1 ]; then
-  read -r pg_version pg_cluster pg_port pg_status < <(pg_lsclusters --no-header | head -n 1 | awk '{print $1, $2, $3, $4}')
+  first_cluster() { pg_lsclusters --no-header | head -n 1; }
+  read -r pg_version pg_cluster pg_port pg_status _ < <(first_cluster) || true
   if [ -z "${pg_version:-}" ]; then
-    pg_version=$(ls /usr/lib/postgresql | sort -n | tail -n 1)
-    sudo_ pg_createcluster "$pg_version" main >/dev/null
-    read -r pg_version pg_cluster pg_port pg_status < <(pg_lsclusters --no-header | head -n 1 | awk '{print $1, $2, $3, $4}')
+    # The newest version whose server is installed (a client alone has no bin/postgres).
+    pg_version=$(for p in /usr/lib/postgresql/*/bin/postgres; do p=${p#/usr/lib/postgresql/}; echo "${p%%/*}"; done | sort -n | tail -n 1)
+    sudo_ pg_createcluster --locale C.UTF-8 "$pg_version" main >/dev/null
+    read -r pg_version pg_cluster pg_port pg_status _ < <(first_cluster)
   fi
   if [ "$pg_status" != "online" ]; then
     sudo_ pg_ctlcluster "$pg_version" "$pg_cluster" start
@@ -59,21 +65,34 @@ if [ "$want_pg" = 1 ]; then
     psql_ "CREATE ROLE yichuang LOGIN PASSWORD 'yichuang' CREATEDB"
   fi
   if [ "$(psql_ "SELECT 1 FROM pg_database WHERE datname = 'yichuang_test'")" != 1 ]; then
-    psql_ "CREATE DATABASE yichuang_test OWNER yichuang"
+    # UTF-8 whatever locale the cluster was created with (C.UTF-8 is in every Debian libc).
+    psql_ "CREATE DATABASE yichuang_test OWNER yichuang ENCODING 'UTF8' LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8' TEMPLATE template0"
   fi
   set_env YICHUANG_TEST_PG_URL "postgres://yichuang:yichuang@127.0.0.1:$pg_port/yichuang_test"
   echo "services: PostgreSQL $pg_version on port $pg_port"
 fi
 
 if [ "$want_mq" = 1 ]; then
-  if ! rabbitmq-diagnostics -q ping >/dev/null 2>&1; then
+  # RabbitMQ names its node rabbit@<short host name>, which must resolve; where it does not (no
+  # line in /etc/hosts), the node is named rabbit@localhost instead, for the server and rabbitmqctl.
+  if ! getent hosts "$(hostname -s)" >/dev/null 2>&1 &&
+    ! grep -qs '^NODENAME=' /etc/rabbitmq/rabbitmq-env.conf; then
+    echo "services: host name $(hostname -s) does not resolve: RabbitMQ's node is rabbit@localhost"
+    echo "NODENAME=rabbit@localhost" | sudo_ tee -a /etc/rabbitmq/rabbitmq-env.conf >/dev/null
+  fi
+  if ! sudo_ rabbitmq-diagnostics -q ping >/dev/null 2>&1; then
     sudo_ rabbitmq-server -detached >/dev/null 2>&1 || true
   fi
   # `ping` answers as soon as the Erlang node is up, before the broker has booted and opened
   # its AMQP listener; wait for both, or the first test to connect may find the port closed.
-  wait_for 120 "RabbitMQ" rabbitmq-diagnostics -q ping
+  wait_for 120 "RabbitMQ" sudo_ rabbitmq-diagnostics -q ping
   sudo_ rabbitmqctl -q await_startup --timeout 120 >/dev/null
-  wait_for 60 "RabbitMQ's AMQP listener" rabbitmq-diagnostics -q check_port_listener 5672
+  wait_for 60 "RabbitMQ's AMQP listener on port 5672" sudo_ rabbitmq-diagnostics -q check_port_listener 5672
   set_env YICHUANG_TEST_AMQP_URL "amqp://guest:guest@127.0.0.1:5672/%2f"
-  echo "services: RabbitMQ $(rabbitmq-diagnostics -q server_version 2>/dev/null || echo up)"
+  echo "services: RabbitMQ $(sudo_ rabbitmq-diagnostics -q server_version 2>/dev/null || echo up)"
+  # tests/results.rs and tests/broker_outage.rs run rabbitmqctl themselves, without sudo; Debian's
+  # rabbitmqctl runs only as root (or rabbitmq).
+  if [ "$(id -u)" != 0 ]; then
+    echo "services: warning: the tests run rabbitmqctl, which only root may: run \`make test\` as root" >&2
+  fi
 fi
