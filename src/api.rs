@@ -6,12 +6,12 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use chrono::Utc;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
+use crate::calendar::LiveCalendar;
 use crate::case;
 use crate::catalog::Catalog;
 use crate::config::GatewayConfig;
@@ -24,7 +24,6 @@ use crate::proto::v1::{
     PreCheckRequest, PreCheckResponse, Submission, SubmitRequest, SubmitResponse,
 };
 use crate::proto::v1::{StatusRequest, StatusResponse};
-use crate::sla::Calendar;
 use crate::store::{Attempt, Evaluated, ListQuery, Store, StoreError, SubmitCommand, SubmitResult};
 
 /// How often health checks the store.
@@ -52,6 +51,8 @@ pub struct Gateway {
     pub clocks: crate::clock::Clocks,
     /// How often the SLA sweeper looks; `None`: this replica does not sweep.
     pub sweep_every: Option<std::time::Duration>,
+    /// How often the calendar directory is looked at (`None`: on `SIGHUP` only).
+    pub calendar_check: Option<std::time::Duration>,
     /// The bound `/metrics` listener, taken by [`serve`]; its address.
     metrics: std::sync::Mutex<Option<TcpListener>>,
     pub metrics_addr: Option<std::net::SocketAddr>,
@@ -86,8 +87,14 @@ impl Gateway {
         now: crate::clock::Now,
     ) -> Result<Gateway, StartError> {
         let catalog = Arc::new(Catalog::load(&config.catalog_dir)?);
-        let calendar =
-            Arc::new(Calendar::load(&config.calendar_dir).map_err(StartError::Calendar)?);
+        let calendar = LiveCalendar::load(&config.calendar_dir)
+            .map_err(StartError::Calendar)?
+            .warning_from(
+                config
+                    .calendar
+                    .warn_from_day()
+                    .map_err(StartError::Intake)?,
+            );
         let intake = Intake::new(catalog, calendar.clone(), config.intake.clone())
             .map_err(StartError::Intake)?;
         let clocks =
@@ -133,6 +140,8 @@ impl Gateway {
             clocks,
             sweep_every: (config.sla.sweep_secs > 0)
                 .then(|| std::time::Duration::from_secs(config.sla.sweep_secs)),
+            calendar_check: (config.calendar.check_secs > 0)
+                .then(|| std::time::Duration::from_secs(config.calendar.check_secs)),
             metrics: std::sync::Mutex::new(metrics),
             metrics_addr,
         })
@@ -222,6 +231,18 @@ pub async fn serve(
             every,
         ))
     });
+    // The calendar may have gained a year since these deadlines were counted (a file added while
+    // the gateway was down): count the provisional ones again, then follow the directory.
+    let calendar_watch = {
+        let (calendar, store) = (gateway.clocks.calendar().clone(), gateway.store.clone());
+        let every = gateway.calendar_check;
+        tokio::spawn(async move {
+            if let Err(e) = store.mark_provisional_clocks().await {
+                warn!(error = %e, "cannot mark the tasks with provisional deadlines at start");
+            }
+            crate::calendar::watch(calendar, store, every).await
+        })
+    };
     let (store_for_release, instance) = (gateway.store.clone(), gateway.instance.clone());
     let push = gateway.platform.clone().map(|config| {
         tokio::spawn(crate::feed::run(
@@ -254,6 +275,7 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await;
     watcher.abort();
+    calendar_watch.abort();
     if let Some(sweeper) = sweeper {
         sweeper.abort();
     }
@@ -334,6 +356,18 @@ impl AdminService for AdminApi {
                 Err(e) => (false, e.to_string(), (-1, -1)),
             };
         let (broker_connected, broker_error) = self.gateway.relay_status.get();
+        let clocks = &self.gateway.clocks;
+        let live = clocks.calendar();
+        let (now, zone) = (clocks.now(), clocks.zone());
+        let (loaded_at, reload_problems) = live.loaded();
+        let calendar = crate::proto::v1::CalendarStatus {
+            years: live.current().years().collect(),
+            next_year_missing: live.next_year_missing(now, zone),
+            warning: live.warning(now, zone).unwrap_or_default(),
+            provisional_deadlines: store.provisional_open().await.unwrap_or(-1),
+            loaded_at: Some(case::timestamp(loaded_at)),
+            reload_problems,
+        };
         Ok(Response::new(StatusResponse {
             store_ok,
             store_error,
@@ -342,6 +376,7 @@ impl AdminService for AdminApi {
             broker_error,
             outbox_backlog: backlog,
             events_backlog,
+            calendar: Some(calendar),
         }))
     }
 
@@ -487,7 +522,7 @@ impl CaseService for CaseApi {
         let outcome = self
             .gateway
             .intake
-            .evaluate(s, Utc::now())
+            .evaluate(s, self.gateway.clocks.now())
             .map_err(intake_status)?;
         let response = match outcome {
             Outcome::Acceptable(plan) => PreCheckResponse {
@@ -535,7 +570,7 @@ impl CaseService for CaseApi {
             "submission.id",
             crate::privacy::mask_free_text(&s.submission_id).as_str(),
         );
-        let now = Utc::now();
+        let now = self.gateway.clocks.now();
         // Identifiers as normalisation writes them on the case, so that lists and the audit
         // trail find them by their clean value.
         let code = |v: &str| normalise::to_half_width(v).trim().to_string();

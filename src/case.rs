@@ -1,7 +1,11 @@
 //! The case (办件): its national number, and the case record, tasks, receipt, notice and
 //! history built from an intake plan. Pure construction; the store decides when it happens.
 
+use std::collections::BTreeSet;
+
 use chrono::{DateTime, NaiveDate, Utc};
+
+use crate::sla::years_list;
 
 use crate::intake::Plan;
 use crate::intake::normalise::Change;
@@ -75,6 +79,8 @@ pub fn accept(plan: &Plan, case_number: &str, trace_id: &str) -> Accepted {
             conclusion_code: String::new(),
             // The legal clock runs from the acceptance for a task that waits for nothing.
             clock_started_at: t.depends_on.is_empty().then(|| timestamp(plan.accepted_at)),
+            provisional_years: t.assumed_years().into_iter().collect(),
+            promised_deadline_provisional: !t.promised_assumes.is_empty(),
             ..Default::default()
         })
         .collect();
@@ -98,7 +104,16 @@ pub fn accept(plan: &Plan, case_number: &str, trace_id: &str) -> Accepted {
         supplements: Vec::new(),
         conclusion_code: String::new(),
         rejection_policy: plan.rejection_policy as i32,
+        promised_deadline_provisional: !plan.promised_deadline_assumes.is_empty(),
     };
+    let receipt_years: BTreeSet<i32> = plan
+        .tasks
+        .iter()
+        .flat_map(|t| t.promised_assumes.iter().copied())
+        .chain(plan.promised_deadline_assumes.iter().copied())
+        .collect();
+    let obligations_provisional = plan.obligations.iter().any(|o| o.due_date_provisional);
+    let deadline_provisional = !receipt_years.is_empty() || obligations_provisional;
     let receipt = Receipt {
         case_number: case_number.to_string(),
         submission_id: s.submission_id.clone(),
@@ -123,12 +138,19 @@ pub fn accept(plan: &Plan, case_number: &str, trace_id: &str) -> Accepted {
                 promised_deadline: p.promised_deadline.to_string(),
                 waits_for_prerequisites: !p.depends_on.is_empty(),
                 task_id: t.task_id.clone(),
+                promised_deadline_provisional: !p.promised_assumes.is_empty(),
             })
             .collect(),
         obligations: plan.obligations.clone(),
         normalisations: plan.changes.iter().map(Change::to_proto).collect(),
         promised_deadline: plan.promised_deadline.to_string(),
         delivery_method: s.delivery.as_ref().map_or(0, |d| d.method),
+        deadline_provisional,
+        deadline_notice: if deadline_provisional {
+            provisional_notice(&plan.assumed_years)
+        } else {
+            String::new()
+        },
     };
 
     let mut events = Vec::new();
@@ -152,6 +174,16 @@ pub fn accept(plan: &Plan, case_number: &str, trace_id: &str) -> Accepted {
             items.join(", ")
         ),
     );
+    if !plan.assumed_years.is_empty() {
+        let years = years_list(&plan.assumed_years);
+        push(
+            "deadline-provisional",
+            "",
+            format!(
+                "deadlines counted Monday–Friday in {years}: no working-day calendar for {years} is loaded (the State Council's holiday notice); they are confirmed, or moved, once it is"
+            ),
+        );
+    }
     if !plan.changes.is_empty() {
         let what: Vec<String> = plan
             .changes
@@ -166,8 +198,15 @@ pub fn accept(plan: &Plan, case_number: &str, trace_id: &str) -> Accepted {
                 "task-ready",
                 &t.task_id,
                 format!(
-                    "{} to {}, due {}",
-                    t.item_code, t.department, p.promised_deadline
+                    "{} to {}, due {}{}",
+                    t.item_code,
+                    t.department,
+                    p.promised_deadline,
+                    if p.promised_assumes.is_empty() {
+                        ""
+                    } else {
+                        " (provisional)"
+                    }
                 ),
             );
         } else {
@@ -183,8 +222,16 @@ pub fn accept(plan: &Plan, case_number: &str, trace_id: &str) -> Accepted {
             "obligation-recorded",
             "",
             format!(
-                "{} ({}) for {} due {}",
-                o.material_code, o.material_name, o.item_code, o.due_date
+                "{} ({}) for {} due {}{}",
+                o.material_code,
+                o.material_name,
+                o.item_code,
+                o.due_date,
+                if o.due_date_provisional {
+                    " (provisional)"
+                } else {
+                    ""
+                }
             ),
         );
     }
@@ -193,6 +240,19 @@ pub fn accept(plan: &Plan, case_number: &str, trace_id: &str) -> Accepted {
         receipt,
         events,
     }
+}
+
+/// What the receipt tells the applicant when a date on it is provisional (in Chinese, as the
+/// receipt is handed to the applicant).
+pub fn provisional_notice(years: &BTreeSet<i32>) -> String {
+    let years = years
+        .iter()
+        .map(|y| format!("{y}年"))
+        .collect::<Vec<_>>()
+        .join("、");
+    format!(
+        "本凭证所列期限涉及{years}，该年度国务院办公厅部分节假日安排尚未载入本系统，暂按周一至周五为工作日计算；待该年度节假日安排载入后予以确认，期限如有变动将另行告知。"
+    )
 }
 
 /// The one-time deficiency notice; personal values in the normalisation records are masked

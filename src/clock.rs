@@ -12,15 +12,16 @@
 //! Time comes from [`Clocks::now`], the system clock in production; a test may run the whole
 //! gateway on a clock of its own.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, Utc};
 use tracing::{debug, info, warn};
 
+use crate::calendar::LiveCalendar;
 use crate::proto::v1::{Case, CaseEvent, Task};
-use crate::sla::{Calendar, Limit, Pause};
+use crate::sla::{Limit, Pause, years_list};
 use crate::store::{CaseChange, ClockRow, Store, StoreError};
 
 /// Where the legal clock's time comes from.
@@ -34,7 +35,7 @@ pub fn system_now() -> Now {
 /// The calendar, the hall's zone, the warning share and the time source.
 #[derive(Clone)]
 pub struct Clocks {
-    calendar: Arc<Calendar>,
+    calendar: LiveCalendar,
     zone: FixedOffset,
     warn_share: f64,
     now: Now,
@@ -42,7 +43,7 @@ pub struct Clocks {
 
 impl Clocks {
     pub fn new(
-        calendar: Arc<Calendar>,
+        calendar: impl Into<LiveCalendar>,
         zone: FixedOffset,
         warn_share: f64,
         now: Now,
@@ -53,7 +54,7 @@ impl Clocks {
             ));
         }
         Ok(Clocks {
-            calendar,
+            calendar: calendar.into(),
             zone,
             warn_share,
             now,
@@ -63,6 +64,16 @@ impl Clocks {
     /// The legal clock's present.
     pub fn now(&self) -> DateTime<Utc> {
         (self.now)()
+    }
+
+    /// The calendar in use (reloaded at run time, [`crate::calendar`]).
+    pub fn calendar(&self) -> &LiveCalendar {
+        &self.calendar
+    }
+
+    /// The hall's time zone.
+    pub fn zone(&self) -> FixedOffset {
+        self.zone
     }
 
     /// The time source, for the parts that stamp the clock's facts (relay, results).
@@ -88,7 +99,9 @@ impl Clocks {
     ) -> Option<(Vec<CaseEvent>, ClockRow)> {
         let at = timestamp(now);
         let zone = self.zone;
-        let hall = self.calendar.in_zone(zone);
+        // One calendar for the whole refresh, even if it is reloaded meanwhile.
+        let calendar = self.calendar.current();
+        let hall = calendar.in_zone(zone);
         let index = case.tasks.iter().position(|t| t.task_id == task_id)?;
         let mut row = ClockRow {
             task_id: task_id.to_string(),
@@ -136,21 +149,32 @@ impl Clocks {
             .collect();
         let promised = Limit::working_days(task.promised_working_days.max(0) as u32);
         let legal = Limit::working_days(task.legal_working_days.max(0) as u32);
-        let derived = hall
-            .deadline_with_pauses(started, promised, &pauses)
-            .and_then(|p| Ok((p, hall.deadline_with_pauses(started, legal, &pauses)?)))
-            .and_then(|(p, l)| {
-                Ok((
-                    p,
-                    l,
-                    hall.share_reached_at(started, promised, &pauses, self.warn_share)?,
-                ))
-            });
-        let (promised_due, legal_due, warn_at) = match derived {
+        // Counted on the calendar; a year without its notice is counted Monday–Friday and named
+        // (the deadlines are then provisional, see `crate::sla::Calendar::reckon`).
+        let derived = calendar.reckon(|c| {
+            let hall = c.in_zone(zone);
+            let p = hall.deadline_with_pauses(started, promised, &pauses)?;
+            let l = hall.deadline_with_pauses(started, legal, &pauses)?;
+            let w = hall.share_reached_at(started, promised, &pauses, self.warn_share)?;
+            let paused: Vec<u32> = pauses
+                .iter()
+                .map(|pause| hall.paused_working_days(&[*pause]))
+                .collect::<Result<_, _>>()?;
+            Ok((p, l, w, paused))
+        });
+        let promised_assumes = calendar
+            .reckon(|c| {
+                c.in_zone(zone)
+                    .deadline_with_pauses(started, promised, &pauses)
+            })
+            .map(|r| r.assumed)
+            .unwrap_or_default();
+        let derived = derived.map(|r| (r.value, r.assumed));
+        let ((promised_due, legal_due, warn_at, paused_days), assumed) = match derived {
             Ok(d) => d,
             Err(e) => {
-                // A year without calendar data: said once per hour in the log, never guessed;
-                // what was derived before stays.
+                // Years beyond what may be assumed (a limit of years): said once per hour in
+                // the log; what was derived before stays.
                 warn!(task = %task_id, error = %e, "cannot derive the task's deadlines");
                 row.next_check_ms = Some((now + chrono::Duration::hours(1)).timestamp_millis());
                 row.due_ms = task
@@ -165,15 +189,33 @@ impl Clocks {
             }
         };
         let task: &mut Task = &mut case.tasks[index];
+        let was: BTreeSet<i32> = task.provisional_years.iter().copied().collect();
+        if is_behind(task, &assumed, &was) {
+            // Another replica counted this task on a year this one has not loaded yet: its
+            // calendar is behind. Keep what is recorded; look again once this one has reloaded.
+            debug!(task = %task_id, assumed = %years_list(&assumed), "calendar behind the record; leaving the task's deadlines");
+            row.next_check_ms = Some((now + chrono::Duration::minutes(1)).timestamp_millis());
+            row.due_ms = task
+                .promised_due_at
+                .as_ref()
+                .map(|t| self.instant(t).timestamp_millis());
+            row.decided_ms = task
+                .decided_at
+                .as_ref()
+                .map(|t| self.instant(t).timestamp_millis());
+            row.provisional = !was.is_empty();
+            return Some((events, row));
+        }
         if paused && task.decided_at.is_none() && task.promised_due_at.is_some() {
             // Standing still: the deadlines are final only when it resumes (its row is marked
             // then), no alert comes meanwhile, and the wait on the applicant does not count
             // against the department (no deadline on the row).
+            row.provisional = !was.is_empty();
             return Some((events, row));
         }
-        for (p, pause) in task.pauses.iter_mut().zip(&pauses) {
+        for (p, days) in task.pauses.iter_mut().zip(&paused_days) {
             if p.to.is_some() {
-                p.working_days = hall.paused_working_days(&[*pause]).unwrap_or(0) as i32;
+                p.working_days = *days as i32;
             }
         }
         let promised_day = hall.last_day(promised_due);
@@ -182,36 +224,73 @@ impl Clocks {
             .promised_due_at
             .as_ref()
             .map(|t| hall.last_day(self.instant(t)));
+        let (old_promised, old_legal) = (
+            std::mem::take(&mut task.promised_deadline),
+            std::mem::take(&mut task.legal_deadline),
+        );
         task.promised_due_at = Some(timestamp(promised_due.with_timezone(&Utc)));
         task.legal_due_at = Some(timestamp(legal_due.with_timezone(&Utc)));
         task.promised_deadline = promised_day.to_string();
         task.legal_deadline = legal_day.to_string();
+        task.provisional_years = assumed.iter().copied().collect();
+        task.promised_deadline_provisional = !promised_assumes.is_empty();
         let name = format!("{} ({})", task.item_code, task.department);
+        let provisional_note = if assumed.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (provisional: {} counted Monday–Friday until its holiday notice is loaded)",
+                years_list(&assumed)
+            )
+        };
+        // Fewer years assumed than before: a notice was loaded. Said once, whichever replica
+        // gets here first (the case is locked), with what it confirmed or moved.
+        let confirmed: BTreeSet<i32> = was.difference(&assumed).copied().collect();
+        if !confirmed.is_empty() {
+            let change = |old: &str, new: &str| {
+                if old == new {
+                    format!("{new} confirmed")
+                } else {
+                    format!("{old} → {new}")
+                }
+            };
+            push(
+                "deadline-confirmed",
+                format!(
+                    "{name}: the {} calendar is loaded; promised deadline {}, legal deadline {}{provisional_note}",
+                    years_list(&confirmed),
+                    change(&old_promised, &task.promised_deadline),
+                    change(&old_legal, &task.legal_deadline),
+                ),
+            );
+        }
         match before {
             None => push(
                 "task-clock-started",
                 format!(
-                    "{name}: promised by {promised_day}, legal limit {legal_day} ({} working days promised)",
+                    "{name}: promised by {promised_day}, legal limit {legal_day} ({} working days promised){provisional_note}",
                     promised.amount
                 ),
             ),
-            // Only a pause moves a deadline.
-            Some(old) if old != promised_day => {
-                let moved = self
-                    .calendar
-                    .working_days_between(old.min(promised_day), old.max(promised_day))
-                    .unwrap_or(0);
+            // Apart from a calendar being loaded, only a pause moves a deadline.
+            Some(old) if old != promised_day && confirmed.is_empty() => {
+                let moved = calendar
+                    .reckon(|c| {
+                        c.working_days_between(old.min(promised_day), old.max(promised_day))
+                    })
+                    .map_or(0, |r| r.value);
                 let paused_days: i32 = task.pauses.iter().map(|p| p.working_days).sum();
                 push(
                     "task-deadline-moved",
                     format!(
-                        "{name}: promised deadline moved by {moved} working days to {promised_day} (paused {paused_days} working days in all)"
+                        "{name}: promised deadline moved by {moved} working days to {promised_day} (paused {paused_days} working days in all){provisional_note}"
                     ),
                 );
             }
             Some(_) => {}
         }
         row.due_ms = Some(promised_due.timestamp_millis());
+        row.provisional = !assumed.is_empty();
 
         if let Some(decided) = task.decided_at.as_ref().map(|t| self.instant(t)) {
             row.decided_ms = Some(decided.timestamp_millis());
@@ -219,7 +298,9 @@ impl Clocks {
                 .decision_recorded_at
                 .as_ref()
                 .map_or(decided, |t| self.instant(t));
-            if let Ok(window_due) = hall.deadline(decided, Limit::working_days(1))
+            if let Ok(window_due) = calendar
+                .reckon(|c| c.in_zone(zone).deadline(decided, Limit::working_days(1)))
+                .map(|r| r.value)
                 && recorded >= window_due
                 && !task.decision_late_to_window
             {
@@ -265,8 +346,28 @@ impl Clocks {
         } else {
             None
         };
+        if row.provisional {
+            // Looked at hourly while provisional, so a notice loaded while a reload's mark was
+            // missed (a store error, a replica down) is still confirmed within the hour.
+            let hourly = (now + chrono::Duration::hours(1)).timestamp_millis();
+            row.next_check_ms = Some(row.next_check_ms.map_or(hourly, |t| t.min(hourly)));
+        }
         Some((events, row))
     }
+}
+
+/// Whether the calendar in use is behind the one the task's deadlines were counted on: it
+/// assumes a year the record did not, within the reach of the record's deadlines (so the record
+/// was counted with that year's notice loaded). A year assumed beyond the record's reach is new
+/// (a pause carried the deadline further), not a calendar behind.
+fn is_behind(task: &Task, assumed: &BTreeSet<i32>, was: &BTreeSet<i32>) -> bool {
+    let Ok(legal) = task.legal_deadline.parse::<chrono::NaiveDate>() else {
+        return false;
+    };
+    use chrono::Datelike;
+    // From December 25 a date needs the next year's notice too (`crate::sla`).
+    let reach = legal.year() + i32::from((legal.month(), legal.day()) >= (12, 25));
+    assumed.iter().any(|y| !was.contains(y) && *y <= reach)
 }
 
 fn timestamp(t: DateTime<Utc>) -> pbjson_types::Timestamp {
@@ -305,8 +406,12 @@ pub async fn sweep(store: &Store, clocks: &Clocks) -> Result<usize, StoreError> 
                         }),
                     }
                 }
-                // The case is promised by its last task.
+                // The case is promised by its last task, provisionally when that task's is.
                 if let Some(last) = case.tasks.iter().map(|t| t.promised_deadline.clone()).max() {
+                    case.promised_deadline_provisional = case
+                        .tasks
+                        .iter()
+                        .any(|t| t.promised_deadline == last && t.promised_deadline_provisional);
                     case.promised_deadline = last;
                 }
                 let n = change.events.len();
@@ -345,7 +450,7 @@ mod tests {
 
     fn clocks() -> Clocks {
         let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let calendar = Arc::new(Calendar::load(&root.join("config/calendar")).unwrap());
+        let calendar = Arc::new(crate::sla::Calendar::load(&root.join("config/calendar")).unwrap());
         let zone = FixedOffset::east_opt(8 * 3600).unwrap();
         Clocks::new(calendar, zone, 0.8, system_now()).unwrap()
     }

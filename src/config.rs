@@ -147,6 +147,9 @@ pub struct GatewayConfig {
     /// The working-day calendar directory, one file per year.
     #[serde(default = "default_calendar_dir")]
     pub calendar_dir: PathBuf,
+    /// Reloading the calendar at run time, and the warning about next year's file.
+    #[serde(default)]
+    pub calendar: CalendarConfig,
     /// The hall's clock and intake rules.
     #[serde(default)]
     pub intake: IntakeConfig,
@@ -208,6 +211,54 @@ pub struct MetricsConfig {
     /// Address to listen on; absent: no metrics endpoint.
     #[serde(default)]
     pub listen: Option<SocketAddr>,
+}
+
+/// The working-day calendar at run time (docs/calendar.md): how often its directory is looked at
+/// for a new or changed year file, and from when a missing next-year file is reported.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalendarConfig {
+    /// Seconds between looks at the calendar directory (default 30); 0: reload on `SIGHUP` only.
+    #[serde(default = "default_calendar_check_secs")]
+    pub check_secs: u64,
+    /// From this day of each year (`MM-DD`, default `11-01`), a missing file for next year is
+    /// reported: the `yichuang_calendar_next_year_missing` metric and `AdminService.Status`.
+    #[serde(default = "default_calendar_warn_from")]
+    pub warn_from: String,
+}
+
+fn default_calendar_check_secs() -> u64 {
+    30
+}
+
+fn default_calendar_warn_from() -> String {
+    "11-01".into()
+}
+
+impl Default for CalendarConfig {
+    fn default() -> Self {
+        CalendarConfig {
+            check_secs: default_calendar_check_secs(),
+            warn_from: default_calendar_warn_from(),
+        }
+    }
+}
+
+impl CalendarConfig {
+    /// `warn_from` as (month, day).
+    pub fn warn_from_day(&self) -> Result<(u32, u32), String> {
+        let parsed = self.warn_from.split_once('-').and_then(|(m, d)| {
+            let (m, d) = (m.parse::<u32>().ok()?, d.parse::<u32>().ok()?);
+            // Any year with a 29 February will do to check the day exists.
+            chrono::NaiveDate::from_ymd_opt(2024, m, d).map(|_| (m, d))
+        });
+        parsed.ok_or_else(|| {
+            format!(
+                "[calendar] warn_from = {:?}: write a day of the year as MM-DD, e.g. \"11-01\"",
+                self.warn_from
+            )
+        })
+    }
 }
 
 /// The SLA sweeper: when the yellow warning comes and how often tasks are looked at.
@@ -507,6 +558,7 @@ impl Default for GatewayConfig {
             store: StoreConfig::default(),
             catalog_dir: default_catalog_dir(),
             calendar_dir: default_calendar_dir(),
+            calendar: CalendarConfig::default(),
             intake: IntakeConfig::default(),
             log: LogConfig::default(),
             bus: BusConfig::default(),

@@ -7,6 +7,8 @@
 //! - [`config`]: gateway settings and the file:line helpers every loader shares.
 //! - [`catalog`]: the acceptance list (受理清单) and its consistency rules.
 //! - [`sla`]: the working-day calendar and deadline arithmetic.
+//! - [`calendar`]: the calendar in use, reloaded at run time, and the next-year warning.
+//! - [`holidays`]: year files made from the holiday-cn JSON (`yichuang calendar import`).
 //! - [`intake`]: normalisation, validation with one-time notice, planning of tasks.
 //! - [`case`]: case numbers and the case, receipt and notice built from an intake plan.
 //! - [`outbox`]: the relay that publishes committed tasks with publisher confirms.
@@ -22,11 +24,13 @@
 
 pub mod api;
 pub mod bus;
+pub mod calendar;
 pub mod case;
 pub mod catalog;
 pub mod clock;
 pub mod config;
 pub mod feed;
+pub mod holidays;
 pub mod intake;
 pub mod lifecycle;
 pub mod logfile;

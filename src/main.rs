@@ -179,6 +179,24 @@ enum CalendarCommand {
     },
     /// Whether DATE is a working day.
     IsWorkday { date: chrono::NaiveDate },
+    /// Checks one year file (e.g. a new config/calendar/2027.toml) as the gateway would load it,
+    /// against the other years of the calendar directory, without starting anything. Prints
+    /// every problem with its file and line; exit code 1 when there is one.
+    Check { file: PathBuf },
+    /// Turns a holiday-cn year file (JSON: {"year", "papers", "days": [{"name", "date",
+    /// "isOffDay"}]}) into the project's TOML, with the notice cited; prints it (or writes
+    /// --out). Check it against the notice, then drop it into the calendar directory: the
+    /// gateway loads it without a restart.
+    Import {
+        file: PathBuf,
+        /// The notice's title with its document number (default: the usual title,
+        /// 国务院办公厅关于YYYY年部分节假日安排的通知).
+        #[arg(long)]
+        notice: Option<String>,
+        /// Write the TOML here instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// The working days after FROM up to and including TO (the inverse of `add`).
     Between {
         from: chrono::NaiveDate,
@@ -385,6 +403,31 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 ))
             }
         },
+        Command::Calendar {
+            dir,
+            command: CalendarCommand::Check { file },
+        } => calendar_check(&dir, &file),
+        Command::Calendar {
+            command: CalendarCommand::Import { file, notice, out },
+            ..
+        } => {
+            let json = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            let toml = yichuang::holidays::from_holiday_cn(&json, &file, notice.as_deref())
+                .map_err(|e| Failure(1, anyhow::anyhow!("{e}")))?;
+            match out {
+                Some(out) => {
+                    std::fs::write(&out, toml)
+                        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
+                    eprintln!(
+                        "wrote {}: check it against the notice, then put it in the calendar directory",
+                        out.display()
+                    );
+                }
+                None => print!("{toml}"),
+            }
+            Ok(0)
+        }
         Command::Calendar { dir, command } => {
             let calendar = Calendar::load(&dir).map_err(|problems| {
                 anyhow::anyhow!(
@@ -443,6 +486,9 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                         }
                     );
                     return Ok(if workday { 0 } else { 3 });
+                }
+                CalendarCommand::Check { .. } | CalendarCommand::Import { .. } => {
+                    unreachable!("answered above")
                 }
             }
             Ok(0)
@@ -676,6 +722,63 @@ fn collect_files(path: &Path, files: &mut Vec<PathBuf>) -> anyhow::Result<()> {
         collect_files(&entry, files)?;
     }
     Ok(())
+}
+
+/// `calendar check FILE`: the file as the gateway would load it, beside the directory's other
+/// years (a day two notices arrange differently is caught).
+fn calendar_check(dir: &Path, file: &Path) -> Result<u8, Failure> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Failure(1, anyhow::anyhow!("cannot read {}: {e}", file.display())))?;
+    let same = |p: &Path| match (p.canonicalize(), file.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    let mut others: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml") && !same(p))
+                .collect()
+        })
+        .unwrap_or_default();
+    others.sort();
+    let mut calendar = Calendar::default();
+    let mut problems = Vec::new();
+    for path in &others {
+        match std::fs::read_to_string(path) {
+            Ok(t) => {
+                if let Err(mut more) = calendar.add_year(path, &t) {
+                    problems.append(&mut more);
+                }
+            }
+            Err(e) => problems.push(yichuang::config::ConfigProblem {
+                file: path.display().to_string(),
+                line: 0,
+                message: format!("cannot read: {e}"),
+            }),
+        }
+    }
+    if let Err(mut more) = calendar.add_year(file, &text) {
+        problems.append(&mut more);
+    }
+    if problems.is_empty() {
+        let years: Vec<String> = calendar.years().map(|y| y.to_string()).collect();
+        println!(
+            "{}: OK (checked beside {}: {})",
+            file.display(),
+            dir.display(),
+            years.join(", ")
+        );
+        Ok(0)
+    } else {
+        for p in &problems {
+            eprintln!("{p}");
+        }
+        Err(Failure(
+            1,
+            anyhow::anyhow!("{} problem(s); the file would be refused", problems.len()),
+        ))
+    }
 }
 
 async fn serve_command(path: &Path) -> Result<u8, Failure> {

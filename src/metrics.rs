@@ -304,6 +304,22 @@ pub async fn render(store: &Store, clocks: &Clocks) -> Result<String, StoreError
         "# HELP yichuang_outbox_backlog Tasks accepted but not yet confirmed by the broker.\n# TYPE yichuang_outbox_backlog gauge\nyichuang_outbox_backlog {}",
         store.outbox_backlog().await?
     );
+    let calendar = clocks.calendar();
+    let _ = writeln!(
+        out,
+        "# HELP yichuang_calendar_next_year_missing 1 when next year's working-day calendar is not loaded and [calendar] warn_from has passed: deadlines reaching next year are being made provisional.\n# TYPE yichuang_calendar_next_year_missing gauge\nyichuang_calendar_next_year_missing {}",
+        u8::from(calendar.next_year_missing(clocks.now(), clocks.zone()))
+    );
+    let _ = writeln!(
+        out,
+        "# HELP yichuang_calendar_last_year The last year whose working-day calendar is loaded.\n# TYPE yichuang_calendar_last_year gauge\nyichuang_calendar_last_year {}",
+        calendar.current().years().last().unwrap_or(0)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP yichuang_deadlines_provisional Undecided tasks whose deadlines were counted on a year without a loaded calendar.\n# TYPE yichuang_deadlines_provisional gauge\nyichuang_deadlines_provisional {}",
+        store.provisional_open().await?
+    );
     let _ = writeln!(
         out,
         "# HELP yichuang_events_backlog Case history entries not yet confirmed on the events exchange.\n# TYPE yichuang_events_backlog gauge\nyichuang_events_backlog {}",

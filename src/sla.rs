@@ -18,7 +18,10 @@
 //!   it ends; an hour limit by the working-day time paused.
 //! - A question that reaches into a year without calendar data — or into the last week of a year
 //!   whose next year's notice is missing, since that notice may arrange those days — is an error
-//!   naming the year, never a guess.
+//!   naming the year, never a silent guess. [`Calendar::reckon`] answers it anyway, counting the
+//!   missing year Monday–Friday, and names the years it assumed: a *provisional* answer, which the
+//!   gateway marks wherever it shows and confirms once the year's notice is loaded. An applicant
+//!   is never refused for a calendar the operators have not loaded yet.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -42,11 +45,18 @@ pub enum CalendarError {
 /// 2019 notice).
 const NEXT_NOTICE_REACHES_BACK_TO: (u32, u32) = (12, 25);
 
+/// How many missing years one question may assume before it is refused: a limit that reaches
+/// further is a mistake in the acceptance list, not a deadline.
+const MAX_ASSUMED_YEARS: usize = 3;
+
 /// The working-day calendar.
 #[derive(Debug, Clone, Default)]
 pub struct Calendar {
     /// Years whose notice has been loaded.
     years: BTreeSet<i32>,
+    /// Years without a notice counted Monday–Friday (only in the copies [`Calendar::reckon`]
+    /// makes; a loaded calendar assumes nothing).
+    assumed: BTreeSet<i32>,
     /// Days that differ from the Monday–Friday rule.
     overrides: HashMap<NaiveDate, Override>,
 }
@@ -254,15 +264,58 @@ impl Calendar {
         self.years.iter().copied()
     }
 
+    /// Whether `year`'s notice is loaded.
+    pub fn has_year(&self, year: i32) -> bool {
+        self.years.contains(&year)
+    }
+
+    fn knows(&self, year: i32) -> bool {
+        self.years.contains(&year) || self.assumed.contains(&year)
+    }
+
+    /// Answers `question` on this calendar. Where it reaches a year without a notice, answers it
+    /// again with that year counted Monday–Friday (and so on for a further missing year), and
+    /// names the years it assumed: the answer is then provisional. Refused only when the question
+    /// reaches more than a few missing years.
+    pub fn reckon<T>(
+        &self,
+        question: impl Fn(&Calendar) -> Result<T, CalendarError>,
+    ) -> Result<Reckoned<T>, CalendarError> {
+        let mut missing = match question(self) {
+            Ok(value) => {
+                return Ok(Reckoned {
+                    value,
+                    assumed: BTreeSet::new(),
+                });
+            }
+            Err(CalendarError::YearMissing(year)) => year,
+        };
+        let mut assuming = self.clone();
+        loop {
+            if assuming.assumed.len() >= MAX_ASSUMED_YEARS {
+                return Err(CalendarError::YearMissing(missing));
+            }
+            assuming.assumed.insert(missing);
+            match question(&assuming) {
+                Ok(value) => {
+                    return Ok(Reckoned {
+                        value,
+                        assumed: assuming.assumed,
+                    });
+                }
+                Err(CalendarError::YearMissing(year)) => missing = year,
+            }
+        }
+    }
+
     /// Whether `date` is a working day. Needs its year's notice, and from December 25 on the
     /// next year's as well (it may arrange the day); without them the answer is
     /// [`CalendarError::YearMissing`], never a guess from the day of the week.
     pub fn is_workday(&self, date: NaiveDate) -> Result<bool, CalendarError> {
-        if !self.years.contains(&date.year()) {
+        if !self.knows(date.year()) {
             return Err(CalendarError::YearMissing(date.year()));
         }
-        if (date.month(), date.day()) >= NEXT_NOTICE_REACHES_BACK_TO
-            && !self.years.contains(&(date.year() + 1))
+        if (date.month(), date.day()) >= NEXT_NOTICE_REACHES_BACK_TO && !self.knows(date.year() + 1)
         {
             return Err(CalendarError::YearMissing(date.year() + 1));
         }
@@ -301,6 +354,30 @@ impl Calendar {
         }
         Ok(count)
     }
+}
+
+/// An answer of [`Calendar::reckon`]: final when `assumed` is empty, provisional otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reckoned<T> {
+    pub value: T,
+    /// Years without a notice that the answer counted Monday–Friday.
+    pub assumed: BTreeSet<i32>,
+}
+
+impl<T> Reckoned<T> {
+    /// Whether the answer rests on a year without its notice.
+    pub fn provisional(&self) -> bool {
+        !self.assumed.is_empty()
+    }
+}
+
+/// `2027` or `2027, 2028`: the years a provisional answer assumed.
+pub fn years_list(years: &BTreeSet<i32>) -> String {
+    years
+        .iter()
+        .map(i32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The unit of a time limit.
@@ -1123,6 +1200,39 @@ mod tests {
         assert_eq!(
             h("2019-10-03T10:00:00+08:00", 0),
             Ok(t("2019-10-03T10:00:00+08:00"))
+        );
+    }
+
+    #[test]
+    fn reckoning_across_a_missing_year_counts_it_monday_to_friday_and_names_it() {
+        let cal = shipped();
+        // 2026-12-06 (Sunday) + 20 working days: Dec 7–11, 14–18, 21–25, 28–31 (19), then
+        // Friday 2027-01-01, a working day when 2027 is counted Monday–Friday.
+        let r = cal
+            .reckon(|c| c.add_working_days(d("2026-12-06"), 20))
+            .unwrap();
+        assert_eq!(r.value, d("2027-01-01"));
+        assert_eq!(r.assumed, BTreeSet::from([2027]));
+        assert!(r.provisional());
+        // Within the loaded years nothing is assumed.
+        let r = cal
+            .reckon(|c| c.add_working_days(d("2026-12-06"), 10))
+            .unwrap();
+        assert_eq!((r.value, r.provisional()), (d("2026-12-18"), false));
+        // Two missing years, each named; the loaded calendar itself assumes nothing.
+        let r = cal
+            .reckon(|c| c.add_working_days(d("2026-12-01"), 300))
+            .unwrap();
+        assert_eq!(r.assumed, BTreeSet::from([2027, 2028]));
+        assert_eq!(
+            cal.add_working_days(d("2026-12-06"), 20),
+            Err(CalendarError::YearMissing(2027))
+        );
+        // A limit reaching years past the bound is refused, naming the year.
+        assert_eq!(
+            cal.reckon(|c| c.add_working_days(d("2026-12-01"), 2000))
+                .err(),
+            Some(CalendarError::YearMissing(2030))
         );
     }
 

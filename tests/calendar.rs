@@ -173,3 +173,93 @@ fn a_broken_calendar_file_is_reported_with_file_and_line() {
         "{err}"
     );
 }
+
+#[test]
+fn check_validates_one_year_file_beside_the_others_without_starting_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/calendar");
+    let dir_arg = dir.path().to_str().unwrap();
+    let good = dir.path().join("2027.toml");
+    std::fs::write(
+        &good,
+        "year = 2027\nnotice = \"fixture\"\nsource = \"https://example.invalid/2027\"\ndays = [\n  { date = 2027-01-01, off = true, name = \"元旦\" },\n]\n",
+    )
+    .unwrap();
+    std::fs::copy(shipped.join("2026.toml"), dir.path().join("2026.toml")).unwrap();
+    let out = calendar(&["check", good.to_str().unwrap(), "--dir", dir_arg]);
+    assert!(stdout(&out).contains("2027.toml: OK"), "{}", stdout(&out));
+
+    // A day the 2026 notice arranges the other way, and a bad date: each with its line.
+    let bad = dir.path().join("bad").join("2027.toml");
+    std::fs::create_dir(bad.parent().unwrap()).unwrap();
+    std::fs::write(
+        &bad,
+        "year = 2027\nnotice = \"fixture\"\nsource = \"s\"\ndays = [\n  { date = 2026-12-27, off = false, name = \"x\" },\n  { date = 2027-03-03, off = false, name = \"x\" },\n]\n",
+    )
+    .unwrap();
+    let with_dec_27 = {
+        let text = std::fs::read_to_string(shipped.join("2026.toml")).unwrap();
+        let end = text.rfind(']').unwrap();
+        format!(
+            "{}  {{ date = 2026-12-27, off = true, name = \"x\" }},\n{}",
+            &text[..end],
+            &text[end..]
+        )
+    };
+    std::fs::write(dir.path().join("2026.toml"), with_dec_27).unwrap();
+    let out = calendar(&["check", bad.to_str().unwrap(), "--dir", dir_arg]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "2027.toml:5: 2026-12-27 is a make-up working day here but a day off in 2026.toml"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("2027.toml:6: 2027-03-03 is a make-up working day but falls on a weekday"),
+        "{err}"
+    );
+    assert!(err.contains("would be refused"), "{err}");
+}
+
+#[test]
+fn import_turns_a_holiday_cn_file_into_a_year_file_the_gateway_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("2026.toml");
+    let out = calendar(&[
+        "import",
+        "tests/fixtures/holiday-cn-2026.json",
+        "--notice",
+        "国务院办公厅关于2026年部分节假日安排的通知（国办发明电〔2025〕7号）",
+        "--out",
+        out_file.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let made = std::fs::read_to_string(&out_file).unwrap();
+    assert!(
+        made.contains("{ date = 2026-02-28, off = false, name = \"春节\" }"),
+        "{made}"
+    );
+    // What it made answers like the shipped file.
+    let dir_arg = dir.path().to_str().unwrap();
+    for (date, answer) in [
+        ("2026-02-28", "is a working day"),
+        ("2026-10-07", "is not a working day"),
+    ] {
+        let out = calendar(&["is-workday", date, "--dir", dir_arg]);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(answer),
+            "{date}: {}",
+            stderr(&out)
+        );
+    }
+    // Not a holiday-cn file: refused, saying which file.
+    let out = calendar(&["import", "Cargo.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("Cargo.toml:1: not a holiday-cn year file"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -16,6 +16,7 @@ use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 use prost::Message;
 use sha2::{Digest, Sha256};
 
+use crate::calendar::LiveCalendar;
 use crate::catalog::{
     ApplicantKind as CatKind, BundleOrder, Catalog, FieldKind, FieldRule, Form, Item, Mode,
 };
@@ -25,7 +26,7 @@ use crate::proto::v1::{
     AcceptanceMode, ApplicantKind, Channel, Deficiency, DeficiencyCode as Code, DeliveryMethod,
     IdType, MaterialForm, Obligation, Submission,
 };
-use crate::sla::{Calendar, CalendarError};
+use crate::sla::{CalendarError, Reckoned};
 use ids::{CreditCodeError, ResidentIdError, check_credit_code, check_resident_id, is_mobile};
 use normalise::Change;
 
@@ -75,6 +76,11 @@ pub struct Plan {
     pub obligations: Vec<Obligation>,
     /// The latest promised deadline of the tasks.
     pub promised_deadline: NaiveDate,
+    /// Years without a loaded calendar that `promised_deadline` was counted on (Monday–Friday):
+    /// provisional while not empty.
+    pub promised_deadline_assumes: BTreeSet<i32>,
+    /// Years without a loaded calendar that any date of the plan was counted on.
+    pub assumed_years: BTreeSet<i32>,
     /// Implementation code of the lead (first) item: the case number's prefix.
     pub lead_implementation_code: String,
     /// What a rejected task does to the case: its bundle's policy; independent items deliver
@@ -99,13 +105,27 @@ pub struct PlannedTask {
     pub legal_working_days: u32,
     pub promised_deadline: NaiveDate,
     pub legal_deadline: NaiveDate,
+    /// Years without a loaded calendar that the promised and the legal deadline were counted on
+    /// (Monday–Friday), their prerequisites' included: provisional while not empty.
+    pub promised_assumes: BTreeSet<i32>,
+    pub legal_assumes: BTreeSet<i32>,
+}
+
+impl PlannedTask {
+    /// Every year without a loaded calendar its deadlines rest on.
+    pub fn assumed_years(&self) -> BTreeSet<i32> {
+        self.promised_assumes
+            .union(&self.legal_assumes)
+            .copied()
+            .collect()
+    }
 }
 
 /// The intake engine: the acceptance list, the calendar and the limits.
 #[derive(Debug, Clone)]
 pub struct Intake {
     catalog: Arc<Catalog>,
-    calendar: Arc<Calendar>,
+    calendar: LiveCalendar,
     config: IntakeConfig,
     offset: FixedOffset,
     /// How each item-specific field is typed, for normalisation (the catalog keeps kinds consistent).
@@ -120,9 +140,10 @@ pub fn content_hash(submission: &Submission) -> [u8; 32] {
 impl Intake {
     pub fn new(
         catalog: Arc<Catalog>,
-        calendar: Arc<Calendar>,
+        calendar: impl Into<LiveCalendar>,
         config: IntakeConfig,
     ) -> Result<Self, String> {
+        let calendar = calendar.into();
         let offset = config.offset()?;
         let mut field_kinds = BTreeMap::new();
         for item in catalog.items.values() {
@@ -279,11 +300,14 @@ impl Intake {
         required_parties(&s, &items, &mut v);
 
         let modes = self.item_modes(&s, &items, &mut v);
+        // One calendar for the whole evaluation, even if an operator reloads it meanwhile.
+        let calendar = self.calendar.current();
         let obligations_due = |it: &Item| {
-            self.calendar
-                .add_working_days(accepted_at.date_naive(), it.tolerance_working_days)
+            calendar
+                .reckon(|c| c.add_working_days(accepted_at.date_naive(), it.tolerance_working_days))
         };
         let mut obligations = Vec::new();
+        let mut obligation_years = BTreeSet::new();
         let inherited = self.check_materials(
             &s,
             &items,
@@ -296,10 +320,12 @@ impl Intake {
                     item_code: it.code.get_ref().clone(),
                     material_code: code.to_string(),
                     material_name: name.to_string(),
-                    due_date: due.to_string(),
+                    due_date: due.value.to_string(),
                     fulfilled: false,
                     fulfilled_by: String::new(),
+                    due_date_provisional: due.provisional(),
                 });
+                obligation_years.extend(due.assumed);
                 Ok(())
             },
         )?;
@@ -324,12 +350,22 @@ impl Intake {
                     .max()
                     .unwrap_or(start)
             };
-            let promised = self
-                .calendar
-                .add_working_days(after(|t| t.promised_deadline), it.promised_working_days)?;
-            let legal = self
-                .calendar
-                .add_working_days(after(|t| t.legal_deadline), it.legal_working_days)?;
+            let promised: Reckoned<NaiveDate> = calendar.reckon(|c| {
+                c.add_working_days(after(|t| t.promised_deadline), it.promised_working_days)
+            })?;
+            let legal = calendar.reckon(|c| {
+                c.add_working_days(after(|t| t.legal_deadline), it.legal_working_days)
+            })?;
+            // A deadline counted from provisional prerequisites is provisional too.
+            let inherit = |f: fn(&PlannedTask) -> &BTreeSet<i32>, own: BTreeSet<i32>| {
+                let mut years = own;
+                for &p in &depends[i] {
+                    years.extend(f(&tasks[p]).iter().copied());
+                }
+                years
+            };
+            let promised_assumes = inherit(|t| &t.promised_assumes, promised.assumed);
+            let legal_assumes = inherit(|t| &t.legal_assumes, legal.assumed);
             let dept = &catalog.departments[it.department.get_ref()];
             tasks.push(PlannedTask {
                 item_code: it.code.get_ref().clone(),
@@ -342,8 +378,10 @@ impl Intake {
                 mode: modes[i],
                 promised_working_days: it.promised_working_days,
                 legal_working_days: it.legal_working_days,
-                promised_deadline: promised,
-                legal_deadline: legal,
+                promised_deadline: promised.value,
+                legal_deadline: legal.value,
+                promised_assumes,
+                legal_assumes,
             });
         }
         let promised_deadline = tasks
@@ -351,6 +389,17 @@ impl Intake {
             .map(|t| t.promised_deadline)
             .max()
             .unwrap_or(start);
+        // The case's date is provisional when the task that sets it is (a later-year date needs
+        // that year; a date inside a loaded year may still rest on a provisional prerequisite).
+        let promised_deadline_assumes: BTreeSet<i32> = tasks
+            .iter()
+            .filter(|t| t.promised_deadline == promised_deadline)
+            .flat_map(|t| t.promised_assumes.iter().copied())
+            .collect();
+        let mut assumed_years = obligation_years;
+        for t in &tasks {
+            assumed_years.extend(t.assumed_years());
+        }
         let lead_implementation_code = tasks[0].implementation_code.clone();
         let rejection_policy = match catalog.bundles.get(&s.bundle_code).map(|b| b.on_rejection) {
             Some(crate::catalog::OnRejection::Close) => crate::proto::v1::RejectionPolicy::Close,
@@ -365,6 +414,8 @@ impl Intake {
             tasks,
             obligations,
             promised_deadline,
+            promised_deadline_assumes,
+            assumed_years,
             lead_implementation_code,
             rejection_policy,
         })))
@@ -1364,7 +1415,7 @@ mod tests {
     fn intake() -> Intake {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let catalog = Arc::new(Catalog::load(&root.join("config/catalog")).unwrap());
-        let calendar = Arc::new(Calendar::load(&root.join("config/calendar")).unwrap());
+        let calendar = Arc::new(crate::sla::Calendar::load(&root.join("config/calendar")).unwrap());
         Intake::new(catalog, calendar, IntakeConfig::default()).unwrap()
     }
 

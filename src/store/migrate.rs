@@ -27,6 +27,10 @@ pub(super) const SQLITE: &[(&str, &str)] = &[
         "0006_clock",
         include_str!("../../migrations/sqlite/0006_clock.sql"),
     ),
+    (
+        "0007_provisional",
+        include_str!("../../migrations/sqlite/0007_provisional.sql"),
+    ),
 ];
 
 /// Migrations of the PostgreSQL engine, in order.
@@ -54,6 +58,10 @@ pub(super) const POSTGRES: &[(&str, &str)] = &[
     (
         "0006_clock",
         include_str!("../../migrations/postgres/0006_clock.sql"),
+    ),
+    (
+        "0007_provisional",
+        include_str!("../../migrations/postgres/0007_provisional.sql"),
     ),
 ];
 

@@ -147,6 +147,8 @@ pub struct ClockRow {
     pub due_ms: Option<i64>,
     /// When the department decided.
     pub decided_ms: Option<i64>,
+    /// The deadlines rest on a year without a loaded calendar (see [`crate::calendar`]).
+    pub provisional: bool,
 }
 
 /// A history entry the relay must publish to the events exchange.
@@ -328,6 +330,7 @@ fn summary(case: &Case) -> CaseSummary {
         accepted_at: case.accepted_at,
         item_codes: case.tasks.iter().map(|t| t.item_code.clone()).collect(),
         promised_deadline: case.promised_deadline.clone(),
+        promised_deadline_provisional: case.promised_deadline_provisional,
     }
 }
 
@@ -609,6 +612,23 @@ impl Store {
                     .await
             }
             Store::Postgres(s) => s.on_time(department, item_code, now).await,
+        }
+    }
+
+    /// Marks every task whose deadlines are provisional for the SLA sweeper, after the calendar
+    /// was reloaded; how many.
+    pub async fn mark_provisional_clocks(&self) -> Result<u64, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.mark_provisional_clocks().await,
+            Store::Postgres(s) => s.mark_provisional_clocks().await,
+        }
+    }
+
+    /// Undecided tasks whose deadlines are provisional.
+    pub async fn provisional_open(&self) -> Result<i64, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.provisional_open().await,
+            Store::Postgres(s) => s.provisional_open().await,
         }
     }
 

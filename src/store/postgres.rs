@@ -377,8 +377,8 @@ impl PgStore {
         }
         for c in &change.clocks {
             tx.execute(
-                "UPDATE tasks SET clock_dirty = 0, next_check_ms = $1, due_ms = $2, decided_ms = $3 WHERE task_id = $4 AND case_number = $5",
-                &[&c.next_check_ms, &c.due_ms, &c.decided_ms, &c.task_id, &case_number],
+                "UPDATE tasks SET clock_dirty = 0, next_check_ms = $1, due_ms = $2, decided_ms = $3, deadline_provisional = $4 WHERE task_id = $5 AND case_number = $6",
+                &[&c.next_check_ms, &c.due_ms, &c.decided_ms, &i16::from(c.provisional), &c.task_id, &case_number],
             )
             .await?;
         }
@@ -504,6 +504,27 @@ impl PgStore {
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
             .collect())
+    }
+
+    pub(super) async fn mark_provisional_clocks(&self) -> Result<u64, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        Ok(client
+            .execute(
+                "UPDATE tasks SET clock_dirty = 1 WHERE deadline_provisional = 1",
+                &[],
+            )
+            .await?)
+    }
+
+    pub(super) async fn provisional_open(&self) -> Result<i64, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        Ok(client
+            .query_one(
+                "SELECT count(*) FROM tasks WHERE deadline_provisional = 1 AND decided_ms IS NULL",
+                &[],
+            )
+            .await?
+            .get(0))
     }
 
     pub(super) async fn outbox_backlog(&self) -> Result<i64, StoreError> {

@@ -446,8 +446,8 @@ impl SqliteStore {
             }
             for c in &change.clocks {
                 tx.execute(
-                    "UPDATE tasks SET clock_dirty = 0, next_check_ms = ?1, due_ms = ?2, decided_ms = ?3 WHERE task_id = ?4 AND case_number = ?5",
-                    params![c.next_check_ms, c.due_ms, c.decided_ms, c.task_id, case_number],
+                    "UPDATE tasks SET clock_dirty = 0, next_check_ms = ?1, due_ms = ?2, decided_ms = ?3, deadline_provisional = ?4 WHERE task_id = ?5 AND case_number = ?6",
+                    params![c.next_check_ms, c.due_ms, c.decided_ms, i32::from(c.provisional), c.task_id, case_number],
                 )?;
             }
             save_case(&tx, &case, &change.events, now_ms)?;
@@ -561,6 +561,27 @@ impl SqliteStore {
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
                 .collect::<Result<_, _>>()?;
             Ok(rows)
+        })
+        .await
+    }
+
+    pub(super) async fn mark_provisional_clocks(&self) -> Result<u64, StoreError> {
+        self.write(|conn| {
+            Ok(conn.execute(
+                "UPDATE tasks SET clock_dirty = 1 WHERE deadline_provisional = 1",
+                [],
+            )? as u64)
+        })
+        .await
+    }
+
+    pub(super) async fn provisional_open(&self) -> Result<i64, StoreError> {
+        self.read(|conn| {
+            Ok(conn.query_row(
+                "SELECT count(*) FROM tasks WHERE deadline_provisional = 1 AND decided_ms IS NULL",
+                [],
+                |r| r.get(0),
+            )?)
         })
         .await
     }

@@ -125,12 +125,25 @@ impl TestGateway {
     }
 
     pub async fn start_with(config: GatewayConfig, dir: tempfile::TempDir) -> TestGateway {
+        Self::start_with_clock(config, dir, yichuang::clock::system_now()).await
+    }
+
+    /// [`TestGateway::start_with`] with the whole gateway on the clock `now`.
+    pub async fn start_with_clock(
+        config: GatewayConfig,
+        dir: tempfile::TempDir,
+        now: yichuang::clock::Now,
+    ) -> TestGateway {
         logs();
         let schema = match &config.store {
             StoreConfig::Postgres { schema, .. } => Some(schema.clone()),
             StoreConfig::Sqlite { .. } => None,
         };
-        let gateway = Arc::new(Gateway::from_config(&config).await.expect("gateway starts"));
+        let gateway = Arc::new(
+            Gateway::with_clock(&config, now)
+                .await
+                .expect("gateway starts"),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
