@@ -190,17 +190,24 @@ for d in json.load(sys.stdin)["notice"]["deficiencies"]: print("     ", d["path"
   esac
 done
 
-bold "== and a stream of eight more 开餐馆 cases from other applicants"
+bold "== and a stream of eight more 开餐馆 cases from other applicants, dated today"
+echo "   (late in the year, before next year's holiday notice is loaded, a deadline that reaches next"
+echo "    year is counted Monday–Friday and marked provisional: the case is accepted all the same)"
 "$python" - "$work" <<'PY'
 import json, sys
 base = json.load(open("examples/cases/kai-canguan.json"))
 for i in range(8):
     s = dict(base)
-    s["submissionId"] = f"640100-DT01-W03-20191021-{100 + i:04d}"
+    s["submissionId"] = f"640100-DT01-W03-today-{100 + i:04d}"
+    s.pop("submittedAt", None)  # accepted now, by the gateway's clock
     json.dump(s, open(f"{sys.argv[1]}/stream-{i}.json", "w"), ensure_ascii=False)
 PY
 for i in $(seq 0 7); do
-  "$bin/yichuang" case submit --server "$server" --file "$work/stream-$i.json" >/dev/null && echo "-> stream case $i accepted"
+  out=$("$bin/yichuang" case submit --server "$server" --file "$work/stream-$i.json")
+  echo "$out" | "$python" -c 'import json,sys
+r = json.load(sys.stdin)["receipt"]
+note = " (provisional: " + r["deadlineNotice"] + ")" if r.get("deadlineProvisional") else ""
+print("-> stream case '"$i"' accepted as", r["caseNumber"] + ", promised by", r["promisedDeadline"] + note)'
   sleep 0.3
 done
 
