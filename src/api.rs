@@ -231,18 +231,14 @@ pub async fn serve(
             every,
         ))
     });
-    // The calendar may have gained a year since these deadlines were counted (a file added while
-    // the gateway was down): count the provisional ones again, then follow the directory.
-    let calendar_watch = {
-        let (calendar, store) = (gateway.clocks.calendar().clone(), gateway.store.clone());
-        let every = gateway.calendar_check;
-        tokio::spawn(async move {
-            if let Err(e) = store.mark_provisional_clocks().await {
-                warn!(error = %e, "cannot mark the tasks with provisional deadlines at start");
-            }
-            crate::calendar::watch(calendar, store, every).await
-        })
-    };
+    // The calendar may have changed since these deadlines were counted (a file added while the
+    // gateway was down): count the open tasks again, then follow the directory.
+    let calendar_watch = tokio::spawn(crate::calendar::watch(
+        gateway.clocks.calendar().clone(),
+        gateway.store.clone(),
+        gateway.calendar_check,
+        true,
+    ));
     let (store_for_release, instance) = (gateway.store.clone(), gateway.instance.clone());
     let push = gateway.platform.clone().map(|config| {
         tokio::spawn(crate::feed::run(

@@ -155,8 +155,29 @@ impl LiveCalendar {
         if !force && seen == self.read().fingerprint {
             return Ok(Reloaded::Unchanged);
         }
+        // Read and checked before the lock is taken: intake and the sweeper go on meanwhile.
+        let loaded = Calendar::load(dir).and_then(|calendar| {
+            // A year once loaded is never dropped at run time: deadlines were confirmed on it.
+            let dropped: Vec<ConfigProblem> = self
+                .current()
+                .years()
+                .filter(|y| !calendar.has_year(*y))
+                .map(|y| ConfigProblem {
+                    file: dir.join(format!("{y}.toml")).display().to_string(),
+                    line: 0,
+                    message: format!(
+                        "{y} is loaded but its file is gone: a reload never drops a year (deadlines were counted on it); put the file back"
+                    ),
+                })
+                .collect();
+            if dropped.is_empty() {
+                Ok(calendar)
+            } else {
+                Err(dropped)
+            }
+        });
         let mut state = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        match Calendar::load(dir) {
+        match loaded {
             Ok(calendar) => {
                 let years: Vec<i32> = calendar.years().collect();
                 state.calendar = Arc::new(calendar);
@@ -193,16 +214,28 @@ fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
     seen
 }
 
-/// Whether next year's notice is missing on `today` (a date in the hall) once `warn_from`
-/// (month, day) has come: deadlines that reach next year are then being made provisional.
-pub fn next_year_missing(calendar: &Calendar, today: NaiveDate, warn_from: (u32, u32)) -> bool {
-    (today.month(), today.day()) >= warn_from && !calendar.has_year(today.year() + 1)
+/// The year whose notice is missing and needed: this year's (every deadline is then
+/// provisional), or next year's once `warn_from` (month, day) has come (deadlines that reach it
+/// are).
+fn missing_year(calendar: &Calendar, today: NaiveDate, warn_from: (u32, u32)) -> Option<i32> {
+    if !calendar.has_year(today.year()) {
+        Some(today.year())
+    } else if (today.month(), today.day()) >= warn_from && !calendar.has_year(today.year() + 1) {
+        Some(today.year() + 1)
+    } else {
+        None
+    }
 }
 
-/// The operator's warning when next year's notice is missing, or `None`.
+/// Whether a needed notice is missing on `today` (a date in the hall): this year's, or next
+/// year's once `warn_from` (month, day) has come.
+pub fn next_year_missing(calendar: &Calendar, today: NaiveDate, warn_from: (u32, u32)) -> bool {
+    missing_year(calendar, today, warn_from).is_some()
+}
+
+/// The operator's warning when a needed notice is missing, or `None`.
 pub fn warning(calendar: &Calendar, today: NaiveDate, warn_from: (u32, u32)) -> Option<String> {
-    next_year_missing(calendar, today, warn_from).then(|| {
-        let next = today.year() + 1;
+    missing_year(calendar, today, warn_from).map(|next| {
         format!(
             "no working-day calendar for {next}: deadlines reaching {next} are counted Monday–Friday and marked provisional; add config/calendar/{next}.toml from the State Council's holiday notice (`yichuang calendar import` / `calendar check`), and it is loaded without a restart"
         )
@@ -210,10 +243,20 @@ pub fn warning(calendar: &Calendar, today: NaiveDate, warn_from: (u32, u32)) -> 
 }
 
 /// Reloads `calendar` every `every` (when set) and on `SIGHUP`, until the process ends. After a
-/// reload that loaded, marks every task with provisional deadlines for the SLA sweeper.
-pub async fn watch(calendar: LiveCalendar, store: Store, every: Option<Duration>) {
+/// reload that loaded, marks every open task for the SLA sweeper. With `mark_first`, marks them
+/// once at start too (a file added while the gateway was down).
+pub async fn watch(
+    calendar: LiveCalendar,
+    store: Store,
+    every: Option<Duration>,
+    mark_first: bool,
+) {
+    // Installed first: a SIGHUP must never meet the default action (ending the process).
     #[cfg(unix)]
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    if mark_first && let Err(e) = store.mark_open_clocks().await {
+        warn!(error = %e, "cannot mark the open tasks at start; the sweeper's hourly look will count provisional ones again");
+    }
     info!(
         every_secs = every.map(|e| e.as_secs()),
         "calendar watch running (SIGHUP reloads at once)"
@@ -251,13 +294,12 @@ pub async fn reload_and_mark(calendar: &LiveCalendar, store: &Store, force: bool
         Ok(Reloaded::Unchanged) => {}
         Ok(Reloaded::Loaded { years }) => {
             info!(?years, "working-day calendar reloaded");
-            match store.mark_provisional_clocks().await {
-                Ok(n) => info!(
-                    tasks = n,
-                    "tasks with provisional deadlines marked to be counted again"
-                ),
+            // Every open task, not only the provisional ones: a file edited in place (an
+            // amendment notice) moves confirmed deadlines too.
+            match store.mark_open_clocks().await {
+                Ok(n) => info!(tasks = n, "open tasks marked to be counted again"),
                 Err(e) => {
-                    warn!(error = %e, "cannot mark the tasks with provisional deadlines; the sweeper's hourly look will count them again")
+                    warn!(error = %e, "cannot mark the open tasks; the sweeper's hourly look will count the provisional ones again")
                 }
             }
         }
@@ -326,6 +368,10 @@ mod tests {
         assert!(next_year_missing(&calendar, d("2026-11-01"), (11, 1)));
         assert!(next_year_missing(&calendar, d("2026-12-06"), (11, 1)));
         assert!(!next_year_missing(&calendar, d("2025-12-06"), (11, 1)));
+        // From New Year on, a year with no file at all is missing whatever the day.
+        assert!(next_year_missing(&calendar, d("2027-01-04"), (11, 1)));
+        let w = warning(&calendar, d("2027-01-04"), (11, 1)).unwrap();
+        assert!(w.contains("config/calendar/2027.toml"), "{w}");
         let w = warning(&calendar, d("2026-12-06"), (11, 1)).unwrap();
         assert!(w.contains("config/calendar/2027.toml"), "{w}");
     }

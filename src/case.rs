@@ -106,14 +106,16 @@ pub fn accept(plan: &Plan, case_number: &str, trace_id: &str) -> Accepted {
         rejection_policy: plan.rejection_policy as i32,
         promised_deadline_provisional: !plan.promised_deadline_assumes.is_empty(),
     };
+    // The years the dates on the receipt rest on: promised deadlines and due dates (the legal
+    // deadlines are not on it).
     let receipt_years: BTreeSet<i32> = plan
         .tasks
         .iter()
         .flat_map(|t| t.promised_assumes.iter().copied())
         .chain(plan.promised_deadline_assumes.iter().copied())
+        .chain(plan.obligation_assumes.iter().copied())
         .collect();
-    let obligations_provisional = plan.obligations.iter().any(|o| o.due_date_provisional);
-    let deadline_provisional = !receipt_years.is_empty() || obligations_provisional;
+    let deadline_provisional = !receipt_years.is_empty();
     let receipt = Receipt {
         case_number: case_number.to_string(),
         submission_id: s.submission_id.clone(),
@@ -147,7 +149,7 @@ pub fn accept(plan: &Plan, case_number: &str, trace_id: &str) -> Accepted {
         delivery_method: s.delivery.as_ref().map_or(0, |d| d.method),
         deadline_provisional,
         deadline_notice: if deadline_provisional {
-            provisional_notice(&plan.assumed_years)
+            provisional_notice(&receipt_years)
         } else {
             String::new()
         },

@@ -156,12 +156,18 @@ impl Clocks {
             let p = hall.deadline_with_pauses(started, promised, &pauses)?;
             let l = hall.deadline_with_pauses(started, legal, &pauses)?;
             let w = hall.share_reached_at(started, promised, &pauses, self.warn_share)?;
-            let paused: Vec<u32> = pauses
-                .iter()
-                .map(|pause| hall.paused_working_days(&[*pause]))
-                .collect::<Result<_, _>>()?;
-            Ok((p, l, w, paused))
+            Ok((p, l, w))
         });
+        // Each pause's working days, for the record; a pause reaching a missing year does not
+        // make the deadlines provisional by itself (one after the deadline does not move it).
+        let paused_days: Vec<u32> = pauses
+            .iter()
+            .map(|pause| {
+                calendar
+                    .reckon(|c| c.in_zone(zone).paused_working_days(&[*pause]))
+                    .map_or(0, |r| r.value)
+            })
+            .collect();
         let promised_assumes = calendar
             .reckon(|c| {
                 c.in_zone(zone)
@@ -170,7 +176,7 @@ impl Clocks {
             .map(|r| r.assumed)
             .unwrap_or_default();
         let derived = derived.map(|r| (r.value, r.assumed));
-        let ((promised_due, legal_due, warn_at, paused_days), assumed) = match derived {
+        let ((promised_due, legal_due, warn_at), assumed) = match derived {
             Ok(d) => d,
             Err(e) => {
                 // Years beyond what may be assumed (a limit of years): said once per hour in
@@ -193,7 +199,7 @@ impl Clocks {
         if is_behind(task, &assumed, &was) {
             // Another replica counted this task on a year this one has not loaded yet: its
             // calendar is behind. Keep what is recorded; look again once this one has reloaded.
-            debug!(task = %task_id, assumed = %years_list(&assumed), "calendar behind the record; leaving the task's deadlines");
+            warn!(task = %task_id, assumed = %years_list(&assumed), "this gateway's calendar is behind the task's record (a year file missing here); leaving the task's deadlines");
             row.next_check_ms = Some((now + chrono::Duration::minutes(1)).timestamp_millis());
             row.due_ms = task
                 .promised_due_at
@@ -243,9 +249,15 @@ impl Clocks {
                 years_list(&assumed)
             )
         };
-        // Fewer years assumed than before: a notice was loaded. Said once, whichever replica
-        // gets here first (the case is locked), with what it confirmed or moved.
-        let confirmed: BTreeSet<i32> = was.difference(&assumed).copied().collect();
+        // Fewer years assumed than before, and their notices loaded now: confirmed. Said once,
+        // whichever replica gets here first (the case is locked), with what it confirmed or
+        // moved. (A released task that no longer reaches a year its estimate did confirms
+        // nothing: that year is still not loaded.)
+        let confirmed: BTreeSet<i32> = was
+            .difference(&assumed)
+            .copied()
+            .filter(|y| calendar.has_year(*y))
+            .collect();
         if !confirmed.is_empty() {
             let change = |old: &str, new: &str| {
                 if old == new {

@@ -275,8 +275,9 @@ impl Calendar {
 
     /// Answers `question` on this calendar. Where it reaches a year without a notice, answers it
     /// again with that year counted Monday–Friday (and so on for a further missing year), and
-    /// names the years it assumed: the answer is then provisional. Refused only when the question
-    /// reaches more than a few missing years.
+    /// names the years it assumed: the answer is then provisional. Only years after the last
+    /// loaded one are assumed (those whose notice is not out yet); refused when the question
+    /// reaches a year before it, or more than a few missing years.
     pub fn reckon<T>(
         &self,
         question: impl Fn(&Calendar) -> Result<T, CalendarError>,
@@ -292,7 +293,10 @@ impl Calendar {
         };
         let mut assuming = self.clone();
         loop {
-            if assuming.assumed.len() >= MAX_ASSUMED_YEARS {
+            // Only years after the last notice loaded are the ones not published yet; a year
+            // before it (a gap, or a window clock set years back) is an error, not a guess.
+            let after_last = self.years.last().is_some_and(|last| missing > *last);
+            if !after_last || assuming.assumed.len() >= MAX_ASSUMED_YEARS {
                 return Err(CalendarError::YearMissing(missing));
             }
             assuming.assumed.insert(missing);
@@ -1227,6 +1231,11 @@ mod tests {
         assert_eq!(
             cal.add_working_days(d("2026-12-06"), 20),
             Err(CalendarError::YearMissing(2027))
+        );
+        // A year before the last loaded one is a gap or a clock set back, not a notice to come.
+        assert_eq!(
+            cal.reckon(|c| c.add_working_days(d("2018-12-03"), 5)).err(),
+            Some(CalendarError::YearMissing(2018))
         );
         // A limit reaching years past the bound is refused, naming the year.
         assert_eq!(

@@ -81,6 +81,8 @@ pub struct Plan {
     pub promised_deadline_assumes: BTreeSet<i32>,
     /// Years without a loaded calendar that any date of the plan was counted on.
     pub assumed_years: BTreeSet<i32>,
+    /// Of those, the years the obligations' due dates were counted on.
+    pub obligation_assumes: BTreeSet<i32>,
     /// Implementation code of the lead (first) item: the case number's prefix.
     pub lead_implementation_code: String,
     /// What a rejected task does to the case: its bundle's policy; independent items deliver
@@ -396,7 +398,7 @@ impl Intake {
             .filter(|t| t.promised_deadline == promised_deadline)
             .flat_map(|t| t.promised_assumes.iter().copied())
             .collect();
-        let mut assumed_years = obligation_years;
+        let mut assumed_years = obligation_years.clone();
         for t in &tasks {
             assumed_years.extend(t.assumed_years());
         }
@@ -416,6 +418,7 @@ impl Intake {
             promised_deadline,
             promised_deadline_assumes,
             assumed_years,
+            obligation_assumes: obligation_years,
             lead_implementation_code,
             rejection_policy,
         })))

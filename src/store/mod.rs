@@ -615,12 +615,12 @@ impl Store {
         }
     }
 
-    /// Marks every task whose deadlines are provisional for the SLA sweeper, after the calendar
-    /// was reloaded; how many.
-    pub async fn mark_provisional_clocks(&self) -> Result<u64, StoreError> {
+    /// Marks every open task (undecided, or with provisional deadlines) for the SLA sweeper,
+    /// after the calendar was reloaded; how many.
+    pub async fn mark_open_clocks(&self) -> Result<u64, StoreError> {
         match self {
-            Store::Sqlite(s) => s.mark_provisional_clocks().await,
-            Store::Postgres(s) => s.mark_provisional_clocks().await,
+            Store::Sqlite(s) => s.mark_open_clocks().await,
+            Store::Postgres(s) => s.mark_open_clocks().await,
         }
     }
 

@@ -565,10 +565,10 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn mark_provisional_clocks(&self) -> Result<u64, StoreError> {
+    pub(super) async fn mark_open_clocks(&self) -> Result<u64, StoreError> {
         self.write(|conn| {
             Ok(conn.execute(
-                "UPDATE tasks SET clock_dirty = 1 WHERE deadline_provisional = 1",
+                "UPDATE tasks SET clock_dirty = 1 WHERE clock_dirty = 0 AND (decided_ms IS NULL OR deadline_provisional = 1)",
                 [],
             )? as u64)
         })
