@@ -88,6 +88,11 @@ if [ "$want_mq" = 1 ]; then
   wait_for 120 "RabbitMQ" sudo_ rabbitmq-diagnostics -q ping
   sudo_ rabbitmqctl -q await_startup --timeout 120 >/dev/null
   wait_for 60 "RabbitMQ's AMQP listener on port 5672" sudo_ rabbitmq-diagnostics -q check_port_listener 5672
+  # The management API (port 15672): the gateway and `yichuang bus declare` apply the policies
+  # that make dead-lettering at-least-once through it (docs/bus.md). The plugin ships with the
+  # server package; enabling it is idempotent.
+  sudo_ rabbitmq-plugins -q enable rabbitmq_management >/dev/null
+  wait_for 60 "RabbitMQ's management listener on port 15672" sudo_ rabbitmq-diagnostics -q check_port_listener 15672
   set_env YICHUANG_TEST_AMQP_URL "amqp://guest:guest@127.0.0.1:5672/%2f"
   echo "services: RabbitMQ $(sudo_ rabbitmq-diagnostics -q server_version 2>/dev/null || echo up)"
   # tests/results.rs and tests/broker_outage.rs run rabbitmqctl themselves, without sudo; Debian's

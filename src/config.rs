@@ -335,6 +335,19 @@ pub struct BusConfig {
     /// is that user. Departments not listed are not checked.
     #[serde(default)]
     pub department_users: std::collections::BTreeMap<String, String>,
+    /// RabbitMQ's management API, where the policies that make dead-lettering at-least-once are
+    /// applied (docs/bus.md): empty: `http://<host of url>:15672` with the user of `url`;
+    /// `"off"`: not applied here (an operator applies them).
+    #[serde(default)]
+    pub management_url: String,
+    /// Deliveries of one result before the broker dead-letters it to `<prefix>.dead.results`
+    /// (a result the gateway cannot apply must not block the consumer).
+    #[serde(default = "default_results_delivery_limit")]
+    pub results_delivery_limit: u32,
+}
+
+fn default_results_delivery_limit() -> u32 {
+    10
 }
 
 fn default_true() -> bool {
@@ -367,6 +380,8 @@ impl Default for BusConfig {
             timeout_secs: default_bus_timeout(),
             relay: true,
             department_users: Default::default(),
+            management_url: String::new(),
+            results_delivery_limit: default_results_delivery_limit(),
         }
     }
 }

@@ -558,6 +558,16 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 topology.queues.len(),
                 topology.bindings.len()
             );
+            if yichuang::bus::policy::apply(&config.bus).await? {
+                println!(
+                    "{} policies applied: dead-lettering at least once (docs/bus.md)",
+                    yichuang::bus::policy::policies(&config.bus).len()
+                );
+            } else {
+                println!(
+                    "policies not applied ([bus] management_url = \"off\"): apply those of docs/bus.md"
+                );
+            }
             let _ = connection.close(200, "done".into()).await;
             Ok(0)
         }
@@ -729,9 +739,11 @@ fn collect_files(path: &Path, files: &mut Vec<PathBuf>) -> anyhow::Result<()> {
 fn calendar_check(dir: &Path, file: &Path) -> Result<u8, Failure> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| Failure(1, anyhow::anyhow!("cannot read {}: {e}", file.display())))?;
-    let same = |p: &Path| match (p.canonicalize(), file.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
+    // The directory's file of the same name is the one being replaced (a corrected file checked
+    // from elsewhere), so it is left out too.
+    let same = |p: &Path| {
+        p.file_name() == file.file_name()
+            || matches!((p.canonicalize(), file.canonicalize()), (Ok(a), Ok(b)) if a == b)
     };
     let mut others: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|entries| {

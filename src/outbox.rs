@@ -243,6 +243,15 @@ async fn open(
         .declare(&tasks, timeout)
         .await
         .map_err(|e| e.to_string())?;
+    // At-least-once dead-lettering: without it a broker restart drops the tasks waiting in the
+    // delay queues. The relay goes on without it (publishing is not affected), loudly.
+    match bus::policy::apply(config).await {
+        Ok(true) => debug!("bus policies applied"),
+        Ok(false) => {}
+        Err(e) => {
+            warn!(error = %e, "bus policies not applied: dead-lettering stays at-most-once until they are")
+        }
+    }
     Ok((connection, tasks, events))
 }
 

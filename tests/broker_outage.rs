@@ -219,3 +219,102 @@ async fn a_memory_alarm_holds_tasks_in_the_store_until_it_lifts() {
     broker.remove().await;
     gw.stop().await;
 }
+
+/// Tasks parked in a delay queue (waiting for a retry or their next poll) whose TTL runs out
+/// while the broker is stopped reach their department's queue once it is back: the topology's
+/// policies make quorum dead-lettering at-least-once (at-most-once, RabbitMQ's default, drops
+/// every one of them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_parked_in_delay_queues_survive_a_broker_restart() {
+    let _turn = BROKER.lock().await;
+    let bus = yichuang::config::BusConfig {
+        url: amqp_url(),
+        prefix: format!("t{}", uuid::Uuid::new_v4().simple()),
+        retry_delays_secs: vec![3],
+        timeout_secs: 10,
+        ..Default::default()
+    };
+    let broker = Broker::open(&bus).await;
+    assert!(
+        yichuang::bus::policy::apply(&bus)
+            .await
+            .expect("policies applied"),
+        "applied, not turned off"
+    );
+    // RabbitMQ applies a policy to its queues asynchronously.
+    let delay_queue = broker.names.retry_queue("scjg", 3);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let effective = yichuang::bus::policy::effective(&bus, &delay_queue)
+            .await
+            .expect("management API");
+        if effective
+            .as_ref()
+            .and_then(|d| d.get("dead-letter-strategy"))
+            .is_some_and(|v| v == "at-least-once")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "policy not effective: {effective:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    broker
+        .channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    const PARKED: usize = 40;
+    for i in 0..PARKED {
+        broker
+            .channel
+            .basic_publish(
+                broker.names.retry_exchange().as_str().into(),
+                broker.names.retry_key("scjg", 3).as_str().into(),
+                lapin::options::BasicPublishOptions::default(),
+                format!("task {i}").as_bytes(),
+                lapin::BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_message_id(format!("parked-{i}").into()),
+            )
+            .await
+            .unwrap()
+            .await
+            .expect("confirmed");
+    }
+    let _ = broker.connection.close(200, "restarting".into()).await;
+
+    // The broker is down while every TTL runs out: this is the fault, not a wait for a result.
+    let restore = Restore(&["start_app"]);
+    rabbitmqctl(&["stop_app"]).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    rabbitmqctl(&["start_app"]).await;
+    std::mem::forget(restore);
+    wait_for_broker().await;
+
+    let broker = Broker::open(&bus).await;
+    let mut seen = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.len() < PARKED && Instant::now() < deadline {
+        if let Some(m) = broker.next("scjg", Duration::from_secs(1)).await {
+            seen.insert(
+                m.delivery
+                    .properties
+                    .message_id()
+                    .as_ref()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        PARKED,
+        "every parked task reached its queue after the restart"
+    );
+    yichuang::bus::policy::remove(&bus).await.unwrap();
+    broker.remove().await;
+}

@@ -174,7 +174,7 @@ impl Department {
             .instrument(span.clone())
             .await
         {
-            Ok(r) => r,
+            Ok(r) => r.map_err(Failure::clamped),
             Err(_) => Err(Failure::transient(format!(
                 "{what}: no answer within {timeout:?}"
             ))),
@@ -876,9 +876,17 @@ impl Worker {
                 retry_after,
             } => {
                 if attempt >= dept.config.retry.max_attempts {
-                    return Next::Dead(format!(
-                        "gave up after {attempt} attempts; last failure: {reason}"
-                    ));
+                    let reason =
+                        format!("gave up after {attempt} attempts; last failure: {reason}");
+                    // The window is told (a FAILED result), then the message is kept in the dead
+                    // queue, where it can be inspected and replayed.
+                    return match self
+                        .publish_failed(&task.message, delivery, reason.clone())
+                        .await
+                    {
+                        Ok(()) => Next::Dead(reason),
+                        Err(e) => self.retry_publish(e),
+                    };
                 }
                 let delay = backoff(&dept.config, attempt).max(retry_after.unwrap_or_default());
                 Next::Retry {
@@ -893,6 +901,19 @@ impl Worker {
     /// Publishes a `FAILED` result the window can act on.
     async fn failed(&self, message: &TaskMessage, delivery: &Delivery, reason: String) -> Next {
         warn!(department = %self.department.code(), reason = %yichuang::privacy::mask_free_text(&reason), "department system refused the task");
+        match self.publish_failed(message, delivery, reason).await {
+            Ok(()) => Next::Done,
+            Err(e) => self.retry_publish(e),
+        }
+    }
+
+    /// The `FAILED` result of a task, published.
+    async fn publish_failed(
+        &self,
+        message: &TaskMessage,
+        delivery: &Delivery,
+        reason: String,
+    ) -> Result<(), String> {
         let task = Task {
             message: message.clone(),
             fields: Default::default(),
@@ -900,14 +921,9 @@ impl Worker {
         let mut r = self.result(&task, ResultKind::Failed, "");
         r.reasons = vec![reason];
         r.at = Some(now());
-        match self
-            .publisher
+        self.publisher
             .result(r, header(delivery, "traceparent"))
             .await
-        {
-            Ok(()) => Next::Done,
-            Err(e) => self.retry_publish(e),
-        }
     }
 
     fn result(&self, task: &Task, kind: ResultKind, department_case_number: &str) -> ResultMessage {

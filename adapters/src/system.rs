@@ -130,7 +130,25 @@ pub enum Failure {
     Permanent { reason: String },
 }
 
+/// The longest `Retry-After` a legacy system is believed: a larger one (a bug, or a date in the
+/// far future) is clamped to this, and the department is asked again then.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
 impl Failure {
+    /// The same failure with a `Retry-After` no longer than [`MAX_RETRY_AFTER`].
+    pub fn clamped(self) -> Failure {
+        match self {
+            Failure::Transient {
+                reason,
+                retry_after,
+            } => Failure::Transient {
+                reason,
+                retry_after: retry_after.map(|d| d.min(MAX_RETRY_AFTER)),
+            },
+            permanent => permanent,
+        }
+    }
+
     pub fn transient(reason: impl Into<String>) -> Failure {
         Failure::Transient {
             reason: reason.into(),
@@ -229,10 +247,34 @@ impl Gate {
 
     /// Holds every request back for `d` (the system said `Retry-After`).
     pub fn pause(&self, d: Duration) {
-        let t = Instant::now() + d;
+        // Never past the clamp, whatever the caller passed: `Instant + Duration` panics on overflow.
+        let now = Instant::now();
+        let t = now
+            .checked_add(d.min(MAX_RETRY_AFTER))
+            .unwrap_or(now + MAX_RETRY_AFTER);
         let mut p = self.0.paused_until.lock().expect("pause lock");
         if p.is_none_or(|old| old < t) {
             *p = Some(t);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_huge_retry_after_is_clamped_and_pausing_for_it_does_not_overflow() {
+        let f = Failure::Transient {
+            reason: "429".into(),
+            retry_after: Some(Duration::from_secs(1_000_000_000_000)),
+        }
+        .clamped();
+        assert!(
+            matches!(f, Failure::Transient { retry_after: Some(d), .. } if d == MAX_RETRY_AFTER)
+        );
+        let gate = Gate::new(1);
+        gate.pause(Duration::MAX);
+        gate.pause(Duration::from_secs(1_000_000_000_000));
     }
 }

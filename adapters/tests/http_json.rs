@@ -319,3 +319,84 @@ async fn a_supplement_is_handed_to_the_case_once_and_its_round_ends_approved() {
     adapter.task.abort();
     harness.remove().await;
 }
+
+/// A system that fails every time: after `max_attempts` the window is told (a `FAILED` result
+/// naming the attempts and the last failure), and the task is kept in the dead queue to replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_out_of_attempts_is_published_as_failed_and_dead_lettered() {
+    let bus = bus();
+    let harness = Harness::open(&bus, &["scjg"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_sim, endpoint) = sim(
+        Behaviour {
+            department: "scjg".into(),
+            server_error: 1.0,
+            ..Behaviour::default()
+        },
+        None,
+    )
+    .await;
+    let mut c = config(&endpoint, &dir);
+    c.retry.max_attempts = 2;
+    let adapter = Adapter::start(&bus, vec![c]).await;
+    let message = task("scjg", "SP-JY", 1);
+    let id = message.task.as_ref().unwrap().task_id.clone();
+    harness.publish(&message).await;
+
+    let results = harness
+        .results_for(std::slice::from_ref(&id), Duration::from_secs(40))
+        .await;
+    let failed = results[&id].iter().find(|g| g.is_final()).unwrap();
+    assert_eq!(failed.kind(), ResultKind::Failed);
+    assert!(
+        failed.result.reasons[0].contains("gave up after 2 attempts"),
+        "{:?}",
+        failed.result.reasons
+    );
+    let (headers, _) = harness
+        .dead_letter("scjg", Duration::from_secs(20))
+        .await
+        .expect("the task in the dead queue");
+    assert!(
+        headers[yichuang_adapters::runtime::REASON_HEADER].contains("gave up after 2 attempts"),
+        "{headers:?}"
+    );
+    adapter.task.abort();
+    harness.remove().await;
+}
+
+/// A `Retry-After` of 10^12 seconds (past what `Instant` can add) is clamped: the adapter keeps
+/// running and the task waits to be tried again, neither lost nor dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_of_ten_to_the_twelve_seconds_is_clamped() {
+    let bus = bus();
+    let harness = Harness::open(&bus, &["scjg"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, endpoint) = sim(
+        Behaviour {
+            department: "scjg".into(),
+            too_many: 1.0,
+            retry_after_secs: 1_000_000_000_000,
+            ..Behaviour::default()
+        },
+        None,
+    )
+    .await;
+    let adapter = Adapter::start(&bus, vec![config(&endpoint, &dir)]).await;
+    let message = task("scjg", "SP-JY", 1);
+    harness.publish(&message).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while sim.sim.stats().requests == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the system was never called"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Given time to handle the answer: the delivery task did not panic, nothing dead-lettered.
+    let quiet = harness.dead_letter("scjg", Duration::from_secs(3)).await;
+    assert!(quiet.is_none(), "not dead-lettered: {quiet:?}");
+    assert!(!adapter.task.is_finished(), "the adapter is still running");
+    adapter.task.abort();
+    harness.remove().await;
+}

@@ -12,6 +12,8 @@ use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use crate::catalog::Catalog;
 use crate::config::BusConfig;
 
+pub mod policy;
+
 /// Why the bus could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {

@@ -1,0 +1,268 @@
+//! The RabbitMQ policies of the topology: what makes every hop the broker owns at-least-once.
+//!
+//! Quorum queues dead-letter *at most once* unless their `dead-letter-strategy` is
+//! `at-least-once` (which needs `overflow = reject-publish`): a task waiting in a delay queue
+//! whose TTL runs out while the broker restarts is otherwise dropped. These are set by policy, not
+//! by queue arguments, so queues already declared change in place (a queue's arguments cannot
+//! change without deleting it). Policies are applied over the management HTTP API
+//! (`PUT /api/policies/<vhost>/<name>`), idempotently, by `yichuang bus declare` and by the
+//! gateway's relay when it connects. docs/bus.md lists every hop with its guarantee.
+
+use std::time::Duration;
+
+use lapin::uri::AMQPUri;
+
+use crate::config::BusConfig;
+
+/// A policy to apply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub name: String,
+    /// Regular expression on queue names.
+    pub pattern: String,
+    /// The highest-priority matching policy is the one applied to a queue.
+    pub priority: i64,
+    /// `(key, value)` of the definition.
+    pub definition: Vec<(&'static str, serde_json::Value)>,
+}
+
+/// The policies of a prefix: every queue that dead-letters (task, delay and results queues)
+/// dead-letters at least once; the results queue also gets its delivery limit, so a result the
+/// gateway cannot apply ends in `<prefix>.dead.results` instead of blocking the consumer.
+pub fn policies(config: &BusConfig) -> Vec<Policy> {
+    let prefix = regex_escape(&config.prefix);
+    let at_least_once = || {
+        vec![
+            ("dead-letter-strategy", serde_json::json!("at-least-once")),
+            ("overflow", serde_json::json!("reject-publish")),
+        ]
+    };
+    let mut results = at_least_once();
+    results.push((
+        "delivery-limit",
+        serde_json::json!(config.results_delivery_limit),
+    ));
+    vec![
+        Policy {
+            name: format!("{}.at-least-once", config.prefix),
+            pattern: format!(r"^{prefix}\.(tasks|retry)\."),
+            priority: 10,
+            definition: at_least_once(),
+        },
+        Policy {
+            name: format!("{}.results", config.prefix),
+            pattern: format!(r"^{prefix}\.results\.gateway$"),
+            priority: 10,
+            definition: results,
+        },
+    ]
+}
+
+fn regex_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Why the policies could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("[bus] url cannot be read for the management API: {0}")]
+    Url(String),
+    #[error(
+        "cannot apply policy {name} at {url}: {message} (enable the rabbitmq_management plugin, give the user the `policymaker` tag, or set [bus] management_url = \"off\" and apply the policies of docs/bus.md yourself)"
+    )]
+    Apply {
+        name: String,
+        url: String,
+        message: String,
+    },
+}
+
+/// The management API's base URL, vhost and credentials: `[bus] management_url` when set, else
+/// `http://<AMQP host>:15672` with the AMQP user.
+fn endpoint(config: &BusConfig) -> Result<(String, String, String, String), PolicyError> {
+    let uri: AMQPUri = config.url.parse().map_err(PolicyError::Url)?;
+    let base = if config.management_url.is_empty() {
+        format!("http://{}:15672", uri.authority.host)
+    } else {
+        config.management_url.trim_end_matches('/').to_string()
+    };
+    Ok((
+        base,
+        uri.vhost,
+        uri.authority.userinfo.username,
+        uri.authority.userinfo.password,
+    ))
+}
+
+/// Applies [`policies`] (idempotent: a policy is replaced by the same one). `Ok(false)`: turned
+/// off (`[bus] management_url = "off"`): the operator applies them.
+pub async fn apply(config: &BusConfig) -> Result<bool, PolicyError> {
+    if config.management_url == "off" {
+        return Ok(false);
+    }
+    let (base, vhost, user, password) = endpoint(config)?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(config.timeout_secs))
+        .build()
+        .map_err(|e| PolicyError::Url(e.to_string()))?;
+    for p in policies(config) {
+        let url = format!("{base}/api/policies/{}/{}", encode(&vhost), encode(&p.name));
+        let definition: serde_json::Map<String, serde_json::Value> = p
+            .definition
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        let body = serde_json::json!({
+            "pattern": p.pattern,
+            "definition": definition,
+            "priority": p.priority,
+            "apply-to": "queues",
+        });
+        let failed = |message: String| PolicyError::Apply {
+            name: p.name.clone(),
+            url: base.clone(),
+            message,
+        };
+        let answer = client
+            .put(&url)
+            .basic_auth(&user, Some(&password))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let status = answer.status();
+        if !status.is_success() {
+            let text = answer.text().await.unwrap_or_default();
+            return Err(failed(format!(
+                "HTTP {status}: {}",
+                text.chars().take(200).collect::<String>()
+            )));
+        }
+    }
+    Ok(true)
+}
+
+/// Removes [`policies`] (uninstalling, or a test cleaning up after itself).
+pub async fn remove(config: &BusConfig) -> Result<(), PolicyError> {
+    let (base, vhost, user, password) = endpoint(config)?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(config.timeout_secs))
+        .build()
+        .map_err(|e| PolicyError::Url(e.to_string()))?;
+    for p in policies(config) {
+        let url = format!("{base}/api/policies/{}/{}", encode(&vhost), encode(&p.name));
+        client
+            .delete(&url)
+            .basic_auth(&user, Some(&password))
+            .send()
+            .await
+            .map_err(|e| PolicyError::Apply {
+                name: p.name.clone(),
+                url: base.clone(),
+                message: e.to_string(),
+            })?;
+    }
+    Ok(())
+}
+
+/// The policy definition RabbitMQ applies to `queue` now (`effective_policy_definition`), as
+/// JSON; `None` when the queue is not known to the management API yet.
+pub async fn effective(
+    config: &BusConfig,
+    queue: &str,
+) -> Result<Option<serde_json::Value>, PolicyError> {
+    let (base, vhost, user, password) = endpoint(config)?;
+    let url = format!("{base}/api/queues/{}/{}", encode(&vhost), encode(queue));
+    let failed = |message: String| PolicyError::Apply {
+        name: queue.to_string(),
+        url: base.clone(),
+        message,
+    };
+    let answer = reqwest::Client::new()
+        .get(&url)
+        .basic_auth(&user, Some(&password))
+        .timeout(Duration::from_secs(config.timeout_secs))
+        .send()
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    if !answer.status().is_success() {
+        return Ok(None);
+    }
+    let text = answer.text().await.map_err(|e| failed(e.to_string()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| failed(e.to_string()))?;
+    Ok(value.get("effective_policy_definition").cloned())
+}
+
+/// A path segment, percent-encoded (the default vhost `/` is `%2F`).
+fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_dead_lettering_queue_is_covered_and_dead_queues_are_not() {
+        let config = BusConfig {
+            prefix: "t1.x".into(),
+            ..BusConfig::default()
+        };
+        let catalog = crate::catalog::Catalog::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/catalog"),
+        )
+        .unwrap();
+        let topology = crate::bus::Topology::for_catalog(&catalog, &config);
+        let policies = policies(&config);
+        // A naive matcher for the two shapes used: ^prefix\.(a|b)\. and ^prefix\.name$.
+        let matches = |p: &Policy, name: &str| {
+            let pat = p.pattern.replace(r"\.", ".");
+            let pat = pat.trim_start_matches('^');
+            if let Some(exact) = pat.strip_suffix('$') {
+                return name == exact;
+            }
+            let (head, rest) = pat.split_once('(').unwrap();
+            let (alts, tail) = rest.split_once(')').unwrap();
+            alts.split('|')
+                .any(|a| name.starts_with(&format!("{head}{a}{tail}")))
+        };
+        for q in &topology.queues {
+            let dead_letters = q
+                .arguments
+                .iter()
+                .any(|(k, _)| *k == "x-dead-letter-exchange");
+            let covered: Vec<&Policy> = policies.iter().filter(|p| matches(p, &q.name)).collect();
+            assert_eq!(
+                covered.len(),
+                usize::from(dead_letters),
+                "{}: {covered:?}",
+                q.name
+            );
+            if let Some(p) = covered.first() {
+                assert!(
+                    p.definition
+                        .contains(&("dead-letter-strategy", serde_json::json!("at-least-once")))
+                );
+            }
+        }
+        assert_eq!(policies[0].pattern, r"^t1\.x\.(tasks|retry)\.");
+        assert_eq!(encode("/"), "%2F");
+    }
+}
