@@ -53,6 +53,8 @@ pub struct Gateway {
     pub sweep_every: Option<std::time::Duration>,
     /// How often the calendar directory is looked at (`None`: on `SIGHUP` only).
     pub calendar_check: Option<std::time::Duration>,
+    /// Stalled tasks: looked for when the relay runs here and `check_secs` is not 0.
+    pub stall: crate::config::StallConfig,
     /// The bound `/metrics` listener, taken by [`serve`]; its address.
     metrics: std::sync::Mutex<Option<TcpListener>>,
     pub metrics_addr: Option<std::net::SocketAddr>,
@@ -140,6 +142,7 @@ impl Gateway {
             clocks,
             sweep_every: (config.sla.sweep_secs > 0)
                 .then(|| std::time::Duration::from_secs(config.sla.sweep_secs)),
+            stall: config.stall.clone(),
             calendar_check: (config.calendar.check_secs > 0)
                 .then(|| std::time::Duration::from_secs(config.calendar.check_secs)),
             metrics: std::sync::Mutex::new(metrics),
@@ -204,7 +207,15 @@ pub async fn serve(
             gateway.relay_status.clone(),
             gateway.clocks.now_source(),
         ));
-        (relay, results)
+        let stall = (gateway.stall.check_secs > 0).then(|| {
+            tokio::spawn(crate::stall::run(
+                gateway.store.clone(),
+                gateway.stall.clone(),
+                gateway.wake.clone(),
+                gateway.clocks.now_source(),
+            ))
+        });
+        (relay, results, stall)
     });
     let metrics = gateway
         .metrics
@@ -288,6 +299,9 @@ pub async fn serve(
     if let Some(relay) = relay {
         relay.0.abort();
         relay.1.abort();
+        if let Some(stall) = relay.2 {
+            stall.abort();
+        }
     }
     result
 }

@@ -165,6 +165,9 @@ pub struct GatewayConfig {
     /// The legal clock's supervision.
     #[serde(default)]
     pub sla: SlaConfig,
+    /// Stalled tasks: how long a department's adapter may be silent about a task.
+    #[serde(default)]
+    pub stall: StallConfig,
     /// The Prometheus endpoint.
     #[serde(default)]
     pub metrics: MetricsConfig,
@@ -258,6 +261,57 @@ impl CalendarConfig {
                 self.warn_from
             )
         })
+    }
+}
+
+/// Stalled tasks (docs/bus.md): a task in a department's hands that the gateway hears nothing of
+/// (no result, no `ALIVE` heartbeat) for longer than this is published again.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StallConfig {
+    /// Seconds of silence allowed (default 1800). Keep it well above the department's longest
+    /// retry delay and its polling interval × `polling.alive_every`.
+    #[serde(default = "default_stall_after")]
+    pub after_secs: u64,
+    /// Seconds between looks (default 30); 0: this replica does not look (another one does).
+    #[serde(default = "default_stall_check")]
+    pub check_secs: u64,
+    /// After this many repairs of one task, a `task-stalled` entry in its case's history.
+    #[serde(default = "default_stall_alert")]
+    pub alert_after: u32,
+    /// Per department, seconds of silence allowed instead of `after_secs`.
+    #[serde(default)]
+    pub departments: std::collections::BTreeMap<String, u64>,
+}
+
+fn default_stall_after() -> u64 {
+    1800
+}
+fn default_stall_check() -> u64 {
+    30
+}
+fn default_stall_alert() -> u32 {
+    3
+}
+
+impl Default for StallConfig {
+    fn default() -> Self {
+        StallConfig {
+            after_secs: default_stall_after(),
+            check_secs: default_stall_check(),
+            alert_after: default_stall_alert(),
+            departments: Default::default(),
+        }
+    }
+}
+
+impl StallConfig {
+    /// Seconds of silence allowed for `department`.
+    pub fn allowance(&self, department: &str) -> u64 {
+        self.departments
+            .get(department)
+            .copied()
+            .unwrap_or(self.after_secs)
     }
 }
 
@@ -574,6 +628,7 @@ impl Default for GatewayConfig {
             catalog_dir: default_catalog_dir(),
             calendar_dir: default_calendar_dir(),
             calendar: CalendarConfig::default(),
+            stall: StallConfig::default(),
             intake: IntakeConfig::default(),
             log: LogConfig::default(),
             bus: BusConfig::default(),

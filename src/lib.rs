@@ -12,6 +12,7 @@
 //! - [`intake`]: normalisation, validation with one-time notice, planning of tasks.
 //! - [`case`]: case numbers and the case, receipt and notice built from an intake plan.
 //! - [`outbox`]: the relay that publishes committed tasks with publisher confirms.
+//! - [`stall`]: tasks the gateway hears nothing of, found and published again.
 //! - [`store`]: durable cases, event history and idempotency records (SQLite or PostgreSQL).
 //! - [`api`]: the tonic `CaseService`, health and reflection; `serve(listener, shutdown)`.
 //! - [`bus`]: the RabbitMQ topology (exchanges, per-department quorum queues, delay and dead
@@ -40,6 +41,7 @@ pub mod outbox;
 pub mod privacy;
 pub mod results;
 pub mod sla;
+pub mod stall;
 pub mod store;
 pub mod telemetry;
 pub mod trace;

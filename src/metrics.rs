@@ -65,6 +65,12 @@ pub struct ItemLabels {
     pub item: String,
 }
 
+/// A department.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DepartmentLabels {
+    pub department: String,
+}
+
 /// A result from a department, by kind.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -87,6 +93,7 @@ pub struct Meters {
     pub items_accepted: Family<ItemLabels, Counter>,
     pub tasks_dispatched: Family<ItemLabels, Counter>,
     pub results_received: Family<ResultLabels, Counter>,
+    pub tasks_repaired: Family<DepartmentLabels, Counter>,
 }
 
 /// The process's meters (one registry per process, as Prometheus clients keep).
@@ -101,6 +108,12 @@ pub fn meters() -> &'static Meters {
         let items_accepted = Family::<ItemLabels, Counter>::default();
         let tasks_dispatched = Family::<ItemLabels, Counter>::default();
         let results_received = Family::<ResultLabels, Counter>::default();
+        let tasks_repaired = Family::<DepartmentLabels, Counter>::default();
+        registry.register(
+            "tasks_repaired",
+            "Stalled tasks published again: nothing was heard of them for longer than their department allows ([stall]).",
+            tasks_repaired.clone(),
+        );
         registry.register(
             "grpc_requests",
             "gRPC calls handled, by service, method and status code.",
@@ -145,6 +158,7 @@ pub fn meters() -> &'static Meters {
             items_accepted,
             tasks_dispatched,
             results_received,
+            tasks_repaired,
         }
     });
     &METERS

@@ -127,6 +127,14 @@ fn properties(item: &OutboxItem, span: &tracing::Span) -> BasicProperties {
     headers.insert(ShortString::from("department"), text(&item.department));
     // Our own attempt counter (x-death is not relied on); the relay's publish is attempt 1.
     headers.insert(ShortString::from("attempt"), AMQPValue::LongInt(1));
+    // A stalled task published again: the adapter handles it even if it remembers the task
+    // (it looks the task up before submitting, so the department sees it once).
+    if item.repair > 0 {
+        headers.insert(
+            ShortString::from(crate::stall::REPAIR_HEADER),
+            AMQPValue::LongLongInt(item.repair),
+        );
+    }
     headers.insert(
         ShortString::from("traceparent"),
         text(&crate::trace::header_for(span, &item.case.trace_id)),
@@ -308,8 +316,8 @@ enum Kind {
 
 /// Identifies a published row so it can be marked after its confirm.
 enum Key {
-    /// Task id, department and item code.
-    Task(String, String, String),
+    /// Task id, department, item code, and which republish of a stalled task (0: none).
+    Task(String, String, String, i64),
     Event(String, i64),
 }
 
@@ -431,7 +439,7 @@ impl Lane {
                             routing_key: item.department.clone(),
                             body: message.encode_to_vec(),
                             properties: properties(&item, &span),
-                            key: Key::Task(item.task_id, item.department, item_code),
+                            key: Key::Task(item.task_id, item.department, item_code, item.repair),
                             span,
                         })
                     })
@@ -497,6 +505,7 @@ async fn confirm_and_mark(
     confirms: Vec<(Key, lapin::PublisherConfirm)>,
 ) -> Result<usize, String> {
     let mut tasks = Vec::new();
+    let mut repaired = Vec::new();
     let mut events = Vec::new();
     for (key, confirm) in confirms {
         let confirmation = broker
@@ -504,7 +513,8 @@ async fn confirm_and_mark(
             .await?
             .map_err(|e| e.to_string())?;
         match (key, confirmation.is_ack()) {
-            (Key::Task(id, department, item), true) => {
+            (Key::Task(id, _, _, repair), true) if repair > 0 => repaired.push(id),
+            (Key::Task(id, department, item, _), true) => {
                 crate::metrics::meters()
                     .tasks_dispatched
                     .get_or_create(&crate::metrics::ItemLabels { department, item })
@@ -520,7 +530,12 @@ async fn confirm_and_mark(
             }
         }
     }
-    let n = tasks.len() + events.len();
+    let n = tasks.len() + repaired.len() + events.len();
+    for id in repaired {
+        if let Err(e) = crate::stall::republished(&store, &id, (broker.now)()).await {
+            warn!(task = %id, error = %e, "outbox relay cannot record a republished task; it is published again after its lease");
+        }
+    }
     if !tasks.is_empty()
         && let Err(e) = store.mark_dispatched_at(tasks, (broker.now)()).await
     {

@@ -109,6 +109,8 @@ pub fn update(r: ResultMessage) -> Option<TaskUpdate> {
             materials: r.materials,
         },
         ResultKind::Failed => TaskUpdate::Refused { reasons: r.reasons },
+        // A heartbeat changes no state (`record` takes it before this).
+        ResultKind::Alive => return None,
     })
 }
 
@@ -241,6 +243,23 @@ async fn record(
     let round = r.round;
     let decided_at = r.at;
     let kind = ResultKind::try_from(r.kind).unwrap_or(ResultKind::Unspecified);
+    // Anything from the task's adapter, a duplicate or a heartbeat included, says it is alive.
+    let heard = now().timestamp_millis();
+    if kind == ResultKind::Alive {
+        loop {
+            match store.touch_progress(&task_id, heard).await {
+                Ok(()) => break,
+                Err(e) => {
+                    warn!(task = %task_id, error = %e, "cannot record a heartbeat; trying again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+        if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+            warn!(error = %e, "ack failed; the heartbeat is delivered again");
+        }
+        return;
+    }
     let Some(update) = update(r) else {
         warn!(task = %task_id, "result of no known kind; dead-lettered");
         let _ = delivery
@@ -264,6 +283,7 @@ async fn record(
             .await
         {
             Ok(Some(applied)) => {
+                let _ = store.touch_progress(&task_id, heard).await;
                 debug!(task = %task_id, kind = ?kind, status = ?applied.status, "result recorded");
                 if !applied.released.is_empty() {
                     wake.notify_one();
@@ -271,6 +291,7 @@ async fn record(
                 break;
             }
             Ok(None) => {
+                let _ = store.touch_progress(&task_id, heard).await;
                 debug!(task = %task_id, kind = ?kind, "result changes nothing (duplicate, stale or unknown task)");
                 break;
             }

@@ -257,6 +257,11 @@ pub struct Polling {
     /// Polls before the task is dead-lettered as undecided.
     #[serde(default = "default_max_polls")]
     pub max_polls: u32,
+    /// Every this many polls without news, the gateway is told the task is still followed (an
+    /// `ALIVE` result), so its stall detector leaves it alone (docs/bus.md). Every retry tells it
+    /// too.
+    #[serde(default = "default_alive_every")]
+    pub alive_every: u32,
 }
 
 impl Default for Polling {
@@ -264,8 +269,13 @@ impl Default for Polling {
         Polling {
             interval_secs: default_poll(),
             max_polls: default_max_polls(),
+            alive_every: default_alive_every(),
         }
     }
+}
+
+fn default_alive_every() -> u32 {
+    5
 }
 
 fn default_poll() -> u64 {

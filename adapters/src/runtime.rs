@@ -92,6 +92,10 @@ pub fn result_message_id(r: &ResultMessage) -> String {
         .to_lowercase();
     let mut id = if kind == ResultKind::Progress {
         format!("{}:{kind_name}:{}", r.task_id, r.step)
+    } else if kind == ResultKind::Alive {
+        // Each heartbeat is news: none is a copy of another.
+        let at = r.at.unwrap_or_default();
+        format!("{}:{kind_name}:{}.{:09}", r.task_id, at.seconds, at.nanos)
     } else {
         format!("{}:{kind_name}", r.task_id)
     };
@@ -359,7 +363,7 @@ impl Publisher {
         delivery: &Delivery,
         reason: &str,
     ) -> Result<(), String> {
-        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+        let mut headers = continued_headers(delivery);
         headers.insert(
             ShortString::from(REASON_HEADER),
             AMQPValue::LongString(reason.into()),
@@ -389,6 +393,20 @@ fn text_header(delivery: &Delivery, name: &str) -> Option<String> {
         AMQPValue::ShortString(s) => Some(s.to_string()),
         _ => None,
     }
+}
+
+/// The headers a task's next message carries on: the delivery's, less the mark of a
+/// republished stalled task (the chain it starts is an ordinary one).
+fn continued_headers(delivery: &Delivery) -> FieldTable {
+    let mut headers = FieldTable::default();
+    if let Some(old) = delivery.properties.headers() {
+        for (k, v) in old.inner() {
+            if k.as_str() != yichuang::stall::REPAIR_HEADER {
+                headers.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    headers
 }
 
 fn int_header(delivery: &Delivery, name: &str) -> Option<u32> {
@@ -471,7 +489,7 @@ impl Worker {
                         department: code.clone(),
                     })
                     .inc();
-                let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+                let mut headers = continued_headers(&delivery);
                 headers.insert(
                     ShortString::from("attempt"),
                     AMQPValue::LongInt(*attempt as i32),
@@ -486,7 +504,7 @@ impl Worker {
                 polls,
                 step,
             } => {
-                let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+                let mut headers = continued_headers(&delivery);
                 let text = |v: &str| AMQPValue::LongString(v.into());
                 headers.insert(ShortString::from("stage"), text("poll"));
                 headers.insert(
@@ -520,6 +538,15 @@ impl Worker {
                     // The task continues in a later message: its next delivery is ours to take.
                     self.department.seen.lock().expect("seen").forget(&key);
                 }
+                let alive_every = self.department.config.polling.alive_every.max(1);
+                let heartbeat = match &next {
+                    Next::Retry { .. } => true,
+                    Next::Poll { polls, .. } => polls % alive_every == 0,
+                    _ => false,
+                };
+                if heartbeat {
+                    self.alive(&delivery).await;
+                }
                 if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
                     warn!(department = %code, error = %e, "ack failed; the task is delivered again");
                 }
@@ -534,6 +561,34 @@ impl Worker {
                     })
                     .await;
             }
+        }
+    }
+
+    /// Tells the gateway the task is still followed here (an `ALIVE` result), so its stall
+    /// detector does not publish it again. Best effort: a lost heartbeat costs at most a repair,
+    /// which the lookup before submitting makes harmless.
+    async fn alive(&self, delivery: &Delivery) {
+        let Ok(message) = TaskMessage::decode(delivery.data.as_slice()) else {
+            return;
+        };
+        let Some(task) = message.task.as_ref() else {
+            return;
+        };
+        let r = ResultMessage {
+            task_id: task.task_id.clone(),
+            case_number: message.case_number.clone(),
+            department: self.department.code().to_string(),
+            kind: ResultKind::Alive as i32,
+            at: Some(now()),
+            round: crate::system::round_of(&message),
+            ..Default::default()
+        };
+        if let Err(e) = self
+            .publisher
+            .result(r, header(delivery, "traceparent"))
+            .await
+        {
+            debug!(department = %self.department.code(), error = %e, "heartbeat not published");
         }
     }
 
@@ -568,7 +623,10 @@ impl Worker {
         let polling = stage == "poll";
         let round = crate::system::round_of(&message);
         let key = seen_key(&task.task_id, round);
-        if !dept.seen.lock().expect("seen").insert(&key) && !polling {
+        // A stalled task the gateway published again is handled even if remembered here: its
+        // earlier message is gone (the lookup before submitting keeps the department's one case).
+        let repair = int_header(delivery, yichuang::stall::REPAIR_HEADER).is_some();
+        if !dept.seen.lock().expect("seen").insert(&key) && !polling && !repair {
             info!(department = %dept.code(), task = %task.task_id, round, "duplicate task dropped");
             return Next::Done;
         }

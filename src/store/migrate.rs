@@ -31,6 +31,10 @@ pub(super) const SQLITE: &[(&str, &str)] = &[
         "0007_provisional",
         include_str!("../../migrations/sqlite/0007_provisional.sql"),
     ),
+    (
+        "0008_stall",
+        include_str!("../../migrations/sqlite/0008_stall.sql"),
+    ),
 ];
 
 /// Migrations of the PostgreSQL engine, in order.
@@ -62,6 +66,10 @@ pub(super) const POSTGRES: &[(&str, &str)] = &[
     (
         "0007_provisional",
         include_str!("../../migrations/postgres/0007_provisional.sql"),
+    ),
+    (
+        "0008_stall",
+        include_str!("../../migrations/postgres/0008_stall.sql"),
     ),
 ];
 

@@ -89,7 +89,36 @@ pub struct OutboxItem {
     /// The case the task belongs to (the message carries the submission and the task),
     /// decoded once for all its tasks in one lease.
     pub case: std::sync::Arc<Case>,
+    /// 0: the task's first publish (or a supplement round's); n > 0: the n-th republish of a
+    /// stalled task ([`crate::stall`]).
+    pub repair: i64,
 }
+
+/// A task in a department's hands that the gateway has not heard of since `since_ms`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Silent {
+    pub case_number: String,
+    pub task_id: String,
+    pub department: String,
+    pub since_ms: i64,
+}
+
+/// Tasks in a department's hands (dispatched, accepted, in review) not heard of since before
+/// `?1`, not already flagged; at most `?2`.
+const STALL_CANDIDATES_SQLITE: &str = "SELECT case_number, task_id, department, COALESCE(progress_ms, dispatched_at_ms, 0)
+     FROM tasks WHERE status IN (3, 4, 5) AND repair_due = 0 AND COALESCE(progress_ms, dispatched_at_ms, 0) < ?1
+     ORDER BY 4 LIMIT ?2";
+const STALL_CANDIDATES_POSTGRES: &str = "SELECT case_number, task_id, department, COALESCE(progress_ms, dispatched_at_ms, 0)
+     FROM tasks WHERE status IN (3, 4, 5) AND repair_due = 0 AND COALESCE(progress_ms, dispatched_at_ms, 0) < $1
+     ORDER BY 4 LIMIT $2";
+/// Flags one silent task for republishing, only if nothing was heard of it since it was found
+/// silent (`?2`) and it is still in a department's hands: one replica flags it, once.
+const FLAG_REPAIR_SQLITE: &str = "UPDATE tasks SET repair_due = 1, repairs = repairs + 1
+     WHERE task_id = ?1 AND repair_due = 0 AND status IN (3, 4, 5) AND COALESCE(progress_ms, dispatched_at_ms, 0) = ?2
+     RETURNING repairs";
+const FLAG_REPAIR_POSTGRES: &str = "UPDATE tasks SET repair_due = 1, repairs = repairs + 1
+     WHERE task_id = $1 AND repair_due = 0 AND status IN (3, 4, 5) AND COALESCE(progress_ms, dispatched_at_ms, 0) = $2
+     RETURNING repairs";
 
 /// What an edit of a case changed (see [`Store::edit_case`]).
 #[derive(Debug, Clone, Default)]
@@ -612,6 +641,48 @@ impl Store {
                     .await
             }
             Store::Postgres(s) => s.on_time(department, item_code, now).await,
+        }
+    }
+
+    /// Records that the task's adapter was heard of at `at_ms` (a result or a heartbeat).
+    pub async fn touch_progress(&self, task_id: &str, at_ms: i64) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.touch_progress(task_id.to_string(), at_ms).await,
+            Store::Postgres(s) => s.touch_progress(task_id, at_ms).await,
+        }
+    }
+
+    /// Tasks in a department's hands not heard of since before `before_ms` (oldest first).
+    pub async fn stall_candidates(
+        &self,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Silent>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.stall_candidates(before_ms, limit).await,
+            Store::Postgres(s) => s.stall_candidates(before_ms, limit).await,
+        }
+    }
+
+    /// Flags a silent task for the relay to republish; `Some(repairs so far)` when this call
+    /// flagged it (exactly one caller does), `None` when it moved meanwhile or is flagged.
+    pub async fn flag_repair(&self, silent: &Silent) -> Result<Option<i64>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.flag_repair(silent.task_id.clone(), silent.since_ms).await,
+            Store::Postgres(s) => s.flag_repair(&silent.task_id, silent.since_ms).await,
+        }
+    }
+
+    /// After the broker confirmed a republished task: clears its flag, restarts its silence
+    /// from `at_ms`; `Some((case number, repairs))` when this call cleared it.
+    pub async fn finish_repair(
+        &self,
+        task_id: &str,
+        at_ms: i64,
+    ) -> Result<Option<(String, i64)>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.finish_repair(task_id.to_string(), at_ms).await,
+            Store::Postgres(s) => s.finish_repair(task_id, at_ms).await,
         }
     }
 

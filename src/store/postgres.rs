@@ -199,10 +199,11 @@ impl PgStore {
         let statement = client
             .prepare_cached(
                 "WITH ready AS (
-                   SELECT task_id FROM tasks WHERE status = $2 AND (lease_until_ms IS NULL OR lease_until_ms < $3)
+                   SELECT task_id FROM tasks WHERE (status = $2 OR repair_due = 1) AND (lease_until_ms IS NULL OR lease_until_ms < $3)
                    ORDER BY task_id LIMIT $4 FOR UPDATE SKIP LOCKED)
                  UPDATE tasks t SET lease_until_ms = $1 FROM ready WHERE t.task_id = ready.task_id
-                 RETURNING t.task_id, t.department, t.case_number, (SELECT body FROM cases c WHERE c.case_number = t.case_number)",
+                 RETURNING t.task_id, t.department, t.case_number, (SELECT body FROM cases c WHERE c.case_number = t.case_number),
+                   CASE WHEN t.repair_due = 1 THEN t.repairs::BIGINT ELSE 0 END",
             )
             .await?;
         let ready = TaskStatus::Ready as i32;
@@ -228,6 +229,7 @@ impl PgStore {
                     task_id: r.get(0),
                     department: r.get(1),
                     case,
+                    repair: r.get(4),
                 })
             })
             .collect()
@@ -252,7 +254,7 @@ impl PgStore {
         .await?;
         let rows = tx
             .query(
-                "UPDATE tasks SET status = $1, dispatched_at_ms = $2, lease_until_ms = NULL, clock_dirty = 1
+                "UPDATE tasks SET status = $1, dispatched_at_ms = $2, progress_ms = $2, lease_until_ms = NULL, clock_dirty = 1
                  WHERE task_id = ANY($3) AND status = $4 RETURNING case_number, task_id",
                 &[
                     &(TaskStatus::Dispatched as i32),
@@ -504,6 +506,66 @@ impl PgStore {
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
             .collect())
+    }
+
+    pub(super) async fn touch_progress(&self, task_id: &str, at_ms: i64) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        client
+            .execute(
+                "UPDATE tasks SET progress_ms = $1 WHERE task_id = $2 AND (progress_ms IS NULL OR progress_ms < $1)",
+                &[&at_ms, &task_id],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn stall_candidates(
+        &self,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<super::Silent>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        Ok(client
+            .query(
+                super::STALL_CANDIDATES_POSTGRES,
+                &[&before_ms, &(limit as i64)],
+            )
+            .await?
+            .iter()
+            .map(|r| super::Silent {
+                case_number: r.get(0),
+                task_id: r.get(1),
+                department: r.get(2),
+                since_ms: r.get(3),
+            })
+            .collect())
+    }
+
+    pub(super) async fn flag_repair(
+        &self,
+        task_id: &str,
+        since_ms: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        Ok(client
+            .query_opt(super::FLAG_REPAIR_POSTGRES, &[&task_id, &since_ms])
+            .await?
+            .map(|r| i64::from(r.get::<_, i32>(0))))
+    }
+
+    pub(super) async fn finish_repair(
+        &self,
+        task_id: &str,
+        at_ms: i64,
+    ) -> Result<Option<(String, i64)>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        Ok(client
+            .query_opt(
+                "UPDATE tasks SET repair_due = 0, progress_ms = $1, lease_until_ms = NULL WHERE task_id = $2 AND repair_due = 1 RETURNING case_number, repairs",
+                &[&at_ms, &task_id],
+            )
+            .await?
+            .map(|r| (r.get(0), i64::from(r.get::<_, i32>(1)))))
     }
 
     pub(super) async fn mark_open_clocks(&self) -> Result<u64, StoreError> {

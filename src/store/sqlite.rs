@@ -297,18 +297,18 @@ impl SqliteStore {
     ) -> Result<Vec<OutboxItem>, StoreError> {
         self.write(move |conn| {
             let tx = conn.transaction()?;
-            let claimed: Vec<(String, String, String)> = tx
+            let claimed: Vec<(String, String, String, i64)> = tx
                 .prepare_cached(
                     "UPDATE tasks SET lease_until_ms = ?1 WHERE task_id IN (
-                       SELECT task_id FROM tasks WHERE status = ?2 AND (lease_until_ms IS NULL OR lease_until_ms < ?3)
+                       SELECT task_id FROM tasks WHERE (status = ?2 OR repair_due = 1) AND (lease_until_ms IS NULL OR lease_until_ms < ?3)
                        ORDER BY rowid LIMIT ?4)
-                     RETURNING task_id, case_number, department",
+                     RETURNING task_id, case_number, department, CASE WHEN repair_due = 1 THEN repairs ELSE 0 END",
                 )?
-                .query_map(params![now_ms + lease_ms, TaskStatus::Ready as i32, now_ms, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .query_map(params![now_ms + lease_ms, TaskStatus::Ready as i32, now_ms, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
                 .collect::<Result<_, _>>()?;
             let mut items = Vec::with_capacity(claimed.len());
             let mut cases: HashMap<String, std::sync::Arc<Case>> = HashMap::new();
-            for (task_id, case_number, department) in claimed {
+            for (task_id, case_number, department, repair) in claimed {
                 let case = match cases.get(&case_number) {
                     Some(case) => case.clone(),
                     None => {
@@ -318,7 +318,7 @@ impl SqliteStore {
                         case
                     }
                 };
-                items.push(OutboxItem { task_id, department, case });
+                items.push(OutboxItem { task_id, department, case, repair });
             }
             tx.commit()?;
             Ok(items)
@@ -336,7 +336,7 @@ impl SqliteStore {
             let mut by_case: HashMap<String, Vec<String>> = HashMap::new();
             for id in task_ids {
                 let case_number: Option<String> = tx
-                    .prepare_cached("UPDATE tasks SET status = ?1, dispatched_at_ms = ?2, lease_until_ms = NULL, clock_dirty = 1 WHERE task_id = ?3 AND status = ?4 RETURNING case_number")?
+                    .prepare_cached("UPDATE tasks SET status = ?1, dispatched_at_ms = ?2, progress_ms = ?2, lease_until_ms = NULL, clock_dirty = 1 WHERE task_id = ?3 AND status = ?4 RETURNING case_number")?
                     .query_row(params![TaskStatus::Dispatched as i32, now_ms, id, TaskStatus::Ready as i32], |r| r.get(0))
                     .optional()?;
                 if let Some(case_number) = case_number {
@@ -561,6 +561,69 @@ impl SqliteStore {
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
                 .collect::<Result<_, _>>()?;
             Ok(rows)
+        })
+        .await
+    }
+
+    pub(super) async fn touch_progress(
+        &self,
+        task_id: String,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            conn.prepare_cached("UPDATE tasks SET progress_ms = ?1 WHERE task_id = ?2 AND (progress_ms IS NULL OR progress_ms < ?1)")?
+                .execute(params![at_ms, task_id])?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(super) async fn stall_candidates(
+        &self,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<super::Silent>, StoreError> {
+        self.read(move |conn| {
+            let rows = conn
+                .prepare_cached(super::STALL_CANDIDATES_SQLITE)?
+                .query_map(params![before_ms, limit as i64], |r| {
+                    Ok(super::Silent {
+                        case_number: r.get(0)?,
+                        task_id: r.get(1)?,
+                        department: r.get(2)?,
+                        since_ms: r.get(3)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    pub(super) async fn flag_repair(
+        &self,
+        task_id: String,
+        since_ms: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        self.write(move |conn| {
+            Ok(conn
+                .prepare_cached(super::FLAG_REPAIR_SQLITE)?
+                .query_row(params![task_id, since_ms], |r| r.get(0))
+                .optional()?)
+        })
+        .await
+    }
+
+    pub(super) async fn finish_repair(
+        &self,
+        task_id: String,
+        at_ms: i64,
+    ) -> Result<Option<(String, i64)>, StoreError> {
+        self.write(move |conn| {
+            Ok(conn
+                .prepare_cached("UPDATE tasks SET repair_due = 0, progress_ms = ?1, lease_until_ms = NULL WHERE task_id = ?2 AND repair_due = 1 RETURNING case_number, repairs")?
+                .query_row(params![at_ms, task_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?)
         })
         .await
     }

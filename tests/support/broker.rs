@@ -33,6 +33,7 @@ pub async fn start(backend: Backend, url: String) -> (TestGateway, BusConfig) {
 }
 
 pub struct Broker {
+    pub bus: BusConfig,
     pub connection: lapin::Connection,
     pub channel: lapin::Channel,
     pub names: Names,
@@ -54,6 +55,7 @@ impl Broker {
             .await
             .expect("declares the topology");
         Broker {
+            bus: bus.clone(),
             connection,
             channel,
             names: Names::new(&bus.prefix),
@@ -84,6 +86,8 @@ impl Broker {
     }
 
     pub async fn remove(self) {
+        // The relay under this prefix applied its policies; they go with the queues.
+        let _ = yichuang::bus::policy::remove(&self.bus).await;
         for q in &self.topology.queues {
             let _ = self
                 .channel

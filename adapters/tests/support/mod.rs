@@ -605,6 +605,8 @@ impl Harness {
     }
 
     pub async fn remove(self) {
+        // A gateway's relay under this prefix applied its policies; they go with the queues.
+        let _ = yichuang::bus::policy::remove(&self.bus).await;
         for q in &self.topology.queues {
             let _ = self
                 .channel
