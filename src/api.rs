@@ -25,6 +25,7 @@ use crate::proto::v1::{
 };
 use crate::proto::v1::{StatusRequest, StatusResponse};
 use crate::store::{Attempt, Evaluated, ListQuery, Store, StoreError, SubmitCommand, SubmitResult};
+use crate::supervise::supervise;
 
 /// How often health checks the store.
 const HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
@@ -55,6 +56,8 @@ pub struct Gateway {
     pub calendar_check: Option<std::time::Duration>,
     /// Stalled tasks: looked for when the relay runs here and `check_secs` is not 0.
     pub stall: crate::config::StallConfig,
+    /// The background workers and their restarts.
+    pub workers: Arc<crate::supervise::Workers>,
     /// The bound `/metrics` listener, taken by [`serve`]; its address.
     metrics: std::sync::Mutex<Option<TcpListener>>,
     pub metrics_addr: Option<std::net::SocketAddr>,
@@ -143,6 +146,7 @@ impl Gateway {
             sweep_every: (config.sla.sweep_secs > 0)
                 .then(|| std::time::Duration::from_secs(config.sla.sweep_secs)),
             stall: config.stall.clone(),
+            workers: Arc::default(),
             calendar_check: (config.calendar.check_secs > 0)
                 .then(|| std::time::Duration::from_secs(config.calendar.check_secs)),
             metrics: std::sync::Mutex::new(metrics),
@@ -193,27 +197,37 @@ pub async fn serve(
         }
     });
     let relay = gateway.relay.clone().map(|(config, topology)| {
-        let results = tokio::spawn(crate::results::run(
-            gateway.store.clone(),
-            config.clone(),
-            gateway.wake.clone(),
-            gateway.clocks.now_source(),
-        ));
-        let relay = tokio::spawn(crate::outbox::run(
-            gateway.store.clone(),
-            topology,
-            config,
-            gateway.wake.clone(),
-            gateway.relay_status.clone(),
-            gateway.clocks.now_source(),
-        ));
+        let g = gateway.clone();
+        let bus = config.clone();
+        let results = supervise(gateway.workers.clone(), "results", move || {
+            crate::results::run(
+                g.store.clone(),
+                bus.clone(),
+                g.wake.clone(),
+                g.clocks.now_source(),
+            )
+        });
+        let g = gateway.clone();
+        let relay = supervise(gateway.workers.clone(), "relay", move || {
+            crate::outbox::run(
+                g.store.clone(),
+                topology.clone(),
+                config.clone(),
+                g.wake.clone(),
+                g.relay_status.clone(),
+                g.clocks.now_source(),
+            )
+        });
         let stall = (gateway.stall.check_secs > 0).then(|| {
-            tokio::spawn(crate::stall::run(
-                gateway.store.clone(),
-                gateway.stall.clone(),
-                gateway.wake.clone(),
-                gateway.clocks.now_source(),
-            ))
+            let g = gateway.clone();
+            supervise(gateway.workers.clone(), "stall", move || {
+                crate::stall::run(
+                    g.store.clone(),
+                    g.stall.clone(),
+                    g.wake.clone(),
+                    g.clocks.now_source(),
+                )
+            })
         });
         (relay, results, stall)
     });
@@ -236,27 +250,28 @@ pub async fn serve(
             })
         });
     let sweeper = gateway.sweep_every.map(|every| {
-        tokio::spawn(crate::clock::run(
-            gateway.store.clone(),
-            gateway.clocks.clone(),
-            every,
-        ))
+        let g = gateway.clone();
+        supervise(gateway.workers.clone(), "sweeper", move || {
+            crate::clock::run(g.store.clone(), g.clocks.clone(), every)
+        })
     });
     // The calendar may have changed since these deadlines were counted (a file added while the
     // gateway was down): count the open tasks again, then follow the directory.
-    let calendar_watch = tokio::spawn(crate::calendar::watch(
-        gateway.clocks.calendar().clone(),
-        gateway.store.clone(),
-        gateway.calendar_check,
-        true,
-    ));
+    let g = gateway.clone();
+    let calendar_watch = supervise(gateway.workers.clone(), "calendar", move || {
+        crate::calendar::watch(
+            g.clocks.calendar().clone(),
+            g.store.clone(),
+            g.calendar_check,
+            true,
+        )
+    });
     let (store_for_release, instance) = (gateway.store.clone(), gateway.instance.clone());
     let push = gateway.platform.clone().map(|config| {
-        tokio::spawn(crate::feed::run(
-            gateway.store.clone(),
-            config,
-            gateway.instance.clone(),
-        ))
+        let g = gateway.clone();
+        supervise(gateway.workers.clone(), "push", move || {
+            crate::feed::run(g.store.clone(), config.clone(), g.instance.clone())
+        })
     });
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::proto::v1::FILE_DESCRIPTOR_SET)
@@ -387,6 +402,18 @@ impl AdminService for AdminApi {
             outbox_backlog: backlog,
             events_backlog,
             calendar: Some(calendar),
+            workers: self
+                .gateway
+                .workers
+                .states()
+                .into_iter()
+                .map(|(name, s)| crate::proto::v1::WorkerStatus {
+                    name: name.to_string(),
+                    running: s.running,
+                    restarts: s.restarts as i64,
+                    last_failure: s.last_failure,
+                })
+                .collect(),
         }))
     }
 

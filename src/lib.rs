@@ -13,6 +13,7 @@
 //! - [`case`]: case numbers and the case, receipt and notice built from an intake plan.
 //! - [`outbox`]: the relay that publishes committed tasks with publisher confirms.
 //! - [`stall`]: tasks the gateway hears nothing of, found and published again.
+//! - [`supervise`]: the background workers, started again when they stop.
 //! - [`store`]: durable cases, event history and idempotency records (SQLite or PostgreSQL).
 //! - [`api`]: the tonic `CaseService`, health and reflection; `serve(listener, shutdown)`.
 //! - [`bus`]: the RabbitMQ topology (exchanges, per-department quorum queues, delay and dead
@@ -43,6 +44,7 @@ pub mod results;
 pub mod sla;
 pub mod stall;
 pub mod store;
+pub mod supervise;
 pub mod telemetry;
 pub mod trace;
 

@@ -65,6 +65,12 @@ pub struct ItemLabels {
     pub item: String,
 }
 
+/// A background worker of the gateway.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkerLabels {
+    pub worker: String,
+}
+
 /// A department.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DepartmentLabels {
@@ -94,6 +100,7 @@ pub struct Meters {
     pub tasks_dispatched: Family<ItemLabels, Counter>,
     pub results_received: Family<ResultLabels, Counter>,
     pub tasks_repaired: Family<DepartmentLabels, Counter>,
+    pub worker_restarts: Family<WorkerLabels, Counter>,
 }
 
 /// The process's meters (one registry per process, as Prometheus clients keep).
@@ -109,6 +116,12 @@ pub fn meters() -> &'static Meters {
         let tasks_dispatched = Family::<ItemLabels, Counter>::default();
         let results_received = Family::<ResultLabels, Counter>::default();
         let tasks_repaired = Family::<DepartmentLabels, Counter>::default();
+        let worker_restarts = Family::<WorkerLabels, Counter>::default();
+        registry.register(
+            "worker_restarts",
+            "Gateway workers (relay, results, sweeper, push, stall detector, calendar watch) started again after they stopped.",
+            worker_restarts.clone(),
+        );
         registry.register(
             "tasks_repaired",
             "Stalled tasks published again: nothing was heard of them for longer than their department allows ([stall]).",
@@ -159,6 +172,7 @@ pub fn meters() -> &'static Meters {
             tasks_dispatched,
             results_received,
             tasks_repaired,
+            worker_restarts,
         }
     });
     &METERS

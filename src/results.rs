@@ -23,7 +23,7 @@ use crate::bus::Names;
 use crate::config::BusConfig;
 use crate::lifecycle::TaskUpdate;
 use crate::proto::v1::{ResultKind, ResultMessage};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// Results handled at once (the consumer's prefetch).
 const PREFETCH: u16 = 64;
@@ -230,6 +230,18 @@ async fn handle(
     record(store, wake, now, delivery, r).instrument(span).await;
 }
 
+/// Tries of one result against a store that answers, before it is dead-lettered.
+const RESULT_TRIES: u32 = 5;
+
+async fn dead_letter(delivery: Delivery) {
+    let _ = delivery
+        .nack(BasicNackOptions {
+            requeue: false,
+            ..Default::default()
+        })
+        .await;
+}
+
 /// Records one well-formed result, then acknowledges it.
 async fn record(
     store: &Store,
@@ -270,6 +282,7 @@ async fn record(
             .await;
         return;
     };
+    let mut tries = 0u32;
     loop {
         match store
             .record_result_at(
@@ -295,10 +308,25 @@ async fn record(
                 debug!(task = %task_id, kind = ?kind, "result changes nothing (duplicate, stale or unknown task)");
                 break;
             }
+            Err(StoreError::Corrupt(reason)) => {
+                // The case record cannot be read: trying again cannot help, and waiting would
+                // hold every other result back. Kept in the results dead queue for inspection.
+                warn!(task = %task_id, reason = %reason, "result cannot be applied (the case record is unreadable); dead-lettered to the results dead queue");
+                dead_letter(delivery).await;
+                return;
+            }
             Err(e) => {
-                // Nothing is acknowledged before it is stored: wait for the store.
+                // Nothing is acknowledged before it is stored: wait for the store. But a store
+                // that answers while this one result keeps failing has a problem with the result,
+                // not with itself: after a few tries it is dead-lettered, not waited on forever.
+                tries += 1;
+                if tries >= RESULT_TRIES && store.ping().await.is_ok() {
+                    warn!(task = %task_id, error = %e, tries, "result keeps failing while the store answers; dead-lettered to the results dead queue");
+                    dead_letter(delivery).await;
+                    return;
+                }
                 warn!(task = %task_id, error = %e, "cannot record a result; trying again");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(Duration::from_secs(u64::from(tries.min(30)))).await;
             }
         }
     }

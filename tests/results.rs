@@ -281,3 +281,118 @@ async fn department_results_move_the_case_and_forged_ones_are_refused() {
     broker.remove().await;
     gw.stop().await;
 }
+
+/// A result the store can never apply (its case record is unreadable) is dead-lettered at once,
+/// with the results behind it applied: one poison result does not stall the consumer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_result_is_dead_lettered_without_stalling_the_consumer() {
+    let url = amqp_url();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("yichuang.db");
+    let mut config = common::config(Backend::Sqlite, dir.path());
+    config.bus.url = url.clone();
+    config.bus.prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+    config.bus.relay = true;
+    config.bus.timeout_secs = 5;
+    let bus = config.bus.clone();
+    let mut gw = common::TestGateway::start_with(config, dir).await;
+    let broker = Broker::open(&bus).await;
+
+    let mut numbers = Vec::new();
+    let mut sp_jy = Vec::new();
+    for id in ["poison-a", "poison-b"] {
+        let mut s = example("kai-canguan");
+        s.submission_id = id.into();
+        let answer = gw
+            .client
+            .submit(SubmitRequest {
+                submission: Some(s),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(Outcome::Receipt(receipt)) = answer.outcome else {
+            panic!("accepted")
+        };
+        sp_jy.push(
+            receipt
+                .items
+                .iter()
+                .find(|i| i.item_code == "SP-JY")
+                .unwrap()
+                .task_id
+                .clone(),
+        );
+        numbers.push(receipt.case_number);
+    }
+    for n in &numbers {
+        case_until(&mut gw, n, "dispatched", |c| {
+            c.tasks
+                .iter()
+                .all(|t| t.status == TaskStatus::Dispatched as i32)
+        })
+        .await;
+    }
+    // Case A's record becomes unreadable (a disk fault, a bad migration).
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn.execute(
+        "UPDATE cases SET body = x'00ff' WHERE case_number = ?1",
+        [&numbers[0]],
+    )
+    .unwrap();
+    drop(conn);
+
+    let accepted = |i: usize| ResultMessage {
+        task_id: sp_jy[i].clone(),
+        case_number: numbers[i].clone(),
+        department: "scjg".into(),
+        kind: ResultKind::Accepted as i32,
+        department_case_number: format!("SCJG2019102100000{i}"),
+        ..Default::default()
+    };
+    publish(&url, &bus.prefix, &accepted(0)).await;
+    publish(&url, &bus.prefix, &accepted(1)).await;
+
+    // B's result, behind the poison one, is applied …
+    case_until(
+        &mut gw,
+        &numbers[1],
+        "B accepted behind the poison result",
+        |c| {
+            c.tasks
+                .iter()
+                .any(|t| t.status == TaskStatus::AcceptedByDepartment as i32)
+        },
+    )
+    .await;
+    // … and A's is in the results dead queue.
+    let names = yichuang::bus::Names::new(&bus.prefix);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let dead = loop {
+        let got = broker
+            .channel
+            .basic_get(
+                names.dead_queue("results").as_str().into(),
+                BasicGetOptions { no_ack: true },
+            )
+            .await
+            .unwrap();
+        if let Some(m) = got {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the poison result is dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        ResultMessage::decode(dead.delivery.data.as_slice())
+            .unwrap()
+            .task_id,
+        sp_jy[0]
+    );
+    broker.remove().await;
+    gw.stop().await;
+}
