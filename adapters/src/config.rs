@@ -122,6 +122,9 @@ pub struct DepartmentConfig {
     pub limits: Limits,
     #[serde(default)]
     pub retry: RetryPolicy,
+    /// The circuit breaker (`crate::breaker`).
+    #[serde(default)]
+    pub breaker: BreakerConfig,
     #[serde(default)]
     pub polling: Polling,
     /// Daily windows (hall time, UTC+8) when the legacy system is not called.
@@ -213,6 +216,45 @@ fn default_concurrency() -> u16 {
 }
 fn default_timeout() -> u64 {
     10
+}
+
+/// The circuit breaker of a department (`crate::breaker`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// Transient failures in a row that open it (default 10); 0: no breaker.
+    #[serde(default = "default_breaker_failures")]
+    pub failures: u32,
+    /// How long it stays open before one probe (default 30 s).
+    #[serde(default = "default_breaker_open")]
+    pub open_secs: u64,
+    /// The longest it stays open after failed probes (doubling; default 600 s).
+    #[serde(default = "default_breaker_max_open")]
+    pub max_open_secs: u64,
+    /// The department it guards (set from the department file, for the metrics).
+    #[serde(skip)]
+    pub department: String,
+}
+
+fn default_breaker_failures() -> u32 {
+    10
+}
+fn default_breaker_open() -> u64 {
+    30
+}
+fn default_breaker_max_open() -> u64 {
+    600
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            failures: default_breaker_failures(),
+            open_secs: default_breaker_open(),
+            max_open_secs: default_breaker_max_open(),
+            department: String::new(),
+        }
+    }
 }
 
 /// Retries of transient failures: exponential backoff with jitter through the delay queues.

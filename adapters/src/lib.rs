@@ -3,8 +3,9 @@
 //! rate limits, polling, results); `kinds` holds one module per kind of legacy system;
 //! `mapping` turns the canonical task into legacy fields and legacy answers back, as each
 //! department's file says; `config` reads those files; `http` serves health, readiness, metrics and
-//! callbacks; `meters` keeps the process's metrics.
+//! callbacks; `meters` keeps the process's metrics; `breaker` is each department's circuit breaker.
 
+pub mod breaker;
 pub mod config;
 pub mod http;
 pub mod kinds;

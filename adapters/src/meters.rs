@@ -42,6 +42,8 @@ pub struct Meters {
     pub retries: Family<DepartmentLabels, Counter>,
     pub dead_letters: Family<DepartmentLabels, Counter>,
     pub tasks_consumed: Family<DepartmentLabels, Counter>,
+    pub breaker_openings: Family<DepartmentLabels, Counter>,
+    pub breaker_open: Family<DepartmentLabels, prometheus_client::metrics::gauge::Gauge>,
 }
 
 impl Meters {
@@ -54,6 +56,8 @@ impl Meters {
         drop(self.retries.get_or_create(&labels));
         drop(self.dead_letters.get_or_create(&labels));
         drop(self.tasks_consumed.get_or_create(&labels));
+        drop(self.breaker_openings.get_or_create(&labels));
+        drop(self.breaker_open.get_or_create(&labels));
     }
 }
 
@@ -68,6 +72,19 @@ pub fn meters() -> &'static Meters {
         let retries = Family::<DepartmentLabels, Counter>::default();
         let dead_letters = Family::<DepartmentLabels, Counter>::default();
         let tasks_consumed = Family::<DepartmentLabels, Counter>::default();
+        let breaker_openings = Family::<DepartmentLabels, Counter>::default();
+        let breaker_open =
+            Family::<DepartmentLabels, prometheus_client::metrics::gauge::Gauge>::default();
+        registry.register(
+            "breaker_openings",
+            "Times a department's circuit breaker opened (transient failures in a row, or a failed probe).",
+            breaker_openings.clone(),
+        );
+        registry.register(
+            "breaker_open",
+            "1 while a department's circuit breaker is open or probing: no calls, tasks wait without spending attempts.",
+            breaker_open.clone(),
+        );
         registry.register(
             "legacy_calls",
             "Calls to a department's legacy system, by operation and outcome (failure class).",
@@ -100,6 +117,8 @@ pub fn meters() -> &'static Meters {
             retries,
             dead_letters,
             tasks_consumed,
+            breaker_openings,
+            breaker_open,
         }
     });
     &METERS

@@ -51,6 +51,8 @@ pub struct Department {
     pub system: Arc<dyn DepartmentSystem>,
     /// The rate limit and pauses every request to the system waits for.
     pub gate: Gate,
+    /// The circuit breaker: no calls while the system keeps failing.
+    pub breaker: crate::breaker::Breaker,
     /// Task ids (with their supplement round, [`seen_key`]) finished here or being handled: a
     /// duplicate task message is dropped.
     seen: Mutex<Seen>,
@@ -140,10 +142,13 @@ impl Department {
         system: Arc<dyn DepartmentSystem>,
         gate: Gate,
     ) -> Department {
+        let mut breaker = config.breaker.clone();
+        breaker.department = config.department.clone();
         Department {
             config,
             system,
             gate,
+            breaker: crate::breaker::Breaker::new(breaker),
             seen: Mutex::new(Seen::default()),
         }
     }
@@ -189,6 +194,12 @@ impl Department {
             Err(Failure::Permanent { .. }) => "permanent",
         };
         span.record("legacy.outcome", outcome);
+        match &result {
+            Err(Failure::Transient { .. }) => {
+                self.breaker.failed();
+            }
+            _ => self.breaker.answered(),
+        }
         let m = crate::meters::meters();
         m.calls
             .get_or_create(&crate::meters::CallLabels {
@@ -631,6 +642,10 @@ impl Worker {
             return Next::Done;
         }
         let attempt = int_header(delivery, "attempt").unwrap_or(1).max(1);
+        // The department's system keeps failing: wait, without calling it or spending an attempt.
+        if let crate::breaker::Admit::Wait(wait) = dept.breaker.admit() {
+            return self.later_same(delivery, wait, "circuit breaker open");
+        }
         let hall_now = (chrono::Utc::now() + chrono::Duration::hours(8)).time();
         if let Some(wait) = dept
             .config
@@ -933,6 +948,15 @@ impl Worker {
                 reason,
                 retry_after,
             } => {
+                // This failure opened the breaker (or was its failed probe): the department is
+                // down, not this task; it waits without spending the attempt.
+                if let Some(wait) = dept.breaker.waiting() {
+                    return self.later_same(
+                        delivery,
+                        wait.max(retry_after.unwrap_or_default()),
+                        "circuit breaker open",
+                    );
+                }
                 if attempt >= dept.config.retry.max_attempts {
                     let reason =
                         format!("gave up after {attempt} attempts; last failure: {reason}");

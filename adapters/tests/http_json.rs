@@ -400,3 +400,63 @@ async fn a_retry_after_of_ten_to_the_twelve_seconds_is_clamped() {
     adapter.task.abort();
     harness.remove().await;
 }
+
+/// The department's system is down for 8 s (maintenance it did not announce). With 3 attempts
+/// the task would be given up in about 3 s; the breaker opens after 2 failures in a row, the task
+/// waits without spending attempts, the probes find the system back, and the task is approved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_opens_while_the_system_is_down_and_closes_when_it_is_back() {
+    let bus = bus();
+    let harness = Harness::open(&bus, &["scjg"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_sim, endpoint) = sim(
+        Behaviour {
+            department: "scjg".into(),
+            maintenance_ms: 8000,
+            decision_delay_ms: 300,
+            reject: 0.0,
+            supplement: 0.0,
+            ..Behaviour::default()
+        },
+        None,
+    )
+    .await;
+    let mut c = config(&endpoint, &dir);
+    c.retry.max_attempts = 3;
+    c.breaker.failures = 2;
+    c.breaker.open_secs = 1;
+    c.breaker.max_open_secs = 2;
+    let openings = || {
+        yichuang_adapters::meters::render()
+            .lines()
+            .find(|l| l.starts_with("yichuang_adapter_breaker_openings_total{department=\"scjg\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let opened_before = openings();
+    let adapter = Adapter::start(&bus, vec![c]).await;
+    let message = task("scjg", "SP-JY", 1);
+    let id = message.task.as_ref().unwrap().task_id.clone();
+    harness.publish(&message).await;
+
+    let results = harness
+        .results_for(std::slice::from_ref(&id), Duration::from_secs(60))
+        .await;
+    let last = results[&id].iter().find(|g| g.is_final()).unwrap();
+    assert_eq!(
+        last.kind(),
+        ResultKind::Approved,
+        "not given up: {:?}",
+        last.result.reasons
+    );
+    assert!(openings() > opened_before, "the breaker opened");
+    assert!(
+        harness
+            .dead_letter("scjg", Duration::from_millis(500))
+            .await
+            .is_none(),
+        "nothing dead-lettered"
+    );
+    adapter.task.abort();
+    harness.remove().await;
+}
