@@ -86,6 +86,20 @@ enum Command {
         #[command(subcommand)]
         command: BusCommand,
     },
+    /// Dead letters: list, show, replay (moved back once, transactionally) or purge
+    /// (docs/bus.md). Every replay and purge is logged with who did it.
+    Dlq {
+        /// Configuration file (its `[bus]` section).
+        #[arg(
+            long,
+            default_value = "config/gateway.toml",
+            env = "YICHUANG_CONFIG",
+            global = true
+        )]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// Checks log files for personal data left unmasked.
     Logs {
         #[command(subcommand)]
@@ -151,6 +165,42 @@ enum BusCommand {
         /// Topic binding: `#` for everything, `case.*` for case events, `task.approved`…
         #[arg(long, default_value = "#")]
         binding: String,
+    },
+}
+
+/// `yichuang dlq`: dead letters, by department (or `results`).
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// The messages of a dead queue, oldest first: id, case, task, reason, attempts, trace.
+    List {
+        department: String,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// One message of a dead queue, in full (personal data masked).
+    Show {
+        department: String,
+        message_id: String,
+    },
+    /// Moves messages back (to the department's task queue with fresh attempts, or to the
+    /// results queue), each once, transactionally.
+    Replay {
+        department: String,
+        /// The messages to move (`message_id`s); none: give --all.
+        message_ids: Vec<String>,
+        #[arg(long)]
+        all: bool,
+        /// At most this many a second (0: no limit).
+        #[arg(long, default_value_t = 10)]
+        rate: u32,
+    },
+    /// Discards messages of a dead queue.
+    Purge {
+        department: String,
+        message_ids: Vec<String>,
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -576,6 +626,120 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         } => {
             let config = GatewayConfig::load(&config)?;
             watch_events(&config.bus, &binding).await
+        }
+        Command::Dlq { config, command } => {
+            let config = GatewayConfig::load(&config)?;
+            dlq_command(&config.bus, command).await
+        }
+    }
+}
+
+/// `yichuang dlq …`.
+async fn dlq_command(
+    bus: &yichuang::config::BusConfig,
+    command: DlqCommand,
+) -> Result<u8, Failure> {
+    use yichuang::bus::dead::{self, Action, Selection};
+    let print = |d: &dead::DeadLetter| {
+        println!(
+            "{}\tcase {}\ttask {}\tattempt {}\ttrace {}\tdead at {}\t{} bytes\t{}",
+            d.message_id,
+            d.case_number,
+            d.task_id,
+            d.attempt.map_or("-".into(), |a| a.to_string()),
+            d.trace_id,
+            d.dead_at,
+            d.bytes,
+            d.reason
+        )
+    };
+    let selection = |ids: Vec<String>, all: bool| -> Result<Selection, Failure> {
+        match (ids.is_empty(), all) {
+            (false, false) => Ok(Selection::Ids(ids)),
+            (true, true) => Ok(Selection::All),
+            _ => Err(Failure(
+                2,
+                anyhow::anyhow!("name the messages by message_id, or give --all (not both)"),
+            )),
+        }
+    };
+    // Who did what, for the audit trail (the operator's account; message ids, never contents).
+    let audit = |action: &str, department: &str, moved: &[dead::DeadLetter]| {
+        let who = std::env::var("SUDO_USER")
+            .or_else(|_| std::env::var("USER"))
+            .unwrap_or_else(|_| "unknown".into());
+        let ids: Vec<&str> = moved.iter().map(|d| d.message_id.as_str()).collect();
+        eprintln!(
+            "audit: {} {action} {} message(s) of {} by {who}: {}",
+            chrono::Utc::now().to_rfc3339(),
+            moved.len(),
+            dead::queue(bus, department),
+            ids.join(" ")
+        );
+    };
+    match command {
+        DlqCommand::List { department, limit } => {
+            for d in dead::list(bus, &department, limit).await? {
+                print(&d);
+            }
+            Ok(0)
+        }
+        DlqCommand::Show {
+            department,
+            message_id,
+        } => {
+            let found = dead::list(bus, &department, usize::MAX)
+                .await?
+                .into_iter()
+                .find(|d| d.message_id == message_id);
+            match found {
+                Some(d) => {
+                    println!("queue:      {}", dead::queue(bus, &department));
+                    println!("message_id: {}", d.message_id);
+                    println!("case:       {}", d.case_number);
+                    println!("task:       {}", d.task_id);
+                    println!("reason:     {}", d.reason);
+                    println!(
+                        "attempt:    {}",
+                        d.attempt.map_or("-".into(), |a| a.to_string())
+                    );
+                    println!("trace id:   {}", d.trace_id);
+                    println!("dead at:    {}", d.dead_at);
+                    println!("size:       {} bytes", d.bytes);
+                    Ok(0)
+                }
+                None => Err(Failure(
+                    3,
+                    anyhow::anyhow!(
+                        "no message {message_id} in {}",
+                        dead::queue(bus, &department)
+                    ),
+                )),
+            }
+        }
+        DlqCommand::Replay {
+            department,
+            message_ids,
+            all,
+            rate,
+        } => {
+            let selection = selection(message_ids, all)?;
+            let moved = dead::act(bus, &department, &selection, Action::Replay, rate).await?;
+            audit("replayed", &department, &moved);
+            for d in &moved {
+                print(d);
+            }
+            Ok(0)
+        }
+        DlqCommand::Purge {
+            department,
+            message_ids,
+            all,
+        } => {
+            let selection = selection(message_ids, all)?;
+            let moved = dead::act(bus, &department, &selection, Action::Purge, 0).await?;
+            audit("purged", &department, &moved);
+            Ok(0)
         }
     }
 }

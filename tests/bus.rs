@@ -145,3 +145,134 @@ async fn topology_routes_dead_letters_and_delays_on_a_real_broker() {
     }
     let _ = connection.close(200, "done".into()).await;
 }
+
+/// `yichuang dlq`: a dead task is listed with its reason, replayed back to its department's
+/// queue exactly once (a second replay finds nothing), and a purge empties the queue.
+#[tokio::test]
+async fn dead_letters_are_listed_replayed_once_and_purged() {
+    let config = BusConfig {
+        url: amqp_url(),
+        prefix: format!("t{}", uuid::Uuid::new_v4().simple()),
+        retry_delays_secs: vec![1],
+        ..BusConfig::default()
+    };
+    let catalog = Catalog::load(&common::repo().join("config/catalog")).unwrap();
+    let topology = Topology::for_catalog(&catalog, &config);
+    let connection = connect(&config).await.expect("connects to RabbitMQ");
+    let channel = connection.create_channel().await.unwrap();
+    topology
+        .declare(&channel, Duration::from_secs(10))
+        .await
+        .unwrap();
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let names = Names::new(&config.prefix);
+    for id in ["dead-1", "dead-2"] {
+        let mut headers = lapin::types::FieldTable::default();
+        headers.insert(
+            "x-yichuang-reason".into(),
+            lapin::types::AMQPValue::LongString("gave up after 8 attempts".into()),
+        );
+        channel
+            .basic_publish(
+                names.dead_exchange().as_str().into(),
+                "scjg".into(),
+                BasicPublishOptions::default(),
+                b"not a task",
+                BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_message_id(id.into())
+                    .with_headers(headers),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[bus]\nurl = \"{}\"\nprefix = \"{}\"\n",
+            config.url, config.prefix
+        ),
+    )
+    .unwrap();
+    let dlq = |args: &[&str]| {
+        let mut all = vec!["dlq", "--config", file.to_str().unwrap()];
+        all.extend_from_slice(args);
+        common::yichuang(&all)
+    };
+
+    let out = dlq(&["list", "scjg"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::text(&out.stderr));
+    let listed = common::text(&out.stdout);
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert!(listed.contains("dead-1") && listed.contains("gave up after 8 attempts"));
+
+    let out = dlq(&["replay", "scjg", "dead-1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::text(&out.stderr));
+    assert!(common::text(&out.stderr).contains("audit:"));
+    let out = dlq(&["replay", "scjg", "dead-1"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(common::text(&out.stdout).trim(), "", "nothing left to move");
+
+    // On the task queue once, with fresh attempts; dead-2 still dead.
+    let back = get_within(&channel, &names.task_queue("scjg"), Duration::from_secs(5))
+        .await
+        .expect("moved back");
+    assert_eq!(
+        back.delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .unwrap()
+            .as_str(),
+        "dead-1"
+    );
+    back.delivery
+        .ack(lapin::options::BasicAckOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        get_within(
+            &channel,
+            &names.task_queue("scjg"),
+            Duration::from_millis(500)
+        )
+        .await
+        .is_none(),
+        "moved once"
+    );
+    let out = dlq(&["list", "scjg"]);
+    let listed = common::text(&out.stdout);
+    assert!(
+        listed.contains("dead-2") && !listed.contains("dead-1"),
+        "{listed}"
+    );
+
+    let out = dlq(&["purge", "scjg"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a purge names its messages or says --all"
+    );
+    let out = dlq(&["purge", "scjg", "--all"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::text(&out.stderr));
+    assert_eq!(common::text(&dlq(&["list", "scjg"]).stdout).trim(), "");
+
+    for q in &topology.queues {
+        let _ = channel
+            .queue_delete(q.name.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+    for e in &topology.exchanges {
+        let _ = channel
+            .exchange_delete(e.name.as_str().into(), ExchangeDeleteOptions::default())
+            .await;
+    }
+    let _ = connection.close(200, "done".into()).await;
+}

@@ -12,6 +12,7 @@ use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use crate::catalog::Catalog;
 use crate::config::BusConfig;
 
+pub mod dead;
 pub mod policy;
 
 /// Why the bus could not be used.

@@ -1,0 +1,277 @@
+//! Dead-letter operations: what is in a department's dead queue (`<prefix>.dead.<dept>`, or
+//! `results`), one message in full, and moving messages back to where they came from or
+//! discarding them (`yichuang dlq`, docs/bus.md).
+//!
+//! Moving back is transactional (AMQP `tx.select`): the copy's publish and the dead message's
+//! acknowledgement commit together, so a message is moved back once and never copied twice,
+//! whatever fails in between. Messages looked at but not selected are left in place (their
+//! deliveries are returned when the channel closes). Personal data is never printed: a task
+//! message is shown by its ids, and reasons are masked.
+
+use std::time::Duration;
+
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel};
+use prost::Message;
+
+use super::{BusError, Names};
+use crate::config::BusConfig;
+use crate::proto::v1::{ResultMessage, TaskMessage};
+
+/// The reason header adapters and the gateway set on what they dead-letter.
+pub const REASON_HEADER: &str = "x-yichuang-reason";
+
+/// One dead message, summarised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub message_id: String,
+    pub case_number: String,
+    pub task_id: String,
+    /// Why it is here (masked): the adapter's reason, or RabbitMQ's (`rejected`,
+    /// `delivery_limit`, `expired`) with the queue it came from.
+    pub reason: String,
+    /// The task's attempts when it was given up, if known.
+    pub attempt: Option<i64>,
+    /// The W3C trace id of the case, from `traceparent`.
+    pub trace_id: String,
+    /// When it was dead-lettered, if known.
+    pub dead_at: String,
+    pub bytes: usize,
+}
+
+/// Which messages an operation takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    /// The messages with these `message_id`s.
+    Ids(Vec<String>),
+    /// Every message in the queue.
+    All,
+}
+
+impl Selection {
+    fn takes(&self, id: &str) -> bool {
+        match self {
+            Selection::Ids(ids) => ids.iter().any(|i| i == id),
+            Selection::All => true,
+        }
+    }
+}
+
+fn text(headers: &FieldTable, name: &str) -> Option<String> {
+    match headers.inner().get(name)? {
+        AMQPValue::LongString(s) => Some(s.to_string()),
+        AMQPValue::ShortString(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+fn int(headers: &FieldTable, name: &str) -> Option<i64> {
+    match headers.inner().get(name)? {
+        AMQPValue::LongInt(v) => Some(i64::from(*v)),
+        AMQPValue::LongLongInt(v) => Some(*v),
+        AMQPValue::ShortInt(v) => Some(i64::from(*v)),
+        AMQPValue::LongUInt(v) => Some(i64::from(*v)),
+        _ => None,
+    }
+}
+
+/// RabbitMQ's own reason (`x-death[0]`): `reason` and source `queue`.
+fn death(headers: &FieldTable) -> Option<String> {
+    let AMQPValue::FieldArray(deaths) = headers.inner().get("x-death")? else {
+        return None;
+    };
+    let AMQPValue::FieldTable(first) = deaths.as_slice().first()? else {
+        return None;
+    };
+    Some(format!(
+        "{} (from {})",
+        text(first, "reason").unwrap_or_default(),
+        text(first, "queue").unwrap_or_default()
+    ))
+}
+
+fn summary(data: &[u8], properties: &BasicProperties) -> DeadLetter {
+    let headers = properties.headers().clone().unwrap_or_default();
+    let (mut case_number, mut task_id) = (String::new(), String::new());
+    if let Ok(m) = TaskMessage::decode(data)
+        && let Some(t) = &m.task
+    {
+        case_number = m.case_number.clone();
+        task_id = t.task_id.clone();
+    } else if let Ok(r) = ResultMessage::decode(data)
+        && !r.task_id.is_empty()
+    {
+        case_number = r.case_number;
+        task_id = r.task_id;
+    }
+    if task_id.is_empty() {
+        task_id = text(&headers, "task-id").unwrap_or_default();
+    }
+    let reason = text(&headers, REASON_HEADER)
+        .or_else(|| death(&headers))
+        .unwrap_or_default();
+    DeadLetter {
+        message_id: properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+        case_number,
+        task_id,
+        reason: crate::privacy::mask_free_text(&reason),
+        attempt: int(&headers, "attempt"),
+        trace_id: text(&headers, "traceparent")
+            .and_then(|t| crate::trace::trace_id_of(&t).map(str::to_string))
+            .unwrap_or_default(),
+        dead_at: text(&headers, "x-yichuang-dead-at").unwrap_or_default(),
+        bytes: data.len(),
+    }
+}
+
+async fn get(
+    channel: &Channel,
+    queue: &str,
+) -> Result<Option<lapin::message::BasicGetMessage>, BusError> {
+    channel
+        .basic_get(queue.into(), BasicGetOptions { no_ack: false })
+        .await
+        .map_err(|source| BusError::Declare {
+            what: format!("reading {queue}"),
+            source,
+        })
+}
+
+/// The dead queue of `department` (or `results`).
+pub fn queue(config: &BusConfig, department: &str) -> String {
+    Names::new(&config.prefix).dead_queue(department)
+}
+
+/// Up to `limit` messages of a dead queue, oldest first; the queue is left as it was.
+pub async fn list(
+    config: &BusConfig,
+    department: &str,
+    limit: usize,
+) -> Result<Vec<DeadLetter>, BusError> {
+    let connection = super::connect(config).await?;
+    let channel = open(&connection).await?;
+    let queue = queue(config, department);
+    let mut out = Vec::new();
+    while out.len() < limit {
+        let Some(m) = get(&channel, &queue).await? else {
+            break;
+        };
+        out.push(summary(&m.delivery.data, &m.delivery.properties));
+    }
+    // Closing returns every delivery taken (none was acknowledged).
+    let _ = connection.close(200, "dlq list".into()).await;
+    Ok(out)
+}
+
+async fn open(connection: &lapin::Connection) -> Result<Channel, BusError> {
+    connection
+        .create_channel()
+        .await
+        .map_err(|source| BusError::Declare {
+            what: "a channel".into(),
+            source,
+        })
+}
+
+/// What to do with a selected message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Back where it came from: a department's task queue (attempts start again), or the
+    /// results queue.
+    Replay,
+    /// Discarded.
+    Purge,
+}
+
+/// Moves back (or discards) the selected messages of `department`'s dead queue, at most `rate`
+/// a second (0: no limit), each in a transaction of its own. Returns what it moved.
+pub async fn act(
+    config: &BusConfig,
+    department: &str,
+    selection: &Selection,
+    action: Action,
+    rate: u32,
+) -> Result<Vec<DeadLetter>, BusError> {
+    let names = Names::new(&config.prefix);
+    let connection = super::connect(config).await?;
+    let channel = open(&connection).await?;
+    let failed = |what: &str| {
+        let what = what.to_string();
+        move |source| BusError::Declare { what, source }
+    };
+    channel
+        .tx_select()
+        .await
+        .map_err(failed("tx.select on the dead-letter channel"))?;
+    let queue = queue(config, department);
+    let count = channel
+        .queue_declare(
+            queue.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(failed(&format!("queue {queue}")))?
+        .message_count();
+    let mut moved = Vec::new();
+    // Each message is looked at once: the ones not selected stay taken until the channel closes.
+    for _ in 0..count {
+        let Some(m) = get(&channel, &queue).await? else {
+            break;
+        };
+        let letter = summary(&m.delivery.data, &m.delivery.properties);
+        if !selection.takes(&letter.message_id) {
+            continue;
+        }
+        if action == Action::Replay {
+            let (exchange, key) = if department == "results" {
+                (names.results_exchange(), "replayed".to_string())
+            } else {
+                (names.tasks_exchange(), department.to_string())
+            };
+            let mut headers = FieldTable::default();
+            if let Some(old) = m.delivery.properties.headers() {
+                for (k, v) in old.inner() {
+                    if !matches!(k.as_str(), "x-death" | REASON_HEADER | "x-yichuang-dead-at") {
+                        headers.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            // A fresh set of attempts: the operator sends it back because its cause is fixed.
+            headers.insert(ShortString::from("attempt"), AMQPValue::LongInt(1));
+            let properties = m.delivery.properties.clone().with_headers(headers);
+            channel
+                .basic_publish(
+                    exchange.as_str().into(),
+                    key.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &m.delivery.data,
+                    properties,
+                )
+                .await
+                .map_err(failed("publishing a dead letter back"))?;
+        }
+        channel
+            .basic_ack(m.delivery.delivery_tag, BasicAckOptions::default())
+            .await
+            .map_err(failed("acknowledging a dead letter"))?;
+        channel
+            .tx_commit()
+            .await
+            .map_err(failed("committing a dead letter's move"))?;
+        moved.push(letter);
+        if rate > 0 {
+            tokio::time::sleep(Duration::from_secs_f64(1.0 / f64::from(rate))).await;
+        }
+    }
+    let _ = connection.close(200, "dlq done".into()).await;
+    Ok(moved)
+}
