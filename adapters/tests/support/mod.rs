@@ -607,7 +607,12 @@ impl Harness {
     pub async fn remove(self) {
         // A gateway's relay under this prefix applied its policies; they go with the queues.
         let _ = yichuang::bus::policy::remove(&self.bus).await;
-        for q in &self.topology.queues {
+        // A gateway's relay under this prefix declared every department of the acceptance list,
+        // not only this harness's: those go too, so no test leaves queues on the broker.
+        let catalog = yichuang::catalog::Catalog::load(&repo().join("config/catalog"))
+            .expect("the shipped catalog");
+        let everything = Topology::for_catalog(&catalog, &self.bus);
+        for q in self.topology.queues.iter().chain(&everything.queues) {
             let _ = self
                 .channel
                 .queue_delete(q.name.as_str().into(), QueueDeleteOptions::default())
