@@ -45,6 +45,12 @@ pub const RESULT_CONTENT_TYPE: &str = "application/x-protobuf; proto=yichuang.v1
 /// Header naming why a message was dead-lettered.
 pub const REASON_HEADER: &str = "x-yichuang-reason";
 
+/// Header of a task copy that was held once (see [`Next::Hold`]): it is not held again.
+pub const HELD_HEADER: &str = "held";
+
+/// Beyond the request timeout, what a held copy waits for an earlier request to land.
+const HOLD_MARGIN: Duration = Duration::from_secs(1);
+
 /// One department served by this process.
 pub struct Department {
     pub config: DepartmentConfig,
@@ -243,6 +249,10 @@ enum Next {
         polls: u32,
         step: String,
     },
+    /// A copy of a task that may still be in flight at the department (a broker redelivery after
+    /// a crash, or a stalled task published again): comes back after `delay`, marked `held`,
+    /// and is looked up then, once the earlier attempt has had its time.
+    Hold { delay: Duration },
     /// Dead-letter with the reason.
     Dead(String),
     /// What the delivery led to could not be published: it is put back on its queue (and
@@ -531,6 +541,14 @@ impl Worker {
                     .later(&code, &delivery, *delay, headers)
                     .await
             }
+            Next::Hold { delay } => {
+                info!(department = %code, delay_ms = delay.as_millis() as u64, "a copy of a task held until an earlier attempt has had its time");
+                let mut headers = continued_headers(&delivery);
+                headers.insert(ShortString::from(HELD_HEADER), AMQPValue::LongInt(1));
+                self.publisher
+                    .later(&code, &delivery, *delay, headers)
+                    .await
+            }
             Next::Dead(reason) => {
                 warn!(department = %code, reason = %yichuang::privacy::mask_free_text(reason), "message dead-lettered");
                 crate::meters::meters()
@@ -545,13 +563,16 @@ impl Worker {
         let key = delivery_key(&delivery);
         match done {
             Ok(()) => {
-                if matches!(next, Next::Retry { .. } | Next::Poll { .. }) {
+                if matches!(
+                    next,
+                    Next::Retry { .. } | Next::Poll { .. } | Next::Hold { .. }
+                ) {
                     // The task continues in a later message: its next delivery is ours to take.
                     self.department.seen.lock().expect("seen").forget(&key);
                 }
                 let alive_every = self.department.config.polling.alive_every.max(1);
                 let heartbeat = match &next {
-                    Next::Retry { .. } => true,
+                    Next::Retry { .. } | Next::Hold { .. } => true,
                     Next::Poll { polls, .. } => polls % alive_every == 0,
                     _ => false,
                 };
@@ -642,6 +663,15 @@ impl Worker {
             return Next::Done;
         }
         let attempt = int_header(delivery, "attempt").unwrap_or(1).max(1);
+        // A copy that may race an attempt still in flight (this process or another took the
+        // task, and died or gave up waiting, while the request may yet reach the department):
+        // held for the request timeout first, so the lookup then sees what that attempt did.
+        let copy = delivery.redelivered || repair;
+        if copy && !polling && int_header(delivery, HELD_HEADER).is_none() {
+            return Next::Hold {
+                delay: Duration::from_secs(dept.config.limits.timeout_secs) + HOLD_MARGIN,
+            };
+        }
         // The department's system keeps failing: wait, without calling it or spending an attempt.
         if let crate::breaker::Admit::Wait(wait) = dept.breaker.admit() {
             return self.later_same(delivery, wait, "circuit breaker open");

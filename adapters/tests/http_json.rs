@@ -460,3 +460,65 @@ async fn the_breaker_opens_while_the_system_is_down_and_closes_when_it_is_back()
     adapter.task.abort();
     harness.remove().await;
 }
+
+/// Two adapter replicas; a task and a copy of it (a stalled task published again while the first
+/// attempt is still under way) arrive together, at a system that does not check serials and
+/// takes 300 ms a request. The copy is held for the request timeout before it is looked up, so
+/// it finds the case the first attempt made: one case at the department, not two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_racing_an_attempt_in_flight_is_held_and_the_department_gets_one_case() {
+    let bus = bus();
+    let harness = Harness::open(&bus, &["scjg"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, endpoint) = sim(
+        Behaviour {
+            department: "scjg".into(),
+            decision_delay_ms: 300,
+            reject: 0.0,
+            supplement: 0.0,
+            hang: 1.0,
+            hang_ms: 300,
+            accept_duplicate_serials: true,
+            ..Behaviour::default()
+        },
+        None,
+    )
+    .await;
+    let a = Adapter::start(&bus, vec![config(&endpoint, &dir)]).await;
+    let b = Adapter::start(&bus, vec![config(&endpoint, &dir)]).await;
+    let message = task("scjg", "SP-JY", 1);
+    let id = message.task.as_ref().unwrap().task_id.clone();
+    let mut headers = lapin::types::FieldTable::default();
+    headers.insert("attempt".into(), lapin::types::AMQPValue::LongInt(1));
+    headers.insert(
+        yichuang::stall::REPAIR_HEADER.into(),
+        lapin::types::AMQPValue::LongLongInt(1),
+    );
+    let body = prost::Message::encode_to_vec(&message);
+    harness.publish(&message).await;
+    harness
+        .raw(
+            "scjg",
+            &body,
+            lapin::BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_message_id(id.clone().into())
+                .with_content_type(yichuang::outbox::TASK_CONTENT_TYPE.into())
+                .with_headers(headers),
+        )
+        .await;
+
+    let results = harness
+        .results_for(std::slice::from_ref(&id), Duration::from_secs(60))
+        .await;
+    assert_one_outcome_each(&results, std::slice::from_ref(&id));
+    let stats = sim.sim.stats();
+    assert_eq!(
+        (stats.cases, stats.duplicates),
+        (1, 0),
+        "one case, no second submission"
+    );
+    a.task.abort();
+    b.task.abort();
+    harness.remove().await;
+}

@@ -44,6 +44,9 @@ pub struct Behaviour {
     /// How far the system's own clock is off (seconds, may be negative): the dates it prints
     /// (decision dates) come from it, as a badly kept server's would.
     pub clock_skew_secs: i64,
+    /// A system that does not check business serials: a serial submitted again opens a second
+    /// case (counted in `duplicates` all the same), as many real ones do.
+    pub accept_duplicate_serials: bool,
 }
 
 impl Default for Behaviour {
@@ -62,6 +65,7 @@ impl Default for Behaviour {
             max_rps: 0,
             maintenance_ms: 0,
             clock_skew_secs: 0,
+            accept_duplicate_serials: false,
         }
     }
 }
@@ -261,7 +265,9 @@ impl Sim {
         let mut cases = self.cases.lock().unwrap();
         if let Some(existing) = cases.get(serial) {
             self.stats.lock().unwrap().duplicates += 1;
-            return Err(existing.clone());
+            if !self.behaviour.accept_duplicate_serials {
+                return Err(existing.clone());
+            }
         }
         let n = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let today = chrono::Utc::now().format("%Y%m%d");
