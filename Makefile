@@ -5,7 +5,7 @@
 CARGO ?= cargo
 SERVICES_ENV := target/services.env
 
-.PHONY: all build demo test services toolchain lint bench clean chart-check
+.PHONY: all build demo test services toolchain lint bench clean chart-check chaos
 
 all: build
 
@@ -37,6 +37,9 @@ test: toolchain services
 	$(CARGO) test --workspace --all-targets --no-run
 	bash scripts/chart-check.sh
 	. ./$(SERVICES_ENV) && YICHUANG_TEST_LOGS=$(TEST_LOGS) timeout -k 30 $(TEST_DEADLINE) $(CARGO) test --workspace --all-targets
+	# The chaos run's short form (scripts/chaos.sh): kills and broker restarts under load, then
+	# every accepted case reconciled; its processes' logs are scanned with the suite's.
+	YICHUANG_TEST_LOGS=$(TEST_LOGS) timeout -k 30 600 bash scripts/chaos.sh
 	$(TARGET_DIR)/debug/yichuang logs scan --names tests/fixtures/personal-names.txt $(TEST_LOGS)
 
 # The Helm chart, linted, rendered with several value sets and checked against the Kubernetes
@@ -53,6 +56,13 @@ lint:
 
 bench: toolchain services
 	. ./$(SERVICES_ENV) && $(CARGO) bench --bench intake && $(CARGO) bench --bench relay
+
+# The chaos run's long form, on SQLite and on PostgreSQL: 600 cases, 10 rounds of an adapter
+# SIGKILL, a gateway SIGKILL and a RabbitMQ stop (about 15 minutes); it prints a ledger each.
+chaos: services
+	$(CARGO) build --workspace --bins
+	CASES=600 RATE=4 ROUNDS=10 SETTLE=300 bash scripts/chaos.sh
+	STORE=postgres CASES=600 RATE=4 ROUNDS=10 SETTLE=300 bash scripts/chaos.sh
 
 clean:
 	$(CARGO) clean
