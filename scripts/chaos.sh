@@ -19,6 +19,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 prefix=chaos
 . scripts/lib.sh
+# rabbitmqctl is in /usr/sbin, which a user's PATH may lack.
+PATH=$PATH:/usr/sbin:/sbin
 need_python
 
 CASES=${CASES:-60}       # cases submitted
