@@ -78,7 +78,7 @@ for d in scjg xf; do
   # Polls every second, short backoff, no maintenance windows; the endpoint is this run's.
   sed -e 's/interval_secs: [0-9]*/interval_secs: 1/' -e '/^  - { from:/d' -e 's/^maintenance:$/maintenance: []/' \
     -e 's/initial_backoff_secs: [0-9]*/initial_backoff_secs: 1/' -e 's/max_backoff_secs: [0-9]*/max_backoff_secs: 4/' \
-    -e 's/max_attempts: [0-9]*/max_attempts: 50/' \
+    -e 's/max_attempts: [0-9]*/max_attempts: 50/' -e 's/requests_per_second: [0-9]*/requests_per_second: 50/' \
     "config/departments/$d.yaml" > "$work/departments/$d.yaml"
 done
 export SCJG_ENDPOINT="http://127.0.0.1:$scjg_port" XF_ENDPOINT="http://127.0.0.1:$xf_port"
@@ -184,9 +184,16 @@ done
 wait "$window"
 say "all $CASES cases submitted; $kills kills, $restarts broker restarts; settling (up to $SETTLE s)"
 
-ready_count() {
-  "$bin/yichuang" case list --server "$server" --status CASE_STATUS_READY_FOR_DELIVERY --page-size 500 2>/dev/null |
-    "$python" -c 'import json,sys; print(len(json.load(sys.stdin).get("cases", [])))' 2>/dev/null || echo 0
+ready_count() { # every page of the ready cases
+  local n=0 token="" page
+  while true; do
+    page=$("$bin/yichuang" case list --server "$server" --status CASE_STATUS_READY_FOR_DELIVERY --page-size 500 \
+      ${token:+--page-token "$token"} 2>/dev/null) || { echo 0; return; }
+    n=$((n + $(echo "$page" | "$python" -c 'import json,sys; print(len(json.load(sys.stdin).get("cases", [])))')))
+    token=$(echo "$page" | "$python" -c 'import json,sys; print(json.load(sys.stdin).get("nextPageToken", ""))')
+    [ -n "$token" ] || break
+  done
+  echo "$n"
 }
 accepted=$(sort -u "$work/accepted" | wc -l)
 deadline=$((SECONDS + SETTLE))
