@@ -35,6 +35,8 @@ test: toolchain services
 	bash scripts/pyenv.sh
 	rm -rf $(TEST_LOGS)
 	$(CARGO) test --workspace --all-targets --no-run
+	# The binaries themselves (the chaos run starts yichuang-sim, which no test target builds).
+	$(CARGO) build --workspace --bins
 	bash scripts/chart-check.sh
 	. ./$(SERVICES_ENV) && YICHUANG_TEST_LOGS=$(TEST_LOGS) timeout -k 30 $(TEST_DEADLINE) $(CARGO) test --workspace --all-targets
 	# The chaos run's short form (scripts/chaos.sh): kills and broker restarts under load, then

@@ -30,6 +30,9 @@ SETTLE=${SETTLE:-180}    # seconds allowed after the last fault for every case t
 STORE=${STORE:-sqlite}   # sqlite or postgres
 
 bin="${CARGO_TARGET_DIR:-target}/debug"
+for b in yichuang yichuang-adapter yichuang-sim; do
+  [ -x "$bin/$b" ] || { echo "chaos: $bin/$b is missing: build the binaries first (cargo build --workspace --bins)" >&2; exit 1; }
+done
 . target/services.env
 work=$(mktemp -d)
 vhost="yichuang-chaos-$$"
@@ -72,6 +75,13 @@ echo "{\"behaviour\": $(behaviour xf), \"namespace\": \"http://xf.yinchuan.gov.c
 pids+=($!)
 "$bin/yichuang-sim" soap --listen "127.0.0.1:$xf_port" --settings "$work/xf.json" > "$work/sim-xf.log" 2>&1 &
 pids+=($!)
+for p in "$scjg_port" "$xf_port"; do # the simulators answer before anything is sent to them
+  deadline=$((SECONDS + 30))
+  until "$python" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$p/_sim/stats')" 2>/dev/null; do
+    [ "$SECONDS" -lt "$deadline" ] || { echo "chaos: the simulator on port $p did not start" >&2; cat "$work"/sim-*.log >&2; exit 1; }
+    sleep 0.2
+  done
+done
 
 mkdir -p "$work/departments"
 for d in scjg xf; do
