@@ -98,6 +98,10 @@ pub fn department(code: &str, endpoint: &str) -> DepartmentConfig {
     c.retry.initial_backoff_secs = 1;
     c.retry.max_backoff_secs = 4;
     c.retry.max_attempts = 30;
+    // A breaker that opens in a test (a burst of timeouts on a loaded machine) waits seconds,
+    // not the shipped 30 s and more: the tests' deadlines are for the work, not the breaker.
+    c.breaker.open_secs = 1;
+    c.breaker.max_open_secs = 2;
     c.polling.interval_secs = 1;
     c.maintenance.clear();
     c
