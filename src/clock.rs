@@ -76,6 +76,21 @@ impl Clocks {
         self.zone
     }
 
+    /// What a task's row keeps when its deadlines are left as recorded, looked at again at
+    /// `next_check`.
+    fn recorded_row(&self, task: &Task, next_check: DateTime<Utc>) -> ClockRow {
+        let ms = |t: &Option<pbjson_types::Timestamp>| {
+            t.as_ref().map(|t| self.instant(t).timestamp_millis())
+        };
+        ClockRow {
+            task_id: task.task_id.clone(),
+            next_check_ms: Some(next_check.timestamp_millis()),
+            due_ms: ms(&task.promised_due_at),
+            decided_ms: ms(&task.decided_at),
+            provisional: !task.provisional_years.is_empty(),
+        }
+    }
+
     /// The time source, for the parts that stamp the clock's facts (relay, results).
     pub fn now_source(&self) -> Now {
         self.now.clone()
@@ -168,13 +183,6 @@ impl Clocks {
                     .map_or(0, |r| r.value)
             })
             .collect();
-        let promised_assumes = calendar
-            .reckon(|c| {
-                c.in_zone(zone)
-                    .deadline_with_pauses(started, promised, &pauses)
-            })
-            .map(|r| r.assumed)
-            .unwrap_or_default();
         let derived = derived.map(|r| (r.value, r.assumed));
         let ((promised_due, legal_due, warn_at), assumed) = match derived {
             Ok(d) => d,
@@ -182,15 +190,7 @@ impl Clocks {
                 // Years beyond what may be assumed (a limit of years): said once per hour in
                 // the log; what was derived before stays.
                 warn!(task = %task_id, error = %e, "cannot derive the task's deadlines");
-                row.next_check_ms = Some((now + chrono::Duration::hours(1)).timestamp_millis());
-                row.due_ms = task
-                    .promised_due_at
-                    .as_ref()
-                    .map(|t| self.instant(t).timestamp_millis());
-                row.decided_ms = task
-                    .decided_at
-                    .as_ref()
-                    .map(|t| self.instant(t).timestamp_millis());
+                let row = self.recorded_row(task, now + chrono::Duration::hours(1));
                 return Some((events, row));
             }
         };
@@ -200,16 +200,7 @@ impl Clocks {
             // Another replica counted this task on a year this one has not loaded yet: its
             // calendar is behind. Keep what is recorded; look again once this one has reloaded.
             warn!(task = %task_id, assumed = %years_list(&assumed), "this gateway's calendar is behind the task's record (a year file missing here); leaving the task's deadlines");
-            row.next_check_ms = Some((now + chrono::Duration::minutes(1)).timestamp_millis());
-            row.due_ms = task
-                .promised_due_at
-                .as_ref()
-                .map(|t| self.instant(t).timestamp_millis());
-            row.decided_ms = task
-                .decided_at
-                .as_ref()
-                .map(|t| self.instant(t).timestamp_millis());
-            row.provisional = !was.is_empty();
+            let row = self.recorded_row(task, now + chrono::Duration::minutes(1));
             return Some((events, row));
         }
         if paused && task.decided_at.is_none() && task.promised_due_at.is_some() {
@@ -239,7 +230,8 @@ impl Clocks {
         task.promised_deadline = promised_day.to_string();
         task.legal_deadline = legal_day.to_string();
         task.provisional_years = assumed.iter().copied().collect();
-        task.promised_deadline_provisional = !promised_assumes.is_empty();
+        // The promised deadline rests on the assumed years its own dates reach.
+        task.promised_deadline_provisional = assumed.iter().any(|y| *y <= reach(promised_day));
         let name = format!("{} ({})", task.item_code, task.department);
         let provisional_note = if assumed.is_empty() {
             String::new()
@@ -376,10 +368,16 @@ fn is_behind(task: &Task, assumed: &BTreeSet<i32>, was: &BTreeSet<i32>) -> bool 
     let Ok(legal) = task.legal_deadline.parse::<chrono::NaiveDate>() else {
         return false;
     };
+    assumed
+        .iter()
+        .any(|y| !was.contains(y) && *y <= reach(legal))
+}
+
+/// The last year whose notice counting up to `date` needs: its own, and from December 25 the
+/// next one too (`crate::sla`).
+fn reach(date: chrono::NaiveDate) -> i32 {
     use chrono::Datelike;
-    // From December 25 a date needs the next year's notice too (`crate::sla`).
-    let reach = legal.year() + i32::from((legal.month(), legal.day()) >= (12, 25));
-    assumed.iter().any(|y| !was.contains(y) && *y <= reach)
+    date.year() + i32::from((date.month(), date.day()) >= (12, 25))
 }
 
 fn timestamp(t: DateTime<Utc>) -> pbjson_types::Timestamp {

@@ -84,21 +84,57 @@ pub enum PolicyError {
     },
 }
 
-/// The management API's base URL, vhost and credentials: `[bus] management_url` when set, else
-/// `http://<AMQP host>:15672` with the AMQP user.
-fn endpoint(config: &BusConfig) -> Result<(String, String, String, String), PolicyError> {
-    let uri: AMQPUri = config.url.parse().map_err(PolicyError::Url)?;
-    let base = if config.management_url.is_empty() {
-        format!("http://{}:15672", uri.authority.host)
-    } else {
-        config.management_url.trim_end_matches('/').to_string()
-    };
-    Ok((
-        base,
-        uri.vhost,
-        uri.authority.userinfo.username,
-        uri.authority.userinfo.password,
-    ))
+/// RabbitMQ's management API for one `[bus]`: `[bus] management_url` when set, else
+/// `http://<AMQP host>:15672`, with the AMQP user and vhost.
+struct Management {
+    client: reqwest::Client,
+    base: String,
+    vhost: String,
+    user: String,
+    password: String,
+}
+
+impl Management {
+    fn new(config: &BusConfig) -> Result<Management, PolicyError> {
+        let uri: AMQPUri = config.url.parse().map_err(PolicyError::Url)?;
+        let base = if config.management_url.is_empty() {
+            format!("http://{}:15672", uri.authority.host)
+        } else {
+            config.management_url.trim_end_matches('/').to_string()
+        };
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(config.timeout_secs))
+            .build()
+            .map_err(|e| PolicyError::Url(e.to_string()))?;
+        Ok(Management {
+            client,
+            base,
+            vhost: uri.vhost,
+            user: uri.authority.userinfo.username,
+            password: uri.authority.userinfo.password,
+        })
+    }
+
+    /// An authenticated request for `/api/<what>/<vhost>/<name>`.
+    fn request(&self, method: reqwest::Method, what: &str, name: &str) -> reqwest::RequestBuilder {
+        let url = format!(
+            "{}/api/{what}/{}/{}",
+            self.base,
+            encode(&self.vhost),
+            encode(name)
+        );
+        self.client
+            .request(method, url)
+            .basic_auth(&self.user, Some(&self.password))
+    }
+
+    fn failed(&self, name: &str, message: String) -> PolicyError {
+        PolicyError::Apply {
+            name: name.to_string(),
+            url: self.base.clone(),
+            message,
+        }
+    }
 }
 
 /// Applies [`policies`] (idempotent: a policy is replaced by the same one). `Ok(false)`: turned
@@ -107,13 +143,8 @@ pub async fn apply(config: &BusConfig) -> Result<bool, PolicyError> {
     if config.management_url == "off" {
         return Ok(false);
     }
-    let (base, vhost, user, password) = endpoint(config)?;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(config.timeout_secs))
-        .build()
-        .map_err(|e| PolicyError::Url(e.to_string()))?;
+    let api = Management::new(config)?;
     for p in policies(config) {
-        let url = format!("{base}/api/policies/{}/{}", encode(&vhost), encode(&p.name));
         let definition: serde_json::Map<String, serde_json::Value> = p
             .definition
             .iter()
@@ -125,26 +156,23 @@ pub async fn apply(config: &BusConfig) -> Result<bool, PolicyError> {
             "priority": p.priority,
             "apply-to": "queues",
         });
-        let failed = |message: String| PolicyError::Apply {
-            name: p.name.clone(),
-            url: base.clone(),
-            message,
-        };
-        let answer = client
-            .put(&url)
-            .basic_auth(&user, Some(&password))
+        let answer = api
+            .request(reqwest::Method::PUT, "policies", &p.name)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body.to_string())
             .send()
             .await
-            .map_err(|e| failed(e.to_string()))?;
+            .map_err(|e| api.failed(&p.name, e.to_string()))?;
         let status = answer.status();
         if !status.is_success() {
             let text = answer.text().await.unwrap_or_default();
-            return Err(failed(format!(
-                "HTTP {status}: {}",
-                text.chars().take(200).collect::<String>()
-            )));
+            return Err(api.failed(
+                &p.name,
+                format!(
+                    "HTTP {status}: {}",
+                    text.chars().take(200).collect::<String>()
+                ),
+            ));
         }
     }
     Ok(true)
@@ -152,23 +180,12 @@ pub async fn apply(config: &BusConfig) -> Result<bool, PolicyError> {
 
 /// Removes [`policies`] (uninstalling, or a test cleaning up after itself).
 pub async fn remove(config: &BusConfig) -> Result<(), PolicyError> {
-    let (base, vhost, user, password) = endpoint(config)?;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(config.timeout_secs))
-        .build()
-        .map_err(|e| PolicyError::Url(e.to_string()))?;
+    let api = Management::new(config)?;
     for p in policies(config) {
-        let url = format!("{base}/api/policies/{}/{}", encode(&vhost), encode(&p.name));
-        client
-            .delete(&url)
-            .basic_auth(&user, Some(&password))
+        api.request(reqwest::Method::DELETE, "policies", &p.name)
             .send()
             .await
-            .map_err(|e| PolicyError::Apply {
-                name: p.name.clone(),
-                url: base.clone(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| api.failed(&p.name, e.to_string()))?;
     }
     Ok(())
 }
@@ -179,26 +196,21 @@ pub async fn effective(
     config: &BusConfig,
     queue: &str,
 ) -> Result<Option<serde_json::Value>, PolicyError> {
-    let (base, vhost, user, password) = endpoint(config)?;
-    let url = format!("{base}/api/queues/{}/{}", encode(&vhost), encode(queue));
-    let failed = |message: String| PolicyError::Apply {
-        name: queue.to_string(),
-        url: base.clone(),
-        message,
-    };
-    let answer = reqwest::Client::new()
-        .get(&url)
-        .basic_auth(&user, Some(&password))
-        .timeout(Duration::from_secs(config.timeout_secs))
+    let api = Management::new(config)?;
+    let answer = api
+        .request(reqwest::Method::GET, "queues", queue)
         .send()
         .await
-        .map_err(|e| failed(e.to_string()))?;
+        .map_err(|e| api.failed(queue, e.to_string()))?;
     if !answer.status().is_success() {
         return Ok(None);
     }
-    let text = answer.text().await.map_err(|e| failed(e.to_string()))?;
+    let text = answer
+        .text()
+        .await
+        .map_err(|e| api.failed(queue, e.to_string()))?;
     let value: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| failed(e.to_string()))?;
+        serde_json::from_str(&text).map_err(|e| api.failed(queue, e.to_string()))?;
     Ok(value.get("effective_policy_definition").cloned())
 }
 
