@@ -42,8 +42,8 @@ use crate::system::{Answer, DepartmentSystem, Failure, Gate, Task};
 
 /// Content type of result messages.
 pub const RESULT_CONTENT_TYPE: &str = "application/x-protobuf; proto=yichuang.v1.ResultMessage";
-/// Header naming why a message was dead-lettered.
-pub const REASON_HEADER: &str = "x-yichuang-reason";
+/// Header naming why a message was dead-lettered (shared with `yichuang dlq`, which reads it).
+pub use yichuang::bus::dead::REASON_HEADER;
 
 /// Header of a task copy that was held once (see [`Next::Hold`]): it is not held again.
 pub const HELD_HEADER: &str = "held";
