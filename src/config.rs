@@ -368,6 +368,11 @@ pub struct BusConfig {
     /// AMQP URL of the broker (the vhost is its path; `%2f` is `/`).
     #[serde(default = "default_amqp_url")]
     pub url: String,
+    /// The other nodes of the same RabbitMQ cluster, as AMQP URLs with the user and vhost of
+    /// `url`: a connection that cannot be made, or is lost, moves on to the next node
+    /// (docs/bus.md, "A cluster"). Empty: one node.
+    #[serde(default)]
+    pub nodes: Vec<String>,
     /// Prefix of every exchange and queue name, so several installations (or tests) can share a broker.
     #[serde(default = "default_bus_prefix")]
     pub prefix: String,
@@ -400,6 +405,42 @@ pub struct BusConfig {
     pub results_delivery_limit: u32,
 }
 
+impl BusConfig {
+    /// The cluster's nodes are one broker seen through several doors: each URL of `nodes` must be
+    /// an AMQP URL with the user and vhost of `url` (a different user would change what the
+    /// broker lets the process do, and whom its results are from; a different vhost is another
+    /// broker).
+    pub fn check_nodes(&self) -> Result<(), String> {
+        if self.nodes.is_empty() {
+            return Ok(());
+        }
+        let parse = |url: &str| -> Result<lapin::uri::AMQPUri, String> {
+            url.parse().map_err(|e| {
+                format!(
+                    "{} is not an AMQP URL ({e}); write amqp://user:password@host:port/vhost",
+                    crate::bus::redact(url)
+                )
+            })
+        };
+        let first = parse(&self.url)?;
+        for node in &self.nodes {
+            let other = parse(node)?;
+            if other.vhost != first.vhost
+                || other.authority.userinfo.username != first.authority.userinfo.username
+            {
+                return Err(format!(
+                    "node {} must have the user and vhost of url {} (user {:?}, vhost {:?}): every node of a cluster is the same broker",
+                    crate::bus::redact(node),
+                    crate::bus::redact(&self.url),
+                    first.authority.userinfo.username,
+                    first.vhost
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 fn default_results_delivery_limit() -> u32 {
     10
 }
@@ -428,6 +469,7 @@ impl Default for BusConfig {
     fn default() -> Self {
         Self {
             url: default_amqp_url(),
+            nodes: Vec::new(),
             prefix: default_bus_prefix(),
             delivery_limit: default_delivery_limit(),
             retry_delays_secs: default_retry_delays(),
@@ -742,6 +784,10 @@ impl GatewayConfig {
                 "retry_delays_secs must list increasing delays, e.g. [10, 60, 600]".into(),
             ));
         }
+        config
+            .bus
+            .check_nodes()
+            .map_err(|m| problem("nodes", format!("[bus] nodes: {m}")))?;
         if config.server.max_message_bytes < 1024 {
             return Err(problem(
                 "max_message_bytes",
@@ -755,6 +801,34 @@ impl GatewayConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_nodes_must_share_the_user_and_vhost_of_url() {
+        let bus = |nodes: &[&str]| BusConfig {
+            url: "amqp://adapter-scjg:pw@mq1:5672/hall".into(),
+            nodes: nodes.iter().map(|s| s.to_string()).collect(),
+            ..BusConfig::default()
+        };
+        assert!(bus(&[]).check_nodes().is_ok());
+        assert!(
+            bus(&[
+                "amqp://adapter-scjg:pw@mq2:5672/hall",
+                "amqp://adapter-scjg:pw@mq3/hall"
+            ])
+            .check_nodes()
+            .is_ok()
+        );
+        let other_vhost = bus(&["amqp://adapter-scjg:pw@mq2:5672/other"]).check_nodes();
+        assert!(
+            other_vhost.as_ref().unwrap_err().contains("mq2"),
+            "{other_vhost:?}"
+        );
+        let other_user = bus(&["amqp://guest:secret@mq2:5672/hall"]).check_nodes();
+        let message = other_user.unwrap_err();
+        assert!(message.contains("the user and vhost"), "{message}");
+        assert!(!message.contains("secret"), "no password in it: {message}");
+        assert!(bus(&["not a url"]).check_nodes().is_err());
+    }
 
     #[test]
     fn interpolation_uses_environment_then_default() {

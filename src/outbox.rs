@@ -135,6 +135,14 @@ fn properties(item: &OutboxItem, span: &tracing::Span) -> BasicProperties {
             AMQPValue::LongLongInt(item.repair),
         );
     }
+    // A relay that claimed the task before may have published it and died: this one may be a
+    // second copy, which the adapter holds until any earlier attempt has had its time.
+    if item.reclaimed {
+        headers.insert(
+            ShortString::from(crate::bus::COPY_HEADER),
+            AMQPValue::Boolean(true),
+        );
+    }
     headers.insert(
         ShortString::from("traceparent"),
         text(&crate::trace::header_for(span, &item.case.trace_id)),

@@ -364,7 +364,87 @@ async fn every_status_change_reaches_the_events_exchange(backend: Backend) {
     gw.stop().await;
 }
 
+/// A relay that claimed a task and died before recording the publish leaves a lease that runs
+/// out; the task is handed out again marked `reclaimed` (its message carries the `copy` header,
+/// so the adapter holds it until an earlier copy's request has had its time). A first claim is
+/// not marked.
+async fn a_task_claimed_again_after_its_lease_ran_out_is_marked_a_copy(backend: Backend) {
+    // No broker: the gateway's own relay never claims, the test does.
+    let (mut gw, _bus) = start(backend, "amqp://guest:guest@127.0.0.1:1/%2f".into()).await;
+    gw.client
+        .submit(SubmitRequest {
+            submission: Some(example("kai-canguan")),
+        })
+        .await
+        .unwrap();
+    let store = &gw.gateway.store;
+    let first = store.claim_ready(10, 1).await.unwrap();
+    assert_eq!(first.len(), 2, "SP-JY and XF-JC");
+    assert!(
+        first.iter().all(|i| !i.reclaimed),
+        "a first claim is no copy"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let again = loop {
+        let items = store.claim_ready(10, 60_000).await.unwrap();
+        if !items.is_empty() {
+            break items;
+        }
+        assert!(Instant::now() < deadline, "the 1 ms lease never ran out");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(again.len(), 2, "both handed out again");
+    assert!(
+        again.iter().all(|i| i.reclaimed),
+        "{:?}",
+        again.iter().map(|i| i.reclaimed).collect::<Vec<_>>()
+    );
+    assert!(
+        store.claim_ready(10, 60_000).await.unwrap().is_empty(),
+        "leased again: not handed out a third time"
+    );
+    gw.stop().await;
+}
+
+/// A cluster whose first node is down: the relay moves on to the next node of `[bus] nodes`
+/// and the tasks reach their departments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_reaches_the_departments_through_the_next_node_when_the_first_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(Backend::Sqlite, dir.path());
+    config.bus = BusConfig {
+        // Nothing listens on port 1: the "node" that is down.
+        url: "amqp://guest:guest@127.0.0.1:1/%2f".into(),
+        nodes: vec![amqp_url()],
+        prefix: format!("t{}", uuid::Uuid::new_v4().simple()),
+        relay: true,
+        timeout_secs: 5,
+        ..BusConfig::default()
+    };
+    let bus = config.bus.clone();
+    let mut gw = TestGateway::start_with(config, dir).await;
+    let broker = Broker::open(&bus).await;
+    gw.client
+        .submit(SubmitRequest {
+            submission: Some(example("kai-canguan")),
+        })
+        .await
+        .unwrap();
+    for department in ["scjg", "xf"] {
+        assert!(
+            broker
+                .next(department, Duration::from_secs(20))
+                .await
+                .is_some(),
+            "the {department} task through the second node"
+        );
+    }
+    broker.remove().await;
+    gw.stop().await;
+}
+
 on_both_stores!(
+    a_task_claimed_again_after_its_lease_ran_out_is_marked_a_copy,
     every_status_change_reaches_the_events_exchange,
     kai_canguan_tasks_reach_scjg_and_xf_with_their_headers,
     qiye_kaiban_releases_later_tasks_only_after_qy_sl_is_approved,

@@ -77,6 +77,16 @@ impl AdapterConfig {
             .map_err(ConfigError::Invalid)?;
         let mut config: AdapterConfig = toml::from_str(&text)
             .map_err(|e| ConfigError::Invalid(yichuang::config::toml_problem(path, &text, &e)))?;
+        if let Err(message) = config.bus.check_nodes() {
+            let line = text
+                .find("nodes")
+                .map_or(1, |at| yichuang::config::line_at(&text, at));
+            return Err(ConfigError::Invalid(yichuang::config::ConfigProblem {
+                file: path.display().to_string(),
+                line,
+                message: format!("[bus] nodes: {message}"),
+            }));
+        }
         let base = path.parent().unwrap_or(Path::new("."));
         if config.departments_dir.is_relative() {
             config.departments_dir = base.join(&config.departments_dir);

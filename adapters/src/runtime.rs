@@ -666,7 +666,12 @@ impl Worker {
         // A copy that may race an attempt still in flight (this process or another took the
         // task, and died or gave up waiting, while the request may yet reach the department):
         // held for the request timeout first, so the lookup then sees what that attempt did.
-        let copy = delivery.redelivered || repair;
+        let copy = delivery.redelivered
+            || repair
+            || matches!(
+                header(delivery, yichuang::bus::COPY_HEADER),
+                Some(AMQPValue::Boolean(true))
+            );
         if copy && !polling && int_header(delivery, HELD_HEADER).is_none() {
             return Next::Hold {
                 delay: Duration::from_secs(dept.config.limits.timeout_secs) + HOLD_MARGIN,

@@ -15,6 +15,11 @@ use crate::config::BusConfig;
 pub mod dead;
 pub mod policy;
 
+/// Header of a task message that may be a second copy of one already published (the relay's
+/// earlier claim of the task ran out unrecorded): the adapter holds it before looking the task
+/// up, as it holds a redelivery (docs/adapters.md, "At most one request in flight").
+pub const COPY_HEADER: &str = "copy";
+
 /// Why the bus could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -22,6 +27,8 @@ pub enum BusError {
     Connect { url: String, source: lapin::Error },
     #[error("RabbitMQ did not answer within {0:?}")]
     Timeout(Duration),
+    #[error("no node of the RabbitMQ cluster could be reached: {0}")]
+    Cluster(String),
     #[error("declaring {what}: {source}")]
     Declare { what: String, source: lapin::Error },
 }
@@ -313,14 +320,48 @@ async fn bounded<T>(
     }
 }
 
-/// Connects to the broker, bounded by the configured timeout.
+/// The node of `[bus] url` + `[bus] nodes` the last connection of this process was made to:
+/// the next connection tries it first, then the others in turn.
+static LAST_NODE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Every node the bus may be reached at: `[bus] url`, then `[bus] nodes`.
+pub fn node_urls(config: &BusConfig) -> Vec<&str> {
+    std::iter::once(config.url.as_str())
+        .chain(config.nodes.iter().map(String::as_str))
+        .collect()
+}
+
+/// Connects to the broker, each attempt bounded by the configured timeout. With a cluster
+/// (`[bus] nodes`), the node that answered last is tried first and the others after it, so a
+/// node that is down costs one refused (or timed-out) attempt, not the connection.
 pub async fn connect(config: &BusConfig) -> Result<Connection, BusError> {
-    let timeout = Duration::from_secs(config.timeout_secs);
+    let urls = node_urls(config);
+    let first = LAST_NODE.load(std::sync::atomic::Ordering::Relaxed) % urls.len();
+    let mut failures = Vec::new();
+    for k in 0..urls.len() {
+        let i = (first + k) % urls.len();
+        match connect_to(urls[i], config.timeout_secs).await {
+            Ok(c) => {
+                LAST_NODE.store(i, std::sync::atomic::Ordering::Relaxed);
+                return Ok(c);
+            }
+            Err(e) if urls.len() == 1 => return Err(e),
+            Err(e) => failures.push(match e {
+                BusError::Timeout(t) => format!("{}: no answer within {t:?}", redact(urls[i])),
+                e => e.to_string(),
+            }),
+        }
+    }
+    Err(BusError::Cluster(failures.join("; ")))
+}
+
+async fn connect_to(url: &str, timeout_secs: u64) -> Result<Connection, BusError> {
+    let timeout = Duration::from_secs(timeout_secs);
     let properties = ConnectionProperties::default().with_connection_name("yichuang".into());
-    match tokio::time::timeout(timeout, Connection::connect(&config.url, properties)).await {
+    match tokio::time::timeout(timeout, Connection::connect(url, properties)).await {
         Ok(Ok(c)) => Ok(c),
         Ok(Err(source)) => Err(BusError::Connect {
-            url: redact(&config.url),
+            url: redact(url),
             source,
         }),
         Err(_) => Err(BusError::Timeout(timeout)),

@@ -85,10 +85,11 @@ pub enum PolicyError {
 }
 
 /// RabbitMQ's management API for one `[bus]`: `[bus] management_url` when set, else
-/// `http://<AMQP host>:15672`, with the AMQP user and vhost.
+/// `http://<AMQP host>:15672` of each node (`[bus] url`, then `[bus] nodes`: in a cluster any
+/// node answers for all), with the AMQP user and vhost.
 struct Management {
     client: reqwest::Client,
-    base: String,
+    bases: Vec<String>,
     vhost: String,
     user: String,
     password: String,
@@ -97,41 +98,64 @@ struct Management {
 impl Management {
     fn new(config: &BusConfig) -> Result<Management, PolicyError> {
         let uri: AMQPUri = config.url.parse().map_err(PolicyError::Url)?;
-        let base = if config.management_url.is_empty() {
-            format!("http://{}:15672", uri.authority.host)
+        let mut bases = Vec::new();
+        if config.management_url.is_empty() {
+            for url in super::node_urls(config) {
+                let node: AMQPUri = url.parse().map_err(PolicyError::Url)?;
+                let base = format!("http://{}:15672", node.authority.host);
+                if !bases.contains(&base) {
+                    bases.push(base);
+                }
+            }
         } else {
-            config.management_url.trim_end_matches('/').to_string()
-        };
+            bases.push(config.management_url.trim_end_matches('/').to_string());
+        }
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(config.timeout_secs))
             .build()
             .map_err(|e| PolicyError::Url(e.to_string()))?;
         Ok(Management {
             client,
-            base,
+            bases,
             vhost: uri.vhost,
             user: uri.authority.userinfo.username,
             password: uri.authority.userinfo.password,
         })
     }
 
-    /// An authenticated request for `/api/<what>/<vhost>/<name>`.
-    fn request(&self, method: reqwest::Method, what: &str, name: &str) -> reqwest::RequestBuilder {
-        let url = format!(
-            "{}/api/{what}/{}/{}",
-            self.base,
-            encode(&self.vhost),
-            encode(name)
-        );
-        self.client
-            .request(method, url)
-            .basic_auth(&self.user, Some(&self.password))
+    /// Sends an authenticated request for `/api/<what>/<vhost>/<name>` to the first node that
+    /// can be reached; `body`: JSON to send.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        what: &str,
+        name: &str,
+        body: Option<String>,
+    ) -> Result<reqwest::Response, PolicyError> {
+        let mut failures = Vec::new();
+        for base in &self.bases {
+            let url = format!("{base}/api/{what}/{}/{}", encode(&self.vhost), encode(name));
+            let mut request = self
+                .client
+                .request(method.clone(), url)
+                .basic_auth(&self.user, Some(&self.password));
+            if let Some(body) = &body {
+                request = request
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.clone());
+            }
+            match request.send().await {
+                Ok(answer) => return Ok(answer),
+                Err(e) => failures.push(format!("{base}: {e}")),
+            }
+        }
+        Err(self.failed(name, failures.join("; ")))
     }
 
     fn failed(&self, name: &str, message: String) -> PolicyError {
         PolicyError::Apply {
             name: name.to_string(),
-            url: self.base.clone(),
+            url: self.bases.join(", "),
             message,
         }
     }
@@ -157,12 +181,13 @@ pub async fn apply(config: &BusConfig) -> Result<bool, PolicyError> {
             "apply-to": "queues",
         });
         let answer = api
-            .request(reqwest::Method::PUT, "policies", &p.name)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .map_err(|e| api.failed(&p.name, e.to_string()))?;
+            .send(
+                reqwest::Method::PUT,
+                "policies",
+                &p.name,
+                Some(body.to_string()),
+            )
+            .await?;
         let status = answer.status();
         if !status.is_success() {
             let text = answer.text().await.unwrap_or_default();
@@ -182,10 +207,8 @@ pub async fn apply(config: &BusConfig) -> Result<bool, PolicyError> {
 pub async fn remove(config: &BusConfig) -> Result<(), PolicyError> {
     let api = Management::new(config)?;
     for p in policies(config) {
-        api.request(reqwest::Method::DELETE, "policies", &p.name)
-            .send()
-            .await
-            .map_err(|e| api.failed(&p.name, e.to_string()))?;
+        api.send(reqwest::Method::DELETE, "policies", &p.name, None)
+            .await?;
     }
     Ok(())
 }
@@ -198,10 +221,8 @@ pub async fn effective(
 ) -> Result<Option<serde_json::Value>, PolicyError> {
     let api = Management::new(config)?;
     let answer = api
-        .request(reqwest::Method::GET, "queues", queue)
-        .send()
-        .await
-        .map_err(|e| api.failed(queue, e.to_string()))?;
+        .send(reqwest::Method::GET, "queues", queue, None)
+        .await?;
     if !answer.status().is_success() {
         return Ok(None);
     }

@@ -92,6 +92,10 @@ pub struct OutboxItem {
     /// 0: the task's first publish (or a supplement round's); n > 0: the n-th republish of a
     /// stalled task ([`crate::stall`]).
     pub repair: i64,
+    /// An earlier claim of the task ran out before it was recorded as published: that relay may
+    /// have published it and died, so this publish may be a second copy
+    /// ([`crate::bus::COPY_HEADER`]).
+    pub reclaimed: bool,
 }
 
 /// A task in a department's hands that the gateway has not heard of since `since_ms`.

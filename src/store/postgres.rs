@@ -199,11 +199,12 @@ impl PgStore {
         let statement = client
             .prepare_cached(
                 "WITH ready AS (
-                   SELECT task_id FROM tasks WHERE (status = $2 OR repair_due = 1) AND (lease_until_ms IS NULL OR lease_until_ms < $3)
+                   SELECT task_id, lease_until_ms IS NOT NULL AS reclaimed FROM tasks
+                   WHERE (status = $2 OR repair_due = 1) AND (lease_until_ms IS NULL OR lease_until_ms < $3)
                    ORDER BY task_id LIMIT $4 FOR UPDATE SKIP LOCKED)
                  UPDATE tasks t SET lease_until_ms = $1 FROM ready WHERE t.task_id = ready.task_id
                  RETURNING t.task_id, t.department, t.case_number, (SELECT body FROM cases c WHERE c.case_number = t.case_number),
-                   CASE WHEN t.repair_due = 1 THEN t.repairs::BIGINT ELSE 0 END",
+                   CASE WHEN t.repair_due = 1 THEN t.repairs::BIGINT ELSE 0 END, ready.reclaimed",
             )
             .await?;
         let ready = TaskStatus::Ready as i32;
@@ -230,6 +231,7 @@ impl PgStore {
                     department: r.get(1),
                     case,
                     repair: r.get(4),
+                    reclaimed: r.get(5),
                 })
             })
             .collect()

@@ -297,18 +297,24 @@ impl SqliteStore {
     ) -> Result<Vec<OutboxItem>, StoreError> {
         self.write(move |conn| {
             let tx = conn.transaction()?;
-            let claimed: Vec<(String, String, String, i64)> = tx
+            // Read, then leased, in one write transaction (SQLite has one writer; its RETURNING
+            // cannot show the lease a row had before).
+            let claimed: Vec<(String, String, String, i64, bool)> = tx
                 .prepare_cached(
-                    "UPDATE tasks SET lease_until_ms = ?1 WHERE task_id IN (
-                       SELECT task_id FROM tasks WHERE (status = ?2 OR repair_due = 1) AND (lease_until_ms IS NULL OR lease_until_ms < ?3)
-                       ORDER BY rowid LIMIT ?4)
-                     RETURNING task_id, case_number, department, CASE WHEN repair_due = 1 THEN repairs ELSE 0 END",
+                    "SELECT task_id, case_number, department, CASE WHEN repair_due = 1 THEN repairs ELSE 0 END, lease_until_ms IS NOT NULL
+                     FROM tasks WHERE (status = ?1 OR repair_due = 1) AND (lease_until_ms IS NULL OR lease_until_ms < ?2)
+                     ORDER BY rowid LIMIT ?3",
                 )?
-                .query_map(params![now_ms + lease_ms, TaskStatus::Ready as i32, now_ms, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .query_map(params![TaskStatus::Ready as i32, now_ms, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
                 .collect::<Result<_, _>>()?;
+            let mut lease = tx.prepare_cached("UPDATE tasks SET lease_until_ms = ?1 WHERE task_id = ?2")?;
+            for (task_id, ..) in &claimed {
+                lease.execute(params![now_ms + lease_ms, task_id])?;
+            }
+            drop(lease);
             let mut items = Vec::with_capacity(claimed.len());
             let mut cases: HashMap<String, std::sync::Arc<Case>> = HashMap::new();
-            for (task_id, case_number, department, repair) in claimed {
+            for (task_id, case_number, department, repair, reclaimed) in claimed {
                 let case = match cases.get(&case_number) {
                     Some(case) => case.clone(),
                     None => {
@@ -318,7 +324,7 @@ impl SqliteStore {
                         case
                     }
                 };
-                items.push(OutboxItem { task_id, department, case, repair });
+                items.push(OutboxItem { task_id, department, case, repair, reclaimed });
             }
             tx.commit()?;
             Ok(items)

@@ -1,7 +1,7 @@
 //! `yichuang-sim`: runs one simulated department system, for the demo and for trying an adapter
 //! by hand. `yichuang-sim http-json --listen 127.0.0.1:18081 --settings sim.json`; likewise
 //! `form-xml` (default 127.0.0.1:18082) and `soap` (127.0.0.1:18083), and
-//! `yichuang-sim exchange-db --url postgres://… --settings rs.json`.
+//! `yichuang-sim exchange-db --url postgres://… --settings rs.json [--stats-listen 127.0.0.1:18085]`.
 
 use std::path::PathBuf;
 
@@ -52,6 +52,9 @@ enum Kind {
         /// JSON settings (`yichuang_sim::exchange_db::Settings`); defaults otherwise.
         #[arg(long)]
         settings: Option<PathBuf>,
+        /// Serve `GET /_sim/stats` (cases, duplicates, faults) here, as the HTTP kinds do.
+        #[arg(long)]
+        stats_listen: Option<String>,
     },
 }
 
@@ -92,13 +95,29 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("yichuang-sim soap on {listen}");
             sim.serve(listener).await;
         }
-        Kind::ExchangeDb { url, settings: s } => {
+        Kind::ExchangeDb {
+            url,
+            settings: s,
+            stats_listen,
+        } => {
             let mut s: yichuang_sim::exchange_db::Settings = settings(&s)?;
             s.url = url;
             let schema = format!("{}.{}/{}", s.schema, s.inbound_table, s.result_table);
             let sim = yichuang_sim::exchange_db::ExchangeDbSim::new(s)?;
             sim.create_tables().await?;
             eprintln!("yichuang-sim exchange-db on {schema}");
+            if let Some(listen) = stats_listen {
+                let listener = tokio::net::TcpListener::bind(&listen).await?;
+                let stats = sim.clone();
+                let app = axum::Router::new().route(
+                    "/_sim/stats",
+                    axum::routing::get(move || {
+                        let stats = stats.clone();
+                        async move { axum::Json(stats.stats()) }
+                    }),
+                );
+                tokio::spawn(async move { axum::serve(listener, app).await });
+            }
             tokio::select! {
                 _ = sim.run() => {}
                 _ = tokio::signal::ctrl_c() => {}
