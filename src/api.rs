@@ -412,6 +412,9 @@ impl AdminService for AdminApi {
                     running: s.running,
                     restarts: s.restarts as i64,
                     last_failure: s.last_failure,
+                    last_progress: chrono::DateTime::from_timestamp_millis(s.last_progress_ms)
+                        .filter(|_| s.last_progress_ms > 0)
+                        .map(crate::case::timestamp),
                 })
                 .collect(),
         }))

@@ -284,6 +284,7 @@ pub async fn watch(
             false
         };
         reload_and_mark(&calendar, &store, forced).await;
+        crate::supervise::progressed();
     }
 }
 

@@ -445,8 +445,11 @@ pub async fn run(store: Store, clocks: Clocks, every: Duration) {
     info!(every_secs = every.as_secs_f64(), "SLA sweeper running");
     loop {
         match sweep(&store, &clocks).await {
-            Ok(0) => {}
-            Ok(n) => debug!(entries = n, "SLA sweep recorded clock changes and alerts"),
+            Ok(0) => crate::supervise::progressed(),
+            Ok(n) => {
+                crate::supervise::progressed();
+                debug!(entries = n, "SLA sweep recorded clock changes and alerts")
+            }
             Err(e) => warn!(error = %e, "SLA sweep failed; trying again"),
         }
         tokio::time::sleep(every).await;

@@ -82,7 +82,10 @@ pub async fn run(store: Store, config: PlatformConfig, owner: String) {
             })
             .await
         {
-            Ok(page) => page,
+            Ok(page) => {
+                crate::supervise::progressed();
+                page
+            }
             Err(e) => {
                 warn!(error = %e, "platform push cannot read the feed");
                 tokio::time::sleep(Duration::from_secs(1)).await;

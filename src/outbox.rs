@@ -367,7 +367,10 @@ impl Lane {
                 continue;
             }
             let batch = match self.claim().await {
-                Ok(batch) => batch,
+                Ok(batch) => {
+                    crate::supervise::progressed();
+                    batch
+                }
                 Err(e) => {
                     warn!(lane = ?self.kind, error = %e, "outbox relay cannot read the store");
                     tokio::time::sleep(POLL).await;
@@ -417,6 +420,7 @@ impl Lane {
     ) -> Result<(), String> {
         let n = previous.await.map_err(|e| e.to_string())??;
         debug!(lane = ?self.kind, published = n, "outbox relay published");
+        crate::supervise::progressed();
         if let Some(then) = &self.then {
             then.notify_one();
         }

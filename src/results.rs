@@ -166,6 +166,7 @@ async fn session(
     while let Some(delivery) = consumer.next().await {
         let delivery = delivery.map_err(|e| e.to_string())?;
         handle(store, &config.department_users, wake, now, delivery).await;
+        crate::supervise::progressed();
     }
     Err("the results consumer was cancelled".into())
 }

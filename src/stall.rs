@@ -149,8 +149,9 @@ pub async fn run(store: Store, config: StallConfig, wake: Arc<Notify>, now: crat
     );
     loop {
         tokio::time::sleep(every).await;
-        if let Err(e) = check(&store, &config, now(), &wake).await {
-            warn!(error = %e, "stall detector cannot read the store; trying again");
+        match check(&store, &config, now(), &wake).await {
+            Ok(_) => crate::supervise::progressed(),
+            Err(e) => warn!(error = %e, "stall detector cannot read the store; trying again"),
         }
     }
 }

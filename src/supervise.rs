@@ -2,11 +2,13 @@
 //! SLA sweeper, the platform push, the stall detector, the calendar watch). Each worker loops
 //! forever and handles its own errors (a lost broker, a store that does not answer); a worker
 //! that still ends, by a panic or a bug, is started again with backoff (1 s doubling to 60 s),
-//! and counted: `AdminService.Status` lists every worker with its state and restarts, and
-//! `yichuang_worker_restarts_total{worker}` counts them.
+//! and counted: `AdminService.Status` lists every worker with its state, restarts and last
+//! progress (a worker calls [`progressed`] whenever it got something done: published, applied,
+//! swept, pushed, looked), and `yichuang_worker_restarts_total{worker}` counts the restarts.
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,18 +22,49 @@ pub struct WorkerState {
     pub restarts: u64,
     /// Why it last ended (a panic's message), empty if it never did.
     pub last_failure: String,
+    /// When it last got something done (Unix milliseconds); 0: not yet.
+    pub last_progress_ms: i64,
 }
 
 /// The gateway's workers by name.
 #[derive(Debug, Default)]
 pub struct Workers {
     states: Mutex<BTreeMap<&'static str, WorkerState>>,
+    progress: Mutex<BTreeMap<&'static str, Arc<AtomicI64>>>,
+}
+
+tokio::task_local! {
+    /// The last progress of the worker this task runs (set by [`supervise`]).
+    static PROGRESS: Arc<AtomicI64>;
+}
+
+/// Records that the worker running this task got something done. Outside a supervised worker
+/// (a test calling the worker's code directly), nothing.
+pub fn progressed() {
+    let now = chrono::Utc::now().timestamp_millis();
+    let _ = PROGRESS.try_with(|p| p.store(now, Ordering::Relaxed));
 }
 
 impl Workers {
     /// Every worker's state, by name.
     pub fn states(&self) -> BTreeMap<&'static str, WorkerState> {
-        self.states.lock().expect("workers lock").clone()
+        let progress = self.progress.lock().expect("workers lock");
+        let mut states = self.states.lock().expect("workers lock").clone();
+        for (name, state) in states.iter_mut() {
+            if let Some(p) = progress.get(name) {
+                state.last_progress_ms = p.load(Ordering::Relaxed);
+            }
+        }
+        states
+    }
+
+    fn progress_of(&self, name: &'static str) -> Arc<AtomicI64> {
+        self.progress
+            .lock()
+            .expect("workers lock")
+            .entry(name)
+            .or_default()
+            .clone()
     }
 
     fn set(&self, name: &'static str, f: impl FnOnce(&mut WorkerState)) {
@@ -63,7 +96,8 @@ where
         let mut backoff = Duration::from_secs(1);
         loop {
             workers.set(name, |s| s.running = true);
-            let mut worker = AbortOnDrop(tokio::spawn(make()));
+            let progress = workers.progress_of(name);
+            let mut worker = AbortOnDrop(tokio::spawn(PROGRESS.scope(progress, make())));
             let ended = (&mut worker.0).await;
             let why = match ended {
                 Ok(()) => "it returned".to_string(),
@@ -125,5 +159,40 @@ mod tests {
         assert!(state.running);
         assert_eq!(state.last_failure, "worker bug");
         handle.abort();
+    }
+
+    #[tokio::test]
+    async fn a_workers_progress_is_reported_and_only_its_own() {
+        let workers = Arc::new(Workers::default());
+        let busy = supervise(workers.clone(), "busy", || async {
+            loop {
+                progressed();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        let idle = supervise(workers.clone(), "idle", || std::future::pending::<()>());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while workers
+            .states()
+            .get("busy")
+            .is_none_or(|s| s.last_progress_ms == 0)
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no progress recorded"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let states = workers.states();
+        let now = chrono::Utc::now().timestamp_millis();
+        assert!(now - states["busy"].last_progress_ms < 30_000);
+        assert_eq!(
+            states["idle"].last_progress_ms, 0,
+            "the idle worker made none"
+        );
+        // Outside a supervised worker: nothing recorded, no panic.
+        progressed();
+        busy.abort();
+        idle.abort();
     }
 }
