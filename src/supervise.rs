@@ -170,7 +170,7 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         });
-        let idle = supervise(workers.clone(), "idle", || std::future::pending::<()>());
+        let idle = supervise(workers.clone(), "idle", std::future::pending::<()>);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while workers
             .states()
