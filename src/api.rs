@@ -42,6 +42,8 @@ pub struct Gateway {
     pub relay: Option<(crate::config::BusConfig, crate::bus::Topology)>,
     /// Wakes the relay when a case is accepted, so tasks leave without waiting for its poll.
     pub wake: Arc<tokio::sync::Notify>,
+    /// The bus settings (also when the relay runs elsewhere): dead-letter operations use them.
+    pub bus: crate::config::BusConfig,
     /// The relay's view of the broker.
     pub relay_status: Arc<crate::outbox::RelayStatus>,
     /// The platform push, when `[platform] push_url` is set.
@@ -140,6 +142,7 @@ impl Gateway {
             relay,
             wake: Arc::new(tokio::sync::Notify::new()),
             relay_status: Arc::new(crate::outbox::RelayStatus::default()),
+            bus: config.bus.clone(),
             platform: (!config.platform.push_url.is_empty()).then(|| config.platform.clone()),
             instance: uuid::Uuid::new_v4().simple().to_string(),
             clocks,
@@ -453,6 +456,123 @@ impl AdminService for AdminApi {
         Ok(Response::new(crate::proto::v1::OnTimeRatesResponse {
             rates,
         }))
+    }
+
+    async fn list_dead_letters(
+        &self,
+        request: Request<crate::proto::v1::ListDeadLettersRequest>,
+    ) -> Result<Response<crate::proto::v1::ListDeadLettersResponse>, Status> {
+        let r = request.into_inner();
+        let department = self.dead_queue_owner(&r.department)?;
+        let limit = match r.limit {
+            0 => 100,
+            n @ 1..=1000 => n as usize,
+            n => {
+                return Err(Status::invalid_argument(format!(
+                    "limit {n} is out of range: give 1 to 1000, or 0 for 100"
+                )));
+            }
+        };
+        let letters = crate::dlq::list(&self.gateway.bus, &department, limit, &r.reason_contains)
+            .await
+            .map_err(dlq_status)?;
+        Ok(Response::new(crate::proto::v1::ListDeadLettersResponse {
+            dead_letters: letters.into_iter().map(dead_letter).collect(),
+        }))
+    }
+
+    async fn replay_dead_letters(
+        &self,
+        request: Request<crate::proto::v1::DeadLetterActionRequest>,
+    ) -> Result<Response<crate::proto::v1::DeadLetterActionResponse>, Status> {
+        self.dead_letter_action(request, crate::bus::dead::Action::Replay)
+            .await
+    }
+
+    async fn purge_dead_letters(
+        &self,
+        request: Request<crate::proto::v1::DeadLetterActionRequest>,
+    ) -> Result<Response<crate::proto::v1::DeadLetterActionResponse>, Status> {
+        self.dead_letter_action(request, crate::bus::dead::Action::Purge)
+            .await
+    }
+}
+
+impl AdminApi {
+    /// The department (or `results`) whose dead queue is asked for, checked against the
+    /// acceptance list.
+    fn dead_queue_owner(&self, department: &str) -> Result<String, Status> {
+        let department = department.trim();
+        let known = department == "results"
+            || self
+                .gateway
+                .intake
+                .catalog()
+                .departments
+                .contains_key(department);
+        if known {
+            Ok(department.to_string())
+        } else {
+            Err(Status::invalid_argument(format!(
+                "department {department:?} has no dead queue: give a department code of the acceptance list, or `results`"
+            )))
+        }
+    }
+
+    async fn dead_letter_action(
+        &self,
+        request: Request<crate::proto::v1::DeadLetterActionRequest>,
+        action: crate::bus::dead::Action,
+    ) -> Result<Response<crate::proto::v1::DeadLetterActionResponse>, Status> {
+        let origin = request
+            .remote_addr()
+            .map_or_else(|| "grpc".to_string(), |a| format!("grpc@{a}"));
+        let r = request.into_inner();
+        let department = self.dead_queue_owner(&r.department)?;
+        let operator = r.operator.trim();
+        if operator.is_empty() {
+            return Err(Status::invalid_argument(
+                "operator is empty: name who does this (their account), for the audit of operators' actions",
+            ));
+        }
+        let selection = crate::dlq::selection(r.message_ids, &r.reason_contains, r.all)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let moved = crate::dlq::act(
+            &self.gateway.bus,
+            &self.gateway.store,
+            &department,
+            &selection,
+            action,
+            r.rate,
+            operator,
+            &origin,
+        )
+        .await
+        .map_err(dlq_status)?;
+        Ok(Response::new(crate::proto::v1::DeadLetterActionResponse {
+            moved: moved.into_iter().map(dead_letter).collect(),
+        }))
+    }
+}
+
+fn dead_letter(d: crate::bus::dead::DeadLetter) -> crate::proto::v1::DeadLetter {
+    crate::proto::v1::DeadLetter {
+        message_id: d.message_id,
+        case_number: d.case_number,
+        task_id: d.task_id,
+        reason: d.reason,
+        attempt: d.attempt.unwrap_or(0),
+        trace_id: d.trace_id,
+        dead_at: d.dead_at,
+        bytes: d.bytes as i64,
+    }
+}
+
+fn dlq_status(e: crate::dlq::DlqError) -> Status {
+    match e {
+        crate::dlq::DlqError::Selection(m) => Status::invalid_argument(m),
+        crate::dlq::DlqError::Bus(e) => Status::unavailable(e.to_string()),
+        e @ crate::dlq::DlqError::Unrecorded { .. } => Status::internal(e.to_string()),
     }
 }
 

@@ -14,6 +14,7 @@
 //! - [`outbox`]: the relay that publishes committed tasks with publisher confirms.
 //! - [`stall`]: tasks the gateway hears nothing of, found and published again.
 //! - [`supervise`]: the background workers, started again when they stop.
+//! - [`dlq`]: dead-letter operations as operators run them, each recorded in their audit.
 //! - [`store`]: durable cases, event history and idempotency records (SQLite or PostgreSQL).
 //! - [`api`]: the tonic `CaseService`, health and reflection; `serve(listener, shutdown)`.
 //! - [`bus`]: the RabbitMQ topology (exchanges, per-department quorum queues, delay and dead
@@ -31,6 +32,7 @@ pub mod case;
 pub mod catalog;
 pub mod clock;
 pub mod config;
+pub mod dlq;
 pub mod feed;
 pub mod holidays;
 pub mod intake;

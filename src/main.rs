@@ -89,14 +89,15 @@ enum Command {
     /// Dead letters: list, show, replay (moved back once, transactionally) or purge
     /// (docs/bus.md). Every replay and purge is logged with who did it.
     Dlq {
-        /// Configuration file (its `[bus]` section).
+        /// Gateway address (its AdminService, which records replays and purges in the audit
+        /// of operators' actions).
         #[arg(
             long,
-            default_value = "config/gateway.toml",
-            env = "YICHUANG_CONFIG",
+            default_value = "http://127.0.0.1:50051",
+            env = "YICHUANG_SERVER",
             global = true
         )]
-        config: PathBuf,
+        server: String,
         #[command(subcommand)]
         command: DlqCommand,
     },
@@ -174,9 +175,12 @@ enum DlqCommand {
     /// The messages of a dead queue, oldest first: id, case, task, reason, attempts, trace.
     List {
         department: String,
-        /// At most this many.
+        /// At most this many (1 to 1000).
         #[arg(long, default_value_t = 100)]
-        limit: usize,
+        limit: i32,
+        /// Only those whose reason contains this text.
+        #[arg(long, default_value = "")]
+        reason: String,
     },
     /// One message of a dead queue, in full (personal data masked).
     Show {
@@ -187,8 +191,11 @@ enum DlqCommand {
     /// results queue), each once, transactionally.
     Replay {
         department: String,
-        /// The messages to move (`message_id`s); none: give --all.
+        /// The messages to move (`message_id`s); or give --reason or --all.
         message_ids: Vec<String>,
+        /// Every message whose reason contains this text.
+        #[arg(long, default_value = "")]
+        reason: String,
         #[arg(long)]
         all: bool,
         /// At most this many a second (0: no limit).
@@ -199,6 +206,9 @@ enum DlqCommand {
     Purge {
         department: String,
         message_ids: Vec<String>,
+        /// Every message whose reason contains this text.
+        #[arg(long, default_value = "")]
+        reason: String,
         #[arg(long)]
         all: bool,
     },
@@ -627,60 +637,65 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             let config = GatewayConfig::load(&config)?;
             watch_events(&config.bus, &binding).await
         }
-        Command::Dlq { config, command } => {
-            let config = GatewayConfig::load(&config)?;
-            dlq_command(&config.bus, command).await
-        }
+        Command::Dlq { server, command } => dlq_command(&server, command).await,
     }
 }
 
-/// `yichuang dlq …`.
-async fn dlq_command(
-    bus: &yichuang::config::BusConfig,
-    command: DlqCommand,
-) -> Result<u8, Failure> {
-    use yichuang::bus::dead::{self, Action, Selection};
-    let print = |d: &dead::DeadLetter| {
+/// `yichuang dlq …`: the gateway's AdminService, as the operator at this terminal.
+async fn dlq_command(server: &str, command: DlqCommand) -> Result<u8, Failure> {
+    use yichuang::proto::v1::{DeadLetter, DeadLetterActionRequest, ListDeadLettersRequest};
+    let mut client =
+        yichuang::proto::v1::admin_service_client::AdminServiceClient::connect(server.to_string())
+            .await
+            .with_context(|| format!("cannot connect to {server}"))?;
+    let print = |d: &DeadLetter| {
         println!(
             "{}\tcase {}\ttask {}\tattempt {}\ttrace {}\tdead at {}\t{} bytes\t{}",
             d.message_id,
             d.case_number,
             d.task_id,
-            d.attempt.map_or("-".into(), |a| a.to_string()),
+            if d.attempt > 0 {
+                d.attempt.to_string()
+            } else {
+                "-".into()
+            },
             d.trace_id,
             d.dead_at,
             d.bytes,
             d.reason
         )
     };
-    let selection = |ids: Vec<String>, all: bool| -> Result<Selection, Failure> {
-        match (ids.is_empty(), all) {
-            (false, false) => Ok(Selection::Ids(ids)),
-            (true, true) => Ok(Selection::All),
-            _ => Err(Failure(
-                2,
-                anyhow::anyhow!("name the messages by message_id, or give --all (not both)"),
-            )),
+    // Until callers are authenticated, the operator is the account at this terminal.
+    let operator = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".into());
+    let action = |department: String, message_ids: Vec<String>, reason: String, all, rate| {
+        DeadLetterActionRequest {
+            department,
+            message_ids,
+            reason_contains: reason,
+            all,
+            rate,
+            operator: operator.clone(),
         }
     };
-    // Who did what, for the audit trail (the operator's account; message ids, never contents).
-    let audit = |action: &str, department: &str, moved: &[dead::DeadLetter]| {
-        let who = std::env::var("SUDO_USER")
-            .or_else(|_| std::env::var("USER"))
-            .unwrap_or_else(|_| "unknown".into());
-        let ids: Vec<&str> = moved.iter().map(|d| d.message_id.as_str()).collect();
-        eprintln!(
-            "audit: {} {action} {} message(s) of {} by {who}: {}",
-            chrono::Utc::now().to_rfc3339(),
-            moved.len(),
-            dead::queue(bus, department),
-            ids.join(" ")
-        );
-    };
     match command {
-        DlqCommand::List { department, limit } => {
-            for d in dead::list(bus, &department, limit).await? {
-                print(&d);
+        DlqCommand::List {
+            department,
+            limit,
+            reason,
+        } => {
+            let listed = client
+                .list_dead_letters(ListDeadLettersRequest {
+                    department,
+                    limit,
+                    reason_contains: reason,
+                })
+                .await
+                .map_err(grpc_failure)?
+                .into_inner();
+            for d in &listed.dead_letters {
+                print(d);
             }
             Ok(0)
         }
@@ -688,20 +703,33 @@ async fn dlq_command(
             department,
             message_id,
         } => {
-            let found = dead::list(bus, &department, usize::MAX)
-                .await?
-                .into_iter()
-                .find(|d| d.message_id == message_id);
-            match found {
+            let listed = client
+                .list_dead_letters(ListDeadLettersRequest {
+                    department: department.clone(),
+                    limit: 1000,
+                    reason_contains: String::new(),
+                })
+                .await
+                .map_err(grpc_failure)?
+                .into_inner();
+            match listed
+                .dead_letters
+                .iter()
+                .find(|d| d.message_id == message_id)
+            {
                 Some(d) => {
-                    println!("queue:      {}", dead::queue(bus, &department));
+                    println!("queue:      dead queue of {department}");
                     println!("message_id: {}", d.message_id);
                     println!("case:       {}", d.case_number);
                     println!("task:       {}", d.task_id);
                     println!("reason:     {}", d.reason);
                     println!(
                         "attempt:    {}",
-                        d.attempt.map_or("-".into(), |a| a.to_string())
+                        if d.attempt > 0 {
+                            d.attempt.to_string()
+                        } else {
+                            "-".into()
+                        }
                     );
                     println!("trace id:   {}", d.trace_id);
                     println!("dead at:    {}", d.dead_at);
@@ -711,8 +739,7 @@ async fn dlq_command(
                 None => Err(Failure(
                     3,
                     anyhow::anyhow!(
-                        "no message {message_id} in {}",
-                        dead::queue(bus, &department)
+                        "no message {message_id} in the dead queue of {department} (among its first 1000)"
                     ),
                 )),
             }
@@ -720,25 +747,41 @@ async fn dlq_command(
         DlqCommand::Replay {
             department,
             message_ids,
+            reason,
             all,
             rate,
         } => {
-            let selection = selection(message_ids, all)?;
-            let moved = dead::act(bus, &department, &selection, Action::Replay, rate).await?;
-            audit("replayed", &department, &moved);
+            let moved = client
+                .replay_dead_letters(action(department, message_ids, reason, all, rate))
+                .await
+                .map_err(grpc_failure)?
+                .into_inner()
+                .moved;
             for d in &moved {
                 print(d);
             }
+            eprintln!(
+                "replayed {} message(s) as {operator}: recorded in the audit of operators' actions",
+                moved.len()
+            );
             Ok(0)
         }
         DlqCommand::Purge {
             department,
             message_ids,
+            reason,
             all,
         } => {
-            let selection = selection(message_ids, all)?;
-            let moved = dead::act(bus, &department, &selection, Action::Purge, 0).await?;
-            audit("purged", &department, &moved);
+            let moved = client
+                .purge_dead_letters(action(department, message_ids, reason, all, 0))
+                .await
+                .map_err(grpc_failure)?
+                .into_inner()
+                .moved;
+            eprintln!(
+                "purged {} message(s) as {operator}: recorded in the audit of operators' actions",
+                moved.len()
+            );
             Ok(0)
         }
     }

@@ -146,10 +146,9 @@ async fn topology_routes_dead_letters_and_delays_on_a_real_broker() {
     let _ = connection.close(200, "done".into()).await;
 }
 
-/// `yichuang dlq`: a dead task is listed with its reason, replayed back to its department's
-/// queue exactly once (a second replay finds nothing), and a purge empties the queue.
-#[tokio::test]
-async fn dead_letters_are_listed_replayed_once_and_purged() {
+/// The topology of a fresh prefix, declared, with two dead letters on scjg's dead queue
+/// (`dead-1`, `dead-2`, both "gave up after 8 attempts").
+async fn two_dead_letters() -> (BusConfig, lapin::Connection, Channel, Topology) {
     let config = BusConfig {
         url: amqp_url(),
         prefix: format!("t{}", uuid::Uuid::new_v4().simple()),
@@ -191,18 +190,43 @@ async fn dead_letters_are_listed_replayed_once_and_purged() {
             .await
             .unwrap();
     }
+    (config, connection, channel, topology)
+}
+
+async fn remove(connection: lapin::Connection, channel: Channel, topology: Topology) {
+    for q in &topology.queues {
+        let _ = channel
+            .queue_delete(q.name.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+    for e in &topology.exchanges {
+        let _ = channel
+            .exchange_delete(e.name.as_str().into(), ExchangeDeleteOptions::default())
+            .await;
+    }
+    let _ = connection.close(200, "done".into()).await;
+}
+
+/// `yichuang dlq`: a dead task is listed with its reason, replayed back to its department's
+/// queue exactly once (a second replay finds nothing) and recorded in the audit of operators'
+/// actions, and a purge empties the queue.
+// Several threads: the command runs as a child process while this thread waits for it, and the
+// gateway it calls must go on serving meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_replayed_once_and_purged() {
+    let (config, connection, channel, topology) = two_dead_letters().await;
+    let names = Names::new(&config.prefix);
+    // The gateway whose AdminService the command calls, and whose store records the action.
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("gateway.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "[bus]\nurl = \"{}\"\nprefix = \"{}\"\n",
-            config.url, config.prefix
-        ),
-    )
-    .unwrap();
+    let mut gateway = common::config(common::Backend::Sqlite, dir.path());
+    gateway.bus = BusConfig {
+        relay: false,
+        ..config.clone()
+    };
+    let gw = common::TestGateway::start_with(gateway, dir).await;
+    let server = format!("http://{}", gw.addr);
     let dlq = |args: &[&str]| {
-        let mut all = vec!["dlq", "--config", file.to_str().unwrap()];
+        let mut all = vec!["dlq", "--server", server.as_str()];
         all.extend_from_slice(args);
         common::yichuang(&all)
     };
@@ -215,9 +239,20 @@ async fn dead_letters_are_listed_replayed_once_and_purged() {
 
     let out = dlq(&["replay", "scjg", "dead-1"]);
     assert_eq!(out.status.code(), Some(0), "{}", common::text(&out.stderr));
-    assert!(common::text(&out.stderr).contains("audit:"));
+    assert!(common::text(&out.stderr).contains("recorded in the audit"));
+    let actions = gw.gateway.store.operator_actions(10).await.unwrap();
+    assert_eq!(actions.len(), 1, "{actions:?}");
+    assert_eq!(
+        (actions[0].action.as_str(), actions[0].message_ids.clone()),
+        ("dlq-replay", vec!["dead-1".to_string()])
+    );
+    assert!(
+        actions[0].origin.starts_with("grpc@127.0.0.1"),
+        "{actions:?}"
+    );
+    assert_eq!(actions[0].target, names.dead_queue("scjg"));
     let out = dlq(&["replay", "scjg", "dead-1"]);
-    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.status.code(), Some(0), "{}", common::text(&out.stderr));
     assert_eq!(common::text(&out.stdout).trim(), "", "nothing left to move");
 
     // On the task queue once, with fresh attempts; dead-2 still dead.
@@ -257,22 +292,130 @@ async fn dead_letters_are_listed_replayed_once_and_purged() {
     let out = dlq(&["purge", "scjg"]);
     assert_eq!(
         out.status.code(),
-        Some(2),
-        "a purge names its messages or says --all"
+        Some(4),
+        "a purge names its messages, a reason or says --all"
     );
     let out = dlq(&["purge", "scjg", "--all"]);
     assert_eq!(out.status.code(), Some(0), "{}", common::text(&out.stderr));
     assert_eq!(common::text(&dlq(&["list", "scjg"]).stdout).trim(), "");
+    gw.stop().await;
+    remove(connection, channel, topology).await;
+}
 
-    for q in &topology.queues {
-        let _ = channel
-            .queue_delete(q.name.as_str().into(), QueueDeleteOptions::default())
-            .await;
+/// The same operations through `AdminService`: listed by department and reason, replayed by
+/// reason exactly once, recorded with the operator and the caller's address; a request that
+/// names no operator, no selection or an unknown department changes nothing.
+#[tokio::test]
+async fn dead_letters_through_the_admin_service_are_replayed_once_and_audited() {
+    use yichuang::proto::v1::admin_service_client::AdminServiceClient;
+    use yichuang::proto::v1::{DeadLetterActionRequest, ListDeadLettersRequest};
+    let (bus, connection, channel, topology) = two_dead_letters().await;
+    let names = Names::new(&bus.prefix);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(common::Backend::Sqlite, dir.path());
+    config.bus = BusConfig {
+        relay: false,
+        ..bus.clone()
+    };
+    let gw = common::TestGateway::start_with(config, dir).await;
+    let mut admin = AdminServiceClient::connect(format!("http://{}", gw.addr))
+        .await
+        .unwrap();
+    let listed = admin
+        .list_dead_letters(ListDeadLettersRequest {
+            department: "scjg".into(),
+            reason_contains: "gave up".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .dead_letters;
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let none = admin
+        .list_dead_letters(ListDeadLettersRequest {
+            department: "scjg".into(),
+            reason_contains: "delivery_limit".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .dead_letters;
+    assert!(none.is_empty(), "{none:?}");
+
+    let request = |f: fn(&mut DeadLetterActionRequest)| {
+        let mut r = DeadLetterActionRequest {
+            department: "scjg".into(),
+            message_ids: vec!["dead-2".into()],
+            operator: "ops-li".into(),
+            ..Default::default()
+        };
+        f(&mut r);
+        r
+    };
+    for (bad, what) in [
+        (request(|r| r.operator.clear()), "no operator"),
+        (request(|r| r.message_ids.clear()), "no selection"),
+        (request(|r| r.all = true), "two selections"),
+        (
+            request(|r| r.department = "nosuch".into()),
+            "unknown department",
+        ),
+    ] {
+        let status = admin.replay_dead_letters(bad).await.unwrap_err();
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{what}: {status:?}"
+        );
     }
-    for e in &topology.exchanges {
-        let _ = channel
-            .exchange_delete(e.name.as_str().into(), ExchangeDeleteOptions::default())
-            .await;
-    }
-    let _ = connection.close(200, "done".into()).await;
+    let moved = admin
+        .replay_dead_letters(request(|_| {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .moved;
+    assert_eq!(moved.len(), 1);
+    assert_eq!(moved[0].message_id, "dead-2");
+    let again = admin.replay_dead_letters(request(|_| {})).await.unwrap();
+    assert!(again.into_inner().moved.is_empty(), "moved once");
+    let back = get_within(&channel, &names.task_queue("scjg"), Duration::from_secs(5))
+        .await
+        .expect("moved back");
+    assert_eq!(
+        back.delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .unwrap()
+            .as_str(),
+        "dead-2"
+    );
+    assert!(
+        get_within(
+            &channel,
+            &names.task_queue("scjg"),
+            Duration::from_millis(500)
+        )
+        .await
+        .is_none(),
+        "on the task queue once"
+    );
+
+    let actions = gw.gateway.store.operator_actions(10).await.unwrap();
+    assert_eq!(actions.len(), 2, "both replays recorded: {actions:?}");
+    assert_eq!(actions[1].message_ids, vec!["dead-2".to_string()]);
+    assert!(
+        actions[0].message_ids.is_empty(),
+        "the second moved nothing"
+    );
+    assert!(
+        actions
+            .iter()
+            .all(|a| a.operator == "ops-li" && a.origin.starts_with("grpc@127.0.0.1")),
+        "{actions:?}"
+    );
+    gw.stop().await;
+    remove(connection, channel, topology).await;
 }

@@ -45,14 +45,18 @@ pub struct DeadLetter {
 pub enum Selection {
     /// The messages with these `message_id`s.
     Ids(Vec<String>),
+    /// The messages whose (masked) reason contains this text.
+    Reason(String),
     /// Every message in the queue.
     All,
 }
 
 impl Selection {
-    fn takes(&self, id: &str) -> bool {
+    /// Whether the selection takes `letter`.
+    pub fn takes(&self, letter: &DeadLetter) -> bool {
         match self {
-            Selection::Ids(ids) => ids.iter().any(|i| i == id),
+            Selection::Ids(ids) => ids.contains(&letter.message_id),
+            Selection::Reason(text) => letter.reason.contains(text.as_str()),
             Selection::All => true,
         }
     }
@@ -228,7 +232,7 @@ pub async fn act(
             break;
         };
         let letter = summary(&m.delivery.data, &m.delivery.properties);
-        if !selection.takes(&letter.message_id) {
+        if !selection.takes(&letter) {
             continue;
         }
         if action == Action::Replay {

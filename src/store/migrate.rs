@@ -35,6 +35,10 @@ pub(super) const SQLITE: &[(&str, &str)] = &[
         "0008_stall",
         include_str!("../../migrations/sqlite/0008_stall.sql"),
     ),
+    (
+        "0009_operator_actions",
+        include_str!("../../migrations/sqlite/0009_operator_actions.sql"),
+    ),
 ];
 
 /// Migrations of the PostgreSQL engine, in order.
@@ -70,6 +74,10 @@ pub(super) const POSTGRES: &[(&str, &str)] = &[
     (
         "0008_stall",
         include_str!("../../migrations/postgres/0008_stall.sql"),
+    ),
+    (
+        "0009_operator_actions",
+        include_str!("../../migrations/postgres/0009_operator_actions.sql"),
     ),
 ];
 

@@ -98,6 +98,22 @@ pub struct OutboxItem {
     pub reclaimed: bool,
 }
 
+/// One entry of the audit of operators' actions: who did what to which messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorAction {
+    pub at_ms: i64,
+    /// The operator's account (the caller's identity once it is authenticated).
+    pub operator: String,
+    /// Where it came from: `cli@<host>`, or the gRPC peer address.
+    pub origin: String,
+    /// `dlq-replay`, `dlq-purge`.
+    pub action: String,
+    /// The queue acted on.
+    pub target: String,
+    /// The ids of the messages acted on (never their contents).
+    pub message_ids: Vec<String>,
+}
+
 /// A task in a department's hands that the gateway has not heard of since `since_ms`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Silent {
@@ -444,6 +460,22 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.attempt_count(submission_id).await,
             Store::Postgres(s) => s.attempt_count(submission_id).await,
+        }
+    }
+
+    /// Appends an operator's action to the audit of operators' actions.
+    pub async fn record_operator_action(&self, action: OperatorAction) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.record_operator_action(action).await,
+            Store::Postgres(s) => s.record_operator_action(action).await,
+        }
+    }
+
+    /// The last `limit` operator actions, newest first.
+    pub async fn operator_actions(&self, limit: i64) -> Result<Vec<OperatorAction>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.operator_actions(limit).await,
+            Store::Postgres(s) => s.operator_actions(limit).await,
         }
     }
 

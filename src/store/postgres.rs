@@ -9,9 +9,9 @@ use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 
 use super::{
-    Attempt, CaseRows, Decision, Evaluated, Existing, ListQuery, OutboxItem, StoreError,
-    SubmitCommand, SubmitResult, attempt_detail, case_rows, decide, decode_case, dispatch_in_case,
-    migrate, ms_to_timestamp, summary,
+    Attempt, CaseRows, Decision, Evaluated, Existing, ListQuery, OperatorAction, OutboxItem,
+    StoreError, SubmitCommand, SubmitResult, attempt_detail, case_rows, decide, decode_case,
+    dispatch_in_case, migrate, ms_to_timestamp, summary,
 };
 use crate::case::{self, MAX_DAILY_SEQUENCE};
 use crate::proto::v1::{Case, CaseEvent, CaseSummary, TaskStatus};
@@ -764,6 +764,45 @@ impl PgStore {
             )
             .await?
             .get(0))
+    }
+
+    pub(super) async fn record_operator_action(&self, a: OperatorAction) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        client
+            .execute(
+                "INSERT INTO operator_actions (at_ms, operator, origin, action, target, count, message_ids) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[&a.at_ms, &a.operator, &a.origin, &a.action, &a.target, &(a.message_ids.len() as i32), &a.message_ids.join(" ")],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn operator_actions(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<OperatorAction>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let rows = client
+            .query(
+                "SELECT at_ms, operator, origin, action, target, message_ids FROM operator_actions ORDER BY id DESC LIMIT $1",
+                &[&limit],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| OperatorAction {
+                at_ms: r.get(0),
+                operator: r.get(1),
+                origin: r.get(2),
+                action: r.get(3),
+                target: r.get(4),
+                message_ids: r
+                    .get::<_, String>(5)
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect(),
+            })
+            .collect())
     }
 
     pub(super) async fn case_count(&self) -> Result<i64, StoreError> {

@@ -19,9 +19,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Attempt, CaseRows, Decision, Evaluated, Existing, ListQuery, OutboxItem, StoreError,
-    SubmitCommand, SubmitResult, attempt_detail, case_rows, decide, decode_case, dispatch_in_case,
-    migrate, ms_to_timestamp, summary,
+    Attempt, CaseRows, Decision, Evaluated, Existing, ListQuery, OperatorAction, OutboxItem,
+    StoreError, SubmitCommand, SubmitResult, attempt_detail, case_rows, decide, decode_case,
+    dispatch_in_case, migrate, ms_to_timestamp, summary,
 };
 use crate::case::{self, MAX_DAILY_SEQUENCE};
 use crate::proto::v1::{Case, CaseEvent, CaseSummary, TaskStatus};
@@ -847,6 +847,41 @@ impl SqliteStore {
                 [id],
                 |r| r.get(0),
             )?)
+        })
+        .await
+    }
+
+    pub(super) async fn record_operator_action(&self, a: OperatorAction) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO operator_actions (at_ms, operator, origin, action, target, count, message_ids) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![a.at_ms, a.operator, a.origin, a.action, a.target, a.message_ids.len() as i64, a.message_ids.join(" ")])?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(super) async fn operator_actions(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<OperatorAction>, StoreError> {
+        self.read(move |conn| {
+            let rows = conn
+                .prepare_cached("SELECT at_ms, operator, origin, action, target, message_ids FROM operator_actions ORDER BY id DESC LIMIT ?1")?
+                .query_map([limit], |r| {
+                    let ids: String = r.get(5)?;
+                    Ok(OperatorAction {
+                        at_ms: r.get(0)?,
+                        operator: r.get(1)?,
+                        origin: r.get(2)?,
+                        action: r.get(3)?,
+                        target: r.get(4)?,
+                        message_ids: ids.split_whitespace().map(str::to_string).collect(),
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
         })
         .await
     }

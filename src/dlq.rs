@@ -1,0 +1,129 @@
+//! Dead-letter operations as operators run them, from `yichuang dlq` or `AdminService`: the
+//! selection checked, the move itself ([`crate::bus::dead`]), and its record in the audit of
+//! operators' actions (the store's `operator_actions`: who, from where, which queue, which message
+//! ids; never contents). A move that happened is always reported, even when its record could not
+//! be written: the error then says so, and the log carries the record instead.
+
+use tracing::{error, info};
+
+use crate::bus::dead::{self, Action, DeadLetter, Selection};
+use crate::config::BusConfig;
+use crate::store::{OperatorAction, Store};
+
+/// Why an operation was not done (or not recorded).
+#[derive(Debug, thiserror::Error)]
+pub enum DlqError {
+    #[error("{0}")]
+    Selection(String),
+    #[error("{0}")]
+    Bus(#[from] crate::bus::BusError),
+    #[error(
+        "{action} of {count} message(s) of {queue} done, but its audit record could not be written ({source}); the log has it"
+    )]
+    Unrecorded {
+        action: &'static str,
+        count: usize,
+        queue: String,
+        source: crate::store::StoreError,
+    },
+}
+
+/// The selection an operator asked for: exactly one of message ids, a reason, or all.
+pub fn selection(
+    message_ids: Vec<String>,
+    reason_contains: &str,
+    all: bool,
+) -> Result<Selection, DlqError> {
+    let reason = reason_contains.trim();
+    match (!message_ids.is_empty(), !reason.is_empty(), all) {
+        (true, false, false) => Ok(Selection::Ids(message_ids)),
+        (false, true, false) => Ok(Selection::Reason(reason.to_string())),
+        (false, false, true) => Ok(Selection::All),
+        _ => Err(DlqError::Selection(
+            "name the messages by message_id, or by a reason they contain, or say all (exactly one of them)".into(),
+        )),
+    }
+}
+
+/// Up to `limit` messages of the dead queue whose reason contains `reason_contains` (all when
+/// it is empty), oldest first; the queue is left as it was.
+pub async fn list(
+    bus: &BusConfig,
+    department: &str,
+    limit: usize,
+    reason_contains: &str,
+) -> Result<Vec<DeadLetter>, DlqError> {
+    let reason = reason_contains.trim();
+    let all = dead::list(
+        bus,
+        department,
+        if reason.is_empty() { limit } else { usize::MAX },
+    )
+    .await?;
+    Ok(all
+        .into_iter()
+        .filter(|d| d.reason.contains(reason))
+        .take(limit)
+        .collect())
+}
+
+/// Moves back (or discards) the selected messages, at most `rate` a second, and records it.
+#[allow(clippy::too_many_arguments)]
+pub async fn act(
+    bus: &BusConfig,
+    store: &Store,
+    department: &str,
+    selection: &Selection,
+    action: Action,
+    rate: u32,
+    operator: &str,
+    origin: &str,
+) -> Result<Vec<DeadLetter>, DlqError> {
+    let moved = dead::act(bus, department, selection, action, rate).await?;
+    let name = match action {
+        Action::Replay => "dlq-replay",
+        Action::Purge => "dlq-purge",
+    };
+    let queue = dead::queue(bus, department);
+    let ids: Vec<String> = moved.iter().map(|d| d.message_id.clone()).collect();
+    info!(action = name, operator, origin, queue = %queue, count = ids.len(), message_ids = %ids.join(" "), "operator action");
+    let record = OperatorAction {
+        at_ms: chrono::Utc::now().timestamp_millis(),
+        operator: operator.to_string(),
+        origin: origin.to_string(),
+        action: name.to_string(),
+        target: queue.clone(),
+        message_ids: ids,
+    };
+    if let Err(source) = store.record_operator_action(record).await {
+        error!(action = name, operator, queue = %queue, error = %source, "operator action not recorded in the store");
+        return Err(DlqError::Unrecorded {
+            action: name,
+            count: moved.len(),
+            queue,
+            source,
+        });
+    }
+    Ok(moved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exactly_one_way_of_selecting() {
+        assert_eq!(
+            selection(vec!["m1".into()], "", false).unwrap(),
+            Selection::Ids(vec!["m1".into()])
+        );
+        assert_eq!(
+            selection(vec![], " delivery_limit ", false).unwrap(),
+            Selection::Reason("delivery_limit".into())
+        );
+        assert_eq!(selection(vec![], "", true).unwrap(), Selection::All);
+        assert!(selection(vec![], "", false).is_err(), "nothing selected");
+        assert!(selection(vec!["m1".into()], "", true).is_err(), "two ways");
+        assert!(selection(vec![], "x", true).is_err(), "two ways");
+    }
+}
