@@ -1,32 +1,37 @@
 #!/usr/bin/env bash
-# The chaos run: the gateway, one adapter process and two simulated department systems (市场监管,
-# HTTP/JSON; 消防, SOAP) that do NOT check business serials, so a task submitted twice shows as a
-# duplicate at the department instead of being refused. Cases are submitted at a steady rate
-# while the gateway and the adapter are killed with SIGKILL and restarted, and RabbitMQ's
-# application is stopped and started. Then every accepted case is reconciled:
+# The chaos run: the gateway, one adapter process and the seven simulated department systems, one
+# of each kind (HTTP/JSON, form-POST XML, SOAP ×2, 前置库 exchange tables ×2, a clerk's worklist),
+# none of which deduplicates by business serial, so a task submitted twice shows as a duplicate
+# at the department instead of being refused. The bus is a three-node RabbitMQ cluster on
+# loopback (scripts/cluster.sh) with the quorum queues replicated over it; the gateway and the
+# adapter are given all three nodes. The hall (scripts/chaos_window.py) submits cases at a steady
+# rate, hands in supplements and delivers what is ready, while each fault round
+#   - kills the adapter and the gateway with SIGKILL and starts them again,
+#   - kills the RabbitMQ node leading a department's task queue with SIGKILL, then restarts it,
+#   - stops another node's RabbitMQ application for 8 s,
+#   - every third round, restarts PostgreSQL (the gateway's store on STORE=postgres, and the
+#     前置库 databases of two departments either way),
+# and the simulated systems fail now and then (502s, hangs). After the last fault, every case
+# must reach delivery within SETTLE seconds; then scripts/chaos_ledger.py reconciles each case:
+# accepted, decided, ready, delivered, stranded, duplicates at the departments, duplicate status
+# events (history and platform push), unpushed events and lost (a stranded task with no message
+# anywhere). It fails (exit 1) on anything stranded, duplicated, unpushed or lost.
 #
-#   accepted   receipts held by the window (a submit that failed in a fault is sent again with
-#              the same submission id, and must answer with the same case)
-#   ready      cases ready for delivery (every task approved)
-#   stranded   accepted cases not ready when the run ends (after the settling time)
-#   duplicates serials submitted twice at a department system (from the simulators' counters)
-#   lost       stranded cases with a task that has no message in any queue of the run
-#
-# It fails (exit 1) on any stranded case or duplicate. Short form (`make test`): about two
-# minutes; long form (`make chaos`): CASES=600 ROUNDS=10.
+# Short form (`make test`, about three minutes): CASES=90 ROUNDS=2. Long form (`make chaos`):
+# CASES=2000 RATE=4 ROUNDS=10, on SQLite and on PostgreSQL.
 # Needs the binaries built and the services started (scripts/services.sh), and root (rabbitmqctl).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 prefix=chaos
 . scripts/lib.sh
-# rabbitmqctl is in /usr/sbin, which a user's PATH may lack.
+# rabbitmqctl and pg_ctlcluster are in /usr/sbin and /usr/bin, which a user's PATH may lack.
 PATH=$PATH:/usr/sbin:/sbin
 need_python
 
-CASES=${CASES:-60}       # cases submitted
-RATE=${RATE:-2}          # cases a second
-ROUNDS=${ROUNDS:-2}      # fault rounds: each kills the adapter, the gateway and stops the broker
-SETTLE=${SETTLE:-180}    # seconds allowed after the last fault for every case to be ready
+CASES=${CASES:-90}       # cases submitted
+RATE=${RATE:-3}          # cases a second
+ROUNDS=${ROUNDS:-2}      # fault rounds
+SETTLE=${SETTLE:-240}    # seconds allowed after the last fault for every case to be delivered
 STORE=${STORE:-sqlite}   # sqlite or postgres
 
 bin="${CARGO_TARGET_DIR:-target}/debug"
@@ -34,24 +39,39 @@ for b in yichuang yichuang-adapter yichuang-sim; do
   [ -x "$bin/$b" ] || { echo "chaos: $bin/$b is missing: build the binaries first (cargo build --workspace --bins)" >&2; exit 1; }
 done
 . target/services.env
+pg_port=${YICHUANG_TEST_PG_URL#*@127.0.0.1:}; pg_port=${pg_port%%/*}
+read -r pg_version pg_cluster _ < <(pg_lsclusters --no-header | head -n 1)
 work=$(mktemp -d)
 vhost="yichuang-chaos-$$"
+dept_db="yichuang_chaos_$$"
+schema="chaos_$$"
 pids=()
 free_port() { "$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-port=$(free_port); adapter_port=$(free_port); scjg_port=$(free_port); xf_port=$(free_port)
+port=$(free_port); adapter_port=$(free_port); platform_port=$(free_port)
 server="http://127.0.0.1:$port"
-gateway_pid=""; adapter_pid=""
-schema="chaos_$$"
+gateway_pid=""; adapter_pid=""; window_pid=""
+psql_() { sudo_ su postgres -c "PGOPTIONS='-c client_min_messages=warning' psql -p $pg_port -q -v ON_ERROR_STOP=1 ${2:+-d $2} -c \"$1\"" >/dev/null; }
+say() { printf 'chaos: %s\n' "$*"; }
+
+bash scripts/cluster.sh start
+. target/cluster.env
+read -r -a nodes <<< "$CLUSTER_NODES"
+read -r -a amqp_ports <<< "$CLUSTER_AMQP_PORTS"
+read -r -a mgmt_ports <<< "$CLUSTER_MGMT_PORTS"
+# rabbitmqctl against the first node that is running (any node answers for the cluster).
+ctl() { sudo_ rabbitmqctl -q -n "${nodes[$(( $(bash scripts/cluster.sh running | awk '{print $1}') - 1 ))]}" "$@"; }
 
 cleanup() {
-  sudo_ rabbitmqctl -q start_app >/dev/null 2>&1 || true
-  for pid in "${pids[@]}" $gateway_pid $adapter_pid; do kill -9 "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}" $gateway_pid $adapter_pid $window_pid; do kill -9 "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  sudo_ rabbitmqctl -q delete_vhost "$vhost" >/dev/null 2>&1 || true
+  for n in 1 2 3; do bash scripts/cluster.sh restart "$n" >/dev/null 2>&1 || true; done
+  ctl delete_vhost "$vhost" >/dev/null 2>&1 || true
+  sudo_ pg_ctlcluster "$pg_version" "$pg_cluster" start >/dev/null 2>&1 || true
+  psql_ "DROP DATABASE IF EXISTS $dept_db" 2>/dev/null || true
   if [ "$STORE" = postgres ]; then
-    pg_port=${YICHUANG_TEST_PG_URL#*@127.0.0.1:}; pg_port=${pg_port%%/*}
-    sudo_ su postgres -c "psql -p $pg_port -d ${YICHUANG_TEST_PG_URL##*/} -q -c 'DROP SCHEMA IF EXISTS $schema CASCADE'" >/dev/null 2>&1 || true
+    psql_ "DROP SCHEMA IF EXISTS $schema CASCADE" "${YICHUANG_TEST_PG_URL##*/}" 2>/dev/null || true
   fi
+  [ "${CLUSTER_KEEP:-0}" = 1 ] || bash scripts/cluster.sh stop >/dev/null 2>&1 || true
   # The processes' logs join the suite's, which `make test` scans for personal data.
   if [ -n "${YICHUANG_TEST_LOGS:-}" ]; then
     mkdir -p "$YICHUANG_TEST_LOGS"
@@ -60,46 +80,83 @@ cleanup() {
   if [ "${KEEP:-0}" = 1 ]; then echo "chaos: logs kept in $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
-say() { printf 'chaos: %s\n' "$*"; }
 
-sudo_ rabbitmqctl -q add_vhost "$vhost" >/dev/null
-sudo_ rabbitmqctl -q set_permissions -p "$vhost" guest ".*" ".*" ".*" >/dev/null
-amqp="amqp://guest:guest@127.0.0.1:5672/$vhost"
+ctl add_vhost "$vhost" >/dev/null
+ctl set_permissions -p "$vhost" guest ".*" ".*" ".*" >/dev/null
+amqp() { echo "amqp://guest:guest@127.0.0.1:${amqp_ports[$1]}/$vhost"; }
+psql_ "DROP DATABASE IF EXISTS $dept_db"
+psql_ "CREATE DATABASE $dept_db OWNER yichuang ENCODING 'UTF8' LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8' TEMPLATE template0"
+dept_pg="postgres://yichuang:yichuang@127.0.0.1:$pg_port/$dept_db"
 
-# Departments that do not check serials, decide in a second, never reject or ask for materials
-# (so every case can finish), and fail now and then.
-behaviour() { echo "{\"department\": \"$1\", \"decision_delay_ms\": 1000, \"reject\": 0, \"supplement\": 0, \"server_error\": 0.03, \"hang\": 0.01, \"hang_ms\": 3000, \"accept_duplicate_serials\": true}"; }
+# Departments that do not check serials, decide in a second, never reject, ask for materials
+# now and then, and fail now and then.
+behaviour() { echo "{\"department\": \"$1\", \"decision_delay_ms\": 1000, \"reject\": 0, \"supplement\": 0.1, \"server_error\": 0.03, \"hang\": 0.01, \"hang_ms\": 3000, \"accept_duplicate_serials\": true}"; }
 echo "{\"behaviour\": $(behaviour scjg)}" > "$work/scjg.json"
+echo "{\"behaviour\": $(behaviour sw), \"sign_key\": \"chaos-sign-key\"}" > "$work/sw.json"
+echo "{\"behaviour\": $(behaviour ga)}" > "$work/ga.json"
 echo "{\"behaviour\": $(behaviour xf), \"namespace\": \"http://xf.yinchuan.gov.cn/approval\", \"document_name\": \"消防安全检查合格证\"}" > "$work/xf.json"
-"$bin/yichuang-sim" http-json --listen "127.0.0.1:$scjg_port" --settings "$work/scjg.json" > "$work/sim-scjg.log" 2>&1 &
-pids+=($!)
-"$bin/yichuang-sim" soap --listen "127.0.0.1:$xf_port" --settings "$work/xf.json" > "$work/sim-xf.log" 2>&1 &
-pids+=($!)
-for p in "$scjg_port" "$xf_port"; do # the simulators answer before anything is sent to them
+echo "{\"behaviour\": $(behaviour rs), \"schema\": \"qzk\", \"tick_ms\": 500}" > "$work/rs.json"
+echo "{\"behaviour\": $(behaviour zrzy), \"schema\": \"bdc_qzk\", \"tick_ms\": 500, \"compact_dates\": true,
+  \"inbound_table\": \"bdc_sqxx\", \"result_table\": \"bdc_bjxx\", \"supplement_table\": \"bdc_bzxx\",
+  \"fields\": [\"tyslbh\", \"sxbm\", \"sxmc\", \"qlrmc\", \"qlrzjh\", \"lxdh\", \"slsj\"], \"required\": [\"qlrmc\"],
+  \"licence_name\": \"不动产权证书\"}" > "$work/zrzy.json"
+declare -A sim_port
+for d in scjg sw ga xf rs zrzy; do sim_port[$d]=$(free_port); done
+sim() { # sim DEPT KIND ARGS...
+  local d=$1 kind=$2; shift 2
+  "$bin/yichuang-sim" "$kind" "$@" --settings "$work/$d.json" > "$work/sim-$d.log" 2>&1 &
+  pids+=($!)
+}
+sim scjg http-json --listen "127.0.0.1:${sim_port[scjg]}"
+sim sw form-xml --listen "127.0.0.1:${sim_port[sw]}"
+sim ga soap --listen "127.0.0.1:${sim_port[ga]}"
+sim xf soap --listen "127.0.0.1:${sim_port[xf]}"
+sim rs exchange-db --url "$dept_pg" --stats-listen "127.0.0.1:${sim_port[rs]}"
+sim zrzy exchange-db --url "$dept_pg" --stats-listen "127.0.0.1:${sim_port[zrzy]}"
+stats_urls=()
+for d in scjg sw ga xf rs zrzy; do # the simulators answer before anything is sent to them
+  url="http://127.0.0.1:${sim_port[$d]}/_sim/stats"; stats_urls+=("$url")
   deadline=$((SECONDS + 30))
-  until "$python" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$p/_sim/stats')" 2>/dev/null; do
-    [ "$SECONDS" -lt "$deadline" ] || { echo "chaos: the simulator on port $p did not start" >&2; cat "$work"/sim-*.log >&2; exit 1; }
+  until "$python" -c "import urllib.request; urllib.request.urlopen('$url')" 2>/dev/null; do
+    [ "$SECONDS" -lt "$deadline" ] || { echo "chaos: the $d simulator did not start" >&2; cat "$work/sim-$d.log" >&2; exit 1; }
     sleep 0.2
   done
 done
+"$python" scripts/chaos_platform.py "$platform_port" "$work/platform" &
+pids+=($!)
 
 mkdir -p "$work/departments"
-for d in scjg xf; do
-  # Polls every second, short backoff, no maintenance windows; the endpoint is this run's.
+for f in config/departments/*.yaml; do
+  # Polls every second, short backoff, no maintenance windows; the endpoints are this run's.
   sed -e 's/interval_secs: [0-9]*/interval_secs: 1/' -e '/^  - { from:/d' -e 's/^maintenance:$/maintenance: []/' \
     -e 's/initial_backoff_secs: [0-9]*/initial_backoff_secs: 1/' -e 's/max_backoff_secs: [0-9]*/max_backoff_secs: 4/' \
     -e 's/max_attempts: [0-9]*/max_attempts: 50/' -e 's/requests_per_second: [0-9]*/requests_per_second: 50/' \
-    "config/departments/$d.yaml" > "$work/departments/$d.yaml"
+    "$f" > "$work/departments/$(basename "$f")"
 done
-export SCJG_ENDPOINT="http://127.0.0.1:$scjg_port" XF_ENDPOINT="http://127.0.0.1:$xf_port"
+export SCJG_ENDPOINT="http://127.0.0.1:${sim_port[scjg]}" SW_ENDPOINT="http://127.0.0.1:${sim_port[sw]}"
+export GA_ENDPOINT="http://127.0.0.1:${sim_port[ga]}" XF_ENDPOINT="http://127.0.0.1:${sim_port[xf]}"
+export SCJG_CLIENT_ID=yichuang SCJG_CLIENT_SECRET=sim-secret
+export SW_APP_ID=yichuang SW_APP_SECRET=sim-secret SW_SIGN_KEY=chaos-sign-key
+export RS_DB_URL="postgres://yichuang@127.0.0.1:$pg_port/$dept_db" RS_DB_PASSWORD=yichuang
+export ZRZY_DB_URL="postgres://yichuang@127.0.0.1:$pg_port/$dept_db" ZRZY_DB_PASSWORD=yichuang
+export GJJ_WORKLIST="$work/gjj-worklist.db" YICHUANG_LOG_FORMAT=text
+# Every process is given the three nodes; each starts at a different one.
+bus() { # bus FIRST-NODE-INDEX
+  local a=$1 b=$(( ($1 + 1) % 3 )) c=$(( ($1 + 2) % 3 ))
+  cat <<EOF
+[bus]
+url = "$(amqp "$a")"
+nodes = ["$(amqp "$b")", "$(amqp "$c")"]
+management_url = "http://127.0.0.1:${mgmt_ports[0]}"
+retry_delays_secs = [1, 2, 4]
+EOF
+}
 cat > "$work/adapter.toml" <<EOF
 departments_dir = "departments"
 catalog_dir = "$PWD/config/catalog"
 [http]
 listen = "127.0.0.1:$adapter_port"
-[bus]
-url = "$amqp"
-retry_delays_secs = [1, 2, 4]
+$(bus 1)
 [log]
 format = "text"
 level = "warn"
@@ -124,110 +181,104 @@ $store
 [log]
 format = "text"
 level = "warn"
-[bus]
-url = "$amqp"
-retry_delays_secs = [1, 2, 4]
+$(bus 0)
+[platform]
+push_url = "http://127.0.0.1:$platform_port/events"
+secret = "chaos-platform-secret"
+timeout_secs = 5
 [stall]
 after_secs = 30
 check_secs = 2
 EOF
-export SCJG_CLIENT_ID=yichuang SCJG_CLIENT_SECRET=sim-secret YICHUANG_LOG_FORMAT=text
+# The topology and its policies, before any fault.
+"$bin/yichuang" bus declare --config "$work/gateway.toml" > /dev/null
 
 start_gateway() {
   "$bin/yichuang" serve --config "$work/gateway.toml" >> "$work/gateway.log" 2>&1 &
   gateway_pid=$!
-  local deadline=$((SECONDS + 60))
+  local deadline=$((SECONDS + 90))
   until "$bin/yichuang" case list --server "$server" --page-size 1 >/dev/null 2>&1; do
     [ "$SECONDS" -lt "$deadline" ] || { echo "chaos: the gateway did not start" >&2; tail -20 "$work/gateway.log" >&2; exit 1; }
     sleep 0.2
   done
 }
 start_adapter() {
-  "$bin/yichuang-adapter" --config "$work/adapter.toml" --department scjg --department xf >> "$work/adapter.log" 2>&1 &
+  local deps=(); for d in scjg sw ga xf rs zrzy gjj; do deps+=(--department "$d"); done
+  "$bin/yichuang-adapter" --config "$work/adapter.toml" "${deps[@]}" >> "$work/adapter.log" 2>&1 &
   adapter_pid=$!
 }
 start_gateway
 start_adapter
 
-# The window: CASES kai-canguan cases (SP-JY at 市场监管, XF-JC at 消防), each submitted until it
-# has a receipt; its case number is kept.
-"$python" - "$work" "$CASES" <<'PY'
-import json, sys
-base = json.load(open("examples/cases/kai-canguan.json"))
-for i in range(int(sys.argv[2])):
-    s = dict(base)
-    s["submissionId"] = f"chaos-{i:05d}"
-    s.pop("submittedAt", None)
-    json.dump(s, open(f"{sys.argv[1]}/case-{i}.json", "w"), ensure_ascii=False)
-PY
-(
-  for i in $(seq 0 $((CASES - 1))); do
-    for _ in $(seq 1 120); do
-      if out=$("$bin/yichuang" case submit --server "$server" --file "$work/case-$i.json" 2>/dev/null); then
-        echo "$out" | "$python" -c 'import json,sys; print(json.load(sys.stdin)["receipt"]["caseNumber"])' >> "$work/accepted"
-        break
-      fi
-      sleep 1
-    done
-    sleep "$("$python" -c "print(1 / $RATE)")"
-  done
-) &
-window=$!
+"$python" scripts/chaos_window.py "$work" "$bin" "$server" "$CASES" "$RATE" 2> "$work/window.log" &
+window_pid=$!
 
-kills=0; restarts=0
+kills=0; node_kills=0; node_stops=0; pg_restarts=0
+queues=(scjg sw ga xf rs zrzy gjj)
 for round in $(seq 1 "$ROUNDS"); do
-  sleep 5
+  sleep 4
   kill -9 "$adapter_pid" 2>/dev/null || true; wait "$adapter_pid" 2>/dev/null || true; kills=$((kills + 1))
   say "round $round: adapter killed (SIGKILL)"
   sleep 2; start_adapter
-  sleep 5
+  sleep 4
   kill -9 "$gateway_pid" 2>/dev/null || true; wait "$gateway_pid" 2>/dev/null || true; kills=$((kills + 1))
   say "round $round: gateway killed (SIGKILL)"
   sleep 2; start_gateway
-  sleep 5
-  sudo_ rabbitmqctl -q stop_app >/dev/null; restarts=$((restarts + 1))
-  say "round $round: RabbitMQ stopped for 10 s"
-  sleep 10
-  sudo_ rabbitmqctl -q start_app >/dev/null
-  sudo_ rabbitmqctl -q await_startup --timeout 120 >/dev/null
+  sleep 4
+  # The node leading a department's task queue (a different department each round).
+  queue="yichuang.tasks.${queues[$(( (round - 1) % ${#queues[@]} ))]}"
+  leader=$(bash scripts/cluster.sh leader "$vhost" "$queue" 2>/dev/null || echo $(( (round - 1) % 3 + 1 )))
+  bash scripts/cluster.sh kill "$leader"; node_kills=$((node_kills + 1))
+  say "round $round: RabbitMQ node $leader (leader of $queue) killed (SIGKILL)"
+  sleep 8
+  bash scripts/cluster.sh restart "$leader"
+  sleep 4
+  other=$(( leader % 3 + 1 ))
+  sudo_ rabbitmqctl -q -n "${nodes[$((other - 1))]}" stop_app >/dev/null; node_stops=$((node_stops + 1))
+  say "round $round: RabbitMQ node $other stopped for 8 s"
+  sleep 8
+  sudo_ rabbitmqctl -q -n "${nodes[$((other - 1))]}" start_app >/dev/null
+  sudo_ rabbitmqctl -q -n "${nodes[$((other - 1))]}" await_startup --timeout 120 >/dev/null
+  if [ $((round % 3)) = 1 ]; then
+    sudo_ pg_ctlcluster "$pg_version" "$pg_cluster" restart -m fast; pg_restarts=$((pg_restarts + 1))
+    say "round $round: PostgreSQL restarted"
+  fi
 done
-wait "$window"
-say "all $CASES cases submitted; $kills kills, $restarts broker restarts; settling (up to $SETTLE s)"
+say "faults done: $kills process kills, $node_kills node kills and $node_stops node stops, $pg_restarts PostgreSQL restarts; waiting for the window"
+until [ -f "$work/submitted" ]; do
+  kill -0 "$window_pid" 2>/dev/null || { echo "chaos: the window ended early" >&2; cat "$work/window.log" >&2; exit 1; }
+  sleep 1
+done
+say "all $CASES cases submitted; settling (up to $SETTLE s)"
 
-ready_count() { # every page of the ready cases
-  local n=0 token="" page
-  while true; do
-    page=$("$bin/yichuang" case list --server "$server" --status CASE_STATUS_READY_FOR_DELIVERY --page-size 500 \
-      ${token:+--page-token "$token"} 2>/dev/null) || { echo 0; return; }
-    n=$((n + $(echo "$page" | "$python" -c 'import json,sys; print(len(json.load(sys.stdin).get("cases", [])))')))
-    token=$(echo "$page" | "$python" -c 'import json,sys; print(json.load(sys.stdin).get("nextPageToken", ""))')
-    [ -n "$token" ] || break
-  done
-  echo "$n"
+delivered_count() {
+  "$python" - "$bin" "$server" <<'PY'
+import json, subprocess, sys
+n, token = 0, ""
+while True:
+    args = [sys.argv[1] + "/yichuang", "case", "list", "--server", sys.argv[2], "--status",
+            "CASE_STATUS_DELIVERED", "--page-size", "500"] + (["--page-token", token] if token else [])
+    p = subprocess.run(args, capture_output=True, text=True)
+    if p.returncode:
+        print(0); sys.exit()
+    page = json.loads(p.stdout)
+    n += len(page.get("cases", []))
+    token = page.get("nextPageToken", "")
+    if not token:
+        print(n); sys.exit()
+PY
 }
 accepted=$(sort -u "$work/accepted" | wc -l)
 deadline=$((SECONDS + SETTLE))
-while [ "$(ready_count)" -lt "$accepted" ] && [ "$SECONDS" -lt "$deadline" ]; do sleep 2; done
-ready=$(ready_count)
-stranded=$((accepted - ready))
-dups() { "$python" -c "import json,urllib.request; print(json.load(urllib.request.urlopen('http://127.0.0.1:$1/_sim/stats'))['duplicates'])"; }
-duplicates=$(( $(dups "$scjg_port") + $(dups "$xf_port") ))
-lost=0
-if [ "$stranded" -gt 0 ]; then
-  queued=$(sudo_ rabbitmqctl -q list_queues -p "$vhost" messages 2>/dev/null | awk 'NR>1 {s += $1} END {print s + 0}')
-  [ "$queued" -eq 0 ] && lost=$stranded
-  say "stranded cases (and their tasks):"
-  for n in $(sort -u "$work/accepted"); do
-    "$bin/yichuang" case get --server "$server" "$n" | "$python" -c '
-import json, sys
-c = json.load(sys.stdin)["case"]
-if c["status"] != "CASE_STATUS_READY_FOR_DELIVERY":
-    print("   ", c["caseNumber"], c["status"], [(t["taskId"][-2:], t["status"]) for t in c["tasks"]])'
-  done
-fi
-printf 'chaos ledger (%s): accepted %d, ready %d, stranded %d, duplicates at departments %d, lost %d; %d kills, %d broker restarts\n' \
-  "$STORE" "$accepted" "$ready" "$stranded" "$duplicates" "$lost" "$kills" "$restarts"
-if [ "$accepted" -lt "$CASES" ] || [ "$stranded" -gt 0 ] || [ "$duplicates" -gt 0 ]; then
+while [ "$(delivered_count)" -lt "$accepted" ] && [ "$SECONDS" -lt "$deadline" ]; do sleep 3; done
+touch "$work/stop"
+wait "$window_pid" || true
+window_pid=""
+ctl list_queues -p "$vhost" messages 2>/dev/null | awk '{s += $1} END {print s + 0}' > "$work/queued"
+say "$kills process kills (SIGKILL), $node_kills RabbitMQ node kills (SIGKILL), $node_stops node stops, $pg_restarts PostgreSQL restarts"
+if ! "$python" scripts/chaos_ledger.py "$work" "$bin" "$server" "$STORE" "${stats_urls[@]}" ||
+  [ "$accepted" -lt "$CASES" ]; then
+  [ "$accepted" -ge "$CASES" ] || echo "chaos: only $accepted of $CASES submissions were accepted" >&2
   KEEP=1
   exit 1
 fi
