@@ -152,6 +152,34 @@ impl Breaker {
     pub fn is_open(&self) -> bool {
         !matches!(self.lock().0, State::Closed)
     }
+
+    /// The state for the adapter's `/status`: `closed`, `open` or `half-open`, the transient
+    /// failures in a row, and (when open) the seconds until the next probe.
+    pub fn report(&self) -> Report {
+        let (state, failures) = *self.lock();
+        let (state, probe_in_secs) = match state {
+            State::Closed => ("closed", None),
+            State::Open { until, .. } => (
+                "open",
+                Some(until.saturating_duration_since(Instant::now()).as_secs()),
+            ),
+            State::HalfOpen { .. } => ("half-open", None),
+        };
+        Report {
+            state,
+            failures_in_a_row: failures,
+            probe_in_secs,
+        }
+    }
+}
+
+/// A breaker's state, as `/status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Report {
+    pub state: &'static str,
+    pub failures_in_a_row: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe_in_secs: Option<u64>,
 }
 
 #[cfg(test)]
@@ -165,6 +193,18 @@ mod tests {
             max_open_secs: 4,
             department: "t".into(),
         })
+    }
+
+    #[test]
+    fn its_report_follows_the_state() {
+        let b = breaker(2);
+        assert_eq!(b.report().state, "closed");
+        b.failed();
+        assert_eq!(b.report().failures_in_a_row, 1);
+        b.failed();
+        let open = b.report();
+        assert_eq!(open.state, "open");
+        assert!(open.probe_in_secs.is_some_and(|s| s <= 1), "{open:?}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The adapter's HTTP endpoint: `GET /healthz` (the process runs), `GET /readyz` (connected to
-//! RabbitMQ and consuming), `GET /metrics` (OpenMetrics text, [`crate::meters`]), and
+//! RabbitMQ and consuming), `GET /status` (JSON: readiness and each department's circuit
+//! breaker), `GET /metrics` (OpenMetrics text, [`crate::meters`]), and
 //! `POST /callback/{department}` for legacy systems that call back
 //! with their decision.
 
@@ -29,6 +30,7 @@ pub fn router(
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .route("/status", get(status))
         .route(
             "/metrics",
             get(|| async { yichuang::metrics::exposition(crate::meters::render()) }),
@@ -47,6 +49,18 @@ async fn ready(State(app): State<App>) -> (StatusCode, &'static str) {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not connected to RabbitMQ")
     }
+}
+
+async fn status(State(app): State<App>) -> axum::Json<serde_json::Value> {
+    let departments: Vec<serde_json::Value> = app
+        .departments
+        .iter()
+        .map(|d| serde_json::json!({ "department": d.code(), "breaker": d.breaker.report() }))
+        .collect();
+    axum::Json(serde_json::json!({
+        "ready": app.readiness.get(),
+        "departments": departments,
+    }))
 }
 
 async fn callback(

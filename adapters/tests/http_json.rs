@@ -438,6 +438,23 @@ async fn the_breaker_opens_while_the_system_is_down_and_closes_when_it_is_back()
     let message = task("scjg", "SP-JY", 1);
     let id = message.task.as_ref().unwrap().task_id.clone();
     harness.publish(&message).await;
+    // The adapter's /status shows the breaker open while the system is down.
+    let status = format!("http://{}/status", adapter.http);
+    let breaker = || async {
+        let s: serde_json::Value = reqwest::get(&status).await.unwrap().json().await.unwrap();
+        s["departments"][0]["breaker"]["state"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while breaker().await != "open" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/status never showed the breaker open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let results = harness
         .results_for(std::slice::from_ref(&id), Duration::from_secs(60))
@@ -450,6 +467,11 @@ async fn the_breaker_opens_while_the_system_is_down_and_closes_when_it_is_back()
         last.result.reasons
     );
     assert!(openings() > opened_before, "the breaker opened");
+    assert_eq!(
+        breaker().await,
+        "closed",
+        "closed again once the system answers"
+    );
     assert!(
         harness
             .dead_letter("scjg", Duration::from_millis(500))
