@@ -541,7 +541,7 @@ impl AdminApi {
             &self.gateway.bus,
             &self.gateway.store,
             &department,
-            &selection,
+            selection,
             action,
             r.rate,
             operator,
@@ -572,7 +572,9 @@ fn dlq_status(e: crate::dlq::DlqError) -> Status {
     match e {
         crate::dlq::DlqError::Selection(m) => Status::invalid_argument(m),
         crate::dlq::DlqError::Bus(e) => Status::unavailable(e.to_string()),
-        e @ crate::dlq::DlqError::Unrecorded { .. } => Status::internal(e.to_string()),
+        e @ (crate::dlq::DlqError::Unrecorded { .. } | crate::dlq::DlqError::Stopped(_)) => {
+            Status::internal(e.to_string())
+        }
     }
 }
 

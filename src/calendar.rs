@@ -261,6 +261,7 @@ pub async fn watch(
         every_secs = every.map(|e| e.as_secs()),
         "calendar watch running (SIGHUP reloads at once)"
     );
+    crate::supervise::progressed();
     loop {
         let tick = async {
             match every {

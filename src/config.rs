@@ -29,6 +29,17 @@ pub enum ConfigError {
     Invalid(ConfigProblem),
 }
 
+/// The line (from 1) where `key = …` is set, skipping comments that mention it; 1 when it is not.
+pub fn key_line(text: &str, key: &str) -> usize {
+    text.lines()
+        .position(|l| {
+            l.trim_start()
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map_or(1, |i| i + 1)
+}
+
 /// 1-based line number of a byte offset in `text`.
 pub fn line_at(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())]
@@ -415,9 +426,10 @@ impl BusConfig {
             return Ok(());
         }
         let parse = |url: &str| -> Result<lapin::uri::AMQPUri, String> {
-            url.parse().map_err(|e| {
+            // The parser's own message repeats the URL, password and all: not shown.
+            url.parse().map_err(|_| {
                 format!(
-                    "{} is not an AMQP URL ({e}); write amqp://user:password@host:port/vhost",
+                    "{} is not an AMQP URL; write amqp://user:password@host:port/vhost",
                     crate::bus::redact(url)
                 )
             })
@@ -731,7 +743,7 @@ impl GatewayConfig {
         let config: GatewayConfig = toml::from_str(&text)
             .map_err(|e| ConfigError::Invalid(toml_problem(path, &text, &e)))?;
         let problem = |key: &str, message: String| {
-            let line = text.find(key).map_or(1, |at| line_at(&text, at));
+            let line = key_line(&text, key);
             ConfigError::Invalid(ConfigProblem {
                 file: path.display().to_string(),
                 line,

@@ -17,6 +17,8 @@ pub enum DlqError {
     Selection(String),
     #[error("{0}")]
     Bus(#[from] crate::bus::BusError),
+    #[error("the operation stopped before it finished ({0}); list the queue to see where it is")]
+    Stopped(String),
     #[error(
         "{action} of {count} message(s) of {queue} done, but its audit record could not be written ({source}); the log has it"
     )]
@@ -67,19 +69,53 @@ pub async fn list(
         .collect())
 }
 
-/// Moves back (or discards) the selected messages, at most `rate` a second, and records it.
+/// Moves back (or discards) the selected messages, at most `rate` a second, and records what
+/// was moved, also when the move failed part-way. It runs as a task of its own: a caller that
+/// goes away (a gRPC client cancelling) does not cut it between a move and its record.
 #[allow(clippy::too_many_arguments)]
 pub async fn act(
     bus: &BusConfig,
     store: &Store,
     department: &str,
-    selection: &Selection,
+    selection: Selection,
     action: Action,
     rate: u32,
     operator: &str,
     origin: &str,
 ) -> Result<Vec<DeadLetter>, DlqError> {
-    let moved = dead::act(bus, department, selection, action, rate).await?;
+    let (bus, store, department) = (bus.clone(), store.clone(), department.to_string());
+    let (operator, origin) = (operator.to_string(), origin.to_string());
+    tokio::spawn(async move {
+        let mut moved = Vec::new();
+        let done = dead::act(&bus, &department, &selection, action, rate, &mut moved).await;
+        if done.is_ok() || !moved.is_empty() {
+            record(
+                &bus,
+                &store,
+                &department,
+                action,
+                &moved,
+                &operator,
+                &origin,
+            )
+            .await?;
+        }
+        done?;
+        Ok(moved)
+    })
+    .await
+    .unwrap_or_else(|e| Err(DlqError::Stopped(e.to_string())))
+}
+
+async fn record(
+    bus: &BusConfig,
+    store: &Store,
+    department: &str,
+    action: Action,
+    moved: &[DeadLetter],
+    operator: &str,
+    origin: &str,
+) -> Result<(), DlqError> {
     let name = match action {
         Action::Replay => "dlq-replay",
         Action::Purge => "dlq-purge",
@@ -104,7 +140,7 @@ pub async fn act(
             source,
         });
     }
-    Ok(moved)
+    Ok(())
 }
 
 #[cfg(test)]

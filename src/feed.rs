@@ -64,7 +64,9 @@ pub async fn run(store: Store, config: PlatformConfig, owner: String) {
         let cursor = match store.lease_push(CURSOR, &owner, LEASE_MS).await {
             Ok(Some(c)) => c,
             Ok(None) => {
-                // Another replica pushes; take over if its lease runs out.
+                // Another replica pushes; take over if its lease runs out. Standing by is this
+                // worker's work here.
+                crate::supervise::progressed();
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 continue;
             }

@@ -27,6 +27,8 @@ use crate::store::{Store, StoreError};
 
 /// Results handled at once (the consumer's prefetch).
 const PREFETCH: u16 = 64;
+/// How often a consumer with nothing to do checks its connection and reports itself alive.
+const IDLE_TICK: Duration = Duration::from_secs(10);
 
 /// Why a result was refused.
 #[derive(Debug, PartialEq, Eq)]
@@ -163,7 +165,17 @@ async fn session(
         .await
         .map_err(|e| e.to_string())?;
     info!(queue = %queue, "results consumer connected");
-    while let Some(delivery) = consumer.next().await {
+    loop {
+        // A quiet queue is progress too, while the connection stands: the worker is not stuck.
+        let next = match tokio::time::timeout(IDLE_TICK, consumer.next()).await {
+            Ok(next) => next,
+            Err(_) if connection.status().connected() => {
+                crate::supervise::progressed();
+                continue;
+            }
+            Err(_) => return Err("the broker connection was lost".into()),
+        };
+        let Some(delivery) = next else { break };
         let delivery = delivery.map_err(|e| e.to_string())?;
         handle(store, &config.department_users, wake, now, delivery).await;
         crate::supervise::progressed();

@@ -190,7 +190,7 @@ mod tests {
             states["idle"].last_progress_ms, 0,
             "the idle worker made none"
         );
-        // Outside a supervised worker: nothing recorded, no panic.
+        // Outside a supervised worker: no panic.
         progressed();
         busy.abort();
         idle.abort();

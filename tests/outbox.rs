@@ -443,6 +443,40 @@ async fn the_relay_reaches_the_departments_through_the_next_node_when_the_first_
     gw.stop().await;
 }
 
+/// A gateway on SQLite that died holding a lease: the next start hands its tasks out at once,
+/// marked a copy (the dead relay may have published them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_left_by_a_dead_sqlite_gateway_is_handed_out_at_once_as_a_copy() {
+    let keep = tempfile::tempdir().unwrap();
+    let mut config = common::config(Backend::Sqlite, keep.path());
+    config.bus = BusConfig {
+        url: "amqp://guest:guest@127.0.0.1:1/%2f".into(),
+        prefix: format!("t{}", uuid::Uuid::new_v4().simple()),
+        relay: true,
+        timeout_secs: 5,
+        ..BusConfig::default()
+    };
+    let mut gw = TestGateway::start_with(config.clone(), tempfile::tempdir().unwrap()).await;
+    gw.client
+        .submit(SubmitRequest {
+            submission: Some(example("kai-canguan")),
+        })
+        .await
+        .unwrap();
+    let first = gw.gateway.store.claim_ready(10, 3_600_000).await.unwrap();
+    assert_eq!(first.len(), 2);
+    assert!(first.iter().all(|i| !i.reclaimed));
+    gw.stop().await;
+    let store = yichuang::store::Store::open(&config.store).await.unwrap();
+    let again = store.claim_ready(10, 60_000).await.unwrap();
+    assert_eq!(
+        again.len(),
+        2,
+        "handed out at once, not after the hour's lease"
+    );
+    assert!(again.iter().all(|i| i.reclaimed), "marked a copy");
+}
+
 on_both_stores!(
     a_task_claimed_again_after_its_lease_ran_out_is_marked_a_copy,
     every_status_change_reaches_the_events_exchange,

@@ -78,9 +78,7 @@ impl AdapterConfig {
         let mut config: AdapterConfig = toml::from_str(&text)
             .map_err(|e| ConfigError::Invalid(yichuang::config::toml_problem(path, &text, &e)))?;
         if let Err(message) = config.bus.check_nodes() {
-            let line = text
-                .find("nodes")
-                .map_or(1, |at| yichuang::config::line_at(&text, at));
+            let line = yichuang::config::key_line(&text, "nodes");
             return Err(ConfigError::Invalid(yichuang::config::ConfigProblem {
                 file: path.display().to_string(),
                 line,

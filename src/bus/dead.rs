@@ -193,14 +193,16 @@ pub enum Action {
 }
 
 /// Moves back (or discards) the selected messages of `department`'s dead queue, at most `rate`
-/// a second (0: no limit), each in a transaction of its own. Returns what it moved.
+/// a second (0: no limit), each in a transaction of its own. Each message moved is pushed onto
+/// `moved` as its transaction commits, so a failure part-way still tells what was moved.
 pub async fn act(
     config: &BusConfig,
     department: &str,
     selection: &Selection,
     action: Action,
     rate: u32,
-) -> Result<Vec<DeadLetter>, BusError> {
+    moved: &mut Vec<DeadLetter>,
+) -> Result<(), BusError> {
     let names = Names::new(&config.prefix);
     let connection = super::connect(config).await?;
     let channel = open(&connection).await?;
@@ -225,7 +227,6 @@ pub async fn act(
         .await
         .map_err(failed(&format!("queue {queue}")))?
         .message_count();
-    let mut moved = Vec::new();
     // Each message is looked at once: the ones not selected stay taken until the channel closes.
     for _ in 0..count {
         let Some(m) = get(&channel, &queue).await? else {
@@ -277,5 +278,5 @@ pub async fn act(
         }
     }
     let _ = connection.close(200, "dlq done".into()).await;
-    Ok(moved)
+    Ok(())
 }

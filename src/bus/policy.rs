@@ -97,11 +97,16 @@ struct Management {
 
 impl Management {
     fn new(config: &BusConfig) -> Result<Management, PolicyError> {
-        let uri: AMQPUri = config.url.parse().map_err(PolicyError::Url)?;
+        // The parser's own message repeats the URL, password and all: not shown.
+        let parse = |url: &str| -> Result<AMQPUri, PolicyError> {
+            url.parse()
+                .map_err(|_| PolicyError::Url(format!("{} is not an AMQP URL", super::redact(url))))
+        };
+        let uri = parse(&config.url)?;
         let mut bases = Vec::new();
         if config.management_url.is_empty() {
             for url in super::node_urls(config) {
-                let node: AMQPUri = url.parse().map_err(PolicyError::Url)?;
+                let node = parse(url)?;
                 let base = format!("http://{}:15672", node.authority.host);
                 if !bases.contains(&base) {
                     bases.push(base);

@@ -142,9 +142,11 @@ impl SqliteStore {
             // Checkpoints run on their own thread, off the writer's path.
             conn.pragma_update(None, "wal_autocheckpoint", 0)?;
             // The lock file makes this the only process on the database: a lease still held
-            // belongs to a relay that died, so its tasks are published again at once.
+            // belongs to a relay that died, so its tasks are published again at once. The lease
+            // runs out (0) rather than vanishing: that relay may have published them, so the new
+            // publish is marked a copy (see `claim_ready`).
             conn.execute(
-                "UPDATE tasks SET lease_until_ms = NULL WHERE lease_until_ms IS NOT NULL",
+                "UPDATE tasks SET lease_until_ms = 0 WHERE lease_until_ms IS NOT NULL",
                 [],
             )?;
             conn.execute(
