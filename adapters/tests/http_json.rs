@@ -489,6 +489,25 @@ async fn the_breaker_opens_while_the_system_is_down_and_closes_when_it_is_back()
 /// it finds the case the first attempt made: one case at the department, not two.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_racing_an_attempt_in_flight_is_held_and_the_department_gets_one_case() {
+    copy_is_held(
+        yichuang::stall::REPAIR_HEADER,
+        lapin::types::AMQPValue::LongLongInt(1),
+    )
+    .await;
+}
+
+/// The same with the relay's copy: a task published again after an earlier relay's lease ran out
+/// unrecorded (header `copy`, not `redelivered`) is held too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_copy_racing_an_attempt_in_flight_is_held_and_the_department_gets_one_case() {
+    copy_is_held(
+        yichuang::bus::COPY_HEADER,
+        lapin::types::AMQPValue::Boolean(true),
+    )
+    .await;
+}
+
+async fn copy_is_held(header: &str, value: lapin::types::AMQPValue) {
     let bus = bus();
     let harness = Harness::open(&bus, &["scjg"]).await;
     let dir = tempfile::tempdir().unwrap();
@@ -512,10 +531,7 @@ async fn a_copy_racing_an_attempt_in_flight_is_held_and_the_department_gets_one_
     let id = message.task.as_ref().unwrap().task_id.clone();
     let mut headers = lapin::types::FieldTable::default();
     headers.insert("attempt".into(), lapin::types::AMQPValue::LongInt(1));
-    headers.insert(
-        yichuang::stall::REPAIR_HEADER.into(),
-        lapin::types::AMQPValue::LongLongInt(1),
-    );
+    headers.insert(header.into(), value);
     let body = prost::Message::encode_to_vec(&message);
     harness.publish(&message).await;
     harness
