@@ -66,8 +66,11 @@ bench: toolchain services
 # restart every third round (about 15 minutes each); it prints a ledger each.
 chaos: services
 	$(CARGO) build --workspace --bins
-	CLUSTER_KEEP=1 CASES=2000 RATE=4 ROUNDS=10 SETTLE=300 bash scripts/chaos.sh
-	STORE=postgres CASES=2000 RATE=4 ROUNDS=10 SETTLE=300 bash scripts/chaos.sh
+	# Both runs, whatever the first gives; the cluster is stopped at the end either way.
+	status=0; \
+	CLUSTER_KEEP=1 CASES=2000 RATE=4 ROUNDS=10 SETTLE=300 bash scripts/chaos.sh || status=1; \
+	STORE=postgres CASES=2000 RATE=4 ROUNDS=10 SETTLE=300 bash scripts/chaos.sh || status=1; \
+	bash scripts/cluster.sh stop >/dev/null; exit $$status
 
 clean:
 	$(CARGO) clean

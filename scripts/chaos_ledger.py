@@ -1,7 +1,8 @@
 """The chaos run's ledger (scripts/chaos.sh): every accepted case reconciled against the gateway, the
 departments' simulators, the clerk and the platform.
 
-  accepted    receipts held by the window (distinct case numbers)
+  accepted    receipts held by the window (distinct case numbers); each submission must have
+              made one case however often it was sent, and every submission must be accepted
   decided     cases whose every task has the department's decision
   ready       cases that became ready for delivery (ready or delivered now)
   delivered   cases handed over (出件)
@@ -14,8 +15,9 @@ departments' simulators, the clerk and the platform.
   unpushed    history entries the platform never received
   lost        stranded cases with a task that has no message in any queue of the run
 
-Usage: chaos_ledger.py WORK BIN SERVER STORE STATS_URLS... ; prints the ledger (and the stranded
-cases); exits 1 when anything is stranded, duplicated, unpushed or lost.
+Usage: chaos_ledger.py WORK BIN SERVER STORE CASES DEPT=STATS_URL... ; prints the ledger (and the
+stranded cases); exits 1 when a submission is missing or made two cases, or anything is
+stranded, duplicated, unpushed or lost.
 """
 
 import collections
@@ -26,8 +28,9 @@ import sys
 import time
 import urllib.request
 
-work, bindir, server, store = sys.argv[1:5]
-stats_urls = sys.argv[5:]
+work, bindir, server, store, cases = sys.argv[1:6]
+cases = int(cases)
+stats_urls = sys.argv[6:]
 yichuang = os.path.join(bindir, "yichuang")
 
 
@@ -39,7 +42,14 @@ def case(number):
     return answer["case"], answer.get("events", [])
 
 
-numbers = sorted(set(open(os.path.join(work, "accepted")).read().split()))
+receipts = collections.defaultdict(set)
+for line in open(os.path.join(work, "accepted")):
+    submission, number = line.split()
+    receipts[submission].add(number)
+split = {s: n for s, n in receipts.items() if len(n) > 1}
+for s, n in split.items():
+    print(f"chaos: submission {s} made {len(n)} cases: {sorted(n)}")
+numbers = sorted(set().union(*receipts.values())) if receipts else []
 FINAL = {"TASK_STATUS_APPROVED", "TASK_STATUS_REJECTED"}
 ONCE = {"accepted", "task-approved", "task-rejected", "case-ready-for-delivery", "case-delivered"}
 decided = ready = delivered = dup_events = 0
@@ -65,8 +75,8 @@ for number in numbers:
     else:
         stranded.append((number, c["status"], [(t["taskId"][-2:], t["status"]) for t in tasks]))
 
-# The platform: each history entry once, at one position. The push trails the history by a
-# little: up to a minute for it to catch up.
+# The platform: each history entry once, at one position. The push trails the history: it is
+# waited for as long as it makes progress (a minute without any is the end).
 def pushed():
     positions = collections.defaultdict(set)
     path = os.path.join(work, "platform")
@@ -77,17 +87,24 @@ def pushed():
 
 
 deadline = time.monotonic() + 60
+last = None
 while True:
     positions = pushed()
     unpushed = len(expected - positions.keys())
+    if unpushed != last:
+        last, deadline = unpushed, time.monotonic() + 60
     if not unpushed or time.monotonic() > deadline:
         break
     time.sleep(2)
 dup_events += sum(len(p) - 1 for p in positions.values())
 
 duplicates = 0
-for url in stats_urls:
-    duplicates += json.load(urllib.request.urlopen(url))["duplicates"]
+for arg in stats_urls:
+    department, url = arg.split("=", 1)
+    n = json.load(urllib.request.urlopen(url))["duplicates"]
+    if n:
+        print(f"chaos: {n} serial(s) submitted twice at {department}")
+    duplicates += n
 clerk = os.path.join(work, "clerk-duplicates")
 if os.path.exists(clerk):
     duplicates += int(open(clerk).read())
@@ -100,7 +117,10 @@ if stranded:
     for s in stranded:
         print("   ", *s)
 
+if len(receipts) < cases:
+    print(f"chaos: only {len(receipts)} of {cases} submissions were accepted")
 print(f"chaos ledger ({store}): accepted {len(numbers)}, decided {decided}, ready {ready}, "
       f"delivered {delivered}, stranded {len(stranded)}, duplicates at departments {duplicates}, "
       f"duplicate events {dup_events}, unpushed events {unpushed}, lost {lost}")
-sys.exit(1 if stranded or duplicates or dup_events or unpushed or lost else 0)
+failed = split or len(receipts) < cases or stranded or duplicates or dup_events or unpushed or lost
+sys.exit(1 if failed else 0)

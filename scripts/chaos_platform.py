@@ -2,7 +2,7 @@
 line per POST, `<X-Yichuang-Event-Id> <X-Yichuang-Cursor>`, in FILE, so the run can count status
 changes received twice at two positions (a duplicate event) apart from the same entry sent
 again after a crash (the push is at-least-once; a receiver drops a repeat by its event id).
-Now and then it answers 503, as a busy platform does.
+Now and then (one POST in 200) it answers 503, as a busy platform does.
 
 Usage: chaos_platform.py PORT FILE
 """
@@ -18,7 +18,7 @@ out = open(path, "a", buffering=1)
 class Platform(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        if random.random() < 0.02:
+        if random.random() < 0.005:
             self.send_response(503)
             self.end_headers()
             return

@@ -6,7 +6,8 @@ gateway and the adapter are being killed under them).
   every department and every kind of legacy system gets work: 开餐馆 (市场监管 HTTP/JSON, 消防
   SOAP), 企业开办 (市场监管, 公安 SOAP, 税务 form-POST XML, 人社 前置库, 公积金 by hand) and
   存量房买卖 (自然资源 前置库). A submit that fails is sent again with the same submission id, and
-  must answer with the same case; each receipt's case number is appended to `accepted`.
+  must answer with the same case; each receipt is appended to `accepted` as
+  `<submission id> <case number>` (the ledger checks that one submission made one case).
 - desk: hands in the materials a department asked for (补正) and delivers every case that is
   ready (出件, by EMS), until told to stop.
 - clerk: keys every task on 公积金's worklist into the fund's system; a task it has keyed once
@@ -69,6 +70,7 @@ def templates():
 
 def window():
     kinds = templates()
+    os.makedirs(os.path.join(work, "cases"), exist_ok=True)
     start = time.monotonic()
     with open(os.path.join(work, "accepted"), "a") as accepted:
         for i in range(cases):
@@ -77,18 +79,22 @@ def window():
             s = json.loads(json.dumps(kinds[i % len(kinds)]))
             s["submissionId"] = f"chaos-{i:05d}"
             s.pop("submittedAt", None)  # accepted now, by the gateway's clock
-            path = os.path.join(work, f"case-{i}.json")
+            path = os.path.join(work, "cases", f"case-{i}.json")
             with open(path, "w") as f:
                 json.dump(s, f, ensure_ascii=False)
-            for _ in range(180):
-                out = run(yichuang, "case", "submit", "--server", server, "--file", path)
-                if out is not None:
-                    accepted.write(json.loads(out)["receipt"]["caseNumber"] + "\n")
-                    accepted.flush()
-                    break
-                time.sleep(1)
-            else:
-                print(f"chaos window: submission chaos-{i:05d} never accepted", file=sys.stderr)
+            # Resubmitted until it has a receipt; every tenth once more after that (the clerk
+            # pressed the button twice), which must answer with the same case.
+            for _ in range(2 if i % 10 == 0 else 1):
+                for _ in range(180):
+                    out = run(yichuang, "case", "submit", "--server", server, "--file", path)
+                    if out is not None:
+                        number = json.loads(out)["receipt"]["caseNumber"]
+                        accepted.write(f'{s["submissionId"]} {number}\n')
+                        accepted.flush()
+                        break
+                    time.sleep(1)
+                else:
+                    print(f"chaos window: submission chaos-{i:05d} never accepted", file=sys.stderr)
 
 
 def listing(status):
@@ -135,6 +141,7 @@ def desk():
 def clerk():
     keyed = set()
     duplicates = 0
+    n = 0  # the fund's case and document numbers
     config = os.path.join(work, "adapter.toml")
     while not (stopped() and done.is_set()):
         out = run(adapter, "manual", "list", "--config", config, "--department", "gjj")
@@ -147,7 +154,7 @@ def clerk():
                 duplicates += 1  # keyed already, and on the worklist again
                 with open(os.path.join(work, "clerk-duplicates"), "w") as f:
                     f.write(f"{duplicates}\n")
-            n = len(keyed) + 1
+            n += 1
             if run(adapter, "manual", "complete", "--config", config, "--department", "gjj",
                    "--task", entry["task_id"], "--case-number", f"GJJ2026{n:06d}",
                    "--outcome", "approved", "--document-number", f"GJJDW{n:08d}",
