@@ -146,6 +146,10 @@ pub struct Stats {
     /// Submissions of a serial number the system already had, and supplements of a round it
     /// already took.
     pub duplicates: u64,
+    /// Of those, the submissions of a serial number it already had: with
+    /// `accept_duplicate_serials`, each made a second case (a duplicate effect). A supplement
+    /// round handed in again is answered as it stands and changes nothing.
+    pub repeated_serials: u64,
     /// Supplement rounds taken.
     pub supplements: u64,
     /// Requests beyond `max_rps` in a one-second window.
@@ -264,7 +268,15 @@ impl Sim {
     ) -> Result<SimCase, SimCase> {
         let mut cases = self.cases.lock().unwrap();
         if let Some(existing) = cases.get(serial) {
-            self.stats.lock().unwrap().duplicates += 1;
+            {
+                let mut stats = self.stats.lock().unwrap();
+                stats.duplicates += 1;
+                stats.repeated_serials += 1;
+            }
+            eprintln!(
+                "{}: serial {serial} submitted again (its case is {})",
+                self.behaviour.department, existing.number
+            );
             if !self.behaviour.accept_duplicate_serials {
                 return Err(existing.clone());
             }
@@ -328,6 +340,10 @@ impl Sim {
                 .is_some_and(|s| s.serial == supplement_serial)
         {
             self.stats.lock().unwrap().duplicates += 1;
+            eprintln!(
+                "{}: supplement round {round} of serial {serial} handed in again",
+                self.behaviour.department
+            );
             return Resupply::Duplicate(case.clone());
         }
         if case.state(self.decision_delay()).1 != Some(Outcome::Supplement) {
