@@ -122,16 +122,28 @@ fn publish_span(item: &OutboxItem, exchange: &str) -> tracing::Span {
 fn properties(item: &OutboxItem, span: &tracing::Span) -> BasicProperties {
     let mut headers = FieldTable::default();
     let text = |v: &str| AMQPValue::LongString(v.into());
-    headers.insert(ShortString::from("case-id"), text(&item.case.case_number));
-    headers.insert(ShortString::from("task-id"), text(&item.task_id));
-    headers.insert(ShortString::from("department"), text(&item.department));
+    headers.insert(
+        ShortString::from(crate::bus::headers::CASE_ID),
+        text(&item.case.case_number),
+    );
+    headers.insert(
+        ShortString::from(crate::bus::headers::TASK_ID),
+        text(&item.task_id),
+    );
+    headers.insert(
+        ShortString::from(crate::bus::headers::DEPARTMENT),
+        text(&item.department),
+    );
     // Our own attempt counter (x-death is not relied on); the relay's publish is attempt 1.
-    headers.insert(ShortString::from("attempt"), AMQPValue::LongInt(1));
+    headers.insert(
+        ShortString::from(crate::bus::headers::ATTEMPT),
+        AMQPValue::LongInt(1),
+    );
     // A stalled task published again: the adapter handles it even if it remembers the task
     // (it looks the task up before submitting, so the department sees it once).
     if item.repair > 0 {
         headers.insert(
-            ShortString::from(crate::stall::REPAIR_HEADER),
+            ShortString::from(crate::bus::headers::REPAIR),
             AMQPValue::LongLongInt(item.repair),
         );
     }
@@ -139,12 +151,12 @@ fn properties(item: &OutboxItem, span: &tracing::Span) -> BasicProperties {
     // second copy, which the adapter holds until any earlier attempt has had its time.
     if item.reclaimed {
         headers.insert(
-            ShortString::from(crate::bus::COPY_HEADER),
+            ShortString::from(crate::bus::headers::COPY),
             AMQPValue::Boolean(true),
         );
     }
     headers.insert(
-        ShortString::from("traceparent"),
+        ShortString::from(crate::bus::headers::TRACEPARENT),
         text(&crate::trace::header_for(span, &item.case.trace_id)),
     );
     BasicProperties::default()
@@ -577,12 +589,18 @@ pub const EVENT_CONTENT_TYPE: &str = "application/x-protobuf; proto=yichuang.v1.
 fn event_properties(item: &EventItem) -> BasicProperties {
     let mut headers = FieldTable::default();
     let text = |v: &str| AMQPValue::LongString(v.into());
-    headers.insert(ShortString::from("case-id"), text(&item.case_number));
+    headers.insert(
+        ShortString::from(crate::bus::headers::CASE_ID),
+        text(&item.case_number),
+    );
     if !item.event.task_id.is_empty() {
-        headers.insert(ShortString::from("task-id"), text(&item.event.task_id));
+        headers.insert(
+            ShortString::from(crate::bus::headers::TASK_ID),
+            text(&item.event.task_id),
+        );
     }
     headers.insert(
-        ShortString::from("traceparent"),
+        ShortString::from(crate::bus::headers::TRACEPARENT),
         text(&crate::trace::traceparent(&item.trace_id)),
     );
     BasicProperties::default()

@@ -225,7 +225,7 @@ async fn handle(
         .properties
         .headers()
         .as_ref()
-        .and_then(|h| h.inner().get("traceparent"))
+        .and_then(|h| h.inner().get(crate::bus::headers::TRACEPARENT))
         .and_then(|v| match v {
             lapin::types::AMQPValue::LongString(s) => Some(s.to_string()),
             _ => None,

@@ -20,9 +20,6 @@ use crate::config::StallConfig;
 use crate::proto::v1::CaseEvent;
 use crate::store::{CaseChange, Store, StoreError};
 
-/// Header of a republished task message: which repair it is (1, 2, …).
-pub const REPAIR_HEADER: &str = "repair";
-
 /// Tasks looked at per round.
 const BATCH: usize = 256;
 

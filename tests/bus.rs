@@ -171,7 +171,7 @@ async fn two_dead_letters() -> (BusConfig, lapin::Connection, Channel, Topology)
     for id in ["dead-1", "dead-2"] {
         let mut headers = lapin::types::FieldTable::default();
         headers.insert(
-            "x-yichuang-reason".into(),
+            yichuang::bus::headers::REASON.into(),
             lapin::types::AMQPValue::LongString("gave up after 8 attempts".into()),
         );
         channel

@@ -42,11 +42,7 @@ use crate::system::{Answer, DepartmentSystem, Failure, Gate, Task};
 
 /// Content type of result messages.
 pub const RESULT_CONTENT_TYPE: &str = "application/x-protobuf; proto=yichuang.v1.ResultMessage";
-/// Header naming why a message was dead-lettered (shared with `yichuang dlq`, which reads it).
-pub use yichuang::bus::dead::REASON_HEADER;
-
-/// Header of a task copy that was held once (see [`Next::Hold`]): it is not held again.
-pub const HELD_HEADER: &str = "held";
+use yichuang::bus::headers as hdr;
 
 /// Beyond the request timeout, what a held copy waits for an earlier request to land.
 const HOLD_MARGIN: Duration = Duration::from_secs(1);
@@ -313,18 +309,18 @@ impl Publisher {
         let message_id = result_message_id(&r);
         let mut headers = FieldTable::default();
         let text = |v: &str| AMQPValue::LongString(v.into());
-        headers.insert(ShortString::from("case-id"), text(&r.case_number));
-        headers.insert(ShortString::from("task-id"), text(&r.task_id));
-        headers.insert(ShortString::from("department"), text(&r.department));
+        headers.insert(ShortString::from(hdr::CASE_ID), text(&r.case_number));
+        headers.insert(ShortString::from(hdr::TASK_ID), text(&r.task_id));
+        headers.insert(ShortString::from(hdr::DEPARTMENT), text(&r.department));
         // The result continues the trace from the span it was published in (the delivery's,
         // when spans are exported), else from the task's own header.
         match yichuang::trace::traceparent_of(&tracing::Span::current()) {
             Some(own) => {
-                headers.insert(ShortString::from("traceparent"), text(&own));
+                headers.insert(ShortString::from(hdr::TRACEPARENT), text(&own));
             }
             None => {
                 if let Some(t) = trace {
-                    headers.insert(ShortString::from("traceparent"), t.clone());
+                    headers.insert(ShortString::from(hdr::TRACEPARENT), t.clone());
                 }
             }
         }
@@ -386,11 +382,11 @@ impl Publisher {
     ) -> Result<(), String> {
         let mut headers = continued_headers(delivery);
         headers.insert(
-            ShortString::from(REASON_HEADER),
+            ShortString::from(hdr::REASON),
             AMQPValue::LongString(reason.into()),
         );
         headers.insert(
-            ShortString::from("x-yichuang-dead-at"),
+            ShortString::from(hdr::DEAD_AT),
             AMQPValue::LongString(chrono::Utc::now().to_rfc3339().into()),
         );
         let properties = delivery.properties.clone().with_headers(headers);
@@ -422,7 +418,7 @@ fn continued_headers(delivery: &Delivery) -> FieldTable {
     let mut headers = FieldTable::default();
     if let Some(old) = delivery.properties.headers() {
         for (k, v) in old.inner() {
-            if k.as_str() != yichuang::stall::REPAIR_HEADER {
+            if k.as_str() != hdr::REPAIR {
                 headers.insert(k.clone(), v.clone());
             }
         }
@@ -475,11 +471,11 @@ impl Worker {
             otel.kind = "consumer",
             messaging.system = "rabbitmq",
             department = %code,
-            case.number = %text_header(&delivery, "case-id").unwrap_or_default(),
-            task.id = %text_header(&delivery, "task-id").unwrap_or_default(),
-            stage = %text_header(&delivery, "stage").unwrap_or_else(|| "submit".into()),
+            case.number = %text_header(&delivery, hdr::CASE_ID).unwrap_or_default(),
+            task.id = %text_header(&delivery, hdr::TASK_ID).unwrap_or_default(),
+            stage = %text_header(&delivery, hdr::STAGE).unwrap_or_else(|| "submit".into()),
         );
-        if let Some(parent) = text_header(&delivery, "traceparent") {
+        if let Some(parent) = text_header(&delivery, hdr::TRACEPARENT) {
             yichuang::trace::continue_in(&span, &parent);
         }
         crate::meters::meters()
@@ -512,7 +508,7 @@ impl Worker {
                     .inc();
                 let mut headers = continued_headers(&delivery);
                 headers.insert(
-                    ShortString::from("attempt"),
+                    ShortString::from(hdr::ATTEMPT),
                     AMQPValue::LongInt(*attempt as i32),
                 );
                 self.publisher
@@ -527,16 +523,16 @@ impl Worker {
             } => {
                 let mut headers = continued_headers(&delivery);
                 let text = |v: &str| AMQPValue::LongString(v.into());
-                headers.insert(ShortString::from("stage"), text("poll"));
+                headers.insert(ShortString::from(hdr::STAGE), text(hdr::STAGE_POLL));
                 headers.insert(
-                    ShortString::from("department-case-number"),
+                    ShortString::from(hdr::DEPARTMENT_CASE_NUMBER),
                     text(department_case_number),
                 );
                 headers.insert(
-                    ShortString::from("polls"),
+                    ShortString::from(hdr::POLLS),
                     AMQPValue::LongInt(*polls as i32),
                 );
-                headers.insert(ShortString::from("step"), text(step));
+                headers.insert(ShortString::from(hdr::STEP), text(step));
                 self.publisher
                     .later(&code, &delivery, *delay, headers)
                     .await
@@ -544,7 +540,7 @@ impl Worker {
             Next::Hold { delay } => {
                 info!(department = %code, delay_ms = delay.as_millis() as u64, "a copy of a task held until an earlier attempt has had its time");
                 let mut headers = continued_headers(&delivery);
-                headers.insert(ShortString::from(HELD_HEADER), AMQPValue::LongInt(1));
+                headers.insert(ShortString::from(hdr::HELD), AMQPValue::LongInt(1));
                 self.publisher
                     .later(&code, &delivery, *delay, headers)
                     .await
@@ -617,7 +613,7 @@ impl Worker {
         };
         if let Err(e) = self
             .publisher
-            .result(r, header(delivery, "traceparent"))
+            .result(r, header(delivery, hdr::TRACEPARENT))
             .await
         {
             debug!(department = %self.department.code(), error = %e, "heartbeat not published");
@@ -651,28 +647,25 @@ impl Worker {
                 dept.code()
             ));
         }
-        let stage = text_header(delivery, "stage").unwrap_or_default();
-        let polling = stage == "poll";
+        let stage = text_header(delivery, hdr::STAGE).unwrap_or_default();
+        let polling = stage == hdr::STAGE_POLL;
         let round = crate::system::round_of(&message);
         let key = seen_key(&task.task_id, round);
         // A stalled task the gateway published again is handled even if remembered here: its
         // earlier message is gone (the lookup before submitting keeps the department's one case).
-        let repair = int_header(delivery, yichuang::stall::REPAIR_HEADER).is_some();
+        let repair = int_header(delivery, hdr::REPAIR).is_some();
         if !dept.seen.lock().expect("seen").insert(&key) && !polling && !repair {
             info!(department = %dept.code(), task = %task.task_id, round, "duplicate task dropped");
             return Next::Done;
         }
-        let attempt = int_header(delivery, "attempt").unwrap_or(1).max(1);
+        let attempt = int_header(delivery, hdr::ATTEMPT).unwrap_or(1).max(1);
         // A copy that may race an attempt still in flight (this process or another took the
         // task, and died or gave up waiting, while the request may yet reach the department):
         // held for the request timeout first, so the lookup then sees what that attempt did.
         let copy = delivery.redelivered
             || repair
-            || matches!(
-                header(delivery, yichuang::bus::COPY_HEADER),
-                Some(AMQPValue::Boolean(true))
-            );
-        if copy && !polling && int_header(delivery, HELD_HEADER).is_none() {
+            || matches!(header(delivery, hdr::COPY), Some(AMQPValue::Boolean(true)));
+        if copy && !polling && int_header(delivery, hdr::HELD).is_none() {
             return Next::Hold {
                 delay: Duration::from_secs(dept.config.limits.timeout_secs) + HOLD_MARGIN,
             };
@@ -710,18 +703,18 @@ impl Worker {
 
     /// A message put back unchanged (same attempt, same stage) for `delay`.
     fn later_same(&self, delivery: &Delivery, delay: Duration, reason: &str) -> Next {
-        if text_header(delivery, "stage").as_deref() == Some("poll") {
+        if text_header(delivery, hdr::STAGE).as_deref() == Some(hdr::STAGE_POLL) {
             Next::Poll {
                 delay,
-                department_case_number: text_header(delivery, "department-case-number")
+                department_case_number: text_header(delivery, hdr::DEPARTMENT_CASE_NUMBER)
                     .unwrap_or_default(),
-                polls: int_header(delivery, "polls").unwrap_or(0),
-                step: text_header(delivery, "step").unwrap_or_default(),
+                polls: int_header(delivery, hdr::POLLS).unwrap_or(0),
+                step: text_header(delivery, hdr::STEP).unwrap_or_default(),
             }
         } else {
             Next::Retry {
                 delay,
-                attempt: int_header(delivery, "attempt").unwrap_or(1),
+                attempt: int_header(delivery, hdr::ATTEMPT).unwrap_or(1),
                 reason: reason.into(),
             }
         }
@@ -821,16 +814,16 @@ impl Worker {
     ) -> Result<(), String> {
         let accepted = self.result(task, ResultKind::Accepted, department_case_number);
         self.publisher
-            .result(accepted, header(delivery, "traceparent"))
+            .result(accepted, header(delivery, hdr::TRACEPARENT))
             .await
     }
 
     async fn poll(&self, delivery: &Delivery, task: &Task) -> Next {
         let dept = &self.department;
         let department_case_number =
-            text_header(delivery, "department-case-number").unwrap_or_default();
-        let polls = int_header(delivery, "polls").unwrap_or(0);
-        let step = text_header(delivery, "step").unwrap_or_default();
+            text_header(delivery, hdr::DEPARTMENT_CASE_NUMBER).unwrap_or_default();
+        let polls = int_header(delivery, hdr::POLLS).unwrap_or(0);
+        let step = text_header(delivery, hdr::STEP).unwrap_or_default();
         let interval = Duration::from_secs(dept.config.polling.interval_secs);
         let system = dept.system.clone();
         match dept
@@ -892,7 +885,7 @@ impl Worker {
         last_step: String,
     ) -> Next {
         let dept = &self.department;
-        let trace = header(delivery, "traceparent");
+        let trace = header(delivery, hdr::TRACEPARENT);
         let decided_on = reading.decided_on;
         let mut step = last_step;
         if let Some(new) = reading.step.filter(|s| *s != step) {
@@ -1039,7 +1032,7 @@ impl Worker {
         r.reasons = vec![reason];
         r.at = Some(now());
         self.publisher
-            .result(r, header(delivery, "traceparent"))
+            .result(r, header(delivery, hdr::TRACEPARENT))
             .await
     }
 

@@ -196,7 +196,7 @@ async fn a_task_the_system_refuses_is_published_as_failed_and_poison_is_dead_let
         .expect("the poison message in the dead queue");
     assert_eq!(body, b"\xff\xfe not protobuf");
     assert!(
-        headers[yichuang_adapters::runtime::REASON_HEADER].contains("cannot decode"),
+        headers[yichuang::bus::headers::REASON].contains("cannot decode"),
         "{headers:?}"
     );
     assert_eq!(sim.sim.stats().cases, 0);
@@ -358,7 +358,7 @@ async fn a_task_out_of_attempts_is_published_as_failed_and_dead_lettered() {
         .await
         .expect("the task in the dead queue");
     assert!(
-        headers[yichuang_adapters::runtime::REASON_HEADER].contains("gave up after 2 attempts"),
+        headers[yichuang::bus::headers::REASON].contains("gave up after 2 attempts"),
         "{headers:?}"
     );
     adapter.task.abort();
@@ -490,7 +490,7 @@ async fn the_breaker_opens_while_the_system_is_down_and_closes_when_it_is_back()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_racing_an_attempt_in_flight_is_held_and_the_department_gets_one_case() {
     copy_is_held(
-        yichuang::stall::REPAIR_HEADER,
+        yichuang::bus::headers::REPAIR,
         lapin::types::AMQPValue::LongLongInt(1),
     )
     .await;
@@ -501,7 +501,7 @@ async fn a_copy_racing_an_attempt_in_flight_is_held_and_the_department_gets_one_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_copy_racing_an_attempt_in_flight_is_held_and_the_department_gets_one_case() {
     copy_is_held(
-        yichuang::bus::COPY_HEADER,
+        yichuang::bus::headers::COPY,
         lapin::types::AMQPValue::Boolean(true),
     )
     .await;

@@ -19,9 +19,6 @@ use super::{BusError, Names};
 use crate::config::BusConfig;
 use crate::proto::v1::{ResultMessage, TaskMessage};
 
-/// The reason header adapters and the gateway set on what they dead-letter.
-pub const REASON_HEADER: &str = "x-yichuang-reason";
-
 /// One dead message, summarised.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
@@ -110,9 +107,9 @@ fn summary(data: &[u8], properties: &BasicProperties) -> DeadLetter {
         task_id = r.task_id;
     }
     if task_id.is_empty() {
-        task_id = text(&headers, "task-id").unwrap_or_default();
+        task_id = text(&headers, super::headers::TASK_ID).unwrap_or_default();
     }
-    let reason = text(&headers, REASON_HEADER)
+    let reason = text(&headers, super::headers::REASON)
         .or_else(|| death(&headers))
         .unwrap_or_default();
     DeadLetter {
@@ -124,11 +121,11 @@ fn summary(data: &[u8], properties: &BasicProperties) -> DeadLetter {
         case_number,
         task_id,
         reason: crate::privacy::mask_free_text(&reason),
-        attempt: int(&headers, "attempt"),
-        trace_id: text(&headers, "traceparent")
+        attempt: int(&headers, super::headers::ATTEMPT),
+        trace_id: text(&headers, super::headers::TRACEPARENT)
             .and_then(|t| crate::trace::trace_id_of(&t).map(str::to_string))
             .unwrap_or_default(),
-        dead_at: text(&headers, "x-yichuang-dead-at").unwrap_or_default(),
+        dead_at: text(&headers, super::headers::DEAD_AT).unwrap_or_default(),
         bytes: data.len(),
     }
 }
@@ -245,13 +242,19 @@ pub async fn act(
             let mut headers = FieldTable::default();
             if let Some(old) = m.delivery.properties.headers() {
                 for (k, v) in old.inner() {
-                    if !matches!(k.as_str(), "x-death" | REASON_HEADER | "x-yichuang-dead-at") {
+                    if !matches!(
+                        k.as_str(),
+                        "x-death" | super::headers::REASON | super::headers::DEAD_AT
+                    ) {
                         headers.insert(k.clone(), v.clone());
                     }
                 }
             }
             // A fresh set of attempts: the operator sends it back because its cause is fixed.
-            headers.insert(ShortString::from("attempt"), AMQPValue::LongInt(1));
+            headers.insert(
+                ShortString::from(super::headers::ATTEMPT),
+                AMQPValue::LongInt(1),
+            );
             let properties = m.delivery.properties.clone().with_headers(headers);
             channel
                 .basic_publish(

@@ -13,12 +13,8 @@ use crate::catalog::Catalog;
 use crate::config::BusConfig;
 
 pub mod dead;
+pub mod headers;
 pub mod policy;
-
-/// Header of a task message that may be a second copy of one already published (the relay's
-/// earlier claim of the task ran out unrecorded): the adapter holds it before looking the task
-/// up, as it holds a redelivery (docs/adapters.md, "At most one request in flight").
-pub const COPY_HEADER: &str = "copy";
 
 /// Why the bus could not be used.
 #[derive(Debug, thiserror::Error)]

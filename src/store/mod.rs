@@ -94,7 +94,7 @@ pub struct OutboxItem {
     pub repair: i64,
     /// An earlier claim of the task ran out before it was recorded as published: that relay may
     /// have published it and died, so this publish may be a second copy
-    /// ([`crate::bus::COPY_HEADER`]).
+    /// ([`crate::bus::headers::COPY`]).
     pub reclaimed: bool,
 }
 
