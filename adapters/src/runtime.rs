@@ -400,12 +400,84 @@ impl Publisher {
     }
 }
 
+/// Where a task message is in the adapter's protocol, as its headers say: the one place that
+/// reads and writes the stage headers (names in [`yichuang::bus::headers`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stage {
+    /// A task to hand to the department (after a lookup): its `attempt`-th try, from 1.
+    Submit { attempt: u32 },
+    /// A case the department has, asked about again: `polls` so far, the last `step` seen.
+    Poll {
+        department_case_number: String,
+        polls: u32,
+        step: String,
+    },
+}
+
+impl Stage {
+    /// The stage of a delivery.
+    pub fn of(delivery: &Delivery) -> Stage {
+        Stage::from_headers(delivery.properties.headers().as_ref())
+    }
+
+    /// The stage headers say: no `stage` header is a task to submit (attempt 1 if unsaid).
+    pub fn from_headers(headers: Option<&FieldTable>) -> Stage {
+        let get = |name: &str| headers.and_then(|h| h.inner().get(name));
+        let text = |name: &str| get(name).and_then(text_value);
+        let int = |name: &str| get(name).and_then(int_value);
+        if text(hdr::STAGE).as_deref() == Some(hdr::STAGE_POLL) {
+            Stage::Poll {
+                department_case_number: text(hdr::DEPARTMENT_CASE_NUMBER).unwrap_or_default(),
+                polls: int(hdr::POLLS).unwrap_or(0),
+                step: text(hdr::STEP).unwrap_or_default(),
+            }
+        } else {
+            Stage::Submit {
+                attempt: int(hdr::ATTEMPT).unwrap_or(1).max(1),
+            }
+        }
+    }
+
+    /// Writes the stage into the headers of the task's next message.
+    pub fn write(&self, headers: &mut FieldTable) {
+        match self {
+            Stage::Submit { attempt } => {
+                headers.insert(
+                    ShortString::from(hdr::ATTEMPT),
+                    AMQPValue::LongInt(*attempt as i32),
+                );
+            }
+            Stage::Poll {
+                department_case_number,
+                polls,
+                step,
+            } => {
+                let text = |v: &str| AMQPValue::LongString(v.into());
+                headers.insert(ShortString::from(hdr::STAGE), text(hdr::STAGE_POLL));
+                headers.insert(
+                    ShortString::from(hdr::DEPARTMENT_CASE_NUMBER),
+                    text(department_case_number),
+                );
+                headers.insert(
+                    ShortString::from(hdr::POLLS),
+                    AMQPValue::LongInt(*polls as i32),
+                );
+                headers.insert(ShortString::from(hdr::STEP), text(step));
+            }
+        }
+    }
+}
+
 fn header<'a>(delivery: &'a Delivery, name: &str) -> Option<&'a AMQPValue> {
     delivery.properties.headers().as_ref()?.inner().get(name)
 }
 
 fn text_header(delivery: &Delivery, name: &str) -> Option<String> {
-    match header(delivery, name)? {
+    text_value(header(delivery, name)?)
+}
+
+fn text_value(value: &AMQPValue) -> Option<String> {
+    match value {
         AMQPValue::LongString(s) => Some(s.to_string()),
         AMQPValue::ShortString(s) => Some(s.to_string()),
         _ => None,
@@ -427,7 +499,11 @@ fn continued_headers(delivery: &Delivery) -> FieldTable {
 }
 
 fn int_header(delivery: &Delivery, name: &str) -> Option<u32> {
-    match header(delivery, name)? {
+    int_value(header(delivery, name)?)
+}
+
+fn int_value(value: &AMQPValue) -> Option<u32> {
+    match value {
         AMQPValue::LongInt(v) => u32::try_from(*v).ok(),
         AMQPValue::LongLongInt(v) => u32::try_from(*v).ok(),
         AMQPValue::ShortInt(v) => u32::try_from(*v).ok(),
@@ -507,10 +583,7 @@ impl Worker {
                     })
                     .inc();
                 let mut headers = continued_headers(&delivery);
-                headers.insert(
-                    ShortString::from(hdr::ATTEMPT),
-                    AMQPValue::LongInt(*attempt as i32),
-                );
+                Stage::Submit { attempt: *attempt }.write(&mut headers);
                 self.publisher
                     .later(&code, &delivery, *delay, headers)
                     .await
@@ -522,17 +595,12 @@ impl Worker {
                 step,
             } => {
                 let mut headers = continued_headers(&delivery);
-                let text = |v: &str| AMQPValue::LongString(v.into());
-                headers.insert(ShortString::from(hdr::STAGE), text(hdr::STAGE_POLL));
-                headers.insert(
-                    ShortString::from(hdr::DEPARTMENT_CASE_NUMBER),
-                    text(department_case_number),
-                );
-                headers.insert(
-                    ShortString::from(hdr::POLLS),
-                    AMQPValue::LongInt(*polls as i32),
-                );
-                headers.insert(ShortString::from(hdr::STEP), text(step));
+                Stage::Poll {
+                    department_case_number: department_case_number.clone(),
+                    polls: *polls,
+                    step: step.clone(),
+                }
+                .write(&mut headers);
                 self.publisher
                     .later(&code, &delivery, *delay, headers)
                     .await
@@ -647,8 +715,8 @@ impl Worker {
                 dept.code()
             ));
         }
-        let stage = text_header(delivery, hdr::STAGE).unwrap_or_default();
-        let polling = stage == hdr::STAGE_POLL;
+        let stage = Stage::of(delivery);
+        let polling = matches!(stage, Stage::Poll { .. });
         let round = crate::system::round_of(&message);
         let key = seen_key(&task.task_id, round);
         // A stalled task the gateway published again is handled even if remembered here: its
@@ -658,7 +726,6 @@ impl Worker {
             info!(department = %dept.code(), task = %task.task_id, round, "duplicate task dropped");
             return Next::Done;
         }
-        let attempt = int_header(delivery, hdr::ATTEMPT).unwrap_or(1).max(1);
         // A copy that may race an attempt still in flight (this process or another took the
         // task, and died or gave up waiting, while the request may yet reach the department):
         // held for the request timeout first, so the lookup then sees what that attempt did.
@@ -692,31 +759,40 @@ impl Worker {
             }
         };
         let task = Task { message, fields };
-        if polling {
-            self.poll(delivery, &task).await
-        } else if task.message.supplement.is_some() {
-            self.resupply(delivery, &task, attempt).await
-        } else {
-            self.submit(delivery, &task, attempt).await
+        match stage {
+            Stage::Poll {
+                department_case_number,
+                polls,
+                step,
+            } => {
+                self.poll(delivery, &task, department_case_number, polls, step)
+                    .await
+            }
+            Stage::Submit { attempt } if task.message.supplement.is_some() => {
+                self.resupply(delivery, &task, attempt).await
+            }
+            Stage::Submit { attempt } => self.submit(delivery, &task, attempt).await,
         }
     }
 
     /// A message put back unchanged (same attempt, same stage) for `delay`.
     fn later_same(&self, delivery: &Delivery, delay: Duration, reason: &str) -> Next {
-        if text_header(delivery, hdr::STAGE).as_deref() == Some(hdr::STAGE_POLL) {
-            Next::Poll {
+        match Stage::of(delivery) {
+            Stage::Poll {
+                department_case_number,
+                polls,
+                step,
+            } => Next::Poll {
                 delay,
-                department_case_number: text_header(delivery, hdr::DEPARTMENT_CASE_NUMBER)
-                    .unwrap_or_default(),
-                polls: int_header(delivery, hdr::POLLS).unwrap_or(0),
-                step: text_header(delivery, hdr::STEP).unwrap_or_default(),
-            }
-        } else {
-            Next::Retry {
+                department_case_number,
+                polls,
+                step,
+            },
+            Stage::Submit { attempt } => Next::Retry {
                 delay,
-                attempt: int_header(delivery, hdr::ATTEMPT).unwrap_or(1),
+                attempt,
                 reason: reason.into(),
-            }
+            },
         }
     }
 
@@ -818,12 +894,15 @@ impl Worker {
             .await
     }
 
-    async fn poll(&self, delivery: &Delivery, task: &Task) -> Next {
+    async fn poll(
+        &self,
+        delivery: &Delivery,
+        task: &Task,
+        department_case_number: String,
+        polls: u32,
+        step: String,
+    ) -> Next {
         let dept = &self.department;
-        let department_case_number =
-            text_header(delivery, hdr::DEPARTMENT_CASE_NUMBER).unwrap_or_default();
-        let polls = int_header(delivery, hdr::POLLS).unwrap_or(0);
-        let step = text_header(delivery, hdr::STEP).unwrap_or_default();
         let interval = Duration::from_secs(dept.config.polling.interval_secs);
         let system = dept.system.clone();
         match dept
@@ -1300,6 +1379,23 @@ async fn session(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stage_written_reads_back_the_same_and_no_stage_is_a_first_submit() {
+        assert_eq!(Stage::from_headers(None), Stage::Submit { attempt: 1 });
+        for stage in [
+            Stage::Submit { attempt: 3 },
+            Stage::Poll {
+                department_case_number: "SCJG2019000001".into(),
+                polls: 7,
+                step: "审核".into(),
+            },
+        ] {
+            let mut headers = FieldTable::default();
+            stage.write(&mut headers);
+            assert_eq!(Stage::from_headers(Some(&headers)), stage);
+        }
+    }
 
     #[test]
     fn results_of_a_supplement_round_have_ids_of_their_own() {
