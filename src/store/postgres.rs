@@ -40,8 +40,10 @@ async fn exec(
 const INSERT_ATTEMPT: &str = "INSERT INTO attempts (submission_id, at_ms, hall_code, window_code, clerk_staff_no, outcome, case_number, detail)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 
-/// True for a schema name that can be used unquoted.
-fn plain_identifier(name: &str) -> bool {
+/// True for a PostgreSQL name that can be used unquoted (a schema here, the exchange tables and
+/// columns of the adapters' 前置库 kind): lower-case letters, digits and `_`, not starting with a
+/// digit, at most 63 bytes.
+pub fn plain_identifier(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
         && name

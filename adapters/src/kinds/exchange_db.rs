@@ -44,6 +44,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use yichuang::store::postgres::plain_identifier;
 
 use serde_json::Value;
 use tokio::sync::Mutex;
@@ -92,17 +93,6 @@ pub const ACK_KEY: &str = "_exchange_ack_up_to";
 /// The version the adapter writes: a task is handed over once.
 const VERSION: i32 = 1;
 
-/// Whether `name` may be put into SQL as it is: lower-case ASCII letters, digits and `_`, not
-/// starting with a digit, at most 63 bytes (PostgreSQL's limit).
-pub fn is_identifier(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        && !name.as_bytes()[0].is_ascii_digit()
-}
-
 /// The statements, built once from the options.
 #[derive(Debug, Clone)]
 struct Sql {
@@ -132,7 +122,7 @@ fn build(config: &DepartmentConfig, gate: Gate) -> Result<Arc<dyn DepartmentSyst
     };
     for (key, _) in DEFAULTS.iter().filter(|(k, _)| *k != "stage") {
         let v = opt(key);
-        if !is_identifier(&v) {
+        if !plain_identifier(&v) {
             return Err(format!(
                 "options.{key} {v:?} is not a plain identifier: use lower-case letters, digits and _ (at most 63, not starting with a digit)"
             ));
@@ -157,7 +147,7 @@ fn build(config: &DepartmentConfig, gate: Gate) -> Result<Arc<dyn DepartmentSyst
     .collect();
     let fields: Vec<&String> = config.mapping.request.keys().collect();
     for f in &fields {
-        if !is_identifier(f) {
+        if !plain_identifier(f) {
             return Err(format!(
                 "mapping.request.{f}: the legacy field is a column of the inbound table, so it must be a plain identifier (lower-case letters, digits and _)"
             ));
@@ -639,7 +629,7 @@ mod tests {
     #[test]
     fn identifiers_are_plain_lower_case_names() {
         for ok in ["yc_sqxx", "_t", "t1", &"a".repeat(63)] {
-            assert!(is_identifier(ok), "{ok}");
+            assert!(plain_identifier(ok), "{ok}");
         }
         for bad in [
             "",
@@ -652,7 +642,7 @@ mod tests {
             "表",
             &"a".repeat(64),
         ] {
-            assert!(!is_identifier(bad), "{bad}");
+            assert!(!plain_identifier(bad), "{bad}");
         }
     }
 
