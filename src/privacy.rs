@@ -66,6 +66,46 @@ pub fn mask_address(address: &str) -> String {
     chars[..6].iter().collect::<String>() + "****"
 }
 
+/// Masks personal data in a task message's JSON form: inside `submission`, names, identity
+/// numbers, phone numbers and addresses by their keys, and anything else that looks like an
+/// identity or phone number.
+pub fn mask_task_json(task: &mut serde_json::Value) {
+    use serde_json::Value;
+    fn walk(v: &mut Value, key: &str) {
+        match v {
+            Value::Object(m) => {
+                for (k, v) in m.iter_mut() {
+                    walk(v, k);
+                }
+            }
+            Value::Array(items) => {
+                for i in items {
+                    walk(i, key);
+                }
+            }
+            Value::String(s) => {
+                let k = key.to_ascii_lowercase();
+                let named = k.ends_with("name") && !k.ends_with("filename");
+                *s = if named || k == "recipient" {
+                    mask_name(s)
+                } else if k.contains("idnumber") || k == "uscc" {
+                    mask_id(s)
+                } else if k.contains("mobile") || k.contains("phone") {
+                    mask_mobile(s)
+                } else if k.contains("address") {
+                    mask_address(s)
+                } else {
+                    mask_free_text(s)
+                };
+            }
+            _ => {}
+        }
+    }
+    if let Some(s) = task.get_mut("submission") {
+        walk(s, "submission");
+    }
+}
+
 /// Masks what looks like a resident identity number (18 characters, 17 digits and a digit or
 /// `X`; or 15 digits) or a mobile number (11 digits from `1`) in free text — a legacy system's
 /// message, an error, a history entry's detail. Case numbers, licence numbers and credit codes

@@ -710,46 +710,6 @@ impl Worklist {
     }
 }
 
-/// Masks personal data in a task message's JSON form: inside `submission`, names, identity
-/// numbers, phone numbers and addresses by their keys, and anything else that looks like an
-/// identity or phone number.
-pub fn mask_task_json(task: &mut Value) {
-    use yichuang::privacy::{mask_address, mask_free_text, mask_id, mask_mobile, mask_name};
-    fn walk(v: &mut Value, key: &str) {
-        match v {
-            Value::Object(m) => {
-                for (k, v) in m.iter_mut() {
-                    walk(v, k);
-                }
-            }
-            Value::Array(items) => {
-                for i in items {
-                    walk(i, key);
-                }
-            }
-            Value::String(s) => {
-                let k = key.to_ascii_lowercase();
-                let named = k.ends_with("name") && !k.ends_with("filename");
-                *s = if named || k == "recipient" {
-                    mask_name(s)
-                } else if k.contains("idnumber") || k == "uscc" {
-                    mask_id(s)
-                } else if k.contains("mobile") || k.contains("phone") {
-                    mask_mobile(s)
-                } else if k.contains("address") {
-                    mask_address(s)
-                } else {
-                    mask_free_text(s)
-                };
-            }
-            _ => {}
-        }
-    }
-    if let Some(s) = task.get_mut("submission") {
-        walk(s, "submission");
-    }
-}
-
 struct Manual {
     worklist: Arc<Worklist>,
     request: std::collections::BTreeMap<String, Template>,
@@ -777,7 +737,7 @@ impl Manual {
 impl DepartmentSystem for Manual {
     async fn submit(&self, task: &Task) -> Result<Answer, Failure> {
         let mut masked = crate::mapping::task_json(&task.message);
-        mask_task_json(&mut masked);
+        yichuang::privacy::mask_task_json(&mut masked);
         // The masked fields are rendered from the masked message, so no field can slip
         // through unmasked whatever the mapping names.
         let masked_fields: std::collections::BTreeMap<&String, String> = self
@@ -1060,7 +1020,7 @@ mod tests {
                 "fields": {"note": "电话13909510000"}
             }
         });
-        mask_task_json(&mut v);
+        yichuang::privacy::mask_task_json(&mut v);
         let text = v.to_string();
         for secret in ["马强", "64010419800315001X", "13909510000", "解放西街"] {
             assert!(!text.contains(secret), "{secret} in {text}");
@@ -1088,7 +1048,7 @@ mod tests {
             let mut v = crate::mapping::task_json(&message);
             let before = yichuang::privacy::scan(&v.to_string(), &names).len();
             assert!(before >= 3, "{name}: the example names persons");
-            mask_task_json(&mut v);
+            yichuang::privacy::mask_task_json(&mut v);
             let found = yichuang::privacy::scan(&v.to_string(), &names);
             assert!(found.is_empty(), "{name}: {found:#?}");
         }
