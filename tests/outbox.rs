@@ -467,7 +467,17 @@ async fn a_lease_left_by_a_dead_sqlite_gateway_is_handed_out_at_once_as_a_copy()
     assert_eq!(first.len(), 2);
     assert!(first.iter().all(|i| !i.reclaimed));
     gw.stop().await;
-    let store = yichuang::store::Store::open(&config.store).await.unwrap();
+    // The stopped gateway's last workers let go of the database's lock as they wind down.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let store = loop {
+        match yichuang::store::Store::open(&config.store).await {
+            Ok(store) => break store,
+            Err(e) if Instant::now() < deadline && e.to_string().contains("in use") => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("the store does not open again: {e}"),
+        }
+    };
     let again = store.claim_ready(10, 60_000).await.unwrap();
     assert_eq!(
         again.len(),
