@@ -193,6 +193,18 @@ async fn two_dead_letters() -> (BusConfig, lapin::Connection, Channel, Topology)
     (config, connection, channel, topology)
 }
 
+/// A gateway (SQLite, no relay) on `bus`, whose AdminService runs the dead-letter operations
+/// and whose store records them.
+async fn gateway_on(bus: &BusConfig) -> common::TestGateway {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(common::Backend::Sqlite, dir.path());
+    config.bus = BusConfig {
+        relay: false,
+        ..bus.clone()
+    };
+    common::TestGateway::start_with(config, dir).await
+}
+
 async fn remove(connection: lapin::Connection, channel: Channel, topology: Topology) {
     for q in &topology.queues {
         let _ = channel
@@ -217,13 +229,7 @@ async fn dead_letters_are_listed_replayed_once_and_purged() {
     let (config, connection, channel, topology) = two_dead_letters().await;
     let names = Names::new(&config.prefix);
     // The gateway whose AdminService the command calls, and whose store records the action.
-    let dir = tempfile::tempdir().unwrap();
-    let mut gateway = common::config(common::Backend::Sqlite, dir.path());
-    gateway.bus = BusConfig {
-        relay: false,
-        ..config.clone()
-    };
-    let gw = common::TestGateway::start_with(gateway, dir).await;
+    let gw = gateway_on(&config).await;
     let server = format!("http://{}", gw.addr);
     let dlq = |args: &[&str]| {
         let mut all = vec!["dlq", "--server", server.as_str()];
@@ -302,8 +308,8 @@ async fn dead_letters_are_listed_replayed_once_and_purged() {
     remove(connection, channel, topology).await;
 }
 
-/// The same operations through `AdminService`: listed by department and reason, replayed by
-/// reason exactly once, recorded with the operator and the caller's address; a request that
+/// The same operations through `AdminService`: listed by department and reason, one message
+/// replayed by its id exactly once, recorded with the operator and the caller's address; a request that
 /// names no operator, no selection or an unknown department changes nothing.
 #[tokio::test]
 async fn dead_letters_through_the_admin_service_are_replayed_once_and_audited() {
@@ -311,13 +317,7 @@ async fn dead_letters_through_the_admin_service_are_replayed_once_and_audited() 
     use yichuang::proto::v1::{DeadLetterActionRequest, ListDeadLettersRequest};
     let (bus, connection, channel, topology) = two_dead_letters().await;
     let names = Names::new(&bus.prefix);
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = common::config(common::Backend::Sqlite, dir.path());
-    config.bus = BusConfig {
-        relay: false,
-        ..bus.clone()
-    };
-    let gw = common::TestGateway::start_with(config, dir).await;
+    let gw = gateway_on(&bus).await;
     let mut admin = AdminServiceClient::connect(format!("http://{}", gw.addr))
         .await
         .unwrap();
