@@ -116,7 +116,7 @@ async fn deliver(
 ) -> bool {
     let body = body(item);
     let id = format!("{}:{}", item.case_number, item.event.seq);
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff = crate::bus::Backoff::default();
     loop {
         let sent = client
             .post(&config.push_url)
@@ -130,14 +130,13 @@ async fn deliver(
         match sent {
             Ok(r) if r.status().is_success() => break,
             Ok(r) => {
-                warn!(event = %id, status = %r.status(), retry_in_ms = backoff.as_millis() as u64, "the platform refused a push; sending it again")
+                warn!(event = %id, status = %r.status(), retry_in_ms = backoff.next().as_millis() as u64, "the platform refused a push; sending it again")
             }
             Err(e) => {
-                warn!(event = %id, error = %e, retry_in_ms = backoff.as_millis() as u64, "the platform cannot be reached; sending again")
+                warn!(event = %id, error = %e, retry_in_ms = backoff.next().as_millis() as u64, "the platform cannot be reached; sending again")
             }
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(30));
+        backoff.wait().await;
         // Keep the lease while waiting for the platform; stop if another holder moved on.
         match store.lease_push(CURSOR, owner, LEASE_MS).await {
             Ok(Some(position)) if position < item.position => {}

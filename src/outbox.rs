@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection};
 use prost::Message;
@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 use tracing::Instrument;
 use tracing::{debug, info, warn};
 
-use crate::bus::{self, Names, Topology};
+use crate::bus::{self, Ended, Names, Topology};
 use crate::config::BusConfig;
 use crate::proto::v1::{SupplementDelivery, TaskMessage};
 use crate::store::{EventItem, OutboxItem, Store};
@@ -203,19 +203,12 @@ pub async fn run(
     let names = Names::new(&config.prefix);
     let events_wake = Arc::new(Notify::new());
     let tasks_busy = Arc::new(AtomicBool::new(false));
-    let mut backoff = Duration::from_millis(500);
-    loop {
+    bus::reconnecting("outbox relay", || async {
         let (connection, tasks, events) = match open(&topology, &config, timeout).await {
-            Ok(c) => {
-                backoff = Duration::from_millis(500);
-                c
-            }
+            Ok(c) => c,
             Err(e) => {
                 status.set(false, e.clone());
-                warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "outbox relay cannot reach the broker");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-                continue;
+                return Ended::Unreachable(e);
             }
         };
         info!("outbox relay connected");
@@ -242,10 +235,11 @@ pub async fn run(
             e = tasks.run() => e,
             e = events.run() => e,
         };
-        warn!(error = %e, "outbox relay lost the broker; reconnecting");
-        status.set(false, e);
+        status.set(false, e.clone());
         let _ = tokio::time::timeout(timeout, connection.close(0, "reconnecting".into())).await;
-    }
+        Ended::Lost(e)
+    })
+    .await
 }
 
 /// Connects, declares the topology and opens two confirming channels.
@@ -255,18 +249,8 @@ async fn open(
     timeout: Duration,
 ) -> Result<(Connection, Channel, Channel), String> {
     let connection = bus::connect(config).await.map_err(|e| e.to_string())?;
-    let channel = || async {
-        let channel = connection
-            .create_channel()
-            .await
-            .map_err(|e| e.to_string())?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok::<_, String>(channel)
-    };
-    let (tasks, events) = (channel().await?, channel().await?);
+    let tasks = bus::confirming_channel(&connection).await?;
+    let events = bus::confirming_channel(&connection).await?;
     topology
         .declare(&tasks, timeout)
         .await

@@ -19,7 +19,7 @@ use tokio_stream::StreamExt;
 use tracing::Instrument;
 use tracing::{debug, info, warn};
 
-use crate::bus::Names;
+use crate::bus::{Ended, Names};
 use crate::config::BusConfig;
 use crate::lifecycle::TaskUpdate;
 use crate::proto::v1::{ResultKind, ResultMessage};
@@ -124,17 +124,7 @@ pub async fn run(store: Store, config: BusConfig, wake: Arc<Notify>, now: crate:
             "[bus.department_users] is empty: results are not checked against the departments' RabbitMQ users; give each adapter a user of its own and list them"
         );
     }
-    let mut backoff = Duration::from_millis(500);
-    loop {
-        match session(&store, &config, &wake, &now).await {
-            Ok(()) => backoff = Duration::from_millis(500),
-            Err(e) => {
-                warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "results consumer lost RabbitMQ; reconnecting")
-            }
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(30));
-    }
+    crate::bus::reconnecting("results consumer", || session(&store, &config, &wake, &now)).await
 }
 
 async fn session(
@@ -142,7 +132,36 @@ async fn session(
     config: &BusConfig,
     wake: &Notify,
     now: &crate::clock::Now,
-) -> Result<(), String> {
+) -> Ended {
+    // The channel is held for as long as its consumer runs.
+    let (connection, _channel, mut consumer) = match subscribe(config).await {
+        Ok(c) => c,
+        Err(e) => return Ended::Unreachable(e),
+    };
+    loop {
+        // A quiet queue is progress too, while the connection stands: the worker is not stuck.
+        let next = match tokio::time::timeout(IDLE_TICK, consumer.next()).await {
+            Ok(next) => next,
+            Err(_) if connection.status().connected() => {
+                crate::supervise::progressed();
+                continue;
+            }
+            Err(_) => return Ended::Lost("the broker connection was lost".into()),
+        };
+        let delivery = match next {
+            Some(Ok(delivery)) => delivery,
+            Some(Err(e)) => return Ended::Lost(e.to_string()),
+            None => return Ended::Lost("the results consumer was cancelled".into()),
+        };
+        handle(store, &config.department_users, wake, now, delivery).await;
+        crate::supervise::progressed();
+    }
+}
+
+/// Connects and starts consuming the results queue.
+async fn subscribe(
+    config: &BusConfig,
+) -> Result<(lapin::Connection, lapin::Channel, lapin::Consumer), String> {
     let connection = crate::bus::connect(config)
         .await
         .map_err(|e| e.to_string())?;
@@ -155,7 +174,7 @@ async fn session(
         .await
         .map_err(|e| e.to_string())?;
     let queue = Names::new(&config.prefix).results_queue();
-    let mut consumer = channel
+    let consumer = channel
         .basic_consume(
             queue.as_str().into(),
             "yichuang-gateway-results".into(),
@@ -165,22 +184,7 @@ async fn session(
         .await
         .map_err(|e| e.to_string())?;
     info!(queue = %queue, "results consumer connected");
-    loop {
-        // A quiet queue is progress too, while the connection stands: the worker is not stuck.
-        let next = match tokio::time::timeout(IDLE_TICK, consumer.next()).await {
-            Ok(next) => next,
-            Err(_) if connection.status().connected() => {
-                crate::supervise::progressed();
-                continue;
-            }
-            Err(_) => return Err("the broker connection was lost".into()),
-        };
-        let Some(delivery) = next else { break };
-        let delivery = delivery.map_err(|e| e.to_string())?;
-        handle(store, &config.department_users, wake, now, delivery).await;
-        crate::supervise::progressed();
-    }
-    Err("the results consumer was cancelled".into())
+    Ok((connection, channel, consumer))
 }
 
 async fn handle(

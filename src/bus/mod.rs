@@ -15,6 +15,9 @@ use crate::config::BusConfig;
 pub mod dead;
 pub mod headers;
 pub mod policy;
+pub mod session;
+
+pub use session::{Backoff, Ended, confirming_channel, reconnecting};
 
 /// Why the bus could not be used.
 #[derive(Debug, thiserror::Error)]

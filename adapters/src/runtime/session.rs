@@ -1,0 +1,199 @@
+//! The runtime's broker session: a publishing connection (one confirming channel for results,
+//! delays and dead letters) and a consuming connection (one channel per department, prefetch =
+//! its concurrency), kept alive by [`yichuang::bus::reconnecting`], and the readiness it reports.
+//! Deliveries are handed to each department's [`Worker`]; nothing here looks inside them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, Consumer};
+use tokio_stream::StreamExt;
+use tracing::{debug, info};
+use yichuang::bus::{Ended, Names, Topology};
+use yichuang::config::BusConfig;
+
+use super::callbacks::Callbacks;
+use super::department::Department;
+use super::publisher::Publisher;
+use super::worker::Worker;
+
+/// Whether the runtime is connected and consuming (for readiness).
+#[derive(Debug, Default)]
+pub struct Readiness(AtomicBool);
+
+impl Readiness {
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+    fn set(&self, v: bool) {
+        self.0.store(v, Ordering::Relaxed)
+    }
+}
+
+/// Runs every department until the process ends: one consuming connection and one publishing
+/// connection, recovered with backoff when the broker goes away.
+pub async fn run(
+    bus: BusConfig,
+    departments: Vec<Arc<Department>>,
+    readiness: Arc<Readiness>,
+    callbacks: Arc<Callbacks>,
+) {
+    let timeout = Duration::from_secs(bus.timeout_secs);
+    let codes: Vec<String> = departments.iter().map(|d| d.code().to_string()).collect();
+    for code in &codes {
+        crate::meters::meters().start(code);
+    }
+    let topology = Topology::for_departments(&codes, &bus);
+    yichuang::bus::reconnecting("adapter", || async {
+        let ended = session(
+            &bus,
+            &topology,
+            &departments,
+            &readiness,
+            &callbacks,
+            timeout,
+        )
+        .await;
+        readiness.set(false);
+        *callbacks.publisher.write().await = None;
+        ended
+    })
+    .await
+}
+
+async fn open(bus: &BusConfig, name: &str) -> Result<Connection, String> {
+    let mut config = bus.clone();
+    config.url = bus.url.clone();
+    let connection = yichuang::bus::connect(&config)
+        .await
+        .map_err(|e| e.to_string())?;
+    debug!(connection = name, "connected");
+    Ok(connection)
+}
+
+/// One connected session: ends when a consumer stops (the broker went away).
+async fn session(
+    bus: &BusConfig,
+    topology: &Topology,
+    departments: &[Arc<Department>],
+    readiness: &Readiness,
+    callbacks: &Callbacks,
+    timeout: Duration,
+) -> Ended {
+    let (publishing, consuming, publisher) = match connect(bus, topology, timeout).await {
+        Ok(c) => c,
+        Err(e) => return Ended::Unreachable(e),
+    };
+    *callbacks.publisher.write().await = Some(publisher.clone());
+    let names = Names::new(&bus.prefix);
+    let mut consumers = tokio::task::JoinSet::new();
+    for department in departments {
+        let consumer = match subscribe(&consuming, &names, department).await {
+            Ok(c) => c,
+            Err(e) => {
+                consumers.abort_all();
+                close(&publishing, &consuming, timeout).await;
+                return Ended::Unreachable(e);
+            }
+        };
+        let worker = Arc::new(Worker {
+            department: department.clone(),
+            publisher: publisher.clone(),
+        });
+        consumers.spawn(consume(consumer, worker));
+    }
+    readiness.set(true);
+    let ended = consumers
+        .join_next()
+        .await
+        .map(|r| r.unwrap_or_else(|e| e.to_string()))
+        .unwrap_or_default();
+    consumers.abort_all();
+    close(&publishing, &consuming, timeout).await;
+    Ended::Lost(ended)
+}
+
+/// The two connections, the topology declared, and the confirming publisher.
+async fn connect(
+    bus: &BusConfig,
+    topology: &Topology,
+    timeout: Duration,
+) -> Result<(Connection, Connection, Arc<Publisher>), String> {
+    let publishing = open(bus, "publishing").await?;
+    let consuming = open(bus, "consuming").await?;
+    let channel = yichuang::bus::confirming_channel(&publishing).await?;
+    topology
+        .declare(&channel, timeout)
+        .await
+        .map_err(|e| e.to_string())?;
+    let publisher = Arc::new(Publisher {
+        channel,
+        user: yichuang::bus::user(&bus.url),
+        names: Names::new(&bus.prefix),
+        delays: bus.retry_delays_secs.clone(),
+        timeout,
+    });
+    Ok((publishing, consuming, publisher))
+}
+
+/// A channel of its own for the department's queue, with its prefetch, consuming.
+async fn subscribe(
+    consuming: &Connection,
+    names: &Names,
+    department: &Department,
+) -> Result<(Channel, Consumer), String> {
+    let channel = consuming
+        .create_channel()
+        .await
+        .map_err(|e| e.to_string())?;
+    channel
+        .basic_qos(
+            department.config.limits.concurrency,
+            BasicQosOptions::default(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let queue = names.task_queue(department.code());
+    let consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            format!(
+                "yichuang-adapter-{}-{}",
+                department.code(),
+                uuid::Uuid::new_v4().simple()
+            )
+            .as_str()
+            .into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    info!(department = %department.code(), queue = %queue, "consuming");
+    Ok((channel, consumer))
+}
+
+/// Hands every delivery to the worker, each in a task of its own; ends with the consumer,
+/// saying why.
+async fn consume((channel, mut consumer): (Channel, Consumer), worker: Arc<Worker>) -> String {
+    // The channel is held for as long as its consumer runs.
+    let _channel = channel;
+    while let Some(delivery) = consumer.next().await {
+        match delivery {
+            Ok(delivery) => {
+                let worker = worker.clone();
+                tokio::spawn(async move { worker.handle(delivery).await });
+            }
+            Err(e) => return format!("consumer: {e}"),
+        }
+    }
+    "consumer ended".to_string()
+}
+
+async fn close(publishing: &Connection, consuming: &Connection, timeout: Duration) {
+    let _ = tokio::time::timeout(timeout, publishing.close(0, "reconnecting".into())).await;
+    let _ = tokio::time::timeout(timeout, consuming.close(0, "reconnecting".into())).await;
+}
