@@ -116,69 +116,8 @@ impl Worklist {
     /// The answer about a task, as the runtime reads it; `None` when it is not there.
     pub fn answer(&self, task_id: &str) -> Result<Option<Answer>, String> {
         let c = self.connect()?;
-        let row = c
-            .query_row(
-                "SELECT department_case_number, outcome, document_number, document_name, reasons, materials, completed_at, round
-                 FROM worklist WHERE task_id = ?1",
-                params![task_id],
-                |r| {
-                    Ok((
-                        r.get::<_, Option<String>>(0)?,
-                        r.get::<_, Option<String>>(1)?,
-                        r.get::<_, Option<String>>(2)?,
-                        r.get::<_, Option<String>>(3)?,
-                        r.get::<_, Option<String>>(4)?,
-                        r.get::<_, Option<String>>(5)?,
-                        r.get::<_, Option<String>>(6)?,
-                        r.get::<_, i32>(7)?,
-                    ))
-                },
-            )
-            .optional()
-            .map_err(|e| self.problem("cannot read the task", e))?;
-        let Some((number, outcome, doc_number, doc_name, reasons, materials, completed, round)) =
-            row
-        else {
-            return Ok(None);
-        };
-        let mut a = Answer::new();
-        a.insert("round".into(), round.to_string());
-        let list = |v: Option<String>| -> Vec<String> {
-            v.and_then(|v| serde_json::from_str(&v).ok())
-                .unwrap_or_default()
-        };
-        a.insert(
-            "step".into(),
-            if outcome.is_some() {
-                "已录入"
-            } else {
-                "待录入"
-            }
-            .into(),
-        );
-        for (k, v) in [
-            ("department_case_number", number),
-            ("outcome", outcome),
-            ("document_number", doc_number),
-            ("document_name", doc_name),
-        ] {
-            if let Some(v) = v {
-                a.insert(k.into(), v);
-            }
-        }
-        let reasons = list(reasons);
-        if !reasons.is_empty() {
-            a.insert("reasons".into(), reasons.join("；"));
-        }
-        let materials = list(materials);
-        if !materials.is_empty() {
-            a.insert("materials".into(), materials.join("、"));
-        }
-        if let Some(t) = completed.and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok()) {
-            let hall = t.with_timezone(&chrono::Utc) + chrono::Duration::hours(8);
-            a.insert("completed_on".into(), hall.format("%Y-%m-%d").to_string());
-        }
-        Ok(Some(a))
+        let row = Row::read(&c, task_id).map_err(|e| self.problem("cannot read the task", e))?;
+        Ok(row.map(Row::answer))
     }
 
     /// Puts a task back on the worklist for supplement round `round`, with what was handed in
@@ -195,66 +134,15 @@ impl Worklist {
         let tx = c
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(store)?;
-        let row = tx
-            .query_row(
-                "SELECT round, outcome, department_case_number, document_number, document_name,
-                        reasons, materials, clerk, completed_at, history
-                 FROM worklist WHERE task_id = ?1",
-                params![task_id],
-                |r| {
-                    Ok((
-                        r.get::<_, i32>(0)?,
-                        r.get::<_, Option<String>>(1)?,
-                        r.get::<_, Option<String>>(2)?,
-                        r.get::<_, Option<String>>(3)?,
-                        r.get::<_, Option<String>>(4)?,
-                        r.get::<_, Option<String>>(5)?,
-                        r.get::<_, Option<String>>(6)?,
-                        r.get::<_, Option<String>>(7)?,
-                        r.get::<_, Option<String>>(8)?,
-                        r.get::<_, Option<String>>(9)?,
-                    ))
-                },
-            )
-            .optional()
-            .map_err(store)?;
-        let Some((
-            current,
-            outcome,
-            number,
-            doc_number,
-            doc_name,
-            reasons,
-            materials,
-            clerk,
-            at,
-            history,
-        )) = row
-        else {
+        let Some(row) = Row::read(&tx, task_id).map_err(store)? else {
             return Ok(None);
         };
-        if current >= round {
+        if row.round >= round {
             return Ok(Some(Resupplied::AlreadyThere));
         }
-        let mut history: Vec<Value> = history
-            .and_then(|h| serde_json::from_str(&h).ok())
-            .unwrap_or_default();
-        if outcome.is_some() {
-            let list = |v: Option<String>| -> Value {
-                v.and_then(|v| serde_json::from_str(&v).ok())
-                    .unwrap_or(Value::Array(vec![]))
-            };
-            history.push(serde_json::json!({
-                "round": current,
-                "outcome": outcome,
-                "department_case_number": number,
-                "document_number": doc_number,
-                "document_name": doc_name,
-                "reasons": list(reasons),
-                "materials": list(materials),
-                "clerk": clerk,
-                "completed_at": at,
-            }));
+        let mut history = row.history();
+        if row.outcome.is_some() {
+            history.push(row.history_entry());
         }
         tx.execute(
             "UPDATE worklist SET round = ?2, supplement = ?3, history = ?4, waiting_since = ?5,
@@ -320,89 +208,37 @@ impl Worklist {
         let tx = c
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(store)?;
-        let json = |v: &Vec<String>| (!v.is_empty()).then(|| serde_json::to_string(v).unwrap());
-        let existing = tx
-            .query_row(
-                "SELECT outcome, department_case_number, document_number, document_name, reasons, materials, round, history FROM worklist WHERE task_id = ?1",
-                params![task_id],
-                |row| {
-                    Ok((
-                        row.get::<_, Option<String>>(0)?,
-                        row.get::<_, Option<String>>(1)?,
-                        row.get::<_, Option<String>>(2)?,
-                        row.get::<_, Option<String>>(3)?,
-                        row.get::<_, Option<String>>(4)?,
-                        row.get::<_, Option<String>>(5)?,
-                        row.get::<_, i32>(6)?,
-                        row.get::<_, Option<String>>(7)?,
-                    ))
-                },
-            )
-            .optional()
-            .map_err(store)?;
-        let Some((outcome, number, doc_number, doc_name, reasons, materials, current, history)) =
-            existing
-        else {
+        let Some(row) = Row::read(&tx, task_id).map_err(store)? else {
             return Err(CompleteError::UnknownTask(task_id.to_string()));
         };
+        let current = row.round;
         let number_given = r.department_case_number.trim().to_string();
+        let wrong_round = |given| CompleteError::WrongRound {
+            task: task_id.to_string(),
+            current,
+            given,
+        };
         match round {
-            None if current > 0 => {
-                return Err(CompleteError::WrongRound {
-                    task: task_id.to_string(),
-                    current,
-                    given: None,
-                });
-            }
-            Some(g) if g > current || g < 0 => {
-                return Err(CompleteError::WrongRound {
-                    task: task_id.to_string(),
-                    current,
-                    given: Some(g),
-                });
-            }
+            None if current > 0 => return Err(wrong_round(None)),
+            Some(g) if g > current || g < 0 => return Err(wrong_round(Some(g))),
             Some(g) if g < current => {
                 // A round done before: only its own record again is accepted.
-                let history: Vec<Value> = history
-                    .and_then(|h| serde_json::from_str(&h).ok())
-                    .unwrap_or_default();
+                let history = row.history();
                 let Some(old) = history.iter().find(|h| h["round"] == g) else {
-                    return Err(CompleteError::WrongRound {
-                        task: task_id.to_string(),
-                        current,
-                        given: Some(g),
-                    });
+                    return Err(wrong_round(Some(g)));
                 };
-                let text = |k: &str| old[k].as_str().map(str::to_string);
-                let list = |k: &str| -> Vec<String> {
-                    serde_json::from_value(old[k].clone()).unwrap_or_default()
-                };
-                let same = text("outcome").as_deref() == Some(r.outcome.as_str())
-                    && text("department_case_number").as_deref() == Some(number_given.as_str())
-                    && text("document_number") == r.document_number
-                    && text("document_name") == r.document_name
-                    && list("reasons") == r.reasons
-                    && list("materials") == r.materials;
-                return if same {
-                    Ok(Completed::AlreadyRecorded)
-                } else {
-                    Err(CompleteError::AlreadyCompleted {
-                        task: task_id.to_string(),
-                        round: g,
-                        outcome: text("outcome").unwrap_or_default(),
-                        case_number: text("department_case_number").unwrap_or_default(),
-                    })
-                };
+                return earlier_round_again(task_id, g, old, r, &number_given);
             }
             _ => {}
         }
-        if let Some(outcome) = outcome {
+        let json = |v: &Vec<String>| (!v.is_empty()).then(|| serde_json::to_string(v).unwrap());
+        if let Some(outcome) = row.outcome {
             let same = outcome == r.outcome.as_str()
-                && number.as_deref() == Some(number_given.as_str())
-                && doc_number == r.document_number
-                && doc_name == r.document_name
-                && reasons == json(&r.reasons)
-                && materials == json(&r.materials);
+                && row.department_case_number.as_deref() == Some(number_given.as_str())
+                && row.document_number == r.document_number
+                && row.document_name == r.document_name
+                && row.reasons == json(&r.reasons)
+                && row.materials == json(&r.materials);
             return if same {
                 Ok(Completed::AlreadyRecorded)
             } else {
@@ -410,7 +246,7 @@ impl Worklist {
                     task: task_id.to_string(),
                     round: current,
                     outcome,
-                    case_number: number.unwrap_or_default(),
+                    case_number: row.department_case_number.unwrap_or_default(),
                 })
             };
         }
@@ -433,6 +269,157 @@ impl Worklist {
         .map_err(store)?;
         tx.commit().map_err(store)?;
         Ok(Completed::Recorded)
+    }
+}
+
+/// The clerk's command for an earlier round, `round`, again: accepted (nothing changes) when
+/// it repeats that round's record (`old`, from the history) exactly, refused otherwise.
+fn earlier_round_again(
+    task_id: &str,
+    round: i32,
+    old: &Value,
+    r: &Record,
+    number_given: &str,
+) -> Result<Completed, CompleteError> {
+    let text = |k: &str| old[k].as_str().map(str::to_string);
+    let list =
+        |k: &str| -> Vec<String> { serde_json::from_value(old[k].clone()).unwrap_or_default() };
+    let same = text("outcome").as_deref() == Some(r.outcome.as_str())
+        && text("department_case_number").as_deref() == Some(number_given)
+        && text("document_number") == r.document_number
+        && text("document_name") == r.document_name
+        && list("reasons") == r.reasons
+        && list("materials") == r.materials;
+    if same {
+        Ok(Completed::AlreadyRecorded)
+    } else {
+        Err(CompleteError::AlreadyCompleted {
+            task: task_id.to_string(),
+            round,
+            outcome: text("outcome").unwrap_or_default(),
+            case_number: text("department_case_number").unwrap_or_default(),
+        })
+    }
+}
+
+/// A task's row as the runtime and the clerk's commands read it: the round it is at, that
+/// round's record (empty while the task waits for the clerk), and the earlier rounds' records.
+struct Row {
+    /// 0, or the supplement round the task came back for.
+    round: i32,
+    /// `approved`, `rejected` or `supplement`; `None` until the clerk records.
+    outcome: Option<String>,
+    department_case_number: Option<String>,
+    document_number: Option<String>,
+    document_name: Option<String>,
+    /// A JSON list of text, as stored; `None` when there is none.
+    reasons: Option<String>,
+    /// A JSON list of text, as stored; `None` when there is none.
+    materials: Option<String>,
+    clerk: Option<String>,
+    /// RFC 3339, UTC.
+    completed_at: Option<String>,
+    /// A JSON list of the earlier rounds' records (see [`Row::history_entry`]).
+    history: Option<String>,
+}
+
+impl Row {
+    /// The task's row; `None` when it is not on the worklist.
+    fn read(c: &Connection, task_id: &str) -> rusqlite::Result<Option<Row>> {
+        c.query_row(
+            "SELECT round, outcome, department_case_number, document_number, document_name,
+                    reasons, materials, clerk, completed_at, history
+             FROM worklist WHERE task_id = ?1",
+            params![task_id],
+            |r| {
+                Ok(Row {
+                    round: r.get("round")?,
+                    outcome: r.get("outcome")?,
+                    department_case_number: r.get("department_case_number")?,
+                    document_number: r.get("document_number")?,
+                    document_name: r.get("document_name")?,
+                    reasons: r.get("reasons")?,
+                    materials: r.get("materials")?,
+                    clerk: r.get("clerk")?,
+                    completed_at: r.get("completed_at")?,
+                    history: r.get("history")?,
+                })
+            },
+        )
+        .optional()
+    }
+
+    /// The answer the runtime reads (see the kind's documentation for its fields).
+    fn answer(self) -> Answer {
+        let mut a = Answer::new();
+        a.insert("round".into(), self.round.to_string());
+        let list = |v: Option<String>| -> Vec<String> {
+            v.and_then(|v| serde_json::from_str(&v).ok())
+                .unwrap_or_default()
+        };
+        a.insert(
+            "step".into(),
+            if self.outcome.is_some() {
+                "已录入"
+            } else {
+                "待录入"
+            }
+            .into(),
+        );
+        for (k, v) in [
+            ("department_case_number", self.department_case_number),
+            ("outcome", self.outcome),
+            ("document_number", self.document_number),
+            ("document_name", self.document_name),
+        ] {
+            if let Some(v) = v {
+                a.insert(k.into(), v);
+            }
+        }
+        let reasons = list(self.reasons);
+        if !reasons.is_empty() {
+            a.insert("reasons".into(), reasons.join("；"));
+        }
+        let materials = list(self.materials);
+        if !materials.is_empty() {
+            a.insert("materials".into(), materials.join("、"));
+        }
+        if let Some(t) = self
+            .completed_at
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+        {
+            let hall = t.with_timezone(&chrono::Utc) + chrono::Duration::hours(8);
+            a.insert("completed_on".into(), hall.format("%Y-%m-%d").to_string());
+        }
+        a
+    }
+
+    /// The records of the earlier rounds.
+    fn history(&self) -> Vec<Value> {
+        self.history
+            .as_deref()
+            .and_then(|h| serde_json::from_str(h).ok())
+            .unwrap_or_default()
+    }
+
+    /// This round's record, as its history keeps it when the task comes back for the next.
+    fn history_entry(&self) -> Value {
+        let list = |v: &Option<String>| -> Value {
+            v.as_deref()
+                .and_then(|v| serde_json::from_str(v).ok())
+                .unwrap_or(Value::Array(vec![]))
+        };
+        serde_json::json!({
+            "round": self.round,
+            "outcome": self.outcome,
+            "department_case_number": self.department_case_number,
+            "document_number": self.document_number,
+            "document_name": self.document_name,
+            "reasons": list(&self.reasons),
+            "materials": list(&self.materials),
+            "clerk": self.clerk,
+            "completed_at": self.completed_at,
+        })
     }
 }
 
