@@ -429,11 +429,9 @@ mod tests {
     use crate::kinds::manual::Outcome;
     use crate::kinds::manual::record::tests::record;
 
-    #[test]
-    fn a_task_is_added_once_and_completed_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let w = Worklist::open(&dir.path().join("w.db")).unwrap();
-        let e = Entry {
+    /// The task both tests put on the worklist.
+    fn entry() -> Entry {
+        Entry {
             task_id: "C1-01".into(),
             case_number: "C1".into(),
             department: "gjj".into(),
@@ -441,7 +439,14 @@ mod tests {
             item_name: "住房公积金单位缴存登记".into(),
             fields: "{}".into(),
             masked_fields: "{}".into(),
-        };
+        }
+    }
+
+    #[test]
+    fn a_task_is_added_once_and_completed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = Worklist::open(&dir.path().join("w.db")).unwrap();
+        let e = entry();
         w.put(&e).unwrap();
         w.put(&e).unwrap();
         assert_eq!(w.pending().unwrap().len(), 1);
@@ -474,16 +479,7 @@ mod tests {
     fn a_supplement_round_puts_the_task_back_and_is_completed_by_its_round() {
         let dir = tempfile::tempdir().unwrap();
         let w = Worklist::open(&dir.path().join("w.db")).unwrap();
-        w.put(&Entry {
-            task_id: "C1-01".into(),
-            case_number: "C1".into(),
-            department: "gjj".into(),
-            item_code: "GJJ-DJ".into(),
-            item_name: "住房公积金单位缴存登记".into(),
-            fields: "{}".into(),
-            masked_fields: "{}".into(),
-        })
-        .unwrap();
+        w.put(&entry()).unwrap();
         let mut asked = record(Outcome::Supplement);
         asked.materials = vec!["授权委托书".into()];
         assert_eq!(w.complete("C1-01", None, &asked), Ok(Completed::Recorded));
