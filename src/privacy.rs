@@ -602,6 +602,25 @@ mod tests {
     }
 
     #[test]
+    fn personal_data_is_masked_by_its_key() {
+        let mut v = serde_json::json!({
+            "caseNumber": "11640100010133018540000000000000000000001",
+            "submission": {
+                "applicant": {"name": "马强", "idNumber": "64010419800315001X",
+                    "contact": {"mobile": "13909510000", "address": "宁夏回族自治区银川市兴庆区解放西街100号"}},
+                "fields": {"note": "电话13909510000"}
+            }
+        });
+        mask_task_json(&mut v);
+        let text = v.to_string();
+        for secret in ["马强", "64010419800315001X", "13909510000", "解放西街"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert_eq!(v["caseNumber"], "11640100010133018540000000000000000000001");
+        assert_eq!(v["submission"]["applicant"]["name"], "马*");
+    }
+
+    #[test]
     fn masks_as_documented() {
         assert_eq!(mask_id("64010419800315001X"), "6401**********001X");
         assert_eq!(mask_mobile("13909517788"), "139****7788");

@@ -27,7 +27,7 @@ pub fn load_departments(
     let mut out = Vec::new();
     let mut problems = Vec::new();
     for code in codes {
-        let mut c = match config::DepartmentConfig::load(dir, code) {
+        let mut c = match config::DepartmentConfig::load(dir, code, &kinds::names()) {
             Ok(c) => c,
             Err(e) => {
                 problems.push(e.to_string());

@@ -132,8 +132,9 @@ fn worklist(at: &Where) -> Result<manual::Worklist, ExitCode> {
         eprintln!("{e}");
         ExitCode::from(2)
     })?;
-    let department =
-        DepartmentConfig::load(&config.departments_dir, &at.department).map_err(|e| {
+    let kinds = yichuang_adapters::kinds::names();
+    let department = DepartmentConfig::load(&config.departments_dir, &at.department, &kinds)
+        .map_err(|e| {
             eprintln!("{e}");
             ExitCode::from(2)
         })?;

@@ -1,5 +1,8 @@
 //! The kinds of legacy system, registered in one list. A kind turns a department's settings
 //! into a [`DepartmentSystem`]; everything else (queues, retries, limits) is the runtime's.
+//! This module owns the registry (which kinds exist, how one is built) and the check of a
+//! kind's `options`. It never reads a settings file: that is `config`'s, which is given the
+//! kinds' names ([`names`]) and never imports this module.
 
 use std::sync::Arc;
 
@@ -85,4 +88,22 @@ pub(crate) fn options(
         }
     }
     Ok(config.options.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<DepartmentConfig, String> {
+        DepartmentConfig::parse(std::path::Path::new("scjg.yaml"), text, &names())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn an_unknown_kind_names_the_valid_ones_and_its_line() {
+        let e = parse("department: scjg\nkind: ftp\n").unwrap_err();
+        assert!(e.contains("scjg.yaml:2"), "{e}");
+        assert!(e.contains("http-json"), "{e}");
+        assert!(e.contains("manual") && e.contains("exchange-db"), "{e}");
+    }
 }

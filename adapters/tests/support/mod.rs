@@ -88,8 +88,12 @@ pub fn material_names() -> BTreeMap<String, String> {
 /// The shipped department file, with timings for tests (1 s polls and backoff, 1 s call
 /// timeout), `endpoint`, and the catalog's material names.
 pub fn department(code: &str, endpoint: &str) -> DepartmentConfig {
-    let mut c =
-        DepartmentConfig::load(&repo().join("config/departments"), code).expect("shipped file");
+    let mut c = DepartmentConfig::load(
+        &repo().join("config/departments"),
+        code,
+        &yichuang_adapters::kinds::names(),
+    )
+    .expect("shipped file");
     c.material_names = material_names();
     c.endpoint = endpoint.to_string();
     c.limits.timeout_secs = 1;
