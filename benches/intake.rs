@@ -20,7 +20,7 @@ use hdrhistogram::Histogram;
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
-use yichuang::api::{Gateway, serve};
+use yichuang::app::{Gateway, serve};
 use yichuang::config::{GatewayConfig, StoreConfig};
 use yichuang::proto::v1::case_service_client::CaseServiceClient;
 use yichuang::proto::v1::case_service_server::{CaseService, CaseServiceServer};

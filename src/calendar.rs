@@ -270,19 +270,26 @@ pub async fn watch(
             }
         };
         #[cfg(unix)]
-        let forced = tokio::select! {
-            _ = tick => false,
-            Some(()) = async {
-                match hangup.as_mut() {
-                    Some(h) => h.recv().await,
-                    None => std::future::pending().await,
-                }
-            } => true,
-        };
+        let forced = crate::supervise::idle(async {
+            tokio::select! {
+                _ = tick => false,
+                Some(()) = async {
+                    match hangup.as_mut() {
+                        Some(h) => h.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => true,
+            }
+        })
+        .await;
         #[cfg(not(unix))]
-        let forced = {
+        let forced = crate::supervise::idle(async {
             tick.await;
             false
+        })
+        .await;
+        let Some(forced) = forced else {
+            return;
         };
         reload_and_mark(&calendar, &store, forced).await;
         crate::supervise::progressed();

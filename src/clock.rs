@@ -452,7 +452,12 @@ pub async fn run(store: Store, clocks: Clocks, every: Duration) {
             }
             Err(e) => warn!(error = %e, "SLA sweep failed; trying again"),
         }
-        tokio::time::sleep(every).await;
+        if crate::supervise::idle(tokio::time::sleep(every))
+            .await
+            .is_none()
+        {
+            return;
+        }
     }
 }
 

@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 use crate::config::PlatformConfig;
 use crate::proto::v1::FeedEvent;
 use crate::store::{FeedItem, FeedQuery, Store};
+use crate::supervise::idle;
 
 const CURSOR: &str = "platform";
 const LEASE_MS: i64 = 30_000;
@@ -61,18 +62,31 @@ pub async fn run(store: Store, config: PlatformConfig, owner: String) {
     };
     info!(url = %config.push_url, "platform push starting");
     loop {
+        if crate::supervise::stopping() {
+            return;
+        }
         let cursor = match store.lease_push(CURSOR, &owner, LEASE_MS).await {
             Ok(Some(c)) => c,
             Ok(None) => {
                 // Another replica pushes; take over if its lease runs out. Standing by is this
                 // worker's work here.
                 crate::supervise::progressed();
-                tokio::time::sleep(Duration::from_secs(5)).await;
+                if idle(tokio::time::sleep(Duration::from_secs(5)))
+                    .await
+                    .is_none()
+                {
+                    return;
+                }
                 continue;
             }
             Err(e) => {
                 warn!(error = %e, "platform push cannot read its cursor");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                if idle(tokio::time::sleep(Duration::from_secs(1)))
+                    .await
+                    .is_none()
+                {
+                    return;
+                }
                 continue;
             }
         };
@@ -90,12 +104,22 @@ pub async fn run(store: Store, config: PlatformConfig, owner: String) {
             }
             Err(e) => {
                 warn!(error = %e, "platform push cannot read the feed");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                if idle(tokio::time::sleep(Duration::from_secs(1)))
+                    .await
+                    .is_none()
+                {
+                    return;
+                }
                 continue;
             }
         };
         if page.is_empty() {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            if idle(tokio::time::sleep(Duration::from_millis(200)))
+                .await
+                .is_none()
+            {
+                return;
+            }
             continue;
         }
         for item in page {
@@ -136,7 +160,9 @@ async fn deliver(
                 warn!(event = %id, error = %e, retry_in_ms = backoff.next().as_millis() as u64, "the platform cannot be reached; sending again")
             }
         }
-        backoff.wait().await;
+        if idle(backoff.wait()).await.is_none() {
+            return false;
+        }
         // Keep the lease while waiting for the platform; stop if another holder moved on.
         match store.lease_push(CURSOR, owner, LEASE_MS).await {
             Ok(Some(position)) if position < item.position => {}

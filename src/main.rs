@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use yichuang::api::{Gateway, serve};
+use yichuang::app::{Gateway, serve};
 use yichuang::catalog::Catalog;
 use yichuang::config::GatewayConfig;
 use yichuang::proto::v1::case_service_client::CaseServiceClient;
@@ -1009,25 +1009,15 @@ async fn serve_command(path: &Path) -> Result<u8, Failure> {
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
     tracing::info!(listen = %listener.local_addr()?, "gateway serving");
-    serve(Arc::new(gateway), listener, shutdown_signal()).await?;
+    serve(
+        Arc::new(gateway),
+        listener,
+        yichuang::supervise::terminated(),
+    )
+    .await?;
     tracing::info!("gateway stopped");
     telemetry.flush();
     Ok(0)
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 fn read_submission(file: &Path) -> Result<Submission, Failure> {

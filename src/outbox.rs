@@ -22,6 +22,7 @@ use crate::bus::{self, Ended, Names, Topology};
 use crate::config::BusConfig;
 use crate::proto::v1::{SupplementDelivery, TaskMessage};
 use crate::store::{EventItem, OutboxItem, Store};
+use crate::supervise::idle;
 
 /// Tasks leased and published per round.
 const BATCH: usize = 1024;
@@ -183,6 +184,9 @@ impl RelayStatus {
         *self.state.lock().expect("relay status lock") = (connected, error);
     }
 }
+
+/// Why a lane returned when the gateway stops.
+const STOPPING: &str = "the gateway is stopping";
 
 /// What the relay tells operators while RabbitMQ blocks publishing.
 pub const BLOCKED: &str =
@@ -352,6 +356,19 @@ struct Lane {
 }
 
 impl Lane {
+    /// The lane was told to stop: the batch in flight is confirmed and marked first.
+    async fn stop(
+        &self,
+        in_flight: Option<tokio::task::JoinHandle<Result<usize, String>>>,
+    ) -> String {
+        if let Some(previous) = in_flight
+            && let Err(e) = self.finish(previous).await
+        {
+            return e;
+        }
+        STOPPING.into()
+    }
+
     /// Claims, publishes and marks until the broker fails; returns the failure. Two batches
     /// are in flight at most: while one batch's confirms are awaited and its rows marked, the
     /// next is claimed and published.
@@ -359,7 +376,12 @@ impl Lane {
         let mut in_flight: Option<tokio::task::JoinHandle<Result<usize, String>>> = None;
         loop {
             if matches!(self.kind, Kind::Events) && self.tasks_busy.load(Ordering::Relaxed) {
-                let _ = tokio::time::timeout(POLL, self.wake.notified()).await;
+                if idle(tokio::time::timeout(POLL, self.wake.notified()))
+                    .await
+                    .is_none()
+                {
+                    return self.stop(in_flight).await;
+                }
                 continue;
             }
             let batch = match self.claim().await {
@@ -369,7 +391,9 @@ impl Lane {
                 }
                 Err(e) => {
                     warn!(lane = ?self.kind, error = %e, "outbox relay cannot read the store");
-                    tokio::time::sleep(POLL).await;
+                    if idle(tokio::time::sleep(POLL)).await.is_none() {
+                        return self.stop(in_flight).await;
+                    }
                     continue;
                 }
             };
@@ -390,7 +414,12 @@ impl Lane {
                     }
                     continue;
                 }
-                let _ = tokio::time::timeout(POLL, self.wake.notified()).await;
+                if idle(tokio::time::timeout(POLL, self.wake.notified()))
+                    .await
+                    .is_none()
+                {
+                    return STOPPING.into();
+                }
                 continue;
             }
             let confirms = match self.publish(batch).await {

@@ -140,7 +140,13 @@ async fn session(
     };
     loop {
         // A quiet queue is progress too, while the connection stands: the worker is not stuck.
-        let next = match tokio::time::timeout(IDLE_TICK, consumer.next()).await {
+        let Some(next) =
+            crate::supervise::idle(tokio::time::timeout(IDLE_TICK, consumer.next())).await
+        else {
+            // Told to stop between two results: the unacknowledged ones come again.
+            return Ended::Lost("the gateway is stopping".into());
+        };
+        let next = match next {
             Ok(next) => next,
             Err(_) if connection.status().connected() => {
                 crate::supervise::progressed();

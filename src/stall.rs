@@ -145,7 +145,12 @@ pub async fn run(store: Store, config: StallConfig, wake: Arc<Notify>, now: crat
         "stall detector running"
     );
     loop {
-        tokio::time::sleep(every).await;
+        if crate::supervise::idle(tokio::time::sleep(every))
+            .await
+            .is_none()
+        {
+            return;
+        }
         match check(&store, &config, now(), &wake).await {
             Ok(_) => crate::supervise::progressed(),
             Err(e) => warn!(error = %e, "stall detector cannot read the store; trying again"),

@@ -5,6 +5,12 @@
 //! and counted: `AdminService.Status` lists every worker with its state, restarts and last
 //! progress (a worker calls [`progressed`] whenever it got something done: published, applied,
 //! swept, pushed, looked), and `yichuang_worker_restarts_total{worker}` counts the restarts.
+//!
+//! Shutdown (the mini-redis pattern): a [`Shutdown`] is sent once; every worker run under it
+//! waits through [`idle`], which ends when it is sent, so the worker finishes the unit of work
+//! in hand (a batch published and confirmed, a result applied, a sweep) and returns. What a
+//! worker never does is stop in the middle of a unit: nothing here cancels one, except
+//! [`Shutdown::finish`] after its grace period, and every unit is safe to repeat.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -12,8 +18,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::error;
+use tracing::{error, warn};
 
 /// What a worker is doing, for `AdminService.Status`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -36,6 +43,127 @@ pub struct Workers {
 tokio::task_local! {
     /// The last progress of the worker this task runs (set by [`supervise`]).
     static PROGRESS: Arc<AtomicI64>;
+    /// The shutdown the worker this task runs obeys (set by [`Shutdown::scope`]).
+    static STOP: watch::Receiver<bool>;
+}
+
+/// A process's shutdown signal: sent once ([`Shutdown::stop`]); every worker run in its
+/// [`Shutdown::scope`] (every [`supervise`]d one is) sees it in [`idle`] and returns.
+#[derive(Debug, Clone)]
+pub struct Shutdown {
+    sender: Arc<watch::Sender<bool>>,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown {
+            sender: Arc::new(watch::Sender::new(false)),
+        }
+    }
+}
+
+impl Shutdown {
+    /// Tells every worker to finish what it is doing and return.
+    pub fn stop(&self) {
+        self.sender.send_replace(true);
+    }
+
+    /// Whether [`Shutdown::stop`] was called.
+    pub fn is_stopped(&self) -> bool {
+        *self.sender.borrow()
+    }
+
+    /// Completes once [`Shutdown::stop`] is called.
+    pub async fn stopped(&self) {
+        let mut receiver = self.sender.subscribe();
+        // The sender lives as long as `self`: this returns only when stop was sent.
+        let _ = receiver.wait_for(|stopped| *stopped).await;
+    }
+
+    /// Runs `work` as a worker of this shutdown: its [`idle`] waits end once stop is sent.
+    pub fn scope<F: Future>(&self, work: F) -> impl Future<Output = F::Output> + use<F> {
+        STOP.scope(self.sender.subscribe(), work)
+    }
+
+    /// After [`Shutdown::stop`]: waits up to `grace` for the `workers` to return, then aborts
+    /// the ones still running (each is safe to cut; the grace only spares copies and retries).
+    pub async fn finish(&self, workers: Vec<JoinHandle<()>>, grace: Duration) {
+        self.stop();
+        let deadline = tokio::time::Instant::now() + grace;
+        for mut worker in workers {
+            if tokio::time::timeout_at(deadline, &mut worker)
+                .await
+                .is_err()
+            {
+                warn!(
+                    grace_secs = grace.as_secs(),
+                    "a worker did not finish within the grace period; stopped"
+                );
+                worker.abort();
+            }
+        }
+    }
+}
+
+/// Waits for `wait` (a sleep, a wake-up, the next delivery) unless the worker running this is
+/// told to stop first: then `None`, and the worker returns. Outside a [`Shutdown::scope`] (a
+/// test calling the worker's code directly), just `wait`.
+pub async fn idle<T>(wait: impl Future<Output = T>) -> Option<T> {
+    let Ok(mut stop) = STOP.try_with(|stop| stop.clone()) else {
+        return Some(wait.await);
+    };
+    if *stop.borrow_and_update() {
+        return None;
+    }
+    let stopped = async move {
+        if stop.wait_for(|stopped| *stopped).await.is_err() {
+            // The shutdown was dropped unsent: it never comes.
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        biased;
+        _ = stopped => None,
+        v = wait => Some(v),
+    }
+}
+
+/// `work`, about to be spawned, under the shutdown of the task spawning it (a spawned task does
+/// not inherit it): its [`idle`] waits end when that shutdown is sent.
+pub fn inherit<F: Future>(work: F) -> impl Future<Output = F::Output> {
+    // Outside a scope: a shutdown that is never sent.
+    let stop = STOP
+        .try_with(|stop| stop.clone())
+        .unwrap_or_else(|_| watch::channel(false).1);
+    STOP.scope(stop, work)
+}
+
+/// Completes when the process is asked to end: SIGTERM (what Kubernetes and systemd send) or
+/// Ctrl-C (SIGINT).
+pub async fn terminated() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops this process gracefully");
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Whether the worker running this has been told to stop (false outside a [`Shutdown::scope`]).
+pub fn stopping() -> bool {
+    STOP.try_with(|stop| *stop.borrow()).unwrap_or(false)
 }
 
 /// Records that the worker running this task got something done. Outside a supervised worker
@@ -86,19 +214,32 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Runs the worker `make()` builds, and builds and runs it again whenever it ends.
-pub fn supervise<F, Fut>(workers: Arc<Workers>, name: &'static str, make: F) -> JoinHandle<()>
+/// Runs the worker `make()` builds, and builds and runs it again whenever it ends, until
+/// `shutdown` is sent: then the worker returns at its next [`idle`] and is not started again.
+pub fn supervise<F, Fut>(
+    workers: Arc<Workers>,
+    shutdown: &Shutdown,
+    name: &'static str,
+    make: F,
+) -> JoinHandle<()>
 where
     F: Fn() -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    let shutdown = shutdown.clone();
     tokio::spawn(async move {
         let mut backoff = Duration::from_secs(1);
         loop {
             workers.set(name, |s| s.running = true);
             let progress = workers.progress_of(name);
-            let mut worker = AbortOnDrop(tokio::spawn(PROGRESS.scope(progress, make())));
+            let mut worker = AbortOnDrop(tokio::spawn(
+                PROGRESS.scope(progress, shutdown.scope(make())),
+            ));
             let ended = (&mut worker.0).await;
+            if shutdown.is_stopped() {
+                workers.set(name, |s| s.running = false);
+                return;
+            }
             let why = match ended {
                 Ok(()) => "it returned".to_string(),
                 Err(e) if e.is_panic() => {
@@ -124,7 +265,10 @@ where
                 })
                 .inc();
             error!(worker = name, failure = %why, restart_in_secs = backoff.as_secs(), "gateway worker stopped; starting it again");
-            tokio::time::sleep(backoff).await;
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shutdown.stopped() => return,
+            }
             backoff = (backoff * 2).min(Duration::from_secs(60));
         }
     })
@@ -140,7 +284,7 @@ mod tests {
         let workers = Arc::new(Workers::default());
         let runs = Arc::new(AtomicU32::new(0));
         let counted = runs.clone();
-        let handle = supervise(workers.clone(), "flaky", move || {
+        let handle = supervise(workers.clone(), &Shutdown::default(), "flaky", move || {
             let runs = counted.clone();
             async move {
                 if runs.fetch_add(1, Ordering::SeqCst) < 2 {
@@ -164,13 +308,18 @@ mod tests {
     #[tokio::test]
     async fn a_workers_progress_is_reported_and_only_its_own() {
         let workers = Arc::new(Workers::default());
-        let busy = supervise(workers.clone(), "busy", || async {
+        let busy = supervise(workers.clone(), &Shutdown::default(), "busy", || async {
             loop {
                 progressed();
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         });
-        let idle = supervise(workers.clone(), "idle", std::future::pending::<()>);
+        let idle = supervise(
+            workers.clone(),
+            &Shutdown::default(),
+            "idle",
+            std::future::pending::<()>,
+        );
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while workers
             .states()
@@ -194,5 +343,64 @@ mod tests {
         progressed();
         busy.abort();
         idle.abort();
+    }
+
+    #[tokio::test]
+    async fn a_stopped_worker_finishes_its_unit_of_work_returns_and_is_not_started_again() {
+        let workers = Arc::new(Workers::default());
+        let shutdown = Shutdown::default();
+        let (begun, done, runs) = (
+            Arc::new(AtomicU32::new(0)),
+            Arc::new(AtomicU32::new(0)),
+            Arc::new(AtomicU32::new(0)),
+        );
+        let (b, d, r) = (begun.clone(), done.clone(), runs.clone());
+        let handle = supervise(workers.clone(), &shutdown, "careful", move || {
+            let (begun, done, runs) = (b.clone(), d.clone(), r.clone());
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                loop {
+                    // A unit of work that takes a while and must not be cut.
+                    begun.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    done.fetch_add(1, Ordering::SeqCst);
+                    if idle(tokio::time::sleep(Duration::from_millis(10)))
+                        .await
+                        .is_none()
+                    {
+                        return;
+                    }
+                }
+            }
+        });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while done.load(Ordering::SeqCst) == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "no unit done");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Most likely in the middle of the second unit.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = tokio::time::Instant::now();
+        shutdown.finish(vec![handle], Duration::from_secs(20)).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the worker returned on its own, not at the end of the grace period"
+        );
+        assert_eq!(
+            begun.load(Ordering::SeqCst),
+            done.load(Ordering::SeqCst),
+            "the unit in hand was finished, not cut"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "not started again");
+        let state = workers.states()["careful"].clone();
+        assert!(!state.running);
+        assert_eq!(state.restarts, 0);
+    }
+
+    #[tokio::test]
+    async fn idle_outside_a_shutdown_just_waits() {
+        assert_eq!(idle(async { 7 }).await, Some(7));
+        assert!(!stopping());
     }
 }

@@ -339,3 +339,88 @@ async fn a_gateway_killed_while_publishing_publishes_every_task_after_restart() 
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 }
+
+/// Sends SIGTERM (what Kubernetes sends) to a child process.
+fn terminate(child: &Child) {
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success(), "SIGTERM sent");
+}
+
+/// Waits for a child to exit, with a deadline.
+fn exit_within(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the process did not exit within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_gateway_in_order_and_tells_open_feeds_to_reconnect() {
+    use yichuang::proto::v1::WindowFeedRequest;
+    use yichuang::proto::v1::case_service_client::CaseServiceClient;
+
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = start_server(data.path(), port);
+    let out = yichuang(&[
+        "case",
+        "submit",
+        "--server",
+        &server.url,
+        "--file",
+        "examples/cases/kai-canguan.json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // The example is accepted at window W03 of hall 640100-DT01.
+    let (hall, window) = ("640100-DT01".to_string(), "W03".to_string());
+
+    // A window keeps its feed open, as windows do all day.
+    let mut client = CaseServiceClient::connect(server.url.clone())
+        .await
+        .unwrap();
+    let mut feed = client
+        .window_feed(WindowFeedRequest {
+            hall_code: hall,
+            window_code: window,
+            cursor: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(20), feed.message())
+        .await
+        .expect("the feed answers")
+        .unwrap()
+        .expect("the case's first entry");
+    assert!(first.cursor > 0);
+
+    terminate(&server.child);
+    // The open feed is ended with UNAVAILABLE and the cursor to go on from, not cut.
+    let last = loop {
+        match tokio::time::timeout(Duration::from_secs(20), feed.message())
+            .await
+            .expect("the feed is ended within 20 s of SIGTERM")
+        {
+            Ok(Some(_)) => continue, // the rest of the case's history
+            Ok(None) => panic!("the feed ended without saying why"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(last.code(), tonic::Code::Unavailable, "{last:?}");
+    assert!(last.message().contains("reconnect with cursor"), "{last:?}");
+    let status = exit_within(&mut server.child, Duration::from_secs(20));
+    assert!(
+        status.success(),
+        "the gateway exits 0 on SIGTERM: {status:?}"
+    );
+}

@@ -577,7 +577,7 @@ async fn gateway_refuses_to_start_on_an_invalid_catalog() {
     .unwrap();
     let mut config = common::config(Backend::Sqlite, dir.path());
     config.catalog_dir = catalog;
-    let err = yichuang::api::Gateway::from_config(&config)
+    let err = yichuang::app::Gateway::from_config(&config)
         .await
         .err()
         .expect("must refuse");

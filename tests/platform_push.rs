@@ -190,7 +190,7 @@ async fn a_push_url_without_a_secret_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = gateway_config(dir.path(), "http://127.0.0.1:9/push");
     config.platform.secret.clear();
-    let e = yichuang::api::Gateway::from_config(&config)
+    let e = yichuang::app::Gateway::from_config(&config)
         .await
         .err()
         .expect("refused");

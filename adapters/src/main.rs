@@ -11,10 +11,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use yichuang_adapters::config::{AdapterConfig, DepartmentConfig};
 use yichuang_adapters::kinds::manual::{self, CompleteError, Completed, Outcome, Record};
 use yichuang_adapters::runtime::{self, Callbacks, Readiness};
+
+/// How long the tasks in hand have to finish once the adapter is told to stop (SIGTERM or
+/// Ctrl-C): a legacy call in flight, its result published and acknowledged. Below Kubernetes'
+/// default 30 s before SIGKILL; a task still in hand after it is delivered again, and held.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
 
 #[derive(Parser)]
 #[command(
@@ -278,11 +283,27 @@ fn run(cli: RunArgs) -> ExitCode {
         };
         info!(listen = %config.http.listen, departments = ?cli.departments, "adapter starting");
         let app = yichuang_adapters::http::router(departments.clone(), readiness.clone(), callbacks.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let shutdown = yichuang::supervise::Shutdown::default();
+        let stopped = shutdown.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stopped.stopped().await })
+                .await
+        });
+        let mut running = std::pin::pin!(shutdown.scope(runtime::run(
+            config.bus.clone(),
+            departments,
+            readiness,
+            callbacks
+        )));
         tokio::select! {
-            _ = runtime::run(config.bus.clone(), departments, readiness, callbacks) => ExitCode::SUCCESS,
-            _ = tokio::signal::ctrl_c() => {
-                info!("adapter stopping; unacknowledged tasks return to their queues");
+            _ = &mut running => ExitCode::SUCCESS,
+            _ = yichuang::supervise::terminated() => {
+                info!(grace_secs = SHUTDOWN_GRACE.as_secs(), "adapter stopping: no new tasks; the ones in hand are finished, the rest return to their queues");
+                shutdown.stop();
+                if tokio::time::timeout(SHUTDOWN_GRACE, &mut running).await.is_err() {
+                    warn!("tasks still in hand at the end of the grace period; the broker delivers them again");
+                }
                 ExitCode::SUCCESS
             }
         }

@@ -107,10 +107,10 @@ async fn two_gateways_and_two_adapters_of_one_department_handle_every_case_once(
     let mut replicas = Vec::new();
     let mut clients = Vec::new();
     for _ in 0..2 {
-        let gateway = Arc::new(yichuang::api::Gateway::from_config(&config).await.unwrap());
+        let gateway = Arc::new(yichuang::app::Gateway::from_config(&config).await.unwrap());
         let (l, endpoint) = listener().await;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(yichuang::api::serve(gateway, l, async {
+        let server = tokio::spawn(yichuang::app::serve(gateway, l, async {
             let _ = stopped.await;
         }));
         replicas.push((stop, server));

@@ -1,6 +1,7 @@
 //! The adapter process killed with SIGKILL while tasks are in flight, then started again: no
 //! task is lost, and none is submitted twice to a department system that reports duplicates
-//! (a redelivered task is looked up before it is submitted).
+//! (a redelivered task is looked up before it is submitted). Stopped with SIGTERM instead, it
+//! finishes the tasks in hand first: every case the department took is reported.
 
 mod support;
 
@@ -127,6 +128,103 @@ async fn an_adapter_killed_mid_flight_loses_nothing_and_submits_nothing_twice() 
     let mut adapter = start(dir.path(), &endpoint).await;
     assert!(adapter.http.starts_with("http://"));
     let results = harness.results_for(&ids, Duration::from_secs(90)).await;
+    assert_one_outcome_each(&results, &ids);
+    let stats = sim.sim.stats();
+    assert_eq!(
+        stats.cases, 40,
+        "every task reached the department: {stats:?}"
+    );
+    assert_eq!(stats.duplicates, 0, "none submitted twice: {stats:?}");
+    adapter.child.kill().unwrap();
+    adapter.child.wait().unwrap();
+    harness.remove().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_adapter_finish_the_tasks_in_hand_and_take_no_more() {
+    let bus = bus();
+    let harness = Harness::open(&bus, &["scjg"]).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let sim = HttpJsonSim::new(Settings {
+        behaviour: Behaviour {
+            department: "scjg".into(),
+            decision_delay_ms: 2000,
+            hang: 1.0,
+            hang_ms: 600, // every call is slow: some are always in flight
+            ..Behaviour::default()
+        },
+        ..Settings::default()
+    });
+    tokio::spawn(sim.clone().serve(listener));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("departments")).unwrap();
+    std::fs::write(dir.path().join("departments/scjg.yaml"), department_file()).unwrap();
+    std::fs::write(
+        dir.path().join("adapter.toml"),
+        format!(
+            "departments_dir = \"departments\"\n[http]\nlisten = \"${{YICHUANG_ADAPTER_LISTEN}}\"\n[bus]\nurl = \"{}\"\nprefix = \"{}\"\nretry_delays_secs = [1, 2, 4]\ntimeout_secs = 5\n[log]\nformat = \"text\"\n",
+            bus.url, bus.prefix
+        ),
+    )
+    .unwrap();
+
+    let mut adapter = start(dir.path(), &endpoint).await;
+    let tasks: Vec<_> = (0..40).map(|n| task("scjg", "SP-JY", n)).collect();
+    let ids: Vec<String> = support::task_ids(&tasks);
+    for t in &tasks {
+        harness.publish(t).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sim.sim.stats().cases < 3 {
+        assert!(Instant::now() < deadline, "the adapter submits");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let sent = Command::new("kill")
+        .args(["-TERM", &adapter.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = adapter.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the adapter exits within 30 s of SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit 0 on SIGTERM: {status:?}");
+    let taken = sim.sim.stats().cases;
+    assert!(taken < 40, "stopped mid-run ({taken} of 40 submitted)");
+    // Every case the department took before the adapter stopped is reported: the task in hand
+    // was finished, not cut between the department's answer and the result.
+    let accepted = harness
+        .results_until(Duration::from_secs(20), Duration::from_millis(500), |_| {
+            true
+        })
+        .await;
+    let mut reported: Vec<String> = accepted
+        .iter()
+        .filter(|g| g.kind() == yichuang::proto::v1::ResultKind::Accepted)
+        .map(|g| g.result.task_id.clone())
+        .collect();
+    reported.sort();
+    reported.dedup();
+    assert_eq!(
+        reported.len() as u64,
+        taken,
+        "each case the department took has its ACCEPTED before the adapter exits"
+    );
+
+    // The rest waited in the queue: the next adapter finishes them, none twice.
+    let mut adapter = start(dir.path(), &endpoint).await;
+    let mut results = harness.results_for(&ids, Duration::from_secs(90)).await;
+    for g in accepted {
+        results.entry(g.result.task_id.clone()).or_default().push(g);
+    }
     assert_one_outcome_each(&results, &ids);
     let stats = sim.sim.stats();
     assert_eq!(

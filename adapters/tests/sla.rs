@@ -147,14 +147,14 @@ async fn a_late_department_gets_one_yellow_and_one_red_alert_and_a_supplement_mo
         let c = clock.clone();
         let now: yichuang::clock::Now = Arc::new(move || c.now());
         let gateway = Arc::new(
-            yichuang::api::Gateway::with_clock(&config, now)
+            yichuang::app::Gateway::with_clock(&config, now)
                 .await
                 .unwrap(),
         );
         metrics.push(gateway.metrics_addr.unwrap());
         let (l, endpoint) = listener().await;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(yichuang::api::serve(gateway, l, async {
+        let server = tokio::spawn(yichuang::app::serve(gateway, l, async {
             let _ = stopped.await;
         }));
         replicas.push((stop, server));

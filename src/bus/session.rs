@@ -61,9 +61,10 @@ pub enum Ended {
     Lost(String),
 }
 
-/// Runs `session` again and again, for as long as the caller polls this future: between two
-/// sessions it logs why the last one ended and waits the [`Backoff`]. `worker` names the caller
-/// in the log (`outbox relay`, `results consumer`, `adapter`).
+/// Runs `session` again and again, for as long as the caller polls this future, until the
+/// process stops ([`crate::supervise::Shutdown`]; the session itself ends at its next idle
+/// wait): between two sessions it logs why the last one ended and waits the [`Backoff`].
+/// `worker` names the caller in the log (`outbox relay`, `results consumer`, `adapter`).
 pub async fn reconnecting<F, Fut>(worker: &'static str, mut session: F)
 where
     F: FnMut() -> Fut,
@@ -71,7 +72,11 @@ where
 {
     let mut backoff = Backoff::default();
     loop {
-        match session().await {
+        let ended = session().await;
+        if crate::supervise::stopping() {
+            return;
+        }
+        match ended {
             Ended::Lost(e) => {
                 backoff.reset();
                 warn!(worker, error = %e, retry_in_ms = backoff.next().as_millis() as u64, "lost RabbitMQ; reconnecting");
@@ -80,7 +85,9 @@ where
                 warn!(worker, error = %e, retry_in_ms = backoff.next().as_millis() as u64, "cannot reach RabbitMQ; trying again");
             }
         }
-        backoff.wait().await;
+        if crate::supervise::idle(backoff.wait()).await.is_none() {
+            return;
+        }
     }
 }
 

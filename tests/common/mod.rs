@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
-use yichuang::api::{Gateway, serve};
+use yichuang::app::{Gateway, serve};
 use yichuang::config::{GatewayConfig, StoreConfig};
 use yichuang::proto::v1::Submission;
 use yichuang::proto::v1::case_service_client::CaseServiceClient;

@@ -118,7 +118,12 @@ impl HttpJsonSim {
 
     /// The fault of this request as a response, if any.
     async fn fault(&self) -> Option<Response> {
-        match self.sim.request()? {
+        self.respond(self.sim.request()?).await
+    }
+
+    /// A fault as a response (a hang waits, then lets the request through).
+    async fn respond(&self, fault: Fault) -> Option<Response> {
+        match fault {
             Fault::ServerError => Some(
                 (
                     StatusCode::BAD_GATEWAY,
@@ -192,10 +197,25 @@ async fn submit(
     headers: HeaderMap,
     Json(fields): Json<BTreeMap<String, String>>,
 ) -> Response {
-    if let Some(fault) = s.fault().await {
-        return fault;
+    // A submission that hangs is taken first and answered late, as real systems do: the case
+    // is theirs even if the client gave up waiting (or died) before the answer came.
+    let hang = match s.sim.request() {
+        Some(Fault::Hang(d)) => Some(d),
+        Some(fault) => match s.respond(fault).await {
+            Some(refused) => return refused,
+            None => None,
+        },
+        None => None,
+    };
+    let answer = take(&s, &headers, fields);
+    if let Some(d) = hang {
+        tokio::time::sleep(d).await;
     }
-    if !s.authorised(&headers) {
+    answer
+}
+
+fn take(s: &Arc<HttpJsonSim>, headers: &HeaderMap, fields: BTreeMap<String, String>) -> Response {
+    if !s.authorised(headers) {
         return error("E401", "令牌无效或已过期");
     }
     for required in ["ywlsh", "sqrmc"] {

@@ -103,7 +103,7 @@ async fn session(
             department: department.clone(),
             publisher: publisher.clone(),
         });
-        consumers.spawn(consume(consumer, worker));
+        consumers.spawn(yichuang::supervise::inherit(consume(consumer, worker)));
     }
     readiness.set(true);
     let ended = consumers
@@ -111,6 +111,12 @@ async fn session(
         .await
         .map(|r| r.unwrap_or_else(|e| e.to_string()))
         .unwrap_or_default();
+    if yichuang::supervise::stopping() {
+        // Every consumer stops taking deliveries and finishes the ones in hand; their results
+        // go out on this session's publisher before it closes.
+        readiness.set(false);
+        while consumers.join_next().await.is_some() {}
+    }
     consumers.abort_all();
     close(&publishing, &consuming, timeout).await;
     Ended::Lost(ended)
@@ -177,20 +183,36 @@ async fn subscribe(
 }
 
 /// Hands every delivery to the worker, each in a task of its own; ends with the consumer,
-/// saying why.
+/// saying why. Told to stop, it takes no more deliveries and returns once the ones in hand are
+/// handled (acknowledged, or put back); the broker returns the prefetched rest to the queue
+/// when the channel closes.
 async fn consume((channel, mut consumer): (Channel, Consumer), worker: Arc<Worker>) -> String {
     // The channel is held for as long as its consumer runs.
     let _channel = channel;
-    while let Some(delivery) = consumer.next().await {
-        match delivery {
-            Ok(delivery) => {
-                let worker = worker.clone();
-                tokio::spawn(async move { worker.handle(delivery).await });
+    // Each delivery's task holds a sender: once every one is dropped, nothing is in hand. The
+    // tasks are detached, so a session cut short never cuts a legacy call in the middle.
+    let (in_hand, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
+    let ended = loop {
+        let Some(next) = yichuang::supervise::idle(consumer.next()).await else {
+            break "the adapter is stopping".to_string();
+        };
+        match next {
+            Some(Ok(delivery)) => {
+                let (worker, held) = (worker.clone(), in_hand.clone());
+                tokio::spawn(async move {
+                    worker.handle(delivery).await;
+                    drop(held);
+                });
             }
-            Err(e) => return format!("consumer: {e}"),
+            Some(Err(e)) => break format!("consumer: {e}"),
+            None => break "consumer ended".to_string(),
         }
+    };
+    drop(in_hand);
+    if yichuang::supervise::stopping() {
+        let _ = all_done.recv().await;
     }
-    "consumer ended".to_string()
+    ended
 }
 
 async fn close(publishing: &Connection, consuming: &Connection, timeout: Duration) {

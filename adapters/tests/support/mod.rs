@@ -704,7 +704,7 @@ pub fn gateway_config(dir: &std::path::Path, bus: &BusConfig) -> yichuang::confi
 
 /// A gateway serving gRPC on a free port, with a connected client.
 pub struct Serving {
-    pub gateway: Arc<yichuang::api::Gateway>,
+    pub gateway: Arc<yichuang::app::Gateway>,
     pub endpoint: String,
     pub client:
         yichuang::proto::v1::case_service_client::CaseServiceClient<tonic::transport::Channel>,
@@ -714,10 +714,10 @@ pub struct Serving {
 
 impl Serving {
     pub async fn start(config: &yichuang::config::GatewayConfig) -> Serving {
-        let gateway = Arc::new(yichuang::api::Gateway::from_config(config).await.unwrap());
+        let gateway = Arc::new(yichuang::app::Gateway::from_config(config).await.unwrap());
         let (l, endpoint) = listener().await;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(yichuang::api::serve(gateway.clone(), l, async {
+        let server = tokio::spawn(yichuang::app::serve(gateway.clone(), l, async {
             let _ = stopped.await;
         }));
         let deadline = Instant::now() + Duration::from_secs(20);

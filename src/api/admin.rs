@@ -1,0 +1,223 @@
+//! `AdminService`: the gateway's own state for operators (status, workers, backlogs, on-time
+//! rates) and the dead-letter operations, every one of which is audited. Only operators call
+//! it; it never touches a case.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::store_status;
+use crate::app::Gateway;
+use crate::case;
+use crate::proto::v1::admin_service_server::AdminService;
+use crate::proto::v1::{StatusRequest, StatusResponse};
+
+/// The `AdminService` implementation.
+pub struct AdminApi {
+    pub(super) gateway: Arc<Gateway>,
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminApi {
+    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let store = &self.gateway.store;
+        let backlogs = async { Ok((store.outbox_backlog().await?, store.events_backlog().await?)) };
+        let (store_ok, store_error, (backlog, events_backlog)) =
+            match backlogs.await as Result<_, crate::store::StoreError> {
+                Ok(n) => (true, String::new(), n),
+                Err(e) => (false, e.to_string(), (-1, -1)),
+            };
+        let (broker_connected, broker_error) = self.gateway.relay_status.get();
+        let clocks = &self.gateway.clocks;
+        let live = clocks.calendar();
+        let (now, zone) = (clocks.now(), clocks.zone());
+        let (loaded_at, reload_problems) = live.loaded();
+        let calendar = crate::proto::v1::CalendarStatus {
+            years: live.current().years().collect(),
+            next_year_missing: live.next_year_missing(now, zone),
+            warning: live.warning(now, zone).unwrap_or_default(),
+            provisional_deadlines: store.provisional_open().await.unwrap_or(-1),
+            loaded_at: Some(case::timestamp(loaded_at)),
+            reload_problems,
+        };
+        Ok(Response::new(StatusResponse {
+            store_ok,
+            store_error,
+            relay_enabled: self.gateway.relay.is_some(),
+            broker_connected,
+            broker_error,
+            outbox_backlog: backlog,
+            events_backlog,
+            calendar: Some(calendar),
+            workers: self
+                .gateway
+                .workers
+                .states()
+                .into_iter()
+                .map(|(name, s)| crate::proto::v1::WorkerStatus {
+                    name: name.to_string(),
+                    running: s.running,
+                    restarts: s.restarts as i64,
+                    last_failure: s.last_failure,
+                    last_progress: chrono::DateTime::from_timestamp_millis(s.last_progress_ms)
+                        .filter(|_| s.last_progress_ms > 0)
+                        .map(crate::case::timestamp),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn on_time_rates(
+        &self,
+        request: Request<crate::proto::v1::OnTimeRatesRequest>,
+    ) -> Result<Response<crate::proto::v1::OnTimeRatesResponse>, Status> {
+        let r = request.into_inner();
+        let rows = self
+            .gateway
+            .store
+            .on_time(
+                r.department.trim(),
+                r.item_code.trim(),
+                self.gateway.clocks.now(),
+            )
+            .await
+            .map_err(store_status)?;
+        let rates = rows
+            .into_iter()
+            .map(|row| crate::proto::v1::OnTimeRate {
+                rate: if row.decided > 0 {
+                    row.on_time as f64 / row.decided as f64
+                } else {
+                    0.0
+                },
+                department: row.department,
+                item_code: row.item_code,
+                decided: row.decided,
+                on_time: row.on_time,
+                open_overdue: row.open_overdue,
+            })
+            .collect();
+        Ok(Response::new(crate::proto::v1::OnTimeRatesResponse {
+            rates,
+        }))
+    }
+
+    async fn list_dead_letters(
+        &self,
+        request: Request<crate::proto::v1::ListDeadLettersRequest>,
+    ) -> Result<Response<crate::proto::v1::ListDeadLettersResponse>, Status> {
+        let r = request.into_inner();
+        let department = self.dead_queue_owner(&r.department)?;
+        let limit = match r.limit {
+            0 => 100,
+            n @ 1..=1000 => n as usize,
+            n => {
+                return Err(Status::invalid_argument(format!(
+                    "limit {n} is out of range: give 1 to 1000, or 0 for 100"
+                )));
+            }
+        };
+        let letters = crate::dlq::list(&self.gateway.bus, &department, limit, &r.reason_contains)
+            .await
+            .map_err(dlq_status)?;
+        Ok(Response::new(crate::proto::v1::ListDeadLettersResponse {
+            dead_letters: letters.into_iter().map(dead_letter).collect(),
+        }))
+    }
+
+    async fn replay_dead_letters(
+        &self,
+        request: Request<crate::proto::v1::DeadLetterActionRequest>,
+    ) -> Result<Response<crate::proto::v1::DeadLetterActionResponse>, Status> {
+        self.dead_letter_action(request, crate::bus::dead::Action::Replay)
+            .await
+    }
+
+    async fn purge_dead_letters(
+        &self,
+        request: Request<crate::proto::v1::DeadLetterActionRequest>,
+    ) -> Result<Response<crate::proto::v1::DeadLetterActionResponse>, Status> {
+        self.dead_letter_action(request, crate::bus::dead::Action::Purge)
+            .await
+    }
+}
+
+impl AdminApi {
+    /// The department (or `results`) whose dead queue is asked for, checked against the
+    /// acceptance list.
+    fn dead_queue_owner(&self, department: &str) -> Result<String, Status> {
+        let department = department.trim();
+        let known = department == "results"
+            || self
+                .gateway
+                .intake
+                .catalog()
+                .departments
+                .contains_key(department);
+        if known {
+            Ok(department.to_string())
+        } else {
+            Err(Status::invalid_argument(format!(
+                "department {department:?} has no dead queue: give a department code of the acceptance list, or `results`"
+            )))
+        }
+    }
+
+    async fn dead_letter_action(
+        &self,
+        request: Request<crate::proto::v1::DeadLetterActionRequest>,
+        action: crate::bus::dead::Action,
+    ) -> Result<Response<crate::proto::v1::DeadLetterActionResponse>, Status> {
+        let origin = request
+            .remote_addr()
+            .map_or_else(|| "grpc".to_string(), |a| format!("grpc@{a}"));
+        let r = request.into_inner();
+        let department = self.dead_queue_owner(&r.department)?;
+        let operator = r.operator.trim();
+        if operator.is_empty() {
+            return Err(Status::invalid_argument(
+                "operator is empty: name who does this (their account), for the audit of operators' actions",
+            ));
+        }
+        let selection = crate::dlq::selection(r.message_ids, &r.reason_contains, r.all)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let moved = crate::dlq::act(
+            &self.gateway.bus,
+            &self.gateway.store,
+            &department,
+            selection,
+            action,
+            r.rate,
+            operator,
+            &origin,
+        )
+        .await
+        .map_err(dlq_status)?;
+        Ok(Response::new(crate::proto::v1::DeadLetterActionResponse {
+            moved: moved.into_iter().map(dead_letter).collect(),
+        }))
+    }
+}
+
+fn dead_letter(d: crate::bus::dead::DeadLetter) -> crate::proto::v1::DeadLetter {
+    crate::proto::v1::DeadLetter {
+        message_id: d.message_id,
+        case_number: d.case_number,
+        task_id: d.task_id,
+        reason: d.reason,
+        attempt: d.attempt.unwrap_or(0),
+        trace_id: d.trace_id,
+        dead_at: d.dead_at,
+        bytes: d.bytes as i64,
+    }
+}
+
+fn dlq_status(e: crate::dlq::DlqError) -> Status {
+    match e {
+        crate::dlq::DlqError::Selection(m) => Status::invalid_argument(m),
+        crate::dlq::DlqError::Bus(e) => Status::unavailable(e.to_string()),
+        e @ (crate::dlq::DlqError::Unrecorded { .. } | crate::dlq::DlqError::Stopped(_)) => {
+            Status::internal(e.to_string())
+        }
+    }
+}

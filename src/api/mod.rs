@@ -1,0 +1,141 @@
+//! The gRPC API: `CaseService` ([`cases`]), `AdminService` ([`admin`]), the standard health
+//! service and server reflection, on one listener ([`grpc`]). Handlers translate between the
+//! wire and intake, lifecycle and the store; they hold no business rules, and they never start
+//! background work (that is [`crate::app`]). Errors become gRPC statuses here, in one place.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::Status;
+use tracing::warn;
+
+use crate::app::Gateway;
+use crate::intake::IntakeError;
+use crate::proto::v1::admin_service_server::AdminServiceServer;
+use crate::proto::v1::case_service_server::CaseServiceServer;
+use crate::store::StoreError;
+
+mod admin;
+mod cases;
+mod streams;
+
+pub use admin::AdminApi;
+pub use cases::CaseApi;
+pub use streams::FeedStream;
+
+/// Largest page of `ListCases`.
+pub const MAX_PAGE_SIZE: i32 = 500;
+
+/// Serves the API on `listener` until `shutdown` completes (then waits for the calls in flight).
+pub async fn grpc(
+    gateway: Arc<Gateway>,
+    health_service: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the embedded descriptor set is valid");
+    let limit = gateway.max_message_bytes;
+    let admin_gateway = gateway.clone();
+    let cases = CaseServiceServer::new(CaseApi { gateway })
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(64 * 1024 * 1024);
+    tonic::transport::Server::builder()
+        .layer(crate::observe::RpcLayer)
+        .layer(tower::util::MapResponseLayer::new(move |r| {
+            size_limit_status(r, limit)
+        }))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(cases)
+        .add_service(AdminServiceServer::new(AdminApi {
+            gateway: admin_gateway,
+        }))
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
+        .await
+}
+
+/// Accepted connections with Nagle's algorithm off: a response written in several small
+/// frames must not wait for the client's delayed ACK (a 40 ms stall per answer otherwise).
+pub fn incoming(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|stream| {
+        if let Ok(s) = &stream {
+            let _ = s.set_nodelay(true);
+        }
+        stream
+    })
+}
+
+/// tonic refuses an oversized request with `OUT_OF_RANGE`; gRPC clients expect
+/// `RESOURCE_EXHAUSTED` naming the limit, so the status is rewritten here, in one place.
+fn size_limit_status<B>(mut response: http::Response<B>, limit: usize) -> http::Response<B> {
+    let headers = response.headers_mut();
+    let too_large = headers.get("grpc-status").is_some_and(|s| s == "11")
+        && headers
+            .get("grpc-message")
+            .is_some_and(|m| m.to_str().is_ok_and(|m| m.contains("too%20large")));
+    if too_large {
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+        let message = format!(
+            "request: larger than the limit of {limit} bytes (server.max_message_bytes); send file references, not file contents"
+        );
+        let encoded: String = message
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b".-_();".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        if let Ok(v) = http::HeaderValue::from_str(&encoded) {
+            headers.insert("grpc-message", v);
+        }
+    }
+    response
+}
+
+fn intake_status(e: IntakeError) -> Status {
+    match e {
+        IntakeError::Calendar(c) => Status::failed_precondition(c.to_string()),
+    }
+}
+
+/// No case has this number. The number is echoed masked: a clerk who typed an ID or mobile
+/// number into the field does not see it come back in an error that may be logged.
+fn not_found(case_number: &str) -> Status {
+    Status::not_found(format!(
+        "caseNumber: no case {}",
+        crate::privacy::mask_free_text(case_number)
+    ))
+}
+
+fn store_status(e: StoreError) -> Status {
+    let db = match &e {
+        StoreError::Postgres(pg) => pg
+            .as_db_error()
+            .map(|d| format!("{} {}", d.code().code(), d.message())),
+        _ => None,
+    };
+    warn!(error = %e, db = db.as_deref().unwrap_or(""), "store failed");
+    match e {
+        StoreError::SequenceExhausted { .. } => Status::resource_exhausted(e.to_string()),
+        StoreError::Closed | StoreError::Pool(_) => {
+            Status::unavailable(format!("{e}; retry later"))
+        }
+        _ => Status::internal(
+            "the store failed; the submission may not have been recorded: retry with the same submissionId",
+        ),
+    }
+}
