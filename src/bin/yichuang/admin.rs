@@ -1,0 +1,229 @@
+//! The operators' commands against a gateway's `AdminService`: `status`, `on-time` and `dlq`
+//! (dead letters listed, shown, replayed or purged, each replay and purge audited).
+
+use anyhow::Context;
+use clap::Subcommand;
+use yichuang::proto::v1::admin_service_client::AdminServiceClient;
+
+use crate::{Failure, grpc_failure, print_json};
+
+/// `yichuang dlq`: dead letters, by department (or `results`).
+#[derive(Subcommand)]
+pub enum DlqCommand {
+    /// The messages of a dead queue, oldest first: id, case, task, reason, attempts, trace.
+    List {
+        department: String,
+        /// At most this many (1 to 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: i32,
+        /// Only those whose reason contains this text.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// One message of a dead queue, in full (personal data masked).
+    Show {
+        department: String,
+        message_id: String,
+    },
+    /// Moves messages back (to the department's task queue with fresh attempts, or to the
+    /// results queue), each once, transactionally.
+    Replay {
+        department: String,
+        /// The messages to move (`message_id`s); or give --reason or --all.
+        message_ids: Vec<String>,
+        /// Every message whose reason contains this text.
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[arg(long)]
+        all: bool,
+        /// At most this many a second (0: no limit).
+        #[arg(long, default_value_t = 10)]
+        rate: u32,
+    },
+    /// Discards messages of a dead queue.
+    Purge {
+        department: String,
+        message_ids: Vec<String>,
+        /// Every message whose reason contains this text.
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+async fn connect(server: &str) -> Result<AdminServiceClient<tonic::transport::Channel>, Failure> {
+    Ok(AdminServiceClient::connect(server.to_string())
+        .await
+        .with_context(|| format!("cannot connect to {server}"))?)
+}
+
+/// `status`: the gateway's state as JSON.
+pub async fn status(server: &str) -> Result<u8, Failure> {
+    let status = connect(server)
+        .await?
+        .status(yichuang::proto::v1::StatusRequest {})
+        .await
+        .map_err(grpc_failure)?
+        .into_inner();
+    print_json(&status)?;
+    Ok(0)
+}
+
+/// `on-time`: on-time rates per department and item as JSON.
+pub async fn on_time(server: &str, department: String, item: String) -> Result<u8, Failure> {
+    let rates = connect(server)
+        .await?
+        .on_time_rates(yichuang::proto::v1::OnTimeRatesRequest {
+            department,
+            item_code: item,
+        })
+        .await
+        .map_err(grpc_failure)?
+        .into_inner();
+    print_json(&rates)?;
+    Ok(0)
+}
+
+/// `yichuang dlq …`: the gateway's AdminService, as the operator at this terminal.
+pub async fn dlq(server: &str, command: DlqCommand) -> Result<u8, Failure> {
+    use yichuang::proto::v1::{DeadLetter, DeadLetterActionRequest, ListDeadLettersRequest};
+    let mut client = connect(server).await?;
+    let print = |d: &DeadLetter| {
+        println!(
+            "{}\tcase {}\ttask {}\tattempt {}\ttrace {}\tdead at {}\t{} bytes\t{}",
+            d.message_id,
+            d.case_number,
+            d.task_id,
+            if d.attempt > 0 {
+                d.attempt.to_string()
+            } else {
+                "-".into()
+            },
+            d.trace_id,
+            d.dead_at,
+            d.bytes,
+            d.reason
+        )
+    };
+    // Until callers are authenticated, the operator is the account at this terminal.
+    let operator = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".into());
+    let action = |department: String, message_ids: Vec<String>, reason: String, all, rate| {
+        DeadLetterActionRequest {
+            department,
+            message_ids,
+            reason_contains: reason,
+            all,
+            rate,
+            operator: operator.clone(),
+        }
+    };
+    match command {
+        DlqCommand::List {
+            department,
+            limit,
+            reason,
+        } => {
+            let listed = client
+                .list_dead_letters(ListDeadLettersRequest {
+                    department,
+                    limit,
+                    reason_contains: reason,
+                })
+                .await
+                .map_err(grpc_failure)?
+                .into_inner();
+            for d in &listed.dead_letters {
+                print(d);
+            }
+            Ok(0)
+        }
+        DlqCommand::Show {
+            department,
+            message_id,
+        } => {
+            let listed = client
+                .list_dead_letters(ListDeadLettersRequest {
+                    department: department.clone(),
+                    limit: 1000,
+                    reason_contains: String::new(),
+                })
+                .await
+                .map_err(grpc_failure)?
+                .into_inner();
+            match listed
+                .dead_letters
+                .iter()
+                .find(|d| d.message_id == message_id)
+            {
+                Some(d) => {
+                    println!("queue:      dead queue of {department}");
+                    println!("message_id: {}", d.message_id);
+                    println!("case:       {}", d.case_number);
+                    println!("task:       {}", d.task_id);
+                    println!("reason:     {}", d.reason);
+                    println!(
+                        "attempt:    {}",
+                        if d.attempt > 0 {
+                            d.attempt.to_string()
+                        } else {
+                            "-".into()
+                        }
+                    );
+                    println!("trace id:   {}", d.trace_id);
+                    println!("dead at:    {}", d.dead_at);
+                    println!("size:       {} bytes", d.bytes);
+                    Ok(0)
+                }
+                None => Err(Failure(
+                    3,
+                    anyhow::anyhow!(
+                        "no message {message_id} in the dead queue of {department} (among its first 1000)"
+                    ),
+                )),
+            }
+        }
+        DlqCommand::Replay {
+            department,
+            message_ids,
+            reason,
+            all,
+            rate,
+        } => {
+            let moved = client
+                .replay_dead_letters(action(department, message_ids, reason, all, rate))
+                .await
+                .map_err(grpc_failure)?
+                .into_inner()
+                .moved;
+            for d in &moved {
+                print(d);
+            }
+            eprintln!(
+                "replayed {} message(s) as {operator}: recorded in the audit of operators' actions",
+                moved.len()
+            );
+            Ok(0)
+        }
+        DlqCommand::Purge {
+            department,
+            message_ids,
+            reason,
+            all,
+        } => {
+            let moved = client
+                .purge_dead_letters(action(department, message_ids, reason, all, 0))
+                .await
+                .map_err(grpc_failure)?
+                .into_inner()
+                .moved;
+            eprintln!(
+                "purged {} message(s) as {operator}: recorded in the audit of operators' actions",
+                moved.len()
+            );
+            Ok(0)
+        }
+    }
+}

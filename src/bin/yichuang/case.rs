@@ -1,0 +1,277 @@
+//! `yichuang case`: the gateway's `CaseService` called from a terminal, answers printed as JSON
+//! (exit codes in the binary's doc).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Subcommand;
+use yichuang::proto::v1::case_service_client::CaseServiceClient;
+use yichuang::proto::v1::{
+    CaseStatus, GetCaseRequest, ListCasesRequest, PreCheckRequest, Submission, SubmitRequest,
+    submit_response,
+};
+
+use crate::{Failure, grpc_failure, print_json};
+
+#[derive(Subcommand)]
+pub enum CaseCommand {
+    /// 出件: hands a ready case over (--collector-name/--collector-id) or mails it
+    /// (--carrier/--tracking-number); the case closes.
+    Deliver {
+        /// National case number.
+        case_number: String,
+        #[arg(long, requires = "collector_id", conflicts_with_all = ["carrier", "tracking_number"])]
+        collector_name: Option<String>,
+        /// The collector's resident ID number, as on the document checked.
+        #[arg(long, requires = "collector_name")]
+        collector_id: Option<String>,
+        /// The clerk handing over.
+        #[arg(long, default_value = "")]
+        staff_no: String,
+        #[arg(long, requires = "tracking_number")]
+        carrier: Option<String>,
+        #[arg(long, requires = "carrier")]
+        tracking_number: Option<String>,
+    },
+    /// 补正: hands in materials a department asked for or owed under 容缺. Either a whole
+    /// `SupplementRequest` in canonical JSON (--file), or the case and material codes, each
+    /// handed in as a paper original checked at the window.
+    Supplement {
+        /// National case number (with --material).
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        case_number: Option<String>,
+        /// The supplement's idempotency key; a new one is made when not given.
+        #[arg(long, conflicts_with = "file")]
+        id: Option<String>,
+        /// Material code handed in (`PMT`, `ZSZM`…); repeat for several.
+        #[arg(long = "material", conflicts_with = "file")]
+        materials: Vec<String>,
+        /// The task the materials are for, when its department asked in its own words.
+        #[arg(long = "task", conflicts_with = "file")]
+        tasks: Vec<String>,
+        /// The clerk taking the materials.
+        #[arg(long, default_value = "", conflicts_with = "file")]
+        staff_no: String,
+        /// A `SupplementRequest` in canonical JSON.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// 资料预审: checks a submission; stores nothing.
+    Precheck {
+        /// Submission in canonical JSON.
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Submits a submission: prints the receipt or the deficiency notice.
+    Submit {
+        /// Submission in canonical JSON.
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Prints one case with its history.
+    Get {
+        /// National case number.
+        case_number: String,
+    },
+    /// Lists cases, newest first.
+    List {
+        #[arg(long)]
+        hall: Option<String>,
+        #[arg(long)]
+        window: Option<String>,
+        /// Status name, e.g. CASE_STATUS_ACCEPTED.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        page_size: i32,
+        #[arg(long)]
+        page_token: Option<String>,
+    },
+}
+
+fn read_submission(file: &Path) -> Result<Submission, Failure> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Failure(4, anyhow::anyhow!("cannot read {}: {e}", file.display())))?;
+    serde_json::from_str(&text).map_err(|e| {
+        Failure(
+            4,
+            anyhow::anyhow!(
+                "{}:{}:{}: not a valid submission: {e}",
+                file.display(),
+                e.line(),
+                e.column()
+            ),
+        )
+    })
+}
+
+pub async fn run(server: &str, command: CaseCommand) -> Result<u8, Failure> {
+    // The input is checked before the server is reached.
+    let submission = match &command {
+        CaseCommand::Precheck { file } | CaseCommand::Submit { file } => {
+            Some(read_submission(file)?)
+        }
+        _ => None,
+    };
+    let mut client = CaseServiceClient::connect(server.to_string())
+        .await
+        .with_context(|| format!("cannot connect to {server}"))?;
+    match command {
+        CaseCommand::Precheck { .. } => {
+            let response = client
+                .pre_check(PreCheckRequest { submission })
+                .await
+                .map_err(grpc_failure)?
+                .into_inner();
+            print_json(&response)?;
+            Ok(if response.acceptable { 0 } else { 3 })
+        }
+        CaseCommand::Submit { .. } => {
+            let response = client
+                .submit(SubmitRequest { submission })
+                .await
+                .map_err(grpc_failure)?
+                .into_inner();
+            print_json(&response)?;
+            Ok(match response.outcome {
+                Some(submit_response::Outcome::Receipt(_)) => 0,
+                _ => 3,
+            })
+        }
+        CaseCommand::Deliver {
+            case_number,
+            collector_name,
+            collector_id,
+            staff_no,
+            carrier,
+            tracking_number,
+        } => {
+            use yichuang::proto::v1::deliver_request::How;
+            let how = match (collector_name, collector_id, carrier, tracking_number) {
+                (Some(name), Some(id), _, _) => How::Pickup(yichuang::proto::v1::Pickup {
+                    collector_name: name,
+                    collector_id_type: yichuang::proto::v1::IdType::ResidentId as i32,
+                    collector_id_number: id,
+                    staff_no,
+                }),
+                (_, _, Some(carrier), Some(tracking_number)) => {
+                    How::Mail(yichuang::proto::v1::Mail {
+                        carrier,
+                        tracking_number,
+                    })
+                }
+                _ => {
+                    return Err(Failure(
+                        2,
+                        anyhow::anyhow!(
+                            "give --collector-name and --collector-id (pickup) or --carrier and --tracking-number (mail)"
+                        ),
+                    ));
+                }
+            };
+            let response = client
+                .deliver(yichuang::proto::v1::DeliverRequest {
+                    case_number,
+                    how: Some(how),
+                })
+                .await
+                .map_err(grpc_failure)?
+                .into_inner();
+            print_json(&response)?;
+            Ok(0)
+        }
+        CaseCommand::Supplement {
+            case_number,
+            id,
+            materials,
+            tasks,
+            staff_no,
+            file,
+        } => {
+            let request = match file {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    serde_json::from_str::<yichuang::proto::v1::SupplementRequest>(&text).map_err(
+                        |e| {
+                            Failure(
+                                2,
+                                anyhow::anyhow!(
+                                    "{}: not a SupplementRequest in canonical JSON: {e}",
+                                    path.display()
+                                ),
+                            )
+                        },
+                    )?
+                }
+                None => yichuang::proto::v1::SupplementRequest {
+                    case_number: case_number.unwrap_or_default(),
+                    supplement_id: id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                    materials: materials
+                        .into_iter()
+                        .map(|code| yichuang::proto::v1::Material {
+                            material_code: code,
+                            form: yichuang::proto::v1::MaterialForm::Original as i32,
+                            copies: 1,
+                            file: None,
+                        })
+                        .collect(),
+                    task_ids: tasks,
+                    staff_no,
+                },
+            };
+            let response = client
+                .supplement(request)
+                .await
+                .map_err(grpc_failure)?
+                .into_inner();
+            print_json(&response)?;
+            Ok(if response.deficiencies.is_empty() {
+                0
+            } else {
+                3
+            })
+        }
+        CaseCommand::Get { case_number } => {
+            let response = client
+                .get_case(GetCaseRequest { case_number })
+                .await
+                .map_err(grpc_failure)?
+                .into_inner();
+            print_json(&response)?;
+            Ok(0)
+        }
+        CaseCommand::List {
+            hall,
+            window,
+            status,
+            page_size,
+            page_token,
+        } => {
+            let status = match status {
+                None => 0,
+                Some(name) => CaseStatus::from_str_name(&name).ok_or_else(|| {
+                    Failure(
+                        2,
+                        anyhow::anyhow!("--status {name}: unknown; use e.g. CASE_STATUS_ACCEPTED"),
+                    )
+                })? as i32,
+            };
+            let request = ListCasesRequest {
+                hall_code: hall.unwrap_or_default(),
+                window_code: window.unwrap_or_default(),
+                status,
+                page_size,
+                page_token: page_token.unwrap_or_default(),
+                ..Default::default()
+            };
+            let response = client
+                .list_cases(request)
+                .await
+                .map_err(grpc_failure)?
+                .into_inner();
+            print_json(&response)?;
+            Ok(0)
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! The `yichuang` command: the gateway server, operator checks and API client commands.
+//!
+//! Exit codes: 0 success; 1 failure (cannot connect, server error, invalid configuration);
+//! 2 usage error; 3 the answer is no (the submission is not acceptable and the deficiency
+//! notice is printed; the day is not a working day); 4 the input is invalid (the file cannot
+//! be read, is not a valid submission, or the server refused it with INVALID_ARGUMENT);
+//! 5 the submission id already created a case from other content (ALREADY_EXISTS).
+//! `logs scan` exits with 3 when it finds personal data, and with 1 when it scanned no line.
+//!
+//! One file per command group: `serve`, `catalog`, `calendar`, `case`, `admin` (status,
+//! on-time, dlq), `bus`, `logs`. This file holds the command line and the exit codes.
+
+mod admin;
+mod bus;
+mod calendar;
+mod case;
+mod catalog;
+mod logs;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use admin::DlqCommand;
+use bus::BusCommand;
+use calendar::CalendarCommand;
+use case::CaseCommand;
+use catalog::CatalogCommand;
+use logs::LogsCommand;
+
+#[derive(Parser)]
+#[command(
+    name = "yichuang",
+    version,
+    about = "One-window acceptance gateway (一窗受理、集成服务)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the gateway.
+    Serve {
+        /// Configuration file.
+        #[arg(long, default_value = "config/gateway.toml", env = "YICHUANG_CONFIG")]
+        config: PathBuf,
+    },
+    /// Checks the acceptance list (受理清单).
+    Catalog {
+        #[command(subcommand)]
+        command: CatalogCommand,
+    },
+    /// Answers working-day calendar questions.
+    Calendar {
+        /// Calendar directory.
+        #[arg(long, default_value = "config/calendar", global = true)]
+        dir: PathBuf,
+        #[command(subcommand)]
+        command: CalendarCommand,
+    },
+    /// Prints a gateway's state: store, broker connection, outbox backlog (JSON).
+    Status {
+        /// Gateway address.
+        #[arg(
+            long,
+            default_value = "http://127.0.0.1:50051",
+            env = "YICHUANG_SERVER"
+        )]
+        server: String,
+    },
+    /// On-time rates (按时办结率) per department and item, from a running gateway.
+    OnTime {
+        /// Gateway address.
+        #[arg(
+            long,
+            default_value = "http://127.0.0.1:50051",
+            env = "YICHUANG_SERVER"
+        )]
+        server: String,
+        /// Only this department.
+        #[arg(long, default_value = "")]
+        department: String,
+        /// Only this item.
+        #[arg(long, default_value = "")]
+        item: String,
+    },
+    /// Operates the RabbitMQ bus.
+    Bus {
+        #[command(subcommand)]
+        command: BusCommand,
+    },
+    /// Dead letters: list, show, replay (moved back once, transactionally) or purge
+    /// (docs/bus.md). Every replay and purge is logged with who did it.
+    Dlq {
+        /// Gateway address (its AdminService, which records replays and purges in the audit
+        /// of operators' actions).
+        #[arg(
+            long,
+            default_value = "http://127.0.0.1:50051",
+            env = "YICHUANG_SERVER",
+            global = true
+        )]
+        server: String,
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// Checks log files for personal data left unmasked.
+    Logs {
+        #[command(subcommand)]
+        command: LogsCommand,
+    },
+    /// Calls the gateway's CaseService and prints the answer as JSON.
+    Case {
+        /// Gateway address.
+        #[arg(
+            long,
+            default_value = "http://127.0.0.1:50051",
+            env = "YICHUANG_SERVER",
+            global = true
+        )]
+        server: String,
+        #[command(subcommand)]
+        command: CaseCommand,
+    },
+}
+
+/// An error with the exit code it deserves.
+struct Failure(u8, anyhow::Error);
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(1, e.into())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(Failure(code, e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<u8, Failure> {
+    match cli.command {
+        Command::Serve { config } => serve::run(&config).await,
+        Command::Catalog {
+            command: CatalogCommand::Check { dir },
+        } => catalog::check(&dir),
+        Command::Calendar { dir, command } => calendar::run(&dir, command),
+        Command::Case { server, command } => case::run(&server, command).await,
+        Command::Logs {
+            command: LogsCommand::Scan { names, paths },
+        } => logs::scan(names.as_deref(), &paths),
+        Command::OnTime {
+            server,
+            department,
+            item,
+        } => admin::on_time(&server, department, item).await,
+        Command::Status { server } => admin::status(&server).await,
+        Command::Bus { command } => bus::run(command).await,
+        Command::Dlq { server, command } => admin::dlq(&server, command).await,
+    }
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn grpc_failure(status: tonic::Status) -> Failure {
+    let code = match status.code() {
+        tonic::Code::InvalidArgument => 4,
+        tonic::Code::AlreadyExists => 5,
+        _ => 1,
+    };
+    Failure(
+        code,
+        anyhow::anyhow!("{:?}: {}", status.code(), status.message()),
+    )
+}
