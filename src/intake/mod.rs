@@ -7,6 +7,9 @@ pub mod ids;
 pub mod normalise;
 mod supplement;
 
+#[cfg(test)]
+mod fixtures;
+
 pub use supplement::SupplementAnswer;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -1412,36 +1415,8 @@ fn visit_strings(s: &Submission, f: &mut dyn FnMut(&dyn Fn() -> String, &str)) {
 
 #[cfg(test)]
 mod tests {
+    use super::fixtures::{deficiencies, example, intake, now};
     use super::*;
-    use std::path::Path;
-
-    fn intake() -> Intake {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let catalog = Arc::new(Catalog::load(&root.join("config/catalog")).unwrap());
-        let calendar = Arc::new(crate::sla::Calendar::load(&root.join("config/calendar")).unwrap());
-        Intake::new(catalog, calendar, IntakeConfig::default()).unwrap()
-    }
-
-    fn example(name: &str) -> Submission {
-        let path =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/cases/{name}.json"));
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-    }
-
-    fn now() -> DateTime<Utc> {
-        "2019-10-21T12:00:00Z".parse().unwrap()
-    }
-
-    /// The deficiencies of a submission as (code, path, item) triples.
-    fn deficiencies(s: Submission) -> Vec<(Code, String, String)> {
-        match intake().evaluate(s, now()).unwrap() {
-            Outcome::Acceptable(_) => Vec::new(),
-            Outcome::Deficient { deficiencies, .. } => deficiencies
-                .into_iter()
-                .map(|d| (Code::try_from(d.code).unwrap(), d.path, d.item_code))
-                .collect(),
-        }
-    }
 
     #[test]
     fn examples_evaluate_as_documented() {

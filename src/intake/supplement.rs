@@ -384,21 +384,9 @@ fn hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-    use std::sync::Arc;
-
     use super::*;
-    use crate::catalog::Catalog;
-    use crate::config::IntakeConfig;
+    use crate::intake::fixtures::intake;
     use crate::proto::v1::{Material, MaterialForm, Task};
-    use crate::sla::Calendar;
-
-    fn intake() -> Intake {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let catalog = Arc::new(Catalog::load(&root.join("config/catalog")).unwrap());
-        let calendar = Arc::new(Calendar::load(&root.join("config/calendar")).unwrap());
-        Intake::new(catalog, calendar, IntakeConfig::default()).unwrap()
-    }
 
     /// A case whose SP-JY task waits for `asked`.
     fn case(asked: &[&str]) -> Case {
