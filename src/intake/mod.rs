@@ -4,6 +4,7 @@
 //! Intake is pure: it never stores or sends anything, so `PreCheck` and `Submit` share it.
 
 pub mod ids;
+mod labels;
 pub mod normalise;
 mod supplement;
 
@@ -31,6 +32,7 @@ use crate::proto::v1::{
 };
 use crate::sla::{CalendarError, Reckoned};
 use ids::{CreditCodeError, ResidentIdError, check_credit_code, check_resident_id, is_mobile};
+use labels::{forms_zh, kind_zh, kinds_zh, mode_zh, who};
 use normalise::Change;
 
 /// A submission the API must refuse outright (`INVALID_ARGUMENT`): the window system's
@@ -1003,21 +1005,6 @@ impl Validator {
     }
 }
 
-/// Who a path names, in words a clerk reads to the applicant.
-fn who(path: &str, role: Option<&str>) -> String {
-    match path {
-        "applicant" => "申请人".into(),
-        "applicant.legalRepresentative" => "法定代表人".into(),
-        "agent" => "代理人".into(),
-        _ => match role {
-            Some("seller") => "卖方".into(),
-            Some("buyer") => "买方".into(),
-            Some(r) if !r.is_empty() => format!("关系人（{r}）"),
-            _ => "关系人".into(),
-        },
-    }
-}
-
 fn check_identity(
     v: &mut Validator,
     base: &str,
@@ -1312,42 +1299,6 @@ fn form_of(f: MaterialForm) -> Form {
         MaterialForm::Original | MaterialForm::Unspecified => Form::Original,
         MaterialForm::Copy => Form::Copy,
         MaterialForm::Electronic => Form::Electronic,
-    }
-}
-
-fn forms_zh(forms: &[Form]) -> String {
-    forms
-        .iter()
-        .map(|f| match f {
-            Form::Original => "原件",
-            Form::Copy => "复印件",
-            Form::Electronic => "电子件",
-        })
-        .collect::<Vec<_>>()
-        .join("或")
-}
-
-fn kind_zh(k: CatKind) -> &'static str {
-    match k {
-        CatKind::Person => "个人",
-        CatKind::Organization => "企业/法人",
-        CatKind::Other => "其他组织",
-    }
-}
-
-fn kinds_zh(kinds: &[CatKind]) -> String {
-    kinds
-        .iter()
-        .map(|k| kind_zh(*k))
-        .collect::<Vec<_>>()
-        .join("或")
-}
-
-fn mode_zh(m: Mode) -> &'static str {
-    match m {
-        Mode::Standard => "一般受理",
-        Mode::Commitment => "告知承诺制",
-        Mode::Tolerant => "容缺受理",
     }
 }
 

@@ -13,7 +13,8 @@ use chrono::{DateTime, Utc};
 use prost::Message;
 use sha2::{Digest, Sha256};
 
-use super::{Intake, Validator, form_of, forms_zh};
+use super::labels::forms_zh;
+use super::{Intake, Validator, form_of};
 use crate::proto::v1::{
     Case, CaseEvent, Deficiency, DeficiencyCode as Code, SupplementRecord, SupplementRequest,
     TaskStatus,
