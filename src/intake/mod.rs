@@ -3,6 +3,7 @@
 //! **every** deficiency at once (一次性告知), then plans the tasks, their order and deadlines.
 //! Intake is pure: it never stores or sends anything, so `PreCheck` and `Submit` share it.
 
+mod envelope;
 pub mod ids;
 mod labels;
 pub mod normalise;
@@ -11,6 +12,7 @@ mod supplement;
 #[cfg(test)]
 mod fixtures;
 
+pub use envelope::EnvelopeError;
 pub use supplement::SupplementAnswer;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -27,24 +29,13 @@ use crate::catalog::{
 use crate::config::IntakeConfig;
 use crate::privacy::{mask_id, mask_mobile};
 use crate::proto::v1::{
-    AcceptanceMode, ApplicantKind, Channel, Deficiency, DeficiencyCode as Code, DeliveryMethod,
-    IdType, MaterialForm, Obligation, Submission,
+    AcceptanceMode, ApplicantKind, Deficiency, DeficiencyCode as Code, DeliveryMethod, IdType,
+    MaterialForm, Obligation, Submission,
 };
 use crate::sla::{CalendarError, Reckoned};
 use ids::{CreditCodeError, ResidentIdError, check_credit_code, check_resident_id, is_mobile};
 use labels::{forms_zh, kind_zh, kinds_zh, mode_zh, who};
 use normalise::Change;
-
-/// A submission the API must refuse outright (`INVALID_ARGUMENT`): the window system's
-/// envelope is broken or over a limit, so there is nothing to tell the applicant.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct EnvelopeError {
-    /// JSON path of the offending value.
-    pub field: String,
-    /// What is wrong and what to do.
-    pub message: String,
-}
 
 /// Why intake could not evaluate a submission at all (a gateway-side problem).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -185,72 +176,7 @@ impl Intake {
 
     /// Checks what the window system itself must get right: ids, codes, list lengths, string sizes.
     pub fn check_envelope(&self, s: &Submission) -> Result<(), EnvelopeError> {
-        let err = |field: &str, message: String| {
-            Err(EnvelopeError {
-                field: field.into(),
-                message,
-            })
-        };
-        let id = s.submission_id.trim();
-        if id.is_empty() {
-            return err(
-                "submissionId",
-                "is required: the window's idempotency key for this attempt".into(),
-            );
-        }
-        if id.chars().count() > 128 || id.chars().any(char::is_control) {
-            return err(
-                "submissionId",
-                "must be at most 128 printable characters".into(),
-            );
-        }
-        if s.hall_code.trim().is_empty() {
-            return err(
-                "hallCode",
-                "is required: the hall that accepts the case".into(),
-            );
-        }
-        if s.window_code.trim().is_empty() {
-            return err(
-                "windowCode",
-                "is required: results return to this window".into(),
-            );
-        }
-        if Channel::try_from(s.channel).map_or(true, |c| c == Channel::Unspecified) {
-            return err("channel", "is required, e.g. CHANNEL_WINDOW".into());
-        }
-        let limits = [
-            ("items", s.items.len(), self.config.max_items),
-            ("materials", s.materials.len(), self.config.max_materials),
-            ("fields", s.fields.len(), self.config.max_fields),
-            (
-                "otherParties",
-                s.other_parties.len(),
-                self.config.max_parties,
-            ),
-        ];
-        for (field, len, max) in limits {
-            if len > max {
-                return err(
-                    field,
-                    format!("{len} entries exceed the limit of {max}; split the application"),
-                );
-            }
-        }
-        let max = self.config.max_string_chars;
-        let mut long = None;
-        visit_strings(s, &mut |path, value| {
-            if long.is_none() && value.chars().count() > max {
-                long = Some(path());
-            }
-        });
-        if let Some(path) = long {
-            return err(
-                &path,
-                format!("is longer than the limit of {max} characters"),
-            );
-        }
-        Ok(())
+        envelope::check(s, &self.config)
     }
 
     /// Normalises, validates and plans a submission. `now` is the gateway's clock.
@@ -1299,68 +1225,6 @@ fn form_of(f: MaterialForm) -> Form {
         MaterialForm::Original | MaterialForm::Unspecified => Form::Original,
         MaterialForm::Copy => Form::Copy,
         MaterialForm::Electronic => Form::Electronic,
-    }
-}
-
-/// Calls `f` with the path and value of every string in a submission.
-fn visit_strings(s: &Submission, f: &mut dyn FnMut(&dyn Fn() -> String, &str)) {
-    let mut one = |path: &str, value: &str| f(&|| path.to_string(), value);
-    one("submissionId", &s.submission_id);
-    one("hallCode", &s.hall_code);
-    one("windowCode", &s.window_code);
-    one("bundleCode", &s.bundle_code);
-    if let Some(c) = &s.clerk {
-        one("clerk.staffNo", &c.staff_no);
-        one("clerk.name", &c.name);
-    }
-    if let Some(a) = &s.applicant {
-        one("applicant.name", &a.name);
-        one("applicant.idNumber", &a.id_number);
-        if let Some(p) = &a.legal_representative {
-            one("applicant.legalRepresentative.name", &p.name);
-            one("applicant.legalRepresentative.idNumber", &p.id_number);
-            one("applicant.legalRepresentative.mobile", &p.mobile);
-        }
-        if let Some(c) = &a.contact {
-            one("applicant.contact.name", &c.name);
-            one("applicant.contact.mobile", &c.mobile);
-            one("applicant.contact.address", &c.address);
-        }
-    }
-    if let Some(p) = &s.agent {
-        one("agent.name", &p.name);
-        one("agent.idNumber", &p.id_number);
-        one("agent.mobile", &p.mobile);
-    }
-    for (i, p) in s.other_parties.iter().enumerate() {
-        for (k, v) in [
-            ("role", &p.role),
-            ("name", &p.name),
-            ("idNumber", &p.id_number),
-            ("mobile", &p.mobile),
-        ] {
-            one(&format!("otherParties[{i}].{k}"), v);
-        }
-    }
-    for (i, it) in s.items.iter().enumerate() {
-        one(&format!("items[{i}].itemCode"), &it.item_code);
-    }
-    for (i, m) in s.materials.iter().enumerate() {
-        one(&format!("materials[{i}].materialCode"), &m.material_code);
-        if let Some(file) = &m.file {
-            one(&format!("materials[{i}].file.uri"), &file.uri);
-            one(&format!("materials[{i}].file.sha256"), &file.sha256);
-            one(&format!("materials[{i}].file.mediaType"), &file.media_type);
-        }
-    }
-    for (k, v) in &s.fields {
-        one(&format!("fields.{k}"), k);
-        one(&format!("fields.{k}"), v);
-    }
-    if let Some(d) = &s.delivery {
-        one("delivery.recipient", &d.recipient);
-        one("delivery.mobile", &d.mobile);
-        one("delivery.address", &d.address);
     }
 }
 
