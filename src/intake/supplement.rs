@@ -14,7 +14,8 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 
 use super::labels::forms_zh;
-use super::{Intake, Validator, form_of};
+use super::materials::form_of;
+use super::{Intake, Validator};
 use crate::proto::v1::{
     Case, CaseEvent, Deficiency, DeficiencyCode as Code, SupplementRecord, SupplementRequest,
     TaskStatus,
