@@ -2,6 +2,23 @@
 //! Normalises (see [`normalise`]), then validates against the acceptance list and reports
 //! **every** deficiency at once (一次性告知), then plans the tasks, their order and deadlines.
 //! Intake is pure: it never stores or sends anything, so `PreCheck` and `Submit` share it.
+//!
+//! This module owns the orchestration: the [`Intake`] engine and its entry points
+//! ([`Intake::check_envelope`], [`Intake::evaluate`], [`Intake::supplement`]), the order the
+//! checks run in, and the one calendar an evaluation counts on. Each concern has its own file:
+//!
+//! - `envelope`: what the window system must get right, refused outright ([`EnvelopeError`]);
+//! - [`normalise`]: repairs values and records each change; [`ids`]: the check-digit algorithms;
+//! - `items`: the items, their bundle order and dependencies, the mode each is handled in;
+//! - `parties`: who applies and for whom, their IDs and mobiles, the delivery details;
+//! - `materials`: what is handed in, what each item requires, what is inherited or owed;
+//! - `fields`: the item-specific form fields (表单项);
+//! - `plan`: when the case is accepted, its tasks and their deadlines ([`Plan`]);
+//! - `labels`: the Chinese words the deficiency messages use;
+//! - `supplement`: 补正 on an accepted case, in three phases: check, match, apply.
+//!
+//! No file of intake reads the clock, the store or the network: `now`, the calendar and the case
+//! are handed in, and what comes out is a value the caller records.
 
 mod envelope;
 mod fields;
@@ -11,29 +28,30 @@ mod labels;
 mod materials;
 pub mod normalise;
 mod parties;
+mod plan;
 mod supplement;
 
 #[cfg(test)]
 mod fixtures;
 
 pub use envelope::EnvelopeError;
+pub use plan::{Plan, PlannedTask};
 pub use supplement::SupplementAnswer;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
+use chrono::{DateTime, FixedOffset, Utc};
 use prost::Message;
 use sha2::{Digest, Sha256};
 
 use crate::calendar::LiveCalendar;
 use crate::catalog::{Catalog, FieldKind, Item};
 use crate::config::IntakeConfig;
-use crate::proto::v1::{
-    AcceptanceMode, Deficiency, DeficiencyCode as Code, Obligation, Submission,
-};
-use crate::sla::{CalendarError, Reckoned};
+use crate::proto::v1::{Deficiency, DeficiencyCode as Code, Obligation, Submission};
+use crate::sla::CalendarError;
 use normalise::Change;
+use plan::Settled;
 
 /// Why intake could not evaluate a submission at all (a gateway-side problem).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,68 +71,6 @@ pub enum Outcome {
         changes: Vec<Change>,
         deficiencies: Vec<Deficiency>,
     },
-}
-
-/// A complete submission, planned into tasks.
-#[derive(Debug, Clone)]
-pub struct Plan {
-    /// The submission after normalisation.
-    pub submission: Submission,
-    /// Every change normalisation made.
-    pub changes: Vec<Change>,
-    /// When the case is accepted, in the hall's time zone.
-    pub accepted_at: DateTime<FixedOffset>,
-    /// One task per item, in bundle order.
-    pub tasks: Vec<PlannedTask>,
-    /// Materials owed under 容缺.
-    pub obligations: Vec<Obligation>,
-    /// The latest promised deadline of the tasks.
-    pub promised_deadline: NaiveDate,
-    /// Years without a loaded calendar that `promised_deadline` was counted on (Monday–Friday):
-    /// provisional while not empty.
-    pub promised_deadline_assumes: BTreeSet<i32>,
-    /// Years without a loaded calendar that any date of the plan was counted on.
-    pub assumed_years: BTreeSet<i32>,
-    /// Of those, the years the obligations' due dates were counted on.
-    pub obligation_assumes: BTreeSet<i32>,
-    /// Implementation code of the lead (first) item: the case number's prefix.
-    pub lead_implementation_code: String,
-    /// What a rejected task does to the case: its bundle's policy; independent items deliver
-    /// what was approved.
-    pub rejection_policy: crate::proto::v1::RejectionPolicy,
-}
-
-/// A task intake planned for one item.
-#[derive(Debug, Clone)]
-pub struct PlannedTask {
-    pub item_code: String,
-    pub item_name: String,
-    pub department: String,
-    pub department_name: String,
-    pub implementation_code: String,
-    /// Indexes into [`Plan::tasks`] of the tasks that must be approved first.
-    pub depends_on: Vec<usize>,
-    /// Materials received from prerequisite tasks instead of from the applicant.
-    pub inherited_materials: Vec<String>,
-    pub mode: AcceptanceMode,
-    pub promised_working_days: u32,
-    pub legal_working_days: u32,
-    pub promised_deadline: NaiveDate,
-    pub legal_deadline: NaiveDate,
-    /// Years without a loaded calendar that the promised and the legal deadline were counted on
-    /// (Monday–Friday), their prerequisites' included: provisional while not empty.
-    pub promised_assumes: BTreeSet<i32>,
-    pub legal_assumes: BTreeSet<i32>,
-}
-
-impl PlannedTask {
-    /// Every year without a loaded calendar its deadlines rest on.
-    pub fn assumed_years(&self) -> BTreeSet<i32> {
-        self.promised_assumes
-            .union(&self.legal_assumes)
-            .copied()
-            .collect()
-    }
 }
 
 /// The intake engine: the acceptance list, the calendar and the limits.
@@ -179,7 +135,6 @@ impl Intake {
 
     /// Normalises, validates and plans a submission. `now` is the gateway's clock.
     pub fn evaluate(&self, mut s: Submission, now: DateTime<Utc>) -> Result<Outcome, IntakeError> {
-        let catalog = &self.catalog;
         let changes = normalise::normalise(&mut s, |name| self.field_kinds.get(name).copied());
         let mut v = Validator { d: Vec::new() };
 
@@ -236,121 +191,16 @@ impl Intake {
             });
         }
 
-        // Deadlines: an item's clock starts when its prerequisites' promised deadlines end.
-        let start = accepted_at.date_naive();
-        let mut tasks: Vec<PlannedTask> = Vec::with_capacity(items.len());
-        for (i, it) in items.iter().enumerate() {
-            let after = |f: fn(&PlannedTask) -> NaiveDate| {
-                depends[i]
-                    .iter()
-                    .map(|&p| f(&tasks[p]))
-                    .max()
-                    .unwrap_or(start)
-            };
-            let promised: Reckoned<NaiveDate> = calendar.reckon(|c| {
-                c.add_working_days(after(|t| t.promised_deadline), it.promised_working_days)
-            })?;
-            let legal = calendar.reckon(|c| {
-                c.add_working_days(after(|t| t.legal_deadline), it.legal_working_days)
-            })?;
-            // A deadline counted from provisional prerequisites is provisional too.
-            let inherit = |f: fn(&PlannedTask) -> &BTreeSet<i32>, own: BTreeSet<i32>| {
-                let mut years = own;
-                for &p in &depends[i] {
-                    years.extend(f(&tasks[p]).iter().copied());
-                }
-                years
-            };
-            let promised_assumes = inherit(|t| &t.promised_assumes, promised.assumed);
-            let legal_assumes = inherit(|t| &t.legal_assumes, legal.assumed);
-            let dept = &catalog.departments[it.department.get_ref()];
-            tasks.push(PlannedTask {
-                item_code: it.code.get_ref().clone(),
-                item_name: it.name.clone(),
-                department: it.department.get_ref().clone(),
-                department_name: dept.name.clone(),
-                implementation_code: catalog.implementation_code(it),
-                depends_on: depends[i].clone(),
-                inherited_materials: inherited[i].clone(),
-                mode: modes[i],
-                promised_working_days: it.promised_working_days,
-                legal_working_days: it.legal_working_days,
-                promised_deadline: promised.value,
-                legal_deadline: legal.value,
-                promised_assumes,
-                legal_assumes,
-            });
-        }
-        let promised_deadline = tasks
-            .iter()
-            .map(|t| t.promised_deadline)
-            .max()
-            .unwrap_or(start);
-        // The case's date is provisional when the task that sets it is (a later-year date needs
-        // that year; a date inside a loaded year may still rest on a provisional prerequisite).
-        let promised_deadline_assumes: BTreeSet<i32> = tasks
-            .iter()
-            .filter(|t| t.promised_deadline == promised_deadline)
-            .flat_map(|t| t.promised_assumes.iter().copied())
-            .collect();
-        let mut assumed_years = obligation_years.clone();
-        for t in &tasks {
-            assumed_years.extend(t.assumed_years());
-        }
-        let lead_implementation_code = tasks[0].implementation_code.clone();
-        let rejection_policy = match catalog.bundles.get(&s.bundle_code).map(|b| b.on_rejection) {
-            Some(crate::catalog::OnRejection::Close) => crate::proto::v1::RejectionPolicy::Close,
-            Some(crate::catalog::OnRejection::DeliverApproved) | None => {
-                crate::proto::v1::RejectionPolicy::DeliverApproved
-            }
-        };
-        Ok(Outcome::Acceptable(Box::new(Plan {
-            submission: s,
-            changes,
-            accepted_at,
-            tasks,
+        let settled = Settled {
+            items,
+            depends,
+            modes,
+            inherited,
             obligations,
-            promised_deadline,
-            promised_deadline_assumes,
-            assumed_years,
-            obligation_assumes: obligation_years,
-            lead_implementation_code,
-            rejection_policy,
-        })))
-    }
-
-    fn accepted_at(
-        &self,
-        s: &Submission,
-        now: DateTime<Utc>,
-        v: &mut Validator,
-    ) -> DateTime<FixedOffset> {
-        let now_local = now.with_timezone(&self.offset);
-        let Some(ts) = &s.submitted_at else {
-            return now_local;
+            obligation_years,
         };
-        let Some(at) = DateTime::from_timestamp(ts.seconds, ts.nanos.max(0) as u32) else {
-            v.push(
-                Code::SubmittedAt,
-                "submittedAt",
-                "受理时间无法识别。".into(),
-                |_| {},
-            );
-            return now_local;
-        };
-        if (at - now).num_seconds() > self.config.max_clock_skew_secs {
-            v.push(
-                Code::SubmittedAt,
-                "submittedAt",
-                format!(
-                    "受理时间 {} 晚于当前时间，请校准窗口终端时钟后重新提交。",
-                    at.with_timezone(&self.offset).format("%Y-%m-%d %H:%M:%S")
-                ),
-                |_| {},
-            );
-            return now_local;
-        }
-        at.with_timezone(&self.offset)
+        let plan = self.plan(s, changes, accepted_at, &calendar, settled)?;
+        Ok(Outcome::Acceptable(Box::new(plan)))
     }
 }
 
@@ -380,8 +230,9 @@ impl Validator {
 
 #[cfg(test)]
 mod tests {
-    use super::fixtures::{deficiencies, example, now};
+    use super::fixtures::{deficiencies, example};
     use super::*;
+    use crate::proto::v1::AcceptanceMode;
 
     #[test]
     fn examples_evaluate_as_documented() {
@@ -443,16 +294,6 @@ mod tests {
                 "GZ-KZ".to_string()
             )),
             "a person cannot apply for GZ-KZ outside 企业开办: {found:?}"
-        );
-    }
-
-    #[test]
-    fn a_submission_time_in_the_future_is_a_deficiency() {
-        let mut s = example("kai-canguan");
-        s.submitted_at.as_mut().unwrap().seconds = now().timestamp() + 3600;
-        assert_eq!(
-            deficiencies(s),
-            [(Code::SubmittedAt, "submittedAt".to_string(), String::new())]
         );
     }
 }
