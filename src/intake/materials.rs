@@ -57,7 +57,7 @@ impl Intake {
                 }
                 match handed.get(code.as_str()) {
                     Some((forms, copies)) => {
-                        let accepted = forms.iter().any(|f| req.forms.contains(&form_of(*f)));
+                        let accepted = in_accepted_form(forms, &req.forms);
                         if !accepted {
                             v.push(
                                 Code::MaterialForm,
@@ -272,8 +272,13 @@ fn report_missing(catalog: &Catalog, missing: Missing, v: &mut Validator) {
     }
 }
 
+/// True when a form the material was handed in is one of the forms `accepted`.
+pub(super) fn in_accepted_form(handed: &BTreeSet<MaterialForm>, accepted: &[Form]) -> bool {
+    handed.iter().any(|f| accepted.contains(&form_of(*f)))
+}
+
 /// The catalog's form of a material handed in (no form stated counts as the original).
-pub(super) fn form_of(f: MaterialForm) -> Form {
+fn form_of(f: MaterialForm) -> Form {
     match f {
         MaterialForm::Original | MaterialForm::Unspecified => Form::Original,
         MaterialForm::Copy => Form::Copy,

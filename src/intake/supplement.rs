@@ -14,7 +14,7 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 
 use super::labels::forms_zh;
-use super::materials::form_of;
+use super::materials::in_accepted_form;
 use super::{Intake, Validator};
 use crate::proto::v1::{
     Case, CaseEvent, Deficiency, DeficiencyCode as Code, SupplementRecord, SupplementRequest,
@@ -175,7 +175,7 @@ impl Intake {
                         let required = item
                             .and_then(|it| it.materials.iter().find(|m| m.code.get_ref() == &code));
                         if let Some(req) = required
-                            && !forms.iter().any(|f| req.forms.contains(&form_of(*f)))
+                            && !in_accepted_form(forms, &req.forms)
                         {
                             v.push(
                                 Code::MaterialForm,
@@ -227,7 +227,7 @@ impl Intake {
             });
             let forms = &handed[ob.material_code.as_str()].0;
             if let Some(req) = required
-                && !forms.iter().any(|f| req.forms.contains(&form_of(*f)))
+                && !in_accepted_form(forms, &req.forms)
             {
                 v.push(
                     Code::MaterialForm,
