@@ -6,6 +6,11 @@
 //! counted up, so the relay hands the materials to the department). Every problem is reported
 //! at once and nothing changes; the supplement id makes the call idempotent. Pure, like the
 //! rest of intake: the store runs it inside the transaction that writes the case.
+//!
+//! Owns: a supplement's three phases (check what was handed in, match it to what the case waits
+//! for, apply it) and its answer. It changes the case only in the apply phase, once nothing is
+//! deficient, and it never touches the store or the bus itself: it returns the change for the
+//! store to write, and the relay hands the resumed tasks to their departments.
 
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
