@@ -245,39 +245,7 @@ pub fn normalise(
         );
     }
     if let Some(a) = &mut s.applicant {
-        let person = a.kind == crate::proto::v1::ApplicantKind::Person as i32;
-        let name_kind = if person { Personal::Name } else { Personal::No };
-        n.apply(
-            || "applicant.name".into(),
-            &mut a.name,
-            Kind::Text(name_kind),
-        );
-        let id_type = a.id_type();
-        n.apply(
-            || "applicant.idNumber".into(),
-            &mut a.id_number,
-            Kind::Id(id_type),
-        );
-        if let Some(p) = &mut a.legal_representative {
-            person_fields(&mut n, "applicant.legalRepresentative", p);
-        }
-        if let Some(c) = &mut a.contact {
-            n.apply(
-                || "applicant.contact.name".into(),
-                &mut c.name,
-                Kind::Text(Personal::Name),
-            );
-            n.apply(
-                || "applicant.contact.mobile".into(),
-                &mut c.mobile,
-                Kind::Mobile,
-            );
-            n.apply(
-                || "applicant.contact.address".into(),
-                &mut c.address,
-                Kind::Text(Personal::Address),
-            );
-        }
+        applicant_fields(&mut n, a);
     }
     if let Some(p) = &mut s.agent {
         person_fields(&mut n, "agent", p);
@@ -359,6 +327,43 @@ pub fn normalise(
         );
     }
     n.changes
+}
+
+/// The applicant's own fields: a person's name is personal data, an organisation's is not.
+fn applicant_fields(n: &mut Normaliser, a: &mut crate::proto::v1::Applicant) {
+    let person = a.kind == crate::proto::v1::ApplicantKind::Person as i32;
+    let name_kind = if person { Personal::Name } else { Personal::No };
+    n.apply(
+        || "applicant.name".into(),
+        &mut a.name,
+        Kind::Text(name_kind),
+    );
+    let id_type = a.id_type();
+    n.apply(
+        || "applicant.idNumber".into(),
+        &mut a.id_number,
+        Kind::Id(id_type),
+    );
+    if let Some(p) = &mut a.legal_representative {
+        person_fields(n, "applicant.legalRepresentative", p);
+    }
+    if let Some(c) = &mut a.contact {
+        n.apply(
+            || "applicant.contact.name".into(),
+            &mut c.name,
+            Kind::Text(Personal::Name),
+        );
+        n.apply(
+            || "applicant.contact.mobile".into(),
+            &mut c.mobile,
+            Kind::Mobile,
+        );
+        n.apply(
+            || "applicant.contact.address".into(),
+            &mut c.address,
+            Kind::Text(Personal::Address),
+        );
+    }
 }
 
 fn person_fields(n: &mut Normaliser, base: &str, p: &mut crate::proto::v1::Person) {

@@ -6,16 +6,24 @@
 //! counted up, so the relay hands the materials to the department). Every problem is reported
 //! at once and nothing changes; the supplement id makes the call idempotent. Pure, like the
 //! rest of intake: the store runs it inside the transaction that writes the case.
+//!
+//! Owns: a supplement's three phases (check what was handed in, match it to what the case waits
+//! for, apply it) and its answer. It changes the case only in the apply phase, once nothing is
+//! deficient, and it never touches the store or the bus itself: it returns the change for the
+//! store to write, and the relay hands the resumed tasks to their departments.
 
 use std::collections::BTreeSet;
+use std::ops::ControlFlow;
 
 use chrono::{DateTime, Utc};
 use prost::Message;
 use sha2::{Digest, Sha256};
 
-use super::{Intake, Validator, form_of, forms_zh};
+use super::labels::forms_zh;
+use super::materials::{Handed, in_accepted_form};
+use super::{Intake, Validator};
 use crate::proto::v1::{
-    Case, CaseEvent, Deficiency, DeficiencyCode as Code, SupplementRecord, SupplementRequest,
+    Case, CaseEvent, Deficiency, DeficiencyCode as Code, SupplementRecord, SupplementRequest, Task,
     TaskStatus,
 };
 use crate::store::CaseChange;
@@ -33,9 +41,28 @@ pub enum SupplementAnswer {
     Conflict(String),
 }
 
+/// What the check phase found.
+struct Checked<'r> {
+    /// The supplement id, trimmed.
+    id: &'r str,
+    /// Fingerprint of what matters in the request, recorded for replays.
+    hash: String,
+    /// What was handed in without a defect, by kind.
+    handed: Handed<'r>,
+}
+
+/// What the match phase found: what the supplement answers.
+struct Matched {
+    /// Indexes into the case's tasks of the tasks that resume.
+    targets: Vec<usize>,
+    /// Indexes into the case's obligations of the obligations fulfilled.
+    owed: Vec<usize>,
+}
+
 impl Intake {
     /// Applies the supplement `request` to `case` (whose last history entry is `last_seq`), at
     /// `now`. Returns the change for the store (none unless recorded) and the answer.
+    /// In three phases: check what was handed in, match it to what the case waits for, apply it.
     pub fn supplement(
         &self,
         case: &mut Case,
@@ -43,6 +70,33 @@ impl Intake {
         last_seq: i64,
         now: DateTime<Utc>,
     ) -> (Option<CaseChange>, SupplementAnswer) {
+        let mut v = Validator { d: Vec::new() };
+        let checked = match self.check_supplement(case, request, &mut v) {
+            ControlFlow::Continue(checked) => checked,
+            ControlFlow::Break(answer) => return (None, answer),
+        };
+        let matched = self.match_supplement(case, request, &checked.handed, &mut v);
+        if !v.d.is_empty() {
+            return (None, SupplementAnswer::Deficient(v.d));
+        }
+        if matched.targets.is_empty() && matched.owed.is_empty() {
+            // Only possible when every material was defective: reported above.
+            return (None, SupplementAnswer::Deficient(v.d));
+        }
+
+        let (change, record) =
+            self.apply_supplement(case, request, checked, &matched, last_seq, now);
+        (Some(change), SupplementAnswer::Recorded(record))
+    }
+
+    /// Check: the supplement's fingerprint and id (a replay or a conflict answers at once), then
+    /// what was handed in, checked as at intake. Deficiencies go to `v`.
+    fn check_supplement<'r>(
+        &self,
+        case: &Case,
+        request: &'r SupplementRequest,
+        v: &mut Validator,
+    ) -> ControlFlow<SupplementAnswer, Checked<'r>> {
         // The fingerprint of what matters: the id (trimmed), the case, the materials and the
         // tasks named (in any order); a retry from another clerk is the same supplement.
         let mut normalised = request.clone();
@@ -61,10 +115,8 @@ impl Intake {
                     case.case_number
                 ))
             };
-            return (None, answer);
+            return ControlFlow::Break(answer);
         }
-        let catalog = &*self.catalog;
-        let mut v = Validator { d: Vec::new() };
         if id.is_empty() {
             v.push(
                 Code::FieldMissing,
@@ -81,132 +133,23 @@ impl Intake {
                 |_| {},
             );
         }
-        let (handed, _defective) = self.check_handed(&request.materials, "materials", &mut v);
+        let (handed, _defective) = self.check_handed(&request.materials, "materials", v);
+        ControlFlow::Continue(Checked { id, hash, handed })
+    }
 
-        // What each waiting task's department asked for, as material kinds of the catalog;
-        // `None` for a request in words the catalog does not know.
-        let asked = |t: &crate::proto::v1::Task| -> Vec<(String, Option<String>)> {
-            t.materials_requested
-                .iter()
-                .map(|name| {
-                    (
-                        name.clone(),
-                        catalog.material_code_of(name).map(String::from),
-                    )
-                })
-                .collect()
-        };
-        let waiting =
-            |t: &crate::proto::v1::Task| t.status == TaskStatus::SupplementRequired as i32;
-
-        // The tasks the supplement is for: named by the window, or touched by a material their
-        // department asked for.
-        let mut targets: Vec<usize> = Vec::new();
-        for (i, task_id) in request.task_ids.iter().enumerate() {
-            match case.tasks.iter().position(|t| &t.task_id == task_id) {
-                Some(p) if targets.contains(&p) => {}
-                Some(p) if waiting(&case.tasks[p]) => targets.push(p),
-                Some(p) => {
-                    let t = &case.tasks[p];
-                    let why = if t.status == TaskStatus::Refused as i32 {
-                        "该事项被部门系统拒收，补正不能使其继续；请核对后重新申报"
-                    } else {
-                        "该事项的部门没有要求补正材料"
-                    };
-                    v.push(
-                        Code::NotRequested,
-                        &format!("taskIds[{i}]"),
-                        format!("{}（{}）：{why}。", t.item_name, t.task_id),
-                        |d| d.item_code = t.item_code.clone(),
-                    );
-                }
-                None => v.push(
-                    Code::NotRequested,
-                    &format!("taskIds[{i}]"),
-                    format!("本件没有事项 {task_id}。"),
-                    |_| {},
-                ),
-            }
-        }
-        if request.task_ids.is_empty() {
-            targets = (0..case.tasks.len())
-                .filter(|&p| waiting(&case.tasks[p]))
-                .filter(|&p| {
-                    asked(&case.tasks[p])
-                        .iter()
-                        .any(|(_, code)| code.as_deref().is_some_and(|c| handed.contains_key(c)))
-                })
-                .collect();
-        }
-
-        // Each target gets everything its department asked for, in a form its item accepts.
-        let mut answered: BTreeSet<&str> = BTreeSet::new();
-        let mut vouched = false;
-        for &p in &targets {
-            let t = &case.tasks[p];
-            let item = catalog.items.get(&t.item_code);
-            for (name, code) in asked(t) {
-                let Some(code) = code else {
-                    if request.task_ids.contains(&t.task_id) {
-                        // Asked in the department's own words: the clerk named the task and
-                        // vouches for what was handed in.
-                        vouched = true;
-                    } else {
-                        v.push(
-                            Code::MaterialMissing,
-                            "taskIds",
-                            format!(
-                                "{} 要求补正「{name}」，该材料不在受理清单中：请核对后在 taskIds 中写明事项 {}（窗口确认所交材料）。",
-                                t.department, t.task_id
-                            ),
-                            |d| {
-                                d.material_name = name.clone();
-                                d.item_code = t.item_code.clone();
-                            },
-                        );
-                    }
-                    continue;
-                };
-                match handed.get_key_value(code.as_str()) {
-                    Some((&key, (forms, _))) => {
-                        answered.insert(key);
-                        let required = item
-                            .and_then(|it| it.materials.iter().find(|m| m.code.get_ref() == &code));
-                        if let Some(req) = required
-                            && !forms.iter().any(|f| req.forms.contains(&form_of(*f)))
-                        {
-                            v.push(
-                                Code::MaterialForm,
-                                "materials",
-                                format!(
-                                    "补正材料「{name}」须以{}形式提交（事项：{}）。",
-                                    forms_zh(&req.forms),
-                                    t.item_name
-                                ),
-                                |d| {
-                                    d.material_code = code.clone();
-                                    d.material_name = name.clone();
-                                    d.item_code = t.item_code.clone();
-                                },
-                            );
-                        }
-                    }
-                    None => v.push(
-                        Code::MaterialMissing,
-                        "materials",
-                        format!(
-                            "缺少补正材料「{name}」（事项：{}；{} 要求补正）。",
-                            t.item_name, t.department
-                        ),
-                        |d| {
-                            d.material_code = code.clone();
-                            d.material_name = name.clone();
-                            d.item_code = t.item_code.clone();
-                        },
-                    ),
-                }
-            }
-        }
+    /// Match: the tasks the supplement is for and the 容缺 obligations it fulfils; each must get
+    /// what it waits for, and nothing may be handed in that nobody asked for. Deficiencies go to
+    /// `v`.
+    fn match_supplement(
+        &self,
+        case: &Case,
+        request: &SupplementRequest,
+        handed: &Handed<'_>,
+        v: &mut Validator,
+    ) -> Matched {
+        let catalog = &*self.catalog;
+        let targets = self.supplement_targets(case, request, handed, v);
+        let (mut answered, vouched) = self.answer_targets(case, request, handed, &targets, v);
 
         // 容缺 obligations the materials fulfil.
         let owed: Vec<usize> = (0..case.obligations.len())
@@ -225,7 +168,7 @@ impl Intake {
             });
             let forms = &handed[ob.material_code.as_str()].0;
             if let Some(req) = required
-                && !forms.iter().any(|f| req.forms.contains(&form_of(*f)))
+                && !in_accepted_form(forms, &req.forms)
             {
                 v.push(
                     Code::MaterialForm,
@@ -275,21 +218,159 @@ impl Intake {
                 |_| {},
             );
         }
-        if !v.d.is_empty() {
-            return (None, SupplementAnswer::Deficient(v.d));
-        }
-        if targets.is_empty() && owed.is_empty() {
-            // Only possible when every material was defective: reported above.
-            return (None, SupplementAnswer::Deficient(v.d));
-        }
+        Matched { targets, owed }
+    }
 
+    /// The tasks the supplement is for: named by the window, or touched by a material their
+    /// department asked for. A named task that does not wait for materials is reported.
+    fn supplement_targets(
+        &self,
+        case: &Case,
+        request: &SupplementRequest,
+        handed: &Handed<'_>,
+        v: &mut Validator,
+    ) -> Vec<usize> {
+        let mut targets: Vec<usize> = Vec::new();
+        for (i, task_id) in request.task_ids.iter().enumerate() {
+            match case.tasks.iter().position(|t| &t.task_id == task_id) {
+                Some(p) if targets.contains(&p) => {}
+                Some(p) if waiting(&case.tasks[p]) => targets.push(p),
+                Some(p) => {
+                    let t = &case.tasks[p];
+                    let why = if t.status == TaskStatus::Refused as i32 {
+                        "该事项被部门系统拒收，补正不能使其继续；请核对后重新申报"
+                    } else {
+                        "该事项的部门没有要求补正材料"
+                    };
+                    v.push(
+                        Code::NotRequested,
+                        &format!("taskIds[{i}]"),
+                        format!("{}（{}）：{why}。", t.item_name, t.task_id),
+                        |d| d.item_code = t.item_code.clone(),
+                    );
+                }
+                None => v.push(
+                    Code::NotRequested,
+                    &format!("taskIds[{i}]"),
+                    format!("本件没有事项 {task_id}。"),
+                    |_| {},
+                ),
+            }
+        }
+        if request.task_ids.is_empty() {
+            targets = (0..case.tasks.len())
+                .filter(|&p| waiting(&case.tasks[p]))
+                .filter(|&p| {
+                    self.asked(&case.tasks[p])
+                        .iter()
+                        .any(|(_, code)| code.as_deref().is_some_and(|c| handed.contains_key(c)))
+                })
+                .collect();
+        }
+        targets
+    }
+
+    /// Each target gets everything its department asked for, in a form its item accepts.
+    /// Returns the kinds handed in that answer a request, and whether the clerk vouches for
+    /// what was handed in.
+    fn answer_targets<'h>(
+        &self,
+        case: &Case,
+        request: &SupplementRequest,
+        handed: &Handed<'h>,
+        targets: &[usize],
+        v: &mut Validator,
+    ) -> (BTreeSet<&'h str>, bool) {
+        let mut answered: BTreeSet<&'h str> = BTreeSet::new();
+        let mut vouched = false;
+        for &p in targets {
+            let t = &case.tasks[p];
+            let item = self.catalog.items.get(&t.item_code);
+            for (name, code) in self.asked(t) {
+                let Some(code) = code else {
+                    if request.task_ids.contains(&t.task_id) {
+                        // Asked in the department's own words: the clerk named the task and
+                        // vouches for what was handed in.
+                        vouched = true;
+                    } else {
+                        v.push(
+                            Code::MaterialMissing,
+                            "taskIds",
+                            format!(
+                                "{} 要求补正「{name}」，该材料不在受理清单中：请核对后在 taskIds 中写明事项 {}（窗口确认所交材料）。",
+                                t.department, t.task_id
+                            ),
+                            |d| {
+                                d.material_name = name.clone();
+                                d.item_code = t.item_code.clone();
+                            },
+                        );
+                    }
+                    continue;
+                };
+                match handed.get_key_value(code.as_str()) {
+                    Some((&key, (forms, _))) => {
+                        answered.insert(key);
+                        let required = item
+                            .and_then(|it| it.materials.iter().find(|m| m.code.get_ref() == &code));
+                        if let Some(req) = required
+                            && !in_accepted_form(forms, &req.forms)
+                        {
+                            v.push(
+                                Code::MaterialForm,
+                                "materials",
+                                format!(
+                                    "补正材料「{name}」须以{}形式提交（事项：{}）。",
+                                    forms_zh(&req.forms),
+                                    t.item_name
+                                ),
+                                |d| {
+                                    d.material_code = code.clone();
+                                    d.material_name = name.clone();
+                                    d.item_code = t.item_code.clone();
+                                },
+                            );
+                        }
+                    }
+                    None => v.push(
+                        Code::MaterialMissing,
+                        "materials",
+                        format!(
+                            "缺少补正材料「{name}」（事项：{}；{} 要求补正）。",
+                            t.item_name, t.department
+                        ),
+                        |d| {
+                            d.material_code = code.clone();
+                            d.material_name = name.clone();
+                            d.item_code = t.item_code.clone();
+                        },
+                    ),
+                }
+            }
+        }
+        (answered, vouched)
+    }
+
+    /// Apply: records the supplement on the case, each change with its history entry after
+    /// `last_seq`. Runs only on a supplement without deficiencies.
+    fn apply_supplement(
+        &self,
+        case: &mut Case,
+        request: &SupplementRequest,
+        checked: Checked<'_>,
+        matched: &Matched,
+        last_seq: i64,
+        now: DateTime<Utc>,
+    ) -> (CaseChange, SupplementRecord) {
+        let catalog = &*self.catalog;
+        let id = checked.id;
         // Recorded: the case keeps the materials (the latest of each kind), the targets
         // resume, the obligations are fulfilled.
         let at = pbjson_types::Timestamp {
             seconds: now.timestamp(),
             nanos: now.timestamp_subsec_nanos() as i32,
         };
-        let codes: Vec<String> = handed.keys().map(|c| c.to_string()).collect();
+        let codes: Vec<String> = checked.handed.keys().map(|c| c.to_string()).collect();
         let names: Vec<&str> = codes.iter().map(|c| catalog.material_name(c)).collect();
         let mut events: Vec<CaseEvent> = Vec::new();
         let push = |events: &mut Vec<CaseEvent>, kind: &str, task_id: &str, detail: String| {
@@ -328,7 +409,7 @@ impl Intake {
         }
         let mut change = CaseChange::default();
         let mut resumed = Vec::new();
-        for &p in &targets {
+        for &p in &matched.targets {
             let t = &mut case.tasks[p];
             t.status = TaskStatus::Ready as i32;
             t.supplement_round += 1;
@@ -346,7 +427,7 @@ impl Intake {
         }
         let today = now.with_timezone(&self.offset).date_naive().to_string();
         let mut fulfilled = Vec::new();
-        for &o in &owed {
+        for &o in &matched.owed {
             let ob = &mut case.obligations[o];
             ob.fulfilled = true;
             ob.fulfilled_by = id.to_string();
@@ -369,13 +450,33 @@ impl Intake {
             resumed_task_ids: resumed,
             fulfilled_obligations: fulfilled,
             staff_no: staff.to_string(),
-            content_hash: hash,
+            content_hash: checked.hash,
         };
         case.supplements.push(record.clone());
         crate::lifecycle::follow_tasks(case, &mut events, last_seq, at);
         change.events = events;
-        (Some(change), SupplementAnswer::Recorded(record))
+        (change, record)
     }
+
+    /// What each waiting task's department asked for, as material kinds of the catalog;
+    /// `None` for a request in words the catalog does not know.
+    fn asked(&self, t: &Task) -> Vec<(String, Option<String>)> {
+        let catalog = &*self.catalog;
+        t.materials_requested
+            .iter()
+            .map(|name| {
+                (
+                    name.clone(),
+                    catalog.material_code_of(name).map(String::from),
+                )
+            })
+            .collect()
+    }
+}
+
+/// True for a task waiting for materials its department asked for.
+fn waiting(t: &Task) -> bool {
+    t.status == TaskStatus::SupplementRequired as i32
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -384,21 +485,9 @@ fn hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-    use std::sync::Arc;
-
     use super::*;
-    use crate::catalog::Catalog;
-    use crate::config::IntakeConfig;
+    use crate::intake::fixtures::intake;
     use crate::proto::v1::{Material, MaterialForm, Task};
-    use crate::sla::Calendar;
-
-    fn intake() -> Intake {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let catalog = Arc::new(Catalog::load(&root.join("config/catalog")).unwrap());
-        let calendar = Arc::new(Calendar::load(&root.join("config/calendar")).unwrap());
-        Intake::new(catalog, calendar, IntakeConfig::default()).unwrap()
-    }
 
     /// A case whose SP-JY task waits for `asked`.
     fn case(asked: &[&str]) -> Case {
