@@ -15,11 +15,11 @@ use lapin::options::{
 };
 use prost::Message;
 use yichuang::bus::{Names, Topology};
+use yichuang::calendar::Calendar;
 use yichuang::catalog::Catalog;
 use yichuang::config::{BusConfig, IntakeConfig, StoreConfig};
 use yichuang::intake::{Intake, Outcome, content_hash};
 use yichuang::proto::v1::Submission;
-use yichuang::sla::Calendar;
 use yichuang::store::{Attempt, Evaluated, Store, SubmitCommand};
 
 fn main() {

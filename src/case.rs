@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, NaiveDate, Utc};
 
-use crate::sla::years_list;
+use crate::calendar::years_list;
 
 use crate::intake::Plan;
 use crate::intake::normalise::Change;

@@ -20,8 +20,8 @@ use chrono::{DateTime, FixedOffset, Utc};
 use tracing::{debug, info, warn};
 
 use crate::calendar::LiveCalendar;
+use crate::calendar::{Limit, Pause, years_list};
 use crate::proto::v1::{Case, CaseEvent, Task};
-use crate::sla::{Limit, Pause, years_list};
 use crate::store::{CaseChange, ClockRow, Store, StoreError};
 
 /// Where the legal clock's time comes from.
@@ -165,7 +165,7 @@ impl Clocks {
         let promised = Limit::working_days(task.promised_working_days.max(0) as u32);
         let legal = Limit::working_days(task.legal_working_days.max(0) as u32);
         // Counted on the calendar; a year without its notice is counted Monday–Friday and named
-        // (the deadlines are then provisional, see `crate::sla::Calendar::reckon`).
+        // (the deadlines are then provisional, see `crate::calendar::Calendar::reckon`).
         let derived = calendar.reckon(|c| {
             let hall = c.in_zone(zone);
             let p = hall.deadline_with_pauses(started, promised, &pauses)?;
@@ -400,7 +400,7 @@ pub async fn sweep(store: &Store, clocks: &Clocks) -> Result<usize, StoreError> 
     for (case_number, task_ids) in by_case {
         let clocks2 = clocks.clone();
         let edited = store
-            .edit_case_at(&case_number, now, move |case, last_seq, _at| {
+            .edit_case(&case_number, now, move |case, last_seq, _at| {
                 let mut change = CaseChange::default();
                 for id in &task_ids {
                     let seq = last_seq + change.events.len() as i64;
@@ -468,7 +468,8 @@ mod tests {
 
     fn clocks() -> Clocks {
         let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let calendar = Arc::new(crate::sla::Calendar::load(&root.join("config/calendar")).unwrap());
+        let calendar =
+            Arc::new(crate::calendar::Calendar::load(&root.join("config/calendar")).unwrap());
         let zone = FixedOffset::east_opt(8 * 3600).unwrap();
         Clocks::new(calendar, zone, 0.8, system_now()).unwrap()
     }

@@ -559,6 +559,12 @@ pub struct IntakeConfig {
     /// Media types accepted for electronic materials.
     #[serde(default = "default_media_types")]
     pub media_types: Vec<String>,
+    /// Largest number of materials handed in by one supplement (补正).
+    #[serde(default = "default_max_supplement_materials")]
+    pub max_supplement_materials: usize,
+    /// Largest number of tasks one supplement names.
+    #[serde(default = "default_max_supplement_tasks")]
+    pub max_supplement_tasks: usize,
 }
 
 /// Log output.
@@ -608,6 +614,12 @@ fn default_max_fields() -> usize {
 }
 fn default_max_parties() -> usize {
     20
+}
+fn default_max_supplement_materials() -> usize {
+    100
+}
+fn default_max_supplement_tasks() -> usize {
+    50
 }
 fn default_max_string_chars() -> usize {
     2000
@@ -661,6 +673,8 @@ impl Default for IntakeConfig {
             max_string_chars: default_max_string_chars(),
             max_file_bytes: default_max_file_bytes(),
             media_types: default_media_types(),
+            max_supplement_materials: default_max_supplement_materials(),
+            max_supplement_tasks: default_max_supplement_tasks(),
         }
     }
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use chrono::NaiveDate;
 use serde::Deserialize;
 
-use crate::sla::Calendar;
+use crate::calendar::Calendar;
 
 #[derive(Deserialize)]
 struct HolidayCn {

@@ -44,7 +44,6 @@ pub mod observe;
 pub mod outbox;
 pub mod privacy;
 pub mod results;
-pub mod sla;
 pub mod stall;
 pub mod store;
 pub mod supervise;

@@ -46,6 +46,49 @@ pub struct Applied {
     pub events: Vec<CaseEvent>,
 }
 
+/// What an edit of a case changed (see [`crate::store::Store::edit_case`]).
+#[derive(Debug, Clone, Default)]
+pub struct CaseChange {
+    /// History entries to append, numbered after the case's last.
+    pub events: Vec<CaseEvent>,
+    /// Tasks whose status moved, with their new status.
+    pub tasks: Vec<(String, crate::proto::v1::TaskStatus)>,
+    /// Tasks whose clock the sweeper derived (see [`crate::clock`]).
+    pub clocks: Vec<ClockRow>,
+}
+
+/// What the SLA sweeper keeps on a task's row.
+#[derive(Debug, Clone, Default)]
+pub struct ClockRow {
+    pub task_id: String,
+    /// When the sweeper must look at the task again (its warning or deadline); `None`: never.
+    pub next_check_ms: Option<i64>,
+    /// The promised deadline.
+    pub due_ms: Option<i64>,
+    /// When the department decided.
+    pub decided_ms: Option<i64>,
+    /// The deadlines rest on a year without a loaded calendar (see [`crate::calendar`]).
+    pub provisional: bool,
+}
+
+impl Applied {
+    /// The edit of the case this result makes: the task's new status, the released tasks set
+    /// READY, the history entries.
+    pub fn change(&self, task_id: &str) -> CaseChange {
+        let mut tasks = vec![(task_id.to_string(), self.status)];
+        tasks.extend(
+            self.released
+                .iter()
+                .map(|id| (id.clone(), TaskStatus::Ready)),
+        );
+        CaseChange {
+            events: self.events.clone(),
+            tasks,
+            clocks: Vec::new(),
+        }
+    }
+}
+
 /// Order of the states a result can move a task through; a task never moves back.
 fn rank(status: i32) -> u8 {
     match TaskStatus::try_from(status).unwrap_or(TaskStatus::Unspecified) {
@@ -410,6 +453,31 @@ pub enum DeliveryRefused {
         "case is {0}; a case is delivered when it is ready for delivery (every task approved, or every task decided under the deliver-approved policy)"
     )]
     NotReady(String),
+}
+
+/// Whether the holder of resident ID `id_number` (half-width, as intake normalises the case's)
+/// may collect the case's results: only the applicant, its legal representative or the agent
+/// named on the case may.
+pub fn may_collect(case: &Case, id_number: &str) -> bool {
+    let clean = |v: &str| v.trim().to_ascii_uppercase();
+    let id = clean(id_number);
+    if id.is_empty() {
+        return false;
+    }
+    let Some(s) = case.submission.as_ref() else {
+        return false;
+    };
+    let applicant = s.applicant.as_ref();
+    [
+        applicant.map(|a| a.id_number.as_str()),
+        applicant
+            .and_then(|a| a.legal_representative.as_ref())
+            .map(|p| p.id_number.as_str()),
+        s.agent.as_ref().map(|a| a.id_number.as_str()),
+    ]
+    .into_iter()
+    .flatten()
+    .any(|entitled| !entitled.trim().is_empty() && clean(entitled) == id)
 }
 
 /// Records the delivery (出件) of a ready case; the case closes. `detail` says how (pickup by

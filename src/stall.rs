@@ -118,7 +118,7 @@ async fn history(
 ) -> Result<(), StoreError> {
     let (task_id, kind) = (task_id.to_string(), kind.to_string());
     store
-        .edit_case_at(case_number, now, move |_case, last_seq, at| {
+        .edit_case(case_number, now, move |_case, last_seq, at| {
             let event = CaseEvent {
                 seq: last_seq + 1,
                 at: Some(at),

@@ -298,31 +298,17 @@ impl CaseService for CaseApi {
         use crate::proto::v1::SupplementResponse;
         let mut r = request.into_inner();
         r.case_number = r.case_number.trim().to_string();
-        // The envelope, as for Submit: bounded, so a broken window system cannot bloat a case.
-        let too_long =
-            |v: &str, max: usize| v.chars().count() > max || v.chars().any(char::is_control);
-        if too_long(&r.supplement_id, 64) || too_long(&r.staff_no, 32) {
-            return Err(Status::invalid_argument(
-                "supplementId (at most 64 characters) and staffNo (at most 32) must be short and without control characters",
-            ));
-        }
-        if r.materials.len() > 100 || r.task_ids.len() > 50 {
-            return Err(Status::invalid_argument(
-                "a supplement takes at most 100 materials and names at most 50 tasks",
-            ));
-        }
-        if r.case_number.is_empty() {
-            return Err(Status::invalid_argument(
-                "caseNumber: the national case number of the case the materials are for is required",
-            ));
-        }
+        self.gateway
+            .intake
+            .check_supplement_envelope(&r)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let intake = self.gateway.intake.clone();
         let number = r.case_number.clone();
         let now = self.gateway.clocks.now();
         let (case, answer) = self
             .gateway
             .store
-            .edit_case_at(&number, now, move |case, last_seq, _at| {
+            .edit_case(&number, now, move |case, last_seq, _at| {
                 intake.supplement(case, &r, last_seq, now)
             })
             .await
@@ -382,23 +368,7 @@ impl CaseService for CaseApi {
                         "pickup: collectorName and collectorIdNumber are required (from the identity document checked)",
                     ));
                 }
-                // The collector must be the applicant, its legal representative or the agent.
-                let s = case.submission.clone().unwrap_or_default();
-                let applicant = s.applicant.unwrap_or_default();
-                let entitled: Vec<String> = [
-                    Some(applicant.id_number.as_str()),
-                    applicant
-                        .legal_representative
-                        .as_ref()
-                        .map(|p| p.id_number.as_str()),
-                    s.agent.as_ref().map(|a| a.id_number.as_str()),
-                ]
-                .into_iter()
-                .flatten()
-                .map(clean)
-                .filter(|v| !v.is_empty())
-                .collect();
-                if !entitled.contains(&id) {
+                if !crate::lifecycle::may_collect(&case, &id) {
                     return Err(Status::failed_precondition(format!(
                         "pickup: {} ({}) is not the applicant, its legal representative or the agent named on the case; results are handed only to them",
                         mask_name(p.collector_name.trim()),
@@ -431,7 +401,7 @@ impl CaseService for CaseApi {
         match self
             .gateway
             .store
-            .deliver(&r.case_number, detail)
+            .deliver(&r.case_number, detail, self.gateway.clocks.now())
             .await
             .map_err(store_status)?
         {

@@ -9,7 +9,64 @@
 //! other intake modules), never normalises, and never stores or sends anything.
 
 use crate::config::IntakeConfig;
-use crate::proto::v1::{Channel, Submission};
+use crate::proto::v1::{Channel, Submission, SupplementRequest};
+
+/// Longest supplement id (the window's idempotency key for a supplement), in characters.
+const SUPPLEMENT_ID_CHARS: usize = 64;
+/// Longest staff number of the clerk taking a supplement, in characters.
+const STAFF_NO_CHARS: usize = 32;
+
+/// Checks a supplement's envelope, as [`check`] does a submission's: bounded, so a broken window
+/// system cannot bloat a case.
+pub(super) fn check_supplement(
+    r: &SupplementRequest,
+    config: &IntakeConfig,
+) -> Result<(), EnvelopeError> {
+    let err = |field: &str, message: String| {
+        Err(EnvelopeError {
+            field: field.into(),
+            message,
+        })
+    };
+    let too_long = |v: &str, max: usize| v.chars().count() > max || v.chars().any(char::is_control);
+    if too_long(&r.supplement_id, SUPPLEMENT_ID_CHARS) {
+        return err(
+            "supplementId",
+            format!("must be at most {SUPPLEMENT_ID_CHARS} printable characters"),
+        );
+    }
+    if too_long(&r.staff_no, STAFF_NO_CHARS) {
+        return err(
+            "staffNo",
+            format!("must be at most {STAFF_NO_CHARS} printable characters"),
+        );
+    }
+    let limits = [
+        (
+            "materials",
+            r.materials.len(),
+            config.max_supplement_materials,
+        ),
+        ("taskIds", r.task_ids.len(), config.max_supplement_tasks),
+    ];
+    for (field, len, max) in limits {
+        if len > max {
+            return err(
+                field,
+                format!(
+                    "{len} entries exceed a supplement's limit of {max}; hand them in over several supplements"
+                ),
+            );
+        }
+    }
+    if r.case_number.trim().is_empty() {
+        return err(
+            "caseNumber",
+            "is required: the national case number of the case the materials are for".into(),
+        );
+    }
+    Ok(())
+}
 
 /// A submission the API must refuse outright (`INVALID_ARGUMENT`): the window system's
 /// envelope is broken or over a limit, so there is nothing to tell the applicant.

@@ -16,7 +16,8 @@ use crate::proto::v1::{DeficiencyCode as Code, Submission};
 pub(super) fn intake() -> Intake {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let catalog = Arc::new(Catalog::load(&root.join("config/catalog")).unwrap());
-    let calendar = Arc::new(crate::sla::Calendar::load(&root.join("config/calendar")).unwrap());
+    let calendar =
+        Arc::new(crate::calendar::Calendar::load(&root.join("config/calendar")).unwrap());
     Intake::new(catalog, calendar, IntakeConfig::default()).unwrap()
 }
 

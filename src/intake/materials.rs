@@ -14,9 +14,9 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use super::items::depends_on_item;
 use super::labels::forms_zh;
 use super::{Intake, IntakeError, Validator};
+use crate::calendar::CalendarError;
 use crate::catalog::{Catalog, Form, Item};
 use crate::proto::v1::{AcceptanceMode, DeficiencyCode as Code, MaterialForm, Submission};
-use crate::sla::CalendarError;
 
 /// Materials handed in, by kind: the forms and the number of copies.
 pub(super) type Handed<'m> = BTreeMap<&'m str, (BTreeSet<MaterialForm>, u32)>;

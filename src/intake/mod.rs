@@ -45,11 +45,11 @@ use chrono::{DateTime, FixedOffset, Utc};
 use prost::Message;
 use sha2::{Digest, Sha256};
 
+use crate::calendar::CalendarError;
 use crate::calendar::LiveCalendar;
 use crate::catalog::{Catalog, FieldKind, Item};
 use crate::config::IntakeConfig;
 use crate::proto::v1::{Deficiency, DeficiencyCode as Code, Obligation, Submission};
-use crate::sla::CalendarError;
 use normalise::Change;
 use plan::Settled;
 
@@ -131,6 +131,14 @@ impl Intake {
     /// Checks what the window system itself must get right: ids, codes, list lengths, string sizes.
     pub fn check_envelope(&self, s: &Submission) -> Result<(), EnvelopeError> {
         envelope::check(s, &self.config)
+    }
+
+    /// Checks a supplement's envelope: ids, list lengths, the case number.
+    pub fn check_supplement_envelope(
+        &self,
+        r: &crate::proto::v1::SupplementRequest,
+    ) -> Result<(), EnvelopeError> {
+        envelope::check_supplement(r, &self.config)
     }
 
     /// Normalises, validates and plans a submission. `now` is the gateway's clock.

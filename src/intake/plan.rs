@@ -16,9 +16,9 @@ use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 
 use super::normalise::Change;
 use super::{Intake, Validator};
+use crate::calendar::{Calendar, CalendarError, Reckoned};
 use crate::catalog::Item;
 use crate::proto::v1::{AcceptanceMode, DeficiencyCode as Code, Obligation, Submission};
-use crate::sla::{Calendar, CalendarError, Reckoned};
 
 /// A complete submission, planned into tasks.
 #[derive(Debug, Clone)]

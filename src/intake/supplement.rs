@@ -22,11 +22,11 @@ use sha2::{Digest, Sha256};
 use super::labels::forms_zh;
 use super::materials::{Handed, in_accepted_form};
 use super::{Intake, Validator};
+use crate::lifecycle::CaseChange;
 use crate::proto::v1::{
     Case, CaseEvent, Deficiency, DeficiencyCode as Code, SupplementRecord, SupplementRequest, Task,
     TaskStatus,
 };
-use crate::store::CaseChange;
 
 /// What a `Supplement` call comes to.
 #[derive(Debug, Clone, PartialEq)]

@@ -140,17 +140,6 @@ const FLAG_REPAIR_POSTGRES: &str = "UPDATE tasks SET repair_due = 1, repairs = r
      WHERE task_id = $1 AND repair_due = 0 AND status IN (3, 4, 5) AND COALESCE(progress_ms, dispatched_at_ms, 0) = $2
      RETURNING repairs";
 
-/// What an edit of a case changed (see [`Store::edit_case`]).
-#[derive(Debug, Clone, Default)]
-pub struct CaseChange {
-    /// History entries to append, numbered after the case's last.
-    pub events: Vec<CaseEvent>,
-    /// Tasks whose status moved, with their new status.
-    pub tasks: Vec<(String, crate::proto::v1::TaskStatus)>,
-    /// Tasks whose clock the sweeper derived (see [`crate::clock`]).
-    pub clocks: Vec<ClockRow>,
-}
-
 /// On-time figures of one department's item: tasks decided, decided by their promised deadline,
 /// and still open past it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,20 +174,6 @@ const SLA_COUNTS: &str = "SELECT t.department, t.item_code, e.kind, count(*)
      FROM case_events e JOIN tasks t ON t.task_id = e.task_id
      WHERE e.kind IN ('task-sla-warning', 'task-overdue', 'task-decision-late-to-window')
      GROUP BY t.department, t.item_code, e.kind ORDER BY 1, 2, 3";
-
-/// What the SLA sweeper keeps on a task's row.
-#[derive(Debug, Clone, Default)]
-pub struct ClockRow {
-    pub task_id: String,
-    /// When the sweeper must look at the task again (its warning or deadline); `None`: never.
-    pub next_check_ms: Option<i64>,
-    /// The promised deadline.
-    pub due_ms: Option<i64>,
-    /// When the department decided.
-    pub decided_ms: Option<i64>,
-    /// The deadlines rest on a year without a loaded calendar (see [`crate::calendar`]).
-    pub provisional: bool,
-}
 
 /// A history entry the relay must publish to the events exchange.
 #[derive(Debug, Clone)]
@@ -394,6 +369,20 @@ fn ms_to_timestamp(ms: i64) -> Option<pbjson_types::Timestamp> {
     })
 }
 
+pub use crate::lifecycle::{CaseChange, ClockRow};
+
+/// The same call on whichever engine the store is: each engine implements the primitives with
+/// the same signature, and [`Store`] adds what is the same for both (e.g.
+/// [`Store::record_result`] as an edit of the case).
+macro_rules! on_engine {
+    ($store:expr, $s:ident => $call:expr) => {
+        match $store {
+            Store::Sqlite($s) => $call,
+            Store::Postgres($s) => $call,
+        }
+    };
+}
+
 /// The gateway's store.
 #[derive(Clone)]
 pub enum Store {
@@ -418,19 +407,13 @@ impl Store {
     /// reused for other content, with the repeat written to the audit trail; `None` for a new
     /// attempt. Lets the API answer a repeat without evaluating it again.
     pub async fn replay(&self, attempt: &Attempt) -> Result<Option<SubmitResult>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.replay(attempt).await,
-            Store::Postgres(s) => s.replay(attempt).await,
-        }
+        on_engine!(self, s => s.replay(attempt).await)
     }
 
     /// Records a submission: accepts the case, or records the deficient attempt, or replays the
     /// first answer to a repeated submission. One transaction.
     pub async fn submit(&self, command: SubmitCommand) -> Result<SubmitResult, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.submit(command).await,
-            Store::Postgres(s) => s.submit(command).await,
-        }
+        on_engine!(self, s => s.submit(command).await)
     }
 
     /// One case and its history, oldest first.
@@ -438,10 +421,7 @@ impl Store {
         &self,
         case_number: &str,
     ) -> Result<Option<(Case, Vec<CaseEvent>)>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.get_case(case_number).await,
-            Store::Postgres(s) => s.get_case(case_number).await,
-        }
+        on_engine!(self, s => s.get_case(case_number).await)
     }
 
     /// Cases matching `query`, newest first.
@@ -449,42 +429,27 @@ impl Store {
         &self,
         query: ListQuery,
     ) -> Result<Vec<(i64, CaseSummary)>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.list_cases(query).await,
-            Store::Postgres(s) => s.list_cases(query).await,
-        }
+        on_engine!(self, s => s.list_cases(query).await)
     }
 
     /// Number of attempts recorded for a submission id (the audit trail).
     pub async fn attempt_count(&self, submission_id: &str) -> Result<i64, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.attempt_count(submission_id).await,
-            Store::Postgres(s) => s.attempt_count(submission_id).await,
-        }
+        on_engine!(self, s => s.attempt_count(submission_id).await)
     }
 
     /// Appends an operator's action to the audit of operators' actions.
     pub async fn record_operator_action(&self, action: OperatorAction) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(s) => s.record_operator_action(action).await,
-            Store::Postgres(s) => s.record_operator_action(action).await,
-        }
+        on_engine!(self, s => s.record_operator_action(action).await)
     }
 
     /// The last `limit` operator actions, newest first.
     pub async fn operator_actions(&self, limit: i64) -> Result<Vec<OperatorAction>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.operator_actions(limit).await,
-            Store::Postgres(s) => s.operator_actions(limit).await,
-        }
+        on_engine!(self, s => s.operator_actions(limit).await)
     }
 
     /// Number of cases stored.
     pub async fn case_count(&self) -> Result<i64, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.case_count().await,
-            Store::Postgres(s) => s.case_count().await,
-        }
+        on_engine!(self, s => s.case_count().await)
     }
 
     /// Leases up to `limit` READY tasks to the outbox relay for `lease_ms`; a task whose lease
@@ -495,10 +460,7 @@ impl Store {
         lease_ms: i64,
     ) -> Result<Vec<OutboxItem>, StoreError> {
         let now = Utc::now().timestamp_millis();
-        match self {
-            Store::Sqlite(s) => s.claim_ready(limit, now, lease_ms).await,
-            Store::Postgres(s) => s.claim_ready(limit, now, lease_ms).await,
-        }
+        on_engine!(self, s => s.claim_ready(limit, now, lease_ms).await)
     }
 
     /// Marks tasks dispatched after the broker confirmed them; records it in each case's history.
@@ -513,10 +475,7 @@ impl Store {
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let now = at.timestamp_millis();
-        match self {
-            Store::Sqlite(s) => s.mark_dispatched(task_ids, now).await,
-            Store::Postgres(s) => s.mark_dispatched(task_ids, now).await,
-        }
+        on_engine!(self, s => s.mark_dispatched(task_ids, now).await)
     }
 
     /// Records what a department said about a task (see [`crate::lifecycle`]) in one
@@ -544,44 +503,60 @@ impl Store {
         decided_at: Option<pbjson_types::Timestamp>,
         at: DateTime<Utc>,
     ) -> Result<Option<crate::lifecycle::Applied>, StoreError> {
-        let now = at.timestamp_millis();
-        let department = Some(department.to_string());
-        match self {
-            Store::Sqlite(s) => {
-                s.record_result(
-                    task_id.to_string(),
-                    department,
+        self.apply_result(task_id, Some(department), round, update, decided_at, at)
+            .await
+    }
+
+    /// What a department (or, with `department` `None`, an operator) said about a task, applied
+    /// by [`crate::lifecycle::apply`] as an edit of its case: the task's status, the released
+    /// tasks (READY for the relay) and the history entries, in one transaction.
+    async fn apply_result(
+        &self,
+        task_id: &str,
+        department: Option<&str>,
+        round: i32,
+        update: crate::lifecycle::TaskUpdate,
+        decided_at: Option<pbjson_types::Timestamp>,
+        at: DateTime<Utc>,
+    ) -> Result<Option<crate::lifecycle::Applied>, StoreError> {
+        // A task never changes case: looked up before the case's transaction.
+        let Some(case_number) = self.case_of_task(task_id).await? else {
+            return Ok(None);
+        };
+        let (task, department) = (task_id.to_string(), department.map(str::to_string));
+        let edited = self
+            .edit_case(
+                &case_number,
+                at,
+                move |case, last_seq, at| match crate::lifecycle::apply(
+                    case,
+                    &task,
+                    department.as_deref(),
                     round,
                     update,
+                    last_seq,
                     decided_at,
-                    now,
-                )
-                .await
-            }
-            Store::Postgres(s) => {
-                s.record_result(task_id, department, round, update, decided_at, now)
-                    .await
-            }
-        }
+                    at,
+                ) {
+                    Some(applied) => (Some(applied.change(&task)), Some(applied)),
+                    None => (None, None),
+                },
+            )
+            .await?;
+        Ok(edited.and_then(|(_, applied)| applied))
+    }
+
+    /// The case a task belongs to.
+    pub async fn case_of_task(&self, task_id: &str) -> Result<Option<String>, StoreError> {
+        on_engine!(self, s => s.case_of_task(task_id).await)
     }
 
     /// Edits one case in one transaction: `edit` gets the case record, the seq of its last
     /// history entry and the time, and returns what it changed — the history entries to
     /// append and the task rows whose status moved (a task set READY goes to the relay) — and
-    /// an answer for the caller. No change: nothing is written and the case is returned as it
+    /// an answer for the caller; `at` is the time on the gateway's clock. No change: nothing is written and the case is returned as it
     /// was. `Ok(None)`: no such case.
     pub async fn edit_case<T: Send + 'static>(
-        &self,
-        case_number: &str,
-        edit: impl FnOnce(&mut Case, i64, pbjson_types::Timestamp) -> (Option<CaseChange>, T)
-        + Send
-        + 'static,
-    ) -> Result<Option<(Case, T)>, StoreError> {
-        self.edit_case_at(case_number, Utc::now(), edit).await
-    }
-
-    /// [`Store::edit_case`] at `at` on the legal clock.
-    pub async fn edit_case_at<T: Send + 'static>(
         &self,
         case_number: &str,
         at: DateTime<Utc>,
@@ -590,10 +565,7 @@ impl Store {
         + 'static,
     ) -> Result<Option<(Case, T)>, StoreError> {
         let now = at.timestamp_millis();
-        match self {
-            Store::Sqlite(s) => s.edit_case(case_number.to_string(), now, edit).await,
-            Store::Postgres(s) => s.edit_case(case_number, now, edit).await,
-        }
+        on_engine!(self, s => s.edit_case(case_number, now, edit).await)
     }
 
     /// Records the delivery of a ready case (see [`crate::lifecycle::deliver`]). `Ok(None)`: no
@@ -602,13 +574,11 @@ impl Store {
         &self,
         case_number: &str,
         detail: String,
+        at: DateTime<Utc>,
     ) -> Result<Option<Result<Case, crate::lifecycle::DeliveryRefused>>, StoreError> {
-        let edited = self
-            .edit_case(
-                case_number,
-                move |case, last_seq, at| match crate::lifecycle::deliver(
-                    case, detail, last_seq, at,
-                ) {
+        let edited =
+            self.edit_case(case_number, at, move |case, last_seq, at| {
+                match crate::lifecycle::deliver(case, detail, last_seq, at) {
                     Ok(events) => (
                         Some(CaseChange {
                             events,
@@ -617,8 +587,8 @@ impl Store {
                         Ok(()),
                     ),
                     Err(refused) => (None, Err(refused)),
-                },
-            )
+                }
+            })
             .await?;
         Ok(edited.map(|(case, answer)| answer.map(|()| case)))
     }
@@ -634,19 +604,10 @@ impl Store {
             department_case_number: String::new(),
             documents,
         };
-        let now = Utc::now().timestamp_millis();
         // An operator's word holds whatever round the task is in.
-        let round = i32::MAX;
-        let applied = match self {
-            Store::Sqlite(s) => {
-                s.record_result(task_id.to_string(), None, round, update, None, now)
-                    .await?
-            }
-            Store::Postgres(s) => {
-                s.record_result(task_id, None, round, update, None, now)
-                    .await?
-            }
-        };
+        let applied = self
+            .apply_result(task_id, None, i32::MAX, update, None, Utc::now())
+            .await?;
         Ok(applied.map(|a| a.released))
     }
 
@@ -657,10 +618,7 @@ impl Store {
         now_ms: i64,
         limit: usize,
     ) -> Result<Vec<(String, String)>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.clock_candidates(now_ms, limit).await,
-            Store::Postgres(s) => s.clock_candidates(now_ms, limit).await,
-        }
+        on_engine!(self, s => s.clock_candidates(now_ms, limit).await)
     }
 
     /// On-time figures by department and item (filters empty: all), open tasks judged at `now`.
@@ -671,21 +629,12 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Vec<OnTimeRow>, StoreError> {
         let now = now.timestamp_millis();
-        match self {
-            Store::Sqlite(s) => {
-                s.on_time(department.to_string(), item_code.to_string(), now)
-                    .await
-            }
-            Store::Postgres(s) => s.on_time(department, item_code, now).await,
-        }
+        on_engine!(self, s => s.on_time(department, item_code, now).await)
     }
 
     /// Records that the task's adapter was heard of at `at_ms` (a result or a heartbeat).
     pub async fn touch_progress(&self, task_id: &str, at_ms: i64) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(s) => s.touch_progress(task_id.to_string(), at_ms).await,
-            Store::Postgres(s) => s.touch_progress(task_id, at_ms).await,
-        }
+        on_engine!(self, s => s.touch_progress(task_id, at_ms).await)
     }
 
     /// Tasks in a department's hands not heard of since before `before_ms` (oldest first).
@@ -694,19 +643,13 @@ impl Store {
         before_ms: i64,
         limit: usize,
     ) -> Result<Vec<Silent>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.stall_candidates(before_ms, limit).await,
-            Store::Postgres(s) => s.stall_candidates(before_ms, limit).await,
-        }
+        on_engine!(self, s => s.stall_candidates(before_ms, limit).await)
     }
 
     /// Flags a silent task for the relay to republish; `Some(repairs so far)` when this call
     /// flagged it (exactly one caller does), `None` when it moved meanwhile or is flagged.
     pub async fn flag_repair(&self, silent: &Silent) -> Result<Option<i64>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.flag_repair(silent.task_id.clone(), silent.since_ms).await,
-            Store::Postgres(s) => s.flag_repair(&silent.task_id, silent.since_ms).await,
-        }
+        on_engine!(self, s => s.flag_repair(&silent.task_id, silent.since_ms).await)
     }
 
     /// After the broker confirmed a republished task: clears its flag, restarts its silence
@@ -716,36 +659,24 @@ impl Store {
         task_id: &str,
         at_ms: i64,
     ) -> Result<Option<(String, i64)>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.finish_repair(task_id.to_string(), at_ms).await,
-            Store::Postgres(s) => s.finish_repair(task_id, at_ms).await,
-        }
+        on_engine!(self, s => s.finish_repair(task_id, at_ms).await)
     }
 
     /// Marks every open task (undecided, or with provisional deadlines) for the SLA sweeper,
     /// after the calendar was reloaded; how many.
     pub async fn mark_open_clocks(&self) -> Result<u64, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.mark_open_clocks().await,
-            Store::Postgres(s) => s.mark_open_clocks().await,
-        }
+        on_engine!(self, s => s.mark_open_clocks().await)
     }
 
     /// Undecided tasks whose deadlines are provisional.
     pub async fn provisional_open(&self) -> Result<i64, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.provisional_open().await,
-            Store::Postgres(s) => s.provisional_open().await,
-        }
+        on_engine!(self, s => s.provisional_open().await)
     }
 
     /// How many yellow warnings, red alerts and late-to-window decisions the history holds, by
     /// department and item: `(department, item, kind, count)`.
     pub async fn sla_counts(&self) -> Result<Vec<(String, String, String, i64)>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.sla_counts().await,
-            Store::Postgres(s) => s.sla_counts().await,
-        }
+        on_engine!(self, s => s.sla_counts().await)
     }
 
     /// Leases up to `limit` unpublished history entries to the relay, oldest first.
@@ -755,35 +686,23 @@ impl Store {
         lease_ms: i64,
     ) -> Result<Vec<EventItem>, StoreError> {
         let now = Utc::now().timestamp_millis();
-        match self {
-            Store::Sqlite(s) => s.claim_events(limit, now, lease_ms).await,
-            Store::Postgres(s) => s.claim_events(limit, now, lease_ms).await,
-        }
+        on_engine!(self, s => s.claim_events(limit, now, lease_ms).await)
     }
 
     /// Marks history entries published after the broker confirmed them.
     pub async fn mark_events_published(&self, keys: Vec<(String, i64)>) -> Result<(), StoreError> {
         let now = Utc::now().timestamp_millis();
-        match self {
-            Store::Sqlite(s) => s.mark_events_published(keys, now).await,
-            Store::Postgres(s) => s.mark_events_published(keys, now).await,
-        }
+        on_engine!(self, s => s.mark_events_published(keys, now).await)
     }
 
     /// Number of tasks written but not yet confirmed by the broker.
     pub async fn outbox_backlog(&self) -> Result<i64, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.outbox_backlog().await,
-            Store::Postgres(s) => s.outbox_backlog().await,
-        }
+        on_engine!(self, s => s.outbox_backlog().await)
     }
 
     /// History entries after a position, in the order they were committed (see [`FeedQuery`]).
     pub async fn feed(&self, query: FeedQuery) -> Result<Vec<FeedItem>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.feed(query).await,
-            Store::Postgres(s) => s.feed(query).await,
-        }
+        on_engine!(self, s => s.feed(query).await)
     }
 
     /// Takes (or keeps) the push cursor `name` for `owner` for `lease_ms`; its position, or
@@ -795,11 +714,7 @@ impl Store {
         lease_ms: i64,
     ) -> Result<Option<i64>, StoreError> {
         let now = Utc::now().timestamp_millis();
-        let (name, owner) = (name.to_string(), owner.to_string());
-        match self {
-            Store::Sqlite(s) => s.lease_push(name, owner, now, lease_ms).await,
-            Store::Postgres(s) => s.lease_push(&name, &owner, now, lease_ms).await,
-        }
+        on_engine!(self, s => s.lease_push(name, owner, now, lease_ms).await)
     }
 
     /// Gives up `owner`'s lease on the push cursor `name` (a stopping gateway), so another
@@ -817,20 +732,13 @@ impl Store {
         position: i64,
         lease_ms: i64,
     ) -> Result<bool, StoreError> {
-        let (name, owner) = (name.to_string(), owner.to_string());
         let until = Utc::now().timestamp_millis() + lease_ms;
-        match self {
-            Store::Sqlite(s) => s.advance_push(name, owner, position, until).await,
-            Store::Postgres(s) => s.advance_push(&name, &owner, position, until).await,
-        }
+        on_engine!(self, s => s.advance_push(name, owner, position, until).await)
     }
 
     /// Number of case history entries not yet confirmed on the events exchange.
     pub async fn events_backlog(&self) -> Result<i64, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.events_backlog().await,
-            Store::Postgres(s) => s.events_backlog().await,
-        }
+        on_engine!(self, s => s.events_backlog().await)
     }
 
     /// Checks the store answers (for health).

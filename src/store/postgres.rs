@@ -290,64 +290,6 @@ impl PgStore {
         Ok(())
     }
 
-    pub(super) async fn record_result(
-        &self,
-        task_id: &str,
-        department: Option<String>,
-        round: i32,
-        update: crate::lifecycle::TaskUpdate,
-        decided_at: Option<pbjson_types::Timestamp>,
-        now_ms: i64,
-    ) -> Result<Option<crate::lifecycle::Applied>, StoreError> {
-        let mut client = self.pool.get().await.map_err(pool_err)?;
-        let tx = client.transaction().await?;
-        let Some(row) = tx
-            .query_opt(
-                "SELECT case_number FROM tasks WHERE task_id = $1",
-                &[&task_id],
-            )
-            .await?
-        else {
-            return Ok(None);
-        };
-        let case_number: String = row.get(0);
-        // The case row is locked: concurrent approvals of one case's tasks apply one after the other.
-        let row = tx
-            .query_one(
-                "SELECT body FROM cases WHERE case_number = $1 FOR UPDATE",
-                &[&case_number],
-            )
-            .await?;
-        let mut case = decode_case(row.get::<_, &[u8]>(0))?;
-        let last_seq = last_seq(&tx, &case_number).await?;
-        let Some(applied) = crate::lifecycle::apply(
-            &mut case,
-            task_id,
-            department.as_deref(),
-            round,
-            update,
-            last_seq,
-            decided_at,
-            ms_to_timestamp(now_ms).unwrap_or_default(),
-        ) else {
-            return Ok(None);
-        };
-        tx.execute(
-            "UPDATE tasks SET status = $1, clock_dirty = 1 WHERE task_id = $2",
-            &[&(applied.status as i32), &task_id],
-        )
-        .await?;
-        tx.execute(
-            "UPDATE tasks SET status = $1, clock_dirty = 1 WHERE task_id = ANY($2)",
-            &[&(TaskStatus::Ready as i32), &applied.released],
-        )
-        .await?;
-        save_case(&tx, &case, &applied.events, now_ms).await?;
-        assign_feed_positions(&tx).await?;
-        tx.commit().await?;
-        Ok(Some(applied))
-    }
-
     pub(super) async fn edit_case<T: Send + 'static>(
         &self,
         case_number: &str,
@@ -755,6 +697,17 @@ impl PgStore {
         rows.iter()
             .map(|r| Ok((r.get(0), summary(&decode_case(r.get::<_, &[u8]>(1))?))))
             .collect()
+    }
+
+    pub(super) async fn case_of_task(&self, task_id: &str) -> Result<Option<String>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        Ok(client
+            .query_opt(
+                "SELECT case_number FROM tasks WHERE task_id = $1",
+                &[&task_id],
+            )
+            .await?
+            .map(|r| r.get(0)))
     }
 
     pub(super) async fn attempt_count(&self, submission_id: &str) -> Result<i64, StoreError> {

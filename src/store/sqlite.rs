@@ -364,71 +364,15 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn record_result(
-        &self,
-        task_id: String,
-        department: Option<String>,
-        round: i32,
-        update: crate::lifecycle::TaskUpdate,
-        decided_at: Option<pbjson_types::Timestamp>,
-        now_ms: i64,
-    ) -> Result<Option<crate::lifecycle::Applied>, StoreError> {
-        self.write(move |conn| {
-            let tx = conn.transaction()?;
-            let case_number: Option<String> = tx
-                .query_row(
-                    "SELECT case_number FROM tasks WHERE task_id = ?1",
-                    [&task_id],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let Some(case_number) = case_number else {
-                return Ok(None);
-            };
-            let body: Vec<u8> = tx.query_row(
-                "SELECT body FROM cases WHERE case_number = ?1",
-                [&case_number],
-                |r| r.get(0),
-            )?;
-            let mut case = decode_case(&body)?;
-            let last_seq = last_seq(&tx, &case_number)?;
-            let Some(applied) = crate::lifecycle::apply(
-                &mut case,
-                &task_id,
-                department.as_deref(),
-                round,
-                update,
-                last_seq,
-                decided_at,
-                ms_to_timestamp(now_ms).unwrap_or_default(),
-            ) else {
-                return Ok(None);
-            };
-            tx.execute(
-                "UPDATE tasks SET status = ?1, clock_dirty = 1 WHERE task_id = ?2",
-                params![applied.status as i32, task_id],
-            )?;
-            for id in &applied.released {
-                tx.execute(
-                    "UPDATE tasks SET status = ?1, clock_dirty = 1 WHERE task_id = ?2",
-                    params![TaskStatus::Ready as i32, id],
-                )?;
-            }
-            save_case(&tx, &case, &applied.events, now_ms)?;
-            tx.commit()?;
-            Ok(Some(applied))
-        })
-        .await
-    }
-
     pub(super) async fn edit_case<T: Send + 'static>(
         &self,
-        case_number: String,
+        case_number: &str,
         now_ms: i64,
         edit: impl FnOnce(&mut Case, i64, pbjson_types::Timestamp) -> (Option<super::CaseChange>, T)
         + Send
         + 'static,
     ) -> Result<Option<(Case, T)>, StoreError> {
+        let case_number = case_number.to_string();
         self.write(move |conn| {
             let tx = conn.transaction()?;
             let body: Option<Vec<u8>> = tx
@@ -538,10 +482,11 @@ impl SqliteStore {
 
     pub(super) async fn on_time(
         &self,
-        department: String,
-        item_code: String,
+        department: &str,
+        item_code: &str,
         now_ms: i64,
     ) -> Result<Vec<super::OnTimeRow>, StoreError> {
+        let (department, item_code) = (department.to_string(), item_code.to_string());
         self.read(move |conn| {
             let rows = conn
                 .prepare_cached(super::ON_TIME_SQLITE)?
@@ -573,11 +518,8 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn touch_progress(
-        &self,
-        task_id: String,
-        at_ms: i64,
-    ) -> Result<(), StoreError> {
+    pub(super) async fn touch_progress(&self, task_id: &str, at_ms: i64) -> Result<(), StoreError> {
+        let task_id = task_id.to_string();
         self.write(move |conn| {
             conn.prepare_cached("UPDATE tasks SET progress_ms = ?1 WHERE task_id = ?2 AND (progress_ms IS NULL OR progress_ms < ?1)")?
                 .execute(params![at_ms, task_id])?;
@@ -610,9 +552,10 @@ impl SqliteStore {
 
     pub(super) async fn flag_repair(
         &self,
-        task_id: String,
+        task_id: &str,
         since_ms: i64,
     ) -> Result<Option<i64>, StoreError> {
+        let task_id = task_id.to_string();
         self.write(move |conn| {
             Ok(conn
                 .prepare_cached(super::FLAG_REPAIR_SQLITE)?
@@ -624,9 +567,10 @@ impl SqliteStore {
 
     pub(super) async fn finish_repair(
         &self,
-        task_id: String,
+        task_id: &str,
         at_ms: i64,
     ) -> Result<Option<(String, i64)>, StoreError> {
+        let task_id = task_id.to_string();
         self.write(move |conn| {
             Ok(conn
                 .prepare_cached("UPDATE tasks SET repair_due = 0, progress_ms = ?1, lease_until_ms = NULL WHERE task_id = ?2 AND repair_due = 1 RETURNING case_number, repairs")?
@@ -708,11 +652,12 @@ impl SqliteStore {
 
     pub(super) async fn lease_push(
         &self,
-        name: String,
-        owner: String,
+        name: &str,
+        owner: &str,
         now_ms: i64,
         lease_ms: i64,
     ) -> Result<Option<i64>, StoreError> {
+        let (name, owner) = (name.to_string(), owner.to_string());
         self.write(move |conn| {
             let tx = conn.transaction()?;
             tx.execute(
@@ -735,11 +680,12 @@ impl SqliteStore {
 
     pub(super) async fn advance_push(
         &self,
-        name: String,
-        owner: String,
+        name: &str,
+        owner: &str,
         position: i64,
         until_ms: i64,
     ) -> Result<bool, StoreError> {
+        let (name, owner) = (name.to_string(), owner.to_string());
         self.write(move |conn| {
             Ok(conn.execute(
                 "UPDATE push_cursors SET position = ?3, lease_until_ms = ?4
@@ -837,6 +783,20 @@ impl SqliteStore {
                 out.push((ms, summary(&decode_case(&body)?)));
             }
             Ok(out)
+        })
+        .await
+    }
+
+    pub(super) async fn case_of_task(&self, task_id: &str) -> Result<Option<String>, StoreError> {
+        let id = task_id.to_string();
+        self.read(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT case_number FROM tasks WHERE task_id = ?1",
+                    [id],
+                    |r| r.get(0),
+                )
+                .optional()?)
         })
         .await
     }

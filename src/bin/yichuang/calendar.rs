@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
-use yichuang::sla::Calendar;
+use yichuang::calendar::Calendar;
 
 use crate::Failure;
 
@@ -21,7 +21,7 @@ pub enum CalendarCommand {
         /// Working days (3 or 3wd), calendar days (10d) or hours (24h; they elapse on working
         /// days only).
         #[arg(value_parser = args::parse_limit)]
-        limit: yichuang::sla::Limit,
+        limit: yichuang::calendar::Limit,
         /// A pause (挂起) FROM/TO, dates or instants; it moves the deadline by the working days
         /// after FROM's day up to and including TO's day (hour limits: by the time paused).
         /// Repeatable.
@@ -61,7 +61,7 @@ pub enum CalendarCommand {
 /// The `calendar` command's arguments: dates, instants, limits and pauses.
 mod args {
     use chrono::{DateTime, FixedOffset};
-    use yichuang::sla::{Limit, LimitError};
+    use yichuang::calendar::{Limit, LimitError};
 
     /// A date or an instant on the command line.
     #[derive(Debug, Clone, Copy)]
@@ -175,7 +175,7 @@ fn answer(dir: &Path, command: CalendarCommand) -> Result<u8, Failure> {
             utc_offset,
         } => {
             let hall = calendar.in_zone(utc_offset);
-            use yichuang::sla::{Pause, Unit};
+            use yichuang::calendar::{Pause, Unit};
             if limit.unit == Unit::Hours && matches!(start, args::When::Date(_)) {
                 return Err(Failure(
                     2,

@@ -18,8 +18,8 @@ use std::time::{Duration, SystemTime};
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use tracing::{info, warn};
 
+use crate::calendar::Calendar;
 use crate::config::ConfigProblem;
-use crate::sla::Calendar;
 use crate::store::Store;
 
 /// The calendar in use, shared by intake and the legal clock, replaceable at run time.
