@@ -26,6 +26,57 @@ pub struct CaseApi {
 }
 
 impl CaseApi {
+    /// What an answer to Submit tells operators: the span's case and tasks, the metrics of
+    /// accepted items and deficiencies (not again for a replay), and one log line; and an
+    /// accepted case wakes the relay.
+    fn observe(&self, span: &tracing::Span, submission_id: &str, response: &SubmitResponse) {
+        match &response.outcome {
+            Some(crate::proto::v1::submit_response::Outcome::Receipt(r)) => {
+                span.record("case.number", r.case_number.as_str());
+                let task_ids: Vec<&str> = r.items.iter().map(|i| i.task_id.as_str()).collect();
+                span.record("task.ids", task_ids.join(",").as_str());
+                let m = crate::metrics::meters();
+                if !response.replayed {
+                    self.gateway.wake.notify_one();
+                    for item in &r.items {
+                        m.items_accepted
+                            .get_or_create(&crate::metrics::ItemLabels {
+                                department: item.department.clone(),
+                                item: item.item_code.clone(),
+                            })
+                            .inc();
+                    }
+                }
+                m.submissions
+                    .get_or_create(&outcome_label(response.replayed, "accepted"))
+                    .inc();
+                info!(submission = %crate::privacy::mask_free_text(submission_id), case = %r.case_number, replayed = response.replayed, "case accepted");
+            }
+            Some(crate::proto::v1::submit_response::Outcome::Notice(n)) => {
+                let m = crate::metrics::meters();
+                if !response.replayed {
+                    for d in &n.deficiencies {
+                        let code = crate::proto::v1::DeficiencyCode::try_from(d.code)
+                            .unwrap_or(crate::proto::v1::DeficiencyCode::Unspecified);
+                        m.deficiencies
+                            .get_or_create(&crate::metrics::CodeLabels {
+                                code: code
+                                    .as_str_name()
+                                    .trim_start_matches("DEFICIENCY_CODE_")
+                                    .to_lowercase(),
+                            })
+                            .inc();
+                    }
+                }
+                m.submissions
+                    .get_or_create(&outcome_label(response.replayed, "deficient"))
+                    .inc();
+                info!(submission = %crate::privacy::mask_free_text(submission_id), deficiencies = n.deficiencies.len(), replayed = response.replayed, "deficiency notice issued");
+            }
+            None => {}
+        }
+    }
+
     fn submission(&self, s: Option<Submission>) -> Result<Submission, Status> {
         let s = s.ok_or_else(|| Status::invalid_argument("submission: is required"))?;
         self.gateway
@@ -151,52 +202,7 @@ impl CaseService for CaseApi {
         };
         match recorded {
             SubmitResult::Answer(response) => {
-                match &response.outcome {
-                    Some(crate::proto::v1::submit_response::Outcome::Receipt(r)) => {
-                        span.record("case.number", r.case_number.as_str());
-                        let task_ids: Vec<&str> =
-                            r.items.iter().map(|i| i.task_id.as_str()).collect();
-                        span.record("task.ids", task_ids.join(",").as_str());
-                        let m = crate::metrics::meters();
-                        if !response.replayed {
-                            self.gateway.wake.notify_one();
-                            for item in &r.items {
-                                m.items_accepted
-                                    .get_or_create(&crate::metrics::ItemLabels {
-                                        department: item.department.clone(),
-                                        item: item.item_code.clone(),
-                                    })
-                                    .inc();
-                            }
-                        }
-                        m.submissions
-                            .get_or_create(&outcome_label(response.replayed, "accepted"))
-                            .inc();
-                        info!(submission = %crate::privacy::mask_free_text(&submission_id), case = %r.case_number, replayed = response.replayed, "case accepted");
-                    }
-                    Some(crate::proto::v1::submit_response::Outcome::Notice(n)) => {
-                        let m = crate::metrics::meters();
-                        if !response.replayed {
-                            for d in &n.deficiencies {
-                                let code = crate::proto::v1::DeficiencyCode::try_from(d.code)
-                                    .unwrap_or(crate::proto::v1::DeficiencyCode::Unspecified);
-                                m.deficiencies
-                                    .get_or_create(&crate::metrics::CodeLabels {
-                                        code: code
-                                            .as_str_name()
-                                            .trim_start_matches("DEFICIENCY_CODE_")
-                                            .to_lowercase(),
-                                    })
-                                    .inc();
-                            }
-                        }
-                        m.submissions
-                            .get_or_create(&outcome_label(response.replayed, "deficient"))
-                            .inc();
-                        info!(submission = %crate::privacy::mask_free_text(&submission_id), deficiencies = n.deficiencies.len(), replayed = response.replayed, "deficiency notice issued");
-                    }
-                    None => {}
-                }
+                self.observe(&span, &submission_id, &response);
                 Ok(Response::new(*response))
             }
             SubmitResult::Conflict { case_number } => Err(Status::already_exists(format!(

@@ -120,6 +120,28 @@ fn build(config: &DepartmentConfig, gate: Gate) -> Result<Arc<dyn DepartmentSyst
                 .unwrap_or_default()
         })
     };
+    let fields = check_names(config, &opt)?;
+    let pg = connection(config)?;
+    let sql = statements(&opt, &fields);
+    debug!(department = %config.department, insert = %sql.insert, "exchange-db statements");
+    Ok(Arc::new(ExchangeDb {
+        pg,
+        sql,
+        stage: opt("stage"),
+        status_column: config.mapping.result.status.clone(),
+        supplement_statuses: config.mapping.result.supplement.clone(),
+        material_names: config.material_names.clone(),
+        client: Mutex::new(None),
+        gate,
+    }))
+}
+
+/// Every table and column name is a plain identifier (they are spliced into SQL), and no mapped
+/// field is a handshake column; the mapped fields, in order.
+fn check_names<'a>(
+    config: &'a DepartmentConfig,
+    opt: &dyn Fn(&str) -> String,
+) -> Result<Vec<&'a String>, String> {
     for (key, _) in DEFAULTS.iter().filter(|(k, _)| *k != "stage") {
         let v = opt(key);
         if !plain_identifier(&v) {
@@ -158,7 +180,11 @@ fn build(config: &DepartmentConfig, gate: Gate) -> Result<Arc<dyn DepartmentSyst
             ));
         }
     }
+    Ok(fields)
+}
 
+/// The connection settings: the endpoint URL without a password, the password from its secret.
+fn connection(config: &DepartmentConfig) -> Result<tokio_postgres::Config, String> {
     let mut pg: tokio_postgres::Config = config.endpoint.parse().map_err(|e| {
         format!(
             "endpoint {:?} is not a PostgreSQL URL (postgres://user@host:5432/database): {e}",
@@ -193,7 +219,11 @@ fn build(config: &DepartmentConfig, gate: Gate) -> Result<Arc<dyn DepartmentSyst
     }
     pg.connect_timeout(Duration::from_secs(config.limits.timeout_secs.max(1)));
     pg.application_name(format!("yichuang-adapter-{}", config.department));
+    Ok(pg)
+}
 
+/// The statements, with the configured table and column names.
+fn statements(opt: &dyn Fn(&str) -> String, fields: &[&String]) -> Sql {
     let schema = opt("schema");
     let inbound_table = format!("{schema}.{}", opt("inbound_table"));
     let result_table = format!("{schema}.{}", opt("result_table"));
@@ -230,7 +260,7 @@ fn build(config: &DepartmentConfig, gate: Gate) -> Result<Arc<dyn DepartmentSyst
         columns.push((*f).clone());
         values.push(format!("${}", i + 5));
     }
-    let sql = Sql {
+    Sql {
         insert: format!(
             "INSERT INTO {inbound_table} ({}) VALUES ({}) ON CONFLICT ({serial}, {stage}, {version}) DO NOTHING",
             columns.join(", "),
@@ -273,18 +303,7 @@ fn build(config: &DepartmentConfig, gate: Gate) -> Result<Arc<dyn DepartmentSyst
         inbound_table,
         result_table,
         supplement_table,
-    };
-    debug!(department = %config.department, insert = %sql.insert, "exchange-db statements");
-    Ok(Arc::new(ExchangeDb {
-        pg,
-        sql,
-        stage: opt("stage"),
-        status_column: config.mapping.result.status.clone(),
-        supplement_statuses: config.mapping.result.supplement.clone(),
-        material_names: config.material_names.clone(),
-        client: Mutex::new(None),
-        gate,
-    }))
+    }
 }
 
 struct ExchangeDb {

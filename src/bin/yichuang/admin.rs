@@ -143,48 +143,7 @@ pub async fn dlq(server: &str, command: DlqCommand) -> Result<u8, Failure> {
         DlqCommand::Show {
             department,
             message_id,
-        } => {
-            let listed = client
-                .list_dead_letters(ListDeadLettersRequest {
-                    department: department.clone(),
-                    limit: 1000,
-                    reason_contains: String::new(),
-                })
-                .await
-                .map_err(grpc_failure)?
-                .into_inner();
-            match listed
-                .dead_letters
-                .iter()
-                .find(|d| d.message_id == message_id)
-            {
-                Some(d) => {
-                    println!("queue:      dead queue of {department}");
-                    println!("message_id: {}", d.message_id);
-                    println!("case:       {}", d.case_number);
-                    println!("task:       {}", d.task_id);
-                    println!("reason:     {}", d.reason);
-                    println!(
-                        "attempt:    {}",
-                        if d.attempt > 0 {
-                            d.attempt.to_string()
-                        } else {
-                            "-".into()
-                        }
-                    );
-                    println!("trace id:   {}", d.trace_id);
-                    println!("dead at:    {}", d.dead_at);
-                    println!("size:       {} bytes", d.bytes);
-                    Ok(0)
-                }
-                None => Err(Failure(
-                    3,
-                    anyhow::anyhow!(
-                        "no message {message_id} in the dead queue of {department} (among its first 1000)"
-                    ),
-                )),
-            }
-        }
+        } => show(&mut client, department, message_id).await,
         DlqCommand::Replay {
             department,
             message_ids,
@@ -225,5 +184,54 @@ pub async fn dlq(server: &str, command: DlqCommand) -> Result<u8, Failure> {
             );
             Ok(0)
         }
+    }
+}
+
+/// `dlq show`: one message of a dead queue, in full (personal data masked by the gateway).
+async fn show(
+    client: &mut AdminServiceClient<tonic::transport::Channel>,
+    department: String,
+    message_id: String,
+) -> Result<u8, Failure> {
+    use yichuang::proto::v1::ListDeadLettersRequest;
+    let listed = client
+        .list_dead_letters(ListDeadLettersRequest {
+            department: department.clone(),
+            limit: 1000,
+            reason_contains: String::new(),
+        })
+        .await
+        .map_err(grpc_failure)?
+        .into_inner();
+    match listed
+        .dead_letters
+        .iter()
+        .find(|d| d.message_id == message_id)
+    {
+        Some(d) => {
+            println!("queue:      dead queue of {department}");
+            println!("message_id: {}", d.message_id);
+            println!("case:       {}", d.case_number);
+            println!("task:       {}", d.task_id);
+            println!("reason:     {}", d.reason);
+            println!(
+                "attempt:    {}",
+                if d.attempt > 0 {
+                    d.attempt.to_string()
+                } else {
+                    "-".into()
+                }
+            );
+            println!("trace id:   {}", d.trace_id);
+            println!("dead at:    {}", d.dead_at);
+            println!("size:       {} bytes", d.bytes);
+            Ok(0)
+        }
+        None => Err(Failure(
+            3,
+            anyhow::anyhow!(
+                "no message {message_id} in the dead queue of {department} (among its first 1000)"
+            ),
+        )),
     }
 }

@@ -146,29 +146,13 @@ pub async fn run(server: &str, command: CaseCommand) -> Result<u8, Failure> {
             carrier,
             tracking_number,
         } => {
-            use yichuang::proto::v1::deliver_request::How;
-            let how = match (collector_name, collector_id, carrier, tracking_number) {
-                (Some(name), Some(id), _, _) => How::Pickup(yichuang::proto::v1::Pickup {
-                    collector_name: name,
-                    collector_id_type: yichuang::proto::v1::IdType::ResidentId as i32,
-                    collector_id_number: id,
-                    staff_no,
-                }),
-                (_, _, Some(carrier), Some(tracking_number)) => {
-                    How::Mail(yichuang::proto::v1::Mail {
-                        carrier,
-                        tracking_number,
-                    })
-                }
-                _ => {
-                    return Err(Failure(
-                        2,
-                        anyhow::anyhow!(
-                            "give --collector-name and --collector-id (pickup) or --carrier and --tracking-number (mail)"
-                        ),
-                    ));
-                }
-            };
+            let how = deliver_how(
+                collector_name,
+                collector_id,
+                staff_no,
+                carrier,
+                tracking_number,
+            )?;
             let response = client
                 .deliver(yichuang::proto::v1::DeliverRequest {
                     case_number,
@@ -188,38 +172,7 @@ pub async fn run(server: &str, command: CaseCommand) -> Result<u8, Failure> {
             staff_no,
             file,
         } => {
-            let request = match file {
-                Some(path) => {
-                    let text = std::fs::read_to_string(&path)
-                        .with_context(|| format!("cannot read {}", path.display()))?;
-                    serde_json::from_str::<yichuang::proto::v1::SupplementRequest>(&text).map_err(
-                        |e| {
-                            Failure(
-                                2,
-                                anyhow::anyhow!(
-                                    "{}: not a SupplementRequest in canonical JSON: {e}",
-                                    path.display()
-                                ),
-                            )
-                        },
-                    )?
-                }
-                None => yichuang::proto::v1::SupplementRequest {
-                    case_number: case_number.unwrap_or_default(),
-                    supplement_id: id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-                    materials: materials
-                        .into_iter()
-                        .map(|code| yichuang::proto::v1::Material {
-                            material_code: code,
-                            form: yichuang::proto::v1::MaterialForm::Original as i32,
-                            copies: 1,
-                            file: None,
-                        })
-                        .collect(),
-                    task_ids: tasks,
-                    staff_no,
-                },
-            };
+            let request = supplement_request(case_number, id, materials, tasks, staff_no, file)?;
             let response = client
                 .supplement(request)
                 .await
@@ -274,4 +227,79 @@ pub async fn run(server: &str, command: CaseCommand) -> Result<u8, Failure> {
             Ok(0)
         }
     }
+}
+
+/// How `case deliver` hands the case over: pickup by a named collector, or mail.
+fn deliver_how(
+    collector_name: Option<String>,
+    collector_id: Option<String>,
+    staff_no: String,
+    carrier: Option<String>,
+    tracking_number: Option<String>,
+) -> Result<yichuang::proto::v1::deliver_request::How, Failure> {
+    use yichuang::proto::v1::deliver_request::How;
+    Ok(
+        match (collector_name, collector_id, carrier, tracking_number) {
+            (Some(name), Some(id), _, _) => How::Pickup(yichuang::proto::v1::Pickup {
+                collector_name: name,
+                collector_id_type: yichuang::proto::v1::IdType::ResidentId as i32,
+                collector_id_number: id,
+                staff_no,
+            }),
+            (_, _, Some(carrier), Some(tracking_number)) => How::Mail(yichuang::proto::v1::Mail {
+                carrier,
+                tracking_number,
+            }),
+            _ => {
+                return Err(Failure(
+                    2,
+                    anyhow::anyhow!(
+                        "give --collector-name and --collector-id (pickup) or --carrier and --tracking-number (mail)"
+                    ),
+                ));
+            }
+        },
+    )
+}
+
+/// The `SupplementRequest` of `case supplement`: read from `file`, or made of the case number
+/// and the material codes (each a paper original checked at the window).
+fn supplement_request(
+    case_number: Option<String>,
+    id: Option<String>,
+    materials: Vec<String>,
+    tasks: Vec<String>,
+    staff_no: String,
+    file: Option<PathBuf>,
+) -> Result<yichuang::proto::v1::SupplementRequest, Failure> {
+    Ok(match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            serde_json::from_str::<yichuang::proto::v1::SupplementRequest>(&text).map_err(|e| {
+                Failure(
+                    2,
+                    anyhow::anyhow!(
+                        "{}: not a SupplementRequest in canonical JSON: {e}",
+                        path.display()
+                    ),
+                )
+            })?
+        }
+        None => yichuang::proto::v1::SupplementRequest {
+            case_number: case_number.unwrap_or_default(),
+            supplement_id: id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            materials: materials
+                .into_iter()
+                .map(|code| yichuang::proto::v1::Material {
+                    material_code: code,
+                    form: yichuang::proto::v1::MaterialForm::Original as i32,
+                    copies: 1,
+                    file: None,
+                })
+                .collect(),
+            task_ids: tasks,
+            staff_no,
+        },
+    })
 }
