@@ -2,7 +2,7 @@
 //! record the clock's facts on the task — when it started (the case's acceptance, or the
 //! task's release), its pauses (补正, 特别程序), when the department decided and when the
 //! decision reached the window — and mark the task's row. The sweeper derives the rest with
-//! the working-day calendar ([`crate::sla`]): the promised and legal deadlines extended by the
+//! the working-day calendar ([`crate::calendar`]): the promised and legal deadlines extended by the
 //! pauses, the yellow warning once a share of the promised time has passed, the red alert at
 //! the promised deadline, and whether the decision reached the window within 1 working day.
 //! Each alert is a history entry (hence a status event and a feed entry), raised exactly once:

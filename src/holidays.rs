@@ -1,7 +1,7 @@
 //! Year files of the working-day calendar made from another shape: the JSON the open
 //! `holiday-cn` data publishes for each year (`{"year", "papers": [URL…], "days": [{"name",
 //! "date", "isOffDay"}]}`), turned into the project's TOML (`config/calendar/YYYY.toml`, see
-//! [`crate::sla`]) with the notice cited. What it writes is checked by the same loader the
+//! [`crate::calendar`]) with the notice cited. What it writes is checked by the same loader the
 //! gateway uses before it is handed out.
 
 use std::fmt::Write;

@@ -1,4 +1,4 @@
-//! The gRPC API: `CaseService` ([`cases`]), `AdminService` ([`admin`]), the standard health
+//! The gRPC API: `CaseService` (`cases.rs`), `AdminService` (`admin.rs`), the standard health
 //! service and server reflection, on one listener ([`grpc`]). Handlers translate between the
 //! wire and intake, lifecycle and the store; they hold no business rules, and they never start
 //! background work (that is [`crate::app`]). Errors become gRPC statuses here, in one place.

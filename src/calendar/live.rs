@@ -9,7 +9,7 @@
 //! again on the new calendar under the case's lock ([`crate::clock`]): each provisional deadline
 //! is confirmed (or moved) once, whichever replica gets there first.
 //!
-//! The arithmetic lives in [`crate::sla`]; this module only owns which calendar is current.
+//! The arithmetic lives in [`crate::calendar`]; this module only owns which calendar is current.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};

@@ -7,7 +7,7 @@
 //!
 //! Owns: [`Plan`] and [`PlannedTask`], and counting their deadlines on the one calendar an
 //! evaluation uses. It never validates beyond the submission time, never loads or changes the
-//! calendar (that is [`crate::sla`] and [`crate::calendar`]), and never stores a plan or watches
+//! calendar (that is [`crate::calendar`] and [`crate::calendar`]), and never stores a plan or watches
 //! its deadlines (the store records it; the clock sweeps it).
 
 use std::collections::BTreeSet;

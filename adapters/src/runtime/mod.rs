@@ -16,11 +16,11 @@
 //! handling it — the poll messages are the same body, so the round travels with them — carries
 //! `round = N`, and its `message_id` ends in `:s<N>`.
 //!
-//! One file per job: [`session`] keeps the broker connections and hands deliveries to each
-//! department's [`worker`], the per-delivery state machine; [`stage`] reads and writes where a
-//! message is in that protocol; [`department`] calls the legacy system under its limits and
-//! remembers what it handled; [`publisher`] publishes results, delays and dead letters with
-//! confirms; [`callbacks`] publishes what a system says in a callback.
+//! One file per job: `session.rs` keeps the broker connections and hands deliveries to each
+//! department's `worker.rs`, the per-delivery state machine; `stage.rs` reads and writes where a
+//! message is in that protocol; `department.rs` calls the legacy system under its limits and
+//! remembers what it handled; `publisher.rs` publishes results, delays and dead letters with
+//! confirms; `callbacks.rs` publishes what a system says in a callback.
 
 mod callbacks;
 mod department;
