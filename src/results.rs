@@ -204,12 +204,7 @@ async fn handle(
         Ok(r) => r,
         Err(refusal) => {
             warn!(reason = %refusal, "result refused; dead-lettered to the results dead queue");
-            let _ = delivery
-                .nack(BasicNackOptions {
-                    requeue: false,
-                    ..Default::default()
-                })
-                .await;
+            dead_letter(delivery).await;
             return;
         }
     };
@@ -256,6 +251,7 @@ async fn handle(
 /// Tries of one result against a store that answers, before it is dead-lettered.
 const RESULT_TRIES: u32 = 5;
 
+/// Refuses a result for good: the broker dead-letters it to the results dead queue.
 async fn dead_letter(delivery: Delivery) {
     let _ = delivery
         .nack(BasicNackOptions {
@@ -297,12 +293,7 @@ async fn record(
     }
     let Some(update) = update(r) else {
         warn!(task = %task_id, "result of no known kind; dead-lettered");
-        let _ = delivery
-            .nack(BasicNackOptions {
-                requeue: false,
-                ..Default::default()
-            })
-            .await;
+        dead_letter(delivery).await;
         return;
     };
     let mut tries = 0u32;
