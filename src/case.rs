@@ -46,44 +46,7 @@ pub struct Accepted {
 
 /// Builds the case, its tasks, receipt and first history entries from a plan and the case number.
 pub fn accept(plan: &Plan, case_number: &str, trace_id: &str) -> Accepted {
-    let task_id = |i: usize| format!("{case_number}-{:02}", i + 1);
-    let tasks: Vec<Task> = plan
-        .tasks
-        .iter()
-        .enumerate()
-        .map(|(i, t)| Task {
-            task_id: task_id(i),
-            item_code: t.item_code.clone(),
-            item_name: t.item_name.clone(),
-            department: t.department.clone(),
-            implementation_code: t.implementation_code.clone(),
-            status: if t.depends_on.is_empty() {
-                TaskStatus::Ready
-            } else {
-                TaskStatus::Waiting
-            } as i32,
-            depends_on: t.depends_on.iter().map(|&p| task_id(p)).collect(),
-            promised_working_days: t.promised_working_days as i32,
-            legal_working_days: t.legal_working_days as i32,
-            promised_deadline: t.promised_deadline.to_string(),
-            legal_deadline: t.legal_deadline.to_string(),
-            inherited_materials: t.inherited_materials.clone(),
-            mode: t.mode as i32,
-            department_case_number: String::new(),
-            results: Vec::new(),
-            step: String::new(),
-            reasons: Vec::new(),
-            materials_requested: Vec::new(),
-            supplement_round: 0,
-            approval_stage_code: String::new(),
-            conclusion_code: String::new(),
-            // The legal clock runs from the acceptance for a task that waits for nothing.
-            clock_started_at: t.depends_on.is_empty().then(|| timestamp(plan.accepted_at)),
-            provisional_years: t.assumed_years().into_iter().collect(),
-            promised_deadline_provisional: !t.promised_assumes.is_empty(),
-            ..Default::default()
-        })
-        .collect();
+    let tasks = tasks_of(plan, case_number);
     let accepted_at = timestamp(plan.accepted_at);
     let s = &plan.submission;
     let case = Case {
@@ -106,55 +69,7 @@ pub fn accept(plan: &Plan, case_number: &str, trace_id: &str) -> Accepted {
         rejection_policy: plan.rejection_policy as i32,
         promised_deadline_provisional: !plan.promised_deadline_assumes.is_empty(),
     };
-    // The years the dates on the receipt rest on: promised deadlines and due dates (the legal
-    // deadlines are not on it).
-    let receipt_years: BTreeSet<i32> = plan
-        .tasks
-        .iter()
-        .flat_map(|t| t.promised_assumes.iter().copied())
-        .chain(plan.promised_deadline_assumes.iter().copied())
-        .chain(plan.obligation_assumes.iter().copied())
-        .collect();
-    let deadline_provisional = !receipt_years.is_empty();
-    let receipt = Receipt {
-        case_number: case_number.to_string(),
-        submission_id: s.submission_id.clone(),
-        accepted_at: Some(accepted_at),
-        hall_code: s.hall_code.clone(),
-        window_code: s.window_code.clone(),
-        applicant_name: s
-            .applicant
-            .as_ref()
-            .map(|a| a.name.clone())
-            .unwrap_or_default(),
-        items: plan
-            .tasks
-            .iter()
-            .zip(&tasks)
-            .map(|(p, t)| ReceiptItem {
-                item_code: p.item_code.clone(),
-                item_name: p.item_name.clone(),
-                department: p.department.clone(),
-                department_name: p.department_name.clone(),
-                promised_working_days: p.promised_working_days as i32,
-                promised_deadline: p.promised_deadline.to_string(),
-                waits_for_prerequisites: !p.depends_on.is_empty(),
-                task_id: t.task_id.clone(),
-                promised_deadline_provisional: !p.promised_assumes.is_empty(),
-            })
-            .collect(),
-        obligations: plan.obligations.clone(),
-        normalisations: plan.changes.iter().map(Change::to_proto).collect(),
-        promised_deadline: plan.promised_deadline.to_string(),
-        delivery_method: s.delivery.as_ref().map_or(0, |d| d.method),
-        deadline_provisional,
-        deadline_notice: if deadline_provisional {
-            provisional_notice(&receipt_years)
-        } else {
-            String::new()
-        },
-    };
-
+    let receipt = receipt_of(plan, case_number, &tasks);
     let mut events = Vec::new();
     let mut push = |kind: &str, task_id: &str, detail: String| {
         events.push(CaseEvent {
@@ -241,6 +156,101 @@ pub fn accept(plan: &Plan, case_number: &str, trace_id: &str) -> Accepted {
         case,
         receipt,
         events,
+    }
+}
+
+/// The case's tasks, from the plan's: READY when they wait for nothing, WAITING otherwise.
+fn tasks_of(plan: &Plan, case_number: &str) -> Vec<Task> {
+    let task_id = |i: usize| format!("{case_number}-{:02}", i + 1);
+    plan.tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Task {
+            task_id: task_id(i),
+            item_code: t.item_code.clone(),
+            item_name: t.item_name.clone(),
+            department: t.department.clone(),
+            implementation_code: t.implementation_code.clone(),
+            status: if t.depends_on.is_empty() {
+                TaskStatus::Ready
+            } else {
+                TaskStatus::Waiting
+            } as i32,
+            depends_on: t.depends_on.iter().map(|&p| task_id(p)).collect(),
+            promised_working_days: t.promised_working_days as i32,
+            legal_working_days: t.legal_working_days as i32,
+            promised_deadline: t.promised_deadline.to_string(),
+            legal_deadline: t.legal_deadline.to_string(),
+            inherited_materials: t.inherited_materials.clone(),
+            mode: t.mode as i32,
+            department_case_number: String::new(),
+            results: Vec::new(),
+            step: String::new(),
+            reasons: Vec::new(),
+            materials_requested: Vec::new(),
+            supplement_round: 0,
+            approval_stage_code: String::new(),
+            conclusion_code: String::new(),
+            // The legal clock runs from the acceptance for a task that waits for nothing.
+            clock_started_at: t.depends_on.is_empty().then(|| timestamp(plan.accepted_at)),
+            provisional_years: t.assumed_years().into_iter().collect(),
+            promised_deadline_provisional: !t.promised_assumes.is_empty(),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// The receipt (受理回执) of an accepted case: items with their promised deadlines (marked
+/// provisional, with a note, when they rest on a year without its calendar file).
+fn receipt_of(plan: &Plan, case_number: &str, tasks: &[Task]) -> Receipt {
+    // The years the dates on the receipt rest on: promised deadlines and due dates (the legal
+    // deadlines are not on it).
+    let receipt_years: BTreeSet<i32> = plan
+        .tasks
+        .iter()
+        .flat_map(|t| t.promised_assumes.iter().copied())
+        .chain(plan.promised_deadline_assumes.iter().copied())
+        .chain(plan.obligation_assumes.iter().copied())
+        .collect();
+    let deadline_provisional = !receipt_years.is_empty();
+    let s = &plan.submission;
+    Receipt {
+        case_number: case_number.to_string(),
+        submission_id: s.submission_id.clone(),
+        accepted_at: Some(timestamp(plan.accepted_at)),
+        hall_code: s.hall_code.clone(),
+        window_code: s.window_code.clone(),
+        applicant_name: s
+            .applicant
+            .as_ref()
+            .map(|a| a.name.clone())
+            .unwrap_or_default(),
+        items: plan
+            .tasks
+            .iter()
+            .zip(tasks)
+            .map(|(p, t)| ReceiptItem {
+                item_code: p.item_code.clone(),
+                item_name: p.item_name.clone(),
+                department: p.department.clone(),
+                department_name: p.department_name.clone(),
+                promised_working_days: p.promised_working_days as i32,
+                promised_deadline: p.promised_deadline.to_string(),
+                waits_for_prerequisites: !p.depends_on.is_empty(),
+                task_id: t.task_id.clone(),
+                promised_deadline_provisional: !p.promised_assumes.is_empty(),
+            })
+            .collect(),
+        obligations: plan.obligations.clone(),
+        normalisations: plan.changes.iter().map(Change::to_proto).collect(),
+        promised_deadline: plan.promised_deadline.to_string(),
+        delivery_method: s.delivery.as_ref().map_or(0, |d| d.method),
+        deadline_provisional,
+        deadline_notice: if deadline_provisional {
+            provisional_notice(&receipt_years)
+        } else {
+            String::new()
+        },
     }
 }
 
