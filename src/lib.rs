@@ -11,6 +11,7 @@
 //! - [`holidays`]: year files made from the holiday-cn JSON (`yichuang calendar import`).
 //! - [`intake`]: normalisation, validation with one-time notice, planning of tasks.
 //! - [`case`]: case numbers and the case, receipt and notice built from an intake plan.
+//! - [`event`]: the kinds of a case's history entries and their wire names, in one list.
 //! - [`outbox`]: the relay that publishes committed tasks with publisher confirms.
 //! - [`stall`]: tasks the gateway hears nothing of, found and published again.
 //! - [`supervise`]: the background workers, started again when they stop.
@@ -34,6 +35,7 @@ pub mod catalog;
 pub mod clock;
 pub mod config;
 pub mod dlq;
+pub mod event;
 pub mod feed;
 pub mod holidays;
 pub mod intake;
