@@ -7,6 +7,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::calendar::years_list;
 
+use crate::event::EventKind;
 use crate::intake::Plan;
 use crate::intake::normalise::Change;
 use crate::proto::v1::{
@@ -71,18 +72,18 @@ pub fn accept(plan: &Plan, case_number: &str, trace_id: &str) -> Accepted {
     };
     let receipt = receipt_of(plan, case_number, &tasks);
     let mut events = Vec::new();
-    let mut push = |kind: &str, task_id: &str, detail: String| {
+    let mut push = |kind: EventKind, task_id: &str, detail: String| {
         events.push(CaseEvent {
             seq: events.len() as i64 + 1,
             at: Some(accepted_at),
-            kind: kind.into(),
+            kind: kind.as_str().into(),
             task_id: task_id.into(),
             detail,
         });
     };
     let items: Vec<&str> = plan.tasks.iter().map(|t| t.item_code.as_str()).collect();
     push(
-        "accepted",
+        EventKind::Accepted,
         "",
         format!(
             "accepted at hall {} window {}: {}",
@@ -94,7 +95,7 @@ pub fn accept(plan: &Plan, case_number: &str, trace_id: &str) -> Accepted {
     if !plan.assumed_years.is_empty() {
         let years = years_list(&plan.assumed_years);
         push(
-            "deadline-provisional",
+            EventKind::DeadlineProvisional,
             "",
             format!(
                 "deadlines counted Monday–Friday in {years}: no working-day calendar for {years} is loaded (the State Council's holiday notice); they are confirmed, or moved, once it is"
@@ -107,12 +108,12 @@ pub fn accept(plan: &Plan, case_number: &str, trace_id: &str) -> Accepted {
             .iter()
             .map(|c| format!("{} ({})", c.path, c.rule))
             .collect();
-        push("normalised", "", what.join("; "));
+        push(EventKind::Normalised, "", what.join("; "));
     }
     for (t, p) in tasks.iter().zip(&plan.tasks) {
         if t.depends_on.is_empty() {
             push(
-                "task-ready",
+                EventKind::TaskReady,
                 &t.task_id,
                 format!(
                     "{} to {}, due {}{}",
@@ -128,7 +129,7 @@ pub fn accept(plan: &Plan, case_number: &str, trace_id: &str) -> Accepted {
             );
         } else {
             push(
-                "task-waiting",
+                EventKind::TaskWaiting,
                 &t.task_id,
                 format!("{} waits for {}", t.item_code, t.depends_on.join(", ")),
             );
@@ -136,7 +137,7 @@ pub fn accept(plan: &Plan, case_number: &str, trace_id: &str) -> Accepted {
     }
     for o in &plan.obligations {
         push(
-            "obligation-recorded",
+            EventKind::ObligationRecorded,
             "",
             format!(
                 "{} ({}) for {} due {}{}",

@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 
 use crate::calendar::LiveCalendar;
 use crate::calendar::{Limit, Pause, years_list};
+use crate::event::EventKind;
 use crate::proto::v1::{Case, CaseEvent, Task};
 use crate::store::{CaseChange, ClockRow, Store, StoreError};
 
@@ -123,11 +124,11 @@ impl Clocks {
             ..Default::default()
         };
         let mut events = Vec::new();
-        let mut push = |kind: &str, detail: String| {
+        let mut push = |kind: EventKind, detail: String| {
             events.push(CaseEvent {
                 seq: last_seq + events.len() as i64 + 1,
                 at: Some(at),
-                kind: kind.into(),
+                kind: kind.as_str().into(),
                 task_id: task_id.to_string(),
                 detail,
             })
@@ -259,7 +260,7 @@ impl Clocks {
                 }
             };
             push(
-                "deadline-confirmed",
+                EventKind::DeadlineConfirmed,
                 format!(
                     "{name}: the {} calendar is loaded; promised deadline {}, legal deadline {}{provisional_note}",
                     years_list(&confirmed),
@@ -270,7 +271,7 @@ impl Clocks {
         }
         match before {
             None => push(
-                "task-clock-started",
+                EventKind::TaskClockStarted,
                 format!(
                     "{name}: promised by {promised_day}, legal limit {legal_day} ({} working days promised){provisional_note}",
                     promised.amount
@@ -285,7 +286,7 @@ impl Clocks {
                     .map_or(0, |r| r.value);
                 let paused_days: i32 = task.pauses.iter().map(|p| p.working_days).sum();
                 push(
-                    "task-deadline-moved",
+                    EventKind::TaskDeadlineMoved,
                     format!(
                         "{name}: promised deadline moved by {moved} working days to {promised_day} (paused {paused_days} working days in all){provisional_note}"
                     ),
@@ -310,7 +311,7 @@ impl Clocks {
             {
                 task.decision_late_to_window = true;
                 push(
-                    "task-decision-late-to-window",
+                    EventKind::TaskDecisionLateToWindow,
                     format!(
                         "{name}: decided {}, reached the window {} — later than 1 working day",
                         decided.format("%Y-%m-%d %H:%M"),
@@ -328,7 +329,7 @@ impl Clocks {
             task.sla_overdue = true;
             task.sla_warned = true;
             push(
-                "task-overdue",
+                EventKind::TaskOverdue,
                 format!(
                     "{name}: red alert, the promised deadline {promised_day} has passed (legal limit {legal_day})"
                 ),
@@ -336,7 +337,7 @@ impl Clocks {
         } else if now_here >= warn_at && !task.sla_warned {
             task.sla_warned = true;
             push(
-                "task-sla-warning",
+                EventKind::TaskSlaWarning,
                 format!(
                     "{name}: yellow warning, {:.0}% of the promised time has passed (due {promised_day})",
                     self.warn_share * 100.0

@@ -14,6 +14,7 @@
 //! - [`holidays`]: year files made from the holiday-cn JSON (`yichuang calendar import`).
 //! - [`intake`]: normalisation, validation with one-time notice, planning of tasks, supplements.
 //! - [`case`]: case numbers and the case, receipt and notice built from an intake plan.
+//! - [`event`]: the kinds of a case's history entries and their wire names, in one list.
 //! - [`lifecycle`]: task and case state machines after dispatch, delivery, what an edit of a
 //!   case changes ([`lifecycle::CaseChange`]).
 //! - [`clock`]: the legal clock of each task and the SLA sweeper.
@@ -53,6 +54,7 @@ pub mod catalog;
 pub mod clock;
 pub mod config;
 pub mod dlq;
+pub mod event;
 pub mod feed;
 pub mod holidays;
 pub mod intake;

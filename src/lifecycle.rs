@@ -7,6 +7,7 @@
 //! Results may arrive twice or out of order: a result that would move a task backwards, or
 //! repeat what is recorded, changes nothing and returns `None`.
 
+use crate::event::EventKind;
 use crate::proto::v1::{Case, CaseEvent, CaseStatus, ClockPause, ResultDocument, Task, TaskStatus};
 
 /// What a department said about a task.
@@ -138,11 +139,11 @@ pub fn apply(
     }
     let before = task.status;
     let name = format!("{} ({})", task.item_code, task.department);
-    let entry = |kind: &str, detail: String, events: &mut Vec<CaseEvent>| {
+    let entry = |kind: EventKind, detail: String, events: &mut Vec<CaseEvent>| {
         events.push(CaseEvent {
             seq: last_seq + events.len() as i64 + 1,
             at: Some(at),
-            kind: kind.into(),
+            kind: kind.as_str().into(),
             task_id: task_id.to_string(),
             detail,
         })
@@ -163,7 +164,7 @@ pub fn apply(
             && !n.is_empty()
         {
             entry(
-                "task-accepted-by-department",
+                EventKind::TaskAcceptedByDepartment,
                 format!("{name} accepted as {n}"),
                 events,
             );
@@ -178,7 +179,7 @@ pub fn apply(
             }
             number(&department_case_number, task);
             entry(
-                "task-accepted-by-department",
+                EventKind::TaskAcceptedByDepartment,
                 format!("{name} accepted as {department_case_number}"),
                 &mut events,
             );
@@ -209,7 +210,11 @@ pub fn apply(
                 close_pauses(task, Some(SPECIAL_PROCEDURE), at);
             }
             task.step = step.clone();
-            entry("task-progress", format!("{name}: {step}"), &mut events);
+            entry(
+                EventKind::TaskProgress,
+                format!("{name}: {step}"),
+                &mut events,
+            );
             TaskStatus::InReview
         }
         TaskUpdate::Approved {
@@ -226,7 +231,7 @@ pub fn apply(
             decided(task, decided_at, at);
             task.results = documents;
             entry(
-                "task-approved",
+                EventKind::TaskApproved,
                 format!("{name} approved: {}", names.join(", ")),
                 &mut events,
             );
@@ -239,7 +244,7 @@ pub fn apply(
             accepted_first(&department_case_number, task, &mut events);
             number(&department_case_number, task);
             entry(
-                "task-rejected",
+                EventKind::TaskRejected,
                 format!("{name} rejected: {}", reasons.join("; ")),
                 &mut events,
             );
@@ -260,7 +265,7 @@ pub fn apply(
             accepted_first(&department_case_number, task, &mut events);
             number(&department_case_number, task);
             entry(
-                "task-supplement-required",
+                EventKind::TaskSupplementRequired,
                 format!("{name} asks for: {}", materials.join("、")),
                 &mut events,
             );
@@ -273,7 +278,7 @@ pub fn apply(
                 return None;
             }
             entry(
-                "task-refused",
+                EventKind::TaskRefused,
                 format!(
                     "{name} refused by the department's system: {}",
                     reasons.join("; ")
@@ -306,7 +311,7 @@ pub fn apply(
                 events.push(CaseEvent {
                     seq: last_seq + events.len() as i64 + 1,
                     at: Some(at),
-                    kind: "task-released".into(),
+                    kind: EventKind::TaskReleased.as_str().into(),
                     task_id: t.task_id.clone(),
                     detail: format!(
                         "{} released to {} after {}",
@@ -392,18 +397,18 @@ pub fn follow_tasks(
     let aggregate = aggregate(case);
     if aggregate as i32 != case.status {
         case.status = aggregate as i32;
-        let kind = aggregate
-            .as_str_name()
-            .trim_start_matches("CASE_STATUS_")
-            .to_lowercase()
-            .replace('_', "-");
-        events.push(CaseEvent {
-            seq: last_seq + events.len() as i64 + 1,
-            at: Some(at),
-            kind: format!("case-{kind}"),
-            task_id: String::new(),
-            detail: format!("case {}", kind.replace('-', " ")),
-        });
+        // `aggregate` never gives unspecified, and accepted only to a case already accepted,
+        // so every change has its entry.
+        if let Some(kind) = EventKind::case_moved_to(aggregate) {
+            let what = kind.as_str().trim_start_matches("case-").replace('-', " ");
+            events.push(CaseEvent {
+                seq: last_seq + events.len() as i64 + 1,
+                at: Some(at),
+                kind: kind.as_str().into(),
+                task_id: String::new(),
+                detail: format!("case {what}"),
+            });
+        }
     }
     case_codes(case);
 }
@@ -503,7 +508,7 @@ pub fn deliver(
     Ok(vec![CaseEvent {
         seq: last_seq + 1,
         at: Some(at),
-        kind: "case-delivered".into(),
+        kind: EventKind::CaseDelivered.as_str().into(),
         task_id: String::new(),
         detail,
     }])

@@ -25,6 +25,7 @@ use crate::bus::Topology;
 use crate::catalog::Catalog;
 use crate::clock::Clocks;
 use crate::config::BusConfig;
+use crate::event::EventKind;
 use crate::store::{Store, StoreError};
 
 /// Content type of the exposition.
@@ -256,23 +257,23 @@ pub async fn render(store: &Store, clocks: &Clocks) -> Result<String, StoreError
     for (name, kind, help) in [
         (
             "yichuang_sla_warnings_total",
-            "task-sla-warning",
+            EventKind::TaskSlaWarning,
             "Yellow warnings raised: a share of a task's promised time passed.",
         ),
         (
             "yichuang_sla_overdue_total",
-            "task-overdue",
+            EventKind::TaskOverdue,
             "Red alerts raised: a task's promised deadline passed undecided.",
         ),
         (
             "yichuang_decisions_late_to_window_total",
-            "task-decision-late-to-window",
+            EventKind::TaskDecisionLateToWindow,
             "Decisions that reached the accepting window later than 1 working day.",
         ),
     ] {
         let family = name.trim_end_matches("_total");
         let _ = writeln!(out, "# HELP {family} {help}\n# TYPE {family} counter");
-        for (department, item, _, n) in counts.iter().filter(|c| c.2 == kind) {
+        for (department, item, _, n) in counts.iter().filter(|c| c.2 == kind.as_str()) {
             let _ = writeln!(
                 out,
                 "{name}{{department=\"{}\",item=\"{}\"}} {n}",

@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use crate::config::StallConfig;
+use crate::event::EventKind;
 use crate::proto::v1::CaseEvent;
 use crate::store::{CaseChange, Store, StoreError};
 
@@ -70,7 +71,7 @@ pub async fn check(
                 store,
                 &silent.case_number,
                 &silent.task_id,
-                "task-stalled",
+                EventKind::TaskStalled,
                 detail,
                 now,
             )
@@ -99,7 +100,7 @@ pub async fn republished(
             store,
             &case_number,
             task_id,
-            "task-republished",
+            EventKind::TaskRepublished,
             detail,
             now,
         )
@@ -112,17 +113,17 @@ async fn history(
     store: &Store,
     case_number: &str,
     task_id: &str,
-    kind: &str,
+    kind: EventKind,
     detail: String,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let (task_id, kind) = (task_id.to_string(), kind.to_string());
+    let task_id = task_id.to_string();
     store
         .edit_case(case_number, now, move |_case, last_seq, at| {
             let event = CaseEvent {
                 seq: last_seq + 1,
                 at: Some(at),
-                kind,
+                kind: kind.as_str().into(),
                 task_id,
                 detail,
             };

@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 use super::labels::forms_zh;
 use super::materials::{Handed, in_accepted_form};
 use super::{Intake, Validator};
+use crate::event::EventKind;
 use crate::lifecycle::CaseChange;
 use crate::proto::v1::{
     Case, CaseEvent, Deficiency, DeficiencyCode as Code, SupplementRecord, SupplementRequest, Task,
@@ -373,11 +374,11 @@ impl Intake {
         let codes: Vec<String> = checked.handed.keys().map(|c| c.to_string()).collect();
         let names: Vec<&str> = codes.iter().map(|c| catalog.material_name(c)).collect();
         let mut events: Vec<CaseEvent> = Vec::new();
-        let push = |events: &mut Vec<CaseEvent>, kind: &str, task_id: &str, detail: String| {
+        let push = |events: &mut Vec<CaseEvent>, kind: EventKind, task_id: &str, detail: String| {
             events.push(CaseEvent {
                 seq: last_seq + events.len() as i64 + 1,
                 at: Some(at),
-                kind: kind.into(),
+                kind: kind.as_str().into(),
                 task_id: task_id.into(),
                 detail,
             })
@@ -385,7 +386,7 @@ impl Intake {
         let staff = request.staff_no.trim();
         push(
             &mut events,
-            "supplement-received",
+            EventKind::SupplementReceived,
             "",
             format!(
                 "supplement {id}: {}{}",
@@ -423,7 +424,12 @@ impl Intake {
                 "{} ({}) resumes with the materials it asked for (supplement round {})",
                 t.item_code, t.department, t.supplement_round
             );
-            push(&mut events, "task-resumed", &t.task_id.clone(), detail);
+            push(
+                &mut events,
+                EventKind::TaskResumed,
+                &t.task_id.clone(),
+                detail,
+            );
         }
         let today = now.with_timezone(&self.offset).date_naive().to_string();
         let mut fulfilled = Vec::new();
@@ -441,7 +447,7 @@ impl Intake {
                 "{} owed under 容缺 for {} brought{late}",
                 ob.material_name, ob.item_code
             );
-            push(&mut events, "obligation-fulfilled", "", detail);
+            push(&mut events, EventKind::ObligationFulfilled, "", detail);
         }
         let record = SupplementRecord {
             supplement_id: id.to_string(),

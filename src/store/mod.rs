@@ -12,6 +12,7 @@ use prost::Message;
 
 use crate::case::{self, Accepted};
 use crate::config::StoreConfig;
+use crate::event::EventKind;
 use crate::intake::Plan;
 use crate::proto::v1::{
     Case, CaseEvent, CaseStatus, CaseSummary, DeficiencyNotice, SubmitResponse,
@@ -168,8 +169,9 @@ const ON_TIME_POSTGRES: &str = "SELECT department, item_code,
      WHERE due_ms IS NOT NULL AND ($2 = '' OR department = $2) AND ($3 = '' OR item_code = $3)
      GROUP BY department, item_code ORDER BY department, item_code";
 
-/// History entries of the SLA kinds, counted by department and item: `(department, item,
-/// kind, count)`.
+/// History entries of the SLA kinds, counted by department and item: `(department, item, kind,
+/// count)`. The kinds are [`EventKind::SLA_ALERTS`], spelled out so the query stays one constant
+/// both engines prepare; a test checks the two agree.
 const SLA_COUNTS: &str = "SELECT t.department, t.item_code, e.kind, count(*)
      FROM case_events e JOIN tasks t ON t.task_id = e.task_id
      WHERE e.kind IN ('task-sla-warning', 'task-overdue', 'task-decision-late-to-window')
@@ -213,7 +215,7 @@ fn dispatch_in_case(
         events.push(CaseEvent {
             seq: last_seq + events.len() as i64 + 1,
             at: ms_to_timestamp(now_ms),
-            kind: "task-dispatched".into(),
+            kind: EventKind::TaskDispatched.as_str().into(),
             task_id: task.task_id.clone(),
             detail: format!("{} published to {}", task.item_code, task.department),
         });
@@ -744,5 +746,26 @@ impl Store {
     /// Checks the store answers (for health).
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.case_count().await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The SLA query counts exactly the SLA alerts, by their wire names.
+    #[test]
+    fn sla_counts_names_the_sla_alerts() {
+        let listed = SLA_COUNTS
+            .split_once("IN (")
+            .and_then(|(_, rest)| rest.split_once(')'))
+            .map(|(list, _)| list)
+            .expect("SLA_COUNTS filters with IN (...)");
+        let kinds: Vec<&str> = listed
+            .split(',')
+            .map(|k| k.trim().trim_matches('\''))
+            .collect();
+        let alerts: Vec<&str> = EventKind::SLA_ALERTS.iter().map(|k| k.as_str()).collect();
+        assert_eq!(kinds, alerts);
     }
 }
