@@ -77,6 +77,84 @@ impl Clocks {
         self.zone
     }
 
+    /// The alerts of a task whose deadlines are counted: a decision that reached the window
+    /// late, or the yellow warning and the red alert of an open task, each once; and when the
+    /// sweeper must look at it again.
+    fn alerts(
+        &self,
+        calendar: &crate::calendar::Calendar,
+        task: &mut Task,
+        row: &mut ClockRow,
+        due: &Due,
+        now: DateTime<Utc>,
+        push: &mut dyn FnMut(EventKind, String),
+    ) {
+        let (zone, name, paused) = (self.zone, &due.name, due.paused);
+        let now_here = now.with_timezone(&zone);
+        if let Some(decided) = task.decided_at.as_ref().map(|t| self.instant(t)) {
+            row.decided_ms = Some(decided.timestamp_millis());
+            let recorded = task
+                .decision_recorded_at
+                .as_ref()
+                .map_or(decided, |t| self.instant(t));
+            if let Ok(window_due) = calendar
+                .reckon(|c| c.in_zone(zone).deadline(decided, Limit::working_days(1)))
+                .map(|r| r.value)
+                && recorded >= window_due
+                && !task.decision_late_to_window
+            {
+                task.decision_late_to_window = true;
+                push(
+                    EventKind::TaskDecisionLateToWindow,
+                    format!(
+                        "{name}: decided {}, reached the window {} — later than 1 working day",
+                        decided.format("%Y-%m-%d %H:%M"),
+                        recorded.with_timezone(&zone).format("%Y-%m-%d %H:%M")
+                    ),
+                );
+            }
+            return;
+        }
+        if paused {
+            row.due_ms = None;
+            return;
+        }
+        if now_here >= due.promised && !task.sla_overdue {
+            task.sla_overdue = true;
+            task.sla_warned = true;
+            push(
+                EventKind::TaskOverdue,
+                format!(
+                    "{name}: red alert, the promised deadline {} has passed (legal limit {})",
+                    due.promised_day, due.legal_day
+                ),
+            );
+        } else if now_here >= due.warn_at && !task.sla_warned {
+            task.sla_warned = true;
+            push(
+                EventKind::TaskSlaWarning,
+                format!(
+                    "{name}: yellow warning, {:.0}% of the promised time has passed (due {})",
+                    self.warn_share * 100.0,
+                    due.promised_day
+                ),
+            );
+        }
+        row.next_check_ms = if !task.sla_warned {
+            Some(due.warn_at.timestamp_millis())
+        } else if !task.sla_overdue {
+            Some(due.promised.timestamp_millis())
+        } else {
+            None
+        };
+        if row.provisional {
+            // Looked at hourly while provisional, so a notice loaded while a reload's mark was
+            // missed (a store error, a replica down) is still confirmed within the hour.
+            let hourly = (now + chrono::Duration::hours(1)).timestamp_millis();
+            row.next_check_ms = Some(row.next_check_ms.map_or(hourly, |t| t.min(hourly)));
+        }
+    }
+
     /// What a task's row keeps when its deadlines are left as recorded, looked at again at
     /// `next_check`.
     fn recorded_row(&self, task: &Task, next_check: DateTime<Utc>) -> ClockRow {
@@ -296,69 +374,29 @@ impl Clocks {
         }
         row.due_ms = Some(promised_due.timestamp_millis());
         row.provisional = !assumed.is_empty();
-
-        if let Some(decided) = task.decided_at.as_ref().map(|t| self.instant(t)) {
-            row.decided_ms = Some(decided.timestamp_millis());
-            let recorded = task
-                .decision_recorded_at
-                .as_ref()
-                .map_or(decided, |t| self.instant(t));
-            if let Ok(window_due) = calendar
-                .reckon(|c| c.in_zone(zone).deadline(decided, Limit::working_days(1)))
-                .map(|r| r.value)
-                && recorded >= window_due
-                && !task.decision_late_to_window
-            {
-                task.decision_late_to_window = true;
-                push(
-                    EventKind::TaskDecisionLateToWindow,
-                    format!(
-                        "{name}: decided {}, reached the window {} — later than 1 working day",
-                        decided.format("%Y-%m-%d %H:%M"),
-                        recorded.with_timezone(&zone).format("%Y-%m-%d %H:%M")
-                    ),
-                );
-            }
-            return Some((events, row));
-        }
-        if paused {
-            row.due_ms = None;
-            return Some((events, row));
-        }
-        if now_here >= promised_due && !task.sla_overdue {
-            task.sla_overdue = true;
-            task.sla_warned = true;
-            push(
-                EventKind::TaskOverdue,
-                format!(
-                    "{name}: red alert, the promised deadline {promised_day} has passed (legal limit {legal_day})"
-                ),
-            );
-        } else if now_here >= warn_at && !task.sla_warned {
-            task.sla_warned = true;
-            push(
-                EventKind::TaskSlaWarning,
-                format!(
-                    "{name}: yellow warning, {:.0}% of the promised time has passed (due {promised_day})",
-                    self.warn_share * 100.0
-                ),
-            );
-        }
-        row.next_check_ms = if !task.sla_warned {
-            Some(warn_at.timestamp_millis())
-        } else if !task.sla_overdue {
-            Some(promised_due.timestamp_millis())
-        } else {
-            None
+        let due = Due {
+            name,
+            paused,
+            promised: promised_due,
+            warn_at,
+            promised_day,
+            legal_day,
         };
-        if row.provisional {
-            // Looked at hourly while provisional, so a notice loaded while a reload's mark was
-            // missed (a store error, a replica down) is still confirmed within the hour.
-            let hourly = (now + chrono::Duration::hours(1)).timestamp_millis();
-            row.next_check_ms = Some(row.next_check_ms.map_or(hourly, |t| t.min(hourly)));
-        }
+        self.alerts(&calendar, task, &mut row, &due, now, &mut push);
         Some((events, row))
     }
+}
+
+/// What a refresh counted for a task, for its alerts.
+struct Due {
+    /// The task as history names it: item (department).
+    name: String,
+    /// Its clock stands still (a pause running).
+    paused: bool,
+    promised: DateTime<FixedOffset>,
+    warn_at: DateTime<FixedOffset>,
+    promised_day: chrono::NaiveDate,
+    legal_day: chrono::NaiveDate,
 }
 
 /// Whether the calendar in use is behind the one the task's deadlines were counted on: it
