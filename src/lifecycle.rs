@@ -292,37 +292,11 @@ pub fn apply(
     task.status = status as i32;
 
     // An approval releases the tasks that waited only for approved tasks.
-    let mut released = Vec::new();
-    if status == TaskStatus::Approved {
-        let approved: Vec<String> = case
-            .tasks
-            .iter()
-            .filter(|t| t.status == TaskStatus::Approved as i32)
-            .map(|t| t.task_id.clone())
-            .collect();
-        for t in case.tasks.iter_mut() {
-            if t.status == TaskStatus::Waiting as i32
-                && t.depends_on.iter().all(|d| approved.contains(d))
-            {
-                t.status = TaskStatus::Ready as i32;
-                // Its legal clock runs from its release.
-                t.clock_started_at = Some(at);
-                released.push(t.task_id.clone());
-                events.push(CaseEvent {
-                    seq: last_seq + events.len() as i64 + 1,
-                    at: Some(at),
-                    kind: EventKind::TaskReleased.as_str().into(),
-                    task_id: t.task_id.clone(),
-                    detail: format!(
-                        "{} released to {} after {}",
-                        t.item_code,
-                        t.department,
-                        t.depends_on.join(", ")
-                    ),
-                });
-            }
-        }
-    }
+    let released = if status == TaskStatus::Approved {
+        release_waiting(case, &mut events, last_seq, at)
+    } else {
+        Vec::new()
+    };
 
     follow_tasks(case, &mut events, last_seq, at);
     Some(Applied {
@@ -330,6 +304,46 @@ pub fn apply(
         released,
         events,
     })
+}
+
+/// Sets READY the waiting tasks whose every prerequisite is approved, starting their legal
+/// clocks, with a `task-released` entry each; their ids.
+fn release_waiting(
+    case: &mut Case,
+    events: &mut Vec<CaseEvent>,
+    last_seq: i64,
+    at: pbjson_types::Timestamp,
+) -> Vec<String> {
+    let mut released = Vec::new();
+    let approved: Vec<String> = case
+        .tasks
+        .iter()
+        .filter(|t| t.status == TaskStatus::Approved as i32)
+        .map(|t| t.task_id.clone())
+        .collect();
+    for t in case.tasks.iter_mut() {
+        if t.status == TaskStatus::Waiting as i32
+            && t.depends_on.iter().all(|d| approved.contains(d))
+        {
+            t.status = TaskStatus::Ready as i32;
+            // Its legal clock runs from its release.
+            t.clock_started_at = Some(at);
+            released.push(t.task_id.clone());
+            events.push(CaseEvent {
+                seq: last_seq + events.len() as i64 + 1,
+                at: Some(at),
+                kind: EventKind::TaskReleased.as_str().into(),
+                task_id: t.task_id.clone(),
+                detail: format!(
+                    "{} released to {} after {}",
+                    t.item_code,
+                    t.department,
+                    t.depends_on.join(", ")
+                ),
+            });
+        }
+    }
+    released
 }
 
 /// Reasons the legal clock stands still.
