@@ -2,7 +2,7 @@
 //! form-field rules, and bundles, as a catalog file spells them (`deny_unknown_fields`, with
 //! their defaults). Each code keeps its span so a problem can name its file and line.
 //! This file owns the shapes only: it never reads files and never judges whether one definition
-//! agrees with another (that is `load.rs` and `check.rs`).
+//! agrees with another (`load.rs` reads; `check.rs` and `bundle.rs` judge).
 
 use serde::Deserialize;
 use toml::Spanned;
