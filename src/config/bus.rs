@@ -1,0 +1,176 @@
+//! How news of a case leaves the gateway: the RabbitMQ bus (broker and cluster nodes, names,
+//! retries, delivery limits, the departments' users, the management API) and the HTTP push of
+//! each status change to the one-network platform. Shapes, defaults and the rule that a cluster's
+//! nodes are one broker: it never connects to a broker or a platform.
+
+use serde::Deserialize;
+
+/// The HTTP push of every status change to the one-network platform (一网通办).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformConfig {
+    /// Where each status change is POSTed, in order; empty: no push.
+    #[serde(default)]
+    pub push_url: String,
+    /// Key of the HMAC-SHA256 signature in `X-Yichuang-Signature` (from the environment).
+    #[serde(default)]
+    pub secret: String,
+    /// Bound on one POST, in seconds (default 10).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+}
+
+/// Settings of the RabbitMQ bus.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusConfig {
+    /// AMQP URL of the broker (the vhost is its path; `%2f` is `/`).
+    #[serde(default = "default_amqp_url")]
+    pub url: String,
+    /// The other nodes of the same RabbitMQ cluster, as AMQP URLs with the user and vhost of
+    /// `url`: a connection that cannot be made, or is lost, moves on to the next node
+    /// (docs/bus.md, "A cluster"). Empty: one node.
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// Prefix of every exchange and queue name, so several installations (or tests) can share a broker.
+    #[serde(default = "default_bus_prefix")]
+    pub prefix: String,
+    /// Deliveries of one task message before the broker dead-letters it (quorum `x-delivery-limit`).
+    #[serde(default = "default_delivery_limit")]
+    pub delivery_limit: u32,
+    /// Delays of the retry queues, in seconds, shortest first.
+    #[serde(default = "default_retry_delays")]
+    pub retry_delays_secs: Vec<u64>,
+    /// Bound on every broker call, in seconds.
+    #[serde(default = "default_bus_timeout")]
+    pub timeout_secs: u64,
+    /// Whether the gateway talks to the bus: the outbox relay that publishes accepted tasks
+    /// and status events, and the consumer of the departments' results.
+    #[serde(default = "default_true")]
+    pub relay: bool,
+    /// The RabbitMQ user each department's adapter connects as (`scjg = "adapter-scjg"`): a
+    /// result for a department listed here is refused unless the broker-validated `user_id`
+    /// is that user. Departments not listed are not checked.
+    #[serde(default)]
+    pub department_users: std::collections::BTreeMap<String, String>,
+    /// RabbitMQ's management API, where the policies that make dead-lettering at-least-once are
+    /// applied (docs/bus.md): empty: `http://<host of url>:15672` with the user of `url`;
+    /// `"off"`: not applied here (an operator applies them).
+    #[serde(default)]
+    pub management_url: String,
+    /// Deliveries of one result before the broker dead-letters it to `<prefix>.dead.results`
+    /// (a result the gateway cannot apply must not block the consumer).
+    #[serde(default = "default_results_delivery_limit")]
+    pub results_delivery_limit: u32,
+}
+
+impl BusConfig {
+    /// The cluster's nodes are one broker seen through several doors: each URL of `nodes` must be
+    /// an AMQP URL with the user and vhost of `url` (a different user would change what the
+    /// broker lets the process do, and whom its results are from; a different vhost is another
+    /// broker).
+    pub fn check_nodes(&self) -> Result<(), String> {
+        if self.nodes.is_empty() {
+            return Ok(());
+        }
+        let parse = |url: &str| -> Result<lapin::uri::AMQPUri, String> {
+            // The parser's own message repeats the URL, password and all: not shown.
+            url.parse().map_err(|_| {
+                format!(
+                    "{} is not an AMQP URL; write amqp://user:password@host:port/vhost",
+                    crate::bus::redact(url)
+                )
+            })
+        };
+        let first = parse(&self.url)?;
+        for node in &self.nodes {
+            let other = parse(node)?;
+            if other.vhost != first.vhost
+                || other.authority.userinfo.username != first.authority.userinfo.username
+            {
+                return Err(format!(
+                    "node {} must have the user and vhost of url {} (user {:?}, vhost {:?}): every node of a cluster is the same broker",
+                    crate::bus::redact(node),
+                    crate::bus::redact(&self.url),
+                    first.authority.userinfo.username,
+                    first.vhost
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn default_results_delivery_limit() -> u32 {
+    10
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_amqp_url() -> String {
+    "amqp://guest:guest@127.0.0.1:5672/%2f".into()
+}
+fn default_bus_prefix() -> String {
+    "yichuang".into()
+}
+fn default_delivery_limit() -> u32 {
+    5
+}
+fn default_retry_delays() -> Vec<u64> {
+    vec![10, 60, 600]
+}
+fn default_bus_timeout() -> u64 {
+    10
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            url: default_amqp_url(),
+            nodes: Vec::new(),
+            prefix: default_bus_prefix(),
+            delivery_limit: default_delivery_limit(),
+            retry_delays_secs: default_retry_delays(),
+            timeout_secs: default_bus_timeout(),
+            relay: true,
+            department_users: Default::default(),
+            management_url: String::new(),
+            results_delivery_limit: default_results_delivery_limit(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_nodes_must_share_the_user_and_vhost_of_url() {
+        let bus = |nodes: &[&str]| BusConfig {
+            url: "amqp://adapter-scjg:pw@mq1:5672/hall".into(),
+            nodes: nodes.iter().map(|s| s.to_string()).collect(),
+            ..BusConfig::default()
+        };
+        assert!(bus(&[]).check_nodes().is_ok());
+        assert!(
+            bus(&[
+                "amqp://adapter-scjg:pw@mq2:5672/hall",
+                "amqp://adapter-scjg:pw@mq3/hall"
+            ])
+            .check_nodes()
+            .is_ok()
+        );
+        let other_vhost = bus(&["amqp://adapter-scjg:pw@mq2:5672/other"]).check_nodes();
+        assert!(
+            other_vhost.as_ref().unwrap_err().contains("mq2"),
+            "{other_vhost:?}"
+        );
+        let other_user = bus(&["amqp://guest:secret@mq2:5672/hall"]).check_nodes();
+        let message = other_user.unwrap_err();
+        assert!(message.contains("the user and vhost"), "{message}");
+        assert!(!message.contains("secret"), "no password in it: {message}");
+        assert!(bus(&["not a url"]).check_nodes().is_err());
+    }
+}
