@@ -1,0 +1,289 @@
+//! Submissions in the PostgreSQL engine: `replay` and `submit`, the daily sequence that numbers
+//! an accepted case, and the transaction that records a submission under a transaction-scoped
+//! advisory lock on its id (so concurrent repeats on several replicas are serialised).
+//!
+//! It owns the `submissions`, `attempts` and `case_numbers` rows and the first write of a case
+//! (its record, tasks and first history entries). It never judges a submission (intake did) and
+//! never changes a case once written: that is `cases::edit_case`.
+
+use deadpool_postgres::Transaction;
+use tokio_postgres::types::ToSql;
+
+use super::cases::assign_feed_positions;
+use super::{PgStore, pool_err};
+use crate::case::{self, MAX_DAILY_SEQUENCE};
+use crate::store::{
+    Attempt, CaseRows, Decision, Evaluated, Existing, StoreError, SubmitCommand, SubmitResult,
+    attempt_detail, case_rows, decide,
+};
+
+/// Executes `sql` with a statement prepared once per connection (deadpool's cache), so a
+/// submission costs one round trip per statement instead of two.
+async fn exec(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64, StoreError> {
+    let statement = tx.prepare_cached(sql).await?;
+    Ok(tx.execute(&statement, params).await?)
+}
+
+const INSERT_ATTEMPT: &str = "INSERT INTO attempts (submission_id, at_ms, hall_code, window_code, clerk_staff_no, outcome, case_number, detail)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+
+impl PgStore {
+    pub(in crate::store) async fn replay(
+        &self,
+        a: &Attempt,
+    ) -> Result<Option<SubmitResult>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let statement = client
+            .prepare_cached("SELECT content_hash, outcome, case_number, response FROM submissions WHERE submission_id = $1")
+            .await?;
+        let existing = client
+            .query_opt(&statement, &[&a.submission_id])
+            .await?
+            .map(existing_from);
+        let (result, outcome, case_number) = match decide(existing, &a.content_hash)? {
+            Decision::Fresh => return Ok(None),
+            Decision::Replay(response) => (SubmitResult::Answer(response), "replayed", None),
+            Decision::Conflict(number) => (
+                SubmitResult::Conflict {
+                    case_number: number.clone(),
+                },
+                "conflict",
+                Some(number),
+            ),
+        };
+        let statement = client.prepare_cached(INSERT_ATTEMPT).await?;
+        client
+            .execute(
+                &statement,
+                &[
+                    &a.submission_id,
+                    &a.at.timestamp_millis(),
+                    &a.hall_code,
+                    &a.window_code,
+                    &a.clerk_staff_no,
+                    &outcome,
+                    &case_number,
+                    &"",
+                ],
+            )
+            .await?;
+        Ok(Some(result))
+    }
+
+    pub(in crate::store) async fn submit(
+        &self,
+        c: SubmitCommand,
+    ) -> Result<SubmitResult, StoreError> {
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let mut rows = None;
+        if let Evaluated::Accept(plan) = &c.evaluated {
+            // The API asked `replay` first; a concurrent repeat found under the lock below
+            // leaves this number unused.
+            let prefix = case::number_prefix(
+                &plan.lead_implementation_code,
+                plan.accepted_at.date_naive(),
+            );
+            let seq = allocate(&mut client, &prefix).await?;
+            if seq > i64::from(MAX_DAILY_SEQUENCE) {
+                return Err(StoreError::SequenceExhausted {
+                    prefix,
+                    max: MAX_DAILY_SEQUENCE,
+                });
+            }
+            rows = Some(case_rows(
+                plan,
+                &case::case_number(&prefix, seq as u32),
+                &c.attempt,
+            ));
+        }
+        let tx = client.transaction().await?;
+        let result = record(&tx, &c, rows.as_ref()).await?;
+        if rows.is_some() {
+            assign_feed_positions(&tx).await?;
+        }
+        tx.commit().await?;
+        Ok(result)
+    }
+}
+
+/// Hands out the next daily sequence of `prefix` in a transaction of its own, so the row lock
+/// is held for one statement rather than for a whole acceptance: concurrent acceptances of the
+/// same item on the same day would otherwise queue behind each other's commits. Its commit
+/// need not wait for the disk: a case that uses the number commits later in the same WAL, so
+/// the number is durable whenever a case that carries it is; a number lost in a crash was
+/// never given out.
+async fn allocate(client: &mut deadpool_postgres::Object, prefix: &str) -> Result<i64, StoreError> {
+    let tx = client.transaction().await?;
+    tx.batch_execute("SET LOCAL synchronous_commit TO OFF")
+        .await?;
+    let seq = tx
+        .query_one(
+            "INSERT INTO case_numbers (prefix, last_seq) VALUES ($1, 1)
+             ON CONFLICT (prefix) DO UPDATE SET last_seq = case_numbers.last_seq + 1 RETURNING last_seq",
+            &[&prefix],
+        )
+        .await?
+        .get(0);
+    tx.commit().await?;
+    Ok(seq)
+}
+
+fn existing_from(r: tokio_postgres::Row) -> Existing {
+    Existing {
+        content_hash: r.get(0),
+        outcome: r.get(1),
+        case_number: r.get(2),
+        response: r.get(3),
+    }
+}
+
+/// Records a submission in `tx`. `rows` are the case's rows when it is accepted (built with
+/// its number before the transaction); a repeat found here leaves that number unused.
+async fn record(
+    tx: &Transaction<'_>,
+    c: &SubmitCommand,
+    rows: Option<&CaseRows>,
+) -> Result<SubmitResult, StoreError> {
+    exec(
+        tx,
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        &[&c.attempt.submission_id],
+    )
+    .await?;
+    let existing = tx
+        .query_opt(
+            &tx.prepare_cached("SELECT content_hash, outcome, case_number, response FROM submissions WHERE submission_id = $1").await?,
+            &[&c.attempt.submission_id],
+        )
+        .await?
+        .map(existing_from);
+    let at_ms = c.attempt.at.timestamp_millis();
+    let audit = |outcome: &'static str, case_number: Option<String>, detail: String| async move {
+        exec(
+            tx,
+            INSERT_ATTEMPT,
+            &[
+                &c.attempt.submission_id,
+                &at_ms,
+                &c.attempt.hall_code,
+                &c.attempt.window_code,
+                &c.attempt.clerk_staff_no,
+                &outcome,
+                &case_number,
+                &detail,
+            ],
+        )
+        .await
+    };
+    match decide(existing, &c.attempt.content_hash)? {
+        Decision::Replay(response) => {
+            audit("replayed", None, String::new()).await?;
+            Ok(SubmitResult::Answer(response))
+        }
+        Decision::Conflict(case_number) => {
+            audit("conflict", Some(case_number.clone()), String::new()).await?;
+            Ok(SubmitResult::Conflict { case_number })
+        }
+        Decision::Fresh => match &c.evaluated {
+            Evaluated::Deficient(notice) => {
+                let response = case::notice_response(notice.clone());
+                let bytes = prost::Message::encode_to_vec(&response);
+                upsert_submission(tx, c, "deficient", None, &bytes).await?;
+                audit("deficient", None, attempt_detail(notice)).await?;
+                Ok(SubmitResult::Answer(response.into()))
+            }
+            Evaluated::Accept(_) => {
+                let Some(rows) = rows else {
+                    return Err(StoreError::Corrupt(
+                        "an acceptance reached its transaction without its rows".into(),
+                    ));
+                };
+                let number = &rows.accepted.case.case_number;
+                insert_case(tx, c, number, rows).await?;
+                upsert_submission(tx, c, "accepted", Some(number), &rows.response).await?;
+                audit("accepted", Some(number.clone()), String::new()).await?;
+                Ok(SubmitResult::Answer(Box::new(case::receipt_response(
+                    rows.accepted.receipt.clone(),
+                ))))
+            }
+        },
+    }
+}
+
+async fn upsert_submission(
+    tx: &Transaction<'_>,
+    c: &SubmitCommand,
+    outcome: &str,
+    case_number: Option<&str>,
+    response: &[u8],
+) -> Result<(), StoreError> {
+    let at_ms = c.attempt.at.timestamp_millis();
+    exec(
+        tx,
+        "INSERT INTO submissions (submission_id, content_hash, outcome, case_number, response, first_at_ms, last_at_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $6)
+         ON CONFLICT (submission_id) DO UPDATE SET content_hash = excluded.content_hash, outcome = excluded.outcome,
+           case_number = excluded.case_number, response = excluded.response, last_at_ms = excluded.last_at_ms",
+        &[&c.attempt.submission_id, &&c.attempt.content_hash[..], &outcome, &case_number, &response, &at_ms],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn insert_case(
+    tx: &Transaction<'_>,
+    c: &SubmitCommand,
+    number: &str,
+    rows: &CaseRows,
+) -> Result<(), StoreError> {
+    let case = &rows.accepted.case;
+    exec(
+        tx,
+        "INSERT INTO cases (case_number, submission_id, hall_code, window_code, status, accepted_at_ms, promised_deadline, item_codes, body, trace_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        &[&number, &c.attempt.submission_id, &c.attempt.hall_code, &c.attempt.window_code, &case.status, &rows.accepted_at_ms,
+          &case.promised_deadline, &rows.item_codes, &rows.body, &c.attempt.trace_id],
+    )
+    .await?;
+    let task_stmt = tx
+        .prepare_cached("INSERT INTO tasks (task_id, case_number, department, item_code, status, depends_on, body) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+        .await?;
+    for t in &case.tasks {
+        let body = prost::Message::encode_to_vec(t);
+        tx.execute(
+            &task_stmt,
+            &[
+                &t.task_id,
+                &number,
+                &t.department,
+                &t.item_code,
+                &t.status,
+                &t.depends_on.join(","),
+                &body,
+            ],
+        )
+        .await?;
+    }
+    let event_stmt = tx
+        .prepare_cached("INSERT INTO case_events (case_number, seq, at_ms, kind, task_id, detail) VALUES ($1, $2, $3, $4, $5, $6)")
+        .await?;
+    for e in &rows.accepted.events {
+        tx.execute(
+            &event_stmt,
+            &[
+                &number,
+                &e.seq,
+                &rows.accepted_at_ms,
+                &e.kind,
+                &e.task_id,
+                &e.detail,
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! The PostgreSQL engine, for several gateway replicas sharing one database. Each submission
+//! is one transaction; a transaction-scoped advisory lock on the submission id serialises
+//! concurrent repeats of the same submission across replicas, and the daily sequence row is
+//! incremented under its row lock, so case numbers never repeat.
+//!
+//! This file owns the handle, connecting (the pool, the schema's name) and migrations, and
+//! `plain_identifier`, which the adapters use too. The rest is by concern, with the same
+//! names in the SQLite engine:
+//! - `intake`: submissions (repeat checks under the advisory lock, case numbers, the
+//!   transaction that records what intake decided);
+//! - `cases`: a case and its history (the one edit path, feed positions, reads, attempts,
+//!   operator actions);
+//! - `workers`: what the background workers ask (outbox and event claims, clocks, stalled tasks,
+//!   the feed and its push cursors, backlogs).
+//!
+//! It never holds state of its own between calls (every replica sees the same rows) and never
+//! decides anything about a case: the rules run in `lifecycle` and `intake`, the SQL here only
+//! stores their outcome.
+
+mod cases;
+mod intake;
+mod workers;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+use super::{StoreError, migrate};
+
+/// Handle to the PostgreSQL store; cheap to clone.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+}
+
+fn pool_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Pool(e.to_string())
+}
+
+/// True for a PostgreSQL name that can be used unquoted (a schema here, the exchange tables and
+/// columns of the adapters' 前置库 kind): lower-case letters, digits and `_`, not starting with a
+/// digit, at most 63 bytes.
+pub fn plain_identifier(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !name.as_bytes()[0].is_ascii_digit()
+}
+
+impl PgStore {
+    /// Connects, creates `schema` if needed, and migrates it.
+    pub async fn open(url: &str, schema: &str, pool_size: usize) -> Result<PgStore, StoreError> {
+        if !plain_identifier(schema) {
+            return Err(StoreError::Open(format!(
+                "schema {schema:?} must be lower-case letters, digits and _ (at most 63)"
+            )));
+        }
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Open(format!("bad url: {e}")))?;
+        config.options(format!("-c search_path={schema}"));
+        config.application_name("yichuang");
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .build()
+            .map_err(pool_err)?;
+        let store = PgStore { pool };
+        store.migrate(schema).await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self, schema: &str) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = client.transaction().await?;
+        // Replicas starting together migrate one at a time.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('yichuang-migrations', 0))",
+            &[],
+        )
+        .await?;
+        tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+            .await?;
+        tx.batch_execute(migrate::LEDGER).await?;
+        for (version, sql) in migrate::POSTGRES {
+            let done = tx
+                .query_opt(
+                    "SELECT 1 FROM schema_migrations WHERE version = $1",
+                    &[version],
+                )
+                .await?;
+            if done.is_some() {
+                continue;
+            }
+            tx.batch_execute(sql)
+                .await
+                .map_err(|e| StoreError::Migration {
+                    version: version.to_string(),
+                    message: e.to_string(),
+                })?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, now()::text)",
+                &[version],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
