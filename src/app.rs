@@ -1,5 +1,6 @@
-//! The composition root: [`Gateway`] is built once from the configuration (acceptance list,
-//! calendar, store, listeners, refusing to start on anything invalid), and [`serve`] runs it —
+//! The composition root: [`Gateway`] (in [`crate::gateway`]) is built once from the
+//! configuration (acceptance list, calendar, store, listeners, refusing to start on anything
+//! invalid), and [`serve`] runs it —
 //! the gRPC API, the `/metrics` endpoint and every background worker under supervision — until
 //! its shutdown future completes. Then the gateway stops in order: no new calls, open feed
 //! streams told to reconnect, each worker finishing its unit of work in hand within
@@ -13,12 +14,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use crate::calendar::LiveCalendar;
-use crate::catalog::Catalog;
-use crate::config::GatewayConfig;
-use crate::intake::Intake;
-use crate::store::{Store, StoreError};
-use crate::supervise::{Shutdown, supervise};
+use crate::supervise::supervise;
 
 /// How often health checks the store.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
@@ -28,133 +24,7 @@ const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 /// Kubernetes waits 30 s between SIGTERM and SIGKILL by default.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Everything the API needs: intake and the store.
-pub struct Gateway {
-    pub intake: Intake,
-    pub store: Store,
-    pub max_message_bytes: usize,
-    /// The bus settings and topology when the outbox relay runs in this gateway.
-    pub relay: Option<(crate::config::BusConfig, crate::bus::Topology)>,
-    /// Wakes the relay when a case is accepted, so tasks leave without waiting for its poll.
-    pub wake: Arc<tokio::sync::Notify>,
-    /// The bus settings (also when the relay runs elsewhere): dead-letter operations use them.
-    pub bus: crate::config::BusConfig,
-    /// The relay's view of the broker.
-    pub relay_status: Arc<crate::outbox::RelayStatus>,
-    /// The platform push, when `[platform] push_url` is set.
-    pub platform: Option<crate::config::PlatformConfig>,
-    /// This gateway process, as the holder of leases (the platform push cursor).
-    pub instance: String,
-    /// The legal clock: calendar, zone, warning share and time source.
-    pub clocks: crate::clock::Clocks,
-    /// How often the SLA sweeper looks; `None`: this replica does not sweep.
-    pub sweep_every: Option<std::time::Duration>,
-    /// How often the calendar directory is looked at (`None`: on `SIGHUP` only).
-    pub calendar_check: Option<std::time::Duration>,
-    /// Stalled tasks: looked for when the relay runs here and `check_secs` is not 0.
-    pub stall: crate::config::StallConfig,
-    /// The background workers and their restarts.
-    pub workers: Arc<crate::supervise::Workers>,
-    /// Sent when the gateway stops: every worker and every open feed stream ends.
-    pub shutdown: Shutdown,
-    /// The bound `/metrics` listener, taken by [`serve`]; its address.
-    pub(crate) metrics: std::sync::Mutex<Option<TcpListener>>,
-    pub metrics_addr: Option<std::net::SocketAddr>,
-}
-
-/// Why the gateway could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("the acceptance list is invalid:\n{0}")]
-    Catalog(#[from] crate::catalog::CatalogErrors),
-    #[error("the calendar is invalid:\n{}", .0.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
-    Calendar(Vec<crate::config::ConfigProblem>),
-    #[error("intake settings: {0}")]
-    Intake(String),
-    #[error("store: {0}")]
-    Store(#[from] StoreError),
-    #[error("[platform] {0}")]
-    Platform(String),
-    #[error("[metrics] {0}")]
-    Metrics(String),
-}
-
-impl Gateway {
-    /// Loads the catalog and calendar, opens the store. Refuses to start on an invalid catalog.
-    pub async fn from_config(config: &GatewayConfig) -> Result<Gateway, StartError> {
-        Self::with_clock(config, crate::clock::system_now()).await
-    }
-
-    /// [`Gateway::from_config`] with the legal clock's time taken from `now`.
-    pub async fn with_clock(
-        config: &GatewayConfig,
-        now: crate::clock::Now,
-    ) -> Result<Gateway, StartError> {
-        let catalog = Arc::new(Catalog::load(&config.catalog_dir)?);
-        let calendar = LiveCalendar::load(&config.calendar_dir)
-            .map_err(StartError::Calendar)?
-            .warning_from(
-                config
-                    .calendar
-                    .warn_from_day()
-                    .map_err(StartError::Intake)?,
-            );
-        let intake = Intake::new(catalog, calendar.clone(), config.intake.clone())
-            .map_err(StartError::Intake)?;
-        let clocks =
-            crate::clock::Clocks::new(calendar, intake.offset(), config.sla.warn_share, now)
-                .map_err(StartError::Intake)?;
-        let p = &config.platform;
-        if !p.push_url.is_empty() {
-            if !p.push_url.starts_with("http://") && !p.push_url.starts_with("https://") {
-                return Err(StartError::Platform(format!(
-                    "push_url {:?} is not an http:// or https:// URL",
-                    p.push_url
-                )));
-            }
-            if p.secret.is_empty() {
-                return Err(StartError::Platform(
-                    "push_url is set but secret is empty: pushes are signed; set secret (e.g. \"${YICHUANG_PLATFORM_SECRET}\")".into(),
-                ));
-            }
-        }
-        let store = Store::open(&config.store).await?;
-        let metrics = match config.metrics.listen {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .map_err(|e| StartError::Metrics(format!("cannot listen on {addr}: {e}")))?,
-            ),
-            None => None,
-        };
-        let metrics_addr = metrics.as_ref().and_then(|l| l.local_addr().ok());
-        let relay = config.bus.relay.then(|| {
-            let topology = crate::bus::Topology::for_catalog(intake.catalog(), &config.bus);
-            (config.bus.clone(), topology)
-        });
-        Ok(Gateway {
-            intake,
-            store,
-            max_message_bytes: config.server.max_message_bytes,
-            relay,
-            wake: Arc::new(tokio::sync::Notify::new()),
-            relay_status: Arc::new(crate::outbox::RelayStatus::default()),
-            bus: config.bus.clone(),
-            platform: (!config.platform.push_url.is_empty()).then(|| config.platform.clone()),
-            instance: uuid::Uuid::new_v4().simple().to_string(),
-            clocks,
-            sweep_every: (config.sla.sweep_secs > 0)
-                .then(|| std::time::Duration::from_secs(config.sla.sweep_secs)),
-            stall: config.stall.clone(),
-            workers: Arc::default(),
-            shutdown: Shutdown::default(),
-            calendar_check: (config.calendar.check_secs > 0)
-                .then(|| std::time::Duration::from_secs(config.calendar.check_secs)),
-            metrics: std::sync::Mutex::new(metrics),
-            metrics_addr,
-        })
-    }
-}
+pub use crate::gateway::{Gateway, StartError};
 
 /// Serves the gateway on `listener` until `shutdown` completes, then stops it in order.
 pub async fn serve(

@@ -11,6 +11,7 @@
 //! - [`catalog`]: the acceptance list (受理清单) and its consistency rules.
 //! - [`calendar`]: the working-day calendar, limits and deadline arithmetic, and (in
 //!   `calendar::live`) the calendar in use, reloaded at run time, with the next-year warning.
+//! - [`ids`]: check digits of resident ID numbers and unified social credit codes.
 //! - [`holidays`]: year files made from the holiday-cn JSON (`yichuang calendar import`).
 //! - [`intake`]: normalisation, validation with one-time notice, planning of tasks, supplements.
 //! - [`case`]: case numbers and the case, receipt and notice built from an intake plan.
@@ -35,8 +36,9 @@
 //!   they obey ([`supervise::Shutdown`], [`supervise::idle`]).
 //!
 //! Serving:
-//! - [`app`]: the composition root: [`app::Gateway`] built from [`config`], [`app::serve`] runs
-//!   it until shutdown, then stops it in order.
+//! - [`gateway`]: the gateway's parts built from [`config`] ([`gateway::Gateway`]).
+//! - [`app`]: the composition root: [`app::serve`] runs a gateway until shutdown, then stops
+//!   it in order.
 //! - [`api`]: the gRPC services (`CaseService`, `AdminService`, health, reflection).
 //! - [`config`]: gateway settings and the file:line helpers every loader shares.
 //! - [`observe`], [`metrics`], [`trace`], [`telemetry`]: per-call spans and meters, the
@@ -56,7 +58,9 @@ pub mod config;
 pub mod dlq;
 pub mod event;
 pub mod feed;
+pub mod gateway;
 pub mod holidays;
+pub mod ids;
 pub mod intake;
 pub mod lifecycle;
 pub mod logfile;

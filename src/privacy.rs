@@ -9,7 +9,7 @@
 
 use chrono::NaiveDate;
 
-use crate::intake::ids::{check_credit_code, check_resident_id, is_mobile};
+use crate::ids::{check_credit_code, check_resident_id, is_mobile};
 
 /// Masks an identity number or credit code: the first 4 and last 4 characters stay
 /// (`6401**********001X`); shorter values keep only their last character.
@@ -590,7 +590,7 @@ mod tests {
             seq in "[0-9]{3}", mobile in "1[3-9][0-9]{9}", sep in "[ ,;:=\"'()\u{4e00}-\u{4e20}]",
         ) {
             let first17 = format!("{region}{year:04}{month:02}{day:02}{seq}");
-            let id = format!("{first17}{}", crate::intake::ids::resident_id_check_char(&first17).unwrap());
+            let id = format!("{first17}{}", crate::ids::resident_id_check_char(&first17).unwrap());
             let text = format!("a{sep}{id}{sep}b{sep}{mobile}{sep}");
             let found: Vec<Kind> = scan(&text, &[]).iter().map(|f| f.kind).collect();
             proptest::prop_assert_eq!(found, [Kind::ResidentId, Kind::Mobile]);

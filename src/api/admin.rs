@@ -7,8 +7,8 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::store_status;
-use crate::app::Gateway;
 use crate::case;
+use crate::gateway::Gateway;
 use crate::proto::v1::admin_service_server::AdminService;
 use crate::proto::v1::{StatusRequest, StatusResponse};
 

@@ -9,8 +9,8 @@ use tracing::info;
 
 use super::streams::{FeedStream, feed_stream};
 use super::{MAX_PAGE_SIZE, intake_status, not_found, store_status};
-use crate::app::Gateway;
 use crate::case;
+use crate::gateway::Gateway;
 use crate::intake::normalise;
 use crate::intake::{Outcome, content_hash};
 use crate::proto::v1::case_service_server::CaseService;

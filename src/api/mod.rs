@@ -11,7 +11,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::Status;
 use tracing::warn;
 
-use crate::app::Gateway;
+use crate::gateway::Gateway;
 use crate::intake::IntakeError;
 use crate::proto::v1::admin_service_server::AdminServiceServer;
 use crate::proto::v1::case_service_server::CaseServiceServer;

@@ -17,6 +17,7 @@ pub mod headers;
 pub mod policy;
 pub mod session;
 
+pub use crate::config::{redact, user};
 pub use session::{Backoff, Ended, confirming_channel, reconnecting};
 
 /// Why the bus could not be used.
@@ -364,31 +365,6 @@ async fn connect_to(url: &str, timeout_secs: u64) -> Result<Connection, BusError
             source,
         }),
         Err(_) => Err(BusError::Timeout(timeout)),
-    }
-}
-
-/// The user name in an AMQP URL (`guest` when there is none, as RabbitMQ assumes), which
-/// RabbitMQ checks against a message's `user_id`.
-pub fn user(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => url[scheme + 3..at]
-            .split(':')
-            .next()
-            .unwrap_or("guest")
-            .to_string(),
-        _ => "guest".into(),
-    }
-}
-
-/// The URL without its password, for messages.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_string(),
     }
 }
 

@@ -10,7 +10,7 @@ use super::bundle::check_bundle;
 use super::load::{Defined, Definitions, Origin};
 use super::model::{Department, FieldKind, Item, ItemMaterial, MaterialKind, Mode};
 use crate::config::ConfigProblem;
-use crate::intake::ids::check_credit_code;
+use crate::ids::check_credit_code;
 
 /// Checks every definition against the others, in a fixed order: departments, items, bundles,
 /// then field names across items.

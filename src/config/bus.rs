@@ -78,7 +78,7 @@ impl BusConfig {
             url.parse().map_err(|_| {
                 format!(
                     "{} is not an AMQP URL; write amqp://user:password@host:port/vhost",
-                    crate::bus::redact(url)
+                    redact(url)
                 )
             })
         };
@@ -90,8 +90,8 @@ impl BusConfig {
             {
                 return Err(format!(
                     "node {} must have the user and vhost of url {} (user {:?}, vhost {:?}): every node of a cluster is the same broker",
-                    crate::bus::redact(node),
-                    crate::bus::redact(&self.url),
+                    redact(node),
+                    redact(&self.url),
                     first.authority.userinfo.username,
                     first.vhost
                 ));
@@ -139,6 +139,31 @@ impl Default for BusConfig {
             management_url: String::new(),
             results_delivery_limit: default_results_delivery_limit(),
         }
+    }
+}
+
+/// The user name in an AMQP URL (`guest` when there is none, as RabbitMQ assumes), which
+/// RabbitMQ checks against a message's `user_id`.
+pub fn user(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => url[scheme + 3..at]
+            .split(':')
+            .next()
+            .unwrap_or("guest")
+            .to_string(),
+        _ => "guest".into(),
+    }
+}
+
+/// The URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
     }
 }
 

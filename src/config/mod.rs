@@ -21,7 +21,7 @@ mod observe;
 mod server;
 mod source;
 
-pub use bus::{BusConfig, PlatformConfig};
+pub use bus::{BusConfig, PlatformConfig, redact, user};
 pub use clocks::{CalendarConfig, SlaConfig, StallConfig};
 pub use gateway::{ConfigError, GatewayConfig};
 pub use intake::IntakeConfig;

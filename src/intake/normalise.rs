@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 
 use crate::catalog::FieldKind;
-use crate::intake::ids::upgrade_resident_id_15;
+use crate::ids::upgrade_resident_id_15;
 use crate::privacy::Personal;
 use crate::proto::v1::{IdType, Normalisation, Submission};
 

@@ -11,11 +11,11 @@
 use std::collections::HashSet;
 
 use super::Validator;
-use super::ids::{
-    CreditCodeError, ResidentIdError, check_credit_code, check_resident_id, is_mobile,
-};
 use super::labels::{kind_zh, kinds_zh, who};
 use crate::catalog::{ApplicantKind as CatKind, Item};
+use crate::ids::{
+    CreditCodeError, ResidentIdError, check_credit_code, check_resident_id, is_mobile,
+};
 use crate::privacy::{mask_id, mask_mobile};
 use crate::proto::v1::{ApplicantKind, DeficiencyCode as Code, DeliveryMethod, IdType, Submission};
 
