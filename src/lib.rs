@@ -21,7 +21,6 @@
 //!   queues), declared idempotently.
 //! - [`privacy`]: masking of personal data for logs, errors and audit records.
 //! - [`telemetry`]: log setup.
-//! - [`logfile`]: the test suites' log files, one per process, scanned for personal data.
 
 #![forbid(unsafe_code)]
 
@@ -38,7 +37,6 @@ pub mod feed;
 pub mod holidays;
 pub mod intake;
 pub mod lifecycle;
-pub mod logfile;
 pub mod metrics;
 pub mod observe;
 pub mod outbox;

@@ -13,7 +13,7 @@ fn calendar(args: &[&str]) -> Output {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("runs yichuang");
-    common::keep_stderr("yichuang", &out);
+    testkit::keep_stderr("yichuang", &out);
     out
 }
 

@@ -113,7 +113,7 @@ fn start_server_with(data: &Path, port: u16, extra: &str) -> Server {
             "catalog_dir = \"{root}/config/catalog\"\ncalendar_dir = \"{root}/config/calendar\"\n[server]\nlisten = \"127.0.0.1:{port}\"\n[store]\nkind = \"sqlite\"\npath = \"{db}\"\n[log]\nformat = \"json\"\nlevel = \"{level}\"\n{extra}",
             root = repo().display(),
             db = data.join("cases.db").display(),
-            level = yichuang::logfile::SUITE_FILTER,
+            level = testkit::logfile::SUITE_FILTER,
         ),
     )
     .unwrap();
@@ -121,7 +121,7 @@ fn start_server_with(data: &Path, port: u16, extra: &str) -> Server {
         .args(["serve", "--config", config.to_str().unwrap()])
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
-        .stderr(common::child_log("serve"))
+        .stderr(testkit::child_log("serve"))
         .spawn()
         .expect("starts the gateway");
     let url = format!("http://127.0.0.1:{port}");

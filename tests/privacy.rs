@@ -161,8 +161,8 @@ async fn this_test_process_logs_to_the_suite_directory_without_personal_data() {
         .into_inner();
     assert!(matches!(answer.outcome, Some(Outcome::Receipt(_))));
     gw.stop().await;
-    let path = yichuang::logfile::init_suite(&repo()).expect("the harness installed the log");
-    assert!(path.starts_with(yichuang::logfile::suite_dir(&repo())));
+    let path = testkit::logfile::init_suite().expect("the harness installed the log");
+    assert!(path.starts_with(testkit::logfile::suite_dir()));
     let log = std::fs::read_to_string(path).unwrap();
     assert!(log.lines().any(|l| l.contains("case accepted")), "{log}");
     for line in log.lines() {

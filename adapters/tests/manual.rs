@@ -45,10 +45,10 @@ impl Clerk {
             .env_remove("YICHUANG_ADAPTER_CONFIG")
             .output()
             .expect("the adapter binary runs");
-        support::keep_stderr("adapter", &out);
+        testkit::keep_stderr("adapter", &out);
         // The clerk's listing is masked by design: it is scanned with the logs.
         if args.first() == Some(&"manual") && args.get(1) == Some(&"list") {
-            support::keep("manual-list", &out.stdout);
+            testkit::keep("manual-list", &out.stdout);
         }
         (
             out.status.code().unwrap_or(-1),

@@ -55,9 +55,9 @@ async fn start(dir: &std::path::Path, endpoint: &str) -> Process {
         .env("SCJG_CLIENT_ID", "yichuang")
         .env("SCJG_CLIENT_SECRET", "sim-secret")
         .env("YICHUANG_LOG_FORMAT", "json")
-        .env("RUST_LOG", yichuang::logfile::SUITE_FILTER)
+        .env("RUST_LOG", testkit::logfile::SUITE_FILTER)
         .stdout(Stdio::null())
-        .stderr(support::child_log("adapter"))
+        .stderr(testkit::child_log("adapter"))
         .spawn()
         .expect("the adapter binary starts");
     let http = format!("http://127.0.0.1:{port}");

@@ -1,14 +1,15 @@
 //! Test harness: starts the real gateway (real gRPC server on `127.0.0.1:0`, real SQLite file
 //! or real PostgreSQL schema of its own) and hands out a client.
 //!
-//! Every test process logs to the suite's log directory (`yichuang::logfile`), which `make
+//! Every test process logs to the suite's log directory (`testkit::logfile`), which `make
 //! test` scans for personal data: the harness's entry points ([`repo`], [`config`],
 //! [`TestGateway::start_with`], [`connect`]) install the subscriber on their first call, and
-//! child processes write to [`child_log`] or have their stderr kept with [`keep_stderr`].
+//! child processes write to `testkit::child_log` or have their stderr kept with
+//! `testkit::keep_stderr`.
 
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,30 +39,8 @@ pub struct TestGateway {
     _dir: tempfile::TempDir,
 }
 
-pub fn repo() -> PathBuf {
-    logs();
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Sends this test process's logs to the suite's log directory, once: JSON lines, the
-/// project's crates at `debug`.
-pub fn logs() {
-    yichuang::logfile::init_suite(Path::new(env!("CARGO_MANIFEST_DIR")));
-}
-
-/// A file in the suite's log directory for a child process's output: `<test>-<pid>-<what>.log`.
-pub fn child_log(what: &str) -> std::fs::File {
-    yichuang::logfile::child_log(Path::new(env!("CARGO_MANIFEST_DIR")), what)
-        .expect("a file in the suite's log directory")
-}
-
-/// Keeps what a finished child process wrote on stderr in the suite's log directory.
-pub fn keep_stderr(what: &str, output: &std::process::Output) {
-    use std::io::Write;
-    child_log(what)
-        .write_all(&output.stderr)
-        .expect("writes to the suite's log directory");
-}
+pub use testkit::repo;
+use testkit::{keep_stderr, logs};
 
 /// Runs the `yichuang` binary from the repository root; its stderr is kept in the suite's log
 /// directory.

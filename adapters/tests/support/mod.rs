@@ -2,15 +2,14 @@
 //! reads what the adapters publish, the shipped department files with test timings, and an
 //! adapter runtime started in-process.
 //!
-//! Every test process logs to the suite's log directory (`yichuang::logfile`), which `make
+//! Every test process logs to the suite's log directory (`testkit::logfile`), which `make
 //! test` scans for personal data: [`repo`], [`bus`], [`Harness::open`] and [`Adapter::start`]
-//! install the subscriber on their first call, and child processes write to [`child_log`] or
-//! have their stderr kept with [`keep_stderr`].
+//! install the subscriber on their first call, and child processes write to
+//! `testkit::child_log` or have their stderr kept with `testkit::keep_stderr`.
 
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,35 +28,8 @@ use yichuang::proto::v1::{
 use yichuang_adapters::config::{DepartmentConfig, SecretRef};
 use yichuang_adapters::runtime::{self, Callbacks, Department, Readiness};
 
-pub fn repo() -> PathBuf {
-    logs();
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Sends this test process's logs to the suite's log directory, once: JSON lines, the
-/// project's crates at `debug`.
-pub fn logs() {
-    yichuang::logfile::init_suite(std::path::Path::new(env!("CARGO_MANIFEST_DIR")));
-}
-
-/// A file in the suite's log directory for a child process's output: `<test>-<pid>-<what>.log`.
-pub fn child_log(what: &str) -> std::fs::File {
-    yichuang::logfile::child_log(std::path::Path::new(env!("CARGO_MANIFEST_DIR")), what)
-        .expect("a file in the suite's log directory")
-}
-
-/// Keeps what a finished child process wrote on stderr in the suite's log directory.
-pub fn keep_stderr(what: &str, output: &std::process::Output) {
-    keep(what, &output.stderr);
-}
-
-/// Keeps `bytes` a child process wrote in the suite's log directory.
-pub fn keep(what: &str, bytes: &[u8]) {
-    use std::io::Write;
-    child_log(what)
-        .write_all(bytes)
-        .expect("writes to the suite's log directory");
-}
+use testkit::logs;
+pub use testkit::repo;
 
 pub fn amqp_url() -> String {
     std::env::var("YICHUANG_TEST_AMQP_URL").expect(
