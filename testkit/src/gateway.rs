@@ -1,14 +1,7 @@
-//! Test harness: starts the real gateway (real gRPC server on `127.0.0.1:0`, real SQLite file
-//! or real PostgreSQL schema of its own) and hands out a client.
-//!
-//! Every test process logs to the suite's log directory (`testkit::logfile`), which `make
-//! test` scans for personal data: the harness's entry points ([`repo`], [`config`],
-//! [`TestGateway::start_with`], [`connect`]) install the subscriber on their first call, and
-//! child processes write to `testkit::child_log` or have their stderr kept with
-//! `testkit::keep_stderr`.
+//! The real gateway in the test's process: a real gRPC server on `127.0.0.1:0` over a real
+//! SQLite file or a PostgreSQL schema of its own, with a connected client.
 
-#![allow(dead_code)]
-
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,9 +9,11 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use yichuang::app::{Gateway, serve};
-use yichuang::config::{GatewayConfig, StoreConfig};
-use yichuang::proto::v1::Submission;
+use yichuang::config::{BusConfig, GatewayConfig, StoreConfig};
 use yichuang::proto::v1::case_service_client::CaseServiceClient;
+
+use crate::db::{Schema, pg_url, unique_schema};
+use crate::{logs, repo, root};
 
 /// Which store a test runs on.
 #[derive(Debug, Clone, Copy)]
@@ -27,51 +22,8 @@ pub enum Backend {
     Postgres,
 }
 
-/// A running gateway.
-pub struct TestGateway {
-    pub addr: std::net::SocketAddr,
-    pub gateway: Arc<Gateway>,
-    pub client: CaseServiceClient<Channel>,
-    shutdown: Option<oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<()>>,
-    /// The PostgreSQL schema of this gateway, dropped when it stops.
-    schema: Option<String>,
-    _dir: tempfile::TempDir,
-}
-
-pub use testkit::repo;
-use testkit::{keep_stderr, logs};
-
-/// Runs the `yichuang` binary from the repository root; its stderr is kept in the suite's log
-/// directory.
-pub fn yichuang(args: &[&str]) -> std::process::Output {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_yichuang"))
-        .args(args)
-        .current_dir(repo())
-        .output()
-        .expect("runs yichuang");
-    keep_stderr("yichuang", &out);
-    out
-}
-
-/// A child's output as text.
-pub fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// The PostgreSQL URL that `make test` provides.
-pub fn pg_url() -> String {
-    std::env::var("YICHUANG_TEST_PG_URL").expect(
-        "YICHUANG_TEST_PG_URL is not set: run the suite with `make test`, which starts PostgreSQL and sets it",
-    )
-}
-
-/// A schema name no other test uses.
-pub fn unique_schema(prefix: &str) -> String {
-    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
-}
-
-/// A configuration for `backend` with its own database file or schema under `dir`.
+/// A configuration for `backend` with its own database file or schema under `dir`: the shipped
+/// acceptance list and calendar, no relay and no SLA sweeper.
 pub fn config(backend: Backend, dir: &Path) -> GatewayConfig {
     let mut config = GatewayConfig {
         catalog_dir: repo().join("config/catalog"),
@@ -97,12 +49,45 @@ pub fn config(backend: Backend, dir: &Path) -> GatewayConfig {
     config
 }
 
+/// A gateway's settings as the adapter tests run it: the shipped acceptance list and calendar,
+/// SQLite in `dir`, the relay and results consumer on `bus`.
+pub fn with_bus(dir: &Path, bus: &BusConfig) -> GatewayConfig {
+    let mut config = GatewayConfig {
+        catalog_dir: root().join("config/catalog"),
+        calendar_dir: root().join("config/calendar"),
+        store: StoreConfig::Sqlite {
+            path: dir.join("gateway.db"),
+        },
+        bus: bus.clone(),
+        ..Default::default()
+    };
+    config.bus.relay = true;
+    config
+}
+
+/// A running gateway.
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    /// `http://<addr>`.
+    pub endpoint: String,
+    pub gateway: Arc<Gateway>,
+    pub client: CaseServiceClient<Channel>,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+    /// The PostgreSQL schema of a gateway started with [`TestGateway::start_with`], dropped
+    /// when it stops (or when the test fails).
+    schema: Option<Schema>,
+    _dir: Option<tempfile::TempDir>,
+}
+
 impl TestGateway {
+    /// A gateway on `backend`, in a directory of its own.
     pub async fn start(backend: Backend) -> TestGateway {
         let dir = tempfile::tempdir().expect("temp dir");
         Self::start_with(config(backend, dir.path()), dir).await
     }
 
+    /// A gateway on `config`, whose files are in `dir`; it owns its PostgreSQL schema, if any.
     pub async fn start_with(config: GatewayConfig, dir: tempfile::TempDir) -> TestGateway {
         Self::start_with_clock(config, dir, yichuang::clock::system_now()).await
     }
@@ -113,13 +98,49 @@ impl TestGateway {
         dir: tempfile::TempDir,
         now: yichuang::clock::Now,
     ) -> TestGateway {
-        logs();
         let schema = match &config.store {
-            StoreConfig::Postgres { schema, .. } => Some(schema.clone()),
+            StoreConfig::Postgres { schema, .. } => Some(Schema::named(schema.clone())),
             StoreConfig::Sqlite { .. } => None,
         };
+        let mut gw = Self::launch(&config, now).await;
+        gw.schema = schema;
+        gw._dir = Some(dir);
+        gw
+    }
+
+    /// A gateway on `backend` whose relay publishes to `url` under a prefix of its own, and
+    /// that bus.
+    pub async fn relaying(backend: Backend, url: String) -> (TestGateway, BusConfig) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(backend, dir.path());
+        config.bus = BusConfig {
+            url,
+            prefix: crate::broker::prefix(),
+            relay: true,
+            timeout_secs: 5,
+            ..BusConfig::default()
+        };
+        let bus = config.bus.clone();
+        (TestGateway::start_with(config, dir).await, bus)
+    }
+
+    /// A gateway (one replica of several, perhaps) on `config`, whose store the test owns.
+    pub async fn serve(config: &GatewayConfig) -> TestGateway {
+        Self::launch(config, yichuang::clock::system_now()).await
+    }
+
+    /// [`TestGateway::serve`] with the whole gateway on the clock `now`.
+    pub async fn serve_with_clock(
+        config: &GatewayConfig,
+        now: yichuang::clock::Now,
+    ) -> TestGateway {
+        Self::launch(config, now).await
+    }
+
+    async fn launch(config: &GatewayConfig, now: yichuang::clock::Now) -> TestGateway {
+        logs();
         let gateway = Arc::new(
-            Gateway::with_clock(&config, now)
+            Gateway::with_clock(config, now)
                 .await
                 .expect("gateway starts"),
         );
@@ -141,16 +162,17 @@ impl TestGateway {
         let client = connect(addr).await;
         TestGateway {
             addr,
+            endpoint: format!("http://{addr}"),
             gateway,
             client,
             shutdown: Some(tx),
             server: Some(server),
-            schema,
-            _dir: dir,
+            schema: None,
+            _dir: None,
         }
     }
 
-    /// Stops the server and waits for it to finish.
+    /// Stops the server, waiting up to 10 s for it, and drops the schema it owns.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
@@ -159,27 +181,15 @@ impl TestGateway {
             let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
         }
         if let Some(schema) = self.schema.take() {
-            drop_schema(&schema).await;
+            schema.drop_now().await;
         }
     }
 }
 
-/// Drops a test's PostgreSQL schema.
-pub async fn drop_schema(schema: &str) {
-    let (client, connection) = tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls)
-        .await
-        .expect("connect to PostgreSQL");
-    tokio::spawn(connection);
-    client
-        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-        .await
-        .expect("drop the test schema");
-}
-
 /// Connects to a gateway, retrying until a deadline.
-pub async fn connect(addr: std::net::SocketAddr) -> CaseServiceClient<Channel> {
+pub async fn connect(addr: SocketAddr) -> CaseServiceClient<Channel> {
     logs();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         match CaseServiceClient::connect(format!("http://{addr}")).await {
             Ok(c) => return c.max_decoding_message_size(64 * 1024 * 1024),
@@ -191,14 +201,8 @@ pub async fn connect(addr: std::net::SocketAddr) -> CaseServiceClient<Channel> {
     }
 }
 
-/// One of the example submissions in `examples/cases/`, parsed from its canonical JSON.
-pub fn example(name: &str) -> Submission {
-    let path = repo().join("examples/cases").join(format!("{name}.json"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// Runs a scenario on SQLite and on PostgreSQL, as two tests.
+/// Runs a scenario `async fn name(backend: Backend)` on SQLite and on PostgreSQL, as two tests
+/// (`name::sqlite`, `name::postgres`).
 #[macro_export]
 macro_rules! on_both_stores {
     ($($name:ident),* $(,)?) => {
@@ -206,11 +210,11 @@ macro_rules! on_both_stores {
             mod $name {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn sqlite() {
-                    super::$name(super::common::Backend::Sqlite).await
+                    super::$name($crate::gateway::Backend::Sqlite).await
                 }
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn postgres() {
-                    super::$name(super::common::Backend::Postgres).await
+                    super::$name($crate::gateway::Backend::Postgres).await
                 }
             }
         )*
