@@ -4,86 +4,24 @@
 //! drops the adapter's connection; every task still ends with exactly one outcome, the
 //! department's own, and every result row is acknowledged.
 
-mod support;
-
-use support::task_ids as ids_of;
+use testkit::tasks::task_ids as ids_of;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::{Adapter, Harness, assert_one_outcome_each, bus, department, secret_file, task};
-use tokio_postgres::{Client, NoTls};
+use testkit::adapter::{Adapter, department, secret_file};
+use testkit::broker::{Broker, bus};
+use testkit::db::{Schema, pg_url, split_password};
+use testkit::tasks::{assert_one_outcome_each, task};
+use testkit::until;
+use tokio_postgres::Client;
 use yichuang::proto::v1::ResultKind;
 use yichuang_adapters::config::DepartmentConfig;
 use yichuang_adapters::mapping::parse_date;
 use yichuang_adapters::system::{Failure, Gate, Task};
 use yichuang_sim::core::{Behaviour, Outcome};
 use yichuang_sim::exchange_db::{ExchangeDbSim, Settings};
-
-fn pg_url() -> String {
-    std::env::var("YICHUANG_TEST_PG_URL")
-        .expect("YICHUANG_TEST_PG_URL is not set: source the services' env (make test sets it)")
-}
-
-/// The test URL without its password, and the password: the adapter is given them apart, as
-/// a department file does.
-fn split_password(url: &str) -> (String, Option<String>) {
-    let config: tokio_postgres::Config = url.parse().expect("a PostgreSQL URL");
-    let password = config
-        .get_password()
-        .map(|p| String::from_utf8_lossy(p).into_owned());
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return (url.to_string(), password);
-    };
-    let Some((userinfo, host)) = rest.split_once('@') else {
-        return (url.to_string(), password);
-    };
-    let user = userinfo.split(':').next().unwrap_or(userinfo);
-    (format!("{scheme}://{user}@{host}"), password)
-}
-
-/// A schema of the test's own, dropped when the test ends, even by a panic.
-struct Schema {
-    name: String,
-}
-
-impl Schema {
-    fn new(prefix: &str) -> Schema {
-        Schema {
-            name: format!("{prefix}_{}", uuid::Uuid::new_v4().simple()),
-        }
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok((c, conn)) = tokio_postgres::connect(&pg_url(), NoTls).await {
-                    tokio::spawn(conn);
-                    let _ = c
-                        .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-async fn db() -> Client {
-    let (c, conn) = tokio_postgres::connect(&pg_url(), NoTls)
-        .await
-        .expect("PostgreSQL");
-    tokio::spawn(conn);
-    c
-}
 
 /// The department's shipped file, pointed at the test database and schema, and its
 /// simulator, tables created and job running.
@@ -120,19 +58,6 @@ async fn setup(
     (c, sim)
 }
 
-/// Waits for `cond` with a deadline.
-async fn until<F, Fut>(what: &str, within: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !cond().await {
-        assert!(Instant::now() < deadline, "{what} within {within:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// The hall date (UTC+8) of a result's `at`.
 fn hall_date(at: &pbjson_types::Timestamp) -> chrono::NaiveDate {
     (chrono::DateTime::from_timestamp(at.seconds, 0).unwrap() + chrono::Duration::hours(8))
@@ -161,7 +86,7 @@ async fn final_row(
 async fn every_task_ends_with_the_departments_own_outcome_through_maintenance_and_a_dropped_connection()
  {
     let bus = bus();
-    let harness = Harness::open(&bus, &["rs"]).await;
+    let harness = Broker::for_departments(&bus, &["rs"]).await;
     let dir = tempfile::tempdir().unwrap();
     let schema = Schema::new("xrs");
     let maintenance = Duration::from_millis(3000);
@@ -181,7 +106,7 @@ async fn every_task_ends_with_the_departments_own_outcome_through_maintenance_an
     )
     .await;
     let adapter = Adapter::start(&bus, vec![config]).await;
-    let c = db().await;
+    let c = testkit::db::connect().await;
     let inbound = format!("{}.yc_sqxx", schema.name);
     let results_table = format!("{}.yc_bjxx", schema.name);
 
@@ -291,7 +216,7 @@ async fn every_task_ends_with_the_departments_own_outcome_through_maintenance_an
             ResultKind::Rejected => {
                 assert_eq!(outcome.result.reasons, ["经营场所与申报不符"], "{id}")
             }
-            _ => assert_eq!(outcome.result.materials, support::REQUESTED, "{id}"),
+            _ => assert_eq!(outcome.result.materials, testkit::tasks::REQUESTED, "{id}"),
         }
     }
     assert!(progress >= 20, "steps were published: {progress}");
@@ -323,7 +248,7 @@ async fn every_task_ends_with_the_departments_own_outcome_through_maintenance_an
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compact_dates_a_refused_row_and_a_second_version_counted_as_a_duplicate() {
     let bus = bus();
-    let harness = Harness::open(&bus, &["zrzy"]).await;
+    let harness = Broker::for_departments(&bus, &["zrzy"]).await;
     let dir = tempfile::tempdir().unwrap();
     let schema = Schema::new("xzrzy");
     let (config, sim) = setup(
@@ -345,7 +270,7 @@ async fn compact_dates_a_refused_row_and_a_second_version_counted_as_a_duplicate
     )
     .await;
     let adapter = Adapter::start(&bus, vec![config]).await;
-    let c = db().await;
+    let c = testkit::db::connect().await;
     let inbound = format!("{}.bdc_sqxx", schema.name);
     let results_table = format!("{}.bdc_bjxx", schema.name);
 
@@ -426,25 +351,10 @@ async fn compact_dates_a_refused_row_and_a_second_version_counted_as_a_duplicate
     harness.remove().await;
 }
 
-#[test]
-fn the_password_is_split_from_the_url() {
-    assert_eq!(
-        split_password("postgres://u:p%40ss@h:5432/d"),
-        (
-            "postgres://u@h:5432/d".to_string(),
-            Some("p@ss".to_string())
-        )
-    );
-    assert_eq!(
-        split_password("postgres://u@h/d"),
-        ("postgres://u@h/d".to_string(), None)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_supplement_row_is_taken_once_and_its_round_is_read_from_its_own_rows() {
     let bus = bus();
-    let harness = Harness::open(&bus, &["rs"]).await;
+    let harness = Broker::for_departments(&bus, &["rs"]).await;
     let dir = tempfile::tempdir().unwrap();
     let schema = Schema::new("xrsbz");
     // The first decision asks for a supplement, the second approves.
@@ -465,27 +375,31 @@ async fn a_supplement_row_is_taken_once_and_its_round_is_read_from_its_own_rows(
     )
     .await;
     let adapter = Adapter::start(&bus, vec![config.clone()]).await;
-    let c = db().await;
+    let c = testkit::db::connect().await;
     let supplements = format!("{}.yc_bzxx", schema.name);
     let results_table = format!("{}.yc_bjxx", schema.name);
     let t = task("rs", "SB-DJ", 1);
     let id = t.task.as_ref().unwrap().task_id.clone();
 
     let (first, second, again) =
-        support::supplement_round_trip(&harness, &t, Duration::from_secs(30)).await;
+        testkit::conformance::publish_round_trip(&harness, &t, Duration::from_secs(30)).await;
     let asked = first
         .iter()
         .find(|g| g.kind() == ResultKind::Supplement)
         .unwrap();
-    assert_eq!(asked.result.materials, support::REQUESTED);
+    assert_eq!(asked.result.materials, testkit::tasks::REQUESTED);
     // The old 补正 row is not read as the round's decision: the round's own rows are.
-    let approved = support::assert_supplement_round_trip(&id, &first, &second);
+    let approved = testkit::conformance::assert_supplement_round_trip(&id, &first, &second);
     let case = sim.sim.by_serial(&id).unwrap();
     assert_eq!(approved.result.documents[0].number, case.licence_number());
     assert_eq!(approved.result.documents[0].name, "社会保险登记证");
     let taken = case.supplement.as_deref().expect("the round taken");
     assert_eq!((taken.round, taken.serial.clone()), (1, format!("{id}-S1")));
-    assert_eq!(taken.supplied, support::REQUESTED, "named from the catalog");
+    assert_eq!(
+        taken.supplied,
+        testkit::tasks::REQUESTED,
+        "named from the catalog"
+    );
     let stats = sim.stats();
     assert_eq!(
         (stats.cases, stats.supplements, stats.duplicates),
@@ -511,7 +425,7 @@ async fn a_supplement_row_is_taken_once_and_its_round_is_read_from_its_own_rows(
         (r.get::<_, String>(4), r.get::<_, String>(5)),
         ("1".into(), "1".into())
     );
-    assert_eq!(r.get::<_, String>(6), support::REQUESTED.join("、"));
+    assert_eq!(r.get::<_, String>(6), testkit::tasks::REQUESTED.join("、"));
     let materials: serde_json::Value = serde_json::from_str(&r.get::<_, String>(7)).unwrap();
     assert_eq!(materials[0]["clbm"], "PMT");
     assert_eq!(materials[1]["clmc"], "住所（经营场所）使用证明");

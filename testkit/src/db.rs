@@ -12,6 +12,23 @@ pub fn pg_url() -> String {
     )
 }
 
+/// `url` without its password, and the password: what a department file gives an adapter
+/// apart.
+pub fn split_password(url: &str) -> (String, Option<String>) {
+    let config: tokio_postgres::Config = url.parse().expect("a PostgreSQL URL");
+    let password = config
+        .get_password()
+        .map(|p| String::from_utf8_lossy(p).into_owned());
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (url.to_string(), password);
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return (url.to_string(), password);
+    };
+    let user = userinfo.split(':').next().unwrap_or(userinfo);
+    (format!("{scheme}://{user}@{host}"), password)
+}
+
 /// A schema name no other test uses: `<prefix>_<uuid>`.
 pub fn unique_schema(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
@@ -95,5 +112,25 @@ impl Drop for Schema {
             });
         })
         .join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_is_split_from_the_url() {
+        assert_eq!(
+            split_password("postgres://u:p%40ss@h:5432/d"),
+            (
+                "postgres://u@h:5432/d".to_string(),
+                Some("p@ss".to_string())
+            )
+        );
+        assert_eq!(
+            split_password("postgres://u@h/d"),
+            ("postgres://u@h/d".to_string(), None)
+        );
     }
 }
