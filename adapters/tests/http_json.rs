@@ -1,14 +1,16 @@
 //! The HTTP/JSON kind against its simulator (`yichuang_sim::http_json`) on a real RabbitMQ: the
 //! system misbehaves in every way it can, and every task still ends with exactly one outcome.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use testkit::adapter::{Adapter, department, secret_file};
 use testkit::broker::{Broker, bus};
+use testkit::conformance::{self, Kind, RoundTrip};
 use testkit::server::listener;
 use testkit::tasks::{assert_one_outcome_each, task};
 use yichuang::proto::v1::ResultKind;
-use yichuang_adapters::system::{Gate, Task};
+use yichuang_adapters::config::DepartmentConfig;
 use yichuang_sim::core::Behaviour;
 use yichuang_sim::http_json::{HttpJsonSim, Settings};
 
@@ -27,7 +29,7 @@ async fn sim(
     (sim, endpoint)
 }
 
-fn config(endpoint: &str, dir: &tempfile::TempDir) -> yichuang_adapters::config::DepartmentConfig {
+fn config(endpoint: &str, dir: &tempfile::TempDir) -> DepartmentConfig {
     let mut c = department("scjg", endpoint);
     c.credentials
         .insert("client_id".into(), secret_file(dir, "id", "yichuang"));
@@ -240,87 +242,47 @@ async fn a_backlog_never_goes_faster_than_the_departments_rate() {
     harness.remove().await;
 }
 
+/// 市场监管's HTTP/JSON system in the kinds' conformance scenarios.
+struct Scjg {
+    dir: tempfile::TempDir,
+}
+
+impl Kind for Scjg {
+    type System = HttpJsonSim;
+
+    fn department(&self) -> &str {
+        "scjg"
+    }
+
+    fn item(&self) -> &str {
+        "SP-JY"
+    }
+
+    async fn start(&mut self, behaviour: Behaviour) -> (Arc<HttpJsonSim>, DepartmentConfig) {
+        let (sim, endpoint) = sim(behaviour, None).await;
+        (sim, config(&endpoint, &self.dir))
+    }
+
+    async fn after_round(&mut self, trip: &RoundTrip<HttpJsonSim>) {
+        let (id, second) = (&trip.id, &trip.second);
+        assert!(
+            second.iter().any(|g| g.kind() == ResultKind::Progress
+                && g.message_id == format!("{id}:progress:办结:s1")),
+            "the round's steps are published in its round: {second:#?}"
+        );
+    }
+
+    fn unknown_case(&self) -> Option<&str> {
+        Some("SCJG0")
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_supplement_is_handed_to_the_case_once_and_its_round_ends_approved() {
-    let bus = bus();
-    let harness = Broker::for_departments(&bus, &["scjg"]).await;
-    let dir = tempfile::tempdir().unwrap();
-    // The first decision asks for a supplement, the second approves.
-    let (sim, endpoint) = sim(
-        Behaviour {
-            department: "scjg".into(),
-            decision_delay_ms: 300,
-            reject: 0.0,
-            supplement: 1.0,
-            ..Behaviour::default()
-        },
-        None,
-    )
+    conformance::supplement_round_trip(Scjg {
+        dir: tempfile::tempdir().unwrap(),
+    })
     .await;
-    let config = config(&endpoint, &dir);
-    let adapter = Adapter::start(&bus, vec![config.clone()]).await;
-    let t = task("scjg", "SP-JY", 1);
-    let id = t.task.as_ref().unwrap().task_id.clone();
-
-    let (first, second, again) =
-        testkit::conformance::publish_round_trip(&harness, &t, Duration::from_secs(30)).await;
-    let asked = first
-        .iter()
-        .find(|g| g.kind() == ResultKind::Supplement)
-        .unwrap();
-    assert_eq!(asked.result.materials, testkit::tasks::REQUESTED);
-    let approved = testkit::conformance::assert_supplement_round_trip(&id, &first, &second);
-    assert!(
-        second.iter().any(|g| g.kind() == ResultKind::Progress
-            && g.message_id == format!("{id}:progress:办结:s1")),
-        "the round's steps are published in its round: {second:#?}"
-    );
-    let case = sim.sim.by_serial(&id).unwrap();
-    assert_eq!(approved.result.documents[0].number, case.licence_number());
-    let taken = case.supplement.as_deref().expect("the round taken");
-    assert_eq!(taken.round, 1);
-    assert_eq!(taken.serial, format!("{id}-S1"));
-    assert_eq!(
-        taken.supplied,
-        testkit::tasks::REQUESTED,
-        "named from the catalog"
-    );
-    let stats = sim.sim.stats();
-    assert_eq!((stats.cases, stats.supplements), (1, 1), "{stats:?}");
-    assert!(
-        stats.duplicates <= 1,
-        "the copy was dropped or recognised: {stats:?}"
-    );
-
-    // The same round handed over again (after a crash) is the system's duplicate, and a
-    // success for the kind.
-    let system = yichuang_adapters::kinds::build(&config, Gate::new(50)).unwrap();
-    let again_task = Task {
-        message: again.clone(),
-        fields: Default::default(),
-    };
-    system
-        .resupply(
-            &again_task,
-            &case.number,
-            again.supplement.as_ref().unwrap(),
-        )
-        .await
-        .expect("a duplicate round is a success");
-    let after = sim.sim.stats();
-    assert_eq!(after.supplements, 1, "{after:?}");
-    assert_eq!(after.duplicates, stats.duplicates + 1, "{after:?}");
-    // A case the system does not know is a permanent failure.
-    let e = system
-        .resupply(&again_task, "SCJG0", again.supplement.as_ref().unwrap())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&e, yichuang_adapters::system::Failure::Permanent { .. }),
-        "{e:?}"
-    );
-    adapter.task.abort();
-    harness.remove().await;
 }
 
 /// A system that fails every time: after `max_attempts` the window is told (a `FAILED` result

@@ -202,7 +202,7 @@ pub async fn supplement_round_trip<K: Kind>(mut kind: K) {
 /// supplement first: publishes it, waits for the request, and publishes the round-1 message
 /// the gateway would — twice, as a copy may come. Returns what was read before and after the
 /// round-1 message (until its outcome, and a little more), and that message.
-pub async fn publish_round_trip(
+async fn publish_round_trip(
     harness: &Broker,
     task: &TaskMessage,
     within: Duration,
