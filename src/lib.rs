@@ -43,7 +43,9 @@
 //! - [`config`]: gateway settings and the file:line helpers every loader shares.
 //! - [`observe`], [`metrics`], [`trace`], [`telemetry`]: per-call spans and meters, the
 //!   Prometheus endpoint, W3C trace context on every message, log and span export setup.
-//! - [`logfile`]: the test suites' log files, one per process, scanned for personal data.
+//!
+//! The test suites' kit (servers on port 0, brokers, databases, log files) is the dev-only
+//! `testkit` crate, not part of this library.
 
 #![forbid(unsafe_code)]
 
@@ -63,7 +65,6 @@ pub mod holidays;
 pub mod ids;
 pub mod intake;
 pub mod lifecycle;
-pub mod logfile;
 pub mod metrics;
 pub mod observe;
 pub mod outbox;

@@ -4,15 +4,13 @@
 //! `message_id`). A test binary of its own, because it disturbs the broker every other test
 //! uses; its tests take turns.
 
-mod common;
-mod support;
-
 use std::collections::HashSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Backend, example};
-use support::broker::{Broker, amqp_url, start};
+use testkit::broker::{Broker, amqp_url};
+use testkit::example;
+use testkit::gateway::{Backend, TestGateway};
 use yichuang::proto::v1::{SubmitRequest, submit_response::Outcome};
 
 /// The tests here take turns: each disturbs the one broker.
@@ -70,7 +68,11 @@ async fn wait_for_broker() {
 }
 
 /// A submission accepted within a deadline (a hung call fails the test, naming the case).
-async fn submit(gw: &common::TestGateway, base: &yichuang::proto::v1::Submission, id: String) {
+async fn submit(
+    gw: &testkit::gateway::TestGateway,
+    base: &yichuang::proto::v1::Submission,
+    id: String,
+) {
     let mut client = gw.client.clone();
     let mut s = base.clone();
     s.submission_id = id.clone();
@@ -91,7 +93,7 @@ async fn submit(gw: &common::TestGateway, base: &yichuang::proto::v1::Submission
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_accepted_during_a_broker_outage_all_reach_their_queues() {
     let _turn = BROKER.lock().await;
-    let (gw, bus) = start(Backend::Sqlite, amqp_url()).await;
+    let (gw, bus) = TestGateway::relaying(Backend::Sqlite, amqp_url()).await;
     let broker = Broker::open(&bus).await; // declares the topology before the outage
     let base = example("kai-canguan");
     for n in 0..20 {
@@ -150,7 +152,7 @@ async fn tasks_accepted_during_a_broker_outage_all_reach_their_queues() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_memory_alarm_holds_tasks_in_the_store_until_it_lifts() {
     let _turn = BROKER.lock().await;
-    let (gw, bus) = start(Backend::Sqlite, amqp_url()).await;
+    let (gw, bus) = TestGateway::relaying(Backend::Sqlite, amqp_url()).await;
     let broker = Broker::open(&bus).await;
     let base = example("kai-canguan");
     submit(&gw, &base, "alarm-0".into()).await;
@@ -229,7 +231,7 @@ async fn tasks_parked_in_delay_queues_survive_a_broker_restart() {
     let _turn = BROKER.lock().await;
     let bus = yichuang::config::BusConfig {
         url: amqp_url(),
-        prefix: format!("t{}", uuid::Uuid::new_v4().simple()),
+        prefix: testkit::broker::prefix(),
         retry_delays_secs: vec![3],
         timeout_secs: 10,
         ..Default::default()

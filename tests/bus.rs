@@ -2,8 +2,6 @@
 //! complaint, tasks routed to their department's quorum queue, a rejected task dead-lettered to
 //! the department's dead queue, a delayed retry back on the task queue after its TTL.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use lapin::options::{
@@ -11,14 +9,12 @@ use lapin::options::{
     ExchangeDeleteOptions, QueueDeleteOptions,
 };
 use lapin::{BasicProperties, Channel};
+use testkit::broker::{Broker, amqp_url};
+use testkit::gateway::{Backend, TestGateway};
+use testkit::yichuang;
 use yichuang::bus::{Names, Topology, connect};
 use yichuang::catalog::Catalog;
 use yichuang::config::BusConfig;
-
-fn amqp_url() -> String {
-    std::env::var("YICHUANG_TEST_AMQP_URL")
-        .expect("YICHUANG_TEST_AMQP_URL is not set: run the suite with `make test`, which starts RabbitMQ and sets it")
-}
 
 /// Waits until a message is on `queue`, up to a deadline.
 async fn get_within(
@@ -43,11 +39,11 @@ async fn get_within(
 async fn topology_routes_dead_letters_and_delays_on_a_real_broker() {
     let config = BusConfig {
         url: amqp_url(),
-        prefix: format!("t{}", uuid::Uuid::new_v4().simple()),
+        prefix: testkit::broker::prefix(),
         retry_delays_secs: vec![1],
         ..BusConfig::default()
     };
-    let catalog = Catalog::load(&common::repo().join("config/catalog")).unwrap();
+    let catalog = Catalog::load(&testkit::repo().join("config/catalog")).unwrap();
     let topology = Topology::for_catalog(&catalog, &config);
     let connection = connect(&config).await.expect("connects to RabbitMQ");
     let channel = connection.create_channel().await.unwrap();
@@ -148,35 +144,29 @@ async fn topology_routes_dead_letters_and_delays_on_a_real_broker() {
 
 /// The topology of a fresh prefix, declared, with two dead letters on scjg's dead queue
 /// (`dead-1`, `dead-2`, both "gave up after 8 attempts").
-async fn two_dead_letters() -> (BusConfig, lapin::Connection, Channel, Topology) {
+async fn two_dead_letters() -> Broker {
     let config = BusConfig {
         url: amqp_url(),
-        prefix: format!("t{}", uuid::Uuid::new_v4().simple()),
+        prefix: testkit::broker::prefix(),
         retry_delays_secs: vec![1],
         ..BusConfig::default()
     };
-    let catalog = Catalog::load(&common::repo().join("config/catalog")).unwrap();
-    let topology = Topology::for_catalog(&catalog, &config);
-    let connection = connect(&config).await.expect("connects to RabbitMQ");
-    let channel = connection.create_channel().await.unwrap();
-    topology
-        .declare(&channel, Duration::from_secs(10))
-        .await
-        .unwrap();
-    channel
+    let broker = Broker::open(&config).await;
+    broker
+        .channel
         .confirm_select(ConfirmSelectOptions::default())
         .await
         .unwrap();
-    let names = Names::new(&config.prefix);
     for id in ["dead-1", "dead-2"] {
         let mut headers = lapin::types::FieldTable::default();
         headers.insert(
             yichuang::bus::headers::REASON.into(),
             lapin::types::AMQPValue::LongString("gave up after 8 attempts".into()),
         );
-        channel
+        broker
+            .channel
             .basic_publish(
-                names.dead_exchange().as_str().into(),
+                broker.names.dead_exchange().as_str().into(),
                 "scjg".into(),
                 BasicPublishOptions::default(),
                 b"not a task",
@@ -190,33 +180,19 @@ async fn two_dead_letters() -> (BusConfig, lapin::Connection, Channel, Topology)
             .await
             .unwrap();
     }
-    (config, connection, channel, topology)
+    broker
 }
 
 /// A gateway (SQLite, no relay) on `bus`, whose AdminService runs the dead-letter operations
 /// and whose store records them.
-async fn gateway_on(bus: &BusConfig) -> common::TestGateway {
+async fn gateway_on(bus: &BusConfig) -> TestGateway {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = common::config(common::Backend::Sqlite, dir.path());
+    let mut config = testkit::gateway::config(Backend::Sqlite, dir.path());
     config.bus = BusConfig {
         relay: false,
         ..bus.clone()
     };
-    common::TestGateway::start_with(config, dir).await
-}
-
-async fn remove(connection: lapin::Connection, channel: Channel, topology: Topology) {
-    for q in &topology.queues {
-        let _ = channel
-            .queue_delete(q.name.as_str().into(), QueueDeleteOptions::default())
-            .await;
-    }
-    for e in &topology.exchanges {
-        let _ = channel
-            .exchange_delete(e.name.as_str().into(), ExchangeDeleteOptions::default())
-            .await;
-    }
-    let _ = connection.close(200, "done".into()).await;
+    TestGateway::start_with(config, dir).await
 }
 
 /// `yichuang dlq`: a dead task is listed with its reason, replayed back to its department's
@@ -226,26 +202,26 @@ async fn remove(connection: lapin::Connection, channel: Channel, topology: Topol
 // gateway it calls must go on serving meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_are_listed_replayed_once_and_purged() {
-    let (config, connection, channel, topology) = two_dead_letters().await;
-    let names = Names::new(&config.prefix);
+    let broker = two_dead_letters().await;
+    let (names, channel) = (&broker.names, broker.channel.clone());
     // The gateway whose AdminService the command calls, and whose store records the action.
-    let gw = gateway_on(&config).await;
+    let gw = gateway_on(&broker.bus).await;
     let server = format!("http://{}", gw.addr);
     let dlq = |args: &[&str]| {
         let mut all = vec!["dlq", "--server", server.as_str()];
         all.extend_from_slice(args);
-        common::yichuang(&all)
+        yichuang!(&all)
     };
 
     let out = dlq(&["list", "scjg"]);
-    assert_eq!(out.status.code(), Some(0), "{}", common::text(&out.stderr));
-    let listed = common::text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", testkit::text(&out.stderr));
+    let listed = testkit::text(&out.stdout);
     assert_eq!(listed.lines().count(), 2, "{listed}");
     assert!(listed.contains("dead-1") && listed.contains("gave up after 8 attempts"));
 
     let out = dlq(&["replay", "scjg", "dead-1"]);
-    assert_eq!(out.status.code(), Some(0), "{}", common::text(&out.stderr));
-    assert!(common::text(&out.stderr).contains("recorded in the audit"));
+    assert_eq!(out.status.code(), Some(0), "{}", testkit::text(&out.stderr));
+    assert!(testkit::text(&out.stderr).contains("recorded in the audit"));
     let actions = gw.gateway.store.operator_actions(10).await.unwrap();
     assert_eq!(actions.len(), 1, "{actions:?}");
     assert_eq!(
@@ -258,8 +234,12 @@ async fn dead_letters_are_listed_replayed_once_and_purged() {
     );
     assert_eq!(actions[0].target, names.dead_queue("scjg"));
     let out = dlq(&["replay", "scjg", "dead-1"]);
-    assert_eq!(out.status.code(), Some(0), "{}", common::text(&out.stderr));
-    assert_eq!(common::text(&out.stdout).trim(), "", "nothing left to move");
+    assert_eq!(out.status.code(), Some(0), "{}", testkit::text(&out.stderr));
+    assert_eq!(
+        testkit::text(&out.stdout).trim(),
+        "",
+        "nothing left to move"
+    );
 
     // On the task queue once, with fresh attempts; dead-2 still dead.
     let back = get_within(&channel, &names.task_queue("scjg"), Duration::from_secs(5))
@@ -289,7 +269,7 @@ async fn dead_letters_are_listed_replayed_once_and_purged() {
         "moved once"
     );
     let out = dlq(&["list", "scjg"]);
-    let listed = common::text(&out.stdout);
+    let listed = testkit::text(&out.stdout);
     assert!(
         listed.contains("dead-2") && !listed.contains("dead-1"),
         "{listed}"
@@ -302,10 +282,10 @@ async fn dead_letters_are_listed_replayed_once_and_purged() {
         "a purge names its messages, a reason or says --all"
     );
     let out = dlq(&["purge", "scjg", "--all"]);
-    assert_eq!(out.status.code(), Some(0), "{}", common::text(&out.stderr));
-    assert_eq!(common::text(&dlq(&["list", "scjg"]).stdout).trim(), "");
+    assert_eq!(out.status.code(), Some(0), "{}", testkit::text(&out.stderr));
+    assert_eq!(testkit::text(&dlq(&["list", "scjg"]).stdout).trim(), "");
     gw.stop().await;
-    remove(connection, channel, topology).await;
+    broker.remove().await;
 }
 
 /// The same operations through `AdminService`: listed by department and reason, one message
@@ -315,9 +295,9 @@ async fn dead_letters_are_listed_replayed_once_and_purged() {
 async fn dead_letters_through_the_admin_service_are_replayed_once_and_audited() {
     use yichuang::proto::v1::admin_service_client::AdminServiceClient;
     use yichuang::proto::v1::{DeadLetterActionRequest, ListDeadLettersRequest};
-    let (bus, connection, channel, topology) = two_dead_letters().await;
-    let names = Names::new(&bus.prefix);
-    let gw = gateway_on(&bus).await;
+    let broker = two_dead_letters().await;
+    let (names, channel) = (&broker.names, broker.channel.clone());
+    let gw = gateway_on(&broker.bus).await;
     let mut admin = AdminServiceClient::connect(format!("http://{}", gw.addr))
         .await
         .unwrap();
@@ -417,5 +397,5 @@ async fn dead_letters_through_the_admin_service_are_replayed_once_and_audited() 
         "{actions:?}"
     );
     gw.stop().await;
-    remove(connection, channel, topology).await;
+    broker.remove().await;
 }

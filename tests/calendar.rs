@@ -1,20 +1,11 @@
 //! `yichuang calendar` as an operator meets it: limits in working days, calendar days and hours,
 //! pauses, and a calendar directory that takes a new year's file without a rebuild.
 
-mod common;
-
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn calendar(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_yichuang"))
-        .arg("calendar")
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("runs yichuang");
-    common::keep_stderr("yichuang", &out);
-    out
+    testkit::yichuang!(&[&["calendar"], args].concat())
 }
 
 fn stdout(out: &Output) -> String {

@@ -1,18 +1,16 @@
 //! The `yichuang` binary as a shell user meets it: exit codes, messages with file and line,
 //! JSON on stdout, and a gateway killed with SIGKILL that loses no accepted case.
 
-mod common;
-mod support;
-
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{repo, text, yichuang};
+use testkit::server::free_port;
+use testkit::{repo, text, yichuang};
 
 #[test]
 fn catalog_check_passes_on_the_shipped_catalog() {
-    let out = yichuang(&["catalog", "check", "config/catalog"]);
+    let out = yichuang!(&["catalog", "check", "config/catalog"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("7 departments, 21 materials, 8 items, 2 bundles: ok"));
 }
@@ -25,7 +23,7 @@ fn catalog_check_reports_every_problem_with_file_and_line() {
         "[[department]]\ncode = \"a\"\nname = \"甲\"\nbody_code = \"116401000101330185\"\n\n[[department]]\ncode = \"a\"\nname = \"乙\"\nbody_code = \"116401000101330185\"\n\n[[department]]\ncode = \"b\"\nname = \"丙\"\nbody_code = \"116401000101330180\"\n",
     )
     .unwrap();
-    let out = yichuang(&["catalog", "check", dir.path().to_str().unwrap()]);
+    let out = yichuang!(&["catalog", "check", dir.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(
@@ -38,23 +36,23 @@ fn catalog_check_reports_every_problem_with_file_and_line() {
 
 #[test]
 fn calendar_commands_answer_on_the_official_calendar() {
-    let out = yichuang(&["calendar", "add", "2019-09-30", "3"]);
+    let out = yichuang!(&["calendar", "add", "2019-09-30", "3"]);
     assert_eq!(
         text(&out.stdout).trim(),
         "2019-10-10",
         "{}",
         text(&out.stderr)
     );
-    let out = yichuang(&["calendar", "is-workday", "2019-10-12"]);
+    let out = yichuang!(&["calendar", "is-workday", "2019-10-12"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stdout).contains("is a working day"));
-    let out = yichuang(&["calendar", "is-workday", "2019-10-07"]);
+    let out = yichuang!(&["calendar", "is-workday", "2019-10-07"]);
     assert_eq!(
         out.status.code(),
         Some(3),
         "a day off answers with exit code 3"
     );
-    let out = yichuang(&["calendar", "add", "2026-12-20", "30"]);
+    let out = yichuang!(&["calendar", "add", "2026-12-20", "30"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("no working-day calendar for 2027"),
@@ -75,7 +73,7 @@ fn bus_declare_against_an_unreachable_broker_fails_without_printing_the_password
         ),
     )
     .unwrap();
-    let out = yichuang(&["bus", "declare", "--config", config.to_str().unwrap()]);
+    let out = yichuang!(&["bus", "declare", "--config", config.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(
@@ -89,14 +87,6 @@ fn bus_declare_against_an_unreachable_broker_fails_without_printing_the_password
 struct Server {
     child: Child,
     url: String,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn start_server(data: &Path, port: u16) -> Server {
@@ -113,7 +103,7 @@ fn start_server_with(data: &Path, port: u16, extra: &str) -> Server {
             "catalog_dir = \"{root}/config/catalog\"\ncalendar_dir = \"{root}/config/calendar\"\n[server]\nlisten = \"127.0.0.1:{port}\"\n[store]\nkind = \"sqlite\"\npath = \"{db}\"\n[log]\nformat = \"json\"\nlevel = \"{level}\"\n{extra}",
             root = repo().display(),
             db = data.join("cases.db").display(),
-            level = yichuang::logfile::SUITE_FILTER,
+            level = testkit::logfile::SUITE_FILTER,
         ),
     )
     .unwrap();
@@ -121,12 +111,12 @@ fn start_server_with(data: &Path, port: u16, extra: &str) -> Server {
         .args(["serve", "--config", config.to_str().unwrap()])
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
-        .stderr(common::child_log("serve"))
+        .stderr(testkit::child_log("serve"))
         .spawn()
         .expect("starts the gateway");
     let url = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while yichuang(&["case", "list", "--server", &url, "--page-size", "1"])
+    while yichuang!(&["case", "list", "--server", &url, "--page-size", "1"])
         .status
         .code()
         != Some(0)
@@ -146,7 +136,7 @@ fn client_commands_print_json_and_exit_codes_and_a_sigkilled_gateway_keeps_its_c
     let port = free_port();
     let mut server = start_server(data.path(), port);
 
-    let out = yichuang(&[
+    let out = yichuang!(&[
         "case",
         "submit",
         "--server",
@@ -161,7 +151,7 @@ fn client_commands_print_json_and_exit_codes_and_a_sigkilled_gateway_keeps_its_c
         .unwrap()
         .to_string();
 
-    let out = yichuang(&[
+    let out = yichuang!(&[
         "case",
         "submit",
         "--server",
@@ -184,7 +174,7 @@ fn client_commands_print_json_and_exit_codes_and_a_sigkilled_gateway_keeps_its_c
     changed["fields"]["seats"] = "120".into();
     let changed_path = data.path().join("changed.json");
     std::fs::write(&changed_path, changed.to_string()).unwrap();
-    let out = yichuang(&[
+    let out = yichuang!(&[
         "case",
         "submit",
         "--server",
@@ -198,7 +188,7 @@ fn client_commands_print_json_and_exit_codes_and_a_sigkilled_gateway_keeps_its_c
     // A submission the server refuses with INVALID_ARGUMENT: exit 4, naming the field.
     changed["submissionId"] = "".into();
     std::fs::write(&changed_path, changed.to_string()).unwrap();
-    let out = yichuang(&[
+    let out = yichuang!(&[
         "case",
         "submit",
         "--server",
@@ -215,7 +205,7 @@ fn client_commands_print_json_and_exit_codes_and_a_sigkilled_gateway_keeps_its_c
 
     let bad = data.path().join("bad.json");
     std::fs::write(&bad, "{\n  \"submissionId\": \"x\",\n  \"itemz\": []\n}\n").unwrap();
-    let out = yichuang(&[
+    let out = yichuang!(&[
         "case",
         "precheck",
         "--server",
@@ -236,13 +226,13 @@ fn client_commands_print_json_and_exit_codes_and_a_sigkilled_gateway_keeps_its_c
     server.child.kill().unwrap();
     server.child.wait().unwrap();
     let mut server = start_server(data.path(), port);
-    let out = yichuang(&["case", "get", "--server", &server.url, &number]);
+    let out = yichuang!(&["case", "get", "--server", &server.url, &number]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let case: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(case["case"]["caseNumber"], number.as_str());
     assert_eq!(case["case"]["tasks"].as_array().unwrap().len(), 2);
 
-    let out = yichuang(&["case", "get", "--server", &server.url, "nope"]);
+    let out = yichuang!(&["case", "get", "--server", &server.url, "nope"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("NotFound"),
@@ -259,13 +249,12 @@ fn client_commands_print_json_and_exit_codes_and_a_sigkilled_gateway_keeps_its_c
 async fn a_gateway_killed_while_publishing_publishes_every_task_after_restart() {
     let data = tempfile::tempdir().unwrap();
     let port = free_port();
-    let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
-    let url =
-        std::env::var("YICHUANG_TEST_AMQP_URL").expect("YICHUANG_TEST_AMQP_URL: run `make test`");
+    let prefix = testkit::broker::prefix();
+    let url = testkit::broker::amqp_url();
     let bus = format!("[bus]\nurl = \"{url}\"\nprefix = \"{prefix}\"\n");
     let mut server = start_server_with(data.path(), port, &bus);
-    let mut client = common::connect(format!("127.0.0.1:{port}").parse().unwrap()).await;
-    let base = common::example("kai-canguan");
+    let mut client = testkit::gateway::connect(format!("127.0.0.1:{port}").parse().unwrap()).await;
+    let base = testkit::example("kai-canguan");
     let mut answered = Vec::new();
     for n in 0..400 {
         if n == 150 {
@@ -301,7 +290,7 @@ async fn a_gateway_killed_while_publishing_publishes_every_task_after_restart() 
         prefix,
         ..Default::default()
     };
-    let broker = support::broker::Broker::open(&config).await;
+    let broker = testkit::broker::Broker::open(&config).await;
     let mut seen: std::collections::HashMap<String, u32> = Default::default();
     for department in ["scjg", "xf"] {
         let want = answered.iter().filter(|(d, _)| d == department).count();
@@ -372,7 +361,7 @@ async fn sigterm_stops_the_gateway_in_order_and_tells_open_feeds_to_reconnect() 
     let data = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut server = start_server(data.path(), port);
-    let out = yichuang(&[
+    let out = yichuang!(&[
         "case",
         "submit",
         "--server",

@@ -1,9 +1,8 @@
 //! 出件: a ready case is handed over at the window to the applicant, its legal representative or
 //! the named agent — nobody else — or mailed; then it is closed. Bad requests change nothing.
 
-mod common;
-
-use common::{Backend, TestGateway, example};
+use testkit::example;
+use testkit::gateway::{Backend, TestGateway};
 use yichuang::proto::v1::{
     CaseStatus, DeliverRequest, GetCaseRequest, IdType, Mail, Pickup, SubmitRequest,
     deliver_request::How, submit_response::Outcome,
@@ -143,4 +142,4 @@ async fn a_ready_case_is_handed_over_only_to_whom_it_belongs(backend: Backend) {
     gw.stop().await;
 }
 
-on_both_stores!(a_ready_case_is_handed_over_only_to_whom_it_belongs);
+testkit::on_both_stores!(a_ready_case_is_handed_over_only_to_whom_it_belongs);

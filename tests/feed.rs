@@ -2,12 +2,11 @@
 //! it accepted, and only those, in order; a client that drops the stream and comes back with its
 //! last cursor misses nothing and sees nothing twice; the platform (no hall) sees every hall.
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{Backend, TestGateway, example};
+use testkit::example;
+use testkit::gateway::{Backend, TestGateway};
 use tokio_stream::StreamExt;
 use yichuang::proto::v1::{
     FeedEvent, GetCaseRequest, SubmitRequest, WatchCaseRequest, WindowFeedRequest,
@@ -195,4 +194,4 @@ async fn a_window_feed_resumes_from_its_cursor(backend: Backend) {
     gw.stop().await;
 }
 
-on_both_stores!(a_window_feed_resumes_from_its_cursor);
+testkit::on_both_stores!(a_window_feed_resumes_from_its_cursor);

@@ -3,9 +3,8 @@
 //! idempotent, bad envelopes are refused with the field and the limit, nothing is stored
 //! for a pre-check or a deficient submission but the attempt's audit record.
 
-mod common;
-
-use common::{Backend, TestGateway, example};
+use testkit::example;
+use testkit::gateway::{Backend, TestGateway};
 use tonic::Code;
 use yichuang::proto::v1::{
     AcceptanceMode, CaseStatus, DeficiencyCode, GetCaseRequest, ListCasesRequest, PreCheckRequest,
@@ -539,7 +538,7 @@ async fn daily_sequence_is_shared_by_concurrent_submissions(backend: Backend) {
     gw.stop().await;
 }
 
-on_both_stores!(
+testkit::on_both_stores!(
     kai_canguan_is_accepted_with_two_parallel_tasks,
     qiye_kaiban_is_accepted_under_tolerance_with_ordered_tasks,
     bdc_deficient_gets_one_notice_with_every_deficiency,
@@ -564,7 +563,7 @@ async fn gateway_refuses_to_start_on_an_invalid_catalog() {
         "bundles.toml",
     ] {
         std::fs::copy(
-            common::repo().join("config/catalog").join(f),
+            testkit::repo().join("config/catalog").join(f),
             catalog.join(f),
         )
         .unwrap();
@@ -575,7 +574,7 @@ async fn gateway_refuses_to_start_on_an_invalid_catalog() {
         bundles.replace("\"GJJ-DJ\"]", "\"GJJ-XX\"]"),
     )
     .unwrap();
-    let mut config = common::config(Backend::Sqlite, dir.path());
+    let mut config = testkit::gateway::config(Backend::Sqlite, dir.path());
     config.catalog_dir = catalog;
     let err = yichuang::app::Gateway::from_config(&config)
         .await

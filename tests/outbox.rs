@@ -2,14 +2,12 @@
 //! departments' queues with the agreed properties and headers, waiting tasks stay back, and a
 //! broker that cannot be reached never stops `Submit`.
 
-mod common;
-mod support;
-
 use std::time::{Duration, Instant};
 
-use common::{Backend, TestGateway, example};
 use lapin::types::AMQPValue;
 use prost::Message;
+use testkit::example;
+use testkit::gateway::{Backend, TestGateway};
 use yichuang::config::BusConfig;
 use yichuang::proto::v1::admin_service_client::AdminServiceClient;
 use yichuang::proto::v1::{
@@ -17,10 +15,10 @@ use yichuang::proto::v1::{
     TaskStatus, submit_response::Outcome,
 };
 
-use support::broker::{Broker, amqp_url, header, start, text_header};
+use testkit::broker::{Broker, amqp_url, header, text_header};
 
 async fn kai_canguan_tasks_reach_scjg_and_xf_with_their_headers(backend: Backend) {
-    let (mut gw, bus) = start(backend, amqp_url()).await;
+    let (mut gw, bus) = TestGateway::relaying(backend, amqp_url()).await;
     // The window's request belongs to a trace; the departments' messages join it.
     let window_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let mut request = tonic::Request::new(SubmitRequest {
@@ -128,7 +126,7 @@ async fn kai_canguan_tasks_reach_scjg_and_xf_with_their_headers(backend: Backend
 }
 
 async fn qiye_kaiban_releases_later_tasks_only_after_qy_sl_is_approved(backend: Backend) {
-    let (mut gw, bus) = start(backend, amqp_url()).await;
+    let (mut gw, bus) = TestGateway::relaying(backend, amqp_url()).await;
     gw.client
         .submit(SubmitRequest {
             submission: Some(example("qiye-kaiban")),
@@ -223,7 +221,8 @@ async fn qiye_kaiban_releases_later_tasks_only_after_qy_sl_is_approved(backend: 
 }
 
 async fn submit_keeps_accepting_while_the_broker_is_unreachable(backend: Backend) {
-    let (mut gw, _bus) = start(backend, "amqp://guest:guest@127.0.0.1:1/%2f".into()).await;
+    let (mut gw, _bus) =
+        TestGateway::relaying(backend, "amqp://guest:guest@127.0.0.1:1/%2f".into()).await;
     for name in ["kai-canguan", "qiye-kaiban"] {
         let answer = gw
             .client
@@ -259,7 +258,7 @@ async fn submit_keeps_accepting_while_the_broker_is_unreachable(backend: Backend
 }
 
 async fn every_status_change_reaches_the_events_exchange(backend: Backend) {
-    let (mut gw, bus) = start(backend, amqp_url()).await;
+    let (mut gw, bus) = TestGateway::relaying(backend, amqp_url()).await;
     let broker = Broker::open(&bus).await;
     // Another system's queue, bound to every event.
     let queue = format!("{}.test-events", bus.prefix);
@@ -370,7 +369,8 @@ async fn every_status_change_reaches_the_events_exchange(backend: Backend) {
 /// not marked.
 async fn a_task_claimed_again_after_its_lease_ran_out_is_marked_a_copy(backend: Backend) {
     // No broker: the gateway's own relay never claims, the test does.
-    let (mut gw, _bus) = start(backend, "amqp://guest:guest@127.0.0.1:1/%2f".into()).await;
+    let (mut gw, _bus) =
+        TestGateway::relaying(backend, "amqp://guest:guest@127.0.0.1:1/%2f".into()).await;
     gw.client
         .submit(SubmitRequest {
             submission: Some(example("kai-canguan")),
@@ -411,12 +411,12 @@ async fn a_task_claimed_again_after_its_lease_ran_out_is_marked_a_copy(backend: 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_reaches_the_departments_through_the_next_node_when_the_first_is_down() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = common::config(Backend::Sqlite, dir.path());
+    let mut config = testkit::gateway::config(Backend::Sqlite, dir.path());
     config.bus = BusConfig {
         // Nothing listens on port 1: the "node" that is down.
         url: "amqp://guest:guest@127.0.0.1:1/%2f".into(),
         nodes: vec![amqp_url()],
-        prefix: format!("t{}", uuid::Uuid::new_v4().simple()),
+        prefix: testkit::broker::prefix(),
         relay: true,
         timeout_secs: 5,
         ..BusConfig::default()
@@ -448,10 +448,10 @@ async fn the_relay_reaches_the_departments_through_the_next_node_when_the_first_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_left_by_a_dead_sqlite_gateway_is_handed_out_at_once_as_a_copy() {
     let keep = tempfile::tempdir().unwrap();
-    let mut config = common::config(Backend::Sqlite, keep.path());
+    let mut config = testkit::gateway::config(Backend::Sqlite, keep.path());
     config.bus = BusConfig {
         url: "amqp://guest:guest@127.0.0.1:1/%2f".into(),
-        prefix: format!("t{}", uuid::Uuid::new_v4().simple()),
+        prefix: testkit::broker::prefix(),
         relay: true,
         timeout_secs: 5,
         ..BusConfig::default()
@@ -487,7 +487,7 @@ async fn a_lease_left_by_a_dead_sqlite_gateway_is_handed_out_at_once_as_a_copy()
     assert!(again.iter().all(|i| i.reclaimed), "marked a copy");
 }
 
-on_both_stores!(
+testkit::on_both_stores!(
     a_task_claimed_again_after_its_lease_ran_out_is_marked_a_copy,
     every_status_change_reaches_the_events_exchange,
     kai_canguan_tasks_reach_scjg_and_xf_with_their_headers,
@@ -501,10 +501,10 @@ on_both_stores!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_on_one_postgres_publish_every_task_once() {
     let dir1 = tempfile::tempdir().unwrap();
-    let mut config = common::config(Backend::Postgres, dir1.path());
+    let mut config = testkit::gateway::config(Backend::Postgres, dir1.path());
     config.bus = BusConfig {
         url: amqp_url(),
-        prefix: format!("t{}", uuid::Uuid::new_v4().simple()),
+        prefix: testkit::broker::prefix(),
         relay: true,
         timeout_secs: 5,
         ..BusConfig::default()

@@ -2,8 +2,6 @@
 //! in order, signed — although the endpoint is down at first, and the gateway is restarted in
 //! between.
 
-mod common;
-
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,7 +9,8 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use common::{Backend, TestGateway, example};
+use testkit::example;
+use testkit::gateway::{Backend, TestGateway};
 use yichuang::proto::v1::{GetCaseRequest, SubmitRequest, submit_response::Outcome};
 
 const SECRET: &str = "platform-secret";
@@ -64,7 +63,7 @@ async fn push(State(p): State<Arc<Platform>>, headers: HeaderMap, body: Bytes) -
 }
 
 fn gateway_config(dir: &std::path::Path, url: &str) -> yichuang::config::GatewayConfig {
-    let mut config = common::config(Backend::Sqlite, dir);
+    let mut config = testkit::gateway::config(Backend::Sqlite, dir);
     config.platform.push_url = url.to_string();
     config.platform.secret = SECRET.into();
     config

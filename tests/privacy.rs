@@ -3,11 +3,10 @@
 //! this process's own log is written and clean, and errors that echo what the window typed
 //! mask it.
 
-mod common;
-
 use std::process::Output;
 
-use common::{Backend, TestGateway, example, repo, text, yichuang};
+use testkit::gateway::{Backend, TestGateway};
+use testkit::{example, repo, text, yichuang};
 use yichuang::privacy::{Kind, parse_names, scan};
 use yichuang::proto::v1::{
     DeliverRequest, GetCaseRequest, IdType, Mail, Pickup, PreCheckRequest, SubmitRequest,
@@ -24,7 +23,7 @@ fn names_file() -> std::path::PathBuf {
 }
 
 fn scan_command(args: &[&str]) -> Output {
-    yichuang(&[&["logs", "scan"], args].concat())
+    yichuang!(&[&["logs", "scan"], args].concat())
 }
 
 /// The names the scan looks for.
@@ -161,8 +160,8 @@ async fn this_test_process_logs_to_the_suite_directory_without_personal_data() {
         .into_inner();
     assert!(matches!(answer.outcome, Some(Outcome::Receipt(_))));
     gw.stop().await;
-    let path = yichuang::logfile::init_suite(&repo()).expect("the harness installed the log");
-    assert!(path.starts_with(yichuang::logfile::suite_dir(&repo())));
+    let path = testkit::logfile::init_suite().expect("the harness installed the log");
+    assert!(path.starts_with(testkit::logfile::suite_dir()));
     let log = std::fs::read_to_string(path).unwrap();
     assert!(log.lines().any(|l| l.contains("case accepted")), "{log}");
     for line in log.lines() {
@@ -293,7 +292,7 @@ async fn errors_echo_what_was_typed_masked(backend: Backend) {
     gw.stop().await;
 }
 
-on_both_stores!(errors_echo_what_was_typed_masked);
+testkit::on_both_stores!(errors_echo_what_was_typed_masked);
 
 /// The one-time notice goes back to the window and is kept in the attempt's audit record: the
 /// deficient example's full-width ID number, spaced mobile number and the seller's ID number
@@ -333,4 +332,4 @@ async fn the_deficiency_notice_carries_nothing_unmasked(backend: Backend) {
     gw.stop().await;
 }
 
-on_both_stores!(the_deficiency_notice_carries_nothing_unmasked);
+testkit::on_both_stores!(the_deficiency_notice_carries_nothing_unmasked);

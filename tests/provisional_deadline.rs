@@ -4,14 +4,12 @@
 //! calendar directory the gateway loads it without a restart, refuses a bad one, and confirms or
 //! moves every provisional deadline once, even with several replicas sweeping one database.
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use common::{Backend, TestGateway};
+use testkit::gateway::{Backend, TestGateway};
 use yichuang::proto::v1::admin_service_client::AdminServiceClient;
 use yichuang::proto::v1::submit_response::Outcome;
 use yichuang::proto::v1::{
@@ -33,7 +31,7 @@ fn december_15() -> yichuang::clock::Now {
 /// The shipped calendar (2019–2026) in a directory of the test's own.
 fn calendar_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(common::repo().join("config/calendar")).unwrap() {
+    for entry in std::fs::read_dir(testkit::repo().join("config/calendar")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|x| x == "toml") {
             std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
@@ -43,7 +41,7 @@ fn calendar_dir() -> tempfile::TempDir {
 }
 
 fn config(backend: Backend, dir: &Path, calendar: &Path) -> yichuang::config::GatewayConfig {
-    let mut config = common::config(backend, dir);
+    let mut config = testkit::gateway::config(backend, dir);
     config.calendar_dir = calendar.to_path_buf();
     config.calendar.check_secs = 1;
     // The test sweeps itself (`until`), so it knows which replica counted what.
@@ -52,7 +50,7 @@ fn config(backend: Backend, dir: &Path, calendar: &Path) -> yichuang::config::Ga
 }
 
 async fn submit(gw: &mut TestGateway, id: &str) -> Receipt {
-    let mut submission = common::example("kai-canguan");
+    let mut submission = testkit::example("kai-canguan");
     submission.submission_id = id.to_string();
     submission.submitted_at = None;
     let answer = gw
@@ -266,7 +264,7 @@ async fn accepted_provisionally_then_confirmed_once(backend: Backend) {
     gw.stop().await;
 }
 
-on_both_stores!(accepted_provisionally_then_confirmed_once);
+testkit::on_both_stores!(accepted_provisionally_then_confirmed_once);
 
 /// Two replicas on one PostgreSQL schema, one of them still without the 2027 file: the one that
 /// has it confirms each case once; the one behind leaves what is recorded alone; when it loads
@@ -353,11 +351,8 @@ async fn replicas_on_postgres_confirm_each_case_once() {
 
 /// Marks every task of the schema for the sweeper, as a dispatch or a result would.
 async fn mark_all(schema: &str) {
-    let (client, connection) = tokio_postgres::connect(&common::pg_url(), tokio_postgres::NoTls)
+    testkit::db::connect()
         .await
-        .expect("connect to PostgreSQL");
-    tokio::spawn(connection);
-    client
         .batch_execute(&format!("UPDATE {schema}.tasks SET clock_dirty = 1"))
         .await
         .expect("mark every task");

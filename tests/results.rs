@@ -3,17 +3,15 @@
 //! result sent by another department's broker user is refused and kept in the results dead
 //! queue.
 
-mod common;
-mod support;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Backend, example};
 use lapin::BasicProperties;
 use lapin::options::{BasicGetOptions, ConfirmSelectOptions};
 use prost::Message;
-use support::broker::{Broker, amqp_url};
+use testkit::broker::{Broker, amqp_url};
+use testkit::example;
+use testkit::gateway::Backend;
 use yichuang::proto::v1::{
     CaseStatus, GetCaseRequest, ResultDocument, ResultKind, ResultMessage, SubmitRequest,
     TaskStatus, submit_response::Outcome,
@@ -80,7 +78,7 @@ async fn publish(url: &str, prefix: &str, r: &ResultMessage) {
 }
 
 async fn case_until(
-    gw: &mut common::TestGateway,
+    gw: &mut testkit::gateway::TestGateway,
     number: &str,
     what: &str,
     done: impl Fn(&yichuang::proto::v1::Case) -> bool,
@@ -110,9 +108,9 @@ async fn department_results_move_the_case_and_forged_ones_are_refused() {
     ensure_user();
     let url = amqp_url();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = common::config(Backend::Sqlite, dir.path());
+    let mut config = testkit::gateway::config(Backend::Sqlite, dir.path());
     config.bus.url = url.clone();
-    config.bus.prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+    config.bus.prefix = testkit::broker::prefix();
     config.bus.relay = true;
     config.bus.timeout_secs = 5;
     config
@@ -120,7 +118,7 @@ async fn department_results_move_the_case_and_forged_ones_are_refused() {
         .department_users
         .insert("scjg".into(), USER.into());
     let bus = config.bus.clone();
-    let mut gw = common::TestGateway::start_with(config, dir).await;
+    let mut gw = testkit::gateway::TestGateway::start_with(config, dir).await;
     let broker = Broker::open(&bus).await;
 
     let answer = gw
@@ -289,13 +287,13 @@ async fn a_poison_result_is_dead_lettered_without_stalling_the_consumer() {
     let url = amqp_url();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("yichuang.db");
-    let mut config = common::config(Backend::Sqlite, dir.path());
+    let mut config = testkit::gateway::config(Backend::Sqlite, dir.path());
     config.bus.url = url.clone();
-    config.bus.prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+    config.bus.prefix = testkit::broker::prefix();
     config.bus.relay = true;
     config.bus.timeout_secs = 5;
     let bus = config.bus.clone();
-    let mut gw = common::TestGateway::start_with(config, dir).await;
+    let mut gw = testkit::gateway::TestGateway::start_with(config, dir).await;
     let broker = Broker::open(&bus).await;
 
     let mut numbers = Vec::new();

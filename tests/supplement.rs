@@ -4,9 +4,8 @@
 //! obligations they answer are fulfilled. Idempotent on the supplement id; a result about the
 //! round before the supplement changes nothing.
 
-mod common;
-
-use common::{Backend, TestGateway, example};
+use testkit::example;
+use testkit::gateway::{Backend, TestGateway};
 use yichuang::lifecycle::TaskUpdate;
 use yichuang::proto::v1::{
     CaseStatus, DeficiencyCode, FileRef, GetCaseRequest, Material, MaterialForm, SubmitRequest,

@@ -9,15 +9,16 @@
 //! each see every event of the case once, in order.
 //! Real RabbitMQ, real PostgreSQL, the real gateway; only the departments are simulated.
 
-mod support;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use support::{Adapter, Harness, bus, department, listener, secret_file};
+use testkit::adapter::{Adapter, department, secret_file};
+use testkit::broker::{Broker, bus};
+use testkit::db::{Schema, pg_url, split_password};
+use testkit::server::listener;
 use yichuang::proto::v1::case_service_client::CaseServiceClient;
 use yichuang::proto::v1::{
     CaseStatus, DeliverRequest, FileRef, GetCaseRequest, IdType, Material, MaterialForm, Pickup,
@@ -26,10 +27,6 @@ use yichuang::proto::v1::{
 };
 use yichuang_adapters::kinds::manual::{Outcome as Clerk, Record, Worklist};
 use yichuang_sim::core::Behaviour;
-
-fn pg_url() -> String {
-    std::env::var("YICHUANG_TEST_PG_URL").expect("YICHUANG_TEST_PG_URL: run `make test`")
-}
 
 /// How long the platform's endpoint refuses every push at first.
 const PLATFORM_DOWN: Duration = Duration::from_secs(60);
@@ -128,9 +125,10 @@ async fn qiye_kaiban_goes_through_five_departments_and_a_supplement_to_delivery_
  {
     let bus = bus();
     // Declares (and at the end removes) every queue of the test's prefix.
-    let harness = Harness::open(&bus, &["scjg", "ga", "sw", "rs", "gjj", "xf", "zrzy"]).await;
+    let harness =
+        Broker::for_departments(&bus, &["scjg", "ga", "sw", "rs", "gjj", "xf", "zrzy"]).await;
     let dir = tempfile::tempdir().unwrap();
-    let schema = format!("e2e_{}", uuid::Uuid::new_v4().simple());
+    let schema = Schema::new("e2e");
 
     // The departments' systems.
     let (l, scjg_endpoint) = listener().await;
@@ -160,7 +158,7 @@ async fn qiye_kaiban_goes_through_five_departments_and_a_supplement_to_delivery_
     tokio::spawn(sw.clone().serve(l));
 
     // The adapters' view of them.
-    let scjg_config = support::scjg(&dir, &scjg_endpoint);
+    let scjg_config = testkit::adapter::scjg(&dir, &scjg_endpoint);
     let ga_config = department("ga", &ga_endpoint);
     let mut sw_config = department("sw", &sw_endpoint);
     sw_config
@@ -172,25 +170,20 @@ async fn qiye_kaiban_goes_through_five_departments_and_a_supplement_to_delivery_
     );
     sw_config.credentials.remove("sign_key");
     // 人社's exchange tables, in a schema of this test's own.
-    let pg: tokio_postgres::Config = pg_url().parse().unwrap();
-    let password = String::from_utf8_lossy(pg.get_password().unwrap()).into_owned();
-    let (scheme_user, host) = pg_url()
-        .split_once('@')
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .unwrap();
-    let user_only = scheme_user
-        .rsplit_once(':')
-        .map_or(scheme_user.clone(), |(u, _)| u.to_string());
-    let mut rs_config = department("rs", &format!("{user_only}@{host}"));
+    let (without_password, password) = split_password(&pg_url());
+    let password = password.unwrap();
+    let mut rs_config = department("rs", &without_password);
     rs_config.credentials.clear();
     rs_config
         .credentials
         .insert("password".into(), secret_file(&dir, "pg", &password));
-    rs_config.options.insert("schema".into(), schema.clone());
+    rs_config
+        .options
+        .insert("schema".into(), schema.name.clone());
     let rs = yichuang_sim::exchange_db::ExchangeDbSim::new(yichuang_sim::exchange_db::Settings {
         behaviour: behaviour("rs"),
         url: pg_url(),
-        schema: schema.clone(),
+        schema: schema.name.clone(),
         inbound_table: rs_config.options["inbound_table"].clone(),
         result_table: rs_config.options["result_table"].clone(),
         fields: rs_config.mapping.request.keys().cloned().collect(),
@@ -215,8 +208,7 @@ async fn qiye_kaiban_goes_through_five_departments_and_a_supplement_to_delivery_
     .await;
 
     // The gateway, on SQLite, talking to the same bus.
-    let root = support::repo();
-    let mut config = support::gateway_config(dir.path(), &bus);
+    let mut config = testkit::gateway::with_bus(dir.path(), &bus);
     // The one-network platform, down for the first minute.
     let platform = Arc::new(Platform {
         down_until: Instant::now() + PLATFORM_DOWN,
@@ -230,13 +222,10 @@ async fn qiye_kaiban_goes_through_five_departments_and_a_supplement_to_delivery_
     tokio::spawn(async move { axum::serve(l, router).await });
     config.platform.push_url = format!("{platform_endpoint}/push");
     config.platform.secret = PLATFORM_SECRET.into();
-    let serving = support::Serving::start(&config).await;
+    let serving = testkit::gateway::TestGateway::serve(&config).await;
     let (endpoint, mut client) = (serving.endpoint.clone(), serving.client.clone());
 
-    let submission: yichuang::proto::v1::Submission = serde_json::from_str(
-        &std::fs::read_to_string(root.join("examples/cases/qiye-kaiban.json")).unwrap(),
-    )
-    .unwrap();
+    let submission: yichuang::proto::v1::Submission = testkit::example("qiye-kaiban");
     // The accepting window follows its feed from the start, dropping the stream every 3 events.
     let feed_seen = Arc::new(Mutex::new(Vec::new()));
     let reconnects = Arc::new(Mutex::new(0));
@@ -515,11 +504,5 @@ async fn qiye_kaiban_goes_through_five_departments_and_a_supplement_to_delivery_
     serving.stop().await;
     adapter.task.abort();
     harness.remove().await;
-    let (c, conn) = tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-        .await
-        .unwrap();
+    schema.drop_now().await;
 }

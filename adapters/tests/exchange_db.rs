@@ -4,86 +4,25 @@
 //! drops the adapter's connection; every task still ends with exactly one outcome, the
 //! department's own, and every result row is acknowledged.
 
-mod support;
-
-use support::task_ids as ids_of;
+use testkit::tasks::task_ids as ids_of;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::{Adapter, Harness, assert_one_outcome_each, bus, department, secret_file, task};
-use tokio_postgres::{Client, NoTls};
+use testkit::adapter::{Adapter, department, secret_file};
+use testkit::broker::{Broker, bus};
+use testkit::conformance::{self, Kind, RoundTrip};
+use testkit::db::{Schema, pg_url, split_password};
+use testkit::tasks::{REQUESTED, assert_one_outcome_each, task};
+use testkit::until;
+use tokio_postgres::Client;
 use yichuang::proto::v1::ResultKind;
 use yichuang_adapters::config::DepartmentConfig;
 use yichuang_adapters::mapping::parse_date;
-use yichuang_adapters::system::{Failure, Gate, Task};
+use yichuang_adapters::system::{Failure, Task};
 use yichuang_sim::core::{Behaviour, Outcome};
 use yichuang_sim::exchange_db::{ExchangeDbSim, Settings};
-
-fn pg_url() -> String {
-    std::env::var("YICHUANG_TEST_PG_URL")
-        .expect("YICHUANG_TEST_PG_URL is not set: source the services' env (make test sets it)")
-}
-
-/// The test URL without its password, and the password: the adapter is given them apart, as
-/// a department file does.
-fn split_password(url: &str) -> (String, Option<String>) {
-    let config: tokio_postgres::Config = url.parse().expect("a PostgreSQL URL");
-    let password = config
-        .get_password()
-        .map(|p| String::from_utf8_lossy(p).into_owned());
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return (url.to_string(), password);
-    };
-    let Some((userinfo, host)) = rest.split_once('@') else {
-        return (url.to_string(), password);
-    };
-    let user = userinfo.split(':').next().unwrap_or(userinfo);
-    (format!("{scheme}://{user}@{host}"), password)
-}
-
-/// A schema of the test's own, dropped when the test ends, even by a panic.
-struct Schema {
-    name: String,
-}
-
-impl Schema {
-    fn new(prefix: &str) -> Schema {
-        Schema {
-            name: format!("{prefix}_{}", uuid::Uuid::new_v4().simple()),
-        }
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok((c, conn)) = tokio_postgres::connect(&pg_url(), NoTls).await {
-                    tokio::spawn(conn);
-                    let _ = c
-                        .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-async fn db() -> Client {
-    let (c, conn) = tokio_postgres::connect(&pg_url(), NoTls)
-        .await
-        .expect("PostgreSQL");
-    tokio::spawn(conn);
-    c
-}
 
 /// The department's shipped file, pointed at the test database and schema, and its
 /// simulator, tables created and job running.
@@ -120,19 +59,6 @@ async fn setup(
     (c, sim)
 }
 
-/// Waits for `cond` with a deadline.
-async fn until<F, Fut>(what: &str, within: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !cond().await {
-        assert!(Instant::now() < deadline, "{what} within {within:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// The hall date (UTC+8) of a result's `at`.
 fn hall_date(at: &pbjson_types::Timestamp) -> chrono::NaiveDate {
     (chrono::DateTime::from_timestamp(at.seconds, 0).unwrap() + chrono::Duration::hours(8))
@@ -161,7 +87,7 @@ async fn final_row(
 async fn every_task_ends_with_the_departments_own_outcome_through_maintenance_and_a_dropped_connection()
  {
     let bus = bus();
-    let harness = Harness::open(&bus, &["rs"]).await;
+    let harness = Broker::for_departments(&bus, &["rs"]).await;
     let dir = tempfile::tempdir().unwrap();
     let schema = Schema::new("xrs");
     let maintenance = Duration::from_millis(3000);
@@ -181,7 +107,7 @@ async fn every_task_ends_with_the_departments_own_outcome_through_maintenance_an
     )
     .await;
     let adapter = Adapter::start(&bus, vec![config]).await;
-    let c = db().await;
+    let c = testkit::db::connect().await;
     let inbound = format!("{}.yc_sqxx", schema.name);
     let results_table = format!("{}.yc_bjxx", schema.name);
 
@@ -291,7 +217,7 @@ async fn every_task_ends_with_the_departments_own_outcome_through_maintenance_an
             ResultKind::Rejected => {
                 assert_eq!(outcome.result.reasons, ["经营场所与申报不符"], "{id}")
             }
-            _ => assert_eq!(outcome.result.materials, support::REQUESTED, "{id}"),
+            _ => assert_eq!(outcome.result.materials, REQUESTED, "{id}"),
         }
     }
     assert!(progress >= 20, "steps were published: {progress}");
@@ -323,7 +249,7 @@ async fn every_task_ends_with_the_departments_own_outcome_through_maintenance_an
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compact_dates_a_refused_row_and_a_second_version_counted_as_a_duplicate() {
     let bus = bus();
-    let harness = Harness::open(&bus, &["zrzy"]).await;
+    let harness = Broker::for_departments(&bus, &["zrzy"]).await;
     let dir = tempfile::tempdir().unwrap();
     let schema = Schema::new("xzrzy");
     let (config, sim) = setup(
@@ -345,7 +271,7 @@ async fn compact_dates_a_refused_row_and_a_second_version_counted_as_a_duplicate
     )
     .await;
     let adapter = Adapter::start(&bus, vec![config]).await;
-    let c = db().await;
+    let c = testkit::db::connect().await;
     let inbound = format!("{}.bdc_sqxx", schema.name);
     let results_table = format!("{}.bdc_bjxx", schema.name);
 
@@ -426,173 +352,154 @@ async fn compact_dates_a_refused_row_and_a_second_version_counted_as_a_duplicate
     harness.remove().await;
 }
 
-#[test]
-fn the_password_is_split_from_the_url() {
-    assert_eq!(
-        split_password("postgres://u:p%40ss@h:5432/d"),
-        (
-            "postgres://u@h:5432/d".to_string(),
-            Some("p@ss".to_string())
+/// 人社's exchange tables in the kinds' conformance scenarios: the department takes a row
+/// slower than a poll, so the round is polled before it takes its row, when the newest row is
+/// still the old request.
+struct Rs {
+    schema: Schema,
+    dir: tempfile::TempDir,
+}
+
+impl Kind for Rs {
+    type System = ExchangeDbSim;
+
+    fn department(&self) -> &str {
+        "rs"
+    }
+
+    fn item(&self) -> &str {
+        "SB-DJ"
+    }
+
+    async fn start(&mut self, behaviour: Behaviour) -> (Arc<ExchangeDbSim>, DepartmentConfig) {
+        let (config, sim) = setup("rs", &self.schema, &self.dir, behaviour, |s| {
+            s.pickup_delay_ms = 1500
+        })
+        .await;
+        (sim, config)
+    }
+
+    /// The old 补正 row was not read as the round's decision: the round's own rows were. One row
+    /// for the round, taken by the department, with what was handed in; every result row, the
+    /// round's too, acknowledged.
+    async fn after_round(&mut self, trip: &RoundTrip<ExchangeDbSim>) {
+        let (id, case, stats) = (&trip.id, &trip.case, &trip.stats);
+        assert_eq!(trip.approved.result.documents[0].name, "社会保险登记证");
+        assert_eq!(
+            (stats.cases, stats.supplements, stats.duplicates),
+            (1, 1, 0),
+            "one row per round, whatever the copies: {stats:?}"
+        );
+        let c = testkit::db::connect().await;
+        let rows = c
+            .query(
+                &format!(
+                    "SELECT ywlsh, bzlsh, bzcs, slbh, sfjs, tbzt, bzcl, clqd FROM {}.yc_bzxx",
+                    self.schema.name
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1);
+        let r = &rows[0];
+        assert_eq!(r.get::<_, String>(0), *id);
+        assert_eq!(r.get::<_, String>(1), format!("{id}-S1"));
+        assert_eq!(r.get::<_, i32>(2), 1);
+        assert_eq!(r.get::<_, String>(3), case.number);
+        assert_eq!(
+            (r.get::<_, String>(4), r.get::<_, String>(5)),
+            ("1".into(), "1".into())
+        );
+        assert_eq!(r.get::<_, String>(6), REQUESTED.join("、"));
+        let materials: serde_json::Value = serde_json::from_str(&r.get::<_, String>(7)).unwrap();
+        assert_eq!(materials[0]["clbm"], "PMT");
+        assert_eq!(materials[1]["clmc"], "住所（经营场所）使用证明");
+        assert_eq!(
+            materials[1]["wjdz"],
+            "s3://yichuang-materials/2019/10/28/zszm-8.pdf"
+        );
+        assert_eq!(materials[1]["clxs"], "电子件");
+
+        let results_table = format!("{}.yc_bjxx", self.schema.name);
+        until(
+            "every result row acknowledged",
+            Duration::from_secs(15),
+            || async {
+                let n: i64 = c
+                    .query_one(
+                        &format!("SELECT count(*) FROM {results_table} WHERE sfjs <> '1'"),
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                n == 0
+            },
         )
-    );
-    assert_eq!(
-        split_password("postgres://u@h/d"),
-        ("postgres://u@h/d".to_string(), None)
-    );
+        .await;
+    }
+
+    /// The same round handed over again is the same row. A round the department refuses (the
+    /// case waits for nothing) ends FAILED in that round, in the department's words.
+    async fn after_duplicate_round(&mut self, trip: &RoundTrip<ExchangeDbSim>) {
+        let n: i64 = testkit::db::connect()
+            .await
+            .query_one(
+                &format!("SELECT count(*) FROM {}.yc_bzxx", self.schema.name),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 1);
+
+        let mut third = trip.again.clone();
+        third.task.as_mut().unwrap().supplement_round = 2;
+        third.supplement.as_mut().unwrap().round = 2;
+        trip.harness.publish(&third).await;
+        let got = trip
+            .harness
+            .results_until(Duration::from_secs(30), Duration::from_millis(200), |g| {
+                g.result.round == 2 && g.is_final()
+            })
+            .await;
+        let failed = got
+            .iter()
+            .find(|g| g.result.round == 2 && g.is_final())
+            .unwrap();
+        assert_eq!(failed.kind(), ResultKind::Failed);
+        assert_eq!(failed.message_id, format!("{}:failed:s2", trip.id));
+        assert!(
+            failed.result.reasons[0].contains("办件不在补正状态"),
+            "{:?}",
+            failed.result.reasons
+        );
+        let e = trip
+            .system
+            .poll(
+                &Task {
+                    message: third,
+                    fields: Default::default(),
+                },
+                &trip.case.number,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Failure::Permanent { .. }), "{e:?}");
+    }
+
+    /// The department's tables cannot tell a case it does not know.
+    fn unknown_case(&self) -> Option<&str> {
+        None
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_supplement_row_is_taken_once_and_its_round_is_read_from_its_own_rows() {
-    let bus = bus();
-    let harness = Harness::open(&bus, &["rs"]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let schema = Schema::new("xrsbz");
-    // The first decision asks for a supplement, the second approves.
-    let (config, sim) = setup(
-        "rs",
-        &schema,
-        &dir,
-        Behaviour {
-            department: "rs".into(),
-            decision_delay_ms: 300,
-            reject: 0.0,
-            supplement: 1.0,
-            ..Behaviour::default()
-        },
-        // Slower than a poll: the round is polled before the department takes its row, when
-        // the newest row is still the old request.
-        |s| s.pickup_delay_ms = 1500,
-    )
+    conformance::supplement_round_trip(Rs {
+        schema: Schema::new("xrsbz"),
+        dir: tempfile::tempdir().unwrap(),
+    })
     .await;
-    let adapter = Adapter::start(&bus, vec![config.clone()]).await;
-    let c = db().await;
-    let supplements = format!("{}.yc_bzxx", schema.name);
-    let results_table = format!("{}.yc_bjxx", schema.name);
-    let t = task("rs", "SB-DJ", 1);
-    let id = t.task.as_ref().unwrap().task_id.clone();
-
-    let (first, second, again) =
-        support::supplement_round_trip(&harness, &t, Duration::from_secs(30)).await;
-    let asked = first
-        .iter()
-        .find(|g| g.kind() == ResultKind::Supplement)
-        .unwrap();
-    assert_eq!(asked.result.materials, support::REQUESTED);
-    // The old 补正 row is not read as the round's decision: the round's own rows are.
-    let approved = support::assert_supplement_round_trip(&id, &first, &second);
-    let case = sim.sim.by_serial(&id).unwrap();
-    assert_eq!(approved.result.documents[0].number, case.licence_number());
-    assert_eq!(approved.result.documents[0].name, "社会保险登记证");
-    let taken = case.supplement.as_deref().expect("the round taken");
-    assert_eq!((taken.round, taken.serial.clone()), (1, format!("{id}-S1")));
-    assert_eq!(taken.supplied, support::REQUESTED, "named from the catalog");
-    let stats = sim.stats();
-    assert_eq!(
-        (stats.cases, stats.supplements, stats.duplicates),
-        (1, 1, 0),
-        "one row per round, whatever the copies: {stats:?}"
-    );
-
-    // One row for the round, taken by the department, with what was handed in.
-    let rows = c
-        .query(
-            &format!("SELECT ywlsh, bzlsh, bzcs, slbh, sfjs, tbzt, bzcl, clqd FROM {supplements}"),
-            &[],
-        )
-        .await
-        .unwrap();
-    assert_eq!(rows.len(), 1);
-    let r = &rows[0];
-    assert_eq!(r.get::<_, String>(0), id);
-    assert_eq!(r.get::<_, String>(1), format!("{id}-S1"));
-    assert_eq!(r.get::<_, i32>(2), 1);
-    assert_eq!(r.get::<_, String>(3), case.number);
-    assert_eq!(
-        (r.get::<_, String>(4), r.get::<_, String>(5)),
-        ("1".into(), "1".into())
-    );
-    assert_eq!(r.get::<_, String>(6), support::REQUESTED.join("、"));
-    let materials: serde_json::Value = serde_json::from_str(&r.get::<_, String>(7)).unwrap();
-    assert_eq!(materials[0]["clbm"], "PMT");
-    assert_eq!(materials[1]["clmc"], "住所（经营场所）使用证明");
-    assert_eq!(
-        materials[1]["wjdz"],
-        "s3://yichuang-materials/2019/10/28/zszm-8.pdf"
-    );
-    assert_eq!(materials[1]["clxs"], "电子件");
-
-    // Every result row, the round's too, is acknowledged.
-    until(
-        "every result row acknowledged",
-        Duration::from_secs(15),
-        || async {
-            let n: i64 = c
-                .query_one(
-                    &format!("SELECT count(*) FROM {results_table} WHERE sfjs <> '1'"),
-                    &[],
-                )
-                .await
-                .unwrap()
-                .get(0);
-            n == 0
-        },
-    )
-    .await;
-
-    // The same round handed over again (after a crash) is the same row.
-    let system = yichuang_adapters::kinds::build(&config, Gate::new(50)).unwrap();
-    let again_task = Task {
-        message: again.clone(),
-        fields: Default::default(),
-    };
-    system
-        .resupply(
-            &again_task,
-            &case.number,
-            again.supplement.as_ref().unwrap(),
-        )
-        .await
-        .unwrap();
-    let n: i64 = c
-        .query_one(&format!("SELECT count(*) FROM {supplements}"), &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(n, 1);
-
-    // A round the department refuses (the case waits for nothing) ends FAILED in that round,
-    // in the department's words.
-    let mut third = again.clone();
-    third.task.as_mut().unwrap().supplement_round = 2;
-    third.supplement.as_mut().unwrap().round = 2;
-    harness.publish(&third).await;
-    let got = harness
-        .results_until(Duration::from_secs(30), Duration::from_millis(200), |g| {
-            g.result.round == 2 && g.is_final()
-        })
-        .await;
-    let failed = got
-        .iter()
-        .find(|g| g.result.round == 2 && g.is_final())
-        .unwrap();
-    assert_eq!(failed.kind(), ResultKind::Failed);
-    assert_eq!(failed.message_id, format!("{id}:failed:s2"));
-    assert!(
-        failed.result.reasons[0].contains("办件不在补正状态"),
-        "{:?}",
-        failed.result.reasons
-    );
-    let e = system
-        .poll(
-            &Task {
-                message: third,
-                fields: Default::default(),
-            },
-            &case.number,
-        )
-        .await
-        .unwrap_err();
-    assert!(matches!(e, Failure::Permanent { .. }), "{e:?}");
-    adapter.task.abort();
-    harness.remove().await;
 }

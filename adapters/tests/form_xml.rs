@@ -2,15 +2,17 @@
 //! system answers in GBK (or GB18030), verifies signatures, expires tokens and misbehaves in
 //! every way it can, and every task still ends with exactly one outcome — the system's own.
 
-mod support;
-
-use support::task_ids as ids;
+use testkit::tasks::task_ids as ids;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::{Adapter, Got, Harness, assert_one_outcome_each, bus, department, secret_file, task};
+use testkit::adapter::{Adapter, department, secret_file};
+use testkit::broker::{Broker, Got, bus};
+use testkit::conformance::{self, Kind, RoundTrip};
+use testkit::server::listener;
+use testkit::tasks::{assert_one_outcome_each, task};
 use yichuang::proto::v1::ResultKind;
 use yichuang_adapters::config::DepartmentConfig;
 use yichuang_adapters::system::{Failure, Gate, Task};
@@ -20,8 +22,7 @@ use yichuang_sim::form_xml::{Charset, FormXmlSim, Settings};
 const SIGN_KEY: &str = "sw-sign-key";
 
 async fn sim(settings: Settings) -> (Arc<FormXmlSim>, String) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let (listener, endpoint) = listener().await;
     let sim = FormXmlSim::new(settings);
     tokio::spawn(sim.clone().serve(listener));
     (sim, endpoint)
@@ -74,7 +75,7 @@ fn assert_outcomes_are_the_systems(
             }
             Outcome::Supplement => {
                 assert_eq!(outcome.kind(), ResultKind::Supplement, "{id}");
-                assert_eq!(r.materials, support::REQUESTED, "{id}");
+                assert_eq!(r.materials, testkit::tasks::REQUESTED, "{id}");
             }
         }
         // The steps came through too (承办 → 审核 → 批准 → 办结), in Chinese.
@@ -92,7 +93,7 @@ fn assert_outcomes_are_the_systems(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_task_ends_with_one_outcome_while_the_system_misbehaves() {
     let bus = bus();
-    let harness = Harness::open(&bus, &["sw"]).await;
+    let harness = Broker::for_departments(&bus, &["sw"]).await;
     let dir = tempfile::tempdir().unwrap();
     let (sim, endpoint) = sim(Settings {
         behaviour: Behaviour {
@@ -145,7 +146,7 @@ async fn every_task_ends_with_one_outcome_while_the_system_misbehaves() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gb18030_answers_and_unsigned_requests_work_the_same() {
     let bus = bus();
-    let harness = Harness::open(&bus, &["sw"]).await;
+    let harness = Broker::for_departments(&bus, &["sw"]).await;
     let dir = tempfile::tempdir().unwrap();
     let (sim, endpoint) = sim(Settings {
         behaviour: Behaviour {
@@ -176,7 +177,7 @@ async fn gb18030_answers_and_unsigned_requests_work_the_same() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_the_system_refuses_is_published_as_failed_in_its_own_words() {
     let bus = bus();
-    let harness = Harness::open(&bus, &["sw"]).await;
+    let harness = Broker::for_departments(&bus, &["sw"]).await;
     let dir = tempfile::tempdir().unwrap();
     let (sim, endpoint) = sim(Settings {
         sign_key: Some(SIGN_KEY.into()),
@@ -216,7 +217,7 @@ async fn a_task_the_system_refuses_is_published_as_failed_in_its_own_words() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_signature_is_refused_by_the_system_and_published_as_failed() {
     let bus = bus();
-    let harness = Harness::open(&bus, &["sw"]).await;
+    let harness = Broker::for_departments(&bus, &["sw"]).await;
     let dir = tempfile::tempdir().unwrap();
     let (sim, endpoint) = sim(Settings {
         sign_key: Some(SIGN_KEY.into()),
@@ -357,71 +358,49 @@ fn the_kind_refuses_settings_it_cannot_use() {
     assert!(e.contains("\"bad name\" is not an XML element name"), "{e}");
 }
 
+/// 税务's form-XML system, signing, in the kinds' conformance scenarios.
+struct Sw {
+    dir: tempfile::TempDir,
+}
+
+impl Kind for Sw {
+    type System = FormXmlSim;
+
+    fn department(&self) -> &str {
+        "sw"
+    }
+
+    fn item(&self) -> &str {
+        "SW-XB"
+    }
+
+    async fn start(&mut self, behaviour: Behaviour) -> (Arc<FormXmlSim>, DepartmentConfig) {
+        let (sim, endpoint) = sim(Settings {
+            behaviour,
+            sign_key: Some(SIGN_KEY.into()),
+            ..Settings::default()
+        })
+        .await;
+        (sim, config(&endpoint, &self.dir, Some(SIGN_KEY)))
+    }
+
+    async fn after_round(&mut self, trip: &RoundTrip<FormXmlSim>) {
+        assert_eq!(
+            trip.sim.refused_signatures(),
+            0,
+            "the supplement call is signed"
+        );
+    }
+
+    fn unknown_case(&self) -> Option<&str> {
+        Some("X0")
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_supplement_is_handed_to_the_case_once_and_its_round_ends_approved() {
-    let bus = bus();
-    let harness = Harness::open(&bus, &["sw"]).await;
-    let dir = tempfile::tempdir().unwrap();
-    // The first decision asks for a supplement, the second approves.
-    let (sim, endpoint) = sim(Settings {
-        behaviour: Behaviour {
-            department: "sw".into(),
-            decision_delay_ms: 300,
-            reject: 0.0,
-            supplement: 1.0,
-            ..Behaviour::default()
-        },
-        sign_key: Some(SIGN_KEY.into()),
-        ..Settings::default()
+    conformance::supplement_round_trip(Sw {
+        dir: tempfile::tempdir().unwrap(),
     })
     .await;
-    let config = config(&endpoint, &dir, Some(SIGN_KEY));
-    let adapter = Adapter::start(&bus, vec![config.clone()]).await;
-    let t = task("sw", "SW-XB", 1);
-    let id = t.task.as_ref().unwrap().task_id.clone();
-
-    let (first, second, again) =
-        support::supplement_round_trip(&harness, &t, Duration::from_secs(30)).await;
-    let asked = first
-        .iter()
-        .find(|g| g.kind() == ResultKind::Supplement)
-        .unwrap();
-    assert_eq!(asked.result.materials, support::REQUESTED);
-    let approved = support::assert_supplement_round_trip(&id, &first, &second);
-    let case = sim.sim.by_serial(&id).unwrap();
-    assert_eq!(approved.result.documents[0].number, case.licence_number());
-    let taken = case.supplement.as_deref().expect("the round taken");
-    assert_eq!(taken.round, 1);
-    assert_eq!(taken.serial, format!("{id}-S1"));
-    assert_eq!(taken.supplied, support::REQUESTED, "named from the catalog");
-    let stats = sim.sim.stats();
-    assert_eq!((stats.cases, stats.supplements), (1, 1), "{stats:?}");
-    assert!(
-        stats.duplicates <= 1,
-        "the copy was dropped or recognised: {stats:?}"
-    );
-    assert_eq!(sim.refused_signatures(), 0, "the supplement call is signed");
-
-    // The same round handed over again (after a crash) is the system's duplicate, and a
-    // success for the kind; a case it does not know is a permanent failure.
-    let system = yichuang_adapters::kinds::build(&config, Gate::new(50)).unwrap();
-    let again_task = Task {
-        message: again.clone(),
-        fields: Default::default(),
-    };
-    let supplement = again.supplement.as_ref().unwrap();
-    system
-        .resupply(&again_task, &case.number, supplement)
-        .await
-        .expect("a duplicate round is a success");
-    let after = sim.sim.stats();
-    assert_eq!(after.supplements, 1, "{after:?}");
-    assert_eq!(after.duplicates, stats.duplicates + 1, "{after:?}");
-    let e = system
-        .resupply(&again_task, "X0", supplement)
-        .await
-        .unwrap_err();
-    assert!(matches!(&e, Failure::Permanent { .. }), "{e:?}");
-    adapter.task.abort();
-    harness.remove().await;
 }

@@ -1,13 +1,16 @@
 //! The HTTP/JSON kind against its simulator (`yichuang_sim::http_json`) on a real RabbitMQ: the
 //! system misbehaves in every way it can, and every task still ends with exactly one outcome.
 
-mod support;
-
+use std::sync::Arc;
 use std::time::Duration;
 
-use support::{Adapter, Harness, assert_one_outcome_each, bus, department, secret_file, task};
+use testkit::adapter::{Adapter, department, secret_file};
+use testkit::broker::{Broker, bus};
+use testkit::conformance::{self, Kind, RoundTrip};
+use testkit::server::listener;
+use testkit::tasks::{assert_one_outcome_each, task};
 use yichuang::proto::v1::ResultKind;
-use yichuang_adapters::system::{Gate, Task};
+use yichuang_adapters::config::DepartmentConfig;
 use yichuang_sim::core::Behaviour;
 use yichuang_sim::http_json::{HttpJsonSim, Settings};
 
@@ -15,8 +18,7 @@ async fn sim(
     behaviour: Behaviour,
     callback: Option<String>,
 ) -> (std::sync::Arc<HttpJsonSim>, String) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let (listener, endpoint) = listener().await;
     let sim = HttpJsonSim::new(Settings {
         behaviour,
         token_ttl_secs: 1,
@@ -27,7 +29,7 @@ async fn sim(
     (sim, endpoint)
 }
 
-fn config(endpoint: &str, dir: &tempfile::TempDir) -> yichuang_adapters::config::DepartmentConfig {
+fn config(endpoint: &str, dir: &tempfile::TempDir) -> DepartmentConfig {
     let mut c = department("scjg", endpoint);
     c.credentials
         .insert("client_id".into(), secret_file(dir, "id", "yichuang"));
@@ -41,7 +43,7 @@ fn config(endpoint: &str, dir: &tempfile::TempDir) -> yichuang_adapters::config:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_task_ends_with_one_outcome_while_the_system_misbehaves() {
     let bus = bus();
-    let harness = Harness::open(&bus, &["scjg"]).await;
+    let harness = Broker::for_departments(&bus, &["scjg"]).await;
     let dir = tempfile::tempdir().unwrap();
     // The adapter's callback endpoint is only known once it runs; the system is told after.
     let (sim, endpoint) = sim(
@@ -62,7 +64,7 @@ async fn every_task_ends_with_one_outcome_while_the_system_misbehaves() {
     let adapter = Adapter::start(&bus, vec![config(&endpoint, &dir)]).await;
 
     let tasks: Vec<_> = (0..30).map(|n| task("scjg", "SP-JY", n)).collect();
-    let ids: Vec<String> = support::task_ids(&tasks);
+    let ids: Vec<String> = testkit::tasks::task_ids(&tasks);
     for t in &tasks {
         harness.publish(t).await;
     }
@@ -90,7 +92,7 @@ async fn every_task_ends_with_one_outcome_while_the_system_misbehaves() {
                 assert_eq!(outcome.result.documents[0].material_code, "SPJYXKZ");
             }
             ResultKind::Supplement => {
-                assert_eq!(outcome.result.materials, support::REQUESTED, "{id}")
+                assert_eq!(outcome.result.materials, testkit::tasks::REQUESTED, "{id}")
             }
             _ => assert!(!outcome.result.reasons.is_empty()),
         }
@@ -113,11 +115,10 @@ async fn every_task_ends_with_one_outcome_while_the_system_misbehaves() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callbacks_deliver_decisions_and_polling_covers_the_dropped_ones() {
     let bus = bus();
-    let harness = Harness::open(&bus, &["scjg"]).await;
+    let harness = Broker::for_departments(&bus, &["scjg"]).await;
     let dir = tempfile::tempdir().unwrap();
     // The callback URL needs the adapter's address, the adapter the system's: bind first.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let (listener, endpoint) = listener().await;
     let mut c = config(&endpoint, &dir);
     c.polling.interval_secs = 4; // slower than the decision, so callbacks arrive first
     let adapter = Adapter::start(&bus, vec![c]).await;
@@ -134,7 +135,7 @@ async fn callbacks_deliver_decisions_and_polling_covers_the_dropped_ones() {
     tokio::spawn(sim.clone().serve(listener));
 
     let tasks: Vec<_> = (0..10).map(|n| task("scjg", "SP-JY", n)).collect();
-    let ids: Vec<String> = support::task_ids(&tasks);
+    let ids: Vec<String> = testkit::tasks::task_ids(&tasks);
     for t in &tasks {
         harness.publish(t).await;
     }
@@ -152,7 +153,7 @@ async fn callbacks_deliver_decisions_and_polling_covers_the_dropped_ones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_the_system_refuses_is_published_as_failed_and_poison_is_dead_lettered() {
     let bus = bus();
-    let harness = Harness::open(&bus, &["scjg"]).await;
+    let harness = Broker::for_departments(&bus, &["scjg"]).await;
     let dir = tempfile::tempdir().unwrap();
     let (sim, endpoint) = sim(Behaviour::default(), None).await;
     let adapter = Adapter::start(&bus, vec![config(&endpoint, &dir)]).await;
@@ -207,7 +208,7 @@ async fn a_task_the_system_refuses_is_published_as_failed_and_poison_is_dead_let
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_never_goes_faster_than_the_departments_rate() {
     let bus = bus();
-    let harness = Harness::open(&bus, &["scjg"]).await;
+    let harness = Broker::for_departments(&bus, &["scjg"]).await;
     let dir = tempfile::tempdir().unwrap();
     // The system takes 5 requests a second and counts any more; it decides at once, so each
     // task is one call (plus token fetches).
@@ -225,7 +226,7 @@ async fn a_backlog_never_goes_faster_than_the_departments_rate() {
     c.limits.requests_per_second = 5;
     c.limits.concurrency = 16;
     let tasks: Vec<_> = (0..20).map(|n| task("scjg", "SP-JY", n)).collect();
-    let ids: Vec<String> = support::task_ids(&tasks);
+    let ids: Vec<String> = testkit::tasks::task_ids(&tasks);
     // The whole backlog is there before the adapter starts.
     for t in &tasks {
         harness.publish(t).await;
@@ -241,83 +242,47 @@ async fn a_backlog_never_goes_faster_than_the_departments_rate() {
     harness.remove().await;
 }
 
+/// 市场监管's HTTP/JSON system in the kinds' conformance scenarios.
+struct Scjg {
+    dir: tempfile::TempDir,
+}
+
+impl Kind for Scjg {
+    type System = HttpJsonSim;
+
+    fn department(&self) -> &str {
+        "scjg"
+    }
+
+    fn item(&self) -> &str {
+        "SP-JY"
+    }
+
+    async fn start(&mut self, behaviour: Behaviour) -> (Arc<HttpJsonSim>, DepartmentConfig) {
+        let (sim, endpoint) = sim(behaviour, None).await;
+        (sim, config(&endpoint, &self.dir))
+    }
+
+    async fn after_round(&mut self, trip: &RoundTrip<HttpJsonSim>) {
+        let (id, second) = (&trip.id, &trip.second);
+        assert!(
+            second.iter().any(|g| g.kind() == ResultKind::Progress
+                && g.message_id == format!("{id}:progress:办结:s1")),
+            "the round's steps are published in its round: {second:#?}"
+        );
+    }
+
+    fn unknown_case(&self) -> Option<&str> {
+        Some("SCJG0")
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_supplement_is_handed_to_the_case_once_and_its_round_ends_approved() {
-    let bus = bus();
-    let harness = Harness::open(&bus, &["scjg"]).await;
-    let dir = tempfile::tempdir().unwrap();
-    // The first decision asks for a supplement, the second approves.
-    let (sim, endpoint) = sim(
-        Behaviour {
-            department: "scjg".into(),
-            decision_delay_ms: 300,
-            reject: 0.0,
-            supplement: 1.0,
-            ..Behaviour::default()
-        },
-        None,
-    )
+    conformance::supplement_round_trip(Scjg {
+        dir: tempfile::tempdir().unwrap(),
+    })
     .await;
-    let config = config(&endpoint, &dir);
-    let adapter = Adapter::start(&bus, vec![config.clone()]).await;
-    let t = task("scjg", "SP-JY", 1);
-    let id = t.task.as_ref().unwrap().task_id.clone();
-
-    let (first, second, again) =
-        support::supplement_round_trip(&harness, &t, Duration::from_secs(30)).await;
-    let asked = first
-        .iter()
-        .find(|g| g.kind() == ResultKind::Supplement)
-        .unwrap();
-    assert_eq!(asked.result.materials, support::REQUESTED);
-    let approved = support::assert_supplement_round_trip(&id, &first, &second);
-    assert!(
-        second.iter().any(|g| g.kind() == ResultKind::Progress
-            && g.message_id == format!("{id}:progress:办结:s1")),
-        "the round's steps are published in its round: {second:#?}"
-    );
-    let case = sim.sim.by_serial(&id).unwrap();
-    assert_eq!(approved.result.documents[0].number, case.licence_number());
-    let taken = case.supplement.as_deref().expect("the round taken");
-    assert_eq!(taken.round, 1);
-    assert_eq!(taken.serial, format!("{id}-S1"));
-    assert_eq!(taken.supplied, support::REQUESTED, "named from the catalog");
-    let stats = sim.sim.stats();
-    assert_eq!((stats.cases, stats.supplements), (1, 1), "{stats:?}");
-    assert!(
-        stats.duplicates <= 1,
-        "the copy was dropped or recognised: {stats:?}"
-    );
-
-    // The same round handed over again (after a crash) is the system's duplicate, and a
-    // success for the kind.
-    let system = yichuang_adapters::kinds::build(&config, Gate::new(50)).unwrap();
-    let again_task = Task {
-        message: again.clone(),
-        fields: Default::default(),
-    };
-    system
-        .resupply(
-            &again_task,
-            &case.number,
-            again.supplement.as_ref().unwrap(),
-        )
-        .await
-        .expect("a duplicate round is a success");
-    let after = sim.sim.stats();
-    assert_eq!(after.supplements, 1, "{after:?}");
-    assert_eq!(after.duplicates, stats.duplicates + 1, "{after:?}");
-    // A case the system does not know is a permanent failure.
-    let e = system
-        .resupply(&again_task, "SCJG0", again.supplement.as_ref().unwrap())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&e, yichuang_adapters::system::Failure::Permanent { .. }),
-        "{e:?}"
-    );
-    adapter.task.abort();
-    harness.remove().await;
 }
 
 /// A system that fails every time: after `max_attempts` the window is told (a `FAILED` result
@@ -325,7 +290,7 @@ async fn a_supplement_is_handed_to_the_case_once_and_its_round_ends_approved() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_out_of_attempts_is_published_as_failed_and_dead_lettered() {
     let bus = bus();
-    let harness = Harness::open(&bus, &["scjg"]).await;
+    let harness = Broker::for_departments(&bus, &["scjg"]).await;
     let dir = tempfile::tempdir().unwrap();
     let (_sim, endpoint) = sim(
         Behaviour {
@@ -370,7 +335,7 @@ async fn a_task_out_of_attempts_is_published_as_failed_and_dead_lettered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_after_of_ten_to_the_twelve_seconds_is_clamped() {
     let bus = bus();
-    let harness = Harness::open(&bus, &["scjg"]).await;
+    let harness = Broker::for_departments(&bus, &["scjg"]).await;
     let dir = tempfile::tempdir().unwrap();
     let (sim, endpoint) = sim(
         Behaviour {
@@ -407,7 +372,7 @@ async fn a_retry_after_of_ten_to_the_twelve_seconds_is_clamped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_breaker_opens_while_the_system_is_down_and_closes_when_it_is_back() {
     let bus = bus();
-    let harness = Harness::open(&bus, &["scjg"]).await;
+    let harness = Broker::for_departments(&bus, &["scjg"]).await;
     let dir = tempfile::tempdir().unwrap();
     let (_sim, endpoint) = sim(
         Behaviour {
@@ -509,7 +474,7 @@ async fn a_relay_copy_racing_an_attempt_in_flight_is_held_and_the_department_get
 
 async fn copy_is_held(header: &str, value: lapin::types::AMQPValue) {
     let bus = bus();
-    let harness = Harness::open(&bus, &["scjg"]).await;
+    let harness = Broker::for_departments(&bus, &["scjg"]).await;
     let dir = tempfile::tempdir().unwrap();
     let (sim, endpoint) = sim(
         Behaviour {

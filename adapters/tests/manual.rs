@@ -3,15 +3,16 @@
 //! outcomes with `manual complete`, which reach the results queue once each; bad input is
 //! refused with a specific error and exit code and changes nothing.
 
-mod support;
-
-use support::task_ids as ids_of;
+use testkit::tasks::task_ids as ids_of;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{Adapter, Harness, assert_one_outcome_each, bus, department, repo, task};
+use testkit::adapter::{Adapter, department};
+use testkit::broker::{Broker, bus};
+use testkit::repo;
+use testkit::tasks::{assert_one_outcome_each, task};
 use yichuang::proto::v1::ResultKind;
 
 /// A clerk's settings file: the shipped department files, the worklist from the environment.
@@ -45,10 +46,10 @@ impl Clerk {
             .env_remove("YICHUANG_ADAPTER_CONFIG")
             .output()
             .expect("the adapter binary runs");
-        support::keep_stderr("adapter", &out);
+        testkit::keep_stderr("adapter", &out);
         // The clerk's listing is masked by design: it is scanned with the logs.
         if args.first() == Some(&"manual") && args.get(1) == Some(&"list") {
-            support::keep("manual-list", &out.stdout);
+            testkit::keep("manual-list", &out.stdout);
         }
         (
             out.status.code().unwrap_or(-1),
@@ -107,7 +108,7 @@ async fn start(bus: &yichuang::config::BusConfig, clerk: &Clerk) -> Adapter {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clerks_records_reach_the_results_queue_once_each() {
     let bus = bus();
-    let harness = Harness::open(&bus, &["gjj"]).await;
+    let harness = Broker::for_departments(&bus, &["gjj"]).await;
     let dir = tempfile::tempdir().unwrap();
     let clerk = Clerk::new(dir.path());
     let adapter = start(&bus, &clerk).await;
@@ -243,7 +244,7 @@ async fn a_clerks_records_reach_the_results_queue_once_each() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_to_complete_is_refused_specifically_and_changes_nothing() {
     let bus = bus();
-    let harness = Harness::open(&bus, &["gjj"]).await;
+    let harness = Broker::for_departments(&bus, &["gjj"]).await;
     let dir = tempfile::tempdir().unwrap();
     let clerk = Clerk::new(dir.path());
     let adapter = start(&bus, &clerk).await;
@@ -407,7 +408,7 @@ async fn bad_input_to_complete_is_refused_specifically_and_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_supplement_puts_the_task_back_on_the_worklist_for_its_round() {
     let bus = bus();
-    let harness = Harness::open(&bus, &["gjj"]).await;
+    let harness = Broker::for_departments(&bus, &["gjj"]).await;
     let dir = tempfile::tempdir().unwrap();
     let clerk = Clerk::new(dir.path());
     let adapter = start(&bus, &clerk).await;
@@ -425,9 +426,9 @@ async fn a_supplement_puts_the_task_back_on_the_worklist_for_its_round() {
         "--outcome",
         "supplement",
         "--material",
-        support::REQUESTED[0],
+        testkit::tasks::REQUESTED[0],
         "--material",
-        support::REQUESTED[1],
+        testkit::tasks::REQUESTED[1],
     ];
     let (code, _, err) = tokio::task::block_in_place(|| clerk.manual("complete", &asked_for));
     assert_eq!(code, 0, "{err}");
@@ -440,19 +441,22 @@ async fn a_supplement_puts_the_task_back_on_the_worklist_for_its_round() {
         .iter()
         .find(|g| g.kind() == ResultKind::Supplement)
         .unwrap();
-    assert_eq!(asked.result.materials, support::REQUESTED);
+    assert_eq!(asked.result.materials, testkit::tasks::REQUESTED);
 
     // The gateway resumes the task (a copy comes too): it is back on the worklist, once, with
     // its round and what was handed in.
-    let again = support::resumed(&t, "GJJ2019S1", &asked.result.materials);
+    let again = testkit::tasks::resumed(&t, "GJJ2019S1", &asked.result.materials);
     harness.publish(&again).await;
     harness.publish(&again).await;
     let (listed, _) = tokio::task::block_in_place(|| clerk.wait_listed(1, Duration::from_secs(30)));
     assert_eq!(listed[0]["task_id"], id.as_str());
     assert_eq!(listed[0]["round"], 1);
     let handed_in = &listed[0]["supplement"];
-    assert_eq!(handed_in["requested"][1], support::REQUESTED[1]);
-    assert_eq!(handed_in["materials"][0]["name"], support::REQUESTED[0]);
+    assert_eq!(handed_in["requested"][1], testkit::tasks::REQUESTED[1]);
+    assert_eq!(
+        handed_in["materials"][0]["name"],
+        testkit::tasks::REQUESTED[0]
+    );
     assert_eq!(handed_in["materials"][1]["code"], "ZSZM");
     assert_eq!(
         handed_in["materials"][1]["uri"],
@@ -511,7 +515,7 @@ async fn a_supplement_puts_the_task_back_on_the_worklist_for_its_round() {
             })
             .await,
     );
-    let approved = support::assert_supplement_round_trip(&id, &first, &second);
+    let approved = testkit::conformance::assert_supplement_round_trip(&id, &first, &second);
     assert_eq!(approved.result.documents[0].number, "GJJDJS1");
     tokio::task::block_in_place(|| assert!(clerk.list().is_empty()));
     adapter.task.abort();

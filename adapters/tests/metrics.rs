@@ -4,16 +4,16 @@
 //! in `target/pyenv`, which `make test` installs), strictly: a malformed exposition fails.
 //! A test binary of its own: the meters are the process's.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{Adapter, Harness};
+use testkit::adapter::Adapter;
+use testkit::broker::Broker;
+use testkit::example;
 use yichuang::proto::v1::{
-    DeficiencyCode, GetCaseRequest, Submission, SubmitRequest, TaskStatus, submit_response::Outcome,
+    DeficiencyCode, GetCaseRequest, SubmitRequest, TaskStatus, submit_response::Outcome,
 };
 
 /// One sample: name and labels.
@@ -21,14 +21,14 @@ type Key = (String, BTreeMap<String, String>);
 
 /// Parses an exposition with the Prometheus Python client's OpenMetrics parser.
 fn parse(text: &str) -> BTreeMap<Key, f64> {
-    let python = support::repo().join("target/pyenv/bin/python");
+    let python = testkit::repo().join("target/pyenv/bin/python");
     assert!(
         python.exists(),
         "{} is missing: run the suite with `make test`, which creates it (scripts/pyenv.sh)",
         python.display()
     );
     let mut child = Command::new(python)
-        .arg(support::repo().join("scripts/parse_metrics.py"))
+        .arg(testkit::repo().join("scripts/parse_metrics.py"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -81,28 +81,20 @@ fn get(samples: &BTreeMap<Key, f64>, name: &str, labels: &[(&str, &str)]) -> f64
     })
 }
 
-fn example(name: &str) -> Submission {
-    serde_json::from_str(
-        &std::fs::read_to_string(support::repo().join(format!("examples/cases/{name}.json")))
-            .unwrap(),
-    )
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_counters_on_both_endpoints_match_what_the_run_did() {
-    let bus = support::bus();
-    let harness = Harness::open(&bus, &["scjg", "xf"]).await;
+    let bus = testkit::broker::bus();
+    let harness = Broker::for_departments(&bus, &["scjg", "xf"]).await;
     let dir = tempfile::tempdir().unwrap();
-    let scjg_endpoint = support::scjg_sim(500).await;
+    let scjg_endpoint = testkit::adapter::scjg_sim(500).await;
     // 消防 has no adapter running: its tasks wait on its queue.
-    let adapter = Adapter::start(&bus, vec![support::scjg(&dir, &scjg_endpoint)]).await;
+    let adapter = Adapter::start(&bus, vec![testkit::adapter::scjg(&dir, &scjg_endpoint)]).await;
 
-    let mut config = support::gateway_config(dir.path(), &bus);
+    let mut config = testkit::gateway::with_bus(dir.path(), &bus);
     // The on-time figures come from the tasks' clocks, which the sweeper keeps.
     config.sla.sweep_secs = 1;
     config.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
-    let serving = support::Serving::start(&config).await;
+    let serving = testkit::gateway::TestGateway::serve(&config).await;
     let metrics = serving.gateway.metrics_addr.unwrap();
     let (gateway, mut client) = (serving.gateway.clone(), serving.client.clone());
 
@@ -288,7 +280,7 @@ async fn the_counters_on_both_endpoints_match_what_the_run_did() {
     let a = parse(&adapter_text);
 
     // Every series the shipped Grafana dashboard queries is one the endpoints serve.
-    let dashboard = std::fs::read_to_string(support::repo().join("dashboards/yichuang.json"))
+    let dashboard = std::fs::read_to_string(testkit::repo().join("dashboards/yichuang.json"))
         .expect("the dashboard");
     let mut queried = std::collections::BTreeSet::new();
     for (i, _) in dashboard.match_indices("yichuang_") {

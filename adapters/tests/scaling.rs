@@ -8,25 +8,22 @@
 //! within what the system takes (each runs its own rate gate, so the system sees their sum).
 //! Real RabbitMQ and PostgreSQL; only the department is simulated.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use support::{Adapter, Harness, bus, listener};
+use testkit::adapter::Adapter;
+use testkit::broker::{Broker, bus};
+use testkit::db::{Schema, pg_url};
+use testkit::gateway::TestGateway;
+use testkit::server::listener;
 use yichuang::config::{GatewayConfig, StoreConfig};
-use yichuang::proto::v1::case_service_client::CaseServiceClient;
 use yichuang::proto::v1::{
     CaseStatus, GetCaseRequest, ListCasesRequest, SubmitRequest, TaskStatus,
     submit_response::Outcome,
 };
 use yichuang_sim::core::Behaviour;
-
-fn pg_url() -> String {
-    std::env::var("YICHUANG_TEST_PG_URL").expect("YICHUANG_TEST_PG_URL: run `make test`")
-}
 
 const CASES: usize = 40;
 /// Each adapter's rate gate; the simulated system takes twice that, the two adapters' sum.
@@ -62,9 +59,10 @@ async fn counted_endpoint(
 async fn two_gateways_and_two_adapters_of_one_department_handle_every_case_once() {
     let bus = bus();
     // The gateways declare every department of the catalog; the harness removes them all.
-    let harness = Harness::open(&bus, &["scjg", "ga", "sw", "rs", "gjj", "xf", "zrzy"]).await;
+    let harness =
+        Broker::for_departments(&bus, &["scjg", "ga", "sw", "rs", "gjj", "xf", "zrzy"]).await;
     let dir = tempfile::tempdir().unwrap();
-    let schema = format!("scale_{}", uuid::Uuid::new_v4().simple());
+    let schema = Schema::new("scale");
 
     // 市场监管's system: approves every case after a second, takes at most 2 × ADAPTER_RPS
     // requests in any second (more would be refused with 429 and counted).
@@ -83,14 +81,14 @@ async fn two_gateways_and_two_adapters_of_one_department_handle_every_case_once(
     let mut submits = Vec::new();
     for _ in 0..2 {
         let (endpoint, counter) = counted_endpoint(&sim).await;
-        let mut config = support::scjg(&dir, &endpoint);
+        let mut config = testkit::adapter::scjg(&dir, &endpoint);
         config.limits.requests_per_second = ADAPTER_RPS;
         adapters.push(Adapter::start(&bus, vec![config]).await);
         submits.push(counter);
     }
 
     // Two gateway replicas on one schema: each relays, consumes results and sweeps.
-    let root = support::repo();
+    let root = testkit::repo();
     let mut config = GatewayConfig {
         catalog_dir: root.join("config/catalog"),
         calendar_dir: root.join("config/calendar"),
@@ -98,36 +96,20 @@ async fn two_gateways_and_two_adapters_of_one_department_handle_every_case_once(
     };
     config.store = StoreConfig::Postgres {
         url: pg_url(),
-        schema: schema.clone(),
+        schema: schema.name.clone(),
         pool_size: 4,
     };
     config.bus = bus.clone();
     config.bus.relay = true;
     config.sla.sweep_secs = 1;
     let mut replicas = Vec::new();
-    let mut clients = Vec::new();
     for _ in 0..2 {
-        let gateway = Arc::new(yichuang::app::Gateway::from_config(&config).await.unwrap());
-        let (l, endpoint) = listener().await;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(yichuang::app::serve(gateway, l, async {
-            let _ = stopped.await;
-        }));
-        replicas.push((stop, server));
-        let client = loop {
-            if let Ok(c) = CaseServiceClient::connect(endpoint.clone()).await {
-                break c;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        clients.push(client);
+        replicas.push(TestGateway::serve(&config).await);
     }
+    let mut clients: Vec<_> = replicas.iter().map(|r| r.client.clone()).collect();
 
     // 40 distinct SP-JY applications, alternately through each replica.
-    let mut base: yichuang::proto::v1::Submission = serde_json::from_str(
-        &std::fs::read_to_string(root.join("examples/cases/kai-canguan.json")).unwrap(),
-    )
-    .unwrap();
+    let mut base: yichuang::proto::v1::Submission = testkit::example("kai-canguan");
     base.bundle_code.clear();
     base.items.retain(|i| i.item_code == "SP-JY");
     // 消防's form field (seats) belongs to XF-JC only.
@@ -247,19 +229,12 @@ async fn two_gateways_and_two_adapters_of_one_department_handle_every_case_once(
         stats.requests, stats.max_requests_in_a_second
     );
 
-    for (stop, server) in replicas {
-        let _ = stop.send(());
-        let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+    for replica in replicas {
+        replica.stop().await;
     }
     for a in adapters {
         a.task.abort();
     }
     harness.remove().await;
-    let (c, conn) = tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-        .await
-        .unwrap();
+    schema.drop_now().await;
 }

@@ -3,12 +3,13 @@
 //! (a redelivered task is looked up before it is submitted). Stopped with SIGTERM instead, it
 //! finishes the tasks in hand first: every case the department took is reported.
 
-mod support;
-
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{Harness, assert_one_outcome_each, bus, repo, task};
+use testkit::broker::{Broker, bus};
+use testkit::repo;
+use testkit::server::{free_port, listener};
+use testkit::tasks::{assert_one_outcome_each, task};
 use yichuang_sim::core::Behaviour;
 use yichuang_sim::http_json::{HttpJsonSim, Settings};
 
@@ -37,14 +38,6 @@ struct Process {
     http: String,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn start(dir: &std::path::Path, endpoint: &str) -> Process {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_yichuang-adapter"))
@@ -55,9 +48,9 @@ async fn start(dir: &std::path::Path, endpoint: &str) -> Process {
         .env("SCJG_CLIENT_ID", "yichuang")
         .env("SCJG_CLIENT_SECRET", "sim-secret")
         .env("YICHUANG_LOG_FORMAT", "json")
-        .env("RUST_LOG", yichuang::logfile::SUITE_FILTER)
+        .env("RUST_LOG", testkit::logfile::SUITE_FILTER)
         .stdout(Stdio::null())
-        .stderr(support::child_log("adapter"))
+        .stderr(testkit::child_log("adapter"))
         .spawn()
         .expect("the adapter binary starts");
     let http = format!("http://127.0.0.1:{port}");
@@ -78,9 +71,8 @@ async fn start(dir: &std::path::Path, endpoint: &str) -> Process {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_adapter_killed_mid_flight_loses_nothing_and_submits_nothing_twice() {
     let bus = bus();
-    let harness = Harness::open(&bus, &["scjg"]).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let harness = Broker::for_departments(&bus, &["scjg"]).await;
+    let (listener, endpoint) = listener().await;
     let sim = HttpJsonSim::new(Settings {
         behaviour: Behaviour {
             department: "scjg".into(),
@@ -107,7 +99,7 @@ async fn an_adapter_killed_mid_flight_loses_nothing_and_submits_nothing_twice() 
 
     let mut adapter = start(dir.path(), &endpoint).await;
     let tasks: Vec<_> = (0..40).map(|n| task("scjg", "SP-JY", n)).collect();
-    let ids: Vec<String> = support::task_ids(&tasks);
+    let ids: Vec<String> = testkit::tasks::task_ids(&tasks);
     for t in &tasks {
         harness.publish(t).await;
     }
@@ -143,9 +135,8 @@ async fn an_adapter_killed_mid_flight_loses_nothing_and_submits_nothing_twice() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_the_adapter_finish_the_tasks_in_hand_and_take_no_more() {
     let bus = bus();
-    let harness = Harness::open(&bus, &["scjg"]).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let harness = Broker::for_departments(&bus, &["scjg"]).await;
+    let (listener, endpoint) = listener().await;
     let sim = HttpJsonSim::new(Settings {
         behaviour: Behaviour {
             department: "scjg".into(),
@@ -171,7 +162,7 @@ async fn sigterm_lets_the_adapter_finish_the_tasks_in_hand_and_take_no_more() {
 
     let mut adapter = start(dir.path(), &endpoint).await;
     let tasks: Vec<_> = (0..40).map(|n| task("scjg", "SP-JY", n)).collect();
-    let ids: Vec<String> = support::task_ids(&tasks);
+    let ids: Vec<String> = testkit::tasks::task_ids(&tasks);
     for t in &tasks {
         harness.publish(t).await;
     }

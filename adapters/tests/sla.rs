@@ -7,13 +7,15 @@
 //! rate. The gateways run on a clock of the test's own (days pass in seconds); the department's
 //! system keeps its own (skewed) clock, as real ones do. Real RabbitMQ and PostgreSQL.
 
-mod support;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use support::{Adapter, Harness, bus, listener};
+use testkit::adapter::Adapter;
+use testkit::broker::{Broker, bus};
+use testkit::db::{Schema, pg_url};
+use testkit::gateway::TestGateway;
+use testkit::server::listener;
 use yichuang::config::{GatewayConfig, StoreConfig};
 use yichuang::proto::v1::admin_service_client::AdminServiceClient;
 use yichuang::proto::v1::case_service_client::CaseServiceClient;
@@ -22,10 +24,6 @@ use yichuang::proto::v1::{
     SubmitRequest, SupplementRequest, TaskStatus, submit_response::Outcome,
 };
 use yichuang_sim::core::Behaviour;
-
-fn pg_url() -> String {
-    std::env::var("YICHUANG_TEST_PG_URL").expect("YICHUANG_TEST_PG_URL: run `make test`")
-}
 
 fn hall(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_str(&format!("{s} +0800"), "%Y-%m-%d %H:%M %z")
@@ -97,7 +95,7 @@ async fn until_event(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_department_gets_one_yellow_and_one_red_alert_and_a_supplement_moves_its_deadline() {
     let bus = bus();
-    let harness = Harness::open(&bus, &["scjg", "xf"]).await;
+    let harness = Broker::for_departments(&bus, &["scjg", "xf"]).await;
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(TestClock {
         real: Instant::now(),
@@ -120,12 +118,12 @@ async fn a_late_department_gets_one_yellow_and_one_red_alert_and_a_supplement_mo
         ..Default::default()
     });
     tokio::spawn(scjg.clone().serve(l));
-    let scjg_config = support::scjg(&dir, &scjg_endpoint);
+    let scjg_config = testkit::adapter::scjg(&dir, &scjg_endpoint);
     let adapter = Adapter::start(&bus, vec![scjg_config]).await;
 
     // Two gateway replicas on one PostgreSQL schema, sweeping every second on the test's clock.
-    let root = support::repo();
-    let schema = format!("sla_{}", uuid::Uuid::new_v4().simple());
+    let root = testkit::repo();
+    let schema = Schema::new("sla");
     let mut config = GatewayConfig {
         catalog_dir: root.join("config/catalog"),
         calendar_dir: root.join("config/calendar"),
@@ -133,7 +131,7 @@ async fn a_late_department_gets_one_yellow_and_one_red_alert_and_a_supplement_mo
     };
     config.store = StoreConfig::Postgres {
         url: pg_url(),
-        schema: schema.clone(),
+        schema: schema.name.clone(),
         pool_size: 4,
     };
     config.bus = bus.clone();
@@ -141,36 +139,19 @@ async fn a_late_department_gets_one_yellow_and_one_red_alert_and_a_supplement_mo
     config.sla.sweep_secs = 1;
     config.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
     let mut replicas = Vec::new();
-    let mut endpoints = Vec::new();
-    let mut metrics = Vec::new();
     for _ in 0..2 {
         let c = clock.clone();
         let now: yichuang::clock::Now = Arc::new(move || c.now());
-        let gateway = Arc::new(
-            yichuang::app::Gateway::with_clock(&config, now)
-                .await
-                .unwrap(),
-        );
-        metrics.push(gateway.metrics_addr.unwrap());
-        let (l, endpoint) = listener().await;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(yichuang::app::serve(gateway, l, async {
-            let _ = stopped.await;
-        }));
-        replicas.push((stop, server));
-        endpoints.push(endpoint);
+        replicas.push(TestGateway::serve_with_clock(&config, now).await);
     }
-    let mut client = loop {
-        if let Ok(c) = CaseServiceClient::connect(endpoints[0].clone()).await {
-            break c;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let endpoints: Vec<String> = replicas.iter().map(|r| r.endpoint.clone()).collect();
+    let metrics: Vec<_> = replicas
+        .iter()
+        .map(|r| r.gateway.metrics_addr.unwrap())
+        .collect();
+    let mut client = replicas[0].client.clone();
 
-    let submission = serde_json::from_str(
-        &std::fs::read_to_string(root.join("examples/cases/kai-canguan.json")).unwrap(),
-    )
-    .unwrap();
+    let submission = testkit::example("kai-canguan");
     let answer = client
         .submit(SubmitRequest {
             submission: Some(submission),
@@ -319,17 +300,10 @@ async fn a_late_department_gets_one_yellow_and_one_red_alert_and_a_supplement_mo
         }
     }
 
-    for (stop, server) in replicas {
-        let _ = stop.send(());
-        let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+    for replica in replicas {
+        replica.stop().await;
     }
     adapter.task.abort();
     harness.remove().await;
-    let (c, conn) = tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-        .await
-        .unwrap();
+    schema.drop_now().await;
 }

@@ -3,15 +3,17 @@
 //! maintenance are retried, client faults end the task in the system's own words, and every
 //! task ends with exactly one outcome — the system's own.
 
-mod support;
-
-use support::task_ids as ids;
+use testkit::tasks::task_ids as ids;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::{Adapter, Got, Harness, assert_one_outcome_each, bus, department, task};
+use testkit::adapter::{Adapter, department};
+use testkit::broker::{Broker, Got, bus};
+use testkit::conformance::{self, Kind};
+use testkit::server::listener;
+use testkit::tasks::{assert_one_outcome_each, task};
 use yichuang::proto::v1::ResultKind;
 use yichuang_adapters::config::DepartmentConfig;
 use yichuang_adapters::system::{Failure, Gate, Task};
@@ -39,8 +41,7 @@ fn settings(code: &str, behaviour: Behaviour) -> Settings {
 }
 
 async fn start_sim(code: &str, behaviour: Behaviour) -> (Arc<SoapSim>, DepartmentConfig) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let (listener, endpoint) = listener().await;
     let sim = SoapSim::new(settings(code, behaviour));
     tokio::spawn(sim.clone().serve(listener));
     (sim, department(code, &endpoint))
@@ -72,7 +73,7 @@ fn assert_outcomes_are_the_systems(
             }
             Outcome::Supplement => {
                 assert_eq!(outcome.kind(), ResultKind::Supplement, "{id}");
-                assert_eq!(r.materials, support::REQUESTED, "{id}");
+                assert_eq!(r.materials, testkit::tasks::REQUESTED, "{id}");
             }
         }
         assert_eq!(outcome.result.department, sim.sim.behaviour.department);
@@ -82,7 +83,7 @@ fn assert_outcomes_are_the_systems(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_task_ends_with_one_outcome_while_both_systems_misbehave() {
     let bus = bus();
-    let harness = Harness::open(&bus, &["ga", "xf"]).await;
+    let harness = Broker::for_departments(&bus, &["ga", "xf"]).await;
     let faults = Behaviour {
         decision_delay_ms: 1500,
         reject: 0.2,
@@ -123,7 +124,7 @@ async fn every_task_ends_with_one_outcome_while_both_systems_misbehave() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_fault_is_published_as_failed_in_the_systems_words() {
     let bus = bus();
-    let harness = Harness::open(&bus, &["xf"]).await;
+    let harness = Broker::for_departments(&bus, &["xf"]).await;
     let (sim, config) = start_sim("xf", Behaviour::default()).await;
     let adapter = Adapter::start(&bus, vec![config]).await;
 
@@ -258,67 +259,30 @@ fn the_kind_refuses_settings_it_cannot_use() {
     assert!(e.contains("not an http"), "{e}");
 }
 
+/// 公安's SOAP system in the kinds' conformance scenarios.
+struct Ga;
+
+impl Kind for Ga {
+    type System = SoapSim;
+
+    fn department(&self) -> &str {
+        "ga"
+    }
+
+    fn item(&self) -> &str {
+        "GZ-KZ"
+    }
+
+    async fn start(&mut self, behaviour: Behaviour) -> (Arc<SoapSim>, DepartmentConfig) {
+        start_sim("ga", behaviour).await
+    }
+
+    fn unknown_case(&self) -> Option<&str> {
+        Some("X0")
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_supplement_is_handed_to_the_case_once_and_its_round_ends_approved() {
-    let bus = bus();
-    let harness = Harness::open(&bus, &["ga"]).await;
-
-    // The first decision asks for a supplement, the second approves.
-    let (sim, config) = start_sim(
-        "ga",
-        Behaviour {
-            decision_delay_ms: 300,
-            reject: 0.0,
-            supplement: 1.0,
-            ..Behaviour::default()
-        },
-    )
-    .await;
-    let adapter = Adapter::start(&bus, vec![config.clone()]).await;
-    let t = task("ga", "GZ-KZ", 1);
-    let id = t.task.as_ref().unwrap().task_id.clone();
-
-    let (first, second, again) =
-        support::supplement_round_trip(&harness, &t, Duration::from_secs(30)).await;
-    let asked = first
-        .iter()
-        .find(|g| g.kind() == ResultKind::Supplement)
-        .unwrap();
-    assert_eq!(asked.result.materials, support::REQUESTED);
-    let approved = support::assert_supplement_round_trip(&id, &first, &second);
-    let case = sim.sim.by_serial(&id).unwrap();
-    assert_eq!(approved.result.documents[0].number, case.licence_number());
-    let taken = case.supplement.as_deref().expect("the round taken");
-    assert_eq!(taken.round, 1);
-    assert_eq!(taken.serial, format!("{id}-S1"));
-    assert_eq!(taken.supplied, support::REQUESTED, "named from the catalog");
-    let stats = sim.sim.stats();
-    assert_eq!((stats.cases, stats.supplements), (1, 1), "{stats:?}");
-    assert!(
-        stats.duplicates <= 1,
-        "the copy was dropped or recognised: {stats:?}"
-    );
-
-    // The same round handed over again (after a crash) is the system's duplicate, and a
-    // success for the kind; a case it does not know is a permanent failure.
-    let system = yichuang_adapters::kinds::build(&config, Gate::new(50)).unwrap();
-    let again_task = Task {
-        message: again.clone(),
-        fields: Default::default(),
-    };
-    let supplement = again.supplement.as_ref().unwrap();
-    system
-        .resupply(&again_task, &case.number, supplement)
-        .await
-        .expect("a duplicate round is a success");
-    let after = sim.sim.stats();
-    assert_eq!(after.supplements, 1, "{after:?}");
-    assert_eq!(after.duplicates, stats.duplicates + 1, "{after:?}");
-    let e = system
-        .resupply(&again_task, "X0", supplement)
-        .await
-        .unwrap_err();
-    assert!(matches!(&e, Failure::Permanent { .. }), "{e:?}");
-    adapter.task.abort();
-    harness.remove().await;
+    conformance::supplement_round_trip(Ga).await;
 }

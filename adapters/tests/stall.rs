@@ -3,11 +3,13 @@
 //! department seeing the case once; while its adapter polls, its heartbeats keep the detector
 //! away. Real RabbitMQ, the real gateway (SQLite), a simulated 市场监管 system.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::{Adapter, Harness, Serving, bus, listener, repo};
+use testkit::adapter::Adapter;
+use testkit::broker::{Broker, bus};
+use testkit::gateway::TestGateway;
+use testkit::repo;
+use testkit::server::listener;
 use yichuang::config::{GatewayConfig, StoreConfig};
 use yichuang::proto::v1::{GetCaseRequest, SubmitRequest, TaskStatus, submit_response::Outcome};
 use yichuang_sim::core::Behaviour;
@@ -15,7 +17,7 @@ use yichuang_sim::core::Behaviour;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_whose_message_was_deleted_by_hand_is_published_again_and_decided_once() {
     let bus = bus();
-    let harness = Harness::open(&bus, &["scjg", "xf"]).await;
+    let harness = Broker::for_departments(&bus, &["scjg", "xf"]).await;
     let dir = tempfile::tempdir().unwrap();
 
     // 市场监管's system decides 6 s after it takes a case: the adapter polls it every second
@@ -48,12 +50,9 @@ async fn a_task_whose_message_was_deleted_by_hand_is_published_again_and_decided
     config.stall.check_secs = 1;
     // 消防 has no adapter in this test: its task is left alone.
     config.stall.departments.insert("xf".into(), 86_400);
-    let mut gw = Serving::start(&config).await;
+    let mut gw = TestGateway::serve(&config).await;
 
-    let mut submission: yichuang::proto::v1::Submission = serde_json::from_str(
-        &std::fs::read_to_string(repo().join("examples/cases/kai-canguan.json")).unwrap(),
-    )
-    .unwrap();
+    let mut submission: yichuang::proto::v1::Submission = testkit::example("kai-canguan");
     submission.submission_id = format!("stall-{}", uuid::Uuid::new_v4().simple());
     let answer = gw
         .client
@@ -114,7 +113,7 @@ async fn a_task_whose_message_was_deleted_by_hand_is_published_again_and_decided
         .unwrap();
     assert_eq!(purged, 1, "the task's only message deleted");
 
-    let mut department = support::scjg(&dir, &endpoint);
+    let mut department = testkit::adapter::scjg(&dir, &endpoint);
     department.polling.alive_every = 1;
     let adapter = Adapter::start(&bus, vec![department]).await;
 

@@ -4,8 +4,6 @@
 //! handling of the result — form one trace, each a child of the one before, each naming the
 //! case and the task. A test binary of its own: it installs the process's global subscriber.
 
-mod support;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,7 +15,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use support::{Adapter, listener};
+use testkit::adapter::Adapter;
+use testkit::server::listener;
 use yichuang::config::TracingConfig;
 use yichuang::proto::v1::{GetCaseRequest, SubmitRequest, TaskStatus, submit_response::Outcome};
 
@@ -93,26 +92,23 @@ async fn one_case_is_one_trace_from_the_window_through_the_adapter_and_the_legac
     assert!(telemetry.exporting());
 
     // 市场监管's HTTP system, decides in a second; its adapter.
-    let bus = support::bus();
-    let harness = support::Harness::open(&bus, &["scjg", "xf"]).await;
+    let bus = testkit::broker::bus();
+    let harness = testkit::broker::Broker::for_departments(&bus, &["scjg", "xf"]).await;
     let dir = tempfile::tempdir().unwrap();
-    let scjg_endpoint = support::scjg_sim(1000).await;
-    let adapter = Adapter::start(&bus, vec![support::scjg(&dir, &scjg_endpoint)]).await;
+    let scjg_endpoint = testkit::adapter::scjg_sim(1000).await;
+    let adapter = Adapter::start(&bus, vec![testkit::adapter::scjg(&dir, &scjg_endpoint)]).await;
 
     // The gateway on SQLite with its relay.
-    let root = support::repo();
-    let mut config = support::gateway_config(dir.path(), &bus);
+    let root = testkit::repo();
+    let mut config = testkit::gateway::with_bus(dir.path(), &bus);
     config.sla.sweep_secs = 0;
-    let serving = support::Serving::start(&config).await;
+    let serving = testkit::gateway::TestGateway::serve(&config).await;
     let mut client = serving.client.clone();
 
     // The window starts the trace.
     let window_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let window_span = "00f067aa0ba902b7";
-    let mut submission: yichuang::proto::v1::Submission = serde_json::from_str(
-        &std::fs::read_to_string(root.join("examples/cases/kai-canguan.json")).unwrap(),
-    )
-    .unwrap();
+    let mut submission: yichuang::proto::v1::Submission = testkit::example("kai-canguan");
     submission.submission_id = format!("trace-{}", uuid::Uuid::new_v4().simple());
     let mut request = tonic::Request::new(SubmitRequest {
         submission: Some(submission),

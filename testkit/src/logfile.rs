@@ -1,7 +1,7 @@
 //! Log files of the test suites: every test process, and every process a test starts, writes
 //! its log to a file of its own in one directory, so that `yichuang logs scan` can check what a
 //! whole run logged for personal data afterwards (`make test` does; see `docs/logging.md`).
-//! Deployed processes log to stderr through [`crate::telemetry`]; this module decides neither
+//! Deployed processes log to stderr through `yichuang::telemetry`; this module decides neither
 //! what is logged nor how a deployed process logs.
 
 use std::fs::{File, OpenOptions};
@@ -14,9 +14,8 @@ pub const SUITE_FILTER: &str = "yichuang=debug,yichuang_adapters=debug,yichuang_
 /// The directory of the suites' logs: `YICHUANG_TEST_LOGS` when set (`make test` sets it to an
 /// absolute path), otherwise `test-logs` in the target directory the running program was built
 /// into (the nearest ancestor of the executable holding cargo's `CACHEDIR.TAG`, wherever
-/// `CARGO_TARGET_DIR` put it), otherwise `target/test-logs` in the workspace of
-/// `manifest_dir` (its nearest ancestor with a `Cargo.lock`).
-pub fn suite_dir(manifest_dir: &Path) -> PathBuf {
+/// `CARGO_TARGET_DIR` put it), otherwise `target/test-logs` in the workspace.
+pub fn suite_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("YICHUANG_TEST_LOGS").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);
     }
@@ -26,13 +25,7 @@ pub fn suite_dir(manifest_dir: &Path) -> PathBuf {
             .find(|d| d.join("CACHEDIR.TAG").is_file())
             .map(Path::to_path_buf)
     });
-    let target = built_into.unwrap_or_else(|| {
-        manifest_dir
-            .ancestors()
-            .find(|d| d.join("Cargo.lock").is_file())
-            .unwrap_or(manifest_dir)
-            .join("target")
-    });
+    let target = built_into.unwrap_or_else(|| crate::root().join("target"));
     target.join("test-logs")
 }
 
@@ -63,10 +56,10 @@ fn without_hash(stem: &str) -> &str {
 /// process that is killed loses nothing). Returns the file. Returns `None`
 /// and changes nothing when a subscriber was installed first (a test of the log output itself)
 /// or the file cannot be made (said on stderr); later calls return what the first one did.
-pub fn init_suite(manifest_dir: &Path) -> Option<&'static Path> {
+pub fn init_suite() -> Option<&'static Path> {
     static FILE: OnceLock<Option<PathBuf>> = OnceLock::new();
     FILE.get_or_init(|| {
-        let dir = suite_dir(manifest_dir);
+        let dir = suite_dir();
         let path = dir.join(format!("{}-{}.jsonl", program_name(), std::process::id()));
         let file = std::fs::create_dir_all(&dir).and_then(|()| append(&path));
         let file = match file {
@@ -99,14 +92,37 @@ pub fn init_suite(manifest_dir: &Path) -> Option<&'static Path> {
 
 /// A file for what a child process of a test writes (`Stdio::from(file)`), or for a copy of it:
 /// `<suite_dir>/<program>-<pid>-<what>.log`, appended to.
-pub fn child_log(manifest_dir: &Path, what: &str) -> std::io::Result<File> {
-    let dir = suite_dir(manifest_dir);
-    std::fs::create_dir_all(&dir)?;
-    append(&dir.join(format!(
-        "{}-{}-{what}.log",
-        program_name(),
-        std::process::id()
-    )))
+pub fn child_log(what: &str) -> File {
+    let dir = suite_dir();
+    std::fs::create_dir_all(&dir)
+        .and_then(|()| {
+            append(&dir.join(format!(
+                "{}-{}-{what}.log",
+                program_name(),
+                std::process::id()
+            )))
+        })
+        .expect("a file in the suite's log directory")
+}
+
+/// Sends this test process's logs to the suite's log directory, once ([`init_suite`]). The kit's
+/// entry points for tests call it; those a benchmark uses do not, so that a measured process
+/// does not log at `debug` to a file.
+pub fn logs() {
+    init_suite();
+}
+
+/// Keeps `bytes` a child process wrote in the suite's log directory.
+pub fn keep(what: &str, bytes: &[u8]) {
+    use std::io::Write;
+    child_log(what)
+        .write_all(bytes)
+        .expect("writes to the suite's log directory");
+}
+
+/// Keeps what a finished child process wrote on stderr in the suite's log directory.
+pub fn keep_stderr(what: &str, output: &std::process::Output) {
+    keep(what, &output.stderr);
 }
 
 fn append(path: &Path) -> std::io::Result<File> {
@@ -121,7 +137,7 @@ mod tests {
     fn program_names_lose_cargo_s_hash_only() {
         assert_eq!(without_hash("end_to_end-0123456789abcdef"), "end_to_end");
         assert_eq!(without_hash("yichuang-adapter"), "yichuang-adapter");
-        // The unit tests of this crate run as `yichuang-<hash>`.
-        assert_eq!(program_name(), "yichuang");
+        // The unit tests of this crate run as `testkit-<hash>`.
+        assert_eq!(program_name(), "testkit");
     }
 }

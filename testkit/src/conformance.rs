@@ -1,0 +1,304 @@
+//! Scenarios every kind of department system passes, as one check run over every kind: each
+//! kind's test file runs them with its simulated system ([`Kind`]), and keeps in its own hooks
+//! only what is specific to that kind. What the runtime promises (a supplement handed to the
+//! case once, its round numbered and ended once) is written here once, not once per kind.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use yichuang::proto::v1::{ResultKind, TaskMessage};
+use yichuang_adapters::config::DepartmentConfig;
+use yichuang_adapters::system::{DepartmentSystem, Failure, Gate, Task};
+use yichuang_sim::core::{Behaviour, Sim, SimCase, Stats};
+
+use crate::adapter::Adapter;
+use crate::broker::{Broker, Got, bus};
+use crate::tasks::{REQUESTED, resumed, task};
+
+/// A simulated department system, whose core the scenarios read.
+pub trait Simulated {
+    fn core(&self) -> &Sim;
+}
+
+impl Simulated for yichuang_sim::http_json::HttpJsonSim {
+    fn core(&self) -> &Sim {
+        &self.sim
+    }
+}
+
+impl Simulated for yichuang_sim::form_xml::FormXmlSim {
+    fn core(&self) -> &Sim {
+        &self.sim
+    }
+}
+
+impl Simulated for yichuang_sim::soap::SoapSim {
+    fn core(&self) -> &Sim {
+        &self.sim
+    }
+}
+
+impl Simulated for yichuang_sim::exchange_db::ExchangeDbSim {
+    fn core(&self) -> &Sim {
+        &self.sim
+    }
+}
+
+/// A kind under the scenarios: the department it runs at, its simulated system, and what is
+/// specific to it.
+// The scenarios await these in the test's own task: no `Send` bound is needed.
+#[allow(async_fn_in_trait)]
+pub trait Kind {
+    type System: Simulated;
+
+    /// The department the scenario runs at.
+    fn department(&self) -> &str;
+
+    /// An item of the department's, which the task is for.
+    fn item(&self) -> &str;
+
+    /// Starts the department's simulated system, deciding as `behaviour` says, and returns it
+    /// with the department's settings pointed at it.
+    async fn start(&mut self, behaviour: Behaviour) -> (Arc<Self::System>, DepartmentConfig);
+
+    /// What is specific to the kind once its round ended approved, before the round is handed
+    /// over again. Nothing, unless the kind says.
+    async fn after_round(&mut self, trip: &RoundTrip<Self::System>) {
+        let _ = trip;
+    }
+
+    /// What is specific to the kind after the round was handed over again. Unless the kind
+    /// says otherwise: its system counted a duplicate and took no second round.
+    async fn after_duplicate_round(&mut self, trip: &RoundTrip<Self::System>) {
+        let after = trip.sim.core().stats();
+        assert_eq!(after.supplements, 1, "{after:?}");
+        assert_eq!(after.duplicates, trip.stats.duplicates + 1, "{after:?}");
+    }
+
+    /// A case number the system does not know, if the kind hears that from its system: a
+    /// supplement for it is a permanent failure.
+    fn unknown_case(&self) -> Option<&str>;
+}
+
+/// One supplement round trip, run: what the kind's hooks may read and use.
+pub struct RoundTrip<S> {
+    /// The broker as the gateway sees it; the adapter is still running.
+    pub harness: Broker,
+    pub adapter: Adapter,
+    /// The department's settings the adapter runs with.
+    pub config: DepartmentConfig,
+    pub sim: Arc<S>,
+    /// The system, built from `config` as the adapter builds it, for calls made directly.
+    pub system: Arc<dyn DepartmentSystem>,
+    pub id: String,
+    /// What was read in round 0, until the supplement request.
+    pub first: Vec<Got>,
+    /// What was read after the round-1 message.
+    pub second: Vec<Got>,
+    /// The round-1 message.
+    pub again: TaskMessage,
+    /// The round's approval.
+    pub approved: Got,
+    /// The case in the system.
+    pub case: SimCase,
+    /// The system's figures after the round.
+    pub stats: Stats,
+}
+
+impl<S> RoundTrip<S> {
+    /// The round-1 message as the kind is handed it.
+    pub fn again_task(&self) -> Task {
+        Task {
+            message: self.again.clone(),
+            fields: Default::default(),
+        }
+    }
+}
+
+/// A supplement handed to the case once, its round ending approved: a system that asks for a
+/// supplement first and approves after it; the task through the adapter, the round-1 message
+/// published as the gateway would (twice, as a copy may come). Round 0 is accepted once and asks
+/// for the catalog's names; round 1 is numbered and ends once, approved with the same case
+/// number; the system took the round once, named from the catalog. The same round handed over
+/// again (after a crash) is the system's duplicate and a success for the kind; a case the system
+/// does not know is a permanent failure.
+pub async fn supplement_round_trip<K: Kind>(mut kind: K) {
+    let bus = bus();
+    let department = kind.department().to_string();
+    let harness = Broker::for_departments(&bus, &[department.as_str()]).await;
+    // The first decision asks for a supplement, the second approves.
+    let (sim, config) = kind
+        .start(Behaviour {
+            department: department.clone(),
+            decision_delay_ms: 300,
+            reject: 0.0,
+            supplement: 1.0,
+            ..Behaviour::default()
+        })
+        .await;
+    let adapter = Adapter::start(&bus, vec![config.clone()]).await;
+    let t = task(&department, kind.item(), 1);
+    let id = t.task.as_ref().unwrap().task_id.clone();
+
+    let (first, second, again) = publish_round_trip(&harness, &t, Duration::from_secs(30)).await;
+    let asked = first
+        .iter()
+        .find(|g| g.kind() == ResultKind::Supplement)
+        .unwrap();
+    assert_eq!(asked.result.materials, REQUESTED);
+    let approved = assert_supplement_round_trip(&id, &first, &second);
+    let case = sim.core().by_serial(&id).unwrap();
+    assert_eq!(approved.result.documents[0].number, case.licence_number());
+    let taken = case.supplement.as_deref().expect("the round taken");
+    assert_eq!(taken.round, 1);
+    assert_eq!(taken.serial, format!("{id}-S1"));
+    assert_eq!(taken.supplied, REQUESTED, "named from the catalog");
+    let stats = sim.core().stats();
+    assert_eq!((stats.cases, stats.supplements), (1, 1), "{stats:?}");
+    assert!(
+        stats.duplicates <= 1,
+        "the copy was dropped or recognised: {stats:?}"
+    );
+    let system = yichuang_adapters::kinds::build(&config, Gate::new(50)).unwrap();
+    let trip = RoundTrip {
+        harness,
+        adapter,
+        config,
+        sim,
+        system,
+        id,
+        first,
+        second,
+        again,
+        approved,
+        case,
+        stats,
+    };
+    kind.after_round(&trip).await;
+
+    // The same round handed over again (after a crash) is the system's duplicate, and a
+    // success for the kind; a case it does not know is a permanent failure.
+    let again_task = trip.again_task();
+    let supplement = trip.again.supplement.as_ref().unwrap();
+    trip.system
+        .resupply(&again_task, &trip.case.number, supplement)
+        .await
+        .expect("a duplicate round is a success");
+    kind.after_duplicate_round(&trip).await;
+    if let Some(unknown) = kind.unknown_case() {
+        let e = trip
+            .system
+            .resupply(&again_task, unknown, supplement)
+            .await
+            .unwrap_err();
+        assert!(matches!(&e, Failure::Permanent { .. }), "{e:?}");
+    }
+    trip.adapter.task.abort();
+    trip.harness.remove().await;
+}
+
+/// One task through a supplement round trip at a department whose system asks for a
+/// supplement first: publishes it, waits for the request, and publishes the round-1 message
+/// the gateway would — twice, as a copy may come. Returns what was read before and after the
+/// round-1 message (until its outcome, and a little more), and that message.
+async fn publish_round_trip(
+    harness: &Broker,
+    task: &TaskMessage,
+    within: Duration,
+) -> (Vec<Got>, Vec<Got>, TaskMessage) {
+    let id = task.task.as_ref().unwrap().task_id.clone();
+    harness.publish(task).await;
+    let first = harness
+        .results_until(within, Duration::from_millis(300), |g| {
+            g.result.task_id == id && g.kind() == ResultKind::Supplement
+        })
+        .await;
+    let accepted = first
+        .iter()
+        .find(|g| g.kind() == ResultKind::Accepted)
+        .expect("accepted before the supplement request");
+    let asked = first
+        .iter()
+        .find(|g| g.kind() == ResultKind::Supplement)
+        .unwrap();
+    let again = resumed(
+        task,
+        &accepted.result.department_case_number,
+        &asked.result.materials,
+    );
+    harness.publish(&again).await;
+    harness.publish(&again).await;
+    let second = harness
+        .results_until(within, Duration::from_millis(1500), |g| {
+            g.result.task_id == id && g.result.round == 1 && g.is_final()
+        })
+        .await;
+    (first, second, again)
+}
+
+/// Checks a supplement round trip of one task: `first` (round 0) was accepted once and asked
+/// for a supplement; `second` (everything read after the round-1 message) ends with one
+/// approval of round 1 with the same case number, carries no second `ACCEPTED`, and every
+/// result of round 1 has `round = 1` and a `message_id` ending in `:s1`. Returns the approval.
+pub fn assert_supplement_round_trip(id: &str, first: &[Got], second: &[Got]) -> Got {
+    let mine = |g: &&Got| g.result.task_id == id;
+    let accepted: Vec<&Got> = first
+        .iter()
+        .filter(mine)
+        .filter(|g| g.kind() == ResultKind::Accepted)
+        .collect();
+    assert!(
+        !accepted.is_empty(),
+        "{id}: accepted in round 0: {first:#?}"
+    );
+    let asked = first
+        .iter()
+        .filter(mine)
+        .find(|g| g.kind() == ResultKind::Supplement)
+        .expect("a supplement request in round 0");
+    assert_eq!(asked.result.round, 0);
+    assert_eq!(asked.message_id, format!("{id}:supplement"));
+    let number = accepted[0].result.department_case_number.clone();
+    let earlier: HashSet<&str> = first.iter().map(|g| g.message_id.as_str()).collect();
+    for g in second.iter().filter(mine) {
+        if g.result.round == 0 {
+            // Only a late copy of something round 0 published already.
+            assert!(
+                earlier.contains(g.message_id.as_str()),
+                "{id}: a round-0 result after the supplement: {g:#?}"
+            );
+            continue;
+        }
+        assert_eq!(g.result.round, 1, "{g:#?}");
+        assert!(g.message_id.ends_with(":s1"), "{g:#?}");
+        assert_ne!(
+            g.kind(),
+            ResultKind::Accepted,
+            "{id}: accepted again: {g:#?}"
+        );
+        assert_ne!(g.kind(), ResultKind::Failed, "{id}: {g:#?}");
+    }
+    let finals: HashSet<&str> = second
+        .iter()
+        .filter(mine)
+        .filter(|g| g.result.round == 1 && g.is_final())
+        .map(|g| g.message_id.as_str())
+        .collect();
+    assert_eq!(
+        finals,
+        [format!("{id}:approved:s1").as_str()].into(),
+        "{id}: one outcome of round 1: {second:#?}"
+    );
+    let approved = second
+        .iter()
+        .find(|g| g.message_id == format!("{id}:approved:s1"))
+        .unwrap()
+        .clone();
+    assert_eq!(approved.result.department_case_number, number);
+    assert_eq!(
+        approved.routing_key,
+        format!("{}.approved", approved.result.department)
+    );
+    approved
+}

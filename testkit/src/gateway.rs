@@ -1,0 +1,222 @@
+//! The real gateway in the test's process: a real gRPC server on `127.0.0.1:0` over a real
+//! SQLite file or a PostgreSQL schema of its own, with a connected client.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+use yichuang::app::{Gateway, serve};
+use yichuang::config::{BusConfig, GatewayConfig, StoreConfig};
+use yichuang::proto::v1::case_service_client::CaseServiceClient;
+
+use crate::db::{Schema, pg_url, unique_schema};
+use crate::{logs, repo, root};
+
+/// Which store a test runs on.
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A configuration for `backend` with its own database file or schema under `dir`: the shipped
+/// acceptance list and calendar, no relay and no SLA sweeper.
+pub fn config(backend: Backend, dir: &Path) -> GatewayConfig {
+    let mut config = GatewayConfig {
+        catalog_dir: repo().join("config/catalog"),
+        calendar_dir: repo().join("config/calendar"),
+        ..GatewayConfig::default()
+    };
+    config.server.max_message_bytes = 256 * 1024;
+    // Intake tests need no broker; tests of the relay turn it on with their own prefix.
+    config.bus.relay = false;
+    // No SLA sweeper: these tests compare histories with exactly what they did. The legal
+    // clock's alerts have tests of their own (src/clock.rs, adapters/tests/sla.rs).
+    config.sla.sweep_secs = 0;
+    config.store = match backend {
+        Backend::Sqlite => StoreConfig::Sqlite {
+            path: dir.join("yichuang.db"),
+        },
+        Backend::Postgres => StoreConfig::Postgres {
+            url: pg_url(),
+            schema: unique_schema("t"),
+            pool_size: 8,
+        },
+    };
+    config
+}
+
+/// A gateway's settings as the adapter tests run it: the shipped acceptance list and calendar,
+/// SQLite in `dir`, the relay and results consumer on `bus`.
+pub fn with_bus(dir: &Path, bus: &BusConfig) -> GatewayConfig {
+    let mut config = GatewayConfig {
+        catalog_dir: root().join("config/catalog"),
+        calendar_dir: root().join("config/calendar"),
+        store: StoreConfig::Sqlite {
+            path: dir.join("gateway.db"),
+        },
+        bus: bus.clone(),
+        ..Default::default()
+    };
+    config.bus.relay = true;
+    config
+}
+
+/// A running gateway.
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    /// `http://<addr>`.
+    pub endpoint: String,
+    pub gateway: Arc<Gateway>,
+    pub client: CaseServiceClient<Channel>,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+    /// The PostgreSQL schema of a gateway started with [`TestGateway::start_with`], dropped
+    /// when it stops (or when the test fails).
+    schema: Option<Schema>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestGateway {
+    /// A gateway on `backend`, in a directory of its own.
+    pub async fn start(backend: Backend) -> TestGateway {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_with(config(backend, dir.path()), dir).await
+    }
+
+    /// A gateway on `config`, whose files are in `dir`; it owns its PostgreSQL schema, if any.
+    pub async fn start_with(config: GatewayConfig, dir: tempfile::TempDir) -> TestGateway {
+        Self::start_with_clock(config, dir, yichuang::clock::system_now()).await
+    }
+
+    /// [`TestGateway::start_with`] with the whole gateway on the clock `now`.
+    pub async fn start_with_clock(
+        config: GatewayConfig,
+        dir: tempfile::TempDir,
+        now: yichuang::clock::Now,
+    ) -> TestGateway {
+        let schema = match &config.store {
+            StoreConfig::Postgres { schema, .. } => Some(Schema::named(schema.clone())),
+            StoreConfig::Sqlite { .. } => None,
+        };
+        let mut gw = Self::launch(&config, now).await;
+        gw.schema = schema;
+        gw._dir = Some(dir);
+        gw
+    }
+
+    /// A gateway on `backend` whose relay publishes to `url` under a prefix of its own, and
+    /// that bus.
+    pub async fn relaying(backend: Backend, url: String) -> (TestGateway, BusConfig) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(backend, dir.path());
+        config.bus = BusConfig {
+            url,
+            prefix: crate::broker::prefix(),
+            relay: true,
+            timeout_secs: 5,
+            ..BusConfig::default()
+        };
+        let bus = config.bus.clone();
+        (TestGateway::start_with(config, dir).await, bus)
+    }
+
+    /// A gateway (one replica of several, perhaps) on `config`, whose store the test owns.
+    pub async fn serve(config: &GatewayConfig) -> TestGateway {
+        Self::launch(config, yichuang::clock::system_now()).await
+    }
+
+    /// [`TestGateway::serve`] with the whole gateway on the clock `now`.
+    pub async fn serve_with_clock(
+        config: &GatewayConfig,
+        now: yichuang::clock::Now,
+    ) -> TestGateway {
+        Self::launch(config, now).await
+    }
+
+    async fn launch(config: &GatewayConfig, now: yichuang::clock::Now) -> TestGateway {
+        logs();
+        let gateway = Arc::new(
+            Gateway::with_clock(config, now)
+                .await
+                .expect("gateway starts"),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn({
+            let gateway = gateway.clone();
+            async move {
+                serve(gateway, listener, async {
+                    let _ = rx.await;
+                })
+                .await
+                .expect("server runs");
+            }
+        });
+        let client = connect(addr).await;
+        TestGateway {
+            addr,
+            endpoint: format!("http://{addr}"),
+            gateway,
+            client,
+            shutdown: Some(tx),
+            server: Some(server),
+            schema: None,
+            _dir: None,
+        }
+    }
+
+    /// Stops the server, waiting up to 10 s for it, and drops the schema it owns.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+        }
+        if let Some(schema) = self.schema.take() {
+            schema.drop_now().await;
+        }
+    }
+}
+
+/// Connects to a gateway, retrying until a deadline.
+pub async fn connect(addr: SocketAddr) -> CaseServiceClient<Channel> {
+    logs();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match CaseServiceClient::connect(format!("http://{addr}")).await {
+            Ok(c) => return c.max_decoding_message_size(64 * 1024 * 1024),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                panic!("cannot connect to {addr}: {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// Runs a scenario `async fn name(backend: Backend)` on SQLite and on PostgreSQL, as two tests
+/// (`name::sqlite`, `name::postgres`).
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::gateway::Backend::Sqlite).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::gateway::Backend::Postgres).await
+                }
+            }
+        )*
+    };
+}

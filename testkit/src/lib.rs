@@ -1,0 +1,95 @@
+//! What yichuang's test suites (`tests/`, `adapters/tests/`) and benchmarks (`benches/`) share.
+//! A dev-only crate, never published and never a dependency of a deployed binary: `yichuang`
+//! and `yichuang-adapters` take it as a dev-dependency, and it depends on them (Cargo allows
+//! that cycle for a dev-dependency; the tests link the same library the kit does).
+//!
+//! # Layout
+//!
+//! - [`logfile`]: the suites' log files, one per process, scanned for personal data by `make
+//!   test`. The kit's entry points for tests ([`repo`], [`broker::bus`], [`gateway`]'s, the
+//!   adapter's) install this process's on their first call; those benchmarks use do not.
+//! - [`wait`]: the "eventually" wait, with a deadline.
+//! - [`server`]: real servers on port 0.
+//! - [`gateway`]: the real gateway in the test's process, on SQLite or a PostgreSQL schema of
+//!   its own, with a client; [`on_both_stores!`].
+//! - [`db`]: PostgreSQL schemas of each test's own, dropped even when the test fails.
+//! - [`broker`]: RabbitMQ under a prefix of each test's own, as the gateway sees it, removed
+//!   even when the test fails.
+//! - [`tasks`]: tasks as the relay publishes them, and what every task's results must show.
+//! - `adapter` (feature `adapters`): an adapter runtime in the test's process and the shipped
+//!   department files with test timings.
+//! - `conformance` (feature `adapters`): scenarios every kind of department system passes.
+//!
+//! This crate owns test scaffolding and the checks several suites share; it never holds a rule
+//! of the gateway or an adapter, and a check one suite makes stays in that suite.
+
+#[cfg(feature = "adapters")]
+pub mod adapter;
+pub mod broker;
+#[cfg(feature = "adapters")]
+pub mod conformance;
+pub mod db;
+pub mod gateway;
+pub mod logfile;
+pub mod server;
+pub mod tasks;
+pub mod wait;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+pub use logfile::{child_log, keep, keep_stderr, logs};
+pub use wait::{eventually, until};
+
+/// The workspace's root: the shipped `config/`, `examples/` and `scripts/` are found from here.
+/// Installs nothing, for benchmarks; tests use [`repo`].
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("testkit/ is in the workspace")
+}
+
+/// The workspace's root, for a test: also sends this process's logs to the suite's log
+/// directory ([`logs`]).
+pub fn repo() -> PathBuf {
+    logs();
+    root().to_path_buf()
+}
+
+/// One of the example submissions in `examples/cases/`, parsed from its canonical JSON.
+pub fn example(name: &str) -> yichuang::proto::v1::Submission {
+    let path = root().join("examples/cases").join(format!("{name}.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Runs `program` (a binary of the workspace: `env!("CARGO_BIN_EXE_<name>")` in the test) from
+/// the workspace's root; what it wrote on stderr is kept in the suite's log directory, under
+/// the program's name.
+pub fn run(program: &str, args: &[&str]) -> Output {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .unwrap_or_else(|e| panic!("runs {program}: {e}"));
+    let name = Path::new(program)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("child");
+    keep_stderr(name, &out);
+    out
+}
+
+/// A child's output as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs the `yichuang` binary with these arguments, as [`run`] does: for `yichuang`'s own tests,
+/// where Cargo sets `CARGO_BIN_EXE_yichuang`.
+#[macro_export]
+macro_rules! yichuang {
+    ($args:expr) => {
+        $crate::run(env!("CARGO_BIN_EXE_yichuang"), $args)
+    };
+}

@@ -1,3 +1,0 @@
-//! Helpers shared by several test binaries.
-
-pub mod broker;
