@@ -202,15 +202,8 @@ impl Clocks {
             ..Default::default()
         };
         let mut events = Vec::new();
-        let mut push = |kind: EventKind, detail: String| {
-            events.push(CaseEvent {
-                seq: last_seq + events.len() as i64 + 1,
-                at: Some(at),
-                kind: kind.as_str().into(),
-                task_id: task_id.to_string(),
-                detail,
-            })
-        };
+        let mut push =
+            |kind: EventKind, detail: String| kind.push(&mut events, last_seq, at, task_id, detail);
         let task = &case.tasks[index];
         // A record from before the clock existed: a task that waited for nothing ran from the
         // acceptance.

@@ -10,7 +10,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::proto::v1::CaseStatus;
+use crate::proto::v1::{CaseEvent, CaseStatus};
 
 /// Declares [`EventKind`] from one table of variants and wire names, so the variants,
 /// [`EventKind::ALL`], [`EventKind::as_str`] and parsing cannot drift apart.
@@ -114,6 +114,25 @@ event_kinds! {
 }
 
 impl EventKind {
+    /// Appends a history entry of this kind about `task_id` (empty: the case) to `events`,
+    /// numbered after the case's last entry `last_seq` and the ones already in `events`.
+    pub fn push(
+        self,
+        events: &mut Vec<CaseEvent>,
+        last_seq: i64,
+        at: pbjson_types::Timestamp,
+        task_id: &str,
+        detail: String,
+    ) {
+        events.push(CaseEvent {
+            seq: last_seq + events.len() as i64 + 1,
+            at: Some(at),
+            kind: self.as_str().into(),
+            task_id: task_id.to_string(),
+            detail,
+        })
+    }
+
     /// The SLA alerts, counted by department and item for the metrics.
     pub const SLA_ALERTS: [EventKind; 3] = [
         EventKind::TaskSlaWarning,

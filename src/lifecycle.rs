@@ -140,13 +140,7 @@ pub fn apply(
     let before = task.status;
     let name = format!("{} ({})", task.item_code, task.department);
     let entry = |kind: EventKind, detail: String, events: &mut Vec<CaseEvent>| {
-        events.push(CaseEvent {
-            seq: last_seq + events.len() as i64 + 1,
-            at: Some(at),
-            kind: kind.as_str().into(),
-            task_id: task_id.to_string(),
-            detail,
-        })
+        kind.push(events, last_seq, at, task_id, detail)
     };
     let mut events = Vec::new();
     let number = |n: &str, task: &mut crate::proto::v1::Task| {

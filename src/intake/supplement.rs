@@ -375,13 +375,7 @@ impl Intake {
         let names: Vec<&str> = codes.iter().map(|c| catalog.material_name(c)).collect();
         let mut events: Vec<CaseEvent> = Vec::new();
         let push = |events: &mut Vec<CaseEvent>, kind: EventKind, task_id: &str, detail: String| {
-            events.push(CaseEvent {
-                seq: last_seq + events.len() as i64 + 1,
-                at: Some(at),
-                kind: kind.as_str().into(),
-                task_id: task_id.into(),
-                detail,
-            })
+            kind.push(events, last_seq, at, task_id, detail)
         };
         let staff = request.staff_no.trim();
         push(
