@@ -65,6 +65,46 @@ pub fn with_bus(dir: &Path, bus: &BusConfig) -> GatewayConfig {
     config
 }
 
+/// A gateway's gRPC server on a free local port, serving until it is stopped or dropped.
+/// Installs no log subscriber: benchmarks use it.
+pub struct Server {
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    pub async fn start(gateway: Arc<Gateway>) -> Server {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            serve(gateway, listener, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("server runs");
+        });
+        Server {
+            addr,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Stops the server, waiting up to 10 s for it.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+}
+
 /// A running gateway.
 pub struct TestGateway {
     pub addr: SocketAddr,
@@ -72,8 +112,7 @@ pub struct TestGateway {
     pub endpoint: String,
     pub gateway: Arc<Gateway>,
     pub client: CaseServiceClient<Channel>,
-    shutdown: Option<oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<()>>,
+    server: Server,
     /// The PostgreSQL schema of a gateway started with [`TestGateway::start_with`], dropped
     /// when it stops (or when the test fails).
     schema: Option<Schema>,
@@ -144,43 +183,24 @@ impl TestGateway {
                 .await
                 .expect("gateway starts"),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        let server = tokio::spawn({
-            let gateway = gateway.clone();
-            async move {
-                serve(gateway, listener, async {
-                    let _ = rx.await;
-                })
-                .await
-                .expect("server runs");
-            }
-        });
+        let server = Server::start(gateway.clone()).await;
+        let addr = server.addr;
         let client = connect(addr).await;
         TestGateway {
             addr,
             endpoint: format!("http://{addr}"),
             gateway,
             client,
-            shutdown: Some(tx),
-            server: Some(server),
+            server,
             schema: None,
             _dir: None,
         }
     }
 
     /// Stops the server, waiting up to 10 s for it, and drops the schema it owns.
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(server) = self.server.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
-        }
-        if let Some(schema) = self.schema.take() {
+    pub async fn stop(self) {
+        self.server.stop().await;
+        if let Some(schema) = self.schema {
             schema.drop_now().await;
         }
     }
