@@ -52,12 +52,34 @@ pub fn config(backend: Backend, dir: &Path) -> GatewayConfig {
 /// A gateway's settings as the adapter tests run it: the shipped acceptance list and calendar,
 /// SQLite in `dir`, the relay and results consumer on `bus`.
 pub fn with_bus(dir: &Path, bus: &BusConfig) -> GatewayConfig {
+    on_store(
+        StoreConfig::Sqlite {
+            path: dir.join("gateway.db"),
+        },
+        bus,
+    )
+}
+
+/// The settings of one of several gateway replicas on one PostgreSQL `schema` (a pool of 4
+/// each): as [`with_bus`], each sweeping every second.
+pub fn replica(schema: &Schema, bus: &BusConfig) -> GatewayConfig {
+    let mut config = on_store(
+        StoreConfig::Postgres {
+            url: pg_url(),
+            schema: schema.name.clone(),
+            pool_size: 4,
+        },
+        bus,
+    );
+    config.sla.sweep_secs = 1;
+    config
+}
+
+fn on_store(store: StoreConfig, bus: &BusConfig) -> GatewayConfig {
     let mut config = GatewayConfig {
         catalog_dir: root().join("config/catalog"),
         calendar_dir: root().join("config/calendar"),
-        store: StoreConfig::Sqlite {
-            path: dir.join("gateway.db"),
-        },
+        store,
         bus: bus.clone(),
         ..Default::default()
     };
