@@ -17,10 +17,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use tokio::net::TcpListener;
+use testkit::gateway::Server;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
-use yichuang::app::{Gateway, serve};
+use yichuang::app::Gateway;
 use yichuang::config::{GatewayConfig, StoreConfig};
 use yichuang::proto::v1::case_service_client::CaseServiceClient;
 use yichuang::proto::v1::case_service_server::{CaseService, CaseServiceServer};
@@ -94,14 +94,6 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn example() -> Submission {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/cases/kai-canguan.json"
-    );
-    serde_json::from_str(&std::fs::read_to_string(path).expect("example")).expect("example parses")
-}
-
 /// The n-th distinct submission: a new id, and a new day every 5,000 so the 4-digit daily
 /// sequence never runs out.
 fn nth(base: &Submission, run: &str, n: u64) -> Submission {
@@ -138,7 +130,7 @@ async fn load(addr: std::net::SocketAddr, call: Call, run: &str) -> Outcome {
                 .expect("connect"),
         );
     }
-    let base = Arc::new(example());
+    let base = Arc::new(testkit::example("kai-canguan"));
     let counter = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let stop = start + Duration::from_secs(secs);
@@ -188,7 +180,7 @@ async fn load(addr: std::net::SocketAddr, call: Call, run: &str) -> Outcome {
 }
 
 async fn start_empty() -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (listener, _) = testkit::server::listener().await;
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         tonic::transport::Server::builder()
@@ -200,8 +192,9 @@ async fn start_empty() -> std::net::SocketAddr {
     addr
 }
 
-async fn start_gateway(store: StoreConfig) -> std::net::SocketAddr {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+/// A gateway on `store`, serving on a free port until the [`Server`] is stopped or dropped.
+async fn start_gateway(store: StoreConfig) -> Server {
+    let root = testkit::root();
     let config = GatewayConfig {
         catalog_dir: root.join("config/catalog"),
         calendar_dir: root.join("config/calendar"),
@@ -213,14 +206,7 @@ async fn start_gateway(store: StoreConfig) -> std::net::SocketAddr {
         ..GatewayConfig::default()
     };
     let gateway = Arc::new(Gateway::from_config(&config).await.expect("gateway"));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        serve(gateway, listener, std::future::pending())
-            .await
-            .unwrap()
-    });
-    addr
+    Server::start(gateway).await
 }
 
 fn report(name: &str, o: &Outcome, baseline: f64) {
@@ -283,12 +269,12 @@ fn child() {
             path: dir.path().join("warm.db"),
         })
         .await;
-        let _ = load(warm, Call::Submit, "warm").await;
-        let addr = start_gateway(StoreConfig::Sqlite {
+        let _ = load(warm.addr, Call::Submit, "warm").await;
+        let measured = start_gateway(StoreConfig::Sqlite {
             path: dir.path().join("bench.db"),
         })
         .await;
-        let o = load(addr, Call::Submit, "measured").await;
+        let o = load(measured.addr, Call::Submit, "measured").await;
         telemetry.flush();
         println!("{} {} {}", o.rps, o.p50_ms, o.p99_ms);
     });
@@ -327,8 +313,7 @@ fn run_child(otlp: Option<&str>) -> Outcome {
 /// Tracing at 100% against tracing off, alternated, in child processes.
 async fn tracing_overhead() {
     let collector = Collector::default();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let (listener, endpoint) = testkit::server::listener().await;
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(
@@ -388,7 +373,8 @@ fn main() {
     runtime.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let empty = start_empty().await;
-        let sqlite = start_gateway(StoreConfig::Sqlite { path: dir.path().join("bench.db") }).await;
+        let sqlite_server = start_gateway(StoreConfig::Sqlite { path: dir.path().join("bench.db") }).await;
+        let sqlite = sqlite_server.addr;
         println!("intake throughput ({} s per scenario)", env_or("YICHUANG_BENCH_SECS", 3));
         // Warm up connections and code paths, then measure the baseline first and last.
         let _ = load(empty, Call::Submit, "warm").await;
@@ -398,10 +384,15 @@ fn main() {
         let sub = load(sqlite, Call::Submit, "sqlite").await;
         let pg = match std::env::var("YICHUANG_TEST_PG_URL") {
             Ok(url) => {
-                let schema = format!("bench_{}", uuid::Uuid::new_v4().simple());
-                let addr = start_gateway(StoreConfig::Postgres { url, schema, pool_size: 16 }).await;
-                let pre = load(addr, Call::PreCheck, "pgpre").await;
-                Some((pre, load(addr, Call::Submit, "pg").await))
+                // A schema of the run's own, dropped once it is measured.
+                let schema = testkit::db::Schema::new("bench");
+                let store = StoreConfig::Postgres { url, schema: schema.name.clone(), pool_size: 16 };
+                let server = start_gateway(store).await;
+                let pre = load(server.addr, Call::PreCheck, "pgpre").await;
+                let sub = load(server.addr, Call::Submit, "pg").await;
+                server.stop().await;
+                schema.drop_now().await;
+                Some((pre, sub))
             }
             Err(_) => None,
         };
@@ -436,16 +427,16 @@ fn smoke() {
         .unwrap();
     runtime.block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let addr = start_gateway(StoreConfig::Sqlite {
+        let server = start_gateway(StoreConfig::Sqlite {
             path: dir.path().join("smoke.db"),
         })
         .await;
-        let mut client = CaseServiceClient::connect(format!("http://{addr}"))
+        let mut client = CaseServiceClient::connect(format!("http://{}", server.addr))
             .await
             .unwrap();
         let r = client
             .submit(SubmitRequest {
-                submission: Some(nth(&example(), "smoke", 7)),
+                submission: Some(nth(&testkit::example("kai-canguan"), "smoke", 7)),
             })
             .await
             .unwrap()

@@ -10,11 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lapin::BasicProperties;
-use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, QueueDeleteOptions, QueuePurgeOptions,
-};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueuePurgeOptions};
 use prost::Message;
-use yichuang::bus::{Names, Topology};
+use testkit::broker::Broker;
 use yichuang::calendar::Calendar;
 use yichuang::catalog::Catalog;
 use yichuang::config::{BusConfig, IntakeConfig, StoreConfig};
@@ -27,8 +25,6 @@ fn main() {
         println!("relay bench: run with `make bench` (needs RabbitMQ)");
         return;
     }
-    let url =
-        std::env::var("YICHUANG_TEST_AMQP_URL").expect("YICHUANG_TEST_AMQP_URL: run `make bench`");
     let tasks: usize = std::env::var("YICHUANG_BENCH_TASKS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -38,23 +34,19 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async move {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let root = testkit::root();
         let catalog = Arc::new(Catalog::load(&root.join("config/catalog")).unwrap());
         let calendar = Arc::new(Calendar::load(&root.join("config/calendar")).unwrap());
         let intake = Intake::new(catalog.clone(), calendar, IntakeConfig::default()).unwrap();
+        // A prefix of the run's own, every queue of the acceptance list declared; removed at
+        // the end.
         let bus = BusConfig {
-            url,
+            url: testkit::broker::amqp_url(),
             prefix: format!("bench{}", uuid::Uuid::new_v4().simple()),
             ..BusConfig::default()
         };
-        let topology = Topology::for_catalog(&catalog, &bus);
-        let names = Names::new(&bus.prefix);
-        let connection = yichuang::bus::connect(&bus).await.expect("RabbitMQ");
-        let channel = connection.create_channel().await.unwrap();
-        topology
-            .declare(&channel, Duration::from_secs(10))
-            .await
-            .unwrap();
+        let broker = Broker::open(&bus).await;
+        let (names, channel) = (&broker.names, &broker.channel);
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await
@@ -67,10 +59,7 @@ fn main() {
         })
         .await
         .unwrap();
-        let base: Submission = serde_json::from_str(
-            &std::fs::read_to_string(root.join("examples/cases/kai-canguan.json")).unwrap(),
-        )
-        .unwrap();
+        let base: Submission = testkit::example("kai-canguan");
         let mut fills = Vec::new();
         for lane in 0..16 {
             let (store, intake, base) = (store.clone(), intake.clone(), base.clone());
@@ -156,7 +145,7 @@ fn main() {
         let started = Instant::now();
         let relay = tokio::spawn(yichuang::outbox::run(
             store.clone(),
-            topology.clone(),
+            broker.topology.clone(),
             bus.clone(),
             wake.clone(),
             status,
@@ -198,11 +187,6 @@ fn main() {
                 "not met"
             }
         );
-        for q in &topology.queues {
-            let _ = channel
-                .queue_delete(q.name.as_str().into(), QueueDeleteOptions::default())
-                .await;
-        }
-        let _ = connection.close(200, "done".into()).await;
+        broker.remove().await;
     });
 }

@@ -1,7 +1,6 @@
 //! `yichuang calendar` as an operator meets it: limits in working days, calendar days and hours,
 //! pauses, and a calendar directory that takes a new year's file without a rebuild.
 
-use std::path::Path;
 use std::process::Output;
 
 fn calendar(args: &[&str]) -> Output {
@@ -113,7 +112,7 @@ fn usage_errors_exit_2() {
 #[test]
 fn a_new_years_file_is_used_without_a_rebuild() {
     let dir = tempfile::tempdir().unwrap();
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/calendar");
+    let shipped = testkit::repo().join("config/calendar");
     for year in 2019..=2026 {
         let name = format!("{year}.toml");
         std::fs::copy(shipped.join(&name), dir.path().join(&name)).unwrap();
@@ -168,7 +167,7 @@ fn a_broken_calendar_file_is_reported_with_file_and_line() {
 #[test]
 fn check_validates_one_year_file_beside_the_others_without_starting_anything() {
     let dir = tempfile::tempdir().unwrap();
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/calendar");
+    let shipped = testkit::repo().join("config/calendar");
     let dir_arg = dir.path().to_str().unwrap();
     let good = dir.path().join("2027.toml");
     std::fs::write(

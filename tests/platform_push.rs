@@ -111,8 +111,8 @@ async fn every_status_change_reaches_the_platform_once_in_order() {
     let app = axum::Router::new()
         .route("/push", axum::routing::post(push))
         .with_state(platform.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/push", listener.local_addr().unwrap());
+    let (listener, endpoint) = testkit::server::listener().await;
+    let url = format!("{endpoint}/push");
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     // The store outlives both gateway runs.

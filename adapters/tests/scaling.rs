@@ -15,10 +15,9 @@ use std::time::{Duration, Instant};
 
 use testkit::adapter::Adapter;
 use testkit::broker::{Broker, bus};
-use testkit::db::{Schema, pg_url};
+use testkit::db::Schema;
 use testkit::gateway::TestGateway;
 use testkit::server::listener;
-use yichuang::config::{GatewayConfig, StoreConfig};
 use yichuang::proto::v1::{
     CaseStatus, GetCaseRequest, ListCasesRequest, SubmitRequest, TaskStatus,
     submit_response::Outcome,
@@ -88,20 +87,7 @@ async fn two_gateways_and_two_adapters_of_one_department_handle_every_case_once(
     }
 
     // Two gateway replicas on one schema: each relays, consumes results and sweeps.
-    let root = testkit::repo();
-    let mut config = GatewayConfig {
-        catalog_dir: root.join("config/catalog"),
-        calendar_dir: root.join("config/calendar"),
-        ..GatewayConfig::default()
-    };
-    config.store = StoreConfig::Postgres {
-        url: pg_url(),
-        schema: schema.name.clone(),
-        pool_size: 4,
-    };
-    config.bus = bus.clone();
-    config.bus.relay = true;
-    config.sla.sweep_secs = 1;
+    let config = testkit::gateway::replica(&schema, &bus);
     let mut replicas = Vec::new();
     for _ in 0..2 {
         replicas.push(TestGateway::serve(&config).await);

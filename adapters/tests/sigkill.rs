@@ -33,6 +33,23 @@ fn department_file() -> String {
     text
 }
 
+/// The adapter's settings in a directory of their own: 市场监管's department file, the test's
+/// bus, the listen address from the environment.
+fn settings(bus: &yichuang::config::BusConfig) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("departments")).unwrap();
+    std::fs::write(dir.path().join("departments/scjg.yaml"), department_file()).unwrap();
+    std::fs::write(
+        dir.path().join("adapter.toml"),
+        format!(
+            "departments_dir = \"departments\"\n[http]\nlisten = \"${{YICHUANG_ADAPTER_LISTEN}}\"\n[bus]\nurl = \"{}\"\nprefix = \"{}\"\nretry_delays_secs = [1, 2, 4]\ntimeout_secs = 5\n[log]\nformat = \"text\"\n",
+            bus.url, bus.prefix
+        ),
+    )
+    .unwrap();
+    dir
+}
+
 struct Process {
     child: Child,
     http: String,
@@ -85,17 +102,7 @@ async fn an_adapter_killed_mid_flight_loses_nothing_and_submits_nothing_twice() 
     });
     tokio::spawn(sim.clone().serve(listener));
 
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("departments")).unwrap();
-    std::fs::write(dir.path().join("departments/scjg.yaml"), department_file()).unwrap();
-    std::fs::write(
-        dir.path().join("adapter.toml"),
-        format!(
-            "departments_dir = \"departments\"\n[http]\nlisten = \"${{YICHUANG_ADAPTER_LISTEN}}\"\n[bus]\nurl = \"{}\"\nprefix = \"{}\"\nretry_delays_secs = [1, 2, 4]\ntimeout_secs = 5\n[log]\nformat = \"text\"\n",
-            bus.url, bus.prefix
-        ),
-    )
-    .unwrap();
+    let dir = settings(&bus);
 
     let mut adapter = start(dir.path(), &endpoint).await;
     let tasks: Vec<_> = (0..40).map(|n| task("scjg", "SP-JY", n)).collect();
@@ -148,17 +155,7 @@ async fn sigterm_lets_the_adapter_finish_the_tasks_in_hand_and_take_no_more() {
         ..Settings::default()
     });
     tokio::spawn(sim.clone().serve(listener));
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("departments")).unwrap();
-    std::fs::write(dir.path().join("departments/scjg.yaml"), department_file()).unwrap();
-    std::fs::write(
-        dir.path().join("adapter.toml"),
-        format!(
-            "departments_dir = \"departments\"\n[http]\nlisten = \"${{YICHUANG_ADAPTER_LISTEN}}\"\n[bus]\nurl = \"{}\"\nprefix = \"{}\"\nretry_delays_secs = [1, 2, 4]\ntimeout_secs = 5\n[log]\nformat = \"text\"\n",
-            bus.url, bus.prefix
-        ),
-    )
-    .unwrap();
+    let dir = settings(&bus);
 
     let mut adapter = start(dir.path(), &endpoint).await;
     let tasks: Vec<_> = (0..40).map(|n| task("scjg", "SP-JY", n)).collect();

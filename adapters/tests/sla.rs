@@ -13,10 +13,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use testkit::adapter::Adapter;
 use testkit::broker::{Broker, bus};
-use testkit::db::{Schema, pg_url};
+use testkit::db::Schema;
 use testkit::gateway::TestGateway;
 use testkit::server::listener;
-use yichuang::config::{GatewayConfig, StoreConfig};
 use yichuang::proto::v1::admin_service_client::AdminServiceClient;
 use yichuang::proto::v1::case_service_client::CaseServiceClient;
 use yichuang::proto::v1::{
@@ -122,21 +121,8 @@ async fn a_late_department_gets_one_yellow_and_one_red_alert_and_a_supplement_mo
     let adapter = Adapter::start(&bus, vec![scjg_config]).await;
 
     // Two gateway replicas on one PostgreSQL schema, sweeping every second on the test's clock.
-    let root = testkit::repo();
     let schema = Schema::new("sla");
-    let mut config = GatewayConfig {
-        catalog_dir: root.join("config/catalog"),
-        calendar_dir: root.join("config/calendar"),
-        ..GatewayConfig::default()
-    };
-    config.store = StoreConfig::Postgres {
-        url: pg_url(),
-        schema: schema.name.clone(),
-        pool_size: 4,
-    };
-    config.bus = bus.clone();
-    config.bus.relay = true;
-    config.sla.sweep_secs = 1;
+    let mut config = testkit::gateway::replica(&schema, &bus);
     config.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
     let mut replicas = Vec::new();
     for _ in 0..2 {

@@ -341,29 +341,20 @@ impl Drop for Broker {
         if self.removed {
             return;
         }
-        // A test that failed, or never said: on a thread and runtime of its own (this may run
-        // inside the test's runtime, which must not block), on a connection of its own.
+        // A test that failed, or never said: on a connection of its own.
         let bus = self.bus.clone();
         let declared = self.topology.clone();
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime");
-            runtime.block_on(async {
-                let connected = yichuang::bus::connect(&bus);
-                let Ok(Ok(connection)) =
-                    tokio::time::timeout(Duration::from_secs(10), connected).await
-                else {
-                    return;
-                };
-                if let Ok(channel) = connection.create_channel().await {
-                    remove_all(&bus, &channel, &declared).await;
-                }
-                let _ = connection.close(200, "done".into()).await;
-            });
-        })
-        .join();
+        crate::clean_up_on_a_thread(move || async move {
+            let connected = yichuang::bus::connect(&bus);
+            let Ok(Ok(connection)) = tokio::time::timeout(Duration::from_secs(10), connected).await
+            else {
+                return;
+            };
+            if let Ok(channel) = connection.create_channel().await {
+                remove_all(&bus, &channel, &declared).await;
+            }
+            let _ = connection.close(200, "done".into()).await;
+        });
     }
 }
 

@@ -86,32 +86,24 @@ impl Drop for Schema {
         if self.dropped {
             return;
         }
-        // A test that failed, or never said: on a thread and runtime of its own, since this
-        // may run inside the test's runtime (which must not block) or after it; bounded, since
-        // a gateway of the failed test may still hold locks on the schema.
+        // A test that failed, or never said. Bounded: a gateway of the failed test may still
+        // hold locks on the schema.
         let name = self.name.clone();
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime");
-            runtime.block_on(async {
-                let url = pg_url();
-                let connected = tokio_postgres::connect(&url, NoTls);
-                let Ok(Ok((client, connection))) =
-                    tokio::time::timeout(Duration::from_secs(10), connected).await
-                else {
-                    return;
-                };
-                tokio::spawn(connection);
-                let _ = client
-                    .batch_execute(&format!(
-                        "SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS {name} CASCADE"
-                    ))
-                    .await;
-            });
-        })
-        .join();
+        crate::clean_up_on_a_thread(move || async move {
+            let url = pg_url();
+            let connected = tokio_postgres::connect(&url, NoTls);
+            let Ok(Ok((client, connection))) =
+                tokio::time::timeout(Duration::from_secs(10), connected).await
+            else {
+                return;
+            };
+            tokio::spawn(connection);
+            let _ = client
+                .batch_execute(&format!(
+                    "SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS {name} CASCADE"
+                ))
+                .await;
+        });
     }
 }
 

@@ -52,17 +52,79 @@ pub fn config(backend: Backend, dir: &Path) -> GatewayConfig {
 /// A gateway's settings as the adapter tests run it: the shipped acceptance list and calendar,
 /// SQLite in `dir`, the relay and results consumer on `bus`.
 pub fn with_bus(dir: &Path, bus: &BusConfig) -> GatewayConfig {
+    on_store(
+        StoreConfig::Sqlite {
+            path: dir.join("gateway.db"),
+        },
+        bus,
+    )
+}
+
+/// The settings of one of several gateway replicas on one PostgreSQL `schema` (a pool of 4
+/// each): as [`with_bus`], each sweeping every second.
+pub fn replica(schema: &Schema, bus: &BusConfig) -> GatewayConfig {
+    let mut config = on_store(
+        StoreConfig::Postgres {
+            url: pg_url(),
+            schema: schema.name.clone(),
+            pool_size: 4,
+        },
+        bus,
+    );
+    config.sla.sweep_secs = 1;
+    config
+}
+
+fn on_store(store: StoreConfig, bus: &BusConfig) -> GatewayConfig {
     let mut config = GatewayConfig {
         catalog_dir: root().join("config/catalog"),
         calendar_dir: root().join("config/calendar"),
-        store: StoreConfig::Sqlite {
-            path: dir.join("gateway.db"),
-        },
+        store,
         bus: bus.clone(),
         ..Default::default()
     };
     config.bus.relay = true;
     config
+}
+
+/// A gateway's gRPC server on a free local port, serving until it is stopped or dropped.
+/// Installs no log subscriber: benchmarks use it.
+pub struct Server {
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    pub async fn start(gateway: Arc<Gateway>) -> Server {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            serve(gateway, listener, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("server runs");
+        });
+        Server {
+            addr,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Stops the server, waiting up to 10 s for it.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
 }
 
 /// A running gateway.
@@ -72,8 +134,7 @@ pub struct TestGateway {
     pub endpoint: String,
     pub gateway: Arc<Gateway>,
     pub client: CaseServiceClient<Channel>,
-    shutdown: Option<oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<()>>,
+    server: Server,
     /// The PostgreSQL schema of a gateway started with [`TestGateway::start_with`], dropped
     /// when it stops (or when the test fails).
     schema: Option<Schema>,
@@ -144,43 +205,24 @@ impl TestGateway {
                 .await
                 .expect("gateway starts"),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        let server = tokio::spawn({
-            let gateway = gateway.clone();
-            async move {
-                serve(gateway, listener, async {
-                    let _ = rx.await;
-                })
-                .await
-                .expect("server runs");
-            }
-        });
+        let server = Server::start(gateway.clone()).await;
+        let addr = server.addr;
         let client = connect(addr).await;
         TestGateway {
             addr,
             endpoint: format!("http://{addr}"),
             gateway,
             client,
-            shutdown: Some(tx),
-            server: Some(server),
+            server,
             schema: None,
             _dir: None,
         }
     }
 
     /// Stops the server, waiting up to 10 s for it, and drops the schema it owns.
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(server) = self.server.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
-        }
-        if let Some(schema) = self.schema.take() {
+    pub async fn stop(self) {
+        self.server.stop().await;
+        if let Some(schema) = self.schema {
             schema.drop_now().await;
         }
     }

@@ -80,6 +80,26 @@ pub fn run(program: &str, args: &[&str]) -> Output {
     out
 }
 
+/// Runs `cleanup` to its end on a thread and runtime of its own, for a guard's `Drop`: that may
+/// run inside a test's runtime (which must not block) or after it, and while a test unwinds.
+/// What fails is ignored: the guard does its best for a test that already failed.
+pub(crate) fn clean_up_on_a_thread<F, Fut>(cleanup: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let _ = std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(cleanup());
+    })
+    .join();
+}
+
 /// A child's output as text.
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
