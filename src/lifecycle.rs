@@ -137,152 +137,16 @@ pub fn apply(
     if round < task.supplement_round {
         return None;
     }
-    let before = task.status;
-    let name = format!("{} ({})", task.item_code, task.department);
-    let entry = |kind: EventKind, detail: String, events: &mut Vec<CaseEvent>| {
-        kind.push(events, last_seq, at, task_id, detail)
+    let result = TaskResult {
+        task_id,
+        name: format!("{} ({})", task.item_code, task.department),
+        before: task.status,
+        last_seq,
+        decided_at,
+        at,
     };
     let mut events = Vec::new();
-    let number = |n: &str, task: &mut crate::proto::v1::Task| {
-        if !n.is_empty() {
-            task.department_case_number = n.to_string();
-        }
-    };
-    // Several gateway replicas consume results side by side, so a task's step or decision can
-    // be applied before its ACCEPTED: a department that answers with its case number has taken
-    // the task, and that is recorded first (the late ACCEPTED then changes nothing). A task
-    // resumed after a supplement keeps the case number it was accepted with.
-    let accepted_first = |n: &str, task: &crate::proto::v1::Task, events: &mut Vec<CaseEvent>| {
-        if rank(before) < rank(TaskStatus::AcceptedByDepartment as i32)
-            && task.department_case_number.is_empty()
-            && !n.is_empty()
-        {
-            entry(
-                EventKind::TaskAcceptedByDepartment,
-                format!("{name} accepted as {n}"),
-                events,
-            );
-        }
-    };
-    let status = match update {
-        TaskUpdate::Accepted {
-            department_case_number,
-        } => {
-            if rank(before) >= rank(TaskStatus::AcceptedByDepartment as i32) {
-                return None;
-            }
-            number(&department_case_number, task);
-            entry(
-                EventKind::TaskAcceptedByDepartment,
-                format!("{name} accepted as {department_case_number}"),
-                &mut events,
-            );
-            TaskStatus::AcceptedByDepartment
-        }
-        TaskUpdate::Progress {
-            department_case_number,
-            step,
-        } => {
-            // A step never takes a task back from waiting on the applicant (a late or repeated
-            // progress message); after a decision it is stale.
-            let working = matches!(
-                TaskStatus::try_from(before),
-                Ok(TaskStatus::Ready
-                    | TaskStatus::Dispatched
-                    | TaskStatus::AcceptedByDepartment
-                    | TaskStatus::InReview)
-            );
-            if task.step == step || !working {
-                return None;
-            }
-            accepted_first(&department_case_number, task, &mut events);
-            number(&department_case_number, task);
-            task.approval_stage_code = stage_code(&step).to_string();
-            if step.contains(SPECIAL_PROCEDURE) {
-                open_pause(task, SPECIAL_PROCEDURE, at);
-            } else {
-                close_pauses(task, Some(SPECIAL_PROCEDURE), at);
-            }
-            task.step = step.clone();
-            entry(
-                EventKind::TaskProgress,
-                format!("{name}: {step}"),
-                &mut events,
-            );
-            TaskStatus::InReview
-        }
-        TaskUpdate::Approved {
-            department_case_number,
-            documents,
-        } => {
-            accepted_first(&department_case_number, task, &mut events);
-            number(&department_case_number, task);
-            let names: Vec<String> = documents
-                .iter()
-                .map(|d| format!("{} {}", d.name, d.number))
-                .collect();
-            task.conclusion_code = if documents.is_empty() { "6" } else { "0" }.into();
-            decided(task, decided_at, at);
-            task.results = documents;
-            entry(
-                EventKind::TaskApproved,
-                format!("{name} approved: {}", names.join(", ")),
-                &mut events,
-            );
-            TaskStatus::Approved
-        }
-        TaskUpdate::Rejected {
-            department_case_number,
-            reasons,
-        } => {
-            accepted_first(&department_case_number, task, &mut events);
-            number(&department_case_number, task);
-            entry(
-                EventKind::TaskRejected,
-                format!("{name} rejected: {}", reasons.join("; ")),
-                &mut events,
-            );
-            task.reasons = reasons;
-            task.conclusion_code = "1".into();
-            decided(task, decided_at, at);
-            TaskStatus::Rejected
-        }
-        TaskUpdate::Supplement {
-            department_case_number,
-            materials,
-        } => {
-            if before == TaskStatus::SupplementRequired as i32
-                && task.materials_requested == materials
-            {
-                return None;
-            }
-            accepted_first(&department_case_number, task, &mut events);
-            number(&department_case_number, task);
-            entry(
-                EventKind::TaskSupplementRequired,
-                format!("{name} asks for: {}", materials.join("、")),
-                &mut events,
-            );
-            task.materials_requested = materials;
-            open_pause(task, SUPPLEMENT, at);
-            TaskStatus::SupplementRequired
-        }
-        TaskUpdate::Refused { reasons } => {
-            if before == TaskStatus::Refused as i32 {
-                return None;
-            }
-            entry(
-                EventKind::TaskRefused,
-                format!(
-                    "{name} refused by the department's system: {}",
-                    reasons.join("; ")
-                ),
-                &mut events,
-            );
-            task.reasons = reasons;
-            TaskStatus::Refused
-        }
-    };
+    let status = result.update(task, update, &mut events)?;
     task.status = status as i32;
 
     // An approval releases the tasks that waited only for approved tasks.
@@ -298,6 +162,173 @@ pub fn apply(
         released,
         events,
     })
+}
+
+/// One result being applied to a task: what its entries and checks need.
+struct TaskResult<'a> {
+    task_id: &'a str,
+    /// The task as history names it: item (department).
+    name: String,
+    /// The task's status before the result.
+    before: i32,
+    last_seq: i64,
+    decided_at: Option<pbjson_types::Timestamp>,
+    at: pbjson_types::Timestamp,
+}
+
+impl TaskResult<'_> {
+    fn entry(&self, kind: EventKind, detail: String, events: &mut Vec<CaseEvent>) {
+        kind.push(events, self.last_seq, self.at, self.task_id, detail)
+    }
+
+    /// Several gateway replicas consume results side by side, so a task's step or decision
+    /// can be applied before its ACCEPTED: a department that answers with its case number has
+    /// taken the task, and that is recorded first (the late ACCEPTED then changes nothing). A
+    /// task resumed after a supplement keeps the case number it was accepted with.
+    fn accepted_first(&self, n: &str, task: &crate::proto::v1::Task, events: &mut Vec<CaseEvent>) {
+        if rank(self.before) < rank(TaskStatus::AcceptedByDepartment as i32)
+            && task.department_case_number.is_empty()
+            && !n.is_empty()
+        {
+            self.entry(
+                EventKind::TaskAcceptedByDepartment,
+                format!("{} accepted as {n}", self.name),
+                events,
+            );
+        }
+    }
+
+    /// The task's new status after `update`, with its entries; `None`: nothing to change.
+    fn update(
+        &self,
+        task: &mut crate::proto::v1::Task,
+        update: TaskUpdate,
+        events: &mut Vec<CaseEvent>,
+    ) -> Option<TaskStatus> {
+        let (name, at, decided_at) = (&self.name, self.at, self.decided_at);
+        Some(match update {
+            TaskUpdate::Accepted {
+                department_case_number,
+            } => {
+                if rank(self.before) >= rank(TaskStatus::AcceptedByDepartment as i32) {
+                    return None;
+                }
+                number(&department_case_number, task);
+                self.entry(
+                    EventKind::TaskAcceptedByDepartment,
+                    format!("{name} accepted as {department_case_number}"),
+                    events,
+                );
+                TaskStatus::AcceptedByDepartment
+            }
+            TaskUpdate::Progress {
+                department_case_number,
+                step,
+            } => {
+                // A step never takes a task back from waiting on the applicant (a late or repeated
+                // progress message); after a decision it is stale.
+                let working = matches!(
+                    TaskStatus::try_from(self.before),
+                    Ok(TaskStatus::Ready
+                        | TaskStatus::Dispatched
+                        | TaskStatus::AcceptedByDepartment
+                        | TaskStatus::InReview)
+                );
+                if task.step == step || !working {
+                    return None;
+                }
+                self.accepted_first(&department_case_number, task, events);
+                number(&department_case_number, task);
+                task.approval_stage_code = stage_code(&step).to_string();
+                if step.contains(SPECIAL_PROCEDURE) {
+                    open_pause(task, SPECIAL_PROCEDURE, at);
+                } else {
+                    close_pauses(task, Some(SPECIAL_PROCEDURE), at);
+                }
+                task.step = step.clone();
+                self.entry(EventKind::TaskProgress, format!("{name}: {step}"), events);
+                TaskStatus::InReview
+            }
+            TaskUpdate::Approved {
+                department_case_number,
+                documents,
+            } => {
+                self.accepted_first(&department_case_number, task, events);
+                number(&department_case_number, task);
+                let names: Vec<String> = documents
+                    .iter()
+                    .map(|d| format!("{} {}", d.name, d.number))
+                    .collect();
+                task.conclusion_code = if documents.is_empty() { "6" } else { "0" }.into();
+                decided(task, decided_at, at);
+                task.results = documents;
+                self.entry(
+                    EventKind::TaskApproved,
+                    format!("{name} approved: {}", names.join(", ")),
+                    events,
+                );
+                TaskStatus::Approved
+            }
+            TaskUpdate::Rejected {
+                department_case_number,
+                reasons,
+            } => {
+                self.accepted_first(&department_case_number, task, events);
+                number(&department_case_number, task);
+                self.entry(
+                    EventKind::TaskRejected,
+                    format!("{name} rejected: {}", reasons.join("; ")),
+                    events,
+                );
+                task.reasons = reasons;
+                task.conclusion_code = "1".into();
+                decided(task, decided_at, at);
+                TaskStatus::Rejected
+            }
+            TaskUpdate::Supplement {
+                department_case_number,
+                materials,
+            } => {
+                if self.before == TaskStatus::SupplementRequired as i32
+                    && task.materials_requested == materials
+                {
+                    return None;
+                }
+                self.accepted_first(&department_case_number, task, events);
+                number(&department_case_number, task);
+                self.entry(
+                    EventKind::TaskSupplementRequired,
+                    format!("{name} asks for: {}", materials.join("、")),
+                    events,
+                );
+                task.materials_requested = materials;
+                open_pause(task, SUPPLEMENT, at);
+                TaskStatus::SupplementRequired
+            }
+            TaskUpdate::Refused { reasons } => {
+                if self.before == TaskStatus::Refused as i32 {
+                    return None;
+                }
+                self.entry(
+                    EventKind::TaskRefused,
+                    format!(
+                        "{name} refused by the department's system: {}",
+                        reasons.join("; ")
+                    ),
+                    events,
+                );
+                task.reasons = reasons;
+                TaskStatus::Refused
+            }
+        })
+    }
+}
+
+/// Records the department's case number on the task, when it gave one.
+fn number(n: &str, task: &mut crate::proto::v1::Task) {
+    if !n.is_empty() {
+        task.department_case_number = n.to_string();
+    }
 }
 
 /// Sets READY the waiting tasks whose every prerequisite is approved, starting their legal
