@@ -305,66 +305,16 @@ impl Clocks {
         // The promised deadline rests on the assumed years its own dates reach.
         task.promised_deadline_provisional = assumed.iter().any(|y| *y <= reach(promised_day));
         let name = format!("{} ({})", task.item_code, task.department);
-        let provisional_note = if assumed.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " (provisional: {} counted Monday–Friday until its holiday notice is loaded)",
-                years_list(&assumed)
-            )
+        let recount = Recount {
+            was,
+            before,
+            old_promised,
+            old_legal,
+            promised_days: promised.amount,
+            promised_day,
+            legal_day,
         };
-        // Fewer years assumed than before, and their notices loaded now: confirmed. Said once,
-        // whichever replica gets here first (the case is locked), with what it confirmed or
-        // moved. (A released task that no longer reaches a year its estimate did confirms
-        // nothing: that year is still not loaded.)
-        let confirmed: BTreeSet<i32> = was
-            .difference(&assumed)
-            .copied()
-            .filter(|y| calendar.has_year(*y))
-            .collect();
-        if !confirmed.is_empty() {
-            let change = |old: &str, new: &str| {
-                if old == new {
-                    format!("{new} confirmed")
-                } else {
-                    format!("{old} → {new}")
-                }
-            };
-            push(
-                EventKind::DeadlineConfirmed,
-                format!(
-                    "{name}: the {} calendar is loaded; promised deadline {}, legal deadline {}{provisional_note}",
-                    years_list(&confirmed),
-                    change(&old_promised, &task.promised_deadline),
-                    change(&old_legal, &task.legal_deadline),
-                ),
-            );
-        }
-        match before {
-            None => push(
-                EventKind::TaskClockStarted,
-                format!(
-                    "{name}: promised by {promised_day}, legal limit {legal_day} ({} working days promised){provisional_note}",
-                    promised.amount
-                ),
-            ),
-            // Apart from a calendar being loaded, only a pause moves a deadline.
-            Some(old) if old != promised_day && confirmed.is_empty() => {
-                let moved = calendar
-                    .reckon(|c| {
-                        c.working_days_between(old.min(promised_day), old.max(promised_day))
-                    })
-                    .map_or(0, |r| r.value);
-                let paused_days: i32 = task.pauses.iter().map(|p| p.working_days).sum();
-                push(
-                    EventKind::TaskDeadlineMoved,
-                    format!(
-                        "{name}: promised deadline moved by {moved} working days to {promised_day} (paused {paused_days} working days in all){provisional_note}"
-                    ),
-                );
-            }
-            Some(_) => {}
-        }
+        deadline_entries(&calendar, task, &name, &assumed, &recount, &mut push);
         row.due_ms = Some(promised_due.timestamp_millis());
         row.provisional = !assumed.is_empty();
         let due = Due {
@@ -377,6 +327,91 @@ impl Clocks {
         };
         self.alerts(&calendar, task, &mut row, &due, now, &mut push);
         Some((events, row))
+    }
+}
+
+/// What a recount of a task's deadlines compares: the years assumed before, the promised last
+/// day and the deadlines recorded before, and the new ones.
+struct Recount {
+    was: BTreeSet<i32>,
+    before: Option<chrono::NaiveDate>,
+    old_promised: String,
+    old_legal: String,
+    promised_days: u32,
+    promised_day: chrono::NaiveDate,
+    legal_day: chrono::NaiveDate,
+}
+
+/// The history of a recount: the clock started, a deadline moved by a pause, or provisional
+/// deadlines confirmed once their year's notice is loaded (said once, whichever replica gets
+/// there first).
+fn deadline_entries(
+    calendar: &crate::calendar::Calendar,
+    task: &Task,
+    name: &str,
+    assumed: &BTreeSet<i32>,
+    r: &Recount,
+    push: &mut dyn FnMut(EventKind, String),
+) {
+    let (promised_day, legal_day) = (r.promised_day, r.legal_day);
+    let provisional_note = if assumed.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (provisional: {} counted Monday–Friday until its holiday notice is loaded)",
+            years_list(assumed)
+        )
+    };
+    // Fewer years assumed than before, and their notices loaded now: confirmed. Said once,
+    // whichever replica gets here first (the case is locked), with what it confirmed or
+    // moved. (A released task that no longer reaches a year its estimate did confirms
+    // nothing: that year is still not loaded.)
+    let confirmed: BTreeSet<i32> = r
+        .was
+        .difference(assumed)
+        .copied()
+        .filter(|y| calendar.has_year(*y))
+        .collect();
+    if !confirmed.is_empty() {
+        let change = |old: &str, new: &str| {
+            if old == new {
+                format!("{new} confirmed")
+            } else {
+                format!("{old} → {new}")
+            }
+        };
+        push(
+            EventKind::DeadlineConfirmed,
+            format!(
+                "{name}: the {} calendar is loaded; promised deadline {}, legal deadline {}{provisional_note}",
+                years_list(&confirmed),
+                change(&r.old_promised, &task.promised_deadline),
+                change(&r.old_legal, &task.legal_deadline),
+            ),
+        );
+    }
+    match r.before {
+        None => push(
+            EventKind::TaskClockStarted,
+            format!(
+                "{name}: promised by {promised_day}, legal limit {legal_day} ({} working days promised){provisional_note}",
+                r.promised_days
+            ),
+        ),
+        // Apart from a calendar being loaded, only a pause moves a deadline.
+        Some(old) if old != promised_day && confirmed.is_empty() => {
+            let moved = calendar
+                .reckon(|c| c.working_days_between(old.min(promised_day), old.max(promised_day)))
+                .map_or(0, |r| r.value);
+            let paused_days: i32 = task.pauses.iter().map(|p| p.working_days).sum();
+            push(
+                EventKind::TaskDeadlineMoved,
+                format!(
+                    "{name}: promised deadline moved by {moved} working days to {promised_day} (paused {paused_days} working days in all){provisional_note}"
+                ),
+            );
+        }
+        Some(_) => {}
     }
 }
 
