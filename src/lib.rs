@@ -51,6 +51,7 @@
 
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod bus;
 pub mod calendar;
 pub mod case;

@@ -15,6 +15,7 @@ use super::intake::IntakeConfig;
 use super::observe::{LogConfig, MetricsConfig, TracingConfig};
 use super::server::{ServerConfig, StoreConfig};
 use super::source::{ConfigProblem, interpolate, key_line, toml_problem};
+use super::trust::{AuthConfig, DevelopmentConfig};
 
 /// Why the gateway configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +72,12 @@ pub struct GatewayConfig {
     /// Export of spans to an OpenTelemetry collector.
     #[serde(default)]
     pub tracing: TracingConfig,
+    /// Caller identity and roles.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Protections turned off for development (each logged loudly at start).
+    #[serde(default)]
+    pub development: DevelopmentConfig,
 }
 
 fn default_catalog_dir() -> PathBuf {
@@ -96,6 +103,8 @@ impl Default for GatewayConfig {
             sla: SlaConfig::default(),
             metrics: MetricsConfig::default(),
             tracing: TracingConfig::default(),
+            auth: AuthConfig::default(),
+            development: DevelopmentConfig::default(),
         }
     }
 }

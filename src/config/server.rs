@@ -17,6 +17,13 @@ pub struct ServerConfig {
     /// Largest request accepted, in bytes; larger requests get `RESOURCE_EXHAUSTED`.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
+    /// Address of the internal listener: `AdminService`, server reflection and health, for
+    /// operators and probes; keep it on loopback or the cluster's internal network.
+    #[serde(default = "default_admin_listen")]
+    pub admin_listen: SocketAddr,
+    /// TLS for both listeners (required unless `[development] plaintext`).
+    #[serde(default)]
+    pub tls: super::trust::TlsConfig,
 }
 
 /// Which store holds cases.
@@ -44,6 +51,9 @@ pub enum StoreConfig {
 fn default_listen() -> SocketAddr {
     "127.0.0.1:50051".parse().expect("literal address")
 }
+fn default_admin_listen() -> SocketAddr {
+    "127.0.0.1:50052".parse().expect("literal address")
+}
 fn default_max_message_bytes() -> usize {
     4 * 1024 * 1024
 }
@@ -59,6 +69,8 @@ impl Default for ServerConfig {
         Self {
             listen: default_listen(),
             max_message_bytes: default_max_message_bytes(),
+            admin_listen: default_admin_listen(),
+            tls: Default::default(),
         }
     }
 }
