@@ -66,6 +66,14 @@ pub struct ItemLabels {
     pub item: String,
 }
 
+/// A refused call: its method (`Service/Method`, `other` for a path not served) and why
+/// (`unauthenticated`, `denied`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    pub method: String,
+    pub reason: String,
+}
+
 /// A background worker of the gateway.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WorkerLabels {
@@ -102,6 +110,7 @@ pub struct Meters {
     pub results_received: Family<ResultLabels, Counter>,
     pub tasks_repaired: Family<DepartmentLabels, Counter>,
     pub worker_restarts: Family<WorkerLabels, Counter>,
+    pub auth_refusals: Family<RefusalLabels, Counter>,
 }
 
 /// The process's meters (one registry per process, as Prometheus clients keep).
@@ -118,6 +127,12 @@ pub fn meters() -> &'static Meters {
         let results_received = Family::<ResultLabels, Counter>::default();
         let tasks_repaired = Family::<DepartmentLabels, Counter>::default();
         let worker_restarts = Family::<WorkerLabels, Counter>::default();
+        let auth_refusals = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "auth_refusals",
+            "Calls refused by the policy layer or a hall scope check (each has an audit record), by method and reason (unauthenticated, denied).",
+            auth_refusals.clone(),
+        );
         registry.register(
             "worker_restarts",
             "Gateway workers (relay, results, sweeper, push, stall detector, calendar watch) started again after they stopped.",
@@ -174,6 +189,7 @@ pub fn meters() -> &'static Meters {
             results_received,
             tasks_repaired,
             worker_restarts,
+            auth_refusals,
         }
     });
     &METERS
