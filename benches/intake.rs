@@ -203,8 +203,16 @@ async fn start_gateway(store: StoreConfig) -> Server {
             relay: false,
             ..Default::default()
         },
+        // What is measured here is intake and the store, against an empty handler on the same
+        // plaintext transport; TLS against plaintext is benches/overload.rs's comparison.
+        development: yichuang::config::DevelopmentConfig {
+            plaintext: true,
+            ..Default::default()
+        },
         ..GatewayConfig::default()
     };
+    let mut config = config;
+    config.server.admin_listen = "127.0.0.1:0".parse().unwrap();
     let gateway = Arc::new(Gateway::from_config(&config).await.expect("gateway"));
     Server::start(gateway).await
 }

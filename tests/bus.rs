@@ -206,7 +206,7 @@ async fn dead_letters_are_listed_replayed_once_and_purged() {
     let (names, channel) = (&broker.names, broker.channel.clone());
     // The gateway whose AdminService the command calls, and whose store records the action.
     let gw = gateway_on(&broker.bus).await;
-    let server = format!("http://{}", gw.addr);
+    let server = format!("https://{}", gw.admin_addr);
     let dlq = |args: &[&str]| {
         let mut all = vec!["dlq", "--server", server.as_str()];
         all.extend_from_slice(args);
@@ -289,18 +289,16 @@ async fn dead_letters_are_listed_replayed_once_and_purged() {
 }
 
 /// The same operations through `AdminService`: listed by department and reason, one message
-/// replayed by its id exactly once, recorded with the operator and the caller's address; a request that
-/// names no operator, no selection or an unknown department changes nothing.
+/// replayed by its id exactly once, recorded with the authenticated caller, the person it names
+/// and the caller's address; a request that names no selection or an unknown department changes
+/// nothing.
 #[tokio::test]
 async fn dead_letters_through_the_admin_service_are_replayed_once_and_audited() {
-    use yichuang::proto::v1::admin_service_client::AdminServiceClient;
     use yichuang::proto::v1::{DeadLetterActionRequest, ListDeadLettersRequest};
     let broker = two_dead_letters().await;
     let (names, channel) = (&broker.names, broker.channel.clone());
     let gw = gateway_on(&broker.bus).await;
-    let mut admin = AdminServiceClient::connect(format!("http://{}", gw.addr))
-        .await
-        .unwrap();
+    let mut admin = testkit::gateway::admin(gw.admin_addr).await;
     let listed = admin
         .list_dead_letters(ListDeadLettersRequest {
             department: "scjg".into(),
@@ -335,7 +333,6 @@ async fn dead_letters_through_the_admin_service_are_replayed_once_and_audited() 
         r
     };
     for (bad, what) in [
-        (request(|r| r.operator.clear()), "no operator"),
         (request(|r| r.message_ids.clear()), "no selection"),
         (request(|r| r.all = true), "two selections"),
         (
@@ -393,7 +390,7 @@ async fn dead_letters_through_the_admin_service_are_replayed_once_and_audited() 
     assert!(
         actions
             .iter()
-            .all(|a| a.operator == "ops-li" && a.origin.starts_with("grpc@127.0.0.1")),
+            .all(|a| a.operator == "operator for ops-li" && a.origin.starts_with("grpc@127.0.0.1")),
         "{actions:?}"
     );
     gw.stop().await;

@@ -100,8 +100,11 @@ fn start_server_with(data: &Path, port: u16, extra: &str) -> Server {
     std::fs::write(
         &config,
         format!(
-            "catalog_dir = \"{root}/config/catalog\"\ncalendar_dir = \"{root}/config/calendar\"\n[server]\nlisten = \"127.0.0.1:{port}\"\n[store]\nkind = \"sqlite\"\npath = \"{db}\"\n[log]\nformat = \"json\"\nlevel = \"{level}\"\n{extra}",
+            "catalog_dir = \"{root}/config/catalog\"\ncalendar_dir = \"{root}/config/calendar\"\n[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:0\"\n[server.tls]\ncert = \"{cert}\"\nkey = \"{key}\"\nclient_ca = \"{ca}\"\n[store]\nkind = \"sqlite\"\npath = \"{db}\"\n[log]\nformat = \"json\"\nlevel = \"{level}\"\n{extra}",
             root = repo().display(),
+            cert = testkit::pki::server_files().0.display(),
+            key = testkit::pki::server_files().1.display(),
+            ca = testkit::pki::ca_file().display(),
             db = data.join("cases.db").display(),
             level = testkit::logfile::SUITE_FILTER,
         ),
@@ -114,7 +117,7 @@ fn start_server_with(data: &Path, port: u16, extra: &str) -> Server {
         .stderr(testkit::child_log("serve"))
         .spawn()
         .expect("starts the gateway");
-    let url = format!("http://127.0.0.1:{port}");
+    let url = format!("https://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(20);
     while yichuang!(&["case", "list", "--server", &url, "--page-size", "1"])
         .status
@@ -356,7 +359,6 @@ fn exit_within(child: &mut Child, within: Duration) -> std::process::ExitStatus 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_the_gateway_in_order_and_tells_open_feeds_to_reconnect() {
     use yichuang::proto::v1::WindowFeedRequest;
-    use yichuang::proto::v1::case_service_client::CaseServiceClient;
 
     let data = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -374,9 +376,7 @@ async fn sigterm_stops_the_gateway_in_order_and_tells_open_feeds_to_reconnect() 
     let (hall, window) = ("640100-DT01".to_string(), "W03".to_string());
 
     // A window keeps its feed open, as windows do all day.
-    let mut client = CaseServiceClient::connect(server.url.clone())
-        .await
-        .unwrap();
+    let mut client = testkit::gateway::connect(format!("127.0.0.1:{port}").parse().unwrap()).await;
     let mut feed = client
         .window_feed(WindowFeedRequest {
             hall_code: hall,

@@ -130,9 +130,11 @@ async fn a_window_feed_resumes_from_its_cursor(backend: Backend) {
     assert_eq!(seen, missed, "what it missed, nothing twice");
     quiet(&mut stream).await;
 
-    // The platform feed (no hall) has both cases, each entry once.
-    let mut platform = gw
-        .client
+    // The platform's feed (no hall: every hall) has both cases, each entry once.
+    let mut platform_client =
+        testkit::gateway::connect_as(gw.addr, Some(&testkit::pki::Who::Platform)).await;
+    let mut platform = platform_client
+        .clone()
         .window_feed(WindowFeedRequest::default())
         .await
         .unwrap()
@@ -172,8 +174,7 @@ async fn a_window_feed_resumes_from_its_cursor(backend: Backend) {
     assert!(live[0].cursor > got.last().unwrap().cursor);
 
     // Bad requests say what is wrong.
-    let e = gw
-        .client
+    let e = platform_client
         .window_feed(WindowFeedRequest {
             hall_code: String::new(),
             window_code: "W03".into(),

@@ -9,7 +9,6 @@ use prost::Message;
 use testkit::example;
 use testkit::gateway::{Backend, TestGateway};
 use yichuang::config::BusConfig;
-use yichuang::proto::v1::admin_service_client::AdminServiceClient;
 use yichuang::proto::v1::{
     CaseStatus, GetCaseRequest, ResultDocument, StatusRequest, SubmitRequest, TaskMessage,
     TaskStatus, submit_response::Outcome,
@@ -113,9 +112,7 @@ async fn kai_canguan_tasks_reach_scjg_and_xf_with_their_headers(backend: Backend
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(gw.gateway.store.outbox_backlog().await.unwrap(), 0);
-    let mut admin = AdminServiceClient::connect(format!("http://{}", gw.addr))
-        .await
-        .unwrap();
+    let mut admin = testkit::gateway::admin(gw.admin_addr).await;
     let status = admin.status(StatusRequest {}).await.unwrap().into_inner();
     assert!(
         status.broker_connected && status.outbox_backlog == 0,
@@ -240,9 +237,7 @@ async fn submit_keeps_accepting_while_the_broker_is_unreachable(backend: Backend
     // SP-JY, XF-JC and QY-SL wait in the outbox; the four waiting tasks are not ready yet.
     assert_eq!(gw.gateway.store.outbox_backlog().await.unwrap(), 3);
     // Operators see it: the store answers, the broker does not, three tasks are waiting.
-    let mut admin = AdminServiceClient::connect(format!("http://{}", gw.addr))
-        .await
-        .unwrap();
+    let mut admin = testkit::gateway::admin(gw.admin_addr).await;
     let status = admin.status(StatusRequest {}).await.unwrap().into_inner();
     assert!(
         status.store_ok && status.relay_enabled && !status.broker_connected,

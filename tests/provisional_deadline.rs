@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use testkit::gateway::{Backend, TestGateway};
-use yichuang::proto::v1::admin_service_client::AdminServiceClient;
 use yichuang::proto::v1::submit_response::Outcome;
 use yichuang::proto::v1::{
     CalendarStatus, Case, CaseEvent, GetCaseRequest, ListCasesRequest, Receipt, StatusRequest,
@@ -108,9 +107,7 @@ async fn until(
 }
 
 async fn calendar_status(gw: &TestGateway) -> CalendarStatus {
-    let mut admin = AdminServiceClient::connect(format!("http://{}", gw.addr))
-        .await
-        .expect("admin client");
+    let mut admin = testkit::gateway::admin(gw.admin_addr).await;
     admin
         .status(StatusRequest {})
         .await

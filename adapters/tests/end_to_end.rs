@@ -19,7 +19,6 @@ use testkit::adapter::{Adapter, department, secret_file};
 use testkit::broker::{Broker, bus};
 use testkit::db::{Schema, pg_url, split_password};
 use testkit::server::listener;
-use yichuang::proto::v1::case_service_client::CaseServiceClient;
 use yichuang::proto::v1::{
     CaseStatus, DeliverRequest, FileRef, GetCaseRequest, IdType, Material, MaterialForm, Pickup,
     SubmitRequest, SupplementRequest, TaskStatus, WindowFeedRequest, deliver_request::How,
@@ -66,7 +65,7 @@ async fn platform_push(
 /// A window's feed client that drops its stream after every `every` events and reconnects
 /// with the last cursor it saw; every event it received, as `<case>:<seq>`.
 async fn window_feed(
-    endpoint: String,
+    addr: std::net::SocketAddr,
     hall: String,
     window: String,
     every: usize,
@@ -75,10 +74,7 @@ async fn window_feed(
 ) {
     let mut cursor = 0;
     loop {
-        let Ok(mut client) = CaseServiceClient::connect(endpoint.clone()).await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
+        let mut client = testkit::gateway::connect(addr).await;
         let Ok(stream) = client
             .window_feed(WindowFeedRequest {
                 hall_code: hall.clone(),
@@ -223,14 +219,14 @@ async fn qiye_kaiban_goes_through_five_departments_and_a_supplement_to_delivery_
     config.platform.push_url = format!("{platform_endpoint}/push");
     config.platform.secret = PLATFORM_SECRET.into();
     let serving = testkit::gateway::TestGateway::serve(&config).await;
-    let (endpoint, mut client) = (serving.endpoint.clone(), serving.client.clone());
+    let (addr, mut client) = (serving.addr, serving.client.clone());
 
     let submission: yichuang::proto::v1::Submission = testkit::example("qiye-kaiban");
     // The accepting window follows its feed from the start, dropping the stream every 3 events.
     let feed_seen = Arc::new(Mutex::new(Vec::new()));
     let reconnects = Arc::new(Mutex::new(0));
     let feed = tokio::spawn(window_feed(
-        endpoint.clone(),
+        addr,
         submission.hall_code.clone(),
         submission.window_code.clone(),
         3,

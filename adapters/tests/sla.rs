@@ -16,7 +16,6 @@ use testkit::broker::{Broker, bus};
 use testkit::db::Schema;
 use testkit::gateway::TestGateway;
 use testkit::server::listener;
-use yichuang::proto::v1::admin_service_client::AdminServiceClient;
 use yichuang::proto::v1::case_service_client::CaseServiceClient;
 use yichuang::proto::v1::{
     CaseEvent, CaseStatus, GetCaseRequest, Material, MaterialForm, OnTimeRatesRequest,
@@ -130,7 +129,6 @@ async fn a_late_department_gets_one_yellow_and_one_red_alert_and_a_supplement_mo
         let now: yichuang::clock::Now = Arc::new(move || c.now());
         replicas.push(TestGateway::serve_with_clock(&config, now).await);
     }
-    let endpoints: Vec<String> = replicas.iter().map(|r| r.endpoint.clone()).collect();
     let metrics: Vec<_> = replicas
         .iter()
         .map(|r| r.gateway.metrics_addr.unwrap())
@@ -238,9 +236,7 @@ async fn a_late_department_gets_one_yellow_and_one_red_alert_and_a_supplement_mo
     );
 
     // The late decision counts against 市场监管's on-time rate for SP-JY.
-    let mut admin = AdminServiceClient::connect(endpoints[1].clone())
-        .await
-        .unwrap();
+    let mut admin = testkit::gateway::admin(replicas[1].admin_addr).await;
     let rates = admin
         .on_time_rates(OnTimeRatesRequest {
             department: "scjg".into(),

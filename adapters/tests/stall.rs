@@ -48,6 +48,7 @@ async fn a_task_whose_message_was_deleted_by_hand_is_published_again_and_decided
     config.sla.sweep_secs = 0;
     config.stall.after_secs = 3;
     config.stall.check_secs = 1;
+    testkit::gateway::secure(&mut config);
     // 消防 has no adapter in this test: its task is left alone.
     config.stall.departments.insert("xf".into(), 86_400);
     let mut gw = TestGateway::serve(&config).await;

@@ -69,10 +69,24 @@ pub fn example(name: &str) -> yichuang::proto::v1::Submission {
 /// Runs `program` (a binary of the workspace: `env!("CARGO_BIN_EXE_<name>")` in the test) from
 /// the workspace's root; what it wrote on stderr is kept in the suite's log directory, under
 /// the program's name.
+///
+/// The `yichuang` command reaches the kit's gateways as a deployed one does, over TLS with a
+/// client certificate of the kit's CA: the examples' hall for `case`, an operator otherwise.
 pub fn run(program: &str, args: &[&str]) -> Output {
-    let out = std::process::Command::new(program)
-        .args(args)
-        .current_dir(repo())
+    let mut command = std::process::Command::new(program);
+    command.args(args).current_dir(repo());
+    if program.ends_with("/yichuang") {
+        let who = match args.first() {
+            Some(&"case") => pki::Who::examples_hall(),
+            _ => pki::Who::Operator,
+        };
+        let (cert, key) = pki::client_files(&who);
+        command
+            .env("YICHUANG_CA", pki::ca_file())
+            .env("YICHUANG_CERT", cert)
+            .env("YICHUANG_KEY", key);
+    }
+    let out = command
         .output()
         .unwrap_or_else(|e| panic!("runs {program}: {e}"));
     let name = Path::new(program)

@@ -111,11 +111,16 @@ pub fn client(who: &Who) -> Pair {
         .clone()
 }
 
-/// `who`'s certificate and key written as files `<stem>.pem` and `<stem>-key.pem` in
-/// [`dir`], for a process the test starts (the `yichuang` command).
-pub fn client_files(who: &Who, stem: &str) -> (PathBuf, PathBuf) {
-    let pair = client(who);
-    pair.write(dir(), stem).expect("client certificate files");
+/// `who`'s certificate and key as files in [`dir`] (written once per process), for a process
+/// the test starts (the `yichuang` command).
+pub fn client_files(who: &Who) -> (PathBuf, PathBuf) {
+    static WRITTEN: Mutex<Vec<Who>> = Mutex::new(Vec::new());
+    let stem = format!("client-{}", who.name_and_uri().0);
+    let mut written = WRITTEN.lock().expect("client certificate files");
+    if !written.contains(who) {
+        client(who).write(dir(), &stem).expect("client certificate files");
+        written.push(who.clone());
+    }
     (
         dir().join(format!("{stem}.pem")),
         dir().join(format!("{stem}-key.pem")),

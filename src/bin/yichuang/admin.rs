@@ -106,7 +106,8 @@ pub async fn dlq(server: &AdminServer, command: DlqCommand) -> Result<u8, Failur
             d.reason
         )
     };
-    // Until callers are authenticated, the operator is the account at this terminal.
+    // The gateway records the authenticated caller (its certificate or token) as the
+    // operator, and the account at this terminal beside it.
     let operator = std::env::var("SUDO_USER")
         .or_else(|_| std::env::var("USER"))
         .unwrap_or_else(|_| "unknown".into());
