@@ -118,14 +118,13 @@ impl Gateway {
             }
         }
         let policy = crate::auth::Policy::new(&config.auth).map_err(StartError::Trust)?;
-        let authenticator = crate::auth::Authenticator::new(config.auth.jwt.as_ref())
-            .map_err(StartError::Trust)?;
+        let authenticator =
+            crate::auth::Authenticator::new(config.auth.jwt.as_ref()).map_err(StartError::Trust)?;
         let tls = if config.development.plaintext {
             None
         } else {
             let tls = crate::auth::tls::server(&config.server.tls).map_err(StartError::Trust)?;
-            if config.server.tls.client_ca.as_os_str().is_empty() && !authenticator.takes_tokens()
-            {
+            if config.server.tls.client_ca.as_os_str().is_empty() && !authenticator.takes_tokens() {
                 return Err(StartError::Trust(
                     "no way for callers to identify themselves: set [server.tls] client_ca (client certificates) or [auth.jwt] (bearer tokens)".into(),
                 ));

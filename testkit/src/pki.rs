@@ -106,7 +106,10 @@ pub fn client(who: &Who) -> Pair {
         .entry(who.clone())
         .or_insert_with(|| {
             let (name, uri) = who.name_and_uri();
-            pki().authority.client(&name, &uri).expect("a client certificate")
+            pki()
+                .authority
+                .client(&name, &uri)
+                .expect("a client certificate")
         })
         .clone()
 }
@@ -118,7 +121,9 @@ pub fn client_files(who: &Who) -> (PathBuf, PathBuf) {
     let stem = format!("client-{}", who.name_and_uri().0);
     let mut written = WRITTEN.lock().expect("client certificate files");
     if !written.contains(who) {
-        client(who).write(dir(), &stem).expect("client certificate files");
+        client(who)
+            .write(dir(), &stem)
+            .expect("client certificate files");
         written.push(who.clone());
     }
     (
