@@ -35,7 +35,7 @@ SETTLE=${SETTLE:-240}    # seconds allowed after the last fault for every case t
 STORE=${STORE:-sqlite}   # sqlite or postgres
 
 bin="${CARGO_TARGET_DIR:-target}/debug"
-for b in yichuang yichuang-adapter yichuang-sim; do
+for b in yichuang yichuang-adapter yichuang-sim yichuang-dev-certs; do
   [ -x "$bin/$b" ] || { echo "chaos: $bin/$b is missing: build the binaries first (cargo build --workspace --bins)" >&2; exit 1; }
 done
 . target/services.env
@@ -48,7 +48,7 @@ schema="chaos_$$"
 pids=()
 free_port() { "$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 port=$(free_port); adapter_port=$(free_port); platform_port=$(free_port)
-server="http://127.0.0.1:$port"
+server="https://127.0.0.1:$port"
 gateway_pid=""; adapter_pid=""; window_pid=""
 psql_() { sudo_ su postgres -c "PGOPTIONS='-c client_min_messages=warning' psql -p $pg_port -q -v ON_ERROR_STOP=1 ${2:+-d $2} -c \"$1\"" >/dev/null; }
 say() { printf 'chaos: %s\n' "$*"; }
@@ -175,11 +175,20 @@ else
 kind = \"sqlite\"
 path = \"$work/yichuang.db\""
 fi
+# The gateway serves TLS with client certificates, as deployed; the hall's commands call it as
+# the hall's window system.
+"$bin/yichuang-dev-certs" "$work/tls" --client window=urn:yichuang:window:640100-DT01 >/dev/null
+export YICHUANG_CA="$work/tls/ca.pem" YICHUANG_CERT="$work/tls/window.pem" YICHUANG_KEY="$work/tls/window-key.pem"
 cat > "$work/gateway.toml" <<EOF
 catalog_dir = "$PWD/config/catalog"
 calendar_dir = "$PWD/config/calendar"
 [server]
 listen = "127.0.0.1:$port"
+admin_listen = "127.0.0.1:0"
+[server.tls]
+cert = "$work/tls/server.pem"
+key = "$work/tls/server-key.pem"
+client_ca = "$work/tls/ca.pem"
 $store
 [log]
 format = "text"

@@ -28,7 +28,7 @@ free_port() { "$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0
 port=$(free_port)
 adapter_port=$(free_port)
 metrics_port=$(free_port)
-server="http://127.0.0.1:$port"
+server="https://127.0.0.1:$port"
 psql_() { sudo_ su postgres -c "PGOPTIONS='-c client_min_messages=warning' psql -p $pg_port -q -v ON_ERROR_STOP=1 -c \"$1\"" >/dev/null; }
 
 cleanup() {
@@ -111,6 +111,15 @@ export ZRZY_DB_URL=postgres://yichuang@127.0.0.1:$pg_port/yichuang_demo ZRZY_DB_
 export GJJ_WORKLIST="$work/gjj-worklist.db"
 export YICHUANG_AMQP_URL="$amqp" YICHUANG_DATA="$work" YICHUANG_LISTEN="127.0.0.1:$port" YICHUANG_METRICS_LISTEN="127.0.0.1:$metrics_port" YICHUANG_LOG_FORMAT=text
 export YICHUANG_CATALOG_DIR="$PWD/config/catalog" YICHUANG_CALENDAR_DIR="$PWD/config/calendar"
+# The path users take is the secure one: development certificates from a throw-away CA (never
+# for production; docs/security.md), the gateway on TLS checking client certificates, and
+# the commands below calling it as the hall's window system.
+"$bin/yichuang-dev-certs" "$work/tls" \
+  --client window=urn:yichuang:window:640100-DT01 \
+  --client operator=urn:yichuang:operator >/dev/null
+export YICHUANG_TLS_CERT="$work/tls/server.pem" YICHUANG_TLS_KEY="$work/tls/server-key.pem" YICHUANG_TLS_CLIENT_CA="$work/tls/ca.pem"
+export YICHUANG_ADMIN_LISTEN="127.0.0.1:$(free_port)"
+export YICHUANG_CA="$work/tls/ca.pem" YICHUANG_CERT="$work/tls/window.pem" YICHUANG_KEY="$work/tls/window-key.pem"
 cp config/gateway.toml "$work/gateway.toml"
 start gateway "$bin/yichuang" serve --config "$work/gateway.toml"
 deadline=$((SECONDS + 30))
