@@ -39,7 +39,10 @@
 //! - [`gateway`]: the gateway's parts built from [`config`] ([`gateway::Gateway`]).
 //! - [`app`]: the composition root: [`app::serve`] runs a gateway until shutdown, then stops
 //!   it in order.
-//! - [`api`]: the gRPC services (`CaseService`, `AdminService`, health, reflection).
+//! - [`api`]: the gRPC services (`CaseService`, `AdminService`, health, reflection) on the
+//!   windows' and the internal listener.
+//! - [`auth`]: who is calling (client certificate or token) and what they may do: the policy
+//!   layer, the role table, hall scopes, the access log; the listeners' TLS.
 //! - [`config`]: gateway settings and the file:line helpers every loader shares.
 //! - [`observe`], [`metrics`], [`trace`], [`telemetry`]: per-call spans and meters, the
 //!   Prometheus endpoint, W3C trace context on every message, log and span export setup.
