@@ -151,12 +151,55 @@ SERVICE_MONITOR = {
 }
 
 
+# The fields of a cert-manager Certificate (cert-manager.io/v1) the chart may set: its CRD is
+# not in the Kubernetes schemas either, and the check needs no cert-manager installed.
+DURATION = {"type": "string", "pattern": "^([0-9]+(\\.[0-9]+)?(h|m|s|ms))+$"}
+CERTIFICATE = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "additionalProperties": False,
+    "properties": {
+        "apiVersion": {"const": "cert-manager.io/v1"},
+        "kind": {"const": "Certificate"},
+        "metadata": {"type": "object", "required": ["name"]},
+        "spec": {
+            "type": "object",
+            "required": ["secretName", "issuerRef", "dnsNames"],
+            "additionalProperties": False,
+            "properties": {
+                "secretName": {"type": "string", "minLength": 1},
+                "commonName": {"type": "string", "maxLength": 64},
+                "dnsNames": {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
+                "duration": DURATION,
+                "renewBefore": DURATION,
+                "usages": {"type": "array", "items": {"enum": [
+                    "server auth", "client auth", "digital signature", "key encipherment"]}},
+                "privateKey": {"type": "object", "additionalProperties": False, "properties": {
+                    "algorithm": {"enum": ["RSA", "ECDSA", "Ed25519"]},
+                    "size": {"type": "integer"},
+                    "encoding": {"enum": ["PKCS1", "PKCS8"]},
+                    "rotationPolicy": {"enum": ["Never", "Always"]}}},
+                "issuerRef": {"type": "object", "required": ["name"], "additionalProperties": False,
+                              "properties": {"name": {"type": "string", "minLength": 1},
+                                             "kind": {"enum": ["Issuer", "ClusterIssuer"]},
+                                             "group": {"type": "string"}}},
+            },
+        },
+    },
+}
+
+# Custom resources the chart renders, checked against the fields above instead of the
+# Kubernetes schemas (which do not know them).
+CUSTOM = {"monitoring.coreos.com/": SERVICE_MONITOR, "cert-manager.io/": CERTIFICATE}
+
+
 def validate_schemas(docs, where: str, problems: Problems) -> None:
     for template, doc in docs:
         name = f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
+        custom = next((s for g, s in CUSTOM.items() if doc.get("apiVersion", "").startswith(g)), None)
         try:
-            if doc.get("apiVersion", "").startswith("monitoring.coreos.com/"):
-                jsonschema.validate(doc, SERVICE_MONITOR)
+            if custom is not None:
+                jsonschema.validate(doc, custom)
             else:
                 kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
         except kubernetes_validate.SchemaNotFoundError as e:
@@ -308,12 +351,16 @@ GATEWAY_KEYS = {
     "": {"catalog_dir", "calendar_dir"},
     "store": {"kind", "url", "schema", "pool_size", "path"},
     "tracing": {"otlp_endpoint", "sampling_ratio", "service_name"},
+    # src/config/trust.rs: DevelopmentConfig (the shipped file shows plaintext only).
+    "development": {"plaintext", "unchecked_results"},
 }
 
 
 def gateway_keys() -> dict[str, set[str]]:
     """The keys the gateway knows, from the shipped, documented config/gateway.toml."""
-    shipped = tomllib.loads((ROOT / "config" / "gateway.toml").read_text())
+    # Variables become their defaults first: some stand for a bare value (a boolean).
+    text = (ROOT / "config" / "gateway.toml").read_text()
+    shipped = tomllib.loads(VAR.sub(lambda m: m.group(2)[2:] if m.group(2) else "x", text))
     keys = {k: set(v) for k, v in GATEWAY_KEYS.items()}
     for table, body in shipped.items():
         if isinstance(body, dict):
@@ -329,6 +376,7 @@ def check_configuration(docs, where: str, problems: Problems) -> None:
     deployments = {d["metadata"]["name"]: d for d in by_kind(docs, "Deployment")}
     known = gateway_keys()
     for name, d in deployments.items():
+        check_mounted_paths(d, where, problems)
         files = mounted_files(d, docs)
         c = containers(d)[0]
         env, env_from = container_env(c)
@@ -481,7 +529,11 @@ def expectations(name: str, docs, problems: Problems) -> None:
         expect(adapters == SHIPPED_DEPARTMENTS, f"an adapter per shipped department, got {adapters}")
         expect(not sims, f"no simulator without demo, got {sims}")
         expect({"HorizontalPodAutoscaler", "PodDisruptionBudget", "PersistentVolumeClaim"} <= kinds, f"HPA, PDB and gjj's claim, got {sorted(kinds)}")
-        expect("ServiceMonitor" not in kinds and "NetworkPolicy" not in kinds, "no ServiceMonitor or NetworkPolicy unless asked")
+        expect("ServiceMonitor" not in kinds, "no ServiceMonitor unless asked")
+        policies = {n["metadata"]["name"] for n in by_kind(docs, "NetworkPolicy")}
+        expect(policies == {f"{RELEASE}-gateway", *(f"{RELEASE}-adapter-{c}" for c in adapters)},
+               f"NetworkPolicies on by default, for the gateway and each adapter, got {sorted(policies)}")
+        expect_trust(docs, expect)
     elif name == "demo":
         expect(sims == sorted(set(SHIPPED_DEPARTMENTS) - {"gjj"}), f"a simulator per department but gjj, got {sims}")
         scjg = containers(deployments[f"{RELEASE}-adapter-scjg"])[0]
@@ -495,10 +547,51 @@ def expectations(name: str, docs, problems: Problems) -> None:
         ingress = by_kind(docs, "Ingress")
         expect(len(ingress) == 1 and ingress[0]["spec"].get("tls"), "an Ingress with TLS")
         expect(len(by_kind(docs, "ServiceMonitor")) == 2, "ServiceMonitors for the gateway and the adapters")
-        expect(len(by_kind(docs, "NetworkPolicy")) == 2, "NetworkPolicies for the gateway and the adapters")
+        expect(len(by_kind(docs, "NetworkPolicy")) == 1 + len(adapters), "NetworkPolicies for the gateway and each adapter")
+        expect_trust(docs, expect)
         gateway = next(c for c in by_kind(docs, "ConfigMap") if c["metadata"]["name"] == f"{RELEASE}-gateway")
         users = tomllib.loads(VAR.sub("x", gateway["data"]["gateway.toml"]))["bus"]["department_users"]
         expect(users == {c: f"adapter-{c}" for c in adapters}, f"each department's results checked against its user, got {users}")
+
+
+def expect_trust(docs, expect) -> None:
+    """Both listeners over TLS, the internal one on a ClusterIP Service of its own, the
+    certificates mounted where the environment says, TLS to the broker and the database."""
+    services = {s["metadata"]["name"]: s for s in by_kind(docs, "Service")}
+    public = {p["name"] for p in services[f"{RELEASE}-gateway"]["spec"]["ports"]}
+    expect(public == {"grpc"}, f"the gateway's Service carries the windows' port only, got {sorted(public)}")
+    internal = services.get(f"{RELEASE}-gateway-internal")
+    expect(internal is not None and internal["spec"].get("type", "ClusterIP") == "ClusterIP"
+           and {p["name"] for p in internal["spec"]["ports"]} == {"admin", "metrics"},
+           "an internal ClusterIP Service with the admin and metrics ports")
+    gateway = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == f"{RELEASE}-gateway")
+    c = containers(gateway)[0]
+    env = {e["name"]: e.get("value") for e in c.get("env", [])}
+    for var in ("YICHUANG_TLS_CERT", "YICHUANG_TLS_KEY", "YICHUANG_TLS_CLIENT_CA"):
+        expect(bool(env.get(var)), f"the gateway's {var} is set")
+    for p in ("startupProbe", "readinessProbe", "livenessProbe"):
+        expect("grpc" not in c.get(p, {}), f"the gateway's {p} does not use the kubelet's plaintext gRPC probe")
+    config = next(m for m in by_kind(docs, "ConfigMap") if m["metadata"]["name"] == f"{RELEASE}-gateway")
+    toml = tomllib.loads(VAR.sub("x", config["data"]["gateway.toml"]))
+    expect(toml["bus"]["url"].startswith("amqps://"), "AMQPS to RabbitMQ")
+    expect("sslmode=verify-full" in toml["store"]["url"], "PostgreSQL with sslmode=verify-full")
+    expect(toml["development"] == {"plaintext": False, "unchecked_results": False}, "no development switch")
+
+
+def check_mounted_paths(d: dict, where: str, problems: Problems) -> None:
+    """Every file the environment names under /etc/yichuang/tls is a key a volume mounts there."""
+    spec = d["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    for c in spec["containers"]:
+        mounted = set()
+        for m in c.get("volumeMounts", []):
+            secret = volumes.get(m["name"], {}).get("secret")
+            if secret:
+                mounted |= {f"{m['mountPath']}/{i['path']}" for i in secret.get("items", [])}
+        for e in c.get("env", []):
+            value = e.get("value") or ""
+            if value.startswith("/etc/yichuang/tls/") and value not in mounted:
+                problems.add(where, f"Deployment/{d['metadata']['name']}: {e['name']} names {value}, which no Secret volume mounts")
 
 
 def check_image(problems: Problems) -> None:

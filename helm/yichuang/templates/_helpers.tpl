@@ -61,7 +61,7 @@ configuration (YICHUANG_AMQP_USER, YICHUANG_AMQP_PASSWORD). "/" is the default v
 */}}
 {{- define "yichuang.amqpUrl" -}}
 {{- $r := .Values.rabbitmq -}}
-{{- printf "amqp://${YICHUANG_AMQP_USER}:${YICHUANG_AMQP_PASSWORD}@%s:%v/%s" (required "rabbitmq.host: the RabbitMQ cluster's AMQP host" $r.host) $r.port (urlquery $r.vhost) }}
+{{- printf "%s://${YICHUANG_AMQP_USER}:${YICHUANG_AMQP_PASSWORD}@%s:%v/%s" ($r.tls.enabled | ternary "amqps" "amqp") (required "rabbitmq.host: the RabbitMQ cluster's AMQP host" $r.host) $r.port (urlquery $r.vhost) }}
 {{- end }}
 
 {{/* The [bus] settings shared by the gateway and the adapters: they declare the same queues. */}}
@@ -71,6 +71,9 @@ prefix = {{ .Values.rabbitmq.prefix | toJson }}
 delivery_limit = {{ .Values.rabbitmq.deliveryLimit | int }}
 retry_delays_secs = [{{ range $i, $d := .Values.rabbitmq.retryDelaysSecs }}{{ if $i }}, {{ end }}{{ $d | int }}{{ end }}]
 timeout_secs = {{ .Values.rabbitmq.timeoutSecs | int }}
+{{- if and .Values.rabbitmq.tls.enabled .Values.rabbitmq.tls.caSecret }}
+ca_file = "${YICHUANG_AMQP_CA_FILE}"
+{{- end }}
 {{- end }}
 
 {{/*
@@ -88,6 +91,90 @@ The environment variables holding a RabbitMQ user's name and password, from its 
     secretKeyRef:
       name: {{ .secret }}
       key: {{ .passwordKey | default "password" }}
+{{- end }}
+
+{{/*
+A CA certificate from a Secret, mounted at /etc/yichuang/tls/<dir>/ca.crt:
+(dict "name" "postgresql-ca" "secret" "…" "key" "ca.crt"). Volume and mount.
+*/}}
+{{- define "yichuang.caVolume" -}}
+- name: {{ .name }}
+  secret:
+    secretName: {{ .secret }}
+    defaultMode: 0440
+    items:
+      - key: {{ .key | default "ca.crt" }}
+        path: ca.crt
+{{- end }}
+
+{{/* The broker's CA, where the bus checks its certificate: env, volume, mount (or nothing). */}}
+{{- define "yichuang.amqpCaEnv" -}}
+{{- if and .Values.rabbitmq.tls.enabled .Values.rabbitmq.tls.caSecret }}
+- name: YICHUANG_AMQP_CA_FILE
+  value: /etc/yichuang/tls/rabbitmq/ca.crt
+{{- end }}
+{{- end }}
+{{- define "yichuang.amqpCaVolume" -}}
+{{- if and .Values.rabbitmq.tls.enabled .Values.rabbitmq.tls.caSecret }}
+{{- include "yichuang.caVolume" (dict "name" "rabbitmq-ca" "secret" .Values.rabbitmq.tls.caSecret "key" .Values.rabbitmq.tls.caKey) }}
+{{- end }}
+{{- end }}
+{{- define "yichuang.amqpCaMount" -}}
+{{- if and .Values.rabbitmq.tls.enabled .Values.rabbitmq.tls.caSecret }}
+- name: rabbitmq-ca
+  mountPath: /etc/yichuang/tls/rabbitmq
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* The libpq TLS settings of a PostgreSQL connection string: sslmode and sslrootcert. */}}
+{{- define "yichuang.pgTls" -}}
+{{- $t := .Values.postgresql.tls -}}
+sslmode={{ $t.sslmode }}{{ if $t.caSecret }} sslrootcert=/etc/yichuang/tls/postgresql/ca.crt{{ end }}
+{{- end }}
+
+{{/*
+What the values may not say, checked once (configmaps.yaml includes it): protections are turned
+off only together with the development flag, and what each protection needs is given.
+*/}}
+{{- define "yichuang.checkTrust" -}}
+{{- $v := .Values }}
+{{- $dev := $v.development.plaintext }}
+{{- if and (not $v.gateway.tls.enabled) (not $dev) }}
+{{- fail "gateway.tls.enabled is false: plaintext gRPC exposes applicants' personal data and every caller's identity; only a development cluster may turn TLS off, with development.plaintext: true (docs/security.md)" }}
+{{- end }}
+{{- if and $v.gateway.tls.enabled (not $v.certManager.enabled) (not $v.gateway.tls.existingSecret) }}
+{{- fail "gateway.tls.existingSecret: the kubernetes.io/tls Secret with the gateway's server certificate (or certManager.enabled to have one issued)" }}
+{{- end }}
+{{- if and $v.certManager.enabled (not $v.certManager.issuerRef.name) }}
+{{- fail "certManager.issuerRef.name: the Issuer or ClusterIssuer that signs the gateway's certificate" }}
+{{- end }}
+{{- if and (not $v.rabbitmq.tls.enabled) (not $dev) }}
+{{- fail "rabbitmq.tls.enabled is false: plain AMQP carries tasks with personal data and the brokers' passwords in the clear; only a development cluster may, with development.plaintext: true" }}
+{{- end }}
+{{- if and (has $v.postgresql.tls.sslmode (list "disable" "prefer")) (not $dev) }}
+{{- fail (printf "postgresql.tls.sslmode %s may connect without TLS; use require, verify-ca or verify-full (only a development cluster may, with development.plaintext: true)" $v.postgresql.tls.sslmode) }}
+{{- end }}
+{{- if and (has $v.postgresql.tls.sslmode (list "verify-ca" "verify-full")) (not $v.postgresql.tls.caSecret) }}
+{{- fail (printf "postgresql.tls.caSecret: sslmode %s checks the server's certificate against a CA; name the Secret holding it" $v.postgresql.tls.sslmode) }}
+{{- end }}
+{{- if and $v.networkPolicy.enabled (not $v.networkPolicy.grpcFrom) }}
+{{- fail "networkPolicy.grpcFrom is empty: no window, platform or ingress could reach the gateway's gRPC port; list their peers (namespace or pod selectors, ipBlock CIDRs), or [{ipBlock: {cidr: 0.0.0.0/0}}] for anywhere" }}
+{{- end }}
+{{- $seen := dict }}
+{{- range $code := include "yichuang.departments" . | fromJsonArray }}
+{{- $user := include "yichuang.departmentUser" (dict "root" $ "code" $code) }}
+{{- if hasKey $seen $user }}
+{{- fail (printf "adapters.departments.%s.rabbitmq.user: %s is also %s's; each department's adapter needs a RabbitMQ user of its own, or one could speak for the other" $code $user (get $seen $user)) }}
+{{- end }}
+{{- $_ := set $seen $user $code }}
+{{- end }}
+{{- end }}
+
+{{/* The RabbitMQ user of a department's adapter: (dict "root" $ "code" "scjg"). */}}
+{{- define "yichuang.departmentUser" -}}
+{{- $d := index .root.Values.adapters.departments .code }}
+{{- (and $d.rabbitmq $d.rabbitmq.user) | default (printf "adapter-%s" .code) }}
 {{- end }}
 
 {{/* The PostgreSQL user's name and password, from its Secret. */}}
