@@ -545,7 +545,11 @@ def expectations(name: str, docs, problems: Problems) -> None:
         expect(deployments[f"{RELEASE}-adapter-scjg"]["spec"]["replicas"] == 2, "two scjg adapters")
         expect(not sims, "no simulators")
         ingress = by_kind(docs, "Ingress")
-        expect(len(ingress) == 1 and ingress[0]["spec"].get("tls"), "an Ingress with TLS")
+        notes = ingress[0]["metadata"].get("annotations", {}) if len(ingress) == 1 else {}
+        expect(notes.get("nginx.ingress.kubernetes.io/ssl-passthrough") == "true"
+               and notes.get("nginx.ingress.kubernetes.io/backend-protocol") == "GRPCS",
+               "an Ingress passing the windows' TLS through to the gateway")
+        expect(len(by_kind(docs, "Certificate")) == 1, "the gateway's certificate from cert-manager")
         expect(len(by_kind(docs, "ServiceMonitor")) == 2, "ServiceMonitors for the gateway and the adapters")
         expect(len(by_kind(docs, "NetworkPolicy")) == 1 + len(adapters), "NetworkPolicies for the gateway and each adapter")
         expect_trust(docs, expect)
