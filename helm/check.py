@@ -373,7 +373,8 @@ def gateway_keys() -> dict[str, set[str]]:
 
 
 def check_configuration(docs, where: str, problems: Problems) -> None:
-    deployments = {d["metadata"]["name"]: d for d in by_kind(docs, "Deployment")}
+    # The Jobs (`yichuang bus users`) read the gateway's configuration as the gateway does.
+    deployments = {d["metadata"]["name"]: d for d in by_kind(docs, "Deployment") + by_kind(docs, "Job")}
     known = gateway_keys()
     for name, d in deployments.items():
         check_mounted_paths(d, where, problems)
@@ -382,16 +383,16 @@ def check_configuration(docs, where: str, problems: Problems) -> None:
         env, env_from = container_env(c)
         args = c.get("args", [])
         needed: dict[str, str] = {}
-        if args[:2] == ["yichuang", "serve"]:
+        if args[:2] == ["yichuang", "serve"] or args[:3] == ["yichuang", "bus", "users"]:
             path = args[args.index("--config") + 1]
             if path not in files:
-                problems.add(where, f"Deployment/{name}: {path} is not mounted")
+                problems.add(where, f"{d['kind']}/{name}: {path} is not mounted")
                 continue
             text = files[path]
             try:
                 config = tomllib.loads(VAR.sub("x", text))
             except tomllib.TOMLDecodeError as e:
-                problems.add(where, f"Deployment/{name}: {path}: {e}")
+                problems.add(where, f"{d['kind']}/{name}: {path}: {e}")
                 continue
             for table, body in config.items():
                 if not isinstance(body, dict):
@@ -409,22 +410,22 @@ def check_configuration(docs, where: str, problems: Problems) -> None:
             for d_dir in ("catalog_dir", "calendar_dir"):
                 mounted = [f for f in files if f.startswith(config[d_dir] + "/")]
                 if not mounted:
-                    problems.add(where, f"Deployment/{name}: {d_dir} {config[d_dir]} has no files mounted")
+                    problems.add(where, f"{d['kind']}/{name}: {d_dir} {config[d_dir]} has no files mounted")
             needed = {v: path for v in needed_vars(text)}
         elif args[:2] == ["yichuang-adapter", "run"]:
             path = args[args.index("--config") + 1]
             departments = [args[i + 1] for i, a in enumerate(args) if a == "--department"]
             if len(departments) != 1:
-                problems.add(where, f"Deployment/{name}: runs {departments}, not one department")
+                problems.add(where, f"{d['kind']}/{name}: runs {departments}, not one department")
                 continue
             text = files.get(path)
             if text is None:
-                problems.add(where, f"Deployment/{name}: {path} is not mounted")
+                problems.add(where, f"{d['kind']}/{name}: {path} is not mounted")
                 continue
             config = tomllib.loads(VAR.sub("x", text))
             department_file = f"{config['departments_dir']}/{departments[0]}.yaml"
             if department_file not in files:
-                problems.add(where, f"Deployment/{name}: {department_file} is not mounted")
+                problems.add(where, f"{d['kind']}/{name}: {department_file} is not mounted")
                 continue
             dept_text = files[department_file]
             try:
@@ -441,11 +442,11 @@ def check_configuration(docs, where: str, problems: Problems) -> None:
         elif args[:1] == ["yichuang-sim"]:
             continue
         else:
-            problems.add(where, f"Deployment/{name}: runs {args}, which the chart does not know")
+            problems.add(where, f"{d['kind']}/{name}: runs {args}, which the chart does not know")
             continue
         for var, source in sorted(needed.items()):
             if var not in env and not env_from:
-                problems.add(where, f"Deployment/{name}: {source} needs ${{{var}}}, which the container's environment lacks")
+                problems.add(where, f"{d['kind']}/{name}: {source} needs ${{{var}}}, which the container's environment lacks")
     # The acceptance list and calendar are the repository's (unless a value set replaced them).
     maps = {c["metadata"]["name"]: c.get("data") or {} for c in by_kind(docs, "ConfigMap")}
     for what, pattern in (("catalog", "*.toml"), ("calendar", "*.toml")):
@@ -595,7 +596,7 @@ def check_mounted_paths(d: dict, where: str, problems: Problems) -> None:
         for e in c.get("env", []):
             value = e.get("value") or ""
             if value.startswith("/etc/yichuang/tls/") and value not in mounted:
-                problems.add(where, f"Deployment/{d['metadata']['name']}: {e['name']} names {value}, which no Secret volume mounts")
+                problems.add(where, f"{d['kind']}/{d['metadata']['name']}: {e['name']} names {value}, which no Secret volume mounts")
 
 
 def check_image(problems: Problems) -> None:
