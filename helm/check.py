@@ -300,6 +300,11 @@ def check_references(docs, where: str, problems: Problems) -> None:
     for np in by_kind(docs, "NetworkPolicy"):
         if not any(selects(np["spec"]["podSelector"]["matchLabels"], labels) for _, labels, _ in pods):
             problems.add(where, f"NetworkPolicy/{np['metadata']['name']}: selects no pod")
+    secrets = {v["secret"]["secretName"] for d in deployments
+               for v in d["spec"]["template"]["spec"].get("volumes", []) if "secret" in v}
+    for cert in by_kind(docs, "Certificate"):
+        if cert["spec"]["secretName"] not in secrets:
+            problems.add(where, f"Certificate/{cert['metadata']['name']}: no pod mounts its Secret {cert['spec']['secretName']}")
     for i in by_kind(docs, "Ingress"):
         for rule in i["spec"]["rules"]:
             for path in rule["http"]["paths"]:
