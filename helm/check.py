@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Checks the yichuang chart (helm/yichuang) the way a cluster would see it, offline.
 
-For each value set (the defaults, helm/test-values/demo.yaml, helm/test-values/production.yaml):
+For each value set (the defaults, and each of helm/test-values/*.yaml: demo, development,
+production):
 
 1. lints the chart and renders it with Helm's own engine (helm-python-sdk embeds Helm; no
    binary, no cluster), values checked against values.schema.json;
@@ -546,6 +547,14 @@ def expectations(name: str, docs, problems: Problems) -> None:
         env = {e["name"]: e.get("value") for e in scjg.get("env", [])}
         expect(env.get("SCJG_ENDPOINT") == f"http://{RELEASE}-sim-scjg:18081", f"scjg's adapter points at its simulator, got {env.get('SCJG_ENDPOINT')}")
         expect("envFrom" not in scjg, "a simulated department needs no legacy Secret")
+    elif name == "development":
+        gateway = containers(deployments[f"{RELEASE}-gateway"])[0]
+        expect(all("grpc" in gateway[p] for p in ("startupProbe", "readinessProbe", "livenessProbe")),
+               "plaintext: the probes ask the gRPC health service")
+        config = next(m for m in by_kind(docs, "ConfigMap") if m["metadata"]["name"] == f"{RELEASE}-gateway")
+        toml = tomllib.loads(VAR.sub("x", config["data"]["gateway.toml"]))
+        expect(toml["development"]["plaintext"] is True and "tls" not in toml["server"],
+               "plaintext said in [development], no [server.tls]")
     elif name == "production":
         expect(adapters == ["ga", "rs", "scjg", "sw", "xf"], f"five departments, got {adapters}")
         expect(deployments[f"{RELEASE}-adapter-scjg"]["spec"]["replicas"] == 2, "two scjg adapters")
