@@ -158,6 +158,9 @@ off only together with the development flag, and what each protection needs is g
 {{- if and (has $v.postgresql.tls.sslmode (list "verify-ca" "verify-full")) (not $v.postgresql.tls.caSecret) }}
 {{- fail (printf "postgresql.tls.caSecret: sslmode %s checks the server's certificate against a CA; name the Secret holding it" $v.postgresql.tls.sslmode) }}
 {{- end }}
+{{- if regexMatch "(^|\\s)(sslmode|sslrootcert|sslcert|sslkey)=" (toString $v.postgresql.extraParams) }}
+{{- fail "postgresql.extraParams: the connection's TLS (sslmode, sslrootcert) is postgresql.tls, where it is checked; remove it from extraParams" }}
+{{- end }}
 {{- if and $v.networkPolicy.enabled (not $v.networkPolicy.grpcFrom) }}
 {{- fail "networkPolicy.grpcFrom is empty: no window, platform or ingress could reach the gateway's gRPC port; list their peers (namespace or pod selectors, ipBlock CIDRs), or [{ipBlock: {cidr: 0.0.0.0/0}}] for anywhere" }}
 {{- end }}
