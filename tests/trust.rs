@@ -12,8 +12,8 @@ use testkit::gateway::{Backend, TestGateway, connect_as};
 use testkit::pki::Who;
 use tonic::Code;
 use yichuang::proto::v1::{
-    DeliverRequest, GetCaseRequest, ListCasesRequest, Mail, StatusRequest, SubmitRequest,
-    WindowFeedRequest, deliver_request::How, submit_response::Outcome,
+    AccessLogRequest, DeliverRequest, GetCaseRequest, ListCasesRequest, Mail, StatusRequest,
+    SubmitRequest, WindowFeedRequest, deliver_request::How, submit_response::Outcome,
 };
 
 const SECRET: &str = "a test secret of at least thirty-two bytes";
@@ -69,9 +69,16 @@ fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
     request
 }
 
+fn last_one() -> yichuang::store::AccessQuery {
+    yichuang::store::AccessQuery {
+        limit: 1,
+        ..Default::default()
+    }
+}
+
 /// The newest access record, which must be a refusal of `method` with `caller`.
 async fn refusal_recorded(gw: &TestGateway, method: &str, caller: &str) -> String {
-    let log = gw.gateway.store.access_log(1).await.unwrap();
+    let log = gw.gateway.store.access_log(last_one()).await.unwrap();
     let last = log.first().expect("an access record");
     assert_eq!(
         (
@@ -231,7 +238,13 @@ async fn a_window_reaches_only_its_own_halls_cases(backend: Backend) {
         })
         .await
         .unwrap();
-    let last = gw.gateway.store.access_log(1).await.unwrap().remove(0);
+    let last = gw
+        .gateway
+        .store
+        .access_log(last_one())
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(
         (
             last.outcome.as_str(),
@@ -240,6 +253,31 @@ async fn a_window_reaches_only_its_own_halls_cases(backend: Backend) {
             last.target.as_str()
         ),
         ("read", "hall-640100-DT01", "640100-DT01", number.as_str())
+    );
+
+    // An operator asks who touched the case: the read, and the other hall's refused attempts.
+    let mut admin = testkit::gateway::admin(gw.admin_addr).await;
+    let records = admin
+        .access_log(AccessLogRequest {
+            case_number: number.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .records;
+    let seen: Vec<(&str, &str, &str)> = records
+        .iter()
+        .map(|r| (r.outcome.as_str(), r.caller.as_str(), r.method.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("read", "hall-640100-DT01", "CaseService/GetCase"),
+            ("refused", "hall-330102-ZW01", "CaseService/Deliver"),
+            ("refused", "hall-330102-ZW01", "CaseService/GetCase"),
+        ],
+        "{records:?}"
     );
     gw.stop().await;
 }

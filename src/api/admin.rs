@@ -140,6 +140,62 @@ impl AdminService for AdminApi {
         self.dead_letter_action(request, crate::bus::dead::Action::Purge)
             .await
     }
+
+    async fn access_log(
+        &self,
+        request: Request<crate::proto::v1::AccessLogRequest>,
+    ) -> Result<Response<crate::proto::v1::AccessLogResponse>, Status> {
+        let access = crate::auth::Access::of(
+            &request,
+            &self.gateway.guard.auditor,
+            "AdminService/AccessLog",
+        )?;
+        let r = request.into_inner();
+        let limit = match r.limit {
+            0 => 100,
+            n @ 1..=1000 => n,
+            n => {
+                return Err(Status::invalid_argument(format!(
+                    "limit: {n} is outside 1–1000"
+                )));
+            }
+        };
+        let query = crate::store::AccessQuery {
+            target: r.case_number.trim().to_string(),
+            caller: r.caller.trim().to_string(),
+            limit: i64::from(limit),
+        };
+        // Who looked at the log, and for what, is itself in it.
+        let asked = format!(
+            "access log: case {:?} caller {:?}",
+            query.target, query.caller
+        );
+        let records = self
+            .gateway
+            .store
+            .access_log(query)
+            .await
+            .map_err(super::store_status)?;
+        access.read(asked).await?;
+        Ok(Response::new(crate::proto::v1::AccessLogResponse {
+            records: records
+                .into_iter()
+                .map(|a| crate::proto::v1::AccessRecord {
+                    at: Some(pbjson_types::Timestamp {
+                        seconds: a.at_ms.div_euclid(1000),
+                        nanos: (a.at_ms.rem_euclid(1000) * 1_000_000) as i32,
+                    }),
+                    caller: a.caller,
+                    role: a.role,
+                    hall: a.hall,
+                    method: a.method,
+                    outcome: a.outcome,
+                    target: a.target,
+                    reason: a.reason,
+                })
+                .collect(),
+        }))
+    }
 }
 
 impl AdminApi {

@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
-use super::{Caller, Guard, IdentityError, Refusal, method_name, permission_of};
+use super::{Caller, Guard, IdentityError, Need, Refusal, method_name, need_of};
 
 /// Wraps a gRPC server's services with the policy.
 #[derive(Clone)]
@@ -64,10 +64,10 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let path = request.uri().path().to_string();
-        let permission = match permission_of(&path) {
-            Ok(None) => return Box::pin(inner.call(request)),
-            Ok(Some(p)) => Some(p),
-            Err(()) => None,
+        let permission = match need_of(&path) {
+            Need::Nothing => return Box::pin(inner.call(request)),
+            Need::Permission(p) => Some(p),
+            Need::Identity => None,
         };
         let guard = self.guard.clone();
         let identified = identify(&guard, &request);

@@ -6,7 +6,7 @@
 //!   checks the method's [`Permission`] against the role table of `[auth.roles]`, puts the
 //!   [`Caller`] into the request, and refuses (`UNAUTHENTICATED`, `PERMISSION_DENIED`) with an
 //!   audit record and a metric;
-//! - this file: the permissions and which method needs which ([`permission_of`]), the role
+//! - this file: the permissions and which method needs which ([`need_of`]), the role
 //!   table ([`Policy`]), and the hall scope every handler asks of [`Access`] (a window reaches
 //!   only its own hall's cases), which audits each read of personal data and each refusal;
 //! - [`tls`]: the listeners' TLS material, loaded and checked at start.
@@ -106,13 +106,25 @@ impl Permission {
     }
 }
 
-/// What a gRPC path needs: `Ok(None)` for the health checks, open to probes; `Err(())` for a
-/// path the gateway does not serve (its caller must still be authenticated).
-pub fn permission_of(path: &str) -> Result<Option<Permission>, ()> {
+/// What a gRPC path needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// The health checks: open to probes, no identity.
+    Nothing,
+    /// An identity whose role has this permission.
+    Permission(Permission),
+    /// A path the gateway does not serve: an identity, then `UNIMPLEMENTED`.
+    Identity,
+}
+
+/// What the gRPC `path` needs.
+pub fn need_of(path: &str) -> Need {
     use Permission::*;
-    let (service, method) = path.trim_start_matches('/').split_once('/').ok_or(())?;
-    Ok(Some(match (service, method) {
-        ("grpc.health.v1.Health", _) => return Ok(None),
+    let Some((service, method)) = path.trim_start_matches('/').split_once('/') else {
+        return Need::Identity;
+    };
+    Need::Permission(match (service, method) {
+        ("grpc.health.v1.Health", _) => return Need::Nothing,
         ("yichuang.v1.CaseService", "PreCheck") => Check,
         ("yichuang.v1.CaseService", "Submit") => Submit,
         ("yichuang.v1.CaseService", "GetCase" | "ListCases" | "WatchCase") => Read,
@@ -124,16 +136,16 @@ pub fn permission_of(path: &str) -> Result<Option<Permission>, ()> {
         ("grpc.reflection.v1.ServerReflection" | "grpc.reflection.v1alpha.ServerReflection", _) => {
             AdminRead
         }
-        _ => return Err(()),
-    }))
+        _ => return Need::Identity,
+    })
 }
 
 /// `/pkg.Service/Method` → `Service/Method`, the name audit records and metrics use; `other`
 /// for a path the gateway does not serve (so that unknown paths add no series).
 pub fn method_name(path: &str) -> String {
-    match permission_of(path) {
-        Err(()) => "other".into(),
-        Ok(_) => {
+    match need_of(path) {
+        Need::Identity => "other".into(),
+        Need::Nothing | Need::Permission(_) => {
             let trimmed = path.trim_start_matches('/');
             let (service, method) = trimmed.split_once('/').unwrap_or((trimmed, ""));
             let short = service.rsplit('.').next().unwrap_or(service);
@@ -452,16 +464,16 @@ mod tests {
 
     #[test]
     fn every_served_method_needs_a_permission_and_health_needs_none() {
-        assert_eq!(permission_of("/grpc.health.v1.Health/Check"), Ok(None));
+        assert_eq!(need_of("/grpc.health.v1.Health/Check"), Need::Nothing);
         assert_eq!(
-            permission_of("/yichuang.v1.CaseService/Submit"),
-            Ok(Some(Permission::Submit))
+            need_of("/yichuang.v1.CaseService/Submit"),
+            Need::Permission(Permission::Submit)
         );
         assert_eq!(
-            permission_of("/yichuang.v1.AdminService/PurgeDeadLetters"),
-            Ok(Some(Permission::AdminWrite))
+            need_of("/yichuang.v1.AdminService/PurgeDeadLetters"),
+            Need::Permission(Permission::AdminWrite)
         );
-        assert_eq!(permission_of("/x.Y/Z"), Err(()));
+        assert_eq!(need_of("/x.Y/Z"), Need::Identity);
         assert_eq!(method_name("/x.Y/Z"), "other");
         assert_eq!(
             method_name("/yichuang.v1.CaseService/GetCase"),

@@ -9,8 +9,8 @@ mod rows;
 pub mod sqlite;
 
 pub use rows::{
-    AccessRecord, Attempt, Evaluated, EventItem, FeedItem, FeedQuery, ListQuery, OnTimeRow,
-    OperatorAction, OutboxItem, Silent, StoreError, SubmitCommand, SubmitResult,
+    AccessQuery, AccessRecord, Attempt, Evaluated, EventItem, FeedItem, FeedQuery, ListQuery,
+    OnTimeRow, OperatorAction, OutboxItem, Silent, StoreError, SubmitCommand, SubmitResult,
 };
 // The engines' shared helpers and SQL, reached by them as `super::…`.
 use rows::{
@@ -107,9 +107,9 @@ impl Store {
         on_engine!(self, s => s.record_access(record).await)
     }
 
-    /// The last `limit` access records, newest first.
-    pub async fn access_log(&self, limit: i64) -> Result<Vec<AccessRecord>, StoreError> {
-        on_engine!(self, s => s.access_log(limit).await)
+    /// The access records `query` selects, newest first.
+    pub async fn access_log(&self, query: AccessQuery) -> Result<Vec<AccessRecord>, StoreError> {
+        on_engine!(self, s => s.access_log(query).await)
     }
 
     /// Number of cases stored.

@@ -131,6 +131,16 @@ pub struct AccessRecord {
     pub reason: String,
 }
 
+/// Which access records to read, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AccessQuery {
+    /// Exactly this target (a case number); empty: any.
+    pub target: String,
+    /// Exactly this caller; empty: any.
+    pub caller: String,
+    pub limit: i64,
+}
+
 /// A task in a department's hands that the gateway has not heard of since `since_ms`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Silent {

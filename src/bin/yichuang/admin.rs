@@ -89,6 +89,27 @@ pub async fn on_time(
     Ok(0)
 }
 
+/// `access-log`: who read which case's personal data, and the refused calls, as JSON.
+pub async fn access_log(
+    server: &AdminServer,
+    case_number: String,
+    caller: String,
+    limit: i32,
+) -> Result<u8, Failure> {
+    let log = connect(server)
+        .await?
+        .access_log(yichuang::proto::v1::AccessLogRequest {
+            case_number,
+            caller,
+            limit,
+        })
+        .await
+        .map_err(grpc_failure)?
+        .into_inner();
+    print_json(&log)?;
+    Ok(0)
+}
+
 /// `yichuang dlq …`: the gateway's AdminService, as the operator at this terminal.
 pub async fn dlq(server: &AdminServer, command: DlqCommand) -> Result<u8, Failure> {
     use yichuang::proto::v1::{DeadLetter, DeadLetterActionRequest, ListDeadLettersRequest};

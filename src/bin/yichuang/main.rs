@@ -69,6 +69,21 @@ enum Command {
         #[command(flatten)]
         server: AdminServer,
     },
+    /// The access log (JSON), newest first: who read which case's personal data, and every
+    /// refused call. Asking is itself recorded.
+    AccessLog {
+        #[command(flatten)]
+        server: AdminServer,
+        /// Only records about this case number.
+        #[arg(long = "case", default_value = "")]
+        case_number: String,
+        /// Only records of this caller (certificate common name or token subject).
+        #[arg(long, default_value = "")]
+        caller: String,
+        /// At most this many records (1–1000).
+        #[arg(long, default_value_t = 100)]
+        limit: i32,
+    },
     /// On-time rates (按时办结率) per department and item, from a running gateway.
     OnTime {
         #[command(flatten)]
@@ -156,6 +171,12 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             item,
         } => admin::on_time(&server, department, item).await,
         Command::Status { server } => admin::status(&server).await,
+        Command::AccessLog {
+            server,
+            case_number,
+            caller,
+            limit,
+        } => admin::access_log(&server, case_number, caller, limit).await,
         Command::Bus { command } => bus::run(command).await,
         Command::Dlq { server, command } => admin::dlq(&server, command).await,
     }

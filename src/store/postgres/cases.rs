@@ -12,8 +12,8 @@ use deadpool_postgres::Transaction;
 use super::{PgStore, pool_err};
 use crate::proto::v1::{Case, CaseEvent, CaseSummary};
 use crate::store::{
-    AccessRecord, CaseChange, ListQuery, OperatorAction, StoreError, decode_case, ms_to_timestamp,
-    summary,
+    AccessQuery, AccessRecord, CaseChange, ListQuery, OperatorAction, StoreError, decode_case,
+    ms_to_timestamp, summary,
 };
 
 impl PgStore {
@@ -176,13 +176,13 @@ impl PgStore {
 
     pub(in crate::store) async fn access_log(
         &self,
-        limit: i64,
+        query: AccessQuery,
     ) -> Result<Vec<AccessRecord>, StoreError> {
         let client = self.pool.get().await.map_err(pool_err)?;
         let rows = client
             .query(
-                "SELECT at_ms, caller, role, hall, method, outcome, target, reason FROM access_log ORDER BY id DESC LIMIT $1",
-                &[&limit],
+                "SELECT at_ms, caller, role, hall, method, outcome, target, reason FROM access_log WHERE ($1 = '' OR target = $1) AND ($2 = '' OR caller = $2) ORDER BY id DESC LIMIT $3",
+                &[&query.target, &query.caller, &query.limit],
             )
             .await?;
         Ok(rows

@@ -11,8 +11,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::SqliteStore;
 use crate::proto::v1::{Case, CaseEvent, CaseSummary};
 use crate::store::{
-    AccessRecord, CaseChange, ListQuery, OperatorAction, StoreError, decode_case, ms_to_timestamp,
-    summary,
+    AccessQuery, AccessRecord, CaseChange, ListQuery, OperatorAction, StoreError, decode_case,
+    ms_to_timestamp, summary,
 };
 
 impl SqliteStore {
@@ -178,12 +178,12 @@ impl SqliteStore {
 
     pub(in crate::store) async fn access_log(
         &self,
-        limit: i64,
+        query: AccessQuery,
     ) -> Result<Vec<AccessRecord>, StoreError> {
         self.read(move |conn| {
             let rows = conn
-                .prepare_cached("SELECT at_ms, caller, role, hall, method, outcome, target, reason FROM access_log ORDER BY id DESC LIMIT ?1")?
-                .query_map([limit], |r| {
+                .prepare_cached("SELECT at_ms, caller, role, hall, method, outcome, target, reason FROM access_log WHERE (?1 = '' OR target = ?1) AND (?2 = '' OR caller = ?2) ORDER BY id DESC LIMIT ?3")?
+                .query_map(params![query.target, query.caller, query.limit], |r| {
                     Ok(AccessRecord {
                         at_ms: r.get(0)?,
                         caller: r.get(1)?,
