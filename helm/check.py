@@ -298,9 +298,19 @@ def check_references(docs, where: str, problems: Problems) -> None:
             for s in chosen:
                 if e["port"] not in {p["name"] for p in s["spec"]["ports"]}:
                     problems.add(where, f"ServiceMonitor/{m['metadata']['name']}: Service/{s['metadata']['name']} has no port {e['port']}")
+    jobs = [(j["metadata"]["name"], j["spec"]["template"]["metadata"].get("labels", {}), j)
+            for j in by_kind(docs, "Job")]
     for np in by_kind(docs, "NetworkPolicy"):
-        if not any(selects(np["spec"]["podSelector"]["matchLabels"], labels) for _, labels, _ in pods):
+        chosen = [d for _, labels, d in pods + jobs if selects(np["spec"]["podSelector"]["matchLabels"], labels)]
+        if not chosen:
             problems.add(where, f"NetworkPolicy/{np['metadata']['name']}: selects no pod")
+        # A named port the pods do not have admits nothing.
+        for rule in np["spec"].get("ingress") or []:
+            for port in rule.get("ports", []):
+                for d in chosen:
+                    named = {p.get("name") for c in containers(d) for p in c.get("ports", [])}
+                    if isinstance(port.get("port"), str) and port["port"] not in named:
+                        problems.add(where, f"NetworkPolicy/{np['metadata']['name']}: port {port['port']} is not a port of {d['kind']}/{d['metadata']['name']}")
     secrets = {v["secret"]["secretName"] for d in deployments
                for v in d["spec"]["template"]["spec"].get("volumes", []) if "secret" in v}
     for cert in by_kind(docs, "Certificate"):
@@ -538,7 +548,7 @@ def expectations(name: str, docs, problems: Problems) -> None:
         expect({"HorizontalPodAutoscaler", "PodDisruptionBudget", "PersistentVolumeClaim"} <= kinds, f"HPA, PDB and gjj's claim, got {sorted(kinds)}")
         expect("ServiceMonitor" not in kinds, "no ServiceMonitor unless asked")
         policies = {n["metadata"]["name"] for n in by_kind(docs, "NetworkPolicy")}
-        expect(policies == {f"{RELEASE}-gateway", *(f"{RELEASE}-adapter-{c}" for c in adapters)},
+        expect(policies == {f"{RELEASE}-gateway", f"{RELEASE}-bus-users", *(f"{RELEASE}-adapter-{c}" for c in adapters)},
                f"NetworkPolicies on by default, for the gateway and each adapter, got {sorted(policies)}")
         expect_trust(docs, expect)
     elif name == "demo":
@@ -566,7 +576,7 @@ def expectations(name: str, docs, problems: Problems) -> None:
                "an Ingress passing the windows' TLS through to the gateway")
         expect(len(by_kind(docs, "Certificate")) == 1, "the gateway's certificate from cert-manager")
         expect(len(by_kind(docs, "ServiceMonitor")) == 2, "ServiceMonitors for the gateway and the adapters")
-        expect(len(by_kind(docs, "NetworkPolicy")) == 1 + len(adapters), "NetworkPolicies for the gateway and each adapter")
+        expect(len(by_kind(docs, "NetworkPolicy")) == 2 + len(adapters), "NetworkPolicies for the gateway, each adapter and the bus users Job")
         expect_trust(docs, expect)
         gateway = next(c for c in by_kind(docs, "ConfigMap") if c["metadata"]["name"] == f"{RELEASE}-gateway")
         users = tomllib.loads(VAR.sub("x", gateway["data"]["gateway.toml"]))["bus"]["department_users"]
