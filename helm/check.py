@@ -369,6 +369,8 @@ GATEWAY_KEYS = {
     "tracing": {"otlp_endpoint", "sampling_ratio", "service_name"},
     # src/config/trust.rs: DevelopmentConfig (the shipped file shows plaintext only).
     "development": {"plaintext", "unchecked_results"},
+    # src/config/trust.rs: JwtConfig (commented out in the shipped file).
+    "auth.jwt": set(),
 }
 
 

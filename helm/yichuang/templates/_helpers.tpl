@@ -146,6 +146,12 @@ off only together with the development flag, and what each protection needs is g
 {{- if and $v.gateway.tls.enabled (not $v.certManager.enabled) (not $v.gateway.tls.existingSecret) }}
 {{- fail "gateway.tls.existingSecret: the kubernetes.io/tls Secret with the gateway's server certificate (or certManager.enabled to have one issued)" }}
 {{- end }}
+{{- if and $v.gateway.tls.enabled (not $v.gateway.tls.clientCA.existingSecret) (not $v.gateway.auth.jwt.issuer) }}
+{{- fail "gateway.tls.clientCA.existingSecret and gateway.auth.jwt.issuer are both empty: no caller could prove who it is; name the CA of the client certificates, or the token issuer and its keys" }}
+{{- end }}
+{{- if and $v.gateway.auth.jwt.issuer (not $v.gateway.auth.jwt.keys) }}
+{{- fail "gateway.auth.jwt.keys: tokens of an issuer are checked against its keys; list at least one" }}
+{{- end }}
 {{- if and $v.certManager.enabled (not $v.certManager.issuerRef.name) }}
 {{- fail "certManager.issuerRef.name: the Issuer or ClusterIssuer that signs the gateway's certificate" }}
 {{- end }}
@@ -178,6 +184,21 @@ off only together with the development flag, and what each protection needs is g
 {{- define "yichuang.departmentUser" -}}
 {{- $d := index .root.Values.adapters.departments .code }}
 {{- (and $d.rabbitmq $d.rabbitmq.user) | default (printf "adapter-%s" .code) }}
+{{- end }}
+
+{{/* The shared secrets of HS256 token keys, as gateway.toml's [[auth.jwt.keys]] name them. */}}
+{{- define "yichuang.jwtEnv" -}}
+{{- if .Values.gateway.auth.jwt.issuer }}
+{{- range $i, $k := .Values.gateway.auth.jwt.keys }}
+{{- if eq $k.algorithm "HS256" }}
+- name: YICHUANG_JWT_SECRET_{{ $i }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $k.existingSecret }}
+      key: {{ $k.key | default "secret" }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/* The PostgreSQL user's name and password, from its Secret. */}}
