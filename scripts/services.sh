@@ -68,7 +68,15 @@ if [ "$want_pg" = 1 ]; then
     # UTF-8 whatever locale the cluster was created with (C.UTF-8 is in every Debian libc).
     psql_ "CREATE DATABASE yichuang_test OWNER yichuang ENCODING 'UTF8' LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8' TEMPLATE template0"
   fi
-  set_env YICHUANG_TEST_PG_URL "postgres://yichuang:yichuang@127.0.0.1:$pg_port/yichuang_test"
+  # Every test connects over TLS: Debian's cluster has `ssl = on` with the snakeoil certificate,
+  # which `sslmode=require` encrypts to without checking (docs/tls.md; verify-full needs a CA).
+  if [ "$(psql_ "SHOW ssl")" = on ]; then
+    pg_ssl=require
+  else
+    echo "services: warning: PostgreSQL has ssl = off; the tests connect without TLS (sslmode=prefer)" >&2
+    pg_ssl=prefer
+  fi
+  set_env YICHUANG_TEST_PG_URL "postgres://yichuang:yichuang@127.0.0.1:$pg_port/yichuang_test?sslmode=$pg_ssl"
   echo "services: PostgreSQL $pg_version on port $pg_port"
 fi
 
