@@ -6,18 +6,64 @@
 use serde::Deserialize;
 
 /// The HTTP push of every status change to the one-network platform (一网通办).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlatformConfig {
     /// Where each status change is POSTed, in order; empty: no push.
     #[serde(default)]
     pub push_url: String,
-    /// Key of the HMAC-SHA256 signature in `X-Yichuang-Signature` (from the environment).
+    /// Key of the HMAC-SHA256 signature in `X-Yichuang-Signature` (from the environment); it
+    /// covers the timestamp, the event id and the body (docs/api.md, "Platform push").
     #[serde(default)]
     pub secret: String,
     /// Bound on one POST, in seconds (default 10).
     #[serde(default)]
     pub timeout_secs: Option<u64>,
+    /// Times an event is sent while the platform refuses it permanently (a 4xx other than 408
+    /// and 429) before it is set aside (the store's `push_dead`, logged) and the push moves on
+    /// to the next event. Other failures (5xx, 408, 429, no answer) are retried without bound,
+    /// in order. At least 1; default 5.
+    #[serde(default = "default_refused_tries")]
+    pub refused_tries: u32,
+    /// CA certificates (PEM) the platform's `https://` certificate must chain to; when set,
+    /// only these are trusted. Empty: the public (webpki) roots.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for mTLS to the platform; with `client_key`.
+    #[serde(default)]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[serde(default)]
+    pub client_key: Option<std::path::PathBuf>,
+}
+
+impl PlatformConfig {
+    /// The TLS settings of the push.
+    pub fn tls(&self) -> crate::tls::ClientTls {
+        crate::tls::ClientTls {
+            ca_file: self.ca_file.clone(),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+        }
+    }
+}
+
+impl Default for PlatformConfig {
+    fn default() -> Self {
+        PlatformConfig {
+            push_url: String::new(),
+            secret: String::new(),
+            timeout_secs: None,
+            refused_tries: default_refused_tries(),
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+        }
+    }
+}
+
+fn default_refused_tries() -> u32 {
+    5
 }
 
 /// Settings of the RabbitMQ bus.
