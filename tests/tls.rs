@@ -75,3 +75,156 @@ async fn postgres_store_opens_over_tls_and_checks_the_server_against_sslrootcert
     }
     schema.drop_now().await;
 }
+
+mod platform {
+    //! The platform push to an `https://` receiver whose certificate a private CA signed, with
+    //! the gateway's own client certificate (mTLS).
+
+    use std::sync::atomic::Ordering;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use axum::body::Bytes;
+    use axum::extract::State;
+    use axum::http::{HeaderMap, StatusCode};
+    use testkit::gateway::{Backend, TestGateway};
+    use yichuang::proto::v1::SubmitRequest;
+    use yichuang_devcerts::Authority;
+
+    const SECRET: &str = "platform-secret";
+
+    struct Receiver {
+        freshness: yichuang::feed::Freshness,
+        taken: Mutex<Vec<String>>,
+    }
+
+    async fn push(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+        let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+        match r.freshness.check(
+            h("x-yichuang-timestamp"),
+            h("x-yichuang-event-id"),
+            h("x-yichuang-signature"),
+            &body,
+            chrono::Utc::now().timestamp(),
+        ) {
+            Ok(_) => {
+                r.taken
+                    .lock()
+                    .unwrap()
+                    .push(h("x-yichuang-event-id").unwrap().to_string());
+                StatusCode::OK
+            }
+            Err(_) => StatusCode::UNAUTHORIZED,
+        }
+    }
+
+    /// Writes the CA, and a client certificate it signed, to `dir`.
+    fn write_certs(dir: &std::path::Path, ca: &Authority, name: &str) {
+        std::fs::write(dir.join(format!("{name}-ca.pem")), ca.cert_pem()).unwrap();
+        ca.client("gateway", "urn:yichuang:gateway")
+            .unwrap()
+            .write(dir, name)
+            .unwrap();
+    }
+
+    fn gateway_config(
+        dir: &std::path::Path,
+        url: &str,
+        certs: &std::path::Path,
+        name: &str,
+    ) -> yichuang::config::GatewayConfig {
+        let mut config = testkit::gateway::config(Backend::Sqlite, dir);
+        config.platform.push_url = url.to_string();
+        config.platform.secret = SECRET.into();
+        config.platform.ca_file = Some(certs.join(format!("{name}-ca.pem")));
+        config.platform.client_cert = Some(certs.join(format!("{name}.pem")));
+        config.platform.client_key = Some(certs.join(format!("{name}-key.pem")));
+        config
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_push_reaches_an_https_receiver_of_a_private_ca_and_refuses_an_untrusted_one() {
+        testkit::logs();
+        let certs = tempfile::tempdir().unwrap();
+        let ca = Authority::new("platform CA").unwrap();
+        write_certs(certs.path(), &ca, "good");
+        let server = ca.server(&["localhost", "127.0.0.1"]).unwrap();
+        let (listener, endpoint) = testkit::server::https(&server, Some(ca.cert_pem())).await;
+        let failed = listener.failed_handshakes.clone();
+        let receiver = Arc::new(Receiver {
+            freshness: yichuang::feed::Freshness::new(SECRET, 300),
+            taken: Mutex::default(),
+        });
+        let app = axum::Router::new()
+            .route("/push", axum::routing::post(push))
+            .with_state(receiver.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let url = format!("{endpoint}/push");
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut gw =
+            TestGateway::start_with(gateway_config(dir.path(), &url, certs.path(), "good"), dir)
+                .await;
+        gw.client
+            .submit(SubmitRequest {
+                submission: Some(testkit::example("kai-canguan")),
+            })
+            .await
+            .unwrap();
+        testkit::eventually(
+            "the push arrives over https",
+            Duration::from_secs(20),
+            || {
+                let r = receiver.clone();
+                async move { (!r.taken.lock().unwrap().is_empty()).then_some(()) }
+            },
+        )
+        .await;
+        gw.stop().await;
+        assert_eq!(failed.load(Ordering::SeqCst), 0, "every handshake passed");
+
+        // A gateway trusting another CA: its handshakes fail and nothing arrives.
+        let other = Authority::new("someone else's CA").unwrap();
+        write_certs(certs.path(), &other, "other");
+        let taken = receiver.taken.lock().unwrap().len();
+        let dir = tempfile::tempdir().unwrap();
+        let mut gw =
+            TestGateway::start_with(gateway_config(dir.path(), &url, certs.path(), "other"), dir)
+                .await;
+        gw.client
+            .submit(SubmitRequest {
+                submission: Some(testkit::example("qiye-kaiban")),
+            })
+            .await
+            .unwrap();
+        testkit::eventually("refused handshakes", Duration::from_secs(20), || {
+            let f = failed.clone();
+            async move { (f.load(Ordering::SeqCst) >= 2).then_some(()) }
+        })
+        .await;
+        gw.stop().await;
+        assert_eq!(
+            receiver.taken.lock().unwrap().len(),
+            taken,
+            "nothing arrived"
+        );
+
+        // What the push's client says when it does not trust the receiver: the reason, and
+        // what to check.
+        let tls = yichuang::tls::ClientTls {
+            ca_file: Some(certs.path().join("other-ca.pem")),
+            ..Default::default()
+        };
+        let client = tls
+            .reqwest(reqwest::Client::builder(), "[platform]")
+            .unwrap()
+            .build()
+            .unwrap();
+        let e = client.post(&url).send().await.unwrap_err();
+        let message = yichuang::tls::with_causes(&e);
+        assert!(
+            message.contains("UnknownIssuer") && message.contains("ca_file"),
+            "{message}"
+        );
+    }
+}
