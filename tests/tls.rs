@@ -228,3 +228,65 @@ mod platform {
         );
     }
 }
+
+mod amqps {
+    //! The gateway's relay and a test's session over `amqps://` with the development CA
+    //! (`scripts/services.sh` makes RabbitMQ listen on TLS), and a CA that did not sign the
+    //! broker's certificate refused with the reason.
+
+    use std::time::Duration;
+
+    use testkit::broker::Broker;
+    use testkit::gateway::{Backend, TestGateway};
+    use yichuang::proto::v1::SubmitRequest;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_relay_publishes_over_amqps_and_a_wrong_ca_is_refused() {
+        let (url, ca) = testkit::broker::amqps();
+        let mut bus = testkit::broker::bus();
+        bus.url = url;
+        bus.ca_file = Some(ca);
+        bus.check_tls().expect("amqps with a CA file");
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = testkit::gateway::config(Backend::Sqlite, dir.path());
+        config.bus = bus.clone();
+        config.bus.relay = true;
+        let mut gw = TestGateway::start_with(config, dir).await;
+        // The test's own session over TLS too.
+        let broker = Broker::open(&bus).await;
+        gw.client
+            .submit(SubmitRequest {
+                submission: Some(testkit::example("kai-canguan")),
+            })
+            .await
+            .unwrap();
+        let task = broker.next("scjg", Duration::from_secs(20)).await;
+        assert!(task.is_some(), "the relay published the task over amqps");
+        gw.stop().await;
+        broker.remove().await;
+
+        // A CA that did not sign the broker's certificate.
+        let certs = tempfile::tempdir().unwrap();
+        let other = yichuang_devcerts::Authority::new("not the broker's CA").unwrap();
+        let other_ca = certs.path().join("ca.pem");
+        std::fs::write(&other_ca, other.cert_pem()).unwrap();
+        let mut wrong = bus.clone();
+        wrong.ca_file = Some(other_ca);
+        let e = yichuang::bus::connect(&wrong)
+            .await
+            .err()
+            .expect("a broker whose CA we do not trust is refused")
+            .to_string();
+        assert!(
+            e.contains("UnknownIssuer") && e.contains("amqps://guest:***@"),
+            "{e}"
+        );
+
+        // amqps:// with no CA file is refused when the settings are checked.
+        let mut none = bus.clone();
+        none.ca_file = None;
+        let e = none.check_tls().unwrap_err();
+        assert!(e.contains("ca_file"), "{e}");
+    }
+}

@@ -90,6 +90,18 @@ impl AdapterConfig {
                 message: format!("[bus] nodes: {message}"),
             }));
         }
+        if let Err(message) = config.bus.check_tls() {
+            let key = if config.bus.ca_file.is_some() {
+                "ca_file"
+            } else {
+                "url"
+            };
+            return Err(ConfigError::Invalid(yichuang::config::ConfigProblem {
+                file: path.display().to_string(),
+                line: yichuang::config::key_line(&text, key),
+                message: format!("[bus] {message}"),
+            }));
+        }
         let base = path.parent().unwrap_or(Path::new("."));
         if config.departments_dir.is_relative() {
             config.departments_dir = base.join(&config.departments_dir);

@@ -108,9 +108,46 @@ pub struct BusConfig {
     /// (a result the gateway cannot apply must not block the consumer).
     #[serde(default = "default_results_delivery_limit")]
     pub results_delivery_limit: u32,
+    /// CA certificates (PEM) the broker's certificate must chain to, for `amqps://` URLs
+    /// (required with them: no public roots are trusted for the broker). Checked at load.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) presented to the broker over `amqps://`; with `client_key`.
+    #[serde(default)]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[serde(default)]
+    pub client_key: Option<std::path::PathBuf>,
 }
 
 impl BusConfig {
+    /// The TLS settings of `amqps://` connections.
+    pub fn tls(&self) -> crate::tls::ClientTls {
+        crate::tls::ClientTls {
+            ca_file: self.ca_file.clone(),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+        }
+    }
+
+    /// The TLS files can be read and parsed; an `amqps://` URL (of `url` or `nodes`) has a
+    /// `ca_file`.
+    pub fn check_tls(&self) -> Result<(), String> {
+        let tls = self.tls();
+        tls.check("[bus] client_cert/client_key")
+            .map_err(|e| e.to_string())?;
+        let amqps = std::iter::once(&self.url)
+            .chain(&self.nodes)
+            .any(|u| u.starts_with("amqps://"));
+        if amqps && self.ca_file.is_none() {
+            return Err(
+                "an amqps:// URL needs ca_file, the CA (PEM) that signed the broker's certificate"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
     /// The cluster's nodes are one broker seen through several doors: each URL of `nodes` must be
     /// an AMQP URL with the user and vhost of `url` (a different user would change what the
     /// broker lets the process do, and whom its results are from; a different vhost is another
@@ -184,6 +221,9 @@ impl Default for BusConfig {
             department_users: Default::default(),
             management_url: String::new(),
             results_delivery_limit: default_results_delivery_limit(),
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
         }
     }
 }

@@ -195,6 +195,14 @@ impl GatewayConfig {
             .bus
             .check_nodes()
             .map_err(|m| problem("nodes", format!("[bus] nodes: {m}")))?;
+        config.bus.check_tls().map_err(|m| {
+            let key = if config.bus.ca_file.is_some() {
+                "ca_file"
+            } else {
+                "url"
+            };
+            problem(key, format!("[bus] {m}"))
+        })?;
         if config.server.max_message_bytes < 1024 {
             return Err(problem(
                 "max_message_bytes",
