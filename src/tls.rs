@@ -43,6 +43,13 @@ pub enum TlsError {
     Settings(String),
 }
 
+/// An optional path where an empty string is none, so that a config file can write
+/// `ca_file = "${YICHUANG_AMQP_CA:-}"`.
+pub fn optional_path<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    let path: Option<PathBuf> = Option::deserialize(d)?;
+    Ok(path.filter(|p| !p.as_os_str().is_empty()))
+}
+
 /// Where to find the certificates of one outgoing hop (a department's legacy system, the
 /// platform, the broker). Every field is a PEM file path.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -50,13 +57,13 @@ pub enum TlsError {
 pub struct ClientTls {
     /// CA certificates the far side's certificate must chain to (government intranets run
     /// their own CAs). When set, only these are trusted, not the public roots.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_path")]
     pub ca_file: Option<PathBuf>,
     /// Client certificate chain for mTLS to the far side; with `client_key`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_path")]
     pub client_cert: Option<PathBuf>,
     /// The client certificate's private key; with `client_cert`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_path")]
     pub client_key: Option<PathBuf>,
 }
 

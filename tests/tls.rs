@@ -275,8 +275,7 @@ mod amqps {
         wrong.ca_file = Some(other_ca);
         let e = yichuang::bus::connect(&wrong)
             .await
-            .err()
-            .expect("a broker whose CA we do not trust is refused")
+            .expect_err("a broker whose CA we do not trust is refused")
             .to_string();
         assert!(
             e.contains("UnknownIssuer") && e.contains("amqps://guest:***@"),

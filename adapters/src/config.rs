@@ -90,6 +90,22 @@ impl AdapterConfig {
                 message: format!("[bus] nodes: {message}"),
             }));
         }
+        let base = path.parent().unwrap_or(Path::new("."));
+        if config.departments_dir.is_relative() {
+            config.departments_dir = base.join(&config.departments_dir);
+        }
+        if let Some(dir) = config.catalog_dir.as_mut()
+            && dir.is_relative()
+        {
+            *dir = base.join(&*dir);
+        }
+        // The broker's TLS files, relative to this file as the other paths are.
+        let tls = config.bus.tls().relative_to(base);
+        (
+            config.bus.ca_file,
+            config.bus.client_cert,
+            config.bus.client_key,
+        ) = (tls.ca_file, tls.client_cert, tls.client_key);
         if let Err(message) = config.bus.check_tls() {
             let key = if config.bus.ca_file.is_some() {
                 "ca_file"
@@ -102,15 +118,7 @@ impl AdapterConfig {
                 message: format!("[bus] {message}"),
             }));
         }
-        let base = path.parent().unwrap_or(Path::new("."));
-        if config.departments_dir.is_relative() {
-            config.departments_dir = base.join(&config.departments_dir);
-        }
-        if let Some(dir) = config.catalog_dir.as_mut()
-            && dir.is_relative()
-        {
-            *dir = base.join(&*dir);
-        }
+
         Ok(config)
     }
 

@@ -27,13 +27,13 @@ pub struct PlatformConfig {
     pub refused_tries: u32,
     /// CA certificates (PEM) the platform's `https://` certificate must chain to; when set,
     /// only these are trusted. Empty: the public (webpki) roots.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::tls::optional_path")]
     pub ca_file: Option<std::path::PathBuf>,
     /// Client certificate (PEM) for mTLS to the platform; with `client_key`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::tls::optional_path")]
     pub client_cert: Option<std::path::PathBuf>,
     /// The client certificate's private key (PEM).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::tls::optional_path")]
     pub client_key: Option<std::path::PathBuf>,
 }
 
@@ -110,13 +110,13 @@ pub struct BusConfig {
     pub results_delivery_limit: u32,
     /// CA certificates (PEM) the broker's certificate must chain to, for `amqps://` URLs
     /// (required with them: no public roots are trusted for the broker). Checked at load.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::tls::optional_path")]
     pub ca_file: Option<std::path::PathBuf>,
     /// Client certificate (PEM) presented to the broker over `amqps://`; with `client_key`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::tls::optional_path")]
     pub client_cert: Option<std::path::PathBuf>,
     /// The client certificate's private key (PEM).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::tls::optional_path")]
     pub client_key: Option<std::path::PathBuf>,
 }
 
