@@ -126,7 +126,7 @@ for d in scjg sw ga xf rs zrzy; do # the simulators answer before anything is se
     sleep 0.2
   done
 done
-"$python" scripts/chaos_platform.py "$platform_port" "$work/platform" &
+"$python" scripts/chaos_platform.py "$platform_port" "$work/platform" chaos-platform-secret &
 pids+=($!)
 
 mkdir -p "$work/departments"

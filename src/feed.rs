@@ -392,6 +392,11 @@ mod tests {
             b"what do ya want for nothing?",
         );
         assert_eq!(s, format!("sha256={hex}"));
+        // The same value Python's hmac gives (scripts/chaos_platform.py checks this way).
+        assert_eq!(
+            s,
+            "sha256=1b1193774c999640608f6c731966f256c29d96f29ff6cea3fee086e556b14f27"
+        );
         assert_ne!(
             s,
             signature(
