@@ -527,8 +527,13 @@ async fn copy_is_held(header: &str, value: lapin::types::AMQPValue) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_https_endpoint_signed_by_the_departments_own_ca_is_reached_and_another_is_refused() {
-    let bus = bus();
+async fn over_amqps_an_https_endpoint_signed_by_the_departments_own_ca_is_reached_and_another_is_refused()
+ {
+    // The adapter's broker connection is TLS too: amqps:// with the broker's CA.
+    let mut bus = bus();
+    let (url, broker_ca) = testkit::broker::amqps();
+    bus.url = url;
+    bus.ca_file = Some(broker_ca);
     let harness = Broker::for_departments(&bus, &["scjg"]).await;
     let dir = tempfile::tempdir().unwrap();
     // The department's intranet CA signed the system's certificate, and the adapter's client
