@@ -76,6 +76,40 @@ async fn postgres_store_opens_over_tls_and_checks_the_server_against_sslrootcert
     schema.drop_now().await;
 }
 
+/// The server's own certificate as the root: Debian's cluster serves its self-signed snakeoil
+/// certificate, issued to a host name (never to an IP address such as 127.0.0.1).
+#[tokio::test]
+async fn postgres_verify_ca_checks_the_chain_and_verify_full_the_name_too() {
+    testkit::logs();
+    let file: String = testkit::db::connect()
+        .await
+        .query_one("SHOW ssl_cert_file", &[])
+        .await
+        .expect("the server's certificate file")
+        .get(0);
+    let cert = std::path::Path::new(&file);
+    if !cert.is_absolute() || std::fs::metadata(cert).is_err() {
+        eprintln!("the server's certificate {file} cannot be read here: nothing to check");
+        return;
+    }
+    let cert = cert.display();
+    let client = yichuang::tls::connect_postgres(&pg_url_with(&format!(
+        "sslmode=verify-ca&sslrootcert={cert}"
+    )))
+    .await
+    .expect("verify-ca with the server's own certificate as root");
+    assert!(backend_ssl(&client).await);
+    let e = yichuang::tls::connect_postgres(&pg_url_with(&format!(
+        "sslmode=verify-full&sslrootcert={cert}"
+    )))
+    .await
+    .expect_err("127.0.0.1 is not the name in the certificate");
+    assert!(
+        e.to_string().contains("not valid for name \"127.0.0.1\""),
+        "{e}"
+    );
+}
+
 mod platform {
     //! The platform push to an `https://` receiver whose certificate a private CA signed, with
     //! the gateway's own client certificate (mTLS).
