@@ -103,7 +103,9 @@ ssl_options.verify = verify_peer
 ssl_options.fail_if_no_peer_cert = false"
   mq_restart=0
   if ! sudo_ test -s "$tls_dir/ca.pem" -a -s "$tls_dir/server.pem" -a -s "$tls_dir/server-key.pem"; then
-    cargo run -q -p yichuang-devcerts --bin yichuang-dev-certs -- target/dev-certs >/dev/null
+    # Cargo as `make` runs it (scripts/toolchain.sh installs it in ~/.cargo/bin when missing).
+    cargo_=${CARGO:-$(command -v cargo || echo "$HOME/.cargo/bin/cargo")}
+    "$cargo_" run -q -p yichuang-devcerts --bin yichuang-dev-certs -- target/dev-certs >/dev/null
     sudo_ mkdir -p "$tls_dir"
     sudo_ cp target/dev-certs/ca.pem target/dev-certs/server.pem target/dev-certs/server-key.pem "$tls_dir/"
     sudo_ chown -R rabbitmq:rabbitmq "$tls_dir"
