@@ -67,7 +67,8 @@ cleanup() {
   sudo_ pg_ctlcluster "$pg_version" "$pg_cluster" start >/dev/null 2>&1 || true
   psql_ "DROP DATABASE IF EXISTS $dept_db" 2>/dev/null || true
   if [ "$STORE" = postgres ]; then
-    psql_ "DROP SCHEMA IF EXISTS $schema CASCADE" "${YICHUANG_TEST_PG_URL##*/}" 2>/dev/null || true
+    pg_db=${YICHUANG_TEST_PG_URL##*/}
+    psql_ "DROP SCHEMA IF EXISTS $schema CASCADE" "${pg_db%%\?*}" 2>/dev/null || true
   fi
   [ "${CLUSTER_KEEP:-0}" = 1 ] || bash scripts/cluster.sh stop >/dev/null 2>&1 || true
   # The processes' logs join the suite's, which `make test` scans for personal data.
@@ -125,7 +126,7 @@ for d in scjg sw ga xf rs zrzy; do # the simulators answer before anything is se
     sleep 0.2
   done
 done
-"$python" scripts/chaos_platform.py "$platform_port" "$work/platform" &
+"$python" scripts/chaos_platform.py "$platform_port" "$work/platform" chaos-platform-secret &
 pids+=($!)
 
 mkdir -p "$work/departments"

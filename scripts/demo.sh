@@ -52,10 +52,16 @@ bold "== the acceptance list (受理清单)"
 bold "== a RabbitMQ vhost ($vhost) and a PostgreSQL database (yichuang_demo) of the demo's own"
 sudo_ rabbitmqctl -q add_vhost "$vhost" >/dev/null
 sudo_ rabbitmqctl -q set_permissions -p "$vhost" guest ".*" ".*" ".*" >/dev/null
-amqp="amqp://guest:guest@127.0.0.1:5672/$vhost"
+# AMQPS with the development CA scripts/services.sh installed for RabbitMQ (docs/tls.md).
+if [ -n "${YICHUANG_TEST_AMQP_CA:-}" ]; then
+  amqp="amqps://guest:guest@127.0.0.1:5671/$vhost"
+else
+  amqp="amqp://guest:guest@127.0.0.1:5672/$vhost"
+fi
+export YICHUANG_AMQP_CA="${YICHUANG_TEST_AMQP_CA:-}"
 psql_ "DROP DATABASE IF EXISTS yichuang_demo"
 psql_ "CREATE DATABASE yichuang_demo OWNER yichuang ENCODING 'UTF8' LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8' TEMPLATE template0"
-pg="postgres://yichuang:yichuang@127.0.0.1:$pg_port/yichuang_demo"
+pg="postgres://yichuang:yichuang@127.0.0.1:$pg_port/yichuang_demo?sslmode=require"
 
 bold "== the departments' legacy systems (simulated: they decide in a few seconds, ask for more materials now and then, and answer 502 or hang)"
 behaviour() { # behaviour DEPT: no rejections, so every case can finish; a fifth ask for materials (补正) first; some faults
@@ -100,14 +106,15 @@ catalog_dir = "$PWD/config/catalog"
 listen = "127.0.0.1:$adapter_port"
 [bus]
 url = "$amqp"
+ca_file = "$YICHUANG_AMQP_CA"
 [log]
 format = "text"
 level = "warn"
 EOF
 export SCJG_CLIENT_ID=yichuang SCJG_CLIENT_SECRET=sim-secret
 export SW_APP_ID=yichuang SW_APP_SECRET=sim-secret SW_SIGN_KEY=demo-sign-key
-export RS_DB_URL=postgres://yichuang@127.0.0.1:$pg_port/yichuang_demo RS_DB_PASSWORD=yichuang
-export ZRZY_DB_URL=postgres://yichuang@127.0.0.1:$pg_port/yichuang_demo ZRZY_DB_PASSWORD=yichuang
+export RS_DB_URL="postgres://yichuang@127.0.0.1:$pg_port/yichuang_demo?sslmode=require" RS_DB_PASSWORD=yichuang
+export ZRZY_DB_URL="postgres://yichuang@127.0.0.1:$pg_port/yichuang_demo?sslmode=require" ZRZY_DB_PASSWORD=yichuang
 export GJJ_WORKLIST="$work/gjj-worklist.db"
 export YICHUANG_AMQP_URL="$amqp" YICHUANG_DATA="$work" YICHUANG_LISTEN="127.0.0.1:$port" YICHUANG_METRICS_LISTEN="127.0.0.1:$metrics_port" YICHUANG_LOG_FORMAT=text
 export YICHUANG_CATALOG_DIR="$PWD/config/catalog" YICHUANG_CALENDAR_DIR="$PWD/config/calendar"

@@ -68,7 +68,15 @@ if [ "$want_pg" = 1 ]; then
     # UTF-8 whatever locale the cluster was created with (C.UTF-8 is in every Debian libc).
     psql_ "CREATE DATABASE yichuang_test OWNER yichuang ENCODING 'UTF8' LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8' TEMPLATE template0"
   fi
-  set_env YICHUANG_TEST_PG_URL "postgres://yichuang:yichuang@127.0.0.1:$pg_port/yichuang_test"
+  # Every test connects over TLS: Debian's cluster has `ssl = on` with the snakeoil certificate,
+  # which `sslmode=require` encrypts to without checking (docs/tls.md; verify-full needs a CA).
+  if [ "$(psql_ "SHOW ssl")" = on ]; then
+    pg_ssl=require
+  else
+    echo "services: warning: PostgreSQL has ssl = off; the tests connect without TLS (sslmode=prefer)" >&2
+    pg_ssl=prefer
+  fi
+  set_env YICHUANG_TEST_PG_URL "postgres://yichuang:yichuang@127.0.0.1:$pg_port/yichuang_test?sslmode=$pg_ssl"
   echo "services: PostgreSQL $pg_version on port $pg_port"
 fi
 
@@ -79,6 +87,41 @@ if [ "$want_mq" = 1 ]; then
     ! grep -qs '^NODENAME=' /etc/rabbitmq/rabbitmq-env.conf; then
     echo "services: host name $(hostname -s) does not resolve: RabbitMQ's node is rabbit@localhost"
     echo "NODENAME=rabbit@localhost" | sudo_ tee -a /etc/rabbitmq/rabbitmq-env.conf >/dev/null
+  fi
+  # AMQPS on port 5671 with development certificates (docs/tls.md): yichuang-dev-certs writes a
+  # CA and a server certificate (localhost, 127.0.0.1) into target/dev-certs; they are installed
+  # where the rabbitmq user can read them, once: later runs (and other clones) use the installed
+  # ones, so the broker is restarted only when its TLS settings are new.
+  tls_dir=/etc/rabbitmq/yichuang-tls
+  tls_conf=/etc/rabbitmq/conf.d/50-yichuang-tls.conf
+  tls_settings="# Written by yichuang's scripts/services.sh: AMQPS for the tests and the demo.
+listeners.ssl.default = 5671
+ssl_options.cacertfile = $tls_dir/ca.pem
+ssl_options.certfile = $tls_dir/server.pem
+ssl_options.keyfile = $tls_dir/server-key.pem
+ssl_options.verify = verify_peer
+ssl_options.fail_if_no_peer_cert = false"
+  mq_restart=0
+  if ! sudo_ test -s "$tls_dir/ca.pem" -a -s "$tls_dir/server.pem" -a -s "$tls_dir/server-key.pem"; then
+    # Cargo as `make` runs it (scripts/toolchain.sh installs it in ~/.cargo/bin when missing).
+    cargo_=${CARGO:-$(command -v cargo || echo "$HOME/.cargo/bin/cargo")}
+    "$cargo_" run -q -p yichuang-devcerts --bin yichuang-dev-certs -- target/dev-certs >/dev/null
+    sudo_ mkdir -p "$tls_dir"
+    sudo_ cp target/dev-certs/ca.pem target/dev-certs/server.pem target/dev-certs/server-key.pem "$tls_dir/"
+    sudo_ chown -R rabbitmq:rabbitmq "$tls_dir"
+    sudo_ chmod 0644 "$tls_dir/ca.pem" "$tls_dir/server.pem"
+    sudo_ chmod 0600 "$tls_dir/server-key.pem"
+    mq_restart=1
+  fi
+  if [ "$(sudo_ cat "$tls_conf" 2>/dev/null)" != "$tls_settings" ]; then
+    sudo_ mkdir -p "$(dirname "$tls_conf")"
+    printf '%s\n' "$tls_settings" | sudo_ tee "$tls_conf" >/dev/null
+    mq_restart=1
+  fi
+  if [ "$mq_restart" = 1 ] && sudo_ rabbitmq-diagnostics -q ping >/dev/null 2>&1; then
+    echo "services: RabbitMQ's TLS settings are new: restarting it"
+    sudo_ rabbitmqctl -q stop >/dev/null 2>&1 || true
+    wait_for 60 "RabbitMQ to stop" sudo_ bash -c '! PATH=$PATH:/usr/sbin rabbitmq-diagnostics -q ping'
   fi
   if ! sudo_ rabbitmq-diagnostics -q ping >/dev/null 2>&1; then
     sudo_ rabbitmq-server -detached >/dev/null 2>&1 || true
@@ -93,7 +136,10 @@ if [ "$want_mq" = 1 ]; then
   # server package; enabling it is idempotent.
   sudo_ rabbitmq-plugins -q enable rabbitmq_management >/dev/null
   wait_for 60 "RabbitMQ's management listener on port 15672" sudo_ rabbitmq-diagnostics -q check_port_listener 15672
+  wait_for 60 "RabbitMQ's AMQPS listener on port 5671" sudo_ rabbitmq-diagnostics -q check_port_listener 5671
   set_env YICHUANG_TEST_AMQP_URL "amqp://guest:guest@127.0.0.1:5672/%2f"
+  set_env YICHUANG_TEST_AMQPS_URL "amqps://guest:guest@127.0.0.1:5671/%2f"
+  set_env YICHUANG_TEST_AMQP_CA "$tls_dir/ca.pem"
   echo "services: RabbitMQ $(sudo_ rabbitmq-diagnostics -q server_version 2>/dev/null || echo up)"
   # tests/results.rs and tests/broker_outage.rs run rabbitmqctl themselves, without sudo; Debian's
   # rabbitmqctl runs only as root (or rabbitmq).

@@ -116,6 +116,14 @@ impl Gateway {
                     "push_url is set but secret is empty: pushes are signed; set secret (e.g. \"${YICHUANG_PLATFORM_SECRET}\")".into(),
                 ));
             }
+            if p.refused_tries == 0 {
+                return Err(StartError::Platform(
+                    "refused_tries must be at least 1 (default 5)".into(),
+                ));
+            }
+            p.tls()
+                .check("[platform] client_cert/client_key")
+                .map_err(|e| StartError::Platform(e.to_string()))?;
         }
         let policy = crate::auth::Policy::new(&config.auth).map_err(StartError::Trust)?;
         let authenticator =

@@ -30,7 +30,8 @@
 //! - [`outbox`]: the relay that publishes committed tasks and status events with confirms.
 //! - [`results`]: the consumer of the departments' results, checked and recorded.
 //! - [`stall`]: tasks the gateway hears nothing of, found and published again.
-//! - [`feed`]: the platform HTTP push.
+//! - [`feed`]: the platform HTTP push, signed, with refused events set aside.
+//! - [`tls`]: client TLS for every hop the process opens (HTTP, PostgreSQL, AMQPS).
 //! - [`dlq`]: dead-letter operations as operators run them, each recorded in their audit.
 //! - [`supervise`]: the background workers, started again when they stop, and the shutdown
 //!   they obey ([`supervise::Shutdown`], [`supervise::idle`]).
@@ -78,6 +79,7 @@ pub mod stall;
 pub mod store;
 pub mod supervise;
 pub mod telemetry;
+pub mod tls;
 pub mod trace;
 
 /// The canonical schema, generated from `proto/`.

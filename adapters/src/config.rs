@@ -99,6 +99,26 @@ impl AdapterConfig {
         {
             *dir = base.join(&*dir);
         }
+        // The broker's TLS files, relative to this file as the other paths are.
+        let tls = config.bus.tls().relative_to(base);
+        (
+            config.bus.ca_file,
+            config.bus.client_cert,
+            config.bus.client_key,
+        ) = (tls.ca_file, tls.client_cert, tls.client_key);
+        if let Err(message) = config.bus.check_tls() {
+            let key = if config.bus.ca_file.is_some() {
+                "ca_file"
+            } else {
+                "url"
+            };
+            return Err(ConfigError::Invalid(yichuang::config::ConfigProblem {
+                file: path.display().to_string(),
+                line: yichuang::config::key_line(&text, key),
+                message: format!("[bus] {message}"),
+            }));
+        }
+
         Ok(config)
     }
 
@@ -145,6 +165,12 @@ pub struct DepartmentConfig {
     pub maintenance: Vec<Window>,
     #[serde(default)]
     pub mapping: Mapping,
+    /// TLS to an `https://` endpoint: the CA bundle that signed the legacy system's
+    /// certificate (`ca_file`; government intranets run their own CAs; when set, only it is
+    /// trusted) and, for mTLS, `client_cert` and `client_key`. PEM paths, relative to the
+    /// department file. A PostgreSQL endpoint takes `sslmode` and `sslrootcert` in its URL.
+    #[serde(default)]
+    pub tls: yichuang::tls::ClientTls,
     /// Settings of the kind (paths, SOAP action, table names…), checked by the kind.
     #[serde(default)]
     pub options: BTreeMap<String, String>,
@@ -390,7 +416,11 @@ impl DepartmentConfig {
             path: path.display().to_string(),
             source,
         })?;
-        let config = Self::parse(&path, &text, kinds)?;
+        let mut config = Self::parse(&path, &text, kinds)?;
+        config.tls = config.tls.relative_to(dir);
+        if let Err(e) = config.tls.check("tls") {
+            return Err(problem(&path, line_of(&text, "tls:"), format!("tls: {e}")));
+        }
         if config.department != code {
             return Err(problem(
                 &path,
@@ -436,6 +466,16 @@ impl DepartmentConfig {
                 path,
                 at("limits:"),
                 "limits.requests_per_second and limits.concurrency must be at least 1".into(),
+            ));
+        }
+        if !config.tls.is_empty() && !config.endpoint.starts_with("https://") {
+            return Err(problem(
+                path,
+                at("tls:"),
+                format!(
+                    "tls is set but endpoint {:?} is not https://; write https://, or for a PostgreSQL endpoint put sslmode and sslrootcert in its URL",
+                    config.endpoint
+                ),
             ));
         }
         for w in &config.maintenance {

@@ -55,7 +55,11 @@ async fn platform_push(
             .unwrap_or("")
             .to_string()
     };
-    if header("x-yichuang-signature") != yichuang::feed::signature(PLATFORM_SECRET, &body) {
+    let timestamp: i64 = header("x-yichuang-timestamp").parse().unwrap_or(0);
+    let id = header("x-yichuang-event-id");
+    if header("x-yichuang-signature")
+        != yichuang::feed::signature(PLATFORM_SECRET, timestamp, &id, &body)
+    {
         return StatusCode::UNAUTHORIZED;
     }
     p.taken.lock().unwrap().push(header("x-yichuang-event-id"));

@@ -525,3 +525,77 @@ async fn copy_is_held(header: &str, value: lapin::types::AMQPValue) {
     b.task.abort();
     harness.remove().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_amqps_an_https_endpoint_signed_by_the_departments_own_ca_is_reached_and_another_is_refused()
+ {
+    // The adapter's broker connection is TLS too: amqps:// with the broker's CA.
+    let mut bus = bus();
+    let (url, broker_ca) = testkit::broker::amqps();
+    bus.url = url;
+    bus.ca_file = Some(broker_ca);
+    let harness = Broker::for_departments(&bus, &["scjg"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    // The department's intranet CA signed the system's certificate, and the adapter's client
+    // certificate (the system asks for one: mTLS).
+    let ca = yichuang_devcerts::Authority::new("scjg intranet CA").unwrap();
+    std::fs::write(dir.path().join("scjg-ca.pem"), ca.cert_pem()).unwrap();
+    ca.client("adapter", "urn:yichuang:adapter:scjg")
+        .unwrap()
+        .write(dir.path(), "adapter")
+        .unwrap();
+    let server = ca.server(&["localhost", "127.0.0.1"]).unwrap();
+    let (listener, endpoint) = testkit::server::https(&server, Some(ca.cert_pem())).await;
+    let sim = HttpJsonSim::new(Settings {
+        behaviour: Behaviour {
+            department: "scjg".into(),
+            decision_delay_ms: 200,
+            ..Behaviour::default()
+        },
+        ..Settings::default()
+    });
+    let app = sim.router();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut department = config(&endpoint, &dir);
+    department.tls = yichuang::tls::ClientTls {
+        ca_file: Some(dir.path().join("scjg-ca.pem")),
+        client_cert: Some(dir.path().join("adapter.pem")),
+        client_key: Some(dir.path().join("adapter-key.pem")),
+    };
+    let adapter = Adapter::start(&bus, vec![department.clone()]).await;
+    let tasks: Vec<_> = (0..3).map(|n| task("scjg", "SP-JY", n)).collect();
+    let ids = testkit::tasks::task_ids(&tasks);
+    for t in &tasks {
+        harness.publish(t).await;
+    }
+    let results = harness.results_for(&ids, Duration::from_secs(60)).await;
+    assert_one_outcome_each(&results, &ids);
+    assert_eq!(
+        sim.sim.stats().cases,
+        3,
+        "every task reached the system over https"
+    );
+    adapter.task.abort();
+    harness.remove().await;
+
+    // Trusting the public roots only (no ca_file), the department's client refuses the
+    // system's certificate and says why.
+    department.tls.ca_file = None;
+    let client = yichuang_adapters::kinds::http_client(&department).unwrap();
+    let e = client.get(format!("{endpoint}/")).send().await.unwrap_err();
+    let message = yichuang::tls::with_causes(&e);
+    assert!(message.contains("UnknownIssuer"), "{message}");
+}
+
+#[test]
+fn a_tls_block_on_a_plain_http_endpoint_is_refused_at_its_line() {
+    let text = "department: scjg\nkind: http-json\nendpoint: http://10.1.2.3/api\ntls:\n  ca_file: ca.pem\n";
+    let e = DepartmentConfig::parse(
+        std::path::Path::new("scjg.yaml"),
+        text,
+        &yichuang_adapters::kinds::names(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("scjg.yaml:4") && e.contains("https://"), "{e}");
+}

@@ -33,7 +33,14 @@ pub enum IdentityError {
 /// Turns certificates and tokens into callers.
 pub struct Authenticator {
     jwt: Option<Jwt>,
+    /// Callers by their verified certificate (DER): a connection's certificate is read once,
+    /// not at each of its calls.
+    known: std::sync::RwLock<std::collections::HashMap<Vec<u8>, Caller>>,
 }
+
+/// Certificates remembered at most; past it the memory starts again (a bound, not a cache
+/// policy: a hall has a few hundred clients).
+const KNOWN_CERTIFICATES: usize = 4096;
 
 struct Jwt {
     issuer: String,
@@ -58,7 +65,10 @@ impl Authenticator {
     /// be read or parsed is refused, naming it.
     pub fn new(jwt: Option<&JwtConfig>) -> Result<Authenticator, String> {
         let Some(config) = jwt else {
-            return Ok(Authenticator { jwt: None });
+            return Ok(Authenticator {
+                jwt: None,
+                known: Default::default(),
+            });
         };
         if config.keys.is_empty() {
             return Err("[auth.jwt] keys: at least one verification key is needed".into());
@@ -79,6 +89,7 @@ impl Authenticator {
                 leeway: config.leeway_secs,
                 keys,
             }),
+            known: Default::default(),
         })
     }
 
@@ -89,6 +100,19 @@ impl Authenticator {
 
     /// The caller a verified client certificate (DER) names.
     pub fn from_certificate(&self, der: &[u8]) -> Result<Caller, IdentityError> {
+        if let Some(caller) = self.known.read().expect("known certificates").get(der) {
+            return Ok(caller.clone());
+        }
+        let caller = Self::read_certificate(der)?;
+        let mut known = self.known.write().expect("known certificates");
+        if known.len() >= KNOWN_CERTIFICATES {
+            known.clear();
+        }
+        known.insert(der.to_vec(), caller.clone());
+        Ok(caller)
+    }
+
+    fn read_certificate(der: &[u8]) -> Result<Caller, IdentityError> {
         use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
         let bad = |m: &str| IdentityError::Certificate(m.to_string());
         let (_, cert) = X509Certificate::from_der(der).map_err(|_| bad("cannot be parsed"))?;

@@ -23,8 +23,10 @@ pub use session::{Backoff, Ended, confirming_channel, reconnecting};
 /// Why the bus could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
-    #[error("cannot reach RabbitMQ at {url}: {source}")]
-    Connect { url: String, source: lapin::Error },
+    #[error("cannot reach RabbitMQ at {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("[bus] TLS settings: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("RabbitMQ did not answer within {0:?}")]
     Timeout(Duration),
     #[error("no node of the RabbitMQ cluster could be reached: {0}")]
@@ -340,7 +342,7 @@ pub async fn connect(config: &BusConfig) -> Result<Connection, BusError> {
     let mut failures = Vec::new();
     for k in 0..urls.len() {
         let i = (first + k) % urls.len();
-        match connect_to(urls[i], config.timeout_secs).await {
+        match connect_to(urls[i], config).await {
             Ok(c) => {
                 LAST_NODE.store(i, std::sync::atomic::Ordering::Relaxed);
                 return Ok(c);
@@ -355,15 +357,40 @@ pub async fn connect(config: &BusConfig) -> Result<Connection, BusError> {
     Err(BusError::Cluster(failures.join("; ")))
 }
 
-async fn connect_to(url: &str, timeout_secs: u64) -> Result<Connection, BusError> {
-    let timeout = Duration::from_secs(timeout_secs);
+async fn connect_to(url: &str, config: &BusConfig) -> Result<Connection, BusError> {
+    let timeout = Duration::from_secs(config.timeout_secs);
     let properties = ConnectionProperties::default().with_connection_name("yichuang".into());
-    match tokio::time::timeout(timeout, Connection::connect(url, properties)).await {
+    // An `amqps://` URL is TLS with `[bus] ca_file` as the trusted CA (and the client
+    // certificate, when set); the settings are read again on every connection, so renewed
+    // certificates are picked up by the next reconnect.
+    let tls = if url.starts_with("amqps://") {
+        config.tls().amqp("[bus] client_cert/client_key")?
+    } else {
+        lapin::tcp::OwnedTLSConfig::default()
+    };
+    let runtime = lapin::runtime::default_runtime().map_err(|e| BusError::Connect {
+        url: redact(url),
+        reason: e.to_string(),
+    })?;
+    match tokio::time::timeout(
+        timeout,
+        Connection::connect_with_config(url, properties, tls, runtime),
+    )
+    .await
+    {
         Ok(Ok(c)) => Ok(c),
-        Ok(Err(source)) => Err(BusError::Connect {
-            url: redact(url),
-            source,
-        }),
+        Ok(Err(source)) => {
+            let mut reason = crate::tls::with_causes(&source);
+            if url.starts_with("amqps://") && config.ca_file.is_none() {
+                reason.push_str(
+                    " (an amqps:// URL needs [bus] ca_file: the CA that signed the broker's certificate)",
+                );
+            }
+            Err(BusError::Connect {
+                url: redact(url),
+                reason,
+            })
+        }
         Err(_) => Err(BusError::Timeout(timeout)),
     }
 }

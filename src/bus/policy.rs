@@ -115,8 +115,13 @@ impl Management {
         } else {
             bases.push(config.management_url.trim_end_matches('/').to_string());
         }
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(config.timeout_secs))
+        let builder = reqwest::Client::builder().timeout(Duration::from_secs(config.timeout_secs));
+        // An `https://` management API is trusted as the broker is: `[bus] ca_file`.
+        let builder = config
+            .tls()
+            .reqwest(builder, "[bus] client_cert/client_key")
+            .map_err(|e| PolicyError::Url(e.to_string()))?;
+        let client = builder
             .build()
             .map_err(|e| PolicyError::Url(e.to_string()))?;
         Ok(Management {

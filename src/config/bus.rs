@@ -6,18 +6,64 @@
 use serde::Deserialize;
 
 /// The HTTP push of every status change to the one-network platform (一网通办).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlatformConfig {
     /// Where each status change is POSTed, in order; empty: no push.
     #[serde(default)]
     pub push_url: String,
-    /// Key of the HMAC-SHA256 signature in `X-Yichuang-Signature` (from the environment).
+    /// Key of the HMAC-SHA256 signature in `X-Yichuang-Signature` (from the environment); it
+    /// covers the timestamp, the event id and the body (docs/api.md, "Platform push").
     #[serde(default)]
     pub secret: String,
     /// Bound on one POST, in seconds (default 10).
     #[serde(default)]
     pub timeout_secs: Option<u64>,
+    /// Times an event is sent while the platform refuses it permanently (a 4xx other than 408
+    /// and 429) before it is set aside (the store's `push_dead`, logged) and the push moves on
+    /// to the next event. Other failures (5xx, 408, 429, no answer) are retried without bound,
+    /// in order. At least 1; default 5.
+    #[serde(default = "default_refused_tries")]
+    pub refused_tries: u32,
+    /// CA certificates (PEM) the platform's `https://` certificate must chain to; when set,
+    /// only these are trusted. Empty: the public (webpki) roots.
+    #[serde(default, deserialize_with = "crate::tls::optional_path")]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for mTLS to the platform; with `client_key`.
+    #[serde(default, deserialize_with = "crate::tls::optional_path")]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[serde(default, deserialize_with = "crate::tls::optional_path")]
+    pub client_key: Option<std::path::PathBuf>,
+}
+
+impl PlatformConfig {
+    /// The TLS settings of the push.
+    pub fn tls(&self) -> crate::tls::ClientTls {
+        crate::tls::ClientTls {
+            ca_file: self.ca_file.clone(),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+        }
+    }
+}
+
+impl Default for PlatformConfig {
+    fn default() -> Self {
+        PlatformConfig {
+            push_url: String::new(),
+            secret: String::new(),
+            timeout_secs: None,
+            refused_tries: default_refused_tries(),
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+        }
+    }
+}
+
+fn default_refused_tries() -> u32 {
+    5
 }
 
 /// Settings of the RabbitMQ bus.
@@ -62,9 +108,46 @@ pub struct BusConfig {
     /// (a result the gateway cannot apply must not block the consumer).
     #[serde(default = "default_results_delivery_limit")]
     pub results_delivery_limit: u32,
+    /// CA certificates (PEM) the broker's certificate must chain to, for `amqps://` URLs
+    /// (required with them: no public roots are trusted for the broker). Checked at load.
+    #[serde(default, deserialize_with = "crate::tls::optional_path")]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) presented to the broker over `amqps://`; with `client_key`.
+    #[serde(default, deserialize_with = "crate::tls::optional_path")]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[serde(default, deserialize_with = "crate::tls::optional_path")]
+    pub client_key: Option<std::path::PathBuf>,
 }
 
 impl BusConfig {
+    /// The TLS settings of `amqps://` connections.
+    pub fn tls(&self) -> crate::tls::ClientTls {
+        crate::tls::ClientTls {
+            ca_file: self.ca_file.clone(),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+        }
+    }
+
+    /// The TLS files can be read and parsed; an `amqps://` URL (of `url` or `nodes`) has a
+    /// `ca_file`.
+    pub fn check_tls(&self) -> Result<(), String> {
+        let tls = self.tls();
+        tls.check("[bus] client_cert/client_key")
+            .map_err(|e| e.to_string())?;
+        let amqps = std::iter::once(&self.url)
+            .chain(&self.nodes)
+            .any(|u| u.starts_with("amqps://"));
+        if amqps && self.ca_file.is_none() {
+            return Err(
+                "an amqps:// URL needs ca_file, the CA (PEM) that signed the broker's certificate"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
     /// The cluster's nodes are one broker seen through several doors: each URL of `nodes` must be
     /// an AMQP URL with the user and vhost of `url` (a different user would change what the
     /// broker lets the process do, and whom its results are from; a different vhost is another
@@ -138,6 +221,9 @@ impl Default for BusConfig {
             department_users: Default::default(),
             management_url: String::new(),
             results_delivery_limit: default_results_delivery_limit(),
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
         }
     }
 }

@@ -195,6 +195,14 @@ impl GatewayConfig {
             .bus
             .check_nodes()
             .map_err(|m| problem("nodes", format!("[bus] nodes: {m}")))?;
+        config.bus.check_tls().map_err(|m| {
+            let key = if config.bus.ca_file.is_some() {
+                "ca_file"
+            } else {
+                "url"
+            };
+            problem(key, format!("[bus] {m}"))
+        })?;
         if config.server.max_message_bytes < 1024 {
             return Err(problem(
                 "max_message_bytes",
@@ -244,5 +252,23 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/gateway.toml");
         let config = GatewayConfig::load_with_env(&path, |_| None).expect("config/gateway.toml");
         assert!(matches!(config.store, StoreConfig::Sqlite { .. }));
+        assert_eq!(config.bus.ca_file, None, "an empty ca_file is none");
+        assert_eq!(config.platform.refused_tries, 5);
+    }
+
+    #[test]
+    fn amqps_without_a_ca_file_is_refused_at_the_url() {
+        let err = GatewayConfig::parse(
+            Path::new("g.toml"),
+            "[bus]\nprefix = \"y\"\nurl = \"amqps://gw:secret@mq:5671/%2f\"\n",
+            |_| None,
+        )
+        .unwrap_err();
+        let ConfigError::Invalid(problem) = err else {
+            panic!("expected invalid")
+        };
+        assert_eq!(problem.line, 3, "{problem}");
+        assert!(problem.message.contains("ca_file"), "{problem}");
+        assert!(!problem.message.contains("secret"), "{problem}");
     }
 }

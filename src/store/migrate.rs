@@ -40,8 +40,12 @@ pub(super) const SQLITE: &[(&str, &str)] = &[
         include_str!("../../migrations/sqlite/0009_operator_actions.sql"),
     ),
     (
-        "0010_access_log",
-        include_str!("../../migrations/sqlite/0010_access_log.sql"),
+        "0010_push_dead",
+        include_str!("../../migrations/sqlite/0010_push_dead.sql"),
+    ),
+    (
+        "0011_access_log",
+        include_str!("../../migrations/sqlite/0011_access_log.sql"),
     ),
 ];
 
@@ -84,8 +88,12 @@ pub(super) const POSTGRES: &[(&str, &str)] = &[
         include_str!("../../migrations/postgres/0009_operator_actions.sql"),
     ),
     (
-        "0010_access_log",
-        include_str!("../../migrations/postgres/0010_access_log.sql"),
+        "0010_push_dead",
+        include_str!("../../migrations/postgres/0010_push_dead.sql"),
+    ),
+    (
+        "0011_access_log",
+        include_str!("../../migrations/postgres/0011_access_log.sql"),
     ),
 ];
 

@@ -10,7 +10,8 @@ pub mod sqlite;
 
 pub use rows::{
     AccessQuery, AccessRecord, Attempt, Evaluated, EventItem, FeedItem, FeedQuery, ListQuery,
-    OnTimeRow, OperatorAction, OutboxItem, Silent, StoreError, SubmitCommand, SubmitResult,
+    OnTimeRow, OperatorAction, OutboxItem, PushDead, Silent, StoreError, SubmitCommand,
+    SubmitResult,
 };
 // The engines' shared helpers and SQL, reached by them as `super::…`.
 use rows::{
@@ -399,6 +400,25 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let until = Utc::now().timestamp_millis() + lease_ms;
         on_engine!(self, s => s.advance_push(name, owner, position, until).await)
+    }
+
+    /// Sets the entry at `dead.position` aside (a receiver refused it for good) and moves the
+    /// push cursor `name` past it, in one transaction; false when `owner` no longer holds the
+    /// cursor (nothing is recorded then).
+    pub async fn set_aside_push(
+        &self,
+        name: &str,
+        owner: &str,
+        dead: PushDead,
+        lease_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let until = Utc::now().timestamp_millis() + lease_ms;
+        on_engine!(self, s => s.set_aside_push(name, owner, dead, until).await)
+    }
+
+    /// The entries set aside from the push cursor `name`, oldest first.
+    pub async fn push_dead(&self, name: &str) -> Result<Vec<PushDead>, StoreError> {
+        on_engine!(self, s => s.push_dead(name).await)
     }
 
     /// Number of case history entries not yet confirmed on the events exchange.

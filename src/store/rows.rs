@@ -277,6 +277,23 @@ pub struct FeedItem {
     pub event: CaseEvent,
 }
 
+/// An entry of a push set aside: the receiver refused it for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushDead {
+    /// Its feed position.
+    pub position: i64,
+    /// The push's event id (`<case number>:<seq>`).
+    pub event_id: String,
+    /// The receiver's last HTTP status.
+    pub status: i32,
+    /// The receiver's last answer, shortened and masked (what an operator reads to fix it).
+    pub reason: String,
+    /// How many times it was sent.
+    pub tries: i32,
+    /// When it was set aside (ms since the epoch).
+    pub at_ms: i64,
+}
+
 /// A filter for listing cases.
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {

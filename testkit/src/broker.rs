@@ -28,6 +28,20 @@ pub fn amqp_url() -> String {
     )
 }
 
+/// The AMQPS URL (RabbitMQ's TLS listener) that `make test` provides, and the CA file (PEM)
+/// that signed the broker's development certificate.
+pub fn amqps() -> (String, std::path::PathBuf) {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!("{name} is not set: run the suite with `make test`, which starts RabbitMQ with TLS and sets it")
+        })
+    };
+    (
+        var("YICHUANG_TEST_AMQPS_URL"),
+        var("YICHUANG_TEST_AMQP_CA").into(),
+    )
+}
+
 /// A prefix no other test uses.
 pub fn prefix() -> String {
     format!("t{}", uuid::Uuid::new_v4().simple())

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 /// The PostgreSQL URL that `make test` provides.
 pub fn pg_url() -> String {
@@ -34,13 +34,12 @@ pub fn unique_schema(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
 }
 
-/// A connection to the test server; its connection task runs on the current runtime.
+/// A connection to the test server, with the URL's TLS settings (`make test` asks for
+/// `sslmode=require`); its connection task runs on the current runtime.
 pub async fn connect() -> Client {
-    let (client, connection) = tokio_postgres::connect(&pg_url(), NoTls)
+    yichuang::tls::connect_postgres(&pg_url())
         .await
-        .expect("connect to PostgreSQL");
-    tokio::spawn(connection);
-    client
+        .expect("connect to PostgreSQL")
 }
 
 /// Drops a test's schema.
@@ -91,13 +90,11 @@ impl Drop for Schema {
         let name = self.name.clone();
         crate::clean_up_on_a_thread(move || async move {
             let url = pg_url();
-            let connected = tokio_postgres::connect(&url, NoTls);
-            let Ok(Ok((client, connection))) =
-                tokio::time::timeout(Duration::from_secs(10), connected).await
+            let connected = yichuang::tls::connect_postgres(&url);
+            let Ok(Ok(client)) = tokio::time::timeout(Duration::from_secs(10), connected).await
             else {
                 return;
             };
-            tokio::spawn(connection);
             let _ = client
                 .batch_execute(&format!(
                     "SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS {name} CASCADE"

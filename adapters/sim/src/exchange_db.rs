@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::core::{
     Behaviour, Fault, Outcome, REJECTION_REASONS, Resupply, SUPPLEMENT_MATERIALS, Sim, Stats,
@@ -153,9 +153,8 @@ impl ExchangeDbSim {
     }
 
     async fn connect(&self) -> anyhow::Result<Client> {
-        let (client, connection) = tokio_postgres::connect(&self.settings.url, NoTls).await?;
-        tokio::spawn(connection);
-        Ok(client)
+        // The URL's `sslmode` as libpq reads it: the suite's database asks for TLS.
+        Ok(yichuang::tls::connect_postgres(&self.settings.url).await?)
     }
 
     /// Creates the schema and the exchange tables, when they are not there.

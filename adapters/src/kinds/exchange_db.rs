@@ -48,9 +48,10 @@ use yichuang::store::postgres::plain_identifier;
 
 use serde_json::Value;
 use tokio::sync::Mutex;
+use tokio_postgres::Client;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, NoTls};
 use tracing::{debug, info, warn};
+use yichuang::tls::MakeRustlsConnect;
 
 use super::Kind;
 use crate::config::DepartmentConfig;
@@ -121,11 +122,12 @@ fn build(config: &DepartmentConfig, gate: Gate) -> Result<Arc<dyn DepartmentSyst
         })
     };
     let fields = check_names(config, &opt)?;
-    let pg = connection(config)?;
+    let (pg, tls) = connection(config)?;
     let sql = statements(&opt, &fields);
     debug!(department = %config.department, insert = %sql.insert, "exchange-db statements");
     Ok(Arc::new(ExchangeDb {
         pg,
+        tls,
         sql,
         stage: opt("stage"),
         status_column: config.mapping.result.status.clone(),
@@ -183,14 +185,18 @@ fn check_names<'a>(
     Ok(fields)
 }
 
-/// The connection settings: the endpoint URL without a password, the password from its secret.
-fn connection(config: &DepartmentConfig) -> Result<tokio_postgres::Config, String> {
-    let mut pg: tokio_postgres::Config = config.endpoint.parse().map_err(|e| {
+/// The connection settings: the endpoint URL without a password (`sslmode` and `sslrootcert`
+/// as libpq reads them, `yichuang::tls::postgres`), the password from its secret.
+fn connection(
+    config: &DepartmentConfig,
+) -> Result<(tokio_postgres::Config, MakeRustlsConnect), String> {
+    let target = yichuang::tls::postgres(&config.endpoint).map_err(|e| {
         format!(
-            "endpoint {:?} is not a PostgreSQL URL (postgres://user@host:5432/database): {e}",
+            "endpoint {:?}: {e} (postgres://user@host:5432/database?sslmode=verify-full&sslrootcert=/etc/ca.pem)",
             config.endpoint
         )
     })?;
+    let mut pg = target.config;
     if !config.endpoint.starts_with("postgres://") && !config.endpoint.starts_with("postgresql://")
     {
         return Err(format!(
@@ -219,7 +225,7 @@ fn connection(config: &DepartmentConfig) -> Result<tokio_postgres::Config, Strin
     }
     pg.connect_timeout(Duration::from_secs(config.limits.timeout_secs.max(1)));
     pg.application_name(format!("yichuang-adapter-{}", config.department));
-    Ok(pg)
+    Ok((pg, target.tls))
 }
 
 /// The statements, with the configured table and column names.
@@ -308,6 +314,8 @@ fn statements(opt: &dyn Fn(&str) -> String, fields: &[&String]) -> Sql {
 
 struct ExchangeDb {
     pg: tokio_postgres::Config,
+    /// TLS as the endpoint's `sslmode` asks.
+    tls: MakeRustlsConnect,
     sql: Sql,
     stage: String,
     /// The result column with the status, and the statuses that ask for a supplement: the
@@ -396,7 +404,7 @@ impl ExchangeDb {
         {
             return Ok(c.clone());
         }
-        let (client, connection) = self.pg.connect(NoTls).await.map_err(|e| {
+        let (client, connection) = self.pg.connect(self.tls.clone()).await.map_err(|e| {
             Failure::transient(format!(
                 "cannot connect to the department database {}: {e}",
                 self.where_()

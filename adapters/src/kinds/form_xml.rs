@@ -138,10 +138,7 @@ fn build(config: &DepartmentConfig, gate: Gate) -> Result<Arc<dyn DepartmentSyst
         }
     }
     Ok(Arc::new(FormXml {
-        client: reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(config.limits.timeout_secs))
-            .build()
-            .map_err(|e| e.to_string())?,
+        client: super::http_client(config)?,
         base: config.endpoint.trim_end_matches('/').to_string(),
         app_id: secret("app_id")?,
         app_secret: secret("app_secret")?,

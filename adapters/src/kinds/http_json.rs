@@ -72,10 +72,7 @@ fn build(config: &DepartmentConfig, gate: Gate) -> Result<Arc<dyn DepartmentSyst
             .unwrap_or_default()
     };
     Ok(Arc::new(HttpJson {
-        client: reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(config.limits.timeout_secs))
-            .build()
-            .map_err(|e| e.to_string())?,
+        client: super::http_client(config)?,
         base: config.endpoint.trim_end_matches('/').to_string(),
         client_id: secret("client_id")?,
         client_secret: secret("client_secret")?,

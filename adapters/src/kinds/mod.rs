@@ -67,6 +67,20 @@ pub fn build(config: &DepartmentConfig, gate: Gate) -> Result<Arc<dyn Department
     (kind.build)(config, gate)
 }
 
+/// The HTTP client of a kind that calls an `http://` or `https://` endpoint: rustls, with the
+/// department's `tls` (its own CA bundle, a client certificate for mTLS) and the connect
+/// timeout of its limits.
+pub fn http_client(config: &DepartmentConfig) -> Result<reqwest::Client, String> {
+    let builder = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(config.limits.timeout_secs));
+    config
+        .tls
+        .reqwest(builder, "tls")
+        .map_err(|e| format!("tls: {e}"))?
+        .build()
+        .map_err(|e| format!("tls: {}", yichuang::tls::with_causes(&e)))
+}
+
 /// Reads a kind's options: every key must be known, required ones present.
 pub(crate) fn options(
     config: &DepartmentConfig,

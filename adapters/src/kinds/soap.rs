@@ -118,10 +118,7 @@ fn build(config: &DepartmentConfig, gate: Gate) -> Result<Arc<dyn DepartmentSyst
     let action = text("soap_action", "{namespace}/{operation}").replace("{namespace}", &namespace);
     let [submit, query, find, supplement] = operations;
     Ok(Arc::new(Soap {
-        client: reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(config.limits.timeout_secs))
-            .build()
-            .map_err(|e| e.to_string())?,
+        client: super::http_client(config)?,
         url: format!(
             "{}{}",
             config.endpoint.trim_end_matches('/'),

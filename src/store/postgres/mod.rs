@@ -22,7 +22,6 @@ mod intake;
 mod workers;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
 
 use super::{StoreError, migrate};
 
@@ -32,8 +31,10 @@ pub struct PgStore {
     pool: Pool,
 }
 
-fn pool_err(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Pool(e.to_string())
+/// With the causes: a connection the pool could not make says why (a TLS handshake's reason is
+/// in the error's source).
+fn pool_err(e: impl std::error::Error + 'static) -> StoreError {
+    StoreError::Pool(crate::tls::with_causes(&e))
 }
 
 /// True for a PostgreSQL name that can be used unquoted (a schema here, the exchange tables and
@@ -56,14 +57,14 @@ impl PgStore {
                 "schema {schema:?} must be lower-case letters, digits and _ (at most 63)"
             )));
         }
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| StoreError::Open(format!("bad url: {e}")))?;
+        // `sslmode` and `sslrootcert` as libpq reads them (`crate::tls::postgres`).
+        let target = crate::tls::postgres(url).map_err(|e| StoreError::Open(e.to_string()))?;
+        let mut config = target.config;
         config.options(format!("-c search_path={schema}"));
         config.application_name("yichuang");
         let manager = Manager::from_config(
             config,
-            NoTls,
+            target.tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },

@@ -12,8 +12,8 @@ use super::{PgStore, pool_err};
 use crate::proto::v1::{Case, CaseEvent, TaskStatus};
 use crate::store::{
     EventItem, FLAG_REPAIR_POSTGRES, FeedItem, FeedQuery, ON_TIME_POSTGRES, OnTimeRow, OutboxItem,
-    SLA_COUNTS, STALL_CANDIDATES_POSTGRES, Silent, StoreError, decode_case, dispatch_in_case,
-    ms_to_timestamp,
+    PushDead, SLA_COUNTS, STALL_CANDIDATES_POSTGRES, Silent, StoreError, decode_case,
+    dispatch_in_case, ms_to_timestamp,
 };
 
 impl PgStore {
@@ -405,6 +405,67 @@ impl PgStore {
             )
             .await?
             == 1)
+    }
+
+    pub(in crate::store) async fn set_aside_push(
+        &self,
+        name: &str,
+        owner: &str,
+        dead: PushDead,
+        until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = client.transaction().await?;
+        let moved = tx
+            .execute(
+                "UPDATE push_cursors SET position = $3, lease_until_ms = $4
+                 WHERE name = $1 AND owner = $2 AND position < $3",
+                &[&name, &owner, &dead.position, &until_ms],
+            )
+            .await?
+            == 1;
+        if moved {
+            tx.execute(
+                "INSERT INTO push_dead (name, position, event_id, status, reason, tries, at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                &[
+                    &name,
+                    &dead.position,
+                    &dead.event_id,
+                    &dead.status,
+                    &dead.reason,
+                    &dead.tries,
+                    &dead.at_ms,
+                ],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(moved)
+    }
+
+    pub(in crate::store) async fn push_dead(
+        &self,
+        name: &str,
+    ) -> Result<Vec<PushDead>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        Ok(client
+            .query(
+                "SELECT position, event_id, status, reason, tries, at_ms FROM push_dead
+                 WHERE name = $1 ORDER BY position",
+                &[&name],
+            )
+            .await?
+            .iter()
+            .map(|r| PushDead {
+                position: r.get(0),
+                event_id: r.get(1),
+                status: r.get(2),
+                reason: r.get(3),
+                tries: r.get(4),
+                at_ms: r.get(5),
+            })
+            .collect())
     }
 
     pub(in crate::store) async fn events_backlog(&self) -> Result<i64, StoreError> {

@@ -16,8 +16,8 @@ use super::cases::{last_seq, save_case};
 use crate::proto::v1::{Case, CaseEvent, TaskStatus};
 use crate::store::{
     EventItem, FLAG_REPAIR_SQLITE, FeedItem, FeedQuery, ON_TIME_SQLITE, OnTimeRow, OutboxItem,
-    SLA_COUNTS, STALL_CANDIDATES_SQLITE, Silent, StoreError, decode_case, dispatch_in_case,
-    ms_to_timestamp,
+    PushDead, SLA_COUNTS, STALL_CANDIDATES_SQLITE, Silent, StoreError, decode_case,
+    dispatch_in_case, ms_to_timestamp,
 };
 
 impl SqliteStore {
@@ -377,6 +377,69 @@ impl SqliteStore {
                  WHERE name = ?1 AND owner = ?2 AND position < ?3",
                 params![name, owner, position, until_ms],
             )? == 1)
+        })
+        .await
+    }
+
+    pub(in crate::store) async fn set_aside_push(
+        &self,
+        name: &str,
+        owner: &str,
+        dead: PushDead,
+        until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let (name, owner) = (name.to_string(), owner.to_string());
+        self.write(move |conn| {
+            let tx = conn.transaction()?;
+            let moved = tx.execute(
+                "UPDATE push_cursors SET position = ?3, lease_until_ms = ?4
+                 WHERE name = ?1 AND owner = ?2 AND position < ?3",
+                params![name, owner, dead.position, until_ms],
+            )? == 1;
+            if moved {
+                tx.execute(
+                    "INSERT INTO push_dead (name, position, event_id, status, reason, tries, at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+                    params![
+                        name,
+                        dead.position,
+                        dead.event_id,
+                        dead.status,
+                        dead.reason,
+                        dead.tries,
+                        dead.at_ms
+                    ],
+                )?;
+            }
+            tx.commit()?;
+            Ok(moved)
+        })
+        .await
+    }
+
+    pub(in crate::store) async fn push_dead(
+        &self,
+        name: &str,
+    ) -> Result<Vec<PushDead>, StoreError> {
+        let name = name.to_string();
+        self.read(move |conn| {
+            let mut statement = conn.prepare(
+                "SELECT position, event_id, status, reason, tries, at_ms FROM push_dead
+                 WHERE name = ?1 ORDER BY position",
+            )?;
+            let rows = statement
+                .query_map([&name], |r| {
+                    Ok(PushDead {
+                        position: r.get(0)?,
+                        event_id: r.get(1)?,
+                        status: r.get(2)?,
+                        reason: r.get(3)?,
+                        tries: r.get(4)?,
+                        at_ms: r.get(5)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
         })
         .await
     }
