@@ -485,8 +485,45 @@ def adapter_binary() -> Path | None:
     return None
 
 
+_PEMS: dict[str, str] = {}
+
+
+def stand_in_pems(binary: Path) -> dict[str, str]:
+    """A development CA's certificate and a private key, standing in for the Secrets' files
+    (which --check reads): made once by yichuang-dev-certs beside the adapter, or openssl."""
+    if _PEMS:
+        return _PEMS
+    with tempfile.TemporaryDirectory() as tmp:
+        devcerts = binary.parent / "yichuang-dev-certs"
+        if devcerts.is_file():
+            subprocess.run([str(devcerts), tmp], capture_output=True, timeout=60, check=True)
+            _PEMS.update(cert=Path(tmp, "ca.pem").read_text(), key=Path(tmp, "server-key.pem").read_text())
+        elif shutil.which("openssl"):
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                            "-nodes", "-subj", "/CN=chart-check", "-days", "1",
+                            "-keyout", f"{tmp}/key.pem", "-out", f"{tmp}/cert.pem"],
+                           capture_output=True, timeout=60, check=True)
+            _PEMS.update(cert=Path(tmp, "cert.pem").read_text(), key=Path(tmp, "key.pem").read_text())
+    return _PEMS
+
+
+def secret_files(d: dict) -> list[str]:
+    """Paths of the files a Deployment's Secret (and projected) volumes mount."""
+    spec = d["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    out = []
+    for c in spec["containers"]:
+        for m in c.get("volumeMounts", []):
+            v = volumes.get(m["name"], {})
+            sources = [v["secret"]] if "secret" in v else [
+                s["secret"] for s in v.get("projected", {}).get("sources", []) if "secret" in s]
+            out += [f"{m['mountPath']}/{i['path']}" for src in sources for i in src.get("items", [])]
+    return out
+
+
 def run_adapter_checks(docs, where: str, binary: Path, problems: Problems) -> int:
-    """Runs `yichuang-adapter --check` on each adapter's configuration as mounted."""
+    """Runs `yichuang-adapter --check` on each adapter's configuration as mounted; the Secrets'
+    files are stood in for by development certificates."""
     checked = 0
     for d in by_kind(docs, "Deployment"):
         c = containers(d)[0]
@@ -511,12 +548,17 @@ def run_adapter_checks(docs, where: str, binary: Path, problems: Problems) -> in
                 target = Path(tmp + path)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(here(text))
+            for path in secret_files(d):
+                pems = stand_in_pems(binary)
+                target = Path(tmp + path)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(pems.get("key" if "key" in Path(path).name else "cert", ""))
             env = {"PATH": os.environ.get("PATH", "")}
             for e in c.get("env", []):
                 value = e.get("value")
                 if value is None:
                     value = f"from-secret-{e['name'].lower()}"
-                env[e["name"]] = re.sub(r"\$\(([A-Za-z_0-9]+)\)", lambda m: env.get(m.group(1), ""), value)
+                env[e["name"]] = here(re.sub(r"\$\(([A-Za-z_0-9]+)\)", lambda m: env.get(m.group(1), ""), value))
             if c.get("envFrom"):
                 # The legacy Secret carries the department file's { env: VAR } credentials.
                 dept_files = [t for p, t in files.items() if p.startswith("/etc/yichuang/departments/")]

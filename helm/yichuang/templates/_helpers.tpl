@@ -72,7 +72,7 @@ delivery_limit = {{ .Values.rabbitmq.deliveryLimit | int }}
 retry_delays_secs = [{{ range $i, $d := .Values.rabbitmq.retryDelaysSecs }}{{ if $i }}, {{ end }}{{ $d | int }}{{ end }}]
 timeout_secs = {{ .Values.rabbitmq.timeoutSecs | int }}
 {{- if and .Values.rabbitmq.tls.enabled .Values.rabbitmq.tls.caSecret }}
-ca_file = "${YICHUANG_AMQP_CA_FILE}"
+ca_file = "${YICHUANG_AMQP_CA}"
 {{- end }}
 {{- end }}
 
@@ -110,7 +110,7 @@ A CA certificate from a Secret, mounted at /etc/yichuang/tls/<dir>/ca.crt:
 {{/* The broker's CA, where the bus checks its certificate: env, volume, mount (or nothing). */}}
 {{- define "yichuang.amqpCaEnv" -}}
 {{- if and .Values.rabbitmq.tls.enabled .Values.rabbitmq.tls.caSecret }}
-- name: YICHUANG_AMQP_CA_FILE
+- name: YICHUANG_AMQP_CA
   value: /etc/yichuang/tls/rabbitmq/ca.crt
 {{- end }}
 {{- end }}
@@ -154,6 +154,9 @@ off only together with the development flag, and what each protection needs is g
 {{- end }}
 {{- if and $v.certManager.enabled (not $v.certManager.issuerRef.name) }}
 {{- fail "certManager.issuerRef.name: the Issuer or ClusterIssuer that signs the gateway's certificate" }}
+{{- end }}
+{{- if and $v.rabbitmq.tls.enabled (not $v.rabbitmq.tls.caSecret) }}
+{{- fail "rabbitmq.tls.caSecret: amqps:// trusts only the CA that signed the broker's certificate (docs/tls.md); name the Secret holding it" }}
 {{- end }}
 {{- if and (not $v.rabbitmq.tls.enabled) (not $dev) }}
 {{- fail "rabbitmq.tls.enabled is false: plain AMQP carries tasks with personal data and the brokers' passwords in the clear; only a development cluster may, with development.plaintext: true" }}
