@@ -497,13 +497,15 @@ def stand_in_pems(binary: Path) -> dict[str, str]:
         devcerts = binary.parent / "yichuang-dev-certs"
         if devcerts.is_file():
             subprocess.run([str(devcerts), tmp], capture_output=True, timeout=60, check=True)
-            _PEMS.update(cert=Path(tmp, "ca.pem").read_text(), key=Path(tmp, "server-key.pem").read_text())
+            _PEMS.update(ca=Path(tmp, "ca.pem").read_text(), cert=Path(tmp, "server.pem").read_text(),
+                         key=Path(tmp, "server-key.pem").read_text())
         elif shutil.which("openssl"):
             subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
                             "-nodes", "-subj", "/CN=chart-check", "-days", "1",
                             "-keyout", f"{tmp}/key.pem", "-out", f"{tmp}/cert.pem"],
                            capture_output=True, timeout=60, check=True)
-            _PEMS.update(cert=Path(tmp, "cert.pem").read_text(), key=Path(tmp, "key.pem").read_text())
+            cert = Path(tmp, "cert.pem").read_text()  # self-signed: its own CA
+            _PEMS.update(ca=cert, cert=cert, key=Path(tmp, "key.pem").read_text())
     return _PEMS
 
 
@@ -552,7 +554,9 @@ def run_adapter_checks(docs, where: str, binary: Path, problems: Problems) -> in
                 pems = stand_in_pems(binary)
                 target = Path(tmp + path)
                 target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(pems.get("key" if "key" in Path(path).name else "cert", ""))
+                name = Path(path).name
+                kind = "key" if "key" in name else "ca" if name.startswith("ca") or name.endswith(".pem") else "cert"
+                target.write_text(pems.get(kind, ""))
             env = {"PATH": os.environ.get("PATH", "")}
             for e in c.get("env", []):
                 value = e.get("value")
