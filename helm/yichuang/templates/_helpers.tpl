@@ -127,6 +127,12 @@ A CA certificate from a Secret, mounted at /etc/yichuang/tls/<dir>/ca.crt:
 {{- end }}
 {{- end }}
 
+{{/* The same as URL parameters, for the demo's 前置库 URLs: ?sslmode=…[&sslrootcert=…]. */}}
+{{- define "yichuang.pgUrlTls" -}}
+{{- $t := .Values.postgresql.tls -}}
+?sslmode={{ $t.sslmode }}{{ if $t.caSecret }}&sslrootcert=/etc/yichuang/tls/postgresql/ca.crt{{ end }}
+{{- end }}
+
 {{/* The libpq TLS settings of a PostgreSQL connection string: sslmode and sslrootcert. */}}
 {{- define "yichuang.pgTls" -}}
 {{- $t := .Values.postgresql.tls -}}
