@@ -8,14 +8,16 @@ production):
    binary, no cluster), values checked against values.schema.json;
 2. reads every manifest, refusing duplicate keys, and validates it against the Kubernetes
    schemas of KUBE_VERSION in strict mode (kubernetes-validate ships them: no network), and the
-   one custom resource (ServiceMonitor) against the fields it may have;
+   custom resources (ServiceMonitor, cert-manager's Certificate) against the fields they may
+   have, with no CRD installed;
 3. checks what schemas cannot see: selectors select the pods they mean, named ports exist, the
    HPA, PDB, Services, ServiceMonitor and volumes refer to objects that are rendered, each adapter
    Deployment runs exactly one department whose file is mounted, every `${VAR}` a mounted
    configuration file needs without a default is in the container's environment, gateway.toml
    has only keys the gateway knows, and the acceptance list and calendar are the repository's;
-4. with the `yichuang-adapter` binary built (make test builds it first), runs
-   `yichuang-adapter --check` on each adapter's rendered configuration, as it would start.
+4. with the `yichuang-adapter` binary built (make test builds it first; CARGO_TARGET_DIR says
+   where), runs `yichuang-adapter --check` on each adapter's rendered configuration, as it would
+   start, the Secrets' certificates stood in for by development ones (yichuang-dev-certs).
 
 Then it makes sure the check can fail: each value set in helm/test-values/bad/ must be refused
 with the message its first line names, and copies of the chart broken on purpose (a template
