@@ -121,6 +121,9 @@ async fn callbacks_deliver_decisions_and_polling_covers_the_dropped_ones() {
     let (listener, endpoint) = listener().await;
     let mut c = config(&endpoint, &dir);
     c.polling.interval_secs = 4; // slower than the decision, so callbacks arrive first
+    // Signed callbacks, not trusted: each makes the adapter poll the task now.
+    c.callbacks.secret = Some(secret_file(&dir, "callback", CALLBACK_SECRET));
+    let polled_before = callbacks_counted("polled");
     let adapter = Adapter::start(&bus, vec![c]).await;
     let sim = HttpJsonSim::new(Settings {
         behaviour: Behaviour {
@@ -129,7 +132,8 @@ async fn callbacks_deliver_decisions_and_polling_covers_the_dropped_ones() {
             drop_callback: 0.5,
             ..Behaviour::default()
         },
-        callback_url: Some(format!("http://{}/callback/scjg", adapter.http)),
+        callback_url: Some(format!("http://{}/callback/scjg", adapter.callbacks)),
+        callback_secret: Some(CALLBACK_SECRET.into()),
         ..Settings::default()
     });
     tokio::spawn(sim.clone().serve(listener));
@@ -146,6 +150,145 @@ async fn callbacks_deliver_decisions_and_polling_covers_the_dropped_ones() {
         stats.callbacks_sent > 0 && stats.callbacks_dropped > 0,
         "{stats:?}"
     );
+    assert!(
+        callbacks_counted("polled") > polled_before,
+        "the signed callbacks made the adapter poll their tasks"
+    );
+    adapter.task.abort();
+    harness.remove().await;
+}
+
+const CALLBACK_SECRET: &str = "callback-secret";
+
+/// `yichuang_adapter_callbacks_total` for 市场监管 and `outcome`, in this process.
+fn callbacks_counted(outcome: &str) -> u64 {
+    let series =
+        format!("yichuang_adapter_callbacks_total{{department=\"scjg\",outcome=\"{outcome}\"}}");
+    yichuang_adapters::meters::render()
+        .lines()
+        .find(|l| l.starts_with(&series))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A callback that claims the task is approved (办结, with a licence number), as the system
+/// would send it.
+fn claim(task_id: &str, number: &str) -> String {
+    serde_json::json!({"code": "0", "data": {
+        "slbh": number, "ywlsh": task_id, "hjmc": "办结", "zt": "办结",
+        "zzbh": "FORGED-0001", "zzmc": "食品经营许可证", "bjsj": "2019年06月20日",
+    }})
+    .to_string()
+}
+
+/// A forged callback (unsigned, signed with another key, or too old, or a replay of a signed
+/// one) is refused with 401, counted, and changes nothing; a signed one from the department,
+/// whose callbacks are not trusted, only makes the adapter ask the system, which has not
+/// decided: no decision is published on the callback's word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_callback_is_refused_and_a_signed_one_only_makes_the_adapter_ask() {
+    use yichuang_adapters::runtime::{NONCE, SIGNATURE, TIMESTAMP, sign};
+    let bus = bus();
+    let harness = Broker::for_departments(&bus, &["scjg"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    // The system takes ten minutes to decide: a decision within this test is forged.
+    let (sim, endpoint) = sim(
+        Behaviour {
+            department: "scjg".into(),
+            decision_delay_ms: 600_000,
+            reject: 0.0,
+            supplement: 0.0,
+            ..Behaviour::default()
+        },
+        None,
+    )
+    .await;
+    let mut c = config(&endpoint, &dir);
+    c.callbacks.secret = Some(secret_file(&dir, "callback", CALLBACK_SECRET));
+    c.polling.interval_secs = 600; // no scheduled poll within the test
+    let adapter = Adapter::start(&bus, vec![c]).await;
+    let message = task("scjg", "SP-JY", 1);
+    let id = message.task.as_ref().unwrap().task_id.clone();
+    harness.publish(&message).await;
+    let accepted = harness
+        .results_until(Duration::from_secs(20), Duration::ZERO, |g| {
+            g.kind() == ResultKind::Accepted
+        })
+        .await;
+    let number = accepted
+        .iter()
+        .find(|g| g.kind() == ResultKind::Accepted)
+        .unwrap()
+        .result
+        .department_case_number
+        .clone();
+    let body = claim(&id, &number);
+    let url = format!("http://{}/callback/scjg", adapter.callbacks);
+    let path = "/callback/scjg";
+    let client = reqwest::Client::new();
+    let post = |headers: Vec<(&'static str, String)>| {
+        let mut request = client.post(&url).body(body.clone());
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        async move {
+            let answer = request.send().await.unwrap();
+            (answer.status().as_u16(), answer.text().await.unwrap())
+        }
+    };
+    let signed = |secret: &[u8], at: i64, nonce: &str| {
+        let ts = at.to_string();
+        vec![
+            (TIMESTAMP, ts.clone()),
+            (NONCE, nonce.to_string()),
+            (
+                SIGNATURE,
+                sign(secret, &ts, nonce, "POST", path, body.as_bytes()),
+            ),
+        ]
+    };
+    let now = chrono::Utc::now().timestamp();
+    let before: Vec<u64> = ["unsigned", "bad_signature", "stale", "replayed"]
+        .iter()
+        .map(|o| callbacks_counted(o))
+        .collect();
+
+    let (status, text) = post(vec![]).await;
+    assert_eq!(status, 401, "unsigned: {text}");
+    let (status, _) = post(signed(b"not-the-secret", now, "n-1")).await;
+    assert_eq!(status, 401, "signed with another key");
+    let (status, _) = post(signed(CALLBACK_SECRET.as_bytes(), now - 900, "n-2")).await;
+    assert_eq!(status, 401, "fifteen minutes old");
+    // Signed by the department: taken, but only as a reason to ask the system now.
+    let genuine = signed(CALLBACK_SECRET.as_bytes(), now, "n-3");
+    let (status, text) = post(genuine.clone()).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("polled: no decision yet"), "{text}");
+    let (status, _) = post(genuine).await;
+    assert_eq!(status, 401, "the same callback again");
+    let after: Vec<u64> = ["unsigned", "bad_signature", "stale", "replayed"]
+        .iter()
+        .map(|o| callbacks_counted(o))
+        .collect();
+    assert_eq!(
+        after
+            .iter()
+            .zip(&before)
+            .map(|(a, b)| a - b)
+            .collect::<Vec<_>>(),
+        [1, 1, 1, 1],
+        "each refusal counted by its reason"
+    );
+
+    // Nothing the callbacks claimed was published: no decision, no forged licence.
+    let later = harness.results_within(Duration::from_secs(3)).await;
+    assert!(
+        later.iter().all(|g| !g.is_final()),
+        "no decision on a callback's word: {later:#?}"
+    );
+    let case = sim.sim.by_serial(&id).expect("the system has the task");
+    assert_eq!(case.number, number);
+    assert_eq!(sim.sim.stats().cases, 1);
     adapter.task.abort();
     harness.remove().await;
 }

@@ -251,6 +251,20 @@ impl Broker {
         got
     }
 
+    /// Every result that arrives within `within` (none awaited: for tests that something is
+    /// not published).
+    pub async fn results_within(&self, within: Duration) -> Vec<Got> {
+        let mut got = Vec::new();
+        let until = Instant::now() + within;
+        while Instant::now() < until {
+            match self.next_result().await {
+                Some(g) => got.push(g),
+                None => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        got
+    }
+
     async fn next_result(&self) -> Option<Got> {
         let m = self
             .channel
