@@ -419,11 +419,33 @@ async fn an_adapter_user_reads_only_its_own_queues_and_cannot_publish_a_task() {
     vhost.owns_user(&xf_user);
     // The shared topology, declared by the suite's user as the gateway's relay does.
     let broker = Broker::open(&bus).await;
-    for user in yichuang::bus::users::adapter_users(&bus) {
-        yichuang::bus::users::apply(&bus, None, &user, "adapter-secret")
-            .await
-            .unwrap();
+    // The users, made by `yichuang bus users` with passwords from the environment.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[bus]\nurl = \"{}\"\nprefix = \"{}\"\n[bus.department_users]\nscjg = \"{scjg_user}\"\nxf = \"{xf_user}\"\n",
+            bus.url, bus.prefix
+        ),
+    )
+    .unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_yichuang"));
+    command.args(["bus", "users", "--config", config.to_str().unwrap()]);
+    for user in [&scjg_user, &xf_user] {
+        command.env(
+            yichuang::bus::users::password_variable(user),
+            "adapter-secret",
+        );
     }
+    let out = command.output().unwrap();
+    testkit::keep_stderr("yichuang", &out);
+    let printed = testkit::text(&out.stdout) + &testkit::text(&out.stderr);
+    assert!(out.status.success(), "bus users: {printed}");
+    assert!(
+        printed.contains(&scjg_user) && !printed.contains("adapter-secret"),
+        "names the users, never a password: {printed}"
+    );
     let names = Names::new(&bus.prefix);
     let as_scjg = BusConfig {
         url: vhost.url_as(&scjg_user, "adapter-secret"),
@@ -555,4 +577,54 @@ async fn an_adapter_user_reads_only_its_own_queues_and_cannot_publish_a_task() {
     let _ = connection.close(200, "done".into()).await;
     broker.remove().await;
     vhost.remove().await;
+}
+
+/// An adapter checks the topology instead of declaring it: on a prefix nothing was declared
+/// under, the check names what is missing and how to declare it.
+#[tokio::test]
+async fn checking_a_topology_not_declared_says_how_to_declare_it() {
+    let bus = testkit::broker::bus();
+    let connection = connect(&bus).await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let e = Topology::for_departments(&["scjg".to_string()], &bus)
+        .check(&channel, Duration::from_secs(5))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&bus.prefix)
+            && e.contains("is not on the broker")
+            && e.contains("yichuang bus declare"),
+        "{e}"
+    );
+    let _ = connection.close(200, "done".into()).await;
+}
+
+/// `yichuang bus users` with a password missing changes nothing and names where each password
+/// is read from.
+#[test]
+fn bus_users_without_a_password_names_where_it_is_read_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        "[bus]\nurl = \"amqp://guest:guest@127.0.0.1:1/%2f\"\n[bus.department_users]\nscjg = \"adapter-scjg-nopass\"\n",
+    )
+    .unwrap();
+    let out = yichuang!(&[
+        "bus",
+        "users",
+        "--config",
+        config.to_str().unwrap(),
+        "--passwords-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    let stderr = testkit::text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("YICHUANG_BUS_PASSWORD_ADAPTER_SCJG_NOPASS")
+            && stderr.contains("adapter-scjg-nopass")
+            && stderr.contains("nothing was changed"),
+        "{stderr}"
+    );
 }
