@@ -189,7 +189,7 @@ async fn session(
     now: &crate::clock::Now,
 ) -> Ended {
     // The channel is held for as long as its consumer runs.
-    let (connection, _channel, mut consumer) = match subscribe(config).await {
+    let (connection, channel, mut consumer) = match subscribe(config).await {
         Ok(c) => c,
         Err(e) => return Ended::Unreachable(e),
     };
@@ -214,7 +214,11 @@ async fn session(
             Some(Err(e)) => return Ended::Lost(e.to_string()),
             None => return Ended::Lost("the results consumer was cancelled".into()),
         };
-        handle(store, &Senders::of(config), wake, now, delivery).await;
+        let refusals = Refused {
+            channel: &channel,
+            dead_exchange: Names::new(&config.prefix).dead_exchange(),
+        };
+        handle(store, &Senders::of(config), &refusals, wake, now, delivery).await;
         crate::supervise::progressed();
     }
 }
@@ -228,6 +232,11 @@ async fn subscribe(
         .map_err(|e| e.to_string())?;
     let channel = connection
         .create_channel()
+        .await
+        .map_err(|e| e.to_string())?;
+    // Confirms for the refused results it dead-letters itself, with their reason.
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
         .await
         .map_err(|e| e.to_string())?;
     channel
@@ -251,6 +260,7 @@ async fn subscribe(
 async fn handle(
     store: &Store,
     senders: &Senders,
+    refusals: &Refused<'_>,
     wake: &Notify,
     now: &crate::clock::Now,
     delivery: Delivery,
@@ -269,7 +279,7 @@ async fn handle(
                 detail = %refusal,
                 "result refused; dead-lettered to the results dead queue"
             );
-            dead_letter(delivery).await;
+            refusals.dead_letter(delivery, &refusal.to_string()).await;
             return;
         }
     };
@@ -315,6 +325,66 @@ async fn handle(
 
 /// Tries of one result against a store that answers, before it is dead-lettered.
 const RESULT_TRIES: u32 = 5;
+
+/// Where a refused result is dead-lettered with its reason: the consumer's channel (in confirm
+/// mode) and the dead exchange.
+struct Refused<'a> {
+    channel: &'a lapin::Channel,
+    dead_exchange: String,
+}
+
+impl Refused<'_> {
+    /// Puts a refused result in the results dead queue with its reason (`x-yichuang-reason`,
+    /// which `yichuang dlq` shows), then acknowledges it; if that cannot be confirmed, rejects
+    /// it, and the broker dead-letters it without the reason (the log has it).
+    async fn dead_letter(&self, delivery: Delivery, reason: &str) {
+        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+        headers.insert(
+            crate::bus::headers::REASON.into(),
+            lapin::types::AMQPValue::LongString(reason.into()),
+        );
+        headers.insert(
+            crate::bus::headers::DEAD_AT.into(),
+            lapin::types::AMQPValue::LongString(chrono::Utc::now().to_rfc3339().into()),
+        );
+        // The broker checks `user_id` against the publisher: the copy drops it (the sender is
+        // named in the reason).
+        let properties = lapin::BasicProperties::default()
+            .with_headers(headers)
+            .with_delivery_mode(2)
+            .with_content_type(
+                delivery
+                    .properties
+                    .content_type()
+                    .clone()
+                    .unwrap_or_else(|| "application/octet-stream".into()),
+            )
+            .with_message_id(delivery.properties.message_id().clone().unwrap_or_default());
+        let published = self
+            .channel
+            .basic_publish(
+                self.dead_exchange.as_str().into(),
+                "results".into(),
+                lapin::options::BasicPublishOptions::default(),
+                &delivery.data,
+                properties,
+            )
+            .await;
+        let confirmed = match published {
+            Ok(confirm) => tokio::time::timeout(Duration::from_secs(10), confirm)
+                .await
+                .is_ok_and(|c| c.is_ok_and(|c| c.is_ack())),
+            Err(_) => false,
+        };
+        if confirmed {
+            if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+                warn!(error = %e, "ack of a refused result failed; it is refused again");
+            }
+        } else {
+            dead_letter(delivery).await;
+        }
+    }
+}
 
 /// Refuses a result for good: the broker dead-letters it to the results dead queue.
 async fn dead_letter(delivery: Delivery) {

@@ -220,6 +220,11 @@ async fn department_results_move_the_case_and_forged_ones_are_refused() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    let reason = testkit::broker::text_header(&unlisted, yichuang::bus::headers::REASON);
+    assert!(
+        reason.contains("names no user for gjj") && reason.contains(USER),
+        "dead-lettered with the reason: {reason}"
+    );
     let unlisted = ResultMessage::decode(unlisted.delivery.data.as_slice()).unwrap();
     assert_eq!(
         (unlisted.department.as_str(), unlisted.kind),
