@@ -279,6 +279,27 @@ async fn a_forged_callback_is_refused_and_a_signed_one_only_makes_the_adapter_as
         [1, 1, 1, 1],
         "each refusal counted by its reason"
     );
+    // And each is an audit record: the department, the reason, the peer; not the body.
+    if let Some(log) = testkit::logfile::init_suite() {
+        let text = std::fs::read_to_string(log).unwrap();
+        for reason in ["unsigned", "bad_signature", "stale", "replayed"] {
+            assert!(
+                text.lines().any(|l| l.contains(r#""target":"audit""#)
+                    && l.contains(r#""event":"callback_refused""#)
+                    && l.contains(&format!(r#""reason":"{reason}""#))
+                    && l.contains(r#""department":"scjg""#)
+                    && l.contains(r#""peer":"127.0.0.1:"#)),
+                "an audit record of the {reason} refusal in {}",
+                log.display()
+            );
+        }
+        assert!(
+            text.lines()
+                .filter(|l| l.contains(r#""target":"audit""#))
+                .all(|l| !l.contains("FORGED-0001") && !l.contains("办结")),
+            "no body in an audit record"
+        );
+    }
 
     // Nothing the callbacks claimed was published: no decision, no forged licence.
     let later = harness.results_within(Duration::from_secs(3)).await;
@@ -666,5 +687,67 @@ async fn copy_is_held(header: &str, value: lapin::types::AMQPValue) {
     );
     a.task.abort();
     b.task.abort();
+    harness.remove().await;
+}
+
+/// A department whose callbacks are trusted has what a signed callback says published as its
+/// answer, without asking the system (which has not decided).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_callback_of_a_trusted_department_is_published_as_it_says() {
+    use yichuang_adapters::runtime::{NONCE, SIGNATURE, TIMESTAMP, sign};
+    let bus = bus();
+    let harness = Broker::for_departments(&bus, &["scjg"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_sim, endpoint) = sim(
+        Behaviour {
+            department: "scjg".into(),
+            decision_delay_ms: 600_000,
+            ..Behaviour::default()
+        },
+        None,
+    )
+    .await;
+    let mut c = config(&endpoint, &dir);
+    c.callbacks.secret = Some(secret_file(&dir, "callback", CALLBACK_SECRET));
+    c.callbacks.trusted = true;
+    c.polling.interval_secs = 600;
+    let adapter = Adapter::start(&bus, vec![c]).await;
+    let message = task("scjg", "SP-JY", 1);
+    let id = message.task.as_ref().unwrap().task_id.clone();
+    harness.publish(&message).await;
+    harness
+        .results_until(Duration::from_secs(20), Duration::ZERO, |g| {
+            g.kind() == ResultKind::Accepted
+        })
+        .await;
+    let body = claim(&id, "SCJG-CB-1");
+    let ts = chrono::Utc::now().timestamp().to_string();
+    let answer = reqwest::Client::new()
+        .post(format!("http://{}/callback/scjg", adapter.callbacks))
+        .header(TIMESTAMP, &ts)
+        .header(NONCE, "t-1")
+        .header(
+            SIGNATURE,
+            sign(
+                CALLBACK_SECRET.as_bytes(),
+                &ts,
+                "t-1",
+                "POST",
+                "/callback/scjg",
+                body.as_bytes(),
+            ),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 200);
+    let got = harness
+        .results_until(Duration::from_secs(10), Duration::ZERO, |g| g.is_final())
+        .await;
+    let decided = got.iter().find(|g| g.is_final()).unwrap();
+    assert_eq!(decided.kind(), ResultKind::Approved);
+    assert_eq!(decided.result.documents[0].number, "FORGED-0001");
+    adapter.task.abort();
     harness.remove().await;
 }
