@@ -463,8 +463,19 @@ async fn an_adapter_user_reads_only_its_own_queues_and_cannot_publish_a_task() {
     // What it needs: its queues exist (checked passively), it consumes its own task queue, and
     // publishes results (as itself), retries and dead letters, each confirmed.
     let channel = connection.create_channel().await.unwrap();
+    let written = [
+        names.results_exchange(),
+        names.retry_exchange(),
+        names.dead_exchange(),
+    ];
     let own = Topology {
-        exchanges: vec![],
+        exchanges: broker
+            .topology
+            .exchanges
+            .iter()
+            .filter(|e| written.contains(&e.name))
+            .cloned()
+            .collect(),
         queues: broker
             .topology
             .queues
@@ -476,7 +487,7 @@ async fn an_adapter_user_reads_only_its_own_queues_and_cannot_publish_a_task() {
             .collect(),
         bindings: vec![],
     };
-    assert_eq!(own.queues.len(), 2);
+    assert_eq!((own.exchanges.len(), own.queues.len()), (3, 2));
     own.check(&channel, Duration::from_secs(5))
         .await
         .expect("its queues can be checked");

@@ -751,3 +751,52 @@ async fn a_signed_callback_of_a_trusted_department_is_published_as_it_says() {
     adapter.task.abort();
     harness.remove().await;
 }
+
+/// The adapter runtime connected as its own least-privileged RabbitMQ user (made by
+/// `yichuang::bus::users`, as `yichuang bus users` makes it), in a vhost of the test's own: it
+/// finds the topology it may not declare, consumes its queue, retries and polls through the delay
+/// queues, and publishes every result as itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adapter_connected_as_its_least_privileged_user_does_all_its_work() {
+    let mut vhost = testkit::broker::Vhost::create().await;
+    let mut bus = vhost.bus.clone();
+    let user = format!("{}-scjg", vhost.name);
+    bus.department_users.insert("scjg".into(), user.clone());
+    vhost.owns_user(&user);
+    let harness = Broker::for_departments(&bus, &["scjg"]).await;
+    for u in yichuang::bus::users::adapter_users(&bus) {
+        yichuang::bus::users::apply(&bus, None, &u, "adapter-secret")
+            .await
+            .unwrap();
+    }
+    let as_adapter = yichuang::config::BusConfig {
+        url: vhost.url_as(&user, "adapter-secret"),
+        ..bus.clone()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (_sim, endpoint) = sim(
+        Behaviour {
+            department: "scjg".into(),
+            decision_delay_ms: 1500, // decided after a poll or two, through the delay queues
+            server_error: 0.2,       // and retries through them too
+            ..Behaviour::default()
+        },
+        None,
+    )
+    .await;
+    let adapter = Adapter::start(&as_adapter, vec![config(&endpoint, &dir)]).await;
+    let tasks: Vec<_> = (0..5).map(|n| task("scjg", "SP-JY", n)).collect();
+    let ids: Vec<String> = testkit::tasks::task_ids(&tasks);
+    for t in &tasks {
+        harness.publish(t).await;
+    }
+    let results = harness.results_for(&ids, Duration::from_secs(60)).await;
+    testkit::tasks::assert_one_outcome_each_from(&results, &ids, &user);
+    assert!(
+        results.values().flatten().all(|g| g.user_id == user),
+        "every result is published as the adapter's own user"
+    );
+    adapter.task.abort();
+    harness.remove().await;
+    vhost.remove().await;
+}
