@@ -404,7 +404,8 @@ async fn dead_letters_through_the_admin_service_are_replayed_once_and_audited() 
 /// `yichuang::bus::users` (as `yichuang bus users` makes them): 市场监管's adapter user can
 /// consume its own task queue, check that its queues exist, and publish results, retries and
 /// dead letters; it cannot consume 消防's task queue, drain the gateway's results queue, publish a
-/// task or declare anything (each refused with ACCESS_REFUSED).
+/// result routed as 消防's, publish a task or declare anything (each refused with
+/// ACCESS_REFUSED).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_adapter_user_reads_only_its_own_queues_and_cannot_publish_a_task() {
     use lapin::options::BasicConsumeOptions;
@@ -557,6 +558,29 @@ async fn an_adapter_user_reads_only_its_own_queues_and_cannot_publish_a_task() {
         .await
         .expect_err("nothing can be declared");
     refused("declaring a queue", &e);
+    // A result routed as another department's (topic permissions on the results exchange).
+    let results = connection.create_channel().await.unwrap();
+    results
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let published = match results
+        .basic_publish(
+            names.results_exchange().as_str().into(),
+            "xf.approved".into(),
+            Default::default(),
+            b"a result for another department",
+            BasicProperties::default().with_user_id(scjg_user.as_str().into()),
+        )
+        .await
+    {
+        Ok(confirm) => confirm.await.map(|c| c.is_ack()),
+        Err(e) => Err(e),
+    };
+    refused(
+        "publishing a result routed as another department's",
+        &published.expect_err("routed as xf's, refused"),
+    );
     let task = connection.create_channel().await.unwrap();
     task.confirm_select(ConfirmSelectOptions::default())
         .await

@@ -23,6 +23,9 @@ pub struct Permissions {
     pub write: String,
     /// Consume from and get from queues.
     pub read: String,
+    /// The topic exchange of results and the routing keys it may publish there
+    /// (`<department>.<kind>` of its own departments only).
+    pub results_keys: (String, String),
 }
 
 /// One adapter's user and the departments it serves.
@@ -62,6 +65,7 @@ pub fn adapter_permissions(prefix: &str, departments: &[String]) -> Permissions 
         write: format!(r"^{p}\.(results|retry|dead)$"),
         // Its task queues (`<prefix>.tasks.<d>`) and delay queues (`<prefix>.retry.<d>.<n>s`).
         read: format!(r"^{p}\.(tasks\.({codes})|retry\.({codes})\.[0-9]+s)$"),
+        results_keys: (format!("{prefix}.results"), format!(r"^({codes})\.")),
     }
 }
 
@@ -137,6 +141,20 @@ pub async fn apply(
         &api,
         format!("permissions of {} on vhost {}", user.name, api.vhost),
         format!("permissions/{}/{}", encode(&api.vhost), encode(&user.name)),
+        body.to_string(),
+    )
+    .await?;
+    // Topic permissions: on the results exchange, only its own departments' routing keys.
+    let (exchange, keys) = &p.results_keys;
+    let body = serde_json::json!({ "exchange": exchange, "write": keys, "read": "^$" });
+    put(
+        &api,
+        format!("topic permissions of {} on vhost {}", user.name, api.vhost),
+        format!(
+            "topic-permissions/{}/{}",
+            encode(&api.vhost),
+            encode(&user.name)
+        ),
         body.to_string(),
     )
     .await
@@ -292,6 +310,10 @@ mod tests {
         for exchange in [n.tasks_exchange(), n.events_exchange()] {
             assert!(!matches(&p.write, &exchange), "{exchange} not writable");
         }
+        assert_eq!(
+            p.results_keys,
+            ("t.x.results".into(), r"^(scjg|sw)\.".into())
+        );
         assert_eq!(
             password_variable("adapter-scjg"),
             "YICHUANG_BUS_PASSWORD_ADAPTER_SCJG"
