@@ -1,7 +1,10 @@
 //! The runtime's broker session: a publishing connection (one confirming channel for results,
 //! delays and dead letters) and a consuming connection (one channel per department, prefetch =
 //! its concurrency), kept alive by [`yichuang::bus::reconnecting`], and the readiness it reports.
-//! Deliveries are handed to each department's [`Worker`]; nothing here looks inside them.
+//! Deliveries are handed to each department's [`Worker`]; nothing here looks inside them. It
+//! declares nothing: the adapter's broker user may configure nothing (docs/bus.md, "Users and
+//! permissions"), so each session first checks, passively, that what it uses exists, and stays
+//! not ready, saying what is missing, until `yichuang bus declare` or the gateway's relay made it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
