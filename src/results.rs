@@ -215,6 +215,7 @@ async fn session(
             None => return Ended::Lost("the results consumer was cancelled".into()),
         };
         let refusals = Refused {
+            connection: &connection,
             channel: &channel,
             dead_exchange: Names::new(&config.prefix).dead_exchange(),
         };
@@ -329,15 +330,23 @@ const RESULT_TRIES: u32 = 5;
 /// Where a refused result is dead-lettered with its reason: the consumer's channel (in confirm
 /// mode) and the dead exchange.
 struct Refused<'a> {
+    connection: &'a lapin::Connection,
     channel: &'a lapin::Channel,
     dead_exchange: String,
 }
 
 impl Refused<'_> {
     /// Puts a refused result in the results dead queue with its reason (`x-yichuang-reason`,
-    /// which `yichuang dlq` shows), then acknowledges it; if that cannot be confirmed, rejects
-    /// it, and the broker dead-letters it without the reason (the log has it).
+    /// which `yichuang dlq` shows), then acknowledges it; if that cannot be confirmed, or the
+    /// broker is blocking publishers, rejects it, and the broker dead-letters it without the
+    /// reason (the log has it).
     async fn dead_letter(&self, delivery: Delivery, reason: &str) {
+        // Under a resource alarm the broker blocks a connection that publishes, and this one
+        // consumes every result: nothing is published on it then (the reason is in the log).
+        if self.connection.status().blocked() {
+            dead_letter(delivery).await;
+            return;
+        }
         let mut headers = delivery.properties.headers().clone().unwrap_or_default();
         headers.insert(
             crate::bus::headers::REASON.into(),
