@@ -31,12 +31,18 @@ COPY config/ /opt/yichuang/config/
 WORKDIR /opt/yichuang
 # Inside a container every port listens on all interfaces; data (SQLite, a clerk's worklist)
 # goes to the one writable directory.
+# The gateway starts only with its TLS material (YICHUANG_TLS_CERT, YICHUANG_TLS_KEY,
+# YICHUANG_TLS_CLIENT_CA, default /etc/yichuang/tls/) and, with the relay on, the departments'
+# broker users listed: mount them (the Helm chart does; docs/security.md).
 ENV YICHUANG_LISTEN=0.0.0.0:50051 \
+    YICHUANG_ADMIN_LISTEN=0.0.0.0:50052 \
     YICHUANG_METRICS_LISTEN=0.0.0.0:9464 \
     YICHUANG_ADAPTER_LISTEN=0.0.0.0:9180 \
+    YICHUANG_ADAPTER_CALLBACKS_LISTEN=0.0.0.0:9181 \
     YICHUANG_DATA=/var/lib/yichuang
 USER 10001:10001
-# gRPC, Prometheus metrics, the adapter's health and callback endpoint.
-EXPOSE 50051 9464 9180
+# gRPC for windows and the platform, gRPC internal (admin, reflection), Prometheus metrics, the
+# adapter's health and metrics, the adapter's signed callbacks.
+EXPOSE 50051 50052 9464 9180 9181
 ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["yichuang", "serve", "--config", "config/gateway.toml"]

@@ -195,6 +195,9 @@ $store
 format = "text"
 level = "warn"
 $(bus 0)
+# Results are taken only from each department's listed RabbitMQ user: the adapter's (guest here).
+[bus.department_users]
+$(for d in scjg sw ga xf rs zrzy gjj; do echo "$d = \"guest\""; done)
 [platform]
 push_url = "http://127.0.0.1:$platform_port/events"
 secret = "chaos-platform-secret"

@@ -23,6 +23,9 @@ fi
 pg_port=${YICHUANG_TEST_PG_URL#*@127.0.0.1:}; pg_port=${pg_port%%/*}
 work=$(mktemp -d)
 vhost="yichuang-demo-$$"
+# The adapter's own RabbitMQ user, made by `yichuang bus users` with only what it needs.
+adapter_user="yichuang-demo-adapter-$$"
+adapter_password="demo-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
 pids=()
 free_port() { "$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 port=$(free_port)
@@ -35,6 +38,7 @@ cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   sudo_ rabbitmqctl -q delete_vhost "$vhost" >/dev/null 2>&1 || true
+  sudo_ rabbitmqctl -q delete_user "$adapter_user" >/dev/null 2>&1 || true
   psql_ "DROP DATABASE IF EXISTS yichuang_demo" 2>/dev/null || true
   rm -rf "$work"
 }
@@ -54,9 +58,9 @@ sudo_ rabbitmqctl -q add_vhost "$vhost" >/dev/null
 sudo_ rabbitmqctl -q set_permissions -p "$vhost" guest ".*" ".*" ".*" >/dev/null
 # AMQPS with the development CA scripts/services.sh installed for RabbitMQ (docs/tls.md).
 if [ -n "${YICHUANG_TEST_AMQP_CA:-}" ]; then
-  amqp="amqps://guest:guest@127.0.0.1:5671/$vhost"
+  amqp="amqps://guest:guest@127.0.0.1:5671/$vhost" amqp_port=5671
 else
-  amqp="amqp://guest:guest@127.0.0.1:5672/$vhost"
+  amqp="amqp://guest:guest@127.0.0.1:5672/$vhost" amqp_port=5672
 fi
 export YICHUANG_AMQP_CA="${YICHUANG_TEST_AMQP_CA:-}"
 psql_ "DROP DATABASE IF EXISTS yichuang_demo"
@@ -105,7 +109,7 @@ catalog_dir = "$PWD/config/catalog"
 [http]
 listen = "127.0.0.1:$adapter_port"
 [bus]
-url = "$amqp"
+url = "${amqp%%://*}://$adapter_user:$adapter_password@127.0.0.1:${amqp_port}/$vhost"
 ca_file = "$YICHUANG_AMQP_CA"
 [log]
 format = "text"
@@ -128,6 +132,12 @@ export YICHUANG_TLS_CERT="$work/tls/server.pem" YICHUANG_TLS_KEY="$work/tls/serv
 export YICHUANG_ADMIN_LISTEN="127.0.0.1:$(free_port)"
 export YICHUANG_CA="$work/tls/ca.pem" YICHUANG_CERT="$work/tls/window.pem" YICHUANG_KEY="$work/tls/window-key.pem"
 cp config/gateway.toml "$work/gateway.toml"
+# Results are taken only from each department's listed RabbitMQ user: the adapter's, which
+# `yichuang bus users` makes (read its task queues, write results, configure nothing).
+users=""; for d in scjg sw ga xf rs zrzy gjj; do users+="$d = \"$adapter_user\"\\n"; done
+sed -i "s/^\[bus\.department_users\]\$/&\\n$users/" "$work/gateway.toml"
+password_var="YICHUANG_BUS_PASSWORD_$(printf %s "$adapter_user" | tr 'a-z-' 'A-Z_')"
+env "$password_var=$adapter_password" "$bin/yichuang" bus users --config "$work/gateway.toml" | sed 's/^/  /'
 start gateway "$bin/yichuang" serve --config "$work/gateway.toml"
 deadline=$((SECONDS + 30))
 until "$bin/yichuang" case list --server "$server" --page-size 1 >/dev/null 2>&1; do

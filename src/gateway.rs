@@ -76,6 +76,8 @@ pub enum StartError {
     Trust(String),
     #[error("[server] admin_listen: cannot listen on {0}")]
     Admin(String),
+    #[error("[bus] {0}")]
+    Bus(String),
 }
 
 impl Gateway {
@@ -162,9 +164,10 @@ impl Gateway {
             None => None,
         };
         let metrics_addr = metrics.as_ref().and_then(|l| l.local_addr().ok());
-        let relay = config.bus.relay.then(|| {
-            let topology = crate::bus::Topology::for_catalog(intake.catalog(), &config.bus);
-            (config.bus.clone(), topology)
+        let bus = senders_checked(config, intake.catalog())?;
+        let relay = bus.relay.then(|| {
+            let topology = crate::bus::Topology::for_catalog(intake.catalog(), &bus);
+            (bus.clone(), topology)
         });
         Ok(Gateway {
             intake,
@@ -173,7 +176,7 @@ impl Gateway {
             relay,
             wake: Arc::new(tokio::sync::Notify::new()),
             relay_status: Arc::new(crate::outbox::RelayStatus::default()),
-            bus: config.bus.clone(),
+            bus,
             platform: (!config.platform.push_url.is_empty()).then(|| config.platform.clone()),
             instance: uuid::Uuid::new_v4().simple().to_string(),
             clocks,
@@ -191,5 +194,89 @@ impl Gateway {
             admin: std::sync::Mutex::new(Some(admin)),
             admin_addr,
         })
+    }
+}
+
+/// The bus settings with the results sender check decided: a relaying gateway takes results only
+/// from the users `[bus.department_users]` names, so an empty list refuses to start, unless
+/// `[development] unchecked_results` says otherwise (logged loudly). Departments of the catalog
+/// with no user are named in a warning: their results will be refused.
+fn senders_checked(
+    config: &GatewayConfig,
+    catalog: &Catalog,
+) -> Result<crate::config::BusConfig, StartError> {
+    let mut bus = config.bus.clone();
+    bus.unchecked_results = config.development.unchecked_results;
+    if !bus.relay {
+        return Ok(bus);
+    }
+    if bus.unchecked_results {
+        tracing::warn!(
+            "[development] unchecked_results = true: departments' results are taken from any RabbitMQ user; a compromised adapter can decide any department's cases. Never in production"
+        );
+        return Ok(bus);
+    }
+    if bus.department_users.is_empty() {
+        return Err(StartError::Bus(
+            "department_users is empty: with the relay on, results are taken only from the RabbitMQ user listed for their department. List each adapter's user under [bus.department_users] (`scjg = \"adapter-scjg\"`; `yichuang bus users` creates them), or, for development only, set [development] unchecked_results = true".into(),
+        ));
+    }
+    let missing: Vec<&str> = catalog
+        .departments
+        .keys()
+        .filter(|d| !bus.department_users.contains_key(*d))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        tracing::warn!(
+            departments = %missing.join(", "),
+            "[bus.department_users] names no user for these departments: their results will be refused"
+        );
+    }
+    Ok(bus)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn catalog() -> Catalog {
+        Catalog::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/catalog"))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_relaying_gateway_with_no_department_users_refuses_to_start_unless_told_it_is_development()
+    {
+        let mut config = GatewayConfig::default();
+        config.bus.relay = true;
+        let refused = senders_checked(&config, &catalog())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("[bus] department_users is empty")
+                && refused.contains("[bus.department_users]")
+                && refused.contains("unchecked_results"),
+            "names the key and what to do: {refused}"
+        );
+        config.development.unchecked_results = true;
+        assert!(
+            senders_checked(&config, &catalog())
+                .unwrap()
+                .unchecked_results
+        );
+        config.development.unchecked_results = false;
+        config
+            .bus
+            .department_users
+            .insert("scjg".into(), "adapter-scjg".into());
+        let bus = senders_checked(&config, &catalog()).unwrap();
+        assert!(!bus.unchecked_results);
+        config.bus.relay = false;
+        config.bus.department_users.clear();
+        assert!(
+            senders_checked(&config, &catalog()).is_ok(),
+            "no relay, no results consumed"
+        );
     }
 }

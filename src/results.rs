@@ -2,9 +2,11 @@
 //! queue, on a connection of its own (a publishing connection blocked by a resource alarm never
 //! stops results coming in), checks who sent each one, and records it through the case state
 //! machine ([`crate::lifecycle`]). A delivery is acknowledged only after its effect is stored;
-//! duplicates and stale results change nothing. A result that cannot be read, or whose sender
-//! is not the task's department, is refused: dead-lettered to `<prefix>.dead.results` and
-//! logged with the reason.
+//! duplicates and stale results change nothing. A result that cannot be read, whose sender is
+//! not the user `[bus.department_users]` names for its department, or whose department has no
+//! user there at all (the check fails closed), is refused: dead-lettered to
+//! `<prefix>.dead.results` and logged with the reason as an audit record. Only
+//! `[development] unchecked_results` turns the sender check off.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -40,6 +42,22 @@ pub enum Refusal {
         user: String,
         expected: String,
     },
+    /// No user is configured for the department: nobody may send its results.
+    UnlistedDepartment {
+        department: String,
+        user: String,
+    },
+}
+
+impl Refusal {
+    /// A short name of the reason, for the audit record and the metric.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::Unreadable(_) => "unreadable",
+            Refusal::WrongSender { .. } => "wrong_sender",
+            Refusal::UnlistedDepartment { .. } => "unlisted_department",
+        }
+    }
 }
 
 impl std::fmt::Display for Refusal {
@@ -54,35 +72,72 @@ impl std::fmt::Display for Refusal {
                 f,
                 "a result for department {department} sent by RabbitMQ user {user:?}; only {expected:?} may send its results"
             ),
+            Refusal::UnlistedDepartment { department, user } => write!(
+                f,
+                "a result for department {department} sent by RabbitMQ user {user:?}; [bus.department_users] names no user for {department}, so none is taken (add `{department} = \"<its adapter's user>\"`)"
+            ),
         }
     }
 }
 
-/// Reads a delivery and checks its sender against `[bus] department_users`.
-pub fn read(
-    delivery: &Delivery,
-    users: &BTreeMap<String, String>,
-) -> Result<ResultMessage, Refusal> {
+/// Who may send a department's results.
+#[derive(Debug, Clone)]
+pub enum Senders {
+    /// `[bus.department_users]`: department → the only RabbitMQ user whose results are taken;
+    /// a department not listed has no results taken at all.
+    Listed(BTreeMap<String, String>),
+    /// `[development] unchecked_results`: any sender is taken.
+    Unchecked,
+}
+
+impl Senders {
+    /// The check a bus configuration asks for.
+    pub fn of(config: &BusConfig) -> Senders {
+        if config.unchecked_results {
+            Senders::Unchecked
+        } else {
+            Senders::Listed(config.department_users.clone())
+        }
+    }
+
+    /// Whether a result for `department` sent by the broker-validated `user` is taken.
+    pub fn check(&self, department: &str, user: &str) -> Result<(), Refusal> {
+        let Senders::Listed(users) = self else {
+            return Ok(());
+        };
+        match users.get(department) {
+            None => Err(Refusal::UnlistedDepartment {
+                department: department.to_string(),
+                user: user.to_string(),
+            }),
+            Some(expected) if expected != user => Err(Refusal::WrongSender {
+                department: department.to_string(),
+                user: user.to_string(),
+                expected: expected.clone(),
+            }),
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+/// The broker-validated user that published a delivery (empty when none was set).
+fn sender(delivery: &Delivery) -> String {
+    delivery
+        .properties
+        .user_id()
+        .as_ref()
+        .map(|u| u.to_string())
+        .unwrap_or_default()
+}
+
+/// Reads a delivery and checks its sender against `[bus.department_users]`.
+pub fn read(delivery: &Delivery, senders: &Senders) -> Result<ResultMessage, Refusal> {
     let r = ResultMessage::decode(delivery.data.as_slice())
         .map_err(|e| Refusal::Unreadable(e.to_string()))?;
     if r.task_id.is_empty() || r.department.is_empty() {
         return Err(Refusal::Unreadable("no task id or department".into()));
     }
-    if let Some(expected) = users.get(&r.department) {
-        let user = delivery
-            .properties
-            .user_id()
-            .as_ref()
-            .map(|u| u.to_string())
-            .unwrap_or_default();
-        if &user != expected {
-            return Err(Refusal::WrongSender {
-                department: r.department.clone(),
-                user,
-                expected: expected.clone(),
-            });
-        }
-    }
+    senders.check(&r.department, &sender(delivery))?;
     Ok(r)
 }
 
@@ -119,9 +174,9 @@ pub fn update(r: ResultMessage) -> Option<TaskUpdate> {
 /// Consumes results until the task is dropped, reconnecting with backoff. `wake` is the
 /// relay's: an approval that releases tasks wakes it.
 pub async fn run(store: Store, config: BusConfig, wake: Arc<Notify>, now: crate::clock::Now) {
-    if config.department_users.is_empty() {
+    if config.unchecked_results {
         warn!(
-            "[bus.department_users] is empty: results are not checked against the departments' RabbitMQ users; give each adapter a user of its own and list them"
+            "[development] unchecked_results = true: results are taken from any RabbitMQ user; never in production"
         );
     }
     crate::bus::reconnecting("results consumer", || session(&store, &config, &wake, &now)).await
@@ -134,7 +189,7 @@ async fn session(
     now: &crate::clock::Now,
 ) -> Ended {
     // The channel is held for as long as its consumer runs.
-    let (connection, _channel, mut consumer) = match subscribe(config).await {
+    let (connection, channel, mut consumer) = match subscribe(config).await {
         Ok(c) => c,
         Err(e) => return Ended::Unreachable(e),
     };
@@ -159,7 +214,12 @@ async fn session(
             Some(Err(e)) => return Ended::Lost(e.to_string()),
             None => return Ended::Lost("the results consumer was cancelled".into()),
         };
-        handle(store, &config.department_users, wake, now, delivery).await;
+        let refusals = Refused {
+            connection: &connection,
+            channel: &channel,
+            dead_exchange: Names::new(&config.prefix).dead_exchange(),
+        };
+        handle(store, &Senders::of(config), &refusals, wake, now, delivery).await;
         crate::supervise::progressed();
     }
 }
@@ -173,6 +233,11 @@ async fn subscribe(
         .map_err(|e| e.to_string())?;
     let channel = connection
         .create_channel()
+        .await
+        .map_err(|e| e.to_string())?;
+    // Confirms for the refused results it dead-letters itself, with their reason.
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
         .await
         .map_err(|e| e.to_string())?;
     channel
@@ -195,16 +260,27 @@ async fn subscribe(
 
 async fn handle(
     store: &Store,
-    users: &BTreeMap<String, String>,
+    senders: &Senders,
+    refusals: &Refused<'_>,
     wake: &Notify,
     now: &crate::clock::Now,
     delivery: Delivery,
 ) {
-    let r = match read(&delivery, users) {
+    let r = match read(&delivery, senders) {
         Ok(r) => r,
         Err(refusal) => {
-            warn!(reason = %refusal, "result refused; dead-lettered to the results dead queue");
-            dead_letter(delivery).await;
+            // An audit record: who sent what for which department, never the body (it may name
+            // an applicant).
+            warn!(
+                target: "audit",
+                event = "result_refused",
+                reason = refusal.code(),
+                sender = %sender(&delivery),
+                message_id = %delivery.properties.message_id().as_ref().map(|m| m.to_string()).unwrap_or_default(),
+                detail = %refusal,
+                "result refused; dead-lettered to the results dead queue"
+            );
+            refusals.dead_letter(delivery, &refusal.to_string()).await;
             return;
         }
     };
@@ -250,6 +326,74 @@ async fn handle(
 
 /// Tries of one result against a store that answers, before it is dead-lettered.
 const RESULT_TRIES: u32 = 5;
+
+/// Where a refused result is dead-lettered with its reason: the consumer's channel (in confirm
+/// mode) and the dead exchange.
+struct Refused<'a> {
+    connection: &'a lapin::Connection,
+    channel: &'a lapin::Channel,
+    dead_exchange: String,
+}
+
+impl Refused<'_> {
+    /// Puts a refused result in the results dead queue with its reason (`x-yichuang-reason`,
+    /// which `yichuang dlq` shows), then acknowledges it; if that cannot be confirmed, or the
+    /// broker is blocking publishers, rejects it, and the broker dead-letters it without the
+    /// reason (the log has it).
+    async fn dead_letter(&self, delivery: Delivery, reason: &str) {
+        // Under a resource alarm the broker blocks a connection that publishes, and this one
+        // consumes every result: nothing is published on it then (the reason is in the log).
+        if self.connection.status().blocked() {
+            dead_letter(delivery).await;
+            return;
+        }
+        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+        headers.insert(
+            crate::bus::headers::REASON.into(),
+            lapin::types::AMQPValue::LongString(reason.into()),
+        );
+        headers.insert(
+            crate::bus::headers::DEAD_AT.into(),
+            lapin::types::AMQPValue::LongString(chrono::Utc::now().to_rfc3339().into()),
+        );
+        // The broker checks `user_id` against the publisher: the copy drops it (the sender is
+        // named in the reason).
+        let properties = lapin::BasicProperties::default()
+            .with_headers(headers)
+            .with_delivery_mode(2)
+            .with_content_type(
+                delivery
+                    .properties
+                    .content_type()
+                    .clone()
+                    .unwrap_or_else(|| "application/octet-stream".into()),
+            )
+            .with_message_id(delivery.properties.message_id().clone().unwrap_or_default());
+        let published = self
+            .channel
+            .basic_publish(
+                self.dead_exchange.as_str().into(),
+                "results".into(),
+                lapin::options::BasicPublishOptions::default(),
+                &delivery.data,
+                properties,
+            )
+            .await;
+        let confirmed = match published {
+            Ok(confirm) => tokio::time::timeout(Duration::from_secs(10), confirm)
+                .await
+                .is_ok_and(|c| c.is_ok_and(|c| c.is_ack())),
+            Err(_) => false,
+        };
+        if confirmed {
+            if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+                warn!(error = %e, "ack of a refused result failed; it is refused again");
+            }
+        } else {
+            dead_letter(delivery).await;
+        }
+    }
+}
 
 /// Refuses a result for good: the broker dead-letters it to the results dead queue.
 async fn dead_letter(delivery: Delivery) {
@@ -346,5 +490,30 @@ async fn record(
     }
     if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
         warn!(error = %e, "ack failed; the result is delivered again and changes nothing twice");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sender_check_fails_closed_for_a_department_with_no_user() {
+        let senders = Senders::Listed(BTreeMap::from([("scjg".into(), "adapter-scjg".into())]));
+        assert_eq!(senders.check("scjg", "adapter-scjg"), Ok(()));
+        assert!(matches!(
+            senders.check("scjg", "adapter-xf"),
+            Err(Refusal::WrongSender { .. })
+        ));
+        let unlisted = senders.check("xf", "adapter-xf").unwrap_err();
+        assert_eq!(unlisted.code(), "unlisted_department");
+        assert!(unlisted.to_string().contains("xf = "), "{unlisted}");
+        assert!(
+            Senders::Listed(BTreeMap::new())
+                .check("scjg", "guest")
+                .is_err(),
+            "an empty list takes nothing"
+        );
+        assert_eq!(Senders::Unchecked.check("xf", "anyone"), Ok(()));
     }
 }

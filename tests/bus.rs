@@ -396,3 +396,267 @@ async fn dead_letters_through_the_admin_service_are_replayed_once_and_audited() 
     gw.stop().await;
     broker.remove().await;
 }
+
+/// Least privilege on a real broker, in a vhost of the test's own with real users made by
+/// `yichuang::bus::users` (as `yichuang bus users` makes them): 市场监管's adapter user can
+/// consume its own task queue, check that its queues exist, and publish results, retries and
+/// dead letters; it cannot consume 消防's task queue, drain the gateway's results queue, publish a
+/// result routed as 消防's, publish a task or declare anything (each refused with
+/// ACCESS_REFUSED).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adapter_user_reads_only_its_own_queues_and_cannot_publish_a_task() {
+    use lapin::options::BasicConsumeOptions;
+    let mut vhost = testkit::broker::Vhost::create().await;
+    let mut bus = vhost.bus.clone();
+    let scjg_user = format!("{}-scjg", vhost.name);
+    let xf_user = format!("{}-xf", vhost.name);
+    bus.department_users
+        .insert("scjg".into(), scjg_user.clone());
+    bus.department_users.insert("xf".into(), xf_user.clone());
+    vhost.owns_user(&scjg_user);
+    vhost.owns_user(&xf_user);
+    // The shared topology, declared by the suite's user as the gateway's relay does.
+    let broker = Broker::open(&bus).await;
+    // The users, made by `yichuang bus users` with passwords from the environment.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[bus]\nurl = \"{}\"\nprefix = \"{}\"\n[bus.department_users]\nscjg = \"{scjg_user}\"\nxf = \"{xf_user}\"\n",
+            bus.url, bus.prefix
+        ),
+    )
+    .unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_yichuang"));
+    command.args(["bus", "users", "--config", config.to_str().unwrap()]);
+    for user in [&scjg_user, &xf_user] {
+        command.env(
+            yichuang::bus::users::password_variable(user),
+            "adapter-secret",
+        );
+    }
+    let out = command.output().unwrap();
+    testkit::keep_stderr("yichuang", &out);
+    let printed = testkit::text(&out.stdout) + &testkit::text(&out.stderr);
+    assert!(out.status.success(), "bus users: {printed}");
+    assert!(
+        printed.contains(&scjg_user) && !printed.contains("adapter-secret"),
+        "names the users, never a password: {printed}"
+    );
+    let names = Names::new(&bus.prefix);
+    let as_scjg = BusConfig {
+        url: vhost.url_as(&scjg_user, "adapter-secret"),
+        ..bus.clone()
+    };
+    let connection = connect(&as_scjg).await.expect("scjg's user connects");
+    let refused = |what: &str, e: &dyn std::fmt::Debug| {
+        let text = format!("{e:?}");
+        assert!(
+            text.contains("ACCESS_REFUSED") || text.contains("AccessRefused"),
+            "{what} refused with ACCESS_REFUSED: {text}"
+        );
+    };
+
+    // What it needs: its queues exist (checked passively), it consumes its own task queue, and
+    // publishes results (as itself), retries and dead letters, each confirmed.
+    let channel = connection.create_channel().await.unwrap();
+    let written = [
+        names.results_exchange(),
+        names.retry_exchange(),
+        names.dead_exchange(),
+    ];
+    let own = Topology {
+        exchanges: broker
+            .topology
+            .exchanges
+            .iter()
+            .filter(|e| written.contains(&e.name))
+            .cloned()
+            .collect(),
+        queues: broker
+            .topology
+            .queues
+            .iter()
+            .filter(|q| {
+                q.name == names.task_queue("scjg") || q.name == names.retry_queue("scjg", 1)
+            })
+            .cloned()
+            .collect(),
+        bindings: vec![],
+    };
+    assert_eq!((own.exchanges.len(), own.queues.len()), (3, 2));
+    own.check(&channel, Duration::from_secs(5))
+        .await
+        .expect("its queues can be checked");
+    channel
+        .basic_consume(
+            names.task_queue("scjg").as_str().into(),
+            "own".into(),
+            BasicConsumeOptions::default(),
+            Default::default(),
+        )
+        .await
+        .expect("consumes its own task queue");
+    let publishing = connection.create_channel().await.unwrap();
+    publishing
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for (exchange, key) in [
+        (names.results_exchange(), "scjg.accepted".to_string()),
+        (names.retry_exchange(), names.retry_key("scjg", 1)),
+        (names.dead_exchange(), "scjg".to_string()),
+    ] {
+        let confirm = publishing
+            .basic_publish(
+                exchange.as_str().into(),
+                key.as_str().into(),
+                Default::default(),
+                b"x",
+                BasicProperties::default().with_user_id(scjg_user.as_str().into()),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("publishes to {exchange}: {e}"));
+        assert!(
+            confirm.await.unwrap().is_ack(),
+            "{exchange} takes its message"
+        );
+    }
+
+    // What it must not do, each on a channel of its own (a refusal closes the channel).
+    let other = connection.create_channel().await.unwrap();
+    let e = other
+        .basic_consume(
+            names.task_queue("xf").as_str().into(),
+            "not-mine".into(),
+            BasicConsumeOptions::default(),
+            Default::default(),
+        )
+        .await
+        .expect_err("消防's task queue cannot be consumed");
+    refused("consuming another department's task queue", &e);
+    let other = connection.create_channel().await.unwrap();
+    let e = other
+        .basic_get(
+            names.results_queue().as_str().into(),
+            BasicGetOptions { no_ack: true },
+        )
+        .await
+        .expect_err("the gateway's results queue cannot be read");
+    refused("reading the results queue", &e);
+    let other = connection.create_channel().await.unwrap();
+    let e = other
+        .queue_declare(
+            format!("{}.mine", bus.prefix).as_str().into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .expect_err("nothing can be declared");
+    refused("declaring a queue", &e);
+    // A result routed as another department's (topic permissions on the results exchange).
+    let results = connection.create_channel().await.unwrap();
+    results
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let published = match results
+        .basic_publish(
+            names.results_exchange().as_str().into(),
+            "xf.approved".into(),
+            Default::default(),
+            b"a result for another department",
+            BasicProperties::default().with_user_id(scjg_user.as_str().into()),
+        )
+        .await
+    {
+        Ok(confirm) => confirm.await.map(|c| c.is_ack()),
+        Err(e) => Err(e),
+    };
+    refused(
+        "publishing a result routed as another department's",
+        &published.expect_err("routed as xf's, refused"),
+    );
+    let task = connection.create_channel().await.unwrap();
+    task.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let published = match task
+        .basic_publish(
+            names.tasks_exchange().as_str().into(),
+            "xf".into(),
+            Default::default(),
+            b"a forged task",
+            BasicProperties::default(),
+        )
+        .await
+    {
+        Ok(confirm) => confirm.await.map(|c| c.is_ack()),
+        Err(e) => Err(e),
+    };
+    refused(
+        "publishing a task",
+        &published.expect_err("a task cannot be published"),
+    );
+    assert!(
+        broker
+            .next("xf", Duration::from_millis(500))
+            .await
+            .is_none(),
+        "no forged task reached 消防's queue"
+    );
+    let _ = connection.close(200, "done".into()).await;
+    broker.remove().await;
+    vhost.remove().await;
+}
+
+/// An adapter checks the topology instead of declaring it: on a prefix nothing was declared
+/// under, the check names what is missing and how to declare it.
+#[tokio::test]
+async fn checking_a_topology_not_declared_says_how_to_declare_it() {
+    let bus = testkit::broker::bus();
+    let connection = connect(&bus).await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let e = Topology::for_departments(&["scjg".to_string()], &bus)
+        .check(&channel, Duration::from_secs(5))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&bus.prefix)
+            && e.contains("is not on the broker")
+            && e.contains("yichuang bus declare"),
+        "{e}"
+    );
+    let _ = connection.close(200, "done".into()).await;
+}
+
+/// `yichuang bus users` with a password missing changes nothing and names where each password
+/// is read from.
+#[test]
+fn bus_users_without_a_password_names_where_it_is_read_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        "[bus]\nurl = \"amqp://guest:guest@127.0.0.1:1/%2f\"\n[bus.department_users]\nscjg = \"adapter-scjg-nopass\"\n",
+    )
+    .unwrap();
+    let out = yichuang!(&[
+        "bus",
+        "users",
+        "--config",
+        config.to_str().unwrap(),
+        "--passwords-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    let stderr = testkit::text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("YICHUANG_BUS_PASSWORD_ADAPTER_SCJG_NOPASS")
+            && stderr.contains("adapter-scjg-nopass")
+            && stderr.contains("nothing was changed"),
+        "{stderr}"
+    );
+}

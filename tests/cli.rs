@@ -254,7 +254,11 @@ async fn a_gateway_killed_while_publishing_publishes_every_task_after_restart() 
     let port = free_port();
     let prefix = testkit::broker::prefix();
     let url = testkit::broker::amqp_url();
-    let bus = format!("[bus]\nurl = \"{url}\"\nprefix = \"{prefix}\"\n");
+    // Results are taken only from the departments' listed users (none are sent here).
+    let user = yichuang::bus::user(&url);
+    let bus = format!(
+        "[bus]\nurl = \"{url}\"\nprefix = \"{prefix}\"\n[bus.department_users]\nscjg = \"{user}\"\nxf = \"{user}\"\n"
+    );
     let mut server = start_server_with(data.path(), port, &bus);
     let mut client = testkit::gateway::connect(format!("127.0.0.1:{port}").parse().unwrap()).await;
     let base = testkit::example("kai-canguan");

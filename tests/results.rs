@@ -1,7 +1,7 @@
 //! The results consumer on a real RabbitMQ: results published as a department's adapter does
 //! move the case through its state machine; duplicates and stale progress change nothing; a
 //! result sent by another department's broker user is refused and kept in the results dead
-//! queue.
+//! queue, and so is a result for a department no user is listed for.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -117,6 +117,11 @@ async fn department_results_move_the_case_and_forged_ones_are_refused() {
         .bus
         .department_users
         .insert("scjg".into(), USER.into());
+    // 消防's results come from the guest user here.
+    config
+        .bus
+        .department_users
+        .insert("xf".into(), yichuang::bus::user(&url));
     let bus = config.bus.clone();
     let mut gw = testkit::gateway::TestGateway::start_with(config, dir).await;
     let broker = Broker::open(&bus).await;
@@ -185,6 +190,47 @@ async fn department_results_move_the_case_and_forged_ones_are_refused() {
         sp_jy
     );
 
+    // From scjg's own user, but for 公积金 (gjj), which has no user in [bus.department_users]:
+    // refused too (the check fails closed), and kept in the results dead queue.
+    publish(
+        &scjg,
+        &bus.prefix,
+        &ResultMessage {
+            department: "gjj".into(),
+            ..result(ResultKind::Approved)
+        },
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let unlisted = loop {
+        let got = broker
+            .channel
+            .basic_get(
+                names.dead_queue("results").as_str().into(),
+                BasicGetOptions { no_ack: true },
+            )
+            .await
+            .unwrap();
+        if let Some(m) = got {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the result for an unlisted department is dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let reason = testkit::broker::text_header(&unlisted, yichuang::bus::headers::REASON);
+    assert!(
+        reason.contains("names no user for gjj") && reason.contains(USER),
+        "dead-lettered with the reason: {reason}"
+    );
+    let unlisted = ResultMessage::decode(unlisted.delivery.data.as_slice()).unwrap();
+    assert_eq!(
+        (unlisted.department.as_str(), unlisted.kind),
+        ("gjj", ResultKind::Approved as i32)
+    );
+
     // Accepted, a step, the same step again, approval, then a stale step: from scjg's user.
     publish(&scjg, &bus.prefix, &result(ResultKind::Accepted)).await;
     let step = |s: &str| ResultMessage {
@@ -208,8 +254,8 @@ async fn department_results_move_the_case_and_forged_ones_are_refused() {
     )
     .await;
     publish(&scjg, &bus.prefix, &step("承办")).await;
-    // Results are handled in queue order: once this later one (xf's, whose results are not
-    // tied to a user here) is recorded, everything before it has been handled.
+    // Results are handled in queue order: once this later one (xf's, sent by its user here)
+    // is recorded, everything before it has been handled.
     let xf_jc = receipt
         .items
         .iter()

@@ -51,18 +51,26 @@ fn default_bus() -> BusConfig {
     toml::from_str("").expect("bus defaults")
 }
 
-/// The HTTP endpoint: health, readiness, callbacks from legacy systems.
+/// The HTTP endpoints: health, readiness, status and metrics on one listener (internal: probes
+/// and Prometheus), callbacks from legacy systems on another (reached from the departments'
+/// networks), so neither exposes the other.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
+    /// Health, readiness, status and metrics.
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// Signed callbacks from legacy systems (`POST /callback/<department>`); empty: no
+    /// callbacks are taken.
+    #[serde(default)]
+    pub callbacks_listen: String,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: default_listen(),
+            callbacks_listen: String::new(),
         }
     }
 }
@@ -171,6 +179,10 @@ pub struct DepartmentConfig {
     /// department file. A PostgreSQL endpoint takes `sslmode` and `sslrootcert` in its URL.
     #[serde(default)]
     pub tls: yichuang::tls::ClientTls,
+    /// Callbacks from the legacy system: how they are authenticated, and whether what they say
+    /// is taken as the system's answer or only as a reason to ask it now.
+    #[serde(default)]
+    pub callbacks: CallbackConfig,
     /// Settings of the kind (paths, SOAP action, table names…), checked by the kind.
     #[serde(default)]
     pub options: BTreeMap<String, String>,
@@ -220,6 +232,42 @@ impl SecretRef {
                 .map_err(|e| format!("cannot read {}: {e}", path.display())),
         }
     }
+}
+
+/// Callbacks from a department's legacy system (`POST /callback/<department>`, docs/adapters.md).
+/// Each carries an HMAC-SHA256 signature with this department's secret over its timestamp,
+/// nonce, method, path and body; one that is unsigned, badly signed, outside the freshness
+/// window or replayed is refused (401).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallbackConfig {
+    /// The shared secret, by reference (`{ env: VAR }` or `{ file: PATH }`). Without one, every
+    /// callback for the department is refused.
+    #[serde(default)]
+    pub secret: Option<SecretRef>,
+    /// `false` (the default): a verified callback only makes the adapter ask the legacy system
+    /// about the task now (the poll the worker would make later), and what the system answers
+    /// is published. `true`: what a verified callback says is published as the system's answer.
+    #[serde(default)]
+    pub trusted: bool,
+    /// How far a callback's timestamp may be from the adapter's clock, in seconds (default
+    /// 300); its nonce is remembered for twice as long, so a copy within the window is refused.
+    #[serde(default = "default_callback_window")]
+    pub window_secs: u64,
+}
+
+impl Default for CallbackConfig {
+    fn default() -> Self {
+        CallbackConfig {
+            secret: None,
+            trusted: false,
+            window_secs: default_callback_window(),
+        }
+    }
+}
+
+fn default_callback_window() -> u64 {
+    300
 }
 
 /// How hard the legacy system may be pushed.
@@ -476,6 +524,21 @@ impl DepartmentConfig {
                     "tls is set but endpoint {:?} is not https://; write https://, or for a PostgreSQL endpoint put sslmode and sslrootcert in its URL",
                     config.endpoint
                 ),
+            ));
+        }
+        if config.callbacks.trusted && config.callbacks.secret.is_none() {
+            return Err(problem(
+                path,
+                at("callbacks:"),
+                "callbacks.trusted needs callbacks.secret: only a signed callback can be trusted"
+                    .into(),
+            ));
+        }
+        if config.callbacks.window_secs == 0 {
+            return Err(problem(
+                path,
+                at("callbacks:"),
+                "callbacks.window_secs must be at least 1".into(),
             ));
         }
         for w in &config.maintenance {

@@ -281,8 +281,20 @@ fn run(cli: RunArgs) -> ExitCode {
                 return ExitCode::from(3);
             }
         };
-        info!(listen = %config.http.listen, departments = ?cli.departments, "adapter starting");
-        let app = yichuang_adapters::http::router(departments.clone(), readiness.clone(), callbacks.clone());
+        // Callbacks on a listener of their own, only when configured.
+        let callbacks_listener = if config.http.callbacks_listen.is_empty() {
+            None
+        } else {
+            match tokio::net::TcpListener::bind(&config.http.callbacks_listen).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    error!(listen = %config.http.callbacks_listen, error = %e, "cannot listen for callbacks");
+                    return ExitCode::from(3);
+                }
+            }
+        };
+        info!(listen = %config.http.listen, callbacks_listen = %config.http.callbacks_listen, departments = ?cli.departments, "adapter starting");
+        let app = yichuang_adapters::http::router(departments.clone(), readiness.clone());
         let shutdown = yichuang::supervise::Shutdown::default();
         let stopped = shutdown.clone();
         tokio::spawn(async move {
@@ -290,6 +302,16 @@ fn run(cli: RunArgs) -> ExitCode {
                 .with_graceful_shutdown(async move { stopped.stopped().await })
                 .await
         });
+        if let Some(l) = callbacks_listener {
+            let app = yichuang_adapters::http::callbacks_router(departments.clone(), callbacks.clone())
+                .into_make_service_with_connect_info::<std::net::SocketAddr>();
+            let stopped = shutdown.clone();
+            tokio::spawn(async move {
+                axum::serve(l, app)
+                    .with_graceful_shutdown(async move { stopped.stopped().await })
+                    .await
+            });
+        }
         let mut running = std::pin::pin!(shutdown.scope(runtime::run(
             config.bus.clone(),
             departments,

@@ -34,6 +34,17 @@ pub struct DepartmentLabels {
     pub department: String,
 }
 
+/// A callback and what became of it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallbackLabels {
+    /// The department served here (`unknown` for a path naming none, so the series stay
+    /// bounded).
+    pub department: String,
+    /// `published` (trusted), `polled`, `not_polled_here`, `unreadable`, `failed`, or the
+    /// refusal: `no_secret`, `unsigned`, `bad_signature`, `stale`, `replayed`, `busy`.
+    pub outcome: String,
+}
+
 /// The adapter's meters.
 pub struct Meters {
     pub registry: Registry,
@@ -44,6 +55,7 @@ pub struct Meters {
     pub tasks_consumed: Family<DepartmentLabels, Counter>,
     pub breaker_openings: Family<DepartmentLabels, Counter>,
     pub breaker_open: Family<DepartmentLabels, prometheus_client::metrics::gauge::Gauge>,
+    pub callbacks: Family<CallbackLabels, Counter>,
 }
 
 impl Meters {
@@ -75,6 +87,12 @@ pub fn meters() -> &'static Meters {
         let breaker_openings = Family::<DepartmentLabels, Counter>::default();
         let breaker_open =
             Family::<DepartmentLabels, prometheus_client::metrics::gauge::Gauge>::default();
+        let callbacks = Family::<CallbackLabels, Counter>::default();
+        registry.register(
+            "callbacks",
+            "Callbacks from legacy systems, by what became of them (refusals by reason).",
+            callbacks.clone(),
+        );
         registry.register(
             "breaker_openings",
             "Times a department's circuit breaker opened (transient failures in a row, or a failed probe).",
@@ -119,6 +137,7 @@ pub fn meters() -> &'static Meters {
             tasks_consumed,
             breaker_openings,
             breaker_open,
+            callbacks,
         }
     });
     &METERS

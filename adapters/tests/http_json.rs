@@ -121,6 +121,9 @@ async fn callbacks_deliver_decisions_and_polling_covers_the_dropped_ones() {
     let (listener, endpoint) = listener().await;
     let mut c = config(&endpoint, &dir);
     c.polling.interval_secs = 4; // slower than the decision, so callbacks arrive first
+    // Signed callbacks, not trusted: each makes the adapter poll the task now.
+    c.callbacks.secret = Some(secret_file(&dir, "callback", CALLBACK_SECRET));
+    let polled_before = callbacks_counted("polled");
     let adapter = Adapter::start(&bus, vec![c]).await;
     let sim = HttpJsonSim::new(Settings {
         behaviour: Behaviour {
@@ -129,7 +132,8 @@ async fn callbacks_deliver_decisions_and_polling_covers_the_dropped_ones() {
             drop_callback: 0.5,
             ..Behaviour::default()
         },
-        callback_url: Some(format!("http://{}/callback/scjg", adapter.http)),
+        callback_url: Some(format!("http://{}/callback/scjg", adapter.callbacks)),
+        callback_secret: Some(CALLBACK_SECRET.into()),
         ..Settings::default()
     });
     tokio::spawn(sim.clone().serve(listener));
@@ -146,6 +150,166 @@ async fn callbacks_deliver_decisions_and_polling_covers_the_dropped_ones() {
         stats.callbacks_sent > 0 && stats.callbacks_dropped > 0,
         "{stats:?}"
     );
+    assert!(
+        callbacks_counted("polled") > polled_before,
+        "the signed callbacks made the adapter poll their tasks"
+    );
+    adapter.task.abort();
+    harness.remove().await;
+}
+
+const CALLBACK_SECRET: &str = "callback-secret";
+
+/// `yichuang_adapter_callbacks_total` for 市场监管 and `outcome`, in this process.
+fn callbacks_counted(outcome: &str) -> u64 {
+    let series =
+        format!("yichuang_adapter_callbacks_total{{department=\"scjg\",outcome=\"{outcome}\"}}");
+    yichuang_adapters::meters::render()
+        .lines()
+        .find(|l| l.starts_with(&series))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A callback that claims the task is approved (办结, with a licence number), as the system
+/// would send it.
+fn claim(task_id: &str, number: &str) -> String {
+    serde_json::json!({"code": "0", "data": {
+        "slbh": number, "ywlsh": task_id, "hjmc": "办结", "zt": "办结",
+        "zzbh": "FORGED-0001", "zzmc": "食品经营许可证", "bjsj": "2019年06月20日",
+    }})
+    .to_string()
+}
+
+/// A forged callback (unsigned, signed with another key, or too old, or a replay of a signed
+/// one) is refused with 401, counted, and changes nothing; a signed one from the department,
+/// whose callbacks are not trusted, only makes the adapter ask the system, which has not
+/// decided: no decision is published on the callback's word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_callback_is_refused_and_a_signed_one_only_makes_the_adapter_ask() {
+    use yichuang_adapters::runtime::{NONCE, SIGNATURE, TIMESTAMP, sign};
+    let bus = bus();
+    let harness = Broker::for_departments(&bus, &["scjg"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    // The system takes ten minutes to decide: a decision within this test is forged.
+    let (sim, endpoint) = sim(
+        Behaviour {
+            department: "scjg".into(),
+            decision_delay_ms: 600_000,
+            reject: 0.0,
+            supplement: 0.0,
+            ..Behaviour::default()
+        },
+        None,
+    )
+    .await;
+    let mut c = config(&endpoint, &dir);
+    c.callbacks.secret = Some(secret_file(&dir, "callback", CALLBACK_SECRET));
+    c.polling.interval_secs = 600; // no scheduled poll within the test
+    let adapter = Adapter::start(&bus, vec![c]).await;
+    let message = task("scjg", "SP-JY", 1);
+    let id = message.task.as_ref().unwrap().task_id.clone();
+    harness.publish(&message).await;
+    let accepted = harness
+        .results_until(Duration::from_secs(20), Duration::ZERO, |g| {
+            g.kind() == ResultKind::Accepted
+        })
+        .await;
+    let number = accepted
+        .iter()
+        .find(|g| g.kind() == ResultKind::Accepted)
+        .unwrap()
+        .result
+        .department_case_number
+        .clone();
+    let body = claim(&id, &number);
+    let url = format!("http://{}/callback/scjg", adapter.callbacks);
+    let path = "/callback/scjg";
+    let client = reqwest::Client::new();
+    let post = |headers: Vec<(&'static str, String)>| {
+        let mut request = client.post(&url).body(body.clone());
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        async move {
+            let answer = request.send().await.unwrap();
+            (answer.status().as_u16(), answer.text().await.unwrap())
+        }
+    };
+    let signed = |secret: &[u8], at: i64, nonce: &str| {
+        let ts = at.to_string();
+        vec![
+            (TIMESTAMP, ts.clone()),
+            (NONCE, nonce.to_string()),
+            (
+                SIGNATURE,
+                sign(secret, &ts, nonce, "POST", path, body.as_bytes()),
+            ),
+        ]
+    };
+    let now = chrono::Utc::now().timestamp();
+    let before: Vec<u64> = ["unsigned", "bad_signature", "stale", "replayed"]
+        .iter()
+        .map(|o| callbacks_counted(o))
+        .collect();
+
+    let (status, text) = post(vec![]).await;
+    assert_eq!(status, 401, "unsigned: {text}");
+    let (status, _) = post(signed(b"not-the-secret", now, "n-1")).await;
+    assert_eq!(status, 401, "signed with another key");
+    let (status, _) = post(signed(CALLBACK_SECRET.as_bytes(), now - 900, "n-2")).await;
+    assert_eq!(status, 401, "fifteen minutes old");
+    // Signed by the department: taken, but only as a reason to ask the system now.
+    let genuine = signed(CALLBACK_SECRET.as_bytes(), now, "n-3");
+    let (status, text) = post(genuine.clone()).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("polled: no decision yet"), "{text}");
+    let (status, _) = post(genuine).await;
+    assert_eq!(status, 401, "the same callback again");
+    let after: Vec<u64> = ["unsigned", "bad_signature", "stale", "replayed"]
+        .iter()
+        .map(|o| callbacks_counted(o))
+        .collect();
+    assert_eq!(
+        after
+            .iter()
+            .zip(&before)
+            .map(|(a, b)| a - b)
+            .collect::<Vec<_>>(),
+        [1, 1, 1, 1],
+        "each refusal counted by its reason"
+    );
+    // And each is an audit record: the department, the reason, the peer; not the body.
+    if let Some(log) = testkit::logfile::init_suite() {
+        let text = std::fs::read_to_string(log).unwrap();
+        for reason in ["unsigned", "bad_signature", "stale", "replayed"] {
+            assert!(
+                text.lines().any(|l| l.contains(r#""target":"audit""#)
+                    && l.contains(r#""event":"callback_refused""#)
+                    && l.contains(&format!(r#""reason":"{reason}""#))
+                    && l.contains(r#""department":"scjg""#)
+                    && l.contains(r#""peer":"127.0.0.1:"#)),
+                "an audit record of the {reason} refusal in {}",
+                log.display()
+            );
+        }
+        assert!(
+            text.lines()
+                .filter(|l| l.contains(r#""target":"audit""#))
+                .all(|l| !l.contains("FORGED-0001") && !l.contains("办结")),
+            "no body in an audit record"
+        );
+    }
+
+    // Nothing the callbacks claimed was published: no decision, no forged licence.
+    let later = harness.results_within(Duration::from_secs(3)).await;
+    assert!(
+        later.iter().all(|g| !g.is_final()),
+        "no decision on a callback's word: {later:#?}"
+    );
+    let case = sim.sim.by_serial(&id).expect("the system has the task");
+    assert_eq!(case.number, number);
+    assert_eq!(sim.sim.stats().cases, 1);
     adapter.task.abort();
     harness.remove().await;
 }
@@ -598,4 +762,115 @@ fn a_tls_block_on_a_plain_http_endpoint_is_refused_at_its_line() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("scjg.yaml:4") && e.contains("https://"), "{e}");
+}
+
+/// A department whose callbacks are trusted has what a signed callback says published as its
+/// answer, without asking the system (which has not decided).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_callback_of_a_trusted_department_is_published_as_it_says() {
+    use yichuang_adapters::runtime::{NONCE, SIGNATURE, TIMESTAMP, sign};
+    let bus = bus();
+    let harness = Broker::for_departments(&bus, &["scjg"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_sim, endpoint) = sim(
+        Behaviour {
+            department: "scjg".into(),
+            decision_delay_ms: 600_000,
+            ..Behaviour::default()
+        },
+        None,
+    )
+    .await;
+    let mut c = config(&endpoint, &dir);
+    c.callbacks.secret = Some(secret_file(&dir, "callback", CALLBACK_SECRET));
+    c.callbacks.trusted = true;
+    c.polling.interval_secs = 600;
+    let adapter = Adapter::start(&bus, vec![c]).await;
+    let message = task("scjg", "SP-JY", 1);
+    let id = message.task.as_ref().unwrap().task_id.clone();
+    harness.publish(&message).await;
+    harness
+        .results_until(Duration::from_secs(20), Duration::ZERO, |g| {
+            g.kind() == ResultKind::Accepted
+        })
+        .await;
+    let body = claim(&id, "SCJG-CB-1");
+    let ts = chrono::Utc::now().timestamp().to_string();
+    let answer = reqwest::Client::new()
+        .post(format!("http://{}/callback/scjg", adapter.callbacks))
+        .header(TIMESTAMP, &ts)
+        .header(NONCE, "t-1")
+        .header(
+            SIGNATURE,
+            sign(
+                CALLBACK_SECRET.as_bytes(),
+                &ts,
+                "t-1",
+                "POST",
+                "/callback/scjg",
+                body.as_bytes(),
+            ),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 200);
+    let got = harness
+        .results_until(Duration::from_secs(10), Duration::ZERO, |g| g.is_final())
+        .await;
+    let decided = got.iter().find(|g| g.is_final()).unwrap();
+    assert_eq!(decided.kind(), ResultKind::Approved);
+    assert_eq!(decided.result.documents[0].number, "FORGED-0001");
+    adapter.task.abort();
+    harness.remove().await;
+}
+
+/// The adapter runtime connected as its own least-privileged RabbitMQ user (made by
+/// `yichuang::bus::users`, as `yichuang bus users` makes it), in a vhost of the test's own: it
+/// finds the topology it may not declare, consumes its queue, retries and polls through the delay
+/// queues, and publishes every result as itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adapter_connected_as_its_least_privileged_user_does_all_its_work() {
+    let mut vhost = testkit::broker::Vhost::create().await;
+    let mut bus = vhost.bus.clone();
+    let user = format!("{}-scjg", vhost.name);
+    bus.department_users.insert("scjg".into(), user.clone());
+    vhost.owns_user(&user);
+    let harness = Broker::for_departments(&bus, &["scjg"]).await;
+    for u in yichuang::bus::users::adapter_users(&bus) {
+        yichuang::bus::users::apply(&bus, None, &u, "adapter-secret")
+            .await
+            .unwrap();
+    }
+    let as_adapter = yichuang::config::BusConfig {
+        url: vhost.url_as(&user, "adapter-secret"),
+        ..bus.clone()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (_sim, endpoint) = sim(
+        Behaviour {
+            department: "scjg".into(),
+            decision_delay_ms: 1500, // decided after a poll or two, through the delay queues
+            server_error: 0.2,       // and retries through them too
+            ..Behaviour::default()
+        },
+        None,
+    )
+    .await;
+    let adapter = Adapter::start(&as_adapter, vec![config(&endpoint, &dir)]).await;
+    let tasks: Vec<_> = (0..5).map(|n| task("scjg", "SP-JY", n)).collect();
+    let ids: Vec<String> = testkit::tasks::task_ids(&tasks);
+    for t in &tasks {
+        harness.publish(t).await;
+    }
+    let results = harness.results_for(&ids, Duration::from_secs(60)).await;
+    testkit::tasks::assert_one_outcome_each_from(&results, &ids, &user);
+    assert!(
+        results.values().flatten().all(|g| g.user_id == user),
+        "every result is published as the adapter's own user"
+    );
+    adapter.task.abort();
+    harness.remove().await;
+    vhost.remove().await;
 }

@@ -16,6 +16,7 @@ pub mod dead;
 pub mod headers;
 pub mod policy;
 pub mod session;
+pub mod users;
 
 pub use crate::config::{redact, user};
 pub use session::{Backoff, Ended, confirming_channel, reconnecting};
@@ -33,6 +34,10 @@ pub enum BusError {
     Cluster(String),
     #[error("declaring {what}: {source}")]
     Declare { what: String, source: lapin::Error },
+    #[error(
+        "{what} is not on the broker ({source}): adapters do not declare the shared topology; run `yichuang bus declare`, or start the gateway with its relay on, and the adapter connects then"
+    )]
+    Missing { what: String, source: lapin::Error },
 }
 
 /// Kinds of exchanges the topology uses.
@@ -302,6 +307,61 @@ impl Topology {
                 FieldTable::default(),
             );
             bounded(timeout, &what, bind).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Topology {
+    /// Checks, without declaring anything, that every exchange and queue exists (passive
+    /// declarations, which need no `configure` permission): what an adapter does, since it may
+    /// not change the topology. The first one missing is the error. A missing one closes
+    /// `channel`.
+    pub async fn check(&self, channel: &Channel, timeout: Duration) -> Result<(), BusError> {
+        let missing = |what: String| {
+            move |e: BusError| match e {
+                BusError::Declare { source, .. } => BusError::Missing { what, source },
+                e => e,
+            }
+        };
+        for e in &self.exchanges {
+            let what = format!("exchange {}", e.name);
+            let passive = ExchangeDeclareOptions {
+                passive: true,
+                durable: true,
+                ..Default::default()
+            };
+            let kind = match e.kind {
+                Kind::Direct => ExchangeKind::Direct,
+                Kind::Topic => ExchangeKind::Topic,
+            };
+            bounded(
+                timeout,
+                &what,
+                channel.exchange_declare(
+                    e.name.as_str().into(),
+                    kind,
+                    passive,
+                    FieldTable::default(),
+                ),
+            )
+            .await
+            .map_err(missing(what.clone()))?;
+        }
+        for q in &self.queues {
+            let what = format!("queue {}", q.name);
+            let passive = QueueDeclareOptions {
+                passive: true,
+                durable: true,
+                ..Default::default()
+            };
+            bounded(
+                timeout,
+                &what,
+                channel.queue_declare(q.name.as_str().into(), passive, FieldTable::default()),
+            )
+            .await
+            .map_err(missing(what.clone()))?;
         }
         Ok(())
     }

@@ -58,7 +58,7 @@ pub fn policies(config: &BusConfig) -> Vec<Policy> {
     ]
 }
 
-fn regex_escape(s: &str) -> String {
+pub(super) fn regex_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if "\\.+*?()|[]{}^$".contains(c) {
@@ -87,16 +87,16 @@ pub enum PolicyError {
 /// RabbitMQ's management API for one `[bus]`: `[bus] management_url` when set, else
 /// `http://<AMQP host>:15672` of each node (`[bus] url`, then `[bus] nodes`: in a cluster any
 /// node answers for all), with the AMQP user and vhost.
-struct Management {
+pub(super) struct Management {
     client: reqwest::Client,
     bases: Vec<String>,
-    vhost: String,
-    user: String,
-    password: String,
+    pub(super) vhost: String,
+    pub(super) user: String,
+    pub(super) password: String,
 }
 
 impl Management {
-    fn new(config: &BusConfig) -> Result<Management, PolicyError> {
+    pub(super) fn new(config: &BusConfig) -> Result<Management, PolicyError> {
         // The parser's own message repeats the URL, password and all: not shown.
         let parse = |url: &str| -> Result<AMQPUri, PolicyError> {
             url.parse()
@@ -142,9 +142,23 @@ impl Management {
         name: &str,
         body: Option<String>,
     ) -> Result<reqwest::Response, PolicyError> {
+        let path = format!("{what}/{}/{}", encode(&self.vhost), encode(name));
+        self.request(method, &path, body)
+            .await
+            .map_err(|failures| self.failed(name, failures))
+    }
+
+    /// Sends an authenticated request for `/api/<path>` (its segments already encoded) to the
+    /// first node that can be reached; the error says why each node could not be.
+    pub(super) async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<String>,
+    ) -> Result<reqwest::Response, String> {
         let mut failures = Vec::new();
         for base in &self.bases {
-            let url = format!("{base}/api/{what}/{}/{}", encode(&self.vhost), encode(name));
+            let url = format!("{base}/api/{path}");
             let mut request = self
                 .client
                 .request(method.clone(), url)
@@ -159,7 +173,12 @@ impl Management {
                 Err(e) => failures.push(format!("{base}: {e}")),
             }
         }
-        Err(self.failed(name, failures.join("; ")))
+        Err(failures.join("; "))
+    }
+
+    /// Where the API is (every node tried), for messages.
+    pub(super) fn url(&self) -> String {
+        self.bases.join(", ")
     }
 
     fn failed(&self, name: &str, message: String) -> PolicyError {
@@ -246,7 +265,7 @@ pub async fn effective(
 }
 
 /// A path segment, percent-encoded (the default vhost `/` is `%2F`).
-fn encode(s: &str) -> String {
+pub(super) fn encode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {

@@ -94,11 +94,18 @@ pub struct BusConfig {
     /// and status events, and the consumer of the departments' results.
     #[serde(default = "default_true")]
     pub relay: bool,
-    /// The RabbitMQ user each department's adapter connects as (`scjg = "adapter-scjg"`): a
-    /// result for a department listed here is refused unless the broker-validated `user_id`
-    /// is that user. Departments not listed are not checked.
+    /// The RabbitMQ user each department's adapter connects as (`scjg = "adapter-scjg"`;
+    /// several departments served by one adapter process name the same user). A result is
+    /// taken only when the broker-validated `user_id` is the user listed for its department: a
+    /// department not listed has no results taken (fails closed). A gateway with the relay on
+    /// and this empty refuses to start, unless `[development] unchecked_results = true`.
+    /// `yichuang bus users` creates these users with only the permissions they need.
     #[serde(default)]
     pub department_users: std::collections::BTreeMap<String, String>,
+    /// Results taken from any sender: `[development] unchecked_results`, copied here by the
+    /// gateway when it starts (not a `[bus]` key).
+    #[serde(skip)]
+    pub unchecked_results: bool,
     /// RabbitMQ's management API, where the policies that make dead-lettering at-least-once are
     /// applied (docs/bus.md): empty: `http://<host of url>:15672` with the user of `url`;
     /// `"off"`: not applied here (an operator applies them).
@@ -219,6 +226,7 @@ impl Default for BusConfig {
             timeout_secs: default_bus_timeout(),
             relay: true,
             department_users: Default::default(),
+            unchecked_results: false,
             management_url: String::new(),
             results_delivery_limit: default_results_delivery_limit(),
             ca_file: None,

@@ -90,6 +90,8 @@ pub async fn scjg_sim(decision_delay_ms: u64) -> String {
 pub struct Adapter {
     pub task: tokio::task::JoinHandle<()>,
     pub http: std::net::SocketAddr,
+    /// The callbacks listener (`POST /callback/<department>`).
+    pub callbacks: std::net::SocketAddr,
     pub readiness: Arc<Readiness>,
 }
 
@@ -105,11 +107,12 @@ impl Adapter {
         let callbacks = Callbacks::new();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http = listener.local_addr().unwrap();
-        let app = yichuang_adapters::http::router(
-            departments.clone(),
-            readiness.clone(),
-            callbacks.clone(),
-        );
+        let app = yichuang_adapters::http::router(departments.clone(), readiness.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let callbacks_addr = listener.local_addr().unwrap();
+        let app = yichuang_adapters::http::callbacks_router(departments.clone(), callbacks.clone())
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
         tokio::spawn(async move { axum::serve(listener, app).await });
         let task = tokio::spawn(runtime::run(
             bus.clone(),
@@ -125,6 +128,7 @@ impl Adapter {
         Adapter {
             task,
             http,
+            callbacks: callbacks_addr,
             readiness,
         }
     }

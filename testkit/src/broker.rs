@@ -265,6 +265,20 @@ impl Broker {
         got
     }
 
+    /// Every result that arrives within `within` (none awaited: for tests that something is
+    /// not published).
+    pub async fn results_within(&self, within: Duration) -> Vec<Got> {
+        let mut got = Vec::new();
+        let until = Instant::now() + within;
+        while Instant::now() < until {
+            match self.next_result().await {
+                Some(g) => got.push(g),
+                None => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        got
+    }
+
     async fn next_result(&self) -> Option<Got> {
         let m = self
             .channel
@@ -382,5 +396,119 @@ pub fn text_header(m: &BasicGetMessage, name: &str) -> String {
     match header(m, name) {
         Some(AMQPValue::LongString(s)) => s.to_string(),
         other => panic!("header {name}: {other:?}"),
+    }
+}
+
+/// A RabbitMQ vhost of one test's own, made over the management API of the suite's broker (as
+/// its user, `guest`, given every permission on it), with the adapter users the test creates:
+/// [`Vhost::remove`] deletes the vhost (and everything in it) and those users at the end, and a
+/// vhost dropped without it (a failed test) is removed then.
+pub struct Vhost {
+    pub name: String,
+    /// A fresh prefix and short timeouts, connecting as the suite's user to this vhost.
+    pub bus: BusConfig,
+    users: Vec<String>,
+    removed: bool,
+}
+
+/// The suite broker's management API: its base URL and the suite user's credentials.
+fn management() -> (String, String, String) {
+    let uri: lapin::uri::AMQPUri = amqp_url().parse().expect("an AMQP URL");
+    (
+        format!("http://{}:15672/api", uri.authority.host),
+        uri.authority.userinfo.username,
+        uri.authority.userinfo.password,
+    )
+}
+
+async fn manage(method: reqwest::Method, path: &str, body: Option<serde_json::Value>) -> u16 {
+    let (base, user, password) = management();
+    let mut request = reqwest::Client::new()
+        .request(method, format!("{base}/{path}"))
+        .basic_auth(user, Some(password))
+        .timeout(Duration::from_secs(10));
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body.to_string());
+    }
+    request
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("the management API at {base}: {e}"))
+        .status()
+        .as_u16()
+}
+
+impl Vhost {
+    pub async fn create() -> Vhost {
+        logs();
+        let name = prefix();
+        let status = manage(reqwest::Method::PUT, &format!("vhosts/{name}"), None).await;
+        assert!(status < 300, "vhost {name} created: HTTP {status}");
+        let (_, user, _) = management();
+        let all = serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"});
+        let status = manage(
+            reqwest::Method::PUT,
+            &format!("permissions/{name}/{user}"),
+            Some(all),
+        )
+        .await;
+        let vhost = Vhost {
+            bus: BusConfig {
+                url: Self::url(&name, &user, &management().2),
+                ..bus()
+            },
+            name,
+            users: Vec::new(),
+            removed: false,
+        };
+        assert!(
+            status < 300,
+            "permissions on {} set: HTTP {status}",
+            vhost.name
+        );
+        vhost
+    }
+
+    fn url(vhost: &str, user: &str, password: &str) -> String {
+        let uri: lapin::uri::AMQPUri = amqp_url().parse().expect("an AMQP URL");
+        format!(
+            "amqp://{user}:{password}@{}:{}/{vhost}",
+            uri.authority.host, uri.authority.port
+        )
+    }
+
+    /// The AMQP URL of this vhost as `user`.
+    pub fn url_as(&self, user: &str, password: &str) -> String {
+        Self::url(&self.name, user, password)
+    }
+
+    /// A user the test creates, removed with the vhost.
+    pub fn owns_user(&mut self, user: &str) {
+        self.users.push(user.to_string());
+    }
+
+    /// Deletes the vhost and the test's users.
+    pub async fn remove(mut self) {
+        remove_vhost(&self.name, &self.users).await;
+        self.removed = true;
+    }
+}
+
+async fn remove_vhost(name: &str, users: &[String]) {
+    for user in users {
+        let _ = manage(reqwest::Method::DELETE, &format!("users/{user}"), None).await;
+    }
+    let _ = manage(reqwest::Method::DELETE, &format!("vhosts/{name}"), None).await;
+}
+
+impl Drop for Vhost {
+    fn drop(&mut self) {
+        if self.removed {
+            return;
+        }
+        let (name, users) = (self.name.clone(), self.users.clone());
+        crate::clean_up_on_a_thread(move || async move { remove_vhost(&name, &users).await });
     }
 }

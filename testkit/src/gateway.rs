@@ -224,6 +224,7 @@ impl TestGateway {
 
     async fn launch(config: &GatewayConfig, now: yichuang::clock::Now) -> TestGateway {
         logs();
+        let config = &with_department_users(config);
         let gateway = Arc::new(
             Gateway::with_clock(config, now)
                 .await
@@ -251,6 +252,27 @@ impl TestGateway {
             schema.drop_now().await;
         }
     }
+}
+
+/// A relaying gateway takes results only from the users `[bus.department_users]` lists. A test
+/// that lists none (and does not turn the check off) gets every department of its catalog
+/// mapped to the user of its bus URL: the user its adapters and harness publish as, so the check
+/// stays on and passes for them. Tests of the check list their own users.
+pub fn with_department_users(config: &GatewayConfig) -> GatewayConfig {
+    let mut config = config.clone();
+    if config.bus.relay
+        && config.bus.department_users.is_empty()
+        && !config.development.unchecked_results
+        && let Ok(catalog) = yichuang::catalog::Catalog::load(&config.catalog_dir)
+    {
+        let user = yichuang::bus::user(&config.bus.url);
+        config.bus.department_users = catalog
+            .departments
+            .keys()
+            .map(|d| (d.clone(), user.clone()))
+            .collect();
+    }
+    config
 }
 
 /// Connects to a gateway as the window system of the examples' hall, retrying until a

@@ -100,6 +100,15 @@ pub fn task_ids(tasks: &[TaskMessage]) -> Vec<String> {
 /// `message_id`), an `ACCEPTED` before it unless the department refused the task, and the
 /// department's case number on its outcome.
 pub fn assert_one_outcome_each(results: &HashMap<String, Vec<Got>>, task_ids: &[String]) {
+    assert_one_outcome_each_from(results, task_ids, &yichuang::bus::user(&amqp_url()))
+}
+
+/// [`assert_one_outcome_each`], the results published by the RabbitMQ user `user`.
+pub fn assert_one_outcome_each_from(
+    results: &HashMap<String, Vec<Got>>,
+    task_ids: &[String],
+    user: &str,
+) {
     for id in task_ids {
         let got = &results[id];
         let finals: HashSet<&str> = got
@@ -110,8 +119,7 @@ pub fn assert_one_outcome_each(results: &HashMap<String, Vec<Got>>, task_ids: &[
         assert_eq!(finals.len(), 1, "{id}: one outcome, got {got:#?}");
         let outcome = got.iter().find(|g| g.is_final()).unwrap();
         assert_eq!(
-            outcome.user_id,
-            yichuang::bus::user(&amqp_url()),
+            outcome.user_id, user,
             "{id}: results carry the adapter's validated RabbitMQ user"
         );
         if outcome.kind() != ResultKind::Failed {

@@ -3,7 +3,8 @@
 //! stale token, `E409` duplicate serial number, `E400` missing field), overload as 429 with
 //! `Retry-After`, failures as 502 with an HTML page, maintenance as 503 `系统维护中`, and dates
 //! as `2019年06月20日`. Decisions are pushed to a callback URL, when one is set, unless the
-//! callback is dropped.
+//! callback is dropped; signed (HMAC-SHA256 over timestamp, nonce, method, path and body, the
+//! adapter's `callbacks.secret`) when `callback_secret` is set.
 //!
 //! API: `POST /oauth/token` `{client_id, client_secret}` → `{access_token, expires_in}`;
 //! `POST /api/v1/cases` (fields, `ywlsh` = our task id); `GET /api/v1/cases/{slbh}`;
@@ -40,6 +41,10 @@ pub struct Settings {
     pub token_ttl_secs: u64,
     /// Where decisions are pushed (the adapter's `/callback/<department>`).
     pub callback_url: Option<String>,
+    /// The key callbacks are signed with (the department's `callbacks.secret` at the adapter);
+    /// `None`: sent unsigned, which the adapter refuses. The simulator's command line also
+    /// takes it from `YICHUANG_SIM_CALLBACK_SECRET`.
+    pub callback_secret: Option<String>,
 }
 
 impl Default for Settings {
@@ -53,6 +58,7 @@ impl Default for Settings {
             client_secret: "sim-secret".into(),
             token_ttl_secs: 7200,
             callback_url: None,
+            callback_secret: None,
         }
     }
 }
@@ -250,11 +256,55 @@ impl HttpJsonSim {
             let Some(case) = s.sim.by_serial(&serial) else {
                 return;
             };
-            let body = json!({"code": "0", "data": s.data(&case)});
-            let sent = s.client.post(&url).json(&body).send().await.is_ok();
+            let body = json!({"code": "0", "data": s.data(&case)}).to_string();
+            let mut request = s
+                .client
+                .post(&url)
+                .header(header::CONTENT_TYPE, "application/json");
+            if let Some(secret) = &s.settings.callback_secret {
+                for (name, value) in signed_headers(secret.as_bytes(), &url, body.as_bytes()) {
+                    request = request.header(name, value);
+                }
+            }
+            let sent = request
+                .body(body)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
             s.sim.count_callback(sent);
         });
     }
+}
+
+/// The headers of a callback POSTed to `url`, signed as the adapter checks them:
+/// `X-Yichuang-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>\n<nonce>\nPOST\n<path>\n<body>">`.
+pub fn signed_headers(secret: &[u8], url: &str, body: &[u8]) -> Vec<(&'static str, String)> {
+    use hmac::Mac;
+    let timestamp = chrono::Utc::now().timestamp().to_string();
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    let path = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
+        .unwrap_or("/");
+    let path = path.split(['?', '#']).next().unwrap_or(path);
+    let mut mac =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    for part in [timestamp.as_str(), nonce.as_str(), "POST", path] {
+        mac.update(part.as_bytes());
+        mac.update(b"\n");
+    }
+    mac.update(body);
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    vec![
+        ("x-yichuang-timestamp", timestamp),
+        ("x-yichuang-nonce", nonce),
+        ("x-yichuang-signature", format!("sha256={hex}")),
+    ]
 }
 
 async fn supplement(

@@ -72,7 +72,11 @@ async fn main() -> anyhow::Result<()> {
             listen,
             settings: s,
         } => {
-            let sim = yichuang_sim::http_json::HttpJsonSim::new(settings(&s)?);
+            let mut settings: yichuang_sim::http_json::Settings = settings(&s)?;
+            if let Ok(secret) = std::env::var("YICHUANG_SIM_CALLBACK_SECRET") {
+                settings.callback_secret = Some(secret);
+            }
+            let sim = yichuang_sim::http_json::HttpJsonSim::new(settings);
             let listener = tokio::net::TcpListener::bind(&listen).await?;
             eprintln!("yichuang-sim http-json on {listen}");
             sim.serve(listener).await;

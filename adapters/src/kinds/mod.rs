@@ -49,7 +49,18 @@ pub fn names() -> Vec<&'static str> {
 pub fn department(config: DepartmentConfig) -> Result<Department, String> {
     let gate = Gate::new(config.limits.requests_per_second);
     let system = build(&config, gate.clone())?;
-    Ok(Department::new(config, system, gate))
+    let secret = match &config.callbacks.secret {
+        Some(secret) => Some(
+            secret
+                .resolve()
+                .map_err(|e| format!("callbacks.secret: {e}"))?
+                .into_bytes(),
+        ),
+        None => None,
+    };
+    let mut department = Department::new(config, system, gate);
+    department.callback_secret = secret;
+    Ok(department)
 }
 
 /// Builds a department's system.

@@ -4,7 +4,7 @@
 //! copies of a task message are dropped. It never publishes and never decides what a delivery
 //! leads to (that is [`super::worker`]).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,6 +13,7 @@ use prost::Message;
 use tracing::Instrument;
 use yichuang::proto::v1::TaskMessage;
 
+use super::stage::Polling;
 use crate::config::DepartmentConfig;
 use crate::system::{DepartmentSystem, Failure, Gate, Task};
 
@@ -27,6 +28,14 @@ pub struct Department {
     /// Task ids (with their supplement round, [`seen_key`]) finished here or being handled: a
     /// duplicate task message is dropped.
     pub(super) seen: Mutex<Seen>,
+    /// The callback secret (`callbacks.secret`, resolved when the department is built); `None`:
+    /// every callback is refused.
+    pub callback_secret: Option<Vec<u8>>,
+    /// Callback nonces seen within the freshness window: a replay is refused.
+    pub(super) nonces: Mutex<super::callbacks::Nonces>,
+    /// Tasks this process is polling, with where their polling stands: a verified callback about
+    /// one of them polls it now.
+    pub(super) polled: Mutex<Polled>,
 }
 
 /// What a task message is deduplicated by: the task id, and `:s<round>` for a supplement round
@@ -84,6 +93,44 @@ impl Seen {
     }
 }
 
+/// A bounded memory of the tasks being polled here: task id → the task message and where its
+/// polling stood when the next poll was scheduled. A task forgotten (the memory full, another
+/// replica polling it, a restart) is still polled on schedule; a callback about it only does
+/// not make that poll sooner.
+#[derive(Default)]
+pub(super) struct Polled {
+    tasks: HashMap<String, (TaskMessage, Polling)>,
+    order: VecDeque<String>,
+}
+
+impl Polled {
+    const CAPACITY: usize = 10_000;
+
+    pub(super) fn insert(&mut self, message: TaskMessage, at: Polling) {
+        let Some(id) = message.task.as_ref().map(|t| t.task_id.clone()) else {
+            return;
+        };
+        if self.tasks.insert(id.clone(), (message, at)).is_none() {
+            self.order.push_back(id);
+        }
+        while self.order.len() > Self::CAPACITY {
+            if let Some(old) = self.order.pop_front() {
+                self.tasks.remove(&old);
+            }
+        }
+    }
+
+    pub(super) fn get(&self, task_id: &str) -> Option<(TaskMessage, Polling)> {
+        self.tasks.get(task_id).cloned()
+    }
+
+    pub(super) fn forget(&mut self, task_id: &str) {
+        if self.tasks.remove(task_id).is_some() {
+            self.order.retain(|id| id != task_id);
+        }
+    }
+}
+
 impl Department {
     pub fn new(
         config: DepartmentConfig,
@@ -98,6 +145,9 @@ impl Department {
             gate,
             breaker: crate::breaker::Breaker::new(breaker),
             seen: Mutex::new(Seen::default()),
+            callback_secret: None,
+            nonces: Mutex::new(super::callbacks::Nonces::default()),
+            polled: Mutex::new(Polled::default()),
         }
     }
 

@@ -20,7 +20,8 @@
 //! department's `worker.rs`, the per-delivery state machine; `stage.rs` reads and writes where a
 //! message is in that protocol; `department.rs` calls the legacy system under its limits and
 //! remembers what it handled; `publisher.rs` publishes results, delays and dead letters with
-//! confirms; `callbacks.rs` publishes what a system says in a callback.
+//! confirms; `callbacks.rs` checks a callback's signature and has the task polled now (or, for a
+//! department whose callbacks are trusted, publishes what it says).
 
 mod callbacks;
 mod department;
@@ -29,7 +30,9 @@ mod session;
 mod stage;
 mod worker;
 
-pub use callbacks::Callbacks;
+pub use callbacks::{Callbacks, Handled, Refusal, Signed, sign, verify};
+/// The headers of a signed callback.
+pub use callbacks::{NONCE, SIGNATURE, TIMESTAMP};
 pub use department::{Department, seen_key};
 pub use publisher::{RESULT_CONTENT_TYPE, result_message_id};
 pub use session::{Readiness, run};

@@ -1,7 +1,10 @@
 //! The runtime's broker session: a publishing connection (one confirming channel for results,
 //! delays and dead letters) and a consuming connection (one channel per department, prefetch =
 //! its concurrency), kept alive by [`yichuang::bus::reconnecting`], and the readiness it reports.
-//! Deliveries are handed to each department's [`Worker`]; nothing here looks inside them.
+//! Deliveries are handed to each department's [`Worker`]; nothing here looks inside them. It
+//! declares nothing: the adapter's broker user may configure nothing (docs/bus.md, "Users and
+//! permissions"), so each session first checks, passively, that what it uses exists, and stays
+//! not ready, saying what is missing, until `yichuang bus declare` or the gateway's relay made it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,7 +49,7 @@ pub async fn run(
     for code in &codes {
         crate::meters::meters().start(code);
     }
-    let topology = Topology::for_departments(&codes, &bus);
+    let topology = used(&codes, &bus);
     yichuang::bus::reconnecting("adapter", || async {
         let ended = session(
             &bus,
@@ -122,7 +125,29 @@ async fn session(
     Ended::Lost(ended)
 }
 
-/// The two connections, the topology declared, and the confirming publisher.
+/// What of the shared topology the adapter uses, and checks exists before it consumes (it
+/// declares nothing: its broker user may configure nothing, docs/bus.md): the exchanges it
+/// publishes to (results, retry, dead) and its departments' task and delay queues.
+fn used(codes: &[String], bus: &BusConfig) -> Topology {
+    let names = Names::new(&bus.prefix);
+    let mut topology = Topology::for_departments(codes, bus);
+    let written = [
+        names.results_exchange(),
+        names.retry_exchange(),
+        names.dead_exchange(),
+    ];
+    topology.exchanges.retain(|e| written.contains(&e.name));
+    topology.queues.retain(|q| {
+        codes.iter().any(|d| {
+            q.name == names.task_queue(d)
+                || q.name.starts_with(&format!("{}.retry.{d}.", bus.prefix))
+        })
+    });
+    topology.bindings.clear();
+    topology
+}
+
+/// The two connections, the topology checked, and the confirming publisher.
 async fn connect(
     bus: &BusConfig,
     topology: &Topology,
@@ -130,11 +155,17 @@ async fn connect(
 ) -> Result<(Connection, Connection, Arc<Publisher>), String> {
     let publishing = open(bus, "publishing").await?;
     let consuming = open(bus, "consuming").await?;
-    let channel = yichuang::bus::confirming_channel(&publishing).await?;
-    topology
-        .declare(&channel, timeout)
+    // Checked on a channel of its own: a missing queue closes the channel it is asked on.
+    let checking = publishing
+        .create_channel()
         .await
         .map_err(|e| e.to_string())?;
+    topology
+        .check(&checking, timeout)
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = checking.close(200, "checked".into()).await;
+    let channel = yichuang::bus::confirming_channel(&publishing).await?;
     let publisher = Arc::new(Publisher {
         channel,
         user: yichuang::bus::user(&bus.url),

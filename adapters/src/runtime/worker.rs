@@ -23,6 +23,9 @@ use crate::config::DepartmentConfig;
 use crate::mapping::{Reading, render_all};
 use crate::system::{Answer, Failure, Task};
 
+/// The `traceparent` of the message a result continues, if any.
+type Trace<'a> = Option<&'a AMQPValue>;
+
 /// Beyond the request timeout, what a held copy waits for an earlier request to land.
 const HOLD_MARGIN: Duration = Duration::from_secs(1);
 
@@ -150,6 +153,7 @@ impl Worker {
         let key = delivery_key(&delivery);
         match done {
             Ok(()) => {
+                self.remember_polling(&delivery, &next);
                 if matches!(
                     next,
                     Next::Retry { .. } | Next::Poll { .. } | Next::Hold { .. }
@@ -180,6 +184,47 @@ impl Worker {
                     })
                     .await;
             }
+        }
+    }
+
+    /// Keeps what a verified callback needs to poll a task now: the task and where its polling
+    /// stands, while a poll is scheduled; forgotten once the task has its outcome.
+    fn remember_polling(&self, delivery: &Delivery, next: &Next) {
+        let Ok(message) = TaskMessage::decode(delivery.data.as_slice()) else {
+            return;
+        };
+        let mut polled = self.department.polled.lock().expect("polled");
+        match next {
+            Next::Poll { at, .. } => polled.insert(message, at.clone()),
+            Next::Done | Next::Dead(_) => {
+                if let Some(task) = &message.task {
+                    polled.forget(&task.task_id);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Polls a task now, as its scheduled poll would (a verified callback said there is news):
+    /// what the legacy system answers is published; the scheduled poll still comes, and
+    /// consumers drop what it publishes again by `message_id`. Says what it found.
+    pub(super) async fn poll_now(&self, message: TaskMessage, at: Polling) -> &'static str {
+        let dept = &self.department;
+        if let crate::breaker::Admit::Wait(_) = dept.breaker.admit() {
+            return "circuit breaker open; the scheduled poll asks later";
+        }
+        let fields = match render_all(&dept.config.mapping.request, &message) {
+            Ok(f) => f,
+            Err(_) => return "the task cannot be mapped; the scheduled poll reports it",
+        };
+        let task = Task { message, fields };
+        match self.poll(None, &task, at).await {
+            Next::Done => {
+                dept.polled.lock().expect("polled").forget(task.id());
+                "polled: the outcome is published"
+            }
+            Next::Requeue(_) => "polled, but the result could not be published yet",
+            _ => "polled: no decision yet",
         }
     }
 
@@ -277,13 +322,20 @@ impl Worker {
             Ok(f) => f,
             Err(e) => {
                 return self
-                    .failed(&message, delivery, format!("mapping: {e}"))
+                    .failed(
+                        &message,
+                        header(delivery, hdr::TRACEPARENT),
+                        format!("mapping: {e}"),
+                    )
                     .await;
             }
         };
         let task = Task { message, fields };
         match stage {
-            Stage::Poll(at) => self.poll(delivery, &task, at).await,
+            Stage::Poll(at) => {
+                self.poll(header(delivery, hdr::TRACEPARENT), &task, at)
+                    .await
+            }
             Stage::Submit { attempt } if task.message.supplement.is_some() => {
                 self.resupply(delivery, &task, attempt).await
             }
@@ -325,7 +377,13 @@ impl Worker {
         // Some systems give their number only later (a table exchange the department's job
         // picks up, a clerk's re-entry): then ACCEPTED waits for a poll that finds it.
         if !department_case_number.is_empty()
-            && let Err(e) = self.accepted(delivery, task, &department_case_number).await
+            && let Err(e) = self
+                .accepted(
+                    header(delivery, hdr::TRACEPARENT),
+                    task,
+                    &department_case_number,
+                )
+                .await
         {
             return self.retry_publish(e);
         }
@@ -333,8 +391,14 @@ impl Worker {
             department_case_number,
             ..Polling::default()
         };
-        self.after_reading(delivery, task, &answer, reading, at)
-            .await
+        self.after_reading(
+            header(delivery, hdr::TRACEPARENT),
+            task,
+            &answer,
+            reading,
+            at,
+        )
+        .await
     }
 
     /// Hands a supplement round to the department's case, then polls it again: the task was
@@ -388,17 +452,15 @@ impl Worker {
 
     async fn accepted(
         &self,
-        delivery: &Delivery,
+        trace: Trace<'_>,
         task: &Task,
         department_case_number: &str,
     ) -> Result<(), String> {
         let accepted = self.result(task, ResultKind::Accepted, department_case_number);
-        self.publisher
-            .result(accepted, header(delivery, hdr::TRACEPARENT))
-            .await
+        self.publisher.result(accepted, trace).await
     }
 
-    async fn poll(&self, delivery: &Delivery, task: &Task, mut at: Polling) -> Next {
+    async fn poll(&self, trace: Trace<'_>, task: &Task, mut at: Polling) -> Next {
         let dept = &self.department;
         let interval = Duration::from_secs(dept.config.polling.interval_secs);
         let system = dept.system.clone();
@@ -412,13 +474,12 @@ impl Worker {
                     && let Some(given) = reading.department_case_number.clone()
                 {
                     // The system gave its number only now: the task is accepted now.
-                    if let Err(e) = self.accepted(delivery, task, &given).await {
+                    if let Err(e) = self.accepted(trace, task, &given).await {
                         return self.retry_publish(e);
                     }
                     at.department_case_number = given;
                 }
-                self.after_reading(delivery, task, &answer, reading, at)
-                    .await
+                self.after_reading(trace, task, &answer, reading, at).await
             }
             Err(Failure::Transient {
                 reason,
@@ -430,9 +491,7 @@ impl Worker {
                     at: at.polled(),
                 }
             }
-            Err(Failure::Permanent { reason }) => {
-                self.failed(&task.message, delivery, reason).await
-            }
+            Err(Failure::Permanent { reason }) => self.failed(&task.message, trace, reason).await,
         }
     }
 
@@ -440,14 +499,13 @@ impl Worker {
     /// published, the system is told (`acknowledge`).
     async fn after_reading(
         &self,
-        delivery: &Delivery,
+        trace: Trace<'_>,
         task: &Task,
         answer: &Answer,
         reading: Reading,
         mut at: Polling,
     ) -> Next {
         let dept = &self.department;
-        let trace = header(delivery, hdr::TRACEPARENT);
         let decided_on = reading.decided_on;
         if let Some(new) = reading.step.filter(|s| *s != at.step) {
             let mut r = self.result(task, ResultKind::Progress, &at.department_case_number);
@@ -464,7 +522,7 @@ impl Worker {
                 return self
                     .failed(
                         &task.message,
-                        delivery,
+                        trace,
                         format!("no decision from the department system after {polls} polls"),
                     )
                     .await;
@@ -516,7 +574,10 @@ impl Worker {
     async fn failure(&self, delivery: &Delivery, task: &Task, attempt: u32, f: Failure) -> Next {
         let dept = &self.department;
         match f {
-            Failure::Permanent { reason } => self.failed(&task.message, delivery, reason).await,
+            Failure::Permanent { reason } => {
+                self.failed(&task.message, header(delivery, hdr::TRACEPARENT), reason)
+                    .await
+            }
             Failure::Transient {
                 reason,
                 retry_after,
@@ -536,7 +597,11 @@ impl Worker {
                     // The window is told (a FAILED result), then the message is kept in the dead
                     // queue, where it can be inspected and replayed.
                     return match self
-                        .publish_failed(&task.message, delivery, reason.clone())
+                        .publish_failed(
+                            &task.message,
+                            header(delivery, hdr::TRACEPARENT),
+                            reason.clone(),
+                        )
                         .await
                     {
                         Ok(()) => Next::Dead(reason),
@@ -554,9 +619,9 @@ impl Worker {
     }
 
     /// Publishes a `FAILED` result the window can act on.
-    async fn failed(&self, message: &TaskMessage, delivery: &Delivery, reason: String) -> Next {
+    async fn failed(&self, message: &TaskMessage, trace: Trace<'_>, reason: String) -> Next {
         warn!(department = %self.department.code(), reason = %yichuang::privacy::mask_free_text(&reason), "department system refused the task");
-        match self.publish_failed(message, delivery, reason).await {
+        match self.publish_failed(message, trace, reason).await {
             Ok(()) => Next::Done,
             Err(e) => self.retry_publish(e),
         }
@@ -566,7 +631,7 @@ impl Worker {
     async fn publish_failed(
         &self,
         message: &TaskMessage,
-        delivery: &Delivery,
+        trace: Trace<'_>,
         reason: String,
     ) -> Result<(), String> {
         let task = Task {
@@ -576,9 +641,7 @@ impl Worker {
         let mut r = self.result(&task, ResultKind::Failed, "");
         r.reasons = vec![reason];
         r.at = Some(now());
-        self.publisher
-            .result(r, header(delivery, hdr::TRACEPARENT))
-            .await
+        self.publisher.result(r, trace).await
     }
 
     fn result(&self, task: &Task, kind: ResultKind, department_case_number: &str) -> ResultMessage {

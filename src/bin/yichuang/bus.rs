@@ -1,5 +1,5 @@
-//! `yichuang bus`: the topology declared (and its policies applied), and status events watched
-//! as they are published.
+//! `yichuang bus`: the topology declared (and its policies applied), the adapters' users created
+//! with least privilege, and status events watched as they are published.
 
 use std::path::{Path, PathBuf};
 
@@ -18,6 +18,24 @@ pub enum BusCommand {
         #[arg(long, default_value = "config/gateway.toml", env = "YICHUANG_CONFIG")]
         config: PathBuf,
     },
+    /// Creates or updates each adapter's RabbitMQ user of `[bus.department_users]`, with only
+    /// what it needs: read its departments' task and delay queues, write to the results, retry
+    /// and dead exchanges, configure nothing (docs/bus.md, "Users and permissions"). Each
+    /// password comes from `YICHUANG_BUS_PASSWORD_<USER>` (`adapter-scjg` →
+    /// `YICHUANG_BUS_PASSWORD_ADAPTER_SCJG`) or the file `<passwords-dir>/<user>`; none is
+    /// printed.
+    Users {
+        /// Configuration file (its `[bus]` section: url, prefix, department_users).
+        #[arg(long, default_value = "config/gateway.toml", env = "YICHUANG_CONFIG")]
+        config: PathBuf,
+        /// Directory of password files, one per user, named for it (e.g. a mounted Secret).
+        #[arg(long)]
+        passwords_dir: Option<PathBuf>,
+        /// The management API's user, when not the user of `[bus] url` (it needs the
+        /// administrator tag); its password from `YICHUANG_BUS_ADMIN_PASSWORD`.
+        #[arg(long)]
+        admin_user: Option<String>,
+    },
     /// Prints status events as they are published (a queue of its own, gone when it stops):
     /// one line each — time, case, event, task, detail.
     Watch {
@@ -34,6 +52,11 @@ pub enum BusCommand {
 pub async fn run(command: BusCommand) -> Result<u8, Failure> {
     match command {
         BusCommand::Declare { config } => declare(&config).await,
+        BusCommand::Users {
+            config,
+            passwords_dir,
+            admin_user,
+        } => users(&config, passwords_dir.as_deref(), admin_user.as_deref()).await,
         BusCommand::Watch { config, binding } => {
             let config = GatewayConfig::load(&config)?;
             watch_events(&config.bus, &binding).await
@@ -75,6 +98,74 @@ async fn declare(config: &Path) -> Result<u8, Failure> {
         );
     }
     let _ = connection.close(200, "done".into()).await;
+    Ok(0)
+}
+
+/// `bus users`: every adapter user of `[bus.department_users]`, created or updated with its
+/// permissions. Every missing password is reported before anything is changed.
+async fn users(
+    config: &Path,
+    passwords_dir: Option<&Path>,
+    admin_user: Option<&str>,
+) -> Result<u8, Failure> {
+    use yichuang::bus::users;
+    let config = GatewayConfig::load(config)?;
+    let adapter_users = users::adapter_users(&config.bus);
+    if adapter_users.is_empty() {
+        return Err(anyhow::anyhow!(
+            "[bus.department_users] is empty: list each department's adapter user (`scjg = \"adapter-scjg\"`), then run this again"
+        )
+        .into());
+    }
+    let admin_password = match admin_user {
+        Some(user) => Some((
+            user,
+            std::env::var("YICHUANG_BUS_ADMIN_PASSWORD").map_err(|_| {
+                anyhow::anyhow!(
+                    "--admin-user {user}: its password is read from YICHUANG_BUS_ADMIN_PASSWORD, which is not set"
+                )
+            })?,
+        )),
+        None => None,
+    };
+    let admin = admin_password.as_ref().map(|(u, p)| (*u, p.as_str()));
+    let mut passwords = Vec::new();
+    let mut missing = Vec::new();
+    for user in &adapter_users {
+        let variable = users::password_variable(&user.name);
+        let from_file = passwords_dir.map(|d| d.join(&user.name));
+        let password = std::env::var(&variable).ok().or_else(|| {
+            from_file
+                .as_ref()
+                .and_then(|f| std::fs::read_to_string(f).ok())
+                .map(|p| p.trim_end().to_string())
+        });
+        match password.filter(|p| !p.is_empty()) {
+            Some(p) => passwords.push(p),
+            None => missing.push(format!(
+                "  {}: set {variable}{}",
+                user.name,
+                from_file.map_or(String::new(), |f| format!(" or write {}", f.display()))
+            )),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(anyhow::anyhow!(
+            "no password for these adapter users (nothing was changed):\n{}",
+            missing.join("\n")
+        )
+        .into());
+    }
+    for (user, password) in adapter_users.iter().zip(&passwords) {
+        users::apply(&config.bus, admin, user, password).await?;
+        println!(
+            "{}: departments {}; read {:?}, write {:?}, configure nothing",
+            user.name,
+            user.departments.join(", "),
+            user.permissions.read,
+            user.permissions.write
+        );
+    }
     Ok(0)
 }
 
