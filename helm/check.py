@@ -331,6 +331,11 @@ VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-[^}]*)?\}")
 ENV_SECRET = re.compile(r"\{\s*env:\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}")
 
 
+def uncommented(text: str) -> str:
+    """The text without its comments (a shipped file shows optional settings commented out)."""
+    return "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+
+
 def needed_vars(text: str) -> set[str]:
     """Variables a configuration file needs without a default (comments left out)."""
     out = set()
@@ -458,7 +463,7 @@ def check_configuration(docs, where: str, problems: Problems) -> None:
             needed = {v: path for v in needed_vars(text)}
             needed.update({v: department_file for v in needed_vars(dept_text)})
             # Credentials by reference: { env: VAR } must be set too.
-            needed.update({v: department_file for v in ENV_SECRET.findall(dept_text)})
+            needed.update({v: department_file for v in ENV_SECRET.findall(uncommented(dept_text))})
         elif args[:1] == ["yichuang-sim"]:
             continue
         else:
@@ -569,7 +574,7 @@ def run_adapter_checks(docs, where: str, binary: Path, problems: Problems) -> in
                 # The legacy Secret carries the department file's { env: VAR } credentials.
                 dept_files = [t for p, t in files.items() if p.startswith("/etc/yichuang/departments/")]
                 for text in dept_files:
-                    for var in ENV_SECRET.findall(text):
+                    for var in ENV_SECRET.findall(uncommented(text)):
                         env.setdefault(var, f"from-secret-{var.lower()}")
             cmd = [str(binary), *args[1:], "--check"]
             cmd[cmd.index("--config") + 1] = tmp + cmd[cmd.index("--config") + 1]
