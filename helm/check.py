@@ -630,6 +630,14 @@ def expectations(name: str, docs, problems: Problems) -> None:
                and notes.get("nginx.ingress.kubernetes.io/backend-protocol") == "GRPCS",
                "an Ingress passing the windows' TLS through to the gateway")
         expect(len(by_kind(docs, "Certificate")) == 1, "the gateway's certificate from cert-manager")
+        # Callbacks: only 公安 takes them, on a port of their own, from its system's address only.
+        for code in adapters:
+            c = containers(deployments[f"{RELEASE}-adapter-{code}"])[0]
+            has = "callbacks" in {p["name"] for p in c["ports"]}
+            expect(has == (code == "ga"), f"{code}: a callbacks port only where the department takes callbacks")
+        policy = next(n for n in by_kind(docs, "NetworkPolicy") if n["metadata"]["name"] == f"{RELEASE}-adapter-ga")
+        callers = [r.get("from") for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == "callbacks"]
+        expect(callers == [[{"ipBlock": {"cidr": "10.64.14.9/32"}}]], f"ga's callbacks from its system only, got {callers}")
         expect(len(by_kind(docs, "ServiceMonitor")) == 2, "ServiceMonitors for the gateway and the adapters")
         expect(len(by_kind(docs, "NetworkPolicy")) == 2 + len(adapters), "NetworkPolicies for the gateway, each adapter and the bus users Job")
         expect_trust(docs, expect)

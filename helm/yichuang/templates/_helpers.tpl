@@ -189,6 +189,13 @@ off only together with the development flag, and what each protection needs is g
 {{- end }}
 {{- end }}
 
+{{/* Whether a department's file takes callbacks (a callbacks block): (dict "root" $ "code" "scjg"). */}}
+{{- define "yichuang.takesCallbacks" -}}
+{{- $d := index .root.Values.adapters.departments .code }}
+{{- $text := $d.file | default (.root.Files.Get (printf "files/departments/%s.yaml" .code)) }}
+{{- if regexMatch "(?m)^callbacks:" $text }}true{{ end }}
+{{- end }}
+
 {{/* The RabbitMQ user of a department's adapter: (dict "root" $ "code" "scjg"). */}}
 {{- define "yichuang.departmentUser" -}}
 {{- $d := index .root.Values.adapters.departments .code }}
