@@ -65,8 +65,8 @@ impl CaseService for Empty {
         Ok(Response::new(Default::default()))
     }
     // The feeds are not measured here: an empty stream each.
-    type WindowFeedStream = yichuang::api::FeedStream;
-    type WatchCaseStream = yichuang::api::FeedStream;
+    type WindowFeedStream = tokio_stream::wrappers::ReceiverStream<Result<FeedEvent, Status>>;
+    type WatchCaseStream = tokio_stream::wrappers::ReceiverStream<Result<FeedEvent, Status>>;
     async fn window_feed(
         &self,
         _: Request<WindowFeedRequest>,

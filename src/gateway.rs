@@ -46,6 +46,8 @@ pub struct Gateway {
     /// The bound `/metrics` listener, taken by [`serve`]; its address.
     pub(crate) metrics: std::sync::Mutex<Option<TcpListener>>,
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Fair share and overload: call rates, calls in flight, feed streams ([`crate::limits`]).
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 /// Why the gateway could not start.
@@ -138,6 +140,7 @@ impl Gateway {
                 .then(|| std::time::Duration::from_secs(config.calendar.check_secs)),
             metrics: std::sync::Mutex::new(metrics),
             metrics_addr,
+            limits: Arc::new(crate::limits::Limits::new(&config.limits)),
         })
     }
 }

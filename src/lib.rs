@@ -40,6 +40,8 @@
 //! - [`app`]: the composition root: [`app::serve`] runs a gateway until shutdown, then stops
 //!   it in order.
 //! - [`api`]: the gRPC services (`CaseService`, `AdminService`, health, reflection).
+//! - [`limits`]: fair share and overload: call rates per caller, hall and gateway, calls in
+//!   flight shed beyond a bound, feed streams capped per caller; reloaded without a restart.
 //! - [`config`]: gateway settings and the file:line helpers every loader shares.
 //! - [`observe`], [`metrics`], [`trace`], [`telemetry`]: per-call spans and meters, the
 //!   Prometheus endpoint, W3C trace context on every message, log and span export setup.
@@ -66,6 +68,7 @@ pub mod holidays;
 pub mod ids;
 pub mod intake;
 pub mod lifecycle;
+pub mod limits;
 pub mod metrics;
 pub mod observe;
 pub mod outbox;

@@ -254,14 +254,13 @@ impl CaseService for CaseApi {
             ));
         }
         Ok(Response::new(feed_stream(
-            self.gateway.store.clone(),
+            &self.gateway,
             crate::store::FeedQuery {
                 hall_code: r.hall_code,
                 window_code: r.window_code,
                 after: r.cursor,
                 ..Default::default()
             },
-            self.gateway.shutdown.clone(),
         )))
     }
 
@@ -286,13 +285,12 @@ impl CaseService for CaseApi {
             return Err(not_found(&r.case_number));
         }
         Ok(Response::new(feed_stream(
-            self.gateway.store.clone(),
+            &self.gateway,
             crate::store::FeedQuery {
                 case_number: r.case_number,
                 after: r.cursor,
                 ..Default::default()
             },
-            self.gateway.shutdown.clone(),
         )))
     }
 

@@ -23,7 +23,7 @@ mod streams;
 
 pub use admin::AdminApi;
 pub use cases::CaseApi;
-pub use streams::FeedStream;
+pub use streams::{FeedStream, HELD_PER_STREAM};
 
 /// Largest page of `ListCases`.
 pub const MAX_PAGE_SIZE: i32 = 500;
@@ -44,14 +44,24 @@ pub async fn grpc(
         .expect("the embedded descriptor set is valid");
     let limit = gateway.max_message_bytes;
     let admin_gateway = gateway.clone();
+    let gateway_limits = gateway.limits.clone();
     let cases = CaseServiceServer::new(CaseApi { gateway })
         .max_decoding_message_size(limit)
         .max_encoding_message_size(64 * 1024 * 1024);
+    let bounds = gateway_limits.config();
     tonic::transport::Server::builder()
+        .timeout(std::time::Duration::from_secs(bounds.call_timeout_secs))
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(
+            bounds.keepalive_interval_secs,
+        )))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(
+            bounds.keepalive_timeout_secs,
+        )))
         .layer(crate::observe::RpcLayer)
         .layer(tower::util::MapResponseLayer::new(move |r| {
             size_limit_status(r, limit)
         }))
+        .layer(crate::limits::LimitLayer::new(gateway_limits))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(cases)
