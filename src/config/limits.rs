@@ -115,6 +115,17 @@ impl Default for LimitsConfig {
 }
 
 impl LimitsConfig {
+    /// These limits with no call rates (test suites and benchmarks that drive one connection
+    /// hard); the in-flight bound and the stream cap stay.
+    pub fn without_rates(self) -> LimitsConfig {
+        LimitsConfig {
+            per_caller: RateConfig::OFF,
+            per_hall: RateConfig::OFF,
+            global: RateConfig::OFF,
+            ..self
+        }
+    }
+
     /// What serde cannot check: `(key, message)` of the first problem.
     pub fn check(&self) -> Result<(), (&'static str, String)> {
         if self.max_in_flight == 0 {

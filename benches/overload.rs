@@ -1,0 +1,281 @@
+//! Overload: `Submit` offered at twice what the gateway can take, through the real gRPC server on
+//! SQLite, in this process.
+//!
+//! 1. Capacity: closed loop, `YICHUANG_BENCH_CONCURRENCY` requests in flight (default 64) over 4
+//!    HTTP/2 connections for `YICHUANG_BENCH_SECS` (default 5): the most successful `Submit`s per
+//!    second, the run's reference.
+//! 2. Twice that, open loop: requests issued at a fixed rate (2 × capacity) whatever the answers,
+//!    each a distinct application, with the gateway's `[limits] max_in_flight` (default 256).
+//!    Prints goodput (successful requests per second) as a share of the capacity, the share
+//!    shed (`UNAVAILABLE`/`RESOURCE_EXHAUSTED`), p99 of the successful ones measured from when
+//!    each was due (so a late send counts against it), and the process's peak RSS in each phase
+//!    (VmHWM, reset between phases through /proc/self/clear_refs).
+//! 3. The same offered rate against a gateway with no in-flight bound (`max_in_flight` huge),
+//!    for contrast: what queueing instead of shedding costs.
+//!
+//! Goals (issue 15): goodput at twice the capacity >= 0.90 of the capacity, memory flat. The
+//! client runs on the same two cores as the gateway, so its work counts against the gateway's.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use testkit::gateway::Server;
+use tonic::transport::Channel;
+use yichuang::app::Gateway;
+use yichuang::config::{GatewayConfig, LimitsConfig, StoreConfig};
+use yichuang::proto::v1::case_service_client::CaseServiceClient;
+use yichuang::proto::v1::{Submission, SubmitRequest};
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The n-th distinct submission: a new id, and a new day every 5,000 so the 4-digit daily
+/// sequence never runs out.
+fn nth(base: &Submission, run: &str, n: u64) -> Submission {
+    let mut s = base.clone();
+    s.submission_id = format!("overload-{run}-{n}");
+    if let Some(ts) = &mut s.submitted_at {
+        ts.seconds += (n / 5000) as i64 * 86_400;
+    }
+    s
+}
+
+/// A field of /proc/self/status in kB (VmRSS, VmHWM).
+fn status_kb(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Resets VmHWM to the current RSS, so the next reading is this phase's peak.
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+async fn start_gateway(path: std::path::PathBuf, max_in_flight: usize) -> Server {
+    let root = testkit::root();
+    let config = GatewayConfig {
+        catalog_dir: root.join("config/catalog"),
+        calendar_dir: root.join("config/calendar"),
+        store: StoreConfig::Sqlite { path },
+        bus: yichuang::config::BusConfig {
+            relay: false,
+            ..Default::default()
+        },
+        // One client stands for every window: no call rates, only the in-flight bound.
+        limits: LimitsConfig {
+            max_in_flight,
+            ..LimitsConfig::default().without_rates()
+        },
+        ..GatewayConfig::default()
+    };
+    let gateway = Arc::new(Gateway::from_config(&config).await.expect("gateway"));
+    Server::start(gateway).await
+}
+
+async fn clients(addr: std::net::SocketAddr) -> Vec<CaseServiceClient<Channel>> {
+    let mut out = Vec::new();
+    for _ in 0..4 {
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect");
+        out.push(CaseServiceClient::new(channel));
+    }
+    out
+}
+
+/// Closed loop: `concurrency` callers for `secs`; successful requests per second.
+async fn capacity(addr: std::net::SocketAddr, run: &str, concurrency: u64, secs: u64) -> f64 {
+    let clients = clients(addr).await;
+    let base = Arc::new(testkit::example("kai-canguan"));
+    let (counter, ok) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let start = Instant::now();
+    let stop = start + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for i in 0..concurrency {
+        let mut client = clients[i as usize % clients.len()].clone();
+        let (base, counter, ok, run) = (base.clone(), counter.clone(), ok.clone(), run.to_string());
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < stop {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let request = SubmitRequest {
+                    submission: Some(nth(&base, &run, n)),
+                };
+                if client.submit(request).await.is_ok() {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    ok.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+struct Overload {
+    offered: f64,
+    goodput: f64,
+    shed: u64,
+    failed: u64,
+    sent: u64,
+    p50_ms: f64,
+    p99_ms: f64,
+    peak_rss_kb: u64,
+}
+
+/// Open loop: `rate` requests per second for `secs`, each sent when due whatever the earlier
+/// ones became; latencies from when each was due.
+async fn open_loop(addr: std::net::SocketAddr, run: &str, rate: f64, secs: u64) -> Overload {
+    let clients = clients(addr).await;
+    let base = Arc::new(testkit::example("kai-canguan"));
+    let (shed, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let hist = Arc::new(std::sync::Mutex::new(Histogram::<u64>::new(3).unwrap()));
+    reset_peak();
+    let start = Instant::now();
+    let span = Duration::from_secs(secs);
+    let mut sent = 0u64;
+    let mut tasks = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    while start.elapsed() < span {
+        tick.tick().await;
+        let due_now = (start.elapsed().as_secs_f64() * rate) as u64;
+        while sent < due_now {
+            let due = start + Duration::from_secs_f64(sent as f64 / rate);
+            let mut client = clients[sent as usize % clients.len()].clone();
+            let request = SubmitRequest {
+                submission: Some(nth(&base, run, sent)),
+            };
+            let (shed, failed, hist) = (shed.clone(), failed.clone(), hist.clone());
+            tasks.push(tokio::spawn(async move {
+                match client.submit(request).await {
+                    Ok(_) => {
+                        let us = due.elapsed().as_micros() as u64;
+                        hist.lock().unwrap().record(us.max(1)).unwrap();
+                    }
+                    Err(s)
+                        if matches!(
+                            s.code(),
+                            tonic::Code::Unavailable | tonic::Code::ResourceExhausted
+                        ) =>
+                    {
+                        shed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }));
+            sent += 1;
+        }
+    }
+    let issued_for = start.elapsed().as_secs_f64();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Goodput over the whole run, to the last answer: a backlog served late is not free.
+    let elapsed = start.elapsed().as_secs_f64();
+    let hist = hist.lock().unwrap();
+    Overload {
+        offered: sent as f64 / issued_for,
+        goodput: hist.len() as f64 / elapsed,
+        shed: shed.load(Ordering::Relaxed),
+        failed: failed.load(Ordering::Relaxed),
+        sent,
+        p50_ms: hist.value_at_quantile(0.5) as f64 / 1000.0,
+        p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
+        peak_rss_kb: status_kb("VmHWM"),
+    }
+}
+
+fn report(name: &str, o: &Overload, max: f64) {
+    println!(
+        "{name:<34} offered {:>6.0}/s  goodput {:>6.0}/s = {:.2} of max  shed {:>4.1}%  failed {}  p50 {:>8.2} ms  p99 {:>8.2} ms  peak RSS {} MiB",
+        o.offered,
+        o.goodput,
+        o.goodput / max,
+        100.0 * o.shed as f64 / o.sent.max(1) as f64,
+        o.failed,
+        o.p50_ms,
+        o.p99_ms,
+        o.peak_rss_kb / 1024
+    );
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // `cargo bench` passes `--bench`; `cargo test --benches` runs this as a quick smoke test.
+    if !std::env::args().any(|a| a == "--bench") {
+        runtime.block_on(smoke());
+        return;
+    }
+    runtime.block_on(async {
+        let secs = env_or("YICHUANG_BENCH_SECS", 5);
+        let concurrency = env_or("YICHUANG_BENCH_CONCURRENCY", 64);
+        let bound = env_or("YICHUANG_BENCH_MAX_IN_FLIGHT", 256) as usize;
+        let dir = tempfile::tempdir().unwrap();
+        let bounded = start_gateway(dir.path().join("bounded.db"), bound).await;
+        println!(
+            "overload (Submit, SQLite, {secs} s per phase, capacity at {concurrency} in flight, max_in_flight {bound})"
+        );
+        let _ = capacity(bounded.addr, "warm", concurrency, 1).await;
+        reset_peak();
+        let rss_start = status_kb("VmRSS");
+        let max = capacity(bounded.addr, "max", concurrency, secs).await;
+        let peak_capacity = status_kb("VmHWM");
+        println!(
+            "capacity (closed loop)             {max:>6.0} req/s  peak RSS {} MiB (RSS at start {} MiB)",
+            peak_capacity / 1024,
+            rss_start / 1024
+        );
+        let shed = open_loop(bounded.addr, "twice", 2.0 * max, secs).await;
+        report("2x capacity, shedding", &shed, max);
+        let rss_after = status_kb("VmRSS");
+        bounded.stop().await;
+
+        let unbounded = start_gateway(dir.path().join("unbounded.db"), usize::MAX).await;
+        let _ = capacity(unbounded.addr, "warm", concurrency, 1).await;
+        let queued = open_loop(unbounded.addr, "queued", 2.0 * max, secs).await;
+        report("2x capacity, no bound (queueing)", &queued, max);
+        unbounded.stop().await;
+
+        let share = shed.goodput / max;
+        println!(
+            "goal: goodput at 2x capacity >= 0.90 of capacity: {share:.2} ({})",
+            if share >= 0.9 { "met" } else { "not met" }
+        );
+        println!(
+            "memory: peak RSS {} MiB at capacity, {} MiB at 2x with shedding ({:.2}x), RSS after {} MiB",
+            peak_capacity / 1024,
+            shed.peak_rss_kb / 1024,
+            shed.peak_rss_kb as f64 / peak_capacity.max(1) as f64,
+            rss_after / 1024
+        );
+        println!(
+            "Submit with mTLS against plaintext: not measured (this build has no TLS listener yet)"
+        );
+    });
+}
+
+/// Under `cargo test --benches`: a short open loop against a small bound, so the bench cannot rot.
+async fn smoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_gateway(dir.path().join("smoke.db"), 4).await;
+    let o = open_loop(server.addr, "smoke", 200.0, 1).await;
+    assert!(o.goodput > 0.0 && o.failed == 0, "smoke: {} ok, {} failed", o.goodput, o.failed);
+    println!("bench smoke test: ok");
+}
