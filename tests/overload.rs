@@ -310,33 +310,35 @@ async fn a_feed_client_that_stops_reading_holds_a_bounded_buffer_and_misses_noth
         submit_round(submitted).await;
         submitted += writers.len() as u64;
     }
-    let filled_at = submitted;
-    while submitted < filled_at * 2 {
+    // Then until the history holds five times what the stream may hold.
+    let bound = yichuang::api::HELD_PER_STREAM as i64;
+    let entries = || async {
+        gw.gateway
+            .store
+            .feed(yichuang::store::FeedQuery {
+                limit: 1_000_000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .len() as i64
+    };
+    while entries().await < 5 * bound {
         submit_round(submitted).await;
         submitted += writers.len() as u64;
     }
     sampler.abort();
     let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
-    let bound = yichuang::api::HELD_PER_STREAM as i64;
     assert!(
         peak <= bound,
         "the gateway held {peak} events for one stream, more than its bound of {bound}"
     );
 
     // Every entry, in commit order, once the reader reads again: held back, never skipped.
-    let total = gw
-        .gateway
-        .store
-        .feed(yichuang::store::FeedQuery {
-            limit: 1_000_000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .len();
-    assert!(total as i64 > 2 * bound, "{total} entries written");
+    let total = entries().await;
     let mut last = 0;
     for n in 0..total {
+        let n = n as usize;
         let event = tokio::time::timeout(Duration::from_secs(30), feed.next())
             .await
             .unwrap_or_else(|_| panic!("only {n} of {total} events arrived"))
@@ -378,7 +380,7 @@ async fn calls_to_unknown_paths_are_counted_as_other() {
         grpc.ready().await.unwrap();
         let path = format!("/probe{n}.Service/Method{n}");
         let status = grpc
-            .unary::<_, PreCheckRequest, ()>(
+            .unary::<PreCheckRequest, yichuang::proto::v1::PreCheckResponse, _>(
                 tonic::Request::new(precheck()),
                 path.parse().unwrap(),
                 tonic_prost::ProstCodec::default(),
