@@ -276,6 +276,11 @@ async fn smoke() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_gateway(dir.path().join("smoke.db"), 4).await;
     let o = open_loop(server.addr, "smoke", 200.0, 1).await;
-    assert!(o.goodput > 0.0 && o.failed == 0, "smoke: {} ok, {} failed", o.goodput, o.failed);
+    assert!(
+        o.goodput > 0.0 && o.failed == 0,
+        "smoke: {} ok, {} failed",
+        o.goodput,
+        o.failed
+    );
     println!("bench smoke test: ok");
 }

@@ -105,7 +105,10 @@ async fn a_caller_over_its_quota_is_refused_with_a_retry_hint_while_another_is_s
         .parse()
         .unwrap();
     assert!((1..=1000).contains(&pushback), "pushback {pushback} ms");
-    assert!(refused_for("caller_rate") > before, "the refusal is counted");
+    assert!(
+        refused_for("caller_rate") > before,
+        "the refusal is counted"
+    );
 
     // Another caller has a bucket of its own.
     other
@@ -149,10 +152,14 @@ async fn new_limits_in_the_file_take_effect_without_a_restart() {
 
     let strict = "[limits]\nper_caller = { per_second = 1, burst = 2 }\n";
     std::fs::write(&file, strict).unwrap();
-    testkit::until("the stricter limits in force", Duration::from_secs(10), || {
-        let limits = gw.gateway.limits.clone();
-        async move { limits.config().per_caller.per_second == 1 }
-    })
+    testkit::until(
+        "the stricter limits in force",
+        Duration::from_secs(10),
+        || {
+            let limits = gw.gateway.limits.clone();
+            async move { limits.config().per_caller.per_second == 1 }
+        },
+    )
     .await;
     let status = until_refused(&mut client, 12).await;
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
@@ -204,7 +211,11 @@ async fn calls_beyond_the_in_flight_bound_are_shed_and_health_is_still_served() 
         .pre_check(precheck())
         .await
         .expect("served once there is room");
-    assert_eq!(gw.gateway.limits.in_flight(), 0, "every call gave its place back");
+    assert_eq!(
+        gw.gateway.limits.in_flight(),
+        0,
+        "every call gave its place back"
+    );
     gw.stop().await;
 }
 
@@ -233,10 +244,14 @@ async fn feed_streams_are_capped_per_caller() {
         .expect("another caller's stream");
 
     drop(first);
-    testkit::until("the closed stream given back", Duration::from_secs(10), || {
-        let limits = gw.gateway.limits.clone();
-        async move { limits.feed_streams() == 1 }
-    })
+    testkit::until(
+        "the closed stream given back",
+        Duration::from_secs(10),
+        || {
+            let limits = gw.gateway.limits.clone();
+            async move { limits.feed_streams() == 1 }
+        },
+    )
     .await;
     a.window_feed(WindowFeedRequest::default())
         .await
@@ -306,7 +321,10 @@ async fn a_feed_client_that_stops_reading_holds_a_bounded_buffer_and_misses_noth
         }
     });
     while limits.feed_buffered() < yichuang::api::HELD_PER_STREAM as i64 / 3 {
-        assert!(submitted < 4000, "the gateway's queue for the feed never filled");
+        assert!(
+            submitted < 4000,
+            "the gateway's queue for the feed never filled"
+        );
         submit_round(submitted).await;
         submitted += writers.len() as u64;
     }
@@ -348,10 +366,14 @@ async fn a_feed_client_that_stops_reading_holds_a_bounded_buffer_and_misses_noth
         last = event.cursor;
     }
     drop(feed);
-    testkit::until("the stream's buffer given back", Duration::from_secs(10), || {
-        let limits = limits.clone();
-        async move { limits.feed_buffered() == 0 && limits.feed_streams() == 0 }
-    })
+    testkit::until(
+        "the stream's buffer given back",
+        Duration::from_secs(10),
+        || {
+            let limits = limits.clone();
+            async move { limits.feed_buffered() == 0 && limits.feed_streams() == 0 }
+        },
+    )
     .await;
     gw.stop().await;
 }

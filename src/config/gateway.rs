@@ -200,10 +200,7 @@ impl GatewayConfig {
             .bus
             .check_nodes()
             .map_err(|m| problem("nodes", format!("[bus] nodes: {m}")))?;
-        config
-            .limits
-            .check()
-            .map_err(|(key, m)| problem(key, m))?;
+        config.limits.check().map_err(|(key, m)| problem(key, m))?;
         if config.server.max_message_bytes < 1024 {
             return Err(problem(
                 "max_message_bytes",

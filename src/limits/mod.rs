@@ -34,7 +34,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tracing::{info, warn};
 
-pub use layer::{Limited, LimitLayer};
+pub use layer::{LimitLayer, Limited};
 
 use crate::config::{GatewayConfig, LimitsConfig, RateConfig};
 
@@ -370,7 +370,10 @@ mod tests {
         let Err(Refusal::Caller(wait)) = limits.check_rate("a", Some("h1")) else {
             panic!("the third call of a is over its rate")
         };
-        assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1), "{wait:?}");
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
         assert!(limits.check_rate("b", Some("h1")).is_ok());
     }
 
@@ -384,7 +387,10 @@ mod tests {
             Err(Refusal::Hall(_))
         ));
         assert!(limits.check_rate("c", Some("h2")).is_ok());
-        assert!(limits.check_rate("d", None).is_ok(), "no hall: no hall limit");
+        assert!(
+            limits.check_rate("d", None).is_ok(),
+            "no hall: no hall limit"
+        );
     }
 
     #[test]

@@ -29,12 +29,7 @@ pub async fn run(path: &Path) -> Result<u8, Failure> {
         "limits",
         move || yichuang::limits::watch(limits.clone(), file.clone(), every),
     );
-    serve(
-        gateway,
-        listener,
-        yichuang::supervise::terminated(),
-    )
-    .await?;
+    serve(gateway, listener, yichuang::supervise::terminated()).await?;
     tracing::info!("gateway stopped");
     telemetry.flush();
     Ok(0)
