@@ -1,7 +1,7 @@
 //! The composition root: [`Gateway`] (in [`crate::gateway`]) is built once from the
 //! configuration (acceptance list, calendar, store, listeners, refusing to start on anything
 //! invalid), and [`serve`] runs it —
-//! the gRPC API, the `/metrics` endpoint and every background worker under supervision — until
+//! the gRPC API (the windows' listener and the internal one), the `/metrics` endpoint and every background worker under supervision — until
 //! its shutdown future completes. Then the gateway stops in order: no new calls, open feed
 //! streams told to reconnect, each worker finishing its unit of work in hand within
 //! [`SHUTDOWN_GRACE`], the platform-push lease released. It holds no business rule and handles
@@ -36,7 +36,30 @@ pub async fn serve(
     health
         .set_serving::<crate::proto::v1::case_service_server::CaseServiceServer<crate::api::CaseApi>>()
         .await;
+    if gateway.tls.is_none() {
+        warn!(
+            "DEVELOPMENT MODE: [development] plaintext is on: gRPC without TLS, and every caller without a token is trusted with every permission over every hall. Never run this with real applicants' data"
+        );
+    }
     let workers = start_workers(&gateway, health);
+    let admin = gateway
+        .admin
+        .lock()
+        .expect("admin listener lock")
+        .take();
+    let admin = admin.map(|listener| {
+        let (g, stop) = (gateway.clone(), gateway.shutdown.clone());
+        let health = health_service.clone();
+        tokio::spawn(async move {
+            let served = crate::api::admin_grpc(g, health, listener, async move {
+                stop.stopped().await
+            })
+            .await;
+            if let Err(e) = served {
+                warn!(error = %e, "the internal (admin) listener stopped");
+            }
+        })
+    });
     let stop = gateway.shutdown.clone();
     let result = crate::api::grpc(gateway.clone(), health_service, listener, async move {
         shutdown.await;
@@ -45,6 +68,9 @@ pub async fn serve(
         stop.stop();
     })
     .await;
+    if let Some(admin) = admin {
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, admin).await;
+    }
     gateway.shutdown.finish(workers, SHUTDOWN_GRACE).await;
     if gateway.platform.is_some() {
         // Another replica (or the next run) takes over at once.

@@ -43,6 +43,15 @@ pub struct Gateway {
     pub workers: Arc<crate::supervise::Workers>,
     /// Sent when the gateway stops: every worker and every open feed stream ends.
     pub shutdown: Shutdown,
+    /// Who may call and what they may do: the policy layer's role table, the authenticator
+    /// and the access log.
+    pub guard: crate::auth::Guard,
+    /// TLS of both gRPC listeners; `None` only with `[development] plaintext`.
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
+    /// The bound internal listener (AdminService, reflection, health), taken by
+    /// [`crate::app::serve`]; its address.
+    pub(crate) admin: std::sync::Mutex<Option<TcpListener>>,
+    pub admin_addr: std::net::SocketAddr,
     /// The bound `/metrics` listener, taken by [`serve`]; its address.
     pub(crate) metrics: std::sync::Mutex<Option<TcpListener>>,
     pub metrics_addr: Option<std::net::SocketAddr>,
@@ -65,6 +74,10 @@ pub enum StartError {
     Platform(String),
     #[error("[metrics] {0}")]
     Metrics(String),
+    #[error("{0}")]
+    Trust(String),
+    #[error("[server] admin_listen: cannot listen on {0}")]
+    Admin(String),
 }
 
 impl Gateway {
@@ -106,7 +119,34 @@ impl Gateway {
                 ));
             }
         }
+        let policy = crate::auth::Policy::new(&config.auth).map_err(StartError::Trust)?;
+        let authenticator =
+            crate::auth::Authenticator::new(config.auth.jwt.as_ref()).map_err(StartError::Trust)?;
+        let tls = if config.development.plaintext {
+            None
+        } else {
+            let tls = crate::auth::tls::server(&config.server.tls).map_err(StartError::Trust)?;
+            if config.server.tls.client_ca.as_os_str().is_empty() && !authenticator.takes_tokens() {
+                return Err(StartError::Trust(
+                    "no way for callers to identify themselves: set [server.tls] client_ca (client certificates) or [auth.jwt] (bearer tokens)".into(),
+                ));
+            }
+            Some(tls)
+        };
         let store = Store::open(&config.store).await?;
+        let admin_listen = config.server.admin_listen;
+        let admin = TcpListener::bind(admin_listen)
+            .await
+            .map_err(|e| StartError::Admin(format!("{admin_listen}: {e}")))?;
+        let admin_addr = admin
+            .local_addr()
+            .map_err(|e| StartError::Admin(format!("{admin_listen}: {e}")))?;
+        let guard = crate::auth::Guard {
+            policy: Arc::new(policy),
+            authenticator: Arc::new(authenticator),
+            auditor: crate::auth::Auditor::new(store.clone()),
+            development: config.development.plaintext,
+        };
         let metrics = match config.metrics.listen {
             Some(addr) => Some(
                 TcpListener::bind(addr)
@@ -140,6 +180,10 @@ impl Gateway {
                 .then(|| std::time::Duration::from_secs(config.calendar.check_secs)),
             metrics: std::sync::Mutex::new(metrics),
             metrics_addr,
+            guard,
+            tls,
+            admin: std::sync::Mutex::new(Some(admin)),
+            admin_addr,
             limits: Arc::new(crate::limits::Limits::new(&config.limits)),
         })
     }

@@ -73,6 +73,14 @@ pub struct ItemLabels {
     pub item: String,
 }
 
+/// A refused call: its method (`Service/Method`, `other` for a path not served) and why
+/// (`unauthenticated`, `denied`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    pub method: String,
+    pub reason: String,
+}
+
 /// A background worker of the gateway.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WorkerLabels {
@@ -112,6 +120,7 @@ pub struct Meters {
     pub calls_refused: Family<ReasonLabels, Counter>,
     pub feed_streams: Gauge,
     pub feed_buffered_events: Gauge,
+    pub auth_refusals: Family<RefusalLabels, Counter>,
 }
 
 /// The process's meters (one registry per process, as Prometheus clients keep).
@@ -145,6 +154,12 @@ pub fn meters() -> &'static Meters {
             "feed_buffered_events",
             "Feed events read from the store and not yet taken by the transport, over every open stream (bounded per stream).",
             feed_buffered_events.clone(),
+        );
+        let auth_refusals = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "auth_refusals",
+            "Calls refused by the policy layer or a hall scope check (each has an audit record), by method and reason (unauthenticated, denied).",
+            auth_refusals.clone(),
         );
         registry.register(
             "worker_restarts",
@@ -205,6 +220,7 @@ pub fn meters() -> &'static Meters {
             calls_refused,
             feed_streams,
             feed_buffered_events,
+            auth_refusals,
         }
     });
     &METERS

@@ -106,7 +106,10 @@ impl Authority {
 fn named(name: &str) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, name);
-    dn.push(DnType::OrganizationName, "yichuang development CA (not for production)");
+    dn.push(
+        DnType::OrganizationName,
+        "yichuang development CA (not for production)",
+    );
     dn
 }
 

@@ -18,7 +18,8 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: yichuang-dev-certs DIR [--force] [--name DNS-OR-IP]... [--client NAME=URI]...";
+const USAGE: &str =
+    "usage: yichuang-dev-certs DIR [--force] [--name DNS-OR-IP]... [--client NAME=URI]...";
 
 fn run(args: Vec<String>) -> Result<(), String> {
     let mut dir: Option<PathBuf> = None;
@@ -42,7 +43,10 @@ fn run(args: Vec<String>) -> Result<(), String> {
     }
     let dir = dir.ok_or(USAGE)?;
     if dir.join("ca.pem").exists() && !force {
-        println!("{}: certificates exist (--force issues new ones)", dir.display());
+        println!(
+            "{}: certificates exist (--force issues new ones)",
+            dir.display()
+        );
         return Ok(());
     }
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;

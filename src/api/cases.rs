@@ -1,6 +1,8 @@
 //! `CaseService`: PreCheck, Submit, GetCase, ListCases, Supplement, Deliver, and the feeds
 //! (`WindowFeed`, `WatchCase`). Each handler checks the envelope, hands the case to intake,
-//! lifecycle and the store, and maps the answer back to the wire; the rules live there.
+//! lifecycle and the store, and maps the answer back to the wire; the rules live there. The
+//! caller comes from the policy layer: each handler asks its [`Access`] for the hall and window
+//! it acts in and whether it reaches a case, and records each read of a case's personal data.
 
 use std::sync::Arc;
 
@@ -9,13 +11,14 @@ use tracing::info;
 
 use super::streams::{FeedStream, feed_stream};
 use super::{MAX_PAGE_SIZE, intake_status, not_found, store_status};
+use crate::auth::Access;
 use crate::case;
 use crate::gateway::Gateway;
 use crate::intake::normalise;
 use crate::intake::{Outcome, content_hash};
 use crate::proto::v1::case_service_server::CaseService;
 use crate::proto::v1::{
-    CaseStatus, GetCaseRequest, GetCaseResponse, ListCasesRequest, ListCasesResponse,
+    Case, CaseStatus, GetCaseRequest, GetCaseResponse, ListCasesRequest, ListCasesResponse,
     PreCheckRequest, PreCheckResponse, Submission, SubmitRequest, SubmitResponse,
 };
 use crate::store::{Attempt, Evaluated, ListQuery, SubmitCommand, SubmitResult};
@@ -77,6 +80,37 @@ impl CaseApi {
         }
     }
 
+    /// The caller of a request and its hall scope (see [`crate::auth::Access`]).
+    fn access<T>(&self, request: &Request<T>, method: &str) -> Result<Access, Status> {
+        Access::of(request, &self.gateway.guard.auditor, method)
+    }
+
+    /// A submission's hall and window, from the caller's identity: a body naming no hall is
+    /// taken as the caller's; one naming another hall (or window) is refused.
+    async fn scope_submission(&self, access: &Access, s: &mut Submission) -> Result<(), Status> {
+        if let Some(hall) = access.hall(&s.hall_code).await? {
+            s.hall_code = hall;
+        }
+        if let Some(window) = access.window(&s.window_code).await? {
+            s.window_code = window;
+        }
+        Ok(())
+    }
+
+    /// The case `number`, when the caller reaches it.
+    async fn reachable_case(&self, access: &Access, number: &str) -> Result<(Case, Vec<crate::proto::v1::CaseEvent>), Status> {
+        let (case, events) = self
+            .gateway
+            .store
+            .get_case(number)
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| not_found(number))?;
+        let hall = case.submission.as_ref().map_or("", |s| s.hall_code.as_str());
+        access.case(number, hall).await?;
+        Ok((case, events))
+    }
+
     fn submission(&self, s: Option<Submission>) -> Result<Submission, Status> {
         let s = s.ok_or_else(|| Status::invalid_argument("submission: is required"))?;
         self.gateway
@@ -93,7 +127,9 @@ impl CaseService for CaseApi {
         &self,
         request: Request<PreCheckRequest>,
     ) -> Result<Response<PreCheckResponse>, Status> {
-        let s = self.submission(request.into_inner().submission)?;
+        let access = self.access(&request, "CaseService/PreCheck")?;
+        let mut s = self.submission(request.into_inner().submission)?;
+        self.scope_submission(&access, &mut s).await?;
         let outcome = self
             .gateway
             .intake
@@ -140,7 +176,9 @@ impl CaseService for CaseApi {
                 String::new(),
             ),
         };
-        let s = self.submission(request.into_inner().submission)?;
+        let access = self.access(&request, "CaseService/Submit")?;
+        let mut s = self.submission(request.into_inner().submission)?;
+        self.scope_submission(&access, &mut s).await?;
         span.record(
             "submission.id",
             crate::privacy::mask_free_text(&s.submission_id).as_str(),
@@ -216,23 +254,17 @@ impl CaseService for CaseApi {
         &self,
         request: Request<GetCaseRequest>,
     ) -> Result<Response<GetCaseResponse>, Status> {
+        let access = self.access(&request, "CaseService/GetCase")?;
         let number = request.into_inner().case_number.trim().to_string();
         if number.is_empty() {
             return Err(Status::invalid_argument("caseNumber: is required"));
         }
-        match self
-            .gateway
-            .store
-            .get_case(&number)
-            .await
-            .map_err(store_status)?
-        {
-            Some((case, events)) => Ok(Response::new(GetCaseResponse {
-                case: Some(case),
-                events,
-            })),
-            None => Err(not_found(&number)),
-        }
+        let (case, events) = self.reachable_case(&access, &number).await?;
+        access.read(number).await?;
+        Ok(Response::new(GetCaseResponse {
+            case: Some(case),
+            events,
+        }))
     }
 
     type WindowFeedStream = FeedStream;
@@ -242,7 +274,10 @@ impl CaseService for CaseApi {
         &self,
         request: Request<crate::proto::v1::WindowFeedRequest>,
     ) -> Result<Response<FeedStream>, Status> {
-        let r = request.into_inner();
+        let access = self.access(&request, "CaseService/WindowFeed")?;
+        let mut r = request.into_inner();
+        r.hall_code = access.hall(&r.hall_code).await?.unwrap_or_default();
+        r.window_code = access.window(&r.window_code).await?.unwrap_or_default();
         if r.hall_code.is_empty() && !r.window_code.is_empty() {
             return Err(Status::invalid_argument(
                 "windowCode: a window is named within its hall; give hallCode too",
@@ -268,22 +303,14 @@ impl CaseService for CaseApi {
         &self,
         request: Request<crate::proto::v1::WatchCaseRequest>,
     ) -> Result<Response<FeedStream>, Status> {
+        let access = self.access(&request, "CaseService/WatchCase")?;
         let r = request.into_inner();
         if r.case_number.is_empty() || r.cursor < 0 {
             return Err(Status::invalid_argument(
                 "caseNumber is required, and cursor is 0 or a cursor from a previous event",
             ));
         }
-        if self
-            .gateway
-            .store
-            .get_case(&r.case_number)
-            .await
-            .map_err(store_status)?
-            .is_none()
-        {
-            return Err(not_found(&r.case_number));
-        }
+        self.reachable_case(&access, &r.case_number).await?;
         Ok(Response::new(feed_stream(
             &self.gateway,
             crate::store::FeedQuery {
@@ -300,12 +327,15 @@ impl CaseService for CaseApi {
     ) -> Result<Response<crate::proto::v1::SupplementResponse>, Status> {
         use crate::intake::SupplementAnswer;
         use crate::proto::v1::SupplementResponse;
+        let access = self.access(&request, "CaseService/Supplement")?;
         let mut r = request.into_inner();
         r.case_number = r.case_number.trim().to_string();
         self.gateway
             .intake
             .check_supplement_envelope(&r)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // The case's hall does not change, so the check before the edit holds for it.
+        self.reachable_case(&access, &r.case_number).await?;
         let intake = self.gateway.intake.clone();
         let number = r.case_number.clone();
         let now = self.gateway.clocks.now();
@@ -318,6 +348,7 @@ impl CaseService for CaseApi {
             .await
             .map_err(store_status)?
             .ok_or_else(|| not_found(&number))?;
+        access.read(number.clone()).await?;
         let mut response = SupplementResponse {
             case: Some(case),
             ..Default::default()
@@ -349,6 +380,7 @@ impl CaseService for CaseApi {
     ) -> Result<Response<crate::proto::v1::DeliverResponse>, Status> {
         use crate::privacy::{mask_id, mask_name};
         use crate::proto::v1::deliver_request::How;
+        let access = self.access(&request, "CaseService/Deliver")?;
         let r = request.into_inner();
         let clean = |v: &str| normalise::to_half_width(v).trim().to_uppercase();
         let Some(how) = r.how else {
@@ -356,14 +388,7 @@ impl CaseService for CaseApi {
                 "how: give pickup (who collected) or mail (carrier and tracking number)",
             ));
         };
-        let case = self
-            .gateway
-            .store
-            .get_case(&r.case_number)
-            .await
-            .map_err(store_status)?
-            .ok_or_else(|| not_found(&r.case_number))?
-            .0;
+        let case = self.reachable_case(&access, &r.case_number).await?.0;
         let detail = match how {
             How::Pickup(p) => {
                 let id = clean(&p.collector_id_number);
@@ -411,9 +436,12 @@ impl CaseService for CaseApi {
         {
             None => Err(not_found(&r.case_number)),
             Some(Err(refused)) => Err(Status::failed_precondition(refused.to_string())),
-            Some(Ok(case)) => Ok(Response::new(crate::proto::v1::DeliverResponse {
-                case: Some(case),
-            })),
+            Some(Ok(case)) => {
+                access.read(r.case_number.clone()).await?;
+                Ok(Response::new(crate::proto::v1::DeliverResponse {
+                    case: Some(case),
+                }))
+            }
         }
     }
 
@@ -421,7 +449,10 @@ impl CaseService for CaseApi {
         &self,
         request: Request<ListCasesRequest>,
     ) -> Result<Response<ListCasesResponse>, Status> {
-        let r = request.into_inner();
+        let access = self.access(&request, "CaseService/ListCases")?;
+        let mut r = request.into_inner();
+        r.hall_code = access.hall(&r.hall_code).await?.unwrap_or_default();
+        r.window_code = access.window(&r.window_code).await?.unwrap_or_default();
         let limit = match r.page_size {
             0 => 50,
             n if !(1..=MAX_PAGE_SIZE).contains(&n) => {

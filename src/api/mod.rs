@@ -1,5 +1,6 @@
-//! The gRPC API: `CaseService` (`cases.rs`), `AdminService` (`admin.rs`), the standard health
-//! service and server reflection, on one listener ([`grpc`]). Handlers translate between the
+//! The gRPC API: `CaseService` (`cases.rs`) and the standard health service on the windows'
+//! listener ([`grpc`]); `AdminService` (`admin.rs`), server reflection and health on the
+//! internal one ([`admin_grpc`]); both over TLS and behind the policy layer ([`crate::auth`]). Handlers translate between the
 //! wire and intake, lifecycle and the store; they hold no business rules, and they never start
 //! background work (that is [`crate::app`]). Errors become gRPC statuses here, in one place.
 
@@ -28,8 +29,48 @@ pub use streams::{FeedStream, HELD_PER_STREAM};
 /// Largest page of `ListCases`.
 pub const MAX_PAGE_SIZE: i32 = 500;
 
-/// Serves the API on `listener` until `shutdown` completes (then waits for the calls in flight).
+/// Serves the windows' API (`CaseService` and health) on `listener` until `shutdown`
+/// completes (then waits for the calls in flight): over TLS unless `[development] plaintext`,
+/// every call through the policy layer.
 pub async fn grpc(
+    gateway: Arc<Gateway>,
+    health_service: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let limit = gateway.max_message_bytes;
+    let cases = CaseServiceServer::new(CaseApi {
+        gateway: gateway.clone(),
+    })
+    .max_decoding_message_size(limit)
+    .max_encoding_message_size(64 * 1024 * 1024);
+    let bounds = gateway.limits.config();
+    builder(&gateway)?
+        .timeout(std::time::Duration::from_secs(bounds.call_timeout_secs))
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(
+            bounds.keepalive_interval_secs,
+        )))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(
+            bounds.keepalive_timeout_secs,
+        )))
+        .layer(crate::observe::RpcLayer)
+        .layer(tower::util::MapResponseLayer::new(move |r| {
+            size_limit_status(r, limit)
+        }))
+        .layer(crate::auth::PolicyLayer::new(gateway.guard.clone()))
+        // After the policy layer: the limits key on the identity it found.
+        .layer(crate::limits::LimitLayer::new(gateway.limits.clone()))
+        .add_service(health_service)
+        .add_service(cases)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
+        .await
+}
+
+/// Serves the internal API (`AdminService`, server reflection and health) on `listener`, for
+/// operators and probes, with the same TLS and policy as [`grpc`].
+pub async fn admin_grpc(
     gateway: Arc<Gateway>,
     health_service: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
@@ -42,34 +83,25 @@ pub async fn grpc(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .expect("the embedded descriptor set is valid");
-    let limit = gateway.max_message_bytes;
-    let admin_gateway = gateway.clone();
-    let gateway_limits = gateway.limits.clone();
-    let cases = CaseServiceServer::new(CaseApi { gateway })
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(64 * 1024 * 1024);
-    let bounds = gateway_limits.config();
-    tonic::transport::Server::builder()
-        .timeout(std::time::Duration::from_secs(bounds.call_timeout_secs))
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(
-            bounds.keepalive_interval_secs,
-        )))
-        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(
-            bounds.keepalive_timeout_secs,
-        )))
+    builder(&gateway)?
         .layer(crate::observe::RpcLayer)
-        .layer(tower::util::MapResponseLayer::new(move |r| {
-            size_limit_status(r, limit)
-        }))
-        .layer(crate::limits::LimitLayer::new(gateway_limits))
+        .layer(crate::auth::PolicyLayer::new(gateway.guard.clone()))
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(cases)
         .add_service(AdminServiceServer::new(AdminApi {
-            gateway: admin_gateway,
+            gateway: gateway.clone(),
         }))
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await
+}
+
+/// A server with the gateway's TLS, when it has one.
+fn builder(gateway: &Gateway) -> Result<tonic::transport::Server, tonic::transport::Error> {
+    let builder = tonic::transport::Server::builder();
+    match &gateway.tls {
+        Some(tls) => builder.tls_config(tls.clone()),
+        None => Ok(builder),
+    }
 }
 
 /// Accepted connections with Nagle's algorithm off: a response written in several small

@@ -39,6 +39,10 @@ pub(super) const SQLITE: &[(&str, &str)] = &[
         "0009_operator_actions",
         include_str!("../../migrations/sqlite/0009_operator_actions.sql"),
     ),
+    (
+        "0010_access_log",
+        include_str!("../../migrations/sqlite/0010_access_log.sql"),
+    ),
 ];
 
 /// Migrations of the PostgreSQL engine, in order.
@@ -78,6 +82,10 @@ pub(super) const POSTGRES: &[(&str, &str)] = &[
     (
         "0009_operator_actions",
         include_str!("../../migrations/postgres/0009_operator_actions.sql"),
+    ),
+    (
+        "0010_access_log",
+        include_str!("../../migrations/postgres/0010_access_log.sql"),
     ),
 ];
 

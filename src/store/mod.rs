@@ -9,7 +9,7 @@ mod rows;
 pub mod sqlite;
 
 pub use rows::{
-    Attempt, Evaluated, EventItem, FeedItem, FeedQuery, ListQuery, OnTimeRow, OperatorAction,
+    AccessRecord, Attempt, Evaluated, EventItem, FeedItem, FeedQuery, ListQuery, OnTimeRow, OperatorAction,
     OutboxItem, Silent, StoreError, SubmitCommand, SubmitResult,
 };
 // The engines' shared helpers and SQL, reached by them as `super::…`.
@@ -140,6 +140,16 @@ impl Store {
     /// The last `limit` operator actions, newest first.
     pub async fn operator_actions(&self, limit: i64) -> Result<Vec<OperatorAction>, StoreError> {
         on_engine!(self, s => s.operator_actions(limit).await)
+    }
+
+    /// Appends to the access log (reads of personal data, refused calls).
+    pub async fn record_access(&self, record: AccessRecord) -> Result<(), StoreError> {
+        on_engine!(self, s => s.record_access(record).await)
+    }
+
+    /// The last `limit` access records, newest first.
+    pub async fn access_log(&self, limit: i64) -> Result<Vec<AccessRecord>, StoreError> {
+        on_engine!(self, s => s.access_log(limit).await)
     }
 
     /// Number of cases stored.

@@ -111,6 +111,26 @@ pub struct OperatorAction {
     pub message_ids: Vec<String>,
 }
 
+/// One entry of the access log: an authenticated caller read a case's personal data, or a call
+/// was refused. Holds case numbers and codes, never personal data.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AccessRecord {
+    pub at_ms: i64,
+    /// The caller's name (certificate common name or token subject); `-` when unknown.
+    pub caller: String,
+    pub role: String,
+    /// The caller's hall; empty for a role over every hall.
+    pub hall: String,
+    /// `Service/Method`.
+    pub method: String,
+    /// `read` or `refused`.
+    pub outcome: String,
+    /// The case numbers read, or what the refused call asked for.
+    pub target: String,
+    /// Why it was refused; empty for a read.
+    pub reason: String,
+}
+
 /// A task in a department's hands that the gateway has not heard of since `since_ms`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Silent {

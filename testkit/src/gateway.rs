@@ -1,5 +1,6 @@
-//! The real gateway in the test's process: a real gRPC server on `127.0.0.1:0` over a real
-//! SQLite file or a PostgreSQL schema of its own, with a connected client.
+//! The real gateway in the test's process: a real gRPC server on `127.0.0.1:0`, over TLS with
+//! client certificates of the kit's CA ([`crate::pki`]), on a real SQLite file or a PostgreSQL
+//! schema of its own, with a client connected as the examples' hall.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -10,9 +11,11 @@ use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use yichuang::app::{Gateway, serve};
 use yichuang::config::{BusConfig, GatewayConfig, StoreConfig};
+use yichuang::proto::v1::admin_service_client::AdminServiceClient;
 use yichuang::proto::v1::case_service_client::CaseServiceClient;
 
 use crate::db::{Schema, pg_url, unique_schema};
+use crate::pki::Who;
 use crate::{logs, repo, root};
 
 /// Which store a test runs on.
@@ -30,6 +33,7 @@ pub fn config(backend: Backend, dir: &Path) -> GatewayConfig {
         calendar_dir: repo().join("config/calendar"),
         ..GatewayConfig::default()
     };
+    secure(&mut config);
     config.server.max_message_bytes = 256 * 1024;
     // Intake tests need no broker; tests of the relay turn it on with their own prefix.
     config.bus.relay = false;
@@ -86,14 +90,30 @@ fn on_store(store: StoreConfig, bus: &BusConfig) -> GatewayConfig {
         ..Default::default()
     };
     config.bus.relay = true;
+    secure(&mut config);
     config.limits = config.limits.without_rates();
     config
+}
+
+/// Makes `config` serve as a deployed gateway does, with the kit's certificates: TLS with
+/// client certificates of the kit's CA, and the internal listener on a free port.
+pub fn secure(config: &mut GatewayConfig) {
+    let (cert, key) = crate::pki::server_files();
+    config.server.tls = yichuang::config::TlsConfig {
+        cert,
+        key,
+        client_ca: crate::pki::ca_file(),
+    };
+    config.server.admin_listen = "127.0.0.1:0".parse().expect("literal address");
+    config.development.plaintext = false;
 }
 
 /// A gateway's gRPC server on a free local port, serving until it is stopped or dropped.
 /// Installs no log subscriber: benchmarks use it.
 pub struct Server {
     pub addr: SocketAddr,
+    /// The internal listener (AdminService, reflection).
+    pub admin_addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -104,6 +124,7 @@ impl Server {
             .await
             .expect("bind");
         let addr = listener.local_addr().unwrap();
+        let admin_addr = gateway.admin_addr;
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             serve(gateway, listener, async {
@@ -114,6 +135,7 @@ impl Server {
         });
         Server {
             addr,
+            admin_addr,
             shutdown: Some(tx),
             task: Some(task),
         }
@@ -133,8 +155,10 @@ impl Server {
 /// A running gateway.
 pub struct TestGateway {
     pub addr: SocketAddr,
-    /// `http://<addr>`.
+    /// `https://<addr>` (the certificate names `localhost` and `127.0.0.1`).
     pub endpoint: String,
+    /// The internal listener (AdminService, reflection).
+    pub admin_addr: SocketAddr,
     pub gateway: Arc<Gateway>,
     pub client: CaseServiceClient<Channel>,
     server: Server,
@@ -213,7 +237,8 @@ impl TestGateway {
         let client = connect(addr).await;
         TestGateway {
             addr,
-            endpoint: format!("http://{addr}"),
+            endpoint: format!("https://{addr}"),
+            admin_addr: server.admin_addr,
             gateway,
             client,
             server,
@@ -231,13 +256,34 @@ impl TestGateway {
     }
 }
 
-/// Connects to a gateway, retrying until a deadline.
+/// Connects to a gateway as the window system of the examples' hall, retrying until a
+/// deadline.
 pub async fn connect(addr: SocketAddr) -> CaseServiceClient<Channel> {
+    CaseServiceClient::new(channel(addr, Some(&Who::examples_hall())).await)
+        .max_decoding_message_size(64 * 1024 * 1024)
+}
+
+/// Connects to a gateway as `who` (`None`: with no client certificate).
+pub async fn connect_as(addr: SocketAddr, who: Option<&Who>) -> CaseServiceClient<Channel> {
+    CaseServiceClient::new(channel(addr, who).await).max_decoding_message_size(64 * 1024 * 1024)
+}
+
+/// The AdminService of a gateway (its internal listener), as an operator.
+pub async fn admin(admin_addr: SocketAddr) -> AdminServiceClient<Channel> {
+    AdminServiceClient::new(channel(admin_addr, Some(&Who::Operator)).await)
+}
+
+/// A TLS channel to `addr` as `who`, retrying until a deadline.
+pub async fn channel(addr: SocketAddr, who: Option<&Who>) -> Channel {
     logs();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let endpoint = Channel::from_shared(format!("https://{addr}"))
+        .expect("an endpoint")
+        .tls_config(crate::pki::client_tls(who))
+        .expect("TLS settings");
     loop {
-        match CaseServiceClient::connect(format!("http://{addr}")).await {
-            Ok(c) => return c.max_decoding_message_size(64 * 1024 * 1024),
+        match endpoint.connect().await {
+            Ok(c) => return c,
             Err(e) if tokio::time::Instant::now() >= deadline => {
                 panic!("cannot connect to {addr}: {e}")
             }

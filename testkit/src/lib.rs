@@ -12,6 +12,8 @@
 //! - [`server`]: real servers on port 0.
 //! - [`gateway`]: the real gateway in the test's process, on SQLite or a PostgreSQL schema of
 //!   its own, with a client; [`on_both_stores!`].
+//! - [`pki`]: the tests' development CA, the gateway's certificate and callers' client
+//!   certificates; every gateway of the kit serves over TLS and checks them.
 //! - [`db`]: PostgreSQL schemas of each test's own, dropped even when the test fails.
 //! - [`broker`]: RabbitMQ under a prefix of each test's own, as the gateway sees it, removed
 //!   even when the test fails.
@@ -31,6 +33,7 @@ pub mod conformance;
 pub mod db;
 pub mod gateway;
 pub mod logfile;
+pub mod pki;
 pub mod server;
 pub mod tasks;
 pub mod wait;

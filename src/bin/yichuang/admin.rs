@@ -1,10 +1,10 @@
 //! The operators' commands against a gateway's `AdminService`: `status`, `on-time` and `dlq`
 //! (dead letters listed, shown, replayed or purged, each replay and purge audited).
 
-use anyhow::Context;
 use clap::Subcommand;
 use yichuang::proto::v1::admin_service_client::AdminServiceClient;
 
+use crate::client::{AdminServer, Authed};
 use crate::{Failure, grpc_failure, print_json};
 
 /// `yichuang dlq`: dead letters, by department (or `results`).
@@ -52,14 +52,14 @@ pub enum DlqCommand {
     },
 }
 
-async fn connect(server: &str) -> Result<AdminServiceClient<tonic::transport::Channel>, Failure> {
-    Ok(AdminServiceClient::connect(server.to_string())
-        .await
-        .with_context(|| format!("cannot connect to {server}"))?)
+async fn connect(server: &AdminServer) -> Result<AdminServiceClient<Authed>, Failure> {
+    Ok(AdminServiceClient::new(
+        server.credentials.connect(&server.server).await?,
+    ))
 }
 
 /// `status`: the gateway's state as JSON.
-pub async fn status(server: &str) -> Result<u8, Failure> {
+pub async fn status(server: &AdminServer) -> Result<u8, Failure> {
     let status = connect(server)
         .await?
         .status(yichuang::proto::v1::StatusRequest {})
@@ -71,7 +71,7 @@ pub async fn status(server: &str) -> Result<u8, Failure> {
 }
 
 /// `on-time`: on-time rates per department and item as JSON.
-pub async fn on_time(server: &str, department: String, item: String) -> Result<u8, Failure> {
+pub async fn on_time(server: &AdminServer, department: String, item: String) -> Result<u8, Failure> {
     let rates = connect(server)
         .await?
         .on_time_rates(yichuang::proto::v1::OnTimeRatesRequest {
@@ -86,7 +86,7 @@ pub async fn on_time(server: &str, department: String, item: String) -> Result<u
 }
 
 /// `yichuang dlq …`: the gateway's AdminService, as the operator at this terminal.
-pub async fn dlq(server: &str, command: DlqCommand) -> Result<u8, Failure> {
+pub async fn dlq(server: &AdminServer, command: DlqCommand) -> Result<u8, Failure> {
     use yichuang::proto::v1::{DeadLetter, DeadLetterActionRequest, ListDeadLettersRequest};
     let mut client = connect(server).await?;
     let print = |d: &DeadLetter| {
@@ -189,7 +189,7 @@ pub async fn dlq(server: &str, command: DlqCommand) -> Result<u8, Failure> {
 
 /// `dlq show`: one message of a dead queue, in full (personal data masked by the gateway).
 async fn show(
-    client: &mut AdminServiceClient<tonic::transport::Channel>,
+    client: &mut AdminServiceClient<Authed>,
     department: String,
     message_id: String,
 ) -> Result<u8, Failure> {

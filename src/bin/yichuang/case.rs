@@ -105,7 +105,7 @@ fn read_submission(file: &Path) -> Result<Submission, Failure> {
     })
 }
 
-pub async fn run(server: &str, command: CaseCommand) -> Result<u8, Failure> {
+pub async fn run(server: &crate::CaseServer, command: CaseCommand) -> Result<u8, Failure> {
     // The input is checked before the server is reached.
     let submission = match &command {
         CaseCommand::Precheck { file } | CaseCommand::Submit { file } => {
@@ -113,9 +113,8 @@ pub async fn run(server: &str, command: CaseCommand) -> Result<u8, Failure> {
         }
         _ => None,
     };
-    let mut client = CaseServiceClient::connect(server.to_string())
-        .await
-        .with_context(|| format!("cannot connect to {server}"))?;
+    let mut client =
+        CaseServiceClient::new(server.credentials.connect(&server.server).await?);
     match command {
         CaseCommand::Precheck { .. } => {
             let response = client

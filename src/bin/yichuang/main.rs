@@ -8,13 +8,14 @@
 //! `logs scan` exits with 3 when it finds personal data, and with 1 when it scanned no line.
 //!
 //! One file per command group: `serve`, `catalog`, `calendar`, `case`, `admin` (status,
-//! on-time, dlq), `bus`, `logs`. This file holds the command line and the exit codes.
+//! on-time, dlq), `bus`, `logs`; `client` reaches a gateway with the caller's credentials. This file holds the command line and the exit codes.
 
 mod admin;
 mod bus;
 mod calendar;
 mod case;
 mod catalog;
+mod client;
 mod logs;
 mod serve;
 
@@ -28,6 +29,7 @@ use bus::BusCommand;
 use calendar::CalendarCommand;
 use case::CaseCommand;
 use catalog::CatalogCommand;
+use client::{AdminServer, CaseServer};
 use logs::LogsCommand;
 
 #[derive(Parser)]
@@ -64,23 +66,13 @@ enum Command {
     },
     /// Prints a gateway's state: store, broker connection, outbox backlog (JSON).
     Status {
-        /// Gateway address.
-        #[arg(
-            long,
-            default_value = "http://127.0.0.1:50051",
-            env = "YICHUANG_SERVER"
-        )]
-        server: String,
+        #[command(flatten)]
+        server: AdminServer,
     },
     /// On-time rates (按时办结率) per department and item, from a running gateway.
     OnTime {
-        /// Gateway address.
-        #[arg(
-            long,
-            default_value = "http://127.0.0.1:50051",
-            env = "YICHUANG_SERVER"
-        )]
-        server: String,
+        #[command(flatten)]
+        server: AdminServer,
         /// Only this department.
         #[arg(long, default_value = "")]
         department: String,
@@ -96,15 +88,10 @@ enum Command {
     /// Dead letters: list, show, replay (moved back once, transactionally) or purge
     /// (docs/bus.md). Every replay and purge is logged with who did it.
     Dlq {
-        /// Gateway address (its AdminService, which records replays and purges in the audit
-        /// of operators' actions).
-        #[arg(
-            long,
-            default_value = "http://127.0.0.1:50051",
-            env = "YICHUANG_SERVER",
-            global = true
-        )]
-        server: String,
+        /// The gateway's AdminService, which records replays and purges in the audit of
+        /// operators' actions, with the operator's identity.
+        #[command(flatten)]
+        server: AdminServer,
         #[command(subcommand)]
         command: DlqCommand,
     },
@@ -115,14 +102,8 @@ enum Command {
     },
     /// Calls the gateway's CaseService and prints the answer as JSON.
     Case {
-        /// Gateway address.
-        #[arg(
-            long,
-            default_value = "http://127.0.0.1:50051",
-            env = "YICHUANG_SERVER",
-            global = true
-        )]
-        server: String,
+        #[command(flatten)]
+        server: CaseServer,
         #[command(subcommand)]
         command: CaseCommand,
     },

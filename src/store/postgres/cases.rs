@@ -12,7 +12,7 @@ use deadpool_postgres::Transaction;
 use super::{PgStore, pool_err};
 use crate::proto::v1::{Case, CaseEvent, CaseSummary};
 use crate::store::{
-    CaseChange, ListQuery, OperatorAction, StoreError, decode_case, ms_to_timestamp, summary,
+    CaseChange, ListQuery, OperatorAction, AccessRecord, StoreError, decode_case, ms_to_timestamp, summary,
 };
 
 impl PgStore {
@@ -160,6 +160,43 @@ impl PgStore {
             )
             .await?;
         Ok(())
+    }
+
+    pub(in crate::store) async fn record_access(&self, a: AccessRecord) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        client
+            .execute(
+                "INSERT INTO access_log (at_ms, caller, role, hall, method, outcome, target, reason) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                &[&a.at_ms, &a.caller, &a.role, &a.hall, &a.method, &a.outcome, &a.target, &a.reason],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub(in crate::store) async fn access_log(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<AccessRecord>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let rows = client
+            .query(
+                "SELECT at_ms, caller, role, hall, method, outcome, target, reason FROM access_log ORDER BY id DESC LIMIT $1",
+                &[&limit],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| AccessRecord {
+                at_ms: r.get(0),
+                caller: r.get(1),
+                role: r.get(2),
+                hall: r.get(3),
+                method: r.get(4),
+                outcome: r.get(5),
+                target: r.get(6),
+                reason: r.get(7),
+            })
+            .collect())
     }
 
     pub(in crate::store) async fn operator_actions(

@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::SqliteStore;
 use crate::proto::v1::{Case, CaseEvent, CaseSummary};
 use crate::store::{
-    CaseChange, ListQuery, OperatorAction, StoreError, decode_case, ms_to_timestamp, summary,
+    CaseChange, ListQuery, OperatorAction, AccessRecord, StoreError, decode_case, ms_to_timestamp, summary,
 };
 
 impl SqliteStore {
@@ -160,6 +160,42 @@ impl SqliteStore {
             )?
             .execute(params![a.at_ms, a.operator, a.origin, a.action, a.target, a.message_ids.len() as i64, a.message_ids.join(" ")])?;
             Ok(())
+        })
+        .await
+    }
+
+    pub(in crate::store) async fn record_access(&self, a: AccessRecord) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO access_log (at_ms, caller, role, hall, method, outcome, target, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![a.at_ms, a.caller, a.role, a.hall, a.method, a.outcome, a.target, a.reason])?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(in crate::store) async fn access_log(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<AccessRecord>, StoreError> {
+        self.read(move |conn| {
+            let rows = conn
+                .prepare_cached("SELECT at_ms, caller, role, hall, method, outcome, target, reason FROM access_log ORDER BY id DESC LIMIT ?1")?
+                .query_map([limit], |r| {
+                    Ok(AccessRecord {
+                        at_ms: r.get(0)?,
+                        caller: r.get(1)?,
+                        role: r.get(2)?,
+                        hall: r.get(3)?,
+                        method: r.get(4)?,
+                        outcome: r.get(5)?,
+                        target: r.get(6)?,
+                        reason: r.get(7)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
         })
         .await
     }
