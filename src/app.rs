@@ -42,19 +42,14 @@ pub async fn serve(
         );
     }
     let workers = start_workers(&gateway, health);
-    let admin = gateway
-        .admin
-        .lock()
-        .expect("admin listener lock")
-        .take();
+    let admin = gateway.admin.lock().expect("admin listener lock").take();
     let admin = admin.map(|listener| {
         let (g, stop) = (gateway.clone(), gateway.shutdown.clone());
         let health = health_service.clone();
         tokio::spawn(async move {
-            let served = crate::api::admin_grpc(g, health, listener, async move {
-                stop.stopped().await
-            })
-            .await;
+            let served =
+                crate::api::admin_grpc(g, health, listener, async move { stop.stopped().await })
+                    .await;
             if let Err(e) = served {
                 warn!(error = %e, "the internal (admin) listener stopped");
             }

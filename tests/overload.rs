@@ -5,13 +5,13 @@
 //! capped per caller; a feed client that stops reading holds a bounded buffer in the gateway,
 //! and gets every event, in order, once it reads again; unknown paths are counted as `other`.
 //!
-//! Callers here are told apart by their connections (a listener without authentication keys
-//! the limits by peer address): two channels are two callers.
+//! Callers are told apart by their client certificates (the test kit's CA), as deployed.
 
 use std::time::Duration;
 
 use testkit::example;
-use testkit::gateway::{Backend, TestGateway, config};
+use testkit::gateway::{Backend, TestGateway, config, connect_as};
+use testkit::pki::{HALL, Who};
 use tokio_stream::StreamExt;
 use tonic::transport::{Channel, Endpoint};
 use yichuang::config::{LimitsConfig, RateConfig};
@@ -28,14 +28,20 @@ async fn gateway(limits: LimitsConfig) -> TestGateway {
     TestGateway::start_with(config, dir).await
 }
 
-/// A caller of its own: a connection of its own.
-async fn caller(gw: &TestGateway) -> CaseServiceClient<Channel> {
-    let channel = Endpoint::from_shared(gw.endpoint.clone())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    CaseServiceClient::new(channel)
+/// `who`, on a connection of its own.
+async fn caller(gw: &TestGateway, who: Who) -> CaseServiceClient<Channel> {
+    connect_as(gw.addr, Some(&who)).await
+}
+
+fn window(w: &str) -> Who {
+    Who::Window(HALL.into(), w.into())
+}
+
+/// The health service, with no client certificate.
+async fn health(gw: &TestGateway) -> tonic_health::pb::health_client::HealthClient<Channel> {
+    tonic_health::pb::health_client::HealthClient::new(
+        testkit::gateway::channel(gw.addr, None).await,
+    )
 }
 
 fn precheck() -> PreCheckRequest {
@@ -81,7 +87,10 @@ fn per_caller(per_second: u32, burst: u32) -> LimitsConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_over_its_quota_is_refused_with_a_retry_hint_while_another_is_served() {
     let gw = gateway(per_caller(1, 3)).await;
-    let (mut greedy, mut other) = (caller(&gw).await, caller(&gw).await);
+    let (mut greedy, mut other) = (
+        caller(&gw, window("W03")).await,
+        caller(&gw, Who::examples_hall()).await,
+    );
     let before = refused_for("caller_rate");
 
     // 1 call a second with a burst of 3: the greedy caller is refused within a few calls.
@@ -115,20 +124,46 @@ async fn a_caller_over_its_quota_is_refused_with_a_retry_hint_while_another_is_s
         .pre_check(precheck())
         .await
         .expect("another caller is served");
-    // Health is never limited: the greedy caller's own connection is answered, many times over.
-    let mut health = tonic_health::pb::health_client::HealthClient::new(
-        Endpoint::from_shared(gw.endpoint.clone())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap(),
-    );
+    // Health is never limited: answered many times over while the greedy caller is refused.
+    let mut health = health(&gw).await;
     for _ in 0..20 {
         health
             .check(tonic_health::pb::HealthCheckRequest::default())
             .await
             .expect("health is served");
     }
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hall_over_its_quota_is_refused_for_each_of_its_callers_and_not_for_others() {
+    let gw = gateway(LimitsConfig {
+        per_caller: RateConfig::OFF,
+        per_hall: RateConfig {
+            per_second: 1,
+            burst: 3,
+        },
+        ..LimitsConfig::default()
+    })
+    .await;
+    let (mut w1, mut w2) = (
+        caller(&gw, window("W03")).await,
+        caller(&gw, Who::examples_hall()).await,
+    );
+    let status = until_refused(&mut w1, 12).await;
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("per_hall"), "{status:?}");
+    let status = w2.pre_check(precheck()).await.unwrap_err();
+    assert!(
+        status.message().contains("per_hall"),
+        "the hall's other window too: {status:?}"
+    );
+    // The platform belongs to no hall.
+    caller(&gw, Who::Platform)
+        .await
+        .pre_check(precheck())
+        .await
+        .expect("a caller of no hall is served");
     gw.stop().await;
 }
 
@@ -145,7 +180,7 @@ async fn new_limits_in_the_file_take_effect_without_a_restart() {
         file.clone(),
         Some(Duration::from_millis(100)),
     ));
-    let mut client = caller(&gw).await;
+    let mut client = caller(&gw, window("W03")).await;
     for _ in 0..20 {
         client.pre_check(precheck()).await.expect("well within");
     }
@@ -182,21 +217,15 @@ async fn calls_beyond_the_in_flight_bound_are_shed_and_health_is_still_served() 
     // Every place in flight taken, as by four slow calls.
     let held: Vec<_> = (0..4).map(|_| gw.gateway.limits.enter().unwrap()).collect();
     let before = refused_for("overloaded");
-    let mut client = caller(&gw).await;
+    let mut client = caller(&gw, window("W03")).await;
     let status = client.pre_check(precheck()).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     assert!(status.message().contains("max_in_flight"), "{status:?}");
     assert!(status.metadata().get("grpc-retry-pushback-ms").is_some());
     assert!(refused_for("overloaded") > before);
 
-    let mut health = tonic_health::pb::health_client::HealthClient::new(
-        Endpoint::from_shared(gw.endpoint.clone())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap(),
-    );
-    let answer = health
+    let answer = health(&gw)
+        .await
         .check(tonic_health::pb::HealthCheckRequest::default())
         .await
         .expect("health is served while the gateway sheds")
@@ -226,7 +255,10 @@ async fn feed_streams_are_capped_per_caller() {
         ..LimitsConfig::default().without_rates()
     })
     .await;
-    let (mut a, mut b) = (caller(&gw).await, caller(&gw).await);
+    let (mut a, mut b) = (
+        caller(&gw, Who::Platform).await,
+        caller(&gw, window("W01")).await,
+    );
     let first = a
         .window_feed(WindowFeedRequest::default())
         .await
@@ -264,7 +296,9 @@ async fn a_feed_client_that_stops_reading_holds_a_bounded_buffer_and_misses_noth
     let gw = gateway(LimitsConfig::default().without_rates()).await;
     let limits = gw.gateway.limits.clone();
     // A reader with small HTTP/2 windows, so its pause reaches the gateway soon.
-    let channel = Endpoint::from_shared(gw.endpoint.clone())
+    let channel = Endpoint::from_shared(format!("https://{}", gw.addr))
+        .unwrap()
+        .tls_config(testkit::pki::client_tls(Some(&Who::Platform)))
         .unwrap()
         .initial_stream_window_size(65_535)
         .initial_connection_window_size(65_535)
@@ -381,11 +415,7 @@ async fn a_feed_client_that_stops_reading_holds_a_bounded_buffer_and_misses_noth
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_to_unknown_paths_are_counted_as_other() {
     let gw = gateway(LimitsConfig::default().without_rates()).await;
-    let channel = Endpoint::from_shared(gw.endpoint.clone())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = testkit::gateway::channel(gw.addr, Some(&window("W01"))).await;
     let mut grpc = tonic::client::Grpc::new(channel);
     let other = || {
         yichuang::metrics::meters()

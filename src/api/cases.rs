@@ -98,7 +98,11 @@ impl CaseApi {
     }
 
     /// The case `number`, when the caller reaches it.
-    async fn reachable_case(&self, access: &Access, number: &str) -> Result<(Case, Vec<crate::proto::v1::CaseEvent>), Status> {
+    async fn reachable_case(
+        &self,
+        access: &Access,
+        number: &str,
+    ) -> Result<(Case, Vec<crate::proto::v1::CaseEvent>), Status> {
         let (case, events) = self
             .gateway
             .store
@@ -106,7 +110,10 @@ impl CaseApi {
             .await
             .map_err(store_status)?
             .ok_or_else(|| not_found(number))?;
-        let hall = case.submission.as_ref().map_or("", |s| s.hall_code.as_str());
+        let hall = case
+            .submission
+            .as_ref()
+            .map_or("", |s| s.hall_code.as_str());
         access.case(number, hall).await?;
         Ok((case, events))
     }

@@ -20,7 +20,9 @@ pub const URI_PREFIX: &str = "urn:yichuang:";
 /// never repeats the token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdentityError {
-    #[error("no client certificate and no bearer token: present a client certificate signed by the gateway's client CA, or an `authorization: Bearer <token>` header")]
+    #[error(
+        "no client certificate and no bearer token: present a client certificate signed by the gateway's client CA, or an `authorization: Bearer <token>` header"
+    )]
     Missing,
     #[error("client certificate: {0}")]
     Certificate(String),
@@ -148,7 +150,9 @@ impl Authenticator {
             match jsonwebtoken::decode::<Claims>(token, key, &validation) {
                 Ok(data) => {
                     let c = data.claims;
-                    let opt = |v: Option<String>| v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+                    let opt = |v: Option<String>| {
+                        v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+                    };
                     return Ok(Caller {
                         name: c.sub,
                         role: c.role,
@@ -216,15 +220,20 @@ fn key(k: &JwtKey) -> Result<(String, Algorithm, DecodingKey), String> {
                 .as_deref()
                 .filter(|s| s.len() >= 32)
                 .ok_or("HS256 needs secret, at least 32 bytes")?;
-            (Algorithm::HS256, DecodingKey::from_secret(secret.as_bytes()))
+            (
+                Algorithm::HS256,
+                DecodingKey::from_secret(secret.as_bytes()),
+            )
         }
         "RS256" => (
             Algorithm::RS256,
-            DecodingKey::from_rsa_pem(&pem()?).map_err(|e| format!("public_key: not an RSA public key PEM ({e})"))?,
+            DecodingKey::from_rsa_pem(&pem()?)
+                .map_err(|e| format!("public_key: not an RSA public key PEM ({e})"))?,
         ),
         "ES256" => (
             Algorithm::ES256,
-            DecodingKey::from_ec_pem(&pem()?).map_err(|e| format!("public_key: not an EC public key PEM ({e})"))?,
+            DecodingKey::from_ec_pem(&pem()?)
+                .map_err(|e| format!("public_key: not an EC public key PEM ({e})"))?,
         ),
         other => {
             return Err(format!(

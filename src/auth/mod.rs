@@ -110,10 +110,7 @@ impl Permission {
 /// path the gateway does not serve (its caller must still be authenticated).
 pub fn permission_of(path: &str) -> Result<Option<Permission>, ()> {
     use Permission::*;
-    let (service, method) = path
-        .trim_start_matches('/')
-        .split_once('/')
-        .ok_or(())?;
+    let (service, method) = path.trim_start_matches('/').split_once('/').ok_or(())?;
     Ok(Some(match (service, method) {
         ("grpc.health.v1.Health", _) => return Ok(None),
         ("yichuang.v1.CaseService", "PreCheck") => Check,
@@ -265,7 +262,13 @@ impl Auditor {
 
     /// Records a refusal and counts it; the refusal is answered whether or not the record
     /// could be written (a failure to write is logged).
-    pub async fn refused(&self, caller: Option<&Caller>, method: &str, target: &str, refusal: &Refusal) {
+    pub async fn refused(
+        &self,
+        caller: Option<&Caller>,
+        method: &str,
+        target: &str,
+        refusal: &Refusal,
+    ) {
         crate::metrics::meters()
             .auth_refusals
             .get_or_create(&crate::metrics::RefusalLabels {
@@ -301,7 +304,14 @@ impl Auditor {
         })
     }
 
-    fn record(&self, caller: Option<&Caller>, method: &str, outcome: &str, target: &str, reason: &str) -> AccessRecord {
+    fn record(
+        &self,
+        caller: Option<&Caller>,
+        method: &str,
+        outcome: &str,
+        target: &str,
+        reason: &str,
+    ) -> AccessRecord {
         AccessRecord {
             at_ms: chrono::Utc::now().timestamp_millis(),
             caller: caller.map_or("-".into(), |c| c.name.clone()),
@@ -326,10 +336,20 @@ pub struct Access {
 impl Access {
     /// The access of a request that passed [`PolicyLayer`]. A request that did not (a handler
     /// called outside the server) has no caller and is refused.
-    pub fn of<T>(request: &tonic::Request<T>, auditor: &Auditor, method: &str) -> Result<Access, Status> {
-        let caller = request.extensions().get::<Caller>().cloned().ok_or_else(|| {
-            Status::unauthenticated("no authenticated caller: the call did not pass the gateway's policy layer")
-        })?;
+    pub fn of<T>(
+        request: &tonic::Request<T>,
+        auditor: &Auditor,
+        method: &str,
+    ) -> Result<Access, Status> {
+        let caller = request
+            .extensions()
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| {
+                Status::unauthenticated(
+                    "no authenticated caller: the call did not pass the gateway's policy layer",
+                )
+            })?;
         Ok(Access {
             caller,
             method: method.to_string(),
@@ -443,7 +463,10 @@ mod tests {
         );
         assert_eq!(permission_of("/x.Y/Z"), Err(()));
         assert_eq!(method_name("/x.Y/Z"), "other");
-        assert_eq!(method_name("/yichuang.v1.CaseService/GetCase"), "CaseService/GetCase");
+        assert_eq!(
+            method_name("/yichuang.v1.CaseService/GetCase"),
+            "CaseService/GetCase"
+        );
     }
 
     #[test]
@@ -475,8 +498,16 @@ mod tests {
     #[test]
     fn an_unknown_permission_in_the_config_is_refused_naming_the_role() {
         let mut config = AuthConfig::default();
-        config.roles.get_mut("window").unwrap().permissions.push("cases.everything".into());
+        config
+            .roles
+            .get_mut("window")
+            .unwrap()
+            .permissions
+            .push("cases.everything".into());
         let e = Policy::new(&config).unwrap_err();
-        assert!(e.contains("[auth.roles.window]") && e.contains("cases.everything"), "{e}");
+        assert!(
+            e.contains("[auth.roles.window]") && e.contains("cases.everything"),
+            "{e}"
+        );
     }
 }

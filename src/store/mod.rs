@@ -9,8 +9,8 @@ mod rows;
 pub mod sqlite;
 
 pub use rows::{
-    AccessRecord, Attempt, Evaluated, EventItem, FeedItem, FeedQuery, ListQuery, OnTimeRow, OperatorAction,
-    OutboxItem, Silent, StoreError, SubmitCommand, SubmitResult,
+    AccessRecord, Attempt, Evaluated, EventItem, FeedItem, FeedQuery, ListQuery, OnTimeRow,
+    OperatorAction, OutboxItem, Silent, StoreError, SubmitCommand, SubmitResult,
 };
 // The engines' shared helpers and SQL, reached by them as `super::…`.
 use rows::{

@@ -106,7 +106,10 @@ pub fn client(who: &Who) -> Pair {
         .entry(who.clone())
         .or_insert_with(|| {
             let (name, uri) = who.name_and_uri();
-            pki().authority.client(&name, &uri).expect("a client certificate")
+            pki()
+                .authority
+                .client(&name, &uri)
+                .expect("a client certificate")
         })
         .clone()
 }

@@ -71,7 +71,11 @@ pub async fn status(server: &AdminServer) -> Result<u8, Failure> {
 }
 
 /// `on-time`: on-time rates per department and item as JSON.
-pub async fn on_time(server: &AdminServer, department: String, item: String) -> Result<u8, Failure> {
+pub async fn on_time(
+    server: &AdminServer,
+    department: String,
+    item: String,
+) -> Result<u8, Failure> {
     let rates = connect(server)
         .await?
         .on_time_rates(yichuang::proto::v1::OnTimeRatesRequest {

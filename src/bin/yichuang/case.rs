@@ -113,8 +113,7 @@ pub async fn run(server: &crate::CaseServer, command: CaseCommand) -> Result<u8,
         }
         _ => None,
     };
-    let mut client =
-        CaseServiceClient::new(server.credentials.connect(&server.server).await?);
+    let mut client = CaseServiceClient::new(server.credentials.connect(&server.server).await?);
     match command {
         CaseCommand::Precheck { .. } => {
             let response = client

@@ -64,9 +64,14 @@ pub struct Credentials {
 pub struct Token(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
 
 impl tonic::service::Interceptor for Token {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(token) = &self.0 {
-            request.metadata_mut().insert("authorization", token.clone());
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
         }
         Ok(request)
     }
@@ -101,14 +106,13 @@ impl Credentials {
             .connect()
             .await
             .with_context(|| format!("cannot connect to {server}"))?;
-        let token = match &self.token {
-            Some(t) => Some(
-                format!("Bearer {}", t.trim())
-                    .parse()
-                    .map_err(|_| Failure(2, anyhow::anyhow!("--token: not a valid header value")))?,
-            ),
-            None => None,
-        };
+        let token =
+            match &self.token {
+                Some(t) => Some(format!("Bearer {}", t.trim()).parse().map_err(|_| {
+                    Failure(2, anyhow::anyhow!("--token: not a valid header value"))
+                })?),
+                None => None,
+            };
         Ok(InterceptedService::new(channel, Token(token)))
     }
 }

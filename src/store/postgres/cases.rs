@@ -12,7 +12,8 @@ use deadpool_postgres::Transaction;
 use super::{PgStore, pool_err};
 use crate::proto::v1::{Case, CaseEvent, CaseSummary};
 use crate::store::{
-    CaseChange, ListQuery, OperatorAction, AccessRecord, StoreError, decode_case, ms_to_timestamp, summary,
+    AccessRecord, CaseChange, ListQuery, OperatorAction, StoreError, decode_case, ms_to_timestamp,
+    summary,
 };
 
 impl PgStore {

@@ -11,7 +11,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::SqliteStore;
 use crate::proto::v1::{Case, CaseEvent, CaseSummary};
 use crate::store::{
-    CaseChange, ListQuery, OperatorAction, AccessRecord, StoreError, decode_case, ms_to_timestamp, summary,
+    AccessRecord, CaseChange, ListQuery, OperatorAction, StoreError, decode_case, ms_to_timestamp,
+    summary,
 };
 
 impl SqliteStore {
