@@ -14,8 +14,9 @@
 //!   buffer is bounded (`crate::api` streams); [`Limits::feed_buffered`] counts what all of them
 //!   hold.
 //!
-//! The caller is the [`crate::auth::Caller`] the policy layer put in the request's extensions;
-//! without one (a listener without authentication), the peer's address stands for it.
+//! The caller is the [`crate::auth::Caller`] the policy layer put in the request's extensions
+//! (so this layer goes after it); without one (a server without the policy layer), the peer's
+//! address and port stand for it.
 //!
 //! Rates, the in-flight bound and the stream cap are reloaded from the configuration file
 //! without a restart ([`watch`]: every `[limits] check_secs`, and at once on `SIGHUP`). A reload
