@@ -8,8 +8,9 @@
 //!    each a distinct application, with the gateway's `[limits] max_in_flight` (default 256).
 //!    Prints goodput (successful requests per second) as a share of the capacity, the share
 //!    shed (`UNAVAILABLE`/`RESOURCE_EXHAUSTED`), p99 of the successful ones measured from when
-//!    each was due (so a late send counts against it), and the process's peak RSS in each phase
-//!    (VmHWM, reset between phases through /proc/self/clear_refs).
+//!    each was due (so a late send counts against it), and the gateway's peak RSS in each phase
+//!    (VmHWM, reset between phases through /proc/<pid>/clear_refs). Steps 1–3 run the gateway in
+//!    a child process of the bench, so its memory is measured apart from the client's.
 //! 3. The same offered rate against a gateway with no in-flight bound (`max_in_flight` huge),
 //!    for contrast: what queueing instead of shedding costs.
 //! 4. Capacity again over TLS with client certificates (the test kit's CA, the examples' hall
@@ -50,9 +51,9 @@ fn nth(base: &Submission, run: &str, n: u64) -> Submission {
     s
 }
 
-/// A field of /proc/self/status in kB (VmRSS, VmHWM).
-fn status_kb(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+/// A field of process `pid`'s /proc status in kB (VmRSS, VmHWM).
+fn status_kb(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
@@ -60,9 +61,74 @@ fn status_kb(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Resets VmHWM to the current RSS, so the next reading is this phase's peak.
-fn reset_peak() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
+/// Resets process `pid`'s VmHWM to its current RSS, so the next reading is this phase's peak.
+fn reset_peak(pid: u32) {
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+}
+
+/// A gateway in a child process of this bench (so its memory is its own, not the client's),
+/// on plaintext with `max_in_flight`; ended when dropped.
+struct ChildGateway {
+    process: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl ChildGateway {
+    fn start(max_in_flight: usize) -> ChildGateway {
+        use std::io::BufRead;
+        let mut process = std::process::Command::new(std::env::current_exe().unwrap())
+            .arg("--bench")
+            .env("YICHUANG_BENCH_GATEWAY", max_in_flight.to_string())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("the bench runs itself as the gateway");
+        let mut line = String::new();
+        std::io::BufReader::new(process.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("the child gateway's address");
+        let addr = line.trim().parse().expect("an address");
+        ChildGateway { process, addr }
+    }
+
+    fn pid(&self) -> u32 {
+        self.process.id()
+    }
+}
+
+impl Drop for ChildGateway {
+    fn drop(&mut self) {
+        // Its stdin closes: it stops; killed if it has not within a few seconds.
+        drop(self.process.stdin.take());
+        for _ in 0..50 {
+            if let Ok(Some(_)) = self.process.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// The child: a gateway with `max_in_flight`, its address on stdout, until stdin closes.
+fn child(max_in_flight: usize) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let server =
+            start_gateway(dir.path().join("child.db"), max_in_flight, Wire::Plaintext).await;
+        println!("{}", server.addr);
+        let _ = tokio::task::spawn_blocking(|| {
+            let mut sink = String::new();
+            let _ = std::io::Read::read_to_string(&mut std::io::stdin(), &mut sink);
+        })
+        .await;
+        server.stop().await;
+    });
 }
 
 /// How the bench reaches a gateway.
@@ -172,12 +238,18 @@ struct Overload {
 
 /// Open loop: `rate` requests per second for `secs`, each sent when due whatever the earlier
 /// ones became; latencies from when each was due.
-async fn open_loop(addr: std::net::SocketAddr, run: &str, rate: f64, secs: u64) -> Overload {
+async fn open_loop(
+    addr: std::net::SocketAddr,
+    pid: u32,
+    run: &str,
+    rate: f64,
+    secs: u64,
+) -> Overload {
     let clients = clients(addr, Wire::Plaintext).await;
     let base = Arc::new(testkit::example("kai-canguan"));
     let (shed, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let hist = Arc::new(std::sync::Mutex::new(Histogram::<u64>::new(3).unwrap()));
-    reset_peak();
+    reset_peak(pid);
     let start = Instant::now();
     let span = Duration::from_secs(secs);
     let mut sent = 0u64;
@@ -230,7 +302,7 @@ async fn open_loop(addr: std::net::SocketAddr, run: &str, rate: f64, secs: u64) 
         sent,
         p50_ms: hist.value_at_quantile(0.5) as f64 / 1000.0,
         p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
-        peak_rss_kb: status_kb("VmHWM"),
+        peak_rss_kb: status_kb(pid, "VmHWM"),
     }
 }
 
@@ -249,6 +321,10 @@ fn report(name: &str, o: &Overload, max: f64) {
 }
 
 fn main() {
+    if let Ok(max) = std::env::var("YICHUANG_BENCH_GATEWAY") {
+        child(max.parse().expect("max_in_flight"));
+        return;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -263,30 +339,30 @@ fn main() {
         let concurrency = env_or("YICHUANG_BENCH_CONCURRENCY", 64);
         let bound = env_or("YICHUANG_BENCH_MAX_IN_FLIGHT", 256) as usize;
         let dir = tempfile::tempdir().unwrap();
-        let bounded = start_gateway(dir.path().join("bounded.db"), bound, Wire::Plaintext).await;
+        let bounded = ChildGateway::start(bound);
         println!(
-            "overload (Submit, SQLite, {secs} s per phase, capacity at {concurrency} in flight, max_in_flight {bound})"
+            "overload (Submit, SQLite, {secs} s per phase, capacity at {concurrency} in flight, max_in_flight {bound}; gateway in a child process, RSS is the gateway's)"
         );
         let _ = capacity(bounded.addr, Wire::Plaintext, "warm", concurrency, 1).await;
-        reset_peak();
-        let rss_start = status_kb("VmRSS");
+        reset_peak(bounded.pid());
+        let rss_start = status_kb(bounded.pid(), "VmRSS");
         let max = capacity(bounded.addr, Wire::Plaintext, "max", concurrency, secs).await;
-        let peak_capacity = status_kb("VmHWM");
+        let peak_capacity = status_kb(bounded.pid(), "VmHWM");
         println!(
-            "capacity (closed loop)             {max:>6.0} req/s  peak RSS {} MiB (RSS at start {} MiB)",
+            "capacity (closed loop)             {max:>6.0} req/s  peak RSS {} MiB (RSS before {} MiB)",
             peak_capacity / 1024,
             rss_start / 1024
         );
-        let shed = open_loop(bounded.addr, "twice", 2.0 * max, secs).await;
+        let shed = open_loop(bounded.addr, bounded.pid(), "twice", 2.0 * max, secs).await;
         report("2x capacity, shedding", &shed, max);
-        let rss_after = status_kb("VmRSS");
-        bounded.stop().await;
+        let rss_after = status_kb(bounded.pid(), "VmRSS");
+        drop(bounded);
 
-        let unbounded = start_gateway(dir.path().join("unbounded.db"), usize::MAX, Wire::Plaintext).await;
+        let unbounded = ChildGateway::start(usize::MAX);
         let _ = capacity(unbounded.addr, Wire::Plaintext, "warm", concurrency, 1).await;
-        let queued = open_loop(unbounded.addr, "queued", 2.0 * max, secs).await;
+        let queued = open_loop(unbounded.addr, unbounded.pid(), "queued", 2.0 * max, secs).await;
         report("2x capacity, no bound (queueing)", &queued, max);
-        unbounded.stop().await;
+        drop(unbounded);
 
         let share = shed.goodput / max;
         println!(
@@ -294,7 +370,7 @@ fn main() {
             if share >= 0.9 { "met" } else { "not met" }
         );
         println!(
-            "memory: peak RSS {} MiB at capacity, {} MiB at 2x with shedding ({:.2}x), RSS after {} MiB",
+            "memory (gateway): peak RSS {} MiB at capacity, {} MiB at 2x with shedding ({:.2}x), RSS after {} MiB",
             peak_capacity / 1024,
             shed.peak_rss_kb / 1024,
             shed.peak_rss_kb as f64 / peak_capacity.max(1) as f64,
@@ -319,7 +395,7 @@ fn main() {
 async fn smoke() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_gateway(dir.path().join("smoke.db"), 4, Wire::Plaintext).await;
-    let o = open_loop(server.addr, "smoke", 200.0, 1).await;
+    let o = open_loop(server.addr, std::process::id(), "smoke", 200.0, 1).await;
     assert!(
         o.goodput > 0.0 && o.failed == 0,
         "smoke: {} ok, {} failed",

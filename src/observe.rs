@@ -160,6 +160,14 @@ where
             self.inner.call(request)
         };
         let recorded = span.clone();
+        // Counted even when the call is dropped unanswered (the server's timeout, a client
+        // that reset the stream): then as CANCELLED, which is what the client sees.
+        let mut call = Counted {
+            service,
+            method,
+            started,
+            counted: false,
+        };
         Box::pin(
             async move {
                 let result = future.await;
@@ -174,21 +182,47 @@ where
                     Err(_) => "UNAVAILABLE",
                 };
                 recorded.record("rpc.grpc.status_code", code);
-                let m = meters();
-                m.rpc_requests
-                    .get_or_create(&RpcLabels {
-                        service: service.clone(),
-                        method: method.clone(),
-                        code: code.to_string(),
-                    })
-                    .inc();
-                m.rpc_duration
-                    .get_or_create(&MethodLabels { service, method })
-                    .observe(started.elapsed().as_secs_f64());
+                call.count(code);
                 result
             }
             .instrument(span),
         )
+    }
+}
+
+/// One call's count and duration, recorded once: when it is answered, or when it is dropped.
+struct Counted {
+    service: String,
+    method: String,
+    started: Instant,
+    counted: bool,
+}
+
+impl Counted {
+    fn count(&mut self, code: &str) {
+        self.counted = true;
+        let m = meters();
+        m.rpc_requests
+            .get_or_create(&RpcLabels {
+                service: self.service.clone(),
+                method: self.method.clone(),
+                code: code.to_string(),
+            })
+            .inc();
+        m.rpc_duration
+            .get_or_create(&MethodLabels {
+                service: self.service.clone(),
+                method: self.method.clone(),
+            })
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if !self.counted {
+            self.count("CANCELLED");
+        }
     }
 }
 
