@@ -61,6 +61,22 @@ fn status_kb(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU seconds process `pid` has used (user + system, /proc/<pid>/stat, 100 ticks a second).
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name and state.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 /// Resets process `pid`'s VmHWM to its current RSS, so the next reading is this phase's peak.
 fn reset_peak(pid: u32) {
     let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
@@ -226,6 +242,10 @@ async fn capacity(
 }
 
 struct Overload {
+    /// The first error that was not a shed, if any.
+    first_failure: Option<String>,
+    /// Cores the gateway used meanwhile.
+    gateway_cores: f64,
     offered: f64,
     goodput: f64,
     shed: u64,
@@ -248,8 +268,10 @@ async fn open_loop(
     let clients = clients(addr, Wire::Plaintext).await;
     let base = Arc::new(testkit::example("kai-canguan"));
     let (shed, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let first_failure = Arc::new(std::sync::Mutex::new(None::<String>));
     let hist = Arc::new(std::sync::Mutex::new(Histogram::<u64>::new(3).unwrap()));
     reset_peak(pid);
+    let cpu_before = cpu_secs(pid);
     let start = Instant::now();
     let span = Duration::from_secs(secs);
     let mut sent = 0u64;
@@ -265,6 +287,7 @@ async fn open_loop(
                 submission: Some(nth(&base, run, sent)),
             };
             let (shed, failed, hist) = (shed.clone(), failed.clone(), hist.clone());
+            let first_failure = first_failure.clone();
             tasks.push(tokio::spawn(async move {
                 match client.submit(request).await {
                     Ok(_) => {
@@ -279,8 +302,12 @@ async fn open_loop(
                     {
                         shed.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(_) => {
+                    Err(s) => {
                         failed.fetch_add(1, Ordering::Relaxed);
+                        first_failure
+                            .lock()
+                            .unwrap()
+                            .get_or_insert_with(|| format!("{:?}: {}", s.code(), s.message()));
                     }
                 }
             }));
@@ -294,7 +321,10 @@ async fn open_loop(
     // Goodput over the whole run, to the last answer: a backlog served late is not free.
     let elapsed = start.elapsed().as_secs_f64();
     let hist = hist.lock().unwrap();
+    let first_failure = first_failure.lock().unwrap().clone();
     Overload {
+        first_failure,
+        gateway_cores: (cpu_secs(pid) - cpu_before) / elapsed,
         offered: sent as f64 / issued_for,
         goodput: hist.len() as f64 / elapsed,
         shed: shed.load(Ordering::Relaxed),
@@ -307,6 +337,9 @@ async fn open_loop(
 }
 
 fn report(name: &str, o: &Overload, max: f64) {
+    if let Some(f) = &o.first_failure {
+        println!("  first failure: {f}");
+    }
     println!(
         "{name:<34} offered {:>6.0}/s  goodput {:>6.0}/s = {:.2} of max  shed {:>4.1}%  failed {}  p50 {:>8.2} ms  p99 {:>8.2} ms  peak RSS {} MiB",
         o.offered,
@@ -346,8 +379,11 @@ fn main() {
         let _ = capacity(bounded.addr, Wire::Plaintext, "warm", concurrency, 1).await;
         reset_peak(bounded.pid());
         let rss_start = status_kb(bounded.pid(), "VmRSS");
+        let cpu_before = (cpu_secs(bounded.pid()), Instant::now());
         let max = capacity(bounded.addr, Wire::Plaintext, "max", concurrency, secs).await;
         let peak_capacity = status_kb(bounded.pid(), "VmHWM");
+        let max_cores =
+            (cpu_secs(bounded.pid()) - cpu_before.0) / cpu_before.1.elapsed().as_secs_f64();
         println!(
             "capacity (closed loop)             {max:>6.0} req/s  peak RSS {} MiB (RSS before {} MiB)",
             peak_capacity / 1024,
@@ -364,6 +400,13 @@ fn main() {
         report("2x capacity, no bound (queueing)", &queued, max);
         drop(unbounded);
 
+        // What the gateway did with the CPU it got: the client shares the two cores, and at
+        // twice the rate it takes more of them (it encodes and sends twice the requests).
+        let per_core = (shed.goodput / shed.gateway_cores) / (max / max_cores);
+        println!(
+            "gateway CPU: {max_cores:.2} cores at capacity, {:.2} at 2x with shedding; successful Submits per gateway core-second at 2x = {per_core:.2} of capacity's",
+            shed.gateway_cores
+        );
         let share = shed.goodput / max;
         println!(
             "goal: goodput at 2x capacity >= 0.90 of capacity: {share:.2} ({})",
