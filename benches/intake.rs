@@ -205,11 +205,14 @@ async fn start_gateway(store: StoreConfig) -> Server {
         },
         ..GatewayConfig::default()
     };
-    // One client drives the gateway as hard as it goes: no call rates.
-    let config = GatewayConfig {
+    // One client drives the gateway as hard as it goes: no call rates. Plaintext, with the
+    // internal listener on a free port: several gateways run in this process.
+    let mut config = GatewayConfig {
         limits: config.limits.clone().without_rates(),
         ..config
     };
+    config.development.plaintext = true;
+    config.server.admin_listen = "127.0.0.1:0".parse().unwrap();
     let gateway = Arc::new(Gateway::from_config(&config).await.expect("gateway"));
     Server::start(gateway).await
 }
