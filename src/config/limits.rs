@@ -153,3 +153,36 @@ impl LimitsConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{ConfigError, GatewayConfig};
+
+    #[test]
+    fn a_limits_section_is_read_and_what_is_left_out_keeps_its_default() {
+        let text = "[limits]\nper_caller = { per_second = 5, burst = 10 }\nglobal = { per_second = 1000 }\n";
+        let config = GatewayConfig::parse(Path::new("g.toml"), text, |_| None).unwrap();
+        let limits = config.limits;
+        assert_eq!(
+            (limits.per_caller.per_second, limits.per_caller.burst),
+            (5, 10)
+        );
+        assert_eq!((limits.global.per_second, limits.global.burst), (1000, 0));
+        assert_eq!(limits.per_hall, super::default_per_hall());
+        assert_eq!(limits.max_in_flight, 256);
+    }
+
+    #[test]
+    fn a_zero_bound_is_refused_with_its_line() {
+        let text = "[limits]\ncheck_secs = 5\nmax_in_flight = 0\n";
+        let Err(ConfigError::Invalid(problem)) =
+            GatewayConfig::parse(Path::new("g.toml"), text, |_| None)
+        else {
+            panic!("max_in_flight = 0 is refused")
+        };
+        assert_eq!(problem.line, 3, "{problem}");
+        assert!(problem.message.contains("max_in_flight"), "{problem}");
+    }
+}
