@@ -31,44 +31,6 @@ pub struct Rpc<S> {
     inner: S,
 }
 
-/// The methods the gateway serves, by full service name: a path outside this list is counted
-/// as service and method `other`, so a client trying paths cannot mint metric series without
-/// bound. A test keeps the list in step with `proto/`.
-const KNOWN: &[(&str, &[&str])] = &[
-    (
-        "yichuang.v1.CaseService",
-        &[
-            "PreCheck",
-            "Submit",
-            "GetCase",
-            "ListCases",
-            "WindowFeed",
-            "WatchCase",
-            "Deliver",
-            "Supplement",
-        ],
-    ),
-    (
-        "yichuang.v1.AdminService",
-        &[
-            "Status",
-            "OnTimeRates",
-            "ListDeadLetters",
-            "ReplayDeadLetters",
-            "PurgeDeadLetters",
-        ],
-    ),
-    ("grpc.health.v1.Health", &["Check", "Watch", "List"]),
-    (
-        "grpc.reflection.v1.ServerReflection",
-        &["ServerReflectionInfo"],
-    ),
-    (
-        "grpc.reflection.v1alpha.ServerReflection",
-        &["ServerReflectionInfo"],
-    ),
-];
-
 /// The label every unknown path is counted under.
 pub const OTHER: &str = "other";
 
@@ -78,10 +40,9 @@ pub fn method_of(path: &str) -> (String, String) {
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
     let service = parts.next().unwrap_or_default();
     let method = parts.next().unwrap_or_default();
-    let known = KNOWN
-        .iter()
-        .any(|(s, methods)| *s == service && methods.contains(&method));
-    if !known {
+    // The methods the gateway serves are listed once, with what each needs: a path outside
+    // that list is counted as `other`, so a client trying paths cannot mint series without bound.
+    if crate::auth::need_of(path) == crate::auth::Need::Identity {
         return (OTHER.to_string(), OTHER.to_string());
     }
     let short = service.rsplit('.').next().unwrap_or(service);
@@ -271,7 +232,7 @@ mod tests {
                 } else if let Some(rest) = line.strip_prefix("rpc ") {
                     let method = rest.split('(').next().unwrap().trim();
                     let path = format!("/yichuang.v1.{service}/{method}");
-                    assert_eq!(method_of(&path).1, method, "{path} is not in KNOWN");
+                    assert_eq!(method_of(&path).1, method, "{path} is not in auth::need_of");
                     seen += 1;
                 }
             }
