@@ -58,7 +58,7 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 bench: toolchain services
-	. ./$(SERVICES_ENV) && $(CARGO) bench --bench intake && $(CARGO) bench --bench relay
+	. ./$(SERVICES_ENV) && $(CARGO) bench --bench intake && $(CARGO) bench --bench relay && $(CARGO) bench --bench overload
 
 # The chaos run's long form, on SQLite and on PostgreSQL (scripts/chaos.sh, docs/bus.md): 2,000
 # cases over the seven departments on a three-node RabbitMQ cluster, 10 rounds of an adapter and a

@@ -65,8 +65,8 @@ impl CaseService for Empty {
         Ok(Response::new(Default::default()))
     }
     // The feeds are not measured here: an empty stream each.
-    type WindowFeedStream = yichuang::api::FeedStream;
-    type WatchCaseStream = yichuang::api::FeedStream;
+    type WindowFeedStream = tokio_stream::wrappers::ReceiverStream<Result<FeedEvent, Status>>;
+    type WatchCaseStream = tokio_stream::wrappers::ReceiverStream<Result<FeedEvent, Status>>;
     async fn window_feed(
         &self,
         _: Request<WindowFeedRequest>,
@@ -211,7 +211,12 @@ async fn start_gateway(store: StoreConfig) -> Server {
         },
         ..GatewayConfig::default()
     };
-    let mut config = config;
+    // One client drives the gateway as hard as it goes: no call rates; the internal listener on
+    // a free port: several gateways run in this process.
+    let mut config = GatewayConfig {
+        limits: config.limits.clone().without_rates(),
+        ..config
+    };
     config.server.admin_listen = "127.0.0.1:0".parse().unwrap();
     let gateway = Arc::new(Gateway::from_config(&config).await.expect("gateway"));
     Server::start(gateway).await

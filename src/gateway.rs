@@ -55,6 +55,8 @@ pub struct Gateway {
     /// The bound `/metrics` listener, taken by [`serve`]; its address.
     pub(crate) metrics: std::sync::Mutex<Option<TcpListener>>,
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Fair share and overload: call rates, calls in flight, feed streams ([`crate::limits`]).
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 /// Why the gateway could not start.
@@ -193,6 +195,7 @@ impl Gateway {
             tls,
             admin: std::sync::Mutex::new(Some(admin)),
             admin_addr,
+            limits: Arc::new(crate::limits::Limits::new(&config.limits)),
         })
     }
 }

@@ -44,6 +44,8 @@
 //!   windows' and the internal listener.
 //! - [`auth`]: who is calling (client certificate or token) and what they may do: the policy
 //!   layer, the role table, hall scopes, the access log; the listeners' TLS.
+//! - [`limits`]: fair share and overload: call rates per caller, hall and gateway, calls in
+//!   flight shed beyond a bound, feed streams capped per caller; reloaded without a restart.
 //! - [`config`]: gateway settings and the file:line helpers every loader shares.
 //! - [`observe`], [`metrics`], [`trace`], [`telemetry`]: per-call spans and meters, the
 //!   Prometheus endpoint, W3C trace context on every message, log and span export setup.
@@ -70,6 +72,7 @@ pub mod holidays;
 pub mod ids;
 pub mod intake;
 pub mod lifecycle;
+pub mod limits;
 pub mod metrics;
 pub mod observe;
 pub mod outbox;

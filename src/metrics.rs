@@ -18,6 +18,7 @@ use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -51,6 +52,12 @@ pub struct MethodLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: String,
+}
+
+/// Why a call was refused by the limits (`crate::limits::Refusal::reason`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
 }
 
 /// A deficiency code (`DEFICIENCY_CODE_…` without the prefix, lower case).
@@ -110,6 +117,9 @@ pub struct Meters {
     pub results_received: Family<ResultLabels, Counter>,
     pub tasks_repaired: Family<DepartmentLabels, Counter>,
     pub worker_restarts: Family<WorkerLabels, Counter>,
+    pub calls_refused: Family<ReasonLabels, Counter>,
+    pub feed_streams: Gauge,
+    pub feed_buffered_events: Gauge,
     pub auth_refusals: Family<RefusalLabels, Counter>,
 }
 
@@ -127,6 +137,24 @@ pub fn meters() -> &'static Meters {
         let results_received = Family::<ResultLabels, Counter>::default();
         let tasks_repaired = Family::<DepartmentLabels, Counter>::default();
         let worker_restarts = Family::<WorkerLabels, Counter>::default();
+        let calls_refused = Family::<ReasonLabels, Counter>::default();
+        let feed_streams = Gauge::default();
+        let feed_buffered_events = Gauge::default();
+        registry.register(
+            "calls_refused",
+            "Calls refused by the limits ([limits]), by reason: caller_rate, hall_rate, global_rate (RESOURCE_EXHAUSTED with a retry hint), overloaded (shed with UNAVAILABLE), feed_streams.",
+            calls_refused.clone(),
+        );
+        registry.register(
+            "feed_streams",
+            "Feed streams (WindowFeed, WatchCase) open.",
+            feed_streams.clone(),
+        );
+        registry.register(
+            "feed_buffered_events",
+            "Feed events read from the store and not yet taken by the transport, over every open stream (bounded per stream).",
+            feed_buffered_events.clone(),
+        );
         let auth_refusals = Family::<RefusalLabels, Counter>::default();
         registry.register(
             "auth_refusals",
@@ -189,6 +217,9 @@ pub fn meters() -> &'static Meters {
             results_received,
             tasks_repaired,
             worker_restarts,
+            calls_refused,
+            feed_streams,
+            feed_buffered_events,
             auth_refusals,
         }
     });
@@ -210,11 +241,19 @@ pub fn exposition(text: String) -> Response {
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
 }
 
+/// How long a rendered exposition is served again: a scrape reads the store and asks RabbitMQ
+/// about every queue, so scrapes faster than this (several Prometheus servers, a client
+/// hammering the internal port) cost the gateway one render per period, not one each.
+pub const SCRAPE_CACHE: Duration = Duration::from_secs(5);
+
 struct Source {
     store: Store,
     clocks: Clocks,
     catalog: Arc<Catalog>,
     bus: Option<(BusConfig, Topology)>,
+    /// The last exposition and when it was rendered; held while rendering, so scrapes arriving
+    /// meanwhile wait for it instead of rendering too.
+    cache: tokio::sync::Mutex<Option<(std::time::Instant, String)>>,
 }
 
 /// The `/metrics` route. With `bus`, the depth of every queue of the topology is asked of
@@ -232,10 +271,17 @@ pub fn router(
             clocks,
             catalog,
             bus,
+            cache: Default::default(),
         }))
 }
 
 async fn scrape(State(s): State<Arc<Source>>) -> Response {
+    let mut cache = s.cache.lock().await;
+    if let Some((at, text)) = cache.as_ref()
+        && at.elapsed() < SCRAPE_CACHE
+    {
+        return exposition(text.clone());
+    }
     let mut text = encode_open(&meters().registry);
     match render(&s.store, &s.clocks).await {
         Ok(more) => text.push_str(&more),
@@ -248,6 +294,7 @@ async fn scrape(State(s): State<Arc<Source>>) -> Response {
         text.push_str(&queue_depths(config, topology).await);
     }
     text.push_str("# EOF\n");
+    *cache = Some((std::time::Instant::now(), text.clone()));
     exposition(text)
 }
 

@@ -31,11 +31,20 @@ pub struct Rpc<S> {
     inner: S,
 }
 
-/// `/pkg.Service/Method` → (`Service` short name, `Method`).
-fn method_of(path: &str) -> (String, String) {
+/// The label every unknown path is counted under.
+pub const OTHER: &str = "other";
+
+/// `/pkg.Service/Method` → (`Service` short name, `Method`); (`other`, `other`) for a path the
+/// gateway does not serve.
+pub fn method_of(path: &str) -> (String, String) {
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
     let service = parts.next().unwrap_or_default();
     let method = parts.next().unwrap_or_default();
+    // The methods the gateway serves are listed once, with what each needs: a path outside
+    // that list is counted as `other`, so a client trying paths cannot mint series without bound.
+    if crate::auth::need_of(path) == crate::auth::Need::Identity {
+        return (OTHER.to_string(), OTHER.to_string());
+    }
     let short = service.rsplit('.').next().unwrap_or(service);
     (short.to_string(), method.to_string())
 }
@@ -112,6 +121,14 @@ where
             self.inner.call(request)
         };
         let recorded = span.clone();
+        // Counted even when the call is dropped unanswered (the server's timeout, a client
+        // that reset the stream): then as CANCELLED, which is what the client sees.
+        let mut call = Counted {
+            service,
+            method,
+            started,
+            counted: false,
+        };
         Box::pin(
             async move {
                 let result = future.await;
@@ -126,21 +143,47 @@ where
                     Err(_) => "UNAVAILABLE",
                 };
                 recorded.record("rpc.grpc.status_code", code);
-                let m = meters();
-                m.rpc_requests
-                    .get_or_create(&RpcLabels {
-                        service: service.clone(),
-                        method: method.clone(),
-                        code: code.to_string(),
-                    })
-                    .inc();
-                m.rpc_duration
-                    .get_or_create(&MethodLabels { service, method })
-                    .observe(started.elapsed().as_secs_f64());
+                call.count(code);
                 result
             }
             .instrument(span),
         )
+    }
+}
+
+/// One call's count and duration, recorded once: when it is answered, or when it is dropped.
+struct Counted {
+    service: String,
+    method: String,
+    started: Instant,
+    counted: bool,
+}
+
+impl Counted {
+    fn count(&mut self, code: &str) {
+        self.counted = true;
+        let m = meters();
+        m.rpc_requests
+            .get_or_create(&RpcLabels {
+                service: self.service.clone(),
+                method: self.method.clone(),
+                code: code.to_string(),
+            })
+            .inc();
+        m.rpc_duration
+            .get_or_create(&MethodLabels {
+                service: self.service.clone(),
+                method: self.method.clone(),
+            })
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if !self.counted {
+            self.count("CANCELLED");
+        }
     }
 }
 
@@ -158,7 +201,42 @@ mod tests {
             method_of("/grpc.health.v1.Health/Check"),
             ("Health".to_string(), "Check".to_string())
         );
+        assert_eq!(
+            method_of("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo").0,
+            "ServerReflection"
+        );
         assert_eq!(code_name("3"), "INVALID_ARGUMENT");
         assert_eq!(code_name("x"), "UNKNOWN");
+    }
+
+    #[test]
+    fn unknown_paths_collapse_to_other() {
+        let other = (OTHER.to_string(), OTHER.to_string());
+        assert_eq!(method_of("/yichuang.v1.CaseService/NoSuchMethod"), other);
+        assert_eq!(method_of("/evil.Service/Submit"), other);
+        assert_eq!(method_of("/x"), other);
+        assert_eq!(method_of(""), other);
+    }
+
+    /// Every service and method of `proto/yichuang/v1` is known, so none is counted as `other`.
+    #[test]
+    fn every_method_of_the_protos_is_known() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("proto/yichuang/v1");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            let mut service = String::new();
+            for line in text.lines().map(str::trim) {
+                if let Some(rest) = line.strip_prefix("service ") {
+                    service = rest.trim_end_matches('{').trim().to_string();
+                } else if let Some(rest) = line.strip_prefix("rpc ") {
+                    let method = rest.split('(').next().unwrap().trim();
+                    let path = format!("/yichuang.v1.{service}/{method}");
+                    assert_eq!(method_of(&path).1, method, "{path} is not in auth::need_of");
+                    seen += 1;
+                }
+            }
+        }
+        assert!(seen >= 13, "only {seen} methods found in proto/");
     }
 }

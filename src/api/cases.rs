@@ -296,14 +296,13 @@ impl CaseService for CaseApi {
             ));
         }
         Ok(Response::new(feed_stream(
-            self.gateway.store.clone(),
+            &self.gateway,
             crate::store::FeedQuery {
                 hall_code: r.hall_code,
                 window_code: r.window_code,
                 after: r.cursor,
                 ..Default::default()
             },
-            self.gateway.shutdown.clone(),
         )))
     }
 
@@ -320,13 +319,12 @@ impl CaseService for CaseApi {
         }
         self.reachable_case(&access, &r.case_number).await?;
         Ok(Response::new(feed_stream(
-            self.gateway.store.clone(),
+            &self.gateway,
             crate::store::FeedQuery {
                 case_number: r.case_number,
                 after: r.cursor,
                 ..Default::default()
             },
-            self.gateway.shutdown.clone(),
         )))
     }
 

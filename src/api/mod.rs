@@ -24,7 +24,7 @@ mod streams;
 
 pub use admin::AdminApi;
 pub use cases::CaseApi;
-pub use streams::FeedStream;
+pub use streams::{FeedStream, HELD_PER_STREAM};
 
 /// Largest page of `ListCases`.
 pub const MAX_PAGE_SIZE: i32 = 500;
@@ -46,12 +46,22 @@ pub async fn grpc(
     })
     .max_decoding_message_size(limit)
     .max_encoding_message_size(64 * 1024 * 1024);
+    let bounds = gateway.limits.config();
     builder(&gateway)?
+        .timeout(std::time::Duration::from_secs(bounds.call_timeout_secs))
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(
+            bounds.keepalive_interval_secs,
+        )))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(
+            bounds.keepalive_timeout_secs,
+        )))
         .layer(crate::observe::RpcLayer)
         .layer(tower::util::MapResponseLayer::new(move |r| {
             size_limit_status(r, limit)
         }))
         .layer(crate::auth::PolicyLayer::new(gateway.guard.clone()))
+        // After the policy layer: the limits key on the identity it found.
+        .layer(crate::limits::LimitLayer::new(gateway.limits.clone()))
         .add_service(health_service)
         .add_service(cases)
         .serve_with_incoming_shutdown(incoming(listener), shutdown)

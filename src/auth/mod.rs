@@ -117,25 +117,30 @@ pub enum Need {
     Identity,
 }
 
-/// What the gRPC `path` needs.
+/// What the gRPC `path` needs: the one list of the methods the gateway serves (metrics count
+/// any other path as `other`, [`crate::observe`]).
 pub fn need_of(path: &str) -> Need {
     use Permission::*;
     let Some((service, method)) = path.trim_start_matches('/').split_once('/') else {
         return Need::Identity;
     };
     Need::Permission(match (service, method) {
-        ("grpc.health.v1.Health", _) => return Need::Nothing,
+        ("grpc.health.v1.Health", "Check" | "Watch" | "List") => return Need::Nothing,
         ("yichuang.v1.CaseService", "PreCheck") => Check,
         ("yichuang.v1.CaseService", "Submit") => Submit,
         ("yichuang.v1.CaseService", "GetCase" | "ListCases" | "WatchCase") => Read,
         ("yichuang.v1.CaseService", "WindowFeed") => Feed,
         ("yichuang.v1.CaseService", "Supplement") => Supplement,
         ("yichuang.v1.CaseService", "Deliver") => Deliver,
+        (
+            "yichuang.v1.AdminService",
+            "Status" | "OnTimeRates" | "ListDeadLetters" | "AccessLog",
+        ) => AdminRead,
         ("yichuang.v1.AdminService", "ReplayDeadLetters" | "PurgeDeadLetters") => AdminWrite,
-        ("yichuang.v1.AdminService", _) => AdminRead,
-        ("grpc.reflection.v1.ServerReflection" | "grpc.reflection.v1alpha.ServerReflection", _) => {
-            AdminRead
-        }
+        (
+            "grpc.reflection.v1.ServerReflection" | "grpc.reflection.v1alpha.ServerReflection",
+            "ServerReflectionInfo",
+        ) => AdminRead,
         _ => return Need::Identity,
     })
 }

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use super::bus::{BusConfig, PlatformConfig};
 use super::clocks::{CalendarConfig, SlaConfig, StallConfig};
 use super::intake::IntakeConfig;
+use super::limits::LimitsConfig;
 use super::observe::{LogConfig, MetricsConfig, TracingConfig};
 use super::server::{ServerConfig, StoreConfig};
 use super::source::{ConfigProblem, interpolate, key_line, toml_problem};
@@ -78,6 +79,9 @@ pub struct GatewayConfig {
     /// Protections turned off for development (each logged loudly at start).
     #[serde(default)]
     pub development: DevelopmentConfig,
+    /// Fair share and overload: call rates, in-flight bound, stream caps, timeouts.
+    #[serde(default)]
+    pub limits: LimitsConfig,
 }
 
 fn default_catalog_dir() -> PathBuf {
@@ -105,6 +109,7 @@ impl Default for GatewayConfig {
             tracing: TracingConfig::default(),
             auth: AuthConfig::default(),
             development: DevelopmentConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -203,6 +208,7 @@ impl GatewayConfig {
             };
             problem(key, format!("[bus] {m}"))
         })?;
+        config.limits.check().map_err(|(key, m)| problem(key, m))?;
         if config.server.max_message_bytes < 1024 {
             return Err(problem(
                 "max_message_bytes",

@@ -7,7 +7,7 @@
 //! `gateway.rs` ([`GatewayConfig`], [`ConfigError`]); the text helpers every loader shares,
 //! interpolation and problems at a file and line ([`ConfigProblem`], [`key_line`], [`line_at`],
 //! [`toml_problem`], [`interpolate`]), in `source.rs`; the sections by concern in `server.rs`
-//! (the gRPC server, the store), `trust.rs` (TLS, caller identity, roles, development switches), `bus.rs` (the RabbitMQ bus, the platform push), `intake.rs` (the
+//! (the gRPC server, the store), `trust.rs` (TLS, caller identity, roles, development switches), `limits.rs` (rates, in-flight bound, stream caps, timeouts), `bus.rs` (the RabbitMQ bus, the platform push), `intake.rs` (the
 //! hall's offset, a submission's bounds), `clocks.rs` (calendar reloads, the SLA sweeper,
 //! stalled tasks) and `observe.rs` (log, metrics, span export). Every public name is
 //! re-exported here, so callers write `crate::config::X`; a section knows nothing of the others
@@ -17,6 +17,7 @@ mod bus;
 mod clocks;
 mod gateway;
 mod intake;
+mod limits;
 mod observe;
 mod server;
 mod source;
@@ -26,6 +27,7 @@ pub use bus::{BusConfig, PlatformConfig, redact, user};
 pub use clocks::{CalendarConfig, SlaConfig, StallConfig};
 pub use gateway::{ConfigError, GatewayConfig};
 pub use intake::IntakeConfig;
+pub use limits::{LimitsConfig, RateConfig};
 pub use observe::{LogConfig, MetricsConfig, TracingConfig};
 pub use server::{ServerConfig, StoreConfig};
 pub use source::{ConfigProblem, interpolate, key_line, line_at, toml_problem};

@@ -39,6 +39,33 @@ macro_rules! on_engine {
     };
 }
 
+/// Tells feed readers that history was committed, so they read at once instead of polling: a
+/// counter bumped after every commit of this process that wrote history entries (a submission,
+/// an edit of a case, a dispatch mark). Readers wait with [`HistorySignal::subscribe`]'s
+/// `changed()`, which never misses a commit made after the reader's last look; several commits
+/// while a reader is busy wake it once. A PostgreSQL store shared by replicas is also written by
+/// the others, which this signal does not see: their readers keep a slow poll as well.
+#[derive(Clone, Debug)]
+pub struct HistorySignal(std::sync::Arc<tokio::sync::watch::Sender<u64>>);
+
+impl Default for HistorySignal {
+    fn default() -> Self {
+        HistorySignal(std::sync::Arc::new(tokio::sync::watch::Sender::new(0)))
+    }
+}
+
+impl HistorySignal {
+    /// History was committed.
+    pub fn committed(&self) {
+        self.0.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver whose `changed()` completes after the next commit.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.subscribe()
+    }
+}
+
 /// The gateway's store.
 #[derive(Clone)]
 pub enum Store {
@@ -69,7 +96,20 @@ impl Store {
     /// Records a submission: accepts the case, or records the deficient attempt, or replays the
     /// first answer to a repeated submission. One transaction.
     pub async fn submit(&self, command: SubmitCommand) -> Result<SubmitResult, StoreError> {
-        on_engine!(self, s => s.submit(command).await)
+        let result = on_engine!(self, s => s.submit(command).await)?;
+        self.history().committed();
+        Ok(result)
+    }
+
+    /// The signal sent after each commit of this process that wrote history.
+    pub fn history(&self) -> &HistorySignal {
+        on_engine!(self, s => &s.history)
+    }
+
+    /// True when other processes may write history too (PostgreSQL shared by replicas), so a
+    /// reader cannot rely on [`Store::history`] alone.
+    pub fn shared(&self) -> bool {
+        matches!(self, Store::Postgres(_))
     }
 
     /// One case and its history, oldest first.
@@ -141,7 +181,9 @@ impl Store {
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let now = at.timestamp_millis();
-        on_engine!(self, s => s.mark_dispatched(task_ids, now).await)
+        on_engine!(self, s => s.mark_dispatched(task_ids, now).await)?;
+        self.history().committed();
+        Ok(())
     }
 
     /// Records what a department said about a task (see [`crate::lifecycle`]) in one
@@ -231,7 +273,12 @@ impl Store {
         + 'static,
     ) -> Result<Option<(Case, T)>, StoreError> {
         let now = at.timestamp_millis();
-        on_engine!(self, s => s.edit_case(case_number, now, edit).await)
+        let edited = on_engine!(self, s => s.edit_case(case_number, now, edit).await)?;
+        if edited.is_some() {
+            // Perhaps nothing was written (no change); a reader woken for nothing reads once.
+            self.history().committed();
+        }
+        Ok(edited)
     }
 
     /// Records the delivery of a ready case (see [`crate::lifecycle::deliver`]). `Ok(None)`: no

@@ -18,12 +18,18 @@ pub async fn run(path: &Path) -> Result<u8, Failure> {
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
     tracing::info!(listen = %listener.local_addr()?, "gateway serving");
-    serve(
-        Arc::new(gateway),
-        listener,
-        yichuang::supervise::terminated(),
-    )
-    .await?;
+    let gateway = Arc::new(gateway);
+    // [limits] follows the file without a restart (every check_secs, and on SIGHUP).
+    let every = (config.limits.check_secs > 0)
+        .then(|| std::time::Duration::from_secs(config.limits.check_secs));
+    let (limits, file) = (gateway.limits.clone(), path.to_path_buf());
+    yichuang::supervise::supervise(
+        gateway.workers.clone(),
+        &gateway.shutdown,
+        "limits",
+        move || yichuang::limits::watch(limits.clone(), file.clone(), every),
+    );
+    serve(gateway, listener, yichuang::supervise::terminated()).await?;
     tracing::info!("gateway stopped");
     telemetry.flush();
     Ok(0)

@@ -29,6 +29,9 @@ use super::{StoreError, migrate};
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// Sent after each commit of this process that wrote history (see
+    /// [`crate::store::HistorySignal`]); other replicas' commits are not seen by it.
+    pub(in crate::store) history: super::HistorySignal,
 }
 
 /// With the causes: a connection the pool could not make says why (a TLS handshake's reason is
@@ -73,7 +76,10 @@ impl PgStore {
             .max_size(pool_size.max(1))
             .build()
             .map_err(pool_err)?;
-        let store = PgStore { pool };
+        let store = PgStore {
+            pool,
+            history: Default::default(),
+        };
         store.migrate(schema).await?;
         Ok(store)
     }

@@ -52,6 +52,8 @@ pub struct SqliteStore {
     readers: Arc<Mutex<Vec<Connection>>>,
     /// Held while the store is open: keeps a second process off the database.
     _lock: Arc<std::fs::File>,
+    /// Sent after each commit that wrote history (see [`crate::store::HistorySignal`]).
+    pub(in crate::store) history: super::HistorySignal,
 }
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
@@ -162,6 +164,7 @@ impl SqliteStore {
             preparer,
             readers: Arc::new(Mutex::new(Vec::new())),
             _lock: lock,
+            history: Default::default(),
         })
     }
 

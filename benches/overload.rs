@@ -1,0 +1,449 @@
+//! Overload: `Submit` offered at twice what the gateway can take, through the real gRPC server on
+//! SQLite, in this process.
+//!
+//! 1. Capacity: closed loop, `YICHUANG_BENCH_CONCURRENCY` requests in flight (default 64) over 4
+//!    HTTP/2 connections for `YICHUANG_BENCH_SECS` (default 5): the most successful `Submit`s per
+//!    second, the run's reference.
+//! 2. Twice that, open loop: requests issued at a fixed rate (2 × capacity) whatever the answers,
+//!    each a distinct application, with the gateway's `[limits] max_in_flight` (default 256).
+//!    Prints goodput (successful requests per second) as a share of the capacity, the share
+//!    shed (`UNAVAILABLE`/`RESOURCE_EXHAUSTED`), p99 of the successful ones measured from when
+//!    each was due (so a late send counts against it), and the gateway's peak RSS in each phase
+//!    (VmHWM, reset between phases through /proc/<pid>/clear_refs). Steps 1–3 run the gateway in
+//!    a child process of the bench, so its memory is measured apart from the client's.
+//! 3. The same offered rate against a gateway with no in-flight bound (`max_in_flight` huge),
+//!    for contrast: what queueing instead of shedding costs.
+//! 4. Capacity again over TLS with client certificates (the test kit's CA, the examples' hall
+//!    as the caller), against the plaintext capacity of step 1 (goal >= 0.85).
+//!
+//! Steps 1–3 run with `[development] plaintext`, so the figures are the gateway's own.
+//!
+//! Goals (issue 15): goodput at twice the capacity >= 0.90 of the capacity, memory flat. The
+//! client runs on the same two cores as the gateway, so its work counts against the gateway's.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use testkit::gateway::Server;
+use tonic::transport::Channel;
+use yichuang::app::Gateway;
+use yichuang::config::{GatewayConfig, LimitsConfig, StoreConfig};
+use yichuang::proto::v1::case_service_client::CaseServiceClient;
+use yichuang::proto::v1::{Submission, SubmitRequest};
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The n-th distinct submission: a new id, and a new day every 5,000 so the 4-digit daily
+/// sequence never runs out.
+fn nth(base: &Submission, run: &str, n: u64) -> Submission {
+    let mut s = base.clone();
+    s.submission_id = format!("overload-{run}-{n}");
+    if let Some(ts) = &mut s.submitted_at {
+        ts.seconds += (n / 5000) as i64 * 86_400;
+    }
+    s
+}
+
+/// A field of process `pid`'s /proc status in kB (VmRSS, VmHWM).
+fn status_kb(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU seconds process `pid` has used (user + system, /proc/<pid>/stat, 100 ticks a second).
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name and state.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Resets process `pid`'s VmHWM to its current RSS, so the next reading is this phase's peak.
+fn reset_peak(pid: u32) {
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+}
+
+/// A gateway in a child process of this bench (so its memory is its own, not the client's),
+/// on plaintext with `max_in_flight`; ended when dropped.
+struct ChildGateway {
+    process: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl ChildGateway {
+    fn start(max_in_flight: usize) -> ChildGateway {
+        use std::io::BufRead;
+        let mut process = std::process::Command::new(std::env::current_exe().unwrap())
+            .arg("--bench")
+            .env("YICHUANG_BENCH_GATEWAY", max_in_flight.to_string())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("the bench runs itself as the gateway");
+        let mut line = String::new();
+        std::io::BufReader::new(process.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("the child gateway's address");
+        let addr = line.trim().parse().expect("an address");
+        ChildGateway { process, addr }
+    }
+
+    fn pid(&self) -> u32 {
+        self.process.id()
+    }
+}
+
+impl Drop for ChildGateway {
+    fn drop(&mut self) {
+        // Its stdin closes: it stops; killed if it has not within a few seconds.
+        drop(self.process.stdin.take());
+        for _ in 0..50 {
+            if let Ok(Some(_)) = self.process.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// The child: a gateway with `max_in_flight`, its address on stdout, until stdin closes.
+fn child(max_in_flight: usize) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let server =
+            start_gateway(dir.path().join("child.db"), max_in_flight, Wire::Plaintext).await;
+        println!("{}", server.addr);
+        let _ = tokio::task::spawn_blocking(|| {
+            let mut sink = String::new();
+            let _ = std::io::Read::read_to_string(&mut std::io::stdin(), &mut sink);
+        })
+        .await;
+        server.stop().await;
+    });
+}
+
+/// How the bench reaches a gateway.
+#[derive(Clone, Copy, PartialEq)]
+enum Wire {
+    Plaintext,
+    MutualTls,
+}
+
+async fn start_gateway(path: std::path::PathBuf, max_in_flight: usize, wire: Wire) -> Server {
+    let root = testkit::root();
+    let mut config = GatewayConfig {
+        catalog_dir: root.join("config/catalog"),
+        calendar_dir: root.join("config/calendar"),
+        store: StoreConfig::Sqlite { path },
+        bus: yichuang::config::BusConfig {
+            relay: false,
+            ..Default::default()
+        },
+        // One client stands for every window: no call rates, only the in-flight bound.
+        limits: LimitsConfig {
+            max_in_flight,
+            ..LimitsConfig::default().without_rates()
+        },
+        ..GatewayConfig::default()
+    };
+    match wire {
+        Wire::Plaintext => config.development.plaintext = true,
+        Wire::MutualTls => testkit::gateway::secure(&mut config),
+    }
+    // Several gateways run in this process: the internal listener on a free port each.
+    config.server.admin_listen = "127.0.0.1:0".parse().unwrap();
+    let gateway = Arc::new(Gateway::from_config(&config).await.expect("gateway"));
+    Server::start(gateway).await
+}
+
+async fn clients(addr: std::net::SocketAddr, wire: Wire) -> Vec<CaseServiceClient<Channel>> {
+    let mut out = Vec::new();
+    for _ in 0..4 {
+        let channel = match wire {
+            Wire::Plaintext => Channel::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect()
+                .await
+                .expect("connect"),
+            Wire::MutualTls => {
+                let who = testkit::pki::Who::examples_hall();
+                Channel::from_shared(format!("https://{addr}"))
+                    .unwrap()
+                    .tls_config(testkit::pki::client_tls(Some(&who)))
+                    .unwrap()
+                    .connect()
+                    .await
+                    .expect("connect over mTLS")
+            }
+        };
+        out.push(CaseServiceClient::new(channel));
+    }
+    out
+}
+
+/// Closed loop: `concurrency` callers for `secs`; successful requests per second.
+async fn capacity(
+    addr: std::net::SocketAddr,
+    wire: Wire,
+    run: &str,
+    concurrency: u64,
+    secs: u64,
+) -> f64 {
+    let clients = clients(addr, wire).await;
+    let base = Arc::new(testkit::example("kai-canguan"));
+    let (counter, ok) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let start = Instant::now();
+    let stop = start + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for i in 0..concurrency {
+        let mut client = clients[i as usize % clients.len()].clone();
+        let (base, counter, ok, run) = (base.clone(), counter.clone(), ok.clone(), run.to_string());
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < stop {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let request = SubmitRequest {
+                    submission: Some(nth(&base, &run, n)),
+                };
+                if client.submit(request).await.is_ok() {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    ok.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+struct Overload {
+    /// The first error that was not a shed, if any.
+    first_failure: Option<String>,
+    /// Cores the gateway used meanwhile.
+    gateway_cores: f64,
+    offered: f64,
+    goodput: f64,
+    shed: u64,
+    failed: u64,
+    sent: u64,
+    p50_ms: f64,
+    p99_ms: f64,
+    peak_rss_kb: u64,
+}
+
+/// Open loop: `rate` requests per second for `secs`, each sent when due whatever the earlier
+/// ones became; latencies from when each was due.
+async fn open_loop(
+    addr: std::net::SocketAddr,
+    pid: u32,
+    run: &str,
+    rate: f64,
+    secs: u64,
+) -> Overload {
+    let clients = clients(addr, Wire::Plaintext).await;
+    let base = Arc::new(testkit::example("kai-canguan"));
+    let (shed, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let first_failure = Arc::new(std::sync::Mutex::new(None::<String>));
+    let hist = Arc::new(std::sync::Mutex::new(Histogram::<u64>::new(3).unwrap()));
+    reset_peak(pid);
+    let cpu_before = cpu_secs(pid);
+    let start = Instant::now();
+    let span = Duration::from_secs(secs);
+    let mut sent = 0u64;
+    let mut tasks = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    while start.elapsed() < span {
+        tick.tick().await;
+        let due_now = (start.elapsed().as_secs_f64() * rate) as u64;
+        while sent < due_now {
+            let due = start + Duration::from_secs_f64(sent as f64 / rate);
+            let mut client = clients[sent as usize % clients.len()].clone();
+            let request = SubmitRequest {
+                submission: Some(nth(&base, run, sent)),
+            };
+            let (shed, failed, hist) = (shed.clone(), failed.clone(), hist.clone());
+            let first_failure = first_failure.clone();
+            tasks.push(tokio::spawn(async move {
+                match client.submit(request).await {
+                    Ok(_) => {
+                        let us = due.elapsed().as_micros() as u64;
+                        hist.lock().unwrap().record(us.max(1)).unwrap();
+                    }
+                    Err(s)
+                        if matches!(
+                            s.code(),
+                            tonic::Code::Unavailable | tonic::Code::ResourceExhausted
+                        ) =>
+                    {
+                        shed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(s) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        first_failure
+                            .lock()
+                            .unwrap()
+                            .get_or_insert_with(|| format!("{:?}: {}", s.code(), s.message()));
+                    }
+                }
+            }));
+            sent += 1;
+        }
+    }
+    let issued_for = start.elapsed().as_secs_f64();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Goodput over the whole run, to the last answer: a backlog served late is not free.
+    let elapsed = start.elapsed().as_secs_f64();
+    let hist = hist.lock().unwrap();
+    let first_failure = first_failure.lock().unwrap().clone();
+    Overload {
+        first_failure,
+        gateway_cores: (cpu_secs(pid) - cpu_before) / elapsed,
+        offered: sent as f64 / issued_for,
+        goodput: hist.len() as f64 / elapsed,
+        shed: shed.load(Ordering::Relaxed),
+        failed: failed.load(Ordering::Relaxed),
+        sent,
+        p50_ms: hist.value_at_quantile(0.5) as f64 / 1000.0,
+        p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
+        peak_rss_kb: status_kb(pid, "VmHWM"),
+    }
+}
+
+fn report(name: &str, o: &Overload, max: f64) {
+    if let Some(f) = &o.first_failure {
+        println!("  first failure: {f}");
+    }
+    println!(
+        "{name:<34} offered {:>6.0}/s  goodput {:>6.0}/s = {:.2} of max  shed {:>4.1}%  failed {}  p50 {:>8.2} ms  p99 {:>8.2} ms  peak RSS {} MiB",
+        o.offered,
+        o.goodput,
+        o.goodput / max,
+        100.0 * o.shed as f64 / o.sent.max(1) as f64,
+        o.failed,
+        o.p50_ms,
+        o.p99_ms,
+        o.peak_rss_kb / 1024
+    );
+}
+
+fn main() {
+    if let Ok(max) = std::env::var("YICHUANG_BENCH_GATEWAY") {
+        child(max.parse().expect("max_in_flight"));
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // `cargo bench` passes `--bench`; `cargo test --benches` runs this as a quick smoke test.
+    if !std::env::args().any(|a| a == "--bench") {
+        runtime.block_on(smoke());
+        return;
+    }
+    runtime.block_on(async {
+        let secs = env_or("YICHUANG_BENCH_SECS", 5);
+        let concurrency = env_or("YICHUANG_BENCH_CONCURRENCY", 64);
+        let bound = env_or("YICHUANG_BENCH_MAX_IN_FLIGHT", 256) as usize;
+        let dir = tempfile::tempdir().unwrap();
+        let bounded = ChildGateway::start(bound);
+        println!(
+            "overload (Submit, SQLite, {secs} s per phase, capacity at {concurrency} in flight, max_in_flight {bound}; gateway in a child process, RSS is the gateway's)"
+        );
+        let _ = capacity(bounded.addr, Wire::Plaintext, "warm", concurrency, 1).await;
+        reset_peak(bounded.pid());
+        let rss_start = status_kb(bounded.pid(), "VmRSS");
+        let cpu_before = (cpu_secs(bounded.pid()), Instant::now());
+        let max = capacity(bounded.addr, Wire::Plaintext, "max", concurrency, secs).await;
+        let peak_capacity = status_kb(bounded.pid(), "VmHWM");
+        let max_cores =
+            (cpu_secs(bounded.pid()) - cpu_before.0) / cpu_before.1.elapsed().as_secs_f64();
+        println!(
+            "capacity (closed loop)             {max:>6.0} req/s  peak RSS {} MiB (RSS before {} MiB)",
+            peak_capacity / 1024,
+            rss_start / 1024
+        );
+        let shed = open_loop(bounded.addr, bounded.pid(), "twice", 2.0 * max, secs).await;
+        report("2x capacity, shedding", &shed, max);
+        let rss_after = status_kb(bounded.pid(), "VmRSS");
+        drop(bounded);
+
+        let unbounded = ChildGateway::start(usize::MAX);
+        let _ = capacity(unbounded.addr, Wire::Plaintext, "warm", concurrency, 1).await;
+        let queued = open_loop(unbounded.addr, unbounded.pid(), "queued", 2.0 * max, secs).await;
+        report("2x capacity, no bound (queueing)", &queued, max);
+        drop(unbounded);
+
+        // What the gateway did with the CPU it got: the client shares the two cores, and at
+        // twice the rate it takes more of them (it encodes and sends twice the requests).
+        let per_core = (shed.goodput / shed.gateway_cores) / (max / max_cores);
+        println!(
+            "gateway CPU: {max_cores:.2} cores at capacity, {:.2} at 2x with shedding; successful Submits per gateway core-second at 2x = {per_core:.2} of capacity's",
+            shed.gateway_cores
+        );
+        let share = shed.goodput / max;
+        println!(
+            "goal: goodput at 2x capacity >= 0.90 of capacity: {share:.2} ({})",
+            if share >= 0.9 { "met" } else { "not met" }
+        );
+        println!(
+            "memory (gateway): peak RSS {} MiB at capacity, {} MiB at 2x with shedding ({:.2}x), RSS after {} MiB",
+            peak_capacity / 1024,
+            shed.peak_rss_kb / 1024,
+            shed.peak_rss_kb as f64 / peak_capacity.max(1) as f64,
+            rss_after / 1024
+        );
+        let tls = start_gateway(dir.path().join("mtls.db"), bound, Wire::MutualTls).await;
+        let _ = capacity(tls.addr, Wire::MutualTls, "warm", concurrency, 1).await;
+        let over_tls = capacity(tls.addr, Wire::MutualTls, "mtls", concurrency, secs).await;
+        tls.stop().await;
+        let ratio = over_tls / max;
+        println!(
+            "Submit over mTLS (closed loop)     {over_tls:>6.0} req/s = {ratio:.2} of plaintext ({max:.0} req/s)"
+        );
+        println!(
+            "goal: Submit with mTLS >= 0.85 of plaintext: {ratio:.2} ({})",
+            if ratio >= 0.85 { "met" } else { "not met" }
+        );
+    });
+}
+
+/// Under `cargo test --benches`: a short open loop against a small bound, so the bench cannot rot.
+async fn smoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_gateway(dir.path().join("smoke.db"), 4, Wire::Plaintext).await;
+    let o = open_loop(server.addr, std::process::id(), "smoke", 200.0, 1).await;
+    assert!(
+        o.goodput > 0.0 && o.failed == 0,
+        "smoke: {} ok, {} failed",
+        o.goodput,
+        o.failed
+    );
+    println!("bench smoke test: ok");
+}
