@@ -132,6 +132,7 @@ fn start_workers(
             gateway.clocks.clone(),
             gateway.intake.shared_catalog(),
             gateway.relay.clone(),
+            gateway.ready.clone(),
         );
         let stop = stop.clone();
         started.push(tokio::spawn(async move {
@@ -192,6 +193,9 @@ async fn watch_health(gateway: Arc<Gateway>, health: tonic_health::server::Healt
         );
         if ok != serving {
             serving = ok;
+            gateway
+                .ready
+                .store(ok, std::sync::atomic::Ordering::Relaxed);
             if ok {
                 info!("store answers again: serving");
                 health

@@ -25,6 +25,9 @@ pub struct Gateway {
     pub wake: Arc<tokio::sync::Notify>,
     /// The bus settings (also when the relay runs elsewhere): dead-letter operations use them.
     pub bus: crate::config::BusConfig,
+    /// Whether the store answers (health's `yichuang.v1.CaseService`), also served as
+    /// `/readyz` beside `/metrics` for probes that cannot speak TLS.
+    pub ready: Arc<std::sync::atomic::AtomicBool>,
     /// The relay's view of the broker.
     pub relay_status: Arc<crate::outbox::RelayStatus>,
     /// The platform push, when `[platform] push_url` is set.
@@ -178,6 +181,7 @@ impl Gateway {
             relay,
             wake: Arc::new(tokio::sync::Notify::new()),
             relay_status: Arc::new(crate::outbox::RelayStatus::default()),
+            ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             bus,
             platform: (!config.platform.push_url.is_empty()).then(|| config.platform.clone()),
             instance: uuid::Uuid::new_v4().simple().to_string(),

@@ -256,15 +256,31 @@ struct Source {
     cache: tokio::sync::Mutex<Option<(std::time::Instant, String)>>,
 }
 
-/// The `/metrics` route. With `bus`, the depth of every queue of the topology is asked of
-/// RabbitMQ at each scrape.
+/// The `/metrics` route, and `/readyz` (200 while the store answers, 503 when it does not: the
+/// readiness of health's `yichuang.v1.CaseService`, for probes that cannot speak TLS). With
+/// `bus`, the depth of every queue of the topology is asked of RabbitMQ at each scrape.
 pub fn router(
     store: Store,
     clocks: Clocks,
     catalog: Arc<Catalog>,
     bus: Option<(BusConfig, Topology)>,
+    ready: Arc<std::sync::atomic::AtomicBool>,
 ) -> Router {
+    let readyz = move || {
+        let ready = ready.clone();
+        async move {
+            if ready.load(std::sync::atomic::Ordering::Relaxed) {
+                (StatusCode::OK, "serving\n")
+            } else {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not serving: the store does not answer\n",
+                )
+            }
+        }
+    };
     Router::new()
+        .route("/readyz", get(readyz))
         .route("/metrics", get(scrape))
         .with_state(Arc::new(Source {
             store,

@@ -166,6 +166,31 @@ async fn callers_without_identity_or_with_a_bad_token_are_refused_and_recorded(b
     gw.stop().await;
 }
 
+/// Probes that cannot speak TLS (the kubelet's) read readiness at `/readyz` beside `/metrics`:
+/// 200 while the store answers, 503 when the health watcher finds it does not.
+#[tokio::test]
+async fn readiness_is_served_beside_metrics_for_probes_without_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = testkit::gateway::config(Backend::Sqlite, dir.path());
+    config.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
+    let gw = TestGateway::start_with(config, dir).await;
+    let metrics = gw.gateway.metrics_addr.unwrap();
+    let answer = reqwest::get(format!("http://{metrics}/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    // What the health watcher sets when the store stops answering.
+    gw.gateway
+        .ready
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    let answer = reqwest::get(format!("http://{metrics}/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 503);
+    assert!(answer.text().await.unwrap().contains("store"));
+    gw.stop().await;
+}
+
 async fn a_window_reaches_only_its_own_halls_cases(backend: Backend) {
     let mut gw = gateway(backend).await;
     let number = an_accepted_case(&mut gw).await;
