@@ -105,6 +105,59 @@ impl Shutdown {
     }
 }
 
+/// What wakes a worker that reloads a file (the calendar, `[limits]`): its period, when it has
+/// one, or `SIGHUP`.
+pub struct Reloads {
+    every: Option<Duration>,
+    #[cfg(unix)]
+    hangup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Reloads {
+    /// Installs the `SIGHUP` handler at once: a SIGHUP must never meet the default action
+    /// (ending the process).
+    pub fn new(every: Option<Duration>) -> Reloads {
+        Reloads {
+            every,
+            #[cfg(unix)]
+            hangup: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
+        }
+    }
+
+    /// Waits for the next reload, through [`idle`]: `Some(true)` on `SIGHUP`, `Some(false)` when
+    /// the period ran out, `None` when the worker is to stop.
+    pub async fn next(&mut self) -> Option<bool> {
+        let every = self.every;
+        let tick = async move {
+            match every {
+                Some(every) => tokio::time::sleep(every).await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(unix)]
+        let hangup = &mut self.hangup;
+        #[cfg(unix)]
+        return idle(async {
+            tokio::select! {
+                _ = tick => false,
+                Some(()) = async {
+                    match hangup.as_mut() {
+                        Some(h) => h.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => true,
+            }
+        })
+        .await;
+        #[cfg(not(unix))]
+        return idle(async {
+            tick.await;
+            false
+        })
+        .await;
+    }
+}
+
 /// Waits for `wait` (a sleep, a wake-up, the next delivery) unless the worker running this is
 /// told to stop first: then `None`, and the worker returns. Outside a [`Shutdown::scope`] (a
 /// test calling the worker's code directly), just `wait`.

@@ -251,9 +251,7 @@ pub async fn watch(
     every: Option<Duration>,
     mark_first: bool,
 ) {
-    // Installed first: a SIGHUP must never meet the default action (ending the process).
-    #[cfg(unix)]
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut reloads = crate::supervise::Reloads::new(every);
     if mark_first && let Err(e) = store.mark_open_clocks().await {
         warn!(error = %e, "cannot mark the open tasks at start; the sweeper's hourly look will count provisional ones again");
     }
@@ -262,35 +260,7 @@ pub async fn watch(
         "calendar watch running (SIGHUP reloads at once)"
     );
     crate::supervise::progressed();
-    loop {
-        let tick = async {
-            match every {
-                Some(every) => tokio::time::sleep(every).await,
-                None => std::future::pending().await,
-            }
-        };
-        #[cfg(unix)]
-        let forced = crate::supervise::idle(async {
-            tokio::select! {
-                _ = tick => false,
-                Some(()) = async {
-                    match hangup.as_mut() {
-                        Some(h) => h.recv().await,
-                        None => std::future::pending().await,
-                    }
-                } => true,
-            }
-        })
-        .await;
-        #[cfg(not(unix))]
-        let forced = crate::supervise::idle(async {
-            tick.await;
-            false
-        })
-        .await;
-        let Some(forced) = forced else {
-            return;
-        };
+    while let Some(forced) = reloads.next().await {
         reload_and_mark(&calendar, &store, forced).await;
         crate::supervise::progressed();
     }

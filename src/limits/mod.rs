@@ -293,36 +293,10 @@ impl FeedBuffer {
 /// `SIGHUP`, until the gateway stops. A file that does not load is reported with its file and
 /// line, and the limits in force stay.
 pub async fn watch(limits: Arc<Limits>, path: PathBuf, every: Option<Duration>) {
-    // Installed first: a SIGHUP must never meet the default action (ending the process).
-    #[cfg(unix)]
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut reloads = crate::supervise::Reloads::new(every);
     info!(path = %path.display(), every_secs = every.map(|e| e.as_secs()), "limits watch running (SIGHUP reloads at once)");
     crate::supervise::progressed();
-    loop {
-        let tick = async {
-            match every {
-                Some(every) => tokio::time::sleep(every).await,
-                None => std::future::pending().await,
-            }
-        };
-        #[cfg(unix)]
-        let woken = crate::supervise::idle(async {
-            tokio::select! {
-                _ = tick => {}
-                Some(()) = async {
-                    match hangup.as_mut() {
-                        Some(h) => h.recv().await,
-                        None => std::future::pending().await,
-                    }
-                } => {}
-            }
-        })
-        .await;
-        #[cfg(not(unix))]
-        let woken = crate::supervise::idle(tick).await;
-        if woken.is_none() {
-            return;
-        }
+    while reloads.next().await.is_some() {
         reload(&limits, &path);
         crate::supervise::progressed();
     }
