@@ -13,6 +13,9 @@ use tracing::Instrument;
 
 use crate::metrics::{MethodLabels, RpcLabels, meters};
 
+/// Which paths are served, and their metric labels, are the policy's list (`auth::need_of`).
+pub use crate::auth::{OTHER, method_of};
+
 /// Wraps a gRPC server's services.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RpcLayer;
@@ -29,24 +32,6 @@ impl<S> tower::Layer<S> for RpcLayer {
 #[derive(Clone, Debug)]
 pub struct Rpc<S> {
     inner: S,
-}
-
-/// The label every unknown path is counted under.
-pub const OTHER: &str = "other";
-
-/// `/pkg.Service/Method` → (`Service` short name, `Method`); (`other`, `other`) for a path the
-/// gateway does not serve.
-pub fn method_of(path: &str) -> (String, String) {
-    let mut parts = path.trim_start_matches('/').splitn(2, '/');
-    let service = parts.next().unwrap_or_default();
-    let method = parts.next().unwrap_or_default();
-    // The methods the gateway serves are listed once, with what each needs: a path outside
-    // that list is counted as `other`, so a client trying paths cannot mint series without bound.
-    if crate::auth::need_of(path) == crate::auth::Need::Identity {
-        return (OTHER.to_string(), OTHER.to_string());
-    }
-    let short = service.rsplit('.').next().unwrap_or(service);
-    (short.to_string(), method.to_string())
 }
 
 /// The gRPC status name of a numeric code.

@@ -145,17 +145,27 @@ pub fn need_of(path: &str) -> Need {
     })
 }
 
-/// `/pkg.Service/Method` → `Service/Method`, the name audit records and metrics use; `other`
-/// for a path the gateway does not serve (so that unknown paths add no series).
+/// The label every path the gateway does not serve is counted and recorded under.
+pub const OTHER: &str = "other";
+
+/// `/pkg.Service/Method` → (`Service` short name, `Method`); (`other`, `other`) for a path the
+/// gateway does not serve, so that a client trying paths cannot mint metric series without
+/// bound ([`crate::observe`]).
+pub fn method_of(path: &str) -> (String, String) {
+    if need_of(path) == Need::Identity {
+        return (OTHER.to_string(), OTHER.to_string());
+    }
+    let trimmed = path.trim_start_matches('/');
+    let (service, method) = trimmed.split_once('/').unwrap_or((trimmed, ""));
+    let short = service.rsplit('.').next().unwrap_or(service);
+    (short.to_string(), method.to_string())
+}
+
+/// `Service/Method`, the name audit records use; `other` for a path the gateway does not serve.
 pub fn method_name(path: &str) -> String {
-    match need_of(path) {
-        Need::Identity => "other".into(),
-        Need::Nothing | Need::Permission(_) => {
-            let trimmed = path.trim_start_matches('/');
-            let (service, method) = trimmed.split_once('/').unwrap_or((trimmed, ""));
-            let short = service.rsplit('.').next().unwrap_or(service);
-            format!("{short}/{method}")
-        }
+    match method_of(path) {
+        (service, _) if service == OTHER => OTHER.to_string(),
+        (service, method) => format!("{service}/{method}"),
     }
 }
 
