@@ -87,24 +87,6 @@ impl CaseService for Empty {
     }
 }
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// The n-th distinct submission: a new id, and a new day every 5,000 so the 4-digit daily
-/// sequence never runs out.
-fn nth(base: &Submission, run: &str, n: u64) -> Submission {
-    let mut s = base.clone();
-    s.submission_id = format!("bench-{run}-{n}");
-    if let Some(ts) = &mut s.submitted_at {
-        ts.seconds += (n / 5000) as i64 * 86_400;
-    }
-    s
-}
-
 #[derive(Clone, Copy, PartialEq)]
 enum Call {
     PreCheck,
@@ -118,8 +100,8 @@ struct Outcome {
 }
 
 async fn load(addr: std::net::SocketAddr, call: Call, run: &str) -> Outcome {
-    let secs = env_or("YICHUANG_BENCH_SECS", 3);
-    let concurrency = env_or("YICHUANG_BENCH_CONCURRENCY", 128);
+    let secs = testkit::env_or("YICHUANG_BENCH_SECS", 3);
+    let concurrency = testkit::env_or("YICHUANG_BENCH_CONCURRENCY", 128);
     let mut channels = Vec::new();
     for _ in 0..4 {
         channels.push(
@@ -137,12 +119,12 @@ async fn load(addr: std::net::SocketAddr, call: Call, run: &str) -> Outcome {
     let mut tasks = Vec::new();
     for i in 0..concurrency {
         let mut client = CaseServiceClient::new(channels[i as usize % channels.len()].clone());
-        let (base, counter, run) = (base.clone(), counter.clone(), run.to_string());
+        let (base, counter, run) = (base.clone(), counter.clone(), format!("bench-{run}"));
         tasks.push(tokio::spawn(async move {
             let mut hist = Histogram::<u64>::new(3).unwrap();
             while Instant::now() < stop {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
-                let s = nth(&base, &run, n);
+                let s = testkit::nth(&base, &run, n);
                 let t = Instant::now();
                 match call {
                     Call::PreCheck => {
@@ -388,7 +370,7 @@ fn main() {
         let empty = start_empty().await;
         let sqlite_server = start_gateway(StoreConfig::Sqlite { path: dir.path().join("bench.db") }).await;
         let sqlite = sqlite_server.addr;
-        println!("intake throughput ({} s per scenario)", env_or("YICHUANG_BENCH_SECS", 3));
+        println!("intake throughput ({} s per scenario)", testkit::env_or("YICHUANG_BENCH_SECS", 3));
         // Warm up connections and code paths, then measure the baseline first and last.
         let _ = load(empty, Call::Submit, "warm").await;
         let base1 = load(empty, Call::Submit, "empty1").await;
@@ -449,7 +431,11 @@ fn smoke() {
             .unwrap();
         let r = client
             .submit(SubmitRequest {
-                submission: Some(nth(&testkit::example("kai-canguan"), "smoke", 7)),
+                submission: Some(testkit::nth(
+                    &testkit::example("kai-canguan"),
+                    "bench-smoke",
+                    7,
+                )),
             })
             .await
             .unwrap()

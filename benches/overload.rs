@@ -30,26 +30,8 @@ use testkit::gateway::Server;
 use tonic::transport::Channel;
 use yichuang::app::Gateway;
 use yichuang::config::{GatewayConfig, LimitsConfig, StoreConfig};
+use yichuang::proto::v1::SubmitRequest;
 use yichuang::proto::v1::case_service_client::CaseServiceClient;
-use yichuang::proto::v1::{Submission, SubmitRequest};
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// The n-th distinct submission: a new id, and a new day every 5,000 so the 4-digit daily
-/// sequence never runs out.
-fn nth(base: &Submission, run: &str, n: u64) -> Submission {
-    let mut s = base.clone();
-    s.submission_id = format!("overload-{run}-{n}");
-    if let Some(ts) = &mut s.submitted_at {
-        ts.seconds += (n / 5000) as i64 * 86_400;
-    }
-    s
-}
 
 /// A field of process `pid`'s /proc status in kB (VmRSS, VmHWM).
 fn status_kb(pid: u32, field: &str) -> u64 {
@@ -222,12 +204,17 @@ async fn capacity(
     let mut tasks = Vec::new();
     for i in 0..concurrency {
         let mut client = clients[i as usize % clients.len()].clone();
-        let (base, counter, ok, run) = (base.clone(), counter.clone(), ok.clone(), run.to_string());
+        let (base, counter, ok, run) = (
+            base.clone(),
+            counter.clone(),
+            ok.clone(),
+            format!("overload-{run}"),
+        );
         tasks.push(tokio::spawn(async move {
             while Instant::now() < stop {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
                 let request = SubmitRequest {
-                    submission: Some(nth(&base, &run, n)),
+                    submission: Some(testkit::nth(&base, &run, n)),
                 };
                 if client.submit(request).await.is_ok() {
                     ok.fetch_add(1, Ordering::Relaxed);
@@ -267,6 +254,7 @@ async fn open_loop(
 ) -> Overload {
     let clients = clients(addr, Wire::Plaintext).await;
     let base = Arc::new(testkit::example("kai-canguan"));
+    let run = format!("overload-{run}");
     let (shed, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let first_failure = Arc::new(std::sync::Mutex::new(None::<String>));
     let hist = Arc::new(std::sync::Mutex::new(Histogram::<u64>::new(3).unwrap()));
@@ -284,7 +272,7 @@ async fn open_loop(
             let due = start + Duration::from_secs_f64(sent as f64 / rate);
             let mut client = clients[sent as usize % clients.len()].clone();
             let request = SubmitRequest {
-                submission: Some(nth(&base, run, sent)),
+                submission: Some(testkit::nth(&base, &run, sent)),
             };
             let (shed, failed, hist) = (shed.clone(), failed.clone(), hist.clone());
             let first_failure = first_failure.clone();
@@ -368,9 +356,9 @@ fn main() {
         return;
     }
     runtime.block_on(async {
-        let secs = env_or("YICHUANG_BENCH_SECS", 5);
-        let concurrency = env_or("YICHUANG_BENCH_CONCURRENCY", 64);
-        let bound = env_or("YICHUANG_BENCH_MAX_IN_FLIGHT", 256) as usize;
+        let secs = testkit::env_or("YICHUANG_BENCH_SECS", 5);
+        let concurrency = testkit::env_or("YICHUANG_BENCH_CONCURRENCY", 64);
+        let bound = testkit::env_or("YICHUANG_BENCH_MAX_IN_FLIGHT", 256) as usize;
         let dir = tempfile::tempdir().unwrap();
         let bounded = ChildGateway::start(bound);
         println!(

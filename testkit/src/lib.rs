@@ -59,6 +59,29 @@ pub fn repo() -> PathBuf {
     root().to_path_buf()
 }
 
+/// The n-th distinct copy of `base` for a load run named `run`: a new id, and a new day every
+/// 5,000 so the 4-digit daily sequence never runs out (the benchmarks).
+pub fn nth(
+    base: &yichuang::proto::v1::Submission,
+    run: &str,
+    n: u64,
+) -> yichuang::proto::v1::Submission {
+    let mut s = base.clone();
+    s.submission_id = format!("{run}-{n}");
+    if let Some(ts) = &mut s.submitted_at {
+        ts.seconds += (n / 5000) as i64 * 86_400;
+    }
+    s
+}
+
+/// A number from the environment variable `name`, or `default` (the benchmarks' settings).
+pub fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// One of the example submissions in `examples/cases/`, parsed from its canonical JSON.
 pub fn example(name: &str) -> yichuang::proto::v1::Submission {
     let path = root().join("examples/cases").join(format!("{name}.json"));
