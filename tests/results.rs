@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use lapin::BasicProperties;
-use lapin::options::{BasicGetOptions, ConfirmSelectOptions};
+use lapin::options::ConfirmSelectOptions;
 use prost::Message;
 use testkit::broker::{Broker, amqp_url};
 use testkit::example;
@@ -164,25 +164,10 @@ async fn department_results_move_the_case_and_forged_ones_are_refused() {
     // Sent by the guest user, not scjg's: refused, and kept in the results dead queue.
     publish(&url, &bus.prefix, &result(ResultKind::Accepted)).await;
     let names = yichuang::bus::Names::new(&bus.prefix);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let dead = loop {
-        let got = broker
-            .channel
-            .basic_get(
-                names.dead_queue("results").as_str().into(),
-                BasicGetOptions { no_ack: true },
-            )
-            .await
-            .unwrap();
-        if let Some(m) = got {
-            break m;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the forged result is dead-lettered"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let dead = broker
+        .next_on(&names.dead_queue("results"), Duration::from_secs(20))
+        .await
+        .expect("the forged result is dead-lettered");
     assert_eq!(
         ResultMessage::decode(dead.delivery.data.as_slice())
             .unwrap()
@@ -201,25 +186,10 @@ async fn department_results_move_the_case_and_forged_ones_are_refused() {
         },
     )
     .await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let unlisted = loop {
-        let got = broker
-            .channel
-            .basic_get(
-                names.dead_queue("results").as_str().into(),
-                BasicGetOptions { no_ack: true },
-            )
-            .await
-            .unwrap();
-        if let Some(m) = got {
-            break m;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the result for an unlisted department is dead-lettered"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let unlisted = broker
+        .next_on(&names.dead_queue("results"), Duration::from_secs(20))
+        .await
+        .expect("the result for an unlisted department is dead-lettered");
     let reason = testkit::broker::text_header(&unlisted, yichuang::bus::headers::REASON);
     assert!(
         reason.contains("names no user for gjj") && reason.contains(USER),
@@ -412,25 +382,10 @@ async fn a_poison_result_is_dead_lettered_without_stalling_the_consumer() {
     .await;
     // … and A's is in the results dead queue.
     let names = yichuang::bus::Names::new(&bus.prefix);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let dead = loop {
-        let got = broker
-            .channel
-            .basic_get(
-                names.dead_queue("results").as_str().into(),
-                BasicGetOptions { no_ack: true },
-            )
-            .await
-            .unwrap();
-        if let Some(m) = got {
-            break m;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the poison result is dead-lettered"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let dead = broker
+        .next_on(&names.dead_queue("results"), Duration::from_secs(20))
+        .await
+        .expect("the poison result is dead-lettered");
     assert_eq!(
         ResultMessage::decode(dead.delivery.data.as_slice())
             .unwrap()

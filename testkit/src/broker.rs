@@ -143,12 +143,18 @@ impl Broker {
 
     /// The next message on a department's task queue, waiting up to `within`.
     pub async fn next(&self, department: &str, within: Duration) -> Option<BasicGetMessage> {
+        self.next_on(&self.names.task_queue(department), within)
+            .await
+    }
+
+    /// The next message on `queue` (any queue of this prefix: a dead queue, the results),
+    /// waiting up to `within`.
+    pub async fn next_on(&self, queue: &str, within: Duration) -> Option<BasicGetMessage> {
         let until = Instant::now() + within;
         loop {
-            let queue = self.names.task_queue(department);
             let got = self
                 .channel
-                .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+                .basic_get(queue.into(), BasicGetOptions { no_ack: true })
                 .await;
             match got {
                 Ok(Some(m)) => return Some(m),
