@@ -139,6 +139,8 @@ listeners.tcp.1 = 127.0.0.1:$(amqp_port "$n")
 management.tcp.ip = 127.0.0.1
 management.tcp.port = $(mgmt_port "$n")
 EOF
+  # A dead letter whose forward found no queue is sent again after 15 s, not RabbitMQ's 180 s.
+  echo '[{rabbit, [{dead_letter_worker_publisher_confirm_timeout, 15000}]}].' > "$dir/advanced.config"
   echo '[rabbitmq_management].' > "$dir/enabled_plugins"
   # The nodes' own (empty) environment file: /etc/rabbitmq/rabbitmq-env.conf may name the default node.
   : > "$dir/rabbitmq-env.conf"

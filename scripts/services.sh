@@ -118,8 +118,18 @@ ssl_options.fail_if_no_peer_cert = false"
     printf '%s\n' "$tls_settings" | sudo_ tee "$tls_conf" >/dev/null
     mq_restart=1
   fi
+  # A message dead-lettered at least once whose forward found no queue (the target was still
+  # recovering after a restart) is forwarded again after this many milliseconds: RabbitMQ's default,
+  # 180 s, leaves a task parked over a broker restart idle for three minutes (docs/bus.md).
+  advanced=/etc/rabbitmq/advanced.config
+  advanced_settings="%% Written by yichuang's scripts/services.sh (docs/bus.md).
+[{rabbit, [{dead_letter_worker_publisher_confirm_timeout, 15000}]}]."
+  if [ "$(sudo_ cat "$advanced" 2>/dev/null)" != "$advanced_settings" ]; then
+    printf '%s\n' "$advanced_settings" | sudo_ tee "$advanced" >/dev/null
+    mq_restart=1
+  fi
   if [ "$mq_restart" = 1 ] && sudo_ rabbitmq-diagnostics -q ping >/dev/null 2>&1; then
-    echo "services: RabbitMQ's TLS settings are new: restarting it"
+    echo "services: RabbitMQ's settings are new: restarting it"
     sudo_ rabbitmqctl -q stop >/dev/null 2>&1 || true
     wait_for 60 "RabbitMQ to stop" sudo_ bash -c '! PATH=$PATH:/usr/sbin rabbitmq-diagnostics -q ping'
   fi
