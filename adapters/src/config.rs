@@ -183,6 +183,9 @@ pub struct DepartmentConfig {
     /// is taken as the system's answer or only as a reason to ask it now.
     #[serde(default)]
     pub callbacks: CallbackConfig,
+    /// The description of a legacy HTTP system (`kind: http`, `crate::describe`).
+    #[serde(default)]
+    pub http: Option<crate::describe::Described>,
     /// Settings of the kind (paths, SOAP action, table names…), checked by the kind.
     #[serde(default)]
     pub options: BTreeMap<String, String>,
@@ -509,6 +512,38 @@ impl DepartmentConfig {
                 ),
             ));
         }
+        if (config.kind == "http") != config.http.is_some() {
+            return Err(problem(
+                path,
+                if config.http.is_some() {
+                    at("http:")
+                } else {
+                    at("kind:")
+                },
+                if config.http.is_some() {
+                    format!(
+                        "an `http:` description is for kind http, not {:?}",
+                        config.kind
+                    )
+                } else {
+                    "kind http needs an `http:` section describing the system (docs/adapters.md)"
+                        .into()
+                },
+            ));
+        }
+        if let Some(d) = &config.http {
+            for (name, template) in d.0.credentials_used() {
+                if !config.credentials.contains_key(&name) {
+                    return Err(problem(
+                        path,
+                        at_text(&text, &format!("credentials.{name}")),
+                        format!(
+                            "credentials.{name} is used ({template:?}) but not given: add it under credentials as {{ env: VAR }} or {{ file: PATH }}"
+                        ),
+                    ));
+                }
+            }
+        }
         if config.limits.requests_per_second == 0 || config.limits.concurrency == 0 {
             return Err(problem(
                 path,
@@ -555,6 +590,13 @@ impl DepartmentConfig {
         }
         Ok(config)
     }
+}
+
+/// The line where `needle` first appears.
+fn at_text(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .map_or(1, |i| i + 1)
 }
 
 fn line_of(text: &str, key: &str) -> usize {

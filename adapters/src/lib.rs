@@ -7,6 +7,9 @@
 
 pub mod breaker;
 pub mod config;
+pub mod crypto;
+pub mod describe;
+pub mod expr;
 pub mod http;
 pub mod kinds;
 pub mod mapping;

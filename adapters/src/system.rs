@@ -199,6 +199,12 @@ pub trait DepartmentSystem: Send + Sync {
         None
     }
 
+    /// Reads an answer into a step and a decision, when the kind knows how (a description's
+    /// `outcome`). `None`: the department's `mapping.result` reads it.
+    fn read(&self, _answer: &Answer) -> Option<crate::mapping::Reading> {
+        None
+    }
+
     /// Told once everything an answer from `submit`, `find` or `poll` led to (step, decision)
     /// is confirmed published, so systems that keep a received flag (table exchange) can set
     /// it. It may be called again for the same answer. Default: nothing to do.

@@ -299,7 +299,7 @@ async fn wrong_credentials_and_overload_are_transient() {
     let system = yichuang_adapters::kinds::build(&c, Gate::new(50)).unwrap();
     let e = system.submit(&kind_task(&c, 1)).await.unwrap_err();
     assert!(
-        matches!(&e, Failure::Transient { reason, .. } if reason.contains("应用认证失败") && reason.contains("credentials.app_secret")),
+        matches!(&e, Failure::Transient { reason, .. } if reason.contains("应用认证失败") && reason.contains("credentials")),
         "{e:?}"
     );
 
@@ -328,34 +328,36 @@ async fn wrong_credentials_and_overload_are_transient() {
 }
 
 #[test]
-fn the_kind_refuses_settings_it_cannot_use() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut c = config("http://127.0.0.1:1", &dir, None);
-    c.options.insert("submit_pth".into(), "/x".into());
-    let e = yichuang_adapters::kinds::build(&c, Gate::new(1))
-        .err()
-        .unwrap();
-    assert!(
-        e.contains("options.submit_pth") && e.contains("submit_path"),
-        "{e}"
-    );
+fn a_description_with_an_unknown_field_a_bad_expression_or_a_missing_credential_is_refused_at_its_line()
+{
+    let path = std::path::Path::new("config/departments/sw.yaml");
+    let shipped = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/departments/sw.yaml"),
+    )
+    .unwrap();
+    let parse = |text: &str| {
+        DepartmentConfig::parse(path, text, &yichuang_adapters::kinds::names())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    let line = |needle: &str| shipped.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    parse(&shipped).expect("the shipped file reads");
 
-    let mut c = config("http://127.0.0.1:1", &dir, None);
-    c.credentials.remove("app_secret");
-    let e = yichuang_adapters::kinds::build(&c, Gate::new(1))
-        .err()
-        .unwrap();
-    assert!(e.contains("credentials.app_secret"), "{e}");
+    let e = parse(&shipped.replace("    path: /api/submit", "    pth: /api/submit")).unwrap_err();
+    let at = format!("sw.yaml:{}", line("path: /api/submit"));
+    assert!(e.contains(&at) && e.contains("pth"), "{e}");
 
-    let mut c = config("http://127.0.0.1:1", &dir, None);
-    c.mapping.request.insert(
-        "bad name".into(),
-        yichuang_adapters::mapping::Template::parse("x").unwrap(),
-    );
-    let e = yichuang_adapters::kinds::build(&c, Gate::new(1))
-        .err()
-        .unwrap();
-    assert!(e.contains("\"bad name\" is not an XML element name"), "{e}");
+    let e = parse(&shipped.replace("approved: answer.blzt == '办结'", "approved: answer.blzt =="))
+        .unwrap_err();
+    let at = format!("sw.yaml:{}", line("approved: answer.blzt"));
+    assert!(e.contains(&at) && e.contains("syntax error"), "{e}");
+
+    let e = parse(&shipped.replace("answer.rtnMsg\n", "answer.rtnMsg | lowr\n")).unwrap_err();
+    assert!(e.contains("unknown filter `lowr`"), "{e}");
+
+    let e = parse(&shipped.replace("  app_secret: { env: SW_APP_SECRET }\n", "")).unwrap_err();
+    let at = format!("sw.yaml:{}", line("credentials.app_secret"));
+    assert!(e.contains(&at) && e.contains("credentials.app_secret"), "{e}");
 }
 
 /// 税务's form-XML system, signing, in the kinds' conformance scenarios.

@@ -12,6 +12,7 @@ use crate::system::{DepartmentSystem, Gate};
 
 pub mod exchange_db;
 pub mod form_xml;
+pub mod http;
 pub mod http_json;
 pub mod manual;
 pub mod soap;
@@ -33,6 +34,7 @@ pub struct Kind {
 
 /// Every kind this adapter knows.
 pub const KINDS: &[Kind] = &[
+    http::KIND,
     http_json::KIND,
     form_xml::KIND,
     soap::KIND,

@@ -282,7 +282,7 @@ impl Callbacks {
         answer: &Answer,
     ) -> Result<(), String> {
         let publisher = self.publisher().await?;
-        let reading = department.config.mapping.result.read(answer);
+        let reading = department.read(answer);
         let base = ResultMessage {
             task_id: task_id.to_string(),
             case_number: super::case_of(task_id).to_string(),

@@ -132,6 +132,14 @@ impl Polled {
 }
 
 impl Department {
+    /// Reads an answer of its system: by the kind's own reading (a description's `outcome`),
+    /// else by the department's `mapping.result`.
+    pub fn read(&self, answer: &crate::system::Answer) -> crate::mapping::Reading {
+        self.system
+            .read(answer)
+            .unwrap_or_else(|| self.config.mapping.result.read(answer))
+    }
+
     pub fn new(
         config: DepartmentConfig,
         system: Arc<dyn DepartmentSystem>,

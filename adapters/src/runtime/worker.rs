@@ -372,7 +372,7 @@ impl Worker {
                 Err(f) => return self.failure(delivery, task, attempt, f).await,
             },
         };
-        let reading = dept.config.mapping.result.read(&answer);
+        let reading = dept.read(&answer);
         let department_case_number = reading.department_case_number.clone().unwrap_or_default();
         // Some systems give their number only later (a table exchange the department's job
         // picks up, a clerk's re-entry): then ACCEPTED waits for a poll that finds it.
@@ -469,7 +469,7 @@ impl Worker {
             .await
         {
             Ok(answer) => {
-                let reading = dept.config.mapping.result.read(&answer);
+                let reading = dept.read(&answer);
                 if at.department_case_number.is_empty()
                     && let Some(given) = reading.department_case_number.clone()
                 {
