@@ -7,6 +7,7 @@
 
 pub mod breaker;
 pub mod config;
+pub mod crypto;
 pub mod http;
 pub mod kinds;
 pub mod mapping;
