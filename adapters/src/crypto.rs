@@ -1,19 +1,33 @@
 //! 国密 (Chinese national cryptography) primitives that department descriptions use as
 //! declarative encoding steps on their payloads: SM4 in CBC and ECB modes with PKCS#7 padding,
-//! the SM3 hash, HMAC-SM3, and the hex and Base64 text forms that carry keys and cipher text in
-//! configuration and on the wire. Nothing here is a hand-written cipher: SM4 is the RustCrypto
-//! `sm4` crate driven by its `cbc` and `ecb` modes, SM3 is `sm3`, HMAC is `hmac`; this module
-//! owns only their wiring, the key formats and the error messages (which never quote key
-//! material).
+//! the SM3 hash, HMAC-SM3, SM2 signatures, and the hex and Base64 text forms that carry keys,
+//! cipher text and signatures in configuration and on the wire. Nothing here is a hand-written
+//! cipher: SM4 is the RustCrypto `sm4` crate driven by its `cbc` and `ecb` modes, SM3 is `sm3`,
+//! HMAC is `hmac`, SM2 is `sm2`; this module owns only their wiring, the key formats and the
+//! error messages (which never quote key material).
 //!
 //! Formats:
 //! - SM4 keys and IVs ([`key16`]) are 32 hex digits or exactly 16 bytes of text.
 //! - [`encode`] writes lowercase hex or standard Base64 with `=` padding; [`decode`] takes either
 //!   case of hex and Base64 with or without padding, and ignores whitespace anywhere in the text
 //!   (line-wrapped Base64 as some Java encoders write it).
+//! - SM2 ([`sm2_sign`], [`sm2_verify`]) follows GB/T 32918.2 (GM/T 0003.2) on the recommended
+//!   curve of GB/T 32918.5: the message is hashed as SM3(Z_A || M), Z_A from the signer's user id,
+//!   `1234567812345678` unless one is given (the default of GM/T 0009). A private key is 64 hex
+//!   digits; a public key is the hex of `04||X||Y`, of `X||Y` (the `04` left off, as many
+//!   department systems write it), or compressed `02/03||X`. A signature is the raw 64 bytes
+//!   `r||s` (not DER), to be put in text with [`encode`]. Signing derives the nonce k
+//!   deterministically from the key and the message (RFC 6979 with SM3, as the `sm2` crate does),
+//!   so it needs no random source; a verifier cannot tell it from a random k.
+//!
+//! The `sm2` crate is 0.13, not the newer 0.14: 0.13 uses the `elliptic-curve` 0.13, `sm3` 0.4
+//! and `signature` 2 already in the lock file, where 0.14 would bring a second copy of each.
 //!
 //! The tests check the known answers of GB/T 32907-2016 annex A (SM4: one block, and the block
-//! encrypted 1,000,000 times), GB/T 32905-2016 annex A (SM3: "abc" and "abcd"×16), CBC and ECB
+//! encrypted 1,000,000 times), GB/T 32905-2016 annex A (SM3: "abc" and "abcd"×16), the SM2
+//! signature example on the recommended curve (user id `1234567812345678`, "message digest")
+//! that implementations' self-tests quote from GM/T 0003.5 (GB/T 32918.5) annex A, the `sm2`
+//! crate's own verification vector (made with OpenSSL, with a user id of its own), CBC and ECB
 //! against the raw block cipher, and HMAC-SM3 against RFC 2104 built by hand over [`sm3`].
 
 use base64::Engine as _;
@@ -21,6 +35,7 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use cbc::cipher::block_padding::Pkcs7;
 use cbc::cipher::{BlockDecryptMut, BlockEncryptMut, KeyInit, KeyIvInit};
 use hmac::{Hmac, Mac};
+use sm2::dsa::signature::{Signer, Verifier};
 use sm3::Digest;
 use sm4::Sm4;
 
@@ -64,6 +79,16 @@ pub enum CryptoError {
     HexOdd { digits: usize },
     #[error("not valid Base64: {reason}")]
     Base64 { reason: String },
+    #[error("SM2 private key {reason}")]
+    Sm2PrivateKey { reason: String },
+    #[error("SM2 public key {reason}")]
+    Sm2PublicKey { reason: String },
+    #[error("SM2 user id must be shorter than 8192 bytes, got {got}")]
+    Sm2UserId { got: usize },
+    #[error("SM2 signature must be 64 bytes (r||s), got {got} bytes")]
+    Sm2SignatureLength { got: usize },
+    #[error("SM2 signing failed")]
+    Sm2Sign,
 }
 
 /// A 16-byte key or IV as written in configuration: 32 hex digits, or exactly 16 bytes of text.
@@ -220,6 +245,99 @@ pub fn hmac_sm3(key: &[u8], data: &[u8]) -> [u8; 32] {
         <Hmac<sm3::Sm3> as Mac>::new_from_slice(key).expect("HMAC takes a key of any length");
     mac.update(data);
     mac.finalize().into_bytes().into()
+}
+
+/// The user id of GM/T 0009 that signers use unless they agree on another.
+const DEFAULT_USER_ID: &str = "1234567812345678";
+
+fn user_id(given: Option<&str>) -> Result<&str, CryptoError> {
+    let id = given.unwrap_or(DEFAULT_USER_ID);
+    // Z_A starts with the id's length in bits as 16 bits.
+    if id.len() >= 8192 {
+        return Err(CryptoError::Sm2UserId { got: id.len() });
+    }
+    Ok(id)
+}
+
+/// Why a key's hex could not be read, without quoting it.
+fn hex_reason(e: &CryptoError) -> String {
+    match e {
+        CryptoError::HexDigit { position } => {
+            format!("is not hex: character {position} is not a hex digit")
+        }
+        CryptoError::HexOdd { digits } => format!("is not hex: an odd number of digits ({digits})"),
+        other => other.to_string(),
+    }
+}
+
+/// SM2 signature (GB/T 32918.2) of `data` by the private key (64 hex digits), with the default
+/// user id `1234567812345678` unless one is given: the raw 64 bytes `r||s`, to be written as text
+/// with [`encode`].
+pub fn sm2_sign(
+    private_key_hex: &str,
+    user_id: Option<&str>,
+    data: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    let id = self::user_id(user_id)?;
+    let secret =
+        decode(private_key_hex, Encoding::Hex).map_err(|e| CryptoError::Sm2PrivateKey {
+            reason: hex_reason(&e),
+        })?;
+    if secret.len() != 32 {
+        return Err(CryptoError::Sm2PrivateKey {
+            reason: format!(
+                "must be 32 bytes (64 hex digits), got {} bytes",
+                secret.len()
+            ),
+        });
+    }
+    let key =
+        sm2::dsa::SigningKey::from_slice(id, &secret).map_err(|_| CryptoError::Sm2PrivateKey {
+            reason: "must be a number from 1 to n-1, n the order of the SM2 curve".to_owned(),
+        })?;
+    let signature: sm2::dsa::Signature = key.try_sign(data).map_err(|_| CryptoError::Sm2Sign)?;
+    Ok(signature.to_bytes().to_vec())
+}
+
+/// Whether `signature` (the raw 64 bytes `r||s`) is the SM2 signature of `data` by the holder of
+/// the public key, with the default user id `1234567812345678` unless one is given. A signature
+/// of another length is an error; 64 bytes that cannot be a signature (r or s zero or not below
+/// the curve's order) verify false.
+pub fn sm2_verify(
+    public_key_hex: &str,
+    user_id: Option<&str>,
+    data: &[u8],
+    signature: &[u8],
+) -> Result<bool, CryptoError> {
+    let id = self::user_id(user_id)?;
+    let mut point =
+        decode(public_key_hex, Encoding::Hex).map_err(|e| CryptoError::Sm2PublicKey {
+            reason: hex_reason(&e),
+        })?;
+    let shape = "must be 04||X||Y (65 bytes), X||Y (64 bytes) or 02/03||X (33 bytes)";
+    match point.len() {
+        64 => point.insert(0, 0x04),
+        65 | 33 => {}
+        n => {
+            return Err(CryptoError::Sm2PublicKey {
+                reason: format!("{shape}, got {n} bytes"),
+            });
+        }
+    }
+    let key = sm2::dsa::VerifyingKey::from_sec1_bytes(id, &point).map_err(|_| {
+        CryptoError::Sm2PublicKey {
+            reason: format!("is not a point on the SM2 curve ({shape})"),
+        }
+    })?;
+    if signature.len() != sm2::dsa::Signature::BYTE_SIZE {
+        return Err(CryptoError::Sm2SignatureLength {
+            got: signature.len(),
+        });
+    }
+    let Ok(signature) = sm2::dsa::Signature::from_slice(signature) else {
+        return Ok(false);
+    };
+    Ok(key.verify(data, &signature).is_ok())
 }
 
 #[cfg(test)]
@@ -556,5 +674,167 @@ mod tests {
         let s: Step = serde_json::from_str(r#"{"cipher": "sm4-ecb"}"#).unwrap();
         assert_eq!((s.cipher, s.encoding), (Cipher::Sm4Ecb, Encoding::Hex));
         assert!(serde_json::from_str::<Step>(r#"{"cipher": "sm4"}"#).is_err());
+    }
+
+    // The SM2 signature example on the recommended curve, with the default user id
+    // 1234567812345678 and the message "message digest", as implementations' self-tests quote it
+    // from GM/T 0003.5 (GB/T 32918.5) annex A. Its nonce k was random, so only verifying it is a
+    // known answer; the crate's own signatures use another k.
+    const GM_PRIVATE: &str = "3945208f7b2144b13f36e38ac6d39f95889393692860b51a42fb81ef4df7c5b8";
+    const GM_X: &str = "09f9df311e5421a150dd7d161e4bc5c672179fad1833fc076bb08ff356f35020";
+    const GM_Y: &str = "ccea490ce26775a52dc6ea718cc1aa600aed05fbf35e084a6632f6072da9ad13";
+    const GM_R: &str = "f5a03b0648d2c4630eeac513e1bb81a15944da3827d5b74143ac7eaceee720b3";
+    const GM_S: &str = "b1b6aa29df212fd8763182bc0d421ca1bb9038fd1f7f42d4840b69c485bbc1aa";
+    const GM_MESSAGE: &[u8] = b"message digest";
+
+    fn gm_public() -> String {
+        format!("04{GM_X}{GM_Y}")
+    }
+
+    #[test]
+    fn sm2_verifies_the_gmt_0003_5_example_signature_with_the_default_user_id() {
+        let signature = hex(&format!("{GM_R}{GM_S}"));
+        for public in [gm_public(), format!("{GM_X}{GM_Y}"), format!("03{GM_X}")] {
+            assert_eq!(
+                sm2_verify(&public, None, GM_MESSAGE, &signature),
+                Ok(true),
+                "{public}"
+            );
+        }
+        assert_eq!(
+            sm2_verify(
+                &gm_public(),
+                Some("1234567812345678"),
+                GM_MESSAGE,
+                &signature
+            ),
+            Ok(true)
+        );
+        // Z_A covers the user id.
+        assert_eq!(
+            sm2_verify(
+                &gm_public(),
+                Some("ALICE123@YAHOO.COM"),
+                GM_MESSAGE,
+                &signature
+            ),
+            Ok(false)
+        );
+    }
+
+    #[test]
+    fn sm2_verifies_the_sm2_crates_openssl_vector_with_its_user_id() {
+        let public = "0408d77ae04c01cc4c1104360dd8af6b6f7df334283d7c1a6afd5652407b87bee5\
+                      014e2a57c36c150d16324dc664e31e6432359609c4e79847a5b161c8c7364c8a";
+        let signature = hex(
+            "d1dcccedd9fb785e0f67c16b7c52901625c0b69de9bca2144acc7be713cad2fc\
+                             f7d1eae6e3a157b36c65f672f738ca8b46298bf149a6510072c431b49cd88b1c",
+        );
+        let id = Some("example@rustcrypto.org");
+        assert_eq!(sm2_verify(public, id, b"testing", &signature), Ok(true));
+        assert_eq!(sm2_verify(public, None, b"testing", &signature), Ok(false));
+    }
+
+    #[test]
+    fn sm2_sign_then_verify_is_true() {
+        for (id, data) in [
+            (None, GM_MESSAGE),
+            (Some("dept-110000@yichuang"), "营业执照申请".as_bytes()),
+            (None, b"".as_slice()),
+        ] {
+            let signature = sm2_sign(GM_PRIVATE, id, data).unwrap();
+            assert_eq!(signature.len(), 64);
+            // The private key's public key is the published one.
+            assert_eq!(sm2_verify(&gm_public(), id, data, &signature), Ok(true));
+            let text = encode(&signature, Encoding::Base64);
+            let back = decode(&text, Encoding::Base64).unwrap();
+            assert_eq!(sm2_verify(&gm_public(), id, data, &back), Ok(true));
+        }
+        // Upper-case hex and whitespace around the key are fine.
+        let signature = sm2_sign(&format!(" {}\n", GM_PRIVATE.to_uppercase()), None, b"x").unwrap();
+        assert_eq!(sm2_verify(&gm_public(), None, b"x", &signature), Ok(true));
+    }
+
+    #[test]
+    fn sm2_changed_message_or_signature_verifies_false() {
+        let signature = sm2_sign(GM_PRIVATE, None, GM_MESSAGE).unwrap();
+        assert_eq!(
+            sm2_verify(&gm_public(), None, b"message digesT", &signature),
+            Ok(false)
+        );
+        for i in [0, 31, 32, 63] {
+            let mut changed = signature.clone();
+            changed[i] ^= 0x01;
+            assert_eq!(
+                sm2_verify(&gm_public(), None, GM_MESSAGE, &changed),
+                Ok(false),
+                "byte {i}"
+            );
+        }
+        // r = 0, or r and s past the curve's order: not a signature, so false.
+        let mut zero_r = signature.clone();
+        zero_r[..32].fill(0);
+        assert_eq!(
+            sm2_verify(&gm_public(), None, GM_MESSAGE, &zero_r),
+            Ok(false)
+        );
+        assert_eq!(
+            sm2_verify(&gm_public(), None, GM_MESSAGE, &[0xff; 64]),
+            Ok(false)
+        );
+        // Another key's public key.
+        let other = sm2_sign(&"11".repeat(32), None, GM_MESSAGE).unwrap();
+        assert_eq!(
+            sm2_verify(&gm_public(), None, GM_MESSAGE, &other),
+            Ok(false)
+        );
+    }
+
+    #[test]
+    fn sm2_bad_keys_and_signature_lengths_are_clear_errors() {
+        let e = sm2_sign("12345", None, b"x").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "SM2 private key is not hex: an odd number of digits (5)"
+        );
+        let e = sm2_sign(&"ab".repeat(31), None, b"x").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "SM2 private key must be 32 bytes (64 hex digits), got 31 bytes"
+        );
+        let e = sm2_sign(&"0".repeat(64), None, b"x").unwrap_err();
+        assert!(matches!(e, CryptoError::Sm2PrivateKey { .. }), "{e}");
+        // n and above.
+        assert!(sm2_sign(&"f".repeat(64), None, b"x").is_err());
+        let e = sm2_sign(&format!("{}g", &GM_PRIVATE[..63]), None, b"x").unwrap_err();
+        assert!(!e.to_string().contains(&GM_PRIVATE[..8]), "{e}");
+
+        let signature = sm2_sign(GM_PRIVATE, None, b"x").unwrap();
+        let e = sm2_verify(&GM_X[..40], None, b"x", &signature).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "SM2 public key must be 04||X||Y (65 bytes), X||Y (64 bytes) or 02/03||X (33 bytes), got 20 bytes"
+        );
+        // 33 bytes that are not 02/03||X.
+        assert!(matches!(
+            sm2_verify(&format!("04{GM_X}"), None, b"x", &signature),
+            Err(CryptoError::Sm2PublicKey { .. })
+        ));
+        // A point that is not on the curve: Y changed.
+        let off_curve = format!("04{GM_X}{}", GM_X);
+        assert!(matches!(
+            sm2_verify(&off_curve, None, b"x", &signature),
+            Err(CryptoError::Sm2PublicKey { .. })
+        ));
+        assert!(sm2_verify("04zz", None, b"x", &signature).is_err());
+        assert_eq!(
+            sm2_verify(&gm_public(), None, b"x", &signature[..63]),
+            Err(CryptoError::Sm2SignatureLength { got: 63 })
+        );
+        let long_id = "x".repeat(8192);
+        assert_eq!(
+            sm2_sign(GM_PRIVATE, Some(&long_id), b"x"),
+            Err(CryptoError::Sm2UserId { got: 8192 })
+        );
     }
 }
