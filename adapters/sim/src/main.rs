@@ -1,6 +1,7 @@
 //! `yichuang-sim`: runs one simulated department system, for the demo and for trying an adapter
 //! by hand. `yichuang-sim http-json --listen 127.0.0.1:18081 --settings sim.json`; likewise
-//! `form-xml` (default 127.0.0.1:18082) and `soap` (127.0.0.1:18083), and
+//! `form-xml` (default 127.0.0.1:18082), `soap` (127.0.0.1:18083) and `json-header`
+//! (127.0.0.1:18086), and
 //! `yichuang-sim exchange-db --url postgres://… --settings rs.json [--stats-listen 127.0.0.1:18085]`.
 
 use std::path::PathBuf;
@@ -41,6 +42,14 @@ enum Kind {
         #[arg(long, default_value = "127.0.0.1:18083")]
         listen: String,
         /// JSON settings (`yichuang_sim::soap::Settings`); defaults otherwise.
+        #[arg(long)]
+        settings: Option<PathBuf>,
+    },
+    /// JSON with a login token in `X-Access-Token`, deduplicating by serial itself (卫生健康-like).
+    JsonHeader {
+        #[arg(long, default_value = "127.0.0.1:18086")]
+        listen: String,
+        /// JSON settings (`yichuang_sim::json_header::Settings`); defaults otherwise.
         #[arg(long)]
         settings: Option<PathBuf>,
     },
@@ -97,6 +106,15 @@ async fn main() -> anyhow::Result<()> {
             let sim = yichuang_sim::soap::SoapSim::new(settings(&s)?);
             let listener = tokio::net::TcpListener::bind(&listen).await?;
             eprintln!("yichuang-sim soap on {listen}");
+            sim.serve(listener).await;
+        }
+        Kind::JsonHeader {
+            listen,
+            settings: s,
+        } => {
+            let sim = yichuang_sim::json_header::JsonHeaderSim::new(settings(&s)?);
+            let listener = tokio::net::TcpListener::bind(&listen).await?;
+            eprintln!("yichuang-sim json-header on {listen}");
             sim.serve(listener).await;
         }
         Kind::ExchangeDb {
