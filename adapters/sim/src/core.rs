@@ -388,6 +388,14 @@ impl Sim {
         Duration::from_millis(self.behaviour.decision_delay_ms)
     }
 
+    /// When the case's (latest) decision is or was taken, by the system's own clock: the same
+    /// instant on every query, unlike `now()`.
+    pub fn decided_at(&self, case: &SimCase) -> chrono::DateTime<chrono::Utc> {
+        case.received_at
+            + chrono::Duration::milliseconds(self.behaviour.decision_delay_ms as i64)
+            + chrono::Duration::seconds(self.behaviour.clock_skew_secs)
+    }
+
     pub fn stats(&self) -> Stats {
         self.stats.lock().unwrap().clone()
     }
@@ -407,6 +415,13 @@ pub fn date_cn(t: chrono::DateTime<chrono::Utc>) -> String {
     (t + chrono::Duration::hours(8))
         .format("%Y年%m月%d日")
         .to_string()
+}
+
+/// Whether `s` is a time written exactly in `format` (chrono's), zero-padding and all, as a
+/// strict system checks the dates it is sent.
+pub fn is_time(s: &str, format: &str) -> bool {
+    chrono::NaiveDateTime::parse_from_str(s, format)
+        .is_ok_and(|t| t.format(format).to_string() == s)
 }
 
 /// Outcome words the simulated systems use in their answers.

@@ -7,5 +7,7 @@ pub mod core;
 pub mod exchange_db;
 pub mod form_xml;
 pub mod http_json;
+pub mod json_header;
+pub mod sm4_gateway;
 pub mod soap;
 pub mod xml;

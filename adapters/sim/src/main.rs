@@ -1,6 +1,7 @@
 //! `yichuang-sim`: runs one simulated department system, for the demo and for trying an adapter
 //! by hand. `yichuang-sim http-json --listen 127.0.0.1:18081 --settings sim.json`; likewise
-//! `form-xml` (default 127.0.0.1:18082) and `soap` (127.0.0.1:18083), and
+//! `form-xml` (default 127.0.0.1:18082), `soap` (127.0.0.1:18083), `json-header`
+//! (127.0.0.1:18086) and `sm4-gateway` (127.0.0.1:18087), and
 //! `yichuang-sim exchange-db --url postgres://… --settings rs.json [--stats-listen 127.0.0.1:18085]`.
 
 use std::path::PathBuf;
@@ -41,6 +42,22 @@ enum Kind {
         #[arg(long, default_value = "127.0.0.1:18083")]
         listen: String,
         /// JSON settings (`yichuang_sim::soap::Settings`); defaults otherwise.
+        #[arg(long)]
+        settings: Option<PathBuf>,
+    },
+    /// JSON with a login token in `X-Access-Token`, deduplicating by serial itself (卫生健康-like).
+    JsonHeader {
+        #[arg(long, default_value = "127.0.0.1:18086")]
+        listen: String,
+        /// JSON settings (`yichuang_sim::json_header::Settings`); defaults otherwise.
+        #[arg(long)]
+        settings: Option<PathBuf>,
+    },
+    /// Open-platform gateway with SM4-CBC payloads and SM3 signatures (交通运输-like).
+    Sm4Gateway {
+        #[arg(long, default_value = "127.0.0.1:18087")]
+        listen: String,
+        /// JSON settings (`yichuang_sim::sm4_gateway::Settings`); defaults otherwise.
         #[arg(long)]
         settings: Option<PathBuf>,
     },
@@ -97,6 +114,26 @@ async fn main() -> anyhow::Result<()> {
             let sim = yichuang_sim::soap::SoapSim::new(settings(&s)?);
             let listener = tokio::net::TcpListener::bind(&listen).await?;
             eprintln!("yichuang-sim soap on {listen}");
+            sim.serve(listener).await;
+        }
+        Kind::JsonHeader {
+            listen,
+            settings: s,
+        } => {
+            let sim = yichuang_sim::json_header::JsonHeaderSim::new(settings(&s)?);
+            let listener = tokio::net::TcpListener::bind(&listen).await?;
+            eprintln!("yichuang-sim json-header on {listen}");
+            sim.serve(listener).await;
+        }
+        Kind::Sm4Gateway {
+            listen,
+            settings: s,
+        } => {
+            let settings: yichuang_sim::sm4_gateway::Settings = settings(&s)?;
+            settings.cipher_key().map_err(anyhow::Error::msg)?;
+            let sim = yichuang_sim::sm4_gateway::Sm4GatewaySim::new(settings);
+            let listener = tokio::net::TcpListener::bind(&listen).await?;
+            eprintln!("yichuang-sim sm4-gateway on {listen}");
             sim.serve(listener).await;
         }
         Kind::ExchangeDb {
