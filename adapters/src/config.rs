@@ -498,7 +498,7 @@ impl DepartmentConfig {
                 .next()
                 .unwrap_or(&message)
                 .to_string();
-            problem(path, line, message)
+            problem(path, source_line(&text, line, &message), message)
         })?;
         let at = |key: &str| line_of(&text, key);
         if !kinds.contains(&config.kind.as_str()) {
@@ -590,6 +590,35 @@ impl DepartmentConfig {
         }
         Ok(config)
     }
+}
+
+/// The line of a bad template or expression: YAML reports the map that holds it, so the line
+/// from there on where its source (quoted in `message` after `template ` or `expression `)
+/// begins.
+fn source_line(text: &str, reported: usize, message: &str) -> usize {
+    let quoted = ["expression \"", "template \""]
+        .iter()
+        .find_map(|m| message.find(m).map(|i| &message[i + m.len()..]));
+    let Some(quoted) = quoted else {
+        return reported;
+    };
+    // The first line of the source, as Rust's `{:?}` wrote it (quotes and backslashes escaped).
+    let first: String = quoted
+        .split("\\n")
+        .next()
+        .unwrap_or_default()
+        .split('"')
+        .next()
+        .unwrap_or_default()
+        .replace("\\'", "'");
+    if first.trim().is_empty() {
+        return reported;
+    }
+    text.lines()
+        .enumerate()
+        .skip(reported.saturating_sub(1))
+        .find(|(_, l)| l.contains(first.trim()))
+        .map_or(reported, |(i, _)| i + 1)
 }
 
 /// The line where `needle` first appears.

@@ -25,7 +25,7 @@ impl Description {
     /// a signature guarded by `when` is left out (it may be optional).
     pub fn credentials_used(&self) -> Vec<(String, String)> {
         let mut sources: Vec<&str> = Vec::new();
-        let mut operation = |op: &Operation| {
+        fn operation<'a>(sources: &mut Vec<&'a str>, op: &'a Operation) {
             sources.push(op.path.source());
             sources.extend(op.query.values().map(|t| t.source()));
             sources.extend(op.headers.values().map(|t| t.source()));
@@ -33,16 +33,16 @@ impl Description {
                 sources.extend(body.form.iter().flat_map(|f| f.values().map(|t| t.source())));
                 sources.extend(body.text.iter().map(|t| t.template.source()));
             }
-        };
+        }
         let ops = [Some(&self.submit), self.find.as_ref(), Some(&self.query)];
         for op in ops.into_iter().flatten() {
-            operation(op);
+            operation(&mut sources, op);
         }
         if let Some(op) = &self.supplement {
-            operation(op);
+            operation(&mut sources, op);
         }
         if let Some(t) = &self.token {
-            operation(&t.call);
+            operation(&mut sources, &t.call);
         }
         let c = &self.common;
         sources.extend(c.query.values().map(|t| t.source()));

@@ -355,8 +355,13 @@ fn a_description_with_an_unknown_field_a_bad_expression_or_a_missing_credential_
     let e = parse(&shipped.replace("answer.rtnMsg\n", "answer.rtnMsg | lowr\n")).unwrap_err();
     assert!(e.contains("unknown filter `lowr`"), "{e}");
 
-    let e = parse(&shipped.replace("  app_secret: { env: SW_APP_SECRET }\n", "")).unwrap_err();
-    let at = format!("sw.yaml:{}", line("credentials.app_secret"));
+    let without = shipped.replace("  app_secret: { env: SW_APP_SECRET }\n", "");
+    let e = parse(&without).unwrap_err();
+    let used = without
+        .lines()
+        .position(|l| l.contains("credentials.app_secret"))
+        .unwrap();
+    let at = format!("sw.yaml:{}", used + 1);
     assert!(e.contains(&at) && e.contains("credentials.app_secret"), "{e}");
 }
 
