@@ -654,11 +654,11 @@ mod tests {
     #[test]
     fn a_bad_template_is_reported_at_its_line() {
         let e = parse(
-            "department: scjg\nkind: http-json\nmapping:\n  request:\n    qymc: \"{submission.applicant.name|lower}\"\n",
+            "department: scjg\nkind: http-json\nmapping:\n  request:\n    qymc: \"{{ submission.applicant.name | lowr }}\"\n",
         )
         .unwrap_err();
         assert!(e.contains("scjg.yaml:5"), "{e}");
-        assert!(e.contains("unknown filter `lower`"), "{e}");
+        assert!(e.contains("unknown filter `lowr`"), "{e}");
     }
 
     #[test]

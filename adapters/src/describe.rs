@@ -423,6 +423,9 @@ pub struct Rule {
     /// For `duplicate`: where the case number the system already gave is (expression).
     #[serde(default)]
     pub case_number: Option<Expr>,
+    /// The reason given when this rule matched (expression), instead of the description's.
+    #[serde(default)]
+    pub reason: Option<Expr>,
 }
 
 /// What an answer means.

@@ -7,8 +7,9 @@
 //! is read, so a bad one is refused at start with its file and line (they deserialize from
 //! the YAML string and fail there), and are only evaluated afterwards.
 //!
-//! Templates are strict: a field that is missing is an error naming it (write
-//! `{{ x | default('') }}` for an optional one). Expressions are lenient: an answer field that is
+//! Templates are strict about what they write: a missing field written out is an error naming
+//! the template (write `{{ x | default('') }}` for an optional one; the default is reached
+//! through missing parents too). Expressions are lenient: an answer field that is
 //! missing is undefined, which compares unequal to everything and is false, because a legacy
 //! answer carries different fields on success and on failure.
 //!
@@ -21,8 +22,25 @@ use minijinja::value::{Kwargs, Value, ValueKind};
 use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior};
 
 /// The strict environment of templates.
-static TEMPLATES: LazyLock<Environment<'static>> =
-    LazyLock::new(|| environment(UndefinedBehavior::Strict));
+static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
+    let mut env = environment(UndefinedBehavior::Chainable);
+    // Chainable, so `a.b.c | default('')` reaches its default through a missing `a.b`; but a
+    // missing field written out is an error, not empty text. A field that is there but null
+    // (`none`) writes nothing, not the word "none".
+    env.set_formatter(|out, state, value| {
+        if value.is_undefined() {
+            Err(Error::new(
+                ErrorKind::UndefinedError,
+                "a field the task does not have (write `| default('')` for an optional one)",
+            ))
+        } else if value.is_none() {
+            Ok(())
+        } else {
+            minijinja::escape_formatter(out, state, value)
+        }
+    });
+    env
+});
 /// The lenient environment of expressions.
 static EXPRESSIONS: LazyLock<Environment<'static>> =
     LazyLock::new(|| environment(UndefinedBehavior::Chainable));

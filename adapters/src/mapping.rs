@@ -1,12 +1,13 @@
 //! Declarative field mapping, edited by integration teams without recompiling: `mapping.request`
 //! turns the canonical task into the legacy system's fields with templates, `mapping.result`
-//! reads the legacy system's answers back into steps, decisions and documents.
+//! reads the legacy system's answers back into steps, decisions and documents (a description's
+//! `outcome` does the latter for `kind: http`).
 //!
-//! A template is text with `{path}` placeholders. `path` names a field of the task message in
-//! its JSON form (`caseNumber`, `task.taskId`, `submission.applicant.name`,
-//! `submission.fields.seats`, `acceptedAt`); `{path?}` is optional (empty when absent), and
-//! filters follow a bar: `{acceptedAt|date_cn}` (2019年06月20日), `|date_compact` (20190620),
-//! `|date` (2019-06-20), `|upper`. `{{` and `}}` are literal braces.
+//! A template is a MiniJinja template (`crate::expr`) over the task message in its JSON form:
+//! `{{ caseNumber }}`, `{{ task.taskId }}`, `{{ submission.applicant.name }}`,
+//! `{{ submission.fields.seats }}`, `{{ acceptedAt | date_cn }}` (2019年06月20日),
+//! `{{ acceptedAt | datetime }}` (2019-06-20 10:30:00). A field the task lacks is an error naming
+//! the template, unless written optional: `{{ submission.applicant.contact.mobile | default('') }}`.
 
 use std::collections::BTreeMap;
 
@@ -15,41 +16,6 @@ use serde_json::Value;
 use yichuang::proto::v1::{ResultDocument, TaskMessage};
 
 use crate::system::Answer;
-
-/// A placeholder's filter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Filter {
-    DateCn,
-    DateCompact,
-    Date,
-    Upper,
-}
-
-impl Filter {
-    const NAMES: &'static [&'static str] = &["date_cn", "date_compact", "date", "upper"];
-
-    fn parse(name: &str) -> Option<Filter> {
-        Some(match name {
-            "date_cn" => Filter::DateCn,
-            "date_compact" => Filter::DateCompact,
-            "date" => Filter::Date,
-            "upper" => Filter::Upper,
-            _ => return None,
-        })
-    }
-
-    fn apply(self, value: &str) -> Result<String, String> {
-        if self == Filter::Upper {
-            return Ok(value.to_uppercase());
-        }
-        let date = parse_date(value).ok_or_else(|| format!("{value:?} is not a date"))?;
-        Ok(match self {
-            Filter::DateCn => date.format("%Y年%m月%d日").to_string(),
-            Filter::DateCompact => date.format("%Y%m%d").to_string(),
-            _ => date.format("%Y-%m-%d").to_string(),
-        })
-    }
-}
 
 /// Reads a date the way legacy systems and our own messages write it: RFC 3339,
 /// `2019-06-20`, `20190620`, `2019年06月20日` / `2019年6月20日`, `2019/06/20`, with or without a time.
@@ -68,144 +34,36 @@ pub fn parse_date(value: &str) -> Option<chrono::NaiveDate> {
     None
 }
 
-#[derive(Debug, Clone, PartialEq)]
-enum Piece {
-    Text(String),
-    Field {
-        path: Vec<String>,
-        optional: bool,
-        filters: Vec<Filter>,
-    },
-}
-
-/// A parsed template.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Template {
-    source: String,
-    pieces: Vec<Piece>,
-}
+/// A `mapping.request` template, compiled when the department file is read.
+#[derive(Debug, Clone)]
+pub struct Template(std::sync::Arc<crate::expr::Template>);
 
 impl Template {
-    /// Parses `source`; the error says what is wrong and where.
+    /// Compiles `source`; the error says what is wrong. The placeholders of earlier versions
+    /// (`{task.taskId}`) are refused with the way to write them now.
     pub fn parse(source: &str) -> Result<Template, String> {
-        let mut pieces = Vec::new();
-        let mut text = String::new();
-        let mut chars = source.char_indices().peekable();
-        while let Some((i, c)) = chars.next() {
-            match c {
-                '{' if chars.peek().map(|p| p.1) == Some('{') => {
-                    chars.next();
-                    text.push('{');
-                }
-                '}' if chars.peek().map(|p| p.1) == Some('}') => {
-                    chars.next();
-                    text.push('}');
-                }
-                '{' => {
-                    let rest = &source[i + 1..];
-                    let end = rest
-                        .find('}')
-                        .ok_or_else(|| format!("unclosed `{{` at character {}", i + 1))?;
-                    let inner = &rest[..end];
-                    for _ in 0..inner.chars().count() + 1 {
-                        chars.next();
-                    }
-                    if !text.is_empty() {
-                        pieces.push(Piece::Text(std::mem::take(&mut text)));
-                    }
-                    pieces.push(Self::field(inner)?);
-                }
-                '}' => return Err(format!("stray `}}` at character {} (write `}}}}`)", i + 1)),
-                c => text.push(c),
-            }
-        }
-        if !text.is_empty() {
-            pieces.push(Piece::Text(text));
-        }
-        Ok(Template {
-            source: source.to_string(),
-            pieces,
-        })
-    }
-
-    fn field(inner: &str) -> Result<Piece, String> {
-        let mut parts = inner.split('|').map(str::trim);
-        let path = parts.next().unwrap_or_default();
-        let (path, optional) = match path.strip_suffix('?') {
-            Some(p) => (p, true),
-            None => (path, false),
-        };
-        if path.is_empty()
-            || !path
-                .split('.')
-                .all(|s| !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || c == '_'))
-        {
+        if !source.contains("{{") && !source.contains("{%") && source.contains('{') {
             return Err(format!(
-                "`{{{inner}}}`: a placeholder is a dotted path such as `submission.applicant.name`"
+                "it uses the old placeholders: templates are MiniJinja now, write `{{{{ task.taskId }}}}` for `{{task.taskId}}`, `{{{{ x | default('') }}}}` for an optional `{{x?}}`, `{{{{ acceptedAt | date_cn }}}}` for `{{acceptedAt|date_cn}}`"
             ));
         }
-        let filters = parts
-            .map(|f| {
-                Filter::parse(f).ok_or_else(|| {
-                    format!(
-                        "`{{{inner}}}`: unknown filter `{f}` (filters: {})",
-                        Filter::NAMES.join(", ")
-                    )
-                })
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(Piece::Field {
-            path: path.split('.').map(str::to_string).collect(),
-            optional,
-            filters,
-        })
+        crate::expr::Template::compile(source).map(|t| Template(std::sync::Arc::new(t)))
     }
 
     /// Renders the template over a task message in its JSON form.
     pub fn render(&self, task: &Value) -> Result<String, String> {
-        let mut out = String::new();
-        for piece in &self.pieces {
-            match piece {
-                Piece::Text(t) => out.push_str(t),
-                Piece::Field {
-                    path,
-                    optional,
-                    filters,
-                } => {
-                    let found = path.iter().try_fold(task, |v, key| v.get(key.as_str()));
-                    let value = match found {
-                        Some(Value::String(s)) => s.clone(),
-                        Some(Value::Number(n)) => n.to_string(),
-                        Some(Value::Bool(b)) => b.to_string(),
-                        None | Some(Value::Null) if *optional => continue,
-                        _ => {
-                            return Err(format!(
-                                "`{}` names `{}`, which this task does not have",
-                                self.source,
-                                path.join(".")
-                            ));
-                        }
-                    };
-                    let mut value = value;
-                    for f in filters {
-                        value = f.apply(&value)?;
-                    }
-                    out.push_str(&value);
-                }
-            }
-        }
-        Ok(out)
+        self.0.render(&minijinja::Value::from_serialize(task))
     }
 }
 
 impl<'de> Deserialize<'de> for Template {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        Template::parse(&s).map_err(serde::de::Error::custom)
+        Template::parse(&s).map_err(|e| serde::de::Error::custom(format!("template {s:?}: {e}")))
     }
 }
 
-/// The task message in its JSON form (proto3 JSON mapping), which templates address.
+/// The task message as templates see it.
 pub fn task_json(task: &TaskMessage) -> Value {
     serde_json::to_value(task).unwrap_or(Value::Null)
 }
@@ -345,37 +203,37 @@ mod tests {
     }
 
     #[test]
-    fn placeholders_filters_and_literal_braces_render() {
-        let t = Template::parse("{{{task.taskId}}} {submission.applicant.name} {acceptedAt|date_cn} {acceptedAt|date_compact} {submission.fields.seats}").unwrap();
+    fn templates_render_fields_and_filters_of_the_task() {
+        let t = Template::parse("{{ task.taskId }} {{ submission.applicant.name }} {{ acceptedAt | date_cn }} {{ acceptedAt | date_compact }} {{ submission.fields.seats }}").unwrap();
         assert_eq!(
             t.render(&sample()).unwrap(),
-            "{T-01} 马强 2019年10月21日 20191021 40"
+            "T-01 马强 2019年10月21日 20191021 40"
         );
     }
 
     #[test]
     fn a_missing_field_is_an_error_unless_optional() {
-        let t = Template::parse("{submission.fields.area}").unwrap();
+        let t = Template::parse("{{ submission.fields.area }}").unwrap();
         let e = t.render(&sample()).unwrap_err();
-        assert!(e.contains("submission.fields.area"), "{e}");
-        let t = Template::parse("[{submission.fields.area?}]").unwrap();
+        assert!(e.contains("submission.fields.area") && e.contains("undefined"), "{e}");
+        let t = Template::parse("[{{ submission.fields.area | default('') }}]").unwrap();
+        assert_eq!(t.render(&sample()).unwrap(), "[]");
+        // The default is reached through a missing parent too.
+        let t = Template::parse("[{{ submission.applicant.legalRepresentative.name | default('') }}]")
+            .unwrap();
         assert_eq!(t.render(&sample()).unwrap(), "[]");
     }
 
     #[test]
     fn bad_templates_say_what_is_wrong() {
-        assert!(Template::parse("{a.b").unwrap_err().contains("unclosed"));
+        assert!(Template::parse("{{ a.b").unwrap_err().contains("syntax error"));
         assert!(
-            Template::parse("{a|date_us}")
+            Template::parse("{{ a | date_us }}")
                 .unwrap_err()
                 .contains("unknown filter `date_us`")
         );
-        assert!(Template::parse("a}b").unwrap_err().contains("stray"));
-        assert!(
-            Template::parse("{a..b}")
-                .unwrap_err()
-                .contains("dotted path")
-        );
+        let old = Template::parse("{task.taskId}").unwrap_err();
+        assert!(old.contains("old placeholders") && old.contains("{{ task.taskId }}"), "{old}");
     }
 
     #[test]

@@ -236,21 +236,22 @@ async fn a_duplicate_serial_is_looked_up_and_text_is_escaped_both_ways() {
 }
 
 #[test]
-fn the_kind_refuses_settings_it_cannot_use() {
-    let mut c = department("ga", "http://127.0.0.1:1");
-    c.options.remove("namespace");
+fn a_description_it_cannot_use_is_refused() {
+    let shipped = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/departments/ga.yaml"),
+    )
+    .unwrap();
+    let text = shipped.replace("operation: SubmitCase", "operation: Submit Case");
+    let c = DepartmentConfig::parse(
+        std::path::Path::new("ga.yaml"),
+        &text,
+        &yichuang_adapters::kinds::names(),
+    )
+    .unwrap();
     let e = yichuang_adapters::kinds::build(&c, Gate::new(1))
         .err()
         .unwrap();
-    assert!(e.contains("options.namespace"), "{e}");
-
-    let mut c = department("ga", "http://127.0.0.1:1");
-    c.options
-        .insert("submit_operation".into(), "Submit Case".into());
-    let e = yichuang_adapters::kinds::build(&c, Gate::new(1))
-        .err()
-        .unwrap();
-    assert!(e.contains("options.submit_operation"), "{e}");
+    assert!(e.contains("soap.operation \"Submit Case\""), "{e}");
 
     let c = department("xf", "ftp://127.0.0.1:1");
     let e = yichuang_adapters::kinds::build(&c, Gate::new(1))

@@ -643,7 +643,7 @@ mod tests {
         DepartmentConfig::parse(
             std::path::Path::new("rs.yaml"),
             &format!(
-                "department: rs\nkind: exchange-db\nendpoint: postgres://rs@127.0.0.1:5432/rs\nmapping:\n  request:\n    ywlsh_ref: \"{{task.taskId}}\"\n{extra}"
+                "department: rs\nkind: exchange-db\nendpoint: postgres://rs@127.0.0.1:5432/rs\nmapping:\n  request:\n    ywlsh_ref: \"{{{{ task.taskId }}}}\"\n{extra}"
             ),
             &crate::kinds::names(),
         )

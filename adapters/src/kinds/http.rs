@@ -118,6 +118,21 @@ impl Http {
             if let Some(opened) = &op.answer.decrypt {
                 seals.push((opened.key.clone(), opened.iv.clone()));
             }
+            let names = op.body.iter().flat_map(|b| {
+                b.soap
+                    .iter()
+                    .map(|s| ("soap.operation", s.operation.as_str()))
+                    .chain(b.xml.iter().map(|x| ("xml.root", x.root.as_str())))
+            });
+            let roots = op
+                .document
+                .iter()
+                .flat_map(|d| d.xml.iter().map(|x| ("document.xml.root", x.root.as_str())));
+            for (what, name) in names.chain(roots) {
+                if !xml::is_name(name) {
+                    return Err(format!("http: {what} {name:?} is not an XML element name"));
+                }
+            }
             if op.body.as_ref().is_some_and(|b| b.given() != 1) {
                 return Err("http: a body is one of `form`, `json`, `xml`, `soap`, `text`".into());
             }
@@ -519,6 +534,7 @@ impl Http {
         let rules = op.rules.iter().chain(self.d.rules.iter());
         let mut verdict = None;
         let mut case_number = None;
+        let mut rule_reason = None;
         for rule in rules {
             let holds = rule
                 .when
@@ -529,6 +545,7 @@ impl Http {
                 if let Some(e) = &rule.case_number {
                     case_number = e.text(&ctx).ok().filter(|n| !n.is_empty());
                 }
+                rule_reason = rule.reason.as_ref();
                 break;
             }
         }
@@ -542,10 +559,10 @@ impl Http {
         } else {
             self.d.otherwise
         });
-        let reason = match (&self.d.reason, verdict) {
-            (Some(e), _) => e.text(&ctx).unwrap_or_default(),
-            _ => String::new(),
-        };
+        let reason = rule_reason
+            .or(self.d.reason.as_ref())
+            .map(|e| e.text(&ctx).unwrap_or_default())
+            .unwrap_or_default();
         let reason = if reason.is_empty() {
             format!("HTTP {status}: {}", xml::excerpt(&text))
         } else {
