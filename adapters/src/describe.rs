@@ -30,7 +30,11 @@ impl Description {
             sources.extend(op.query.values().map(|t| t.source()));
             sources.extend(op.headers.values().map(|t| t.source()));
             if let Some(body) = &op.body {
-                sources.extend(body.form.iter().flat_map(|f| f.values().map(|t| t.source())));
+                sources.extend(
+                    body.form
+                        .iter()
+                        .flat_map(|f| f.values().map(|t| t.source())),
+                );
                 sources.extend(body.text.iter().map(|t| t.template.source()));
             }
         }

@@ -215,25 +215,36 @@ mod tests {
     fn a_missing_field_is_an_error_unless_optional() {
         let t = Template::parse("{{ submission.fields.area }}").unwrap();
         let e = t.render(&sample()).unwrap_err();
-        assert!(e.contains("submission.fields.area") && e.contains("undefined"), "{e}");
+        assert!(
+            e.contains("submission.fields.area") && e.contains("undefined"),
+            "{e}"
+        );
         let t = Template::parse("[{{ submission.fields.area | default('') }}]").unwrap();
         assert_eq!(t.render(&sample()).unwrap(), "[]");
         // The default is reached through a missing parent too.
-        let t = Template::parse("[{{ submission.applicant.legalRepresentative.name | default('') }}]")
-            .unwrap();
+        let t =
+            Template::parse("[{{ submission.applicant.legalRepresentative.name | default('') }}]")
+                .unwrap();
         assert_eq!(t.render(&sample()).unwrap(), "[]");
     }
 
     #[test]
     fn bad_templates_say_what_is_wrong() {
-        assert!(Template::parse("{{ a.b").unwrap_err().contains("syntax error"));
+        assert!(
+            Template::parse("{{ a.b")
+                .unwrap_err()
+                .contains("syntax error")
+        );
         assert!(
             Template::parse("{{ a | date_us }}")
                 .unwrap_err()
                 .contains("unknown filter `date_us`")
         );
         let old = Template::parse("{task.taskId}").unwrap_err();
-        assert!(old.contains("old placeholders") && old.contains("{{ task.taskId }}"), "{old}");
+        assert!(
+            old.contains("old placeholders") && old.contains("{{ task.taskId }}"),
+            "{old}"
+        );
     }
 
     #[test]

@@ -329,7 +329,7 @@ async fn wrong_credentials_and_overload_are_transient() {
 
 #[test]
 fn a_description_with_an_unknown_field_a_bad_expression_or_a_missing_credential_is_refused_at_its_line()
-{
+ {
     let path = std::path::Path::new("config/departments/sw.yaml");
     let shipped = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/departments/sw.yaml"),
@@ -347,8 +347,11 @@ fn a_description_with_an_unknown_field_a_bad_expression_or_a_missing_credential_
     let at = format!("sw.yaml:{}", line("path: /api/submit"));
     assert!(e.contains(&at) && e.contains("pth"), "{e}");
 
-    let e = parse(&shipped.replace("approved: answer.blzt == '办结'", "approved: answer.blzt =="))
-        .unwrap_err();
+    let e = parse(&shipped.replace(
+        "approved: answer.blzt == '办结'",
+        "approved: answer.blzt ==",
+    ))
+    .unwrap_err();
     let at = format!("sw.yaml:{}", line("approved: answer.blzt"));
     assert!(e.contains(&at) && e.contains("syntax error"), "{e}");
 
@@ -362,7 +365,10 @@ fn a_description_with_an_unknown_field_a_bad_expression_or_a_missing_credential_
         .position(|l| l.contains("credentials.app_secret"))
         .unwrap();
     let at = format!("sw.yaml:{}", used + 1);
-    assert!(e.contains(&at) && e.contains("credentials.app_secret"), "{e}");
+    assert!(
+        e.contains(&at) && e.contains("credentials.app_secret"),
+        "{e}"
+    );
 }
 
 /// 税务's form-XML system, signing, in the kinds' conformance scenarios.

@@ -753,7 +753,8 @@ async fn over_amqps_an_https_endpoint_signed_by_the_departments_own_ca_is_reache
 
 #[test]
 fn a_tls_block_on_a_plain_http_endpoint_is_refused_at_its_line() {
-    let text = "department: scjg\nkind: http-json\nendpoint: http://10.1.2.3/api\ntls:\n  ca_file: ca.pem\n";
+    let text =
+        "department: scjg\nkind: manual\nendpoint: http://10.1.2.3/api\ntls:\n  ca_file: ca.pem\n";
     let e = DepartmentConfig::parse(
         std::path::Path::new("scjg.yaml"),
         text,

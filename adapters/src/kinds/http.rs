@@ -23,8 +23,7 @@ use tokio::sync::Mutex;
 use super::{Kind, xml};
 use crate::config::DepartmentConfig;
 use crate::describe::{
-    AnswerFormat, Description, Document, Format, Method, Opened, Operation, Place, Seal,
-    Verdict,
+    AnswerFormat, Description, Document, Format, Method, Opened, Operation, Place, Seal, Verdict,
 };
 use crate::mapping::{Decision, Reading};
 use crate::system::{Answer, DepartmentSystem, Failure, Gate, Task, supplement_serial, supplied};
@@ -357,7 +356,10 @@ impl Http {
             let text = xml_document(&x.root, &x.value.eval(&Value::from(ctx.clone()))?)?;
             body = Some((
                 "text/xml".into(),
-                format!("<?xml version=\"1.0\" encoding=\"{}\"?>{text}", label(charset)),
+                format!(
+                    "<?xml version=\"1.0\" encoding=\"{}\"?>{text}",
+                    label(charset)
+                ),
             ));
         } else if let Some(s) = body_of.and_then(|b| b.soap.as_ref()) {
             let v = s.value.eval(&Value::from(ctx.clone()))?;

@@ -11,12 +11,9 @@ use crate::runtime::Department;
 use crate::system::{DepartmentSystem, Gate};
 
 pub mod exchange_db;
-pub mod form_xml;
 pub mod http;
-pub mod http_json;
 pub mod manual;
-pub mod soap;
-mod xml;
+pub mod xml;
 
 /// How a kind builds its system from a department's settings.
 pub type Build = fn(&DepartmentConfig, Gate) -> Result<Arc<dyn DepartmentSystem>, String>;
@@ -33,14 +30,7 @@ pub struct Kind {
 }
 
 /// Every kind this adapter knows.
-pub const KINDS: &[Kind] = &[
-    http::KIND,
-    http_json::KIND,
-    form_xml::KIND,
-    soap::KIND,
-    exchange_db::KIND,
-    manual::KIND,
-];
+pub const KINDS: &[Kind] = &[http::KIND, exchange_db::KIND, manual::KIND];
 
 /// The kinds' names, for messages.
 pub fn names() -> Vec<&'static str> {
@@ -95,7 +85,7 @@ pub fn http_client(config: &DepartmentConfig) -> Result<reqwest::Client, String>
 }
 
 /// Reads a kind's options: every key must be known, required ones present.
-pub(crate) fn options(
+pub fn options(
     config: &DepartmentConfig,
     known: &[&str],
     required: &[&str],
@@ -130,7 +120,7 @@ mod tests {
     fn an_unknown_kind_names_the_valid_ones_and_its_line() {
         let e = parse("department: scjg\nkind: ftp\n").unwrap_err();
         assert!(e.contains("scjg.yaml:2"), "{e}");
-        assert!(e.contains("http-json"), "{e}");
+        assert!(e.contains("http"), "{e}");
         assert!(e.contains("manual") && e.contains("exchange-db"), "{e}");
     }
 }

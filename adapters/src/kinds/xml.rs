@@ -1,7 +1,7 @@
-//! XML as the XML kinds (`form-xml`, `soap`) need it: writing elements with their text escaped,
-//! reading an answer into a flat [`Answer`] of its leaf elements, finding out which character
-//! set a legacy answer is in, and the list of a supplement's materials both kinds send. It owns
-//! no protocol: envelopes, forms and what an answer means belong to the kinds.
+//! XML as the HTTP kind needs it (XML and SOAP bodies and answers): writing elements with their
+//! text escaped, reading an answer into a flat [`Answer`] of its leaf elements, and finding out
+//! which character set a legacy answer is in. It owns no protocol: envelopes, forms and what an
+//! answer means belong to the description.
 
 use std::borrow::Cow;
 
@@ -46,25 +46,6 @@ pub fn element(out: &mut String, name: &str, text: &str) {
     out.push_str("</");
     out.push_str(name);
     out.push('>');
-}
-
-/// The materials of a supplement as both XML kinds send them: `<clqd>` with one `<cl>` per
-/// material — `<clbm>` code, `<clmc>` name, `<clxs>` form, `<fs>` copies, `<wjdz>` file URI,
-/// `<wjzy>` SHA-256 — every text escaped.
-pub fn materials(supplied: &[crate::system::Supplied]) -> String {
-    let mut out = String::from("<clqd>");
-    for m in supplied {
-        out.push_str("<cl>");
-        element(&mut out, "clbm", &m.code);
-        element(&mut out, "clmc", &m.name);
-        element(&mut out, "clxs", m.form);
-        element(&mut out, "fs", &m.copies.to_string());
-        element(&mut out, "wjdz", &m.uri);
-        element(&mut out, "wjzy", &m.sha256);
-        out.push_str("</cl>");
-    }
-    out.push_str("</clqd>");
-    out
 }
 
 /// Reads a document into its leaf elements: local name (prefix dropped) → trimmed text, with

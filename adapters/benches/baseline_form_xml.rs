@@ -1,3 +1,7 @@
+//! The hand-written `form-xml` kind as it was before `kind: http` replaced it, kept only as the
+//! baseline of `benches/adapter_cpu.rs` (the declarative kind's CPU per task is measured against
+//! it). It is not registered as a kind and serves no department.
+//!
 //! HTTP form-POST carrying an XML document (税务-like): each call is an
 //! `application/x-www-form-urlencoded` POST of `appid`, `timestamp` (hall time,
 //! `yyyyMMddHHmmss`), `token`, `xml` (`<Request>` with one element per legacy field) and, when a
@@ -50,10 +54,12 @@ use std::time::{Duration, Instant};
 use hmac::{Hmac, Mac};
 use tokio::sync::Mutex;
 
-use super::{Kind, xml};
-use crate::config::DepartmentConfig;
-use crate::system::{Answer, DepartmentSystem, Failure, Gate, Task, supplement_serial, supplied};
 use yichuang::proto::v1::SupplementDelivery;
+use yichuang_adapters::config::DepartmentConfig;
+use yichuang_adapters::kinds::{Kind, xml};
+use yichuang_adapters::system::{
+    Answer, DepartmentSystem, Failure, Gate, Task, supplement_serial, supplied,
+};
 
 pub const KIND: Kind = Kind {
     name: "form-xml",
@@ -80,7 +86,7 @@ const OPTIONS: &[&str] = &[
 ];
 
 fn build(config: &DepartmentConfig, gate: Gate) -> Result<Arc<dyn DepartmentSystem>, String> {
-    let o = super::options(
+    let o = yichuang_adapters::kinds::options(
         config,
         OPTIONS,
         &["token_path", "submit_path", "query_path", "find_path"],
@@ -138,7 +144,7 @@ fn build(config: &DepartmentConfig, gate: Gate) -> Result<Arc<dyn DepartmentSyst
         }
     }
     Ok(Arc::new(FormXml {
-        client: super::http_client(config)?,
+        client: yichuang_adapters::kinds::http_client(config)?,
         base: config.endpoint.trim_end_matches('/').to_string(),
         app_id: secret("app_id")?,
         app_secret: secret("app_secret")?,
@@ -199,6 +205,25 @@ enum Reply {
     Ok(Answer),
     NotFound(String),
     Duplicate,
+}
+
+/// The materials of a supplement as the hand-written kinds sent them: `<clqd>` with one `<cl>` per
+/// material — `<clbm>` code, `<clmc>` name, `<clxs>` form, `<fs>` copies, `<wjdz>` file URI,
+/// `<wjzy>` SHA-256 — every text escaped.
+fn materials(supplied: &[yichuang_adapters::system::Supplied]) -> String {
+    let mut out = String::from("<clqd>");
+    for m in supplied {
+        out.push_str("<cl>");
+        element(&mut out, "clbm", &m.code);
+        element(&mut out, "clmc", &m.name);
+        element(&mut out, "clxs", m.form);
+        element(&mut out, "fs", &m.copies.to_string());
+        element(&mut out, "wjdz", &m.uri);
+        element(&mut out, "wjzy", &m.sha256);
+        out.push_str("</cl>");
+    }
+    out.push_str("</clqd>");
+    out
 }
 
 /// The canonical string signed (see the module docs): fields but `sign`, sorted by name,
@@ -440,7 +465,7 @@ impl DepartmentSystem for FormXml {
         let serial = supplement_serial(task.id(), supplement.round);
         let round = supplement.round.to_string();
         let requested = supplement.requested.join("、");
-        let materials = xml::materials(&supplied(supplement, &self.material_names));
+        let materials = materials(&supplied(supplement, &self.material_names));
         let body = self.request_with(
             [
                 (self.case_number_field.as_str(), department_case_number),
@@ -473,123 +498,5 @@ impl DepartmentSystem for FormXml {
             }
             _ => Ok(None),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use sm3::Digest;
-
-    #[test]
-    fn the_canonical_string_is_sorted_fields_without_sign() {
-        let form = [
-            ("xml", "<Request><a>1&2</a></Request>"),
-            ("token", "t"),
-            ("sign", "ignored"),
-            ("appid", "yc"),
-            ("timestamp", "20191021103000"),
-        ];
-        assert_eq!(
-            canonical(&form),
-            "appid=yc&timestamp=20191021103000&token=t&xml=<Request><a>1&2</a></Request>"
-        );
-    }
-
-    #[test]
-    fn sm3_and_hmac_sm3_give_the_known_answers() {
-        // SM3 itself: the example of GB/T 32905-2016, appendix A.1.
-        assert_eq!(
-            format!("{:x}", sm3::Sm3::digest(b"abc")),
-            "66c7f0f462eeedd9d1f2d46bdc10e4e24167c4875cf2f7a2297da02b8f4ba8e0"
-        );
-        // HMAC (RFC 2104) built by hand over SM3 (64-byte blocks) must equal `sign`.
-        let key = b"sw-sign-key";
-        let message = canonical(&[("appid", "yc"), ("token", "t")]);
-        let mut k = [0u8; 64];
-        k[..key.len()].copy_from_slice(key);
-        let inner = sm3::Sm3::new()
-            .chain_update(k.map(|b| b ^ 0x36))
-            .chain_update(message.as_bytes())
-            .finalize();
-        let outer = sm3::Sm3::new()
-            .chain_update(k.map(|b| b ^ 0x5c))
-            .chain_update(inner)
-            .finalize();
-        let expected = format!("{outer:x}");
-        assert_eq!(
-            sign("sw-sign-key", &[("token", "t"), ("appid", "yc")]),
-            expected
-        );
-        assert_eq!(expected.len(), 64);
-    }
-
-    #[test]
-    fn any_changed_field_or_key_changes_the_signature() {
-        let form = [
-            ("appid", "yc"),
-            ("token", "t"),
-            ("xml", "<Request><a>马强</a></Request>"),
-        ];
-        let s = sign("k", &form);
-        assert_eq!(s, sign("k", &form), "deterministic");
-        assert_ne!(s, sign("k2", &form));
-        assert_ne!(
-            s,
-            sign(
-                "k",
-                &[
-                    ("appid", "yc"),
-                    ("token", "t"),
-                    ("xml", "<Request><a>马刚</a></Request>")
-                ]
-            )
-        );
-        assert_ne!(
-            s,
-            sign(
-                "k",
-                &[
-                    ("appid", "yc"),
-                    ("token", "u"),
-                    ("xml", "<Request><a>马强</a></Request>")
-                ]
-            )
-        );
-        // `sign` itself is not signed.
-        assert_eq!(
-            s,
-            sign(
-                "k",
-                &[
-                    ("appid", "yc"),
-                    ("sign", "x"),
-                    ("token", "t"),
-                    ("xml", "<Request><a>马强</a></Request>")
-                ]
-            )
-        );
-    }
-
-    #[test]
-    fn gbk_and_gb18030_answers_are_decoded() {
-        let doc = "<Response><rtnMsg>请求成功</rtnMsg><spyj>经营场所与申报不符</spyj><x>𠮷</x></Response>";
-        let (gb18030, _, unmappable) = encoding_rs::GB18030.encode(doc);
-        assert!(!unmappable);
-        let a = xml::flatten(&xml::decode(
-            &gb18030,
-            Some("text/xml; charset=GB18030"),
-            encoding_rs::GBK,
-        ))
-        .unwrap();
-        assert_eq!(a["spyj"], "经营场所与申报不符");
-        assert_eq!(a["x"], "𠮷");
-        // GBK cannot write 𠮷: encoding_rs writes a character reference, which XML resolves.
-        let (gbk, _, _) = encoding_rs::GBK.encode(doc);
-        let a = xml::flatten(&xml::decode(&gbk, Some("text/xml"), encoding_rs::GBK)).unwrap();
-        assert_eq!(a["rtnMsg"], "请求成功");
-        assert_eq!(a["x"], "𠮷");
-        // Read as UTF-8 the same bytes would be garbage: the charset matters.
-        assert_ne!(String::from_utf8_lossy(&gbk), doc);
     }
 }
