@@ -462,18 +462,16 @@ fn hmac_sm3(value: &str, key: &str) -> String {
     )
 }
 
+/// What an `sm4_*` filter's keyword arguments say: cipher, key, IV and encoding.
+type Sm4Args = (
+    crate::crypto::Cipher,
+    [u8; 16],
+    Option<[u8; 16]>,
+    crate::crypto::Encoding,
+);
+
 /// The cipher, key, IV and encoding of an `sm4_*` filter's keyword arguments.
-fn sm4_args(
-    kwargs: &Kwargs,
-) -> Result<
-    (
-        crate::crypto::Cipher,
-        [u8; 16],
-        Option<[u8; 16]>,
-        crate::crypto::Encoding,
-    ),
-    Error,
-> {
+fn sm4_args(kwargs: &Kwargs) -> Result<Sm4Args, Error> {
     let mode: Option<&str> = kwargs.get("mode")?;
     let cipher = match mode.unwrap_or("cbc") {
         "cbc" => crate::crypto::Cipher::Sm4Cbc,

@@ -43,9 +43,7 @@ impl Template {
     /// (`{task.taskId}`) are refused with the way to write them now.
     pub fn parse(source: &str) -> Result<Template, String> {
         if !source.contains("{{") && !source.contains("{%") && source.contains('{') {
-            return Err(format!(
-                "it uses the old placeholders: templates are MiniJinja now, write `{{{{ task.taskId }}}}` for `{{task.taskId}}`, `{{{{ x | default('') }}}}` for an optional `{{x?}}`, `{{{{ acceptedAt | date_cn }}}}` for `{{acceptedAt|date_cn}}`"
-            ));
+            return Err("it uses the old placeholders: templates are MiniJinja now, write `{{ task.taskId }}` for `{task.taskId}`, `{{ x | default('') }}` for an optional `{x?}`, `{{ acceptedAt | date_cn }}` for `{acceptedAt|date_cn}`".into());
         }
         crate::expr::Template::compile(source).map(|t| Template(std::sync::Arc::new(t)))
     }

@@ -1,6 +1,8 @@
-//! The form-XML kind against its simulator (`yichuang_sim::form_xml`) on a real RabbitMQ: the
-//! system answers in GBK (or GB18030), verifies signatures, expires tokens and misbehaves in
-//! every way it can, and every task still ends with exactly one outcome — the system's own.
+//! 税务's form-XML system (`config/departments/sw.yaml`, described for `kind: http`) against its
+//! simulator (`yichuang_sim::form_xml`) on a real RabbitMQ: what is particular to it — GBK and
+//! GB18030 answers, signatures, tokens refused and fetched again, refusals in its own words, and a
+//! bad description refused at its line. The scenarios every description passes are the
+//! conformance kit's (`tests/conformance.rs`).
 
 use testkit::tasks::task_ids as ids;
 
@@ -10,7 +12,6 @@ use std::time::Duration;
 
 use testkit::adapter::{Adapter, department, secret_file};
 use testkit::broker::{Broker, Got, bus};
-use testkit::conformance::{self, Kind, RoundTrip};
 use testkit::server::listener;
 use testkit::tasks::{assert_one_outcome_each, task};
 use yichuang::proto::v1::ResultKind;
@@ -88,59 +89,6 @@ fn assert_outcomes_are_the_systems(
             results[id]
         );
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_task_ends_with_one_outcome_while_the_system_misbehaves() {
-    let bus = bus();
-    let harness = Broker::for_departments(&bus, &["sw"]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (sim, endpoint) = sim(Settings {
-        behaviour: Behaviour {
-            department: "sw".into(),
-            decision_delay_ms: 1500,
-            reject: 0.2,
-            supplement: 0.2,
-            server_error: 0.08, // half HTTP 500, half 200 `系统繁忙`
-            hang: 0.05,
-            hang_ms: 2500, // past the adapter's 1 s timeout
-            too_many: 0.05,
-            retry_after_secs: 1,
-            maintenance_ms: 1500, // 503 `系统维护中` at first
-            ..Behaviour::default()
-        },
-        sign_key: Some(SIGN_KEY.into()),
-        token_ttl_secs: 1,
-        charset: Charset::Gbk,
-        ..Settings::default()
-    })
-    .await;
-    let adapter = Adapter::start(&bus, vec![config(&endpoint, &dir, Some(SIGN_KEY))]).await;
-
-    let tasks: Vec<_> = (0..30).map(|n| task("sw", "SW-XB", n)).collect();
-    let ids = ids(&tasks);
-    for t in &tasks {
-        harness.publish(t).await;
-    }
-    let results = harness.results_for(&ids, Duration::from_secs(120)).await;
-    assert_one_outcome_each(&results, &ids);
-
-    let stats = sim.sim.stats();
-    assert_eq!(stats.cases, 30, "every task reached the system: {stats:?}");
-    assert_eq!(stats.duplicates, 0, "none submitted twice: {stats:?}");
-    assert!(stats.faults > 0, "faults were injected: {stats:?}");
-    assert_eq!(
-        sim.refused_signatures(),
-        0,
-        "every request was signed right"
-    );
-    assert_outcomes_are_the_systems(&results, &ids, &sim);
-    // What we sent arrived intact: Chinese through URL encoding, XML escaping and back.
-    let case = sim.sim.by_serial(&ids[0]).unwrap();
-    assert_eq!(case.fields["nsrmc"], "银川市兴庆区老马家餐饮有限公司");
-    assert_eq!(case.fields["slsj"], "2019年10月21日");
-    adapter.task.abort();
-    harness.remove().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -369,51 +317,4 @@ fn a_description_with_an_unknown_field_a_bad_expression_or_a_missing_credential_
         e.contains(&at) && e.contains("credentials.app_secret"),
         "{e}"
     );
-}
-
-/// 税务's form-XML system, signing, in the kinds' conformance scenarios.
-struct Sw {
-    dir: tempfile::TempDir,
-}
-
-impl Kind for Sw {
-    type System = FormXmlSim;
-
-    fn department(&self) -> &str {
-        "sw"
-    }
-
-    fn item(&self) -> &str {
-        "SW-XB"
-    }
-
-    async fn start(&mut self, behaviour: Behaviour) -> (Arc<FormXmlSim>, DepartmentConfig) {
-        let (sim, endpoint) = sim(Settings {
-            behaviour,
-            sign_key: Some(SIGN_KEY.into()),
-            ..Settings::default()
-        })
-        .await;
-        (sim, config(&endpoint, &self.dir, Some(SIGN_KEY)))
-    }
-
-    async fn after_round(&mut self, trip: &RoundTrip<FormXmlSim>) {
-        assert_eq!(
-            trip.sim.refused_signatures(),
-            0,
-            "the supplement call is signed"
-        );
-    }
-
-    fn unknown_case(&self) -> Option<&str> {
-        Some("X0")
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_supplement_is_handed_to_the_case_once_and_its_round_ends_approved() {
-    conformance::supplement_round_trip(Sw {
-        dir: tempfile::tempdir().unwrap(),
-    })
-    .await;
 }

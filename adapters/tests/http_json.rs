@@ -1,12 +1,12 @@
-//! The HTTP/JSON kind against its simulator (`yichuang_sim::http_json`) on a real RabbitMQ: the
-//! system misbehaves in every way it can, and every task still ends with exactly one outcome.
+//! 市场监管's HTTP/JSON system (`config/departments/scjg.yaml`, described for `kind: http`)
+//! against its simulator (`yichuang_sim::http_json`) on a real RabbitMQ: what is particular to it
+//! — callbacks (signed, trusted or not), TLS to the system, tokens. The scenarios every
+//! description passes are the conformance kit's (`tests/conformance.rs`).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use testkit::adapter::{Adapter, department, secret_file};
 use testkit::broker::{Broker, bus};
-use testkit::conformance::{self, Kind, RoundTrip};
 use testkit::server::listener;
 use testkit::tasks::{assert_one_outcome_each, task};
 use yichuang::proto::v1::ResultKind;
@@ -38,78 +38,6 @@ fn config(endpoint: &str, dir: &tempfile::TempDir) -> DepartmentConfig {
         secret_file(dir, "secret", "sim-secret"),
     );
     c
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_task_ends_with_one_outcome_while_the_system_misbehaves() {
-    let bus = bus();
-    let harness = Broker::for_departments(&bus, &["scjg"]).await;
-    let dir = tempfile::tempdir().unwrap();
-    // The adapter's callback endpoint is only known once it runs; the system is told after.
-    let (sim, endpoint) = sim(
-        Behaviour {
-            department: "scjg".into(),
-            decision_delay_ms: 1500,
-            server_error: 0.08,
-            hang: 0.05,
-            hang_ms: 2500, // past the adapter's 1 s timeout
-            too_many: 0.05,
-            retry_after_secs: 1,
-            drop_callback: 0.5,
-            ..Behaviour::default()
-        },
-        None,
-    )
-    .await;
-    let adapter = Adapter::start(&bus, vec![config(&endpoint, &dir)]).await;
-
-    let tasks: Vec<_> = (0..30).map(|n| task("scjg", "SP-JY", n)).collect();
-    let ids: Vec<String> = testkit::tasks::task_ids(&tasks);
-    for t in &tasks {
-        harness.publish(t).await;
-    }
-    let results = harness.results_for(&ids, Duration::from_secs(90)).await;
-    assert_one_outcome_each(&results, &ids);
-
-    let stats = sim.sim.stats();
-    assert_eq!(stats.cases, 30, "every task reached the system: {stats:?}");
-    assert_eq!(stats.duplicates, 0, "none submitted twice: {stats:?}");
-    assert!(stats.faults > 0, "faults were injected: {stats:?}");
-    // The outcomes are the system's own, with its case numbers and documents.
-    for id in &ids {
-        let case = sim.sim.by_serial(id).expect("the system has the task");
-        let outcome = results[id].iter().find(|g| g.is_final()).unwrap();
-        assert_eq!(outcome.result.department_case_number, case.number);
-        let expected = match case.outcome {
-            yichuang_sim::core::Outcome::Approved => ResultKind::Approved,
-            yichuang_sim::core::Outcome::Rejected => ResultKind::Rejected,
-            yichuang_sim::core::Outcome::Supplement => ResultKind::Supplement,
-        };
-        assert_eq!(outcome.kind(), expected, "{id}");
-        match expected {
-            ResultKind::Approved => {
-                assert_eq!(outcome.result.documents[0].number, case.licence_number());
-                assert_eq!(outcome.result.documents[0].material_code, "SPJYXKZ");
-            }
-            ResultKind::Supplement => {
-                assert_eq!(outcome.result.materials, testkit::tasks::REQUESTED, "{id}")
-            }
-            _ => assert!(!outcome.result.reasons.is_empty()),
-        }
-        assert_eq!(
-            outcome.routing_key,
-            format!(
-                "scjg.{}",
-                match expected {
-                    ResultKind::Approved => "approved",
-                    ResultKind::Rejected => "rejected",
-                    _ => "supplement",
-                }
-            )
-        );
-    }
-    adapter.task.abort();
-    harness.remove().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -404,49 +332,6 @@ async fn a_backlog_never_goes_faster_than_the_departments_rate() {
     assert!(stats.requests >= 20, "{stats:?}");
     adapter.task.abort();
     harness.remove().await;
-}
-
-/// 市场监管's HTTP/JSON system in the kinds' conformance scenarios.
-struct Scjg {
-    dir: tempfile::TempDir,
-}
-
-impl Kind for Scjg {
-    type System = HttpJsonSim;
-
-    fn department(&self) -> &str {
-        "scjg"
-    }
-
-    fn item(&self) -> &str {
-        "SP-JY"
-    }
-
-    async fn start(&mut self, behaviour: Behaviour) -> (Arc<HttpJsonSim>, DepartmentConfig) {
-        let (sim, endpoint) = sim(behaviour, None).await;
-        (sim, config(&endpoint, &self.dir))
-    }
-
-    async fn after_round(&mut self, trip: &RoundTrip<HttpJsonSim>) {
-        let (id, second) = (&trip.id, &trip.second);
-        assert!(
-            second.iter().any(|g| g.kind() == ResultKind::Progress
-                && g.message_id == format!("{id}:progress:办结:s1")),
-            "the round's steps are published in its round: {second:#?}"
-        );
-    }
-
-    fn unknown_case(&self) -> Option<&str> {
-        Some("SCJG0")
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_supplement_is_handed_to_the_case_once_and_its_round_ends_approved() {
-    conformance::supplement_round_trip(Scjg {
-        dir: tempfile::tempdir().unwrap(),
-    })
-    .await;
 }
 
 /// A system that fails every time: after `max_attempts` the window is told (a `FAILED` result

@@ -1,23 +1,20 @@
-//! The SOAP kind against its simulator (`yichuang_sim::soap`) on a real RabbitMQ, for both
-//! departments that use it (公安 `ga`, 消防 `xf`): server faults, hangs, overload and
-//! maintenance are retried, client faults end the task in the system's own words, and every
-//! task ends with exactly one outcome — the system's own.
+//! 公安's and 消防's SOAP systems (`config/departments/ga.yaml`, `xf.yaml`, described for
+//! `kind: http`) against their simulator (`yichuang_sim::soap`) on a real RabbitMQ: what is
+//! particular to SOAP — server faults retried, client faults ending the task in the system's own
+//! words, text escaped both ways, a description it cannot use refused. The scenarios every
+//! description passes are the conformance kit's (`tests/conformance.rs`).
 
-use testkit::tasks::task_ids as ids;
-
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use testkit::adapter::{Adapter, department};
-use testkit::broker::{Broker, Got, bus};
-use testkit::conformance::{self, Kind};
+use testkit::broker::{Broker, bus};
 use testkit::server::listener;
-use testkit::tasks::{assert_one_outcome_each, task};
+use testkit::tasks::task;
 use yichuang::proto::v1::ResultKind;
 use yichuang_adapters::config::DepartmentConfig;
 use yichuang_adapters::system::{Failure, Gate, Task};
-use yichuang_sim::core::{Behaviour, Outcome};
+use yichuang_sim::core::Behaviour;
 use yichuang_sim::soap::{Settings, SoapSim};
 
 /// The simulator as the shipped department file expects it.
@@ -45,80 +42,6 @@ async fn start_sim(code: &str, behaviour: Behaviour) -> (Arc<SoapSim>, Departmen
     let sim = SoapSim::new(settings(code, behaviour));
     tokio::spawn(sim.clone().serve(listener));
     (sim, department(code, &endpoint))
-}
-
-/// Each outcome is the one the system decided, with its case number, document, reasons and
-/// materials.
-fn assert_outcomes_are_the_systems(
-    results: &HashMap<String, Vec<Got>>,
-    ids: &[String],
-    sim: &SoapSim,
-    material_code: &str,
-) {
-    for id in ids {
-        let case = sim.sim.by_serial(id).expect("the system has the task");
-        let outcome = results[id].iter().find(|g| g.is_final()).unwrap();
-        assert_eq!(outcome.result.department_case_number, case.number, "{id}");
-        let r = &outcome.result;
-        match case.outcome {
-            Outcome::Approved => {
-                assert_eq!(outcome.kind(), ResultKind::Approved, "{id}");
-                assert_eq!(r.documents[0].number, case.licence_number());
-                assert_eq!(r.documents[0].material_code, material_code);
-                assert!(!r.documents[0].name.is_empty());
-            }
-            Outcome::Rejected => {
-                assert_eq!(outcome.kind(), ResultKind::Rejected, "{id}");
-                assert_eq!(r.reasons, ["经营场所与申报不符"], "{id}");
-            }
-            Outcome::Supplement => {
-                assert_eq!(outcome.kind(), ResultKind::Supplement, "{id}");
-                assert_eq!(r.materials, testkit::tasks::REQUESTED, "{id}");
-            }
-        }
-        assert_eq!(outcome.result.department, sim.sim.behaviour.department);
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_task_ends_with_one_outcome_while_both_systems_misbehave() {
-    let bus = bus();
-    let harness = Broker::for_departments(&bus, &["ga", "xf"]).await;
-    let faults = Behaviour {
-        decision_delay_ms: 1500,
-        reject: 0.2,
-        supplement: 0.2,
-        server_error: 0.1, // soap:Server 数据库连接超时
-        hang: 0.05,
-        hang_ms: 2500, // past the adapter's 1 s timeout; the submission is taken all the same
-        too_many: 0.05, // soap:Server 服务繁忙
-        maintenance_ms: 1500, // 503 系统维护中 at first
-        ..Behaviour::default()
-    };
-    let (ga, ga_config) = start_sim("ga", faults.clone()).await;
-    let (xf, xf_config) = start_sim("xf", faults).await;
-    let adapter = Adapter::start(&bus, vec![ga_config, xf_config]).await;
-
-    let ga_tasks: Vec<_> = (0..15).map(|n| task("ga", "GZ-KZ", n)).collect();
-    let xf_tasks: Vec<_> = (15..30).map(|n| task("xf", "XF-JC", n)).collect();
-    for t in ga_tasks.iter().chain(&xf_tasks) {
-        harness.publish(t).await;
-    }
-    let (ga_ids, xf_ids) = (ids(&ga_tasks), ids(&xf_tasks));
-    let all: Vec<String> = ga_ids.iter().chain(&xf_ids).cloned().collect();
-    let results = harness.results_for(&all, Duration::from_secs(120)).await;
-    assert_one_outcome_each(&results, &all);
-
-    for (sim, ids, code) in [(&ga, &ga_ids, "GZKZBA"), (&xf, &xf_ids, "XFAQJCHGZ")] {
-        let stats = sim.sim.stats();
-        assert_eq!(stats.cases, 15, "every task reached the system: {stats:?}");
-        assert_eq!(stats.duplicates, 0, "none submitted twice: {stats:?}");
-        assert!(stats.faults > 0, "faults were injected: {stats:?}");
-        // Server faults were retried: no task ended FAILED.
-        assert_outcomes_are_the_systems(&results, ids, sim, code);
-    }
-    adapter.task.abort();
-    harness.remove().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -258,32 +181,4 @@ fn a_description_it_cannot_use_is_refused() {
         .err()
         .unwrap();
     assert!(e.contains("not an http"), "{e}");
-}
-
-/// 公安's SOAP system in the kinds' conformance scenarios.
-struct Ga;
-
-impl Kind for Ga {
-    type System = SoapSim;
-
-    fn department(&self) -> &str {
-        "ga"
-    }
-
-    fn item(&self) -> &str {
-        "GZ-KZ"
-    }
-
-    async fn start(&mut self, behaviour: Behaviour) -> (Arc<SoapSim>, DepartmentConfig) {
-        start_sim("ga", behaviour).await
-    }
-
-    fn unknown_case(&self) -> Option<&str> {
-        Some("X0")
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_supplement_is_handed_to_the_case_once_and_its_round_ends_approved() {
-    conformance::supplement_round_trip(Ga).await;
 }

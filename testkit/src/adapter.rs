@@ -24,12 +24,18 @@ pub fn material_names() -> BTreeMap<String, String> {
 /// The shipped department file, with timings for tests (1 s polls and backoff, 1 s call
 /// timeout), `endpoint`, and the catalog's material names.
 pub fn department(code: &str, endpoint: &str) -> DepartmentConfig {
-    let mut c = DepartmentConfig::load(
-        &repo().join("config/departments"),
-        code,
-        &yichuang_adapters::kinds::names(),
-    )
-    .expect("shipped file");
+    department_in("config/departments", code, endpoint)
+}
+
+/// An example department file of `config/examples` (a system outside the acceptance list, such
+/// as the simulators `json-header` and `sm4-gateway`), with the test timings of [`department`].
+pub fn example(code: &str, endpoint: &str) -> DepartmentConfig {
+    department_in("config/examples", code, endpoint)
+}
+
+fn department_in(dir: &str, code: &str, endpoint: &str) -> DepartmentConfig {
+    let mut c = DepartmentConfig::load(&repo().join(dir), code, &yichuang_adapters::kinds::names())
+        .expect("shipped file");
     c.material_names = material_names();
     c.endpoint = endpoint.to_string();
     c.limits.timeout_secs = 1;

@@ -39,6 +39,18 @@ impl Simulated for yichuang_sim::soap::SoapSim {
     }
 }
 
+impl Simulated for yichuang_sim::json_header::JsonHeaderSim {
+    fn core(&self) -> &Sim {
+        &self.sim
+    }
+}
+
+impl Simulated for yichuang_sim::sm4_gateway::Sm4GatewaySim {
+    fn core(&self) -> &Sim {
+        &self.sim
+    }
+}
+
 impl Simulated for yichuang_sim::exchange_db::ExchangeDbSim {
     fn core(&self) -> &Sim {
         &self.sim
@@ -79,6 +91,17 @@ pub trait Kind {
     /// A case number the system does not know, if the kind hears that from its system: a
     /// supplement for it is a permanent failure.
     fn unknown_case(&self) -> Option<&str>;
+
+    /// Whether the system answers a repeated serial with its case (no lookup by serial): the
+    /// kind then hands a task over again instead of looking it up.
+    fn deduplicates_by_serial(&self) -> bool {
+        false
+    }
+
+    /// The acceptance list's material code of the document an approval carries.
+    fn document_code(&self) -> &str {
+        ""
+    }
 }
 
 /// One supplement round trip, run: what the kind's hooks may read and use.
@@ -301,4 +324,117 @@ pub fn assert_supplement_round_trip(id: &str, first: &[Got], second: &[Got]) -> 
         format!("{}.approved", approved.result.department)
     );
     approved
+}
+
+/// The whole life of a batch of tasks while the system misbehaves in every way the simulators
+/// can: 5xx answers, hangs past the adapter's timeout (a request that did reach the system),
+/// 429 with `Retry-After`, and tokens that expire within the run (where the system has them). Every
+/// task ends with exactly one outcome, the system's own (its decision, case number, document,
+/// reasons or materials); the system opened one case per task and counted no repeated serial
+/// as a second case; and it never saw more requests in a second than its limit, which is the
+/// department's `requests_per_second`.
+pub async fn one_outcome_each_while_the_system_misbehaves<K: Kind>(mut kind: K) {
+    const TASKS: usize = 24;
+    const RATE: u32 = 20;
+    let bus = bus();
+    let department = kind.department().to_string();
+    let harness = Broker::for_departments(&bus, &[department.as_str()]).await;
+    let (sim, mut config) = kind
+        .start(Behaviour {
+            department: department.clone(),
+            decision_delay_ms: 1500,
+            server_error: 0.08,
+            hang: 0.05,
+            hang_ms: 2500, // past the adapter's 1 s timeout
+            too_many: 0.05,
+            retry_after_secs: 1,
+            max_rps: RATE,
+            ..Behaviour::default()
+        })
+        .await;
+    config.limits.requests_per_second = RATE;
+    let adapter = Adapter::start(&bus, vec![config]).await;
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|n| task(&department, kind.item(), n))
+        .collect();
+    let ids: Vec<String> = crate::tasks::task_ids(&tasks);
+    for t in &tasks {
+        harness.publish(t).await;
+    }
+    let results = harness.results_for(&ids, Duration::from_secs(120)).await;
+    crate::tasks::assert_one_outcome_each(&results, &ids);
+    let stats = sim.core().stats();
+    assert_eq!(
+        stats.cases, TASKS as u64,
+        "one case per task at the system: {stats:?}"
+    );
+    if !kind.deduplicates_by_serial() {
+        // A kind that looks a task up before handing it over again never repeats a serial.
+        assert_eq!(stats.duplicates, 0, "none submitted twice: {stats:?}");
+    }
+    assert!(stats.faults > 0, "faults were injected: {stats:?}");
+    assert_eq!(
+        stats.rate_violations, 0,
+        "the department's rate limit held: {stats:?}"
+    );
+    for id in &ids {
+        let case = sim.core().by_serial(id).expect("the system has the task");
+        let outcome = results[id].iter().find(|g| g.is_final()).unwrap();
+        let r = &outcome.result;
+        assert_eq!(r.department_case_number, case.number, "{id}");
+        match case.outcome {
+            yichuang_sim::core::Outcome::Approved => {
+                assert_eq!(outcome.kind(), ResultKind::Approved, "{id}: {outcome:#?}");
+                assert_eq!(r.documents[0].number, case.licence_number(), "{id}");
+                assert_eq!(r.documents[0].material_code, kind.document_code(), "{id}");
+            }
+            yichuang_sim::core::Outcome::Rejected => {
+                assert_eq!(outcome.kind(), ResultKind::Rejected, "{id}: {outcome:#?}");
+                assert!(!r.reasons.is_empty(), "{id}: the system's reasons");
+            }
+            yichuang_sim::core::Outcome::Supplement => {
+                assert_eq!(outcome.kind(), ResultKind::Supplement, "{id}: {outcome:#?}");
+                assert_eq!(r.materials, REQUESTED, "{id}");
+            }
+        }
+    }
+    adapter.task.abort();
+    harness.remove().await;
+}
+
+/// A task handed over again after its answer was lost (a crash, a timeout that did reach the
+/// system) does not open a second case: the kind looks it up, or its system answers the serial
+/// it has with its case number. Both calls give the same case number.
+pub async fn a_task_submitted_again_opens_no_second_case<K: Kind>(mut kind: K) {
+    let department = kind.department().to_string();
+    let (sim, config) = kind
+        .start(Behaviour {
+            department: department.clone(),
+            decision_delay_ms: 60_000,
+            ..Behaviour::default()
+        })
+        .await;
+    let system = yichuang_adapters::kinds::build(&config, Gate::new(50)).unwrap();
+    let message = task(&department, kind.item(), 1);
+    let fields = yichuang_adapters::mapping::render_all(&config.mapping.request, &message).unwrap();
+    let t = Task { message, fields };
+    let read = |answer| {
+        yichuang_adapters::runtime::Department::new(config.clone(), system.clone(), Gate::new(50))
+            .read(&answer)
+            .department_case_number
+    };
+    let first = read(system.submit(&t).await.expect("submitted"));
+    // The kind's own lookup first (the runtime's order), then the submission again.
+    if let Some(found) = system.find(&t).await.expect("looked up") {
+        assert_eq!(read(found), first, "found with its case number");
+    }
+    let again = read(system.submit(&t).await.expect("submitted again"));
+    assert!(first.is_some(), "the system gave a case number");
+    assert_eq!(again, first, "the same case");
+    let stats = sim.core().stats();
+    assert_eq!(stats.cases, 1, "{stats:?}");
+    assert_eq!(
+        stats.repeated_serials, 1,
+        "the system saw the serial twice: {stats:?}"
+    );
 }
