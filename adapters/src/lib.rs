@@ -9,6 +9,7 @@ pub mod breaker;
 pub mod config;
 pub mod crypto;
 pub mod describe;
+pub mod dry_run;
 pub mod expr;
 pub mod http;
 pub mod kinds;

@@ -1,11 +1,12 @@
 //! `yichuang-adapter`: serves one or several departments' legacy systems on the bus (`run`, the
-//! default), and lets a clerk work the worklist of a department reached by manual re-entry
-//! (`manual list`, `manual complete`).
+//! default), tries a department's description against its system for one task (`try`), and lets
+//! a clerk work the worklist of a department reached by manual re-entry (`manual list`,
+//! `manual complete`).
 //!
 //! Exit codes: 0 done; 2 bad input (arguments, settings, a record that is incomplete);
 //! 3 cannot listen, or the worklist cannot be opened or written; 4 unknown task;
 //! 5 the task's outcome is already recorded differently; 6 the task is at another supplement
-//! round than the one named (or one must be named).
+//! round than the one named (or one must be named); 7 `try`: the system failed the task.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +42,27 @@ struct Cli {
 enum Command {
     /// Serves departments on the bus (the default).
     Run(RunArgs),
+    /// Performs one task's operations against a department's real system (kind `http`): find,
+    /// submit unless found, one query; shows each request and answer (personal data masked),
+    /// the rules' verdicts and the outcome read. Publishes nothing.
+    Try {
+        /// The adapter's settings (departments directory, acceptance list).
+        #[arg(
+            long,
+            default_value = "config/adapter.toml",
+            env = "YICHUANG_ADAPTER_CONFIG"
+        )]
+        config: PathBuf,
+        /// The department, described in the departments directory.
+        #[arg(long, required_unless_present = "file")]
+        department: Option<String>,
+        /// A department file anywhere (a description being written), instead of `--department`.
+        #[arg(long, conflicts_with = "department")]
+        file: Option<PathBuf>,
+        /// A task message, as the gateway publishes it (JSON; config/examples/task.json).
+        #[arg(long)]
+        task: PathBuf,
+    },
     /// The clerk's side of departments reached by manual re-entry (kind `manual`).
     Manual {
         #[command(subcommand)]
@@ -74,7 +96,7 @@ struct Where {
         env = "YICHUANG_ADAPTER_CONFIG"
     )]
     config: PathBuf,
-    /// The department (its kind must be `manual`).
+    /// The department.
     #[arg(long)]
     department: String,
 }
@@ -127,6 +149,12 @@ fn main() -> ExitCode {
         None => run(cli.run),
         Some(Command::Run(args)) => run(args),
         Some(Command::Manual { action }) => manual(action),
+        Some(Command::Try {
+            config,
+            department,
+            file,
+            task,
+        }) => try_task(&config, department, file, &task),
     }
 }
 
@@ -221,6 +249,76 @@ fn manual(action: ManualAction) -> ExitCode {
                     })
                 }
             }
+        }
+    }
+}
+
+/// `try`: the dry run of a department's description (`yichuang_adapters::dry_run`).
+fn try_task(
+    config: &std::path::Path,
+    department: Option<String>,
+    file: Option<PathBuf>,
+    task: &std::path::Path,
+) -> ExitCode {
+    let config = match AdapterConfig::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    // A file anywhere is read as the departments directory would hold it: named for its code.
+    let (dir, code) = match (&file, department) {
+        (Some(f), _) => (
+            f.parent()
+                .unwrap_or(std::path::Path::new("."))
+                .to_path_buf(),
+            f.file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned(),
+        ),
+        (None, Some(d)) => (config.departments_dir.clone(), d),
+        (None, None) => unreachable!("clap requires --department or --file"),
+    };
+    let mut department =
+        match DepartmentConfig::load(&dir, &code, &yichuang_adapters::kinds::names()) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        };
+    department.material_names = config.material_names().unwrap_or_default();
+    let message: yichuang::proto::v1::TaskMessage = match std::fs::read_to_string(task)
+        .map_err(|e| e.to_string())
+        .and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()))
+    {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("{}: not a task message: {e}", task.display());
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let out: std::sync::Arc<dyn Fn(&str) + Send + Sync> =
+        std::sync::Arc::new(|s: &str| print!("{s}"));
+    match runtime.block_on(yichuang_adapters::dry_run::run(&department, &message, out)) {
+        Ok(yichuang_adapters::dry_run::Ended::Read(_)) => ExitCode::SUCCESS,
+        Ok(yichuang_adapters::dry_run::Ended::Failed(f)) => {
+            let masks = yichuang_adapters::dry_run::personal_values(&message);
+            println!(
+                "── failed: {}",
+                yichuang_adapters::dry_run::mask(&f.to_string(), &masks)
+            );
+            ExitCode::from(7)
+        }
+        Err(e) => {
+            eprintln!("{code}: {e}");
+            ExitCode::from(2)
         }
     }
 }

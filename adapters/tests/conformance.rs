@@ -2,8 +2,8 @@
 //! department description and its simulator, on a real RabbitMQ. Each description is a
 //! [`Kind`] below, started against its simulator; [`conformance!`] gives it the whole suite:
 //! the life of a batch of tasks under every fault the simulators inject with the rate limit
-//! held, a task handed over again without a second case, and the supplement round trip with its
-//! duplicate. A new description gets the suite with one `conformance!` line.
+//! held, a task handed over again without a second case, the dry run (`yichuang-adapter try`)
+//! with personal data masked, and the supplement round trip with its duplicate. A new description gets the suite with one `conformance!` line.
 
 use std::sync::Arc;
 
@@ -27,6 +27,11 @@ macro_rules! conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_task_submitted_again_opens_no_second_case() {
                 conformance::a_task_submitted_again_opens_no_second_case($kind).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn the_dry_run_shows_each_exchange_with_personal_data_masked() {
+                conformance::the_dry_run_shows_each_exchange_with_personal_data_masked($kind).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -438,3 +438,58 @@ pub async fn a_task_submitted_again_opens_no_second_case<K: Kind>(mut kind: K) {
         "the system saw the serial twice: {stats:?}"
     );
 }
+
+/// The dry run (`yichuang-adapter try`) of one task against the system: each exchange shown,
+/// the outcome read with the system's case number, and none of the task's personal data in what
+/// is shown.
+pub async fn the_dry_run_shows_each_exchange_with_personal_data_masked<K: Kind>(mut kind: K) {
+    let department = kind.department().to_string();
+    let (sim, config) = kind
+        .start(Behaviour {
+            department: department.clone(),
+            decision_delay_ms: 0,
+            reject: 1.0,
+            ..Behaviour::default()
+        })
+        .await;
+    let message = task(&department, kind.item(), 7);
+    let shown = Arc::new(std::sync::Mutex::new(String::new()));
+    let out: Arc<dyn Fn(&str) + Send + Sync> = {
+        let shown = shown.clone();
+        Arc::new(move |s: &str| shown.lock().unwrap().push_str(s))
+    };
+    let ended = yichuang_adapters::dry_run::run(&config, &message, out)
+        .await
+        .expect("the description runs");
+    let shown = shown.lock().unwrap().clone();
+    let id = message.task.as_ref().unwrap().task_id.clone();
+    let case = sim.core().by_serial(&id).expect("the system has the task");
+    match ended {
+        yichuang_adapters::dry_run::Ended::Read(r) => {
+            assert_eq!(
+                r.department_case_number.as_deref(),
+                Some(case.number.as_str())
+            );
+            assert!(
+                matches!(
+                    r.decision,
+                    Some(yichuang_adapters::mapping::Decision::Rejected(_))
+                ),
+                "{r:?}"
+            );
+        }
+        other => panic!("{other:?}\n{shown}"),
+    }
+    assert!(shown.contains("── submit"), "{shown}");
+    assert!(shown.contains("── query"), "{shown}");
+    assert!(
+        shown.contains(&format!("case number {:?}", case.number)),
+        "{shown}"
+    );
+    for (plain, _) in yichuang_adapters::dry_run::personal_values(&message) {
+        assert!(
+            !shown.contains(&plain),
+            "{plain:?} shown unmasked:\n{shown}"
+        );
+    }
+}

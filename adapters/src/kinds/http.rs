@@ -277,6 +277,11 @@ impl Http {
         ctx: Value,
         business: bool,
     ) -> Result<Reply, Failure> {
+        let token = ctx
+            .get_attr("token")
+            .ok()
+            .filter(|t| !t.is_undefined())
+            .map(|t| t.to_string());
         let (request, shown) = self
             .request(op, ctx, business)
             // A template that cannot render this task (a field it lacks): the window must act.
@@ -289,11 +294,38 @@ impl Http {
             .map_err(|e| Failure::transient(format!("{what}: HTTP: {e}")))?;
         let reply = self.judge(what, op, response).await?;
         if let Some(trace) = &self.trace {
+            // Credentials and the token are never shown; nor the token a token call hands out.
+            let handed = (what == "token")
+                .then(|| self.d.token.as_ref())
+                .flatten()
+                .and_then(|t| {
+                    t.value
+                        .text(&answer_context(&reply.0.answer, reply.1, &reply.2))
+                        .ok()
+                });
+            let hide = |text: &str| {
+                let mut text = text.to_string();
+                for secret in self
+                    .secrets
+                    .values()
+                    .chain(token.iter())
+                    .chain(handed.iter())
+                {
+                    if secret.len() >= 4 {
+                        text = text.replace(secret.as_str(), "***");
+                    }
+                }
+                text
+            };
             trace(Exchange {
                 operation: what,
-                request: shown,
+                request: hide(&shown),
                 status: reply.1,
-                answer: reply.2.clone(),
+                answer: hide(&format!(
+                    "{}\n(read as) {}",
+                    reply.2.trim(),
+                    serde_json::to_string(&reply.0.answer).unwrap_or_default()
+                )),
                 verdict: format!("{:?}: {}", reply.0.verdict, reply.0.reason),
             });
         }
@@ -317,8 +349,12 @@ impl Http {
                 Some((k.as_str()?.to_string(), v))
             })
             .collect();
+        let mut plain_document = None;
         if let Some(doc) = &op.document {
             let text = self.document(doc, &Value::from(ctx.clone()))?;
+            if doc.encrypt.is_some() {
+                plain_document = Some(self.document_plain(doc, &Value::from(ctx.clone()))?);
+            }
             ctx.insert("document".into(), Value::from(text));
         }
         let render_all = |map: &BTreeMap<String, crate::expr::Template>,
@@ -424,6 +460,9 @@ impl Http {
             request = request.header(k.as_str(), v.as_str());
             shown.push_str(&format!("\n{k}: {v}"));
         }
+        if let Some(plain) = &plain_document {
+            shown.push_str(&format!("\n(document before sealing) {plain}"));
+        }
         let encoding = charset.encoding();
         if !form.is_empty() {
             let mut text = String::new();
@@ -459,17 +498,22 @@ impl Http {
 
     /// An operation's document, written and sealed.
     fn document(&self, doc: &Document, ctx: &Value) -> Result<String, String> {
-        let text = match (&doc.json, &doc.xml) {
+        let text = self.document_plain(doc, ctx)?;
+        match &doc.encrypt {
+            Some(seal) => self.seal(seal, &text),
+            None => Ok(text),
+        }
+    }
+
+    /// An operation's document, written, before any sealing.
+    fn document_plain(&self, doc: &Document, ctx: &Value) -> Result<String, String> {
+        Ok(match (&doc.json, &doc.xml) {
             (Some(e), _) => {
                 serde_json::to_string(&e.eval(ctx)?).map_err(|e| format!("document: {e}"))?
             }
             (None, Some(x)) => xml_document(&x.root, &x.value.eval(ctx)?)?,
             (None, None) => String::new(),
-        };
-        match &doc.encrypt {
-            Some(seal) => self.seal(seal, &text),
-            None => Ok(text),
-        }
+        })
     }
 
     fn key(&self, name: &str) -> Result<[u8; 16], String> {
