@@ -2,7 +2,7 @@
 //! department description and its simulator, on a real RabbitMQ. Each description is a
 //! [`Kind`] below, started against its simulator; [`conformance!`] gives it the whole suite:
 //! the life of a batch of tasks under every fault the simulators inject with the rate limit
-//! held, a task handed over again without a second case, the dry run (`yichuang-adapter try`)
+//! held, a task handed over again without a second case, a poison message, the dry run (`yichuang-adapter try`)
 //! with personal data masked, and the supplement round trip with its duplicate. A new description gets the suite with one `conformance!` line.
 
 use std::sync::Arc;
@@ -27,6 +27,12 @@ macro_rules! conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_task_submitted_again_opens_no_second_case() {
                 conformance::a_task_submitted_again_opens_no_second_case($kind).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_poison_message_is_dead_lettered_and_the_next_task_served() {
+                conformance::a_poison_message_is_dead_lettered_and_the_next_task_served($kind)
+                    .await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

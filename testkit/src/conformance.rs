@@ -493,3 +493,46 @@ pub async fn the_dry_run_shows_each_exchange_with_personal_data_masked<K: Kind>(
         );
     }
 }
+
+/// A message nobody can read (not a task message) is dead-lettered with its reason, and the
+/// task after it is served as usual.
+pub async fn a_poison_message_is_dead_lettered_and_the_next_task_served<K: Kind>(mut kind: K) {
+    let bus = bus();
+    let department = kind.department().to_string();
+    let harness = Broker::for_departments(&bus, &[department.as_str()]).await;
+    let (_sim, config) = kind
+        .start(Behaviour {
+            department: department.clone(),
+            decision_delay_ms: 300,
+            ..Behaviour::default()
+        })
+        .await;
+    let adapter = Adapter::start(&bus, vec![config]).await;
+    harness
+        .raw(
+            &department,
+            b"\xff\xfe not protobuf",
+            lapin::BasicProperties::default()
+                .with_message_id("garbage-1".into())
+                .with_content_type(yichuang::outbox::TASK_CONTENT_TYPE.into()),
+        )
+        .await;
+    let next = task(&department, kind.item(), 2);
+    let id = next.task.as_ref().unwrap().task_id.clone();
+    harness.publish(&next).await;
+    let (headers, body) = harness
+        .dead_letter(&department, Duration::from_secs(20))
+        .await
+        .expect("the poison message in the dead queue");
+    assert_eq!(body, b"\xff\xfe not protobuf");
+    assert!(
+        headers[yichuang::bus::headers::REASON].contains("cannot decode"),
+        "{headers:?}"
+    );
+    let results = harness
+        .results_for(std::slice::from_ref(&id), Duration::from_secs(30))
+        .await;
+    crate::tasks::assert_one_outcome_each(&results, std::slice::from_ref(&id));
+    adapter.task.abort();
+    harness.remove().await;
+}
