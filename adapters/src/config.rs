@@ -668,6 +668,34 @@ mod tests {
         assert!(e.contains("scjg.yaml:3") && e.contains("limit"), "{e}");
     }
 
+    /// The description docs/adapters.md walks an integration team through reads, and builds.
+    #[test]
+    fn the_walkthroughs_description_reads_and_builds() {
+        let docs = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/adapters.md"),
+        )
+        .unwrap();
+        let start = docs
+            .find("```yaml\ndepartment: mz")
+            .expect("the walkthrough")
+            + 8;
+        let text = &docs[start..start + docs[start..].find("```").unwrap()];
+        let text = text.replace("${MZ_ENDPOINT}", "http://127.0.0.1:1");
+        let c = DepartmentConfig::parse(Path::new("mz.yaml"), &text, &crate::kinds::names())
+            .unwrap_or_else(|e| panic!("{e}"));
+        // The credentials from files, not the environment.
+        let dir = std::env::temp_dir().join(format!("mz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut c = c;
+        for name in ["user", "pwd"] {
+            std::fs::write(dir.join(name), "x").unwrap();
+            c.credentials
+                .insert(name.into(), SecretRef::File(dir.join(name)));
+        }
+        crate::kinds::build(&c, crate::system::Gate::new(1)).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     #[test]
     fn maintenance_windows_may_cross_midnight() {
         let w = Window {
