@@ -137,7 +137,7 @@ pub fn personal_values(message: &TaskMessage) -> Vec<(String, String)> {
         }
     }
     walk(&plain, &masked, &mut pairs);
-    pairs.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+    pairs.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
     pairs.dedup();
     pairs
 }
