@@ -55,6 +55,21 @@ conformance!(xf, Soap("xf"));
 conformance!(wjw, Wjw::default());
 conformance!(jt, Jt::default());
 
+/// `config` with each credential in a file of its own under a fresh directory kept in `dir`.
+fn with_secrets(
+    mut config: DepartmentConfig,
+    dir: &mut Option<tempfile::TempDir>,
+    secrets: &[(&str, &str)],
+) -> DepartmentConfig {
+    let dir = dir.insert(tempfile::tempdir().unwrap());
+    for (name, value) in secrets {
+        config
+            .credentials
+            .insert((*name).into(), secret_file(dir, name, value));
+    }
+    config
+}
+
 /// Serves `sim` on a port of its own; its endpoint.
 async fn serve<S>(sim: &Arc<S>, serve: impl FnOnce(Arc<S>, tokio::net::TcpListener)) -> String {
     let (listener, endpoint) = listener().await;
@@ -284,18 +299,17 @@ impl Kind for Jt {
         let (key, iv) = (settings.sm4_key.clone(), settings.sm4_iv.clone());
         let sim = yichuang_sim::sm4_gateway::Sm4GatewaySim::new(settings);
         let endpoint = serve(&sim, |s, l| drop(tokio::spawn(s.serve(l)))).await;
-        let dir = self.dir.insert(tempfile::tempdir().unwrap());
-        let mut c = example("jt", &endpoint);
-        for (name, value) in [
-            ("app_key", "yichuang"),
-            ("app_secret", "sim-secret"),
-            ("sign_secret", "sim-sign-secret"),
-            ("sm4_key", key.as_str()),
-            ("sm4_iv", iv.as_str()),
-        ] {
-            c.credentials
-                .insert(name.into(), secret_file(dir, name, value));
-        }
+        let c = with_secrets(
+            example("jt", &endpoint),
+            &mut self.dir,
+            &[
+                ("app_key", "yichuang"),
+                ("app_secret", "sim-secret"),
+                ("sign_secret", "sim-sign-secret"),
+                ("sm4_key", key.as_str()),
+                ("sm4_iv", iv.as_str()),
+            ],
+        );
         (sim, c)
     }
 
