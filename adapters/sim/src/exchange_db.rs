@@ -14,7 +14,8 @@
 //! the start) nor on a tick the behaviour's fault shares hit; pickup is slow
 //! (`pickup_delay_ms`: a row is taken only once that old); and a second inbound row for a
 //! serial it already has (a new version) is a duplicate, counted in [`Stats`] and not handled
-//! again.
+//! again. Handling a row and marking it are one step, as in a real job's transaction: a row
+//! whose mark was lost (the database restarted between) is marked again, not handled twice.
 //!
 //! Inbound table (`inbound_table`): `id bigserial`, `ywlsh` serial, `hjdm` stage, `bbh`
 //! version — unique together — `sfjs`, `pch` batch, `tbzt`, `tbsm`, `cjsj`, `jssj`, and one
@@ -102,6 +103,9 @@ fn identifier(name: &str) -> anyhow::Result<&str> {
     Ok(name)
 }
 
+/// The handshake mark a row gets: `tbzt` and `tbsm`.
+type Mark = (&'static str, String);
+
 /// The running department.
 pub struct ExchangeDbSim {
     pub sim: Sim,
@@ -110,6 +114,10 @@ pub struct ExchangeDbSim {
     pub started_at: chrono::DateTime<chrono::Utc>,
     /// The last supplement round and step written per serial.
     written: Mutex<HashMap<String, (u32, &'static str)>>,
+    /// Inbound and supplement rows handled, by (table, row id), with the mark they get: a row
+    /// whose mark was not written (the database restarted in between) is marked again, not
+    /// handled twice, as a real sync job's single transaction would have it.
+    handled: Mutex<HashMap<(&'static str, i64), Mark>>,
 }
 
 impl ExchangeDbSim {
@@ -130,11 +138,25 @@ impl ExchangeDbSim {
             settings,
             started_at: chrono::Utc::now(),
             written: Mutex::new(HashMap::new()),
+            handled: Mutex::new(HashMap::new()),
         }))
     }
 
     pub fn stats(&self) -> Stats {
         self.sim.stats()
+    }
+
+    /// The mark of a row handled before whose mark may not have been written.
+    fn already(&self, table: &'static str, id: i64) -> Option<Mark> {
+        self.handled.lock().unwrap().get(&(table, id)).cloned()
+    }
+
+    /// Remembers that a row was handled, and the mark it gets.
+    fn handle(&self, table: &'static str, id: i64, sync: &'static str, note: &str) {
+        self.handled
+            .lock()
+            .unwrap()
+            .insert((table, id), (sync, note.to_string()));
     }
 
     fn inbound(&self) -> String {
@@ -276,6 +298,10 @@ impl ExchangeDbSim {
         );
         for row in rows {
             let id: i64 = row.get(0);
+            if let Some((sync, note)) = self.already("supplement", id) {
+                c.execute(&mark, &[&id, &sync, &note]).await?;
+                continue;
+            }
             let serial: String = row.get(1);
             let supplement_serial: String = row.get(2);
             let round: i32 = row.get(3);
@@ -292,18 +318,22 @@ impl ExchangeDbSim {
                 .resupply(&serial, round, &supplement_serial, supplied)
             {
                 Resupply::Taken(case) => {
+                    self.handle("supplement", id, "1", "已接收");
                     c.execute(&mark, &[&id, &"1", &"已接收"]).await?;
                     self.write(c, &case.serial, &case.number, case.round(), "承办", None)
                         .await?;
                 }
                 Resupply::Duplicate(_) => {
+                    self.handle("supplement", id, "1", "重复补正，已按原补正办理");
                     c.execute(&mark, &[&id, &"1", &"重复补正，已按原补正办理"])
                         .await?;
                 }
                 Resupply::NotWaiting(_) => {
+                    self.handle("supplement", id, "2", "办件不在补正状态");
                     c.execute(&mark, &[&id, &"2", &"办件不在补正状态"]).await?;
                 }
                 Resupply::Unknown => {
+                    self.handle("supplement", id, "2", "无此办件");
                     c.execute(&mark, &[&id, &"2", &"无此办件"]).await?;
                 }
             }
@@ -341,6 +371,10 @@ impl ExchangeDbSim {
                 "UPDATE {} SET sfjs = '1', tbzt = $2, tbsm = $3, jssj = now() WHERE id = $1",
                 self.inbound()
             );
+            if let Some((sync, note)) = self.already("inbound", id) {
+                c.execute(&mark, &[&id, &sync, &note]).await?;
+                continue;
+            }
             // A serial it has already is a duplicate, whatever the row holds; a new one must
             // have the required fields.
             let known = self.sim.by_serial(&serial).is_some();
@@ -350,26 +384,22 @@ impl ExchangeDbSim {
                 .iter()
                 .find(|f| !known && fields.get(*f).is_none_or(|v| v.trim().is_empty()))
             {
-                c.execute(&mark, &[&id, &"2", &format!("缺少必填项 {missing}")])
-                    .await?;
+                let note = format!("缺少必填项 {missing}");
+                self.handle("inbound", id, "2", &note);
+                c.execute(&mark, &[&id, &"2", &note]).await?;
                 continue;
             }
             match self.sim.submit(&serial, fields) {
                 Ok(case) => {
+                    self.handle("inbound", id, "1", "已接收");
                     c.execute(&mark, &[&id, &"1", &"已接收"]).await?;
                     self.write(c, &case.serial, &case.number, 0, "承办", None)
                         .await?;
                 }
                 Err(existing) => {
-                    c.execute(
-                        &mark,
-                        &[
-                            &id,
-                            &"1",
-                            &format!("重复申报，已按办件 {} 办理", existing.number),
-                        ],
-                    )
-                    .await?;
+                    let note = format!("重复申报，已按办件 {} 办理", existing.number);
+                    self.handle("inbound", id, "1", &note);
+                    c.execute(&mark, &[&id, &"1", &note]).await?;
                 }
             }
         }
