@@ -49,6 +49,8 @@ pub struct Http {
     base: String,
     /// `credentials`, resolved.
     secrets: BTreeMap<String, String>,
+    /// The same, as templates see them.
+    credentials: Value,
     timeout: Duration,
     gate: Gate,
     /// The current token and when to stop using it; one fetch at a time.
@@ -153,6 +155,7 @@ impl Http {
             d,
             client: super::http_client(config)?,
             base: config.endpoint.trim_end_matches('/').to_string(),
+            credentials: Value::from_serialize(&secrets),
             secrets,
             timeout: Duration::from_secs(config.limits.timeout_secs),
             gate,
@@ -165,10 +168,7 @@ impl Http {
     /// The variables every template sees, with `more`.
     fn context(&self, token: Option<&str>, more: Vec<(&str, Value)>) -> BTreeMap<String, Value> {
         let mut ctx = BTreeMap::new();
-        ctx.insert(
-            "credentials".to_string(),
-            Value::from_serialize(&self.secrets),
-        );
+        ctx.insert("credentials".to_string(), self.credentials.clone());
         let now = (chrono::Utc::now() + chrono::Duration::hours(8))
             .format("%Y-%m-%dT%H:%M:%S+08:00")
             .to_string();
@@ -207,8 +207,9 @@ impl Http {
         {
             return Ok(Some(t.clone()));
         }
-        let ctx = Value::from(self.context(None, Vec::new()));
-        let reply = self.send("token", &call.call, ctx, false).await?;
+        let reply = self
+            .send("token", &call.call, self.context(None, Vec::new()), false)
+            .await?;
         if reply.verdict != Verdict::Success {
             // Wrong credentials cannot heal by retrying, but an operator can fix them without
             // the task being lost: transient, so it waits in the delay queues.
@@ -256,7 +257,7 @@ impl Http {
         let mut refused: Option<String> = None;
         for _ in 0..2 {
             let token = self.token(refused.as_deref()).await?;
-            let ctx = Value::from(self.context(token.as_deref(), vars.clone()));
+            let ctx = self.context(token.as_deref(), vars.clone());
             let reply = self.send(what, op, ctx, true).await?;
             if reply.verdict == Verdict::TokenInvalid && token.is_some() {
                 refused = token;
@@ -274,12 +275,11 @@ impl Http {
         &self,
         what: &'static str,
         op: &Operation,
-        ctx: Value,
+        ctx: BTreeMap<String, Value>,
         business: bool,
     ) -> Result<Reply, Failure> {
         let token = ctx
-            .get_attr("token")
-            .ok()
+            .get("token")
             .filter(|t| !t.is_undefined())
             .map(|t| t.to_string());
         let (request, shown) = self
@@ -336,60 +336,57 @@ impl Http {
     fn request(
         &self,
         op: &Operation,
-        ctx: Value,
+        mut ctx: BTreeMap<String, Value>,
         business: bool,
     ) -> Result<(reqwest::RequestBuilder, String), String> {
         let charset = op.charset.unwrap_or(self.d.charset);
         let common = business.then_some(&self.d.common);
-        let mut ctx: BTreeMap<String, Value> = ctx
-            .try_iter()
-            .map_err(|e| e.to_string())?
-            .filter_map(|k| {
-                let v = ctx.get_item(&k).ok()?;
-                Some((k.as_str()?.to_string(), v))
-            })
-            .collect();
         let mut plain_document = None;
         if let Some(doc) = &op.document {
-            let text = self.document(doc, &Value::from(ctx.clone()))?;
-            if doc.encrypt.is_some() {
-                plain_document = Some(self.document_plain(doc, &Value::from(ctx.clone()))?);
-            }
+            let plain = self.document_plain(doc, &Value::from(ctx.clone()))?;
+            let text = match &doc.encrypt {
+                Some(seal) => {
+                    let sealed = self.seal(seal, &plain)?;
+                    plain_document = Some(plain);
+                    sealed
+                }
+                None => plain,
+            };
             ctx.insert("document".into(), Value::from(text));
         }
+        // One context for every template of the call.
+        let cv = Value::from(ctx);
         let render_all = |map: &BTreeMap<String, crate::expr::Template>,
-                          ctx: &BTreeMap<String, Value>,
                           out: &mut Vec<(String, String)>|
          -> Result<(), String> {
-            let ctx = Value::from(ctx.clone());
             for (k, t) in map {
-                out.push((k.clone(), t.render(&ctx)?));
+                out.push((k.clone(), t.render(&cv)?));
             }
             Ok(())
         };
-        let path = op.path.render(&Value::from(ctx.clone()))?;
+        let path = op.path.render(&cv)?;
         let mut query = Vec::new();
         let mut headers = Vec::new();
         if let Some(c) = common {
-            render_all(&c.query, &ctx, &mut query)?;
-            render_all(&c.headers, &ctx, &mut headers)?;
+            render_all(&c.query, &mut query)?;
+            render_all(&c.headers, &mut headers)?;
         }
-        render_all(&op.query, &ctx, &mut query)?;
-        render_all(&op.headers, &ctx, &mut headers)?;
+        render_all(&op.query, &mut query)?;
+        render_all(&op.headers, &mut headers)?;
         let mut form = Vec::new();
         let mut body: Option<(String, String)> = None; // content type, text
         let body_of = op.body.as_ref();
         if let Some(fields) = body_of.and_then(|b| b.form.as_ref()) {
             if let Some(c) = common {
-                render_all(&c.form, &ctx, &mut form)?;
+                render_all(&c.form, &mut form)?;
             }
-            render_all(fields, &ctx, &mut form)?;
+            render_all(fields, &mut form)?;
         } else if let Some(e) = body_of.and_then(|b| b.json.as_ref()) {
-            let v = e.eval(&Value::from(ctx.clone()))?;
+            let v = e.eval(&cv)?;
             let text = serde_json::to_string(&v).map_err(|e| format!("JSON body: {e}"))?;
             body = Some(("application/json".into(), text));
         } else if let Some(x) = body_of.and_then(|b| b.xml.as_ref()) {
-            let text = xml_document(&x.root, &x.value.eval(&Value::from(ctx.clone()))?)?;
+            let text = xml_document(&x.root, &x.value.eval(&cv)?)?;
             body = Some((
                 "text/xml".into(),
                 format!(
@@ -398,7 +395,7 @@ impl Http {
                 ),
             ));
         } else if let Some(s) = body_of.and_then(|b| b.soap.as_ref()) {
-            let v = s.value.eval(&Value::from(ctx.clone()))?;
+            let v = s.value.eval(&cv)?;
             let mut inner = String::new();
             write_children(&mut inner, &v)?;
             let text = format!(
@@ -407,38 +404,32 @@ impl Http {
                 xml::escape(&s.namespace),
                 op_name = s.operation,
             );
-            let mut actx = ctx.clone();
-            actx.insert("namespace".into(), Value::from(s.namespace.clone()));
-            actx.insert("operation".into(), Value::from(s.operation.clone()));
             let action = match &s.action {
-                Some(t) => t.render(&Value::from(actx))?,
+                Some(t) => t.render(&minijinja::context! {
+                    namespace => s.namespace.clone(),
+                    operation => s.operation.clone(),
+                    ..cv.clone()
+                })?,
                 None => format!("{}/{}", s.namespace, s.operation),
             };
             headers.push(("SOAPAction".into(), format!("\"{action}\"")));
             body = Some(("text/xml".into(), text));
         } else if let Some(t) = body_of.and_then(|b| b.text.as_ref()) {
-            body = Some((
-                t.content_type.clone(),
-                t.template.render(&Value::from(ctx.clone()))?,
-            ));
+            body = Some((t.content_type.clone(), t.template.render(&cv)?));
         }
-        let sign = common.and_then(|c| c.sign.as_ref()).filter(|s| {
-            s.when
-                .as_ref()
-                .is_none_or(|w| w.test(&Value::from(ctx.clone())).unwrap_or(false))
-        });
+        let sign = common
+            .and_then(|c| c.sign.as_ref())
+            .filter(|s| s.when.as_ref().is_none_or(|w| w.test(&cv).unwrap_or(false)));
         if let Some(sign) = sign {
             let pairs = |v: &[(String, String)]| {
                 Value::from_serialize(v.iter().cloned().collect::<BTreeMap<_, _>>())
             };
-            let mut sctx = ctx.clone();
-            sctx.insert("form".into(), pairs(&form));
-            sctx.insert("query".into(), pairs(&query));
-            sctx.insert(
-                "body".into(),
-                Value::from(body.as_ref().map_or("", |b| b.1.as_str())),
-            );
-            let value = sign.value.render(&Value::from(sctx))?;
+            let value = sign.value.render(&minijinja::context! {
+                form => pairs(&form),
+                query => pairs(&query),
+                body => body.as_ref().map_or("", |b| b.1.as_str()),
+                ..cv.clone()
+            })?;
             match sign.place {
                 Place::Form => form.push((sign.name.clone(), value)),
                 Place::Header => headers.push((sign.name.clone(), value)),
@@ -494,15 +485,6 @@ impl Http {
                 .body(encoding.encode(&text).0.into_owned());
         }
         Ok((request, shown))
-    }
-
-    /// An operation's document, written and sealed.
-    fn document(&self, doc: &Document, ctx: &Value) -> Result<String, String> {
-        let text = self.document_plain(doc, ctx)?;
-        match &doc.encrypt {
-            Some(seal) => self.seal(seal, &text),
-            None => Ok(text),
-        }
     }
 
     /// An operation's document, written, before any sealing.
