@@ -214,12 +214,12 @@ fn materials(supplied: &[yichuang_adapters::system::Supplied]) -> String {
     let mut out = String::from("<clqd>");
     for m in supplied {
         out.push_str("<cl>");
-        element(&mut out, "clbm", &m.code);
-        element(&mut out, "clmc", &m.name);
-        element(&mut out, "clxs", m.form);
-        element(&mut out, "fs", &m.copies.to_string());
-        element(&mut out, "wjdz", &m.uri);
-        element(&mut out, "wjzy", &m.sha256);
+        xml::element(&mut out, "clbm", &m.code);
+        xml::element(&mut out, "clmc", &m.name);
+        xml::element(&mut out, "clxs", m.form);
+        xml::element(&mut out, "fs", &m.copies.to_string());
+        xml::element(&mut out, "wjdz", &m.uri);
+        xml::element(&mut out, "wjzy", &m.sha256);
         out.push_str("</cl>");
     }
     out.push_str("</clqd>");
