@@ -44,20 +44,44 @@ const APP_ID: &str = "yichuang";
 const APP_SECRET: &str = "sim-secret";
 const SIGN_KEY: &str = "sw-sign-key";
 
-/// User + system CPU seconds in a `/proc/.../stat` file (a thread's or the process's).
-fn cpu_secs(stat: &Path, ticks_per_sec: f64) -> f64 {
-    let text = std::fs::read_to_string(stat).unwrap_or_else(|e| panic!("{}: {e}", stat.display()));
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = text.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| -> f64 {
-        fields
-            .get(i)
-            .and_then(|v| v.parse().ok())
-            .expect("utime and stime in /proc stat")
-    };
-    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name and state.
-    (ticks(11) + ticks(12)) / ticks_per_sec
+/// CPU time in a `/proc/.../stat` file (a thread's or the process's), in seconds.
+#[derive(Clone, Copy)]
+struct Cpu {
+    user: f64,
+    system: f64,
+}
+
+impl Cpu {
+    fn read(stat: &Path, ticks_per_sec: f64) -> Cpu {
+        let text =
+            std::fs::read_to_string(stat).unwrap_or_else(|e| panic!("{}: {e}", stat.display()));
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let rest = text.rsplit_once(')').map_or("", |(_, r)| r);
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let secs = |i: usize| -> f64 {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .expect("utime and stime in /proc stat")
+                / ticks_per_sec
+        };
+        // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name and state.
+        Cpu {
+            user: secs(11),
+            system: secs(12),
+        }
+    }
+
+    fn total(self) -> f64 {
+        self.user + self.system
+    }
+
+    fn since(self, before: Cpu) -> Cpu {
+        Cpu {
+            user: self.user - before.user,
+            system: self.system - before.system,
+        }
+    }
 }
 
 /// Clock ticks a second (`getconf CLK_TCK`), 100 when it cannot be asked.
@@ -258,13 +282,14 @@ fn tasks(config: &DepartmentConfig, next: &mut usize, count: u64) -> Vec<Task> {
         .collect()
 }
 
-/// What one round of one side cost.
+/// What one round of one side cost, per task.
 struct Round {
-    /// CPU of this (the client's) thread per task.
-    client_us: f64,
-    /// CPU of the simulator's thread per task (not counted; shown for scale).
+    /// CPU of this (the client's) thread, µs.
+    client: Cpu,
+    /// CPU of the simulator's thread, µs (not counted; shown for scale).
     sim_us: f64,
-    /// CPU of the process's other threads per task (should be ~0: nothing else works).
+    /// CPU of the process's other threads, µs: the gate's timer thread (governor's
+    /// futures-timer), little else.
     elsewhere_us: f64,
     wall_secs: f64,
 }
@@ -277,26 +302,41 @@ fn measure(
     tasks: Vec<Task>,
     tps: f64,
 ) -> Round {
-    let process = Path::new("/proc/self/stat");
-    let me = Path::new("/proc/thread-self/stat");
+    let (process, me) = (
+        Path::new("/proc/self/stat"),
+        Path::new("/proc/thread-self/stat"),
+    );
     let n = tasks.len() as f64;
-    let (p0, s0) = (cpu_secs(process, tps), cpu_secs(&sim.stat, tps));
+    let requests = sim.system.sim.stats().requests;
+    let (p0, s0) = (Cpu::read(process, tps), Cpu::read(&sim.stat, tps));
     let wall = Instant::now();
-    let c0 = cpu_secs(me, tps);
+    let c0 = Cpu::read(me, tps);
     runtime.block_on(async {
         for t in &tasks {
             side.run(t).await;
         }
     });
-    let client = cpu_secs(me, tps) - c0;
+    let client = Cpu::read(me, tps).since(c0);
     let wall_secs = wall.elapsed().as_secs_f64();
-    let (process, sim_cpu) = (cpu_secs(process, tps) - p0, cpu_secs(&sim.stat, tps) - s0);
+    let process = Cpu::read(process, tps).since(p0).total();
+    let sim_cpu = Cpu::read(&sim.stat, tps).since(s0).total();
+    // The same work on both sides: a submit and a query per task (the token is kept).
+    let requests = sim.system.sim.stats().requests - requests;
+    assert!(
+        (2 * tasks.len() as u64..=2 * tasks.len() as u64 + 2).contains(&requests),
+        "{}: {requests} requests for {n} tasks",
+        side.name
+    );
     drop(tasks);
+    let us = |secs: f64| secs * 1e6 / n;
     Round {
-        client_us: client * 1e6 / n,
-        sim_us: sim_cpu * 1e6 / n,
+        client: Cpu {
+            user: us(client.user),
+            system: us(client.system),
+        },
+        sim_us: us(sim_cpu),
         // Each reading is whole ticks: a difference may come out a tick below zero.
-        elsewhere_us: ((process - client - sim_cpu) * 1e6 / n).max(0.0),
+        elsewhere_us: us(process - client.total() - sim_cpu).max(0.0),
         wall_secs,
     }
 }
@@ -378,7 +418,7 @@ fn main() {
     }
 
     println!(
-        "adapter CPU per task (submit + poll of the sw form-XML simulator: signed HMAC-SM3, GBK answers; {per_round} tasks a round, {rounds} rounds a side, alternated; the client's thread only, /proc/thread-self/stat at {tps} ticks/s = {:.1} us per task)",
+        "adapter CPU per task (submit + poll of the sw form-XML simulator: signed HMAC-SM3, GBK answers; {rounds} x {per_round} tasks a side, rounds alternated; the client's thread only, /proc/thread-self/stat at {tps} ticks/s: 1 tick = {:.1} us per task)",
         1e6 / tps / per_round as f64
     );
     let mut results: Vec<Vec<f64>> = vec![Vec::new(); sides.len()];
@@ -387,10 +427,16 @@ fn main() {
             let batch = tasks(&side.department.config, &mut next, per_round);
             let r = measure(&runtime, side, &sim, batch, tps);
             println!(
-                "round {round}  {:<34} {:>8.1} us CPU/task   sim {:>7.1} us   elsewhere {:>5.1} us   wall {:>6.1} s",
-                side.name, r.client_us, r.sim_us, r.elsewhere_us, r.wall_secs
+                "round {round}  {:<34} {:>7.1} us CPU/task (user {:>6.1}, sys {:>6.1})   sim {:>6.1} us   elsewhere {:>5.1} us   wall {:>5.1} s",
+                side.name,
+                r.client.total(),
+                r.client.user,
+                r.client.system,
+                r.sim_us,
+                r.elsewhere_us,
+                r.wall_secs
             );
-            results[i].push(r.client_us);
+            results[i].push(r.client.total());
         }
     }
 
