@@ -359,7 +359,7 @@ fn main() {
         (5, 1, 2)
     } else {
         (
-            testkit::env_or("YICHUANG_BENCH_TASKS", 2000).max(1),
+            testkit::env_or("YICHUANG_BENCH_TASKS", 1000).max(1),
             testkit::env_or("YICHUANG_BENCH_ROUNDS", 3).max(1),
             testkit::env_or("YICHUANG_BENCH_WARMUP", 100).max(1),
         )

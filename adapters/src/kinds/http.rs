@@ -183,14 +183,18 @@ impl Http {
         ctx
     }
 
-    /// The variables of a task.
+    /// The variables of a task. The task message itself is converted only if a template
+    /// reads it (most read only `fields`, which are already rendered).
     fn task_vars(task: &Task) -> Vec<(&'static str, Value)> {
         vec![
             ("serial", Value::from(task.id())),
             ("fields", Value::from_serialize(&task.fields)),
             (
                 "task",
-                Value::from_serialize(crate::mapping::task_json(&task.message)),
+                Value::from_object(LazyTask {
+                    message: task.message.clone(),
+                    value: std::sync::OnceLock::new(),
+                }),
             ),
         ]
     }
@@ -437,7 +441,13 @@ impl Http {
             }
         }
         let url = format!("{}{}", self.base, path);
-        let mut shown = format!("{:?} {url}", op.method);
+        // What a dry run shows; nothing is written when no one looks.
+        let traced = self.trace.is_some();
+        let mut shown = if traced {
+            format!("{:?} {url}", op.method)
+        } else {
+            String::new()
+        };
         let mut request = match op.method {
             Method::Get => self.client.get(&url),
             Method::Post => self.client.post(&url),
@@ -445,13 +455,17 @@ impl Http {
         };
         if !query.is_empty() {
             request = request.query(&query);
-            shown.push_str(&format!(" query {query:?}"));
+            if traced {
+                shown.push_str(&format!(" query {query:?}"));
+            }
         }
         for (k, v) in &headers {
             request = request.header(k.as_str(), v.as_str());
-            shown.push_str(&format!("\n{k}: {v}"));
+            if traced {
+                shown.push_str(&format!("\n{k}: {v}"));
+            }
         }
-        if let Some(plain) = &plain_document {
+        if let Some(plain) = plain_document.as_ref().filter(|_| traced) {
             shown.push_str(&format!("\n(document before sealing) {plain}"));
         }
         let encoding = charset.encoding();
@@ -465,7 +479,9 @@ impl Http {
                 text.push('=');
                 text.extend(form_urlencoded::byte_serialize(&encoding.encode(v).0));
             }
-            shown.push_str(&format!("\n\n{form:?}"));
+            if traced {
+                shown.push_str(&format!("\n\n{form:?}"));
+            }
             request = request
                 .header(
                     reqwest::header::CONTENT_TYPE,
@@ -476,7 +492,9 @@ impl Http {
                 )
                 .body(text);
         } else if let Some((content_type, text)) = body {
-            shown.push_str(&format!("\n\n{text}"));
+            if traced {
+                shown.push_str(&format!("\n\n{text}"));
+            }
             request = request
                 .header(
                     reqwest::header::CONTENT_TYPE,
@@ -638,6 +656,36 @@ impl Http {
     /// The department's case number an answer gives.
     fn case_number_of(&self, answer: &Answer) -> Option<String> {
         self.read(answer).and_then(|r| r.department_case_number)
+    }
+}
+
+/// The task message as templates see it (`task`), converted on the first read.
+#[derive(Debug)]
+struct LazyTask {
+    message: yichuang::proto::v1::TaskMessage,
+    value: std::sync::OnceLock<Value>,
+}
+
+impl LazyTask {
+    fn value(&self) -> &Value {
+        self.value
+            .get_or_init(|| Value::from_serialize(crate::mapping::task_json(&self.message)))
+    }
+}
+
+impl minijinja::value::Object for LazyTask {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        self.value()
+            .get_item(key)
+            .ok()
+            .filter(|v| !v.is_undefined())
+    }
+
+    fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {
+        match self.value().try_iter() {
+            Ok(keys) => minijinja::value::Enumerator::Values(keys.collect()),
+            Err(_) => minijinja::value::Enumerator::Empty,
+        }
     }
 }
 
@@ -925,6 +973,42 @@ impl DepartmentSystem for Http {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_task_is_read_through_its_lazy_value() {
+        let message = yichuang::proto::v1::TaskMessage {
+            case_number: "C1".into(),
+            task: Some(yichuang::proto::v1::Task {
+                task_id: "C1-01".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let task = Task {
+            message,
+            fields: Default::default(),
+        };
+        let ctx: BTreeMap<String, Value> = Http::task_vars(&task)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        let ctx = Value::from(ctx);
+        let t = crate::expr::Template::compile(
+            "{{ task.caseNumber }}/{{ task.task.taskId }}/{{ serial }}",
+        )
+        .unwrap();
+        assert_eq!(t.render(&ctx).unwrap(), "C1/C1-01/C1-01");
+        let missing = crate::expr::Template::compile("{{ task.nothing }}").unwrap();
+        assert!(
+            missing.render(&ctx).is_err(),
+            "a missing field is still an error"
+        );
+        let keys = crate::expr::Expr::compile("task | list").unwrap();
+        assert!(
+            keys.list(&ctx).unwrap().contains(&"caseNumber".to_string()),
+            "the task enumerates its fields"
+        );
+    }
 
     #[test]
     fn json_answers_flatten_by_path_and_by_name() {
