@@ -188,7 +188,13 @@ impl Http {
     fn task_vars(task: &Task) -> Vec<(&'static str, Value)> {
         vec![
             ("serial", Value::from(task.id())),
-            ("fields", Value::from_serialize(&task.fields)),
+            (
+                "fields",
+                task.fields
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect(),
+            ),
             (
                 "task",
                 Value::from_object(LazyTask {
@@ -605,11 +611,15 @@ impl Http {
         } else {
             self.d.otherwise
         });
-        let reason = rule_reason
-            .or(self.d.reason.as_ref())
-            .map(|e| e.text(&ctx).unwrap_or_default())
-            .unwrap_or_default();
-        let reason = if reason.is_empty() {
+        // A success needs no reason (the dry run shows its verdict only).
+        let reason = match verdict {
+            Verdict::Success if self.trace.is_none() => String::new(),
+            _ => rule_reason
+                .or(self.d.reason.as_ref())
+                .map(|e| e.text(&ctx).unwrap_or_default())
+                .unwrap_or_default(),
+        };
+        let reason = if reason.is_empty() && (verdict != Verdict::Success || self.trace.is_some()) {
             format!("HTTP {status}: {}", xml::excerpt(&text))
         } else {
             reason
@@ -692,7 +702,7 @@ impl minijinja::value::Object for LazyTask {
 /// The variables of a rule or outcome: `answer`, `status`, `text`.
 fn answer_context(answer: &Answer, status: u16, text: &str) -> Value {
     minijinja::context! {
-        answer => Value::from_serialize(answer),
+        answer => answer.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect::<Value>(),
         status => status,
         text => text,
     }
