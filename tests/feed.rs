@@ -196,3 +196,115 @@ async fn a_window_feed_resumes_from_its_cursor(backend: Backend) {
 }
 
 testkit::on_both_stores!(a_window_feed_resumes_from_its_cursor);
+
+/// Many writers commit history at once (acceptances, and approvals that edit a case) while a
+/// reader follows the whole feed by its cursor as fast as it can. Writers finish in an order
+/// other than the one their positions were given in; a feed that hands out a position before
+/// every smaller one has committed (positions by a sequence or by transaction id, read without
+/// regard to the transactions still running) lets the reader step past an entry that commits
+/// later, and this reader then misses it. Every entry must reach the reader once, in position
+/// order.
+async fn concurrent_writers_never_leave_a_feed_reader_behind(backend: Backend) {
+    const WRITERS: usize = 12;
+    const CASES_EACH: usize = 15;
+    let gw = TestGateway::start(backend).await;
+    let store = gw.gateway.store.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (store, stop) = (store.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut cursor = 0;
+            let mut seen = Vec::new();
+            loop {
+                // The flag is read before the last look, so a read after every writer finished
+                // is always made.
+                let finished = stop.load(std::sync::atomic::Ordering::SeqCst);
+                let items = store
+                    .feed(yichuang::store::FeedQuery {
+                        after: cursor,
+                        limit: 64,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+                for item in &items {
+                    assert!(item.position > cursor, "positions only grow");
+                    cursor = item.position;
+                    seen.push((item.case_number.clone(), item.event.seq));
+                }
+                if finished && items.is_empty() {
+                    return seen;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let mut client = gw.client.clone();
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            let mut numbers = Vec::new();
+            for n in 0..CASES_EACH {
+                let mut submission = example("kai-canguan");
+                submission.submission_id = format!("feed-order-{w}-{n}");
+                let answer = client
+                    .submit(SubmitRequest {
+                        submission: Some(submission),
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                let Some(Outcome::Receipt(receipt)) = answer.outcome else {
+                    panic!("accepted: {answer:?}");
+                };
+                // Every other case is edited at once too (an approval: a case edit with
+                // history), so acceptances and edits interleave.
+                if n % 2 == 0 {
+                    let sp_jy = receipt
+                        .items
+                        .iter()
+                        .find(|i| i.item_code == "SP-JY")
+                        .unwrap();
+                    store
+                        .approve_task(&sp_jy.task_id, vec![])
+                        .await
+                        .unwrap()
+                        .expect("approved");
+                }
+                numbers.push(receipt.case_number);
+            }
+            numbers
+        }));
+    }
+    let mut numbers = Vec::new();
+    for w in writers {
+        numbers.extend(w.await.unwrap());
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = tokio::time::timeout(Duration::from_secs(60), reader)
+        .await
+        .expect("the reader catches up within 60 s")
+        .unwrap();
+    let mut expected = HashSet::new();
+    for number in &numbers {
+        let (_, events) = store.get_case(number).await.unwrap().expect("stored");
+        for e in events {
+            expected.insert((number.clone(), e.seq));
+        }
+    }
+    let unique: HashSet<(String, i64)> = seen.iter().cloned().collect();
+    assert_eq!(unique.len(), seen.len(), "no entry twice");
+    let missed: Vec<_> = expected.difference(&unique).collect();
+    assert!(
+        missed.is_empty(),
+        "{} of {} entries never reached the reader, e.g. {:?}",
+        missed.len(),
+        expected.len(),
+        missed.iter().take(5).collect::<Vec<_>>()
+    );
+    assert_eq!(unique, expected);
+    gw.stop().await;
+}
+
+testkit::on_both_stores!(concurrent_writers_never_leave_a_feed_reader_behind);

@@ -95,6 +95,10 @@ pub(super) const POSTGRES: &[(&str, &str)] = &[
         "0011_access_log",
         include_str!("../../migrations/postgres/0011_access_log.sql"),
     ),
+    (
+        "0012_feed_xid",
+        include_str!("../../migrations/postgres/0012_feed_xid.sql"),
+    ),
 ];
 
 /// The table that records applied migrations (same SQL on both engines).

@@ -1,8 +1,8 @@
 //! A case and its history in the PostgreSQL engine: `edit_case` (the one path by which a stored
 //! case changes: lock the case row, edit in memory, write the record, its task rows and new
 //! history in one transaction), feed positions for new history, the reads of cases, tasks and
-//! attempts, and the operator's audit log. `last_seq`, `save_case` and `assign_feed_positions`
-//! are shared with `intake` and the outbox's dispatch marks in `workers`.
+//! attempts, and the operator's audit log. `last_seq`, `save_case` and `insert_events` are
+//! shared with `intake` and the outbox's dispatch marks in `workers`.
 //!
 //! It never decides what a change is (the caller's `edit` does, with `lifecycle`'s rules) and
 //! never writes a submission or allocates a case number (that is `intake`).
@@ -27,41 +27,82 @@ impl PgStore {
     ) -> Result<Option<(Case, T)>, StoreError> {
         let mut client = self.pool.get().await.map_err(pool_err)?;
         let tx = client.transaction().await?;
-        let Some(row) = tx
-            .query_opt(
-                "SELECT body FROM cases WHERE case_number = $1 FOR UPDATE",
-                &[&case_number],
-            )
-            .await?
-        else {
+        // The row lock and the last history number in one round trip: the server runs them in
+        // order, so the number is read under the lock.
+        let lock = tx
+            .prepare_cached("SELECT body FROM cases WHERE case_number = $1 FOR UPDATE")
+            .await?;
+        let last = tx.prepare_cached(LAST_SEQ).await?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&case_number];
+        let (row, last_seq) =
+            tokio::try_join!(tx.query_opt(&lock, &params), tx.query_one(&last, &params))?;
+        let Some(row) = row else {
             return Ok(None);
         };
-        let mut case = decode_case(row.get::<_, &[u8]>(0))?;
-        let last_seq = last_seq(&tx, case_number).await?;
+        let stored: &[u8] = row.get(0);
+        let mut case = decode_case(stored)?;
         let at = ms_to_timestamp(now_ms).unwrap_or_default();
-        let (change, answer) = edit(&mut case, last_seq, at);
+        let (change, answer) = edit(&mut case, last_seq.get(0), at);
         let Some(change) = change else {
-            return Ok(Some((decode_case(row.get::<_, &[u8]>(0))?, answer)));
+            return Ok(Some((decode_case(stored)?, answer)));
         };
-        for (task_id, status) in &change.tasks {
-            tx.execute(
-                "UPDATE tasks SET status = $1, lease_until_ms = NULL, clock_dirty = 1 WHERE task_id = $2 AND case_number = $3",
-                &[&(*status as i32), task_id, &case_number],
+        // Task statuses, then clocks (a task in both ends with its clock clean), then the record
+        // and history: prepared first, then sent together, run by the server in this order.
+        let statuses = tx
+            .prepare_cached(
+                "UPDATE tasks t SET status = u.status, lease_until_ms = NULL, clock_dirty = 1
+                 FROM unnest($1::text[], $2::int[]) AS u(task_id, status)
+                 WHERE t.task_id = u.task_id AND t.case_number = $3",
             )
             .await?;
-        }
-        for c in &change.clocks {
-            tx.execute(
-                "UPDATE tasks SET clock_dirty = 0, next_check_ms = $1, due_ms = $2, decided_ms = $3, deadline_provisional = $4 WHERE task_id = $5 AND case_number = $6",
-                &[&c.next_check_ms, &c.due_ms, &c.decided_ms, &i16::from(c.provisional), &c.task_id, &case_number],
+        let clocks = tx
+            .prepare_cached(
+                "UPDATE tasks t SET clock_dirty = 0, next_check_ms = u.next_check_ms, due_ms = u.due_ms,
+                   decided_ms = u.decided_ms, deadline_provisional = u.provisional
+                 FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::smallint[])
+                   AS u(task_id, next_check_ms, due_ms, decided_ms, provisional)
+                 WHERE t.task_id = u.task_id AND t.case_number = $6",
             )
             .await?;
-        }
-        save_case(&tx, &case, &change.events, now_ms).await?;
-        // No history entry, no feed position to assign: the feed lock is not taken.
-        if !change.events.is_empty() {
-            assign_feed_positions(&tx).await?;
-        }
+        let task_ids: Vec<&str> = change.tasks.iter().map(|(id, _)| id.as_str()).collect();
+        let task_statuses: Vec<i32> = change.tasks.iter().map(|(_, s)| *s as i32).collect();
+        let clock_ids: Vec<&str> = change.clocks.iter().map(|c| c.task_id.as_str()).collect();
+        let next: Vec<Option<i64>> = change.clocks.iter().map(|c| c.next_check_ms).collect();
+        let due: Vec<Option<i64>> = change.clocks.iter().map(|c| c.due_ms).collect();
+        let decided: Vec<Option<i64>> = change.clocks.iter().map(|c| c.decided_ms).collect();
+        let provisional: Vec<i16> = change
+            .clocks
+            .iter()
+            .map(|c| i16::from(c.provisional))
+            .collect();
+        let mut ordinal = 0;
+        tokio::try_join!(
+            async {
+                if !task_ids.is_empty() {
+                    tx.execute(&statuses, &[&task_ids, &task_statuses, &case_number])
+                        .await?;
+                }
+                Ok::<_, StoreError>(())
+            },
+            async {
+                if !clock_ids.is_empty() {
+                    tx.execute(
+                        &clocks,
+                        &[
+                            &clock_ids,
+                            &next,
+                            &due,
+                            &decided,
+                            &provisional,
+                            &case_number,
+                        ],
+                    )
+                    .await?;
+                }
+                Ok(())
+            },
+            save_case(&tx, &case, stored, &change.events, now_ms, &mut ordinal),
+        )?;
         tx.commit().await?;
         Ok(Some((case, answer)))
     }
@@ -237,70 +278,89 @@ impl PgStore {
     }
 }
 
-/// Gives the history entries this transaction wrote their feed positions, just before commit,
-/// under a transaction-wide advisory lock: positions grow in commit order, so a feed reader that
-/// has seen position N never later finds a committed entry below N.
-pub(super) async fn assign_feed_positions(tx: &Transaction<'_>) -> Result<(), StoreError> {
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&FEED_LOCK])
-        .await?;
-    tx.execute(
-        "UPDATE case_events e SET feed_pos = b.base + t.n
-         FROM (SELECT coalesce(max(feed_pos), 0) AS base FROM case_events) b,
-              (SELECT case_number, seq, row_number() OVER (ORDER BY case_number, seq) AS n
-               FROM case_events WHERE feed_pos IS NULL) t
-         WHERE e.case_number = t.case_number AND e.seq = t.seq",
-        &[],
-    )
-    .await?;
-    Ok(())
-}
+/// How many history entries one transaction may write: the low bits of a feed position (see
+/// [`insert_events`]). The relay's dispatch marks (at most a lease of tasks, one entry each) and
+/// a case's edits stay far below it.
+const FEED_ENTRIES_PER_TRANSACTION: i64 = 1 << 20;
 
-/// The advisory lock key that orders feed positions (any constant no other lock uses).
-const FEED_LOCK: i64 = 0x7969_6368_6665_6564; // "yichfeed"
-
-/// The number of a case's last history entry.
-pub(super) async fn last_seq(tx: &Transaction<'_>, case_number: &str) -> Result<i64, StoreError> {
-    Ok(tx
-        .query_one(
-            "SELECT coalesce(max(seq), 0) FROM case_events WHERE case_number = $1",
-            &[&case_number],
-        )
-        .await?
-        .get(0))
-}
-
-/// Writes a changed case record and appends the history entries the change made.
-pub(super) async fn save_case(
+/// Appends history entries of one case in one statement, each with its feed position: the
+/// writing transaction's id in the high bits and `*ordinal` (the entry's order among those the
+/// transaction writes, advanced here) in the low 20. Positions are unique and never reused;
+/// readers take only positions below the oldest transaction still running
+/// (`PgStore::feed`), so a reader that has seen position N never later finds a committed entry
+/// below N — without a lock shared by every writer (docs/storage.md, "Feed positions").
+pub(super) async fn insert_events(
     tx: &Transaction<'_>,
-    case: &Case,
+    case_number: &str,
     events: &[CaseEvent],
-    now_ms: i64,
+    at_ms: i64,
+    ordinal: &mut i64,
 ) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    if *ordinal + events.len() as i64 > FEED_ENTRIES_PER_TRANSACTION {
+        return Err(StoreError::Corrupt(format!(
+            "one transaction may write at most {FEED_ENTRIES_PER_TRANSACTION} history entries"
+        )));
+    }
+    let statement = tx
+        .prepare_cached(
+            "INSERT INTO case_events (case_number, seq, at_ms, kind, task_id, detail, feed_pos)
+             SELECT $1, u.seq, $2, u.kind, u.task_id, u.detail, (pg_current_xact_id()::text::bigint << 20) | u.ordinal
+             FROM unnest($3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[]) AS u(seq, kind, task_id, detail, ordinal)",
+        )
+        .await?;
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    let tasks: Vec<&str> = events.iter().map(|e| e.task_id.as_str()).collect();
+    let details: Vec<&str> = events.iter().map(|e| e.detail.as_str()).collect();
+    let ordinals: Vec<i64> = (*ordinal..*ordinal + events.len() as i64).collect();
+    *ordinal += events.len() as i64;
     tx.execute(
-        "UPDATE cases SET status = $1, body = $2 WHERE case_number = $3",
+        &statement,
         &[
-            &case.status,
-            &prost::Message::encode_to_vec(case),
-            &case.case_number,
+            &case_number,
+            &at_ms,
+            &seqs,
+            &kinds,
+            &tasks,
+            &details,
+            &ordinals,
         ],
     )
     .await?;
-    let insert = tx
-        .prepare_cached("INSERT INTO case_events (case_number, seq, at_ms, kind, task_id, detail) VALUES ($1, $2, $3, $4, $5, $6)")
-        .await?;
-    for e in events {
-        tx.execute(
-            &insert,
-            &[
-                &case.case_number,
-                &e.seq,
-                &now_ms,
-                &e.kind,
-                &e.task_id,
-                &e.detail,
-            ],
-        )
-        .await?;
-    }
     Ok(())
+}
+
+/// The number of a case's last history entry.
+const LAST_SEQ: &str = "SELECT coalesce(max(seq), 0) FROM case_events WHERE case_number = $1";
+
+/// The number of a case's last history entry.
+pub(super) async fn last_seq(tx: &Transaction<'_>, case_number: &str) -> Result<i64, StoreError> {
+    let statement = tx.prepare_cached(LAST_SEQ).await?;
+    Ok(tx.query_one(&statement, &[&case_number]).await?.get(0))
+}
+
+/// Writes a changed case record and appends the history entries the change made (feed
+/// positions from `*ordinal`, see [`insert_events`]). The record is written only when its
+/// encoding differs from `stored`, the bytes read under the row lock: a sweep that only moved a
+/// task's clock rows leaves the case row alone.
+pub(super) async fn save_case(
+    tx: &Transaction<'_>,
+    case: &Case,
+    stored: &[u8],
+    events: &[CaseEvent],
+    now_ms: i64,
+    ordinal: &mut i64,
+) -> Result<(), StoreError> {
+    let body = prost::Message::encode_to_vec(case);
+    if body != stored {
+        let update = tx
+            .prepare_cached("UPDATE cases SET status = $1, body = $2 WHERE case_number = $3")
+            .await?;
+        tx.execute(&update, &[&case.status, &body, &case.case_number])
+            .await?;
+    }
+    insert_events(tx, &case.case_number, events, now_ms, ordinal).await
 }

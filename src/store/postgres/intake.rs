@@ -9,7 +9,7 @@
 use deadpool_postgres::Transaction;
 use tokio_postgres::types::ToSql;
 
-use super::cases::assign_feed_positions;
+use super::cases::insert_events;
 use super::{PgStore, pool_err};
 use crate::case::{self, MAX_DAILY_SEQUENCE};
 use crate::store::{
@@ -37,9 +37,7 @@ impl PgStore {
         a: &Attempt,
     ) -> Result<Option<SubmitResult>, StoreError> {
         let client = self.pool.get().await.map_err(pool_err)?;
-        let statement = client
-            .prepare_cached("SELECT content_hash, outcome, case_number, response FROM submissions WHERE submission_id = $1")
-            .await?;
+        let statement = client.prepare_cached(SELECT_SUBMISSION).await?;
         let existing = client
             .query_opt(&statement, &[&a.submission_id])
             .await?
@@ -102,9 +100,6 @@ impl PgStore {
         }
         let tx = client.transaction().await?;
         let result = record(&tx, &c, rows.as_ref()).await?;
-        if rows.is_some() {
-            assign_feed_positions(&tx).await?;
-        }
         tx.commit().await?;
         Ok(result)
     }
@@ -117,18 +112,24 @@ impl PgStore {
 /// the number is durable whenever a case that carries it is; a number lost in a crash was
 /// never given out.
 async fn allocate(client: &mut deadpool_postgres::Object, prefix: &str) -> Result<i64, StoreError> {
-    let tx = client.transaction().await?;
-    tx.batch_execute("SET LOCAL synchronous_commit TO OFF")
-        .await?;
-    let seq = tx
-        .query_one(
+    let next = client
+        .prepare_cached(
             "INSERT INTO case_numbers (prefix, last_seq) VALUES ($1, 1)
              ON CONFLICT (prefix) DO UPDATE SET last_seq = case_numbers.last_seq + 1 RETURNING last_seq",
-            &[&prefix],
         )
-        .await?
-        .get(0);
-    tx.commit().await?;
+        .await?;
+    // The three sent together, in one round trip; each is awaited, so the connection never
+    // goes back to the pool inside the transaction (a failed increment turns COMMIT into a
+    // rollback).
+    let params: [&(dyn ToSql + Sync); 1] = [&prefix];
+    let (begin, seq, commit) = tokio::join!(
+        client.batch_execute("BEGIN; SET LOCAL synchronous_commit TO OFF"),
+        client.query_one(&next, &params),
+        client.batch_execute("COMMIT"),
+    );
+    begin?;
+    let seq = seq?.get(0);
+    commit?;
     Ok(seq)
 }
 
@@ -143,57 +144,40 @@ fn existing_from(r: tokio_postgres::Row) -> Existing {
 
 /// Records a submission in `tx`. `rows` are the case's rows when it is accepted (built with
 /// its number before the transaction); a repeat found here leaves that number unused.
+///
+/// Two round trips: the advisory lock on the submission id with the look for an earlier
+/// attempt (the server runs them in order, so the look is under the lock), then every row the
+/// outcome writes, sent together.
 async fn record(
     tx: &Transaction<'_>,
     c: &SubmitCommand,
     rows: Option<&CaseRows>,
 ) -> Result<SubmitResult, StoreError> {
-    exec(
-        tx,
-        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-        &[&c.attempt.submission_id],
-    )
-    .await?;
-    let existing = tx
-        .query_opt(
-            &tx.prepare_cached("SELECT content_hash, outcome, case_number, response FROM submissions WHERE submission_id = $1").await?,
-            &[&c.attempt.submission_id],
-        )
-        .await?
-        .map(existing_from);
-    let at_ms = c.attempt.at.timestamp_millis();
-    let audit = |outcome: &'static str, case_number: Option<String>, detail: String| async move {
-        exec(
-            tx,
-            INSERT_ATTEMPT,
-            &[
-                &c.attempt.submission_id,
-                &at_ms,
-                &c.attempt.hall_code,
-                &c.attempt.window_code,
-                &c.attempt.clerk_staff_no,
-                &outcome,
-                &case_number,
-                &detail,
-            ],
-        )
-        .await
-    };
+    let lock = tx
+        .prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .await?;
+    let look = tx.prepare_cached(SELECT_SUBMISSION).await?;
+    let params: [&(dyn ToSql + Sync); 1] = [&c.attempt.submission_id];
+    let (_, existing) = tokio::try_join!(tx.execute(&lock, &params), tx.query_opt(&look, &params))?;
+    let existing = existing.map(existing_from);
     match decide(existing, &c.attempt.content_hash)? {
         Decision::Replay(response) => {
-            audit("replayed", None, String::new()).await?;
+            audit(tx, c, "replayed", None, "").await?;
             Ok(SubmitResult::Answer(response))
         }
         Decision::Conflict(case_number) => {
-            audit("conflict", Some(case_number.clone()), String::new()).await?;
+            audit(tx, c, "conflict", Some(&case_number), "").await?;
             Ok(SubmitResult::Conflict { case_number })
         }
         Decision::Fresh => match &c.evaluated {
             Evaluated::Deficient(notice) => {
                 let response = case::notice_response(notice.clone());
                 let bytes = prost::Message::encode_to_vec(&response);
-                upsert_submission(tx, c, "deficient", None, &bytes).await?;
-                audit("deficient", None, attempt_detail(notice)).await?;
+                let detail = attempt_detail(notice);
+                tokio::try_join!(
+                    upsert_submission(tx, c, "deficient", None, &bytes),
+                    audit(tx, c, "deficient", None, &detail),
+                )?;
                 Ok(SubmitResult::Answer(response.into()))
             }
             Evaluated::Accept(_) => {
@@ -203,9 +187,24 @@ async fn record(
                     ));
                 };
                 let number = &rows.accepted.case.case_number;
-                insert_case(tx, c, number, rows).await?;
-                upsert_submission(tx, c, "accepted", Some(number), &rows.response).await?;
-                audit("accepted", Some(number.clone()), String::new()).await?;
+                // The statements are prepared (or found in the cache) before any is sent, so
+                // they reach the server in this order: the case before the rows that refer to it.
+                for sql in [INSERT_CASE, INSERT_TASKS, UPSERT_SUBMISSION, INSERT_ATTEMPT] {
+                    tx.prepare_cached(sql).await?;
+                }
+                let mut ordinal = 0;
+                tokio::try_join!(
+                    insert_case(tx, c, number, rows),
+                    insert_events(
+                        tx,
+                        number,
+                        &rows.accepted.events,
+                        rows.accepted_at_ms,
+                        &mut ordinal
+                    ),
+                    upsert_submission(tx, c, "accepted", Some(number), &rows.response),
+                    audit(tx, c, "accepted", Some(number), ""),
+                )?;
                 Ok(SubmitResult::Answer(Box::new(case::receipt_response(
                     rows.accepted.receipt.clone(),
                 ))))
@@ -214,26 +213,74 @@ async fn record(
     }
 }
 
+const SELECT_SUBMISSION: &str =
+    "SELECT content_hash, outcome, case_number, response FROM submissions WHERE submission_id = $1";
+
+const UPSERT_SUBMISSION: &str = "INSERT INTO submissions (submission_id, content_hash, outcome, case_number, response, first_at_ms, last_at_ms)
+     VALUES ($1, $2, $3, $4, $5, $6, $6)
+     ON CONFLICT (submission_id) DO UPDATE SET content_hash = excluded.content_hash, outcome = excluded.outcome,
+       case_number = excluded.case_number, response = excluded.response, last_at_ms = excluded.last_at_ms";
+
+const INSERT_CASE: &str = "INSERT INTO cases (case_number, submission_id, hall_code, window_code, status, accepted_at_ms, promised_deadline, item_codes, body, trace_id)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+
+/// A case's tasks in one statement.
+const INSERT_TASKS: &str =
+    "INSERT INTO tasks (task_id, case_number, department, item_code, status, depends_on, body)
+     SELECT u.task_id, $1, u.department, u.item_code, u.status, u.depends_on, u.body
+     FROM unnest($2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::bytea[])
+       AS u(task_id, department, item_code, status, depends_on, body)";
+
+/// The attempt's line in the audit trail.
+async fn audit(
+    tx: &Transaction<'_>,
+    c: &SubmitCommand,
+    outcome: &str,
+    case_number: Option<&str>,
+    detail: &str,
+) -> Result<u64, StoreError> {
+    let at_ms = c.attempt.at.timestamp_millis();
+    exec(
+        tx,
+        INSERT_ATTEMPT,
+        &[
+            &c.attempt.submission_id,
+            &at_ms,
+            &c.attempt.hall_code,
+            &c.attempt.window_code,
+            &c.attempt.clerk_staff_no,
+            &outcome,
+            &case_number,
+            &detail,
+        ],
+    )
+    .await
+}
+
 async fn upsert_submission(
     tx: &Transaction<'_>,
     c: &SubmitCommand,
     outcome: &str,
     case_number: Option<&str>,
     response: &[u8],
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
     let at_ms = c.attempt.at.timestamp_millis();
     exec(
         tx,
-        "INSERT INTO submissions (submission_id, content_hash, outcome, case_number, response, first_at_ms, last_at_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $6)
-         ON CONFLICT (submission_id) DO UPDATE SET content_hash = excluded.content_hash, outcome = excluded.outcome,
-           case_number = excluded.case_number, response = excluded.response, last_at_ms = excluded.last_at_ms",
-        &[&c.attempt.submission_id, &&c.attempt.content_hash[..], &outcome, &case_number, &response, &at_ms],
+        UPSERT_SUBMISSION,
+        &[
+            &c.attempt.submission_id,
+            &&c.attempt.content_hash[..],
+            &outcome,
+            &case_number,
+            &response,
+            &at_ms,
+        ],
     )
-    .await?;
-    Ok(())
+    .await
 }
 
+/// The case record and its tasks: one statement each, sent together.
 async fn insert_case(
     tx: &Transaction<'_>,
     c: &SubmitCommand,
@@ -241,49 +288,37 @@ async fn insert_case(
     rows: &CaseRows,
 ) -> Result<(), StoreError> {
     let case = &rows.accepted.case;
-    exec(
-        tx,
-        "INSERT INTO cases (case_number, submission_id, hall_code, window_code, status, accepted_at_ms, promised_deadline, item_codes, body, trace_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        &[&number, &c.attempt.submission_id, &c.attempt.hall_code, &c.attempt.window_code, &case.status, &rows.accepted_at_ms,
-          &case.promised_deadline, &rows.item_codes, &rows.body, &c.attempt.trace_id],
-    )
-    .await?;
-    let task_stmt = tx
-        .prepare_cached("INSERT INTO tasks (task_id, case_number, department, item_code, status, depends_on, body) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-        .await?;
-    for t in &case.tasks {
-        let body = prost::Message::encode_to_vec(t);
-        tx.execute(
-            &task_stmt,
-            &[
-                &t.task_id,
-                &number,
-                &t.department,
-                &t.item_code,
-                &t.status,
-                &t.depends_on.join(","),
-                &body,
-            ],
-        )
-        .await?;
-    }
-    let event_stmt = tx
-        .prepare_cached("INSERT INTO case_events (case_number, seq, at_ms, kind, task_id, detail) VALUES ($1, $2, $3, $4, $5, $6)")
-        .await?;
-    for e in &rows.accepted.events {
-        tx.execute(
-            &event_stmt,
-            &[
-                &number,
-                &e.seq,
-                &rows.accepted_at_ms,
-                &e.kind,
-                &e.task_id,
-                &e.detail,
-            ],
-        )
-        .await?;
-    }
+    let tasks = &case.tasks;
+    let ids: Vec<&str> = tasks.iter().map(|t| t.task_id.as_str()).collect();
+    let departments: Vec<&str> = tasks.iter().map(|t| t.department.as_str()).collect();
+    let items: Vec<&str> = tasks.iter().map(|t| t.item_code.as_str()).collect();
+    let statuses: Vec<i32> = tasks.iter().map(|t| t.status).collect();
+    let depends_on: Vec<String> = tasks.iter().map(|t| t.depends_on.join(",")).collect();
+    let bodies: Vec<Vec<u8>> = tasks.iter().map(prost::Message::encode_to_vec).collect();
+    let case_params: [&(dyn ToSql + Sync); 10] = [
+        &number,
+        &c.attempt.submission_id,
+        &c.attempt.hall_code,
+        &c.attempt.window_code,
+        &case.status,
+        &rows.accepted_at_ms,
+        &case.promised_deadline,
+        &rows.item_codes,
+        &rows.body,
+        &c.attempt.trace_id,
+    ];
+    let task_params: [&(dyn ToSql + Sync); 7] = [
+        &number,
+        &ids,
+        &departments,
+        &items,
+        &statuses,
+        &depends_on,
+        &bodies,
+    ];
+    tokio::try_join!(
+        exec(tx, INSERT_CASE, &case_params),
+        exec(tx, INSERT_TASKS, &task_params),
+    )?;
     Ok(())
 }

@@ -7,7 +7,7 @@
 //! anything itself (the workers do, after a claim) and never changes a case's record except
 //! through `save_case`, with the history entries `dispatch_in_case` made.
 
-use super::cases::{assign_feed_positions, last_seq, save_case};
+use super::cases::{last_seq, save_case};
 use super::{PgStore, pool_err};
 use crate::proto::v1::{Case, CaseEvent, TaskStatus};
 use crate::store::{
@@ -99,6 +99,7 @@ impl PgStore {
         for r in &rows {
             by_case.entry(r.get(0)).or_default().push(r.get(1));
         }
+        let mut ordinal = 0;
         for (case_number, ids) in by_case {
             // The case row is locked while its record and history change.
             let row = tx
@@ -107,12 +108,12 @@ impl PgStore {
                     &[&case_number],
                 )
                 .await?;
-            let mut case = decode_case(row.get::<_, &[u8]>(0))?;
+            let stored: &[u8] = row.get(0);
+            let mut case = decode_case(stored)?;
             let last_seq = last_seq(&tx, &case_number).await?;
             let events = dispatch_in_case(&mut case, &ids, last_seq, now_ms);
-            save_case(&tx, &case, &events, now_ms).await?;
+            save_case(&tx, &case, stored, &events, now_ms, &mut ordinal).await?;
         }
-        assign_feed_positions(&tx).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -324,13 +325,19 @@ impl PgStore {
             .get(0))
     }
 
+    /// History after position `q.after`, in position order. Only entries below the oldest
+    /// transaction still running are read: every entry that could ever be positioned before
+    /// them has committed or rolled back, so the next read after the last position returned
+    /// misses nothing (docs/storage.md, "Feed positions").
     pub(in crate::store) async fn feed(&self, q: FeedQuery) -> Result<Vec<FeedItem>, StoreError> {
         let client = self.pool.get().await.map_err(pool_err)?;
         let statement = client
             .prepare_cached(
                 "SELECT e.feed_pos, e.case_number, c.hall_code, c.window_code, e.seq, e.at_ms, e.kind, e.task_id, e.detail
                  FROM case_events e JOIN cases c ON c.case_number = e.case_number
-                 WHERE e.feed_pos > $1 AND ($2 = '' OR c.hall_code = $2) AND ($3 = '' OR c.window_code = $3)
+                 WHERE e.feed_pos > $1
+                   AND e.feed_pos < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20)
+                   AND ($2 = '' OR c.hall_code = $2) AND ($3 = '' OR c.window_code = $3)
                    AND ($4 = '' OR e.case_number = $4)
                  ORDER BY e.feed_pos LIMIT $5",
             )
