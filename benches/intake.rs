@@ -12,6 +12,9 @@
 //! off (no endpoint, the default) and spans at 100% sampling exported over OTLP/gRPC to a
 //! collector in this process, alternated off/on/off/on; the ratio of the means is printed.
 
+#[path = "support/pgbench.rs"]
+mod pgbench;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -381,13 +384,15 @@ fn main() {
             Ok(url) => {
                 // A schema of the run's own, dropped once it is measured.
                 let schema = testkit::db::Schema::new("bench");
-                let store = StoreConfig::Postgres { url, schema: schema.name.clone(), pool_size: 16 };
+                let store = StoreConfig::Postgres { url: url.clone(), schema: schema.name.clone(), pool_size: 16 };
                 let server = start_gateway(store).await;
                 let pre = load(server.addr, Call::PreCheck, "pgpre").await;
                 let sub = load(server.addr, Call::Submit, "pg").await;
                 server.stop().await;
+                let secs = testkit::env_or("YICHUANG_BENCH_SECS", 3);
+                let same = pgbench::same_work(&url, &schema.name, 16, secs).await;
                 schema.drop_now().await;
-                Some((pre, sub))
+                Some((pre, sub, same))
             }
             Err(_) => None,
         };
@@ -397,9 +402,20 @@ fn main() {
         report("PreCheck (no store)", &pre, baseline);
         report("Submit, SQLite (durable commit)", &sub, baseline);
         match pg {
-            Some((pre, sub)) => {
+            Some((pre, sub, same)) => {
                 report("PreCheck, PostgreSQL gateway", &pre, baseline);
                 report("Submit, PostgreSQL", &sub, baseline);
+                match same {
+                    Some(tps) => {
+                        let ratio = sub.rps / tps;
+                        println!(
+                            "goal: Submit on PostgreSQL / pgbench same work >= 0.70: {ratio:.2} ({:.0} / {tps:.0}) ({})",
+                            sub.rps,
+                            if ratio >= 0.7 { "met" } else { "not met" }
+                        );
+                    }
+                    None => println!("goal: Submit on PostgreSQL / pgbench same work >= 0.70: not measured"),
+                }
             }
             None => println!("Submit, PostgreSQL: not measured (YICHUANG_TEST_PG_URL unset; `make bench` sets it)"),
         }

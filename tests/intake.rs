@@ -538,7 +538,51 @@ async fn daily_sequence_is_shared_by_concurrent_submissions(backend: Backend) {
     gw.stop().await;
 }
 
+/// One submission sent eight times at once (a window retrying over several connections): the
+/// repeats race past the repeat check together, and still one case is created and every
+/// answer carries its receipt.
+async fn one_submission_sent_at_once_many_times_creates_one_case(backend: Backend) {
+    let gw = TestGateway::start(backend).await;
+    let mut s = example("kai-canguan");
+    s.submission_id = "sent-at-once".into();
+    let mut handles = Vec::new();
+    for _ in 0..8 {
+        let mut client = gw.client.clone();
+        let s = s.clone();
+        handles.push(tokio::spawn(async move {
+            client
+                .submit(SubmitRequest {
+                    submission: Some(s),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+        }));
+    }
+    let mut answers = Vec::new();
+    for h in handles {
+        answers.push(h.await.unwrap());
+    }
+    let numbers: std::collections::HashSet<String> = answers
+        .iter()
+        .map(|a| receipt(a).case_number.clone())
+        .collect();
+    assert_eq!(
+        numbers.len(),
+        1,
+        "one case number in every answer: {numbers:?}"
+    );
+    assert_eq!(
+        answers.iter().filter(|a| !a.replayed).count(),
+        1,
+        "one first answer, the others replayed"
+    );
+    assert_eq!(gw.gateway.store.case_count().await.unwrap(), 1);
+    gw.stop().await;
+}
+
 testkit::on_both_stores!(
+    one_submission_sent_at_once_many_times_creates_one_case,
     kai_canguan_is_accepted_with_two_parallel_tasks,
     qiye_kaiban_is_accepted_under_tolerance_with_ordered_tasks,
     bdc_deficient_gets_one_notice_with_every_deficiency,

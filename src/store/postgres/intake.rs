@@ -98,6 +98,19 @@ impl PgStore {
                 &c.attempt,
             ));
         }
+        if let Some(rows) = &rows {
+            // The common case, a new submission: its rows straight away, the idempotency record
+            // first. A record of the same id already there (a deficient attempt being corrected,
+            // or a repeat that raced this one and committed first) fails the transaction on the
+            // unique key; it is rolled back and the submission recorded the careful way below.
+            let tx = client.transaction().await?;
+            if insert_fresh(&tx, &c, rows).await? {
+                tx.commit().await?;
+                return Ok(SubmitResult::Answer(Box::new(case::receipt_response(
+                    rows.accepted.receipt.clone(),
+                ))));
+            }
+        }
         let tx = client.transaction().await?;
         let result = record(&tx, &c, rows.as_ref()).await?;
         tx.commit().await?;
@@ -212,6 +225,60 @@ async fn record(
         },
     }
 }
+
+/// Writes a new acceptance's rows in one round trip: the idempotency record (a plain insert),
+/// the case, its tasks and history, and the audit line. False when a submission of the same id
+/// is recorded already (the transaction is then failed and must be rolled back).
+async fn insert_fresh(
+    tx: &Transaction<'_>,
+    c: &SubmitCommand,
+    rows: &CaseRows,
+) -> Result<bool, StoreError> {
+    for sql in [INSERT_SUBMISSION, INSERT_CASE, INSERT_TASKS, INSERT_ATTEMPT] {
+        tx.prepare_cached(sql).await?;
+    }
+    let number = &rows.accepted.case.case_number;
+    let at_ms = c.attempt.at.timestamp_millis();
+    let submission: [&(dyn ToSql + Sync); 6] = [
+        &c.attempt.submission_id,
+        &&c.attempt.content_hash[..],
+        number,
+        &rows.response,
+        &at_ms,
+        &"accepted",
+    ];
+    let mut ordinal = 0;
+    // Every statement is awaited (`join`, not `try_join`): the first failure is the one that
+    // says why, and the others fail after it as the transaction is aborted.
+    let (submitted, case, events, audited) = tokio::join!(
+        exec(tx, INSERT_SUBMISSION, &submission),
+        insert_case(tx, c, number, rows),
+        insert_events(
+            tx,
+            number,
+            &rows.accepted.events,
+            rows.accepted_at_ms,
+            &mut ordinal
+        ),
+        audit(tx, c, "accepted", Some(number), ""),
+    );
+    match submitted {
+        Err(StoreError::Postgres(e))
+            if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) =>
+        {
+            return Ok(false);
+        }
+        other => other?,
+    };
+    case?;
+    events?;
+    audited?;
+    Ok(true)
+}
+
+/// The idempotency record of a new submission, accepted.
+const INSERT_SUBMISSION: &str = "INSERT INTO submissions (submission_id, content_hash, case_number, response, first_at_ms, last_at_ms, outcome)
+     VALUES ($1, $2, $3, $4, $5, $5, $6)";
 
 const SELECT_SUBMISSION: &str =
     "SELECT content_hash, outcome, case_number, response FROM submissions WHERE submission_id = $1";
