@@ -1,6 +1,8 @@
 //! Submissions in the PostgreSQL engine: `replay` and `submit`, the daily sequence that numbers
-//! an accepted case, and the transaction that records a submission under a transaction-scoped
-//! advisory lock on its id (so concurrent repeats on several replicas are serialised).
+//! an accepted case, and the transactions that record a submission: a new acceptance's rows in
+//! one round trip with its idempotency record first (the unique key catches a repeat racing it),
+//! and otherwise the careful path under a transaction-scoped advisory lock on the submission id
+//! (so concurrent repeats on several replicas are serialised).
 //!
 //! It owns the `submissions`, `attempts` and `case_numbers` rows and the first write of a case
 //! (its record, tasks and first history entries). It never judges a submission (intake did) and

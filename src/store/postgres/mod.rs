@@ -1,13 +1,16 @@
 //! The PostgreSQL engine, for several gateway replicas sharing one database. Each submission
-//! is one transaction; a transaction-scoped advisory lock on the submission id serialises
-//! concurrent repeats of the same submission across replicas, and the daily sequence row is
-//! incremented under its row lock, so case numbers never repeat.
+//! is one transaction. A new acceptance inserts its idempotency record with its rows, so the
+//! unique key serialises concurrent repeats of the same submission across replicas; a repeat,
+//! a conflict or a corrected deficient attempt takes a transaction-scoped advisory lock on the
+//! submission id instead. The daily sequence row is incremented under its row lock, so case
+//! numbers never repeat. History entries carry feed positions that need no lock shared by
+//! writers (docs/storage.md, "Feed positions").
 //!
 //! This file owns the handle, connecting (the pool, the schema's name) and migrations, and
 //! `plain_identifier`, which the adapters use too. The rest is by concern, with the same
 //! names in the SQLite engine:
-//! - `intake`: submissions (repeat checks under the advisory lock, case numbers, the
-//!   transaction that records what intake decided);
+//! - `intake`: submissions (a new acceptance in one round trip, repeat checks under the
+//!   advisory lock, case numbers, the transaction that records what intake decided);
 //! - `cases`: a case and its history (the one edit path, feed positions, reads, attempts,
 //!   operator actions);
 //! - `workers`: what the background workers ask (outbox and event claims, clocks, stalled tasks,
