@@ -58,10 +58,11 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # docs/benchmarks.md. The last one, the adapters' CPU per task (kind http against the hand-written
-# form-xml), needs no services; at ~40 ms a task (the gate's spacing) it takes about 9 minutes.
+# form-xml), needs no services; at ~40 ms a task (the gate's spacing) 3 rounds of 400 tasks a side
+# take about 2 minutes (YICHUANG_BENCH_TASKS=1000 for finer figures).
 bench: toolchain services
 	. ./$(SERVICES_ENV) && $(CARGO) bench --bench intake && $(CARGO) bench --bench relay && $(CARGO) bench --bench overload
-	$(CARGO) bench -p yichuang-adapters --bench adapter_cpu
+	YICHUANG_BENCH_TASKS=$${YICHUANG_BENCH_TASKS:-400} $(CARGO) bench -p yichuang-adapters --bench adapter_cpu
 
 # The chaos run's long form, on SQLite and on PostgreSQL (scripts/chaos.sh, docs/bus.md): 2,000
 # cases over the seven departments on a three-node RabbitMQ cluster, 10 rounds of an adapter and a
