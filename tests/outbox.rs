@@ -10,7 +10,7 @@ use testkit::example;
 use testkit::gateway::{Backend, TestGateway};
 use yichuang::config::BusConfig;
 use yichuang::proto::v1::{
-    CaseStatus, GetCaseRequest, ResultDocument, StatusRequest, SubmitRequest, TaskMessage,
+    CaseStatus, GetCaseRequest, ListCasesRequest, ResultDocument, StatusRequest, SubmitRequest, TaskMessage,
     TaskStatus, submit_response::Outcome,
 };
 
@@ -101,6 +101,32 @@ async fn kai_canguan_tasks_reach_scjg_and_xf_with_their_headers(backend: Backend
                     .filter(|e| e.kind == "task-dispatched")
                     .count(),
                 2
+            );
+            // Neither task waited for another: their legal clocks run from the acceptance.
+            assert!(
+                case.tasks
+                    .iter()
+                    .all(|t| t.clock_started_at.is_some() && t.clock_started_at == case.accepted_at),
+                "{:?}",
+                case.tasks
+            );
+            // The list says in progress too, and finds the case by that status.
+            let listed = gw
+                .client
+                .list_cases(ListCasesRequest {
+                    status: CaseStatus::InProgress as i32,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(
+                listed
+                    .cases
+                    .iter()
+                    .any(|c| c.case_number == receipt.case_number
+                        && c.status == CaseStatus::InProgress as i32),
+                "{listed:?}"
             );
             break;
         }

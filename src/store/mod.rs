@@ -16,8 +16,9 @@ pub use rows::{
 // The engines' shared helpers and SQL, reached by them as `super::…`.
 use rows::{
     CaseRows, Decision, Existing, FLAG_REPAIR_POSTGRES, FLAG_REPAIR_SQLITE, ON_TIME_POSTGRES,
-    ON_TIME_SQLITE, SLA_COUNTS, STALL_CANDIDATES_POSTGRES, STALL_CANDIDATES_SQLITE, attempt_detail,
-    case_rows, decide, decode_case, dispatch_in_case, ms_to_timestamp, summary,
+    ON_TIME_SQLITE, SLA_COUNTS, STALL_CANDIDATES_POSTGRES, STALL_CANDIDATES_SQLITE,
+    apply_dispatch_marks, attempt_detail, case_rows, decide, decode_case, dispatch_in_case,
+    dispatched_event, ms_to_timestamp, summary,
 };
 
 use chrono::{DateTime, Utc};

@@ -11,7 +11,7 @@ use crate::case::{self, Accepted};
 use crate::event::EventKind;
 use crate::intake::Plan;
 use crate::proto::v1::{
-    Case, CaseEvent, CaseStatus, CaseSummary, DeficiencyNotice, SubmitResponse,
+    Case, CaseEvent, CaseStatus, CaseSummary, DeficiencyNotice, SubmitResponse, Task,
 };
 
 /// What went wrong in the store.
@@ -223,33 +223,80 @@ pub(super) fn dispatch_in_case(
     now_ms: i64,
 ) -> Vec<CaseEvent> {
     let mut events = Vec::new();
+    let accepted_at = case.accepted_at;
     for task in case
         .tasks
         .iter_mut()
         .filter(|t| task_ids.contains(&t.task_id))
     {
-        task.status = crate::proto::v1::TaskStatus::Dispatched as i32;
-        // The legal clock runs from the acceptance for a task that waited for nothing, from its
-        // release (now) for one that did; a resumed task keeps its start.
-        if task.clock_started_at.is_none() {
-            task.clock_started_at = if task.depends_on.is_empty() {
-                case.accepted_at
-            } else {
-                ms_to_timestamp(now_ms)
-            };
-        }
-        events.push(CaseEvent {
-            seq: last_seq + events.len() as i64 + 1,
-            at: ms_to_timestamp(now_ms),
-            kind: EventKind::TaskDispatched.as_str().into(),
-            task_id: task.task_id.clone(),
-            detail: format!("{} published to {}", task.item_code, task.department),
-        });
+        dispatch_task(task, accepted_at, now_ms);
+        events.push(dispatched_event(
+            last_seq + events.len() as i64 + 1,
+            now_ms,
+            &task.task_id,
+            &task.item_code,
+            &task.department,
+        ));
     }
     if !events.is_empty() && case.status == CaseStatus::Accepted as i32 {
         case.status = CaseStatus::InProgress as i32;
     }
     events
+}
+
+/// One task of a case record dispatched at `at_ms`. The legal clock runs from the acceptance
+/// for a task that waited for nothing, from its release (its dispatch) for one that did; a
+/// resumed task keeps its start.
+fn dispatch_task(task: &mut Task, accepted_at: Option<pbjson_types::Timestamp>, at_ms: i64) {
+    task.status = crate::proto::v1::TaskStatus::Dispatched as i32;
+    if task.clock_started_at.is_none() {
+        task.clock_started_at = if task.depends_on.is_empty() {
+            accepted_at
+        } else {
+            ms_to_timestamp(at_ms)
+        };
+    }
+}
+
+/// The `task-dispatched` history entry of one task.
+pub(super) fn dispatched_event(
+    seq: i64,
+    at_ms: i64,
+    task_id: &str,
+    item_code: &str,
+    department: &str,
+) -> CaseEvent {
+    CaseEvent {
+        seq,
+        at: ms_to_timestamp(at_ms),
+        kind: EventKind::TaskDispatched.as_str().into(),
+        task_id: task_id.into(),
+        detail: format!("{item_code} published to {department}"),
+    }
+}
+
+/// Brings a case record up to its task rows' dispatch marks. The SQLite engine marks a task
+/// dispatched in its row and history only (not in the record, which would be decoded and
+/// rewritten for every batch the relay confirms); whoever reads the record applies the marks
+/// here, with [`dispatch_in_case`]'s rule: a task READY in the record whose row is DISPATCHED
+/// since `dispatched_at_ms` is dispatched, and the case is in progress. `dispatched`: the
+/// `(task id, dispatched_at_ms)` of the case's DISPATCHED task rows.
+pub(super) fn apply_dispatch_marks(case: &mut Case, dispatched: &[(String, i64)]) {
+    let accepted_at = case.accepted_at;
+    let mut any = false;
+    for task in case
+        .tasks
+        .iter_mut()
+        .filter(|t| t.status == crate::proto::v1::TaskStatus::Ready as i32)
+    {
+        if let Some((_, at_ms)) = dispatched.iter().find(|(id, _)| *id == task.task_id) {
+            dispatch_task(task, accepted_at, *at_ms);
+            any = true;
+        }
+    }
+    if any && case.status == CaseStatus::Accepted as i32 {
+        case.status = CaseStatus::InProgress as i32;
+    }
 }
 
 /// What a feed reader follows: a hall, a window of a hall, every hall (the platform), or one case.

@@ -1,7 +1,8 @@
 //! A case and its history in the SQLite engine: `edit_case` (the one path by which a stored
 //! case changes: read, edit in memory, write the record, its task rows and new history in one
 //! transaction), the reads of cases, tasks and attempts, and the operator's audit log.
-//! `last_seq` and `save_case` are shared with the outbox's dispatch marks in `workers`.
+//! Every read of a record applies the dispatch marks its task rows hold (`dispatch_marks`): the
+//! relay's marks (`workers`) write the rows and history, not the record.
 //!
 //! It never decides what a change is (the caller's `edit` does, with `lifecycle`'s rules) and
 //! never writes a submission or allocates a case number (that is `intake`).
@@ -11,8 +12,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::SqliteStore;
 use crate::proto::v1::{Case, CaseEvent, CaseSummary};
 use crate::store::{
-    AccessQuery, AccessRecord, CaseChange, ListQuery, OperatorAction, StoreError, decode_case,
-    ms_to_timestamp, summary,
+    AccessQuery, AccessRecord, CaseChange, ListQuery, OperatorAction, StoreError,
+    apply_dispatch_marks, decode_case, ms_to_timestamp, summary,
 };
 
 impl SqliteStore {
@@ -35,12 +36,16 @@ impl SqliteStore {
                 )
                 .optional()?;
             let Some(body) = body else { return Ok(None) };
+            let marks = dispatch_marks(&tx, &case_number)?;
             let mut case = decode_case(&body)?;
+            apply_dispatch_marks(&mut case, &marks);
             let last_seq = last_seq(&tx, &case_number)?;
             let at = ms_to_timestamp(now_ms).unwrap_or_default();
             let (change, answer) = edit(&mut case, last_seq, at);
             let Some(change) = change else {
-                return Ok(Some((decode_case(&body)?, answer)));
+                let mut case = decode_case(&body)?;
+                apply_dispatch_marks(&mut case, &marks);
+                return Ok(Some((case, answer)));
             };
             for (task_id, status) in &change.tasks {
                 tx.execute(
@@ -71,7 +76,8 @@ impl SqliteStore {
                 .query_row([&number], |r| r.get(0))
                 .optional()?;
             let Some(body) = body else { return Ok(None) };
-            let case = decode_case(&body)?;
+            let mut case = decode_case(&body)?;
+            apply_dispatch_marks(&mut case, &dispatch_marks(conn, &number)?);
             let mut stmt = conn.prepare_cached(
                 "SELECT seq, at_ms, kind, task_id, detail FROM case_events WHERE case_number = ?1 ORDER BY seq",
             )?;
@@ -98,7 +104,7 @@ impl SqliteStore {
         self.read(move |conn| {
             let (after_ms, after_number) = q.after.clone().unwrap_or((i64::MAX, String::new()));
             let mut stmt = conn.prepare_cached(
-                "SELECT accepted_at_ms, body FROM cases
+                "SELECT accepted_at_ms, body, status FROM cases
                  WHERE (?1 IS NULL OR hall_code = ?1) AND (?2 IS NULL OR window_code = ?2)
                    AND (?3 IS NULL OR status = ?3)
                    AND (?4 IS NULL OR accepted_at_ms >= ?4) AND (?5 IS NULL OR accepted_at_ms < ?5)
@@ -107,12 +113,15 @@ impl SqliteStore {
             )?;
             let rows = stmt.query_map(
                 params![q.hall_code, q.window_code, q.status.map(|s| s as i32), q.from_ms, q.to_ms, after_ms, after_number, q.limit as i64],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i32>(2)?)),
             )?;
             let mut out = Vec::new();
             for row in rows {
-                let (ms, body) = row?;
-                out.push((ms, summary(&decode_case(&body)?)));
+                let (ms, body, status) = row?;
+                // The status column is ahead of the record once a task is dispatched.
+                let mut summary = summary(&decode_case(&body)?);
+                summary.status = status;
+                out.push((ms, summary));
             }
             Ok(out)
         })
@@ -232,6 +241,23 @@ impl SqliteStore {
 }
 
 /// The number of a case's last history entry.
+/// `(task id, dispatched_at_ms)` of a case's DISPATCHED task rows: the dispatch marks its
+/// record may not show yet (see `apply_dispatch_marks`).
+pub(super) fn dispatch_marks(
+    db: &Connection,
+    case_number: &str,
+) -> Result<Vec<(String, i64)>, StoreError> {
+    Ok(db
+        .prepare_cached(
+            "SELECT task_id, coalesce(dispatched_at_ms, 0) FROM tasks WHERE case_number = ?1 AND status = ?2",
+        )?
+        .query_map(
+            params![case_number, crate::proto::v1::TaskStatus::Dispatched as i32],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?
+        .collect::<Result<_, _>>()?)
+}
+
 pub(super) fn last_seq(db: &Connection, case_number: &str) -> Result<i64, StoreError> {
     Ok(db
         .prepare_cached("SELECT coalesce(max(seq), 0) FROM case_events WHERE case_number = ?1")?

@@ -4,20 +4,21 @@
 //! the backlog gauges.
 //!
 //! Every write here goes through the writer thread between group commits. It never publishes
-//! anything itself (the workers do, after a claim) and never changes a case's record except
-//! through `save_case`, with the history entries `dispatch_in_case` made.
+//! anything itself (the workers do, after a claim) and never changes a case's record: a
+//! dispatch mark writes the task rows, the case's status column and its history entries, and
+//! readers of the record apply the rows' marks (`cases::dispatch_marks`).
 
 use std::collections::HashMap;
 
 use rusqlite::{OptionalExtension, params};
 
 use super::SqliteStore;
-use super::cases::{last_seq, save_case};
-use crate::proto::v1::{Case, CaseEvent, TaskStatus};
+use super::cases::{dispatch_marks, last_seq};
+use crate::proto::v1::{Case, CaseEvent, CaseStatus, TaskStatus};
 use crate::store::{
     EventItem, FLAG_REPAIR_SQLITE, FeedItem, FeedQuery, ON_TIME_SQLITE, OnTimeRow, OutboxItem,
-    PushDead, SLA_COUNTS, STALL_CANDIDATES_SQLITE, Silent, StoreError, decode_case,
-    dispatch_in_case, ms_to_timestamp,
+    PushDead, SLA_COUNTS, STALL_CANDIDATES_SQLITE, Silent, StoreError, apply_dispatch_marks,
+    decode_case, dispatched_event, ms_to_timestamp,
 };
 
 impl SqliteStore {
@@ -47,15 +48,20 @@ impl SqliteStore {
             let mut items = Vec::with_capacity(claimed.len());
             let mut cases: HashMap<String, std::sync::Arc<Case>> = HashMap::new();
             for (task_id, case_number, department, repair, reclaimed) in claimed {
-                let case = match cases.get(&case_number) {
+                let mut case = match cases.get(&case_number) {
                     Some(case) => case.clone(),
                     None => {
                         let body: Vec<u8> = tx.prepare_cached("SELECT body FROM cases WHERE case_number = ?1")?.query_row([&case_number], |r| r.get(0))?;
                         let case = std::sync::Arc::new(decode_case(&body)?);
-                        cases.insert(case_number, case.clone());
+                        cases.insert(case_number.clone(), case.clone());
                         case
                     }
                 };
+                // A stalled task published again is dispatched in its row, perhaps not yet in
+                // the record: its message says so, as it did when the record was rewritten.
+                if repair > 0 {
+                    apply_dispatch_marks(std::sync::Arc::make_mut(&mut case), &dispatch_marks(&tx, &case_number)?);
+                }
                 items.push(OutboxItem { task_id, department, case, repair, reclaimed });
             }
             tx.commit()?;
@@ -64,6 +70,9 @@ impl SqliteStore {
         .await
     }
 
+    /// Marks tasks dispatched in their rows and appends their `task-dispatched` entries; the
+    /// case record is not rewritten (its readers apply the rows' marks with
+    /// `apply_dispatch_marks`), only the case's status column moves to in-progress.
     pub(in crate::store) async fn mark_dispatched(
         &self,
         task_ids: Vec<String>,
@@ -71,28 +80,49 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         self.write(move |conn| {
             let tx = conn.transaction()?;
-            let mut by_case: HashMap<String, Vec<String>> = HashMap::new();
+            // Per case, in the order of the first of its tasks: (rowid, task id, item, department).
+            let mut by_case: Vec<(String, Vec<(i64, String, String, String)>)> = Vec::new();
+            let mut index: HashMap<String, usize> = HashMap::new();
+            let mut mark = tx.prepare_cached(
+                "UPDATE tasks SET status = ?1, dispatched_at_ms = ?2, progress_ms = ?2, lease_until_ms = NULL, clock_dirty = 1
+                 WHERE task_id = ?3 AND status = ?4 RETURNING case_number, rowid, item_code, department",
+            )?;
             for id in task_ids {
-                let case_number: Option<String> = tx
-                    .prepare_cached("UPDATE tasks SET status = ?1, dispatched_at_ms = ?2, progress_ms = ?2, lease_until_ms = NULL, clock_dirty = 1 WHERE task_id = ?3 AND status = ?4 RETURNING case_number")?
-                    .query_row(params![TaskStatus::Dispatched as i32, now_ms, id, TaskStatus::Ready as i32], |r| r.get(0))
+                let marked: Option<(String, i64, String, String)> = mark
+                    .query_row(params![TaskStatus::Dispatched as i32, now_ms, id, TaskStatus::Ready as i32], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    })
                     .optional()?;
-                if let Some(case_number) = case_number {
-                    by_case.entry(case_number).or_default().push(id);
+                if let Some((case_number, rowid, item, department)) = marked {
+                    let i = *index.entry(case_number.clone()).or_insert_with(|| {
+                        by_case.push((case_number, Vec::new()));
+                        by_case.len() - 1
+                    });
+                    by_case[i].1.push((rowid, id, item, department));
                 }
             }
-            for (case_number, ids) in by_case {
-                let body: Vec<u8> = tx.prepare_cached("SELECT body FROM cases WHERE case_number = ?1")?.query_row([&case_number], |r| r.get(0))?;
-                let mut case = decode_case(&body)?;
+            drop(mark);
+            let mut in_progress = tx.prepare_cached("UPDATE cases SET status = ?1 WHERE case_number = ?2 AND status = ?3")?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO case_events (case_number, seq, at_ms, kind, task_id, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for (case_number, mut tasks) in by_case {
+                // The record's order of tasks (the rows were written in it).
+                tasks.sort_unstable_by_key(|t| t.0);
+                in_progress.execute(params![CaseStatus::InProgress as i32, case_number, CaseStatus::Accepted as i32])?;
                 let last_seq = last_seq(&tx, &case_number)?;
-                let events = dispatch_in_case(&mut case, &ids, last_seq, now_ms);
-                save_case(&tx, &case, &events, now_ms)?;
+                for (n, (_, task_id, item, department)) in tasks.iter().enumerate() {
+                    let e = dispatched_event(last_seq + n as i64 + 1, now_ms, task_id, item, department);
+                    insert.execute(params![case_number, e.seq, now_ms, e.kind, e.task_id, e.detail])?;
+                }
             }
+            drop((in_progress, insert));
             tx.commit()?;
             Ok(())
         })
         .await
     }
+
     pub(in crate::store) async fn claim_events(
         &self,
         limit: usize,
