@@ -10,8 +10,8 @@ use testkit::example;
 use testkit::gateway::{Backend, TestGateway};
 use yichuang::config::BusConfig;
 use yichuang::proto::v1::{
-    CaseStatus, GetCaseRequest, ListCasesRequest, ResultDocument, StatusRequest, SubmitRequest, TaskMessage,
-    TaskStatus, submit_response::Outcome,
+    CaseStatus, GetCaseRequest, ListCasesRequest, ResultDocument, StatusRequest, SubmitRequest,
+    TaskMessage, TaskStatus, submit_response::Outcome,
 };
 
 use testkit::broker::{Broker, amqp_url, header, text_header};

@@ -354,3 +354,85 @@ async fn mark_all(schema: &str) {
         .await
         .expect("mark every task");
 }
+
+/// The sweeper writes only what changed: a task whose clock is looked at again with nothing new
+/// to record gets its clock row written, and the case row is left as it was (PostgreSQL: its
+/// row version, `xmin`, does not move).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_that_changes_nothing_leaves_the_case_record_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = testkit::gateway::config(Backend::Postgres, dir.path());
+    let yichuang::config::StoreConfig::Postgres { schema, .. } = &config.store else {
+        unreachable!("a PostgreSQL configuration")
+    };
+    let schema = schema.clone();
+    let mut gw = TestGateway::start_with(config, dir).await;
+    let answer = gw
+        .client
+        .submit(SubmitRequest {
+            submission: Some(testkit::example("kai-canguan")),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(Outcome::Receipt(receipt)) = answer.outcome else {
+        panic!("accepted: {answer:?}")
+    };
+    let db = testkit::db::connect().await;
+    // The first sweep starts the tasks' clocks: the record changes.
+    let before = version(&db, &schema, &receipt.case_number).await;
+    yichuang::clock::sweep(&gw.gateway.store, &gw.gateway.clocks)
+        .await
+        .unwrap();
+    let started = version(&db, &schema, &receipt.case_number).await;
+    assert_ne!(
+        before, started,
+        "the clocks' start is written into the record"
+    );
+    assert_eq!(dirty(&db, &schema, &receipt.case_number).await, 0);
+    // Looked at again with nothing new: the task rows are written (clean again), the case not.
+    db.execute(
+        &format!("UPDATE {schema}.tasks SET clock_dirty = 1 WHERE case_number = $1"),
+        &[&receipt.case_number],
+    )
+    .await
+    .unwrap();
+    yichuang::clock::sweep(&gw.gateway.store, &gw.gateway.clocks)
+        .await
+        .unwrap();
+    assert_eq!(
+        dirty(&db, &schema, &receipt.case_number).await,
+        0,
+        "the sweep looked at the tasks"
+    );
+    assert_eq!(
+        version(&db, &schema, &receipt.case_number).await,
+        started,
+        "the case row was not written again"
+    );
+    let (_, events) = get(&mut gw, &receipt.case_number).await;
+    assert!(events.iter().all(|e| e.kind != "sla-warning"));
+    gw.stop().await;
+}
+
+/// The row version of a case's record.
+async fn version(db: &tokio_postgres::Client, schema: &str, number: &str) -> String {
+    db.query_one(
+        &format!("SELECT xmin::text FROM {schema}.cases WHERE case_number = $1"),
+        &[&number],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+/// How many of a case's tasks wait for the sweeper.
+async fn dirty(db: &tokio_postgres::Client, schema: &str, number: &str) -> i64 {
+    db.query_one(
+        &format!("SELECT count(*) FROM {schema}.tasks WHERE case_number = $1 AND clock_dirty = 1"),
+        &[&number],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}

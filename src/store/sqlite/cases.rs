@@ -59,7 +59,7 @@ impl SqliteStore {
                     params![c.next_check_ms, c.due_ms, c.decided_ms, i32::from(c.provisional), c.task_id, case_number],
                 )?;
             }
-            save_case(&tx, &case, &change.events, now_ms)?;
+            save_case(&tx, &case, &body, &change.events, now_ms)?;
             tx.commit()?;
             Ok(Some((case, answer)))
         })
@@ -264,19 +264,21 @@ pub(super) fn last_seq(db: &Connection, case_number: &str) -> Result<i64, StoreE
         .query_row([case_number], |r| r.get(0))?)
 }
 
-/// Writes a changed case record and appends the history entries the change made.
+/// Writes a changed case record and appends the history entries the change made. The record
+/// is written only when its encoding differs from `stored`, the bytes read in the same
+/// transaction: a sweep that only moved a task's clock rows leaves the case row alone.
 pub(super) fn save_case(
     db: &Connection,
     case: &Case,
+    stored: &[u8],
     events: &[CaseEvent],
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    db.prepare_cached("UPDATE cases SET status = ?1, body = ?2 WHERE case_number = ?3")?
-        .execute(params![
-            case.status,
-            prost::Message::encode_to_vec(case),
-            case.case_number
-        ])?;
+    let body = prost::Message::encode_to_vec(case);
+    if body != stored {
+        db.prepare_cached("UPDATE cases SET status = ?1, body = ?2 WHERE case_number = ?3")?
+            .execute(params![case.status, body, case.case_number])?;
+    }
     let mut insert = db.prepare_cached(
         "INSERT INTO case_events (case_number, seq, at_ms, kind, task_id, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
