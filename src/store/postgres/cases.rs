@@ -1,8 +1,8 @@
 //! A case and its history in the PostgreSQL engine: `edit_case` (the one path by which a stored
 //! case changes: lock the case row, edit in memory, write the record, its task rows and new
 //! history in one transaction), feed positions for new history, the reads of cases, tasks and
-//! attempts, and the operator's audit log. `last_seq`, `save_case` and `insert_events` are
-//! shared with `intake` and the outbox's dispatch marks in `workers`.
+//! attempts, and the operator's audit log. `insert_events` is shared with `intake` and the
+//! outbox's dispatch marks in `workers`.
 //!
 //! It never decides what a change is (the caller's `edit` does, with `lifecycle`'s rules) and
 //! never writes a submission or allocates a case number (that is `intake`).
@@ -283,7 +283,7 @@ impl PgStore {
 /// a case's edits stay far below it.
 const FEED_ENTRIES_PER_TRANSACTION: i64 = 1 << 20;
 
-/// Appends history entries of one case in one statement, each with its feed position: the
+/// Appends history entries (each with its case) in one statement, each with its feed position: the
 /// writing transaction's id in the high bits and `*ordinal` (the entry's order among those the
 /// transaction writes, advanced here) in the low 20. Positions are unique and never reused;
 /// readers take only positions below the oldest transaction still running
@@ -291,8 +291,7 @@ const FEED_ENTRIES_PER_TRANSACTION: i64 = 1 << 20;
 /// below N — without a lock shared by every writer (docs/storage.md, "Feed positions").
 pub(super) async fn insert_events(
     tx: &Transaction<'_>,
-    case_number: &str,
-    events: &[CaseEvent],
+    events: &[(&str, &CaseEvent)],
     at_ms: i64,
     ordinal: &mut i64,
 ) -> Result<(), StoreError> {
@@ -307,27 +306,21 @@ pub(super) async fn insert_events(
     let statement = tx
         .prepare_cached(
             "INSERT INTO case_events (case_number, seq, at_ms, kind, task_id, detail, feed_pos)
-             SELECT $1, u.seq, $2, u.kind, u.task_id, u.detail, (pg_current_xact_id()::text::bigint << 20) | u.ordinal
-             FROM unnest($3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[]) AS u(seq, kind, task_id, detail, ordinal)",
+             SELECT u.case_number, u.seq, $1, u.kind, u.task_id, u.detail, (pg_current_xact_id()::text::bigint << 20) | u.ordinal
+             FROM unnest($2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[])
+               AS u(case_number, seq, kind, task_id, detail, ordinal)",
         )
         .await?;
-    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
-    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
-    let tasks: Vec<&str> = events.iter().map(|e| e.task_id.as_str()).collect();
-    let details: Vec<&str> = events.iter().map(|e| e.detail.as_str()).collect();
+    let cases: Vec<&str> = events.iter().map(|(c, _)| *c).collect();
+    let seqs: Vec<i64> = events.iter().map(|(_, e)| e.seq).collect();
+    let kinds: Vec<&str> = events.iter().map(|(_, e)| e.kind.as_str()).collect();
+    let tasks: Vec<&str> = events.iter().map(|(_, e)| e.task_id.as_str()).collect();
+    let details: Vec<&str> = events.iter().map(|(_, e)| e.detail.as_str()).collect();
     let ordinals: Vec<i64> = (*ordinal..*ordinal + events.len() as i64).collect();
     *ordinal += events.len() as i64;
     tx.execute(
         &statement,
-        &[
-            &case_number,
-            &at_ms,
-            &seqs,
-            &kinds,
-            &tasks,
-            &details,
-            &ordinals,
-        ],
+        &[&at_ms, &cases, &seqs, &kinds, &tasks, &details, &ordinals],
     )
     .await?;
     Ok(())
@@ -336,17 +329,11 @@ pub(super) async fn insert_events(
 /// The number of a case's last history entry.
 const LAST_SEQ: &str = "SELECT coalesce(max(seq), 0) FROM case_events WHERE case_number = $1";
 
-/// The number of a case's last history entry.
-pub(super) async fn last_seq(tx: &Transaction<'_>, case_number: &str) -> Result<i64, StoreError> {
-    let statement = tx.prepare_cached(LAST_SEQ).await?;
-    Ok(tx.query_one(&statement, &[&case_number]).await?.get(0))
-}
-
 /// Writes a changed case record and appends the history entries the change made (feed
 /// positions from `*ordinal`, see [`insert_events`]). The record is written only when its
 /// encoding differs from `stored`, the bytes read under the row lock: a sweep that only moved a
 /// task's clock rows leaves the case row alone.
-pub(super) async fn save_case(
+async fn save_case(
     tx: &Transaction<'_>,
     case: &Case,
     stored: &[u8],
@@ -362,5 +349,9 @@ pub(super) async fn save_case(
         tx.execute(&update, &[&case.status, &body, &case.case_number])
             .await?;
     }
-    insert_events(tx, &case.case_number, events, now_ms, ordinal).await
+    let events: Vec<(&str, &CaseEvent)> = events
+        .iter()
+        .map(|e| (case.case_number.as_str(), e))
+        .collect();
+    insert_events(tx, &events, now_ms, ordinal).await
 }

@@ -14,6 +14,7 @@ use tokio_postgres::types::ToSql;
 use super::cases::insert_events;
 use super::{PgStore, pool_err};
 use crate::case::{self, MAX_DAILY_SEQUENCE};
+use crate::proto::v1::CaseEvent;
 use crate::store::{
     Attempt, CaseRows, Decision, Evaluated, Existing, StoreError, SubmitCommand, SubmitResult,
     attempt_detail, case_rows, decide,
@@ -207,16 +208,16 @@ async fn record(
                 for sql in [INSERT_CASE, INSERT_TASKS, UPSERT_SUBMISSION, INSERT_ATTEMPT] {
                     tx.prepare_cached(sql).await?;
                 }
+                let events: Vec<(&str, &CaseEvent)> = rows
+                    .accepted
+                    .events
+                    .iter()
+                    .map(|e| (number.as_str(), e))
+                    .collect();
                 let mut ordinal = 0;
                 tokio::try_join!(
                     insert_case(tx, c, number, rows),
-                    insert_events(
-                        tx,
-                        number,
-                        &rows.accepted.events,
-                        rows.accepted_at_ms,
-                        &mut ordinal
-                    ),
+                    insert_events(tx, &events, rows.accepted_at_ms, &mut ordinal),
                     upsert_submission(tx, c, "accepted", Some(number), &rows.response),
                     audit(tx, c, "accepted", Some(number), ""),
                 )?;
@@ -249,19 +250,19 @@ async fn insert_fresh(
         &at_ms,
         &"accepted",
     ];
+    let events: Vec<(&str, &CaseEvent)> = rows
+        .accepted
+        .events
+        .iter()
+        .map(|e| (number.as_str(), e))
+        .collect();
     let mut ordinal = 0;
     // Every statement is awaited (`join`, not `try_join`): the first failure is the one that
     // says why, and the others fail after it as the transaction is aborted.
     let (submitted, case, events, audited) = tokio::join!(
         exec(tx, INSERT_SUBMISSION, &submission),
         insert_case(tx, c, number, rows),
-        insert_events(
-            tx,
-            number,
-            &rows.accepted.events,
-            rows.accepted_at_ms,
-            &mut ordinal
-        ),
+        insert_events(tx, &events, rows.accepted_at_ms, &mut ordinal),
         audit(tx, c, "accepted", Some(number), ""),
     );
     match submitted {

@@ -5,9 +5,9 @@
 //!
 //! Claims take disjoint rows on every replica (`FOR UPDATE SKIP LOCKED`). It never publishes
 //! anything itself (the workers do, after a claim) and never changes a case's record except
-//! through `save_case`, with the history entries `dispatch_in_case` made.
+//! through the dispatch marks, with the history entries `dispatch_in_case` made.
 
-use super::cases::{last_seq, save_case};
+use super::cases::insert_events;
 use super::{PgStore, pool_err};
 use crate::proto::v1::{Case, CaseEvent, TaskStatus};
 use crate::store::{
@@ -75,45 +75,80 @@ impl PgStore {
         let tx = client.transaction().await?;
         // Cases first, in order, then their task rows: the order every writer of a case takes
         // (a result recorded at the same moment locks the case, then the task), so the two
-        // never deadlock.
-        tx.execute(
-            "SELECT 1 FROM cases WHERE case_number IN
-               (SELECT case_number FROM tasks WHERE task_id = ANY($1))
-             ORDER BY case_number FOR UPDATE",
-            &[&task_ids],
-        )
-        .await?;
-        let rows = tx
-            .query(
-                "UPDATE tasks SET status = $1, dispatched_at_ms = $2, progress_ms = $2, lease_until_ms = NULL, clock_dirty = 1
-                 WHERE task_id = ANY($3) AND status = $4 RETURNING case_number, task_id",
-                &[
-                    &(TaskStatus::Dispatched as i32),
-                    &now_ms,
-                    &task_ids,
-                    &(TaskStatus::Ready as i32),
-                ],
+        // never deadlock. Then the locked records with their last history numbers. The three
+        // are sent together and run in this order.
+        let lock = tx
+            .prepare_cached(
+                "SELECT 1 FROM cases WHERE case_number IN
+                   (SELECT case_number FROM tasks WHERE task_id = ANY($1))
+                 ORDER BY case_number FOR UPDATE",
             )
             .await?;
+        let mark = tx
+            .prepare_cached(
+                "UPDATE tasks SET status = $1, dispatched_at_ms = $2, progress_ms = $2, lease_until_ms = NULL, clock_dirty = 1
+                 WHERE task_id = ANY($3) AND status = $4 RETURNING case_number, task_id",
+            )
+            .await?;
+        let read = tx
+            .prepare_cached(
+                "SELECT c.case_number, c.body,
+                   (SELECT coalesce(max(e.seq), 0) FROM case_events e WHERE e.case_number = c.case_number)
+                 FROM cases c WHERE c.case_number IN (SELECT case_number FROM tasks WHERE task_id = ANY($1))",
+            )
+            .await?;
+        let (dispatched, ready) = (TaskStatus::Dispatched as i32, TaskStatus::Ready as i32);
+        let ids: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&task_ids];
+        let marks: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+            [&dispatched, &now_ms, &task_ids, &ready];
+        let (_, marked, records) = tokio::try_join!(
+            tx.execute(&lock, &ids),
+            tx.query(&mark, &marks),
+            tx.query(&read, &ids),
+        )?;
         let mut by_case: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-        for r in &rows {
+        for r in &marked {
             by_case.entry(r.get(0)).or_default().push(r.get(1));
         }
-        let mut ordinal = 0;
-        for (case_number, ids) in by_case {
-            // The case row is locked while its record and history change.
-            let row = tx
-                .query_one(
-                    "SELECT body FROM cases WHERE case_number = $1 FOR UPDATE",
-                    &[&case_number],
-                )
-                .await?;
-            let stored: &[u8] = row.get(0);
+        // Each case's record with the marks applied, and its new history entries.
+        let mut changed: Vec<(String, i32, Vec<u8>)> = Vec::new();
+        let mut events: Vec<(String, CaseEvent)> = Vec::new();
+        for r in &records {
+            let number: String = r.get(0);
+            let Some(ids) = by_case.get(&number) else {
+                continue;
+            };
+            let stored: &[u8] = r.get(1);
             let mut case = decode_case(stored)?;
-            let last_seq = last_seq(&tx, &case_number).await?;
-            let events = dispatch_in_case(&mut case, &ids, last_seq, now_ms);
-            save_case(&tx, &case, stored, &events, now_ms, &mut ordinal).await?;
+            let new = dispatch_in_case(&mut case, ids, r.get(2), now_ms);
+            let body = prost::Message::encode_to_vec(&case);
+            if body != stored {
+                changed.push((number.clone(), case.status, body));
+            }
+            events.extend(new.into_iter().map(|e| (number.clone(), e)));
         }
+        let update = tx
+            .prepare_cached(
+                "UPDATE cases c SET status = u.status, body = u.body
+                 FROM unnest($1::text[], $2::int[], $3::bytea[]) AS u(case_number, status, body)
+                 WHERE c.case_number = u.case_number",
+            )
+            .await?;
+        let numbers: Vec<&str> = changed.iter().map(|(n, _, _)| n.as_str()).collect();
+        let statuses: Vec<i32> = changed.iter().map(|(_, s, _)| *s).collect();
+        let bodies: Vec<&[u8]> = changed.iter().map(|(_, _, b)| b.as_slice()).collect();
+        let entries: Vec<(&str, &CaseEvent)> =
+            events.iter().map(|(n, e)| (n.as_str(), e)).collect();
+        let mut ordinal = 0;
+        tokio::try_join!(
+            async {
+                if !numbers.is_empty() {
+                    tx.execute(&update, &[&numbers, &statuses, &bodies]).await?;
+                }
+                Ok::<_, StoreError>(())
+            },
+            insert_events(&tx, &entries, now_ms, &mut ordinal),
+        )?;
         tx.commit().await?;
         Ok(())
     }

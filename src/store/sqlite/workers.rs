@@ -21,6 +21,10 @@ use crate::store::{
     decode_case, dispatched_event, ms_to_timestamp,
 };
 
+/// A task row marked dispatched: its rowid (the record's order of tasks), id, item and
+/// department.
+type Marked = (i64, String, String, String);
+
 impl SqliteStore {
     pub(in crate::store) async fn claim_ready(
         &self,
@@ -80,8 +84,8 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         self.write(move |conn| {
             let tx = conn.transaction()?;
-            // Per case, in the order of the first of its tasks: (rowid, task id, item, department).
-            let mut by_case: Vec<(String, Vec<(i64, String, String, String)>)> = Vec::new();
+            // Per case, in the order of the first of its tasks.
+            let mut by_case: Vec<(String, Vec<Marked>)> = Vec::new();
             let mut index: HashMap<String, usize> = HashMap::new();
             let mut mark = tx.prepare_cached(
                 "UPDATE tasks SET status = ?1, dispatched_at_ms = ?2, progress_ms = ?2, lease_until_ms = NULL, clock_dirty = 1
