@@ -1,11 +1,12 @@
 //! Publishing rate of the outbox relay against a raw lapin publisher with confirms, in the same
 //! run, to the same kind of queue (a department's quorum queue), with messages of the same size
 //! (a kai-canguan `TaskMessage`). The raw publisher sends windows of 256 messages and then waits
-//! for their confirms, once before the relay and once after (the mean is the baseline); the relay publishes batches of 1,024, the next batch's publishing
-//! overlapping the previous batch's confirms, and also leases its rows from the store and marks
-//! them dispatched. The relay's figure is the tasks' drain rate; a second figure counts the
-//! status events that follow them on the events exchange too. Needs RabbitMQ (`make bench`
-//! starts it); `YICHUANG_BENCH_TASKS` sets the number of tasks (default 10,000).
+//! for their confirms, once before the relay and once after (the mean is the baseline). The
+//! relay publishes batches of 1,024, the next batch's publishing overlapping the previous
+//! batch's confirms, and also leases its rows from the store and marks them dispatched. The
+//! relay's figure is the tasks' drain rate; a second figure counts the status events that follow
+//! them on the events exchange too. Needs RabbitMQ (`make bench` starts it);
+//! `YICHUANG_BENCH_TASKS` sets the number of tasks (default 10,000).
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
