@@ -573,6 +573,7 @@ level = "warn"
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let drained_in = window_end.elapsed();
+        let wall = start.elapsed().as_secs_f64();
         let cpu_after = self.cpu();
         let rss_end = self.memory("VmRSS");
         let peak = self.memory("VmHWM");
@@ -591,13 +592,22 @@ level = "warn"
             failed: failed.load(Ordering::Relaxed),
             pending: accepted - completed,
             drained_in,
+            wall,
             p50_ms: p.hist.value_at_quantile(0.5) as f64 / 1000.0,
             p99_ms: p.hist.value_at_quantile(0.99) as f64 / 1000.0,
             max_ms: p.hist.max() as f64 / 1000.0,
+            // CPU used between the readings by the processes alive at the second; one that
+            // started meanwhile counts whole.
             cpu: cpu_before
                 .iter()
                 .zip(&cpu_after)
-                .map(|((name, a), (_, b))| (name.clone(), b - a))
+                .map(|((name, a), (_, b))| {
+                    let used = b
+                        .iter()
+                        .map(|(pid, after)| after - a.get(pid).copied().unwrap_or(0.0))
+                        .sum();
+                    (name.clone(), used)
+                })
                 .collect(),
             rss_start,
             rss_end,
@@ -607,17 +617,23 @@ level = "warn"
 
     /// CPU seconds so far: the gateways, the adapter, the broker, PostgreSQL, the simulators and
     /// this process (the load and the feed).
-    fn cpu(&self) -> Vec<(String, f64)> {
-        let sum = |pids: &[u32]| pids.iter().map(|p| cpu_secs(*p)).sum::<f64>();
-        let gateways: Vec<u32> = self.gateways.iter().map(Proc::pid).collect();
-        let sims: Vec<u32> = self.sims.iter().map(Proc::pid).collect();
+    /// Per process, so a process that starts or ends between two readings (a PostgreSQL
+    /// backend of someone else's connection) cannot make a difference negative.
+    fn cpu(&self) -> Vec<(String, HashMap<u32, f64>)> {
+        let each = |pids: Vec<u32>| pids.into_iter().map(|p| (p, cpu_secs(p))).collect();
         vec![
-            ("gateway".into(), sum(&gateways)),
-            ("adapter".into(), cpu_secs(self.adapter.pid())),
-            ("broker".into(), sum(&processes("beam.smp"))),
-            ("database".into(), sum(&processes("postgres"))),
-            ("simulators".into(), sum(&sims)),
-            ("bench (load, feed)".into(), cpu_secs(std::process::id())),
+            (
+                "gateway".into(),
+                each(self.gateways.iter().map(Proc::pid).collect()),
+            ),
+            ("adapter".into(), each(vec![self.adapter.pid()])),
+            ("broker".into(), each(processes("beam.smp"))),
+            ("database".into(), each(processes("postgres"))),
+            (
+                "simulators".into(),
+                each(self.sims.iter().map(Proc::pid).collect()),
+            ),
+            ("bench (load, feed)".into(), each(vec![std::process::id()])),
         ]
     }
 
@@ -798,6 +814,8 @@ struct PhaseResult {
     failed: u64,
     pending: u64,
     drained_in: Duration,
+    /// Seconds from the phase's start to the end of its drain (the CPU figures' span).
+    wall: f64,
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
@@ -1329,6 +1347,26 @@ async fn run() {
             _ => "",
         };
         println!("  {name:<20} {at_half:>8.0}   {at_max:>8.0}{note}");
+    }
+    // CPU a second = fixed + marginal × cases a second: the two phases give both (the fixed part
+    // is what the component spends whatever the load: pollers, timers, sweeps).
+    let (r1, r2) = (
+        half.completed as f64 / half.wall,
+        max_phase.completed as f64 / max_phase.wall,
+    );
+    if r2 > r1 * 1.2 {
+        println!(
+            "CPU split from the two phases ({r1:.1} and {r2:.1} cases/s): fixed cores whatever the load, marginal µs per case:"
+        );
+        for ((name, c1), (_, c2)) in half.cpu.iter().zip(&max_phase.cpu) {
+            let (k1, k2) = (c1 / half.wall, c2 / max_phase.wall);
+            let marginal = (k2 - k1) / (r2 - r1);
+            let fixed = k1 - marginal * r1;
+            println!(
+                "  {name:<20} fixed {fixed:>6.3} cores   marginal {:>8.0} µs/case",
+                marginal * 1e6
+            );
+        }
     }
     let out = PathBuf::from(
         std::env::var("CARGO_TARGET_DIR")
