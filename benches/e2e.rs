@@ -22,12 +22,14 @@
 //!    sizes the flow sends, for messages/s and one at a time for latency; the empty gRPC handler
 //!    (`support/empty.rs`) over the same mTLS, one call at a time.
 //! 2. The ramp: the rate doubles from `YICHUANG_BENCH_RATE` (default 8 cases/s) until a step no
-//!    longer keeps up (its cases not all done within 3 s of the step's end, or p99 above 5× the
-//!    first step's); max is the best goodput of a step that kept up.
+//!    longer keeps up (a call shed or failed, its cases not all done within 3 s of the step's
+//!    end, or p99 above 5× the first step's), then once at 1.5× the last that did; max is the
+//!    highest offered rate that kept up.
 //! 3. Half of max (latency), then twice max (goodput, the gateway's and adapter's RSS).
 //!
 //! It prints the ratios against their goals (issue 17), the CPU per case of each component from
-//! /proc (gateway, adapter, the broker's `beam.smp`, PostgreSQL's processes), and writes
+//! /proc (gateway, adapter, the broker's `beam.smp`, PostgreSQL's processes) and its split into
+//! a fixed part and a marginal one per case (from the two phases), and writes
 //! `target/bench/e2e.svg` (latency against load). `YICHUANG_BENCH_SECS` is the length of the
 //! measured phases (default 12 s; ramp steps are half that). Needs RabbitMQ and PostgreSQL
 //! (`make bench-e2e`), and the `yichuang-adapter` and `yichuang-sim` binaries next to
