@@ -5,7 +5,7 @@
 CARGO ?= cargo
 SERVICES_ENV := target/services.env
 
-.PHONY: all build demo test services toolchain lint bench clean chart-check chaos
+.PHONY: all build demo test services toolchain lint bench bench-e2e clean chart-check chaos
 
 all: build
 
@@ -57,12 +57,21 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-# docs/benchmarks.md. The last one, the adapters' CPU per task (kind http against the hand-written
-# form-xml), needs no services; at ~40 ms a task (the gate's spacing) 3 rounds of 400 tasks a side
-# take about 2 minutes (YICHUANG_BENCH_TASKS=1000 for finer figures).
+# docs/benchmarks.md. The adapters' CPU per task (kind http against the hand-written form-xml)
+# needs no services; at ~40 ms a task (the gate's spacing) 3 rounds of 400 tasks a side take about
+# 2 minutes (YICHUANG_BENCH_TASKS=1000 for finer figures). The end to end bench comes last.
 bench: toolchain services
 	. ./$(SERVICES_ENV) && $(CARGO) bench --bench intake && $(CARGO) bench --bench relay && $(CARGO) bench --bench overload
 	YICHUANG_BENCH_TASKS=$${YICHUANG_BENCH_TASKS:-400} $(CARGO) bench -p yichuang-adapters --bench adapter_cpu
+	$(MAKE) bench-e2e
+
+# Cases end to end through the real binaries (gateway, adapter, simulators) against the raw hops
+# (lapin round trip, empty gRPC handler), about 3 minutes (docs/benchmarks.md, "End to end").
+# YICHUANG_BENCH_SECS lengthens the phases; YICHUANG_BENCH_STORE=postgres with
+# YICHUANG_BENCH_REPLICAS=2 runs two gateways on one PostgreSQL (docs/scaling.md).
+bench-e2e: toolchain services
+	$(CARGO) build --release -p yichuang-adapters -p yichuang-sim --bins
+	. ./$(SERVICES_ENV) && $(CARGO) bench --bench e2e
 
 # The chaos run's long form, on SQLite and on PostgreSQL (scripts/chaos.sh, docs/bus.md): 2,000
 # cases over the seven departments on a three-node RabbitMQ cluster, 10 rounds of an adapter and a

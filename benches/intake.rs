@@ -26,69 +26,11 @@ use tonic::{Request, Response, Status};
 use yichuang::app::Gateway;
 use yichuang::config::{GatewayConfig, StoreConfig};
 use yichuang::proto::v1::case_service_client::CaseServiceClient;
-use yichuang::proto::v1::case_service_server::{CaseService, CaseServiceServer};
 use yichuang::proto::v1::*;
 
-/// The baseline: a CaseService that decodes the same requests and answers at once.
-struct Empty;
-
-#[tonic::async_trait]
-impl CaseService for Empty {
-    async fn pre_check(
-        &self,
-        _: Request<PreCheckRequest>,
-    ) -> Result<Response<PreCheckResponse>, Status> {
-        Ok(Response::new(PreCheckResponse::default()))
-    }
-    async fn submit(&self, _: Request<SubmitRequest>) -> Result<Response<SubmitResponse>, Status> {
-        Ok(Response::new(SubmitResponse::default()))
-    }
-    async fn get_case(
-        &self,
-        _: Request<GetCaseRequest>,
-    ) -> Result<Response<GetCaseResponse>, Status> {
-        Ok(Response::new(GetCaseResponse::default()))
-    }
-    async fn list_cases(
-        &self,
-        _: Request<ListCasesRequest>,
-    ) -> Result<Response<ListCasesResponse>, Status> {
-        Ok(Response::new(ListCasesResponse::default()))
-    }
-    async fn deliver(
-        &self,
-        _: Request<DeliverRequest>,
-    ) -> Result<Response<DeliverResponse>, Status> {
-        Ok(Response::new(DeliverResponse::default()))
-    }
-    async fn supplement(
-        &self,
-        _: Request<yichuang::proto::v1::SupplementRequest>,
-    ) -> Result<Response<yichuang::proto::v1::SupplementResponse>, Status> {
-        Ok(Response::new(Default::default()))
-    }
-    // The feeds are not measured here: an empty stream each.
-    type WindowFeedStream = tokio_stream::wrappers::ReceiverStream<Result<FeedEvent, Status>>;
-    type WatchCaseStream = tokio_stream::wrappers::ReceiverStream<Result<FeedEvent, Status>>;
-    async fn window_feed(
-        &self,
-        _: Request<WindowFeedRequest>,
-    ) -> Result<Response<Self::WindowFeedStream>, Status> {
-        let (_, rx) = tokio::sync::mpsc::channel(1);
-        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
-            rx,
-        )))
-    }
-    async fn watch_case(
-        &self,
-        _: Request<WatchCaseRequest>,
-    ) -> Result<Response<Self::WatchCaseStream>, Status> {
-        let (_, rx) = tokio::sync::mpsc::channel(1);
-        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
-            rx,
-        )))
-    }
-}
+#[path = "support/empty.rs"]
+mod empty;
+use empty::start_empty;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Call {
@@ -162,19 +104,6 @@ async fn load(addr: std::net::SocketAddr, call: Call, run: &str) -> Outcome {
         p50_ms: hist.value_at_quantile(0.5) as f64 / 1000.0,
         p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
     }
-}
-
-async fn start_empty() -> std::net::SocketAddr {
-    let (listener, _) = testkit::server::listener().await;
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(CaseServiceServer::new(Empty))
-            .serve_with_incoming(yichuang::api::incoming(listener))
-            .await
-            .unwrap();
-    });
-    addr
 }
 
 /// A gateway on `store`, serving on a free port until the [`Server`] is stopped or dropped.
@@ -370,7 +299,7 @@ fn main() {
         .unwrap();
     runtime.block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let empty = start_empty().await;
+        let empty = start_empty(None).await;
         let sqlite_server = start_gateway(StoreConfig::Sqlite { path: dir.path().join("bench.db") }).await;
         let sqlite = sqlite_server.addr;
         println!("intake throughput ({} s per scenario)", testkit::env_or("YICHUANG_BENCH_SECS", 3));
