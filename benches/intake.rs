@@ -16,7 +16,8 @@
 //! kai-canguan example under a new id and date), so every request creates and durably commits a
 //! case. Goal (issue 17): `Submit` on SQLite, server out of process, >= 0.50 of the empty handler.
 //!
-//! Tracing overhead (last part; `YICHUANG_BENCH_SKIP_TRACING` skips it): the SQLite `Submit`
+//! Tracing overhead (last part; `YICHUANG_BENCH_SKIP_TRACING` skips it, and
+//! `YICHUANG_BENCH_SKIP_THROUGHPUT` everything before it): the SQLite `Submit`
 //! scenario against gateway children with the gateway's real log and span setup
 //! (`telemetry::init`, JSON logs at `info` to a file): spans off (no endpoint, the default)
 //! and spans at 100% sampling exported over OTLP/gRPC to a collector in a child process of its
@@ -653,8 +654,10 @@ fn main() {
         .unwrap();
     runtime.block_on(async {
         let secs = testkit::env_or("YICHUANG_BENCH_SECS", 3);
-        out_of_process(secs).await;
-        in_process(secs).await;
+        if std::env::var_os("YICHUANG_BENCH_SKIP_THROUGHPUT").is_none() {
+            out_of_process(secs).await;
+            in_process(secs).await;
+        }
         if std::env::var_os("YICHUANG_BENCH_SKIP_TRACING").is_none() {
             tracing_overhead().await;
         }
