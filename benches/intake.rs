@@ -115,7 +115,8 @@ struct Outcome {
     p99_ms: f64,
     /// Cores the server's process used while measured, when it ran in a child.
     server_cores: Option<f64>,
-    /// Cores this process (the load generator) used while measured.
+    /// Cores this process used while measured: the load generator's, and the server's too
+    /// when it ran in this process.
     client_cores: f64,
 }
 
@@ -257,11 +258,16 @@ async fn start_gateway(store: StoreConfig) -> Server {
 
 fn report(name: &str, o: &Outcome, baseline: f64) {
     // The server's CPU per request speaks for it even when other work takes the cores.
-    let server = o.server_cores.map_or(String::new(), |c| {
-        format!("   server {c:.2} cores, {:.0} us CPU/req", c * 1e6 / o.rps)
-    });
+    // In process, this process's CPU is the server's and the load generator's together.
+    let (server, here) = match o.server_cores {
+        Some(c) => (
+            format!("   server {c:.2} cores, {:.0} us CPU/req", c * 1e6 / o.rps),
+            "load generator",
+        ),
+        None => (String::new(), "server and load generator"),
+    };
     println!(
-        "{name:<36} {:>7.0} req/s   p50 {:>7.2} ms   p99 {:>7.2} ms   ratio {:.2}{server}   load generator {:.2} cores",
+        "{name:<36} {:>7.0} req/s   p50 {:>7.2} ms   p99 {:>7.2} ms   ratio {:.2}{server}   {here} {:.2} cores",
         o.rps,
         o.p50_ms,
         o.p99_ms,
