@@ -215,8 +215,11 @@ pub trait DepartmentSystem: Send + Sync {
 
 /// The door to a legacy system: every request a kind sends waits here first, for the
 /// department's rate limit and for any pause the system asked for (429 / `Retry-After`).
-/// Requests are evenly spaced — no bursts — with a margin (5 % and 20 ms), so that network and
-/// scheduling jitter cannot put one request too many into any second at the legacy end.
+/// Requests are evenly spaced — no bursts — 10 % wider than the rate asks: the first and the
+/// `rate + 1`-th of any run are then 1.1 s apart, so network and scheduling jitter of up to
+/// 100 ms cannot put one request too many into any second at the legacy end, whatever the rate.
+/// (A fixed margin per request, as before, capped every department below 50 requests a second
+/// however fast its system was.)
 #[derive(Clone)]
 pub struct Gate(Arc<GateInner>);
 
@@ -228,8 +231,8 @@ struct GateInner {
 impl Gate {
     pub fn new(requests_per_second: u32) -> Gate {
         let rps = requests_per_second.max(1);
-        let period = Duration::from_micros(1_000_000 * 105 / 100 / u64::from(rps))
-            + Duration::from_millis(20);
+        let period =
+            Duration::from_nanos(1_100_000_000 / u64::from(rps)).max(Duration::from_nanos(1));
         let quota = Quota::with_period(period)
             .expect("a positive period")
             .allow_burst(NonZeroU32::MIN);
