@@ -521,7 +521,8 @@ level = "warn"
         let mut tick = tokio::time::interval(Duration::from_millis(1));
         while start.elapsed() < span {
             tick.tick().await;
-            let due_now = (start.elapsed().as_secs_f64() * rate) as u64;
+            // Case k is due at k / rate: every case whose time has come (k = 0 at once).
+            let due_now = (start.elapsed().as_secs_f64() * rate) as u64 + 1;
             while sent < due_now {
                 let due = start + Duration::from_secs_f64(sent as f64 / rate);
                 let mut client = self.clients[sent as usize % self.clients.len()].clone();
