@@ -26,6 +26,10 @@
 
 #[path = "support/pgbench.rs"]
 mod pgbench;
+#[allow(dead_code)] // the memory readings are the other benches'
+#[path = "support/procfs.rs"]
+mod procfs;
+use procfs::cpu_secs;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -63,23 +67,6 @@ struct Outcome {
     /// Cores this process used while measured: the load generator's, and the server's too
     /// when it ran in this process.
     client_cores: f64,
-}
-
-/// CPU seconds a process has used (user + system, `/proc/<pid>/stat`, 100 ticks a second);
-/// `pid` is a number or `self`.
-fn cpu_secs(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name and state.
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Drives `addr` with `call` for `secs` after a warm-up of `YICHUANG_BENCH_WARM_SECS`; requests
@@ -141,7 +128,7 @@ async fn load(addr: SocketAddr, call: Call, run: &str, secs: u64, server: Option
         }));
     }
     tokio::time::sleep_until(from.into()).await;
-    let (server_cpu, client_cpu) = (server.map(|p| cpu_secs(&p.to_string())), cpu_secs("self"));
+    let (server_cpu, client_cpu) = (server.map(cpu_secs), cpu_secs("self"));
     let mut hist = Histogram::<u64>::new(3).unwrap();
     for t in tasks {
         hist.add(t.await.unwrap()).unwrap();
@@ -153,7 +140,7 @@ async fn load(addr: SocketAddr, call: Call, run: &str, secs: u64, server: Option
         p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
         server_cores: server
             .zip(server_cpu)
-            .map(|(p, before)| (cpu_secs(&p.to_string()) - before) / elapsed),
+            .map(|(p, before)| (cpu_secs(p) - before) / elapsed),
         client_cores: (cpu_secs("self") - client_cpu) / elapsed,
     }
 }

@@ -12,8 +12,9 @@ pub fn status_kb(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// CPU seconds process `pid` has used (user + system, /proc/<pid>/stat, 100 ticks a second).
-pub fn cpu_secs(pid: u32) -> f64 {
+/// CPU seconds process `pid` has used (user + system, /proc/<pid>/stat, 100 ticks a second);
+/// `pid` is a number or `"self"`.
+pub fn cpu_secs(pid: impl std::fmt::Display) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name, which is in parentheses and may hold spaces.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
