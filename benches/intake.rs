@@ -372,6 +372,11 @@ impl Child {
         self.addr.parse().expect("an address")
     }
 
+    /// [`load`] against this child, its CPU time read from its process.
+    async fn load(&self, call: Call, run: &str, secs: u64) -> Outcome {
+        load(self.socket(), call, run, secs, Some(self.pid())).await
+    }
+
     /// Closes its stdin and returns what it printed after its address once it has stopped.
     fn finish(mut self) -> String {
         drop(self.process.stdin.take());
@@ -407,45 +412,17 @@ async fn out_of_process(secs: u64) {
         "out of process: each server in a child process, the load generator in this one ({secs} s per scenario)"
     );
     let empty = Child::start(Role::Empty, &[], Stdio::inherit());
-    let base1 = load(
-        empty.socket(),
-        Call::Submit,
-        "empty1",
-        secs,
-        Some(empty.pid()),
-    )
-    .await;
+    let base1 = empty.load(Call::Submit, "empty1", secs).await;
     report("empty handler (first)", &base1, base1.rps);
     let sqlite = Child::start(Role::Sqlite, &[], Stdio::inherit());
-    let pre = load(
-        sqlite.socket(),
-        Call::PreCheck,
-        "pre",
-        secs,
-        Some(sqlite.pid()),
-    )
-    .await;
-    let sub = load(
-        sqlite.socket(),
-        Call::Submit,
-        "sqlite",
-        secs,
-        Some(sqlite.pid()),
-    )
-    .await;
+    let pre = sqlite.load(Call::PreCheck, "pre", secs).await;
+    let sub = sqlite.load(Call::Submit, "sqlite", secs).await;
     sqlite.finish();
     let pg = match std::env::var("YICHUANG_TEST_PG_URL") {
         Ok(_) => Some(postgres(secs).await),
         Err(_) => None,
     };
-    let base2 = load(
-        empty.socket(),
-        Call::Submit,
-        "empty2",
-        secs,
-        Some(empty.pid()),
-    )
-    .await;
+    let base2 = empty.load(Call::Submit, "empty2", secs).await;
     empty.finish();
     let baseline = (base1.rps + base2.rps) / 2.0;
     report("empty handler (last)", &base2, base1.rps);
@@ -490,15 +467,8 @@ async fn postgres(secs: u64) -> (Outcome, Outcome, Option<f64>) {
         &[("YICHUANG_BENCH_PG_SCHEMA", &schema.name)],
         Stdio::inherit(),
     );
-    let pre = load(
-        child.socket(),
-        Call::PreCheck,
-        "pgpre",
-        secs,
-        Some(child.pid()),
-    )
-    .await;
-    let sub = load(child.socket(), Call::Submit, "pg", secs, Some(child.pid())).await;
+    let pre = child.load(Call::PreCheck, "pgpre", secs).await;
+    let sub = child.load(Call::Submit, "pg", secs).await;
     child.finish();
     // PostgreSQL's own rate for the same inserts, in the same schema, at the same concurrency
     // (the gateway's pool of 16), the gateway stopped.
@@ -541,14 +511,7 @@ async fn tracing_overhead() {
             }
             let gateway = Child::start(Role::Sqlite, &env, Stdio::from(log.reopen().unwrap()));
             let run = format!("tracing-{round}-{traced}");
-            let o = load(
-                gateway.socket(),
-                Call::Submit,
-                &run,
-                secs,
-                Some(gateway.pid()),
-            )
-            .await;
+            let o = gateway.load(Call::Submit, &run, secs).await;
             gateway.finish();
             if traced { &mut on } else { &mut off }.push(o);
         }

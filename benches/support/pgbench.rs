@@ -9,7 +9,7 @@
 
 use std::process::Command;
 
-/// What one acceptance wrote, averaged over the cases in `schema`.
+/// What one acceptance wrote: the rows of one case the gateway accepted.
 struct Shape {
     case: (String, String, String, Vec<u8>),
     tasks: Vec<(String, String, Vec<u8>)>,
