@@ -69,9 +69,29 @@ pub async fn list(
         .collect())
 }
 
+/// One message of the dead queue in full (headers, deaths, masked body), among its first 1000.
+pub async fn look(
+    bus: &BusConfig,
+    department: &str,
+    message_id: &str,
+) -> Result<Option<dead::DeadDetail>, DlqError> {
+    Ok(dead::look(bus, department, message_id, 1000).await?)
+}
+
+/// Who asks for an operation, for its record: their account, where the request came from
+/// (`grpc@<peer>`, `console@<peer>`), and their reason (required for a purge by the console;
+/// empty when none was given).
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub operator: String,
+    pub origin: String,
+    pub note: String,
+}
+
 /// Moves back (or discards) the selected messages, at most `rate` a second, and records what
 /// was moved, also when the move failed part-way. It runs as a task of its own: a caller that
-/// goes away (a gRPC client cancelling) does not cut it between a move and its record.
+/// goes away (a gRPC client cancelling, a browser closed) does not cut it between a move and
+/// its record. `progress` counts as it goes.
 #[allow(clippy::too_many_arguments)]
 pub async fn act(
     bus: &BusConfig,
@@ -80,25 +100,24 @@ pub async fn act(
     selection: Selection,
     action: Action,
     rate: u32,
-    operator: &str,
-    origin: &str,
+    actor: Actor,
+    progress: std::sync::Arc<dead::Progress>,
 ) -> Result<Vec<DeadLetter>, DlqError> {
     let (bus, store, department) = (bus.clone(), store.clone(), department.to_string());
-    let (operator, origin) = (operator.to_string(), origin.to_string());
     tokio::spawn(async move {
         let mut moved = Vec::new();
-        let done = dead::act(&bus, &department, &selection, action, rate, &mut moved).await;
+        let done = dead::act(
+            &bus,
+            &department,
+            &selection,
+            action,
+            rate,
+            &mut moved,
+            &progress,
+        )
+        .await;
         if done.is_ok() || !moved.is_empty() {
-            record(
-                &bus,
-                &store,
-                &department,
-                action,
-                &moved,
-                &operator,
-                &origin,
-            )
-            .await?;
+            record(&bus, &store, &department, action, &moved, &actor).await?;
         }
         done?;
         Ok(moved)
@@ -113,16 +132,17 @@ async fn record(
     department: &str,
     action: Action,
     moved: &[DeadLetter],
-    operator: &str,
-    origin: &str,
+    actor: &Actor,
 ) -> Result<(), DlqError> {
+    let (operator, origin) = (actor.operator.as_str(), actor.origin.as_str());
     let name = match action {
         Action::Replay => "dlq-replay",
         Action::Purge => "dlq-purge",
     };
     let queue = dead::queue(bus, department);
     let ids: Vec<String> = moved.iter().map(|d| d.message_id.clone()).collect();
-    info!(action = name, operator, origin, queue = %queue, count = ids.len(), message_ids = %ids.join(" "), "operator action");
+    let note = crate::privacy::mask_free_text(&actor.note);
+    info!(action = name, operator, origin, queue = %queue, count = ids.len(), message_ids = %ids.join(" "), note = %note, "operator action");
     let record = OperatorAction {
         at_ms: chrono::Utc::now().timestamp_millis(),
         operator: operator.to_string(),
@@ -130,6 +150,7 @@ async fn record(
         action: name.to_string(),
         target: queue.clone(),
         message_ids: ids,
+        note,
     };
     if let Err(source) = store.record_operator_action(record).await {
         error!(action = name, operator, queue = %queue, error = %source, "operator action not recorded in the store");

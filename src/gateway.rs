@@ -60,6 +60,8 @@ pub struct Gateway {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Fair share and overload: call rates, calls in flight, feed streams ([`crate::limits`]).
     pub limits: Arc<crate::limits::Limits>,
+    /// The operations console's settings (`[console]`), served on the internal listener.
+    pub console: crate::config::ConsoleConfig,
 }
 
 /// Why the gateway could not start.
@@ -200,6 +202,7 @@ impl Gateway {
             admin: std::sync::Mutex::new(Some(admin)),
             admin_addr,
             limits: Arc::new(crate::limits::Limits::new(&config.limits)),
+            console: config.console.clone(),
         })
     }
 }

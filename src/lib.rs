@@ -40,6 +40,8 @@
 //! - [`gateway`]: the gateway's parts built from [`config`] ([`gateway::Gateway`]).
 //! - [`app`]: the composition root: [`app::serve`] runs a gateway until shutdown, then stops
 //!   it in order.
+//! - [`console`]: the operations console, HTML pages under `/console` on the internal listener
+//!   (flows, case search and timeline, dead letters, deadlines), a face on the same operations.
 //! - [`api`]: the gRPC services (`CaseService`, `AdminService`, health, reflection) on the
 //!   windows' and the internal listener.
 //! - [`auth`]: who is calling (client certificate or token) and what they may do: the policy
@@ -64,6 +66,7 @@ pub mod case;
 pub mod catalog;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod dlq;
 pub mod event;
 pub mod feed;

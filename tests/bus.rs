@@ -282,6 +282,17 @@ async fn dead_letters_are_listed_replayed_once_and_purged() {
         "a purge names its messages, a reason or says --all"
     );
     let out = dlq(&["purge", "scjg", "--all"]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "a purge says why: {}",
+        testkit::text(&out.stderr)
+    );
+    assert!(
+        testkit::text(&dlq(&["list", "scjg"]).stdout).contains("dead-2"),
+        "a refused purge discards nothing"
+    );
+    let out = dlq(&["purge", "scjg", "--all", "--note", "test: replaced by a new task"]);
     assert_eq!(out.status.code(), Some(0), "{}", testkit::text(&out.stderr));
     assert_eq!(testkit::text(&dlq(&["list", "scjg"]).stdout).trim(), "");
     gw.stop().await;

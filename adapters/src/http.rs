@@ -1,6 +1,6 @@
 //! The adapter's HTTP endpoints, on two listeners. [`router`] (internal: probes and Prometheus):
 //! `GET /healthz` (the process runs), `GET /readyz` (connected to RabbitMQ and consuming),
-//! `GET /status` (JSON: readiness and each department's circuit breaker), `GET /metrics`
+//! `GET /status` (JSON: readiness, each department's circuit breaker and its call counts), `GET /metrics`
 //! (OpenMetrics text, [`crate::meters`]). [`callbacks_router`] (reached from the departments'
 //! networks): `POST /callback/{department}`, signed callbacks from legacy systems
 //! ([`crate::runtime::verify`]); a refusal is a 401 and an audit record (`tracing` target
@@ -72,7 +72,13 @@ async fn status(State(app): State<App>) -> axum::Json<serde_json::Value> {
     let departments: Vec<serde_json::Value> = app
         .departments
         .iter()
-        .map(|d| serde_json::json!({ "department": d.code(), "breaker": d.breaker.report() }))
+        .map(|d| {
+            serde_json::json!({
+                "department": d.code(),
+                "breaker": d.breaker.report(),
+                "counts": crate::meters::department_counts(d.code()),
+            })
+        })
         .collect();
     axum::Json(serde_json::json!({
         "ready": app.readiness.get(),

@@ -149,3 +149,35 @@ pub fn render() -> String {
     text.push_str("# EOF\n");
     text
 }
+
+/// One department's counts since the process started, for `GET /status` (the gateway's
+/// operations console turns them into rates): legacy calls by outcome, retries scheduled,
+/// tasks dead-lettered, tasks taken from the queue.
+pub fn department_counts(department: &str) -> serde_json::Value {
+    let m = meters();
+    let label = DepartmentLabels {
+        department: department.to_string(),
+    };
+    let mut calls = serde_json::Map::new();
+    for outcome in ["ok", "transient", "permanent"] {
+        let total: u64 = ["submit", "find", "poll", "resupply", "acknowledge"]
+            .into_iter()
+            .map(|operation| {
+                m.calls
+                    .get_or_create(&CallLabels {
+                        department: department.to_string(),
+                        operation: operation.to_string(),
+                        outcome: outcome.to_string(),
+                    })
+                    .get()
+            })
+            .sum();
+        calls.insert(outcome.to_string(), total.into());
+    }
+    serde_json::json!({
+        "calls": calls,
+        "retries": m.retries.get_or_create(&label).get(),
+        "dead_letters": m.dead_letters.get_or_create(&label).get(),
+        "tasks_consumed": m.tasks_consumed.get_or_create(&label).get(),
+    })
+}

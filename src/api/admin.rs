@@ -125,6 +125,33 @@ impl AdminService for AdminApi {
         }))
     }
 
+    async fn show_dead_letter(
+        &self,
+        request: Request<crate::proto::v1::ShowDeadLetterRequest>,
+    ) -> Result<Response<crate::proto::v1::ShowDeadLetterResponse>, Status> {
+        let r = request.into_inner();
+        let department = self.dead_queue_owner(&r.department)?;
+        let id = r.message_id.trim();
+        let found = crate::dlq::look(&self.gateway.bus, &department, id)
+            .await
+            .map_err(dlq_status)?
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no message {id:?} among the first 1000 of the dead queue of {department}; list the queue for the ids"
+                ))
+            })?;
+        Ok(Response::new(crate::proto::v1::ShowDeadLetterResponse {
+            dead_letter: Some(dead_letter(found.letter)),
+            headers: found
+                .headers
+                .into_iter()
+                .map(|(name, value)| crate::proto::v1::Header { name, value })
+                .collect(),
+            deaths: found.deaths,
+            body: found.body,
+        }))
+    }
+
     async fn replay_dead_letters(
         &self,
         request: Request<crate::proto::v1::DeadLetterActionRequest>,
@@ -250,6 +277,11 @@ impl AdminApi {
         let operator = operator.as_str();
         let selection = crate::dlq::selection(r.message_ids, &r.reason_contains, r.all)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if action == crate::bus::dead::Action::Purge && r.note.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "note is empty: say why these messages are discarded (`--note`); it is kept in the audit of operators' actions",
+            ));
+        }
         let moved = crate::dlq::act(
             &self.gateway.bus,
             &self.gateway.store,
@@ -257,8 +289,12 @@ impl AdminApi {
             selection,
             action,
             r.rate,
-            operator,
-            &origin,
+            crate::dlq::Actor {
+                operator: operator.to_string(),
+                origin,
+                note: r.note.trim().to_string(),
+            },
+            std::sync::Arc::default(),
         )
         .await
         .map_err(dlq_status)?;

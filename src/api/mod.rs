@@ -68,8 +68,9 @@ pub async fn grpc(
         .await
 }
 
-/// Serves the internal API (`AdminService`, server reflection and health) on `listener`, for
-/// operators and probes, with the same TLS and policy as [`grpc`].
+/// Serves the internal API (`AdminService`, server reflection and health) and the operations
+/// console (`/console`, [`crate::console`]) on `listener`, for operators and probes, with the
+/// same TLS and policy as [`grpc`].
 pub async fn admin_grpc(
     gateway: Arc<Gateway>,
     health_service: tonic_health::pb::health_server::HealthServer<
@@ -83,14 +84,23 @@ pub async fn admin_grpc(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .expect("the embedded descriptor set is valid");
-    builder(&gateway)?
-        .layer(crate::observe::RpcLayer)
-        .layer(crate::auth::PolicyLayer::new(gateway.guard.clone()))
-        .add_service(health_service)
+    let mut routes = tonic::service::Routes::new(health_service)
         .add_service(reflection)
         .add_service(AdminServiceServer::new(AdminApi {
             gateway: gateway.clone(),
-        }))
+        }));
+    if gateway.console.enabled {
+        routes = routes
+            .into_axum_router()
+            .merge(crate::console::router(gateway.clone()))
+            .into();
+    }
+    builder(&gateway)?
+        // Browsers without TLS (a plaintext development gateway) speak HTTP/1.1 to the console.
+        .accept_http1(true)
+        .layer(crate::observe::RpcLayer)
+        .layer(crate::auth::PolicyLayer::new(gateway.guard.clone()))
+        .add_routes(routes)
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await
 }

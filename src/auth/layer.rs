@@ -65,7 +65,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let path = request.uri().path().to_string();
         let permission = match need_of(&path) {
-            Need::Nothing => return Box::pin(inner.call(request)),
+            Need::Nothing | Need::Page => return Box::pin(inner.call(request)),
             Need::Permission(p) => Some(p),
             Need::Identity => None,
         };
@@ -100,17 +100,24 @@ where
 
 /// The caller of `request`: its client certificate, else its bearer token; on a plaintext
 /// development gateway a caller with neither is [`Caller::development`].
-fn identify<B>(guard: &Guard, request: &http::Request<B>) -> Result<Caller, IdentityError> {
-    let certificate = request
-        .extensions()
+pub fn identify<B>(guard: &Guard, request: &http::Request<B>) -> Result<Caller, IdentityError> {
+    identify_parts(guard, request.extensions(), request.headers())
+}
+
+/// [`identify`] from a request's parts: its extensions (the TLS peer) and headers.
+pub fn identify_parts(
+    guard: &Guard,
+    extensions: &http::Extensions,
+    headers: &http::HeaderMap,
+) -> Result<Caller, IdentityError> {
+    let certificate = extensions
         .get::<TlsConnectInfo<TcpConnectInfo>>()
         .and_then(|info| info.peer_certs())
         .and_then(|certs| certs.first().cloned());
     if let Some(der) = certificate {
         return guard.authenticator.from_certificate(der.as_ref());
     }
-    let bearer = request
-        .headers()
+    let bearer = headers
         .get(http::header::AUTHORIZATION)
         .map(|v| {
             v.to_str()

@@ -25,7 +25,7 @@ pub mod layer;
 pub mod tls;
 
 pub use identity::{Authenticator, IdentityError};
-pub use layer::PolicyLayer;
+pub use layer::{PolicyLayer, identify, identify_parts};
 
 /// An authenticated caller, put into each request's extensions by [`PolicyLayer`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,10 +74,13 @@ pub enum Permission {
     AdminRead,
     /// Dead-letter replay and purge.
     AdminWrite,
+    /// One field of an applicant's personal data shown unmasked in the operations console
+    /// (each time audited).
+    Unmask,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 8] = [
+    pub const ALL: [Permission; 9] = [
         Permission::Check,
         Permission::Submit,
         Permission::Read,
@@ -86,6 +89,7 @@ impl Permission {
         Permission::Deliver,
         Permission::AdminRead,
         Permission::AdminWrite,
+        Permission::Unmask,
     ];
 
     pub fn name(self) -> &'static str {
@@ -98,6 +102,7 @@ impl Permission {
             Permission::Deliver => "cases.deliver",
             Permission::AdminRead => "admin.read",
             Permission::AdminWrite => "admin.write",
+            Permission::Unmask => "cases.unmask",
         }
     }
 
@@ -115,12 +120,19 @@ pub enum Need {
     Permission(Permission),
     /// A path the gateway does not serve: an identity, then `UNIMPLEMENTED`.
     Identity,
+    /// A page of the operations console (`/console…`), which identifies its caller itself
+    /// (the same identities, plus a signed-in token in a cookie) and answers in HTML
+    /// ([`crate::console`]).
+    Page,
 }
 
 /// What the gRPC `path` needs: the one list of the methods the gateway serves (metrics count
 /// any other path as `other`, [`crate::observe`]).
 pub fn need_of(path: &str) -> Need {
     use Permission::*;
+    if path == "/console" || path.starts_with("/console/") {
+        return Need::Page;
+    }
     let Some((service, method)) = path.trim_start_matches('/').split_once('/') else {
         return Need::Identity;
     };
@@ -134,7 +146,7 @@ pub fn need_of(path: &str) -> Need {
         ("yichuang.v1.CaseService", "Deliver") => Deliver,
         (
             "yichuang.v1.AdminService",
-            "Status" | "OnTimeRates" | "ListDeadLetters" | "AccessLog",
+            "Status" | "OnTimeRates" | "ListDeadLetters" | "ShowDeadLetter" | "AccessLog",
         ) => AdminRead,
         ("yichuang.v1.AdminService", "ReplayDeadLetters" | "PurgeDeadLetters") => AdminWrite,
         (
@@ -152,8 +164,11 @@ pub const OTHER: &str = "other";
 /// gateway does not serve, so that a client trying paths cannot mint metric series without
 /// bound ([`crate::observe`]).
 pub fn method_of(path: &str) -> (String, String) {
-    if need_of(path) == Need::Identity {
-        return (OTHER.to_string(), OTHER.to_string());
+    match need_of(path) {
+        Need::Identity => return (OTHER.to_string(), OTHER.to_string()),
+        // Every page counts as one: its path carries case numbers and ids.
+        Need::Page => return ("Console".to_string(), "page".to_string()),
+        Need::Nothing | Need::Permission(_) => {}
     }
     let trimmed = path.trim_start_matches('/');
     let (service, method) = trimmed.split_once('/').unwrap_or((trimmed, ""));
@@ -262,7 +277,7 @@ impl Refusal {
         }
     }
 
-    fn reason(&self) -> &str {
+    pub fn reason(&self) -> &str {
         match self {
             Refusal::Unauthenticated(m) | Refusal::Denied(m) => m,
         }

@@ -8,6 +8,7 @@
 //! deliveries are returned when the channel closes). Personal data is never printed: a task
 //! message is shown by its ids, and reasons are masked.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions};
@@ -169,6 +170,105 @@ pub async fn list(
     Ok(out)
 }
 
+/// One dead message in full, for an operator looking at it: its summary, every header (values
+/// masked), RabbitMQ's record of each time it died, and its body as JSON with personal data
+/// masked ([`crate::privacy::mask_task_json`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadDetail {
+    pub letter: DeadLetter,
+    pub headers: Vec<(String, String)>,
+    /// `x-death`, first death first: reason, queue, count and time.
+    pub deaths: Vec<String>,
+    pub body: String,
+}
+
+/// The message `message_id` of a dead queue, looked at among its first `limit`; the queue is
+/// left as it was.
+pub async fn look(
+    config: &BusConfig,
+    department: &str,
+    message_id: &str,
+    limit: usize,
+) -> Result<Option<DeadDetail>, BusError> {
+    let connection = super::connect(config).await?;
+    let channel = open(&connection).await?;
+    let queue = queue(config, department);
+    let mut found = None;
+    for _ in 0..limit {
+        let Some(m) = get(&channel, &queue).await? else {
+            break;
+        };
+        let letter = summary(&m.delivery.data, &m.delivery.properties);
+        if letter.message_id == message_id {
+            found = Some(detail(letter, &m.delivery.data, &m.delivery.properties));
+            break;
+        }
+    }
+    let _ = connection.close(200, "dlq look".into()).await;
+    Ok(found)
+}
+
+fn detail(letter: DeadLetter, data: &[u8], properties: &BasicProperties) -> DeadDetail {
+    let table = properties.headers().clone().unwrap_or_default();
+    let shown = |v: &AMQPValue| match v {
+        AMQPValue::LongString(s) => crate::privacy::mask_free_text(&s.to_string()),
+        AMQPValue::ShortString(s) => crate::privacy::mask_free_text(s.as_str()),
+        AMQPValue::FieldArray(a) => format!("[{} entries]", a.as_slice().len()),
+        AMQPValue::FieldTable(_) => "{…}".to_string(),
+        other => crate::privacy::mask_free_text(&format!("{other:?}")),
+    };
+    let headers = table
+        .inner()
+        .iter()
+        .filter(|(k, _)| k.as_str() != "x-death")
+        .map(|(k, v)| (k.to_string(), shown(v)))
+        .collect();
+    let mut deaths: Vec<String> = match table.inner().get("x-death") {
+        Some(AMQPValue::FieldArray(all)) => all
+            .as_slice()
+            .iter()
+            .filter_map(|d| match d {
+                AMQPValue::FieldTable(t) => Some(format!(
+                    "{} from {} ×{}{}",
+                    text(t, "reason").unwrap_or_default(),
+                    text(t, "queue").unwrap_or_default(),
+                    int(t, "count").unwrap_or(1),
+                    match t.inner().get("time") {
+                        Some(AMQPValue::Timestamp(at)) => chrono::DateTime::from_timestamp(*at as i64, 0)
+                            .map(|t| format!(" at {}", t.to_rfc3339()))
+                            .unwrap_or_default(),
+                        _ => String::new(),
+                    }
+                )),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    // RabbitMQ keeps the latest death first.
+    deaths.reverse();
+    let body = if let Ok(m) = TaskMessage::decode(data)
+        && m.task.is_some()
+    {
+        let mut v = serde_json::to_value(&m).unwrap_or_default();
+        crate::privacy::mask_task_json(&mut v);
+        serde_json::to_string_pretty(&v).unwrap_or_default()
+    } else if let Ok(r) = ResultMessage::decode(data)
+        && !r.task_id.is_empty()
+    {
+        let v = serde_json::to_value(&r).unwrap_or_default();
+        crate::privacy::mask_free_text(&serde_json::to_string_pretty(&v).unwrap_or_default())
+    } else {
+        format!("({} bytes that are neither a task nor a result)", data.len())
+    };
+    DeadDetail {
+        letter,
+        headers,
+        deaths,
+        body,
+    }
+}
+
 async fn open(connection: &lapin::Connection) -> Result<Channel, BusError> {
     connection
         .create_channel()
@@ -189,9 +289,19 @@ pub enum Action {
     Purge,
 }
 
+/// How far an operation has gone, for whoever watches it (the console's progress): the
+/// messages the queue held when it started, those looked at, and those moved.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub queued: AtomicUsize,
+    pub looked: AtomicUsize,
+    pub moved: AtomicUsize,
+}
+
 /// Moves back (or discards) the selected messages of `department`'s dead queue, at most `rate`
 /// a second (0: no limit), each in a transaction of its own. Each message moved is pushed onto
-/// `moved` as its transaction commits, so a failure part-way still tells what was moved.
+/// `moved` as its transaction commits, so a failure part-way still tells what was moved;
+/// `progress` counts as it goes.
 pub async fn act(
     config: &BusConfig,
     department: &str,
@@ -199,6 +309,7 @@ pub async fn act(
     action: Action,
     rate: u32,
     moved: &mut Vec<DeadLetter>,
+    progress: &Progress,
 ) -> Result<(), BusError> {
     let names = Names::new(&config.prefix);
     let connection = super::connect(config).await?;
@@ -224,12 +335,14 @@ pub async fn act(
         .await
         .map_err(failed(&format!("queue {queue}")))?
         .message_count();
+    progress.queued.store(count as usize, Ordering::Relaxed);
     // Each message is looked at once: the ones not selected stay taken until the channel closes.
     for _ in 0..count {
         let Some(m) = get(&channel, &queue).await? else {
             break;
         };
         let letter = summary(&m.delivery.data, &m.delivery.properties);
+        progress.looked.fetch_add(1, Ordering::Relaxed);
         if !selection.takes(&letter) {
             continue;
         }
@@ -276,6 +389,7 @@ pub async fn act(
             .await
             .map_err(failed("committing a dead letter's move"))?;
         moved.push(letter);
+        progress.moved.fetch_add(1, Ordering::Relaxed);
         if rate > 0 {
             tokio::time::sleep(Duration::from_secs_f64(1.0 / f64::from(rate))).await;
         }

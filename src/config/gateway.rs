@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::bus::{BusConfig, PlatformConfig};
 use super::clocks::{CalendarConfig, SlaConfig, StallConfig};
+use super::console::ConsoleConfig;
 use super::intake::IntakeConfig;
 use super::limits::LimitsConfig;
 use super::observe::{LogConfig, MetricsConfig, TracingConfig};
@@ -82,6 +83,9 @@ pub struct GatewayConfig {
     /// Fair share and overload: call rates, in-flight bound, stream caps, timeouts.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// The operations console on the internal listener.
+    #[serde(default)]
+    pub console: ConsoleConfig,
 }
 
 fn default_catalog_dir() -> PathBuf {
@@ -110,6 +114,7 @@ impl Default for GatewayConfig {
             auth: AuthConfig::default(),
             development: DevelopmentConfig::default(),
             limits: LimitsConfig::default(),
+            console: ConsoleConfig::default(),
         }
     }
 }
@@ -209,6 +214,7 @@ impl GatewayConfig {
             problem(key, format!("[bus] {m}"))
         })?;
         config.limits.check().map_err(|(key, m)| problem(key, m))?;
+        config.console.check().map_err(|(key, m)| problem(key, m))?;
         if config.server.max_message_bytes < 1024 {
             return Err(problem(
                 "max_message_bytes",

@@ -47,6 +47,10 @@ pub(super) const SQLITE: &[(&str, &str)] = &[
         "0011_access_log",
         include_str!("../../migrations/sqlite/0011_access_log.sql"),
     ),
+    (
+        "0012_console",
+        include_str!("../../migrations/sqlite/0012_console.sql"),
+    ),
 ];
 
 /// Migrations of the PostgreSQL engine, in order.
@@ -98,6 +102,10 @@ pub(super) const POSTGRES: &[(&str, &str)] = &[
     (
         "0012_feed_xid",
         include_str!("../../migrations/postgres/0012_feed_xid.sql"),
+    ),
+    (
+        "0013_console",
+        include_str!("../../migrations/postgres/0013_console.sql"),
     ),
 ];
 

@@ -3,6 +3,7 @@
 //! engines: SQLite, the embedded default for one node, and PostgreSQL for several replicas.
 //! Accepting a case and recording it is one transaction; the store never validates input.
 
+pub mod board;
 mod migrate;
 pub mod postgres;
 mod rows;
@@ -380,6 +381,53 @@ impl Store {
     /// after the calendar was reloaded; how many.
     pub async fn mark_open_clocks(&self) -> Result<u64, StoreError> {
         on_engine!(self, s => s.mark_open_clocks().await)
+    }
+
+    /// Dispatches and department answers per department and minute since `since_ms`
+    /// ([`board::FLOW_KINDS`]), for the console's flows.
+    pub async fn flow_counts(&self, since_ms: i64) -> Result<Vec<board::FlowCount>, StoreError> {
+        on_engine!(self, s => s.flow_counts(since_ms).await)
+    }
+
+    /// The tasks of `department`'s latest `limit` cases, newest first.
+    pub async fn department_tasks(
+        &self,
+        department: &str,
+        limit: i64,
+    ) -> Result<Vec<board::TaskLine>, StoreError> {
+        on_engine!(self, s => s.department_tasks(department, limit).await)
+    }
+
+    /// Undecided tasks past their deadline at `now_ms`, warned about, or with a provisional
+    /// deadline, the earliest deadline first.
+    pub async fn deadline_board(
+        &self,
+        now_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<board::TaskLine>, StoreError> {
+        on_engine!(self, s => s.deadline_board(now_ms, limit).await)
+    }
+
+    /// The case accepted for `submission_id`, if any.
+    pub async fn case_by_submission(
+        &self,
+        submission_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        on_engine!(self, s => s.case_by_submission(submission_id).await)
+    }
+
+    /// The cases one of whose tasks a department's system took as `number` (its own case
+    /// number), exactly.
+    pub async fn cases_by_department_number(
+        &self,
+        number: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        on_engine!(self, s => s.cases_by_department_number(number).await)
+    }
+
+    /// The cases on which `id` (an identity number or credit code) is a party's, exactly.
+    pub async fn cases_by_party_id(&self, id: &str) -> Result<Vec<String>, StoreError> {
+        on_engine!(self, s => s.cases_by_party_id(id).await)
     }
 
     /// Undecided tasks whose deadlines are provisional.

@@ -109,6 +109,8 @@ pub struct OperatorAction {
     pub target: String,
     /// The ids of the messages acted on (never their contents).
     pub message_ids: Vec<String>,
+    /// Why, in the operator's words (a purge's reason); empty when none was asked for.
+    pub note: String,
 }
 
 /// One entry of the access log: an authenticated caller read a case's personal data, or a call

@@ -40,7 +40,7 @@ pub enum DlqCommand {
         #[arg(long, default_value_t = 10)]
         rate: u32,
     },
-    /// Discards messages of a dead queue.
+    /// Discards messages of a dead queue, with the operator's reason (`--note`, required).
     Purge {
         department: String,
         message_ids: Vec<String>,
@@ -49,6 +49,9 @@ pub enum DlqCommand {
         reason: String,
         #[arg(long)]
         all: bool,
+        /// Why they are discarded, kept in the audit of operators' actions.
+        #[arg(long, default_value = "")]
+        note: String,
     },
 }
 
@@ -136,16 +139,18 @@ pub async fn dlq(server: &AdminServer, command: DlqCommand) -> Result<u8, Failur
     let operator = std::env::var("SUDO_USER")
         .or_else(|_| std::env::var("USER"))
         .unwrap_or_else(|_| "unknown".into());
-    let action = |department: String, message_ids: Vec<String>, reason: String, all, rate| {
-        DeadLetterActionRequest {
-            department,
-            message_ids,
-            reason_contains: reason,
-            all,
-            rate,
-            operator: operator.clone(),
-        }
-    };
+    let action =
+        |department: String, message_ids: Vec<String>, reason: String, all, rate, note: String| {
+            DeadLetterActionRequest {
+                department,
+                message_ids,
+                reason_contains: reason,
+                all,
+                rate,
+                operator: operator.clone(),
+                note,
+            }
+        };
     match command {
         DlqCommand::List {
             department,
@@ -178,7 +183,14 @@ pub async fn dlq(server: &AdminServer, command: DlqCommand) -> Result<u8, Failur
             rate,
         } => {
             let moved = client
-                .replay_dead_letters(action(department, message_ids, reason, all, rate))
+                .replay_dead_letters(action(
+                    department,
+                    message_ids,
+                    reason,
+                    all,
+                    rate,
+                    String::new(),
+                ))
                 .await
                 .map_err(grpc_failure)?
                 .into_inner()
@@ -197,9 +209,10 @@ pub async fn dlq(server: &AdminServer, command: DlqCommand) -> Result<u8, Failur
             message_ids,
             reason,
             all,
+            note,
         } => {
             let moved = client
-                .purge_dead_letters(action(department, message_ids, reason, all, 0))
+                .purge_dead_letters(action(department, message_ids, reason, all, 0, note))
                 .await
                 .map_err(grpc_failure)?
                 .into_inner()
@@ -219,45 +232,44 @@ async fn show(
     department: String,
     message_id: String,
 ) -> Result<u8, Failure> {
-    use yichuang::proto::v1::ListDeadLettersRequest;
-    let listed = client
-        .list_dead_letters(ListDeadLettersRequest {
+    use yichuang::proto::v1::ShowDeadLetterRequest;
+    let shown = client
+        .show_dead_letter(ShowDeadLetterRequest {
             department: department.clone(),
-            limit: 1000,
-            reason_contains: String::new(),
+            message_id,
         })
         .await
-        .map_err(grpc_failure)?
+        .map_err(|s| {
+            if s.code() == tonic::Code::NotFound {
+                Failure(3, anyhow::anyhow!("{}", s.message()))
+            } else {
+                grpc_failure(s)
+            }
+        })?
         .into_inner();
-    match listed
-        .dead_letters
-        .iter()
-        .find(|d| d.message_id == message_id)
-    {
-        Some(d) => {
-            println!("queue:      dead queue of {department}");
-            println!("message_id: {}", d.message_id);
-            println!("case:       {}", d.case_number);
-            println!("task:       {}", d.task_id);
-            println!("reason:     {}", d.reason);
-            println!(
-                "attempt:    {}",
-                if d.attempt > 0 {
-                    d.attempt.to_string()
-                } else {
-                    "-".into()
-                }
-            );
-            println!("trace id:   {}", d.trace_id);
-            println!("dead at:    {}", d.dead_at);
-            println!("size:       {} bytes", d.bytes);
-            Ok(0)
+    let d = shown.dead_letter.unwrap_or_default();
+    println!("queue:      dead queue of {department}");
+    println!("message_id: {}", d.message_id);
+    println!("case:       {}", d.case_number);
+    println!("task:       {}", d.task_id);
+    println!("reason:     {}", d.reason);
+    println!(
+        "attempt:    {}",
+        if d.attempt > 0 {
+            d.attempt.to_string()
+        } else {
+            "-".into()
         }
-        None => Err(Failure(
-            3,
-            anyhow::anyhow!(
-                "no message {message_id} in the dead queue of {department} (among its first 1000)"
-            ),
-        )),
+    );
+    println!("trace id:   {}", d.trace_id);
+    println!("dead at:    {}", d.dead_at);
+    println!("size:       {} bytes", d.bytes);
+    for death in &shown.deaths {
+        println!("died:       {death}");
     }
+    for h in &shown.headers {
+        println!("header:     {} = {}", h.name, h.value);
+    }
+    println!("body:\n{}", shown.body);
+    Ok(0)
 }

@@ -197,8 +197,8 @@ impl PgStore {
         let client = self.pool.get().await.map_err(pool_err)?;
         client
             .execute(
-                "INSERT INTO operator_actions (at_ms, operator, origin, action, target, count, message_ids) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                &[&a.at_ms, &a.operator, &a.origin, &a.action, &a.target, &(a.message_ids.len() as i32), &a.message_ids.join(" ")],
+                "INSERT INTO operator_actions (at_ms, operator, origin, action, target, count, message_ids, note) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                &[&a.at_ms, &a.operator, &a.origin, &a.action, &a.target, &(a.message_ids.len() as i32), &a.message_ids.join(" "), &a.note],
             )
             .await?;
         Ok(())
@@ -248,7 +248,7 @@ impl PgStore {
         let client = self.pool.get().await.map_err(pool_err)?;
         let rows = client
             .query(
-                "SELECT at_ms, operator, origin, action, target, message_ids FROM operator_actions ORDER BY id DESC LIMIT $1",
+                "SELECT at_ms, operator, origin, action, target, message_ids, note FROM operator_actions ORDER BY id DESC LIMIT $1",
                 &[&limit],
             )
             .await?;
@@ -265,6 +265,7 @@ impl PgStore {
                     .split_whitespace()
                     .map(str::to_string)
                     .collect(),
+                note: r.get(6),
             })
             .collect())
     }

@@ -20,6 +20,7 @@
 //! decides anything about a case: the rules run in `lifecycle` and `intake`, the SQL here only
 //! stores their outcome.
 
+mod board;
 mod cases;
 mod intake;
 mod workers;

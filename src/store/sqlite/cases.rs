@@ -166,9 +166,9 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         self.write(move |conn| {
             conn.prepare_cached(
-                "INSERT INTO operator_actions (at_ms, operator, origin, action, target, count, message_ids) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO operator_actions (at_ms, operator, origin, action, target, count, message_ids, note) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?
-            .execute(params![a.at_ms, a.operator, a.origin, a.action, a.target, a.message_ids.len() as i64, a.message_ids.join(" ")])?;
+            .execute(params![a.at_ms, a.operator, a.origin, a.action, a.target, a.message_ids.len() as i64, a.message_ids.join(" "), a.note])?;
             Ok(())
         })
         .await
@@ -216,7 +216,7 @@ impl SqliteStore {
     ) -> Result<Vec<OperatorAction>, StoreError> {
         self.read(move |conn| {
             let rows = conn
-                .prepare_cached("SELECT at_ms, operator, origin, action, target, message_ids FROM operator_actions ORDER BY id DESC LIMIT ?1")?
+                .prepare_cached("SELECT at_ms, operator, origin, action, target, message_ids, note FROM operator_actions ORDER BY id DESC LIMIT ?1")?
                 .query_map([limit], |r| {
                     let ids: String = r.get(5)?;
                     Ok(OperatorAction {
@@ -226,6 +226,7 @@ impl SqliteStore {
                         action: r.get(3)?,
                         target: r.get(4)?,
                         message_ids: ids.split_whitespace().map(str::to_string).collect(),
+                        note: r.get(6)?,
                     })
                 })?
                 .collect::<Result<_, _>>()?;

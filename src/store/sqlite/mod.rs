@@ -21,6 +21,7 @@
 //! It never writes on a connection other than the writer's, and never decides anything about a
 //! case: the rules run in `lifecycle` and `intake`, the SQL here only stores their outcome.
 
+mod board;
 mod cases;
 mod intake;
 mod workers;

@@ -1,0 +1,127 @@
+//! The operations console's reads on SQLite ([`crate::store::board`]).
+
+use rusqlite::{OptionalExtension, params};
+
+use super::SqliteStore;
+use crate::store::StoreError;
+use crate::store::board::{self, FlowCount, TaskLine};
+
+fn task_line(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskLine> {
+    Ok(TaskLine {
+        task_id: r.get(0)?,
+        case_number: r.get(1)?,
+        hall_code: r.get(2)?,
+        window_code: r.get(3)?,
+        department: r.get(4)?,
+        item_code: r.get(5)?,
+        status: r.get(6)?,
+        accepted_at_ms: r.get(7)?,
+        due_ms: r.get(8)?,
+        decided_ms: r.get(9)?,
+        provisional: r.get::<_, i64>(10)? != 0,
+        warned: r.get(11)?,
+    })
+}
+
+impl SqliteStore {
+    pub(in crate::store) async fn flow_counts(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<FlowCount>, StoreError> {
+        self.read(move |conn| {
+            let rows = conn
+                .prepare_cached(&board::flow_counts_sql())?
+                .query_map([since_ms], |r| {
+                    Ok(FlowCount {
+                        department: r.get(0)?,
+                        minute_ms: r.get(1)?,
+                        kind: r.get(2)?,
+                        count: r.get(3)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    pub(in crate::store) async fn department_tasks(
+        &self,
+        department: &str,
+        limit: i64,
+    ) -> Result<Vec<TaskLine>, StoreError> {
+        let department = department.to_string();
+        self.read(move |conn| {
+            let rows = conn
+                .prepare_cached(&board::department_tasks_sql())?
+                .query_map(params![department, limit], task_line)?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    pub(in crate::store) async fn deadline_board(
+        &self,
+        now_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<TaskLine>, StoreError> {
+        self.read(move |conn| {
+            let rows = conn
+                .prepare_cached(&board::deadline_board_sql())?
+                .query_map(params![now_ms, limit], task_line)?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    pub(in crate::store) async fn case_by_submission(
+        &self,
+        submission_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let id = submission_id.to_string();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(board::CASE_BY_SUBMISSION)?
+                .query_row([id], |r| r.get(0))
+                .optional()?)
+        })
+        .await
+    }
+
+    pub(in crate::store) async fn cases_by_department_number(
+        &self,
+        number: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let pattern = board::department_number_pattern(number);
+        self.read(move |conn| {
+            let rows = conn
+                .prepare_cached(board::CASES_BY_DEPARTMENT_NUMBER)?
+                .query_map([pattern], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    pub(in crate::store) async fn cases_by_party_id(
+        &self,
+        id: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let id = id.to_string();
+        self.read(move |conn| {
+            let mut found = Vec::new();
+            let mut stmt = conn.prepare_cached(board::CASE_BODIES)?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let body: Vec<u8> = r.get(1)?;
+                if board::names_party(&crate::store::decode_case(&body)?, &id) {
+                    found.push(r.get(0)?);
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+}
