@@ -292,7 +292,13 @@ async fn dead_letters_are_listed_replayed_once_and_purged() {
         testkit::text(&dlq(&["list", "scjg"]).stdout).contains("dead-2"),
         "a refused purge discards nothing"
     );
-    let out = dlq(&["purge", "scjg", "--all", "--note", "test: replaced by a new task"]);
+    let out = dlq(&[
+        "purge",
+        "scjg",
+        "--all",
+        "--note",
+        "test: replaced by a new task",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", testkit::text(&out.stderr));
     assert_eq!(testkit::text(&dlq(&["list", "scjg"]).stdout).trim(), "");
     gw.stop().await;

@@ -234,9 +234,10 @@ fn detail(letter: DeadLetter, data: &[u8], properties: &BasicProperties) -> Dead
                     text(t, "queue").unwrap_or_default(),
                     int(t, "count").unwrap_or(1),
                     match t.inner().get("time") {
-                        Some(AMQPValue::Timestamp(at)) => chrono::DateTime::from_timestamp(*at as i64, 0)
-                            .map(|t| format!(" at {}", t.to_rfc3339()))
-                            .unwrap_or_default(),
+                        Some(AMQPValue::Timestamp(at)) =>
+                            chrono::DateTime::from_timestamp(*at as i64, 0)
+                                .map(|t| format!(" at {}", t.to_rfc3339()))
+                                .unwrap_or_default(),
                         _ => String::new(),
                     }
                 )),
@@ -259,7 +260,10 @@ fn detail(letter: DeadLetter, data: &[u8], properties: &BasicProperties) -> Dead
         let v = serde_json::to_value(&r).unwrap_or_default();
         crate::privacy::mask_free_text(&serde_json::to_string_pretty(&v).unwrap_or_default())
     } else {
-        format!("({} bytes that are neither a task nor a result)", data.len())
+        format!(
+            "({} bytes that are neither a task nor a result)",
+            data.len()
+        )
     };
     DeadDetail {
         letter,

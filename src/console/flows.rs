@@ -198,7 +198,8 @@ impl Flows {
         match counts {
             Ok(rows) => {
                 for r in rows {
-                    let (Some(d), Some(i)) = (departments.get_mut(&r.department), slot(r.minute_ms))
+                    let (Some(d), Some(i)) =
+                        (departments.get_mut(&r.department), slot(r.minute_ms))
                     else {
                         continue;
                     };
@@ -269,14 +270,24 @@ impl Flows {
             .await
             .map_err(|e| e.to_string())?;
         for d in departments.values_mut() {
-            if let Some((messages, consumers)) = count(&connection, &mut channel, names.task_queue(&d.code)).await {
+            if let Some((messages, consumers)) =
+                count(&connection, &mut channel, names.task_queue(&d.code)).await
+            {
                 d.backlog = Some(messages);
                 d.consumers = Some(consumers);
             }
-            d.dead = count(&connection, &mut channel, names.dead_queue(&d.code)).await.map(|(m, _)| m);
+            d.dead = count(&connection, &mut channel, names.dead_queue(&d.code))
+                .await
+                .map(|(m, _)| m);
             let mut retrying = None;
             for delay in &bus.retry_delays_secs {
-                if let Some((m, _)) = count(&connection, &mut channel, names.retry_queue(&d.code, *delay)).await {
+                if let Some((m, _)) = count(
+                    &connection,
+                    &mut channel,
+                    names.retry_queue(&d.code, *delay),
+                )
+                .await
+                {
                     *retrying.get_or_insert(0) += m;
                 }
             }
@@ -320,10 +331,13 @@ impl Flows {
                 let key = (url.clone(), code.clone());
                 if let Some(before) = counters.last.insert(key, failed) {
                     // A restarted adapter counts from zero again.
-                    let new = if failed >= before { failed - before } else { failed };
+                    let new = if failed >= before {
+                        failed - before
+                    } else {
+                        failed
+                    };
                     if new > 0 {
-                        *counters.failures.entry((code.clone(), minute)).or_default() +=
-                            new as i64;
+                        *counters.failures.entry((code.clone(), minute)).or_default() += new as i64;
                     }
                 }
                 if let Some(d) = departments.get_mut(&code) {

@@ -65,9 +65,18 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/console/cases/{number}/timeline", get(pages::timeline))
         .route("/console/cases/{number}/unmask", post(pages::unmask))
         .route("/console/dead-letters", get(pages::dead_letters))
-        .route("/console/dead-letters/{department}/{id}", get(pages::dead_letter))
-        .route("/console/dead-letters/{department}/replay", post(pages::replay))
-        .route("/console/dead-letters/{department}/purge", post(pages::purge))
+        .route(
+            "/console/dead-letters/{department}/{id}",
+            get(pages::dead_letter),
+        )
+        .route(
+            "/console/dead-letters/{department}/replay",
+            post(pages::replay),
+        )
+        .route(
+            "/console/dead-letters/{department}/purge",
+            post(pages::purge),
+        )
         .route("/console/jobs/{id}", get(pages::job_page))
         .route("/console/jobs/{id}/progress", get(pages::job_progress))
         .route("/console/deadlines", get(pages::deadlines))
@@ -143,7 +152,12 @@ async fn require_operator(
     let gateway = &console.gateway;
     let identified = caller_of(gateway, request.extensions(), request.headers());
     let checked = identified
-        .map_err(|e| (matches!(e, IdentityError::Missing), Refusal::Unauthenticated(e.to_string())))
+        .map_err(|e| {
+            (
+                matches!(e, IdentityError::Missing),
+                Refusal::Unauthenticated(e.to_string()),
+            )
+        })
         .and_then(|caller| {
             gateway
                 .guard
@@ -211,9 +225,7 @@ async fn same_origin_posts(request: Request, next: Next) -> Response {
                 .map(str::to_string)
         })
         .unwrap_or_default();
-    let site = headers
-        .get("sec-fetch-site")
-        .and_then(|v| v.to_str().ok());
+    let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let same = match (site, origin) {
         (Some(site), _) => site == "same-origin",
@@ -263,7 +275,11 @@ async fn security_headers(request: Request, next: Next) -> Response {
     set(h, "referrer-policy", "no-referrer");
     set(h, "cross-origin-opener-policy", "same-origin");
     set(h, "cross-origin-resource-policy", "same-origin");
-    set(h, "permissions-policy", "camera=(), microphone=(), geolocation=()");
+    set(
+        h,
+        "permissions-policy",
+        "camera=(), microphone=(), geolocation=()",
+    );
     set(h, "strict-transport-security", "max-age=31536000");
     if is_asset {
         set(h, "cache-control", "public, max-age=3600");

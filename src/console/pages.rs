@@ -465,7 +465,9 @@ async fn load_case(
             lang,
             Some(caller),
             lang.t("没有这个办件", "No such case"),
-            &format!("no case {number}; search by case number, submission id, department case number or ID number"),
+            &format!(
+                "no case {number}; search by case number, submission id, department case number or ID number"
+            ),
         )),
         Err(e) => Err(problem_page(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -661,11 +663,8 @@ fn timeline_table(c: &Console, lang: Lang, case: &Case, events: &[CaseEvent]) ->
         .as_ref()
         .map(|s| format!("{}/{}", s.hall_code, s.window_code))
         .unwrap_or_default();
-    let tasks: BTreeMap<&str, &crate::proto::v1::Task> = case
-        .tasks
-        .iter()
-        .map(|t| (t.task_id.as_str(), t))
-        .collect();
+    let tasks: BTreeMap<&str, &crate::proto::v1::Task> =
+        case.tasks.iter().map(|t| (t.task_id.as_str(), t)).collect();
     let mut warned: BTreeMap<&str, bool> = BTreeMap::new();
     html! {
         table #timeline {
@@ -740,7 +739,9 @@ pub async fn dead_letters(
                 lang,
                 Some(&caller),
                 lang.t("没有这个死信队列", "No such dead queue"),
-                &format!("{department:?} is neither a department of the acceptance list nor `results`"),
+                &format!(
+                    "{department:?} is neither a department of the acceptance list nor `results`"
+                ),
             );
         }
         listed = Some(crate::dlq::list(&c.gateway.bus, &department, 200, &reason).await);
@@ -855,7 +856,9 @@ pub async fn dead_letter(
                 lang,
                 Some(&caller),
                 lang.t("没有这条消息", "No such message"),
-                &format!("no message {id:?} among the first 1000 of the dead queue of {department}"),
+                &format!(
+                    "no message {id:?} among the first 1000 of the dead queue of {department}"
+                ),
             );
         }
         Err(e) => {
@@ -1101,7 +1104,10 @@ pub async fn deadlines(
     let mut by_place: BTreeMap<(String, String), (usize, usize, usize)> = BTreeMap::new();
     for t in &board {
         let e = by_place
-            .entry((t.department.clone(), format!("{}/{}", t.hall_code, t.window_code)))
+            .entry((
+                t.department.clone(),
+                format!("{}/{}", t.hall_code, t.window_code),
+            ))
             .or_default();
         if t.due_ms.is_some_and(|d| d < now_ms) {
             e.1 += 1;
@@ -1207,7 +1213,11 @@ pub async fn login(
         });
     match checked {
         Ok(_) => {
-            let secure = if c.gateway.tls.is_some() { "; Secure" } else { "" };
+            let secure = if c.gateway.tls.is_some() {
+                "; Secure"
+            } else {
+                ""
+            };
             let mut r = redirect(&next);
             if let Ok(v) = HeaderValue::from_str(&format!(
                 "{}={token}; Path=/console; HttpOnly; SameSite=Strict{secure}",
@@ -1232,7 +1242,11 @@ pub async fn login(
 }
 
 pub async fn logout(State(c): State<Console>) -> Response {
-    let secure = if c.gateway.tls.is_some() { "; Secure" } else { "" };
+    let secure = if c.gateway.tls.is_some() {
+        "; Secure"
+    } else {
+        ""
+    };
     let mut r = redirect("/console/login");
     if let Ok(v) = HeaderValue::from_str(&format!(
         "{}=; Path=/console; Max-Age=0; HttpOnly; SameSite=Strict{secure}",

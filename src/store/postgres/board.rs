@@ -28,7 +28,10 @@ impl PgStore {
     ) -> Result<Vec<FlowCount>, StoreError> {
         let client = self.pool.get().await.map_err(pool_err)?;
         let rows = client
-            .query(&board::postgres_sql(&board::flow_counts_sql()), &[&since_ms])
+            .query(
+                &board::postgres_sql(&board::flow_counts_sql()),
+                &[&since_ms],
+            )
             .await?;
         Ok(rows
             .iter()
