@@ -33,6 +33,8 @@ TEST_LOGS := $(abspath $(TARGET_DIR)/test-logs)
 
 test: toolchain services
 	bash scripts/pyenv.sh
+	# The browser tests' headless Chromium (testkit's browser module), from Debian when missing.
+	bash scripts/browser.sh
 	rm -rf $(TEST_LOGS)
 	$(CARGO) test --workspace --all-targets --no-run
 	# The binaries themselves (the chaos run starts yichuang-sim, which no test target builds).

@@ -18,6 +18,8 @@
 //! - [`broker`]: RabbitMQ under a prefix of each test's own, as the gateway sees it, removed
 //!   even when the test fails.
 //! - [`tasks`]: tasks as the relay publishes them, and what every task's results must show.
+//! - [`browser`]: a headless Chromium of the test's own, driven over the DevTools protocol, for
+//!   tests of the pages the gateway serves.
 //! - `adapter` (feature `adapters`): an adapter runtime in the test's process and the shipped
 //!   department files with test timings.
 //! - `conformance` (feature `adapters`): scenarios every kind of department system passes.
@@ -28,6 +30,7 @@
 #[cfg(feature = "adapters")]
 pub mod adapter;
 pub mod broker;
+pub mod browser;
 #[cfg(feature = "adapters")]
 pub mod conformance;
 pub mod db;
