@@ -4,61 +4,20 @@
 //! and one field of personal data unmasked only with its permission, each time recorded. The
 //! pages in a real browser are tests/console_browser.rs.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use jsonwebtoken::{EncodingKey, Header};
+use testkit::console::{token, with_tokens};
 use testkit::example;
 use testkit::gateway::{Backend, TestGateway};
 use testkit::pki::Who;
 use yichuang::proto::v1::{AccessLogRequest, SubmitRequest, submit_response::Outcome};
 
-const SECRET: &str = "a console test secret of thirty-two bytes or more";
-const ISSUER: &str = "https://idp.hall.example";
-
-/// A gateway taking client certificates and HS256 tokens, with a `supervisor` role that may
-/// also unmask.
+/// A gateway taking client certificates and the kit's tokens, with a `supervisor` role that may
+/// also unmask, and trace ids linked to a tracing UI.
 async fn gateway(backend: Backend) -> TestGateway {
     let dir = tempfile::tempdir().unwrap();
     let mut config = testkit::gateway::config(backend, dir.path());
-    config.auth.jwt = Some(yichuang::config::JwtConfig {
-        issuer: ISSUER.into(),
-        audience: "yichuang".into(),
-        keys: vec![yichuang::config::JwtKey {
-            kid: String::new(),
-            algorithm: "HS256".into(),
-            public_key: None,
-            secret: Some(SECRET.into()),
-        }],
-        leeway_secs: 0,
-    });
-    config.auth.roles.insert(
-        "supervisor".into(),
-        yichuang::config::RoleConfig {
-            permissions: vec![
-                "admin.read".into(),
-                "cases.read".into(),
-                "cases.unmask".into(),
-            ],
-            scope: yichuang::config::Scope::All,
-        },
-    );
+    with_tokens(&mut config);
     config.console.trace_url = "https://tracing.example/trace/{trace_id}".into();
     TestGateway::start_with(config, dir).await
-}
-
-fn token(role: &str) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    jsonwebtoken::encode(
-        &Header::default(),
-        &serde_json::json!({
-            "sub": format!("{role}-zhang"), "role": role, "iss": ISSUER, "aud": "yichuang", "exp": now + 600,
-        }),
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
 }
 
 /// An HTTPS client trusting the kit's CA, presenting `who`'s certificate if given, following no
@@ -80,7 +39,7 @@ fn browser(who: Option<&Who>) -> reqwest::Client {
 }
 
 fn url(gw: &TestGateway, path: &str) -> String {
-    format!("https://localhost:{}{path}", gw.admin_addr.port())
+    testkit::console::url(gw.admin_addr, path)
 }
 
 async fn accepted(gw: &mut TestGateway) -> (String, yichuang::proto::v1::Submission) {

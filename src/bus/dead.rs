@@ -372,6 +372,11 @@ pub async fn act(
                 ShortString::from(super::headers::ATTEMPT),
                 AMQPValue::LongInt(1),
             );
+            // Handled again even where an adapter remembers the task (it died there).
+            headers.insert(
+                ShortString::from(super::headers::REPLAYED),
+                AMQPValue::LongInt(1),
+            );
             let properties = m.delivery.properties.clone().with_headers(headers);
             channel
                 .basic_publish(

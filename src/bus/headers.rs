@@ -31,5 +31,9 @@ pub const DEAD_AT: &str = "x-yichuang-dead-at";
 pub const COPY: &str = "copy";
 /// A stalled task published again: the n-th repair ([`crate::stall`]).
 pub const REPAIR: &str = "repair";
+/// On a task an operator moved back from its dead queue (`yichuang dlq replay`, the console):
+/// the adapter handles it even if it remembers the task, as it does a repair (the lookup before
+/// submitting keeps the department's one case).
+pub const REPLAYED: &str = "replayed";
 /// A copy of a task that was held once: it is not held again.
 pub const HELD: &str = "held";

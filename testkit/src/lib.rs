@@ -31,6 +31,7 @@
 pub mod adapter;
 pub mod broker;
 pub mod browser;
+pub mod console;
 #[cfg(feature = "adapters")]
 pub mod conformance;
 pub mod db;

@@ -184,6 +184,8 @@ pub struct Sim {
     seq: AtomicU64,
     rng: AtomicU64,
     stats: Mutex<Stats>,
+    /// The system is down: every request fails as a server error until it is back.
+    outage: std::sync::atomic::AtomicBool,
 }
 
 impl Sim {
@@ -198,7 +200,14 @@ impl Sim {
             seq: AtomicU64::new(0),
             rng: AtomicU64::new(seed | 1),
             stats: Mutex::new(Stats::default()),
+            outage: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Takes the system down (every request then fails as a server error, e.g. a 502 page) or
+    /// brings it back, as an operations test needs.
+    pub fn set_outage(&self, down: bool) {
+        self.outage.store(down, Ordering::Relaxed);
     }
 
     /// A number in [0, 1).
@@ -236,6 +245,10 @@ impl Sim {
                     self.behaviour.retry_after_secs,
                 )));
             }
+        }
+        if self.outage.load(Ordering::Relaxed) {
+            stats.faults += 1;
+            return Some(Fault::ServerError);
         }
         let b = &self.behaviour;
         if b.maintenance_ms > 0 && self.started.elapsed() < Duration::from_millis(b.maintenance_ms)

@@ -287,9 +287,11 @@ impl Worker {
         let polling = matches!(stage, Stage::Poll { .. });
         let round = crate::system::round_of(&message);
         let key = seen_key(&task.task_id, round);
-        // A stalled task the gateway published again is handled even if remembered here: its
-        // earlier message is gone (the lookup before submitting keeps the department's one case).
-        let repair = int_header(delivery, hdr::REPAIR).is_some();
+        // A stalled task the gateway published again, or a dead one an operator replayed, is
+        // handled even if remembered here: its earlier message is gone (the lookup before
+        // submitting keeps the department's one case).
+        let repair = int_header(delivery, hdr::REPAIR).is_some()
+            || int_header(delivery, hdr::REPLAYED).is_some();
         if !dept.seen.lock().expect("seen").insert(&key) && !polling && !repair {
             info!(department = %dept.code(), task = %task.task_id, round, "duplicate task dropped");
             return Next::Done;
