@@ -136,6 +136,22 @@ cp config/gateway.toml "$work/gateway.toml"
 # `yichuang bus users` makes (read its task queues, write results, configure nothing).
 users=""; for d in scjg sw ga xf rs zrzy gjj; do users+="$d = \"$adapter_user\"\\n"; done
 sed -i "s/^\[bus\.department_users\]\$/&\\n$users/" "$work/gateway.toml"
+# The operations console (docs/console.md) on the internal listener: it asks the adapter for its
+# circuit breakers and failed calls, and takes operators who sign in with a token of the demo's
+# own issuer (a browser without the operator's client certificate).
+sed -i "s|^adapters = \[\]\$|adapters = [\"http://127.0.0.1:$adapter_port/status\"]|" "$work/gateway.toml"
+jwt_secret="demo-$(od -An -N16 -tx8 /dev/urandom | tr -d ' \n')"
+printf '\n[auth.jwt]\nissuer = "yichuang-demo"\naudience = "yichuang"\n[[auth.jwt.keys]]\nalgorithm = "HS256"\nsecret = "%s"\n' \
+  "$jwt_secret" >> "$work/gateway.toml"
+# An operator's token for an hour (HS256, made here with Python's standard library).
+"$python" -c '
+import base64, hashlib, hmac, json, sys, time
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+body = b64(json.dumps({"sub": "demo-operator", "role": "operator", "iss": "yichuang-demo",
+                       "aud": "yichuang", "exp": int(time.time()) + 3600}).encode())
+sig = b64(hmac.new(sys.argv[1].encode(), f"{head}.{body}".encode(), hashlib.sha256).digest())
+print(f"{head}.{body}.{sig}")' "$jwt_secret" > "$work/operator.token"
 password_var="YICHUANG_BUS_PASSWORD_$(printf %s "$adapter_user" | tr 'a-z-' 'A-Z_')"
 env "$password_var=$adapter_password" "$bin/yichuang" bus users --config "$work/gateway.toml" | sed 's/^/  /'
 start gateway "$bin/yichuang" serve --config "$work/gateway.toml"
@@ -151,6 +167,13 @@ until "$python" -c "import urllib.request; urllib.request.urlopen('http://127.0.
   if [ "$SECONDS" -ge "$deadline" ]; then echo "the adapter did not become ready:" >&2; cat "$work/adapter.log" >&2; exit 1; fi
   sleep 0.2
 done
+
+console="https://${YICHUANG_ADMIN_LISTEN}/console"
+bold "== the operations console: $console"
+echo "   open it while the demo runs: the flows, each case's timeline, dead letters, deadlines."
+echo "   Its certificate is from the demo's own CA ($work/tls/ca.pem): let the browser accept it once,"
+echo "   then sign in with the operator token in $work/operator.token"
+echo "   (YICHUANG_DEMO_KEEP=1 make demo keeps everything running at the end, until Enter)"
 
 bold "== status changes, as the events exchange carries them (time  case  event  task  detail)"
 "$bin/yichuang" bus watch --config "$work/gateway.toml" &
@@ -282,6 +305,23 @@ PY
 delivered=$("$bin/yichuang" case list --server "$server" --status CASE_STATUS_DELIVERED --page-size 100 |
   "$python" -c 'import json,sys; print(len(json.load(sys.stdin).get("cases", [])))')
 echo "  $delivered of $accepted accepted cases delivered"
+bold "== what the console showed: each department over the last 10 minutes ($console)"
+"$python" -c '
+import re, ssl, sys, urllib.request
+url, tls = sys.argv[1], sys.argv[2]
+ctx = ssl.create_default_context(cafile=f"{tls}/ca.pem")
+ctx.load_cert_chain(f"{tls}/operator.pem", f"{tls}/operator-key.pem")
+page = urllib.request.urlopen(url, context=ctx, timeout=10).read().decode()
+rows = re.findall(r"id=\"dept-(\w+)\"[^>]*data-dispatched=\"(\d+)\" data-decided=\"(\d+)\" data-failed=\"(\d+)\"", page)
+assert rows, "the console lists the departments"
+for code, dispatched, decided, failed in rows:
+    print(f"  {code:5} dispatched {dispatched:>3}   decided {decided:>3}   failed {failed:>3}")
+assert sum(int(r[1]) for r in rows) > 0, "the console counted the demo dispatches"
+' "$console/flows" "$work/tls"
+if [ "${YICHUANG_DEMO_KEEP:-0}" = 1 ]; then
+  bold "== still running: $console (operator token in $work/operator.token); press Enter to stop"
+  read -r _ || true
+fi
 bold "== the logs of the gateway, the adapter and the simulators, scanned for personal data left unmasked"
 "$bin/yichuang" logs scan --names tests/fixtures/personal-names.txt "$work"/*.log
 bold "== stopping everything (the demo's vhost and database are removed)"

@@ -311,7 +311,9 @@ async fn dead_letters_are_listed_replayed_once_and_purged() {
 /// nothing.
 #[tokio::test]
 async fn dead_letters_through_the_admin_service_are_replayed_once_and_audited() {
-    use yichuang::proto::v1::{DeadLetterActionRequest, ListDeadLettersRequest};
+    use yichuang::proto::v1::{
+        DeadLetterActionRequest, ListDeadLettersRequest, ShowDeadLetterRequest,
+    };
     let broker = two_dead_letters().await;
     let (names, channel) = (&broker.names, broker.channel.clone());
     let gw = gateway_on(&broker.bus).await;
@@ -338,6 +340,37 @@ async fn dead_letters_through_the_admin_service_are_replayed_once_and_audited() 
         .into_inner()
         .dead_letters;
     assert!(none.is_empty(), "{none:?}");
+    // One message in full: its headers (the reason among them) and its body, said for what it
+    // is; an id not in the queue is NOT_FOUND.
+    let shown = admin
+        .show_dead_letter(ShowDeadLetterRequest {
+            department: "scjg".into(),
+            message_id: "dead-2".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(shown.dead_letter.unwrap().message_id, "dead-2");
+    assert!(
+        shown
+            .headers
+            .iter()
+            .any(|h| h.name == yichuang::bus::headers::REASON && h.value.contains("gave up")),
+        "{:?}",
+        shown.headers
+    );
+    assert_eq!(
+        shown.body,
+        "(10 bytes that are neither a task nor a result)"
+    );
+    let missing = admin
+        .show_dead_letter(ShowDeadLetterRequest {
+            department: "scjg".into(),
+            message_id: "dead-9".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound, "{missing:?}");
 
     let request = |f: fn(&mut DeadLetterActionRequest)| {
         let mut r = DeadLetterActionRequest {

@@ -227,8 +227,53 @@ async fn a_form_sent_from_another_site_is_refused_before_anything_is_done() {
 }
 
 #[tokio::test]
-async fn search_finds_a_case_by_each_of_its_numbers_exactly_and_the_id_search_is_recorded() {
-    let mut gw = gateway(Backend::Sqlite).await;
+async fn search_finds_a_case_by_each_of_its_numbers_exactly_and_the_id_search_is_recorded_sqlite() {
+    search_finds_a_case_by_each_of_its_numbers_exactly(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn search_finds_a_case_by_each_of_its_numbers_exactly_and_the_id_search_is_recorded_postgres()
+{
+    search_finds_a_case_by_each_of_its_numbers_exactly(Backend::Postgres).await;
+}
+
+/// Every page of the console answers on PostgreSQL as on SQLite: its own queries (flows,
+/// deadlines, a department's tasks) run on both engines.
+#[tokio::test]
+async fn every_page_answers_on_postgresql() {
+    let mut gw = gateway(Backend::Postgres).await;
+    let (number, _) = accepted(&mut gw).await;
+    let operator = browser(Some(&Who::Operator));
+    for path in [
+        "/console".to_string(),
+        "/console/flows".to_string(),
+        "/console/departments/scjg".to_string(),
+        "/console/deadlines".to_string(),
+        format!("/console/cases/{number}"),
+        format!("/console/cases/{number}/timeline"),
+    ] {
+        let r = operator.get(url(&gw, &path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let page = r.text().await.unwrap();
+        assert!(!page.contains("store:"), "{path}: {page}");
+    }
+    let department = operator
+        .get(url(&gw, "/console/departments/scjg"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        department.contains(&number),
+        "the department's latest tasks list the case"
+    );
+    gw.stop().await;
+}
+
+async fn search_finds_a_case_by_each_of_its_numbers_exactly(backend: Backend) {
+    let mut gw = gateway(backend).await;
     let (number, submission) = accepted(&mut gw).await;
     let id = submission.applicant.as_ref().unwrap().id_number.clone();
     let operator = browser(Some(&Who::Operator));

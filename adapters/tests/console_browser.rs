@@ -18,7 +18,9 @@ use yichuang::proto::v1::{SubmitRequest, TaskStatus, submit_response::Outcome};
 use yichuang_sim::http_json::{HttpJsonSim, Settings};
 
 async fn submit(
-    client: &mut yichuang::proto::v1::case_service_client::CaseServiceClient<tonic::transport::Channel>,
+    client: &mut yichuang::proto::v1::case_service_client::CaseServiceClient<
+        tonic::transport::Channel,
+    >,
     id: &str,
 ) -> String {
     let mut s = example("kai-canguan");
@@ -86,7 +88,11 @@ async fn an_operator_follows_a_case_sees_a_department_fail_and_replays_its_dead_
     assert_eq!(page.eval("location.pathname").await, "/console/login");
     page.fill("#login textarea[name=token]", &token("window"))
         .await;
-    assert_eq!(page.submit("#login").await, 401, "a window may not use the console");
+    assert_eq!(
+        page.submit("#login").await,
+        401,
+        "a window may not use the console"
+    );
     assert!(
         page.text("#login-error").await.contains("admin.read"),
         "says which permission is missing"
@@ -138,7 +144,10 @@ async fn an_operator_follows_a_case_sees_a_department_fail_and_replays_its_dead_
     sim.sim.set_outage(true);
     let failing = submit(&mut client, "console-2").await;
     page.wait_for(
-        &format!("{} > {before} && window.sameDocument === true", figure("failed")),
+        &format!(
+            "{} > {before} && window.sameDocument === true",
+            figure("failed")
+        ),
         Duration::from_secs(60),
         "市场监管's failure counter rises while its system answers 502",
     )
@@ -154,11 +163,13 @@ async fn an_operator_follows_a_case_sees_a_department_fail_and_replays_its_dead_
     // The system is back; the operator replays the dead letter from the console.
     sim.sim.set_outage(false);
     assert_eq!(
-        page.goto(&console("/console/dead-letters?department=scjg")).await,
+        page.goto(&console("/console/dead-letters?department=scjg"))
+            .await,
         200
     );
     assert_eq!(
-        page.eval("document.querySelectorAll('#letters tr.dead').length").await,
+        page.eval("document.querySelectorAll('#letters tr.dead').length")
+            .await,
         1
     );
     let (case, _) = gateway.store.get_case(&failing).await.unwrap().unwrap();
@@ -180,19 +191,27 @@ async fn an_operator_follows_a_case_sees_a_department_fail_and_replays_its_dead_
         "the replay job finishes",
     )
     .await;
-    assert_eq!(page.eval("document.querySelector('#job').dataset.moved").await, "1");
+    assert_eq!(
+        page.eval("document.querySelector('#job').dataset.moved")
+            .await,
+        "1"
+    );
     shot(&page, "replay").await;
 
     // It reaches 市场监管 once: one case of that serial in its system, decided, no duplicate.
-    testkit::until("the replayed task is approved", Duration::from_secs(60), || {
-        let (gateway, failing) = (gateway.clone(), failing.clone());
-        async move {
-            let (case, _) = gateway.store.get_case(&failing).await.unwrap().unwrap();
-            case.tasks
-                .iter()
-                .any(|t| t.department == "scjg" && t.status == TaskStatus::Approved as i32)
-        }
-    })
+    testkit::until(
+        "the replayed task is approved",
+        Duration::from_secs(60),
+        || {
+            let (gateway, failing) = (gateway.clone(), failing.clone());
+            async move {
+                let (case, _) = gateway.store.get_case(&failing).await.unwrap().unwrap();
+                case.tasks
+                    .iter()
+                    .any(|t| t.department == "scjg" && t.status == TaskStatus::Approved as i32)
+            }
+        },
+    )
     .await;
     let cases = sim
         .sim
@@ -204,16 +223,20 @@ async fn an_operator_follows_a_case_sees_a_department_fail_and_replays_its_dead_
     assert_eq!(sim.sim.stats().duplicates, 0);
     let actions = gateway.store.operator_actions(10).await.unwrap();
     assert!(
-        actions
-            .iter()
-            .any(|a| a.action == "dlq-replay" && a.operator == "operator-zhang" && a.message_ids.len() == 1),
+        actions.iter().any(|a| a.action == "dlq-replay"
+            && a.operator == "operator-zhang"
+            && a.message_ids.len() == 1),
         "{actions:?}"
     );
 
     // The deadlines board and a department's page, for the record.
     assert_eq!(page.goto(&console("/console/deadlines")).await, 200);
     shot(&page, "deadlines").await;
-    assert_eq!(page.goto(&console("/console/departments/scjg?lang=en")).await, 200);
+    assert_eq!(
+        page.goto(&console("/console/departments/scjg?lang=en"))
+            .await,
+        200
+    );
     assert!(page.text("h2").await.contains("Tasks of the latest cases"));
     shot(&page, "department-en").await;
 

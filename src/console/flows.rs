@@ -190,10 +190,11 @@ impl Flows {
             (0..MINUTES as i64).contains(&i).then_some(i as usize)
         };
         let store = &gateway.store;
+        let clock = Instant::now();
         let (counts, on_time, board) = tokio::join!(
             store.flow_counts(first_minute),
             store.on_time("", "", now),
-            store.deadline_board(now_ms, 100_000),
+            store.deadline_counts(now_ms),
         );
         match counts {
             Ok(rows) => {
@@ -222,24 +223,25 @@ impl Flows {
             }
         }
         if let Ok(rows) = board {
-            for t in rows {
-                if let Some(d) = departments.get_mut(&t.department) {
-                    if t.due_ms.is_some_and(|due| due < now_ms) {
-                        d.red += 1;
-                    } else if t.warned {
-                        d.yellow += 1;
-                    }
-                    if t.provisional {
-                        d.provisional += 1;
-                    }
+            for r in rows {
+                if let Some(d) = departments.get_mut(&r.department) {
+                    (d.red, d.yellow, d.provisional) = (r.red, r.yellow, r.provisional);
                 }
             }
         }
+        let store_ms = clock.elapsed().as_millis();
         if let Err(e) = self.queues(gateway, &mut departments).await {
             problems.push(format!("RabbitMQ: {e}"));
         }
+        let broker_ms = clock.elapsed().as_millis() - store_ms;
         self.adapters(gateway, now_ms, &mut departments, &mut problems)
             .await;
+        tracing::debug!(
+            store_ms,
+            broker_ms,
+            total_ms = clock.elapsed().as_millis(),
+            "console flows sampled"
+        );
         let counters = self.counters.lock().expect("counters lock");
         for ((department, minute), n) in counters.failures.range((String::new(), 0)..) {
             if let (Some(d), Some(i)) = (departments.get_mut(department), slot(*minute)) {

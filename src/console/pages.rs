@@ -241,7 +241,7 @@ pub async fn department_page(
     let tasks = c
         .gateway
         .store
-        .department_tasks(&code, 100)
+        .department_tasks(&code, LIST as i64)
         .await
         .unwrap_or_default();
     let now_ms = c.gateway.clocks.now().timestamp_millis();
@@ -361,7 +361,8 @@ pub async fn search(
                 p #not-found { (lang.t("没有找到与此完全一致的办件。", "No case matches exactly.")) }
             }
             @if found.len() > 1 {
-                ul #found { @for n in &found { li { a href={"/console/cases/" (n)} { (n) } } } }
+                (listed(lang, found.len().min(LIST), found.len()))
+                ul #found { @for n in found.iter().take(LIST) { li { a href={"/console/cases/" (n)} { (n) } } } }
             }
         },
     ))
@@ -700,9 +701,24 @@ fn timeline_table(c: &Console, lang: Lang, case: &Case, events: &[CaseEvent]) ->
                             "yellow" => lang.t("预警", "warning"),
                             _ => lang.t("正常", "on time"),
                         }) } } }
-                        td { (trace_link(c, &case.trace_id)) }
+                        td { (short_trace_link(c, &case.trace_id)) }
                     }
                 }
+            }
+        }
+    }
+}
+
+/// A trace link that shows the id's first eight characters (every entry of a case shares it).
+fn short_trace_link(c: &Console, trace_id: &str) -> Markup {
+    let short = trace_id.get(..8).unwrap_or(trace_id);
+    let template = &c.gateway.console.trace_url;
+    html! {
+        @if trace_id.is_empty() { "-" }
+        @else if template.is_empty() { code.trace title=(trace_id) { (short) "…" } }
+        @else {
+            a.trace href=(template.replace("{trace_id}", trace_id)) title=(trace_id) target="_blank" rel="noopener noreferrer" {
+                code { (short) "…" }
             }
         }
     }
@@ -744,7 +760,7 @@ pub async fn dead_letters(
                 ),
             );
         }
-        listed = Some(crate::dlq::list(&c.gateway.bus, &department, 200, &reason).await);
+        listed = Some(crate::dlq::list(&c.gateway.bus, &department, 100, &reason).await);
     }
     let may_write = c
         .gateway
@@ -1070,6 +1086,19 @@ pub async fn job_progress(
 // ---------------------------------------------------------------------------------------------
 // Deadlines
 
+/// Tasks the deadlines board counts at most (the earliest deadlines first).
+const BOARD: usize = 5000;
+/// Rows a list shows at most: the page stays light on a hall office PC (docs/console.md).
+const LIST: usize = 50;
+
+fn listed(lang: Lang, shown: usize, of: usize) -> Markup {
+    html! {
+        @if shown < of {
+            p.hint { (lang.t("显示最早的 ", "The earliest ")) (shown) (lang.t(" 项,共 ", " of ")) (of) }
+        }
+    }
+}
+
 pub async fn deadlines(
     State(c): State<Console>,
     Extension(caller): Extension<Caller>,
@@ -1078,7 +1107,7 @@ pub async fn deadlines(
 ) -> Response {
     let lang = lang(&headers, &uri);
     let now_ms = c.gateway.clocks.now().timestamp_millis();
-    let board = match c.gateway.store.deadline_board(now_ms, 2000).await {
+    let board = match c.gateway.store.deadline_board(now_ms, BOARD as i64).await {
         Ok(b) => b,
         Err(e) => {
             return problem_page(
@@ -1119,6 +1148,7 @@ pub async fn deadlines(
         }
     }
     let zone = zone(&c);
+    let shown = |v: &[TaskLine]| v.len().min(LIST);
     ok(view::page(
         lang,
         lang.t("时限", "Deadlines"),
@@ -1139,12 +1169,16 @@ pub async fn deadlines(
                     @if by_place.is_empty() { tr { td colspan="5" { (lang.t("今日无预警", "Nothing yellow or red")) } } }
                 }
             }
+            @if board.len() >= BOARD { p.hint { (lang.t("只统计最早到期的 ", "Counted over the earliest ")) (BOARD) (lang.t(" 项。", " tasks only.")) } }
             h2 { span.red { (lang.t("红:已超期", "Red: overdue")) } " (" (red.len()) ")" }
-            (task_table(lang, &red, now_ms, zone))
+            (listed(lang, shown(&red), red.len()))
+            (task_table(lang, &red[..shown(&red)], now_ms, zone))
             h2 { span.yellow { (lang.t("黄:临近时限", "Yellow: close to the deadline")) } " (" (yellow.len()) ")" }
-            (task_table(lang, &yellow, now_ms, zone))
+            (listed(lang, shown(&yellow), yellow.len()))
+            (task_table(lang, &yellow[..shown(&yellow)], now_ms, zone))
             h2 { (lang.t("暂定时限(缺下一年日历)", "Provisional deadlines (next year's calendar missing)")) " (" (provisional.len()) ")" }
-            (task_table(lang, &provisional, now_ms, zone))
+            (listed(lang, shown(&provisional), provisional.len()))
+            (task_table(lang, &provisional[..shown(&provisional)], now_ms, zone))
         },
     ))
 }

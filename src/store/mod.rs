@@ -408,6 +408,14 @@ impl Store {
         on_engine!(self, s => s.deadline_board(now_ms, limit).await)
     }
 
+    /// Per department: undecided tasks red, yellow and provisional at `now_ms`.
+    pub async fn deadline_counts(
+        &self,
+        now_ms: i64,
+    ) -> Result<Vec<board::DeadlineCounts>, StoreError> {
+        on_engine!(self, s => s.deadline_counts(now_ms).await)
+    }
+
     /// The case accepted for `submission_id`, if any.
     pub async fn case_by_submission(
         &self,

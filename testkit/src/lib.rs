@@ -31,9 +31,9 @@
 pub mod adapter;
 pub mod broker;
 pub mod browser;
-pub mod console;
 #[cfg(feature = "adapters")]
 pub mod conformance;
+pub mod console;
 pub mod db;
 pub mod gateway;
 pub mod logfile;

@@ -2,7 +2,7 @@
 
 use super::{PgStore, pool_err};
 use crate::store::StoreError;
-use crate::store::board::{self, FlowCount, TaskLine};
+use crate::store::board::{self, DeadlineCounts, FlowCount, TaskLine};
 
 fn task_line(r: &tokio_postgres::Row) -> TaskLine {
     TaskLine {
@@ -117,5 +117,24 @@ impl PgStore {
             }
         }
         Ok(found)
+    }
+
+    pub(in crate::store) async fn deadline_counts(
+        &self,
+        now_ms: i64,
+    ) -> Result<Vec<DeadlineCounts>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let rows = client
+            .query(&board::postgres_sql(board::DEADLINE_COUNTS), &[&now_ms])
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| DeadlineCounts {
+                department: r.get(0),
+                red: r.get(1),
+                yellow: r.get(2),
+                provisional: r.get(3),
+            })
+            .collect())
     }
 }

@@ -4,7 +4,7 @@ use rusqlite::{OptionalExtension, params};
 
 use super::SqliteStore;
 use crate::store::StoreError;
-use crate::store::board::{self, FlowCount, TaskLine};
+use crate::store::board::{self, DeadlineCounts, FlowCount, TaskLine};
 
 fn task_line(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskLine> {
     Ok(TaskLine {
@@ -121,6 +121,27 @@ impl SqliteStore {
                 }
             }
             Ok(found)
+        })
+        .await
+    }
+
+    pub(in crate::store) async fn deadline_counts(
+        &self,
+        now_ms: i64,
+    ) -> Result<Vec<DeadlineCounts>, StoreError> {
+        self.read(move |conn| {
+            let rows = conn
+                .prepare_cached(board::DEADLINE_COUNTS)?
+                .query_map([now_ms], |r| {
+                    Ok(DeadlineCounts {
+                        department: r.get(0)?,
+                        red: r.get(1)?,
+                        yellow: r.get(2)?,
+                        provisional: r.get(3)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
         })
         .await
     }
