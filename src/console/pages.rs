@@ -792,8 +792,7 @@ pub async fn dead_letters(
                 Some(Err(e)) => p.bad { (e.to_string()) },
                 Some(Ok(letters)) => {
                     h2 { (lang.t("队列 ", "Queue ")) (department) }
-                    @let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
-                    @for l in &letters { @let _ = { *reasons.entry(l.reason.as_str()).or_default() += 1; }; }
+                    @let reasons = by_reason(&letters);
                     table #reasons {
                         thead { tr { th { (lang.t("原因", "Reason")) } th { (lang.t("数量", "Count")) } } }
                         tbody { @for (r, n) in &reasons { tr {
@@ -845,6 +844,15 @@ pub async fn dead_letters(
             }
         },
     ))
+}
+
+/// How many of `letters` died for each reason.
+fn by_reason(letters: &[crate::bus::dead::DeadLetter]) -> BTreeMap<&str, usize> {
+    let mut reasons = BTreeMap::new();
+    for l in letters {
+        *reasons.entry(l.reason.as_str()).or_default() += 1;
+    }
+    reasons
 }
 
 pub async fn dead_letter(
@@ -1126,7 +1134,7 @@ pub async fn deadlines(
         .collect();
     let yellow: Vec<TaskLine> = board
         .iter()
-        .filter(|t| t.warned && !t.due_ms.is_some_and(|d| d < now_ms))
+        .filter(|t| t.warned && t.due_ms.is_none_or(|d| d >= now_ms))
         .cloned()
         .collect();
     let provisional: Vec<TaskLine> = board.iter().filter(|t| t.provisional).cloned().collect();
