@@ -2,9 +2,9 @@
 //! snapshot is taken at most every `[console] refresh_secs`, and only while someone looks
 //! (every open page shares it): from the store (dispatches and answers per minute, on-time
 //! share, yellow and red), from RabbitMQ (each department's queue, its retry queues, its dead
-//! queue, its consumers) and from the adapters' `/status` (readiness, circuit breaker, failed
-//! calls, turned into per-minute counts between snapshots). A source that does not answer is
-//! shown as such; the others are still shown.
+//! queue, its consumers) and from what the adapters' `/status` said (readiness, circuit breaker,
+//! failed calls), which [`Flows::watch_adapters`] asks all along, since an adapter keeps counts,
+//! not history. A source that does not answer is shown as such; the others are still shown.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -89,12 +89,15 @@ pub struct Snapshot {
     pub problems: Vec<String>,
 }
 
-/// The adapters' failed calls per (status URL, department) at the last look, and the failures
-/// seen between looks, per department and minute.
+/// What the adapters said at the last look: failed calls per (status URL, department), the
+/// failures seen between looks per department and minute, each department's readiness and
+/// breaker, and the adapters that did not answer.
 #[derive(Default)]
 struct Counters {
     last: HashMap<(String, String), u64>,
     failures: BTreeMap<(String, i64), i64>,
+    views: BTreeMap<String, AdapterView>,
+    unreachable: BTreeMap<String, String>,
 }
 
 /// A queue's messages and consumers; `None` when it is not there (which closes the channel:
@@ -234,8 +237,6 @@ impl Flows {
             problems.push(format!("RabbitMQ: {e}"));
         }
         let broker_ms = clock.elapsed().as_millis() - store_ms;
-        self.adapters(gateway, now_ms, &mut departments, &mut problems)
-            .await;
         tracing::debug!(
             store_ms,
             broker_ms,
@@ -243,11 +244,17 @@ impl Flows {
             "console flows sampled"
         );
         let counters = self.counters.lock().expect("counters lock");
-        for ((department, minute), n) in counters.failures.range((String::new(), 0)..) {
+        for ((department, minute), n) in &counters.failures {
             if let (Some(d), Some(i)) = (departments.get_mut(department), slot(*minute)) {
                 d.failed[i] += n;
             }
         }
+        for (department, view) in &counters.views {
+            if let Some(d) = departments.get_mut(department) {
+                d.adapter = Some(view.clone());
+            }
+        }
+        problems.extend(counters.unreachable.values().cloned());
         Snapshot {
             at: now,
             departments: departments.into_values().collect(),
@@ -299,16 +306,22 @@ impl Flows {
         Ok(())
     }
 
-    /// Each configured adapter's status: readiness, breakers, and failed calls since the last
-    /// look, counted in this minute.
-    async fn adapters(
-        &self,
-        gateway: &Gateway,
-        now_ms: i64,
-        departments: &mut BTreeMap<String, DepartmentFlow>,
-        problems: &mut Vec<String>,
-    ) {
-        let minute = now_ms / 60_000 * 60_000;
+    /// Asks each configured adapter for its status every `[console] refresh_secs` until the
+    /// gateway stops: unlike the store and the broker, which keep their own history, an
+    /// adapter's failed calls are counts since it started, so they are looked at all along and
+    /// turned into failures per minute here.
+    pub async fn watch_adapters(self: std::sync::Arc<Self>, gateway: std::sync::Arc<Gateway>) {
+        let every = Duration::from_secs(gateway.console.refresh_secs);
+        while !gateway.shutdown.is_stopped() {
+            self.look_at_adapters(&gateway).await;
+            tokio::time::sleep(every).await;
+        }
+    }
+
+    /// One look at every adapter: readiness, breakers, and failed calls since the last look,
+    /// counted in this minute.
+    async fn look_at_adapters(&self, gateway: &Gateway) {
+        let minute = gateway.clocks.now().timestamp_millis() / 60_000 * 60_000;
         for url in &gateway.console.adapters {
             let status: Result<serde_json::Value, String> = async {
                 let r = self.http.get(url).send().await.map_err(|e| e.to_string())?;
@@ -316,15 +329,20 @@ impl Flows {
                 serde_json::from_slice(&body).map_err(|e| e.to_string())
             }
             .await;
+            let mut counters = self.counters.lock().expect("counters lock");
             let status = match status {
-                Ok(s) => s,
+                Ok(s) => {
+                    counters.unreachable.remove(url);
+                    s
+                }
                 Err(e) => {
-                    problems.push(format!("adapter {url}: {e}"));
+                    counters
+                        .unreachable
+                        .insert(url.clone(), format!("adapter {url}: {e}"));
                     continue;
                 }
             };
             let ready = status["ready"].as_bool().unwrap_or(false);
-            let mut counters = self.counters.lock().expect("counters lock");
             for entry in status["departments"].as_array().into_iter().flatten() {
                 let code = entry["department"].as_str().unwrap_or_default().to_string();
                 let calls = &entry["counts"]["calls"];
@@ -342,15 +360,16 @@ impl Flows {
                         *counters.failures.entry((code.clone(), minute)).or_default() += new as i64;
                     }
                 }
-                if let Some(d) = departments.get_mut(&code) {
-                    d.adapter = Some(AdapterView {
+                counters.views.insert(
+                    code,
+                    AdapterView {
                         ready,
                         breaker: entry["breaker"]["state"]
                             .as_str()
                             .unwrap_or("-")
                             .to_string(),
-                    });
-                }
+                    },
+                );
             }
             let oldest = minute - MINUTES as i64 * 60_000;
             counters.failures.retain(|(_, m), _| *m >= oldest);

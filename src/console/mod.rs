@@ -56,6 +56,14 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         flows: Arc::default(),
         jobs: Arc::default(),
     };
+    if !console.gateway.console.adapters.is_empty() {
+        tokio::spawn(
+            console
+                .flows
+                .clone()
+                .watch_adapters(console.gateway.clone()),
+        );
+    }
     let guarded = Router::new()
         .route("/console", get(pages::flows_page))
         .route("/console/flows", get(pages::flows_rows))
