@@ -8,7 +8,7 @@ use testkit::console::{token, with_tokens};
 use testkit::example;
 use testkit::gateway::{Backend, TestGateway};
 use testkit::pki::Who;
-use yichuang::proto::v1::{AccessLogRequest, SubmitRequest, submit_response::Outcome};
+use yichuang::proto::v1::AccessLogRequest;
 
 /// A gateway taking client certificates and the kit's tokens, with a `supervisor` role that may
 /// also unmask, and trace ids linked to a tracing UI.
@@ -44,18 +44,8 @@ fn url(gw: &TestGateway, path: &str) -> String {
 
 async fn accepted(gw: &mut TestGateway) -> (String, yichuang::proto::v1::Submission) {
     let submission = example("kai-canguan");
-    let answer = gw
-        .client
-        .submit(SubmitRequest {
-            submission: Some(submission.clone()),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let Some(Outcome::Receipt(r)) = answer.outcome else {
-        panic!("kai-canguan is accepted: {answer:?}")
-    };
-    (r.case_number, submission)
+    let number = testkit::gateway::accept(&mut gw.client, submission.clone()).await;
+    (number, submission)
 }
 
 async fn access_log(gw: &TestGateway, caller: &str) -> Vec<yichuang::proto::v1::AccessRecord> {

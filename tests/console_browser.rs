@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use testkit::broker::Broker;
 use testkit::browser::Browser;
 use testkit::console::{shots, token, url, with_tokens};
-use yichuang::proto::v1::{SubmitRequest, submit_response::Outcome};
 
 const CASES: usize = 10_000;
 const MAX_BYTES: u64 = 200 * 1024;
@@ -47,17 +46,7 @@ async fn every_page_is_under_200_kb_and_renders_within_a_second_with_ten_thousan
                 if let Some(at) = s.submitted_at.as_mut() {
                     at.seconds += (i / 2000) as i64 * 86_400;
                 }
-                let answer = client
-                    .submit(SubmitRequest {
-                        submission: Some(s),
-                    })
-                    .await
-                    .unwrap()
-                    .into_inner();
-                let Some(Outcome::Receipt(r)) = answer.outcome else {
-                    panic!("accepted: {answer:?}")
-                };
-                last = r.case_number;
+                last = testkit::gateway::accept(&mut client, s).await;
             }
             last
         });

@@ -14,7 +14,7 @@ use testkit::broker::Broker;
 use testkit::browser::{Browser, Page};
 use testkit::console::{shots, token, url, with_tokens};
 use testkit::example;
-use yichuang::proto::v1::{SubmitRequest, TaskStatus, submit_response::Outcome};
+use yichuang::proto::v1::TaskStatus;
 use yichuang_sim::http_json::{HttpJsonSim, Settings};
 
 async fn submit(
@@ -25,17 +25,7 @@ async fn submit(
 ) -> String {
     let mut s = example("kai-canguan");
     s.submission_id = id.into();
-    let answer = client
-        .submit(SubmitRequest {
-            submission: Some(s),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let Some(Outcome::Receipt(r)) = answer.outcome else {
-        panic!("accepted: {answer:?}")
-    };
-    r.case_number
+    testkit::gateway::accept(client, s).await
 }
 
 async fn shot(page: &Page, name: &str) {

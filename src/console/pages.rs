@@ -6,10 +6,9 @@
 
 use std::collections::BTreeMap;
 
-use axum::Extension;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::response::Response;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use maud::{Markup, html};
@@ -40,6 +39,36 @@ fn first(pairs: &[(String, String)], name: &str) -> String {
 
 fn lang(headers: &HeaderMap, uri: &Uri) -> Lang {
     lang_of(headers, uri.query())
+}
+
+/// What every guarded page starts from: the console, the caller the guard let in, and the
+/// page's language.
+pub struct Ctx {
+    c: Console,
+    caller: Caller,
+    lang: Lang,
+}
+
+impl FromRequestParts<Console> for Ctx {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        console: &Console,
+    ) -> Result<Ctx, Response> {
+        let caller = parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
+            (
+                StatusCode::UNAUTHORIZED,
+                "no caller: the console's guard did not run",
+            )
+                .into_response()
+        })?;
+        Ok(Ctx {
+            c: console.clone(),
+            caller,
+            lang: lang_of(&parts.headers, parts.uri.query()),
+        })
+    }
 }
 
 fn ok(markup: Markup) -> Response {
@@ -104,13 +133,7 @@ fn zone(console: &Console) -> chrono::FixedOffset {
 // ---------------------------------------------------------------------------------------------
 // Flows
 
-pub async fn flows_page(
-    State(c): State<Console>,
-    Extension(caller): Extension<Caller>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
-    let lang = lang(&headers, &uri);
+pub async fn flows_page(Ctx { c, caller, lang }: Ctx) -> Response {
     let snapshot = c.flows.snapshot(&c.gateway).await;
     let every = c.gateway.console.refresh_secs * 1000;
     ok(view::page(
@@ -126,7 +149,7 @@ pub async fn flows_page(
                 (MINUTES) (lang.t(" 分钟每分钟的量。", " minutes."))
             }
             table #flows {
-                thead { (flow_head(lang)) }
+                (flow_head(lang))
                 tbody data-live="/console/flows" data-every=(every) {
                     (flow_rows(lang, &snapshot, zone(&c)))
                 }
@@ -142,20 +165,21 @@ pub async fn flows_rows(State(c): State<Console>, headers: HeaderMap, uri: Uri) 
 }
 
 fn flow_head(lang: Lang) -> Markup {
-    html! {
-        tr {
-            th { (lang.t("部门", "Department")) }
-            th { (lang.t("派发", "Dispatched")) }
-            th { (lang.t("办结", "Decided")) }
-            th { (lang.t("失败", "Failed")) }
-            th { (lang.t("队列积压", "Backlog")) }
-            th { (lang.t("重试中", "Retrying")) }
-            th { (lang.t("死信", "Dead")) }
-            th { (lang.t("适配器", "Adapter")) }
-            th { (lang.t("按时率", "On time")) }
-            th { (lang.t("黄/红", "Yellow/red")) }
-        }
-    }
+    view::head(
+        lang,
+        &[
+            ("部门", "Department"),
+            ("派发", "Dispatched"),
+            ("办结", "Decided"),
+            ("失败", "Failed"),
+            ("队列积压", "Backlog"),
+            ("重试中", "Retrying"),
+            ("死信", "Dead"),
+            ("适配器", "Adapter"),
+            ("按时率", "On time"),
+            ("黄/红", "Yellow/red"),
+        ],
+    )
 }
 
 fn opt(n: Option<u32>) -> String {
@@ -220,14 +244,7 @@ fn flow_rows(lang: Lang, s: &Snapshot, zone: chrono::FixedOffset) -> Markup {
 // ---------------------------------------------------------------------------------------------
 // A department
 
-pub async fn department_page(
-    State(c): State<Console>,
-    Extension(caller): Extension<Caller>,
-    Path(code): Path<String>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
-    let lang = lang(&headers, &uri);
+pub async fn department_page(Ctx { c, caller, lang }: Ctx, Path(code): Path<String>) -> Response {
     let snapshot = c.flows.snapshot(&c.gateway).await;
     let Some(d) = snapshot.departments.iter().find(|d| d.code == code) else {
         return problem_page(
@@ -253,7 +270,7 @@ pub async fn department_page(
         html! {
             h1 { (d.name) " " small { (d.code) } }
             table #flows {
-                thead { (flow_head(lang)) }
+                (flow_head(lang))
                 tbody { (flow_row(lang, d)) }
             }
             h2 { (lang.t("最近办件的事项", "Tasks of the latest cases")) }
@@ -276,15 +293,7 @@ fn deadline_state(lang: Lang, t: &TaskLine, now_ms: i64) -> Markup {
 fn task_table(lang: Lang, tasks: &[TaskLine], now_ms: i64, zone: chrono::FixedOffset) -> Markup {
     html! {
         table.tasks {
-            thead { tr {
-                th { (lang.t("事项", "Task")) }
-                th { (lang.t("办件", "Case")) }
-                th { (lang.t("窗口", "Window")) }
-                th { (lang.t("状态", "Status")) }
-                th { (lang.t("受理时间", "Accepted")) }
-                th { (lang.t("承诺时限", "Due")) }
-                th { (lang.t("时限", "Deadline")) }
-            } }
+            (view::head(lang, &[("事项", "Task"), ("办件", "Case"), ("窗口", "Window"), ("状态", "Status"), ("受理时间", "Accepted"), ("承诺时限", "Due"), ("时限", "Deadline")]))
             tbody {
                 @for t in tasks {
                     tr {
@@ -306,13 +315,7 @@ fn task_table(lang: Lang, tasks: &[TaskLine], now_ms: i64, zone: chrono::FixedOf
 // ---------------------------------------------------------------------------------------------
 // Cases
 
-pub async fn search(
-    State(c): State<Console>,
-    Extension(caller): Extension<Caller>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
-    let lang = lang(&headers, &uri);
+pub async fn search(Ctx { c, caller, lang }: Ctx, uri: Uri) -> Response {
     let q = first(&pairs(uri.query().unwrap_or("").as_bytes()), "q");
     let store = &c.gateway.store;
     let mut found: Vec<String> = Vec::new();
@@ -480,28 +483,14 @@ async fn load_case(
     }
 }
 
-pub async fn case_page(
-    State(c): State<Console>,
-    Extension(caller): Extension<Caller>,
-    Path(number): Path<String>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
-    let lang = lang(&headers, &uri);
+pub async fn case_page(Ctx { c, caller, lang }: Ctx, Path(number): Path<String>) -> Response {
     match load_case(&c, &caller, &number, lang).await {
         Ok((case, events)) => ok(case_view(&c, &caller, lang, &case, &events, None)),
         Err(r) => r,
     }
 }
 
-pub async fn timeline(
-    State(c): State<Console>,
-    Extension(caller): Extension<Caller>,
-    Path(number): Path<String>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
-    let lang = lang(&headers, &uri);
+pub async fn timeline(Ctx { c, caller, lang }: Ctx, Path(number): Path<String>) -> Response {
     match load_case(&c, &caller, &number, lang).await {
         Ok((case, events)) => fragment(timeline_table(&c, lang, &case, &events)),
         Err(r) => r,
@@ -509,14 +498,10 @@ pub async fn timeline(
 }
 
 pub async fn unmask(
-    State(c): State<Console>,
-    Extension(caller): Extension<Caller>,
+    Ctx { c, caller, lang }: Ctx,
     Path(number): Path<String>,
-    headers: HeaderMap,
-    uri: Uri,
     body: Bytes,
 ) -> Response {
-    let lang = lang(&headers, &uri);
     let what = format!("{number} applicant");
     if let Err(r) = permitted(&c, &caller, Permission::Unmask, &what, lang).await {
         return r;
@@ -558,14 +543,21 @@ pub async fn unmask(
     ok(case_view(&c, &caller, lang, &case, &events, Some(field)))
 }
 
-fn trace_link(c: &Console, trace_id: &str) -> Markup {
+/// A trace id linked to the tracing UI (`[console] trace_url`); `short`: shown by its first
+/// eight characters (every entry of a case shares it).
+fn trace_link(c: &Console, trace_id: &str, short: bool) -> Markup {
     let template = &c.gateway.console.trace_url;
+    let shown = if short {
+        format!("{}…", trace_id.get(..8).unwrap_or(trace_id))
+    } else {
+        trace_id.to_string()
+    };
     html! {
         @if trace_id.is_empty() { "-" }
-        @else if template.is_empty() { code.trace { (trace_id) } }
+        @else if template.is_empty() { code.trace title=(trace_id) { (shown) } }
         @else {
-            a.trace href=(template.replace("{trace_id}", trace_id)) target="_blank" rel="noopener noreferrer" {
-                code { (trace_id) }
+            a.trace href=(template.replace("{trace_id}", trace_id)) title=(trace_id) target="_blank" rel="noopener noreferrer" {
+                code { (shown) }
             }
         }
     }
@@ -606,7 +598,7 @@ fn case_view(
                 dt { (lang.t("受理窗口", "Window")) } dd { (submission.hall_code) " / " (submission.window_code) }
                 dt { (lang.t("受理时间", "Accepted")) } dd { (accepted.map(|t| view::time(t, zone)).unwrap_or_default()) }
                 dt { (lang.t("承诺办结", "Promised")) } dd { (case.promised_deadline) }
-                dt { (lang.t("追踪", "Trace")) } dd { (trace_link(c, &case.trace_id)) }
+                dt { (lang.t("追踪", "Trace")) } dd { (trace_link(c, &case.trace_id, false)) }
                 @for f in Field::ALL {
                     dt { (f.label(lang)) }
                     dd data-field=(f.key()) {
@@ -627,14 +619,7 @@ fn case_view(
             }
             h2 { (lang.t("事项", "Tasks")) }
             table.tasks #tasks {
-                thead { tr {
-                    th { (lang.t("部门", "Department")) }
-                    th { (lang.t("事项", "Item")) }
-                    th { (lang.t("状态", "Status")) }
-                    th { (lang.t("部门办件号", "Department case")) }
-                    th { (lang.t("环节", "Step")) }
-                    th { (lang.t("承诺时限", "Due")) }
-                } }
+                (view::head(lang, &[("部门", "Department"), ("事项", "Item"), ("状态", "Status"), ("部门办件号", "Department case"), ("环节", "Step"), ("承诺时限", "Due")]))
                 tbody {
                     @for t in &case.tasks {
                         tr data-task=(t.task_id) {
@@ -669,15 +654,7 @@ fn timeline_table(c: &Console, lang: Lang, case: &Case, events: &[CaseEvent]) ->
     let mut warned: BTreeMap<&str, bool> = BTreeMap::new();
     html! {
         table #timeline {
-            thead { tr {
-                th { (lang.t("时间", "Time")) }
-                th { (lang.t("事件", "Event")) }
-                th { (lang.t("窗口", "Window")) }
-                th { (lang.t("部门", "Department")) }
-                th { (lang.t("说明/环节", "Step / detail")) }
-                th { (lang.t("时限", "Deadline")) }
-                th { (lang.t("追踪", "Trace")) }
-            } }
+            (view::head(lang, &[("时间", "Time"), ("事件", "Event"), ("窗口", "Window"), ("部门", "Department"), ("说明/环节", "Step / detail"), ("时限", "Deadline"), ("追踪", "Trace")]))
             tbody {
                 @for e in events {
                     @let task = tasks.get(e.task_id.as_str());
@@ -701,24 +678,9 @@ fn timeline_table(c: &Console, lang: Lang, case: &Case, events: &[CaseEvent]) ->
                             "yellow" => lang.t("预警", "warning"),
                             _ => lang.t("正常", "on time"),
                         }) } } }
-                        td { (short_trace_link(c, &case.trace_id)) }
+                        td { (trace_link(c, &case.trace_id, true)) }
                     }
                 }
-            }
-        }
-    }
-}
-
-/// A trace link that shows the id's first eight characters (every entry of a case shares it).
-fn short_trace_link(c: &Console, trace_id: &str) -> Markup {
-    let short = trace_id.get(..8).unwrap_or(trace_id);
-    let template = &c.gateway.console.trace_url;
-    html! {
-        @if trace_id.is_empty() { "-" }
-        @else if template.is_empty() { code.trace title=(trace_id) { (short) "…" } }
-        @else {
-            a.trace href=(template.replace("{trace_id}", trace_id)) title=(trace_id) target="_blank" rel="noopener noreferrer" {
-                code { (short) "…" }
             }
         }
     }
@@ -736,13 +698,7 @@ fn dead_owner(c: &Console, department: &str) -> bool {
             .contains_key(department)
 }
 
-pub async fn dead_letters(
-    State(c): State<Console>,
-    Extension(caller): Extension<Caller>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
-    let lang = lang(&headers, &uri);
+pub async fn dead_letters(Ctx { c, caller, lang }: Ctx, uri: Uri) -> Response {
     let q = pairs(uri.query().unwrap_or("").as_bytes());
     let department = first(&q, "department");
     let reason = first(&q, "reason");
@@ -776,7 +732,7 @@ pub async fn dead_letters(
         html! {
             h1 { (lang.t("死信队列", "Dead queues")) }
             table #dead-queues {
-                thead { tr { th { (lang.t("队列", "Queue")) } th { (lang.t("消息数", "Messages")) } } }
+                (view::head(lang, &[("队列", "Queue"), ("消息数", "Messages")]))
                 tbody {
                     @for d in &snapshot.departments {
                         tr class=[(d.code == department).then_some("here")] {
@@ -794,7 +750,7 @@ pub async fn dead_letters(
                     h2 { (lang.t("队列 ", "Queue ")) (department) }
                     @let reasons = by_reason(&letters);
                     table #reasons {
-                        thead { tr { th { (lang.t("原因", "Reason")) } th { (lang.t("数量", "Count")) } } }
+                        (view::head(lang, &[("原因", "Reason"), ("数量", "Count")]))
                         tbody { @for (r, n) in &reasons { tr {
                             td { a href={"/console/dead-letters?department=" (department) "&reason=" (form_urlencoded::byte_serialize(r.as_bytes()).collect::<String>())} { (r) } }
                             td.n { (n) }
@@ -820,7 +776,7 @@ pub async fn dead_letters(
                                         td { (l.reason) }
                                         td.n { (l.attempt.map_or("-".to_string(), |a| a.to_string())) }
                                         td { (l.dead_at) }
-                                        td { (trace_link(&c, &l.trace_id)) }
+                                        td { (trace_link(&c, &l.trace_id, false)) }
                                     }
                                 }
                                 @if letters.is_empty() { tr { td colspan="7" #no-letters { (lang.t("队列为空", "The queue is empty")) } } }
@@ -856,13 +812,9 @@ fn by_reason(letters: &[crate::bus::dead::DeadLetter]) -> BTreeMap<&str, usize> 
 }
 
 pub async fn dead_letter(
-    State(c): State<Console>,
-    Extension(caller): Extension<Caller>,
+    Ctx { c, caller, lang }: Ctx,
     Path((department, id)): Path<(String, String)>,
-    headers: HeaderMap,
-    uri: Uri,
 ) -> Response {
-    let lang = lang(&headers, &uri);
     if !dead_owner(&c, &department) {
         return problem_page(
             StatusCode::NOT_FOUND,
@@ -911,7 +863,7 @@ pub async fn dead_letter(
                 dt { (lang.t("首次错误", "First error")) } dd { (found.deaths.first().cloned().unwrap_or_else(|| l.reason.clone())) }
                 dt { (lang.t("尝试次数", "Attempts")) } dd { (l.attempt.map_or("-".to_string(), |a| a.to_string())) }
                 dt { (lang.t("进入死信", "Dead since")) } dd { (l.dead_at) }
-                dt { (lang.t("追踪", "Trace")) } dd { (trace_link(&c, &l.trace_id)) }
+                dt { (lang.t("追踪", "Trace")) } dd { (trace_link(&c, &l.trace_id, false)) }
             }
             h2 { (lang.t("死亡记录", "Deaths")) }
             ul { @for d in &found.deaths { li { (d) } } }
@@ -924,15 +876,12 @@ pub async fn dead_letter(
 }
 
 async fn start_job(
-    c: Console,
-    caller: Caller,
+    Ctx { c, caller, lang }: Ctx,
     department: String,
     headers: HeaderMap,
-    uri: Uri,
     body: Bytes,
     action: Action,
 ) -> Response {
-    let lang = lang(&headers, &uri);
     let what = crate::bus::dead::queue(&c.gateway.bus, &department);
     if let Err(r) = permitted(&c, &caller, Permission::AdminWrite, &what, lang).await {
         return r;
@@ -999,25 +948,21 @@ async fn start_job(
 }
 
 pub async fn replay(
-    State(c): State<Console>,
-    Extension(caller): Extension<Caller>,
+    ctx: Ctx,
     Path(department): Path<String>,
     headers: HeaderMap,
-    uri: Uri,
     body: Bytes,
 ) -> Response {
-    start_job(c, caller, department, headers, uri, body, Action::Replay).await
+    start_job(ctx, department, headers, body, Action::Replay).await
 }
 
 pub async fn purge(
-    State(c): State<Console>,
-    Extension(caller): Extension<Caller>,
+    ctx: Ctx,
     Path(department): Path<String>,
     headers: HeaderMap,
-    uri: Uri,
     body: Bytes,
 ) -> Response {
-    start_job(c, caller, department, headers, uri, body, Action::Purge).await
+    start_job(ctx, department, headers, body, Action::Purge).await
 }
 
 fn job_view(lang: Lang, job: &super::jobs::Job, zone: chrono::FixedOffset) -> Markup {
@@ -1048,14 +993,7 @@ fn job_view(lang: Lang, job: &super::jobs::Job, zone: chrono::FixedOffset) -> Ma
     }
 }
 
-pub async fn job_page(
-    State(c): State<Console>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
-    let lang = lang(&headers, &uri);
+pub async fn job_page(Ctx { c, caller, lang }: Ctx, Path(id): Path<String>) -> Response {
     let Some(job) = c.jobs.get(&id) else {
         return problem_page(
             StatusCode::NOT_FOUND,
@@ -1107,13 +1045,7 @@ fn listed(lang: Lang, shown: usize, of: usize) -> Markup {
     }
 }
 
-pub async fn deadlines(
-    State(c): State<Console>,
-    Extension(caller): Extension<Caller>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
-    let lang = lang(&headers, &uri);
+pub async fn deadlines(Ctx { c, caller, lang }: Ctx) -> Response {
     let now_ms = c.gateway.clocks.now().timestamp_millis();
     let board = match c.gateway.store.deadline_board(now_ms, BOARD as i64).await {
         Ok(b) => b,
@@ -1165,10 +1097,7 @@ pub async fn deadlines(
         html! {
             h1 { (lang.t("时限预警", "Deadlines")) }
             table #deadline-summary {
-                thead { tr {
-                    th { (lang.t("部门", "Department")) } th { (lang.t("窗口", "Window")) }
-                    th { (lang.t("黄", "Yellow")) } th { (lang.t("红", "Red")) } th { (lang.t("暂定", "Provisional")) }
-                } }
+                (view::head(lang, &[("部门", "Department"), ("窗口", "Window"), ("黄", "Yellow"), ("红", "Red"), ("暂定", "Provisional")]))
                 tbody {
                     @for ((d, w), (y, r, p)) in &by_place {
                         tr { td { a href={"/console/departments/" (d)} { (d) } } td { (w) }

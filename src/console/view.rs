@@ -105,6 +105,13 @@ pub fn page(
     }
 }
 
+/// A table's head row: one column a label pair (Chinese, English).
+pub fn head(lang: Lang, labels: &[(&'static str, &'static str)]) -> Markup {
+    html! {
+        thead { tr { @for (zh, en) in labels { th { (lang.t(zh, en)) } } } }
+    }
+}
+
 /// A time in the hall's zone, `MM-DD HH:MM:SS`.
 pub fn time(at: DateTime<Utc>, zone: FixedOffset) -> String {
     at.with_timezone(&zone).format("%m-%d %H:%M:%S").to_string()

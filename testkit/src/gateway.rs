@@ -333,3 +333,22 @@ macro_rules! on_both_stores {
         )*
     };
 }
+
+/// Submits `submission` and returns its case number; panics when it is not accepted.
+pub async fn accept(
+    client: &mut CaseServiceClient<Channel>,
+    submission: yichuang::proto::v1::Submission,
+) -> String {
+    use yichuang::proto::v1::{SubmitRequest, submit_response::Outcome};
+    let answer = client
+        .submit(SubmitRequest {
+            submission: Some(submission),
+        })
+        .await
+        .expect("Submit answers")
+        .into_inner();
+    match answer.outcome {
+        Some(Outcome::Receipt(r)) => r.case_number,
+        _ => panic!("not accepted: {answer:?}"),
+    }
+}
