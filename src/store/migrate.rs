@@ -51,6 +51,10 @@ pub(super) const SQLITE: &[(&str, &str)] = &[
         "0012_console",
         include_str!("../../migrations/sqlite/0012_console.sql"),
     ),
+    (
+        "0013_events_claim",
+        include_str!("../../migrations/sqlite/0013_events_claim.sql"),
+    ),
 ];
 
 /// Migrations of the PostgreSQL engine, in order.
