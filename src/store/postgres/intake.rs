@@ -202,25 +202,17 @@ async fn record(
                         "an acceptance reached its transaction without its rows".into(),
                     ));
                 };
-                let number = &rows.accepted.case.case_number;
-                // The statements are prepared (or found in the cache) before any is sent, so
-                // they reach the server in this order: the case before the rows that refer to it.
-                for sql in [INSERT_CASE, INSERT_TASKS, UPSERT_SUBMISSION, INSERT_ATTEMPT] {
-                    tx.prepare_cached(sql).await?;
-                }
-                let events: Vec<(&str, &CaseEvent)> = rows
-                    .accepted
-                    .events
-                    .iter()
-                    .map(|e| (number.as_str(), e))
-                    .collect();
-                let mut ordinal = 0;
-                tokio::try_join!(
-                    insert_case(tx, c, number, rows),
-                    insert_events(tx, &events, rows.accepted_at_ms, &mut ordinal),
+                let number = rows.accepted.case.case_number.as_str();
+                let (submitted, written) = write_accepted(
+                    tx,
+                    c,
+                    rows,
+                    UPSERT_SUBMISSION,
                     upsert_submission(tx, c, "accepted", Some(number), &rows.response),
-                    audit(tx, c, "accepted", Some(number), ""),
-                )?;
+                )
+                .await;
+                submitted?;
+                written?;
                 Ok(SubmitResult::Answer(Box::new(case::receipt_response(
                     rows.accepted.receipt.clone(),
                 ))))
@@ -237,34 +229,23 @@ async fn insert_fresh(
     c: &SubmitCommand,
     rows: &CaseRows,
 ) -> Result<bool, StoreError> {
-    for sql in [INSERT_SUBMISSION, INSERT_CASE, INSERT_TASKS, INSERT_ATTEMPT] {
-        tx.prepare_cached(sql).await?;
-    }
-    let number = &rows.accepted.case.case_number;
     let at_ms = c.attempt.at.timestamp_millis();
     let submission: [&(dyn ToSql + Sync); 6] = [
         &c.attempt.submission_id,
         &&c.attempt.content_hash[..],
-        number,
+        &rows.accepted.case.case_number,
         &rows.response,
         &at_ms,
         &"accepted",
     ];
-    let events: Vec<(&str, &CaseEvent)> = rows
-        .accepted
-        .events
-        .iter()
-        .map(|e| (number.as_str(), e))
-        .collect();
-    let mut ordinal = 0;
-    // Every statement is awaited (`join`, not `try_join`): the first failure is the one that
-    // says why, and the others fail after it as the transaction is aborted.
-    let (submitted, case, events, audited) = tokio::join!(
+    let (submitted, written) = write_accepted(
+        tx,
+        c,
+        rows,
+        INSERT_SUBMISSION,
         exec(tx, INSERT_SUBMISSION, &submission),
-        insert_case(tx, c, number, rows),
-        insert_events(tx, &events, rows.accepted_at_ms, &mut ordinal),
-        audit(tx, c, "accepted", Some(number), ""),
-    );
+    )
+    .await;
     match submitted {
         Err(StoreError::Postgres(e))
             if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) =>
@@ -273,10 +254,43 @@ async fn insert_fresh(
         }
         other => other?,
     };
-    case?;
-    events?;
-    audited?;
+    written?;
     Ok(true)
+}
+
+/// An acceptance's rows, sent together with `record` (the statement `record_sql` that records
+/// the submission id): the case, its tasks and history, and the audit line. Every statement is
+/// awaited (`join`, not `try_join`): the first failure is the one that says why, and the others
+/// fail after it as the transaction is aborted. Returns the record's result, then the rest's.
+async fn write_accepted(
+    tx: &Transaction<'_>,
+    c: &SubmitCommand,
+    rows: &CaseRows,
+    record_sql: &str,
+    record: impl std::future::Future<Output = Result<u64, StoreError>>,
+) -> (Result<u64, StoreError>, Result<(), StoreError>) {
+    // Prepared (or found in the cache) before any is sent, so they reach the server in this
+    // order: the case before the rows that refer to it.
+    for sql in [record_sql, INSERT_CASE, INSERT_TASKS, INSERT_ATTEMPT] {
+        if let Err(e) = tx.prepare_cached(sql).await {
+            return (Err(e.into()), Ok(()));
+        }
+    }
+    let number = &rows.accepted.case.case_number;
+    let events: Vec<(&str, &CaseEvent)> = rows
+        .accepted
+        .events
+        .iter()
+        .map(|e| (number.as_str(), e))
+        .collect();
+    let mut ordinal = 0;
+    let (recorded, case, events, audited) = tokio::join!(
+        record,
+        insert_case(tx, c, number, rows),
+        insert_events(tx, &events, rows.accepted_at_ms, &mut ordinal),
+        audit(tx, c, "accepted", Some(number), ""),
+    );
+    (recorded, case.and(events).and(audited.map(|_| ())))
 }
 
 /// The idempotency record of a new submission, accepted.
