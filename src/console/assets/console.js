@@ -7,6 +7,11 @@ for (const el of document.querySelectorAll("[data-live]")) {
   const tick = async () => {
     try {
       const r = await fetch(el.dataset.live, { credentials: "same-origin", cache: "no-store" });
+      if (r.redirected) {
+        // Signed out meanwhile (the token expired): the whole page goes to the sign-in.
+        location.reload();
+        return;
+      }
       if (r.ok) {
         el.innerHTML = await r.text();
         el.dataset.updated = String(Date.now());
