@@ -190,6 +190,24 @@ async fn an_operator_signs_in_with_a_token_into_a_strict_cookie_and_a_bad_token_
         .unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("operator-zhang"));
+
+    // A sign-in whose token has expired is asked for again.
+    let lapsed = format!(
+        "{}={}",
+        yichuang::console::TOKEN_COOKIE,
+        testkit::console::token_valid_for("operator", -120)
+    );
+    let r = anonymous
+        .get(url(&gw, "/console/deadlines"))
+        .header("cookie", &lapsed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        r.headers()["location"],
+        "/console/login?next=%2Fconsole%2Fdeadlines"
+    );
     gw.stop().await;
 }
 

@@ -110,17 +110,23 @@ pub fn caller_of(
     extensions: &http::Extensions,
     headers: &HeaderMap,
 ) -> Result<Caller, IdentityError> {
+    match signed_in_token(extensions, headers) {
+        Some(token) => gateway.guard.authenticator.from_token(&token),
+        None => crate::auth::identify_parts(&gateway.guard, extensions, headers),
+    }
+}
+
+/// The token an operator signed in with, when the request brings no certificate and no
+/// bearer token of its own (those come first).
+fn signed_in_token(extensions: &http::Extensions, headers: &HeaderMap) -> Option<String> {
     let has_certificate = extensions
         .get::<tonic::transport::server::TlsConnectInfo<tonic::transport::server::TcpConnectInfo>>()
         .and_then(|i| i.peer_certs())
         .is_some_and(|c| !c.is_empty());
-    if !has_certificate
-        && !headers.contains_key(header::AUTHORIZATION)
-        && let Some(token) = cookie(headers, TOKEN_COOKIE)
-    {
-        return gateway.guard.authenticator.from_token(&token);
+    if has_certificate || headers.contains_key(header::AUTHORIZATION) {
+        return None;
     }
-    crate::auth::identify_parts(&gateway.guard, extensions, headers)
+    cookie(headers, TOKEN_COOKIE)
 }
 
 /// The value of cookie `name`.
@@ -159,10 +165,12 @@ async fn require_operator(
     let path = request.uri().path().to_string();
     let gateway = &console.gateway;
     let identified = caller_of(gateway, request.extensions(), request.headers());
+    // A sign-in that lapsed (the token expired) is asked for again, like none at all.
+    let by_cookie = signed_in_token(request.extensions(), request.headers()).is_some();
     let checked = identified
         .map_err(|e| {
             (
-                matches!(e, IdentityError::Missing),
+                by_cookie || matches!(e, IdentityError::Missing),
                 Refusal::Unauthenticated(e.to_string()),
             )
         })

@@ -43,12 +43,17 @@ pub fn with_tokens(config: &mut GatewayConfig) {
 /// A token of `role` for `<role>-zhang`, valid for ten minutes; a `window` token is of the
 /// examples' hall.
 pub fn token(role: &str) -> String {
+    token_valid_for(role, 600)
+}
+
+/// A token of `role` that expires `secs` from now (a negative number: expired already).
+pub fn token_valid_for(role: &str, secs: i64) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("after 1970")
         .as_secs() as i64;
     let mut claims = serde_json::json!({
-        "sub": format!("{role}-zhang"), "role": role, "iss": ISSUER, "aud": "yichuang", "exp": now + 600,
+        "sub": format!("{role}-zhang"), "role": role, "iss": ISSUER, "aud": "yichuang", "exp": now + secs,
     });
     if role == "window" {
         claims["hall"] = crate::pki::HALL.into();
