@@ -42,6 +42,11 @@ fn url(gw: &TestGateway, path: &str) -> String {
     testkit::console::url(gw.admin_addr, path)
 }
 
+/// The `Origin` a browser sends with the console's own forms.
+fn origin(gw: &TestGateway) -> String {
+    url(gw, "")
+}
+
 async fn accepted(gw: &mut TestGateway) -> (String, yichuang::proto::v1::Submission) {
     let submission = example("kai-canguan");
     let number = testkit::gateway::accept(&mut gw.client, submission.clone()).await;
@@ -140,12 +145,46 @@ async fn only_operators_see_the_console_and_every_page_carries_the_security_head
     gw.stop().await;
 }
 
+/// A role limited to one hall cannot use the console (it shows every hall), and the windows'
+/// listener does not serve it: there `/console` is a path like any other, which needs an
+/// identity.
+#[tokio::test]
+async fn a_hall_limited_role_is_refused_and_the_windows_listener_serves_no_console() {
+    let gw = gateway(Backend::Sqlite).await;
+    let r = browser(None)
+        .get(url(&gw, "/console"))
+        .header(
+            "authorization",
+            format!("Bearer {}", token("hall-operator")),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("every hall"));
+    let windows = browser(None)
+        .get(format!("https://localhost:{}/console", gw.addr.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        windows
+            .headers()
+            .get("grpc-status")
+            .map(|v| v.to_str().unwrap()),
+        Some("16"),
+        "UNAUTHENTICATED, as any path of that listener"
+    );
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn an_operator_signs_in_with_a_token_into_a_strict_cookie_and_a_bad_token_is_refused() {
     let gw = gateway(Backend::Sqlite).await;
     let anonymous = browser(None);
     let bad = anonymous
         .post(url(&gw, "/console/login"))
+        .header("origin", origin(&gw))
         .form(&[("token", "not-a-token"), ("next", "/console")])
         .send()
         .await
@@ -156,6 +195,7 @@ async fn an_operator_signs_in_with_a_token_into_a_strict_cookie_and_a_bad_token_
     // A token of a role without admin.read is no way in either.
     let window = anonymous
         .post(url(&gw, "/console/login"))
+        .header("origin", origin(&gw))
         .form(&[("token", token("window").as_str()), ("next", "/console")])
         .send()
         .await
@@ -164,6 +204,7 @@ async fn an_operator_signs_in_with_a_token_into_a_strict_cookie_and_a_bad_token_
 
     let r = anonymous
         .post(url(&gw, "/console/login"))
+        .header("origin", origin(&gw))
         .form(&[
             ("token", token("operator").as_str()),
             ("next", "https://elsewhere.example/"),
@@ -229,8 +270,34 @@ async fn a_form_sent_from_another_site_is_refused_before_anything_is_done() {
         assert_eq!(r.status(), 403, "{name}: {value}");
         assert!(r.text().await.unwrap().contains("another site"));
     }
+    // A form that does not say where it came from is refused too: the client certificate goes
+    // with every request the browser makes.
+    let r = operator
+        .post(url(&gw, "/console/dead-letters/scjg/purge"))
+        .form(&[("all", "1"), ("note", "says nothing")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
     let actions = gw.gateway.store.operator_actions(10).await.unwrap();
     assert!(actions.is_empty(), "{actions:?}");
+    // Another site may link to a page, not load it into its own.
+    let embedded = operator
+        .get(url(&gw, "/console/deadlines"))
+        .header("sec-fetch-site", "cross-site")
+        .header("sec-fetch-mode", "no-cors")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(embedded.status(), 403);
+    let linked = operator
+        .get(url(&gw, "/console/deadlines"))
+        .header("sec-fetch-site", "cross-site")
+        .header("sec-fetch-mode", "navigate")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(linked.status(), 200);
     gw.stop().await;
 }
 
@@ -287,8 +354,9 @@ async fn search_finds_a_case_by_each_of_its_numbers_exactly(backend: Backend) {
     let operator = browser(Some(&Who::Operator));
     let find = async |q: &str| {
         operator
-            .get(url(&gw, "/console/cases"))
-            .query(&[("q", q)])
+            .post(url(&gw, "/console/cases"))
+            .header("origin", origin(&gw))
+            .form(&[("q", q)])
             .send()
             .await
             .unwrap()
@@ -354,6 +422,7 @@ async fn one_field_is_unmasked_only_with_its_permission_and_each_view_is_recorde
     );
     let r = operator
         .post(format!("{case_url}/unmask"))
+        .header("origin", origin(&gw))
         .form(&[("field", "id_number")])
         .send()
         .await
@@ -366,6 +435,7 @@ async fn one_field_is_unmasked_only_with_its_permission_and_each_view_is_recorde
     let bearer = format!("Bearer {}", token("supervisor"));
     let r = supervisor
         .post(format!("{case_url}/unmask"))
+        .header("origin", origin(&gw))
         .header("authorization", &bearer)
         .form(&[("field", "id_number")])
         .send()

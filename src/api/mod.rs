@@ -99,7 +99,11 @@ pub async fn admin_grpc(
         // Browsers without TLS (a plaintext development gateway) speak HTTP/1.1 to the console.
         .accept_http1(true)
         .layer(crate::observe::RpcLayer)
-        .layer(crate::auth::PolicyLayer::new(gateway.guard.clone()))
+        .layer(if gateway.console.enabled {
+            crate::auth::PolicyLayer::with_console(gateway.guard.clone())
+        } else {
+            crate::auth::PolicyLayer::new(gateway.guard.clone())
+        })
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await

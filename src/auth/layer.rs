@@ -17,11 +17,25 @@ use super::{Caller, Guard, IdentityError, Need, Refusal, method_name, need_of};
 #[derive(Clone)]
 pub struct PolicyLayer {
     guard: Guard,
+    console: bool,
 }
 
 impl PolicyLayer {
     pub fn new(guard: Guard) -> PolicyLayer {
-        PolicyLayer { guard }
+        PolicyLayer {
+            guard,
+            console: false,
+        }
+    }
+
+    /// The policy of a listener that also serves the operations console: its pages
+    /// (`/console…`) go to the console, which identifies their callers itself. Elsewhere they
+    /// are paths like any other the listener does not serve.
+    pub fn with_console(guard: Guard) -> PolicyLayer {
+        PolicyLayer {
+            guard,
+            console: true,
+        }
     }
 }
 
@@ -32,6 +46,7 @@ impl<S> tower::Layer<S> for PolicyLayer {
         Policed {
             inner,
             guard: self.guard.clone(),
+            console: self.console,
         }
     }
 }
@@ -41,6 +56,7 @@ impl<S> tower::Layer<S> for PolicyLayer {
 pub struct Policed<S> {
     inner: S,
     guard: Guard,
+    console: bool,
 }
 
 impl<S, B, R> tower::Service<http::Request<B>> for Policed<S>
@@ -65,9 +81,10 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let path = request.uri().path().to_string();
         let permission = match need_of(&path) {
-            Need::Nothing | Need::Page => return Box::pin(inner.call(request)),
+            Need::Nothing => return Box::pin(inner.call(request)),
+            Need::Page if self.console => return Box::pin(inner.call(request)),
             Need::Permission(p) => Some(p),
-            Need::Identity => None,
+            Need::Identity | Need::Page => None,
         };
         let guard = self.guard.clone();
         let identified = identify(&guard, &request);

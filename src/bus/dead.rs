@@ -253,12 +253,16 @@ fn detail(letter: DeadLetter, data: &[u8], properties: &BasicProperties) -> Dead
     {
         let mut v = serde_json::to_value(&m).unwrap_or_default();
         crate::privacy::mask_task_json(&mut v);
+        // Outside the submission too (a department's reasons, results, supplements): every
+        // string through the free-text mask.
+        mask_strings(&mut v);
         serde_json::to_string_pretty(&v).unwrap_or_default()
     } else if let Ok(r) = ResultMessage::decode(data)
         && !r.task_id.is_empty()
     {
-        let v = serde_json::to_value(&r).unwrap_or_default();
-        crate::privacy::mask_free_text(&serde_json::to_string_pretty(&v).unwrap_or_default())
+        let mut v = serde_json::to_value(&r).unwrap_or_default();
+        mask_strings(&mut v);
+        serde_json::to_string_pretty(&v).unwrap_or_default()
     } else {
         format!(
             "({} bytes that are neither a task nor a result)",
@@ -270,6 +274,17 @@ fn detail(letter: DeadLetter, data: &[u8], properties: &BasicProperties) -> Dead
         headers,
         deaths,
         body,
+    }
+}
+
+/// Every string of `v` through [`crate::privacy::mask_free_text`] (what is masked already
+/// stays as it is).
+fn mask_strings(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) => *s = crate::privacy::mask_free_text(s),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(mask_strings),
+        serde_json::Value::Object(m) => m.values_mut().for_each(mask_strings),
+        _ => {}
     }
 }
 
@@ -405,4 +420,41 @@ pub async fn act(
     }
     let _ = connection.close(200, "dlq done".into()).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::v1::{Applicant, Submission, Task};
+
+    /// A dead task shown in full masks the applicant's data in the submission and personal data
+    /// anywhere else in the message (a department's reasons name people too).
+    #[test]
+    fn a_dead_task_s_body_is_masked_throughout() {
+        let id = "640102199003071234";
+        let message = TaskMessage {
+            case_number: "C1".into(),
+            task: Some(Task {
+                task_id: "C1-01".into(),
+                reasons: vec![format!("申请人 {id} 的材料不全,联系 13912345678")],
+                ..Default::default()
+            }),
+            submission: Some(Submission {
+                applicant: Some(Applicant {
+                    name: "张三丰".into(),
+                    id_number: id.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let data = message.encode_to_vec();
+        let properties = BasicProperties::default().with_message_id("m1".into());
+        let shown = detail(summary(&data, &properties), &data, &properties);
+        assert!(!shown.body.contains(id), "{}", shown.body);
+        assert!(!shown.body.contains("13912345678"), "{}", shown.body);
+        assert!(!shown.body.contains("张三丰"), "{}", shown.body);
+        assert!(shown.body.contains("C1-01"), "ids stay: {}", shown.body);
+    }
 }

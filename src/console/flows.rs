@@ -96,7 +96,8 @@ pub struct Snapshot {
 struct Counters {
     last: HashMap<(String, String), u64>,
     failures: BTreeMap<(String, i64), i64>,
-    views: BTreeMap<String, AdapterView>,
+    /// Per (status URL, department): what that adapter said of the department.
+    views: BTreeMap<(String, String), AdapterView>,
     unreachable: BTreeMap<String, String>,
 }
 
@@ -233,8 +234,16 @@ impl Flows {
             }
         }
         let store_ms = clock.elapsed().as_millis();
-        if let Err(e) = self.queues(gateway, &mut departments).await {
-            problems.push(format!("RabbitMQ: {e}"));
+        // A broker that stalls holds every page that waits for this snapshot: bounded.
+        match tokio::time::timeout(
+            Duration::from_secs(5),
+            self.queues(gateway, &mut departments),
+        )
+        .await
+        {
+            Ok(Err(e)) => problems.push(format!("RabbitMQ: {e}")),
+            Err(_) => problems.push("RabbitMQ: no answer within 5 s".to_string()),
+            Ok(Ok(())) => {}
         }
         let broker_ms = clock.elapsed().as_millis() - store_ms;
         tracing::debug!(
@@ -249,9 +258,25 @@ impl Flows {
                 d.failed[i] += n;
             }
         }
-        for (department, view) in &counters.views {
+        // Several adapters may serve one department: ready when any is, and the worst breaker.
+        for ((_, department), view) in &counters.views {
             if let Some(d) = departments.get_mut(department) {
-                d.adapter = Some(view.clone());
+                let rank = |b: &str| match b {
+                    "open" => 2,
+                    "half-open" => 1,
+                    _ => 0,
+                };
+                d.adapter = Some(match d.adapter.take() {
+                    None => view.clone(),
+                    Some(seen) => AdapterView {
+                        ready: seen.ready || view.ready,
+                        breaker: if rank(&view.breaker) > rank(&seen.breaker) {
+                            view.breaker.clone()
+                        } else {
+                            seen.breaker
+                        },
+                    },
+                });
             }
         }
         problems.extend(counters.unreachable.values().cloned());
@@ -339,6 +364,8 @@ impl Flows {
                     counters
                         .unreachable
                         .insert(url.clone(), format!("adapter {url}: {e}"));
+                    // What it said before is no longer known.
+                    counters.views.retain(|(u, _), _| u != url);
                     continue;
                 }
             };
@@ -361,7 +388,7 @@ impl Flows {
                     }
                 }
                 counters.views.insert(
-                    code,
+                    (url.clone(), code),
                     AdapterView {
                         ready,
                         breaker: entry["breaker"]["state"]

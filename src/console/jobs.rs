@@ -105,6 +105,16 @@ impl Jobs {
         job
     }
 
+    /// Whether a job on `department`'s dead queue is running: one at a time a queue (another
+    /// would take the messages the first is looking at), and no list or look meanwhile.
+    pub fn busy(&self, department: &str) -> bool {
+        self.jobs
+            .lock()
+            .expect("jobs lock")
+            .iter()
+            .any(|j| j.department == department && j.outcome().is_none())
+    }
+
     pub fn get(&self, id: &str) -> Option<Arc<Job>> {
         self.jobs
             .lock()

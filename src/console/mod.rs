@@ -8,8 +8,10 @@
 //!   scoped to `/console`). Every page needs `admin.read`; replays and purges `admin.write`;
 //!   showing one field of personal data `cases.unmask`, each time recorded in the access log.
 //!   A refusal is a page, recorded like a refused call.
-//! - **Forms** that change something are `POST`, accepted only from the console's own pages
-//!   (`Sec-Fetch-Site` / `Origin`), so another site cannot make an operator's browser replay.
+//! - **Requests from other sites** are refused: forms (`POST`) are taken only from the console's
+//!   own pages (`Sec-Fetch-Site` / `Origin`, and neither is a refusal), and another site can
+//!   link to a page but not load one, so it cannot make an operator's browser replay or search.
+//!   A role limited to one hall is refused: the console shows every hall.
 //! - **Headers**: a strict content security policy (scripts and styles from the console only, no
 //!   inline script, no framing), `nosniff`, no referrer, no caching of pages.
 //! - It changes nothing but dead queues, through [`crate::dlq`], the same code as
@@ -18,7 +20,6 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -68,13 +69,16 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/console", get(pages::flows_page))
         .route("/console/flows", get(pages::flows_rows))
         .route("/console/departments/{code}", get(pages::department_page))
-        .route("/console/cases", get(pages::search))
+        .route("/console/cases", get(pages::search).post(pages::find))
         .route("/console/cases/{number}", get(pages::case_page))
         .route("/console/cases/{number}/timeline", get(pages::timeline))
-        .route("/console/cases/{number}/unmask", post(pages::unmask))
+        .route(
+            "/console/cases/{number}/unmask",
+            post(pages::unmask).get(pages::unmasked_again),
+        )
         .route("/console/dead-letters", get(pages::dead_letters))
         .route(
-            "/console/dead-letters/{department}/{id}",
+            "/console/dead-letters/{department}/messages/{id}",
             get(pages::dead_letter),
         )
         .route(
@@ -98,7 +102,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/console/logout", post(pages::logout))
         .route("/console/assets/console.css", get(css))
         .route("/console/assets/console.js", get(js))
-        .layer(axum::middleware::from_fn(same_origin_posts))
+        .layer(axum::middleware::from_fn(same_origin))
         .layer(axum::middleware::from_fn(security_headers))
         .with_state(console)
 }
@@ -179,8 +183,18 @@ async fn require_operator(
                 .guard
                 .policy
                 .allows(&caller, Permission::AdminRead)
-                .map(|()| caller)
-                .map_err(|r| (false, r))
+                .map_err(|r| (false, r))?;
+            match &caller.hall {
+                // The console shows every hall's flows, queues and deadlines.
+                Some(hall) => Err((
+                    false,
+                    Refusal::Denied(format!(
+                        "{} (role {}) acts for hall {hall} only, and the console shows every hall: it is for roles with scope \"all\"",
+                        caller.name, caller.role
+                    )),
+                )),
+                None => Ok(caller),
+            }
         });
     match checked {
         Ok(caller) => {
@@ -188,8 +202,17 @@ async fn require_operator(
             next.run(request).await
         }
         Err((true, _)) if request.method() == http::Method::GET => {
-            let back = form_urlencoded::byte_serialize(path.as_bytes()).collect::<String>();
-            redirect(&format!("/console/login?next={back}"))
+            let asked = request
+                .uri()
+                .path_and_query()
+                .map_or(path.as_str(), |p| p.as_str());
+            let back = form_urlencoded::byte_serialize(asked.as_bytes()).collect::<String>();
+            let mut r = redirect(&format!("/console/login?next={back}"));
+            if by_cookie {
+                r.headers_mut()
+                    .append(header::SET_COOKIE, clear_token_cookie(gateway));
+            }
+            r
         }
         Err((_, refusal)) => {
             let caller = caller_of(gateway, request.extensions(), request.headers()).ok();
@@ -222,40 +245,45 @@ async fn require_operator(
     }
 }
 
-/// A `POST` is taken only from the console's own pages: a browser says where a form came from
-/// (`Sec-Fetch-Site`, else `Origin`); a request from another site is refused. Tools that send
-/// neither (they carry no ambient cookie of a browser) are let through to identification.
-async fn same_origin_posts(request: Request, next: Next) -> Response {
-    if request.method() != http::Method::POST {
-        return next.run(request).await;
-    }
+/// Requests from other sites are refused before anything reads them: a `POST` (every form
+/// that changes something, signing in included) only when the browser says it came from the
+/// console's own page (`Sec-Fetch-Site: same-origin`, else an `Origin` of this host); a request
+/// that says neither is refused too, since a client certificate goes with every request a
+/// browser makes, as a cookie does. Another site may link to a page (a navigation), but not load
+/// one into its own (an image, a script, a fetch).
+async fn same_origin(request: Request, next: Next) -> Response {
     let headers = request.headers();
-    let host = request
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        })
-        .unwrap_or_default();
     let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
-    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    let same = match (site, origin) {
-        (Some(site), _) => site == "same-origin",
-        (None, Some(origin)) => origin
-            .split_once("://")
-            .is_some_and(|(_, rest)| rest == host),
-        (None, None) => true,
+    let mode = headers.get("sec-fetch-mode").and_then(|v| v.to_str().ok());
+    let allowed = if request.method() == http::Method::POST {
+        let host = request
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .or_else(|| {
+                headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_string)
+            })
+            .unwrap_or_default();
+        let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+        match (site, origin) {
+            (Some(site), _) => site == "same-origin",
+            (None, Some(origin)) => origin
+                .split_once("://")
+                .is_some_and(|(_, rest)| !host.is_empty() && rest == host),
+            (None, None) => false,
+        }
+    } else {
+        !matches!(site, Some("cross-site" | "same-site")) || mode == Some("navigate")
     };
-    if same {
+    if allowed {
         next.run(request).await
     } else {
         (
             StatusCode::FORBIDDEN,
-            "refused: this form was sent from another site; use the console's own page",
+            "refused: this request came from another site, or did not say where it came from; use the console's own pages",
         )
             .into_response()
     }
@@ -331,11 +359,37 @@ pub(crate) fn html_page(status: StatusCode, markup: Markup) -> Response {
         .into_response()
 }
 
-/// `303 See Other` to `to` (a console path).
+/// `303 See Other` to `to` (a console path; the console's start when `to` cannot be a header).
 pub(crate) fn redirect(to: &str) -> Response {
-    Response::builder()
-        .status(StatusCode::SEE_OTHER)
-        .header(header::LOCATION, to)
-        .body(Body::empty())
-        .expect("a redirect builds")
+    let location =
+        HeaderValue::from_str(to).unwrap_or_else(|_| HeaderValue::from_static("/console"));
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    r.headers_mut().insert(header::LOCATION, location);
+    r
+}
+
+/// The `Set-Cookie` that holds a signed-in operator's token.
+pub(crate) fn token_cookie(gateway: &Gateway, token: &str) -> Option<HeaderValue> {
+    let secure = if gateway.tls.is_some() {
+        "; Secure"
+    } else {
+        ""
+    };
+    HeaderValue::from_str(&format!(
+        "{TOKEN_COOKIE}={token}; Path=/console; HttpOnly; SameSite=Strict{secure}"
+    ))
+    .ok()
+}
+
+/// The `Set-Cookie` that forgets it.
+pub(crate) fn clear_token_cookie(gateway: &Gateway) -> HeaderValue {
+    let secure = if gateway.tls.is_some() {
+        "; Secure"
+    } else {
+        ""
+    };
+    HeaderValue::from_str(&format!(
+        "{TOKEN_COOKIE}=; Path=/console; Max-Age=0; HttpOnly; SameSite=Strict{secure}"
+    ))
+    .expect("a fixed cookie")
 }

@@ -10,7 +10,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use http::{HeaderMap, StatusCode, Uri, header};
 use maud::{Markup, html};
 
 use super::flows::{DepartmentFlow, MINUTES, RECENT, Snapshot};
@@ -23,6 +23,13 @@ use crate::proto::v1::{Case, CaseEvent};
 use crate::store::board::TaskLine;
 
 /// The pairs of a query string or a form body.
+/// `text` as one segment of a path (`/`, `?`, `#` and the rest percent-encoded).
+fn segment(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
 fn pairs(text: &[u8]) -> Vec<(String, String)> {
     form_urlencoded::parse(text)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
@@ -39,6 +46,31 @@ fn first(pairs: &[(String, String)], name: &str) -> String {
 
 fn lang(headers: &HeaderMap, uri: &Uri) -> Lang {
     lang_of(headers, uri.query())
+}
+
+/// The address a request came from (the TCP peer; a header would be the client's word).
+pub struct Peer(Option<std::net::SocketAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _: &S,
+    ) -> Result<Peer, std::convert::Infallible> {
+        use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+        let tcp = parts
+            .extensions
+            .get::<TcpConnectInfo>()
+            .cloned()
+            .or_else(|| {
+                parts
+                    .extensions
+                    .get::<TlsConnectInfo<TcpConnectInfo>>()
+                    .map(|t| t.get_ref().clone())
+            });
+        Ok(Peer(tcp.and_then(|t| t.remote_addr())))
+    }
 }
 
 /// What every guarded page starts from: the console, the caller the guard let in, and the
@@ -255,12 +287,18 @@ pub async fn department_page(Ctx { c, caller, lang }: Ctx, Path(code): Path<Stri
             &format!("{code:?} is not a department of the acceptance list"),
         );
     };
-    let tasks = c
-        .gateway
-        .store
-        .department_tasks(&code, LIST as i64)
-        .await
-        .unwrap_or_default();
+    let tasks = match c.gateway.store.department_tasks(&code, LIST as i64).await {
+        Ok(t) => t,
+        Err(e) => {
+            return problem_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                lang,
+                Some(&caller),
+                lang.t("存储不可用", "Store unavailable"),
+                &e.to_string(),
+            );
+        }
+    };
     let now_ms = c.gateway.clocks.now().timestamp_millis();
     ok(view::page(
         lang,
@@ -315,60 +353,80 @@ fn task_table(lang: Lang, tasks: &[TaskLine], now_ms: i64, zone: chrono::FixedOf
 // ---------------------------------------------------------------------------------------------
 // Cases
 
-pub async fn search(Ctx { c, caller, lang }: Ctx, uri: Uri) -> Response {
-    let q = first(&pairs(uri.query().unwrap_or("").as_bytes()), "q");
+/// The search form.
+pub async fn search(Ctx { caller, lang, .. }: Ctx) -> Response {
+    ok(search_view(lang, &caller, "", &[], None))
+}
+
+/// A search: sent as a form (`POST`), so the term, which may be an identity number, stays out
+/// of addresses, browser history and other sites' links.
+pub async fn find(Ctx { c, caller, lang }: Ctx, body: Bytes) -> Response {
+    let q = first(&pairs(&body), "q");
     let store = &c.gateway.store;
-    let mut found: Vec<String> = Vec::new();
-    let mut said = String::new();
-    if !q.is_empty() {
-        if let Ok(Some(_)) = store.get_case(&q).await {
-            found.push(q.clone());
-        } else if let Ok(Some(n)) = store.case_by_submission(&q).await {
-            found.push(n);
-        } else if let Ok(mut by_department) = store.cases_by_department_number(&q).await
-            && !by_department.is_empty()
-        {
-            found.append(&mut by_department);
-        } else if looks_like_id(&q) {
-            // Personal data as the term: the search itself is recorded, masked.
-            if let Err(e) = c
-                .gateway
-                .guard
-                .auditor
-                .read(&caller, "Console/search-by-id", privacy::mask_id(&q))
-                .await
-            {
-                said = e.message().to_string();
-            } else {
-                found = store.cases_by_party_id(&q).await.unwrap_or_default();
-            }
+    let looked: Result<Vec<String>, String> = async {
+        let failed = |e: crate::store::StoreError| e.to_string();
+        if q.is_empty() {
+            return Ok(Vec::new());
         }
-        if found.len() == 1 {
-            return redirect(&format!("/console/cases/{}", found[0]));
+        if store.get_case(&q).await.map_err(failed)?.is_some() {
+            return Ok(vec![q.clone()]);
         }
+        if let Some(n) = store.case_by_submission(&q).await.map_err(failed)? {
+            return Ok(vec![n]);
+        }
+        let by_department = store.cases_by_department_number(&q).await.map_err(failed)?;
+        if !by_department.is_empty() || !looks_like_id(&q) {
+            return Ok(by_department);
+        }
+        // Personal data as the term: the search itself is recorded (the number masked) first.
+        c.gateway
+            .guard
+            .auditor
+            .read(&caller, "Console/search-by-id", privacy::mask_id(&q))
+            .await
+            .map_err(|e| e.message().to_string())?;
+        store.cases_by_party_id(&q, LIST).await.map_err(failed)
     }
-    ok(view::page(
+    .await;
+    match looked {
+        Ok(found) if found.len() == 1 => redirect(&format!("/console/cases/{}", found[0])),
+        Ok(found) => ok(search_view(lang, &caller, &q, &found, None)),
+        Err(e) => html_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            search_view(lang, &caller, &q, &[], Some(&e)),
+        ),
+    }
+}
+
+fn search_view(
+    lang: Lang,
+    caller: &Caller,
+    q: &str,
+    found: &[String],
+    failed: Option<&str>,
+) -> Markup {
+    view::page(
         lang,
         lang.t("办件查询", "Find a case"),
         Section::Cases,
-        Some(&caller),
+        Some(caller),
         html! {
             h1 { (lang.t("办件查询", "Find a case")) }
-            form #search method="get" action="/console/cases" {
-                input type="search" name="q" value=(q) autofocus
+            form #search method="post" action="/console/cases" {
+                input type="search" name="q" value=(q) autofocus autocomplete="off"
                     placeholder=(lang.t("办件编号、申请编号、部门办件号或证件号码(精确匹配)", "Case number, submission id, department case number or ID number (exact)"));
                 button type="submit" { (lang.t("查询", "Find")) }
             }
-            @if !said.is_empty() { p.bad { (said) } }
-            @if !q.is_empty() && found.is_empty() && said.is_empty() {
+            @if let Some(e) = failed { p.bad { (e) } }
+            @if !q.is_empty() && found.is_empty() && failed.is_none() {
                 p #not-found { (lang.t("没有找到与此完全一致的办件。", "No case matches exactly.")) }
             }
             @if found.len() > 1 {
-                (listed(lang, found.len().min(LIST), found.len()))
-                ul #found { @for n in found.iter().take(LIST) { li { a href={"/console/cases/" (n)} { (n) } } } }
+                @if found.len() >= LIST { p.hint { (lang.t("只列出前 ", "The first ")) (LIST) (lang.t(" 件。", " only.")) } }
+                ul #found { @for n in found { li { a href={"/console/cases/" (n)} { (n) } } } }
             }
         },
-    ))
+    )
 }
 
 /// An identity number or credit code: 15 or 18 letters and digits, personal data as a term.
@@ -483,6 +541,11 @@ async fn load_case(
     }
 }
 
+/// The address of an unmasked view asked for again (a language link, a reload): the case.
+pub async fn unmasked_again(Path(number): Path<String>) -> Response {
+    redirect(&format!("/console/cases/{number}"))
+}
+
 pub async fn case_page(Ctx { c, caller, lang }: Ctx, Path(number): Path<String>) -> Response {
     match load_case(&c, &caller, &number, lang).await {
         Ok((case, events)) => ok(case_view(&c, &caller, lang, &case, &events, None)),
@@ -556,7 +619,7 @@ fn trace_link(c: &Console, trace_id: &str, short: bool) -> Markup {
         @if trace_id.is_empty() { "-" }
         @else if template.is_empty() { code.trace title=(trace_id) { (shown) } }
         @else {
-            a.trace href=(template.replace("{trace_id}", trace_id)) title=(trace_id) target="_blank" rel="noopener noreferrer" {
+            a.trace href=(template.replace("{trace_id}", &segment(trace_id))) title=(trace_id) target="_blank" rel="noopener noreferrer" {
                 code { (shown) }
             }
         }
@@ -716,7 +779,13 @@ pub async fn dead_letters(Ctx { c, caller, lang }: Ctx, uri: Uri) -> Response {
                 ),
             );
         }
-        listed = Some(crate::dlq::list(&c.gateway.bus, &department, 100, &reason).await);
+        listed = Some(if c.jobs.busy(&department) {
+            Err("a replay or purge of this queue is running; its page shows its progress. The queue is listed when it ends".to_string())
+        } else {
+            crate::dlq::list(&c.gateway.bus, &department, 100, &reason)
+                .await
+                .map_err(|e| e.to_string())
+        });
     }
     let may_write = c
         .gateway
@@ -745,7 +814,7 @@ pub async fn dead_letters(Ctx { c, caller, lang }: Ctx, uri: Uri) -> Response {
             }
             @match listed {
                 None => {}
-                Some(Err(e)) => p.bad { (e.to_string()) },
+                Some(Err(e)) => p.bad #queue-busy { (e) },
                 Some(Ok(letters)) => {
                     h2 { (lang.t("队列 ", "Queue ")) (department) }
                     @let reasons = by_reason(&letters);
@@ -771,7 +840,7 @@ pub async fn dead_letters(Ctx { c, caller, lang }: Ctx, uri: Uri) -> Response {
                                 @for l in &letters {
                                     tr.dead data-id=(l.message_id) {
                                         td { input type="checkbox" name="id" value=(l.message_id); }
-                                        td { a href={"/console/dead-letters/" (department) "/" (l.message_id)} { code { (l.message_id) } } }
+                                        td { a href={"/console/dead-letters/" (department) "/messages/" (segment(&l.message_id))} { code { (l.message_id) } } }
                                         td { @if !l.case_number.is_empty() { a href={"/console/cases/" (l.case_number)} { (l.case_number) } } }
                                         td { (l.reason) }
                                         td.n { (l.attempt.map_or("-".to_string(), |a| a.to_string())) }
@@ -785,13 +854,13 @@ pub async fn dead_letters(Ctx { c, caller, lang }: Ctx, uri: Uri) -> Response {
                         @if may_write && !letters.is_empty() {
                             fieldset.actions {
                                 label { (lang.t("每秒最多", "At most per second")) " "
-                                    input type="number" name="rate" value="5" min="1" max="100"; }
+                                    input type="number" name="rate" value=(DEFAULT_RATE) min="1" max=(MAX_RATE); }
                                 button #replay-selected type="submit" { (lang.t("重放所选", "Replay selected")) }
                                 button #replay-all type="submit" name="all" value="1" { (lang.t("全部重放", "Replay all")) }
                             }
                             fieldset.actions {
                                 label { (lang.t("清除原因", "Reason to purge")) " "
-                                    input type="text" name="note" maxlength="200"; }
+                                    input type="text" name="note" maxlength=(NOTE_CHARS); }
                                 button #purge-selected type="submit" formaction={"/console/dead-letters/" (department) "/purge"} { (lang.t("清除所选", "Purge selected")) }
                             }
                         }
@@ -822,6 +891,15 @@ pub async fn dead_letter(
             Some(&caller),
             lang.t("没有这个死信队列", "No such dead queue"),
             &format!("{department:?} has no dead queue"),
+        );
+    }
+    if c.jobs.busy(&department) {
+        return problem_page(
+            StatusCode::CONFLICT,
+            lang,
+            Some(&caller),
+            lang.t("队列正在处理", "The queue is being worked on"),
+            "a replay or purge of this queue is running; look again when it ends",
         );
     }
     let found = match crate::dlq::look(&c.gateway.bus, &department, &id).await {
@@ -875,10 +953,16 @@ pub async fn dead_letter(
     ))
 }
 
+/// A reason's length at most, in characters.
+const NOTE_CHARS: usize = 200;
+/// Messages a second when the form gives none, and at most.
+const DEFAULT_RATE: u32 = 5;
+const MAX_RATE: u32 = 100;
+
 async fn start_job(
     Ctx { c, caller, lang }: Ctx,
     department: String,
-    headers: HeaderMap,
+    peer: Option<std::net::SocketAddr>,
     body: Bytes,
     action: Action,
 ) -> Response {
@@ -906,13 +990,28 @@ async fn start_job(
         .collect();
     let all = first(&form, "all") == "1";
     let note = first(&form, "note");
+    if note.chars().count() > NOTE_CHARS {
+        return bad(format!(
+            "the reason is {} characters; say it in at most {NOTE_CHARS}",
+            note.chars().count()
+        ));
+    }
     let rate = match first(&form, "rate").as_str() {
-        "" => 0,
+        "" => DEFAULT_RATE,
         r => match r.parse::<u32>() {
-            Ok(r) if r <= 1000 => r,
-            _ => return bad(format!("rate {r:?}: give messages a second, 1 to 1000")),
+            Ok(r) if (1..=MAX_RATE).contains(&r) => r,
+            _ => {
+                return bad(format!(
+                    "rate {r:?}: give messages a second, 1 to {MAX_RATE}"
+                ));
+            }
         },
     };
+    if c.jobs.busy(&department) {
+        return bad(format!(
+            "a replay or purge of {department}'s dead queue is running; wait for it (its page shows its progress)"
+        ));
+    }
     let selection = match (all, ids.is_empty()) {
         (true, _) => Selection::All,
         (false, false) => Selection::Ids(ids),
@@ -927,10 +1026,7 @@ async fn start_job(
     }
     let origin = format!(
         "console@{}",
-        headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("admin-listener")
+        peer.map_or("?".to_string(), |p| p.to_string())
     );
     let job = c.jobs.start(
         &c.gateway,
@@ -947,22 +1043,12 @@ async fn start_job(
     redirect(&format!("/console/jobs/{}", job.id))
 }
 
-pub async fn replay(
-    ctx: Ctx,
-    Path(department): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    start_job(ctx, department, headers, body, Action::Replay).await
+pub async fn replay(ctx: Ctx, Path(department): Path<String>, peer: Peer, body: Bytes) -> Response {
+    start_job(ctx, department, peer.0, body, Action::Replay).await
 }
 
-pub async fn purge(
-    ctx: Ctx,
-    Path(department): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    start_job(ctx, department, headers, body, Action::Purge).await
+pub async fn purge(ctx: Ctx, Path(department): Path<String>, peer: Peer, body: Bytes) -> Response {
+    start_job(ctx, department, peer.0, body, Action::Purge).await
 }
 
 fn job_view(lang: Lang, job: &super::jobs::Job, zone: chrono::FixedOffset) -> Markup {
@@ -1148,7 +1234,10 @@ fn login_view(lang: Lang, next: &str, error: Option<&str>) -> Markup {
 
 /// Where to go after signing in: a console path, never another site.
 fn next_of(asked: &str) -> String {
-    if asked.starts_with("/console") && !asked.starts_with("//") && !asked.contains("://") {
+    if asked.starts_with("/console")
+        && !asked.contains("://")
+        && !asked.chars().any(char::is_control)
+    {
         asked.to_string()
     } else {
         "/console".to_string()
@@ -1184,16 +1273,8 @@ pub async fn login(
         });
     match checked {
         Ok(_) => {
-            let secure = if c.gateway.tls.is_some() {
-                "; Secure"
-            } else {
-                ""
-            };
             let mut r = redirect(&next);
-            if let Ok(v) = HeaderValue::from_str(&format!(
-                "{}={token}; Path=/console; HttpOnly; SameSite=Strict{secure}",
-                super::TOKEN_COOKIE
-            )) {
+            if let Some(v) = super::token_cookie(&c.gateway, &token) {
                 r.headers_mut().append(header::SET_COOKIE, v);
             }
             r
@@ -1213,17 +1294,8 @@ pub async fn login(
 }
 
 pub async fn logout(State(c): State<Console>) -> Response {
-    let secure = if c.gateway.tls.is_some() {
-        "; Secure"
-    } else {
-        ""
-    };
     let mut r = redirect("/console/login");
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "{}=; Path=/console; Max-Age=0; HttpOnly; SameSite=Strict{secure}",
-        super::TOKEN_COOKIE
-    )) {
-        r.headers_mut().append(header::SET_COOKIE, v);
-    }
+    r.headers_mut()
+        .append(header::SET_COOKIE, super::clear_token_cookie(&c.gateway));
     r
 }

@@ -109,9 +109,24 @@ pub struct DeadlineCounts {
 /// ?1: a submission id.
 pub const CASE_BY_SUBMISSION: &str = "SELECT case_number FROM cases WHERE submission_id = ?1";
 
-/// ?1: `% accepted as <number>`: the entry the department's own case number was recorded by.
-pub const CASES_BY_DEPARTMENT_NUMBER: &str = "SELECT DISTINCT case_number FROM case_events
-     WHERE kind = 'task-accepted-by-department' AND detail LIKE ?1 ESCAPE '\\' LIMIT 20";
+/// ?1: `% accepted as <number>`: the entries the department's own case number may have been
+/// recorded by. `LIKE` ignores the case of letters on SQLite and not on PostgreSQL, so the
+/// match is made exact by [`exactly_numbered`].
+pub const CASES_BY_DEPARTMENT_NUMBER: &str = "SELECT case_number, detail FROM case_events
+     WHERE kind = 'task-accepted-by-department' AND detail LIKE ?1 ESCAPE '\\' LIMIT 100";
+
+/// The cases of `rows` (case number, entry) whose entry names `number` exactly, each once.
+pub fn exactly_numbered(rows: Vec<(String, String)>, number: &str) -> Vec<String> {
+    let tail = format!(" accepted as {number}");
+    let mut cases: Vec<String> = rows
+        .into_iter()
+        .filter(|(_, detail)| detail.ends_with(&tail))
+        .map(|(case, _)| case)
+        .collect();
+    cases.sort();
+    cases.dedup();
+    cases
+}
 
 /// Whether `id` (an identity number or credit code, compared without case) is the applicant's,
 /// their legal representative's, the agent's or another party's on `case`.
@@ -130,9 +145,41 @@ pub fn names_party(case: &crate::proto::v1::Case, id: &str) -> bool {
         || s.other_parties.iter().any(|p| same(&p.id_number))
 }
 
-/// Every case: number and record, for the exact search by identity number (a scan; see
-/// docs/console.md).
-pub const CASE_BODIES: &str = "SELECT case_number, body FROM cases";
+/// ?1: the last case number read, ?2: how many. Cases in number order, a page at a time, for
+/// the exact search by identity number (a scan; see docs/console.md).
+pub const CASE_BODIES: &str =
+    "SELECT case_number, body FROM cases WHERE case_number > ?1 ORDER BY case_number LIMIT ?2";
+
+/// Cases [`CASE_BODIES`] reads at a time.
+pub const CASE_PAGE: i64 = 500;
+
+/// Adds to `found` the cases of `page` (number, record) on which `id` is a party's, up to
+/// `limit`; a record that does not decode is passed over (and logged), not the search's end.
+/// Returns the last number of the page, where the next one starts; `None` after the last.
+pub fn match_page(
+    page: Vec<(String, Vec<u8>)>,
+    id: &str,
+    found: &mut Vec<String>,
+    limit: usize,
+) -> Option<String> {
+    let full = page.len() as i64 == CASE_PAGE;
+    let mut last = None;
+    for (number, body) in page {
+        match super::decode_case(&body) {
+            Ok(case) if names_party(&case, id) && found.len() < limit => found.push(number.clone()),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(case = %number, error = %e, "a case record does not decode; the search passes it over")
+            }
+        }
+        last = Some(number);
+    }
+    if full && found.len() < limit {
+        last
+    } else {
+        None
+    }
+}
 
 /// SQLite's `?N` placeholders as PostgreSQL's `$N`.
 pub fn postgres_sql(sql: &str) -> String {
@@ -171,6 +218,16 @@ mod tests {
             postgres_sql("SELECT a FROM t WHERE x = ?1 AND y = '?' AND z < ?12"),
             "SELECT a FROM t WHERE x = $1 AND y = '?' AND z < $12"
         );
+    }
+
+    #[test]
+    fn a_department_number_matches_exactly_whatever_the_engine_s_like() {
+        let rows = vec![
+            ("c1".to_string(), "市场监管 accepted as SCJG001".to_string()),
+            ("c2".to_string(), "市场监管 accepted as scjg001".to_string()),
+            ("c1".to_string(), "市场监管 accepted as SCJG001".to_string()),
+        ];
+        assert_eq!(exactly_numbered(rows, "SCJG001"), vec!["c1".to_string()]);
     }
 
     #[test]

@@ -433,9 +433,14 @@ impl Store {
         on_engine!(self, s => s.cases_by_department_number(number).await)
     }
 
-    /// The cases on which `id` (an identity number or credit code) is a party's, exactly.
-    pub async fn cases_by_party_id(&self, id: &str) -> Result<Vec<String>, StoreError> {
-        on_engine!(self, s => s.cases_by_party_id(id).await)
+    /// The first `limit` cases (by number) on which `id` (an identity number or credit code)
+    /// is a party's, exactly.
+    pub async fn cases_by_party_id(
+        &self,
+        id: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        on_engine!(self, s => s.cases_by_party_id(id, limit).await)
     }
 
     /// Undecided tasks whose deadlines are provisional.

@@ -14,7 +14,8 @@ pub const SECRET: &str = "a console test secret of thirty-two bytes or more";
 pub const ISSUER: &str = "https://idp.hall.example";
 
 /// Makes `config` take tokens of [`ISSUER`] besides client certificates, and adds a
-/// `supervisor` role that may also unmask personal data in the console.
+/// `supervisor` role that may also unmask personal data in the console, and a `hall-operator`
+/// role that reads the admin calls of one hall.
 pub fn with_tokens(config: &mut GatewayConfig) {
     config.auth.jwt = Some(yichuang::config::JwtConfig {
         issuer: ISSUER.into(),
@@ -28,6 +29,13 @@ pub fn with_tokens(config: &mut GatewayConfig) {
         leeway_secs: 0,
     });
     config.auth.roles.insert(
+        "hall-operator".into(),
+        yichuang::config::RoleConfig {
+            permissions: vec!["admin.read".into()],
+            scope: yichuang::config::Scope::Hall,
+        },
+    );
+    config.auth.roles.insert(
         "supervisor".into(),
         yichuang::config::RoleConfig {
             permissions: vec![
@@ -40,8 +48,8 @@ pub fn with_tokens(config: &mut GatewayConfig) {
     );
 }
 
-/// A token of `role` for `<role>-zhang`, valid for ten minutes; a `window` token is of the
-/// examples' hall.
+/// A token of `role` for `<role>-zhang`, valid for ten minutes; a `window` or `hall-…` token
+/// is of the examples' hall.
 pub fn token(role: &str) -> String {
     token_valid_for(role, 600)
 }
@@ -55,7 +63,7 @@ pub fn token_valid_for(role: &str, secs: i64) -> String {
     let mut claims = serde_json::json!({
         "sub": format!("{role}-zhang"), "role": role, "iss": ISSUER, "aud": "yichuang", "exp": now + secs,
     });
-    if role == "window" {
+    if role == "window" || role.starts_with("hall-") {
         claims["hall"] = crate::pki::HALL.into();
     }
     jsonwebtoken::encode(

@@ -7,8 +7,9 @@ for (const el of document.querySelectorAll("[data-live]")) {
   const tick = async () => {
     try {
       const r = await fetch(el.dataset.live, { credentials: "same-origin", cache: "no-store" });
-      if (r.redirected) {
-        // Signed out meanwhile (the token expired): the whole page goes to the sign-in.
+      if (r.redirected || r.status === 401 || r.status === 403) {
+        // Signed out or refused meanwhile: the whole page is asked for again (the sign-in, or
+        // the refusal), not left showing what it showed last.
         location.reload();
         return;
       }

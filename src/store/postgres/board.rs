@@ -99,22 +99,30 @@ impl PgStore {
                 &board::postgres_sql(board::CASES_BY_DEPARTMENT_NUMBER),
                 &[&pattern],
             )
-            .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        Ok(board::exactly_numbered(rows, number))
     }
 
     pub(in crate::store) async fn cases_by_party_id(
         &self,
         id: &str,
+        limit: usize,
     ) -> Result<Vec<String>, StoreError> {
         let client = self.pool.get().await.map_err(pool_err)?;
-        let rows = client.query(board::CASE_BODIES, &[]).await?;
+        let sql = board::postgres_sql(board::CASE_BODIES);
         let mut found = Vec::new();
-        for r in rows {
-            let body: Vec<u8> = r.get(1);
-            if board::names_party(&crate::store::decode_case(&body)?, id) {
-                found.push(r.get(0));
-            }
+        let mut after = Some(String::new());
+        while let Some(from) = after {
+            let page = client
+                .query(&sql, &[&from, &board::CASE_PAGE])
+                .await?
+                .into_iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            after = board::match_page(page, id, &mut found, limit);
         }
         Ok(found)
     }

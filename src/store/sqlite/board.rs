@@ -95,34 +95,40 @@ impl SqliteStore {
         number: &str,
     ) -> Result<Vec<String>, StoreError> {
         let pattern = board::department_number_pattern(number);
-        self.read(move |conn| {
-            let rows = conn
-                .prepare_cached(board::CASES_BY_DEPARTMENT_NUMBER)?
-                .query_map([pattern], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            Ok(rows)
-        })
-        .await
+        let rows = self
+            .read(move |conn| {
+                let rows = conn
+                    .prepare_cached(board::CASES_BY_DEPARTMENT_NUMBER)?
+                    .query_map([pattern], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<_, _>>()?;
+                Ok(rows)
+            })
+            .await?;
+        Ok(board::exactly_numbered(rows, number))
     }
 
     pub(in crate::store) async fn cases_by_party_id(
         &self,
         id: &str,
+        limit: usize,
     ) -> Result<Vec<String>, StoreError> {
-        let id = id.to_string();
-        self.read(move |conn| {
-            let mut found = Vec::new();
-            let mut stmt = conn.prepare_cached(board::CASE_BODIES)?;
-            let mut rows = stmt.query([])?;
-            while let Some(r) = rows.next()? {
-                let body: Vec<u8> = r.get(1)?;
-                if board::names_party(&crate::store::decode_case(&body)?, &id) {
-                    found.push(r.get(0)?);
-                }
-            }
-            Ok(found)
-        })
-        .await
+        let mut found = Vec::new();
+        let mut after = Some(String::new());
+        while let Some(from) = after {
+            let page: Vec<(String, Vec<u8>)> = self
+                .read(move |conn| {
+                    let rows = conn
+                        .prepare_cached(board::CASE_BODIES)?
+                        .query_map(params![from, board::CASE_PAGE], |r| {
+                            Ok((r.get(0)?, r.get(1)?))
+                        })?
+                        .collect::<Result<_, _>>()?;
+                    Ok(rows)
+                })
+                .await?;
+            after = board::match_page(page, id, &mut found, limit);
+        }
+        Ok(found)
     }
 
     pub(in crate::store) async fn deadline_counts(
