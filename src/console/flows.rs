@@ -229,7 +229,9 @@ impl Flows {
         if let Ok(rows) = board {
             for r in rows {
                 if let Some(d) = departments.get_mut(&r.department) {
-                    (d.red, d.yellow, d.provisional) = (r.red, r.yellow, r.provisional);
+                    d.red += r.red;
+                    d.yellow += r.yellow;
+                    d.provisional += r.provisional;
                 }
             }
         }

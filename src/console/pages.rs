@@ -1118,7 +1118,8 @@ pub async fn job_progress(
 // ---------------------------------------------------------------------------------------------
 // Deadlines
 
-/// Tasks the deadlines board counts at most (the earliest deadlines first).
+/// Tasks the deadlines board's lists are drawn from at most (the earliest deadlines first; the
+/// counts are of every task).
 const BOARD: usize = 5000;
 /// Rows a list shows at most: the page stays light on a hall office PC (docs/console.md).
 const LIST: usize = 50;
@@ -1133,8 +1134,12 @@ fn listed(lang: Lang, shown: usize, of: usize) -> Markup {
 
 pub async fn deadlines(Ctx { c, caller, lang }: Ctx) -> Response {
     let now_ms = c.gateway.clocks.now().timestamp_millis();
-    let board = match c.gateway.store.deadline_board(now_ms, BOARD as i64).await {
-        Ok(b) => b,
+    let store = &c.gateway.store;
+    let (board, counts) = match tokio::try_join!(
+        store.deadline_board(now_ms, BOARD as i64),
+        store.deadline_counts(now_ms)
+    ) {
+        Ok(both) => both,
         Err(e) => {
             return problem_page(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -1156,23 +1161,19 @@ pub async fn deadlines(Ctx { c, caller, lang }: Ctx) -> Response {
         .cloned()
         .collect();
     let provisional: Vec<TaskLine> = board.iter().filter(|t| t.provisional).cloned().collect();
-    let mut by_place: BTreeMap<(String, String), (usize, usize, usize)> = BTreeMap::new();
-    for t in &board {
-        let e = by_place
-            .entry((
-                t.department.clone(),
-                format!("{}/{}", t.hall_code, t.window_code),
-            ))
-            .or_default();
-        if t.due_ms.is_some_and(|d| d < now_ms) {
-            e.1 += 1;
-        } else if t.warned {
-            e.0 += 1;
-        }
-        if t.provisional {
-            e.2 += 1;
-        }
-    }
+    // The counts are exact; the lists show the earliest of the board's first BOARD.
+    let counts: Vec<_> = counts
+        .into_iter()
+        .filter(|n| n.red + n.yellow + n.provisional > 0)
+        .collect();
+    let total = |f: fn(&crate::store::board::DeadlineCounts) -> i64| -> usize {
+        counts.iter().map(f).sum::<i64>() as usize
+    };
+    let (red_total, yellow_total, provisional_total) = (
+        total(|n| n.red),
+        total(|n| n.yellow),
+        total(|n| n.provisional),
+    );
     let zone = zone(&c);
     let shown = |v: &[TaskLine]| v.len().min(LIST);
     ok(view::page(
@@ -1185,22 +1186,22 @@ pub async fn deadlines(Ctx { c, caller, lang }: Ctx) -> Response {
             table #deadline-summary {
                 (view::head(lang, &[("部门", "Department"), ("窗口", "Window"), ("黄", "Yellow"), ("红", "Red"), ("暂定", "Provisional")]))
                 tbody {
-                    @for ((d, w), (y, r, p)) in &by_place {
-                        tr { td { a href={"/console/departments/" (d)} { (d) } } td { (w) }
-                             td.n.yellow { (y) } td.n.red { (r) } td.n { (p) } }
+                    @for n in &counts {
+                        tr { td { a href={"/console/departments/" (n.department)} { (n.department) } }
+                             td { (n.hall_code) "/" (n.window_code) }
+                             td.n.yellow { (n.yellow) } td.n.red { (n.red) } td.n { (n.provisional) } }
                     }
-                    @if by_place.is_empty() { tr { td colspan="5" { (lang.t("今日无预警", "Nothing yellow or red")) } } }
+                    @if counts.is_empty() { tr { td colspan="5" { (lang.t("今日无预警", "Nothing yellow or red")) } } }
                 }
             }
-            @if board.len() >= BOARD { p.hint { (lang.t("只统计最早到期的 ", "Counted over the earliest ")) (BOARD) (lang.t(" 项。", " tasks only.")) } }
-            h2 { span.red { (lang.t("红:已超期", "Red: overdue")) } " (" (red.len()) ")" }
-            (listed(lang, shown(&red), red.len()))
+            h2 { span.red { (lang.t("红:已超期", "Red: overdue")) } " (" (red_total) ")" }
+            (listed(lang, shown(&red), red_total))
             (task_table(lang, &red[..shown(&red)], now_ms, zone))
-            h2 { span.yellow { (lang.t("黄:临近时限", "Yellow: close to the deadline")) } " (" (yellow.len()) ")" }
-            (listed(lang, shown(&yellow), yellow.len()))
+            h2 { span.yellow { (lang.t("黄:临近时限", "Yellow: close to the deadline")) } " (" (yellow_total) ")" }
+            (listed(lang, shown(&yellow), yellow_total))
             (task_table(lang, &yellow[..shown(&yellow)], now_ms, zone))
-            h2 { (lang.t("暂定时限(缺下一年日历)", "Provisional deadlines (next year's calendar missing)")) " (" (provisional.len()) ")" }
-            (listed(lang, shown(&provisional), provisional.len()))
+            h2 { (lang.t("暂定时限(缺下一年日历)", "Provisional deadlines (next year's calendar missing)")) " (" (provisional_total) ")" }
+            (listed(lang, shown(&provisional), provisional_total))
             (task_table(lang, &provisional[..shown(&provisional)], now_ms, zone))
         },
     ))

@@ -89,18 +89,21 @@ pub fn deadline_board_sql() -> String {
     )
 }
 
-/// ?1: now (ms). Per department: undecided tasks past their deadline (red), warned about and
-/// not yet past it (yellow), and counted on a provisional calendar.
-pub const DEADLINE_COUNTS: &str = "SELECT t.department,
+/// ?1: now (ms). Per department and window: undecided tasks past their deadline (red), warned
+/// about and not yet past it (yellow), and counted on a provisional calendar.
+pub const DEADLINE_COUNTS: &str = "SELECT t.department, c.hall_code, c.window_code,
        SUM(CASE WHEN t.due_ms < ?1 THEN 1 ELSE 0 END),
        SUM(CASE WHEN (t.due_ms IS NULL OR t.due_ms >= ?1) AND EXISTS (SELECT 1 FROM case_events w WHERE w.case_number = t.case_number AND w.task_id = t.task_id AND w.kind = 'task-sla-warning') THEN 1 ELSE 0 END),
        SUM(CASE WHEN t.deadline_provisional = 1 THEN 1 ELSE 0 END)
-     FROM tasks t WHERE t.decided_ms IS NULL GROUP BY t.department";
+     FROM tasks t JOIN cases c ON c.case_number = t.case_number
+     WHERE t.decided_ms IS NULL GROUP BY t.department, c.hall_code, c.window_code";
 
-/// Red, yellow and provisional tasks of one department now.
+/// Red, yellow and provisional tasks of one department from one window now.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeadlineCounts {
     pub department: String,
+    pub hall_code: String,
+    pub window_code: String,
     pub red: i64,
     pub yellow: i64,
     pub provisional: i64,

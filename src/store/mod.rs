@@ -408,7 +408,7 @@ impl Store {
         on_engine!(self, s => s.deadline_board(now_ms, limit).await)
     }
 
-    /// Per department: undecided tasks red, yellow and provisional at `now_ms`.
+    /// Per department and window: undecided tasks red, yellow and provisional at `now_ms`.
     pub async fn deadline_counts(
         &self,
         now_ms: i64,

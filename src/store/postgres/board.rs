@@ -139,9 +139,11 @@ impl PgStore {
             .iter()
             .map(|r| DeadlineCounts {
                 department: r.get(0),
-                red: r.get(1),
-                yellow: r.get(2),
-                provisional: r.get(3),
+                hall_code: r.get(1),
+                window_code: r.get(2),
+                red: r.get(3),
+                yellow: r.get(4),
+                provisional: r.get(5),
             })
             .collect())
     }

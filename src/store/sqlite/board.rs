@@ -141,9 +141,11 @@ impl SqliteStore {
                 .query_map([now_ms], |r| {
                     Ok(DeadlineCounts {
                         department: r.get(0)?,
-                        red: r.get(1)?,
-                        yellow: r.get(2)?,
-                        provisional: r.get(3)?,
+                        hall_code: r.get(1)?,
+                        window_code: r.get(2)?,
+                        red: r.get(3)?,
+                        yellow: r.get(4)?,
+                        provisional: r.get(5)?,
                     })
                 })?
                 .collect::<Result<_, _>>()?;
