@@ -8,6 +8,7 @@ pub mod exchange_db;
 pub mod form_xml;
 pub mod http_json;
 pub mod json_header;
+pub mod platform;
 pub mod sm4_gateway;
 pub mod soap;
 pub mod xml;

@@ -2,7 +2,9 @@
 //! by hand. `yichuang-sim http-json --listen 127.0.0.1:18081 --settings sim.json`; likewise
 //! `form-xml` (default 127.0.0.1:18082), `soap` (127.0.0.1:18083), `json-header`
 //! (127.0.0.1:18086) and `sm4-gateway` (127.0.0.1:18087), and
-//! `yichuang-sim exchange-db --url postgres://… --settings rs.json [--stats-listen 127.0.0.1:18085]`.
+//! `yichuang-sim exchange-db --url postgres://… --settings rs.json [--stats-listen 127.0.0.1:18085]`,
+//! and the provincial platform's case-record exchange,
+//! `yichuang-sim platform [--listen 127.0.0.1:18088] [--catalog config/catalog] [--exchange-url postgres://…]`.
 
 use std::path::PathBuf;
 
@@ -72,6 +74,24 @@ enum Kind {
         /// Serve `GET /_sim/stats` (cases, duplicates, faults) here, as the HTTP kinds do.
         #[arg(long)]
         stats_listen: Option<String>,
+    },
+    /// The provincial one-network platform's case-record exchange (EX_GDBS_*, EX_HCP_*), strict:
+    /// signed HTTP at /gdbs/api/record and /gdbs/api/query, controls at /sim/platform/…
+    Platform {
+        #[arg(long, default_value = "127.0.0.1:18088")]
+        listen: String,
+        /// JSON settings (`yichuang_sim::platform::Settings`); defaults otherwise.
+        #[arg(long)]
+        settings: Option<PathBuf>,
+        /// The acceptance list whose item codes are the known SXBM (instead of the settings').
+        #[arg(long)]
+        catalog: Option<PathBuf>,
+        /// Also collect from exchange tables (前置库) in this database.
+        #[arg(long, env = "YICHUANG_SIM_PLATFORM_PG_URL")]
+        exchange_url: Option<String>,
+        /// The exchange tables' schema.
+        #[arg(long, default_value = "gdbs_qzk")]
+        exchange_schema: String,
     },
 }
 
@@ -163,6 +183,29 @@ async fn main() -> anyhow::Result<()> {
                 _ = sim.run() => {}
                 _ = tokio::signal::ctrl_c() => {}
             }
+        }
+        Kind::Platform {
+            listen,
+            settings: s,
+            catalog,
+            exchange_url,
+            exchange_schema,
+        } => {
+            let mut s: yichuang_sim::platform::Settings = settings(&s)?;
+            if catalog.is_some() {
+                s.catalog_dir = catalog;
+            }
+            if let Some(url) = exchange_url {
+                s.exchange = Some(yichuang_sim::platform::ExchangeSettings {
+                    url,
+                    schema: exchange_schema,
+                    ..Default::default()
+                });
+            }
+            let listener = tokio::net::TcpListener::bind(&listen).await?;
+            let _platform = yichuang_sim::platform::spawn_on(listener, s).await?;
+            eprintln!("yichuang-sim platform on {listen}");
+            tokio::signal::ctrl_c().await?;
         }
     }
     Ok(())
