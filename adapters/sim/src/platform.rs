@@ -537,16 +537,16 @@ fn answer(code: &str, msg: &str) -> Response {
     axum::Json(json!({"code": code, "msg": msg})).into_response()
 }
 
-/// A request body as a JSON object with exactly these keys, or the 1001 answer.
-fn envelope(body: &[u8], keys: &[&str]) -> Result<serde_json::Map<String, Value>, Response> {
+/// A request body as a JSON object with exactly these keys, or the 1001 message.
+fn envelope(body: &[u8], keys: &[&str]) -> Result<serde_json::Map<String, Value>, String> {
     let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(body) else {
-        return Err(answer("1001", "请求体应为 JSON 对象"));
+        return Err("请求体应为 JSON 对象".into());
     };
     if let Some(k) = obj.keys().find(|k| !keys.contains(&k.as_str())) {
-        return Err(answer("1001", &format!("请求字段 {k} 不在规范中")));
+        return Err(format!("请求字段 {k} 不在规范中"));
     }
     if let Some(k) = keys.iter().find(|k| !obj.contains_key(**k)) {
-        return Err(answer("1001", &format!("请求字段 {k} 不能为空")));
+        return Err(format!("请求字段 {k} 不能为空"));
     }
     Ok(obj)
 }
@@ -561,9 +561,9 @@ async fn http_record(
     }
     let obj = match envelope(&body, &["table", "record"]) {
         Ok(obj) => obj,
-        Err(r) => {
+        Err(msg) => {
             p.count("1001");
-            return r;
+            return answer("1001", &msg);
         }
     };
     let table = obj["table"].as_str().unwrap_or_default();
@@ -585,19 +585,16 @@ async fn http_query(
                 .collect::<Option<Vec<_>>>()
         });
         match list {
-            None => Err(answer("1001", "sblsh 应为申办流水号字符串数组")),
-            Some(l) if l.len() > 100 => Err(answer(
-                "1001",
-                &format!("sblsh 一次最多查询 100 个，本次 {}", l.len()),
-            )),
+            None => Err("sblsh 应为申办流水号字符串数组".to_string()),
+            Some(l) if l.len() > 100 => Err(format!("sblsh 一次最多查询 100 个，本次 {}", l.len())),
             Some(l) => Ok(l),
         }
     });
     let list = match list {
         Ok(l) => l,
-        Err(r) => {
+        Err(msg) => {
             p.count("1001");
-            return r;
+            return answer("1001", &msg);
         }
     };
     let data: Vec<Value> = p
