@@ -157,7 +157,8 @@ async fn pass(sim: &PlatformSim, schema: &str, c: &Client) -> anyhow::Result<()>
     for row in rows {
         let t = row.get::<_, i32>(0) as usize;
         let xh: i32 = row.get(2);
-        let raw: Value = serde_json::from_str(row.get(3))?;
+        let text: &str = row.get(3);
+        let raw: Value = serde_json::from_str(text)?;
         let sblsh = raw["sblsh"].as_str().unwrap_or_default().to_string();
         let answer = sim.submit(
             TABLES[t].name,
@@ -168,11 +169,13 @@ async fn pass(sim: &PlatformSim, schema: &str, c: &Client) -> anyhow::Result<()>
         tracing::debug!(table = TABLES[t].name, xh, sign, msg = %answer.msg, "platform sim: row collected");
         c.execute(
             &format!(
-                "UPDATE {schema}.{} SET sync_sign = '{sign}', sync_msg = $3, sync_time = now() \
-                 WHERE sblsh = $1 AND xh = $2 AND sync_sign = '0'",
+                "UPDATE {schema}.{} x SET sync_sign = '{sign}', sync_msg = $3, sync_time = now() \
+                 WHERE sblsh = $1 AND xh = $2 AND to_jsonb(x)::text = $4",
                 table_name(t)
             ),
-            &[&sblsh, &xh, &answer.msg],
+            // Only the row as it was judged: one the writer changed meanwhile stays '0' and
+            // is judged again on the next pass.
+            &[&sblsh, &xh, &answer.msg, &text],
         )
         .await?;
     }
