@@ -69,6 +69,9 @@ pub fn accept(plan: &Plan, case_number: &str, trace_id: &str) -> Accepted {
         conclusion_code: String::new(),
         rejection_policy: plan.rejection_policy as i32,
         promised_deadline_provisional: !plan.promised_deadline_assumes.is_empty(),
+        // Only the applicant gives one, after the case is concluded (crate::evaluation).
+        evaluation: None,
+        rectification: None,
     };
     let receipt = receipt_of(plan, case_number, &tasks);
     let mut events = Vec::new();

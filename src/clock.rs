@@ -9,6 +9,9 @@
 //! the flags live in the case record, edited under the case's lock, so several gateway
 //! replicas sweeping at once, or a restart, raise nothing twice.
 //!
+//! The sweeper also raises the alerts of open rectifications (整改, [`crate::evaluation`]),
+//! the same way.
+//!
 //! Time comes from [`Clocks::now`], the system clock in production; a test may run the whole
 //! gateway on a clock of its own.
 
@@ -501,6 +504,39 @@ pub async fn sweep(store: &Store, clocks: &Clocks) -> Result<usize, StoreError> 
             // One case the sweeper cannot edit does not hold the others back.
             Err(e) => {
                 warn!(case = %case_number, error = %e, "SLA sweep cannot edit a case; trying again next sweep")
+            }
+        }
+    }
+    written += sweep_rectifications(store, now).await?;
+    Ok(written)
+}
+
+/// The rectifications (整改) whose yellow warning or deadline came: each alert raised once
+/// ([`crate::evaluation::alerts`]), under the case's lock like the tasks' alerts.
+async fn sweep_rectifications(store: &Store, now: DateTime<Utc>) -> Result<usize, StoreError> {
+    let mut written = 0;
+    for case_number in store
+        .rectification_candidates(now.timestamp_millis(), 512)
+        .await?
+    {
+        let edited = store
+            .edit_case(&case_number, now, move |case, last_seq, _at| {
+                let events = crate::evaluation::alerts(case, last_seq, now);
+                let n = events.len();
+                (
+                    Some(CaseChange {
+                        events,
+                        ..Default::default()
+                    }),
+                    n,
+                )
+            })
+            .await;
+        match edited {
+            Ok(Some((_, n))) => written += n,
+            Ok(None) => {}
+            Err(e) => {
+                warn!(case = %case_number, error = %e, "SLA sweep cannot edit a case's rectification; trying again next sweep")
             }
         }
     }

@@ -111,6 +111,18 @@ event_kinds! {
     TaskRepublished = "task-republished",
     /// A task was published again as many times as `[stall] alert_after` says.
     TaskStalled = "task-stalled",
+
+    // 好差评 and 整改 (crate::evaluation).
+    /// The applicant evaluated the case (channel and overall level; never the comment).
+    Evaluated = "evaluated",
+    /// A 差评 opened a rectification (assignee and deadline).
+    RectificationOpened = "rectification-opened",
+    /// Yellow warning: a share of the rectification's time has passed while it is open.
+    RectificationWarning = "rectification-warning",
+    /// Red alert: the rectification's deadline passed while it is open.
+    RectificationOverdue = "rectification-overdue",
+    /// An operator closed the rectification with the assignee's response.
+    RectificationClosed = "rectification-closed",
 }
 
 impl EventKind {
@@ -221,6 +233,11 @@ mod tests {
         "task-decision-late-to-window",
         "task-republished",
         "task-stalled",
+        "evaluated",
+        "rectification-opened",
+        "rectification-warning",
+        "rectification-overdue",
+        "rectification-closed",
     ];
 
     #[test]
@@ -288,6 +305,10 @@ mod tests {
         assert_eq!(
             event_routing_key(EventKind::Accepted.as_str()),
             "case.accepted"
+        );
+        assert_eq!(
+            event_routing_key(EventKind::RectificationOverdue.as_str()),
+            "case.rectification-overdue"
         );
         assert_eq!(
             event_routing_key(EventKind::TaskDispatched.as_str()),

@@ -36,6 +36,8 @@ pub struct Gateway {
     pub instance: String,
     /// The legal clock: calendar, zone, warning share and time source.
     pub clocks: crate::clock::Clocks,
+    /// 好差评: each channel's indicators and the rectification a 差评 opens (`[evaluation]`).
+    pub evaluation: Arc<crate::evaluation::Rules>,
     /// How often the SLA sweeper looks; `None`: this replica does not sweep.
     pub sweep_every: Option<std::time::Duration>,
     /// How often the calendar directory is looked at (`None`: on `SIGHUP` only).
@@ -112,6 +114,8 @@ impl Gateway {
         let clocks =
             crate::clock::Clocks::new(calendar, intake.offset(), config.sla.warn_share, now)
                 .map_err(StartError::Intake)?;
+        let evaluation = crate::evaluation::Rules::new(&config.evaluation, config.sla.warn_share)
+            .map_err(StartError::Intake)?;
         let p = &config.platform;
         if !p.push_url.is_empty() {
             if !p.push_url.starts_with("http://") && !p.push_url.starts_with("https://") {
@@ -188,6 +192,7 @@ impl Gateway {
             platform: (!config.platform.push_url.is_empty()).then(|| config.platform.clone()),
             instance: uuid::Uuid::new_v4().simple().to_string(),
             clocks,
+            evaluation: Arc::new(evaluation),
             sweep_every: (config.sla.sweep_secs > 0)
                 .then(|| std::time::Duration::from_secs(config.sla.sweep_secs)),
             stall: config.stall.clone(),

@@ -19,6 +19,8 @@
 //! - [`lifecycle`]: task and case state machines after dispatch, delivery, what an edit of a
 //!   case changes ([`lifecycle::CaseChange`]).
 //! - [`clock`]: the legal clock of each task and the SLA sweeper.
+//! - [`evaluation`]: 好差评 (one evaluation per concluded case) and the rectification (整改) a
+//!   差评 opens, with its deadline and alerts.
 //! - [`privacy`]: masking of personal data for logs, errors and audit records; the log scan.
 //!
 //! Durable state:
@@ -68,6 +70,7 @@ pub mod clock;
 pub mod config;
 pub mod console;
 pub mod dlq;
+pub mod evaluation;
 pub mod event;
 pub mod feed;
 pub mod gateway;

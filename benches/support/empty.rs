@@ -38,6 +38,14 @@ impl CaseService for Empty {
     ) -> Result<Response<DeliverResponse>, Status> {
         Ok(Response::new(DeliverResponse::default()))
     }
+    async fn evaluate(
+        &self,
+        _: Request<yichuang::proto::v1::EvaluateRequest>,
+    ) -> Result<Response<yichuang::proto::v1::EvaluateResponse>, Status> {
+        Ok(Response::new(
+            yichuang::proto::v1::EvaluateResponse::default(),
+        ))
+    }
     async fn supplement(
         &self,
         _: Request<yichuang::proto::v1::SupplementRequest>,

@@ -1,6 +1,6 @@
 //! `AdminService`: the gateway's own state for operators (status, workers, backlogs, on-time
 //! rates) and the dead-letter operations, every one of which is audited. Only operators call
-//! it; it never touches a case.
+//! it; the one change it makes to a case is closing a rectification (整改), audited too.
 
 use std::sync::Arc;
 
@@ -222,6 +222,75 @@ impl AdminService for AdminApi {
                 })
                 .collect(),
         }))
+    }
+
+    async fn close_rectification(
+        &self,
+        request: Request<crate::proto::v1::CloseRectificationRequest>,
+    ) -> Result<Response<crate::proto::v1::CloseRectificationResponse>, Status> {
+        let access = crate::auth::Access::of(
+            &request,
+            &self.gateway.guard.auditor,
+            "AdminService/CloseRectification",
+        )?;
+        let origin = request
+            .remote_addr()
+            .map_or_else(|| "grpc".to_string(), |a| format!("grpc@{a}"));
+        // Who closes it is the authenticated caller.
+        let operator = request
+            .extensions()
+            .get::<crate::auth::Caller>()
+            .map(|c| c.name.clone())
+            .ok_or_else(|| Status::unauthenticated("no authenticated caller"))?;
+        let r = request.into_inner();
+        let number = r.case_number.trim().to_string();
+        if number.is_empty() {
+            return Err(Status::invalid_argument("caseNumber: is required"));
+        }
+        let store = &self.gateway.store;
+        let (case, _) = store
+            .get_case(&number)
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| super::not_found(&number))?;
+        let hall = case
+            .submission
+            .as_ref()
+            .map_or("", |s| s.hall_code.as_str());
+        access.case(&number, hall).await?;
+        let clocks = &self.gateway.clocks;
+        let (case, closed) = store
+            .close_rectification(
+                &number,
+                r.response,
+                operator.clone(),
+                clocks.zone(),
+                clocks.now(),
+            )
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| super::not_found(&number))?
+            .map_err(super::cases::refused_status)?;
+        if closed {
+            // The response is free text about people: it stays in the case record only.
+            store
+                .record_operator_action(crate::store::OperatorAction {
+                    at_ms: clocks.now().timestamp_millis(),
+                    operator: operator.clone(),
+                    origin,
+                    action: "rectification-close".into(),
+                    target: number.clone(),
+                    message_ids: Vec::new(),
+                    note: String::new(),
+                })
+                .await
+                .map_err(store_status)?;
+            tracing::info!(case = %number, operator = %operator, "rectification closed");
+        }
+        access.read(number).await?;
+        Ok(Response::new(
+            crate::proto::v1::CloseRectificationResponse { case: Some(case) },
+        ))
     }
 }
 

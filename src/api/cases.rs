@@ -1,4 +1,4 @@
-//! `CaseService`: PreCheck, Submit, GetCase, ListCases, Supplement, Deliver, and the feeds
+//! `CaseService`: PreCheck, Submit, GetCase, ListCases, Supplement, Deliver, Evaluate, and the feeds
 //! (`WindowFeed`, `WatchCase`). Each handler checks the envelope, hands the case to intake,
 //! lifecycle and the store, and maps the answer back to the wire; the rules live there. The
 //! caller comes from the policy layer: each handler asks its [`Access`] for the hall and window
@@ -452,6 +452,68 @@ impl CaseService for CaseApi {
         }
     }
 
+    async fn evaluate(
+        &self,
+        request: Request<crate::proto::v1::EvaluateRequest>,
+    ) -> Result<Response<crate::proto::v1::EvaluateResponse>, Status> {
+        let access = self.access(&request, "CaseService/Evaluate")?;
+        let r = request.into_inner();
+        let number = r.case_number.trim().to_string();
+        if number.is_empty() {
+            return Err(Status::invalid_argument("caseNumber: is required"));
+        }
+        let Some(mut evaluation) = r.evaluation else {
+            return Err(Status::invalid_argument(
+                "evaluation: is required (channel, level, the channel's indicator scores)",
+            ));
+        };
+        let rules = self.gateway.evaluation.clone();
+        rules.check(&evaluation).map_err(refused_status)?;
+        // A window evaluates only its hall's cases; the case's hall does not change.
+        let case = self.reachable_case(&access, &number).await?.0;
+        let (case_hall, case_window) = case
+            .submission
+            .as_ref()
+            .map_or((String::new(), String::new()), |s| {
+                (s.hall_code.clone(), s.window_code.clone())
+            });
+        // Where it was given comes from the caller: its hall and window when it is one window's
+        // system; otherwise what it named, or the accepting hall (and, at a window, window).
+        evaluation.hall_code = access
+            .hall(evaluation.hall_code.trim())
+            .await?
+            .unwrap_or(case_hall);
+        evaluation.window_code = match access.window(evaluation.window_code.trim()).await? {
+            Some(window) => window,
+            None if evaluation.channel.trim() == "window" => case_window,
+            None => String::new(),
+        };
+        let (channel, level) = (evaluation.channel.trim().to_string(), evaluation.level);
+        let answer = self
+            .gateway
+            .store
+            .evaluate(
+                &number,
+                rules,
+                self.gateway.clocks.clone(),
+                evaluation,
+                r.department_code,
+                self.gateway.clocks.now(),
+            )
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| not_found(&number))?;
+        let (case, recorded) = answer.map_err(refused_status)?;
+        access.read(number.clone()).await?;
+        if recorded {
+            // Never the comment: it is the applicant's own words.
+            info!(case = %number, channel = %channel, level, rectification = case.rectification.is_some(), "evaluation recorded");
+        }
+        Ok(Response::new(crate::proto::v1::EvaluateResponse {
+            case: Some(case),
+        }))
+    }
+
     async fn list_cases(
         &self,
         request: Request<ListCasesRequest>,
@@ -522,6 +584,14 @@ impl CaseService for CaseApi {
             cases: rows.into_iter().map(|(_, c)| c).collect(),
             next_page_token,
         }))
+    }
+}
+
+/// The status of a refused evaluation or closing.
+pub(super) fn refused_status(refused: crate::evaluation::Refused) -> Status {
+    match refused {
+        crate::evaluation::Refused::Invalid(m) => Status::invalid_argument(m),
+        crate::evaluation::Refused::Precondition(m) => Status::failed_precondition(m),
     }
 }
 

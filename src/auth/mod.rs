@@ -70,9 +70,11 @@ pub enum Permission {
     Supplement,
     /// `Deliver`.
     Deliver,
+    /// `Evaluate` (好差评).
+    Evaluate,
     /// `AdminService` reads and server reflection.
     AdminRead,
-    /// Dead-letter replay and purge.
+    /// Dead-letter replay and purge, closing a rectification.
     AdminWrite,
     /// One field of an applicant's personal data shown unmasked in the operations console
     /// (each time audited).
@@ -80,13 +82,14 @@ pub enum Permission {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 9] = [
+    pub const ALL: [Permission; 10] = [
         Permission::Check,
         Permission::Submit,
         Permission::Read,
         Permission::Feed,
         Permission::Supplement,
         Permission::Deliver,
+        Permission::Evaluate,
         Permission::AdminRead,
         Permission::AdminWrite,
         Permission::Unmask,
@@ -100,6 +103,7 @@ impl Permission {
             Permission::Feed => "cases.feed",
             Permission::Supplement => "cases.supplement",
             Permission::Deliver => "cases.deliver",
+            Permission::Evaluate => "cases.evaluate",
             Permission::AdminRead => "admin.read",
             Permission::AdminWrite => "admin.write",
             Permission::Unmask => "cases.unmask",
@@ -144,11 +148,15 @@ pub fn need_of(path: &str) -> Need {
         ("yichuang.v1.CaseService", "WindowFeed") => Feed,
         ("yichuang.v1.CaseService", "Supplement") => Supplement,
         ("yichuang.v1.CaseService", "Deliver") => Deliver,
+        ("yichuang.v1.CaseService", "Evaluate") => Evaluate,
         (
             "yichuang.v1.AdminService",
             "Status" | "OnTimeRates" | "ListDeadLetters" | "ShowDeadLetter" | "AccessLog",
         ) => AdminRead,
-        ("yichuang.v1.AdminService", "ReplayDeadLetters" | "PurgeDeadLetters") => AdminWrite,
+        (
+            "yichuang.v1.AdminService",
+            "ReplayDeadLetters" | "PurgeDeadLetters" | "CloseRectification",
+        ) => AdminWrite,
         (
             "grpc.reflection.v1.ServerReflection" | "grpc.reflection.v1alpha.ServerReflection",
             "ServerReflectionInfo",

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use super::bus::{BusConfig, PlatformConfig};
 use super::clocks::{CalendarConfig, SlaConfig, StallConfig};
 use super::console::ConsoleConfig;
+use super::evaluation::EvaluationConfig;
 use super::intake::IntakeConfig;
 use super::limits::LimitsConfig;
 use super::observe::{LogConfig, MetricsConfig, TracingConfig};
@@ -68,6 +69,9 @@ pub struct GatewayConfig {
     /// Stalled tasks: how long a department's adapter may be silent about a task.
     #[serde(default)]
     pub stall: StallConfig,
+    /// 好差评: each channel's indicators, the rectification a 差评 opens.
+    #[serde(default)]
+    pub evaluation: EvaluationConfig,
     /// The Prometheus endpoint.
     #[serde(default)]
     pub metrics: MetricsConfig,
@@ -104,6 +108,7 @@ impl Default for GatewayConfig {
             calendar_dir: default_calendar_dir(),
             calendar: CalendarConfig::default(),
             stall: StallConfig::default(),
+            evaluation: EvaluationConfig::default(),
             intake: IntakeConfig::default(),
             log: LogConfig::default(),
             bus: BusConfig::default(),

@@ -9,13 +9,14 @@
 //! [`toml_problem`], [`interpolate`]), in `source.rs`; the sections by concern in `server.rs`
 //! (the gRPC server, the store), `trust.rs` (TLS, caller identity, roles, development switches), `limits.rs` (rates, in-flight bound, stream caps, timeouts), `bus.rs` (the RabbitMQ bus, the platform push), `intake.rs` (the
 //! hall's offset, a submission's bounds), `clocks.rs` (calendar reloads, the SLA sweeper,
-//! stalled tasks), `console.rs` (the operations console) and `observe.rs` (log, metrics, span export). Every public name is
+//! stalled tasks), `evaluation.rs` (好差评 indicators, rectification time), `console.rs` (the operations console) and `observe.rs` (log, metrics, span export). Every public name is
 //! re-exported here, so callers write `crate::config::X`; a section knows nothing of the others
 //! or of `gateway.rs`.
 
 mod bus;
 mod clocks;
 mod console;
+mod evaluation;
 mod gateway;
 mod intake;
 mod limits;
@@ -27,6 +28,7 @@ mod trust;
 pub use bus::{BusConfig, PlatformConfig, redact, user};
 pub use clocks::{CalendarConfig, SlaConfig, StallConfig};
 pub use console::ConsoleConfig;
+pub use evaluation::{EvaluationConfig, IndicatorSets};
 pub use gateway::{ConfigError, GatewayConfig};
 pub use intake::IntakeConfig;
 pub use limits::{LimitsConfig, RateConfig};

@@ -127,6 +127,7 @@ pub fn default_roles() -> BTreeMap<String, RoleConfig> {
                     "cases.feed",
                     "cases.supplement",
                     "cases.deliver",
+                    "cases.evaluate",
                 ],
                 Scope::Hall,
             ),

@@ -173,6 +173,11 @@ pub fn event_kind(lang: Lang, kind: &str) -> String {
         "task-released" => lang.t("前置完成,放行", "released"),
         "task-sla-warning" => lang.t("时限预警(黄)", "deadline warning (yellow)"),
         "task-overdue" => lang.t("已超期(红)", "overdue (red)"),
+        "evaluated" => lang.t("好差评", "evaluated"),
+        "rectification-opened" => lang.t("差评整改", "rectification opened"),
+        "rectification-warning" => lang.t("整改预警(黄)", "rectification warning (yellow)"),
+        "rectification-overdue" => lang.t("整改超期(红)", "rectification overdue (red)"),
+        "rectification-closed" => lang.t("整改办结", "rectification closed"),
         _ => return kind.to_string(),
     };
     words.to_string()

@@ -55,6 +55,10 @@ pub(super) const SQLITE: &[(&str, &str)] = &[
         "0013_events_claim",
         include_str!("../../migrations/sqlite/0013_events_claim.sql"),
     ),
+    (
+        "0014_rectification",
+        include_str!("../../migrations/sqlite/0014_rectification.sql"),
+    ),
 ];
 
 /// Migrations of the PostgreSQL engine, in order.
@@ -110,6 +114,10 @@ pub(super) const POSTGRES: &[(&str, &str)] = &[
     (
         "0013_console",
         include_str!("../../migrations/postgres/0013_console.sql"),
+    ),
+    (
+        "0014_rectification",
+        include_str!("../../migrations/postgres/0014_rectification.sql"),
     ),
 ];
 

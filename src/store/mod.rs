@@ -336,6 +336,79 @@ impl Store {
         on_engine!(self, s => s.clock_candidates(now_ms, limit).await)
     }
 
+    /// Cases whose open rectification (整改) the SLA sweeper must look at by `now_ms` (its
+    /// warning or deadline came), the earliest first.
+    pub async fn rectification_candidates(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        on_engine!(self, s => s.rectification_candidates(now_ms, limit).await)
+    }
+
+    /// Records an evaluation (好差评) of a concluded case, and opens the rectification of a 差评
+    /// (see [`crate::evaluation`]). `Ok(None)`: no such case; `Some(Ok((case, false)))`: the
+    /// case already held this very evaluation (nothing written).
+    pub async fn evaluate(
+        &self,
+        case_number: &str,
+        rules: std::sync::Arc<crate::evaluation::Rules>,
+        clocks: crate::clock::Clocks,
+        evaluation: crate::proto::v1::Evaluation,
+        department: String,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Result<(Case, bool), crate::evaluation::Refused>>, StoreError> {
+        let edited = self
+            .edit_case(case_number, at, move |case, last_seq, _| {
+                match rules.evaluate(&clocks, case, evaluation, &department, last_seq, at) {
+                    Ok(Some(events)) => (
+                        Some(CaseChange {
+                            events,
+                            ..Default::default()
+                        }),
+                        Ok(true),
+                    ),
+                    Ok(None) => (None, Ok(false)),
+                    Err(refused) => (None, Err(refused)),
+                }
+            })
+            .await?;
+        Ok(edited.map(|(case, answer)| answer.map(|recorded| (case, recorded))))
+    }
+
+    /// Closes a case's open rectification with `response`, by `operator` (see
+    /// [`crate::evaluation::close`]). `Ok(None)`: no such case; `Some(Ok((case, false)))`: it
+    /// was already closed with this response (nothing written).
+    pub async fn close_rectification(
+        &self,
+        case_number: &str,
+        response: String,
+        operator: String,
+        zone: chrono::FixedOffset,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Result<(Case, bool), crate::evaluation::Refused>>, StoreError> {
+        let edited = self
+            .edit_case(
+                case_number,
+                at,
+                move |case, last_seq, at| match crate::evaluation::close(
+                    case, &response, &operator, last_seq, at, zone,
+                ) {
+                    Ok(events) if events.is_empty() => (None, Ok(false)),
+                    Ok(events) => (
+                        Some(CaseChange {
+                            events,
+                            ..Default::default()
+                        }),
+                        Ok(true),
+                    ),
+                    Err(refused) => (None, Err(refused)),
+                },
+            )
+            .await?;
+        Ok(edited.map(|(case, answer)| answer.map(|closed| (case, closed))))
+    }
+
     /// On-time figures by department and item (filters empty: all), open tasks judged at `now`.
     pub async fn on_time(
         &self,

@@ -1,4 +1,4 @@
-//! The operators' commands against a gateway's `AdminService`: `status`, `on-time` and `dlq`
+//! The operators' commands against a gateway's `AdminService`: `status`, `on-time`, `rectify` and `dlq`
 //! (dead letters listed, shown, replayed or purged, each replay and purge audited).
 
 use clap::Subcommand;
@@ -110,6 +110,25 @@ pub async fn access_log(
         .map_err(grpc_failure)?
         .into_inner();
     print_json(&log)?;
+    Ok(0)
+}
+
+/// `rectify`: closes a case's open rectification with the response; the case as JSON.
+pub async fn rectify(
+    server: &AdminServer,
+    case_number: String,
+    response: String,
+) -> Result<u8, Failure> {
+    let answer = connect(server)
+        .await?
+        .close_rectification(yichuang::proto::v1::CloseRectificationRequest {
+            case_number,
+            response,
+        })
+        .await
+        .map_err(grpc_failure)?
+        .into_inner();
+    print_json(&answer)?;
     Ok(0)
 }
 

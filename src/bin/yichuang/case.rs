@@ -33,6 +33,27 @@ pub enum CaseCommand {
         #[arg(long, requires = "carrier")]
         tracking_number: Option<String>,
     },
+    /// 好差评: records the applicant's evaluation of a delivered (or rejected) case, once. A
+    /// 差评 (level 2 or less) opens a rectification (整改).
+    Evaluate {
+        /// National case number.
+        case_number: String,
+        /// Overall satisfaction (整体满意度): 5 非常满意 … 1 非常不满意.
+        #[arg(long)]
+        level: i32,
+        /// Every other indicator of the channel, `name=level` (e.g. `服务效率=5`), repeated.
+        #[arg(long = "score", value_parser = parse_score)]
+        scores: Vec<(String, i32)>,
+        /// `window`, `terminal` or `online`.
+        #[arg(long, default_value = "window")]
+        channel: String,
+        /// The applicant's comment (at most 500 characters).
+        #[arg(long, default_value = "")]
+        comment: String,
+        /// The department a 差评 concerns (default: the accepting window).
+        #[arg(long, default_value = "")]
+        department: String,
+    },
     /// 补正: hands in materials a department asked for or owed under 容缺. Either a whole
     /// `SupplementRequest` in canonical JSON (--file), or the case and material codes, each
     /// handed in as a paper original checked at the window.
@@ -162,6 +183,39 @@ pub async fn run(server: &crate::CaseServer, command: CaseCommand) -> Result<u8,
             print_json(&response)?;
             Ok(0)
         }
+        CaseCommand::Evaluate {
+            case_number,
+            level,
+            scores,
+            channel,
+            comment,
+            department,
+        } => {
+            let evaluation = yichuang::proto::v1::Evaluation {
+                channel,
+                level,
+                scores: scores
+                    .into_iter()
+                    .map(|(indicator, level)| yichuang::proto::v1::IndicatorScore {
+                        indicator,
+                        level,
+                    })
+                    .collect(),
+                comment,
+                ..Default::default()
+            };
+            let response = client
+                .evaluate(yichuang::proto::v1::EvaluateRequest {
+                    case_number,
+                    evaluation: Some(evaluation),
+                    department_code: department,
+                })
+                .await
+                .map_err(grpc_failure)?
+                .into_inner();
+            print_json(&response)?;
+            Ok(0)
+        }
         CaseCommand::Supplement {
             case_number,
             id,
@@ -225,6 +279,18 @@ pub async fn run(server: &crate::CaseServer, command: CaseCommand) -> Result<u8,
             Ok(0)
         }
     }
+}
+
+/// `--score 服务效率=5`: an indicator and its level.
+fn parse_score(text: &str) -> Result<(String, i32), String> {
+    let (name, level) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: give indicator=level, e.g. 服务效率=5"))?;
+    let level = level
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?}: the level after `=` is a number 1–5"))?;
+    Ok((name.trim().to_string(), level))
 }
 
 /// How `case deliver` hands the case over: pickup by a named collector, or mail.

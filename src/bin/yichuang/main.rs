@@ -95,6 +95,17 @@ enum Command {
         #[arg(long, default_value = "")]
         item: String,
     },
+    /// Closes a case's open rectification (整改, opened by a 差评) with the assignee's
+    /// response; the operator is recorded as its closer and in the audit of operators' actions.
+    Rectify {
+        #[command(flatten)]
+        server: AdminServer,
+        /// National case number.
+        case_number: String,
+        /// What was done about the 差评.
+        #[arg(long)]
+        response: String,
+    },
     /// Operates the RabbitMQ bus.
     Bus {
         #[command(subcommand)]
@@ -177,6 +188,11 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             caller,
             limit,
         } => admin::access_log(&server, case_number, caller, limit).await,
+        Command::Rectify {
+            server,
+            case_number,
+            response,
+        } => admin::rectify(&server, case_number, response).await,
         Command::Bus { command } => bus::run(command).await,
         Command::Dlq { server, command } => admin::dlq(&server, command).await,
     }

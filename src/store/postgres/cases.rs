@@ -270,6 +270,24 @@ impl PgStore {
             .collect())
     }
 
+    pub(in crate::store) async fn rectification_candidates(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        Ok(client
+            .query(
+                "SELECT case_number FROM cases WHERE rectification_check_ms <= $1
+                 ORDER BY rectification_check_ms LIMIT $2",
+                &[&now_ms, &(limit as i64)],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
     pub(in crate::store) async fn case_count(&self) -> Result<i64, StoreError> {
         let client = self.pool.get().await.map_err(pool_err)?;
         Ok(client
@@ -345,9 +363,13 @@ async fn save_case(
     let body = prost::Message::encode_to_vec(case);
     if body != stored {
         let update = tx
-            .prepare_cached("UPDATE cases SET status = $1, body = $2 WHERE case_number = $3")
+            .prepare_cached(
+                "UPDATE cases SET status = $1, body = $2, rectification_check_ms = $3 WHERE case_number = $4",
+            )
             .await?;
-        tx.execute(&update, &[&case.status, &body, &case.case_number])
+        // The rectification's next check goes with the record it is derived from.
+        let check = crate::evaluation::next_check_ms(case);
+        tx.execute(&update, &[&case.status, &body, &check, &case.case_number])
             .await?;
     }
     let events: Vec<(&str, &CaseEvent)> = events

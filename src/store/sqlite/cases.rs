@@ -235,6 +235,24 @@ impl SqliteStore {
         .await
     }
 
+    pub(in crate::store) async fn rectification_candidates(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        self.read(move |conn| {
+            let rows = conn
+                .prepare_cached(
+                    "SELECT case_number FROM cases WHERE rectification_check_ms <= ?1
+                     ORDER BY rectification_check_ms LIMIT ?2",
+                )?
+                .query_map(params![now_ms, limit as i64], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
     pub(in crate::store) async fn case_count(&self) -> Result<i64, StoreError> {
         self.read(|conn| Ok(conn.query_row("SELECT count(*) FROM cases", [], |r| r.get(0))?))
             .await
@@ -277,8 +295,16 @@ pub(super) fn save_case(
 ) -> Result<(), StoreError> {
     let body = prost::Message::encode_to_vec(case);
     if body != stored {
-        db.prepare_cached("UPDATE cases SET status = ?1, body = ?2 WHERE case_number = ?3")?
-            .execute(params![case.status, body, case.case_number])?;
+        // The rectification's next check goes with the record it is derived from.
+        db.prepare_cached(
+            "UPDATE cases SET status = ?1, body = ?2, rectification_check_ms = ?3 WHERE case_number = ?4",
+        )?
+        .execute(params![
+            case.status,
+            body,
+            crate::evaluation::next_check_ms(case),
+            case.case_number
+        ])?;
     }
     let mut insert = db.prepare_cached(
         "INSERT INTO case_events (case_number, seq, at_ms, kind, task_id, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
