@@ -15,6 +15,7 @@ pub mod http;
 pub mod kinds;
 pub mod mapping;
 pub mod meters;
+pub mod report;
 pub mod runtime;
 pub mod system;
 

@@ -1,12 +1,14 @@
 //! `yichuang-adapter`: serves one or several departments' legacy systems on the bus (`run`, the
 //! default), tries a department's description against its system for one task (`try`), and lets
 //! a clerk work the worklist of a department reached by manual re-entry (`manual list`,
-//! `manual complete`).
+//! `manual complete`), and reports cases upward to the one-network platform (`report run`,
+//! `report reconcile`, `report refused`, `report resend`).
 //!
 //! Exit codes: 0 done; 2 bad input (arguments, settings, a record that is incomplete);
 //! 3 cannot listen, or the worklist cannot be opened or written; 4 unknown task;
 //! 5 the task's outcome is already recorded differently; 6 the task is at another supplement
-//! round than the one named (or one must be named); 7 `try`: the system failed the task.
+//! round than the one named (or one must be named); 7 `try`: the system failed the task;
+//! 8 `report reconcile`: something is missing, held differently or refused.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -67,6 +69,42 @@ enum Command {
     Manual {
         #[command(subcommand)]
         action: ManualAction,
+    },
+    /// Reports cases' stages upward to the one-network platform (办件汇聚, 好差评), and the
+    /// operators' side of it (docs/reporting.md).
+    Report {
+        /// The reporter's settings.
+        #[arg(
+            long,
+            default_value = "config/reporter.toml",
+            env = "YICHUANG_REPORTER_CONFIG",
+            global = true
+        )]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: ReportAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReportAction {
+    /// Runs the reporter: consumes the report queue, reports records in order, reconciles daily.
+    Run,
+    /// Reconciles one day now (hall time): what the platform holds against what the gateway's
+    /// cases say; reports again what is missing and prints the completeness. Exit 8 when
+    /// anything is missing, mismatched or refused.
+    Reconcile {
+        /// The day, `YYYY-MM-DD` (default: yesterday).
+        #[arg(long)]
+        date: Option<chrono::NaiveDate>,
+    },
+    /// Lists the records the platform refused, with its words.
+    Refused,
+    /// Sends refused records again, once their cause is corrected.
+    Resend {
+        /// Only this 申办流水号 (default: every refused record).
+        #[arg(long)]
+        sblsh: Option<String>,
     },
 }
 
@@ -149,6 +187,7 @@ fn main() -> ExitCode {
         None => run(cli.run),
         Some(Command::Run(args)) => run(args),
         Some(Command::Manual { action }) => manual(action),
+        Some(Command::Report { config, action }) => report(&config, action),
         Some(Command::Try {
             config,
             department,
@@ -251,6 +290,145 @@ fn manual(action: ManualAction) -> ExitCode {
             }
         }
     }
+}
+
+/// `report …`: the reporter and its operators' commands.
+fn report(path: &std::path::Path, action: ReportAction) -> ExitCode {
+    use yichuang_adapters::report::{self, ReporterConfig};
+    let config = match ReporterConfig::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let telemetry = match &action {
+        ReportAction::Run => {
+            let _inside = runtime.enter();
+            match yichuang::telemetry::init(&config.log, &config.tracing, "yichuang-reporter") {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        _ => None,
+    };
+    let reporter = {
+        let _inside = runtime.enter();
+        match report::Reporter::open(&config) {
+            Ok(r) => std::sync::Arc::new(r),
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
+    let code = runtime.block_on(async move {
+        match action {
+            ReportAction::Run => {
+                let listener = match tokio::net::TcpListener::bind(&config.http.listen).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        error!(listen = %config.http.listen, error = %e, "cannot listen");
+                        return ExitCode::from(3);
+                    }
+                };
+                info!(listen = %config.http.listen, specification = %reporter.spec.name, transport = reporter.transport.kind(), "reporter starting");
+                let app = report::router(reporter.clone());
+                let shutdown = yichuang::supervise::Shutdown::default();
+                let stopped = shutdown.clone();
+                tokio::spawn(async move {
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(async move { stopped.stopped().await })
+                        .await
+                });
+                let at = chrono::NaiveTime::parse_from_str(&config.reconcile.at, "%H:%M")
+                    .expect("checked at load");
+                let mut running =
+                    std::pin::pin!(shutdown.scope(report::run(reporter, config.bus.clone(), at)));
+                tokio::select! {
+                    _ = &mut running => ExitCode::SUCCESS,
+                    _ = yichuang::supervise::terminated() => {
+                        info!("reporter stopping");
+                        shutdown.stop();
+                        let _ = tokio::time::timeout(SHUTDOWN_GRACE, &mut running).await;
+                        ExitCode::SUCCESS
+                    }
+                }
+            }
+            ReportAction::Reconcile { date } => {
+                let day = date.unwrap_or_else(|| {
+                    (chrono::Utc::now().with_timezone(&reporter.offset) - chrono::Duration::days(1))
+                        .date_naive()
+                });
+                match report::reconcile::run(&reporter, day).await {
+                    Ok(r) => {
+                        println!(
+                            "{}: {} case(s), {} record(s) of the day, {} held by the platform ({:.1}%), {} within one working day ({:.1}%)",
+                            r.date,
+                            r.cases,
+                            r.records,
+                            r.confirmed,
+                            r.completeness() * 100.0,
+                            r.on_time,
+                            r.on_time_share() * 100.0
+                        );
+                        println!(
+                            "missing from the ledger: {}, missing at the platform (reported again): {}, held differently: {}, refused: {}",
+                            r.missing_ledger, r.missing_platform, r.mismatched, r.refused
+                        );
+                        for line in &r.detail {
+                            println!("  {line}");
+                        }
+                        if r.missing_ledger + r.missing_platform + r.mismatched + r.refused > 0 {
+                            ExitCode::from(8)
+                        } else {
+                            ExitCode::SUCCESS
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("not reconciled: {e}");
+                        ExitCode::from(3)
+                    }
+                }
+            }
+            ReportAction::Refused => match reporter.ledger.refused() {
+                Ok(list) => {
+                    for r in list {
+                        println!(
+                            "{}",
+                            serde_json::json!({"sblsh": r.sblsh, "table": r.table, "seq": r.seq, "case": r.case_number, "attempts": r.attempts, "message": r.message})
+                        );
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(3)
+                }
+            },
+            ReportAction::Resend { sblsh } => match reporter.ledger.resend(sblsh.as_deref()) {
+                Ok(n) => {
+                    println!("{n} refused record(s) will be sent again");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(3)
+                }
+            },
+        }
+    });
+    if let Some(t) = telemetry {
+        t.flush();
+    }
+    code
 }
 
 /// `try`: the dry run of a department's description (`yichuang_adapters::dry_run`).

@@ -134,6 +134,11 @@ impl Names {
         format!("{department}.{delay_secs}s")
     }
     /// The gateway's results queue.
+    /// The reporter's queue on the events exchange (`[bus] report`).
+    pub fn report_queue(&self) -> String {
+        format!("{}.report", self.prefix)
+    }
+
     pub fn results_queue(&self) -> String {
         format!("{}.results.gateway", self.prefix)
     }
@@ -246,6 +251,18 @@ impl Topology {
             exchange: n.results_exchange(),
             routing_key: "#".into(),
         });
+        if config.report {
+            // The reporter's: every history entry, kept until the reporter has noted it.
+            queues.push(Queue {
+                name: n.report_queue(),
+                arguments: vec![quorum()],
+            });
+            bindings.push(Binding {
+                queue: n.report_queue(),
+                exchange: n.events_exchange(),
+                routing_key: "#".into(),
+            });
+        }
         Topology {
             exchanges,
             queues,

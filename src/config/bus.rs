@@ -125,6 +125,11 @@ pub struct BusConfig {
     /// The client certificate's private key (PEM).
     #[serde(default, deserialize_with = "crate::tls::optional_path")]
     pub client_key: Option<std::path::PathBuf>,
+    /// Whether the reporter's queue `<prefix>.report` is declared, bound to every history entry
+    /// on the events exchange (docs/reporting.md). Only with a reporter consuming it: an
+    /// unconsumed queue grows without end.
+    #[serde(default)]
+    pub report: bool,
 }
 
 impl BusConfig {
@@ -232,6 +237,7 @@ impl Default for BusConfig {
             ca_file: None,
             client_cert: None,
             client_key: None,
+            report: false,
         }
     }
 }

@@ -1,0 +1,413 @@
+//! The reporter's ledger: every stage record it derived, where it stands with the platform
+//! (pending, sent and awaiting the exchange's flag, confirmed, refused with the platform's
+//! words), the cases whose history changed and must be read again, and each reconciliation's
+//! result. An embedded SQLite file (WAL, synchronous FULL): the reporter is one process, and
+//! `report reconcile`/`refused`/`resend` open the same file beside it.
+//!
+//! This module owns the file and its queries; it never talks to the gateway or the platform.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::derive::Record;
+
+/// Where a record stands.
+pub const PENDING: &str = "pending";
+pub const SENT: &str = "sent";
+pub const CONFIRMED: &str = "confirmed";
+pub const REFUSED: &str = "refused";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS records (
+    sblsh        TEXT NOT NULL,
+    tbl          TEXT NOT NULL,
+    seq          INTEGER NOT NULL,
+    case_number  TEXT NOT NULL,
+    learnt_ms    INTEGER NOT NULL,
+    position     INTEGER NOT NULL,
+    body         TEXT NOT NULL,
+    state        TEXT NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    message      TEXT,
+    next_ms      INTEGER NOT NULL DEFAULT 0,
+    created_ms   INTEGER NOT NULL,
+    confirmed_ms INTEGER,
+    PRIMARY KEY (sblsh, tbl, seq)
+);
+CREATE INDEX IF NOT EXISTS records_state ON records (state, sblsh, position);
+CREATE INDEX IF NOT EXISTS records_case ON records (case_number);
+CREATE INDEX IF NOT EXISTS records_learnt ON records (learnt_ms);
+CREATE TABLE IF NOT EXISTS dirty (
+    case_number TEXT PRIMARY KEY,
+    since_ms    INTEGER NOT NULL,
+    next_ms     INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS reconciliations (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    date             TEXT NOT NULL,
+    at_ms            INTEGER NOT NULL,
+    cases            INTEGER NOT NULL,
+    records          INTEGER NOT NULL,
+    confirmed        INTEGER NOT NULL,
+    on_time          INTEGER NOT NULL,
+    missing_ledger   INTEGER NOT NULL,
+    missing_platform INTEGER NOT NULL,
+    mismatched       INTEGER NOT NULL,
+    refused          INTEGER NOT NULL,
+    detail           TEXT NOT NULL
+);
+";
+
+/// A stored record, as the sender and the operators see it.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub sblsh: String,
+    pub table: String,
+    pub seq: i64,
+    pub case_number: String,
+    pub learnt_ms: i64,
+    pub body: String,
+    pub state: String,
+    pub attempts: i64,
+    pub message: Option<String>,
+    pub confirmed_ms: Option<i64>,
+}
+
+/// What storing a derived record did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// New: to be sent.
+    New,
+    /// Known and the same.
+    Same,
+    /// Not yet confirmed (or refused) and now different: corrected, to be sent again.
+    Corrected,
+    /// Already sent or confirmed, and now different: a mismatch for the operators.
+    Differs,
+}
+
+/// One reconciliation's result.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Reconciliation {
+    pub date: String,
+    pub at_ms: i64,
+    pub cases: i64,
+    pub records: i64,
+    pub confirmed: i64,
+    pub on_time: i64,
+    pub missing_ledger: i64,
+    pub missing_platform: i64,
+    pub mismatched: i64,
+    pub refused: i64,
+    pub detail: Vec<String>,
+}
+
+impl Reconciliation {
+    /// Share of the day's records the platform holds as we do (1 when there were none).
+    pub fn completeness(&self) -> f64 {
+        if self.records == 0 {
+            1.0
+        } else {
+            self.confirmed as f64 / self.records as f64
+        }
+    }
+    /// Share confirmed within one working day of the fact.
+    pub fn on_time_share(&self) -> f64 {
+        if self.records == 0 {
+            1.0
+        } else {
+            self.on_time as f64 / self.records as f64
+        }
+    }
+}
+
+pub struct Ledger(Mutex<Connection>);
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Ledger {
+    pub fn open(path: &Path) -> Result<Ledger, String> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
+        }
+        let c = Connection::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        c.busy_timeout(std::time::Duration::from_secs(10))
+            .and_then(|_| c.pragma_update(None, "journal_mode", "WAL"))
+            .and_then(|_| c.pragma_update(None, "synchronous", "FULL"))
+            .and_then(|_| c.execute_batch(SCHEMA))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Ledger(Mutex::new(c)))
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, String> {
+        let c = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        f(&c).map_err(|e| format!("reporter ledger: {e}"))
+    }
+
+    /// Notes that a case's history changed (kept until it is read again).
+    pub fn mark_dirty(&self, case_number: &str) -> Result<(), String> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO dirty (case_number, since_ms, next_ms) VALUES (?1, ?2, 0)
+                 ON CONFLICT (case_number) DO UPDATE SET since_ms = excluded.since_ms, next_ms = 0",
+                params![case_number, now_ms()],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Up to `n` cases to read again, with the mark each was taken at.
+    pub fn dirty(&self, n: i64) -> Result<Vec<(String, i64)>, String> {
+        self.with(|c| {
+            let mut s = c.prepare(
+                "SELECT case_number, since_ms FROM dirty WHERE next_ms <= ?1 ORDER BY since_ms LIMIT ?2",
+            )?;
+            s.query_map(params![now_ms(), n], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
+        })
+    }
+
+    /// The case was read at mark `since_ms`; a newer mark stays.
+    pub fn clean(&self, case_number: &str, since_ms: i64) -> Result<(), String> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM dirty WHERE case_number = ?1 AND since_ms = ?2",
+                params![case_number, since_ms],
+            )
+            .map(drop)
+        })
+    }
+
+    /// The case could not be read: try again after `delay_ms`.
+    pub fn later(&self, case_number: &str, delay_ms: i64) -> Result<(), String> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE dirty SET next_ms = ?2 WHERE case_number = ?1",
+                params![case_number, now_ms() + delay_ms],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Stores a derived record (idempotent on 申办流水号, table and sequence).
+    pub fn store(&self, r: &Record) -> Result<Change, String> {
+        let body = r.body();
+        self.with(|c| {
+            let known: Option<(String, String)> = c
+                .query_row(
+                    "SELECT body, state FROM records WHERE sblsh = ?1 AND tbl = ?2 AND seq = ?3",
+                    params![r.sblsh, r.table, r.seq],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()?;
+            Ok(match known {
+                None => {
+                    c.execute(
+                        "INSERT INTO records (sblsh, tbl, seq, case_number, learnt_ms, position, body, state, created_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8)",
+                        params![r.sblsh, r.table, r.seq, r.case_number, r.learnt_ms, r.position, body, now_ms()],
+                    )?;
+                    Change::New
+                }
+                Some((b, _)) if b == body => {
+                    c.execute(
+                        "UPDATE records SET position = ?4 WHERE sblsh = ?1 AND tbl = ?2 AND seq = ?3",
+                        params![r.sblsh, r.table, r.seq, r.position],
+                    )?;
+                    Change::Same
+                }
+                Some((_, state)) if state == PENDING || state == REFUSED => {
+                    c.execute(
+                        "UPDATE records SET body = ?4, position = ?5, state = 'pending', next_ms = 0
+                         WHERE sblsh = ?1 AND tbl = ?2 AND seq = ?3",
+                        params![r.sblsh, r.table, r.seq, body, r.position],
+                    )?;
+                    Change::Corrected
+                }
+                Some(_) => Change::Differs,
+            })
+        })
+    }
+
+    /// Up to `n` records that may be sent now: pending, due, and with every earlier record of
+    /// their 申办流水号 confirmed (a later stage waits for its earlier one's confirmation).
+    pub fn sendable(&self, n: i64) -> Result<Vec<Stored>, String> {
+        self.with(|c| {
+            let mut s = c.prepare(
+                "SELECT r.sblsh, r.tbl, r.seq, r.case_number, r.learnt_ms, r.body, r.state, r.attempts, r.message, r.confirmed_ms
+                 FROM records r
+                 WHERE r.state = 'pending' AND r.next_ms <= ?1
+                   AND NOT EXISTS (SELECT 1 FROM records p
+                                   WHERE p.sblsh = r.sblsh AND p.state != 'confirmed' AND p.position < r.position)
+                 ORDER BY r.learnt_ms LIMIT ?2",
+            )?;
+            s.query_map(params![now_ms(), n], stored)?.collect()
+        })
+    }
+
+    /// Records sent and awaiting the exchange's flag.
+    pub fn awaiting(&self, n: i64) -> Result<Vec<Stored>, String> {
+        self.select(
+            "WHERE state = 'sent' ORDER BY learnt_ms LIMIT ?1",
+            params![n],
+        )
+    }
+
+    pub fn refused(&self) -> Result<Vec<Stored>, String> {
+        self.select("WHERE state = 'refused' ORDER BY learnt_ms", params![])
+    }
+
+    /// Every record of the given cases.
+    pub fn of_case(&self, case_number: &str) -> Result<Vec<Stored>, String> {
+        self.select(
+            "WHERE case_number = ?1 ORDER BY sblsh, position",
+            params![case_number],
+        )
+    }
+
+    /// Cases with a record learnt in [from, to).
+    pub fn cases_learnt(&self, from_ms: i64, to_ms: i64) -> Result<Vec<String>, String> {
+        self.with(|c| {
+            let mut s = c.prepare(
+                "SELECT DISTINCT case_number FROM records WHERE learnt_ms >= ?1 AND learnt_ms < ?2",
+            )?;
+            s.query_map(params![from_ms, to_ms], |r| r.get(0))?
+                .collect()
+        })
+    }
+
+    fn select(&self, tail: &str, p: impl rusqlite::Params) -> Result<Vec<Stored>, String> {
+        self.with(|c| {
+            let mut s = c.prepare(&format!(
+                "SELECT sblsh, tbl, seq, case_number, learnt_ms, body, state, attempts, message, confirmed_ms FROM records {tail}"
+            ))?;
+            s.query_map(p, stored)?.collect()
+        })
+    }
+
+    /// Sets where a record stands after an attempt.
+    pub fn set(
+        &self,
+        r: &Stored,
+        state: &str,
+        message: Option<&str>,
+        retry_in_ms: i64,
+    ) -> Result<(), String> {
+        let now = now_ms();
+        self.with(|c| {
+            c.execute(
+                "UPDATE records SET state = ?4, message = ?5, attempts = attempts + ?6, next_ms = ?7,
+                        confirmed_ms = CASE WHEN ?4 = 'confirmed' THEN ?8 ELSE confirmed_ms END
+                 WHERE sblsh = ?1 AND tbl = ?2 AND seq = ?3",
+                params![
+                    r.sblsh,
+                    r.table,
+                    r.seq,
+                    state,
+                    message,
+                    i64::from(state != CONFIRMED),
+                    now + retry_in_ms,
+                    now
+                ],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Sends the given refused records again (after the cause was corrected); how many.
+    pub fn resend(&self, sblsh: Option<&str>) -> Result<usize, String> {
+        self.with(|c| match sblsh {
+            Some(s) => c.execute(
+                "UPDATE records SET state = 'pending', next_ms = 0 WHERE state = 'refused' AND sblsh = ?1",
+                params![s],
+            ),
+            None => c.execute(
+                "UPDATE records SET state = 'pending', next_ms = 0 WHERE state = 'refused'",
+                params![],
+            ),
+        })
+    }
+
+    /// A confirmed record the platform turns out not to hold: report it again.
+    pub fn rereport(&self, r: &Stored) -> Result<(), String> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE records SET state = 'pending', next_ms = 0, confirmed_ms = NULL,
+                        message = 'not held by the platform at reconciliation; reported again'
+                 WHERE sblsh = ?1 AND tbl = ?2 AND seq = ?3",
+                params![r.sblsh, r.table, r.seq],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Counts by state.
+    pub fn counts(&self) -> Result<Vec<(String, i64)>, String> {
+        self.with(|c| {
+            let mut s = c.prepare("SELECT state, count(*) FROM records GROUP BY state")?;
+            s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
+        })
+    }
+
+    pub fn record_reconciliation(&self, r: &Reconciliation) -> Result<(), String> {
+        let detail = serde_json::to_string(&r.detail).unwrap_or_default();
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO reconciliations (date, at_ms, cases, records, confirmed, on_time, missing_ledger, missing_platform, mismatched, refused, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![r.date, r.at_ms, r.cases, r.records, r.confirmed, r.on_time, r.missing_ledger, r.missing_platform, r.mismatched, r.refused, detail],
+            )
+            .map(drop)
+        })
+    }
+
+    /// The last reconciliation recorded, if any.
+    pub fn last_reconciliation(&self) -> Result<Option<Reconciliation>, String> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT date, at_ms, cases, records, confirmed, on_time, missing_ledger, missing_platform, mismatched, refused, detail
+                 FROM reconciliations ORDER BY id DESC LIMIT 1",
+                [],
+                |r| {
+                    let detail: String = r.get(10)?;
+                    Ok(Reconciliation {
+                        date: r.get(0)?,
+                        at_ms: r.get(1)?,
+                        cases: r.get(2)?,
+                        records: r.get(3)?,
+                        confirmed: r.get(4)?,
+                        on_time: r.get(5)?,
+                        missing_ledger: r.get(6)?,
+                        missing_platform: r.get(7)?,
+                        mismatched: r.get(8)?,
+                        refused: r.get(9)?,
+                        detail: serde_json::from_str(&detail).unwrap_or_default(),
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+}
+
+fn stored(r: &rusqlite::Row) -> rusqlite::Result<Stored> {
+    Ok(Stored {
+        sblsh: r.get(0)?,
+        table: r.get(1)?,
+        seq: r.get(2)?,
+        case_number: r.get(3)?,
+        learnt_ms: r.get(4)?,
+        body: r.get(5)?,
+        state: r.get(6)?,
+        attempts: r.get(7)?,
+        message: r.get(8)?,
+        confirmed_ms: r.get(9)?,
+    })
+}

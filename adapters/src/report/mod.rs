@@ -1,0 +1,635 @@
+//! The reporter (办件汇聚): reports every case's stages upward to the provincial one-network
+//! platform in the records of its exchange specification, in order, once each, and proves it
+//! with a daily reconciliation.
+//!
+//! - It takes the gateway's history entries from the events exchange through its own durable
+//!   queue (`<prefix>.report`); an entry only says "case N changed": the case is then read
+//!   with `GetCase` (as the `platform` role, so every read is in the gateway's access log), and
+//!   its records derived again from the whole case ([`derive`], by the [`spec`] file).
+//! - The [`ledger`] keeps each record and where it stands. A record is sent only when every
+//!   earlier record of its 申办流水号 is confirmed; one the platform refuses is kept with its
+//!   words and sent again when its derivation changes (the specification was corrected) or an
+//!   operator says so (`report resend`).
+//! - [`reconcile`] compares, for a day, what the platform holds with what the gateway's cases
+//!   say, and reports again what is missing.
+//!
+//! This module owns the reporter's settings and its loops; [`transport`] owns the wire.
+
+pub mod derive;
+pub mod facts;
+pub mod ledger;
+pub mod reconcile;
+pub mod spec;
+pub mod transport;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tonic::transport::Channel;
+use tracing::{debug, info, warn};
+use yichuang::config::{BusConfig, LogConfig, TracingConfig};
+use yichuang::proto::v1::GetCaseRequest;
+use yichuang::proto::v1::case_service_client::CaseServiceClient;
+
+use ledger::{Change, Ledger, Stored};
+use spec::Spec;
+use transport::{Sent, Transport, TransportConfig};
+
+/// The reporter's settings (`config/reporter.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReporterConfig {
+    /// The reporting specification (relative to this file).
+    pub specification: PathBuf,
+    /// The ledger (SQLite file).
+    pub ledger: PathBuf,
+    /// The working-day calendar (the gateway's `config/calendar`), for the one-working-day goal.
+    pub calendar_dir: PathBuf,
+    /// The hall's UTC offset: reconciliation days are counted in it.
+    #[serde(default = "default_offset")]
+    pub utc_offset: String,
+    pub gateway: GatewayConfig,
+    pub bus: BusConfig,
+    pub transport: TransportConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub reconcile: ReconcileConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub tracing: TracingConfig,
+}
+
+fn default_offset() -> String {
+    "+08:00".into()
+}
+
+/// How the reporter reaches the gateway (`GetCase`, `ListCases`): its windows' listener, with a
+/// client certificate naming the `platform` role.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    pub url: String,
+    #[serde(flatten)]
+    pub tls: yichuang::tls::ClientTls,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Health, status and metrics (internal).
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:9190".into(),
+        }
+    }
+}
+
+/// The daily reconciliation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileConfig {
+    /// When, in the hall's time (`HH:MM`): the previous day is reconciled.
+    #[serde(default = "default_at")]
+    pub at: String,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        ReconcileConfig { at: default_at() }
+    }
+}
+
+fn default_at() -> String {
+    "02:00".into()
+}
+
+impl ReporterConfig {
+    /// Reads the settings (`${VAR:-default}` replaced from the environment); paths are relative
+    /// to the file.
+    pub fn load(path: &Path) -> Result<ReporterConfig, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        let text = yichuang::config::interpolate(path, &text, |v| std::env::var(v).ok())
+            .map_err(|e| e.to_string())?;
+        let mut c: ReporterConfig = toml::from_str(&text)
+            .map_err(|e| yichuang::config::toml_problem(path, &text, &e).to_string())?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut c.specification, &mut c.ledger, &mut c.calendar_dir] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        c.gateway.tls = c.gateway.tls.relative_to(base);
+        c.bus.ca_file = c.bus.ca_file.map(|p| base.join(p));
+        if chrono::NaiveTime::parse_from_str(&c.reconcile.at, "%H:%M").is_err() {
+            return Err(format!(
+                "{}: [reconcile] at = {:?}: write HH:MM",
+                path.display(),
+                c.reconcile.at
+            ));
+        }
+        Ok(c)
+    }
+
+    pub fn offset(&self) -> Result<chrono::FixedOffset, String> {
+        let t = chrono::DateTime::parse_from_rfc3339(&format!(
+            "2000-01-01T00:00:00{}",
+            self.utc_offset
+        ))
+        .map_err(|_| format!("utc_offset {:?}: write +08:00", self.utc_offset))?;
+        Ok(*t.offset())
+    }
+
+    /// A channel to the gateway, connected when first used.
+    pub fn gateway_channel(&self) -> Result<Channel, String> {
+        let mut endpoint = tonic::transport::Endpoint::from_shared(self.gateway.url.clone())
+            .map_err(|e| format!("[gateway] url: {e}"))?
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(30));
+        if self.gateway.url.starts_with("https://") {
+            let ca = self.gateway.tls.ca_file.as_deref().ok_or(
+                "[gateway] ca_file: the CA that signs the gateway's certificate is required for https",
+            )?;
+            let identity = self
+                .gateway
+                .tls
+                .client_cert
+                .as_deref()
+                .zip(self.gateway.tls.client_key.as_deref());
+            let host = endpoint.uri().host().unwrap_or("localhost").to_string();
+            let tls = yichuang::auth::tls::client(ca, identity, &host)?;
+            endpoint = endpoint.tls_config(tls).map_err(|e| e.to_string())?;
+        }
+        Ok(endpoint.connect_lazy())
+    }
+}
+
+/// The reporter: its specification, ledger, transport and the gateway it reads cases from.
+pub struct Reporter {
+    pub spec: Spec,
+    pub ledger: Ledger,
+    pub transport: Transport,
+    pub gateway: CaseServiceClient<Channel>,
+    pub calendar: yichuang::calendar::Calendar,
+    pub offset: chrono::FixedOffset,
+    pub meters: meters::Meters,
+}
+
+impl Reporter {
+    /// The reporter of `config`: its specification, ledger, transport, calendar and the lazy
+    /// channel to the gateway.
+    pub fn open(config: &ReporterConfig) -> Result<Reporter, String> {
+        let calendar = yichuang::calendar::Calendar::load(&config.calendar_dir).map_err(|p| {
+            p.iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })?;
+        Ok(Reporter {
+            spec: Spec::load(&config.specification)?,
+            ledger: Ledger::open(&config.ledger)?,
+            transport: Transport::new(&config.transport)?,
+            gateway: CaseServiceClient::new(config.gateway_channel()?),
+            calendar,
+            offset: config.offset()?,
+            meters: meters::Meters::default(),
+        })
+    }
+}
+
+/// How many records are sent at once (each to its own 申办流水号).
+const SEND_BATCH: i64 = 16;
+/// How many changed cases are read at once.
+const READ_BATCH: i64 = 16;
+
+impl Reporter {
+    /// Reads a changed case and stores its records; how many were new or corrected.
+    pub async fn refresh(&self, case_number: &str) -> Result<usize, String> {
+        let case = self
+            .gateway
+            .clone()
+            .get_case(GetCaseRequest {
+                case_number: case_number.to_string(),
+            })
+            .await
+            .map_err(|s| format!("GetCase {case_number}: {}", s.message()))?
+            .into_inner();
+        let records = derive::records(&self.spec, &case)?;
+        let mut changed = 0;
+        for r in &records {
+            match self.ledger.store(r)? {
+                Change::New | Change::Corrected => changed += 1,
+                Change::Same => {}
+                // A record keeps what was true when it was reported (a task's promise at
+                // acceptance stays its SL's, though a release moved it since).
+                Change::Differs => {
+                    debug!(case = %case_number, table = %r.table, seq = r.seq, "a record already reported derives differently now; kept as reported")
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    /// One pass over the changed cases.
+    pub async fn refresh_dirty(&self) -> Result<usize, String> {
+        let dirty = self.ledger.dirty(READ_BATCH)?;
+        let n = dirty.len();
+        for (case_number, since) in dirty {
+            match self.refresh(&case_number).await {
+                Ok(_) => self.ledger.clean(&case_number, since)?,
+                Err(e) => {
+                    warn!(case = %case_number, error = %e, "cannot read the case; trying again");
+                    self.ledger.later(&case_number, 5_000)?;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// One pass of sending: what may go now, at most one per 申办流水号.
+    pub async fn send_due(&self) -> Result<usize, String> {
+        let mut due = self.ledger.sendable(SEND_BATCH * 4)?;
+        let mut seen = std::collections::HashSet::new();
+        due.retain(|r| seen.insert(r.sblsh.clone()));
+        due.truncate(SEND_BATCH as usize);
+        let n = due.len();
+        // Each to its own 申办流水号, side by side; each request is bounded by its timeout.
+        let results =
+            futures_util::future::join_all(due.iter().map(|r| self.transport.send(&self.spec, r)))
+                .await;
+        for (r, sent) in due.iter().zip(results) {
+            self.settle(r, sent)?;
+        }
+        Ok(n)
+    }
+
+    /// One pass over records awaiting the exchange's flag.
+    pub async fn check_flags(&self) -> Result<usize, String> {
+        let waiting = self.ledger.awaiting(64)?;
+        let n = waiting.len();
+        for r in &waiting {
+            let sent = self.transport.flag(r).await;
+            let sent = match sent {
+                // The row is gone before it was taken: write it again.
+                Sent::Retry(m) if m.contains("gone") => {
+                    self.ledger.set(r, ledger::PENDING, Some(&m), 0)?;
+                    continue;
+                }
+                s => s,
+            };
+            self.settle(r, sent)?;
+        }
+        Ok(n)
+    }
+
+    fn settle(&self, r: &Stored, sent: Sent) -> Result<(), String> {
+        let table = r.table.as_str();
+        match sent {
+            Sent::Confirmed => {
+                self.meters.outcome(table, "confirmed");
+                debug!(sblsh = %r.sblsh, table, seq = r.seq, "reported");
+                self.ledger.set(r, ledger::CONFIRMED, None, 0)
+            }
+            Sent::Written => {
+                if r.state != ledger::SENT {
+                    self.meters.outcome(table, "written");
+                }
+                self.ledger.set(r, ledger::SENT, None, 300)
+            }
+            Sent::Refused(m) => {
+                self.meters.outcome(table, "refused");
+                let m = yichuang::privacy::mask_free_text(&m);
+                warn!(sblsh = %r.sblsh, table, seq = r.seq, platform = %m, "the platform refused a record; kept for correction (report refused / report resend)");
+                self.ledger.set(r, ledger::REFUSED, Some(&m), 0)
+            }
+            Sent::Retry(m) => {
+                self.meters.outcome(table, "retry");
+                let delay = backoff_ms(r.attempts);
+                debug!(sblsh = %r.sblsh, table, error = %m, retry_in_ms = delay, "not reported this time");
+                self.ledger.set(r, &r.state_for_retry(), Some(&m), delay)
+            }
+        }
+    }
+
+    /// Refreshes the metrics from the ledger.
+    pub fn observe(&self) {
+        if let Ok(counts) = self.ledger.counts() {
+            self.meters.states(&counts);
+        }
+        if let Ok(Some(r)) = self.ledger.last_reconciliation() {
+            self.meters.reconciled(&r);
+        }
+    }
+}
+
+impl Stored {
+    /// A record not taken this time stays where it was (a written row stays written).
+    fn state_for_retry(&self) -> String {
+        if self.state == ledger::SENT {
+            ledger::SENT.into()
+        } else {
+            ledger::PENDING.into()
+        }
+    }
+}
+
+/// Waits 1 s, 2 s, 4 s … up to 5 minutes between attempts of one record.
+fn backoff_ms(attempts: i64) -> i64 {
+    (1_000i64 << attempts.clamp(0, 9)).min(300_000)
+}
+
+/// Runs the reporter until the process stops: the queue consumer, the reader of changed cases,
+/// the sender, the flag checker and the daily reconciliation.
+pub async fn run(reporter: Arc<Reporter>, bus: BusConfig, reconcile_at: chrono::NaiveTime) {
+    let consumer = tokio::spawn(consume(reporter.clone(), bus));
+    let work = {
+        let r = reporter.clone();
+        tokio::spawn(async move {
+            loop {
+                let mut busy = 0;
+                for step in [
+                    r.refresh_dirty().await,
+                    r.send_due().await,
+                    r.check_flags().await,
+                ] {
+                    match step {
+                        Ok(n) => busy += n,
+                        Err(e) => warn!(error = %e, "reporter"),
+                    }
+                }
+                r.observe();
+                if busy == 0
+                    && yichuang::supervise::idle(tokio::time::sleep(Duration::from_millis(200)))
+                        .await
+                        .is_none()
+                {
+                    return;
+                }
+                if yichuang::supervise::stopping() {
+                    return;
+                }
+            }
+        })
+    };
+    let daily = tokio::spawn(daily(reporter.clone(), reconcile_at));
+    let _ = work.await;
+    consumer.abort();
+    daily.abort();
+}
+
+/// Every day at `at` (hall time): reconciles the previous day.
+async fn daily(reporter: Arc<Reporter>, at: chrono::NaiveTime) {
+    loop {
+        let now = chrono::Utc::now().with_timezone(&reporter.offset);
+        let mut next = now.date_naive().and_time(at);
+        if next <= now.naive_local() {
+            next += chrono::Duration::days(1);
+        }
+        let wait = (next - now.naive_local())
+            .to_std()
+            .unwrap_or(Duration::from_secs(60));
+        if yichuang::supervise::idle(tokio::time::sleep(wait))
+            .await
+            .is_none()
+        {
+            return;
+        }
+        let day = next.date() - chrono::Duration::days(1);
+        match reconcile::run(&reporter, day).await {
+            Ok(r) => {
+                info!(date = %r.date, records = r.records, confirmed = r.confirmed, missing_platform = r.missing_platform, missing_ledger = r.missing_ledger, completeness = r.completeness(), "daily reconciliation")
+            }
+            Err(e) => {
+                warn!(date = %day, error = %e, "daily reconciliation failed; run `yichuang-adapter report reconcile --date` once the cause is fixed")
+            }
+        }
+    }
+}
+
+/// Consumes `<prefix>.report`: each entry marks its case changed, then is acknowledged (the
+/// mark is durable in the ledger first, so an entry is never lost between the two).
+async fn consume(reporter: Arc<Reporter>, bus: BusConfig) {
+    use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+    use prost::Message;
+    use tokio_stream::StreamExt;
+    let queue = yichuang::bus::Names::new(&bus.prefix).report_queue();
+    yichuang::bus::reconnecting("reporter", || {
+        let reporter = reporter.clone();
+        let bus = bus.clone();
+        let queue = queue.clone();
+        async move {
+            use yichuang::bus::Ended;
+            let connection = match yichuang::bus::connect(&bus).await {
+                Ok(c) => c,
+                Err(e) => return Ended::Unreachable(e.to_string()),
+            };
+            let channel = match connection.create_channel().await {
+                Ok(c) => c,
+                Err(e) => return Ended::Unreachable(e.to_string()),
+            };
+            if let Err(e) = channel.basic_qos(256, BasicQosOptions::default()).await {
+                return Ended::Unreachable(e.to_string());
+            }
+            let mut consumer = match channel
+                .basic_consume(
+                    queue.as_str().into(),
+                    "yichuang-reporter".into(),
+                    BasicConsumeOptions::default(),
+                    lapin::types::FieldTable::default(),
+                )
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    return Ended::Unreachable(format!(
+                        "{queue}: {e} (declare it: `yichuang bus declare` with [bus] report = true)"
+                    ));
+                }
+            };
+            info!(queue = %queue, "reporter consuming");
+            while let Some(delivery) = consumer.next().await {
+                let delivery = match delivery {
+                    Ok(d) => d,
+                    Err(e) => return Ended::Lost(e.to_string()),
+                };
+                match yichuang::proto::v1::EventMessage::decode(delivery.data.as_slice()) {
+                    Ok(m) if !m.case_number.is_empty() => {
+                        if let Err(e) = reporter.ledger.mark_dirty(&m.case_number) {
+                            // Not acknowledged: the broker gives it again.
+                            warn!(error = %e, "cannot note a changed case");
+                            return Ended::Lost(e);
+                        }
+                    }
+                    _ => warn!(
+                        "an entry on the report queue that is not a case's history entry; dropped"
+                    ),
+                }
+                if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+                    return Ended::Lost(e.to_string());
+                }
+            }
+            Ended::Lost("consumer ended".into())
+        }
+    })
+    .await
+}
+
+pub mod meters {
+    //! The reporter's metrics: records by table and outcome, records by state, and the last
+    //! reconciliation's completeness.
+    use prometheus_client::encoding::EncodeLabelSet;
+    use prometheus_client::metrics::counter::Counter;
+    use prometheus_client::metrics::family::Family;
+    use prometheus_client::metrics::gauge::Gauge;
+    use prometheus_client::registry::Registry;
+    use std::sync::atomic::AtomicU64;
+
+    #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+    pub struct Outcome {
+        pub table: String,
+        pub outcome: String,
+    }
+    #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+    pub struct State {
+        pub state: String,
+    }
+
+    pub struct Meters {
+        pub registry: Registry,
+        pub attempts: Family<Outcome, Counter>,
+        pub records: Family<State, Gauge>,
+        pub completeness: Gauge<f64, AtomicU64>,
+        pub on_time: Gauge<f64, AtomicU64>,
+        pub missing: Gauge,
+    }
+
+    impl Default for Meters {
+        fn default() -> Self {
+            let mut registry = Registry::with_prefix("yichuang_report");
+            let attempts = Family::<Outcome, Counter>::default();
+            let records = Family::<State, Gauge>::default();
+            let completeness = Gauge::<f64, AtomicU64>::default();
+            let on_time = Gauge::<f64, AtomicU64>::default();
+            let missing = Gauge::default();
+            registry.register(
+                "attempts",
+                "Attempts to report a record, by table and outcome (confirmed, written, refused, retry)",
+                attempts.clone(),
+            );
+            registry.register(
+                "records",
+                "Records in the ledger by state (pending, sent, confirmed, refused)",
+                records.clone(),
+            );
+            registry.register(
+                "completeness_ratio",
+                "Share of the last reconciled day's records the platform holds as derived",
+                completeness.clone(),
+            );
+            registry.register(
+                "on_time_ratio",
+                "Share of the last reconciled day's records confirmed within one working day",
+                on_time.clone(),
+            );
+            registry.register(
+                "missing_records",
+                "Records the last reconciliation found missing at the platform or in the ledger",
+                missing.clone(),
+            );
+            Meters {
+                registry,
+                attempts,
+                records,
+                completeness,
+                on_time,
+                missing,
+            }
+        }
+    }
+
+    impl Meters {
+        pub fn outcome(&self, table: &str, outcome: &str) {
+            self.attempts
+                .get_or_create(&Outcome {
+                    table: table.into(),
+                    outcome: outcome.into(),
+                })
+                .inc();
+        }
+        pub fn states(&self, counts: &[(String, i64)]) {
+            for s in [
+                super::ledger::PENDING,
+                super::ledger::SENT,
+                super::ledger::CONFIRMED,
+                super::ledger::REFUSED,
+            ] {
+                let n = counts.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
+                self.records
+                    .get_or_create(&State { state: s.into() })
+                    .set(n);
+            }
+        }
+        pub fn reconciled(&self, r: &super::ledger::Reconciliation) {
+            self.completeness.set(r.completeness());
+            self.on_time.set(r.on_time_share());
+            self.missing.set(r.missing_platform + r.missing_ledger);
+        }
+        pub fn encode(&self) -> String {
+            let mut out = String::new();
+            prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("text");
+            out
+        }
+    }
+}
+
+/// The reporter's internal HTTP: `/healthz`, `/status` (counts, refused records with the
+/// platform's words, the last reconciliation; no personal data) and `/metrics`.
+pub fn router(reporter: Arc<Reporter>) -> axum::Router {
+    use axum::routing::get;
+    let status = {
+        let r = reporter.clone();
+        move || {
+            let r = r.clone();
+            async move {
+                let counts: std::collections::BTreeMap<String, i64> =
+                    r.ledger.counts().unwrap_or_default().into_iter().collect();
+                let refused: Vec<serde_json::Value> = r
+                    .ledger
+                    .refused()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|s| serde_json::json!({"sblsh": s.sblsh, "table": s.table, "seq": s.seq, "message": s.message}))
+                    .collect();
+                axum::Json(serde_json::json!({
+                    "specification": r.spec.name,
+                    "transport": r.transport.kind(),
+                    "records": counts,
+                    "refused": refused,
+                    "last_reconciliation": r.ledger.last_reconciliation().ok().flatten(),
+                }))
+            }
+        }
+    };
+    let metrics = {
+        let r = reporter;
+        move || {
+            let r = r.clone();
+            async move {
+                r.observe();
+                r.meters.encode()
+            }
+        }
+    };
+    axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+}
