@@ -294,8 +294,9 @@ mod tests {
             [
                 "accepted",
                 "step",
-                "step",
+                // At the instant of the step that opened it.
                 "special_started",
+                "step",
                 "special_ended",
                 "decided"
             ]
