@@ -65,32 +65,48 @@ impl Default for Rules {
 }
 
 impl Rules {
-    /// The rules of `config`; `sla_warn_share` (the tasks' share) when it names no share.
-    pub fn new(config: &EvaluationConfig, sla_warn_share: f64) -> Result<Rules, String> {
+    /// The rules of `config`; `sla_warn_share` (the tasks' share) when it names no share. A
+    /// refusal names the key at fault and says what to give.
+    pub fn new(
+        config: &EvaluationConfig,
+        sla_warn_share: f64,
+    ) -> Result<Rules, (&'static str, String)> {
         let warn_share = config.warn_share.unwrap_or(sla_warn_share);
         if !(warn_share > 0.0 && warn_share < 1.0) {
-            return Err(format!(
-                "[evaluation] warn_share = {warn_share}: give a share of the rectification's time between 0 and 1, e.g. 0.8"
+            return Err((
+                "warn_share",
+                format!(
+                    "[evaluation] warn_share = {warn_share}: give a share of the rectification's time between 0 and 1, e.g. 0.8"
+                ),
             ));
         }
         if config.rectification_working_days == 0 {
-            return Err(
+            return Err((
+                "rectification_working_days",
                 "[evaluation] rectification_working_days = 0: give at least 1 working day (default 5)"
                     .into(),
-            );
+            ));
         }
-        let set = |channel: &str, list: &[String]| -> Result<Vec<String>, String> {
+        let set = |channel: &'static str,
+                   list: &[String]|
+         -> Result<Vec<String>, (&'static str, String)> {
             let mut seen = BTreeSet::new();
             let mut out = Vec::new();
             for name in list.iter().map(|n| n.trim()) {
                 if name.is_empty() {
-                    return Err(format!(
-                        "[evaluation.indicators] {channel}: an empty indicator name; remove it"
+                    return Err((
+                        channel,
+                        format!(
+                            "[evaluation.indicators] {channel}: an empty indicator name; remove it"
+                        ),
                     ));
                 }
                 if !seen.insert(name) {
-                    return Err(format!(
-                        "[evaluation.indicators] {channel}: {name} is listed twice; list each indicator once"
+                    return Err((
+                        channel,
+                        format!(
+                            "[evaluation.indicators] {channel}: {name} is listed twice; list each indicator once"
+                        ),
                     ));
                 }
                 if name != OVERALL {
@@ -575,11 +591,13 @@ mod tests {
     fn a_bad_configuration_is_refused() {
         let mut c = EvaluationConfig::default();
         c.indicators.online.push("办事效率".into());
-        assert!(Rules::new(&c, 0.8).unwrap_err().contains("listed twice"));
+        let (key, message) = Rules::new(&c, 0.8).unwrap_err();
+        assert_eq!(key, "online");
+        assert!(message.contains("办事效率 is listed twice"), "{message}");
         let c = EvaluationConfig {
             warn_share: Some(1.0),
             ..Default::default()
         };
-        assert!(Rules::new(&c, 0.8).unwrap_err().contains("warn_share"));
+        assert_eq!(Rules::new(&c, 0.8).unwrap_err().0, "warn_share");
     }
 }

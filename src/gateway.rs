@@ -79,6 +79,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("[platform] {0}")]
     Platform(String),
+    #[error("{0}")]
+    Evaluation(String),
     #[error("[metrics] {0}")]
     Metrics(String),
     #[error("{0}")]
@@ -115,7 +117,7 @@ impl Gateway {
             crate::clock::Clocks::new(calendar, intake.offset(), config.sla.warn_share, now)
                 .map_err(StartError::Intake)?;
         let evaluation = crate::evaluation::Rules::new(&config.evaluation, config.sla.warn_share)
-            .map_err(StartError::Intake)?;
+            .map_err(|(_, m)| StartError::Evaluation(m))?;
         let p = &config.platform;
         if !p.push_url.is_empty() {
             if !p.push_url.starts_with("http://") && !p.push_url.starts_with("https://") {
