@@ -376,6 +376,52 @@ async fn a_case_nobody_evaluates_stays_without_evaluation(backend: Backend) {
     gw.stop().await;
 }
 
+/// Two replicas on one PostgreSQL database sweeping at the same moments raise each alert of a
+/// rectification once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_raise_a_rectifications_alerts_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = testkit::gateway::config(Backend::Postgres, dir.path());
+    let (time, now) = clock();
+    let mut a = TestGateway::start_with_clock(config.clone(), dir, now.clone()).await;
+    let b = TestGateway::serve_with_clock(&config, now).await;
+    let (number, _) = concluded_case(&mut a, "EVAL-REPLICAS", true).await;
+    let r = a
+        .client
+        .evaluate(EvaluateRequest {
+            case_number: number.clone(),
+            evaluation: Some(window(
+                1,
+                &[("服务效率", 1), ("服务水平", 1), ("服务态度", 1)],
+                "",
+            )),
+            department_code: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .case
+        .unwrap()
+        .rectification
+        .unwrap();
+    for t in [ms(&r.warn_at), ms(&r.due_at)] {
+        time.store(t, Ordering::SeqCst);
+        for _ in 0..3 {
+            let (x, y) = tokio::join!(
+                yichuang::clock::sweep(&a.gateway.store, &a.gateway.clocks),
+                yichuang::clock::sweep(&b.gateway.store, &b.gateway.clocks),
+            );
+            x.unwrap();
+            y.unwrap();
+        }
+    }
+    let (_, events) = get(&mut a, &number).await;
+    assert_eq!(count(&events, "rectification-warning"), 1, "{events:?}");
+    assert_eq!(count(&events, "rectification-overdue"), 1, "{events:?}");
+    b.stop().await;
+    a.stop().await;
+}
+
 testkit::on_both_stores!(
     a_poor_evaluation_opens_a_rectification_that_is_watched_and_closed,
     a_case_nobody_evaluates_stays_without_evaluation,
