@@ -376,6 +376,88 @@ async fn a_case_nobody_evaluates_stays_without_evaluation(backend: Backend) {
     gw.stop().await;
 }
 
+/// A test fixture, not the 2027 notice: 2026-12-31 and New Year's Day off.
+const Y2027: &str = "year = 2027\nnotice = \"fixture\"\nsource = \"https://example.invalid/2027\"\namendments = []\ndays = [\n  { date = 2026-12-31, off = true, name = \"元旦\" },\n  { date = 2027-01-01, off = true, name = \"元旦\" },\n]\n";
+
+/// Late in December, before next year's notice is loaded: a rectification's deadline is counted
+/// Monday–Friday and marked provisional; once the notice is loaded the sweeper moves it, once.
+async fn a_provisional_rectification_deadline_is_moved_once_the_notice_is_loaded(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let calendar = dir.path().join("calendar");
+    std::fs::create_dir(&calendar).unwrap();
+    for entry in std::fs::read_dir(testkit::repo().join("config/calendar")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|x| x == "toml") {
+            std::fs::copy(&path, calendar.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let mut config = testkit::gateway::config(backend, dir.path());
+    config.calendar_dir = calendar.clone();
+    let (time, now) = clock();
+    // Thursday 2026-12-24 10:00 in the hall.
+    let start: DateTime<Utc> = "2026-12-24T02:00:00Z".parse().unwrap();
+    time.store(start.timestamp_millis(), Ordering::SeqCst);
+    let mut gw = TestGateway::start_with_clock(config, dir, now).await;
+    let (number, _) = concluded_case(&mut gw, "EVAL-DEC", true).await;
+    let r = gw
+        .client
+        .evaluate(EvaluateRequest {
+            case_number: number.clone(),
+            evaluation: Some(window(
+                2,
+                &[("服务效率", 2), ("服务水平", 2), ("服务态度", 2)],
+                "",
+            )),
+            department_code: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .case
+        .unwrap()
+        .rectification
+        .unwrap();
+    // Monday–Friday: 25, 28, 29, 30, 31 December.
+    assert_eq!(r.deadline, "2026-12-31");
+    assert!(r.deadline_provisional);
+    let (_, events) = get(&mut gw, &number).await;
+    let opened = events
+        .iter()
+        .find(|e| e.kind == "rectification-opened")
+        .unwrap();
+    assert!(opened.detail.contains("provisional"), "{}", opened.detail);
+
+    // Still missing an hour later: nothing said.
+    time.store(ms(&r.recheck_at), Ordering::SeqCst);
+    sweep(&gw).await;
+    let (case, _) = get(&mut gw, &number).await;
+    assert!(case.rectification.as_ref().unwrap().deadline_provisional);
+
+    // The notice arrives: 31 December and 1 January are off, so the fifth working day is
+    // Monday 4 January; said once.
+    std::fs::write(calendar.join("2027.toml"), Y2027).unwrap();
+    gw.gateway.clocks.calendar().reload(true).unwrap();
+    time.fetch_add(3_600_000, Ordering::SeqCst);
+    sweep(&gw).await;
+    time.fetch_add(3_600_000, Ordering::SeqCst);
+    sweep(&gw).await;
+    let (case, events) = get(&mut gw, &number).await;
+    let r = case.rectification.unwrap();
+    assert_eq!(r.deadline, "2027-01-04");
+    assert!(!r.deadline_provisional);
+    let confirmed: Vec<&CaseEvent> = events
+        .iter()
+        .filter(|e| e.kind == "deadline-confirmed" && e.task_id.is_empty())
+        .collect();
+    assert_eq!(confirmed.len(), 1, "{events:?}");
+    assert!(
+        confirmed[0].detail.contains("2026-12-31 → 2027-01-04"),
+        "{}",
+        confirmed[0].detail
+    );
+    gw.stop().await;
+}
+
 /// Two replicas on one PostgreSQL database sweeping at the same moments raise each alert of a
 /// rectification once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -425,4 +507,5 @@ async fn replicas_raise_a_rectifications_alerts_once() {
 testkit::on_both_stores!(
     a_poor_evaluation_opens_a_rectification_that_is_watched_and_closed,
     a_case_nobody_evaluates_stays_without_evaluation,
+    a_provisional_rectification_deadline_is_moved_once_the_notice_is_loaded,
 );
