@@ -155,19 +155,22 @@ impl Rules {
         }
         match self.indicators(channel) {
             None => problems.push(format!(
-                "evaluation.channel: {channel:?} is not a channel; give window, terminal or online"
+                "evaluation.channel: {:?} is not a channel; give window, terminal or online",
+                crate::privacy::mask_free_text(channel)
             )),
             Some(set) => {
                 let mut scored = BTreeSet::new();
                 for s in &e.scores {
                     let name = s.indicator.trim();
+                    // Echoed masked: what a caller sends may be logged with the refusal.
+                    let shown = crate::privacy::mask_free_text(name);
                     if name == OVERALL {
                         problems.push(format!(
                             "evaluation.scores: {OVERALL} is the overall level; give it as evaluation.level, not as a score"
                         ));
                     } else if !set.iter().any(|i| i == name) {
                         problems.push(format!(
-                            "evaluation.scores: {name:?} is not an indicator of the {channel} channel; it scores {}",
+                            "evaluation.scores: {shown:?} is not an indicator of the {channel} channel; it scores {}",
                             set.join(", ")
                         ));
                     } else if !scored.insert(name) {
@@ -177,7 +180,7 @@ impl Rules {
                     }
                     if !level(s.level) {
                         problems.push(format!(
-                            "evaluation.scores: {name} level {} is outside 1–5",
+                            "evaluation.scores: {shown} level {} is outside 1–5",
                             s.level
                         ));
                     }
@@ -260,7 +263,8 @@ impl Rules {
                 case.tasks.iter().map(|t| t.department.as_str()).collect();
             departments.dedup();
             return Err(Refused::Invalid(format!(
-                "departmentCode: {department:?} handled no task of case {number}; give one of {}, or leave it empty for the accepting window",
+                "departmentCode: {:?} handled no task of case {number}; give one of {}, or leave it empty for the accepting window",
+                crate::privacy::mask_free_text(department),
                 departments.join(", ")
             )));
         }

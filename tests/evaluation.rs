@@ -226,6 +226,34 @@ async fn a_poor_evaluation_opens_a_rectification_that_is_watched_and_closed(back
         assert!(!e.detail.contains("13800138000") && !e.detail.contains("态度很差"));
     }
 
+    // Read of the case's personal data: in the access log.
+    let reads = gw
+        .gateway
+        .store
+        .access_log(yichuang::store::AccessQuery {
+            target: number.clone(),
+            caller: String::new(),
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    assert!(
+        reads
+            .iter()
+            .any(|a| a.method == "CaseService/Evaluate" && a.outcome == "read"),
+        "{reads:?}"
+    );
+    // Neither the platform nor another hall's window may evaluate.
+    use testkit::pki::Who;
+    for who in [Who::Platform, Who::Window("999999".into(), "W01".into())] {
+        let mut other = testkit::gateway::connect_as(gw.addr, Some(&who)).await;
+        let e = other
+            .evaluate(evaluate(window(5, &good, ""), ""))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{}", e.message());
+    }
+
     // 一次一评: the same again answers the stored one; another is refused, naming the first.
     let again = gw
         .client
