@@ -234,11 +234,12 @@ impl Rules {
         let department = department.trim();
         let number = case.case_number.clone();
         if let Some(first) = &case.evaluation {
+            // A department matters only to the rectification a 差评 opened.
             let assignee_same = department.is_empty()
                 || case
                     .rectification
                     .as_ref()
-                    .is_some_and(|r| r.assignee == department);
+                    .is_none_or(|r| r.assignee == department);
             if same_content(first, &e) && assignee_same {
                 return Ok(None);
             }
