@@ -43,6 +43,8 @@ pub struct Clocks {
     zone: FixedOffset,
     warn_share: f64,
     now: Now,
+    /// 好差评's rules, for the rectifications' deadlines ([`crate::evaluation`]).
+    evaluation: Arc<crate::evaluation::Rules>,
 }
 
 impl Clocks {
@@ -62,7 +64,19 @@ impl Clocks {
             zone,
             warn_share,
             now,
+            evaluation: Arc::default(),
         })
+    }
+
+    /// These clocks with 好差评's rules (the defaults otherwise).
+    pub fn with_evaluation(mut self, rules: Arc<crate::evaluation::Rules>) -> Clocks {
+        self.evaluation = rules;
+        self
+    }
+
+    /// 好差评's rules.
+    pub fn evaluation(&self) -> &Arc<crate::evaluation::Rules> {
+        &self.evaluation
     }
 
     /// The legal clock's present.
@@ -507,21 +521,27 @@ pub async fn sweep(store: &Store, clocks: &Clocks) -> Result<usize, StoreError> 
             }
         }
     }
-    written += sweep_rectifications(store, now).await?;
+    written += sweep_rectifications(store, clocks, now).await?;
     Ok(written)
 }
 
-/// The rectifications (整改) whose yellow warning or deadline came: each alert raised once
-/// ([`crate::evaluation::alerts`]), under the case's lock like the tasks' alerts.
-async fn sweep_rectifications(store: &Store, now: DateTime<Utc>) -> Result<usize, StoreError> {
+/// The rectifications (整改) whose yellow warning or deadline came, or whose provisional
+/// deadline is to be looked at again: each alert raised once, a deadline confirmed once
+/// ([`crate::evaluation::refresh`]), under the case's lock like the tasks' alerts.
+async fn sweep_rectifications(
+    store: &Store,
+    clocks: &Clocks,
+    now: DateTime<Utc>,
+) -> Result<usize, StoreError> {
     let mut written = 0;
     for case_number in store
         .rectification_candidates(now.timestamp_millis(), 512)
         .await?
     {
+        let clocks = clocks.clone();
         let edited = store
             .edit_case(&case_number, now, move |case, last_seq, _at| {
-                let events = crate::evaluation::alerts(case, last_seq, now);
+                let events = crate::evaluation::refresh(&clocks, case, last_seq, now);
                 let n = events.len();
                 (
                     Some(CaseChange {

@@ -12,6 +12,7 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, FixedOffset, Utc};
+use tracing::warn;
 
 use crate::calendar::{Limit, years_list};
 use crate::clock::Clocks;
@@ -65,32 +66,48 @@ impl Default for Rules {
 }
 
 impl Rules {
-    /// The rules of `config`; `sla_warn_share` (the tasks' share) when it names no share.
-    pub fn new(config: &EvaluationConfig, sla_warn_share: f64) -> Result<Rules, String> {
+    /// The rules of `config`; `sla_warn_share` (the tasks' share) when it names no share. A
+    /// refusal names the key at fault and says what to give.
+    pub fn new(
+        config: &EvaluationConfig,
+        sla_warn_share: f64,
+    ) -> Result<Rules, (&'static str, String)> {
         let warn_share = config.warn_share.unwrap_or(sla_warn_share);
         if !(warn_share > 0.0 && warn_share < 1.0) {
-            return Err(format!(
-                "[evaluation] warn_share = {warn_share}: give a share of the rectification's time between 0 and 1, e.g. 0.8"
+            return Err((
+                "warn_share",
+                format!(
+                    "[evaluation] warn_share = {warn_share}: give a share of the rectification's time between 0 and 1, e.g. 0.8"
+                ),
             ));
         }
         if config.rectification_working_days == 0 {
-            return Err(
+            return Err((
+                "rectification_working_days",
                 "[evaluation] rectification_working_days = 0: give at least 1 working day (default 5)"
                     .into(),
-            );
+            ));
         }
-        let set = |channel: &str, list: &[String]| -> Result<Vec<String>, String> {
+        let set = |channel: &'static str,
+                   list: &[String]|
+         -> Result<Vec<String>, (&'static str, String)> {
             let mut seen = BTreeSet::new();
             let mut out = Vec::new();
             for name in list.iter().map(|n| n.trim()) {
                 if name.is_empty() {
-                    return Err(format!(
-                        "[evaluation.indicators] {channel}: an empty indicator name; remove it"
+                    return Err((
+                        channel,
+                        format!(
+                            "[evaluation.indicators] {channel}: an empty indicator name; remove it"
+                        ),
                     ));
                 }
                 if !seen.insert(name) {
-                    return Err(format!(
-                        "[evaluation.indicators] {channel}: {name} is listed twice; list each indicator once"
+                    return Err((
+                        channel,
+                        format!(
+                            "[evaluation.indicators] {channel}: {name} is listed twice; list each indicator once"
+                        ),
                     ));
                 }
                 if name != OVERALL {
@@ -138,19 +155,22 @@ impl Rules {
         }
         match self.indicators(channel) {
             None => problems.push(format!(
-                "evaluation.channel: {channel:?} is not a channel; give window, terminal or online"
+                "evaluation.channel: {:?} is not a channel; give window, terminal or online",
+                crate::privacy::mask_free_text(channel)
             )),
             Some(set) => {
                 let mut scored = BTreeSet::new();
                 for s in &e.scores {
                     let name = s.indicator.trim();
+                    // Echoed masked: what a caller sends may be logged with the refusal.
+                    let shown = crate::privacy::mask_free_text(name);
                     if name == OVERALL {
                         problems.push(format!(
                             "evaluation.scores: {OVERALL} is the overall level; give it as evaluation.level, not as a score"
                         ));
                     } else if !set.iter().any(|i| i == name) {
                         problems.push(format!(
-                            "evaluation.scores: {name:?} is not an indicator of the {channel} channel; it scores {}",
+                            "evaluation.scores: {shown:?} is not an indicator of the {channel} channel; it scores {}",
                             set.join(", ")
                         ));
                     } else if !scored.insert(name) {
@@ -160,7 +180,7 @@ impl Rules {
                     }
                     if !level(s.level) {
                         problems.push(format!(
-                            "evaluation.scores: {name} level {} is outside 1–5",
+                            "evaluation.scores: {shown} level {} is outside 1–5",
                             s.level
                         ));
                     }
@@ -214,11 +234,12 @@ impl Rules {
         let department = department.trim();
         let number = case.case_number.clone();
         if let Some(first) = &case.evaluation {
+            // A department matters only to the rectification a 差评 opened.
             let assignee_same = department.is_empty()
                 || case
                     .rectification
                     .as_ref()
-                    .is_some_and(|r| r.assignee == department);
+                    .is_none_or(|r| r.assignee == department);
             if same_content(first, &e) && assignee_same {
                 return Ok(None);
             }
@@ -243,7 +264,8 @@ impl Rules {
                 case.tasks.iter().map(|t| t.department.as_str()).collect();
             departments.dedup();
             return Err(Refused::Invalid(format!(
-                "departmentCode: {department:?} handled no task of case {number}; give one of {}, or leave it empty for the accepting window",
+                "departmentCode: {:?} handled no task of case {number}; give one of {}, or leave it empty for the accepting window",
+                crate::privacy::mask_free_text(department),
                 departments.join(", ")
             )));
         }
@@ -305,37 +327,100 @@ impl Rules {
         assignee: String,
         now: DateTime<Utc>,
     ) -> Result<Rectification, Refused> {
-        let zone = clocks.zone();
-        let calendar = clocks.calendar().current();
-        let opened = now.with_timezone(&zone);
-        let limit = Limit::working_days(self.working_days);
-        let reckoned = calendar
-            .reckon(|c| {
-                let hall = c.in_zone(zone);
-                let due = hall.deadline(opened, limit)?;
-                let warn = hall.share_reached_at(opened, limit, &[], self.warn_share)?;
-                Ok((due, warn))
-            })
-            .map_err(|e| {
-                Refused::Precondition(format!(
-                    "cannot count the rectification's deadline on the working-day calendar: {e}; load the calendar and evaluate again"
-                ))
-            })?;
-        let (due, warn) = reckoned.value;
-        if !reckoned.assumed.is_empty() {
-            tracing::warn!(years = %years_list(&reckoned.assumed), "a rectification's deadline counted Monday–Friday in years without a loaded calendar");
-        }
-        Ok(Rectification {
+        let mut r = Rectification {
             assignee,
-            deadline: calendar.in_zone(zone).last_day(due).to_string(),
             opened_at: Some(timestamp(now)),
             state: RectificationState::Open as i32,
-            due_at: Some(timestamp(due.with_timezone(&Utc))),
-            warn_at: Some(timestamp(warn.with_timezone(&Utc))),
-            deadline_provisional: !reckoned.assumed.is_empty(),
+            working_days: self.working_days as i32,
             ..Default::default()
-        })
+        };
+        let assumed = self.count(clocks, &mut r).map_err(|e| {
+            Refused::Precondition(format!(
+                "cannot count the rectification's deadline on the working-day calendar: {e}; load the calendar and evaluate again"
+            ))
+        })?;
+        if !assumed.is_empty() {
+            warn!(years = %years_list(&assumed), "a rectification's deadline counted Monday–Friday in years without a loaded calendar");
+            // Looked at hourly until the year's notice is loaded.
+            r.recheck_at = Some(timestamp(now + chrono::Duration::hours(1)));
+        }
+        Ok(r)
     }
+
+    /// Counts `r`'s deadline and warning from its opening and working days on the calendar in
+    /// use, and marks it provisional when it rests on years without their notice (named).
+    fn count(
+        &self,
+        clocks: &Clocks,
+        r: &mut Rectification,
+    ) -> Result<BTreeSet<i32>, crate::calendar::CalendarError> {
+        let zone = clocks.zone();
+        let calendar = clocks.calendar().current();
+        let opened = r
+            .opened_at
+            .as_ref()
+            .and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+            .unwrap_or_default()
+            .with_timezone(&zone);
+        let limit = Limit::working_days(r.working_days.max(1) as u32);
+        let reckoned = calendar.reckon(|c| {
+            let hall = c.in_zone(zone);
+            let due = hall.deadline(opened, limit)?;
+            let warn = hall.share_reached_at(opened, limit, &[], self.warn_share)?;
+            Ok((due, warn))
+        })?;
+        let (due, warn) = reckoned.value;
+        r.deadline = calendar.in_zone(zone).last_day(due).to_string();
+        r.due_at = Some(timestamp(due.with_timezone(&Utc)));
+        r.warn_at = Some(timestamp(warn.with_timezone(&Utc)));
+        r.deadline_provisional = !reckoned.assumed.is_empty();
+        Ok(reckoned.assumed)
+    }
+}
+
+/// What the SLA sweeper does with the case's open rectification at `now`: a provisional
+/// deadline counted again (confirmed or moved once its year's notice is loaded, with a
+/// `deadline-confirmed` entry; looked at again hourly otherwise), then its alerts
+/// ([`alerts`]).
+pub fn refresh(
+    clocks: &Clocks,
+    case: &mut Case,
+    last_seq: i64,
+    now: DateTime<Utc>,
+) -> Vec<CaseEvent> {
+    let mut events = Vec::new();
+    if let Some(r) = case.rectification.as_mut()
+        && r.state == RectificationState::Open as i32
+        && r.deadline_provisional
+    {
+        let was = r.deadline.clone();
+        match clocks.evaluation().count(clocks, r) {
+            Ok(assumed) if assumed.is_empty() => {
+                r.recheck_at = None;
+                let change = if was == r.deadline {
+                    format!("{} confirmed", r.deadline)
+                } else {
+                    format!("{was} → {}", r.deadline)
+                };
+                EventKind::DeadlineConfirmed.push(
+                    &mut events,
+                    last_seq,
+                    timestamp(now),
+                    "",
+                    format!(
+                        "rectification by {}: the working-day calendar is loaded; deadline {change}",
+                        r.assignee
+                    ),
+                );
+            }
+            Ok(_) | Err(_) => {
+                r.recheck_at = Some(timestamp(now + chrono::Duration::hours(1)));
+            }
+        }
+    }
+    let seq = last_seq + events.len() as i64;
+    events.extend(alerts(case, seq, now));
+    events
 }
 
 /// The alerts of the case's open rectification that came due at `now`, each raised once: the
@@ -383,19 +468,29 @@ pub fn alerts(case: &mut Case, last_seq: i64, now: DateTime<Utc>) -> Vec<CaseEve
 }
 
 /// When the sweeper must next look at the case's rectification (its warning, then its
-/// deadline), in ms; `None`: nothing to watch (none, closed, or both alerts raised). The store
+/// deadline, and hourly while the deadline is provisional), in ms; `None`: nothing to watch
+/// (none, closed, or both alerts raised on a deadline that is final). The store
 /// keeps it beside the record ([`crate::store`]).
 pub fn next_check_ms(case: &Case) -> Option<i64> {
     let r = case.rectification.as_ref()?;
     if r.state != RectificationState::Open as i32 {
         return None;
     }
-    if !r.warned {
+    let alert = if !r.warned {
         r.warn_at.as_ref().map(ms)
     } else if !r.overdue {
         r.due_at.as_ref().map(ms)
     } else {
         None
+    };
+    let recheck = r
+        .recheck_at
+        .as_ref()
+        .filter(|_| r.deadline_provisional)
+        .map(ms);
+    match (alert, recheck) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -575,11 +670,13 @@ mod tests {
     fn a_bad_configuration_is_refused() {
         let mut c = EvaluationConfig::default();
         c.indicators.online.push("办事效率".into());
-        assert!(Rules::new(&c, 0.8).unwrap_err().contains("listed twice"));
+        let (key, message) = Rules::new(&c, 0.8).unwrap_err();
+        assert_eq!(key, "online");
+        assert!(message.contains("办事效率 is listed twice"), "{message}");
         let c = EvaluationConfig {
             warn_share: Some(1.0),
             ..Default::default()
         };
-        assert!(Rules::new(&c, 0.8).unwrap_err().contains("warn_share"));
+        assert_eq!(Rules::new(&c, 0.8).unwrap_err().0, "warn_share");
     }
 }

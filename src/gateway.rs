@@ -79,6 +79,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("[platform] {0}")]
     Platform(String),
+    #[error("{0}")]
+    Evaluation(String),
     #[error("[metrics] {0}")]
     Metrics(String),
     #[error("{0}")]
@@ -114,8 +116,11 @@ impl Gateway {
         let clocks =
             crate::clock::Clocks::new(calendar, intake.offset(), config.sla.warn_share, now)
                 .map_err(StartError::Intake)?;
-        let evaluation = crate::evaluation::Rules::new(&config.evaluation, config.sla.warn_share)
-            .map_err(StartError::Intake)?;
+        let evaluation = Arc::new(
+            crate::evaluation::Rules::new(&config.evaluation, config.sla.warn_share)
+                .map_err(|(_, m)| StartError::Evaluation(m))?,
+        );
+        let clocks = clocks.with_evaluation(evaluation.clone());
         let p = &config.platform;
         if !p.push_url.is_empty() {
             if !p.push_url.starts_with("http://") && !p.push_url.starts_with("https://") {
@@ -192,7 +197,7 @@ impl Gateway {
             platform: (!config.platform.push_url.is_empty()).then(|| config.platform.clone()),
             instance: uuid::Uuid::new_v4().simple().to_string(),
             clocks,
-            evaluation: Arc::new(evaluation),
+            evaluation,
             sweep_every: (config.sla.sweep_secs > 0)
                 .then(|| std::time::Duration::from_secs(config.sla.sweep_secs)),
             stall: config.stall.clone(),

@@ -235,6 +235,40 @@ fn client_commands_print_json_and_exit_codes_and_a_sigkilled_gateway_keeps_its_c
     assert_eq!(case["case"]["caseNumber"], number.as_str());
     assert_eq!(case["case"]["tasks"].as_array().unwrap().len(), 2);
 
+    // 好差评 from the terminal: the server's refusals, a bad level (exit 4) and a case not yet
+    // delivered (exit 1), each saying why.
+    let evaluate = |level: &str| {
+        yichuang!(&[
+            "case",
+            "evaluate",
+            "--server",
+            &server.url,
+            &number,
+            "--level",
+            level,
+            "--score",
+            "服务效率=5",
+            "--score",
+            "服务水平=5",
+            "--score",
+            "服务态度=5",
+        ])
+    };
+    let out = evaluate("7");
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("evaluation.level: 7"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = evaluate("5");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("only a delivered"),
+        "{}",
+        text(&out.stderr)
+    );
+
     let out = yichuang!(&["case", "get", "--server", &server.url, "nope"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(

@@ -226,6 +226,34 @@ async fn a_poor_evaluation_opens_a_rectification_that_is_watched_and_closed(back
         assert!(!e.detail.contains("13800138000") && !e.detail.contains("态度很差"));
     }
 
+    // Read of the case's personal data: in the access log.
+    let reads = gw
+        .gateway
+        .store
+        .access_log(yichuang::store::AccessQuery {
+            target: number.clone(),
+            caller: String::new(),
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    assert!(
+        reads
+            .iter()
+            .any(|a| a.method == "CaseService/Evaluate" && a.outcome == "read"),
+        "{reads:?}"
+    );
+    // Neither the platform nor another hall's window may evaluate.
+    use testkit::pki::Who;
+    for who in [Who::Platform, Who::Window("999999".into(), "W01".into())] {
+        let mut other = testkit::gateway::connect_as(gw.addr, Some(&who)).await;
+        let e = other
+            .evaluate(evaluate(window(5, &good, ""), ""))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{}", e.message());
+    }
+
     // 一次一评: the same again answers the stored one; another is refused, naming the first.
     let again = gw
         .client
@@ -376,7 +404,136 @@ async fn a_case_nobody_evaluates_stays_without_evaluation(backend: Backend) {
     gw.stop().await;
 }
 
+/// A test fixture, not the 2027 notice: 2026-12-31 and New Year's Day off.
+const Y2027: &str = "year = 2027\nnotice = \"fixture\"\nsource = \"https://example.invalid/2027\"\namendments = []\ndays = [\n  { date = 2026-12-31, off = true, name = \"元旦\" },\n  { date = 2027-01-01, off = true, name = \"元旦\" },\n]\n";
+
+/// Late in December, before next year's notice is loaded: a rectification's deadline is counted
+/// Monday–Friday and marked provisional; once the notice is loaded the sweeper moves it, once.
+async fn a_provisional_rectification_deadline_is_moved_once_the_notice_is_loaded(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let calendar = dir.path().join("calendar");
+    std::fs::create_dir(&calendar).unwrap();
+    for entry in std::fs::read_dir(testkit::repo().join("config/calendar")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|x| x == "toml") {
+            std::fs::copy(&path, calendar.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let mut config = testkit::gateway::config(backend, dir.path());
+    config.calendar_dir = calendar.clone();
+    let (time, now) = clock();
+    // Thursday 2026-12-24 10:00 in the hall.
+    let start: DateTime<Utc> = "2026-12-24T02:00:00Z".parse().unwrap();
+    time.store(start.timestamp_millis(), Ordering::SeqCst);
+    let mut gw = TestGateway::start_with_clock(config, dir, now).await;
+    let (number, _) = concluded_case(&mut gw, "EVAL-DEC", true).await;
+    let r = gw
+        .client
+        .evaluate(EvaluateRequest {
+            case_number: number.clone(),
+            evaluation: Some(window(
+                2,
+                &[("服务效率", 2), ("服务水平", 2), ("服务态度", 2)],
+                "",
+            )),
+            department_code: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .case
+        .unwrap()
+        .rectification
+        .unwrap();
+    // Monday–Friday: 25, 28, 29, 30, 31 December.
+    assert_eq!(r.deadline, "2026-12-31");
+    assert!(r.deadline_provisional);
+    let (_, events) = get(&mut gw, &number).await;
+    let opened = events
+        .iter()
+        .find(|e| e.kind == "rectification-opened")
+        .unwrap();
+    assert!(opened.detail.contains("provisional"), "{}", opened.detail);
+
+    // Still missing an hour later: nothing said.
+    time.store(ms(&r.recheck_at), Ordering::SeqCst);
+    sweep(&gw).await;
+    let (case, _) = get(&mut gw, &number).await;
+    assert!(case.rectification.as_ref().unwrap().deadline_provisional);
+
+    // The notice arrives: 31 December and 1 January are off, so the fifth working day is
+    // Monday 4 January; said once.
+    std::fs::write(calendar.join("2027.toml"), Y2027).unwrap();
+    gw.gateway.clocks.calendar().reload(true).unwrap();
+    time.fetch_add(3_600_000, Ordering::SeqCst);
+    sweep(&gw).await;
+    time.fetch_add(3_600_000, Ordering::SeqCst);
+    sweep(&gw).await;
+    let (case, events) = get(&mut gw, &number).await;
+    let r = case.rectification.unwrap();
+    assert_eq!(r.deadline, "2027-01-04");
+    assert!(!r.deadline_provisional);
+    let confirmed: Vec<&CaseEvent> = events
+        .iter()
+        .filter(|e| e.kind == "deadline-confirmed" && e.task_id.is_empty())
+        .collect();
+    assert_eq!(confirmed.len(), 1, "{events:?}");
+    assert!(
+        confirmed[0].detail.contains("2026-12-31 → 2027-01-04"),
+        "{}",
+        confirmed[0].detail
+    );
+    gw.stop().await;
+}
+
+/// Two replicas on one PostgreSQL database sweeping at the same moments raise each alert of a
+/// rectification once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_raise_a_rectifications_alerts_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = testkit::gateway::config(Backend::Postgres, dir.path());
+    let (time, now) = clock();
+    let mut a = TestGateway::start_with_clock(config.clone(), dir, now.clone()).await;
+    let b = TestGateway::serve_with_clock(&config, now).await;
+    let (number, _) = concluded_case(&mut a, "EVAL-REPLICAS", true).await;
+    let r = a
+        .client
+        .evaluate(EvaluateRequest {
+            case_number: number.clone(),
+            evaluation: Some(window(
+                1,
+                &[("服务效率", 1), ("服务水平", 1), ("服务态度", 1)],
+                "",
+            )),
+            department_code: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .case
+        .unwrap()
+        .rectification
+        .unwrap();
+    for t in [ms(&r.warn_at), ms(&r.due_at)] {
+        time.store(t, Ordering::SeqCst);
+        for _ in 0..3 {
+            let (x, y) = tokio::join!(
+                yichuang::clock::sweep(&a.gateway.store, &a.gateway.clocks),
+                yichuang::clock::sweep(&b.gateway.store, &b.gateway.clocks),
+            );
+            x.unwrap();
+            y.unwrap();
+        }
+    }
+    let (_, events) = get(&mut a, &number).await;
+    assert_eq!(count(&events, "rectification-warning"), 1, "{events:?}");
+    assert_eq!(count(&events, "rectification-overdue"), 1, "{events:?}");
+    b.stop().await;
+    a.stop().await;
+}
+
 testkit::on_both_stores!(
     a_poor_evaluation_opens_a_rectification_that_is_watched_and_closed,
     a_case_nobody_evaluates_stays_without_evaluation,
+    a_provisional_rectification_deadline_is_moved_once_the_notice_is_loaded,
 );

@@ -219,6 +219,23 @@ impl GatewayConfig {
             problem(key, format!("[bus] {m}"))
         })?;
         config.limits.check().map_err(|(key, m)| problem(key, m))?;
+        // An [sla] warn_share out of range is the legal clock's to report (at start).
+        let sla_share = config.sla.warn_share.clamp(f64::MIN_POSITIVE, 0.99);
+        crate::evaluation::Rules::new(&config.evaluation, sla_share).map_err(|(key, m)| {
+            // The key as set in the [evaluation] tables, not in an earlier section.
+            let line = text
+                .lines()
+                .position(|l| l.trim_start().starts_with("[evaluation"))
+                .map_or(1, |start| {
+                    let rest = text.lines().skip(start).collect::<Vec<_>>().join("\n");
+                    start + key_line(&rest, key)
+                });
+            ConfigError::Invalid(ConfigProblem {
+                file: path.display().to_string(),
+                line,
+                message: m,
+            })
+        })?;
         config.console.check().map_err(|(key, m)| problem(key, m))?;
         if config.server.max_message_bytes < 1024 {
             return Err(problem(
@@ -262,6 +279,24 @@ mod tests {
         };
         assert_eq!(problem.line, 3, "{problem}");
         assert!(problem.message.contains("lisen"), "{problem}");
+    }
+
+    #[test]
+    fn a_bad_evaluation_setting_is_refused_at_its_line() {
+        let err = GatewayConfig::parse(
+            Path::new("g.toml"),
+            "[sla]\nwarn_share = 0.8\n\n[evaluation]\nwarn_share = 1.5\n",
+            |_| None,
+        )
+        .unwrap_err();
+        let ConfigError::Invalid(problem) = err else {
+            panic!("expected invalid")
+        };
+        assert_eq!(problem.line, 5, "{problem}");
+        assert!(
+            problem.message.contains("[evaluation] warn_share"),
+            "{problem}"
+        );
     }
 
     #[test]
