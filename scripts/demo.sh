@@ -4,8 +4,10 @@
 # process connects the seven departments' legacy systems (simulated here, one of each kind the
 # reform meets: HTTP/JSON, form-POST XML in GBK, SOAP, 前置库 exchange tables in PostgreSQL, and a
 # clerk re-keying cases by hand); results come back to the gateway, and every status change is
-# printed as it happens. Everything runs in a RabbitMQ vhost and a PostgreSQL database of the
-# demo's own, removed at the end.
+# printed as it happens. The applicants evaluate their delivered cases (好差评), and the reporter
+# reports every case's stages and evaluations to the province's one-network platform (simulated,
+# strict about its exchange specification), then reconciles the day. Everything runs in a
+# RabbitMQ vhost and a PostgreSQL database of the demo's own, removed at the end.
 # Needs the binaries built and the services started (`make demo` does both: scripts/services.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +33,8 @@ free_port() { "$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0
 port=$(free_port)
 adapter_port=$(free_port)
 metrics_port=$(free_port)
+platform_port=$(free_port)
+reporter_port=$(free_port)
 server="https://127.0.0.1:$port"
 psql_() { sudo_ su postgres -c "PGOPTIONS='-c client_min_messages=warning' psql -p $pg_port -q -v ON_ERROR_STOP=1 -c \"$1\"" >/dev/null; }
 
@@ -86,6 +90,9 @@ start sim-ga "$bin/yichuang-sim" soap --listen 127.0.0.1:18083 --settings "$work
 start sim-xf "$bin/yichuang-sim" soap --listen 127.0.0.1:18084 --settings "$work/xf.json"
 start sim-rs "$bin/yichuang-sim" exchange-db --url "$pg" --settings "$work/rs.json"
 start sim-zrzy "$bin/yichuang-sim" exchange-db --url "$pg" --settings "$work/zrzy.json"
+# The province's one-network platform: its case-record exchange (EX_GDBS/EX_HCP), signed HTTP.
+echo '{"regions": ["640100"], "item_code": "implementation_code"}' > "$work/platform.json"
+start sim-platform "$bin/yichuang-sim" platform --listen "127.0.0.1:$platform_port" --settings "$work/platform.json"
 cat <<'EOF'
   scjg 市场监管   HTTP/JSON with an expiring token      127.0.0.1:18081
   sw   税务       form-POST XML, GBK answers, signed    127.0.0.1:18082
@@ -95,6 +102,7 @@ cat <<'EOF'
   zrzy 自然资源   前置库 tables bdc_qzk.*  in PostgreSQL yichuang_demo
   gjj  公积金     a clerk's worklist (this script plays the clerk)
 EOF
+echo "  and the provincial one-network platform's case-record exchange   127.0.0.1:$platform_port"
 
 bold "== the gateway (gRPC on $server, SQLite) and one adapter process for the seven departments"
 mkdir -p "$work/departments"
@@ -127,11 +135,14 @@ export YICHUANG_CATALOG_DIR="$PWD/config/catalog" YICHUANG_CALENDAR_DIR="$PWD/co
 # the commands below calling it as the hall's window system.
 "$bin/yichuang-dev-certs" "$work/tls" \
   --client window=urn:yichuang:window:640100-DT01 \
-  --client operator=urn:yichuang:operator >/dev/null
+  --client operator=urn:yichuang:operator \
+  --client reporter=urn:yichuang:platform >/dev/null
 export YICHUANG_TLS_CERT="$work/tls/server.pem" YICHUANG_TLS_KEY="$work/tls/server-key.pem" YICHUANG_TLS_CLIENT_CA="$work/tls/ca.pem"
 export YICHUANG_ADMIN_LISTEN="127.0.0.1:$(free_port)"
 export YICHUANG_CA="$work/tls/ca.pem" YICHUANG_CERT="$work/tls/window.pem" YICHUANG_KEY="$work/tls/window-key.pem"
 cp config/gateway.toml "$work/gateway.toml"
+# The reporter's queue on the events exchange (docs/reporting.md).
+export YICHUANG_BUS_REPORT=true
 # Results are taken only from each department's listed RabbitMQ user: the adapter's, which
 # `yichuang bus users` makes (read its task queues, write results, configure nothing).
 users=""; for d in scjg sw ga xf rs zrzy gjj; do users+="$d = \"$adapter_user\"\\n"; done
@@ -167,6 +178,21 @@ until "$python" -c "import urllib.request; urllib.request.urlopen('http://127.0.
   if [ "$SECONDS" -ge "$deadline" ]; then echo "the adapter did not become ready:" >&2; cat "$work/adapter.log" >&2; exit 1; fi
   sleep 0.2
 done
+
+# The reporter: every case's stage records, in order, to the platform (docs/reporting.md); it
+# reads each changed case from the gateway as the platform role, over TLS.
+sed -e "s|^ledger = .*|ledger = \"$work/reporter.db\"|" \
+    -e "s|^specification = .*|specification = \"$PWD/config/report/gdbs.yaml\"|" \
+    -e "s|^calendar_dir = .*|calendar_dir = \"$PWD/config/calendar\"|" \
+    -e "s|^format = .*|format = \"text\"|" \
+    config/reporter.toml > "$work/reporter.toml"
+report_env() { # the reporter's settings, then a command
+  env YICHUANG_SERVER="$server" YICHUANG_REPORTER_CERT="$work/tls/reporter.pem" YICHUANG_REPORTER_KEY="$work/tls/reporter-key.pem" \
+    YICHUANG_PLATFORM_URL="http://127.0.0.1:$platform_port/gdbs/api/record" \
+    YICHUANG_PLATFORM_QUERY_URL="http://127.0.0.1:$platform_port/gdbs/api/query" \
+    YICHUANG_PLATFORM_SECRET=platform-secret YICHUANG_REPORTER_LISTEN="127.0.0.1:$reporter_port" "$@"
+}
+start reporter report_env "$bin/yichuang-adapter" report run --config "$work/reporter.toml"
 
 console="https://${YICHUANG_ADMIN_LISTEN}/console"
 bold "== the operations console: $console"
@@ -294,6 +320,64 @@ PY
 done
 sleep 1.5 # the last events reach the watcher
 
+bold "== the applicants evaluate their cases at the window (好差评, one each); one is a 差评"
+n=0
+for number in $("$bin/yichuang" case list --server "$server" --status CASE_STATUS_DELIVERED --page-size 100 |
+    "$python" -c 'import json,sys; [print(c["caseNumber"]) for c in json.load(sys.stdin).get("cases", [])]'); do
+  n=$((n + 1))
+  # Not every applicant evaluates: nothing is recorded for those who do not (never a default score).
+  if [ $((n % 4)) = 0 ]; then echo "  $number: not evaluated"; continue; fi
+  if [ "$n" = 2 ]; then level=2; else level=$((4 + n % 2)); fi
+  comment=(); if [ "$level" -le 2 ]; then comment=(--comment "等候时间过长"); fi
+  "$bin/yichuang" case evaluate --server "$server" "$number" --level "$level" \
+    --score "服务效率=$level" --score "服务水平=$level" --score "服务态度=$level" "${comment[@]}" |
+    "$python" -c 'import json,sys
+c = json.load(sys.stdin)["case"]; e = c["evaluation"]; r = c.get("rectification")
+line = "  " + c["caseNumber"] + ": " + str(e["level"]) + " of 5"
+if r: line += " — 差评: a rectification by " + r["assignee"] + ", due " + r["deadline"]
+print(line)'
+  if [ "$level" -le 2 ]; then
+    YICHUANG_CERT="$work/tls/operator.pem" YICHUANG_KEY="$work/tls/operator-key.pem" \
+      "$bin/yichuang" rectify --server "https://$YICHUANG_ADMIN_LISTEN" "$number" \
+      --response "已约谈窗口工作人员，午间增开综合窗口" >/dev/null
+    echo "  $number: the rectification is answered and closed (整改反馈)"
+  fi
+done
+
+# Until the platform holds every record of the day (the last evaluations may still be on their
+# way), or a minute.
+deadline=$((SECONDS + 60))
+while true; do
+  set +e
+  out=$(report_env "$bin/yichuang-adapter" report reconcile --config "$work/reporter.toml" --date "$(TZ=Asia/Shanghai date +%F)" 2>&1)
+  code=$?
+  set -e
+  if [ "$code" = 0 ] || [ "$SECONDS" -ge "$deadline" ]; then break; fi
+  sleep 1
+done
+reconciled=$code
+
+bold "== the stage records reported to the one-network platform (办件汇聚), in order, once each"
+"$python" - "http://127.0.0.1:$platform_port/sim/platform/records" "http://127.0.0.1:$reporter_port/status" <<'PY'
+import collections, json, sys, urllib.request
+held = json.load(urllib.request.urlopen(sys.argv[1], timeout=5))
+names = {"EX_GDBS_SB": "申办", "EX_GDBS_SL": "受理", "EX_GDBS_BJGZ": "补交告知", "EX_GDBS_BJSL": "补交受理",
+         "EX_GDBS_TBCXSQ": "特别程序申请", "EX_GDBS_TBCXJG": "特别程序结果", "EX_GDBS_SPCL": "审批处理",
+         "EX_GDBS_BJ": "办结", "EX_GDBS_LQDJ": "领证登记", "EX_HCP_PJ": "好差评", "EX_HCP_ZGFK": "整改反馈"}
+by = collections.Counter(h["table"] for h in held)
+for table in names:
+    if by[table]:
+        print(f"  {table:16} {names[table]:8} {by[table]:>4} record(s)")
+once = sum(1 for h in held if h["accepted"] == 1)
+print(f"  {len(held)} records held by the platform, {once} of them accepted the first time they were sent")
+for r in [h["record"] for h in held if h["table"] == "EX_HCP_PJ"][:6]:
+    print(f'  好差评 {r["SBLSH"]}: 满意度 {r["MYD"]}, ' + ", ".join(f'{z["ZBMC"]} {z["DJ"]}' for z in r["ZBPJ"]))
+status = json.load(urllib.request.urlopen(sys.argv[2], timeout=5))
+print("  the reporter's ledger:", ", ".join(f"{k} {v}" for k, v in sorted(status["records"].items())))
+PY
+bold "== the day's reconciliation: what the platform holds against what the gateway's cases say"
+echo "$out" | sed 's/^/  /'
+
 bold "== the cases at the end"
 "$bin/yichuang" case list --server "$server" --page-size 100 | "$python" -c "$(cat <<'PY'
 import json, sys
@@ -325,4 +409,4 @@ fi
 bold "== the logs of the gateway, the adapter and the simulators, scanned for personal data left unmasked"
 "$bin/yichuang" logs scan --names tests/fixtures/personal-names.txt "$work"/*.log
 bold "== stopping everything (the demo's vhost and database are removed)"
-[ "$delivered" -ge "$accepted" ]
+[ "$delivered" -ge "$accepted" ] && [ "$reconciled" = 0 ]

@@ -8,7 +8,7 @@
 //! 3 cannot listen, or the worklist cannot be opened or written; 4 unknown task;
 //! 5 the task's outcome is already recorded differently; 6 the task is at another supplement
 //! round than the one named (or one must be named); 7 `try`: the system failed the task;
-//! 8 `report reconcile`: something is missing, held differently or refused.
+//! 8 `report reconcile`: the platform does not hold every record of the day as reported.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -91,8 +91,8 @@ enum ReportAction {
     /// Runs the reporter: consumes the report queue, reports records in order, reconciles daily.
     Run,
     /// Reconciles one day now (hall time): what the platform holds against what the gateway's
-    /// cases say; reports again what is missing and prints the completeness. Exit 8 when
-    /// anything is missing, mismatched or refused.
+    /// cases say; reports again what is missing and prints the completeness. Exit 8 unless the
+    /// platform holds every record of the day as reported.
     Reconcile {
         /// The day, `YYYY-MM-DD` (default: yesterday).
         #[arg(long)]
@@ -386,7 +386,9 @@ fn report(path: &std::path::Path, action: ReportAction) -> ExitCode {
                         for line in &r.detail {
                             println!("  {line}");
                         }
-                        if r.missing_ledger + r.missing_platform + r.mismatched + r.refused > 0 {
+                        if r.missing_ledger + r.missing_platform + r.mismatched + r.refused > 0
+                            || r.confirmed < r.records
+                        {
                             ExitCode::from(8)
                         } else {
                             ExitCode::SUCCESS

@@ -234,22 +234,28 @@ async fn every_path_reaches_the_platform_once(via: Via) {
             schema: schema.name.clone(),
         },
     };
-    let reporter = Arc::new(Reporter {
-        spec: Spec::load(&root().join("config/report/gdbs.yaml")).unwrap(),
-        ledger: Ledger::open(&files.path().join("reporter.db")).unwrap(),
-        transport: Transport::new(&transport).unwrap(),
-        gateway: CaseServiceClient::new(
-            testkit::gateway::channel(gw.addr, Some(&Who::Platform)).await,
-        ),
-        calendar: yichuang::calendar::Calendar::load(&root().join("config/calendar")).unwrap(),
-        offset: chrono::FixedOffset::east_opt(8 * 3600).unwrap(),
-        meters: Default::default(),
-    });
-    let running = tokio::spawn(report::run(
-        reporter.clone(),
-        bus,
-        chrono::NaiveTime::from_hms_opt(2, 0, 0).unwrap(),
-    ));
+    // The reporter, as `report run` starts it; killed and started again on its ledger below.
+    let gw_addr = gw.addr;
+    let start = || async {
+        let reporter = Arc::new(Reporter {
+            spec: Spec::load(&root().join("config/report/gdbs.yaml")).unwrap(),
+            ledger: Ledger::open(&files.path().join("reporter.db")).unwrap(),
+            transport: Transport::new(&transport).unwrap(),
+            gateway: CaseServiceClient::new(
+                testkit::gateway::channel(gw_addr, Some(&Who::Platform)).await,
+            ),
+            calendar: yichuang::calendar::Calendar::load(&root().join("config/calendar")).unwrap(),
+            offset: chrono::FixedOffset::east_opt(8 * 3600).unwrap(),
+            meters: Default::default(),
+        });
+        let running = tokio::spawn(report::run(
+            reporter.clone(),
+            bus.clone(),
+            chrono::NaiveTime::from_hms_opt(2, 0, 0).unwrap(),
+        ));
+        (reporter, running)
+    };
+    let (_, running) = start().await;
 
     // 1. Accepted → decided → delivered (pickup) → 满意.
     let (a, a_tasks) = accept(&mut gw, "kai-canguan", "a").await;
@@ -317,6 +323,12 @@ async fn every_path_reaches_the_platform_once(via: Via) {
         })
         .await
         .unwrap();
+
+    // The reporter dies (its entries in flight are given again by the broker, its records in
+    // its ledger) and a new one takes over.
+    running.abort();
+    let _ = running.await;
+    let (reporter, running) = start().await;
 
     // 3. 特别程序 between the department's steps.
     let (c, c_tasks) = accept(&mut gw, "kai-canguan", "c").await;

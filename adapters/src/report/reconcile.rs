@@ -3,6 +3,7 @@
 //! what the platform holds (its query interface, or the exchange tables' flags).
 //!
 //! - A record the ledger lacked (an entry never reached the reporter) is stored and sent.
+//!   Facts of the last two minutes may still be on their way and are not counted as gaps.
 //! - One the ledger had confirmed but the platform does not hold is reported again.
 //! - One the platform holds differently from what was reported is a mismatch, listed for the
 //!   operators.
@@ -23,6 +24,9 @@ use super::transport;
 
 /// How many differences are listed in the result (the counts are always whole).
 const LISTED: usize = 50;
+/// A fact younger than this may still be on its way (its entry in the queue, its record being
+/// sent): not a gap yet.
+const IN_FLIGHT_MS: i64 = 120_000;
 
 pub async fn run(r: &Reporter, day: NaiveDate) -> Result<Reconciliation, String> {
     let start = |d: NaiveDate| {
@@ -82,7 +86,9 @@ pub async fn run(r: &Reporter, day: NaiveDate) -> Result<Reconciliation, String>
             .map_err(|s| format!("GetCase {case_number}: {}", s.message()))?
             .into_inner();
         for record in derive::records(&r.spec, &case)? {
-            if r.ledger.store(&record)? == Change::New {
+            if r.ledger.store(&record)? == Change::New
+                && record.learnt_ms < result.at_ms - IN_FLIGHT_MS
+            {
                 result.missing_ledger += 1;
                 note(
                     &mut result,
@@ -154,6 +160,7 @@ pub async fn run(r: &Reporter, day: NaiveDate) -> Result<Reconciliation, String>
                     ),
                 );
             }
+            // Confirmed once: missing now is lost, however recent.
             None if s.state == ledger::CONFIRMED => {
                 result.missing_platform += 1;
                 r.ledger.rereport(s)?;
