@@ -20,8 +20,8 @@ use crate::intake::{Outcome, content_hash};
 use crate::proto::v1::case_service_server::CaseService;
 use crate::proto::v1::{
     Case, CaseStatus, GetCaseRequest, GetCaseResponse, ListCasesRequest, ListCasesResponse,
-    ListNotAcceptedRequest, ListNotAcceptedResponse, PreCheckRequest, PreCheckResponse,
-    Submission, SubmitRequest, SubmitResponse,
+    ListNotAcceptedRequest, ListNotAcceptedResponse, PreCheckRequest, PreCheckResponse, Submission,
+    SubmitRequest, SubmitResponse,
 };
 use crate::store::{
     Attempt, Deficient, Evaluated, ListQuery, NotAcceptedQuery, SubmitCommand, SubmitResult,

@@ -16,11 +16,11 @@ pub use rows::{
 };
 // The engines' shared helpers and SQL, reached by them as `super::…`.
 use rows::{
-    CaseRows, Decision, Existing, NotAcceptedRow, StoredNotAccepted, decode_not_accepted,
-    not_accepted_row, FLAG_REPAIR_POSTGRES, FLAG_REPAIR_SQLITE, ON_TIME_POSTGRES,
-    ON_TIME_SQLITE, SLA_COUNTS, STALL_CANDIDATES_POSTGRES, STALL_CANDIDATES_SQLITE,
-    apply_dispatch_marks, attempt_detail, case_rows, decide, decode_case, dispatch_in_case,
-    dispatched_event, ms_to_timestamp, summary,
+    CaseRows, Decision, Existing, FLAG_REPAIR_POSTGRES, FLAG_REPAIR_SQLITE, NotAcceptedRow,
+    ON_TIME_POSTGRES, ON_TIME_SQLITE, SLA_COUNTS, STALL_CANDIDATES_POSTGRES,
+    STALL_CANDIDATES_SQLITE, StoredNotAccepted, apply_dispatch_marks, attempt_detail, case_rows,
+    decide, decode_case, decode_not_accepted, dispatch_in_case, dispatched_event, ms_to_timestamp,
+    not_accepted_row, summary,
 };
 
 use chrono::{DateTime, Utc};

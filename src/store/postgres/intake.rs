@@ -16,8 +16,8 @@ use super::{PgStore, pool_err};
 use crate::case::{self, MAX_DAILY_SEQUENCE};
 use crate::proto::v1::{CaseEvent, NotAccepted};
 use crate::store::{
-    Attempt, CaseRows, Decision, Evaluated, Existing, NotAcceptedQuery, NotAcceptedRow,
-    StoreError, StoredNotAccepted, SubmitCommand, SubmitResult, attempt_detail, case_rows, decide,
+    Attempt, CaseRows, Decision, Evaluated, Existing, NotAcceptedQuery, NotAcceptedRow, StoreError,
+    StoredNotAccepted, SubmitCommand, SubmitResult, attempt_detail, case_rows, decide,
     decode_not_accepted, not_accepted_row,
 };
 

@@ -13,12 +13,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{SqliteStore, WriterMsg};
 use crate::case::{self, MAX_DAILY_SEQUENCE};
+use crate::proto::v1::NotAccepted;
 use crate::store::{
-    Attempt, CaseRows, Decision, Evaluated, Existing, NotAcceptedQuery, NotAcceptedRow,
-    StoreError, StoredNotAccepted, SubmitCommand, SubmitResult, attempt_detail, case_rows, decide,
+    Attempt, CaseRows, Decision, Evaluated, Existing, NotAcceptedQuery, NotAcceptedRow, StoreError,
+    StoredNotAccepted, SubmitCommand, SubmitResult, attempt_detail, case_rows, decide,
     decode_not_accepted, not_accepted_row,
 };
-use crate::proto::v1::NotAccepted;
 
 /// The writer's answer to a job: `None` when an audit-only job found nothing to replay.
 pub(super) type Reply = oneshot::Sender<Result<Option<SubmitResult>, StoreError>>;
