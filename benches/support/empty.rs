@@ -46,6 +46,12 @@ impl CaseService for Empty {
             yichuang::proto::v1::EvaluateResponse::default(),
         ))
     }
+    async fn list_not_accepted(
+        &self,
+        _: Request<ListNotAcceptedRequest>,
+    ) -> Result<Response<ListNotAcceptedResponse>, Status> {
+        Ok(Response::new(ListNotAcceptedResponse::default()))
+    }
     async fn supplement(
         &self,
         _: Request<yichuang::proto::v1::SupplementRequest>,

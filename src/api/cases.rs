@@ -1,8 +1,9 @@
-//! `CaseService`: PreCheck, Submit, GetCase, ListCases, Supplement, Deliver, Evaluate, and the feeds
-//! (`WindowFeed`, `WatchCase`). Each handler checks the envelope, hands the case to intake,
-//! lifecycle and the store, and maps the answer back to the wire; the rules live there. The
-//! caller comes from the policy layer: each handler asks its [`Access`] for the hall and window
-//! it acts in and whether it reaches a case, and records each read of a case's personal data.
+//! `CaseService`: PreCheck, Submit, GetCase, ListCases, Supplement, Deliver, Evaluate,
+//! ListNotAccepted, and the feeds (`WindowFeed`, `WatchCase`). Each handler checks the envelope,
+//! hands the case to intake, lifecycle and the store, and maps the answer back to the wire; the
+//! rules live there. The caller comes from the policy layer: each handler asks its [`Access`]
+//! for the hall and window it acts in and whether it reaches a case, and records each read of a
+//! case's personal data.
 
 use std::sync::Arc;
 
@@ -19,9 +20,12 @@ use crate::intake::{Outcome, content_hash};
 use crate::proto::v1::case_service_server::CaseService;
 use crate::proto::v1::{
     Case, CaseStatus, GetCaseRequest, GetCaseResponse, ListCasesRequest, ListCasesResponse,
-    PreCheckRequest, PreCheckResponse, Submission, SubmitRequest, SubmitResponse,
+    ListNotAcceptedRequest, ListNotAcceptedResponse, PreCheckRequest, PreCheckResponse, Submission,
+    SubmitRequest, SubmitResponse,
 };
-use crate::store::{Attempt, Evaluated, ListQuery, SubmitCommand, SubmitResult};
+use crate::store::{
+    Attempt, Deficient, Evaluated, ListQuery, NotAcceptedQuery, SubmitCommand, SubmitResult,
+};
 
 /// The `CaseService` implementation.
 pub struct CaseApi {
@@ -231,12 +235,13 @@ impl CaseService for CaseApi {
                         submission_id,
                         changes,
                         deficiencies,
-                    } => Evaluated::Deficient(case::notice(
-                        &submission_id,
-                        &changes,
-                        deficiencies,
-                        now,
-                    )),
+                        submission,
+                        items,
+                    } => Evaluated::Deficient(Box::new(Deficient {
+                        notice: case::notice(&submission_id, &changes, deficiencies, now),
+                        submission: *submission,
+                        items,
+                    })),
                 };
                 self.gateway
                     .store
@@ -550,19 +555,12 @@ impl CaseService for CaseApi {
                 )));
             }
         };
-        let ms = |t: Option<pbjson_types::Timestamp>| {
-            t.map(|t| {
-                t.seconds
-                    .saturating_mul(1000)
-                    .saturating_add(i64::from(t.nanos) / 1_000_000)
-            })
-        };
         let query = ListQuery {
             hall_code: Some(r.hall_code).filter(|s| !s.is_empty()),
             window_code: Some(r.window_code).filter(|s| !s.is_empty()),
             status,
-            from_ms: ms(r.accepted_from),
-            to_ms: ms(r.accepted_to),
+            from_ms: timestamp_ms(r.accepted_from),
+            to_ms: timestamp_ms(r.accepted_to),
             limit: limit + 1,
             after,
         };
@@ -585,6 +583,71 @@ impl CaseService for CaseApi {
             next_page_token,
         }))
     }
+
+    async fn list_not_accepted(
+        &self,
+        request: Request<ListNotAcceptedRequest>,
+    ) -> Result<Response<ListNotAcceptedResponse>, Status> {
+        let access = self.access(&request, "CaseService/ListNotAccepted")?;
+        let r = request.into_inner();
+        // The caller's scope as ListCases applies it: a window reaches only its own hall (a
+        // request naming another is refused) and, when it is one window's system, its window.
+        let hall_code = access.hall(&r.hall_code).await?;
+        let window_code = access.window("").await?;
+        let limit = match r.page_size {
+            0 => 100,
+            n if !(1..=MAX_PAGE_SIZE).contains(&n) => {
+                return Err(Status::invalid_argument(format!(
+                    "pageSize: {n} is outside 1–{MAX_PAGE_SIZE}"
+                )));
+            }
+            n => n as usize,
+        };
+        if r.after < 0 {
+            return Err(Status::invalid_argument(
+                "after: the id of an entry from a previous page, or 0 from the first",
+            ));
+        }
+        let items = self
+            .gateway
+            .store
+            .not_accepted(NotAcceptedQuery {
+                after: r.after,
+                from_ms: timestamp_ms(r.from),
+                to_ms: timestamp_ms(r.to),
+                hall_code,
+                window_code,
+                limit,
+            })
+            .await
+            .map_err(store_status)?;
+        // The submissions hold the applicants' personal data: each page read is audited (an
+        // empty one read nothing). Fails closed, like every read.
+        if !items.is_empty() {
+            access.read(not_accepted_target(&items)).await?;
+        }
+        Ok(Response::new(ListNotAcceptedResponse { items }))
+    }
+}
+
+/// An optional instant of a request, in ms since the epoch.
+fn timestamp_ms(t: Option<pbjson_types::Timestamp>) -> Option<i64> {
+    t.map(|t| {
+        t.seconds
+            .saturating_mul(1000)
+            .saturating_add(i64::from(t.nanos) / 1_000_000)
+    })
+}
+
+/// What the access log records of a read of not-accepted submissions: how many, and which
+/// positions (never the submissions' contents).
+fn not_accepted_target(items: &[crate::proto::v1::NotAccepted]) -> String {
+    let first = items.first().map_or(0, |n| n.id);
+    let last = items.last().map_or(0, |n| n.id);
+    format!(
+        "not-accepted: {} notices, positions {first}..={last}",
+        items.len()
+    )
 }
 
 /// The status of a refused evaluation or closing.

@@ -62,7 +62,8 @@ pub enum Permission {
     Check,
     /// `Submit`.
     Submit,
-    /// `GetCase`, `ListCases`, `WatchCase`: a case with its applicant's personal data.
+    /// `GetCase`, `ListCases`, `WatchCase`, `ListNotAccepted`: a case (or a submission not
+    /// accepted) with its applicant's personal data.
     Read,
     /// `WindowFeed`.
     Feed,
@@ -144,7 +145,9 @@ pub fn need_of(path: &str) -> Need {
         ("grpc.health.v1.Health", "Check" | "Watch" | "List") => return Need::Nothing,
         ("yichuang.v1.CaseService", "PreCheck") => Check,
         ("yichuang.v1.CaseService", "Submit") => Submit,
-        ("yichuang.v1.CaseService", "GetCase" | "ListCases" | "WatchCase") => Read,
+        ("yichuang.v1.CaseService", "GetCase" | "ListCases" | "WatchCase" | "ListNotAccepted") => {
+            Read
+        }
         ("yichuang.v1.CaseService", "WindowFeed") => Feed,
         ("yichuang.v1.CaseService", "Supplement") => Supplement,
         ("yichuang.v1.CaseService", "Deliver") => Deliver,

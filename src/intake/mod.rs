@@ -50,7 +50,9 @@ use crate::calendar::CalendarError;
 use crate::calendar::LiveCalendar;
 use crate::catalog::{Catalog, FieldKind, Item};
 use crate::config::IntakeConfig;
-use crate::proto::v1::{Deficiency, DeficiencyCode as Code, Obligation, Submission};
+use crate::proto::v1::{
+    Deficiency, DeficiencyCode as Code, NotAcceptedItem, Obligation, Submission,
+};
 use normalise::Change;
 use plan::Settled;
 
@@ -71,6 +73,11 @@ pub enum Outcome {
         submission_id: String,
         changes: Vec<Change>,
         deficiencies: Vec<Deficiency>,
+        /// The submission after normalisation, kept with the notice for reporting upward.
+        submission: Box<Submission>,
+        /// The items applied for that the acceptance list knows, in the order they are
+        /// handled (unknown, repeated or out-of-bundle codes are left out).
+        items: Vec<NotAcceptedItem>,
     },
 }
 
@@ -193,10 +200,21 @@ impl Intake {
         self.check_fields(&s, &items, &mut v);
 
         if !v.d.is_empty() {
+            let items = items
+                .iter()
+                .map(|it| NotAcceptedItem {
+                    item_code: it.code.get_ref().clone(),
+                    item_name: it.name.clone(),
+                    implementation_code: self.catalog.implementation_code(it),
+                    department: it.department.get_ref().clone(),
+                })
+                .collect();
             return Ok(Outcome::Deficient {
                 submission_id: s.submission_id.clone(),
                 changes,
                 deficiencies: v.d,
+                submission: Box::new(s),
+                items,
             });
         }
 

@@ -59,6 +59,10 @@ pub(super) const SQLITE: &[(&str, &str)] = &[
         "0014_rectification",
         include_str!("../../migrations/sqlite/0014_rectification.sql"),
     ),
+    (
+        "0015_not_accepted",
+        include_str!("../../migrations/sqlite/0015_not_accepted.sql"),
+    ),
 ];
 
 /// Migrations of the PostgreSQL engine, in order.
@@ -118,6 +122,10 @@ pub(super) const POSTGRES: &[(&str, &str)] = &[
     (
         "0014_rectification",
         include_str!("../../migrations/postgres/0014_rectification.sql"),
+    ),
+    (
+        "0015_not_accepted",
+        include_str!("../../migrations/postgres/0015_not_accepted.sql"),
     ),
 ];
 

@@ -10,16 +10,17 @@ mod rows;
 pub mod sqlite;
 
 pub use rows::{
-    AccessQuery, AccessRecord, Attempt, Evaluated, EventItem, FeedItem, FeedQuery, ListQuery,
-    OnTimeRow, OperatorAction, OutboxItem, PushDead, Silent, StoreError, SubmitCommand,
-    SubmitResult,
+    AccessQuery, AccessRecord, Attempt, Deficient, Evaluated, EventItem, FeedItem, FeedQuery,
+    ListQuery, NotAcceptedQuery, OnTimeRow, OperatorAction, OutboxItem, PushDead, Silent,
+    StoreError, SubmitCommand, SubmitResult,
 };
 // The engines' shared helpers and SQL, reached by them as `super::…`.
 use rows::{
-    CaseRows, Decision, Existing, FLAG_REPAIR_POSTGRES, FLAG_REPAIR_SQLITE, ON_TIME_POSTGRES,
-    ON_TIME_SQLITE, SLA_COUNTS, STALL_CANDIDATES_POSTGRES, STALL_CANDIDATES_SQLITE,
-    apply_dispatch_marks, attempt_detail, case_rows, decide, decode_case, dispatch_in_case,
-    dispatched_event, ms_to_timestamp, summary,
+    CaseRows, Decision, Existing, FLAG_REPAIR_POSTGRES, FLAG_REPAIR_SQLITE, NotAcceptedRow,
+    ON_TIME_POSTGRES, ON_TIME_SQLITE, SLA_COUNTS, STALL_CANDIDATES_POSTGRES,
+    STALL_CANDIDATES_SQLITE, StoredNotAccepted, apply_dispatch_marks, attempt_detail, case_rows,
+    decide, decode_case, decode_not_accepted, dispatch_in_case, dispatched_event, ms_to_timestamp,
+    not_accepted_row, summary,
 };
 
 use chrono::{DateTime, Utc};
@@ -128,6 +129,15 @@ impl Store {
         query: ListQuery,
     ) -> Result<Vec<(i64, CaseSummary)>, StoreError> {
         on_engine!(self, s => s.list_cases(query).await)
+    }
+
+    /// The submissions not accepted (one-time notices given) that `query` selects, in position
+    /// order (issue 19: reported upward as not accepted).
+    pub async fn not_accepted(
+        &self,
+        query: NotAcceptedQuery,
+    ) -> Result<Vec<crate::proto::v1::NotAccepted>, StoreError> {
+        on_engine!(self, s => s.not_accepted(query).await)
     }
 
     /// Number of attempts recorded for a submission id (the audit trail).

@@ -11,7 +11,8 @@ use crate::case::{self, Accepted};
 use crate::event::EventKind;
 use crate::intake::Plan;
 use crate::proto::v1::{
-    Case, CaseEvent, CaseStatus, CaseSummary, DeficiencyNotice, SubmitResponse, Task,
+    Case, CaseEvent, CaseStatus, CaseSummary, DeficiencyNotice, NotAccepted, NotAcceptedItem,
+    Submission, SubmitResponse, Task,
 };
 
 /// What went wrong in the store.
@@ -66,7 +67,18 @@ pub enum Evaluated {
     /// Complete: accept as planned.
     Accept(Box<Plan>),
     /// Deficient: record the attempt and answer with the notice.
-    Deficient(DeficiencyNotice),
+    Deficient(Box<Deficient>),
+}
+
+/// A deficient submission: the notice it is answered with, and what is kept of it so that it
+/// can be reported upward as not accepted (`not_accepted`, [`crate::store::Store::not_accepted`]).
+#[derive(Debug, Clone)]
+pub struct Deficient {
+    pub notice: DeficiencyNotice,
+    /// The submission as intake left it (normalised).
+    pub submission: Submission,
+    /// The items applied for that the acceptance list knows.
+    pub items: Vec<NotAcceptedItem>,
 }
 
 /// The store's answer to a submission.
@@ -354,6 +366,74 @@ pub struct ListQuery {
     pub limit: usize,
     /// Continue after this `(accepted_at_ms, case_number)`.
     pub after: Option<(i64, String)>,
+}
+
+/// Which not-accepted submissions to list, in position order.
+#[derive(Debug, Clone, Default)]
+pub struct NotAcceptedQuery {
+    /// Only positions after this one.
+    pub after: i64,
+    /// Only notices given at or after this instant (ms since the epoch).
+    pub from_ms: Option<i64>,
+    /// Only notices given before this instant.
+    pub to_ms: Option<i64>,
+    /// Only this hall's.
+    pub hall_code: Option<String>,
+    /// Only this window's (within `hall_code`).
+    pub window_code: Option<String>,
+    pub limit: usize,
+}
+
+/// The encoded columns of a `not_accepted` row, built before the transaction that writes it.
+pub(super) struct NotAcceptedRow {
+    pub(super) submission: Vec<u8>,
+    pub(super) notice: Vec<u8>,
+    pub(super) items: String,
+}
+
+pub(super) fn not_accepted_row(d: &Deficient) -> NotAcceptedRow {
+    NotAcceptedRow {
+        submission: d.submission.encode_to_vec(),
+        notice: d.notice.encode_to_vec(),
+        // The proto3 JSON of each item: the column stays readable to an operator.
+        items: serde_json::to_string(&d.items).unwrap_or_else(|_| "[]".into()),
+    }
+}
+
+/// The stored columns of a `not_accepted` row, as both engines read them.
+pub(super) struct StoredNotAccepted {
+    pub(super) id: i64,
+    pub(super) submission_id: String,
+    pub(super) at_ms: i64,
+    pub(super) hall_code: String,
+    pub(super) window_code: String,
+    pub(super) clerk_staff_no: String,
+    pub(super) submission: Vec<u8>,
+    pub(super) notice: Vec<u8>,
+    pub(super) items: String,
+}
+
+pub(super) fn decode_not_accepted(r: StoredNotAccepted) -> Result<NotAccepted, StoreError> {
+    let corrupt = |what: &str, e: &dyn std::fmt::Display| {
+        StoreError::Corrupt(format!("not_accepted {}: {what}: {e}", r.id))
+    };
+    let submission =
+        Submission::decode(r.submission.as_slice()).map_err(|e| corrupt("submission", &e))?;
+    let notice =
+        DeficiencyNotice::decode(r.notice.as_slice()).map_err(|e| corrupt("notice", &e))?;
+    let items: Vec<NotAcceptedItem> =
+        serde_json::from_str(&r.items).map_err(|e| corrupt("items", &e))?;
+    Ok(NotAccepted {
+        id: r.id,
+        submission_id: r.submission_id,
+        at: ms_to_timestamp(r.at_ms),
+        hall_code: r.hall_code,
+        window_code: r.window_code,
+        clerk_staff_no: r.clerk_staff_no,
+        submission: Some(submission),
+        deficiencies: notice.deficiencies,
+        items,
+    })
 }
 
 /// What a submission id already has.

@@ -4,9 +4,9 @@
 //! and otherwise the careful path under a transaction-scoped advisory lock on the submission id
 //! (so concurrent repeats on several replicas are serialised).
 //!
-//! It owns the `submissions`, `attempts` and `case_numbers` rows and the first write of a case
-//! (its record, tasks and first history entries). It never judges a submission (intake did) and
-//! never changes a case once written: that is `cases::edit_case`.
+//! It owns the `submissions`, `attempts`, `not_accepted` and `case_numbers` rows and the first
+//! write of a case (its record, tasks and first history entries). It never judges a submission
+//! (intake did) and never changes a case once written: that is `cases::edit_case`.
 
 use deadpool_postgres::Transaction;
 use tokio_postgres::types::ToSql;
@@ -14,10 +14,11 @@ use tokio_postgres::types::ToSql;
 use super::cases::insert_events;
 use super::{PgStore, pool_err};
 use crate::case::{self, MAX_DAILY_SEQUENCE};
-use crate::proto::v1::CaseEvent;
+use crate::proto::v1::{CaseEvent, NotAccepted};
 use crate::store::{
-    Attempt, CaseRows, Decision, Evaluated, Existing, StoreError, SubmitCommand, SubmitResult,
-    attempt_detail, case_rows, decide,
+    Attempt, CaseRows, Decision, Evaluated, Existing, NotAcceptedQuery, NotAcceptedRow, StoreError,
+    StoredNotAccepted, SubmitCommand, SubmitResult, attempt_detail, case_rows, decide,
+    decode_not_accepted, not_accepted_row,
 };
 
 /// Executes `sql` with a statement prepared once per connection (deadpool's cache), so a
@@ -75,6 +76,55 @@ impl PgStore {
         Ok(Some(result))
     }
 
+    /// Submissions not accepted, after `q.after`, in position order. Only rows below the
+    /// oldest transaction still running are read, as the feed does (docs/storage.md, "Feed
+    /// positions"): a row positioned before them may still commit, and a reader that went past
+    /// it would never see it.
+    pub(in crate::store) async fn not_accepted(
+        &self,
+        q: NotAcceptedQuery,
+    ) -> Result<Vec<NotAccepted>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let statement = client
+            .prepare_cached(
+                "SELECT id, submission_id, at_ms, hall_code, window_code, clerk_staff_no, submission, notice, items
+                 FROM not_accepted
+                 WHERE id > $1 AND id < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20)
+                   AND ($2::bigint IS NULL OR at_ms >= $2) AND ($3::bigint IS NULL OR at_ms < $3)
+                   AND ($4::text IS NULL OR hall_code = $4) AND ($5::text IS NULL OR window_code = $5)
+                 ORDER BY id LIMIT $6",
+            )
+            .await?;
+        let rows = client
+            .query(
+                &statement,
+                &[
+                    &q.after,
+                    &q.from_ms,
+                    &q.to_ms,
+                    &q.hall_code,
+                    &q.window_code,
+                    &(q.limit as i64),
+                ],
+            )
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                decode_not_accepted(StoredNotAccepted {
+                    id: r.get(0),
+                    submission_id: r.get(1),
+                    at_ms: r.get(2),
+                    hall_code: r.get(3),
+                    window_code: r.get(4),
+                    clerk_staff_no: r.get(5),
+                    submission: r.get(6),
+                    notice: r.get(7),
+                    items: r.get(8),
+                })
+            })
+            .collect()
+    }
+
     pub(in crate::store) async fn submit(
         &self,
         c: SubmitCommand,
@@ -114,8 +164,13 @@ impl PgStore {
                 ))));
             }
         }
+        // A deficient submission's row, encoded before the transaction opens.
+        let not_accepted = match &c.evaluated {
+            Evaluated::Deficient(d) => Some(not_accepted_row(d)),
+            Evaluated::Accept(_) => None,
+        };
         let tx = client.transaction().await?;
-        let result = record(&tx, &c, rows.as_ref()).await?;
+        let result = record(&tx, &c, rows.as_ref(), not_accepted.as_ref()).await?;
         tx.commit().await?;
         Ok(result)
     }
@@ -168,6 +223,7 @@ async fn record(
     tx: &Transaction<'_>,
     c: &SubmitCommand,
     rows: Option<&CaseRows>,
+    not_accepted: Option<&NotAcceptedRow>,
 ) -> Result<SubmitResult, StoreError> {
     let lock = tx
         .prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
@@ -186,12 +242,18 @@ async fn record(
             Ok(SubmitResult::Conflict { case_number })
         }
         Decision::Fresh => match &c.evaluated {
-            Evaluated::Deficient(notice) => {
-                let response = case::notice_response(notice.clone());
+            Evaluated::Deficient(d) => {
+                let Some(row) = not_accepted else {
+                    return Err(StoreError::Corrupt(
+                        "a deficient submission reached its transaction without its row".into(),
+                    ));
+                };
+                let response = case::notice_response(d.notice.clone());
                 let bytes = prost::Message::encode_to_vec(&response);
-                let detail = attempt_detail(notice);
+                let detail = attempt_detail(&d.notice);
                 tokio::try_join!(
                     upsert_submission(tx, c, "deficient", None, &bytes),
+                    insert_not_accepted(tx, c, row),
                     audit(tx, c, "deficient", None, &detail),
                 )?;
                 Ok(SubmitResult::Answer(response.into()))
@@ -314,6 +376,32 @@ const INSERT_TASKS: &str =
      SELECT u.task_id, $1, u.department, u.item_code, u.status, u.depends_on, u.body
      FROM unnest($2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::bytea[])
        AS u(task_id, department, item_code, status, depends_on, body)";
+
+/// The submission kept for reporting upward as not accepted (a fresh deficient outcome only).
+/// Its id is the transaction's (the column's default, see the migration).
+async fn insert_not_accepted(
+    tx: &Transaction<'_>,
+    c: &SubmitCommand,
+    row: &NotAcceptedRow,
+) -> Result<u64, StoreError> {
+    let a = &c.attempt;
+    exec(
+        tx,
+        "INSERT INTO not_accepted (submission_id, at_ms, hall_code, window_code, clerk_staff_no, submission, notice, items)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        &[
+            &a.submission_id,
+            &a.at.timestamp_millis(),
+            &a.hall_code,
+            &a.window_code,
+            &a.clerk_staff_no,
+            &row.submission,
+            &row.notice,
+            &row.items,
+        ],
+    )
+    .await
+}
 
 /// The attempt's line in the audit trail.
 async fn audit(

@@ -2,9 +2,9 @@
 //! repeat checks and hands out case numbers from committed state, and the writer's side of the
 //! group commit (one transaction for every queued submission, retried one by one if any fails).
 //!
-//! It owns the `submissions`, `attempts` and `case_numbers` rows and the first write of a case
-//! (its record, tasks and first history entries). It never judges a submission (intake did) and
-//! never changes a case once written: that is `cases::edit_case`.
+//! It owns the `submissions`, `attempts`, `not_accepted` and `case_numbers` rows and the first
+//! write of a case (its record, tasks and first history entries). It never judges a submission
+//! (intake did) and never changes a case once written: that is `cases::edit_case`.
 
 use std::collections::HashMap;
 
@@ -13,9 +13,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{SqliteStore, WriterMsg};
 use crate::case::{self, MAX_DAILY_SEQUENCE};
+use crate::proto::v1::NotAccepted;
 use crate::store::{
-    Attempt, CaseRows, Decision, Evaluated, Existing, StoreError, SubmitCommand, SubmitResult,
-    attempt_detail, case_rows, decide,
+    Attempt, CaseRows, Decision, Evaluated, Existing, NotAcceptedQuery, NotAcceptedRow, StoreError,
+    StoredNotAccepted, SubmitCommand, SubmitResult, attempt_detail, case_rows, decide,
+    decode_not_accepted, not_accepted_row,
 };
 
 /// The writer's answer to a job: `None` when an audit-only job found nothing to replay.
@@ -45,9 +47,47 @@ pub(super) struct Job {
     evaluated: Option<Evaluated>,
     /// For an acceptance: the allocated number's prefix and sequence, and the encoded rows.
     case: Option<(String, u32, CaseRows)>,
+    /// For a deficient submission: its `not_accepted` row, encoded.
+    not_accepted: Option<NotAcceptedRow>,
 }
 
 impl SqliteStore {
+    /// Submissions not accepted, after `q.after`, in position order.
+    pub(in crate::store) async fn not_accepted(
+        &self,
+        q: NotAcceptedQuery,
+    ) -> Result<Vec<NotAccepted>, StoreError> {
+        self.read(move |conn| {
+            let rows = conn
+                .prepare_cached(
+                    "SELECT id, submission_id, at_ms, hall_code, window_code, clerk_staff_no, submission, notice, items
+                     FROM not_accepted
+                     WHERE id > ?1 AND (?2 IS NULL OR at_ms >= ?2) AND (?3 IS NULL OR at_ms < ?3)
+                       AND (?4 IS NULL OR hall_code = ?4) AND (?5 IS NULL OR window_code = ?5)
+                     ORDER BY id LIMIT ?6",
+                )?
+                .query_map(
+                    params![q.after, q.from_ms, q.to_ms, q.hall_code, q.window_code, q.limit as i64],
+                    |r| {
+                        Ok(StoredNotAccepted {
+                            id: r.get(0)?,
+                            submission_id: r.get(1)?,
+                            at_ms: r.get(2)?,
+                            hall_code: r.get(3)?,
+                            window_code: r.get(4)?,
+                            clerk_staff_no: r.get(5)?,
+                            submission: r.get(6)?,
+                            notice: r.get(7)?,
+                            items: r.get(8)?,
+                        })
+                    },
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter().map(decode_not_accepted).collect()
+        })
+        .await
+    }
+
     /// Asks the preparer, without waiting for a commit, whether `attempt` repeats an earlier one.
     async fn prepare(
         &self,
@@ -89,6 +129,7 @@ impl SqliteStore {
                     attempt: attempt.clone(),
                     evaluated: None,
                     case: None,
+                    not_accepted: None,
                 })
                 .await
             }
@@ -115,6 +156,7 @@ impl SqliteStore {
                         attempt,
                         evaluated: None,
                         case: None,
+                        not_accepted: None,
                     };
                     return self
                         .record(job)
@@ -132,10 +174,16 @@ impl SqliteStore {
             let rows = case_rows(plan, &case::case_number(&prefix, seq), &attempt);
             case = Some((prefix, seq, rows));
         }
+        // Encoded here, in parallel, like an acceptance's rows.
+        let not_accepted = match &evaluated {
+            Evaluated::Deficient(d) => Some(not_accepted_row(d)),
+            Evaluated::Accept(_) => None,
+        };
         self.record(Job {
             attempt,
             evaluated: Some(evaluated),
             case,
+            not_accepted,
         })
         .await?
         .ok_or_else(|| StoreError::Corrupt("a submission was not recorded".into()))
@@ -274,11 +322,17 @@ fn record(db: &Connection, job: &Job) -> Result<Option<SubmitResult>, StoreError
         }
         Decision::Fresh => match &c.evaluated {
             None => Ok(None),
-            Some(Evaluated::Deficient(notice)) => {
-                let response = case::notice_response(notice.clone());
+            Some(Evaluated::Deficient(d)) => {
+                let Some(row) = &c.not_accepted else {
+                    return Err(StoreError::Corrupt(
+                        "a deficient submission reached the writer without its row".into(),
+                    ));
+                };
+                let response = case::notice_response(d.notice.clone());
                 let bytes = prost::Message::encode_to_vec(&response);
                 upsert_submission(db, c, "deficient", None, &bytes)?;
-                audit("deficient", None, &attempt_detail(notice))?;
+                insert_not_accepted(db, c, row)?;
+                audit("deficient", None, &attempt_detail(&d.notice))?;
                 Ok(Some(SubmitResult::Answer(response.into())))
             }
             Some(Evaluated::Accept(_)) => {
@@ -314,6 +368,17 @@ fn upsert_submission(
            case_number = excluded.case_number, response = excluded.response, last_at_ms = excluded.last_at_ms",
     )?
     .execute(params![c.attempt.submission_id, &c.attempt.content_hash[..], outcome, case_number, response, at_ms])?;
+    Ok(())
+}
+
+/// The submission kept for reporting upward as not accepted (a fresh deficient outcome only).
+fn insert_not_accepted(db: &Connection, c: &Job, row: &NotAcceptedRow) -> Result<(), StoreError> {
+    let a = &c.attempt;
+    db.prepare_cached(
+        "INSERT INTO not_accepted (submission_id, at_ms, hall_code, window_code, clerk_staff_no, submission, notice, items)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![a.submission_id, a.at.timestamp_millis(), a.hall_code, a.window_code, a.clerk_staff_no, row.submission, row.notice, row.items])?;
     Ok(())
 }
 
