@@ -370,9 +370,10 @@ fn report(path: &std::path::Path, action: ReportAction) -> ExitCode {
                 match report::reconcile::run(&reporter, day).await {
                     Ok(r) => {
                         println!(
-                            "{}: {} case(s), {} record(s) of the day, {} held by the platform ({:.1}%), {} within one working day ({:.1}%)",
+                            "{}: {} case(s) and {} submission(s) not accepted, {} record(s) of the day, {} held by the platform ({:.1}%), {} within one working day ({:.1}%)",
                             r.date,
                             r.cases,
+                            r.not_accepted,
                             r.records,
                             r.confirmed,
                             r.completeness() * 100.0,

@@ -9,7 +9,7 @@
 //!
 //! The paths: accepted → decided → delivered (pickup) and evaluated 满意; 补正 (asked, handed
 //! in) → delivered by mail → evaluated 不满意 → rectification closed; 特别程序 between steps;
-//! rejected (the 一件事's waiting items withdrawn).
+//! rejected (the 一件事's waiting items withdrawn); not accepted at the window (the one-time notice).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -360,6 +360,25 @@ async fn every_path_reaches_the_platform_once(via: Via) {
         CaseStatus::ClosedRejected as i32
     );
 
+    // 5. Not accepted: the one-time notice (一次性告知) goes up as 申办 and 受理 "3 补齐补正材料".
+    let mut e = testkit::example("bdc-deficient");
+    e.submission_id = format!("{}-e", e.submission_id);
+    e.submitted_at = None;
+    let notice_id = e.submission_id.clone();
+    let answer = gw
+        .client
+        .submit(yichuang::proto::v1::SubmitRequest {
+            submission: Some(e),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(matches!(
+        answer.outcome,
+        Some(yichuang::proto::v1::submit_response::Outcome::Notice(_))
+    ));
+    let e_item = format!("{notice_id}-01");
+
     // The platform comes back.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     sim.set_outage(false);
@@ -382,7 +401,21 @@ async fn every_path_reaches_the_platform_once(via: Via) {
             all
         }
     };
-    let expected = derived(&mut gw).await;
+    let mut expected = derived(&mut gw).await;
+    let notices = gw
+        .client
+        .list_not_accepted(yichuang::proto::v1::ListNotAcceptedRequest::default())
+        .await;
+    // The examples' hall's window may list its own hall's notices.
+    for n in notices.unwrap().into_inner().items {
+        expected.extend(
+            derive::notice_records(
+                &Spec::load(&root().join("config/report/gdbs.yaml")).unwrap(),
+                &n,
+            )
+            .unwrap(),
+        );
+    }
 
     // Everything but the refused 办结 (and what waits behind it) reaches the platform.
     until(
@@ -487,6 +520,12 @@ async fn every_path_reaches_the_platform_once(via: Via) {
         "专家评审"
     );
     assert_eq!(field(&d_tasks[0], "EX_GDBS_BJ", "BJJGDM"), "7", "不予许可");
+    assert_eq!(tables_of(&e_item), ["EX_GDBS_SB#1", "EX_GDBS_SL#1"]);
+    assert_eq!(field(&e_item, "EX_GDBS_SL", "SLZTDM"), "3", "补齐补正材料");
+    assert!(
+        !field(&e_item, "EX_GDBS_SL", "BSLYY").is_empty(),
+        "with the notice's words"
+    );
     for t in &d_tasks[1..] {
         assert_eq!(
             field(t, "EX_GDBS_BJ", "BJJGDM"),
@@ -526,7 +565,7 @@ async fn every_path_reaches_the_platform_once(via: Via) {
     .await;
     let found = report::reconcile::run(&reporter, today).await.unwrap();
     assert_eq!(found.missing_platform, 1, "{found:?}");
-    assert_eq!(found.cases, 4);
+    assert_eq!((found.cases, found.not_accepted), (4, 1));
     until("the lost record reported again", WITHIN, || async {
         sim.records()
             .iter()

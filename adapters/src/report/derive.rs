@@ -5,7 +5,7 @@
 //! table, sequence) and lets reconciliation derive them again from the gateway's own record.
 
 use serde_json::{Map, Value, json};
-use yichuang::proto::v1::GetCaseResponse;
+use yichuang::proto::v1::{GetCaseResponse, NotAccepted};
 
 use super::facts;
 use super::spec::{ListField, Rule, Spec};
@@ -34,22 +34,81 @@ impl Record {
     }
 }
 
+/// How the ledger names the records of a submission not accepted (it has no case number).
+pub const NOTICE_PREFIX: &str = "submission:";
+
+pub fn notice_key(submission_id: &str) -> String {
+    format!("{NOTICE_PREFIX}{submission_id}")
+}
+
 /// Every record of `case`; the error names the rule and template that failed.
 pub fn records(spec: &Spec, case: &GetCaseResponse) -> Result<Vec<Record>, String> {
     let Some(c) = case.case.as_ref() else {
         return Ok(Vec::new());
     };
     let case_json = serde_json::to_value(c).map_err(|e| e.to_string())?;
-    let codes = serde_json::to_value(&spec.codes).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for task in &c.tasks {
         let task_json = serde_json::to_value(task).map_err(|e| e.to_string())?;
+        let facts = facts::of_task(c, &case.events, task);
+        of_facts(spec, &c.case_number, &case_json, task_json, facts, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// The records of a submission the window did not accept: seen by templates as a case
+/// (`case.submission`, `case.acceptedAt` = when the notice was given) with one task per item it
+/// applied for (`task.taskId` = `<submission id>-<nn>`, `itemCode`, `itemName`,
+/// `implementationCode`, `department`), and the one fact `not_accepted`.
+pub fn notice_records(spec: &Spec, n: &NotAccepted) -> Result<Vec<Record>, String> {
+    let Some(fact) = facts::of_notice(n) else {
+        return Ok(Vec::new());
+    };
+    let case_json = json!({
+        "caseNumber": "",
+        "submissionId": n.submission_id,
+        "acceptedAt": fact.value["at"],
+        "submission": serde_json::to_value(&n.submission).map_err(|e| e.to_string())?,
+    });
+    let mut out = Vec::new();
+    for (i, item) in n.items.iter().enumerate() {
+        let task_json = json!({
+            "taskId": format!("{}-{:02}", n.submission_id, i + 1),
+            "itemCode": item.item_code,
+            "itemName": item.item_name,
+            "implementationCode": item.implementation_code,
+            "department": item.department,
+        });
+        let key = notice_key(&n.submission_id);
+        of_facts(
+            spec,
+            &key,
+            &case_json,
+            task_json,
+            vec![fact.clone()],
+            &mut out,
+        )?;
+    }
+    Ok(out)
+}
+
+/// The records one task's facts make.
+fn of_facts(
+    spec: &Spec,
+    case_number: &str,
+    case_json: &Value,
+    task_json: Value,
+    facts: Vec<facts::Fact>,
+    out: &mut Vec<Record>,
+) -> Result<(), String> {
+    let codes = serde_json::to_value(&spec.codes).map_err(|e| e.to_string())?;
+    {
         let base = json!({ "case": case_json, "task": task_json, "codes": codes });
         let context = minijinja::Value::from_serialize(&base);
         let sblsh = spec.sblsh.render(&context)?;
         let mut counts: std::collections::BTreeMap<&str, i64> = Default::default();
         let mut position = 0;
-        for fact in facts::of_task(c, &case.events, task) {
+        for fact in facts {
             let mut with_fact = base.clone();
             with_fact["fact"] = fact.value.clone();
             let context = minijinja::Value::from_serialize(&with_fact);
@@ -70,7 +129,7 @@ pub fn records(spec: &Spec, case: &GetCaseResponse) -> Result<Vec<Record>, Strin
                 render_rule(rule, &context, &mut fields)
                     .map_err(|e| format!("{} ({}): {e}", rule.table, fact.kind))?;
                 out.push(Record {
-                    case_number: c.case_number.clone(),
+                    case_number: case_number.to_string(),
                     sblsh: sblsh.clone(),
                     table: rule.table.clone(),
                     seq: *seq,
@@ -81,7 +140,7 @@ pub fn records(spec: &Spec, case: &GetCaseResponse) -> Result<Vec<Record>, Strin
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 fn render_rule(

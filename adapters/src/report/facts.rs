@@ -47,6 +47,18 @@ fn step_of(detail: &str) -> &str {
     detail.split_once(": ").map_or(detail, |(_, s)| s).trim()
 }
 
+/// The one fact of a submission the window did not accept: its one-time notice
+/// (`fact.reasons`: what the notice named, in its words).
+pub fn of_notice(n: &yichuang::proto::v1::NotAccepted) -> Option<Fact> {
+    let (at, ms) = rfc3339(&n.at)?;
+    let reasons: Vec<String> = n.deficiencies.iter().map(|d| d.message.clone()).collect();
+    Some(Fact {
+        kind: "not_accepted",
+        learnt_ms: ms,
+        value: json!({ "kind": "not_accepted", "at": at, "reasons": reasons }),
+    })
+}
+
 /// Every fact of `task` in `case`, in reporting order.
 pub fn of_task(case: &Case, events: &[CaseEvent], task: &Task) -> Vec<Fact> {
     let mut facts = Vec::new();

@@ -44,11 +44,16 @@ CREATE TABLE IF NOT EXISTS dirty (
     since_ms    INTEGER NOT NULL,
     next_ms     INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS cursors (
+    name     TEXT PRIMARY KEY,
+    position INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS reconciliations (
     id               INTEGER PRIMARY KEY AUTOINCREMENT,
     date             TEXT NOT NULL,
     at_ms            INTEGER NOT NULL,
     cases            INTEGER NOT NULL,
+    not_accepted     INTEGER NOT NULL,
     records          INTEGER NOT NULL,
     confirmed        INTEGER NOT NULL,
     on_time          INTEGER NOT NULL,
@@ -94,6 +99,8 @@ pub struct Reconciliation {
     pub date: String,
     pub at_ms: i64,
     pub cases: i64,
+    /// Submissions not accepted that day.
+    pub not_accepted: i64,
     pub records: i64,
     pub confirmed: i64,
     pub on_time: i64,
@@ -356,13 +363,37 @@ impl Ledger {
         })
     }
 
+    /// Where the listing `name` was read up to (0: nowhere yet).
+    pub fn cursor(&self, name: &str) -> Result<i64, String> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT position FROM cursors WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map(|p| p.unwrap_or(0))
+        })
+    }
+
+    pub fn set_cursor(&self, name: &str, position: i64) -> Result<(), String> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO cursors (name, position) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+                params![name, position],
+            )
+            .map(drop)
+        })
+    }
+
     pub fn record_reconciliation(&self, r: &Reconciliation) -> Result<(), String> {
         let detail = serde_json::to_string(&r.detail).unwrap_or_default();
         self.with(|c| {
             c.execute(
-                "INSERT INTO reconciliations (date, at_ms, cases, records, confirmed, on_time, missing_ledger, missing_platform, mismatched, refused, detail)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                params![r.date, r.at_ms, r.cases, r.records, r.confirmed, r.on_time, r.missing_ledger, r.missing_platform, r.mismatched, r.refused, detail],
+                "INSERT INTO reconciliations (date, at_ms, cases, not_accepted, records, confirmed, on_time, missing_ledger, missing_platform, mismatched, refused, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                params![r.date, r.at_ms, r.cases, r.not_accepted, r.records, r.confirmed, r.on_time, r.missing_ledger, r.missing_platform, r.mismatched, r.refused, detail],
             )
             .map(drop)
         })
@@ -372,22 +403,23 @@ impl Ledger {
     pub fn last_reconciliation(&self) -> Result<Option<Reconciliation>, String> {
         self.with(|c| {
             c.query_row(
-                "SELECT date, at_ms, cases, records, confirmed, on_time, missing_ledger, missing_platform, mismatched, refused, detail
+                "SELECT date, at_ms, cases, not_accepted, records, confirmed, on_time, missing_ledger, missing_platform, mismatched, refused, detail
                  FROM reconciliations ORDER BY id DESC LIMIT 1",
                 [],
                 |r| {
-                    let detail: String = r.get(10)?;
+                    let detail: String = r.get(11)?;
                     Ok(Reconciliation {
                         date: r.get(0)?,
                         at_ms: r.get(1)?,
                         cases: r.get(2)?,
-                        records: r.get(3)?,
-                        confirmed: r.get(4)?,
-                        on_time: r.get(5)?,
-                        missing_ledger: r.get(6)?,
-                        missing_platform: r.get(7)?,
-                        mismatched: r.get(8)?,
-                        refused: r.get(9)?,
+                        not_accepted: r.get(3)?,
+                        records: r.get(4)?,
+                        confirmed: r.get(5)?,
+                        on_time: r.get(6)?,
+                        missing_ledger: r.get(7)?,
+                        missing_platform: r.get(8)?,
+                        mismatched: r.get(9)?,
+                        refused: r.get(10)?,
                         detail: serde_json::from_str(&detail).unwrap_or_default(),
                     })
                 },

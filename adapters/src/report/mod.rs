@@ -30,8 +30,8 @@ use serde::Deserialize;
 use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 use yichuang::config::{BusConfig, LogConfig, TracingConfig};
-use yichuang::proto::v1::GetCaseRequest;
 use yichuang::proto::v1::case_service_client::CaseServiceClient;
+use yichuang::proto::v1::{GetCaseRequest, ListNotAcceptedRequest};
 
 use ledger::{Change, Ledger, Stored};
 use spec::Spec;
@@ -205,6 +205,11 @@ impl Reporter {
     }
 }
 
+/// The ledger's cursor over `ListNotAccepted`.
+const NOT_ACCEPTED: &str = "not-accepted";
+/// How often the submissions not accepted are asked for (they have no history entry).
+const NOT_ACCEPTED_EVERY: Duration = Duration::from_secs(2);
+
 /// How many records are sent at once (each to its own 申办流水号).
 const SEND_BATCH: i64 = 16;
 /// How many changed cases are read at once.
@@ -236,6 +241,34 @@ impl Reporter {
             }
         }
         Ok(changed)
+    }
+
+    /// Reads the submissions not accepted since the last look (`ListNotAccepted`, by position)
+    /// and stores their records; how many were read.
+    pub async fn poll_not_accepted(&self) -> Result<usize, String> {
+        let after = self.ledger.cursor(NOT_ACCEPTED)?;
+        let page = self
+            .gateway
+            .clone()
+            .list_not_accepted(ListNotAcceptedRequest {
+                after,
+                page_size: 100,
+                ..Default::default()
+            })
+            .await
+            .map_err(|s| format!("ListNotAccepted: {}", s.message()))?
+            .into_inner();
+        let mut last = after;
+        for n in &page.items {
+            for r in derive::notice_records(&self.spec, n)? {
+                self.ledger.store(&r)?;
+            }
+            last = last.max(n.id);
+        }
+        if last != after {
+            self.ledger.set_cursor(NOT_ACCEPTED, last)?;
+        }
+        Ok(page.items.len())
     }
 
     /// One pass over the changed cases.
@@ -353,8 +386,16 @@ pub async fn run(reporter: Arc<Reporter>, bus: BusConfig, reconcile_at: chrono::
     let work = {
         let r = reporter.clone();
         tokio::spawn(async move {
+            let mut asked = tokio::time::Instant::now() - NOT_ACCEPTED_EVERY;
             loop {
                 let mut busy = 0;
+                if asked.elapsed() >= NOT_ACCEPTED_EVERY {
+                    asked = tokio::time::Instant::now();
+                    match r.poll_not_accepted().await {
+                        Ok(n) => busy += n,
+                        Err(e) => warn!(error = %e, "reporter"),
+                    }
+                }
                 for step in [
                     r.refresh_dirty().await,
                     r.send_due().await,

@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{NaiveDate, TimeZone};
-use yichuang::proto::v1::{GetCaseRequest, ListCasesRequest};
+use yichuang::proto::v1::{GetCaseRequest, ListCasesRequest, ListNotAcceptedRequest};
 
 use super::Reporter;
 use super::derive;
@@ -41,6 +41,8 @@ pub async fn run(r: &Reporter, day: NaiveDate) -> Result<Reconciliation, String>
         .ledger
         .cases_learnt(from.timestamp_millis(), to.timestamp_millis())?
         .into_iter()
+        // Submissions not accepted are listed by the gateway below.
+        .filter(|k| !k.starts_with(derive::NOTICE_PREFIX))
         .collect();
     let mut client = r.gateway.clone();
     let mut page_token = String::new();
@@ -63,10 +65,33 @@ pub async fn run(r: &Reporter, day: NaiveDate) -> Result<Reconciliation, String>
         page_token = page.next_page_token;
     }
 
+    // The submissions not accepted that day.
+    let mut notices = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = client
+            .list_not_accepted(ListNotAcceptedRequest {
+                after,
+                page_size: 500,
+                from: Some(timestamp(from)),
+                to: Some(timestamp(to)),
+                hall_code: String::new(),
+            })
+            .await
+            .map_err(|s| format!("ListNotAccepted: {}", s.message()))?
+            .into_inner();
+        let Some(last) = page.items.last().map(|n| n.id) else {
+            break;
+        };
+        after = last;
+        notices.extend(page.items);
+    }
+
     let mut result = Reconciliation {
         date: day.to_string(),
         at_ms: chrono::Utc::now().timestamp_millis(),
         cases: cases.len() as i64,
+        not_accepted: notices.len() as i64,
         records: 0,
         confirmed: 0,
         on_time: 0,
@@ -77,6 +102,12 @@ pub async fn run(r: &Reporter, day: NaiveDate) -> Result<Reconciliation, String>
         detail: Vec::new(),
     };
     let mut derived = Vec::new();
+    let mut keys: Vec<String> = cases.iter().cloned().collect();
+    let mut sources = Vec::new();
+    for n in &notices {
+        keys.push(derive::notice_key(&n.submission_id));
+        sources.push(derive::notice_records(&r.spec, n)?);
+    }
     for case_number in &cases {
         let case = client
             .get_case(GetCaseRequest {
@@ -85,7 +116,10 @@ pub async fn run(r: &Reporter, day: NaiveDate) -> Result<Reconciliation, String>
             .await
             .map_err(|s| format!("GetCase {case_number}: {}", s.message()))?
             .into_inner();
-        for record in derive::records(&r.spec, &case)? {
+        sources.push(derive::records(&r.spec, &case)?);
+    }
+    for records in sources {
+        for record in records {
             if r.ledger.store(&record)? == Change::New
                 && record.learnt_ms < result.at_ms - IN_FLIGHT_MS
             {
@@ -114,7 +148,7 @@ pub async fn run(r: &Reporter, day: NaiveDate) -> Result<Reconciliation, String>
         .into_iter()
         .map(|h| ((h.sblsh.clone(), h.table.clone(), h.seq), h))
         .collect();
-    let stored: BTreeMap<(String, String, i64), ledger::Stored> = cases
+    let stored: BTreeMap<(String, String, i64), ledger::Stored> = keys
         .iter()
         .map(|c| r.ledger.of_case(c))
         .collect::<Result<Vec<_>, _>>()?

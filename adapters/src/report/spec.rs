@@ -14,6 +14,7 @@ use crate::expr::{Expr, Template};
 /// The kinds of fact a record may be made from, in the order they are reported when they
 /// happen at the same instant.
 pub const FACTS: &[&str] = &[
+    "not_accepted",
     "accepted",
     "supplement_received",
     "special_ended",
