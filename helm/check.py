@@ -616,7 +616,8 @@ def run_adapter_checks(docs, where: str, binary: Path, problems: Problems) -> in
     for d in by_kind(docs, "Deployment"):
         c = containers(d)[0]
         args = c.get("args", [])
-        if args[:2] != ["yichuang-adapter", "run"]:
+        reporter = args[:3] == ["yichuang-adapter", "report", "run"]
+        if args[:2] != ["yichuang-adapter", "run"] and not reporter:
             continue
         with tempfile.TemporaryDirectory() as tmp:
             files = mounted_files(d, docs)
@@ -655,11 +656,14 @@ def run_adapter_checks(docs, where: str, binary: Path, problems: Problems) -> in
                 for text in dept_files:
                     for var in ENV_SECRET.findall(uncommented(text)):
                         env.setdefault(var, f"from-secret-{var.lower()}")
-            cmd = [str(binary), *args[1:], "--check"]
+            # The reporter has no --check: `report refused` reads its whole configuration (the
+            # specification, the calendar, the transport, the gateway's TLS material), opens its
+            # ledger and lists nothing, without connecting anywhere.
+            cmd = [str(binary), "report", "refused", *args[3:]] if reporter else [str(binary), *args[1:], "--check"]
             cmd[cmd.index("--config") + 1] = tmp + cmd[cmd.index("--config") + 1]
             out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
             if out.returncode != 0:
-                problems.add(where, f"Deployment/{d['metadata']['name']}: yichuang-adapter --check: {(out.stderr or out.stdout).strip()}")
+                problems.add(where, f"Deployment/{d['metadata']['name']}: {' '.join(cmd[1:3]) if reporter else 'yichuang-adapter --check'}: {(out.stderr or out.stdout).strip()}")
             checked += 1
     return checked
 
