@@ -2,7 +2,7 @@
 """Checks the yichuang chart (helm/yichuang) the way a cluster would see it, offline.
 
 For each value set (the defaults, and each of helm/test-values/*.yaml: demo, development,
-production):
+production, reporter):
 
 1. lints the chart and renders it with Helm's own engine (helm-python-sdk embeds Helm; no
    binary, no cluster), values checked against values.schema.json;
@@ -17,7 +17,7 @@ production):
    has only keys the gateway knows, and the acceptance list and calendar are the repository's;
 4. with the `yichuang-adapter` binary built (make test builds it first; CARGO_TARGET_DIR says
    where), runs `yichuang-adapter --check` on each adapter's rendered configuration, as it would
-   start, the Secrets' certificates stood in for by development ones (yichuang-dev-certs).
+   start (the reporter's through `report refused`, which reads all of it and connects nowhere), the Secrets' certificates stood in for by development ones (yichuang-dev-certs).
 
 Then it makes sure the check can fail: each value set in helm/test-values/bad/ must be refused
 with the message its first line names, and copies of the chart broken on purpose (a template
