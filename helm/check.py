@@ -2,7 +2,7 @@
 """Checks the yichuang chart (helm/yichuang) the way a cluster would see it, offline.
 
 For each value set (the defaults, and each of helm/test-values/*.yaml: demo, development,
-production):
+production, reporter):
 
 1. lints the chart and renders it with Helm's own engine (helm-python-sdk embeds Helm; no
    binary, no cluster), values checked against values.schema.json;
@@ -17,7 +17,7 @@ production):
    has only keys the gateway knows, and the acceptance list and calendar are the repository's;
 4. with the `yichuang-adapter` binary built (make test builds it first; CARGO_TARGET_DIR says
    where), runs `yichuang-adapter --check` on each adapter's rendered configuration, as it would
-   start, the Secrets' certificates stood in for by development ones (yichuang-dev-certs).
+   start (the reporter's through `report refused`, which reads all of it and connects nowhere), the Secrets' certificates stood in for by development ones (yichuang-dev-certs).
 
 Then it makes sure the check can fail: each value set in helm/test-values/bad/ must be refused
 with the message its first line names, and copies of the chart broken on purpose (a template
@@ -167,12 +167,15 @@ CERTIFICATE = {
         "metadata": {"type": "object", "required": ["name"]},
         "spec": {
             "type": "object",
-            "required": ["secretName", "issuerRef", "dnsNames"],
+            "required": ["secretName", "issuerRef"],
+            # A server certificate names hosts; a client one (the reporter's) an identity URI.
+            "anyOf": [{"required": ["dnsNames"]}, {"required": ["uris"]}],
             "additionalProperties": False,
             "properties": {
                 "secretName": {"type": "string", "minLength": 1},
                 "commonName": {"type": "string", "maxLength": 64},
                 "dnsNames": {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
+                "uris": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": "^urn:yichuang:"}},
                 "duration": DURATION,
                 "renewBefore": DURATION,
                 "usages": {"type": "array", "items": {"enum": [
@@ -464,6 +467,19 @@ def check_configuration(docs, where: str, problems: Problems) -> None:
             needed.update({v: department_file for v in needed_vars(dept_text)})
             # Credentials by reference: { env: VAR } must be set too.
             needed.update({v: department_file for v in ENV_SECRET.findall(uncommented(dept_text))})
+        elif args[:3] == ["yichuang-adapter", "report", "run"]:
+            path = args[args.index("--config") + 1]
+            text = files.get(path)
+            if text is None:
+                problems.add(where, f"{d['kind']}/{name}: {path} is not mounted")
+                continue
+            try:
+                config = tomllib.loads(VAR.sub("x", text))
+            except tomllib.TOMLDecodeError as e:
+                problems.add(where, f"{d['kind']}/{name}: {path}: {e}")
+                continue
+            check_reporter_config(d, config, path, files, where, problems)
+            needed = {v: path for v in needed_vars(text)}
         elif args[:1] == ["yichuang-sim"]:
             continue
         else:
@@ -482,6 +498,69 @@ def check_configuration(docs, where: str, problems: Problems) -> None:
         for f in (ROOT / "config" / what).glob(pattern):
             if data.get(f.name) != f.read_text():
                 problems.add(where, f"ConfigMap/{RELEASE}-{what}: {f.name} differs from config/{what}/{f.name}")
+
+
+REPORTER_KEYS = {
+    # adapters/src/report/transport.rs: TransportConfig::Tables (the shipped file shows http) and
+    # the HTTP interface's optional ca_file.
+    "transport": {"url", "schema", "ca_file"},
+    "tracing": {"otlp_endpoint", "sampling_ratio", "service_name"},
+}
+
+
+def reporter_keys() -> dict[str, set[str]]:
+    """The keys the reporter knows, from the shipped, documented config/reporter.toml; [bus] is
+    the gateway's BusConfig."""
+    text = (ROOT / "config" / "reporter.toml").read_text()
+    shipped = tomllib.loads(VAR.sub(lambda m: m.group(2)[2:] if m.group(2) else "x", text))
+    keys: dict[str, set[str]] = {"": set()}
+    for table, body in shipped.items():
+        if isinstance(body, dict):
+            keys.setdefault(table, set()).update(body)
+        else:
+            keys[""].add(table)
+    for table, extra in REPORTER_KEYS.items():
+        keys.setdefault(table, set()).update(extra)
+    keys["bus"] |= gateway_keys()["bus"]
+    return keys
+
+
+def check_reporter_config(d: dict, config: dict, path: str, files: dict[str, str], where: str,
+                          problems: Problems) -> None:
+    """reporter.toml: only keys the reporter knows; its specification and calendar mounted; its
+    ledger on the claim, not in a ConfigMap or an emptyDir; one replica, replaced by Recreate."""
+    known = reporter_keys()
+    name = f"{d['kind']}/{d['metadata']['name']}"
+    for table, body in config.items():
+        if not isinstance(body, dict):
+            if table not in known[""]:
+                problems.add(where, f"{path}: unknown key {table}")
+        elif table not in known:
+            problems.add(where, f"{path}: unknown table [{table}]")
+        else:
+            for key in body:
+                if key not in known[table]:
+                    problems.add(where, f"{path}: unknown key [{table}] {key}")
+    if config.get("specification") not in files:
+        problems.add(where, f"{name}: the specification {config.get('specification')} is not mounted")
+    else:
+        try:
+            spec = yaml.load(files[config["specification"]], Loader=UniqueKeyLoader)
+            if not isinstance(spec, dict) or "records" not in spec:
+                problems.add(where, f"{name}: the specification has no records")
+        except yaml.YAMLError as e:
+            problems.add(where, f"{config['specification']}: {e}")
+    if not [f for f in files if f.startswith(str(config.get("calendar_dir")) + "/")]:
+        problems.add(where, f"{name}: calendar_dir {config.get('calendar_dir')} has no files mounted")
+    spec = d["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    ledger = str(config.get("ledger", ""))
+    mount = max((m for c in spec["containers"] for m in c.get("volumeMounts", [])
+                 if ledger.startswith(m["mountPath"] + "/")), key=lambda m: len(m["mountPath"]), default=None)
+    if mount is None or "persistentVolumeClaim" not in volumes.get(mount["name"], {}):
+        problems.add(where, f"{name}: the ledger {ledger} is not on a PersistentVolumeClaim")
+    if d["spec"].get("replicas") != 1 or d["spec"].get("strategy", {}).get("type") != "Recreate":
+        problems.add(where, f"{name}: one reporter only: replicas 1 and strategy Recreate")
 
 
 def adapter_binary() -> Path | None:
@@ -537,7 +616,8 @@ def run_adapter_checks(docs, where: str, binary: Path, problems: Problems) -> in
     for d in by_kind(docs, "Deployment"):
         c = containers(d)[0]
         args = c.get("args", [])
-        if args[:2] != ["yichuang-adapter", "run"]:
+        reporter = args[:3] == ["yichuang-adapter", "report", "run"]
+        if args[:2] != ["yichuang-adapter", "run"] and not reporter:
             continue
         with tempfile.TemporaryDirectory() as tmp:
             files = mounted_files(d, docs)
@@ -576,11 +656,14 @@ def run_adapter_checks(docs, where: str, binary: Path, problems: Problems) -> in
                 for text in dept_files:
                     for var in ENV_SECRET.findall(uncommented(text)):
                         env.setdefault(var, f"from-secret-{var.lower()}")
-            cmd = [str(binary), *args[1:], "--check"]
+            # The reporter has no --check: `report refused` reads its whole configuration (the
+            # specification, the calendar, the transport, the gateway's TLS material), opens its
+            # ledger and lists nothing, without connecting anywhere.
+            cmd = [str(binary), "report", "refused", *args[3:]] if reporter else [str(binary), *args[1:], "--check"]
             cmd[cmd.index("--config") + 1] = tmp + cmd[cmd.index("--config") + 1]
             out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
             if out.returncode != 0:
-                problems.add(where, f"Deployment/{d['metadata']['name']}: yichuang-adapter --check: {(out.stderr or out.stdout).strip()}")
+                problems.add(where, f"Deployment/{d['metadata']['name']}: {' '.join(cmd[1:3]) if reporter else 'yichuang-adapter --check'}: {(out.stderr or out.stdout).strip()}")
             checked += 1
     return checked
 
@@ -602,6 +685,10 @@ def expectations(name: str, docs, problems: Problems) -> None:
         expect(not sims, f"no simulator without demo, got {sims}")
         expect({"HorizontalPodAutoscaler", "PodDisruptionBudget", "PersistentVolumeClaim"} <= kinds, f"HPA, PDB and gjj's claim, got {sorted(kinds)}")
         expect("ServiceMonitor" not in kinds, "no ServiceMonitor unless asked")
+        expect(f"{RELEASE}-reporter" not in deployments, "no reporter unless asked")
+        gateway = next(c for c in by_kind(docs, "ConfigMap") if c["metadata"]["name"] == f"{RELEASE}-gateway")
+        expect(tomllib.loads(VAR.sub("x", gateway["data"]["gateway.toml"]))["bus"]["report"] is False,
+               "no report queue without a reporter ([bus] report = false)")
         policies = {n["metadata"]["name"] for n in by_kind(docs, "NetworkPolicy")}
         expect(policies == {f"{RELEASE}-gateway", f"{RELEASE}-bus-users", *(f"{RELEASE}-adapter-{c}" for c in adapters)},
                f"NetworkPolicies on by default, for the gateway and each adapter, got {sorted(policies)}")
@@ -629,7 +716,13 @@ def expectations(name: str, docs, problems: Problems) -> None:
         expect(notes.get("nginx.ingress.kubernetes.io/ssl-passthrough") == "true"
                and notes.get("nginx.ingress.kubernetes.io/backend-protocol") == "GRPCS",
                "an Ingress passing the windows' TLS through to the gateway")
-        expect(len(by_kind(docs, "Certificate")) == 1, "the gateway's certificate from cert-manager")
+        certificates = {c["metadata"]["name"]: c for c in by_kind(docs, "Certificate")}
+        expect(set(certificates) == {f"{RELEASE}-gateway", f"{RELEASE}-reporter-client"},
+               f"the gateway's and the reporter's certificates from cert-manager, got {sorted(certificates)}")
+        client = certificates.get(f"{RELEASE}-reporter-client", {}).get("spec", {})
+        expect(client.get("uris") == ["urn:yichuang:platform"] and "client auth" in client.get("usages", [])
+               and client.get("issuerRef", {}).get("name") == "nx-province-client-ca",
+               "the reporter's client certificate names the platform role, from the client CA's issuer")
         # Callbacks: only 公安 takes them, on a port of their own, from its system's address only.
         for code in adapters:
             c = containers(deployments[f"{RELEASE}-adapter-{code}"])[0]
@@ -638,12 +731,78 @@ def expectations(name: str, docs, problems: Problems) -> None:
         policy = next(n for n in by_kind(docs, "NetworkPolicy") if n["metadata"]["name"] == f"{RELEASE}-adapter-ga")
         callers = [r.get("from") for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == "callbacks"]
         expect(callers == [[{"ipBlock": {"cidr": "10.64.14.9/32"}}]], f"ga's callbacks from its system only, got {callers}")
-        expect(len(by_kind(docs, "ServiceMonitor")) == 2, "ServiceMonitors for the gateway and the adapters")
-        expect(len(by_kind(docs, "NetworkPolicy")) == 2 + len(adapters), "NetworkPolicies for the gateway, each adapter and the bus users Job")
+        expect(len(by_kind(docs, "ServiceMonitor")) == 3, "ServiceMonitors for the gateway, the adapters and the reporter")
+        expect(len(by_kind(docs, "NetworkPolicy")) == 3 + len(adapters), "NetworkPolicies for the gateway, each adapter, the reporter and the bus users Job")
         expect_trust(docs, expect)
         gateway = next(c for c in by_kind(docs, "ConfigMap") if c["metadata"]["name"] == f"{RELEASE}-gateway")
         users = tomllib.loads(VAR.sub("x", gateway["data"]["gateway.toml"]))["bus"]["department_users"]
         expect(users == {c: f"adapter-{c}" for c in adapters}, f"each department's results checked against its user, got {users}")
+        config = expect_reporter(docs, expect)
+        transport = config.get("transport", {})
+        expect(transport.get("kind") == "http" and transport.get("secret") == {"env": "YICHUANG_PLATFORM_SECRET"}
+               and transport.get("ca_file") == "/etc/yichuang/tls/report-platform/ca.crt",
+               f"the reporter on the platform's HTTP interface, its secret from the environment, its CA mounted, got {transport}")
+    elif name == "reporter":
+        config = expect_reporter(docs, expect)
+        url = config.get("transport", {}).get("url", "")
+        expect(url == "postgres://gdbs_exchange:${YICHUANG_REPORT_DB_PASSWORD}@qzk.nx.gov.cn:5432/qzk"
+               "?sslmode=verify-full&connect_timeout=10&sslrootcert=/etc/yichuang/tls/report-platform/ca.crt",
+               f"the exchange tables' URL with the password from the environment and the CA mounted, got {url}")
+        expect(len(by_kind(docs, "Certificate")) == 0, "no Certificate without cert-manager")
+
+
+def expect_reporter(docs, expect) -> dict:
+    """The reporter: one replica replaced by Recreate, probed on /healthz, its ledger on its
+    claim, its own RabbitMQ user, reading the gateway over TLS with its client certificate; the
+    gateway declares its queue and admits it; its egress only to DNS, RabbitMQ, the gateway and
+    the platform (and the rules given); scraped. Returns its reporter.toml."""
+    deployments = {d["metadata"]["name"]: d for d in by_kind(docs, "Deployment")}
+    d = deployments.get(f"{RELEASE}-reporter")
+    expect(d is not None, "a reporter Deployment")
+    if d is None:
+        return {}
+    expect(d["spec"]["replicas"] == 1 and d["spec"]["strategy"] == {"type": "Recreate"},
+           "one reporter, replaced by Recreate")
+    c = containers(d)[0]
+    expect(c["args"][:3] == ["yichuang-adapter", "report", "run"], f"the reporter runs report run, got {c['args']}")
+    for p in ("readinessProbe", "livenessProbe"):
+        expect(c.get(p, {}).get("httpGet") == {"path": "/healthz", "port": "http"}, f"the reporter's {p} on /healthz")
+    env = {e["name"]: e for e in c.get("env", [])}
+    expect(env.get("YICHUANG_AMQP_USER", {}).get("value") == "reporter", "the reporter's own RabbitMQ user")
+    expect("secretKeyRef" in env.get("YICHUANG_AMQP_PASSWORD", {}).get("valueFrom", {}), "its password from a Secret")
+    claims = {p["metadata"]["name"] for p in by_kind(docs, "PersistentVolumeClaim")}
+    expect(f"{RELEASE}-reporter" in claims, "the ledger's claim")
+    maps = {m["metadata"]["name"]: m.get("data") or {} for m in by_kind(docs, "ConfigMap")}
+    data = maps.get(f"{RELEASE}-reporter", {})
+    expect(data.get("specification.yaml") == (ROOT / "config" / "report" / "gdbs.yaml").read_text(),
+           "the shipped specification, config/report/gdbs.yaml")
+    config = tomllib.loads(VAR.sub(lambda m: "${" + m.group(1) + "}", data.get("reporter.toml", "")))
+    gw = config.get("gateway", {})
+    expect(gw.get("url") == f"https://{RELEASE}-gateway:50051" and gw.get("client_cert") and gw.get("ca_file"),
+           f"the reporter reads the gateway's windows' listener over TLS with its client certificate, got {gw}")
+    expect(config.get("bus", {}).get("url", "").startswith("amqps://"), "the reporter on AMQPS")
+    gateway = tomllib.loads(VAR.sub("x", maps[f"{RELEASE}-gateway"]["gateway.toml"]))
+    expect(gateway["bus"]["report"] is True, "the gateway declares the report queue ([bus] report = true)")
+    policies = {n["metadata"]["name"]: n for n in by_kind(docs, "NetworkPolicy")}
+    reporter_pods = d["spec"]["template"]["metadata"]["labels"]
+    admitted = [r for r in policies[f"{RELEASE}-gateway"]["spec"]["ingress"]
+                if any(selects(f.get("podSelector", {}).get("matchLabels", {}), reporter_pods) for f in r.get("from", []))]
+    expect([r["ports"] for r in admitted] == [[{"protocol": "TCP", "port": "grpc"}]],
+           f"the gateway admits the reporter on its windows' port only, got {admitted}")
+    policy = policies.get(f"{RELEASE}-reporter")
+    expect(policy is not None and selects(policy["spec"]["podSelector"]["matchLabels"], reporter_pods),
+           "a NetworkPolicy for the reporter")
+    if policy is not None:
+        # A rule without peers (DNS; RabbitMQ when networkPolicy.egress.rabbitmq is empty) must
+        # name its ports, and only those.
+        broker = re.search(r"@[^:/]+:(\d+)/", config.get("bus", {}).get("url", ""))
+        open_ports = {53} | ({int(broker.group(1))} if broker else set())
+        egress = policy["spec"].get("egress") or []
+        expect(all(r.get("to") or (r.get("ports") and {p.get("port") for p in r["ports"]} <= open_ports) for r in egress),
+               f"the reporter's egress: peers named, or only DNS and RabbitMQ's port, got {egress}")
+    monitors = [m for m in by_kind(docs, "ServiceMonitor") if m["metadata"]["name"] == f"{RELEASE}-reporter"]
+    expect(len(monitors) == 1, "a ServiceMonitor for the reporter")
+    return config
 
 
 def expect_trust(docs, expect) -> None:

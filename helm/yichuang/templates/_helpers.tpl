@@ -187,6 +187,80 @@ off only together with the development flag, and what each protection needs is g
 {{- end }}
 {{- $_ := set $seen $user $code }}
 {{- end }}
+{{- if $v.reporter.enabled }}
+{{- include "yichuang.checkReporter" (dict "root" . "users" $seen) }}
+{{- end }}
+{{- end }}
+
+{{/*
+What the reporter needs (reporter.enabled), checked with the rest: a transport and its settings,
+TLS to the platform unless development.plaintext, its own RabbitMQ user, and a way to prove its
+platform role to the gateway. (dict "root" $ "users" <RabbitMQ user → department>).
+*/}}
+{{- define "yichuang.checkReporter" -}}
+{{- $v := .root.Values }}
+{{- $r := $v.reporter }}
+{{- $t := $r.transport }}
+{{- $dev := $v.development.plaintext }}
+{{- if not $t.kind }}
+{{- fail "reporter.transport.kind: how records reach the platform, http (its HTTP interface: reporter.transport.http) or tables (its exchange tables: reporter.transport.tables)" }}
+{{- end }}
+{{- if eq $t.kind "http" }}
+{{- $h := $t.http }}
+{{- range $k := list "recordUrl" "queryUrl" "appId" "existingSecret" }}
+{{- if not (get $h $k) }}
+{{- fail (printf "reporter.transport.http.%s: required with transport kind http (existingSecret: the Secret holding the app's signing secret)" $k) }}
+{{- end }}
+{{- end }}
+{{- if and (not $dev) (or (hasPrefix "http://" $h.recordUrl) (hasPrefix "http://" $h.queryUrl)) }}
+{{- fail "reporter.transport.http: plain http:// carries applicants' personal data in the clear; use https:// (only a development cluster may, with development.plaintext: true)" }}
+{{- end }}
+{{- else }}
+{{- $tb := $t.tables }}
+{{- range $k := list "url" "schema" "existingSecret" }}
+{{- if not (get $tb $k) }}
+{{- fail (printf "reporter.transport.tables.%s: required with transport kind tables (existingSecret: the Secret holding the exchange user's password)" $k) }}
+{{- end }}
+{{- end }}
+{{- if not (regexMatch "^postgres(ql)?://[^:@/]+@" $tb.url) }}
+{{- fail "reporter.transport.tables.url: write postgres://<user>@<host>:<port>/<database>?sslmode=verify-full, with the user and without the password (it comes from existingSecret)" }}
+{{- end }}
+{{- if regexMatch "[?&](sslrootcert|sslcert|sslkey)=" $tb.url }}
+{{- fail "reporter.transport.tables.url: the database's CA is reporter.transport.tables.caSecret, added as sslrootcert; remove sslrootcert from the URL" }}
+{{- end }}
+{{- $mode := regexFind "[?&]sslmode=[a-z-]+" $tb.url | regexFind "[a-z-]+$" | default "prefer" }}
+{{- if and (has $mode (list "disable" "allow" "prefer")) (not $dev) }}
+{{- fail (printf "reporter.transport.tables.url: sslmode %s may connect without TLS; add sslmode=verify-full (or require, verify-ca) to the URL (only a development cluster may, with development.plaintext: true)" $mode) }}
+{{- end }}
+{{- if and (has $mode (list "verify-ca" "verify-full")) (not $tb.caSecret) }}
+{{- fail (printf "reporter.transport.tables.caSecret: sslmode %s checks the database's certificate against a CA; name the Secret holding it" $mode) }}
+{{- end }}
+{{- end }}
+{{- if not $r.rabbitmq.existingSecret }}
+{{- fail "reporter.rabbitmq.existingSecret: the Secret with the reporter's RabbitMQ password (its own user, reporter.rabbitmq.user)" }}
+{{- end }}
+{{- with get .users $r.rabbitmq.user }}
+{{- fail (printf "reporter.rabbitmq.user: %s is also the %s adapter's; the reporter needs a RabbitMQ user of its own" $r.rabbitmq.user .) }}
+{{- end }}
+{{- if $v.gateway.tls.enabled }}
+{{- if not $v.gateway.tls.clientCA.existingSecret }}
+{{- fail "reporter.enabled needs gateway.tls.clientCA.existingSecret: the reporter proves its platform role to the gateway with a client certificate (it has no bearer token)" }}
+{{- end }}
+{{- if and (not $r.gateway.caSecret) (not $v.certManager.enabled) }}
+{{- fail "reporter.gateway.caSecret: the Secret holding the CA that signs the gateway's server certificate, which the reporter checks" }}
+{{- end }}
+{{- if and (not $r.gateway.clientCertificate.existingSecret) (not (and $v.certManager.enabled $r.gateway.clientCertificate.issuerRef.name)) }}
+{{- fail "reporter.gateway.clientCertificate.existingSecret: the reporter's client certificate (a kubernetes.io/tls Secret, URI SAN urn:yichuang:platform), or certManager.enabled with reporter.gateway.clientCertificate.issuerRef.name to have one issued" }}
+{{- end }}
+{{- end }}
+{{- if and $v.networkPolicy.enabled $v.networkPolicy.egress.enabled (not $r.network.cidrs) (not $v.networkPolicy.egress.reporter) }}
+{{- fail "reporter.network.cidrs: with networkPolicy.egress.enabled the reporter reaches the platform only where this says; list its addresses (or rules in networkPolicy.egress.reporter)" }}
+{{- end }}
+{{- end }}
+
+{{/* The reporter's client certificate Secret: its own, or the one cert-manager issues. */}}
+{{- define "yichuang.reporterClientSecret" -}}
+{{- .Values.reporter.gateway.clientCertificate.existingSecret | default (printf "%s-reporter-client-tls" (include "yichuang.fullname" .)) }}
 {{- end }}
 
 {{/* Whether a department's file takes callbacks (a callbacks block): (dict "root" $ "code" "scjg"). */}}
