@@ -247,6 +247,7 @@ async fn every_path_reaches_the_platform_once(via: Via) {
             calendar: yichuang::calendar::Calendar::load(&root().join("config/calendar")).unwrap(),
             offset: chrono::FixedOffset::east_opt(8 * 3600).unwrap(),
             meters: Default::default(),
+            pace: report::pace(50),
         });
         let running = tokio::spawn(report::run(
             reporter.clone(),

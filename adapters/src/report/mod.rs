@@ -63,6 +63,10 @@ pub struct ReporterConfig {
     pub tracing: TracingConfig,
 }
 
+fn default_calls_per_second() -> u32 {
+    20
+}
+
 fn default_offset() -> String {
     "+08:00".into()
 }
@@ -73,6 +77,10 @@ fn default_offset() -> String {
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
     pub url: String,
+    /// Calls a second to the gateway at most (its `[limits] per_caller` is the ceiling; a call
+    /// refused with RESOURCE_EXHAUSTED is asked again after the `retry-after` it names).
+    #[serde(default = "default_calls_per_second")]
+    pub calls_per_second: u32,
     #[serde(flatten)]
     pub tls: yichuang::tls::ClientTls,
 }
@@ -181,7 +189,21 @@ pub struct Reporter {
     pub calendar: yichuang::calendar::Calendar,
     pub offset: chrono::FixedOffset,
     pub meters: meters::Meters,
+    /// The pace of calls to the gateway ([`pace`]).
+    pub pace: Pace,
 }
+
+/// A limit on the calls a second to the gateway.
+pub type Pace = governor::DefaultDirectRateLimiter;
+
+/// A pace of `per_second` calls (at least 1).
+pub fn pace(per_second: u32) -> Pace {
+    let n = std::num::NonZeroU32::new(per_second.max(1)).expect("at least 1");
+    governor::RateLimiter::direct(governor::Quota::per_second(n))
+}
+
+/// How many times a call the gateway refused for its rate (or shed) is asked again.
+const GATEWAY_TRIES: u32 = 8;
 
 impl Reporter {
     /// The reporter of `config`: its specification, ledger, transport, calendar and the lazy
@@ -201,6 +223,7 @@ impl Reporter {
             calendar,
             offset: config.offset()?,
             meters: meters::Meters::default(),
+            pace: pace(config.gateway.calls_per_second),
         })
     }
 }
@@ -216,17 +239,53 @@ const SEND_BATCH: i64 = 16;
 const READ_BATCH: i64 = 16;
 
 impl Reporter {
+    /// Calls the gateway at the reporter's pace; a call refused for the gateway's rate (or shed
+    /// under overload) is asked again after the wait it names, a few times.
+    pub async fn call<T, F, Fut>(&self, what: &str, call: F) -> Result<T, String>
+    where
+        F: Fn(CaseServiceClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut tries = 0;
+        loop {
+            self.pace.until_ready().await;
+            match call(self.gateway.clone()).await {
+                Ok(answer) => return Ok(answer.into_inner()),
+                Err(s)
+                    if matches!(
+                        s.code(),
+                        tonic::Code::ResourceExhausted | tonic::Code::Unavailable
+                    ) && tries < GATEWAY_TRIES =>
+                {
+                    tries += 1;
+                    let wait = s
+                        .metadata()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .map_or(
+                            Duration::from_millis(500 * u64::from(tries)),
+                            Duration::from_secs,
+                        );
+                    debug!(what, code = ?s.code(), wait_ms = wait.as_millis() as u64, "the gateway asks to wait");
+                    tokio::time::sleep(wait.min(Duration::from_secs(30))).await;
+                }
+                Err(s) => return Err(format!("{what}: {}", s.message())),
+            }
+        }
+    }
+
     /// Reads a changed case and stores its records; how many were new or corrected.
     pub async fn refresh(&self, case_number: &str) -> Result<usize, String> {
+        let request = GetCaseRequest {
+            case_number: case_number.to_string(),
+        };
         let case = self
-            .gateway
-            .clone()
-            .get_case(GetCaseRequest {
-                case_number: case_number.to_string(),
+            .call(&format!("GetCase {case_number}"), |mut g| {
+                let r = request.clone();
+                async move { g.get_case(r).await }
             })
-            .await
-            .map_err(|s| format!("GetCase {case_number}: {}", s.message()))?
-            .into_inner();
+            .await?;
         let records = derive::records(&self.spec, &case)?;
         let mut changed = 0;
         for r in &records {
@@ -247,17 +306,17 @@ impl Reporter {
     /// and stores their records; how many were read.
     pub async fn poll_not_accepted(&self) -> Result<usize, String> {
         let after = self.ledger.cursor(NOT_ACCEPTED)?;
+        let request = ListNotAcceptedRequest {
+            after,
+            page_size: 100,
+            ..Default::default()
+        };
         let page = self
-            .gateway
-            .clone()
-            .list_not_accepted(ListNotAcceptedRequest {
-                after,
-                page_size: 100,
-                ..Default::default()
+            .call("ListNotAccepted", |mut g| {
+                let r = request.clone();
+                async move { g.list_not_accepted(r).await }
             })
-            .await
-            .map_err(|s| format!("ListNotAccepted: {}", s.message()))?
-            .into_inner();
+            .await?;
         let mut last = after;
         for n in &page.items {
             for r in derive::notice_records(&self.spec, n)? {

@@ -44,20 +44,21 @@ pub async fn run(r: &Reporter, day: NaiveDate) -> Result<Reconciliation, String>
         // Submissions not accepted are listed by the gateway below.
         .filter(|k| !k.starts_with(derive::NOTICE_PREFIX))
         .collect();
-    let mut client = r.gateway.clone();
     let mut page_token = String::new();
     loop {
-        let page = client
-            .list_cases(ListCasesRequest {
-                accepted_from: Some(timestamp(from)),
-                accepted_to: Some(timestamp(to)),
-                page_size: 500,
-                page_token: page_token.clone(),
-                ..Default::default()
+        let request = ListCasesRequest {
+            accepted_from: Some(timestamp(from)),
+            accepted_to: Some(timestamp(to)),
+            page_size: 500,
+            page_token: page_token.clone(),
+            ..Default::default()
+        };
+        let page = r
+            .call("ListCases", |mut g| {
+                let q = request.clone();
+                async move { g.list_cases(q).await }
             })
-            .await
-            .map_err(|s| format!("ListCases: {}", s.message()))?
-            .into_inner();
+            .await?;
         cases.extend(page.cases.into_iter().map(|c| c.case_number));
         if page.next_page_token.is_empty() {
             break;
@@ -69,17 +70,19 @@ pub async fn run(r: &Reporter, day: NaiveDate) -> Result<Reconciliation, String>
     let mut notices = Vec::new();
     let mut after = 0;
     loop {
-        let page = client
-            .list_not_accepted(ListNotAcceptedRequest {
-                after,
-                page_size: 500,
-                from: Some(timestamp(from)),
-                to: Some(timestamp(to)),
-                hall_code: String::new(),
+        let request = ListNotAcceptedRequest {
+            after,
+            page_size: 500,
+            from: Some(timestamp(from)),
+            to: Some(timestamp(to)),
+            hall_code: String::new(),
+        };
+        let page = r
+            .call("ListNotAccepted", |mut g| {
+                let q = request.clone();
+                async move { g.list_not_accepted(q).await }
             })
-            .await
-            .map_err(|s| format!("ListNotAccepted: {}", s.message()))?
-            .into_inner();
+            .await?;
         let Some(last) = page.items.last().map(|n| n.id) else {
             break;
         };
@@ -109,13 +112,15 @@ pub async fn run(r: &Reporter, day: NaiveDate) -> Result<Reconciliation, String>
         sources.push(derive::notice_records(&r.spec, n)?);
     }
     for case_number in &cases {
-        let case = client
-            .get_case(GetCaseRequest {
-                case_number: case_number.clone(),
+        let request = GetCaseRequest {
+            case_number: case_number.clone(),
+        };
+        let case = r
+            .call(&format!("GetCase {case_number}"), |mut g| {
+                let q = request.clone();
+                async move { g.get_case(q).await }
             })
-            .await
-            .map_err(|s| format!("GetCase {case_number}: {}", s.message()))?
-            .into_inner();
+            .await?;
         sources.push(derive::records(&r.spec, &case)?);
     }
     for records in sources {
