@@ -11,7 +11,11 @@
 #   - stops another node's RabbitMQ application for 8 s,
 #   - every third round, restarts PostgreSQL (the gateway's store on STORE=postgres, and the
 #     前置库 databases of two departments either way),
-# and the simulated systems fail now and then (502s, hangs). After the last fault, every case
+# and the simulated systems fail now and then (502s, hangs). The reporter reports every case's
+# stage records to the simulated provincial platform (over its HTTP interface on SQLite runs,
+# through its exchange tables in PostgreSQL on PostgreSQL runs) and is killed every round too;
+# at the end each day's reconciliation must find the platform holding every record, each taken
+# once (scripts/chaos_report.py). After the last fault, every case
 # must reach delivery within SETTLE seconds; then scripts/chaos_ledger.py reconciles each case:
 # accepted, decided, ready, delivered, stranded, duplicates at the departments, duplicate status
 # events (history and platform push), unpushed events and lost (a stranded task with no message
@@ -48,8 +52,9 @@ schema="chaos_$$"
 pids=()
 free_port() { "$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 port=$(free_port); adapter_port=$(free_port); platform_port=$(free_port)
+records_port=$(free_port); reporter_port=$(free_port)
 server="https://127.0.0.1:$port"
-gateway_pid=""; adapter_pid=""; window_pid=""
+gateway_pid=""; adapter_pid=""; window_pid=""; reporter_pid=""
 psql_() { sudo_ su postgres -c "PGOPTIONS='-c client_min_messages=warning' psql -p $pg_port -q -v ON_ERROR_STOP=1 ${2:+-d $2} -c \"$1\"" >/dev/null; }
 say() { printf 'chaos: %s\n' "$*"; }
 
@@ -58,7 +63,7 @@ nodes=()
 ctl() { sudo_ rabbitmqctl -q -n "${nodes[$(( $(bash scripts/cluster.sh running | awk '{print $1}') - 1 ))]}" "$@"; }
 
 cleanup() {
-  for pid in "${pids[@]}" $gateway_pid $adapter_pid $window_pid; do kill -9 "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}" $gateway_pid $adapter_pid $window_pid $reporter_pid; do kill -9 "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   if [ "${#nodes[@]}" -gt 0 ]; then
     for n in 1 2 3; do bash scripts/cluster.sh restart "$n" >/dev/null 2>&1 || true; done
@@ -128,6 +133,24 @@ for d in scjg sw ga xf rs zrzy; do # the simulators answer before anything is se
 done
 "$python" scripts/chaos_platform.py "$platform_port" "$work/platform" chaos-platform-secret &
 pids+=($!)
+# The provincial platform's case-record exchange, for the reporter.
+if [ "$STORE" = postgres ]; then
+  exchange=", \"exchange\": {\"url\": \"$dept_pg\", \"schema\": \"gdbs_qzk\", \"poll_ms\": 300}"
+  transport="kind = \"tables\"
+url = \"$dept_pg\"
+schema = \"gdbs_qzk\""
+else
+  exchange=""
+  transport="kind = \"http\"
+record_url = \"http://127.0.0.1:$records_port/gdbs/api/record\"
+query_url = \"http://127.0.0.1:$records_port/gdbs/api/query\"
+app_id = \"yichuang\"
+secret = { env = \"CHAOS_PLATFORM_SECRET\" }"
+fi
+echo "{\"regions\": [\"640100\"], \"item_code\": \"implementation_code\"$exchange}" > "$work/records-platform.json"
+"$bin/yichuang-sim" platform --listen "127.0.0.1:$records_port" --settings "$work/records-platform.json" > "$work/sim-platform.log" 2>&1 &
+pids+=($!)
+export CHAOS_PLATFORM_SECRET=platform-secret
 
 mkdir -p "$work/departments"
 for f in config/departments/*.yaml; do
@@ -178,7 +201,8 @@ path = \"$work/yichuang.db\""
 fi
 # The gateway serves TLS with client certificates, as deployed; the hall's commands call it as
 # the hall's window system.
-"$bin/yichuang-dev-certs" "$work/tls" --client window=urn:yichuang:window:640100-DT01 >/dev/null
+"$bin/yichuang-dev-certs" "$work/tls" --client window=urn:yichuang:window:640100-DT01 \
+  --client reporter=urn:yichuang:platform >/dev/null
 export YICHUANG_CA="$work/tls/ca.pem" YICHUANG_CERT="$work/tls/window.pem" YICHUANG_KEY="$work/tls/window-key.pem"
 cat > "$work/gateway.toml" <<EOF
 catalog_dir = "$PWD/config/catalog"
@@ -195,6 +219,7 @@ $store
 format = "text"
 level = "warn"
 $(bus 0)
+report = true
 # Results are taken only from each department's listed RabbitMQ user: the adapter's (guest here).
 [bus.department_users]
 $(for d in scjg sw ga xf rs zrzy gjj; do echo "$d = \"guest\""; done)
@@ -205,6 +230,24 @@ timeout_secs = 5
 [stall]
 after_secs = 30
 check_secs = 2
+EOF
+cat > "$work/reporter.toml" <<EOF
+specification = "$PWD/config/report/gdbs.yaml"
+ledger = "$work/reporter.db"
+calendar_dir = "$PWD/config/calendar"
+[gateway]
+url = "$server"
+ca_file = "$work/tls/ca.pem"
+client_cert = "$work/tls/reporter.pem"
+client_key = "$work/tls/reporter-key.pem"
+$(bus 2)
+[transport]
+$transport
+[http]
+listen = "127.0.0.1:$reporter_port"
+[log]
+format = "text"
+level = "warn"
 EOF
 # The topology and its policies, before any fault.
 "$bin/yichuang" bus declare --config "$work/gateway.toml" > /dev/null
@@ -223,8 +266,14 @@ start_adapter() {
   "$bin/yichuang-adapter" --config "$work/adapter.toml" "${deps[@]}" >> "$work/adapter.log" 2>&1 &
   adapter_pid=$!
 }
+start_reporter() {
+  "$bin/yichuang-adapter" report run --config "$work/reporter.toml" >> "$work/reporter.log" 2>&1 &
+  reporter_pid=$!
+}
 start_gateway
 start_adapter
+start_reporter
+day_first=$(TZ=Asia/Shanghai date +%F)
 
 "$python" scripts/chaos_window.py "$work" "$bin" "$server" "$CASES" "$RATE" 2> "$work/window.log" &
 window_pid=$!
@@ -240,7 +289,10 @@ for round in $(seq 1 "$ROUNDS"); do
   kill -9 "$gateway_pid" 2>/dev/null || true; wait "$gateway_pid" 2>/dev/null || true; kills=$((kills + 1))
   say "round $round: gateway killed (SIGKILL)"
   sleep 2; start_gateway
-  sleep 4
+  kill -9 "$reporter_pid" 2>/dev/null || true; wait "$reporter_pid" 2>/dev/null || true; kills=$((kills + 1))
+  say "round $round: reporter killed (SIGKILL)"
+  sleep 2; start_reporter
+  sleep 2
   # The node leading a department's task queue (a different department each round).
   queue="yichuang.tasks.${queues[$(( (round - 1) % ${#queues[@]} ))]}"
   if leader=$(bash scripts/cluster.sh leader "$vhost" "$queue"); then
@@ -296,7 +348,12 @@ wait "$window_pid" || true
 window_pid=""
 ctl list_queues -p "$vhost" messages 2>/dev/null | awk '{s += $1} END {print s + 0}' > "$work/queued"
 say "$kills process kills (SIGKILL), $node_kills RabbitMQ node kills (SIGKILL), $node_stops node stops, $pg_restarts PostgreSQL restarts"
-if ! "$python" scripts/chaos_ledger.py "$work" "$bin" "$server" "$STORE" "$CASES" "${stats_urls[@]}"; then
+failed=0
+"$python" scripts/chaos_ledger.py "$work" "$bin" "$server" "$STORE" "$CASES" "${stats_urls[@]}" || failed=1
+days=("$day_first"); day_last=$(TZ=Asia/Shanghai date +%F)
+[ "$day_last" = "$day_first" ] || days+=("$day_last")
+"$python" scripts/chaos_report.py "$bin" "$work/reporter.toml" "http://127.0.0.1:$records_port" "$STORE" "${days[@]}" || failed=1
+if [ "$failed" = 1 ]; then
   KEEP=1
   exit 1
 fi
