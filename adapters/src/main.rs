@@ -348,10 +348,8 @@ fn report(path: &std::path::Path, action: ReportAction) -> ExitCode {
                         .with_graceful_shutdown(async move { stopped.stopped().await })
                         .await
                 });
-                let at = chrono::NaiveTime::parse_from_str(&config.reconcile.at, "%H:%M")
-                    .expect("checked at load");
                 let mut running =
-                    std::pin::pin!(shutdown.scope(report::run(reporter, config.bus.clone(), at)));
+                    std::pin::pin!(shutdown.scope(report::run(reporter, config.bus.clone())));
                 tokio::select! {
                     _ = &mut running => ExitCode::SUCCESS,
                     _ = yichuang::supervise::terminated() => {

@@ -97,6 +97,21 @@ pub fn of_task(case: &Case, events: &[CaseEvent], task: &Task) -> Vec<Fact> {
             Some((ms, materials))
         })
         .collect();
+    // When the window handed materials in for this task (a decision also ends a 补正 pause,
+    // but nothing was handed in then).
+    let resumes: Vec<(String, i64)> = entries(events, "task-resumed", id)
+        .filter_map(|e| rfc3339(&e.at))
+        .collect();
+    let supplements: Vec<(i64, Option<i64>)> = task
+        .pauses
+        .iter()
+        .filter(|p| p.reason == SUPPLEMENT)
+        .filter_map(|p| Some((rfc3339(&p.from)?.1, rfc3339(&p.to).map(|t| t.1))))
+        .collect();
+    // The last request for materials was never answered: the task was decided without them.
+    let unanswered = supplements
+        .last()
+        .is_some_and(|(from, _)| !resumes.iter().any(|(_, ms)| ms >= from));
     for p in &task.pauses {
         let Some((from, from_ms)) = rfc3339(&p.from) else {
             continue;
@@ -115,11 +130,16 @@ pub fn of_task(case: &Case, events: &[CaseEvent], task: &Task) -> Vec<Fact> {
                 from_ms,
                 json!({ "at": from, "materials": materials }),
             );
-            if let Some((to, to_ms)) = to {
+            // Received: the first hand-in after the request, before the pause's end.
+            let until = to.as_ref().map_or(i64::MAX, |t| t.1);
+            if let Some((at, ms)) = resumes
+                .iter()
+                .find(|(_, ms)| *ms >= from_ms && *ms <= until)
+            {
                 push(
                     "supplement_received",
-                    to_ms,
-                    json!({ "at": to, "materials": materials }),
+                    *ms,
+                    json!({ "at": at, "materials": materials }),
                 );
             }
         } else if p.reason == SPECIAL {
@@ -151,6 +171,8 @@ pub fn of_task(case: &Case, events: &[CaseEvent], task: &Task) -> Vec<Fact> {
             let outcome = match (status, task.conclusion_code.as_str()) {
                 (TaskStatus::Approved, "0") => "approved_with_documents",
                 (TaskStatus::Approved, _) => "approved",
+                // 补正不来办结: refused because the materials asked for never came.
+                _ if unanswered => "rejected_without_supplement",
                 _ => "rejected",
             };
             let reasons = if status == TaskStatus::Rejected {

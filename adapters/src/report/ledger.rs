@@ -207,11 +207,11 @@ impl Ledger {
     pub fn store(&self, r: &Record) -> Result<Change, String> {
         let body = r.body();
         self.with(|c| {
-            let known: Option<(String, String)> = c
+            let known: Option<(String, String, i64)> = c
                 .query_row(
-                    "SELECT body, state FROM records WHERE sblsh = ?1 AND tbl = ?2 AND seq = ?3",
+                    "SELECT body, state, attempts FROM records WHERE sblsh = ?1 AND tbl = ?2 AND seq = ?3",
                     params![r.sblsh, r.table, r.seq],
-                    |row| Ok((row.get(0)?, row.get(1)?)),
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
                 )
                 .optional()?;
             Ok(match known {
@@ -223,14 +223,19 @@ impl Ledger {
                     )?;
                     Change::New
                 }
-                Some((b, _)) if b == body => {
+                Some((b, _, _)) if b == body => {
                     c.execute(
                         "UPDATE records SET position = ?4 WHERE sblsh = ?1 AND tbl = ?2 AND seq = ?3",
                         params![r.sblsh, r.table, r.seq, r.position],
                     )?;
                     Change::Same
                 }
-                Some((_, state)) if state == PENDING || state == REFUSED => {
+                // Only what the platform cannot hold is corrected: a refused record, or one
+                // never tried. One tried without an answer may be held already; sent again
+                // with another body it would be refused as a conflict.
+                Some((_, state, attempts))
+                    if state == REFUSED || (state == PENDING && attempts == 0) =>
+                {
                     c.execute(
                         "UPDATE records SET body = ?4, position = ?5, state = 'pending', next_ms = 0
                          WHERE sblsh = ?1 AND tbl = ?2 AND seq = ?3",
@@ -259,12 +264,45 @@ impl Ledger {
         })
     }
 
-    /// Records sent and awaiting the exchange's flag.
+    /// Records sent and awaiting the exchange's flag, due to be looked at.
     pub fn awaiting(&self, n: i64) -> Result<Vec<Stored>, String> {
         self.select(
-            "WHERE state = 'sent' ORDER BY learnt_ms LIMIT ?1",
-            params![n],
+            "WHERE state = 'sent' AND next_ms <= ?2 ORDER BY learnt_ms LIMIT ?1",
+            params![n, now_ms()],
         )
+    }
+
+    /// A written row whose flag is not set yet: looked at again after `delay_ms` (not an
+    /// attempt).
+    pub fn look_later(&self, r: &Stored, delay_ms: i64) -> Result<(), String> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE records SET next_ms = ?4 WHERE sblsh = ?1 AND tbl = ?2 AND seq = ?3",
+                params![r.sblsh, r.table, r.seq, now_ms() + delay_ms],
+            )
+            .map(drop)
+        })
+    }
+
+    /// The platform answers again: the records waiting out their backoff are tried now.
+    pub fn wake(&self) -> Result<usize, String> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE records SET next_ms = 0 WHERE state IN ('pending', 'sent') AND next_ms > ?1",
+                params![now_ms()],
+            )
+        })
+    }
+
+    /// Forgets confirmed records learnt before `before_ms` (their personal data is kept no
+    /// longer than reconciliation needs it); how many.
+    pub fn prune(&self, before_ms: i64) -> Result<usize, String> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM records WHERE state = 'confirmed' AND learnt_ms < ?1",
+                params![before_ms],
+            )
+        })
     }
 
     pub fn refused(&self) -> Result<Vec<Stored>, String> {
@@ -328,17 +366,40 @@ impl Ledger {
         })
     }
 
-    /// Sends the given refused records again (after the cause was corrected); how many.
+    /// Sends the given refused records again (after the cause was corrected); how many. Their
+    /// cases are read again first, so a corrected specification gives them their new body.
     pub fn resend(&self, sblsh: Option<&str>) -> Result<usize, String> {
-        self.with(|c| match sblsh {
-            Some(s) => c.execute(
-                "UPDATE records SET state = 'pending', next_ms = 0 WHERE state = 'refused' AND sblsh = ?1",
-                params![s],
-            ),
-            None => c.execute(
-                "UPDATE records SET state = 'pending', next_ms = 0 WHERE state = 'refused'",
-                params![],
-            ),
+        let now = now_ms();
+        self.with(|c| {
+            let filter = "state = 'refused' AND (?1 IS NULL OR sblsh = ?1)";
+            c.execute(
+                &format!(
+                    "INSERT INTO dirty (case_number, since_ms, next_ms)
+                     SELECT DISTINCT case_number, ?2, 0 FROM records WHERE {filter}
+                       AND case_number NOT LIKE 'submission:%'
+                     ON CONFLICT (case_number) DO UPDATE SET since_ms = excluded.since_ms, next_ms = 0"
+                ),
+                params![sblsh, now],
+            )?;
+            c.execute(
+                &format!("UPDATE records SET state = 'pending', next_ms = 0 WHERE {filter}"),
+                params![sblsh],
+            )
+        })
+    }
+
+    /// Marks every case with a record not confirmed yet as changed: at start, so a corrected
+    /// specification reaches the records still waiting; how many.
+    pub fn dirty_unconfirmed(&self) -> Result<usize, String> {
+        let now = now_ms();
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO dirty (case_number, since_ms, next_ms)
+                 SELECT DISTINCT case_number, ?1, 0 FROM records
+                 WHERE state IN ('pending', 'refused') AND case_number NOT LIKE 'submission:%'
+                 ON CONFLICT (case_number) DO NOTHING",
+                params![now],
+            )
         })
     }
 

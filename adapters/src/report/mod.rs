@@ -104,15 +104,50 @@ impl Default for HttpConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReconcileConfig {
-    /// When, in the hall's time (`HH:MM`): the previous day is reconciled.
+    /// When, in the hall's time (`HH:MM`): the previous day is reconciled (and any day missed
+    /// while the reporter was down, within `lookback_days`).
     #[serde(default = "default_at")]
     pub at: String,
+    /// A fact younger than this may still be on its way (its entry in the queue): not a gap.
+    #[serde(default = "default_in_flight")]
+    pub in_flight_secs: u64,
+    /// Cases accepted this many days back to the day reconciled are read again too, so an
+    /// entry lost for an older case (its decision, its delivery) is found.
+    #[serde(default = "default_lookback")]
+    pub lookback_days: u32,
+    /// Confirmed records are forgotten this many days after their fact (the ledger holds
+    /// personal data no longer than reconciliation needs it).
+    #[serde(default = "default_keep")]
+    pub keep_days: u32,
 }
 
 impl Default for ReconcileConfig {
     fn default() -> Self {
-        ReconcileConfig { at: default_at() }
+        ReconcileConfig {
+            at: default_at(),
+            in_flight_secs: default_in_flight(),
+            lookback_days: default_lookback(),
+            keep_days: default_keep(),
+        }
     }
+}
+
+impl ReconcileConfig {
+    pub fn time(&self) -> chrono::NaiveTime {
+        chrono::NaiveTime::parse_from_str(&self.at, "%H:%M").unwrap_or_default()
+    }
+}
+
+fn default_in_flight() -> u64 {
+    120
+}
+
+fn default_lookback() -> u32 {
+    7
+}
+
+fn default_keep() -> u32 {
+    30
 }
 
 fn default_at() -> String {
@@ -142,6 +177,12 @@ impl ReporterConfig {
                 "{}: [reconcile] at = {:?}: write HH:MM",
                 path.display(),
                 c.reconcile.at
+            ));
+        }
+        if c.reconcile.lookback_days == 0 || c.reconcile.keep_days <= c.reconcile.lookback_days {
+            return Err(format!(
+                "{}: [reconcile] lookback_days must be at least 1, and keep_days more than it",
+                path.display()
             ));
         }
         Ok(c)
@@ -191,6 +232,11 @@ pub struct Reporter {
     pub meters: meters::Meters,
     /// The pace of calls to the gateway ([`pace`]).
     pub pace: Pace,
+    /// The reconciliation's settings.
+    pub reconciling: ReconcileConfig,
+    /// The platform did not answer the last attempt: the next answer wakes the records
+    /// waiting out their backoff.
+    pub failing: std::sync::atomic::AtomicBool,
 }
 
 /// A limit on the calls a second to the gateway.
@@ -224,6 +270,8 @@ impl Reporter {
             offset: config.offset()?,
             meters: meters::Meters::default(),
             pace: pace(config.gateway.calls_per_second),
+            reconciling: config.reconcile.clone(),
+            failing: Default::default(),
         })
     }
 }
@@ -232,6 +280,9 @@ impl Reporter {
 const NOT_ACCEPTED: &str = "not-accepted";
 /// How often the submissions not accepted are asked for (they have no history entry).
 const NOT_ACCEPTED_EVERY: Duration = Duration::from_secs(2);
+
+/// How often a row written to an exchange table is looked at until its flag is set.
+const FLAG_EVERY_MS: i64 = 500;
 
 /// How many records are sent at once (each to its own 申办流水号).
 const SEND_BATCH: i64 = 16;
@@ -338,8 +389,15 @@ impl Reporter {
             match self.refresh(&case_number).await {
                 Ok(_) => self.ledger.clean(&case_number, since)?,
                 Err(e) => {
-                    warn!(case = %case_number, error = %e, "cannot read the case; trying again");
-                    self.ledger.later(&case_number, 5_000)?;
+                    // A case the gateway does not know (or a specification that cannot render
+                    // it) is not fixed in seconds.
+                    let wait = if e.contains("no case") || e.contains("template") {
+                        300_000
+                    } else {
+                        5_000
+                    };
+                    warn!(case = %case_number, error = %e, retry_in_ms = wait, "cannot read the case; trying again");
+                    self.ledger.later(&case_number, wait)?;
                 }
             }
         }
@@ -363,38 +421,44 @@ impl Reporter {
         Ok(n)
     }
 
-    /// One pass over records awaiting the exchange's flag.
+    /// One pass over records awaiting the exchange's flag; how many changed.
     pub async fn check_flags(&self) -> Result<usize, String> {
-        let waiting = self.ledger.awaiting(64)?;
-        let n = waiting.len();
-        for r in &waiting {
-            let sent = self.transport.flag(r).await;
-            let sent = match sent {
-                // The row is gone before it was taken: write it again.
-                Sent::Retry(m) if m.contains("gone") => {
-                    self.ledger.set(r, ledger::PENDING, Some(&m), 0)?;
-                    continue;
+        let mut changed = 0;
+        for r in &self.ledger.awaiting(64)? {
+            match self.transport.flag(&self.spec, r).await {
+                // Not taken yet: looked at again shortly (not an attempt, not a change).
+                Sent::Written => self.ledger.look_later(r, FLAG_EVERY_MS)?,
+                Sent::Gone => {
+                    self.ledger.set(
+                        r,
+                        ledger::PENDING,
+                        Some("the row was gone before it was taken; written again"),
+                        0,
+                    )?;
+                    changed += 1;
                 }
-                s => s,
-            };
-            self.settle(r, sent)?;
+                sent => {
+                    self.settle(r, sent)?;
+                    changed += 1;
+                }
+            }
         }
-        Ok(n)
+        Ok(changed)
     }
 
     fn settle(&self, r: &Stored, sent: Sent) -> Result<(), String> {
         let table = r.table.as_str();
         match sent {
             Sent::Confirmed => {
+                self.answered()?;
                 self.meters.outcome(table, "confirmed");
                 debug!(sblsh = %r.sblsh, table, seq = r.seq, "reported");
                 self.ledger.set(r, ledger::CONFIRMED, None, 0)
             }
-            Sent::Written => {
-                if r.state != ledger::SENT {
-                    self.meters.outcome(table, "written");
-                }
-                self.ledger.set(r, ledger::SENT, None, 300)
+            Sent::Written | Sent::Gone => {
+                self.answered()?;
+                self.meters.outcome(table, "written");
+                self.ledger.set(r, ledger::SENT, None, FLAG_EVERY_MS)
             }
             Sent::Refused(m) => {
                 self.meters.outcome(table, "refused");
@@ -403,12 +467,34 @@ impl Reporter {
                 self.ledger.set(r, ledger::REFUSED, Some(&m), 0)
             }
             Sent::Retry(m) => {
+                // Whatever the platform or the database said, masked before it is kept or logged.
+                let m = yichuang::privacy::mask_free_text(&m);
+                self.failing
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 self.meters.outcome(table, "retry");
                 let delay = backoff_ms(r.attempts);
                 debug!(sblsh = %r.sblsh, table, error = %m, retry_in_ms = delay, "not reported this time");
                 self.ledger.set(r, &r.state_for_retry(), Some(&m), delay)
             }
         }
+    }
+
+    /// The platform answered: if it did not before, the records waiting out their backoff go
+    /// now instead of minutes later.
+    fn answered(&self) -> Result<(), String> {
+        if self
+            .failing
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            let n = self.ledger.wake()?;
+            if n > 0 {
+                info!(
+                    records = n,
+                    "the platform answers again; the records waiting are sent now"
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Refreshes the metrics from the ledger.
@@ -438,13 +524,25 @@ fn backoff_ms(attempts: i64) -> i64 {
     (1_000i64 << attempts.clamp(0, 9)).min(300_000)
 }
 
-/// Runs the reporter until the process stops: the queue consumer, the reader of changed cases,
-/// the sender, the flag checker and the daily reconciliation.
-pub async fn run(reporter: Arc<Reporter>, bus: BusConfig, reconcile_at: chrono::NaiveTime) {
-    let consumer = tokio::spawn(consume(reporter.clone(), bus));
+/// Runs the reporter until the process stops (or this future is dropped, which stops every
+/// part of it): the queue consumer, the reader of changed cases and of the submissions not
+/// accepted, the sender, the flag checker and the daily reconciliation.
+pub async fn run(reporter: Arc<Reporter>, bus: BusConfig) {
+    // A corrected specification reaches the records still waiting.
+    match reporter.ledger.dirty_unconfirmed() {
+        Ok(0) => {}
+        Ok(n) => info!(
+            cases = n,
+            "cases with records not yet confirmed are read again"
+        ),
+        Err(e) => warn!(error = %e, "reporter"),
+    }
+    let mut parts = tokio::task::JoinSet::new();
+    parts.spawn(consume(reporter.clone(), bus));
+    parts.spawn(daily(reporter.clone()));
     let work = {
         let r = reporter.clone();
-        tokio::spawn(async move {
+        parts.spawn(async move {
             let mut asked = tokio::time::Instant::now() - NOT_ACCEPTED_EVERY;
             loop {
                 let mut busy = 0;
@@ -465,7 +563,6 @@ pub async fn run(reporter: Arc<Reporter>, bus: BusConfig, reconcile_at: chrono::
                         Err(e) => warn!(error = %e, "reporter"),
                     }
                 }
-                r.observe();
                 if busy == 0
                     && yichuang::supervise::idle(tokio::time::sleep(Duration::from_millis(200)))
                         .await
@@ -479,14 +576,35 @@ pub async fn run(reporter: Arc<Reporter>, bus: BusConfig, reconcile_at: chrono::
             }
         })
     };
-    let daily = tokio::spawn(daily(reporter.clone(), reconcile_at));
-    let _ = work.await;
-    consumer.abort();
-    daily.abort();
+    // The work loop ends when the process stops; the other parts end with it.
+    while let Some(done) = parts.join_next_with_id().await {
+        if done.map_or_else(|e| e.id(), |(id, ())| id) == work.id() {
+            break;
+        }
+    }
 }
 
-/// Every day at `at` (hall time): reconciles the previous day.
-async fn daily(reporter: Arc<Reporter>, at: chrono::NaiveTime) {
+/// Every day at `[reconcile] at` (hall time): reconciles the previous day; at start, also the
+/// days missed while the reporter was down (within `lookback_days`).
+async fn daily(reporter: Arc<Reporter>) {
+    let at = reporter.reconciling.time();
+    let today = chrono::Utc::now()
+        .with_timezone(&reporter.offset)
+        .date_naive();
+    let last = reporter
+        .ledger
+        .last_reconciliation()
+        .ok()
+        .flatten()
+        .and_then(|r| r.date.parse::<chrono::NaiveDate>().ok());
+    if let Some(last) = last {
+        let oldest = today - chrono::Duration::days(i64::from(reporter.reconciling.lookback_days));
+        let mut day = (last + chrono::Duration::days(1)).max(oldest);
+        while day < today - chrono::Duration::days(1) {
+            reconcile_day(&reporter, day).await;
+            day += chrono::Duration::days(1);
+        }
+    }
     loop {
         let now = chrono::Utc::now().with_timezone(&reporter.offset);
         let mut next = now.date_naive().and_time(at);
@@ -502,14 +620,29 @@ async fn daily(reporter: Arc<Reporter>, at: chrono::NaiveTime) {
         {
             return;
         }
-        let day = next.date() - chrono::Duration::days(1);
-        match reconcile::run(&reporter, day).await {
-            Ok(r) => {
-                info!(date = %r.date, records = r.records, confirmed = r.confirmed, missing_platform = r.missing_platform, missing_ledger = r.missing_ledger, completeness = r.completeness(), "daily reconciliation")
-            }
-            Err(e) => {
-                warn!(date = %day, error = %e, "daily reconciliation failed; run `yichuang-adapter report reconcile --date` once the cause is fixed")
-            }
+        reconcile_day(&reporter, next.date() - chrono::Duration::days(1)).await;
+        let keep = chrono::Duration::days(i64::from(reporter.reconciling.keep_days));
+        match reporter
+            .ledger
+            .prune((chrono::Utc::now() - keep).timestamp_millis())
+        {
+            Ok(n) if n > 0 => info!(
+                records = n,
+                "confirmed records past [reconcile] keep_days forgotten"
+            ),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "reporter"),
+        }
+    }
+}
+
+async fn reconcile_day(reporter: &Reporter, day: chrono::NaiveDate) {
+    match reconcile::run(reporter, day).await {
+        Ok(r) => {
+            info!(date = %r.date, records = r.records, confirmed = r.confirmed, missing_platform = r.missing_platform, missing_ledger = r.missing_ledger, completeness = r.completeness(), "daily reconciliation")
+        }
+        Err(e) => {
+            warn!(date = %day, error = %e, "daily reconciliation failed; run `yichuang-adapter report reconcile --date` once the cause is fixed")
         }
     }
 }

@@ -1,9 +1,10 @@
-//! Reconciliation of one day: the cases accepted that day and the cases with a record learnt
-//! that day are read again from the gateway, their records derived again, and compared with
-//! what the platform holds (its query interface, or the exchange tables' flags).
+//! Reconciliation of one day: the cases accepted that day or in the `lookback_days` before it,
+//! the cases with a record learnt that day, and the submissions not accepted that day are read
+//! again from the gateway, their records derived again, and compared with what the platform
+//! holds (its query interface, or the exchange tables' flags).
 //!
 //! - A record the ledger lacked (an entry never reached the reporter) is stored and sent.
-//!   Facts of the last two minutes may still be on their way and are not counted as gaps.
+//!   Facts of the last `in_flight_secs` may still be on their way and are not counted as gaps.
 //! - One the ledger had confirmed but the platform does not hold is reported again.
 //! - One the platform holds differently from what was reported is a mismatch, listed for the
 //!   operators.
@@ -24,9 +25,6 @@ use super::transport;
 
 /// How many differences are listed in the result (the counts are always whole).
 const LISTED: usize = 50;
-/// A fact younger than this may still be on its way (its entry in the queue, its record being
-/// sent): not a gap yet.
-const IN_FLIGHT_MS: i64 = 120_000;
 
 pub async fn run(r: &Reporter, day: NaiveDate) -> Result<Reconciliation, String> {
     let start = |d: NaiveDate| {
@@ -37,6 +35,11 @@ pub async fn run(r: &Reporter, day: NaiveDate) -> Result<Reconciliation, String>
             .with_timezone(&chrono::Utc)
     };
     let (from, to) = (start(day), start(day + chrono::Duration::days(1)));
+    // Cases accepted in the days before are read again too: an entry lost for one of them (its
+    // decision, its delivery) shows only there.
+    let back = i64::from(r.reconciling.lookback_days.max(1)) - 1;
+    let accepted_from = start(day - chrono::Duration::days(back));
+    let in_flight_ms = r.reconciling.in_flight_secs as i64 * 1000;
     let mut cases: BTreeSet<String> = r
         .ledger
         .cases_learnt(from.timestamp_millis(), to.timestamp_millis())?
@@ -47,7 +50,7 @@ pub async fn run(r: &Reporter, day: NaiveDate) -> Result<Reconciliation, String>
     let mut page_token = String::new();
     loop {
         let request = ListCasesRequest {
-            accepted_from: Some(timestamp(from)),
+            accepted_from: Some(timestamp(accepted_from)),
             accepted_to: Some(timestamp(to)),
             page_size: 500,
             page_token: page_token.clone(),
@@ -126,7 +129,7 @@ pub async fn run(r: &Reporter, day: NaiveDate) -> Result<Reconciliation, String>
     for records in sources {
         for record in records {
             if r.ledger.store(&record)? == Change::New
-                && record.learnt_ms < result.at_ms - IN_FLIGHT_MS
+                && record.learnt_ms < result.at_ms - in_flight_ms
             {
                 result.missing_ledger += 1;
                 note(

@@ -38,6 +38,9 @@ pub struct Spec {
     pub sblsh: Template,
     /// The field that carries a record's sequence number (1, 2, … per table and 申办流水号).
     pub sequence_field: String,
+    /// The field that carries the 申办流水号 (in `common`, rendered as `sblsh` is).
+    #[serde(default = "default_sblsh_field")]
+    pub sblsh_field: String,
     /// Fields every record carries.
     #[serde(default)]
     pub common: BTreeMap<String, Template>,
@@ -131,6 +134,10 @@ impl Default for HttpAnswers {
     }
 }
 
+fn default_sblsh_field() -> String {
+    "SBLSH".into()
+}
+
 impl Spec {
     /// Reads and compiles a specification; the error names the file and what is wrong.
     pub fn load(path: &Path) -> Result<Spec, String> {
@@ -157,6 +164,30 @@ impl Spec {
         }
         if spec.sequence_field.trim().is_empty() {
             return Err("sequence_field: give the field the sequence number goes in".into());
+        }
+        match spec.common.iter().find(|(k, _)| **k == spec.sblsh_field) {
+            Some((_, t)) if t.source() == spec.sblsh.source() => {}
+            _ => {
+                return Err(format!(
+                    "common: {} must be there, written as sblsh is ({:?}): records are found at the platform by it",
+                    spec.sblsh_field,
+                    spec.sblsh.source()
+                ));
+            }
+        }
+        // Tables and fields become table and column names on the exchange-tables transport.
+        let names = spec
+            .records
+            .iter()
+            .flat_map(|r| std::iter::once(&r.table).chain(r.fields.iter().map(|(k, _)| k)))
+            .chain(spec.common.keys())
+            .chain([&spec.sequence_field, &spec.sblsh_field]);
+        for name in names {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!(
+                    "{name:?}: table and field names are letters, digits and _"
+                ));
+            }
         }
         Ok(spec)
     }

@@ -17,6 +17,10 @@ use tokio::sync::Mutex;
 
 use super::ledger::Stored;
 use super::spec::Spec;
+use yichuang::store::postgres::plain_identifier;
+
+/// How long one statement on the exchange database may take.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What an attempt to report a record came to.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +33,8 @@ pub enum Sent {
     Refused(String),
     /// Not taken this time (down, busy, unreachable): try again later.
     Retry(String),
+    /// The written row is gone before the exchange took it: write it again.
+    Gone,
 }
 
 /// A record held by the platform, as reconciliation compares it.
@@ -102,6 +108,9 @@ impl Transport {
                 timeout_secs,
                 ca_file,
             } => {
+                for (key, url) in [("record_url", record_url), ("query_url", query_url)] {
+                    plain_http_only_locally(key, url)?;
+                }
                 let tls = yichuang::tls::ClientTls {
                     ca_file: ca_file.clone(),
                     ..Default::default()
@@ -123,9 +132,9 @@ impl Transport {
                 })
             }
             TransportConfig::Tables { url, schema } => {
-                if !identifier(schema) {
+                if !plain_identifier(schema) {
                     return Err(format!(
-                        "[transport] schema {schema:?}: letters, digits and _ only"
+                        "[transport] schema {schema:?}: lower-case letters, digits and _ only"
                     ));
                 }
                 Transport::Tables(Tables {
@@ -141,16 +150,16 @@ impl Transport {
     pub async fn send(&self, spec: &Spec, r: &Stored) -> Sent {
         match self {
             Transport::Http(h) => h.send(spec, r).await,
-            Transport::Tables(t) => t.write(r).await,
+            Transport::Tables(t) => t.write(spec, r).await,
         }
     }
 
     /// Reads the exchange's flag of a written record (tables); the HTTP interface answers at
     /// once, so a record is never awaited there.
-    pub async fn flag(&self, r: &Stored) -> Sent {
+    pub async fn flag(&self, spec: &Spec, r: &Stored) -> Sent {
         match self {
             Transport::Http(_) => Sent::Confirmed,
-            Transport::Tables(t) => t.flag(r).await,
+            Transport::Tables(t) => t.flag(spec, r).await,
         }
     }
 
@@ -158,10 +167,21 @@ impl Transport {
     pub async fn held(&self, spec: &Spec, sblsh: &[String]) -> Result<Vec<Held>, String> {
         let mut out = Vec::new();
         for chunk in sblsh.chunks(100) {
-            out.extend(match self {
-                Transport::Http(h) => h.held(chunk).await?,
+            let records = match self {
+                Transport::Http(h) => h.held(spec, chunk).await?,
                 Transport::Tables(t) => t.held(spec, chunk).await?,
-            });
+            };
+            out.extend(records.into_iter().map(|(table, fields)| {
+                Held {
+                    table,
+                    sblsh: text(fields.get(&spec.sblsh_field)),
+                    seq: fields
+                        .get(&spec.sequence_field)
+                        .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()))
+                        .unwrap_or(0),
+                    fields,
+                }
+            }));
         }
         Ok(out)
     }
@@ -174,8 +194,55 @@ impl Transport {
     }
 }
 
-fn identifier(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+fn text(v: Option<&Value>) -> String {
+    v.and_then(Value::as_str).unwrap_or_default().to_string()
+}
+
+/// A record's table or field as a column of the exchange database: lower case, checked.
+fn column(name: &str) -> Result<String, String> {
+    let lower = name.to_lowercase();
+    if plain_identifier(&lower) {
+        Ok(lower)
+    } else {
+        Err(format!(
+            "{name:?} is not a plain identifier (letters, digits and _)"
+        ))
+    }
+}
+
+/// `http://` carries the applicants' data in the clear: only to this machine (a simulator, a
+/// local relay); anything else must be `https://`.
+fn plain_http_only_locally(key: &str, url: &str) -> Result<(), String> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return if url.starts_with("https://") {
+            Ok(())
+        } else {
+            Err(format!("[transport] {key} {url:?}: give an https:// URL"))
+        };
+    };
+    let host = rest.split(['/', '?']).next().unwrap_or_default();
+    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    if matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
+        Ok(())
+    } else {
+        Err(format!(
+            "[transport] {key} {url:?}: plain http:// only to this machine; the platform is reached over https://"
+        ))
+    }
+}
+
+/// What a database error may say: its SQLSTATE and message, never its DETAIL (which quotes the
+/// row, personal data and all).
+fn db_error(what: &str, e: &tokio_postgres::Error) -> (bool, String) {
+    match e.as_db_error() {
+        // Data (22), integrity (23) and syntax or access (42): writing again changes nothing.
+        Some(d) => {
+            let code = d.code().code();
+            let permanent = ["22", "23", "42"].iter().any(|c| code.starts_with(c));
+            (permanent, format!("{what}: {code} {}", d.message()))
+        }
+        None => (false, format!("{what}: {}", yichuang::tls::with_causes(e))),
+    }
 }
 
 impl Http {
@@ -215,7 +282,14 @@ impl Http {
         let status = answer.status();
         let text = answer.text().await.unwrap_or_default();
         if !status.is_success() {
-            return Sent::Retry(format!("platform answered HTTP {}", status.as_u16()));
+            let code = status.as_u16();
+            // Our request is wrong (not our credentials, not the platform's load): as it is,
+            // it will never be taken.
+            return if status.is_client_error() && ![401, 403, 408, 429].contains(&code) {
+                Sent::Refused(format!("platform answered HTTP {code}"))
+            } else {
+                Sent::Retry(format!("platform answered HTTP {code}"))
+            };
         }
         let Ok(json) = serde_json::from_str::<Value>(&text) else {
             return Sent::Retry(format!(
@@ -236,7 +310,11 @@ impl Http {
         }
     }
 
-    async fn held(&self, sblsh: &[String]) -> Result<Vec<Held>, String> {
+    async fn held(
+        &self,
+        spec: &Spec,
+        sblsh: &[String],
+    ) -> Result<Vec<(String, Map<String, Value>)>, String> {
         let body = json!({ "sblsh": sblsh }).to_string();
         let answer = self
             .signed(&self.query_url, body)
@@ -248,24 +326,16 @@ impl Http {
             .json()
             .await
             .map_err(|e| format!("platform query: HTTP {status}: {e}"))?;
-        if json["code"] != "0" {
-            return Err(format!("platform query refused: {}", json["msg"]));
+        let context = minijinja::context! { answer => minijinja::Value::from_serialize(&json) };
+        if !spec.http.ok.test(&context)? {
+            let message = spec.http.message.text(&context).unwrap_or_default();
+            return Err(format!("platform query refused: {message}"));
         }
         let mut out = Vec::new();
         for item in json["data"].as_array().into_iter().flatten() {
-            let Some(fields) = item["record"].as_object() else {
-                continue;
-            };
-            out.push(Held {
-                table: item["table"].as_str().unwrap_or_default().to_string(),
-                sblsh: fields
-                    .get("SBLSH")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
-                seq: fields.get("XH").and_then(Value::as_i64).unwrap_or(0),
-                fields: fields.clone(),
-            });
+            if let Some(fields) = item["record"].as_object() {
+                out.push((text(item.get("table")), fields.clone()));
+            }
         }
         Ok(out)
     }
@@ -281,50 +351,58 @@ impl Tables {
     ) -> Result<tokio::sync::MutexGuard<'_, Option<tokio_postgres::Client>>, String> {
         let mut guard = self.client.lock().await;
         if guard.as_ref().is_none_or(|c| c.is_closed()) {
-            *guard = Some(
-                yichuang::tls::connect_postgres(&self.url)
-                    .await
-                    .map_err(|e| e.to_string())?,
-            );
+            let connect = yichuang::tls::connect_postgres(&self.url);
+            let client = tokio::time::timeout(STATEMENT_TIMEOUT, connect)
+                .await
+                .map_err(|_| {
+                    format!("exchange database: no connection within {STATEMENT_TIMEOUT:?}")
+                })?
+                .map_err(|e| e.to_string())?;
+            *guard = Some(client);
         }
         Ok(guard)
     }
 
     fn table(&self, table: &str) -> Result<String, String> {
-        if !identifier(table) {
-            return Err(format!("table {table:?}: letters, digits and _ only"));
-        }
-        Ok(format!("{}.{}", self.schema, table.to_lowercase()))
+        Ok(format!("{}.{}", self.schema, column(table)?))
     }
 
     /// Inserts the row with its flag at 0; a row the exchange refused (flag 2) is corrected in
     /// place and flagged 0 again; a row already there otherwise stays as it is (idempotent).
-    async fn write(&self, r: &Stored) -> Sent {
-        match self.try_write(r).await {
+    async fn write(&self, spec: &Spec, r: &Stored) -> Sent {
+        match self.try_write(spec, r).await {
             Ok(()) => Sent::Written,
-            Err(e) => Sent::Retry(e),
+            Err((true, e)) => Sent::Refused(e),
+            Err((false, e)) => Sent::Retry(e),
         }
     }
 
-    async fn try_write(&self, r: &Stored) -> Result<(), String> {
-        let fields: Map<String, Value> =
-            serde_json::from_str(&r.body).map_err(|e| format!("stored body unreadable: {e}"))?;
-        let table = self.table(&r.table)?;
+    /// The error says whether writing again could ever succeed (false) or not (true).
+    async fn try_write(&self, spec: &Spec, r: &Stored) -> Result<(), (bool, String)> {
+        let keys = Self::keys(spec).map_err(|e| (true, e))?;
+        let fields: Map<String, Value> = serde_json::from_str(&r.body)
+            .map_err(|e| (true, format!("stored body unreadable: {e}")))?;
+        let table = self.table(&r.table).map_err(|e| (true, e))?;
         let mut columns = Vec::new();
         let mut values: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = Vec::new();
         for (name, value) in &fields {
-            if !identifier(name) {
-                return Err(format!("field {name:?}: letters, digits and _ only"));
-            }
-            columns.push(name.to_lowercase());
+            columns.push(column(name).map_err(|e| (true, e))?);
             values.push(match value {
-                Value::Number(n) if name.eq_ignore_ascii_case("XH") => {
-                    Box::new(n.as_i64().unwrap_or(0) as i32)
-                }
+                Value::Number(n) => Box::new(n.as_i64().unwrap_or(0) as i32),
                 Value::String(s) => Box::new(s.clone()),
                 other => Box::new(other.to_string()),
             });
         }
+        self.insert(&table, &keys, &columns, &values).await
+    }
+
+    async fn insert(
+        &self,
+        table: &str,
+        (sblsh, seq): &(String, String),
+        columns: &[String],
+        values: &[Box<dyn tokio_postgres::types::ToSql + Sync + Send>],
+    ) -> Result<(), (bool, String)> {
         let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("${i}")).collect();
         let updates: Vec<String> = columns
             .iter()
@@ -332,7 +410,7 @@ impl Tables {
             .collect();
         let sql = format!(
             "INSERT INTO {table} ({}, sync_sign) VALUES ({}, '0')
-             ON CONFLICT (sblsh, xh) DO UPDATE SET {}, sync_sign = '0', sync_msg = NULL, sync_time = NULL
+             ON CONFLICT ({sblsh}, {seq}) DO UPDATE SET {}, sync_sign = '0', sync_msg = NULL, sync_time = NULL
              WHERE {table}.sync_sign = '2'",
             columns.join(", "),
             placeholders.join(", "),
@@ -342,24 +420,34 @@ impl Tables {
             .iter()
             .map(|v| v.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
             .collect();
-        let mut client = self.client().await?;
-        let result = client
-            .as_ref()
-            .expect("connected")
-            .execute(sql.as_str(), &params)
-            .await;
-        if let Err(e) = result {
-            *client = None;
-            return Err(format!(
-                "exchange table {table}: {}",
-                yichuang::tls::with_causes(&e)
-            ));
+        let mut client = self.client().await.map_err(|e| (false, e))?;
+        let c = client.as_ref().expect("connected");
+        match tokio::time::timeout(STATEMENT_TIMEOUT, c.execute(sql.as_str(), &params)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => {
+                *client = None;
+                Err(db_error(&format!("exchange table {table}"), &e))
+            }
+            Err(_) => {
+                *client = None;
+                Err((
+                    false,
+                    format!("exchange table {table}: no answer within {STATEMENT_TIMEOUT:?}"),
+                ))
+            }
         }
-        Ok(())
     }
 
-    async fn flag(&self, r: &Stored) -> Sent {
-        let table = match self.table(&r.table) {
+    /// The key columns of a record's row: its 申办流水号 and sequence fields, lower case.
+    fn keys(spec: &Spec) -> Result<(String, String), String> {
+        Ok((column(&spec.sblsh_field)?, column(&spec.sequence_field)?))
+    }
+
+    async fn flag(&self, spec: &Spec, r: &Stored) -> Sent {
+        let (table, (sblsh, seq)) = match self
+            .table(&r.table)
+            .and_then(|t| Ok((t, Self::keys(spec)?)))
+        {
             Ok(t) => t,
             Err(e) => return Sent::Refused(e),
         };
@@ -367,24 +455,30 @@ impl Tables {
             Ok(c) => c,
             Err(e) => return Sent::Retry(e),
         };
-        let row = client
+        let sql =
+            format!("SELECT sync_sign, sync_msg FROM {table} WHERE {sblsh} = $1 AND {seq} = $2");
+        let seq_value = r.seq as i32;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&r.sblsh, &seq_value];
+        let query = client
             .as_ref()
             .expect("connected")
-            .query_opt(
-                &format!("SELECT sync_sign, sync_msg FROM {table} WHERE sblsh = $1 AND xh = $2"),
-                &[&r.sblsh, &(r.seq as i32)],
-            )
-            .await;
+            .query_opt(sql.as_str(), &params);
+        let row = match tokio::time::timeout(STATEMENT_TIMEOUT, query).await {
+            Ok(row) => row,
+            Err(_) => {
+                *client = None;
+                return Sent::Retry(format!(
+                    "exchange table {table}: no answer within {STATEMENT_TIMEOUT:?}"
+                ));
+            }
+        };
         match row {
             Err(e) => {
                 *client = None;
-                Sent::Retry(format!(
-                    "exchange table {table}: {}",
-                    yichuang::tls::with_causes(&e)
-                ))
+                Sent::Retry(db_error(&format!("exchange table {table}"), &e).1)
             }
             // Gone before the exchange took it: write it again.
-            Ok(None) => Sent::Retry("the row is gone from the exchange table".into()),
+            Ok(None) => Sent::Gone,
             Ok(Some(row)) => {
                 let sign: String = row.get(0);
                 let msg: Option<String> = row.get(1);
@@ -397,52 +491,53 @@ impl Tables {
         }
     }
 
-    async fn held(&self, spec: &Spec, sblsh: &[String]) -> Result<Vec<Held>, String> {
+    async fn held(
+        &self,
+        spec: &Spec,
+        sblsh: &[String],
+    ) -> Result<Vec<(String, Map<String, Value>)>, String> {
+        let (key, _) = Self::keys(spec)?;
         let mut out = Vec::new();
         let mut client = self.client().await?;
-        let c = client.as_ref().expect("connected");
         for t in spec.tables() {
             let table = self.table(t)?;
-            let rows = match c
-                .query(
-                    &format!(
-                        "SELECT row_to_json(x)::text FROM {table} x WHERE sblsh = ANY($1) AND sync_sign = '1'"
-                    ),
-                    &[&sblsh],
-                )
-                .await
-            {
-                Ok(rows) => rows,
-                Err(e) => {
+            let sql = format!(
+                "SELECT row_to_json(x)::text FROM {table} x WHERE {key} = ANY($1) AND sync_sign = '1'"
+            );
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&sblsh];
+            let query = client
+                .as_ref()
+                .expect("connected")
+                .query(sql.as_str(), &params);
+            let rows = match tokio::time::timeout(STATEMENT_TIMEOUT, query).await {
+                Ok(Ok(rows)) => rows,
+                Ok(Err(e)) => {
                     *client = None;
-                    return Err(format!("exchange table {table}: {}", yichuang::tls::with_causes(&e)));
+                    return Err(db_error(&format!("exchange table {table}"), &e).1);
+                }
+                Err(_) => {
+                    *client = None;
+                    return Err(format!(
+                        "exchange table {table}: no answer within {STATEMENT_TIMEOUT:?}"
+                    ));
                 }
             };
             for row in rows {
                 let text: String = row.get(0);
                 let columns: BTreeMap<String, Value> =
                     serde_json::from_str(&text).map_err(|e| e.to_string())?;
-                let mut fields = Map::new();
-                for (k, v) in columns {
-                    if matches!(
-                        k.as_str(),
-                        "sync_sign" | "sync_msg" | "sync_time" | "insert_time"
-                    ) || v.is_null()
-                    {
-                        continue;
-                    }
-                    fields.insert(k.to_uppercase(), v);
-                }
-                out.push(Held {
-                    table: t.to_string(),
-                    sblsh: fields
-                        .get("SBLSH")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string(),
-                    seq: fields.get("XH").and_then(Value::as_i64).unwrap_or(0),
-                    fields,
-                });
+                let fields = columns
+                    .into_iter()
+                    .filter(|(k, v)| {
+                        !v.is_null()
+                            && !matches!(
+                                k.as_str(),
+                                "sync_sign" | "sync_msg" | "sync_time" | "insert_time"
+                            )
+                    })
+                    .map(|(k, v)| (k.to_uppercase(), v))
+                    .collect();
+                out.push((t.to_string(), fields));
             }
         }
         Ok(out)
