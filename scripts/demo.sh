@@ -28,6 +28,9 @@ vhost="yichuang-demo-$$"
 # The adapter's own RabbitMQ user, made by `yichuang bus users` with only what it needs.
 adapter_user="yichuang-demo-adapter-$$"
 adapter_password="demo-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
+# The reporter's, allowed only to consume its queue.
+reporter_user="yichuang-demo-reporter-$$"
+reporter_password="demo-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
 pids=()
 free_port() { "$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 port=$(free_port)
@@ -43,6 +46,7 @@ cleanup() {
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   sudo_ rabbitmqctl -q delete_vhost "$vhost" >/dev/null 2>&1 || true
   sudo_ rabbitmqctl -q delete_user "$adapter_user" >/dev/null 2>&1 || true
+  sudo_ rabbitmqctl -q delete_user "$reporter_user" >/dev/null 2>&1 || true
   psql_ "DROP DATABASE IF EXISTS yichuang_demo" 2>/dev/null || true
   rm -rf "$work"
 }
@@ -141,8 +145,8 @@ export YICHUANG_TLS_CERT="$work/tls/server.pem" YICHUANG_TLS_KEY="$work/tls/serv
 export YICHUANG_ADMIN_LISTEN="127.0.0.1:$(free_port)"
 export YICHUANG_CA="$work/tls/ca.pem" YICHUANG_CERT="$work/tls/window.pem" YICHUANG_KEY="$work/tls/window-key.pem"
 cp config/gateway.toml "$work/gateway.toml"
-# The reporter's queue on the events exchange (docs/reporting.md).
-export YICHUANG_BUS_REPORT=true
+# The reporter's queue on the events exchange, and its user (docs/reporting.md).
+export YICHUANG_BUS_REPORT=true YICHUANG_BUS_REPORT_USER="$reporter_user"
 # Results are taken only from each department's listed RabbitMQ user: the adapter's, which
 # `yichuang bus users` makes (read its task queues, write results, configure nothing).
 users=""; for d in scjg sw ga xf rs zrzy gjj; do users+="$d = \"$adapter_user\"\\n"; done
@@ -164,7 +168,9 @@ body = b64(json.dumps({"sub": "demo-operator", "role": "operator", "iss": "yichu
 sig = b64(hmac.new(sys.argv[1].encode(), f"{head}.{body}".encode(), hashlib.sha256).digest())
 print(f"{head}.{body}.{sig}")' "$jwt_secret" > "$work/operator.token"
 password_var="YICHUANG_BUS_PASSWORD_$(printf %s "$adapter_user" | tr 'a-z-' 'A-Z_')"
-env "$password_var=$adapter_password" "$bin/yichuang" bus users --config "$work/gateway.toml" | sed 's/^/  /'
+reporter_password_var="YICHUANG_BUS_PASSWORD_$(printf %s "$reporter_user" | tr 'a-z-' 'A-Z_')"
+env "$password_var=$adapter_password" "$reporter_password_var=$reporter_password" \
+  "$bin/yichuang" bus users --config "$work/gateway.toml" | sed 's/^/  /'
 start gateway "$bin/yichuang" serve --config "$work/gateway.toml"
 deadline=$((SECONDS + 30))
 until "$bin/yichuang" case list --server "$server" --page-size 1 >/dev/null 2>&1; do
@@ -190,7 +196,8 @@ report_env() { # the reporter's settings, then a command
   env YICHUANG_SERVER="$server" YICHUANG_REPORTER_CERT="$work/tls/reporter.pem" YICHUANG_REPORTER_KEY="$work/tls/reporter-key.pem" \
     YICHUANG_PLATFORM_URL="http://127.0.0.1:$platform_port/gdbs/api/record" \
     YICHUANG_PLATFORM_QUERY_URL="http://127.0.0.1:$platform_port/gdbs/api/query" \
-    YICHUANG_PLATFORM_SECRET=platform-secret YICHUANG_REPORTER_LISTEN="127.0.0.1:$reporter_port" "$@"
+    YICHUANG_PLATFORM_SECRET=platform-secret YICHUANG_REPORTER_LISTEN="127.0.0.1:$reporter_port" \
+    YICHUANG_AMQP_URL="${amqp%%://*}://$reporter_user:$reporter_password@127.0.0.1:${amqp_port}/$vhost" "$@"
 }
 start reporter report_env "$bin/yichuang-adapter" report run --config "$work/reporter.toml"
 

@@ -69,6 +69,32 @@ pub fn adapter_permissions(prefix: &str, departments: &[String]) -> Permissions 
     }
 }
 
+/// The reporter's permissions: consume its own queue, nothing else (it publishes nothing and
+/// declares nothing).
+pub fn reporter_permissions(prefix: &str) -> Permissions {
+    let p = regex_escape(prefix);
+    Permissions {
+        configure: "^$".into(),
+        write: "^$".into(),
+        read: format!(r"^{p}\.report$"),
+        results_keys: (format!("{prefix}.results"), "^$".into()),
+    }
+}
+
+/// The users `yichuang bus users` sets up: every adapter's, then the reporter's
+/// (`[bus] report_user`, when the reporter's queue is declared).
+pub fn users(config: &BusConfig) -> Vec<AdapterUser> {
+    let mut all = adapter_users(config);
+    if config.report && !config.report_user.is_empty() {
+        all.push(AdapterUser {
+            name: config.report_user.clone(),
+            departments: Vec::new(),
+            permissions: reporter_permissions(&config.prefix),
+        });
+    }
+    all
+}
+
 /// Every adapter user `[bus.department_users]` names, with the departments it serves (a user
 /// listed for several departments serves them all from one process).
 pub fn adapter_users(config: &BusConfig) -> Vec<AdapterUser> {
@@ -317,6 +343,40 @@ mod tests {
         assert_eq!(
             password_variable("adapter-scjg"),
             "YICHUANG_BUS_PASSWORD_ADAPTER_SCJG"
+        );
+    }
+
+    #[test]
+    fn the_reporter_reads_only_its_queue_and_writes_and_configures_nothing() {
+        let mut config = BusConfig {
+            prefix: "t.x".into(),
+            report_user: "reporter".into(),
+            ..BusConfig::default()
+        };
+        assert!(users(&config).is_empty(), "no reporter without its queue");
+        config.report = true;
+        let all = users(&config);
+        assert_eq!(all.len(), 1);
+        let p = &all[0].permissions;
+        let n = super::super::Names::new("t.x");
+        assert!(matches(&p.read, &n.report_queue()));
+        for other in [
+            n.results_queue(),
+            n.task_queue("scjg"),
+            "t.x.reportx".into(),
+        ] {
+            assert!(!matches(&p.read, &other), "{other} not readable");
+        }
+        for exchange in [
+            n.results_exchange(),
+            n.events_exchange(),
+            n.tasks_exchange(),
+        ] {
+            assert!(!matches(&p.write, &exchange), "{exchange} not writable");
+        }
+        assert_eq!(
+            (p.configure.as_str(), p.results_keys.1.as_str()),
+            ("^$", "^$")
         );
     }
 }

@@ -130,6 +130,10 @@ pub struct BusConfig {
     /// unconsumed queue grows without end.
     #[serde(default)]
     pub report: bool,
+    /// The reporter's RabbitMQ user: `yichuang bus users` creates it, allowed only to consume
+    /// `<prefix>.report` (docs/reporting.md). Empty: none is made.
+    #[serde(default)]
+    pub report_user: String,
 }
 
 impl BusConfig {
@@ -238,6 +242,7 @@ impl Default for BusConfig {
             client_cert: None,
             client_key: None,
             report: false,
+            report_user: String::new(),
         }
     }
 }

@@ -110,7 +110,7 @@ async fn users(
 ) -> Result<u8, Failure> {
     use yichuang::bus::users;
     let config = GatewayConfig::load(config)?;
-    let adapter_users = users::adapter_users(&config.bus);
+    let adapter_users = users::users(&config.bus);
     if adapter_users.is_empty() {
         return Err(anyhow::anyhow!(
             "[bus.department_users] is empty: list each department's adapter user (`scjg = \"adapter-scjg\"`), then run this again"
@@ -158,12 +158,14 @@ async fn users(
     }
     for (user, password) in adapter_users.iter().zip(&passwords) {
         users::apply(&config.bus, admin, user, password).await?;
+        let serves = if user.departments.is_empty() {
+            "the reporter".to_string()
+        } else {
+            format!("departments {}", user.departments.join(", "))
+        };
         println!(
-            "{}: departments {}; read {:?}, write {:?}, configure nothing",
-            user.name,
-            user.departments.join(", "),
-            user.permissions.read,
-            user.permissions.write
+            "{}: {serves}; read {:?}, write {:?}, configure nothing",
+            user.name, user.permissions.read, user.permissions.write
         );
     }
     Ok(0)
