@@ -839,6 +839,8 @@ pub fn router(reporter: Arc<Reporter>) -> axum::Router {
                     .refused()
                     .unwrap_or_default()
                     .into_iter()
+                    // The oldest 100 (the count is in `records`; `report refused` lists all).
+                    .take(100)
                     .map(|s| serde_json::json!({"sblsh": s.sblsh, "table": s.table, "seq": s.seq, "message": s.message}))
                     .collect();
                 axum::Json(serde_json::json!({
