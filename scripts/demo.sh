@@ -356,7 +356,7 @@ done
 deadline=$((SECONDS + 60))
 while true; do
   set +e
-  out=$(report_env "$bin/yichuang-adapter" report reconcile --config "$work/reporter.toml" --date "$(TZ=Asia/Shanghai date +%F)" 2>&1)
+  out=$(report_env "$bin/yichuang" report reconcile --config "$work/reporter.toml" --date "$(TZ=Asia/Shanghai date +%F)" 2>&1)
   code=$?
   set -e
   if [ "$code" = 0 ] || [ "$SECONDS" -ge "$deadline" ]; then break; fi

@@ -106,6 +106,14 @@ enum Command {
         #[arg(long)]
         response: String,
     },
+    /// Reporting upward (办件汇聚, 好差评): `reconcile --date`, `refused`, `resend`, `run`, done by the
+    /// reporter (`yichuang-adapter report …`, installed beside this command; docs/reporting.md).
+    #[command(disable_help_flag = true)]
+    Report {
+        /// What the reporter is asked, as `yichuang-adapter report` takes it.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Operates the RabbitMQ bus.
     Bus {
         #[command(subcommand)]
@@ -194,8 +202,30 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             response,
         } => admin::rectify(&server, case_number, response).await,
         Command::Bus { command } => bus::run(command).await,
+        Command::Report { args } => report(&args),
         Command::Dlq { server, command } => admin::dlq(&server, command).await,
     }
+}
+
+/// `yichuang report …`: the reporter owns its ledger, so its commands run in its binary,
+/// `yichuang-adapter`, found beside this one; its exit code is this command's.
+fn report(args: &[String]) -> Result<u8, Failure> {
+    let here = std::env::current_exe()?;
+    let reporter = here.with_file_name(format!("yichuang-adapter{}", std::env::consts::EXE_SUFFIX));
+    let status = std::process::Command::new(&reporter)
+        .arg("report")
+        .args(args)
+        .status()
+        .map_err(|e| {
+            Failure(
+                2,
+                anyhow::anyhow!(
+                    "{}: {e} (`yichuang report` runs the reporter's commands: install yichuang-adapter beside yichuang)",
+                    reporter.display()
+                ),
+            )
+        })?;
+    Ok(status.code().map_or(1, |c| c.clamp(0, 255) as u8))
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
