@@ -397,6 +397,17 @@ pub fn refresh(
         match clocks.evaluation().count(clocks, r) {
             Ok(assumed) if assumed.is_empty() => {
                 r.recheck_at = None;
+                // A deadline moved later takes back an alert raised on the provisional one: it
+                // is raised again, once, at the real time.
+                let later = |t: &Option<pbjson_types::Timestamp>| {
+                    t.as_ref().is_some_and(|t| t.seconds > now.timestamp())
+                };
+                if later(&r.due_at) {
+                    r.overdue = false;
+                }
+                if later(&r.warn_at) {
+                    r.warned = false;
+                }
                 let change = if was == r.deadline {
                     format!("{} confirmed", r.deadline)
                 } else {

@@ -396,7 +396,6 @@ async fn every_path_reaches_the_platform_once(via: Via) {
         answer.outcome,
         Some(yichuang::proto::v1::submit_response::Outcome::Notice(_))
     ));
-    let e_item = format!("{notice_id}-01");
 
     // Those entries are lost with the queue (an operator purged it, a broker lost it): the
     // records of cases c and d can now only be found by reconciliation. A new reporter starts
@@ -461,11 +460,20 @@ async fn every_path_reaches_the_platform_once(via: Via) {
         .list_not_accepted(yichuang::proto::v1::ListNotAcceptedRequest::default())
         .await;
     // The examples' hall's window may list its own hall's notices.
-    for n in notices.unwrap().into_inner().items {
+    let notices = notices.unwrap().into_inner().items;
+    let notice = notices
+        .iter()
+        .find(|n| n.submission_id == notice_id)
+        .expect("the notice is listed");
+    let (e_key, e_item) = (
+        derive::notice_key(notice),
+        format!("{notice_id}-{:x}-01", notice.id),
+    );
+    for n in &notices {
         expected.extend(
             derive::notice_records(
                 &Spec::load(&root().join("config/report/gdbs.yaml")).unwrap(),
-                &n,
+                n,
             )
             .unwrap(),
         );
@@ -519,11 +527,7 @@ async fn every_path_reaches_the_platform_once(via: Via) {
     // Each path's records.
     let held = sim.records();
     // The platform holds every record as the reporter made it, field for field.
-    for key in cases
-        .iter()
-        .cloned()
-        .chain([derive::notice_key(&notice_id)])
-    {
+    for key in cases.iter().cloned().chain([e_key.clone()]) {
         for r in reporter.ledger.of_case(&key).unwrap() {
             let ours: serde_json::Map<String, serde_json::Value> =
                 serde_json::from_str(&r.body).unwrap();

@@ -271,20 +271,26 @@ impl AdminService for AdminApi {
             .map_err(store_status)?
             .ok_or_else(|| super::not_found(&number))?
             .map_err(super::cases::refused_status)?;
+        // Recorded on the repeat too: a closing whose record failed (a crash between the two)
+        // is recorded when the operator asks again, so no closing goes unaudited. The response
+        // is free text about people: it stays in the case record only.
+        store
+            .record_operator_action(crate::store::OperatorAction {
+                at_ms: clocks.now().timestamp_millis(),
+                operator: operator.clone(),
+                origin,
+                action: "rectification-close".into(),
+                target: number.clone(),
+                message_ids: Vec::new(),
+                note: if closed {
+                    String::new()
+                } else {
+                    "asked again; already closed".into()
+                },
+            })
+            .await
+            .map_err(store_status)?;
         if closed {
-            // The response is free text about people: it stays in the case record only.
-            store
-                .record_operator_action(crate::store::OperatorAction {
-                    at_ms: clocks.now().timestamp_millis(),
-                    operator: operator.clone(),
-                    origin,
-                    action: "rectification-close".into(),
-                    target: number.clone(),
-                    message_ids: Vec::new(),
-                    note: String::new(),
-                })
-                .await
-                .map_err(store_status)?;
             tracing::info!(case = %number, operator = %operator, "rectification closed");
         }
         access.read(number).await?;

@@ -482,13 +482,11 @@ impl CaseService for CaseApi {
             .map_or((String::new(), String::new()), |s| {
                 (s.hall_code.clone(), s.window_code.clone())
             });
-        // Where it was given comes from the caller: its hall and window when it is one window's
-        // system; otherwise what it named, or the accepting hall (and, at a window, window).
-        evaluation.hall_code = access
-            .hall(evaluation.hall_code.trim())
-            .await?
-            .unwrap_or(case_hall);
-        evaluation.window_code = match access.window(evaluation.window_code.trim()).await? {
+        // Where it was given never comes from the body: the case's hall (a caller of another
+        // hall was refused above), and the caller's window when it is one window's system, else
+        // the accepting window for an evaluation at a window.
+        evaluation.hall_code = case_hall;
+        evaluation.window_code = match access.window("").await? {
             Some(window) => window,
             None if evaluation.channel.trim() == "window" => case_window,
             None => String::new(),
@@ -640,14 +638,10 @@ fn timestamp_ms(t: Option<pbjson_types::Timestamp>) -> Option<i64> {
 }
 
 /// What the access log records of a read of not-accepted submissions: how many, and which
-/// positions (never the submissions' contents).
+/// submissions (their ids, never their contents), so `access-log` tells who read a given one.
 fn not_accepted_target(items: &[crate::proto::v1::NotAccepted]) -> String {
-    let first = items.first().map_or(0, |n| n.id);
-    let last = items.last().map_or(0, |n| n.id);
-    format!(
-        "not-accepted: {} notices, positions {first}..={last}",
-        items.len()
-    )
+    let ids: Vec<&str> = items.iter().map(|n| n.submission_id.as_str()).collect();
+    format!("not-accepted: {} notices: {}", items.len(), ids.join(" "))
 }
 
 /// The status of a refused evaluation or closing.

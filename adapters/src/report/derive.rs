@@ -37,8 +37,15 @@ impl Record {
 /// How the ledger names the records of a submission not accepted (it has no case number).
 pub const NOTICE_PREFIX: &str = "submission:";
 
-pub fn notice_key(submission_id: &str) -> String {
-    format!("{NOTICE_PREFIX}{submission_id}")
+/// A submission id can be given a notice more than once (corrected, still deficient): each
+/// notice is its own 申办, named by its position too.
+pub fn notice_key(n: &NotAccepted) -> String {
+    format!("{NOTICE_PREFIX}{}", notice_serial(n))
+}
+
+/// `<submission id>-<position in hex>`: the stem of a notice's 申办流水号.
+fn notice_serial(n: &NotAccepted) -> String {
+    format!("{}-{:x}", n.submission_id, n.id)
 }
 
 /// Every record of `case`; the error names the rule and template that failed.
@@ -58,7 +65,7 @@ pub fn records(spec: &Spec, case: &GetCaseResponse) -> Result<Vec<Record>, Strin
 
 /// The records of a submission the window did not accept: seen by templates as a case
 /// (`case.submission`, `case.acceptedAt` = when the notice was given) with one task per item it
-/// applied for (`task.taskId` = `<submission id>-<nn>`, `itemCode`, `itemName`,
+/// applied for (`task.taskId` = `<submission id>-<position, hex>-<nn>`, `itemCode`, `itemName`,
 /// `implementationCode`, `department`), and the one fact `not_accepted`.
 pub fn notice_records(spec: &Spec, n: &NotAccepted) -> Result<Vec<Record>, String> {
     let Some(fact) = facts::of_notice(n) else {
@@ -73,13 +80,13 @@ pub fn notice_records(spec: &Spec, n: &NotAccepted) -> Result<Vec<Record>, Strin
     let mut out = Vec::new();
     for (i, item) in n.items.iter().enumerate() {
         let task_json = json!({
-            "taskId": format!("{}-{:02}", n.submission_id, i + 1),
+            "taskId": format!("{}-{:02}", notice_serial(n), i + 1),
             "itemCode": item.item_code,
             "itemName": item.item_name,
             "implementationCode": item.implementation_code,
             "department": item.department,
         });
-        let key = notice_key(&n.submission_id);
+        let key = notice_key(n);
         of_facts(
             spec,
             &key,

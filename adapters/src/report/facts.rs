@@ -51,7 +51,12 @@ fn step_of(detail: &str) -> &str {
 /// (`fact.reasons`: what the notice named, in its words).
 pub fn of_notice(n: &yichuang::proto::v1::NotAccepted) -> Option<Fact> {
     let (at, ms) = rfc3339(&n.at)?;
-    let reasons: Vec<String> = n.deficiencies.iter().map(|d| d.message.clone()).collect();
+    // A deficiency may quote what was typed (an ID number in a date field): masked.
+    let reasons: Vec<String> = n
+        .deficiencies
+        .iter()
+        .map(|d| yichuang::privacy::mask_free_text(&d.message))
+        .collect();
     Some(Fact {
         kind: "not_accepted",
         learnt_ms: ms,

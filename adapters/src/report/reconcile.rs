@@ -111,7 +111,7 @@ pub async fn run(r: &Reporter, day: NaiveDate) -> Result<Reconciliation, String>
     let mut keys: Vec<String> = cases.iter().cloned().collect();
     let mut sources = Vec::new();
     for n in &notices {
-        keys.push(derive::notice_key(&n.submission_id));
+        keys.push(derive::notice_key(n));
         sources.push(derive::notice_records(&r.spec, n)?);
     }
     for case_number in &cases {
