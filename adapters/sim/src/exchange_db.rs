@@ -92,14 +92,12 @@ impl Default for Settings {
     }
 }
 
-fn identifier(name: &str) -> anyhow::Result<&str> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        && !name.as_bytes()[0].is_ascii_digit();
-    anyhow::ensure!(ok, "{name:?} is not a plain lower-case identifier");
+/// `name` when it is a plain lower-case identifier (it is spliced into SQL).
+pub(crate) fn identifier(name: &str) -> anyhow::Result<&str> {
+    anyhow::ensure!(
+        yichuang::store::postgres::plain_identifier(name),
+        "{name:?} is not a plain lower-case identifier"
+    );
     Ok(name)
 }
 

@@ -153,9 +153,18 @@ impl Ledger {
         Ok(Ledger(Mutex::new(c)))
     }
 
+    /// Runs `f` on the file. A write waits for its fsync (and for the file, while a `report`
+    /// command holds it): on a multi-threaded runtime that wait is taken off the async workers,
+    /// so the consumer and the sender go on meanwhile.
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, String> {
-        let c = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        f(&c).map_err(|e| format!("reporter ledger: {e}"))
+        let run = || {
+            let c = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            f(&c).map_err(|e| format!("reporter ledger: {e}"))
+        };
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(run),
+            _ => run(),
+        }
     }
 
     /// Notes that a case's history changed (kept until it is read again).

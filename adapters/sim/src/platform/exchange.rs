@@ -15,20 +15,10 @@ use tokio_postgres::Client;
 
 use super::rules::{Record, TABLES};
 use super::{ExchangeSettings, PlatformSim, Transport};
+use crate::exchange_db::identifier;
 
 /// The handshake columns, which are not part of a record.
 const HANDSHAKE: [&str; 4] = ["sync_sign", "sync_msg", "sync_time", "insert_time"];
-
-fn identifier(name: &str) -> anyhow::Result<&str> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        && !name.as_bytes()[0].is_ascii_digit();
-    anyhow::ensure!(ok, "{name:?} is not a plain lower-case identifier");
-    Ok(name)
-}
 
 fn table_name(t: usize) -> String {
     TABLES[t].name.to_ascii_lowercase()
