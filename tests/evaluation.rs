@@ -486,6 +486,68 @@ async fn a_provisional_rectification_deadline_is_moved_once_the_notice_is_loaded
     gw.stop().await;
 }
 
+/// A red alert raised on a provisional deadline that the loaded notice moves later is taken
+/// back, and raised again, once, when the real deadline passes.
+async fn an_alert_on_a_provisional_deadline_moved_later_is_raised_again_at_the_real_one(
+    backend: Backend,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let calendar = dir.path().join("calendar");
+    std::fs::create_dir(&calendar).unwrap();
+    for entry in std::fs::read_dir(testkit::repo().join("config/calendar")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|x| x == "toml") {
+            std::fs::copy(&path, calendar.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let mut config = testkit::gateway::config(backend, dir.path());
+    config.calendar_dir = calendar.clone();
+    let (time, now) = clock();
+    let at = |t: &str| t.parse::<DateTime<Utc>>().unwrap().timestamp_millis();
+    time.store(at("2026-12-24T02:00:00Z"), Ordering::SeqCst);
+    let mut gw = TestGateway::start_with_clock(config, dir, now).await;
+    let (number, _) = concluded_case(&mut gw, "EVAL-MOVED", true).await;
+    gw.client
+        .evaluate(EvaluateRequest {
+            case_number: number.clone(),
+            evaluation: Some(window(
+                1,
+                &[("服务效率", 1), ("服务水平", 1), ("服务态度", 1)],
+                "",
+            )),
+            department_code: String::new(),
+        })
+        .await
+        .unwrap();
+
+    // 1 January, 00:30 in the hall: the provisional deadline (31 December) has passed.
+    time.store(at("2026-12-31T16:30:00Z"), Ordering::SeqCst);
+    sweep(&gw).await;
+    let (case, events) = get(&mut gw, &number).await;
+    assert!(case.rectification.as_ref().unwrap().overdue);
+    assert_eq!(count(&events, "rectification-overdue"), 1);
+
+    // The notice moves the deadline to 4 January: the alert is taken back.
+    std::fs::write(calendar.join("2027.toml"), Y2027).unwrap();
+    gw.gateway.clocks.calendar().reload(true).unwrap();
+    time.fetch_add(3_600_000, Ordering::SeqCst);
+    sweep(&gw).await;
+    let (case, events) = get(&mut gw, &number).await;
+    let r = case.rectification.unwrap();
+    assert_eq!(r.deadline, "2027-01-04");
+    assert!(!r.overdue, "not overdue before its real deadline");
+    assert_eq!(count(&events, "rectification-overdue"), 1);
+
+    // 5 January, 00:30: overdue again, said once more.
+    time.store(at("2027-01-04T16:30:00Z"), Ordering::SeqCst);
+    sweep(&gw).await;
+    sweep(&gw).await;
+    let (case, events) = get(&mut gw, &number).await;
+    assert!(case.rectification.unwrap().overdue);
+    assert_eq!(count(&events, "rectification-overdue"), 2, "{events:?}");
+    gw.stop().await;
+}
+
 /// Two replicas on one PostgreSQL database sweeping at the same moments raise each alert of a
 /// rectification once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -536,4 +598,5 @@ testkit::on_both_stores!(
     a_poor_evaluation_opens_a_rectification_that_is_watched_and_closed,
     a_case_nobody_evaluates_stays_without_evaluation,
     a_provisional_rectification_deadline_is_moved_once_the_notice_is_loaded,
+    an_alert_on_a_provisional_deadline_moved_later_is_raised_again_at_the_real_one,
 );
