@@ -159,11 +159,11 @@ pub fn of_task(case: &Case, events: &[CaseEvent], task: &Task) -> Vec<Fact> {
                 json!({ "at": from, "step": step }),
             );
             if let Some((to, to_ms)) = to {
-                // What ended it: the next step, or the decision.
+                // What ended it: the next step; empty when it was the decision.
                 let next = steps
                     .iter()
                     .find(|(_, ms, s)| *ms >= to_ms && !s.contains(SPECIAL))
-                    .map_or("作出决定".to_string(), |(_, _, s)| s.clone());
+                    .map_or(String::new(), |(_, _, s)| s.clone());
                 push("special_ended", to_ms, json!({ "at": to, "next": next }));
             }
         }
@@ -200,15 +200,18 @@ pub fn of_task(case: &Case, events: &[CaseEvent], task: &Task) -> Vec<Fact> {
         && let Some(closed) = entries(events, "case-closed-rejected", "").last()
         && let Some((at, ms)) = rfc3339(&closed.at)
     {
-        // Never decided: the case closed around it (一件事 whose other item was refused).
+        // Never decided: the case closed around it (一件事 whose other item was refused); the
+        // reasons are those of the items refused.
+        let reasons: Vec<String> = case
+            .tasks
+            .iter()
+            .filter(|t| t.status == TaskStatus::Rejected as i32)
+            .flat_map(|t| t.reasons.iter().cloned())
+            .collect();
         push(
             "withdrawn",
             ms,
-            json!({
-                "at": at,
-                "outcome": "withdrawn",
-                "reasons": ["同一件事中的关联事项未获批准，本事项终止办理"],
-            }),
+            json!({ "at": at, "outcome": "withdrawn", "reasons": reasons }),
         );
     }
     if let Some(delivered) = entries(events, "case-delivered", "").last()
