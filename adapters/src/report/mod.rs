@@ -528,6 +528,11 @@ fn backoff_ms(attempts: i64) -> i64 {
 /// part of it): the queue consumer, the reader of changed cases and of the submissions not
 /// accepted, the sender, the flag checker and the daily reconciliation.
 pub async fn run(reporter: Arc<Reporter>, bus: BusConfig) {
+    // The backoff of records still waiting was a process that is gone: they are tried now
+    // (a failure starts their backoff again, and the next answer wakes the rest).
+    if let Err(e) = reporter.ledger.wake() {
+        warn!(error = %e, "reporter");
+    }
     // A corrected specification reaches the records still waiting.
     match reporter.ledger.dirty_unconfirmed() {
         Ok(0) => {}
