@@ -4,30 +4,13 @@
 //! obligations they answer are fulfilled. Idempotent on the supplement id; a result about the
 //! round before the supplement changes nothing.
 
-use testkit::example;
 use testkit::gateway::{Backend, TestGateway};
+use testkit::{electronic, example};
 use yichuang::lifecycle::TaskUpdate;
 use yichuang::proto::v1::{
-    CaseStatus, DeficiencyCode, FileRef, GetCaseRequest, Material, MaterialForm, SubmitRequest,
-    SupplementRequest, TaskStatus, submit_response::Outcome,
+    CaseStatus, DeficiencyCode, GetCaseRequest, Material, SubmitRequest, SupplementRequest,
+    TaskStatus, submit_response::Outcome,
 };
-
-fn electronic(code: &str) -> Material {
-    Material {
-        material_code: code.into(),
-        form: MaterialForm::Electronic as i32,
-        copies: 1,
-        file: Some(FileRef {
-            uri: format!(
-                "s3://yichuang-materials/supplements/{}.pdf",
-                code.to_lowercase()
-            ),
-            sha256: "5".repeat(64),
-            size_bytes: 120_000,
-            media_type: "application/pdf".into(),
-        }),
-    }
-}
 
 fn request(number: &str, id: &str, materials: Vec<Material>) -> SupplementRequest {
     SupplementRequest {

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use testkit::broker::Vhost;
+use testkit::electronic;
 use testkit::gateway::{Backend, TestGateway};
 use testkit::pki::Who;
 use testkit::wait::until;
@@ -22,9 +23,9 @@ use yichuang::config::BusConfig;
 use yichuang::lifecycle::TaskUpdate;
 use yichuang::proto::v1::case_service_client::CaseServiceClient;
 use yichuang::proto::v1::{
-    CaseStatus, CloseRectificationRequest, DeliverRequest, EvaluateRequest, Evaluation, FileRef,
-    GetCaseRequest, IdType, IndicatorScore, Mail, Material, MaterialForm, Pickup, ResultDocument,
-    SupplementRequest, TaskStatus, deliver_request::How,
+    CaseStatus, CloseRectificationRequest, DeliverRequest, EvaluateRequest, Evaluation,
+    GetCaseRequest, IdType, IndicatorScore, Mail, Pickup, ResultDocument, SupplementRequest,
+    TaskStatus, deliver_request::How,
 };
 use yichuang_adapters::report::ledger::{self, Ledger};
 use yichuang_adapters::report::spec::Spec;
@@ -42,23 +43,6 @@ enum Via {
 
 fn root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn electronic(code: &str) -> Material {
-    Material {
-        material_code: code.into(),
-        form: MaterialForm::Electronic as i32,
-        copies: 1,
-        file: Some(FileRef {
-            uri: format!(
-                "s3://yichuang-materials/supplements/{}.pdf",
-                code.to_lowercase()
-            ),
-            sha256: "5".repeat(64),
-            size_bytes: 120_000,
-            media_type: "application/pdf".into(),
-        }),
-    }
 }
 
 /// Submits an example under a submission id of its own; its case number and task ids.

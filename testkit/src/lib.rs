@@ -93,6 +93,26 @@ pub fn example(name: &str) -> yichuang::proto::v1::Submission {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// An electronic material of kind `code` as a supplement (补正) brings it: one copy, a file
+/// reference in the hall's store.
+pub fn electronic(code: &str) -> yichuang::proto::v1::Material {
+    use yichuang::proto::v1::{FileRef, Material, MaterialForm};
+    Material {
+        material_code: code.into(),
+        form: MaterialForm::Electronic as i32,
+        copies: 1,
+        file: Some(FileRef {
+            uri: format!(
+                "s3://yichuang-materials/supplements/{}.pdf",
+                code.to_lowercase()
+            ),
+            sha256: "5".repeat(64),
+            size_bytes: 120_000,
+            media_type: "application/pdf".into(),
+        }),
+    }
+}
+
 /// Runs `program` (a binary of the workspace: `env!("CARGO_BIN_EXE_<name>")` in the test) from
 /// the workspace's root; what it wrote on stderr is kept in the suite's log directory, under
 /// the program's name.
