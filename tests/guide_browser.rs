@@ -1,7 +1,8 @@
 //! The item guide in a real browser (headless Chromium, testkit's `browser`) on the windows'
 //! listener over TLS: each item's page shows the materials the acceptance list holds (read from
 //! the DOM, checked against the catalog loaded with the crate's own loader), and the QR code the
-//! browser draws decodes (rqrr, from the pixels) back to the page's own URL.
+//! browser draws decodes (rqrr, from the pixels) back to the page's own URL. Each page's
+//! screenshot is left in `target/guide/`.
 
 use serde_json::Value;
 use testkit::browser::Browser;
@@ -91,6 +92,9 @@ async fn each_guide_shows_the_catalogs_materials_and_its_qr_code_decodes_to_its_
             shown, expected,
             "{code}: the materials as the catalog holds them"
         );
+        // As docs/guide.md shows it (target/guide/, copied there by hand when the page changes).
+        page.screenshot(&testkit::repo().join(format!("target/guide/{code}.png")))
+            .await;
         let pixels = page.eval(QR_PIXELS_JS).await;
         assert_eq!(
             decode(&pixels),

@@ -1,6 +1,7 @@
 //! The gRPC API: `CaseService` (`cases.rs`) and the standard health service on the windows'
-//! listener ([`grpc`]), beside the public item guide (`/guide`, [`crate::guide`]); `AdminService` (`admin.rs`), server reflection and health on the
-//! internal one ([`admin_grpc`]); both over TLS and behind the policy layer ([`crate::auth`]). Handlers translate between the
+//! listener ([`grpc`]), beside the public item guide (`/guide`, [`crate::guide`]);
+//! `AdminService` (`admin.rs`), server reflection and health on the internal one
+//! ([`admin_grpc`]); both over TLS and behind the policy layer ([`crate::auth`]). Handlers translate between the
 //! wire and intake, lifecycle and the store; they hold no business rules, and they never start
 //! background work (that is [`crate::app`]). Errors become gRPC statuses here, in one place.
 
