@@ -284,6 +284,8 @@ pub fn notice(
         deficiencies,
         normalisations: changes.iter().map(Change::to_masked_proto).collect(),
         issued_at: Some(timestamp(issued_at)),
+        // The links to the item guides are the API's to add (it knows the public address).
+        guides: Vec::new(),
     }
 }
 

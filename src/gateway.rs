@@ -64,6 +64,8 @@ pub struct Gateway {
     pub limits: Arc<crate::limits::Limits>,
     /// The operations console's settings (`[console]`), served on the internal listener.
     pub console: crate::config::ConsoleConfig,
+    /// The public item guide (`[guide]`) on the windows' listener, and its base URL.
+    pub guide: crate::guide::Site,
 }
 
 /// Why the gateway could not start.
@@ -213,6 +215,7 @@ impl Gateway {
             admin_addr,
             limits: Arc::new(crate::limits::Limits::new(&config.limits)),
             console: config.console.clone(),
+            guide: crate::guide::Site::new(&config.guide),
         })
     }
 }

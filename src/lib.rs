@@ -44,6 +44,8 @@
 //!   it in order.
 //! - [`console`]: the operations console, HTML pages under `/console` on the internal listener
 //!   (flows, case search and timeline, dead letters, deadlines), a face on the same operations.
+//! - [`guide`]: the public item guide (办事指南), a page and a QR code for each item of the
+//!   acceptance list under `/guide` on the windows' listener, no identity needed.
 //! - [`api`]: the gRPC services (`CaseService`, `AdminService`, health, reflection) on the
 //!   windows' and the internal listener.
 //! - [`auth`]: who is calling (client certificate or token) and what they may do: the policy
@@ -74,6 +76,7 @@ pub mod evaluation;
 pub mod event;
 pub mod feed;
 pub mod gateway;
+pub mod guide;
 pub mod holidays;
 pub mod ids;
 pub mod intake;

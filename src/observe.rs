@@ -203,6 +203,14 @@ mod tests {
         assert_eq!(method_of(""), other);
     }
 
+    #[test]
+    fn every_guide_page_counts_as_one() {
+        let page = ("Guide".to_string(), "page".to_string());
+        assert_eq!(method_of("/guide"), page);
+        assert_eq!(method_of("/guide/QY-SL"), page);
+        assert_eq!(method_of("/guide/any-code-anyone-types/qr.svg"), page);
+    }
+
     /// Every service and method of `proto/yichuang/v1` is known, so none is counted as `other`.
     #[test]
     fn every_method_of_the_protos_is_known() {

@@ -19,9 +19,9 @@ use crate::intake::normalise;
 use crate::intake::{Outcome, content_hash};
 use crate::proto::v1::case_service_server::CaseService;
 use crate::proto::v1::{
-    Case, CaseStatus, GetCaseRequest, GetCaseResponse, ListCasesRequest, ListCasesResponse,
-    ListNotAcceptedRequest, ListNotAcceptedResponse, PreCheckRequest, PreCheckResponse, Submission,
-    SubmitRequest, SubmitResponse,
+    Case, CaseStatus, DeficiencyNotice, GetCaseRequest, GetCaseResponse, ListCasesRequest,
+    ListCasesResponse, ListNotAcceptedRequest, ListNotAcceptedResponse, PreCheckRequest,
+    PreCheckResponse, Submission, SubmitRequest, SubmitResponse,
 };
 use crate::store::{
     Attempt, Deficient, Evaluated, ListQuery, NotAcceptedQuery, SubmitCommand, SubmitResult,
@@ -33,6 +33,18 @@ pub struct CaseApi {
 }
 
 impl CaseApi {
+    /// Links to the public guides of a deficient submission's items (the ones the acceptance
+    /// list knows), so the notice tells the applicant where to read what to bring.
+    fn guides(
+        &self,
+        items: &[crate::proto::v1::NotAcceptedItem],
+    ) -> Vec<crate::proto::v1::GuideLink> {
+        self.gateway.guide.links(
+            self.gateway.intake.catalog(),
+            items.iter().map(|i| i.item_code.as_str()),
+        )
+    }
+
     /// What an answer to Submit tells operators: the span's case and tasks, the metrics of
     /// accepted items and deficiencies (not again for a replay), and one log line; and an
     /// accepted case wakes the relay.
@@ -152,16 +164,19 @@ impl CaseService for CaseApi {
                 deficiencies: Vec::new(),
                 normalisations: plan.changes.iter().map(|c| c.to_masked_proto()).collect(),
                 obligations: plan.obligations,
+                guides: Vec::new(),
             },
             Outcome::Deficient {
                 changes,
                 deficiencies,
+                items,
                 ..
             } => PreCheckResponse {
                 acceptable: false,
                 deficiencies,
                 normalisations: changes.iter().map(|c| c.to_masked_proto()).collect(),
                 obligations: Vec::new(),
+                guides: self.guides(&items),
             },
         };
         Ok(Response::new(response))
@@ -238,7 +253,10 @@ impl CaseService for CaseApi {
                         submission,
                         items,
                     } => Evaluated::Deficient(Box::new(Deficient {
-                        notice: case::notice(&submission_id, &changes, deficiencies, now),
+                        notice: DeficiencyNotice {
+                            guides: self.guides(&items),
+                            ..case::notice(&submission_id, &changes, deficiencies, now)
+                        },
                         submission: *submission,
                         items,
                     })),

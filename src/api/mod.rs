@@ -1,6 +1,7 @@
 //! The gRPC API: `CaseService` (`cases.rs`) and the standard health service on the windows'
-//! listener ([`grpc`]); `AdminService` (`admin.rs`), server reflection and health on the
-//! internal one ([`admin_grpc`]); both over TLS and behind the policy layer ([`crate::auth`]). Handlers translate between the
+//! listener ([`grpc`]), beside the public item guide (`/guide`, [`crate::guide`]);
+//! `AdminService` (`admin.rs`), server reflection and health on the internal one
+//! ([`admin_grpc`]); both over TLS and behind the policy layer ([`crate::auth`]). Handlers translate between the
 //! wire and intake, lifecycle and the store; they hold no business rules, and they never start
 //! background work (that is [`crate::app`]). Errors become gRPC statuses here, in one place.
 
@@ -29,9 +30,10 @@ pub use streams::{FeedStream, HELD_PER_STREAM};
 /// Largest page of `ListCases`.
 pub const MAX_PAGE_SIZE: i32 = 500;
 
-/// Serves the windows' API (`CaseService` and health) on `listener` until `shutdown`
-/// completes (then waits for the calls in flight): over TLS unless `[development] plaintext`,
-/// every call through the policy layer.
+/// Serves the windows' API (`CaseService` and health) and, unless `[guide] enabled = false`,
+/// the public item guide (`/guide`) on `listener` until `shutdown` completes (then waits for
+/// the calls in flight): over TLS unless `[development] plaintext`, every call through the
+/// policy layer (which lets the guide's pages through without an identity).
 pub async fn grpc(
     gateway: Arc<Gateway>,
     health_service: tonic_health::pb::health_server::HealthServer<
@@ -47,7 +49,19 @@ pub async fn grpc(
     .max_decoding_message_size(limit)
     .max_encoding_message_size(64 * 1024 * 1024);
     let bounds = gateway.limits.config();
+    let mut routes = tonic::service::Routes::new(health_service).add_service(cases);
+    if gateway.guide.enabled() {
+        if let Ok(addr) = listener.local_addr() {
+            gateway.guide.bind(addr, gateway.tls.is_some());
+        }
+        routes = routes
+            .into_axum_router()
+            .merge(crate::guide::router(gateway.clone()))
+            .into();
+    }
     builder(&gateway)?
+        // Browsers reaching the guide over plain HTTP (a plaintext development gateway).
+        .accept_http1(gateway.guide.enabled())
         .timeout(std::time::Duration::from_secs(bounds.call_timeout_secs))
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(
             bounds.keepalive_interval_secs,
@@ -59,11 +73,14 @@ pub async fn grpc(
         .layer(tower::util::MapResponseLayer::new(move |r| {
             size_limit_status(r, limit)
         }))
-        .layer(crate::auth::PolicyLayer::new(gateway.guard.clone()))
-        // After the policy layer: the limits key on the identity it found.
+        .layer(
+            crate::auth::PolicyLayer::new(gateway.guard.clone())
+                .with_guide(gateway.guide.enabled()),
+        )
+        // After the policy layer: the limits key on the identity it found (a guide page's
+        // reader has none: its peer address).
         .layer(crate::limits::LimitLayer::new(gateway.limits.clone()))
-        .add_service(health_service)
-        .add_service(cases)
+        .add_routes(routes)
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await
 }

@@ -3,7 +3,7 @@
 //! permission against the role table ([`super::Policy`]), and either puts the [`Caller`] into
 //! the request's extensions for the handlers, or answers `UNAUTHENTICATED` /
 //! `PERMISSION_DENIED` itself, with an audit record and a metric. Health checks pass untouched
-//! (probes carry no identity).
+//! (probes carry no identity), and so do the public item guide's pages where it is served.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,6 +18,7 @@ use super::{Caller, Guard, IdentityError, Need, Refusal, method_name, need_of};
 pub struct PolicyLayer {
     guard: Guard,
     console: bool,
+    guide: bool,
 }
 
 impl PolicyLayer {
@@ -25,7 +26,16 @@ impl PolicyLayer {
         PolicyLayer {
             guard,
             console: false,
+            guide: false,
         }
+    }
+
+    /// With `serves` true, the policy of a listener that also serves the public item guide:
+    /// its pages (`/guide…`) pass without an identity ([`crate::guide`]). Elsewhere they are
+    /// paths like any other the listener does not serve.
+    pub fn with_guide(mut self, serves: bool) -> PolicyLayer {
+        self.guide = serves;
+        self
     }
 
     /// The policy of a listener that also serves the operations console: its pages
@@ -35,6 +45,7 @@ impl PolicyLayer {
         PolicyLayer {
             guard,
             console: true,
+            guide: false,
         }
     }
 }
@@ -47,6 +58,7 @@ impl<S> tower::Layer<S> for PolicyLayer {
             inner,
             guard: self.guard.clone(),
             console: self.console,
+            guide: self.guide,
         }
     }
 }
@@ -57,6 +69,7 @@ pub struct Policed<S> {
     inner: S,
     guard: Guard,
     console: bool,
+    guide: bool,
 }
 
 impl<S, B, R> tower::Service<http::Request<B>> for Policed<S>
@@ -83,8 +96,9 @@ where
         let permission = match need_of(&path) {
             Need::Nothing => return Box::pin(inner.call(request)),
             Need::Page if self.console => return Box::pin(inner.call(request)),
+            Need::Public if self.guide => return Box::pin(inner.call(request)),
             Need::Permission(p) => Some(p),
-            Need::Identity | Need::Page => None,
+            Need::Identity | Need::Page | Need::Public => None,
         };
         let guard = self.guard.clone();
         let identified = identify(&guard, &request);

@@ -129,6 +129,9 @@ pub enum Need {
     /// (the same identities, plus a signed-in token in a cookie) and answers in HTML
     /// ([`crate::console`]).
     Page,
+    /// A page of the public item guide (`/guide…`): no identity, and never personal data
+    /// ([`crate::guide`]).
+    Public,
 }
 
 /// What the gRPC `path` needs: the one list of the methods the gateway serves (metrics count
@@ -137,6 +140,9 @@ pub fn need_of(path: &str) -> Need {
     use Permission::*;
     if path == "/console" || path.starts_with("/console/") {
         return Need::Page;
+    }
+    if path == "/guide" || path.starts_with("/guide/") {
+        return Need::Public;
     }
     let Some((service, method)) = path.trim_start_matches('/').split_once('/') else {
         return Need::Identity;
@@ -179,6 +185,8 @@ pub fn method_of(path: &str) -> (String, String) {
         Need::Identity => return (OTHER.to_string(), OTHER.to_string()),
         // Every page counts as one: its path carries case numbers and ids.
         Need::Page => return ("Console".to_string(), "page".to_string()),
+        // Likewise every guide page (its path carries an item code anyone can type).
+        Need::Public => return ("Guide".to_string(), "page".to_string()),
         Need::Nothing | Need::Permission(_) => {}
     }
     let trimmed = path.trim_start_matches('/');
@@ -515,6 +523,9 @@ mod tests {
             Need::Permission(Permission::AdminWrite)
         );
         assert_eq!(need_of("/x.Y/Z"), Need::Identity);
+        assert_eq!(need_of("/guide"), Need::Public);
+        assert_eq!(need_of("/guide/QY-SL/qr.svg"), Need::Public);
+        assert_eq!(need_of("/guidex"), Need::Identity);
         assert_eq!(method_name("/x.Y/Z"), "other");
         assert_eq!(
             method_name("/yichuang.v1.CaseService/GetCase"),

@@ -101,6 +101,17 @@ fn check_item_terms(
     if item.modes.is_empty() {
         problems.push(origin.problem(&item.code, format!("item {code}: modes is empty")));
     }
+    for fee in &item.fees {
+        if [&fee.name, &fee.amount, &fee.legal_basis]
+            .iter()
+            .any(|v| v.trim().is_empty())
+        {
+            problems.push(origin.problem(
+                &item.code,
+                format!("item {code}: a fee needs name, amount and legal_basis, each not empty (the guide shows all three)"),
+            ));
+        }
+    }
     if item.promised_working_days > item.legal_working_days {
         problems.push(origin.problem(
             &item.code,

@@ -23,8 +23,8 @@ mod tests;
 
 pub use bundle::BundleOrder;
 pub use model::{
-    ApplicantKind, Bundle, BundleStep, CodePattern, Department, FieldKind, FieldRule, Form, Item,
-    ItemMaterial, MaterialKind, Mode, OnRejection,
+    ApplicantKind, Bundle, BundleStep, CodePattern, Department, Fee, FieldKind, FieldRule, Form,
+    Item, ItemMaterial, MaterialKind, Mode, OnRejection,
 };
 
 /// The whole acceptance list, checked and indexed.

@@ -211,6 +211,25 @@ pub struct Item {
     /// Rules on item-specific fields.
     #[serde(default, rename = "field")]
     pub fields: Vec<FieldRule>,
+    /// Conditions of acceptance (受理条件), each a sentence shown in the item's guide.
+    /// Informative: intake checks materials and fields, not these.
+    #[serde(default)]
+    pub conditions: Vec<String>,
+    /// Fees charged (收费标准); none listed: the guide says the item is free.
+    #[serde(default, rename = "fee")]
+    pub fees: Vec<Fee>,
+}
+
+/// A fee an item charges, as its guide shows it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fee {
+    /// What is charged for, e.g. `不动产登记费`.
+    pub name: String,
+    /// The amount as the public reads it, e.g. `每件80元`.
+    pub amount: String,
+    /// Legal basis of the charge.
+    pub legal_basis: String,
 }
 
 /// One ordering constraint of a bundle: `item` waits until every item in `after` is approved.

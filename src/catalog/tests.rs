@@ -138,3 +138,19 @@ fn unknown_key_is_reported_with_line() {
 fn errors_text(errs: &[ConfigProblem]) -> Vec<String> {
     errs.iter().map(|e| e.to_string()).collect()
 }
+
+#[test]
+fn a_fee_without_legal_basis_is_refused_and_conditions_are_kept() {
+    let with_fee = format!(
+        "{ITEM}conditions = [\"申请人具有完全民事行为能力\"]\n  [[item.fee]]\n  name = \"登记费\"\n  amount = \"每件80元\"\n  legal_basis = \" \"\n"
+    );
+    let errs = errors(&with_fee);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0]
+            .message
+            .contains("item T-1: a fee needs name, amount and legal_basis"),
+        "{}",
+        errs[0].message
+    );
+}

@@ -13,6 +13,7 @@ use super::bus::{BusConfig, PlatformConfig};
 use super::clocks::{CalendarConfig, SlaConfig, StallConfig};
 use super::console::ConsoleConfig;
 use super::evaluation::EvaluationConfig;
+use super::guide::GuideConfig;
 use super::intake::IntakeConfig;
 use super::limits::LimitsConfig;
 use super::observe::{LogConfig, MetricsConfig, TracingConfig};
@@ -90,6 +91,9 @@ pub struct GatewayConfig {
     /// The operations console on the internal listener.
     #[serde(default)]
     pub console: ConsoleConfig,
+    /// The public item guide (办事指南) on the windows' listener.
+    #[serde(default)]
+    pub guide: GuideConfig,
 }
 
 fn default_catalog_dir() -> PathBuf {
@@ -120,6 +124,7 @@ impl Default for GatewayConfig {
             development: DevelopmentConfig::default(),
             limits: LimitsConfig::default(),
             console: ConsoleConfig::default(),
+            guide: GuideConfig::default(),
         }
     }
 }
@@ -237,6 +242,7 @@ impl GatewayConfig {
             })
         })?;
         config.console.check().map_err(|(key, m)| problem(key, m))?;
+        config.guide.check().map_err(|(key, m)| problem(key, m))?;
         if config.server.max_message_bytes < 1024 {
             return Err(problem(
                 "max_message_bytes",
