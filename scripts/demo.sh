@@ -208,6 +208,21 @@ echo "   Its certificate is from the demo's own CA ($work/tls/ca.pem): let the b
 echo "   then sign in with the operator token in $work/operator.token"
 echo "   (YICHUANG_DEMO_KEEP=1 make demo keeps everything running at the end, until Enter)"
 
+guide="https://127.0.0.1:$port/guide/BDC-ZY"
+bold "== the item guide (办事指南, docs/guide.md), public on the windows' listener: $guide"
+"$python" -c '
+import re, ssl, sys, urllib.request
+url, ca = sys.argv[1], sys.argv[2]
+ctx = ssl.create_default_context(cafile=ca)  # no client certificate: the guide is public
+page = urllib.request.urlopen(url, context=ctx, timeout=10).read().decode()
+materials = re.findall(r"<td class=\"name\">([^<]+)</td>", page)
+assert materials, "the guide lists the materials"
+print("  materials to bring:", "、".join(materials))
+svg = urllib.request.urlopen(url + "/qr.svg", context=ctx, timeout=10).read().decode()
+assert "<svg" in svg, "the guide has its QR code"
+print("  its QR code, for the hall to print:", url + "/qr.svg")
+' "$guide" "$work/tls/ca.pem"
+
 bold "== status changes, as the events exchange carries them (time  case  event  task  detail)"
 "$bin/yichuang" bus watch --config "$work/gateway.toml" &
 pids+=($!)
@@ -267,7 +282,9 @@ for name in kai-canguan qiye-kaiban bdc-deficient; do
     0) echo "-> $name: accepted as $(echo "$out" | "$python" -c 'import json,sys; print(json.load(sys.stdin)["receipt"]["caseNumber"])')" ;;
     3) echo "-> $name: not accepted; the one-time notice lists every deficiency:"
        echo "$out" | "$python" -c 'import json,sys
-for d in json.load(sys.stdin)["notice"]["deficiencies"]: print("     ", d["path"], "—", d["message"])' ;;
+n = json.load(sys.stdin)["notice"]
+for d in n["deficiencies"]: print("     ", d["path"], "—", d["message"])
+for g in n.get("guides", []): print("      what to bring for", g["itemName"] + ":", g["url"])' ;;
     *) echo "-> $name: unexpected exit code $code" >&2; echo "$out" >&2; exit 1 ;;
   esac
 done
