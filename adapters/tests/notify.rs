@@ -198,7 +198,7 @@ async fn a_cases_whole_life_reaches_the_sms_platform_once_each_in_order() {
     let config = settings(&format!("http://{addr}/sms/send"), "00:00-24:00", &files);
     let (notifier, running) = start(&gw, &config, &bus).await;
 
-    // A: accepted → materials asked for → handed in → decided → ready → picked up.
+    // A: accepted → materials asked for → handed in → decided → ready → mailed.
     let a = accept(&mut gw, "qiye-kaiban", "a", true).await;
     let a_task = get(&mut gw, &a).await.tasks[0].task_id.clone();
     result(
@@ -230,25 +230,25 @@ async fn a_cases_whole_life_reaches_the_sms_platform_once_each_in_order() {
     gw.client
         .deliver(DeliverRequest {
             case_number: a.clone(),
-            how: Some(How::Pickup(Pickup {
-                collector_name: "马强".into(),
-                collector_id_type: IdType::ResidentId as i32,
-                collector_id_number: "64010419800315001X".into(),
-                staff_no: "0342".into(),
+            how: Some(How::Mail(Mail {
+                carrier: "EMS".into(),
+                tracking_number: "1190000000001".into(),
             })),
         })
         .await
         .unwrap();
 
-    // B: accepted → decided → ready → mailed.
+    // B: accepted → decided → ready → picked up.
     let b = accept(&mut gw, "kai-canguan", "b", true).await;
     approve_all(&mut gw, &b).await;
     gw.client
         .deliver(DeliverRequest {
             case_number: b.clone(),
-            how: Some(How::Mail(Mail {
-                carrier: "EMS".into(),
-                tracking_number: "1190000000001".into(),
+            how: Some(How::Pickup(Pickup {
+                collector_name: "马强".into(),
+                collector_id_type: IdType::ResidentId as i32,
+                collector_id_number: "64010419800315001X".into(),
+                staff_no: "0342".into(),
             })),
         })
         .await
@@ -270,11 +270,11 @@ async fn a_cases_whole_life_reaches_the_sms_platform_once_each_in_order() {
             "【银川市民大厅】受理编号{a}的申请需补正材料：经营场所平面图及设备布局图、住所（经营场所）使用证明。"
         ),
         format!("【银川市民大厅】受理编号{a}已办结，"),
+        format!("【银川市民大厅】受理编号{a}的办理结果已由EMS寄出，运单号1190000000001。"),
     ];
     let b_expected = [
         format!("【银川市民大厅】您的申请已受理，受理编号{b}，承诺"),
         format!("【银川市民大厅】受理编号{b}已办结，"),
-        format!("【银川市民大厅】受理编号{b}的办理结果已由EMS寄出，运单号1190000000001。"),
     ];
     let matches = |got: &[String], expected: &[String]| {
         got.len() == expected.len()
@@ -341,6 +341,21 @@ async fn a_cases_whole_life_reaches_the_sms_platform_once_each_in_order() {
     assert_eq!(sim.messages().len(), 6, "nothing sent twice");
     assert_eq!(sim.duplicates(), 0, "nothing even offered twice");
     running.abort();
+
+    // What this process logged (the notifier, the simulator) names each number masked only.
+    let log = testkit::logfile::init_suite().expect("the suite's log file");
+    let text = std::fs::read_to_string(log).unwrap();
+    assert!(
+        text.contains("\"mobile\":\"189****0234\""),
+        "each notice sent is logged, masked"
+    );
+    for number in ["18995110234", "13909510000"] {
+        assert!(
+            !text.contains(number),
+            "{number} unmasked in {}",
+            log.display()
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
