@@ -629,6 +629,30 @@ mod tests {
         assert!(Hours::parse("08:00-08:00").is_err());
     }
 
+    #[test]
+    fn the_shipped_settings_load_and_an_unknown_event_is_refused_by_name() {
+        let shipped =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/notifier.toml");
+        let c = NotifierConfig::load(&shipped).unwrap();
+        assert_eq!(c.hours, "08:00-20:00");
+        assert_eq!(
+            c.templates.len(),
+            KINDS.len(),
+            "every event has a shipped text"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let text = std::fs::read_to_string(&shipped)
+            .unwrap()
+            .replace("[templates]\n", "[templates]\nrecieved = \"【x】\"\n");
+        let path = dir.path().join("notifier.toml");
+        std::fs::write(&path, text).unwrap();
+        let e = NotifierConfig::load(&path).unwrap_err();
+        assert!(
+            e.contains("[templates] recieved: not an event notified"),
+            "{e}"
+        );
+    }
+
     fn templates() -> BTreeMap<String, Template> {
         toml::from_str(
             r#"
