@@ -187,3 +187,114 @@ pub async fn consume_history<M>(
     })
     .await
 }
+
+/// The SQLite file of a follower (the reporter's ledger, the notifier's): opened in WAL with
+/// synchronous FULL (a case noted changed is on disk before its entry is acknowledged), with
+/// the table of the cases whose history changed and must be read again, beside the follower's
+/// own tables.
+pub struct CaseLedger {
+    connection: std::sync::Mutex<rusqlite::Connection>,
+    /// Whose ledger, for errors (`reporter ledger: …`).
+    what: &'static str,
+}
+
+const DIRTY_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS dirty (
+    case_number TEXT PRIMARY KEY,
+    since_ms    INTEGER NOT NULL,
+    next_ms     INTEGER NOT NULL DEFAULT 0
+);
+";
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl CaseLedger {
+    /// Opens (or makes) the file at `path` with the follower's `schema` and the dirty table.
+    pub fn open(
+        path: &std::path::Path,
+        schema: &str,
+        what: &'static str,
+    ) -> Result<CaseLedger, String> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
+        }
+        let c = rusqlite::Connection::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        c.busy_timeout(Duration::from_secs(10))
+            .and_then(|_| c.pragma_update(None, "journal_mode", "WAL"))
+            .and_then(|_| c.pragma_update(None, "synchronous", "FULL"))
+            .and_then(|_| c.execute_batch(schema))
+            .and_then(|_| c.execute_batch(DIRTY_SCHEMA))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(CaseLedger {
+            connection: std::sync::Mutex::new(c),
+            what,
+        })
+    }
+
+    /// Runs `f` on the file. A write waits for its fsync (and for the file, while an operator's
+    /// command holds it): on a multi-threaded runtime that wait is taken off the async workers,
+    /// so the consumer and the sender go on meanwhile.
+    pub fn with<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, String> {
+        let run = || {
+            let c = self.connection.lock().unwrap_or_else(|p| p.into_inner());
+            f(&c).map_err(|e| format!("{}: {e}", self.what))
+        };
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(run),
+            _ => run(),
+        }
+    }
+
+    /// Notes that a case's history changed (kept until it is read again).
+    pub fn mark_dirty(&self, case_number: &str) -> Result<(), String> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO dirty (case_number, since_ms, next_ms) VALUES (?1, ?2, 0)
+                 ON CONFLICT (case_number) DO UPDATE SET since_ms = excluded.since_ms, next_ms = 0",
+                rusqlite::params![case_number, now_ms()],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Up to `n` cases to read again, with the mark each was taken at.
+    pub fn dirty(&self, n: i64) -> Result<Vec<(String, i64)>, String> {
+        self.with(|c| {
+            let mut s = c.prepare(
+                "SELECT case_number, since_ms FROM dirty WHERE next_ms <= ?1 ORDER BY since_ms LIMIT ?2",
+            )?;
+            s.query_map(rusqlite::params![now_ms(), n], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
+        })
+    }
+
+    /// The case was read at mark `since_ms`; a newer mark stays.
+    pub fn clean(&self, case_number: &str, since_ms: i64) -> Result<(), String> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM dirty WHERE case_number = ?1 AND since_ms = ?2",
+                rusqlite::params![case_number, since_ms],
+            )
+            .map(drop)
+        })
+    }
+
+    /// The case could not be read: try again after `delay_ms`.
+    pub fn later(&self, case_number: &str, delay_ms: i64) -> Result<(), String> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE dirty SET next_ms = ?2 WHERE case_number = ?1",
+                rusqlite::params![case_number, now_ms() + delay_ms],
+            )
+            .map(drop)
+        })
+    }
+}

@@ -7,10 +7,8 @@
 //!
 //! This module owns the file and its queries; it never talks to the gateway or the platform.
 
+use rusqlite::params;
 use std::path::Path;
-use std::sync::Mutex;
-
-use rusqlite::{Connection, params};
 
 /// Where a notice stands.
 pub const PENDING: &str = "pending";
@@ -36,11 +34,6 @@ CREATE TABLE IF NOT EXISTS notices (
     PRIMARY KEY (case_number, event)
 );
 CREATE INDEX IF NOT EXISTS notices_state ON notices (state, case_number, position);
-CREATE TABLE IF NOT EXISTS dirty (
-    case_number TEXT PRIMARY KEY,
-    since_ms    INTEGER NOT NULL,
-    next_ms     INTEGER NOT NULL DEFAULT 0
-);
 ";
 
 /// A notice a case's history made due.
@@ -79,7 +72,15 @@ pub struct Stored {
     pub message: Option<String>,
 }
 
-pub struct Ledger(Mutex<Connection>);
+/// The file; the cases noted changed are [`crate::cases::CaseLedger`]'s.
+pub struct Ledger(crate::cases::CaseLedger);
+
+impl std::ops::Deref for Ledger {
+    type Target = crate::cases::CaseLedger;
+    fn deref(&self) -> &crate::cases::CaseLedger {
+        &self.0
+    }
+}
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -105,77 +106,7 @@ fn stored(r: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
 
 impl Ledger {
     pub fn open(path: &Path) -> Result<Ledger, String> {
-        if let Some(dir) = path.parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
-        }
-        let c = Connection::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        c.busy_timeout(std::time::Duration::from_secs(10))
-            .and_then(|_| c.pragma_update(None, "journal_mode", "WAL"))
-            .and_then(|_| c.pragma_update(None, "synchronous", "FULL"))
-            .and_then(|_| c.execute_batch(SCHEMA))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(Ledger(Mutex::new(c)))
-    }
-
-    /// Runs `f` on the file, off the async workers on a multi-threaded runtime (a write waits
-    /// for its fsync).
-    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, String> {
-        let run = || {
-            let c = self.0.lock().unwrap_or_else(|p| p.into_inner());
-            f(&c).map_err(|e| format!("notifier ledger: {e}"))
-        };
-        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(run),
-            _ => run(),
-        }
-    }
-
-    /// Notes that a case's history changed (kept until it is read again).
-    pub fn mark_dirty(&self, case_number: &str) -> Result<(), String> {
-        self.with(|c| {
-            c.execute(
-                "INSERT INTO dirty (case_number, since_ms, next_ms) VALUES (?1, ?2, 0)
-                 ON CONFLICT (case_number) DO UPDATE SET since_ms = excluded.since_ms, next_ms = 0",
-                params![case_number, now_ms()],
-            )
-            .map(drop)
-        })
-    }
-
-    /// Up to `n` cases to read again, with the mark each was taken at.
-    pub fn dirty(&self, n: i64) -> Result<Vec<(String, i64)>, String> {
-        self.with(|c| {
-            let mut s = c.prepare(
-                "SELECT case_number, since_ms FROM dirty WHERE next_ms <= ?1 ORDER BY since_ms LIMIT ?2",
-            )?;
-            s.query_map(params![now_ms(), n], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect()
-        })
-    }
-
-    /// The case was read at mark `since_ms`; a newer mark stays.
-    pub fn clean(&self, case_number: &str, since_ms: i64) -> Result<(), String> {
-        self.with(|c| {
-            c.execute(
-                "DELETE FROM dirty WHERE case_number = ?1 AND since_ms = ?2",
-                params![case_number, since_ms],
-            )
-            .map(drop)
-        })
-    }
-
-    /// The case could not be read: try again after `delay_ms`.
-    pub fn later(&self, case_number: &str, delay_ms: i64) -> Result<(), String> {
-        self.with(|c| {
-            c.execute(
-                "UPDATE dirty SET next_ms = ?2 WHERE case_number = ?1",
-                params![case_number, now_ms() + delay_ms],
-            )
-            .map(drop)
-        })
+        crate::cases::CaseLedger::open(path, SCHEMA, "notifier ledger").map(Ledger)
     }
 
     /// Stores a notice once per (case, event); whether it was new. One without consent (or
