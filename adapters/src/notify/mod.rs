@@ -653,6 +653,54 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_confirmed_deadline_and_a_refusal_are_notified_from_their_entries() {
+        let templates: BTreeMap<String, Template> = toml::from_str(
+            r#"
+            deadline_confirmed = "【中心】{{ receipt }}承诺办结日期已确认为{{ promised | date_cn }}。"
+            rejected = "【中心】{{ receipt }}未予批准：{{ reasons }}。"
+            "#,
+        )
+        .unwrap();
+        let case = GetCaseResponse {
+            case: Some(Case {
+                case_number: "C9".into(),
+                promised_deadline: "2027-01-08".into(),
+                tasks: vec![yichuang::proto::v1::Task {
+                    reasons: vec!["名称与已登记企业相同".into()],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            events: vec![
+                event(1, "accepted", ""),
+                event(2, "deadline-provisional", ""),
+                event(
+                    5,
+                    "deadline-confirmed",
+                    "市场监管: the 2027 calendar is loaded",
+                ),
+                event(8, "case-closed-rejected", ""),
+            ],
+        };
+        let n = notices(&templates, &case).unwrap();
+        let got: Vec<(&str, &str)> = n
+            .iter()
+            .map(|n| (n.event.as_str(), n.body.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "deadline_confirmed#5",
+                    "【中心】C9承诺办结日期已确认为2027年01月08日。"
+                ),
+                ("rejected", "【中心】C9未予批准：名称与已登记企业相同。"),
+            ]
+        );
+        assert!(n.iter().all(|n| !n.consent), "no contact, no consent");
+    }
+
     fn templates() -> BTreeMap<String, Template> {
         toml::from_str(
             r#"
