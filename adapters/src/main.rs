@@ -349,33 +349,50 @@ fn notify(path: &std::path::Path, action: NotifyAction) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(&config.http.listen).await {
-            Ok(l) => l,
-            Err(e) => {
-                error!(listen = %config.http.listen, error = %e, "cannot listen");
-                return ExitCode::from(3);
-            }
-        };
         info!(listen = %config.http.listen, hours = %config.hours, events = ?notifier.templates.keys().collect::<Vec<_>>(), "notifier starting");
         let app = notify::router(notifier.clone());
-        let shutdown = yichuang::supervise::Shutdown::default();
-        let stopped = shutdown.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stopped.stopped().await })
-                .await
-        });
-        let mut running = std::pin::pin!(shutdown.scope(notify::run(notifier, config.bus.clone())));
-        tokio::select! {
-            _ = &mut running => ExitCode::SUCCESS,
-            _ = yichuang::supervise::terminated() => {
-                info!("notifier stopping");
-                shutdown.stop();
-                let _ = tokio::time::timeout(SHUTDOWN_GRACE, &mut running).await;
-                ExitCode::SUCCESS
-            }
-        }
+        follow(
+            "notifier",
+            &config.http.listen,
+            app,
+            notify::run(notifier, config.bus.clone()),
+        )
+        .await
     })
+}
+
+/// Serves a follower's internal HTTP on `listen` and runs its `work` until the process is told
+/// to stop (then waits out the grace for it).
+async fn follow(
+    who: &str,
+    listen: &str,
+    app: axum::Router,
+    work: impl std::future::Future<Output = ()>,
+) -> ExitCode {
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            error!(listen = %listen, error = %e, "cannot listen");
+            return ExitCode::from(3);
+        }
+    };
+    let shutdown = yichuang::supervise::Shutdown::default();
+    let stopped = shutdown.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stopped.stopped().await })
+            .await
+    });
+    let mut running = std::pin::pin!(shutdown.scope(work));
+    tokio::select! {
+        _ = &mut running => ExitCode::SUCCESS,
+        _ = yichuang::supervise::terminated() => {
+            info!("{who} stopping");
+            shutdown.stop();
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, &mut running).await;
+            ExitCode::SUCCESS
+        }
+    }
 }
 
 /// `report …`: the reporter and its operators' commands.
@@ -418,33 +435,15 @@ fn report(path: &std::path::Path, action: ReportAction) -> ExitCode {
     let code = runtime.block_on(async move {
         match action {
             ReportAction::Run => {
-                let listener = match tokio::net::TcpListener::bind(&config.http.listen).await {
-                    Ok(l) => l,
-                    Err(e) => {
-                        error!(listen = %config.http.listen, error = %e, "cannot listen");
-                        return ExitCode::from(3);
-                    }
-                };
                 info!(listen = %config.http.listen, specification = %reporter.spec.name, transport = reporter.transport.kind(), "reporter starting");
                 let app = report::router(reporter.clone());
-                let shutdown = yichuang::supervise::Shutdown::default();
-                let stopped = shutdown.clone();
-                tokio::spawn(async move {
-                    axum::serve(listener, app)
-                        .with_graceful_shutdown(async move { stopped.stopped().await })
-                        .await
-                });
-                let mut running =
-                    std::pin::pin!(shutdown.scope(report::run(reporter, config.bus.clone())));
-                tokio::select! {
-                    _ = &mut running => ExitCode::SUCCESS,
-                    _ = yichuang::supervise::terminated() => {
-                        info!("reporter stopping");
-                        shutdown.stop();
-                        let _ = tokio::time::timeout(SHUTDOWN_GRACE, &mut running).await;
-                        ExitCode::SUCCESS
-                    }
-                }
+                follow(
+                    "reporter",
+                    &config.http.listen,
+                    app,
+                    report::run(reporter, config.bus.clone()),
+                )
+                .await
             }
             ReportAction::Reconcile { date } => {
                 let day = date.unwrap_or_else(|| {
