@@ -6,6 +6,7 @@
 //! callbacks; `meters` keeps the process's metrics; `breaker` is each department's circuit breaker.
 
 pub mod breaker;
+pub mod cases;
 pub mod config;
 pub mod crypto;
 pub mod describe;
@@ -15,6 +16,7 @@ pub mod http;
 pub mod kinds;
 pub mod mapping;
 pub mod meters;
+pub mod notify;
 pub mod report;
 pub mod runtime;
 pub mod system;

@@ -2,7 +2,8 @@
 //! default), tries a department's description against its system for one task (`try`), and lets
 //! a clerk work the worklist of a department reached by manual re-entry (`manual list`,
 //! `manual complete`), and reports cases upward to the one-network platform (`report run`,
-//! `report reconcile`, `report refused`, `report resend`).
+//! `report reconcile`, `report refused`, `report resend`), and sends the applicants' SMS notices
+//! (`notify run`).
 //!
 //! Exit codes: 0 done; 2 bad input (arguments, settings, a record that is incomplete);
 //! 3 cannot listen, or the worklist cannot be opened or written; 4 unknown task;
@@ -84,6 +85,25 @@ enum Command {
         #[command(subcommand)]
         action: ReportAction,
     },
+    /// Sends the applicants' SMS notices on their cases' events (docs/notifications.md).
+    Notify {
+        /// The notifier's settings.
+        #[arg(
+            long,
+            default_value = "config/notifier.toml",
+            env = "YICHUANG_NOTIFIER_CONFIG",
+            global = true
+        )]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: NotifyAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum NotifyAction {
+    /// Runs the notifier: consumes the notify queue, sends the notices due within the hours.
+    Run,
 }
 
 #[derive(Subcommand)]
@@ -188,6 +208,7 @@ fn main() -> ExitCode {
         Some(Command::Run(args)) => run(args),
         Some(Command::Manual { action }) => manual(action),
         Some(Command::Report { config, action }) => report(&config, action),
+        Some(Command::Notify { config, action }) => notify(&config, action),
         Some(Command::Try {
             config,
             department,
@@ -292,6 +313,88 @@ fn manual(action: ManualAction) -> ExitCode {
     }
 }
 
+/// `notify run`: the notifier.
+fn notify(path: &std::path::Path, action: NotifyAction) -> ExitCode {
+    use yichuang_adapters::notify::{self, NotifierConfig};
+    let NotifyAction::Run = action;
+    let config = match NotifierConfig::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let _telemetry = {
+        let _inside = runtime.enter();
+        match yichuang::telemetry::init(&config.log, &config.tracing, "yichuang-notifier") {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
+    let notifier = {
+        let _inside = runtime.enter();
+        match notify::Notifier::open(&config) {
+            Ok(n) => std::sync::Arc::new(n),
+            Err(e) => {
+                eprintln!("{}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        }
+    };
+    runtime.block_on(async move {
+        info!(listen = %config.http.listen, hours = %config.hours, events = ?notifier.templates.keys().collect::<Vec<_>>(), "notifier starting");
+        let app = notify::router(notifier.clone());
+        follow(
+            "notifier",
+            &config.http.listen,
+            app,
+            notify::run(notifier, config.bus.clone()),
+        )
+        .await
+    })
+}
+
+/// Serves a follower's internal HTTP on `listen` and runs its `work` until the process is told
+/// to stop (then waits out the grace for it).
+async fn follow(
+    who: &str,
+    listen: &str,
+    app: axum::Router,
+    work: impl std::future::Future<Output = ()>,
+) -> ExitCode {
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            error!(listen = %listen, error = %e, "cannot listen");
+            return ExitCode::from(3);
+        }
+    };
+    let shutdown = yichuang::supervise::Shutdown::default();
+    let stopped = shutdown.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stopped.stopped().await })
+            .await
+    });
+    let mut running = std::pin::pin!(shutdown.scope(work));
+    tokio::select! {
+        _ = &mut running => ExitCode::SUCCESS,
+        _ = yichuang::supervise::terminated() => {
+            info!("{who} stopping");
+            shutdown.stop();
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, &mut running).await;
+            ExitCode::SUCCESS
+        }
+    }
+}
+
 /// `report …`: the reporter and its operators' commands.
 fn report(path: &std::path::Path, action: ReportAction) -> ExitCode {
     use yichuang_adapters::report::{self, ReporterConfig};
@@ -332,33 +435,15 @@ fn report(path: &std::path::Path, action: ReportAction) -> ExitCode {
     let code = runtime.block_on(async move {
         match action {
             ReportAction::Run => {
-                let listener = match tokio::net::TcpListener::bind(&config.http.listen).await {
-                    Ok(l) => l,
-                    Err(e) => {
-                        error!(listen = %config.http.listen, error = %e, "cannot listen");
-                        return ExitCode::from(3);
-                    }
-                };
                 info!(listen = %config.http.listen, specification = %reporter.spec.name, transport = reporter.transport.kind(), "reporter starting");
                 let app = report::router(reporter.clone());
-                let shutdown = yichuang::supervise::Shutdown::default();
-                let stopped = shutdown.clone();
-                tokio::spawn(async move {
-                    axum::serve(listener, app)
-                        .with_graceful_shutdown(async move { stopped.stopped().await })
-                        .await
-                });
-                let mut running =
-                    std::pin::pin!(shutdown.scope(report::run(reporter, config.bus.clone())));
-                tokio::select! {
-                    _ = &mut running => ExitCode::SUCCESS,
-                    _ = yichuang::supervise::terminated() => {
-                        info!("reporter stopping");
-                        shutdown.stop();
-                        let _ = tokio::time::timeout(SHUTDOWN_GRACE, &mut running).await;
-                        ExitCode::SUCCESS
-                    }
-                }
+                follow(
+                    "reporter",
+                    &config.http.listen,
+                    app,
+                    report::run(reporter, config.bus.clone()),
+                )
+                .await
             }
             ReportAction::Reconcile { date } => {
                 let day = date.unwrap_or_else(|| {

@@ -138,6 +138,10 @@ impl Names {
     pub fn report_queue(&self) -> String {
         format!("{}.report", self.prefix)
     }
+    /// The notifier's queue on the events exchange (`[bus] notify`).
+    pub fn notify_queue(&self) -> String {
+        format!("{}.notify", self.prefix)
+    }
 
     pub fn results_queue(&self) -> String {
         format!("{}.results.gateway", self.prefix)
@@ -259,6 +263,18 @@ impl Topology {
             });
             bindings.push(Binding {
                 queue: n.report_queue(),
+                exchange: n.events_exchange(),
+                routing_key: "#".into(),
+            });
+        }
+        if config.notify {
+            // The notifier's: every history entry, kept until the notifier has noted it.
+            queues.push(Queue {
+                name: n.notify_queue(),
+                arguments: vec![quorum()],
+            });
+            bindings.push(Binding {
+                queue: n.notify_queue(),
                 exchange: n.events_exchange(),
                 routing_key: "#".into(),
             });

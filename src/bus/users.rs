@@ -81,8 +81,20 @@ pub fn reporter_permissions(prefix: &str) -> Permissions {
     }
 }
 
+/// The notifier's permissions: consume its own queue, nothing else.
+pub fn notifier_permissions(prefix: &str) -> Permissions {
+    let p = regex_escape(prefix);
+    Permissions {
+        configure: "^$".into(),
+        write: "^$".into(),
+        read: format!(r"^{p}\.notify$"),
+        results_keys: (format!("{prefix}.results"), "^$".into()),
+    }
+}
+
 /// The users `yichuang bus users` sets up: every adapter's, then the reporter's
-/// (`[bus] report_user`, when the reporter's queue is declared).
+/// (`[bus] report_user`, when the reporter's queue is declared) and the notifier's
+/// (`[bus] notify_user`, likewise).
 pub fn users(config: &BusConfig) -> Vec<AdapterUser> {
     let mut all = adapter_users(config);
     if config.report && !config.report_user.is_empty() {
@@ -90,6 +102,13 @@ pub fn users(config: &BusConfig) -> Vec<AdapterUser> {
             name: config.report_user.clone(),
             departments: Vec::new(),
             permissions: reporter_permissions(&config.prefix),
+        });
+    }
+    if config.notify && !config.notify_user.is_empty() {
+        all.push(AdapterUser {
+            name: config.notify_user.clone(),
+            departments: Vec::new(),
+            permissions: notifier_permissions(&config.prefix),
         });
     }
     all
@@ -344,6 +363,32 @@ mod tests {
             password_variable("adapter-scjg"),
             "YICHUANG_BUS_PASSWORD_ADAPTER_SCJG"
         );
+    }
+
+    #[test]
+    fn the_notifier_reads_only_its_queue_and_writes_and_configures_nothing() {
+        let mut config = BusConfig {
+            prefix: "t.x".into(),
+            notify_user: "notifier".into(),
+            ..BusConfig::default()
+        };
+        assert!(users(&config).is_empty(), "no notifier without its queue");
+        config.notify = true;
+        let all = users(&config);
+        assert_eq!(all.len(), 1);
+        let p = &all[0].permissions;
+        let n = super::super::Names::new("t.x");
+        assert!(matches(&p.read, &n.notify_queue()));
+        for other in [
+            n.report_queue(),
+            n.results_queue(),
+            n.task_queue("scjg"),
+            "t.x.notifyx".into(),
+        ] {
+            assert!(!matches(&p.read, &other), "{other} not readable");
+        }
+        assert_eq!(p.write, "^$");
+        assert_eq!(p.configure, "^$");
     }
 
     #[test]

@@ -134,6 +134,14 @@ pub struct BusConfig {
     /// `<prefix>.report` (docs/reporting.md). Empty: none is made.
     #[serde(default)]
     pub report_user: String,
+    /// Whether the notifier's queue `<prefix>.notify` is declared, bound to every history entry
+    /// on the events exchange (docs/notifications.md). Only with a notifier consuming it.
+    #[serde(default)]
+    pub notify: bool,
+    /// The notifier's RabbitMQ user: `yichuang bus users` creates it, allowed only to consume
+    /// `<prefix>.notify` (docs/notifications.md). Empty: none is made.
+    #[serde(default)]
+    pub notify_user: String,
 }
 
 impl BusConfig {
@@ -243,6 +251,8 @@ impl Default for BusConfig {
             client_key: None,
             report: false,
             report_user: String::new(),
+            notify: false,
+            notify_user: String::new(),
         }
     }
 }

@@ -109,8 +109,9 @@ fn default_scope() -> Scope {
     Scope::Hall
 }
 
-/// The shipped roles: windows (their hall), the one-network platform (reads every hall),
-/// operators (the admin calls).
+/// The shipped roles: windows (their hall), the one-network platform (reads every hall), the
+/// notifier (reads every hall's cases to send the applicants' SMS notices), operators (the
+/// admin calls).
 pub fn default_roles() -> BTreeMap<String, RoleConfig> {
     let role = |permissions: &[&str], scope| RoleConfig {
         permissions: permissions.iter().map(|p| p.to_string()).collect(),
@@ -136,6 +137,7 @@ pub fn default_roles() -> BTreeMap<String, RoleConfig> {
             "platform".to_string(),
             role(&["cases.check", "cases.read", "cases.feed"], Scope::All),
         ),
+        ("notifier".to_string(), role(&["cases.read"], Scope::All)),
         (
             "operator".to_string(),
             role(&["admin.read", "admin.write", "cases.read"], Scope::All),

@@ -1,4 +1,5 @@
-//! Simulated legacy department systems for tests, the demo and benchmarks, one module per kind,
+//! Simulated legacy department systems (and the province's platforms: case records, SMS) for
+//! tests, the demo and benchmarks, one module per kind,
 //! each as awkward as the real ones: they keep their own state, give their own case numbers,
 //! decide after a delay, and inject the faults their real counterparts show. `core` holds what
 //! they share.
@@ -10,5 +11,6 @@ pub mod http_json;
 pub mod json_header;
 pub mod platform;
 pub mod sm4_gateway;
+pub mod sms;
 pub mod soap;
 pub mod xml;

@@ -4,7 +4,8 @@
 //! (127.0.0.1:18086) and `sm4-gateway` (127.0.0.1:18087), and
 //! `yichuang-sim exchange-db --url postgres://… --settings rs.json [--stats-listen 127.0.0.1:18085]`,
 //! and the provincial platform's case-record exchange,
-//! `yichuang-sim platform [--listen 127.0.0.1:18088] [--catalog config/catalog] [--exchange-url postgres://…]`.
+//! `yichuang-sim platform [--listen 127.0.0.1:18088] [--catalog config/catalog] [--exchange-url postgres://…]`,
+//! and the provincial SMS platform, `yichuang-sim sms [--listen 127.0.0.1:18089] [--settings sms.json]`.
 
 use std::path::PathBuf;
 
@@ -92,6 +93,15 @@ enum Kind {
         /// The exchange tables' schema.
         #[arg(long, default_value = "gdbs_qzk")]
         exchange_schema: String,
+    },
+    /// The provincial SMS platform: MD5-signed form POST at /sms/send, deduplicating by msgid;
+    /// what it took at GET /control/messages (numbers masked).
+    Sms {
+        #[arg(long, default_value = "127.0.0.1:18089")]
+        listen: String,
+        /// JSON settings (`yichuang_sim::sms::Settings`); defaults otherwise.
+        #[arg(long)]
+        settings: Option<PathBuf>,
     },
 }
 
@@ -205,6 +215,19 @@ async fn main() -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(&listen).await?;
             let _platform = yichuang_sim::platform::spawn_on(listener, s).await?;
             eprintln!("yichuang-sim platform on {listen}");
+            tokio::signal::ctrl_c().await?;
+        }
+        Kind::Sms {
+            listen,
+            settings: s,
+        } => {
+            let mut s: yichuang_sim::sms::Settings = settings(&s)?;
+            if let Ok(secret) = std::env::var("YICHUANG_SIM_SMS_SECRET") {
+                s.secret = secret;
+            }
+            let listener = tokio::net::TcpListener::bind(&listen).await?;
+            let _sms = yichuang_sim::sms::spawn_on(listener, s);
+            eprintln!("yichuang-sim sms on {listen}");
             tokio::signal::ctrl_c().await?;
         }
     }

@@ -6,10 +6,8 @@
 //!
 //! This module owns the file and its queries; it never talks to the gateway or the platform.
 
+use rusqlite::{OptionalExtension, params};
 use std::path::Path;
-use std::sync::Mutex;
-
-use rusqlite::{Connection, OptionalExtension, params};
 
 use super::derive::Record;
 
@@ -39,11 +37,6 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE INDEX IF NOT EXISTS records_state ON records (state, sblsh, position);
 CREATE INDEX IF NOT EXISTS records_case ON records (case_number);
 CREATE INDEX IF NOT EXISTS records_learnt ON records (learnt_ms);
-CREATE TABLE IF NOT EXISTS dirty (
-    case_number TEXT PRIMARY KEY,
-    since_ms    INTEGER NOT NULL,
-    next_ms     INTEGER NOT NULL DEFAULT 0
-);
 CREATE TABLE IF NOT EXISTS cursors (
     name     TEXT PRIMARY KEY,
     position INTEGER NOT NULL
@@ -130,86 +123,23 @@ impl Reconciliation {
     }
 }
 
-pub struct Ledger(Mutex<Connection>);
+/// The file; the cases noted changed are [`crate::cases::CaseLedger`]'s.
+pub struct Ledger(crate::cases::CaseLedger);
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+impl std::ops::Deref for Ledger {
+    type Target = crate::cases::CaseLedger;
+    fn deref(&self) -> &crate::cases::CaseLedger {
+        &self.0
+    }
+}
+
 impl Ledger {
     pub fn open(path: &Path) -> Result<Ledger, String> {
-        if let Some(dir) = path.parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
-        }
-        let c = Connection::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        c.busy_timeout(std::time::Duration::from_secs(10))
-            .and_then(|_| c.pragma_update(None, "journal_mode", "WAL"))
-            .and_then(|_| c.pragma_update(None, "synchronous", "FULL"))
-            .and_then(|_| c.execute_batch(SCHEMA))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(Ledger(Mutex::new(c)))
-    }
-
-    /// Runs `f` on the file. A write waits for its fsync (and for the file, while a `report`
-    /// command holds it): on a multi-threaded runtime that wait is taken off the async workers,
-    /// so the consumer and the sender go on meanwhile.
-    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, String> {
-        let run = || {
-            let c = self.0.lock().unwrap_or_else(|p| p.into_inner());
-            f(&c).map_err(|e| format!("reporter ledger: {e}"))
-        };
-        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(run),
-            _ => run(),
-        }
-    }
-
-    /// Notes that a case's history changed (kept until it is read again).
-    pub fn mark_dirty(&self, case_number: &str) -> Result<(), String> {
-        self.with(|c| {
-            c.execute(
-                "INSERT INTO dirty (case_number, since_ms, next_ms) VALUES (?1, ?2, 0)
-                 ON CONFLICT (case_number) DO UPDATE SET since_ms = excluded.since_ms, next_ms = 0",
-                params![case_number, now_ms()],
-            )
-            .map(drop)
-        })
-    }
-
-    /// Up to `n` cases to read again, with the mark each was taken at.
-    pub fn dirty(&self, n: i64) -> Result<Vec<(String, i64)>, String> {
-        self.with(|c| {
-            let mut s = c.prepare(
-                "SELECT case_number, since_ms FROM dirty WHERE next_ms <= ?1 ORDER BY since_ms LIMIT ?2",
-            )?;
-            s.query_map(params![now_ms(), n], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect()
-        })
-    }
-
-    /// The case was read at mark `since_ms`; a newer mark stays.
-    pub fn clean(&self, case_number: &str, since_ms: i64) -> Result<(), String> {
-        self.with(|c| {
-            c.execute(
-                "DELETE FROM dirty WHERE case_number = ?1 AND since_ms = ?2",
-                params![case_number, since_ms],
-            )
-            .map(drop)
-        })
-    }
-
-    /// The case could not be read: try again after `delay_ms`.
-    pub fn later(&self, case_number: &str, delay_ms: i64) -> Result<(), String> {
-        self.with(|c| {
-            c.execute(
-                "UPDATE dirty SET next_ms = ?2 WHERE case_number = ?1",
-                params![case_number, now_ms() + delay_ms],
-            )
-            .map(drop)
-        })
+        crate::cases::CaseLedger::open(path, SCHEMA, "reporter ledger").map(Ledger)
     }
 
     /// Stores a derived record (idempotent on 申办流水号, table and sequence).

@@ -33,6 +33,7 @@ use yichuang::config::{BusConfig, LogConfig, TracingConfig};
 use yichuang::proto::v1::case_service_client::CaseServiceClient;
 use yichuang::proto::v1::{GetCaseRequest, ListNotAcceptedRequest};
 
+pub use crate::cases::{GatewayConfig, Pace, pace};
 use ledger::{Change, Ledger, Stored};
 use spec::Spec;
 use transport::{Sent, Transport, TransportConfig};
@@ -63,26 +64,8 @@ pub struct ReporterConfig {
     pub tracing: TracingConfig,
 }
 
-fn default_calls_per_second() -> u32 {
-    20
-}
-
 fn default_offset() -> String {
     "+08:00".into()
-}
-
-/// How the reporter reaches the gateway (`GetCase`, `ListCases`): its windows' listener, with a
-/// client certificate naming the `platform` role.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GatewayConfig {
-    pub url: String,
-    /// Calls a second to the gateway at most (its `[limits] per_caller` is the ceiling; a call
-    /// refused with RESOURCE_EXHAUSTED is asked again after the `retry-after` it names).
-    #[serde(default = "default_calls_per_second")]
-    pub calls_per_second: u32,
-    #[serde(flatten)]
-    pub tls: yichuang::tls::ClientTls,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -189,35 +172,12 @@ impl ReporterConfig {
     }
 
     pub fn offset(&self) -> Result<chrono::FixedOffset, String> {
-        let t = chrono::DateTime::parse_from_rfc3339(&format!(
-            "2000-01-01T00:00:00{}",
-            self.utc_offset
-        ))
-        .map_err(|_| format!("utc_offset {:?}: write +08:00", self.utc_offset))?;
-        Ok(*t.offset())
+        crate::cases::offset(&self.utc_offset)
     }
 
     /// A channel to the gateway, connected when first used.
     pub fn gateway_channel(&self) -> Result<Channel, String> {
-        let mut endpoint = tonic::transport::Endpoint::from_shared(self.gateway.url.clone())
-            .map_err(|e| format!("[gateway] url: {e}"))?
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(30));
-        if self.gateway.url.starts_with("https://") {
-            let ca = self.gateway.tls.ca_file.as_deref().ok_or(
-                "[gateway] ca_file: the CA that signs the gateway's certificate is required for https",
-            )?;
-            let identity = self
-                .gateway
-                .tls
-                .client_cert
-                .as_deref()
-                .zip(self.gateway.tls.client_key.as_deref());
-            let host = endpoint.uri().host().unwrap_or("localhost").to_string();
-            let tls = yichuang::auth::tls::client(ca, identity, &host)?;
-            endpoint = endpoint.tls_config(tls).map_err(|e| e.to_string())?;
-        }
-        Ok(endpoint.connect_lazy())
+        self.gateway.channel()
     }
 }
 
@@ -238,18 +198,6 @@ pub struct Reporter {
     /// waiting out their backoff.
     pub failing: std::sync::atomic::AtomicBool,
 }
-
-/// A limit on the calls a second to the gateway.
-pub type Pace = governor::DefaultDirectRateLimiter;
-
-/// A pace of `per_second` calls (at least 1).
-pub fn pace(per_second: u32) -> Pace {
-    let n = std::num::NonZeroU32::new(per_second.max(1)).expect("at least 1");
-    governor::RateLimiter::direct(governor::Quota::per_second(n))
-}
-
-/// How many times a call the gateway refused for its rate (or shed) is asked again.
-const GATEWAY_TRIES: u32 = 8;
 
 impl Reporter {
     /// The reporter of `config`: its specification, ledger, transport, calendar and the lazy
@@ -290,40 +238,13 @@ const SEND_BATCH: i64 = 16;
 const READ_BATCH: i64 = 16;
 
 impl Reporter {
-    /// Calls the gateway at the reporter's pace; a call refused for the gateway's rate (or shed
-    /// under overload) is asked again after the wait it names, a few times.
+    /// Calls the gateway at the reporter's pace ([`crate::cases::call`]).
     pub async fn call<T, F, Fut>(&self, what: &str, call: F) -> Result<T, String>
     where
         F: Fn(CaseServiceClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let mut tries = 0;
-        loop {
-            self.pace.until_ready().await;
-            match call(self.gateway.clone()).await {
-                Ok(answer) => return Ok(answer.into_inner()),
-                Err(s)
-                    if matches!(
-                        s.code(),
-                        tonic::Code::ResourceExhausted | tonic::Code::Unavailable
-                    ) && tries < GATEWAY_TRIES =>
-                {
-                    tries += 1;
-                    let wait = s
-                        .metadata()
-                        .get("retry-after")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<u64>().ok())
-                        .map_or(
-                            Duration::from_millis(500 * u64::from(tries)),
-                            Duration::from_secs,
-                        );
-                    debug!(what, code = ?s.code(), wait_ms = wait.as_millis() as u64, "the gateway asks to wait");
-                    tokio::time::sleep(wait.min(Duration::from_secs(30))).await;
-                }
-                Err(s) => return Err(format!("{what}: {}", s.message())),
-            }
-        }
+        crate::cases::call(&self.pace, &self.gateway, what, call).await
     }
 
     /// Reads a changed case and stores its records; how many were new or corrected.
@@ -655,68 +576,14 @@ async fn reconcile_day(reporter: &Reporter, day: chrono::NaiveDate) {
 /// Consumes `<prefix>.report`: each entry marks its case changed, then is acknowledged (the
 /// mark is durable in the ledger first, so an entry is never lost between the two).
 async fn consume(reporter: Arc<Reporter>, bus: BusConfig) {
-    use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
-    use prost::Message;
-    use tokio_stream::StreamExt;
     let queue = yichuang::bus::Names::new(&bus.prefix).report_queue();
-    yichuang::bus::reconnecting("reporter", || {
-        let reporter = reporter.clone();
-        let bus = bus.clone();
-        let queue = queue.clone();
-        async move {
-            use yichuang::bus::Ended;
-            let connection = match yichuang::bus::connect(&bus).await {
-                Ok(c) => c,
-                Err(e) => return Ended::Unreachable(e.to_string()),
-            };
-            let channel = match connection.create_channel().await {
-                Ok(c) => c,
-                Err(e) => return Ended::Unreachable(e.to_string()),
-            };
-            if let Err(e) = channel.basic_qos(256, BasicQosOptions::default()).await {
-                return Ended::Unreachable(e.to_string());
-            }
-            let mut consumer = match channel
-                .basic_consume(
-                    queue.as_str().into(),
-                    "yichuang-reporter".into(),
-                    BasicConsumeOptions::default(),
-                    lapin::types::FieldTable::default(),
-                )
-                .await
-            {
-                Ok(c) => c,
-                Err(e) => {
-                    return Ended::Unreachable(format!(
-                        "{queue}: {e} (declare it: `yichuang bus declare` with [bus] report = true)"
-                    ));
-                }
-            };
-            info!(queue = %queue, "reporter consuming");
-            while let Some(delivery) = consumer.next().await {
-                let delivery = match delivery {
-                    Ok(d) => d,
-                    Err(e) => return Ended::Lost(e.to_string()),
-                };
-                match yichuang::proto::v1::EventMessage::decode(delivery.data.as_slice()) {
-                    Ok(m) if !m.case_number.is_empty() => {
-                        if let Err(e) = reporter.ledger.mark_dirty(&m.case_number) {
-                            // Not acknowledged: the broker gives it again.
-                            warn!(error = %e, "cannot note a changed case");
-                            return Ended::Lost(e);
-                        }
-                    }
-                    _ => warn!(
-                        "an entry on the report queue that is not a case's history entry; dropped"
-                    ),
-                }
-                if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
-                    return Ended::Lost(e.to_string());
-                }
-            }
-            Ended::Lost("consumer ended".into())
-        }
-    })
+    crate::cases::consume_history(
+        "reporter",
+        bus,
+        queue,
+        "declare it: `yichuang bus declare` with [bus] report = true",
+        move |case_number| reporter.ledger.mark_dirty(case_number),
+    )
     .await
 }
 

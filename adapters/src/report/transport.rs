@@ -212,7 +212,7 @@ fn column(name: &str) -> Result<String, String> {
 
 /// `http://` carries the applicants' data in the clear: only to this machine (a simulator, a
 /// local relay); anything else must be `https://`.
-fn plain_http_only_locally(key: &str, url: &str) -> Result<(), String> {
+pub(crate) fn plain_http_only_locally(key: &str, url: &str) -> Result<(), String> {
     let Some(rest) = url.strip_prefix("http://") else {
         return if url.starts_with("https://") {
             Ok(())

@@ -158,7 +158,9 @@ async fn users(
     }
     for (user, password) in adapter_users.iter().zip(&passwords) {
         users::apply(&config.bus, admin, user, password).await?;
-        let serves = if user.departments.is_empty() {
+        let serves = if user.departments.is_empty() && user.name == config.bus.notify_user {
+            "the notifier".to_string()
+        } else if user.departments.is_empty() {
             "the reporter".to_string()
         } else {
             format!("departments {}", user.departments.join(", "))
