@@ -110,7 +110,7 @@ fn default_scope() -> Scope {
 }
 
 /// The shipped roles: windows (their hall), the one-network platform (reads every hall),
-/// operators (the admin calls).
+/// operators (the admin calls), the 12345 hotline's system (its work orders, every hall).
 pub fn default_roles() -> BTreeMap<String, RoleConfig> {
     let role = |permissions: &[&str], scope| RoleConfig {
         permissions: permissions.iter().map(|p| p.to_string()).collect(),
@@ -140,6 +140,7 @@ pub fn default_roles() -> BTreeMap<String, RoleConfig> {
             "operator".to_string(),
             role(&["admin.read", "admin.write", "cases.read"], Scope::All),
         ),
+        ("hotline".to_string(), role(&["hotline.orders"], Scope::All)),
     ])
 }
 

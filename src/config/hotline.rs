@@ -1,0 +1,65 @@
+//! `[hotline]`: the 12345 hotline's work orders — how many wrong verification digits one case
+//! number may get in a day before progress queries about it are refused until the next. The
+//! rules that use it are in `crate::hotline`.
+
+use serde::Deserialize;
+
+/// The 12345 hotline settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HotlineConfig {
+    /// Progress queries refused for wrong verification digits that one case number may get in
+    /// one day (the hall's date); after them every query about it is refused until the next day
+    /// (default 5; at least 1). Four digits are 10^4 guesses: this bounds them.
+    #[serde(default = "default_max_failed_verifications")]
+    pub max_failed_verifications: u32,
+}
+
+fn default_max_failed_verifications() -> u32 {
+    5
+}
+
+impl Default for HotlineConfig {
+    fn default() -> Self {
+        HotlineConfig {
+            max_failed_verifications: default_max_failed_verifications(),
+        }
+    }
+}
+
+impl HotlineConfig {
+    /// Refuses settings that cannot work, naming the key and what to give.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.max_failed_verifications == 0 {
+            return Err((
+                "max_failed_verifications",
+                "[hotline] max_failed_verifications = 0 would refuse every progress query; give at least 1 (default 5)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_failed_verifications_is_refused_naming_the_key() {
+        let (key, m) = HotlineConfig {
+            max_failed_verifications: 0,
+        }
+        .check()
+        .unwrap_err();
+        assert_eq!(key, "max_failed_verifications");
+        assert!(m.contains("[hotline]") && m.contains("at least 1"), "{m}");
+        assert!(HotlineConfig::default().check().is_ok());
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused() {
+        let e = toml::from_str::<HotlineConfig>("max_failed = 3").unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
+    }
+}
