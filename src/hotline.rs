@@ -1,0 +1,284 @@
+//! The 12345 hotline (政务服务便民热线): the rules of the work orders (工单) its system sends —
+//! today the progress query: who is verified (the last four characters of the ID number or of
+//! the mobile number on the case), how many wrong tries a case number may get in a day, and the
+//! Chinese answer an agent reads out, built from the case with every name and number masked.
+//!
+//! Owns the rules; the API (`api/hotline.rs`) checks the caller, audits the read and stores the
+//! order with its answer. The verification digits are never logged, stored or echoed.
+
+use chrono::{DateTime, FixedOffset, Utc};
+
+use crate::catalog::Catalog;
+use crate::privacy::{mask_free_text, mask_name};
+use crate::proto::v1::{Case, CaseStatus, Task, TaskStatus};
+
+/// The kind of a progress query, as stored.
+pub const PROGRESS: &str = "progress";
+
+/// How many characters the applicant says: the last four of the ID number or the mobile.
+pub const VERIFY_CHARS: usize = 4;
+
+/// The longest work order number, in characters.
+pub const MAX_ORDER_NO_CHARS: usize = 64;
+
+/// Checks a work order number: required, at most [`MAX_ORDER_NO_CHARS`] printable ASCII
+/// characters without spaces (the hotline's numbers are codes). The refusal names the field.
+pub fn check_order_no(order_no: &str) -> Result<(), String> {
+    let n = order_no.chars().count();
+    if n == 0 {
+        return Err("orderNo: is required; give the hotline's work order number (工单编号)".into());
+    }
+    if n > MAX_ORDER_NO_CHARS || !order_no.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(format!(
+            "orderNo: give the work order number as at most {MAX_ORDER_NO_CHARS} letters, digits and punctuation without spaces"
+        ));
+    }
+    Ok(())
+}
+
+/// The verification digits as said (upper case: `x` read as `X`), when they have the form of
+/// the last four characters of an ID number, a credit code or a mobile number (letters and
+/// digits); `None` otherwise (a refusal as any other
+/// wrong digits: the form says nothing about the case).
+pub fn normalise_digits(digits: &str) -> Option<String> {
+    let d = digits.trim().to_ascii_uppercase();
+    (d.chars().count() == VERIFY_CHARS && d.chars().all(|c| c.is_ascii_alphanumeric())).then_some(d)
+}
+
+/// Whether `digits` (normalised by [`normalise_digits`]) are the last four characters of the
+/// ID number or mobile of the case's applicant, its contact or its legal representative.
+pub fn verified(case: &Case, digits: &str) -> bool {
+    let Some(applicant) = case.submission.as_ref().and_then(|s| s.applicant.as_ref()) else {
+        return false;
+    };
+    let mut numbers = vec![applicant.id_number.as_str()];
+    if let Some(c) = &applicant.contact {
+        numbers.push(c.mobile.as_str());
+    }
+    if let Some(r) = &applicant.legal_representative {
+        numbers.push(r.id_number.as_str());
+        numbers.push(r.mobile.as_str());
+    }
+    numbers.into_iter().any(|n| {
+        let n: Vec<char> = n.trim().to_ascii_uppercase().chars().collect();
+        n.len() >= VERIFY_CHARS
+            && n[n.len() - VERIFY_CHARS..]
+                .iter()
+                .copied()
+                .eq(digits.chars())
+    })
+}
+
+/// The hall's date of `at` (`YYYY-MM-DD`): the day the lockout counts in.
+pub fn day(at: DateTime<Utc>, zone: FixedOffset) -> String {
+    at.with_timezone(&zone).format("%Y-%m-%d").to_string()
+}
+
+/// `2026-03-20` → `2026年3月20日`, as an agent reads a date out; anything else as given.
+fn spoken_date(date: &str) -> String {
+    match chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d") {
+        Ok(d) => d.format("%Y年%-m月%-d日").to_string(),
+        Err(_) => mask_free_text(date),
+    }
+}
+
+fn case_state(status: i32) -> &'static str {
+    match CaseStatus::try_from(status).unwrap_or(CaseStatus::Unspecified) {
+        CaseStatus::Accepted => "已受理，正在分送各部门",
+        CaseStatus::InProgress => "正在办理",
+        CaseStatus::AwaitingSupplement => "等待申请人补正材料",
+        CaseStatus::ReadyForDelivery => "已办结，等待领取或寄送结果",
+        CaseStatus::Delivered => "已办结，结果已交付",
+        CaseStatus::ClosedRejected => "已办结（不予许可或不予受理）",
+        CaseStatus::Unspecified => "状态未知",
+    }
+}
+
+fn task_state(status: i32) -> &'static str {
+    match TaskStatus::try_from(status).unwrap_or(TaskStatus::Unspecified) {
+        TaskStatus::Waiting => "等待前序事项办结",
+        TaskStatus::Ready | TaskStatus::Dispatched => "已分送部门，等待部门受理",
+        TaskStatus::AcceptedByDepartment => "部门已受理",
+        TaskStatus::InReview => "部门审查中",
+        TaskStatus::SupplementRequired => "需要补正材料",
+        TaskStatus::Approved => "已准予",
+        TaskStatus::Rejected => "不予许可",
+        TaskStatus::Refused => "部门不予受理",
+        TaskStatus::Unspecified => "状态未知",
+    }
+}
+
+/// A material asked for, by its name in the acceptance list when it is a code of it.
+fn material(catalog: &Catalog, requested: &str) -> String {
+    catalog
+        .materials
+        .get(requested.trim())
+        .map_or_else(|| mask_free_text(requested), |m| m.name.clone())
+}
+
+fn department(catalog: &Catalog, task: &Task) -> String {
+    catalog
+        .departments
+        .get(&task.department)
+        .map_or_else(|| task.department.clone(), |d| d.name.clone())
+}
+
+/// The answer to a verified progress query about `case`, in Chinese an agent reads out: the
+/// applicant (name masked), the case's state, each department's task, the promised date and
+/// what the applicant must do. Holds no ID or mobile number and no unmasked name.
+pub fn progress_text(catalog: &Catalog, case: &Case) -> String {
+    let applicant = case
+        .submission
+        .as_ref()
+        .and_then(|s| s.applicant.as_ref())
+        .map_or_else(String::new, |a| mask_name(&a.name));
+    let mut text = format!(
+        "您查询的办件{}（申请人{}）{}。",
+        case.case_number,
+        applicant,
+        case_state(case.status)
+    );
+    if !case.promised_deadline.is_empty() {
+        text.push_str(&format!(
+            "承诺办结日期为{}。",
+            spoken_date(&case.promised_deadline)
+        ));
+    }
+    let mut todo = Vec::new();
+    for (i, t) in case.tasks.iter().enumerate() {
+        text.push_str(&format!(
+            "{}. {}办理的“{}”：{}",
+            i + 1,
+            department(catalog, t),
+            t.item_name,
+            task_state(t.status)
+        ));
+        if !t.promised_deadline.is_empty()
+            && !matches!(
+                TaskStatus::try_from(t.status).unwrap_or(TaskStatus::Unspecified),
+                TaskStatus::Approved | TaskStatus::Rejected | TaskStatus::Refused
+            )
+        {
+            text.push_str(&format!(
+                "，承诺{}前办结",
+                spoken_date(&t.promised_deadline)
+            ));
+        }
+        text.push('。');
+        if t.status == TaskStatus::SupplementRequired as i32 && !t.materials_requested.is_empty() {
+            let list: Vec<String> = t
+                .materials_requested
+                .iter()
+                .map(|m| material(catalog, m))
+                .collect();
+            todo.push(format!(
+                "向{}补正：{}",
+                department(catalog, t),
+                list.join("、")
+            ));
+        }
+    }
+    let status = CaseStatus::try_from(case.status).unwrap_or(CaseStatus::Unspecified);
+    if !todo.is_empty() {
+        text.push_str(&format!(
+            "需要申请人办理：{}。请携带补正材料到受理窗口或通过原渠道提交。",
+            todo.join("；")
+        ));
+    } else if status == CaseStatus::ReadyForDelivery {
+        text.push_str("需要申请人办理：请按受理时选择的方式领取结果。");
+    } else {
+        text.push_str("目前无需申请人办理任何事项。");
+    }
+    text
+}
+
+/// The refusal of a progress query whose digits did not verify. It says nothing of the case,
+/// not even whether it exists; the same for an unknown case number.
+pub fn not_verified() -> String {
+    "verifyDigits: the applicant could not be verified for this case number; ask for the last 4 characters of the ID number or mobile number on the case (one new work order per try)".into()
+}
+
+/// The refusal of every progress query about a case number after `max` failed verifications on
+/// `day`.
+pub fn locked(max: u32, day: &str) -> String {
+    format!(
+        "caseNumber: {max} failed verifications for this case number on {day}; progress queries about it are refused until the next day (against guessing)"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::v1::{Applicant, Contact, Submission};
+
+    fn case() -> Case {
+        Case {
+            case_number: "N1".into(),
+            status: CaseStatus::AwaitingSupplement as i32,
+            promised_deadline: "2026-03-20".into(),
+            submission: Some(Submission {
+                applicant: Some(Applicant {
+                    name: "张三丰".into(),
+                    id_number: "11010519491231002X".into(),
+                    contact: Some(Contact {
+                        name: "李四".into(),
+                        mobile: "13800138000".into(),
+                        address: "北京市东城区某路1号".into(),
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            tasks: vec![Task {
+                item_name: "食品经营许可".into(),
+                department: "SCJG".into(),
+                status: TaskStatus::SupplementRequired as i32,
+                materials_requested: vec!["营业执照副本".into()],
+                promised_deadline: "2026-03-18".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_last_four_of_the_id_or_the_mobile_verify_and_nothing_else() {
+        let c = case();
+        assert!(verified(&c, &normalise_digits("002x").unwrap()));
+        assert!(verified(&c, &normalise_digits(" 8000 ").unwrap()));
+        assert!(!verified(&c, &normalise_digits("0021").unwrap()));
+        assert!(!verified(&c, &normalise_digits("1380").unwrap()));
+        assert_eq!(normalise_digits("12345"), None);
+        assert_eq!(normalise_digits("12-4"), None);
+        // The unified social credit code of an organisation ends in letters too.
+        assert_eq!(normalise_digits("q23h").as_deref(), Some("Q23H"));
+        assert_eq!(normalise_digits(""), None);
+        assert!(!verified(&Case::default(), "0000"));
+    }
+
+    #[test]
+    fn the_answer_reads_out_state_dates_and_what_to_do_with_nothing_unmasked() {
+        let catalog = Catalog {
+            departments: Default::default(),
+            materials: Default::default(),
+            items: Default::default(),
+            bundles: Default::default(),
+        };
+        let text = progress_text(&catalog, &case());
+        assert!(text.contains("等待申请人补正材料"), "{text}");
+        assert!(text.contains("2026年3月20日"), "{text}");
+        assert!(text.contains("补正：营业执照副本"), "{text}");
+        assert!(text.contains("张*"), "{text}");
+        for secret in ["张三丰", "11010519491231002X", "13800138000", "李四"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+    }
+
+    #[test]
+    fn order_numbers_are_required_and_bounded() {
+        assert!(check_order_no("12345-20260310-0001").is_ok());
+        assert!(check_order_no("").unwrap_err().contains("orderNo"));
+        assert!(check_order_no("a b").is_err());
+        assert!(check_order_no(&"9".repeat(65)).is_err());
+    }
+}

@@ -1,0 +1,273 @@
+//! The 12345 hotline's work orders, sent by a simulated hotline system over TLS with the
+//! `hotline` role's certificate: a progress query is answered only to an applicant verified by
+//! the last four characters of the ID number or mobile on the case — masked, in Chinese, every
+//! answer an audited read naming the order — and refused otherwise saying nothing of the case;
+//! too many wrong tries lock a case number until the next day; an order number is answered
+//! once; a role without `hotline.orders` is refused.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use chrono::{DateTime, Utc};
+use testkit::gateway::{Backend, TestGateway};
+use testkit::pki::Who;
+use tonic::transport::Channel;
+use yichuang::proto::v1::hotline_service_client::HotlineServiceClient;
+use yichuang::proto::v1::{AccessLogRequest, ProgressRequest, ProgressResponse};
+
+/// A clock the test moves: Tuesday 2026-03-10 10:00 in the hall (UTC+8) to start with.
+fn clock() -> (Arc<AtomicI64>, yichuang::clock::Now) {
+    let start: DateTime<Utc> = "2026-03-10T02:00:00Z".parse().unwrap();
+    let ms = Arc::new(AtomicI64::new(start.timestamp_millis()));
+    let read = ms.clone();
+    let now: yichuang::clock::Now =
+        Arc::new(move || DateTime::from_timestamp_millis(read.load(Ordering::SeqCst)).unwrap());
+    (ms, now)
+}
+
+/// The 12345 system's identity: role `hotline`, every hall.
+fn hotline_system() -> Who {
+    Who::Named("hotline-12345".into(), "urn:yichuang:hotline".into())
+}
+
+async fn hotline(gw: &TestGateway, who: &Who) -> HotlineServiceClient<Channel> {
+    HotlineServiceClient::new(testkit::gateway::channel(gw.addr, Some(who)).await)
+}
+
+/// A kai-canguan case (applicant: a company; its contact's mobile ends 0000, its legal
+/// representative's ID number 001X), accepted in the examples' hall.
+async fn case(gw: &mut TestGateway, id: &str) -> String {
+    let mut submission = testkit::example("kai-canguan");
+    submission.submission_id = id.to_string();
+    submission.submitted_at = None;
+    testkit::gateway::accept(&mut gw.client, submission).await
+}
+
+fn ask(order_no: &str, case_number: &str, digits: &str) -> ProgressRequest {
+    ProgressRequest {
+        order_no: order_no.into(),
+        case_number: case_number.into(),
+        verify_digits: digits.into(),
+    }
+}
+
+async fn progress(
+    client: &mut HotlineServiceClient<Channel>,
+    request: ProgressRequest,
+) -> Result<ProgressResponse, tonic::Status> {
+    client.progress(request).await.map(|r| r.into_inner())
+}
+
+/// Personal data of the example that no answer, stored order or refusal may hold.
+const SECRETS: [&str; 6] = [
+    "13909510000",
+    "64010419800315001X",
+    "91640104MA76L8Q23H",
+    "马强",
+    "老马家",
+    "解放西街",
+];
+
+fn assert_nothing_unmasked(text: &str) {
+    for s in SECRETS {
+        assert!(!text.contains(s), "{s} unmasked in {text}");
+    }
+}
+
+async fn a_progress_query_is_answered_only_to_the_verified_and_audited(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = testkit::gateway::config(backend, dir.path());
+    let (_, now) = clock();
+    let mut gw = TestGateway::start_with_clock(config, dir, now).await;
+    let number = case(&mut gw, "HOTLINE-P1").await;
+    let mut agent = hotline(&gw, &hotline_system()).await;
+
+    // Wrong digits, no digits, digits of the wrong form and an unknown case: one refusal, the
+    // same words, nothing of the case.
+    let wrong = progress(&mut agent, ask("GD-1", &number, "1234"))
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), tonic::Code::PermissionDenied, "{wrong:?}");
+    assert!(
+        wrong.message().contains("verifyDigits"),
+        "{}",
+        wrong.message()
+    );
+    for (order, n, d) in [
+        ("GD-2", number.as_str(), ""),
+        ("GD-3", number.as_str(), "12-4"),
+        ("GD-4", "11640100MB0000000X2026031000099", "0000"),
+    ] {
+        let e = progress(&mut agent, ask(order, n, d)).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{order}: {e:?}");
+        assert_eq!(e.message(), wrong.message(), "{order}");
+    }
+    assert!(!wrong.message().contains(&number));
+    assert_nothing_unmasked(wrong.message());
+
+    // The contact's mobile, then the legal representative's ID number (x said in lower case).
+    let answer = progress(&mut agent, ask("GD-5", &number, "0000"))
+        .await
+        .expect("verified by the mobile");
+    assert!(!answer.repeated);
+    assert!(answer.text.contains(&number), "{}", answer.text);
+    assert!(answer.text.contains("承诺办结日期"), "{}", answer.text);
+    assert!(answer.text.contains("办理的“"), "{}", answer.text);
+    assert!(answer.text.contains("已受理"), "{}", answer.text);
+    assert!(
+        answer.text.contains("目前无需申请人办理"),
+        "{}",
+        answer.text
+    );
+    assert_nothing_unmasked(&answer.text);
+    let by_id = progress(&mut agent, ask("GD-6", &number, "001x"))
+        .await
+        .expect("verified by the ID number");
+    assert_eq!(by_id.text, answer.text);
+
+    // The same order again: the stored answer; its number with other content: refused.
+    let again = progress(&mut agent, ask("GD-5", &number, "0000"))
+        .await
+        .unwrap();
+    assert!(again.repeated);
+    assert_eq!(again.text, answer.text);
+    let other = case(&mut gw, "HOTLINE-P2").await;
+    let reused = progress(&mut agent, ask("GD-5", &other, "0000"))
+        .await
+        .unwrap_err();
+    assert_eq!(reused.code(), tonic::Code::AlreadyExists, "{reused:?}");
+    assert!(reused.message().contains("GD-5"), "{}", reused.message());
+    // A refused order stays refused, whatever digits its repeat brings: no uncounted try.
+    let e = progress(&mut agent, ask("GD-1", &number, "0000"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+
+    // Every answer is a read in the access log naming the hotline and the order; every refusal
+    // is there too.
+    let mut admin = testkit::gateway::admin(gw.admin_addr).await;
+    let records = admin
+        .access_log(AccessLogRequest {
+            case_number: number.clone(),
+            caller: "hotline-12345".into(),
+            limit: 100,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .records;
+    let reads: Vec<_> = records.iter().filter(|r| r.outcome == "read").collect();
+    assert_eq!(reads.len(), 3, "{records:?}");
+    assert!(
+        reads
+            .iter()
+            .all(|r| r.method == "HotlineService/Progress" && r.role == "hotline")
+    );
+    for order in ["GD-5", "GD-6"] {
+        assert!(
+            reads.iter().any(|r| r.reason.contains(order)),
+            "{order}: {records:?}"
+        );
+    }
+    assert_eq!(
+        records.iter().filter(|r| r.outcome == "refused").count(),
+        3,
+        "GD-1, GD-2, GD-3 about this case: {records:?}"
+    );
+
+    // The orders are stored with their answers, masked.
+    let orders = gw.gateway.store.hotline_orders(100).await.unwrap();
+    assert_eq!(orders.len(), 6, "{orders:?}");
+    for o in &orders {
+        assert_nothing_unmasked(&o.answer);
+        assert_eq!(o.caller, "hotline-12345");
+    }
+    let outcome = |no: &str| {
+        orders
+            .iter()
+            .find(|o| o.order_no == no)
+            .map(|o| o.outcome.clone())
+    };
+    assert_eq!(outcome("GD-1").as_deref(), Some("refused"));
+    assert_eq!(outcome("GD-5").as_deref(), Some("answered"));
+
+    // A window's system may not send work orders.
+    let mut window = hotline(&gw, &Who::examples_hall()).await;
+    let e = progress(&mut window, ask("GD-7", &number, "0000"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("hotline.orders"), "{}", e.message());
+    gw.stop().await;
+}
+
+async fn wrong_digits_lock_a_case_number_until_the_next_day(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = testkit::gateway::config(backend, dir.path());
+    config.hotline.max_failed_verifications = 3;
+    let (time, now) = clock();
+    let mut gw = TestGateway::start_with_clock(config, dir, now).await;
+    let number = case(&mut gw, "HOTLINE-L1").await;
+    let neighbour = case(&mut gw, "HOTLINE-L2").await;
+    let mut agent = hotline(&gw, &hotline_system()).await;
+
+    for (i, digits) in ["1111", "2222", "3333"].iter().enumerate() {
+        let e = progress(&mut agent, ask(&format!("L-{i}"), &number, digits))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "try {i}: {e:?}");
+    }
+    // The right digits now: refused too, until the next day.
+    let e = progress(&mut agent, ask("L-right", &number, "0000"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("2026-03-10"), "{}", e.message());
+    assert_nothing_unmasked(e.message());
+    // A repeat of a failed order is no new try: still 3, and another case is not touched.
+    let e = progress(&mut agent, ask("L-0", &number, "4444"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert_eq!(
+        gw.gateway
+            .store
+            .hotline_failures(&number, "2026-03-10")
+            .await
+            .unwrap(),
+        3
+    );
+    progress(&mut agent, ask("L-n", &neighbour, "0000"))
+        .await
+        .expect("another case is not locked");
+
+    // 23:59 the same day in the hall: still locked; the next day: answered.
+    time.store(
+        "2026-03-10T15:59:00Z"
+            .parse::<DateTime<Utc>>()
+            .unwrap()
+            .timestamp_millis(),
+        Ordering::SeqCst,
+    );
+    let e = progress(&mut agent, ask("L-late", &number, "0000"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+    time.store(
+        "2026-03-10T16:00:00Z"
+            .parse::<DateTime<Utc>>()
+            .unwrap()
+            .timestamp_millis(),
+        Ordering::SeqCst,
+    );
+    let answer = progress(&mut agent, ask("L-next", &number, "0000"))
+        .await
+        .expect("the next day");
+    assert!(answer.text.contains(&number));
+    gw.stop().await;
+}
+
+testkit::on_both_stores!(
+    a_progress_query_is_answered_only_to_the_verified_and_audited,
+    wrong_digits_lock_a_case_number_until_the_next_day,
+);
