@@ -7,7 +7,7 @@
 //! 5 the submission id already created a case from other content (ALREADY_EXISTS).
 //! `logs scan` exits with 3 when it finds personal data, and with 1 when it scanned no line.
 //!
-//! One file per command group: `serve`, `catalog`, `calendar`, `case`, `admin` (status,
+//! One file per command group: `serve`, `catalog`, `calendar`, `case`, `hotline`, `admin` (status,
 //! on-time, dlq), `bus`, `logs`; `client` reaches a gateway with the caller's credentials. This file holds the command line and the exit codes.
 
 mod admin;
@@ -16,6 +16,7 @@ mod calendar;
 mod case;
 mod catalog;
 mod client;
+mod hotline;
 mod logs;
 mod serve;
 
@@ -30,6 +31,7 @@ use calendar::CalendarCommand;
 use case::CaseCommand;
 use catalog::CatalogCommand;
 use client::{AdminServer, CaseServer};
+use hotline::HotlineCommand;
 use logs::LogsCommand;
 
 #[derive(Parser)]
@@ -141,6 +143,13 @@ enum Command {
         #[command(subcommand)]
         command: CaseCommand,
     },
+    /// Calls the gateway's HotlineService as the 12345 hotline and prints the answer as JSON.
+    Hotline {
+        #[command(flatten)]
+        server: CaseServer,
+        #[command(subcommand)]
+        command: HotlineCommand,
+    },
 }
 
 /// An error with the exit code it deserves.
@@ -181,6 +190,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         } => catalog::check(&dir),
         Command::Calendar { dir, command } => calendar::run(&dir, command),
         Command::Case { server, command } => case::run(&server, command).await,
+        Command::Hotline { server, command } => hotline::run(&server, command).await,
         Command::Logs {
             command: LogsCommand::Scan { names, paths },
         } => logs::scan(names.as_deref(), &paths),

@@ -1,0 +1,48 @@
+//! `yichuang hotline`: the gateway's `HotlineService` called as the 12345 hotline's system
+//! (a certificate or token of the `hotline` role), answers printed as JSON.
+
+use clap::Subcommand;
+use yichuang::proto::v1::ProgressRequest;
+use yichuang::proto::v1::hotline_service_client::HotlineServiceClient;
+
+use crate::{Failure, grpc_failure, print_json};
+
+#[derive(Subcommand)]
+pub enum HotlineCommand {
+    /// A progress query work order: where a case is, answered for an applicant verified by the
+    /// last four characters of the ID number or mobile on the case (docs/hotline.md).
+    Progress {
+        /// The hotline's work order number (工单编号).
+        #[arg(long = "order")]
+        order_no: String,
+        /// National case number.
+        #[arg(long = "case")]
+        case_number: String,
+        /// Last four characters of the applicant's ID number or mobile.
+        #[arg(long)]
+        digits: String,
+    },
+}
+
+pub async fn run(server: &crate::CaseServer, command: HotlineCommand) -> Result<u8, Failure> {
+    let mut client = HotlineServiceClient::new(server.credentials.connect(&server.server).await?);
+    match command {
+        HotlineCommand::Progress {
+            order_no,
+            case_number,
+            digits,
+        } => {
+            let response = client
+                .progress(ProgressRequest {
+                    order_no,
+                    case_number,
+                    verify_digits: digits,
+                })
+                .await
+                .map_err(grpc_failure)?
+                .into_inner();
+            print_json(&response)?;
+            Ok(0)
+        }
+    }
+}
