@@ -1,7 +1,11 @@
 //! The 12345 hotline (政务服务便民热线): the rules of the work orders (工单) its system sends —
-//! today the progress query: who is verified (the last four characters of the ID number or of
-//! the mobile number on the case), how many wrong tries a case number may get in a day, and the
-//! Chinese answer an agent reads out, built from the case with every name and number masked.
+//! the progress query: who is verified (the last four characters of the ID number or of the
+//! mobile number on the case), how many wrong tries a case number may get in a day, and the
+//! Chinese answer an agent reads out, built from the case with every name and number masked;
+//! and the complaint about a case: the supervision (督办) it opens, assigned to a department,
+//! its reply deadline on the working-day calendar and the yellow and red alerts the SLA sweeper
+//! raises ([`alerts`], [`next_check_ms`]). The citizen's words are kept on the case and never
+//! logged or put in a history entry.
 //!
 //! Owns the rules; the API (`api/hotline.rs`) checks the caller, audits the read and stores the
 //! order with its answer. The verification digits are never logged, stored or echoed.
@@ -9,11 +13,25 @@
 use chrono::{DateTime, FixedOffset, Utc};
 
 use crate::catalog::Catalog;
+use crate::clock::Clocks;
+use crate::evaluation::{Refused, Rules};
+use crate::event::EventKind;
 use crate::privacy::{mask_free_text, mask_name};
-use crate::proto::v1::{Case, CaseStatus, Task, TaskStatus};
+use crate::proto::v1::{
+    Case, CaseEvent, CaseStatus, RectificationState, Supervision, Task, TaskStatus,
+};
 
 /// The kind of a progress query, as stored.
 pub const PROGRESS: &str = "progress";
+
+/// The kind of a complaint, as stored.
+pub const COMPLAINT: &str = "complaint";
+
+/// What a complaint may be about.
+pub const COMPLAINT_KINDS: [&str; 4] = ["slow", "refused", "rude", "other"];
+
+/// The longest complaint, in characters.
+pub const MAX_CONTENT_CHARS: usize = 2000;
 
 /// How many characters the applicant says: the last four of the ID number or the mobile.
 pub const VERIFY_CHARS: usize = 4;
@@ -204,6 +222,215 @@ pub fn locked(max: u32, day: &str) -> String {
     format!(
         "caseNumber: {max} failed verifications for this case number on {day}; progress queries about it are refused until the next day (against guessing)"
     )
+}
+
+/// Checks a complaint as given, every problem at once.
+pub fn check_complaint(kind: &str, content: &str) -> Result<(), String> {
+    let mut problems = Vec::new();
+    if !COMPLAINT_KINDS.contains(&kind) {
+        problems.push(format!(
+            "kind: {:?} is not a kind of complaint; give {}",
+            mask_free_text(kind),
+            COMPLAINT_KINDS.join(", ")
+        ));
+    }
+    let chars = content.chars().count();
+    if chars == 0 {
+        problems.push("content: is required; give what the citizen said".to_string());
+    } else if chars > MAX_CONTENT_CHARS {
+        problems.push(format!(
+            "content: {chars} characters; shorten it to at most {MAX_CONTENT_CHARS}"
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+/// The department a complaint is assigned to: the one named (which must have a task of the
+/// case), or the department of the undecided task due first, or of the first task.
+fn assignee(case: &Case, named: &str) -> Result<String, Refused> {
+    let number = &case.case_number;
+    if !named.is_empty() {
+        if case.tasks.iter().any(|t| t.department == named) {
+            return Ok(named.to_string());
+        }
+        let mut departments: Vec<&str> = case.tasks.iter().map(|t| t.department.as_str()).collect();
+        departments.dedup();
+        return Err(Refused::Invalid(format!(
+            "department: {:?} handles no task of case {number}; give one of {}, or leave it empty for the department of the task due first",
+            mask_free_text(named),
+            departments.join(", ")
+        )));
+    }
+    let decided = |t: &&Task| {
+        matches!(
+            TaskStatus::try_from(t.status).unwrap_or(TaskStatus::Unspecified),
+            TaskStatus::Approved | TaskStatus::Rejected | TaskStatus::Refused
+        )
+    };
+    case.tasks
+        .iter()
+        .filter(|t| !decided(t))
+        .min_by_key(|t| t.promised_due_at.as_ref().map_or(i64::MAX, |d| d.seconds))
+        .or(case.tasks.first())
+        .map(|t| t.department.clone())
+        .ok_or_else(|| {
+            Refused::Precondition(format!(
+                "case {number} has no task to assign a complaint to"
+            ))
+        })
+}
+
+/// Records the complaint `order_no` on `case` at `now`: a supervision assigned to `department`
+/// (see [`assignee`]) with its reply due in `working_days` working days. `Ok((s, None))`: the
+/// case already holds this very complaint (a repeat); nothing changes. The same order number
+/// with other content is refused.
+#[allow(clippy::too_many_arguments)]
+pub fn complain(
+    rules: &Rules,
+    clocks: &Clocks,
+    case: &mut Case,
+    order_no: &str,
+    kind: &str,
+    content: &str,
+    department: &str,
+    working_days: u32,
+    last_seq: i64,
+    now: DateTime<Utc>,
+) -> Result<(Supervision, Option<Vec<CaseEvent>>), Refused> {
+    if let Some(first) = case.supervisions.iter().find(|s| s.order_no == order_no) {
+        let same_department = department.is_empty()
+            || first
+                .watch
+                .as_ref()
+                .is_some_and(|w| w.assignee == department);
+        if first.kind == kind && first.content == content && same_department {
+            return Ok((first.clone(), None));
+        }
+        return Err(Refused::Precondition(format!(
+            "orderNo: work order {order_no} was already recorded on case {} with other content; give each work order its own number",
+            case.case_number
+        )));
+    }
+    let assignee = assignee(case, department)?;
+    let watch = rules.watch(clocks, assignee, now, working_days)?;
+    let note = if watch.deadline_provisional {
+        " (provisional: a year without its holiday notice counted Monday–Friday)"
+    } else {
+        ""
+    };
+    let mut events = Vec::new();
+    EventKind::SupervisionOpened.push(
+        &mut events,
+        last_seq,
+        timestamp(now),
+        "",
+        format!(
+            "12345 work order {order_no}: complaint ({kind}) to {}, reply due {}{note}",
+            watch.assignee, watch.deadline
+        ),
+    );
+    let s = Supervision {
+        order_no: order_no.to_string(),
+        kind: kind.to_string(),
+        content: content.to_string(),
+        watch: Some(watch),
+    };
+    case.supervisions.push(s.clone());
+    Ok((s, Some(events)))
+}
+
+/// The alerts of the case's open supervisions that came due at `now`, each raised once: the red
+/// alert once the reply deadline passed (which also stands for the warning), else the yellow
+/// warning once its share of the time passed. The flags live in the record, edited under the
+/// case's lock: several sweepers raise nothing twice.
+pub fn alerts(case: &mut Case, last_seq: i64, now: DateTime<Utc>) -> Vec<CaseEvent> {
+    let mut events = Vec::new();
+    let at = timestamp(now);
+    let reached =
+        |t: &Option<pbjson_types::Timestamp>| t.as_ref().is_some_and(|t| ms(t) <= ms(&at));
+    for s in &mut case.supervisions {
+        let Some(w) = s.watch.as_mut() else { continue };
+        if w.state != RectificationState::Open as i32 {
+            continue;
+        }
+        if reached(&w.due_at) && !w.overdue {
+            w.overdue = true;
+            w.warned = true;
+            EventKind::SupervisionOverdue.push(
+                &mut events,
+                last_seq,
+                at,
+                "",
+                format!(
+                    "red alert: 12345 work order {} to {} is unanswered past its reply deadline {}",
+                    s.order_no, w.assignee, w.deadline
+                ),
+            );
+        } else if reached(&w.warn_at) && !w.warned {
+            w.warned = true;
+            EventKind::SupervisionWarning.push(
+                &mut events,
+                last_seq,
+                at,
+                "",
+                format!(
+                    "yellow warning: 12345 work order {} to {} is still unanswered, reply due {}",
+                    s.order_no, w.assignee, w.deadline
+                ),
+            );
+        }
+    }
+    events
+}
+
+/// When the sweeper must next look at one of the case's open supervisions (a warning, then a
+/// deadline), in ms; `None`: nothing to watch.
+pub fn next_check_ms(case: &Case) -> Option<i64> {
+    case.supervisions
+        .iter()
+        .filter_map(|s| s.watch.as_ref())
+        .filter(|w| w.state == RectificationState::Open as i32)
+        .filter_map(|w| {
+            if !w.warned {
+                w.warn_at.as_ref().map(ms)
+            } else if !w.overdue {
+                w.due_at.as_ref().map(ms)
+            } else {
+                None
+            }
+        })
+        .min()
+}
+
+/// The answer stored for a complaint (no citizen's words in it).
+pub fn complaint_text(catalog: &Catalog, case_number: &str, s: &Supervision) -> String {
+    let w = s.watch.clone().unwrap_or_default();
+    let department = catalog
+        .departments
+        .get(&w.assignee)
+        .map_or_else(|| w.assignee.clone(), |d| d.name.clone());
+    format!(
+        "投诉工单{}已受理：办件{}已督办{}，答复期限为{}。",
+        s.order_no,
+        case_number,
+        department,
+        spoken_date(&w.deadline)
+    )
+}
+
+fn ms(t: &pbjson_types::Timestamp) -> i64 {
+    t.seconds * 1000 + i64::from(t.nanos) / 1_000_000
+}
+
+fn timestamp(t: DateTime<Utc>) -> pbjson_types::Timestamp {
+    pbjson_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
 }
 
 #[cfg(test)]

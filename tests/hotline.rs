@@ -3,7 +3,9 @@
 //! the last four characters of the ID number or mobile on the case — masked, in Chinese, every
 //! answer an audited read naming the order — and refused otherwise saying nothing of the case;
 //! too many wrong tries lock a case number until the next day; an order number is answered
-//! once; a role without `hotline.orders` is refused.
+//! once; a role without `hotline.orders` is refused. A complaint opens a supervision (督办) on
+//! the case, assigned to a department, with a reply deadline in working days whose yellow and
+//! red alerts the SLA sweeper raises once each; the citizen's words are in no history entry.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -13,7 +15,9 @@ use testkit::gateway::{Backend, TestGateway};
 use testkit::pki::Who;
 use tonic::transport::Channel;
 use yichuang::proto::v1::hotline_service_client::HotlineServiceClient;
-use yichuang::proto::v1::{AccessLogRequest, ProgressRequest, ProgressResponse};
+use yichuang::proto::v1::{
+    AccessLogRequest, CaseEvent, ComplainRequest, GetCaseRequest, ProgressRequest, ProgressResponse,
+};
 
 /// A clock the test moves: Tuesday 2026-03-10 10:00 in the hall (UTC+8) to start with.
 fn clock() -> (Arc<AtomicI64>, yichuang::clock::Now) {
@@ -267,7 +271,171 @@ async fn wrong_digits_lock_a_case_number_until_the_next_day(backend: Backend) {
     gw.stop().await;
 }
 
+fn complaint(order_no: &str, case_number: &str, kind: &str, content: &str) -> ComplainRequest {
+    ComplainRequest {
+        order_no: order_no.into(),
+        case_number: case_number.into(),
+        kind: kind.into(),
+        content: content.into(),
+        department: String::new(),
+    }
+}
+
+fn ms(t: &Option<pbjson_types::Timestamp>) -> i64 {
+    let t = t.as_ref().expect("set");
+    t.seconds * 1000 + i64::from(t.nanos) / 1_000_000
+}
+
+fn count(events: &[CaseEvent], kind: &str) -> usize {
+    events.iter().filter(|e| e.kind == kind).count()
+}
+
+async fn history(
+    gw: &mut TestGateway,
+    number: &str,
+) -> (yichuang::proto::v1::Case, Vec<CaseEvent>) {
+    let got = gw
+        .client
+        .get_case(GetCaseRequest {
+            case_number: number.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    (got.case.unwrap(), got.events)
+}
+
+async fn sweep(gw: &TestGateway) {
+    yichuang::clock::sweep(&gw.gateway.store, &gw.gateway.clocks)
+        .await
+        .expect("sweep");
+}
+
+async fn a_complaint_is_supervised_until_its_reply_deadline_with_yellow_and_red_once(
+    backend: Backend,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = testkit::gateway::config(backend, dir.path());
+    let (time, now) = clock();
+    let mut gw = TestGateway::start_with_clock(config, dir, now).await;
+    let number = case(&mut gw, "HOTLINE-C1").await;
+    let mut agent = hotline(&gw, &hotline_system()).await;
+    let words = "办了半个月还没有消息，我的电话13909510000";
+
+    // Tuesday 2026-03-10: 5 working days → Tuesday 2026-03-17, 24:00 in the hall.
+    let opened = agent
+        .complain(complaint("TS-1", &number, "slow", words))
+        .await
+        .expect("recorded")
+        .into_inner();
+    assert!(!opened.repeated);
+    assert_eq!(opened.deadline, "2026-03-17");
+    assert!(!opened.deadline_provisional);
+    let (case, events) = history(&mut gw, &number).await;
+    assert!(
+        case.tasks.iter().any(|t| t.department == opened.department),
+        "{opened:?}"
+    );
+    assert_eq!(case.supervisions.len(), 1);
+    let watch = case.supervisions[0].watch.clone().unwrap();
+    assert_eq!(watch.assignee, opened.department);
+    assert_eq!(
+        ms(&watch.due_at),
+        "2026-03-17T16:00:00Z"
+            .parse::<DateTime<Utc>>()
+            .unwrap()
+            .timestamp_millis()
+    );
+    assert_eq!(
+        case.supervisions[0].content, words,
+        "the words are kept on the case"
+    );
+    assert_eq!(count(&events, "supervision-opened"), 1);
+    for e in &events {
+        assert!(
+            !e.detail.contains("半个月") && !e.detail.contains("13909510000"),
+            "{e:?}"
+        );
+    }
+    let said = events
+        .iter()
+        .find(|e| e.kind == "supervision-opened")
+        .unwrap();
+    assert!(
+        said.detail.contains("TS-1") && said.detail.contains("2026-03-17"),
+        "{said:?}"
+    );
+
+    // The same order again: the same supervision; its number with other words: refused.
+    let again = agent
+        .complain(complaint("TS-1", &number, "slow", words))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(again.repeated);
+    assert_eq!(again.deadline, opened.deadline);
+    let e = agent
+        .complain(complaint("TS-1", &number, "rude", "另一件事"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::AlreadyExists, "{e:?}");
+    assert!(e.message().contains("TS-1"), "{}", e.message());
+    let e = agent
+        .complain(complaint("TS-9", &number, "angry", words))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("kind"), "{}", e.message());
+    assert!(!e.message().contains("13909510000"), "{}", e.message());
+    let mut elsewhere = complaint("TS-8", &number, "refused", words);
+    elsewhere.department = "nobody".into();
+    let e = agent.complain(elsewhere).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("department"), "{}", e.message());
+    let (case, _) = history(&mut gw, &number).await;
+    assert_eq!(case.supervisions.len(), 1, "refused orders change nothing");
+
+    // The work order is in the audit trail of orders, without the words.
+    let orders = gw.gateway.store.hotline_orders(10).await.unwrap();
+    let stored = orders
+        .iter()
+        .find(|o| o.order_no == "TS-1")
+        .expect("stored");
+    assert_eq!(stored.kind, "complaint");
+    assert!(stored.answer.contains("2026年3月17日"), "{}", stored.answer);
+    assert!(!stored.answer.contains("半个月"), "{}", stored.answer);
+
+    // The sweeper: nothing before the warning; the yellow warning once; the red alert once.
+    sweep(&gw).await;
+    let (_, events) = history(&mut gw, &number).await;
+    assert_eq!(count(&events, "supervision-warning"), 0);
+    time.store(ms(&watch.warn_at), Ordering::SeqCst);
+    sweep(&gw).await;
+    sweep(&gw).await;
+    let (_, events) = history(&mut gw, &number).await;
+    assert_eq!(count(&events, "supervision-warning"), 1, "{events:?}");
+    assert_eq!(count(&events, "supervision-overdue"), 0);
+    time.store(ms(&watch.due_at), Ordering::SeqCst);
+    sweep(&gw).await;
+    sweep(&gw).await;
+    let (case, events) = history(&mut gw, &number).await;
+    assert_eq!(count(&events, "supervision-warning"), 1, "{events:?}");
+    assert_eq!(count(&events, "supervision-overdue"), 1, "{events:?}");
+    let watch = case.supervisions[0].watch.clone().unwrap();
+    assert!(watch.warned && watch.overdue);
+    let red = events
+        .iter()
+        .find(|e| e.kind == "supervision-overdue")
+        .unwrap();
+    assert!(
+        red.detail.contains("TS-1") && red.detail.contains("red alert"),
+        "{red:?}"
+    );
+    gw.stop().await;
+}
+
 testkit::on_both_stores!(
     a_progress_query_is_answered_only_to_the_verified_and_audited,
     wrong_digits_lock_a_case_number_until_the_next_day,
+    a_complaint_is_supervised_until_its_reply_deadline_with_yellow_and_red_once,
 );

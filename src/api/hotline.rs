@@ -10,13 +10,17 @@ use tracing::info;
 
 use super::store_status;
 use crate::auth::{Access, Refusal};
+use crate::evaluation::Refused;
 use crate::gateway::Gateway;
-use crate::hotline::{self, PROGRESS};
+use crate::hotline::{self, COMPLAINT, PROGRESS};
 use crate::proto::v1::hotline_service_server::HotlineService;
-use crate::proto::v1::{ProgressRequest, ProgressResponse};
-use crate::store::HotlineOrder;
+use crate::proto::v1::{
+    ComplainRequest, ComplainResponse, ProgressRequest, ProgressResponse, Supervision,
+};
+use crate::store::{CaseChange, HotlineOrder};
 
 const METHOD: &str = "HotlineService/Progress";
+const COMPLAIN: &str = "HotlineService/Complain";
 
 /// The `HotlineService` implementation.
 pub struct HotlineApi {
@@ -75,6 +79,110 @@ impl HotlineApi {
 
 #[tonic::async_trait]
 impl HotlineService for HotlineApi {
+    async fn complain(
+        &self,
+        request: Request<ComplainRequest>,
+    ) -> Result<Response<ComplainResponse>, Status> {
+        let access = Access::of(&request, &self.gateway.guard.auditor, COMPLAIN)?;
+        let r = request.into_inner();
+        let order_no = r.order_no.trim().to_string();
+        hotline::check_order_no(&order_no).map_err(Status::invalid_argument)?;
+        let number = r.case_number.trim().to_string();
+        if number.is_empty() {
+            return Err(Status::invalid_argument(
+                "caseNumber: is required; give the case number the complaint is about",
+            ));
+        }
+        let kind = r.kind.trim().to_string();
+        let content = r.content.trim().to_string();
+        let department = r.department.trim().to_string();
+        hotline::check_complaint(&kind, &content).map_err(Status::invalid_argument)?;
+        let store = &self.gateway.store;
+        if let Some(s) = store.hotline_order(&order_no).await.map_err(store_status)?
+            && (s.kind != COMPLAINT || s.case_number != number)
+        {
+            return Err(Status::already_exists(format!(
+                "orderNo: work order {order_no} was already received with other content (a {} order); give each work order its own number",
+                s.kind
+            )));
+        }
+        // The case's hall, for a hotline role limited to one.
+        let (case, _) = store
+            .get_case(&number)
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| super::not_found(&number))?;
+        let hall = case
+            .submission
+            .as_ref()
+            .map_or("", |s| s.hall_code.as_str());
+        access.case(&number, hall).await?;
+
+        let clocks = self.gateway.clocks.clone();
+        let now = clocks.now();
+        let rules = self.gateway.evaluation.clone();
+        let days = self.gateway.hotline.reply_working_days;
+        let (o, k, c, d) = (order_no.clone(), kind, content, department);
+        let edited = store
+            .edit_case(
+                &number,
+                now,
+                move |case, last_seq, _| match hotline::complain(
+                    &rules, &clocks, case, &o, &k, &c, &d, days, last_seq, now,
+                ) {
+                    Ok((s, Some(events))) => (
+                        Some(CaseChange {
+                            events,
+                            ..Default::default()
+                        }),
+                        Ok((s, false)),
+                    ),
+                    Ok((s, None)) => (None, Ok((s, true))),
+                    Err(refused) => (None, Err(refused)),
+                },
+            )
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| super::not_found(&number))?;
+        let (supervision, repeated): (Supervision, bool) =
+            edited.1.map_err(|refused| match refused {
+                Refused::Invalid(m) => Status::invalid_argument(m),
+                Refused::Precondition(m) if m.starts_with("orderNo") => Status::already_exists(m),
+                Refused::Precondition(m) => Status::failed_precondition(m),
+            })?;
+        let watch = supervision.watch.clone().unwrap_or_default();
+        {
+            // Written again for a repeat too (nothing changes when it is there): a first call
+            // that ended between the case and this row leaves no order unrecorded.
+            let text =
+                hotline::complaint_text(self.gateway.intake.catalog(), &number, &supervision);
+            store
+                .record_hotline_order(HotlineOrder {
+                    order_no: order_no.clone(),
+                    kind: COMPLAINT.into(),
+                    case_number: number.clone(),
+                    caller: access.caller.name.clone(),
+                    at_ms: now.timestamp_millis(),
+                    day: hotline::day(now, self.gateway.clocks.zone()),
+                    outcome: "opened".into(),
+                    answer: text,
+                })
+                .await
+                .map_err(store_status)?;
+        }
+        if !repeated {
+            info!(order_no = %order_no, case_number = %number, department = %watch.assignee, deadline = %watch.deadline, "a hotline complaint opened a supervision");
+        }
+        Ok(Response::new(ComplainResponse {
+            order_no,
+            case_number: number,
+            department: watch.assignee,
+            deadline: watch.deadline,
+            deadline_provisional: watch.deadline_provisional,
+            repeated,
+        }))
+    }
+
     async fn progress(
         &self,
         request: Request<ProgressRequest>,

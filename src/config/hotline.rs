@@ -1,6 +1,6 @@
 //! `[hotline]`: the 12345 hotline's work orders — how many wrong verification digits one case
-//! number may get in a day before progress queries about it are refused until the next. The
-//! rules that use it are in `crate::hotline`.
+//! number may get in a day before progress queries about it are refused until the next, and the
+//! working days a complaint's reply is due in. The rules that use them are in `crate::hotline`.
 
 use serde::Deserialize;
 
@@ -13,6 +13,15 @@ pub struct HotlineConfig {
     /// (default 5; at least 1). Four digits are 10^4 guesses: this bounds them.
     #[serde(default = "default_max_failed_verifications")]
     pub max_failed_verifications: u32,
+    /// Working days a complaint's reply (督办答复) is due in, from the day it came, in the
+    /// hall's working-day calendar (default 5; at least 1). The yellow warning comes at
+    /// `[evaluation] warn_share` of that time, as a rectification's.
+    #[serde(default = "default_reply_working_days")]
+    pub reply_working_days: u32,
+}
+
+fn default_reply_working_days() -> u32 {
+    5
 }
 
 fn default_max_failed_verifications() -> u32 {
@@ -23,6 +32,7 @@ impl Default for HotlineConfig {
     fn default() -> Self {
         HotlineConfig {
             max_failed_verifications: default_max_failed_verifications(),
+            reply_working_days: default_reply_working_days(),
         }
     }
 }
@@ -37,6 +47,12 @@ impl HotlineConfig {
                     .into(),
             ));
         }
+        if self.reply_working_days == 0 {
+            return Err((
+                "reply_working_days",
+                "[hotline] reply_working_days = 0: give at least 1 working day (default 5)".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -49,6 +65,7 @@ mod tests {
     fn zero_failed_verifications_is_refused_naming_the_key() {
         let (key, m) = HotlineConfig {
             max_failed_verifications: 0,
+            ..HotlineConfig::default()
         }
         .check()
         .unwrap_err();
