@@ -132,6 +132,9 @@ event_kinds! {
     SupervisionWarning = "supervision-warning",
     /// Red alert: the supervision's reply deadline passed unanswered.
     SupervisionOverdue = "supervision-overdue",
+    /// An operator replied to the complaint (the reply goes back to the hotline; it is not in
+    /// the entry).
+    SupervisionReplied = "supervision-replied",
 }
 
 impl EventKind {
@@ -247,6 +250,10 @@ mod tests {
         "rectification-warning",
         "rectification-overdue",
         "rectification-closed",
+        "supervision-opened",
+        "supervision-warning",
+        "supervision-overdue",
+        "supervision-replied",
     ];
 
     #[test]

@@ -406,6 +406,168 @@ pub fn next_check_ms(case: &Case) -> Option<i64> {
         .min()
 }
 
+/// The longest reply, in characters.
+pub const MAX_REPLY_CHARS: usize = 2000;
+
+/// Closes the open supervision of complaint `order_no` on `case` with `reply`, by `operator`,
+/// at `at`. `Ok` with no entries: it is already closed with this very reply (a repeat).
+pub fn reply(
+    case: &mut Case,
+    order_no: &str,
+    reply: &str,
+    operator: &str,
+    last_seq: i64,
+    at: pbjson_types::Timestamp,
+) -> Result<Vec<CaseEvent>, Refused> {
+    let reply = reply.trim();
+    if reply.is_empty() {
+        return Err(Refused::Invalid(
+            "reply: is required; give the department's answer to the complaint".into(),
+        ));
+    }
+    let chars = reply.chars().count();
+    if chars > MAX_REPLY_CHARS {
+        return Err(Refused::Invalid(format!(
+            "reply: {chars} characters; shorten it to at most {MAX_REPLY_CHARS}"
+        )));
+    }
+    let number = case.case_number.clone();
+    let Some(w) = case
+        .supervisions
+        .iter_mut()
+        .find(|s| s.order_no == order_no)
+        .and_then(|s| s.watch.as_mut())
+    else {
+        return Err(Refused::Invalid(format!(
+            "orderNo: case {number} has no complaint {}; give the work order number of one of its complaints",
+            mask_free_text(order_no)
+        )));
+    };
+    if w.state == RectificationState::Closed as i32 {
+        if w.response == reply {
+            return Ok(Vec::new());
+        }
+        return Err(Refused::Precondition(format!(
+            "complaint {order_no} of case {number} was already replied to by {}; a complaint is replied to once",
+            w.closed_by
+        )));
+    }
+    w.state = RectificationState::Closed as i32;
+    w.response = reply.to_string();
+    w.closed_at = Some(at);
+    w.closed_by = operator.to_string();
+    let late = ms(&at) >= w.due_at.as_ref().map_or(i64::MAX, ms);
+    let mut events = Vec::new();
+    EventKind::SupervisionReplied.push(
+        &mut events,
+        last_seq,
+        at,
+        "",
+        format!(
+            "12345 work order {order_no} replied to by {operator} {} its deadline {} (department {})",
+            if late { "after" } else { "within" },
+            w.deadline,
+            w.assignee
+        ),
+    );
+    Ok(events)
+}
+
+/// The body of a reply to the hotline (JSON): the work order, the case, the department, the
+/// reply and when it was given.
+pub fn reply_body(
+    case_number: &str,
+    order_no: &str,
+    department: &str,
+    reply: &str,
+    at: DateTime<Utc>,
+) -> String {
+    serde_json::json!({
+        "orderNo": order_no,
+        "caseNumber": case_number,
+        "department": department,
+        "reply": reply,
+        "repliedAt": at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    })
+    .to_string()
+}
+
+/// Sends the queued replies to `[hotline] reply_url` until the task is dropped: each POSTed
+/// signed (HMAC-SHA256 of `<timestamp>\n<order number>\n<body>`, the platform push's headers:
+/// [`crate::feed::signature`]), tried again with a growing wait (1 s doubling, at most 5 min)
+/// until the hotline answers 2xx. The hotline dedupes by order number: a reply may come twice
+/// (a crash after sending, or two replicas), never not at all.
+pub async fn deliver_replies(store: crate::store::Store, config: crate::config::HotlineConfig) {
+    use crate::feed::{EVENT_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, signature};
+    let client = match reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(config.timeout_secs))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %crate::tls::with_causes(&e), "the hotline reply worker cannot start");
+            return;
+        }
+    };
+    tracing::info!(url = %config.reply_url, "hotline replies: sending");
+    loop {
+        if crate::supervise::stopping() {
+            return;
+        }
+        let now = Utc::now().timestamp_millis();
+        match store.due_hotline_replies(now, 50).await {
+            Ok(due) => {
+                crate::supervise::progressed();
+                for (order_no, body, tries) in due {
+                    let timestamp = Utc::now().timestamp();
+                    let sent = client
+                        .post(&config.reply_url)
+                        .header(reqwest::header::CONTENT_TYPE, "application/json")
+                        .header(TIMESTAMP_HEADER, timestamp.to_string())
+                        .header(EVENT_ID_HEADER, &order_no)
+                        .header(
+                            SIGNATURE_HEADER,
+                            signature(&config.secret, timestamp, &order_no, body.as_bytes()),
+                        )
+                        .body(body)
+                        .send()
+                        .await;
+                    let now = Utc::now().timestamp_millis();
+                    let (delivered, next) = match sent {
+                        Ok(r) if r.status().is_success() => (Some(now), now),
+                        Ok(r) => {
+                            tracing::warn!(order_no = %order_no, status = %r.status(), tries = tries + 1, "the hotline did not take a reply; trying again");
+                            (None, now + backoff_ms(tries))
+                        }
+                        Err(e) => {
+                            tracing::warn!(order_no = %order_no, error = %crate::tls::with_causes(&e), tries = tries + 1, "a reply could not reach the hotline; trying again");
+                            (None, now + backoff_ms(tries))
+                        }
+                    };
+                    if delivered.is_some() {
+                        tracing::info!(order_no = %order_no, "a complaint's reply reached the hotline");
+                    }
+                    if let Err(e) = store.hotline_reply_tried(&order_no, delivered, next).await {
+                        tracing::warn!(order_no = %order_no, error = %e, "the try of a hotline reply could not be recorded");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "the hotline reply worker cannot read its queue"),
+        }
+        if crate::supervise::idle(tokio::time::sleep(std::time::Duration::from_millis(200)))
+            .await
+            .is_none()
+        {
+            return;
+        }
+    }
+}
+
+/// The wait before try `tries + 1`: 1 s doubling, at most 5 minutes.
+fn backoff_ms(tries: i32) -> i64 {
+    (1000i64 << tries.clamp(0, 9)).min(300_000)
+}
+
 /// The answer stored for a complaint (no citizen's words in it).
 pub fn complaint_text(catalog: &Catalog, case_number: &str, s: &Supervision) -> String {
     let w = s.watch.clone().unwrap_or_default();

@@ -5,7 +5,9 @@
 //! too many wrong tries lock a case number until the next day; an order number is answered
 //! once; a role without `hotline.orders` is refused. A complaint opens a supervision (督办) on
 //! the case, assigned to a department, with a reply deadline in working days whose yellow and
-//! red alerts the SLA sweeper raises once each; the citizen's words are in no history entry.
+//! red alerts the SLA sweeper raises once each; the citizen's words are in no history entry. An
+//! operator's reply closes it and reaches the simulated hotline's reply interface, signed, once,
+//! through its refusals.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -434,7 +436,174 @@ async fn a_complaint_is_supervised_until_its_reply_deadline_with_yellow_and_red_
     gw.stop().await;
 }
 
+/// The simulated 12345 system's reply interface: checks the signature, answers 503 to the
+/// first good try, takes each order's reply once.
+#[derive(Default)]
+struct ReplyDesk {
+    replies: std::sync::Mutex<Vec<(String, serde_json::Value)>>,
+    tries: std::sync::atomic::AtomicUsize,
+    badly_signed: std::sync::atomic::AtomicUsize,
+}
+
+const SECRET: &str = "hotline-secret";
+
+async fn take_reply(
+    axum::extract::State(desk): axum::extract::State<Arc<ReplyDesk>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::http::StatusCode {
+    use axum::http::StatusCode;
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let timestamp: i64 = header(yichuang::feed::TIMESTAMP_HEADER)
+        .parse()
+        .unwrap_or(0);
+    let id = header(yichuang::feed::EVENT_ID_HEADER);
+    let signed = header(yichuang::feed::SIGNATURE_HEADER);
+    if signed != yichuang::feed::signature(SECRET, timestamp, &id, &body)
+        || (chrono::Utc::now().timestamp() - timestamp).abs() > 300
+    {
+        desk.badly_signed.fetch_add(1, Ordering::SeqCst);
+        return StatusCode::UNAUTHORIZED;
+    }
+    if desk.tries.fetch_add(1, Ordering::SeqCst) == 0 {
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let mut replies = desk.replies.lock().unwrap();
+    if !replies.iter().any(|(o, _)| *o == id) {
+        replies.push((id, value));
+    }
+    StatusCode::OK
+}
+
+async fn an_operators_reply_closes_the_complaint_and_reaches_the_hotline_once(backend: Backend) {
+    let desk = Arc::new(ReplyDesk::default());
+    let app = axum::Router::new()
+        .route("/reply", axum::routing::post(take_reply))
+        .with_state(desk.clone());
+    let (listener, endpoint) = testkit::server::listener().await;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = testkit::gateway::config(backend, dir.path());
+    config.hotline.reply_url = format!("{endpoint}/reply");
+    config.hotline.secret = SECRET.into();
+    let (time, now) = clock();
+    let mut gw = TestGateway::start_with_clock(config, dir, now).await;
+    let number = case(&mut gw, "HOTLINE-R1").await;
+    let mut agent = hotline(&gw, &hotline_system()).await;
+    let opened = agent
+        .complain(complaint("TS-R1", &number, "rude", "窗口人员态度恶劣"))
+        .await
+        .unwrap()
+        .into_inner();
+
+    // A role without hotline.reply may not reply; an unknown order is refused naming it.
+    let mut admin = testkit::gateway::admin(gw.admin_addr).await;
+    let reply = "经核实，已对窗口人员批评教育并向您致歉。";
+    let ask = |order: &str, text: &str| yichuang::proto::v1::ReplyComplaintRequest {
+        case_number: number.clone(),
+        order_no: order.into(),
+        reply: text.into(),
+    };
+    let e = admin.reply_complaint(ask("TS-X", reply)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("TS-X"), "{}", e.message());
+    let mut window = yichuang::proto::v1::admin_service_client::AdminServiceClient::new(
+        testkit::gateway::channel(gw.admin_addr, Some(&Who::examples_hall())).await,
+    );
+    let e = window
+        .reply_complaint(ask("TS-R1", reply))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("hotline.reply"), "{}", e.message());
+
+    // Two days later, within the deadline: closed, and sent.
+    time.store(
+        "2026-03-12T02:00:00Z"
+            .parse::<DateTime<Utc>>()
+            .unwrap()
+            .timestamp_millis(),
+        Ordering::SeqCst,
+    );
+    let answer = admin
+        .reply_complaint(ask("TS-R1", reply))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answer.queued);
+    let case = answer.case.unwrap();
+    let w = case.supervisions[0].watch.clone().unwrap();
+    assert_eq!(
+        w.state,
+        yichuang::proto::v1::RectificationState::Closed as i32
+    );
+    assert_eq!(w.closed_by, "operator");
+    testkit::wait::until(
+        "the reply reaches the hotline",
+        std::time::Duration::from_secs(30),
+        || {
+            let desk = desk.clone();
+            async move { !desk.replies.lock().unwrap().is_empty() }
+        },
+    )
+    .await;
+    // Asked again with the same reply: nothing new is sent.
+    let again = admin
+        .reply_complaint(ask("TS-R1", reply))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!again.queued);
+    let e = admin
+        .reply_complaint(ask("TS-R1", "另一个答复"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+
+    let (case, events) = history(&mut gw, &number).await;
+    let replied = events
+        .iter()
+        .find(|e| e.kind == "supervision-replied")
+        .expect("replied");
+    assert!(replied.detail.contains("within"), "{replied:?}");
+    assert!(
+        !replied.detail.contains("致歉"),
+        "the reply is not in the history: {replied:?}"
+    );
+    // Closed: no alert comes any more.
+    time.store(ms(&w.due_at) + 1, Ordering::SeqCst);
+    sweep(&gw).await;
+    let (_, events) = history(&mut gw, &number).await;
+    assert_eq!(count(&events, "supervision-overdue"), 0, "{events:?}");
+    assert_eq!(case.supervisions.len(), 1);
+
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let replies = desk.replies.lock().unwrap().clone();
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    let (order, body) = &replies[0];
+    assert_eq!(order, "TS-R1");
+    assert_eq!(body["orderNo"], "TS-R1");
+    assert_eq!(body["caseNumber"], number.as_str());
+    assert_eq!(body["department"], opened.department.as_str());
+    assert_eq!(body["reply"], reply);
+    assert!(
+        desk.tries.load(Ordering::SeqCst) >= 2,
+        "the 503 was tried again"
+    );
+    assert_eq!(desk.badly_signed.load(Ordering::SeqCst), 0);
+    gw.stop().await;
+}
+
 testkit::on_both_stores!(
+    an_operators_reply_closes_the_complaint_and_reaches_the_hotline_once,
     a_progress_query_is_answered_only_to_the_verified_and_audited,
     wrong_digits_lock_a_case_number_until_the_next_day,
     a_complaint_is_supervised_until_its_reply_deadline_with_yellow_and_red_once,

@@ -25,3 +25,16 @@ CREATE TABLE hotline_failures (
     at_ms INTEGER NOT NULL
 );
 CREATE INDEX hotline_failures_case_day ON hotline_failures (case_number, day);
+-- Complaint replies owed to the hotline's reply interface (one per work order), written when an
+-- operator closes the supervision, delivered by the reply worker with retries until the hotline
+-- confirms (`delivered_ms`).
+CREATE TABLE hotline_replies (
+    order_no TEXT PRIMARY KEY,
+    case_number TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    next_try_ms INTEGER NOT NULL,
+    tries INTEGER NOT NULL DEFAULT 0,
+    delivered_ms INTEGER
+);
+CREATE INDEX hotline_replies_due ON hotline_replies (next_try_ms) WHERE delivered_ms IS NULL;

@@ -83,10 +83,12 @@ pub enum Permission {
     /// `HotlineService`: the 12345 hotline's work orders (a progress answer is a read of
     /// personal data, audited; `crate::hotline`).
     HotlineOrders,
+    /// `AdminService/ReplyComplaint`: closing a 12345 complaint with the reply sent back.
+    HotlineReply,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 11] = [
+    pub const ALL: [Permission; 12] = [
         Permission::Check,
         Permission::Submit,
         Permission::Read,
@@ -98,6 +100,7 @@ impl Permission {
         Permission::AdminWrite,
         Permission::Unmask,
         Permission::HotlineOrders,
+        Permission::HotlineReply,
     ];
 
     pub fn name(self) -> &'static str {
@@ -113,6 +116,7 @@ impl Permission {
             Permission::AdminWrite => "admin.write",
             Permission::Unmask => "cases.unmask",
             Permission::HotlineOrders => "hotline.orders",
+            Permission::HotlineReply => "hotline.reply",
         }
     }
 
@@ -166,6 +170,7 @@ pub fn need_of(path: &str) -> Need {
             "yichuang.v1.AdminService",
             "ReplayDeadLetters" | "PurgeDeadLetters" | "CloseRectification",
         ) => AdminWrite,
+        ("yichuang.v1.AdminService", "ReplyComplaint") => HotlineReply,
         (
             "grpc.reflection.v1.ServerReflection" | "grpc.reflection.v1alpha.ServerReflection",
             "ServerReflectionInfo",

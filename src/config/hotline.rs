@@ -18,6 +18,20 @@ pub struct HotlineConfig {
     /// `[evaluation] warn_share` of that time, as a rectification's.
     #[serde(default = "default_reply_working_days")]
     pub reply_working_days: u32,
+    /// The hotline's reply interface: a complaint's reply is POSTed here once an operator
+    /// closes it (JSON, signed like the platform push). Empty: replies are queued, not sent.
+    #[serde(default)]
+    pub reply_url: String,
+    /// The shared secret of the replies' HMAC-SHA256 signature (required with `reply_url`).
+    #[serde(default)]
+    pub secret: String,
+    /// Seconds one POST of a reply may take (default 10).
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+}
+
+fn default_timeout_secs() -> u64 {
+    10
 }
 
 fn default_reply_working_days() -> u32 {
@@ -33,6 +47,9 @@ impl Default for HotlineConfig {
         HotlineConfig {
             max_failed_verifications: default_max_failed_verifications(),
             reply_working_days: default_reply_working_days(),
+            reply_url: String::new(),
+            secret: String::new(),
+            timeout_secs: default_timeout_secs(),
         }
     }
 }
@@ -52,6 +69,23 @@ impl HotlineConfig {
                 "reply_working_days",
                 "[hotline] reply_working_days = 0: give at least 1 working day (default 5)".into(),
             ));
+        }
+        if !self.reply_url.is_empty() {
+            if !(self.reply_url.starts_with("https://") || self.reply_url.starts_with("http://")) {
+                return Err((
+                    "reply_url",
+                    format!(
+                        "[hotline] reply_url {:?} is not an http(s) URL; give the hotline's reply interface, e.g. https://12345.example/api/reply",
+                        self.reply_url
+                    ),
+                ));
+            }
+            if self.secret.is_empty() {
+                return Err((
+                    "secret",
+                    "[hotline] secret is empty: replies to reply_url are signed; set the secret shared with the hotline (e.g. secret = \"${YICHUANG_HOTLINE_SECRET}\")".into(),
+                ));
+            }
         }
         Ok(())
     }

@@ -138,7 +138,10 @@ pub fn default_roles() -> BTreeMap<String, RoleConfig> {
         ),
         (
             "operator".to_string(),
-            role(&["admin.read", "admin.write", "cases.read"], Scope::All),
+            role(
+                &["admin.read", "admin.write", "cases.read", "hotline.reply"],
+                Scope::All,
+            ),
         ),
         ("hotline".to_string(), role(&["hotline.orders"], Scope::All)),
     ])

@@ -206,6 +206,41 @@ impl Store {
         on_engine!(self, s => s.hotline_failures(case_number.to_string(), day.to_string()).await)
     }
 
+    /// Queues the reply to 12345 complaint `order_no` for the hotline; `false` when one is
+    /// queued already (the first stands).
+    pub async fn queue_hotline_reply(
+        &self,
+        order_no: &str,
+        case_number: &str,
+        body: String,
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let (o, c) = (order_no.to_string(), case_number.to_string());
+        on_engine!(self, s => s.queue_hotline_reply(o, c, body, at_ms).await)
+    }
+
+    /// Replies to the hotline not delivered yet whose next try is due by `now_ms`: order
+    /// number, body and tries so far.
+    pub async fn due_hotline_replies(
+        &self,
+        now_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, String, i32)>, StoreError> {
+        on_engine!(self, s => s.due_hotline_replies(now_ms, limit).await)
+    }
+
+    /// Records a try of reply `order_no`: delivered at `delivered_ms`, or to be tried again at
+    /// `next_try_ms`.
+    pub async fn hotline_reply_tried(
+        &self,
+        order_no: &str,
+        delivered_ms: Option<i64>,
+        next_try_ms: i64,
+    ) -> Result<(), StoreError> {
+        let o = order_no.to_string();
+        on_engine!(self, s => s.hotline_reply_tried(o, delivered_ms, next_try_ms).await)
+    }
+
     /// Number of cases stored.
     pub async fn case_count(&self) -> Result<i64, StoreError> {
         on_engine!(self, s => s.case_count().await)

@@ -118,3 +118,56 @@ impl PgStore {
             .get(0))
     }
 }
+
+impl PgStore {
+    pub(in crate::store) async fn queue_hotline_reply(
+        &self,
+        order_no: String,
+        case_number: String,
+        body: String,
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let n = client
+            .execute(
+                "INSERT INTO hotline_replies (order_no, case_number, body, created_ms, next_try_ms) VALUES ($1, $2, $3, $4, $4) ON CONFLICT (order_no) DO NOTHING",
+                &[&order_no, &case_number, &body, &at_ms],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    pub(in crate::store) async fn due_hotline_replies(
+        &self,
+        now_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, String, i32)>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let rows = client
+            .query(
+                "SELECT order_no, body, tries FROM hotline_replies WHERE delivered_ms IS NULL AND next_try_ms <= $1 ORDER BY next_try_ms LIMIT $2",
+                &[&now_ms, &limit],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
+    pub(in crate::store) async fn hotline_reply_tried(
+        &self,
+        order_no: String,
+        delivered_ms: Option<i64>,
+        next_try_ms: i64,
+    ) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        client
+            .execute(
+                "UPDATE hotline_replies SET tries = tries + 1, delivered_ms = $2, next_try_ms = $3 WHERE order_no = $1",
+                &[&order_no, &delivered_ms, &next_try_ms],
+            )
+            .await?;
+        Ok(())
+    }
+}

@@ -118,3 +118,56 @@ impl SqliteStore {
         .await
     }
 }
+
+impl SqliteStore {
+    pub(in crate::store) async fn queue_hotline_reply(
+        &self,
+        order_no: String,
+        case_number: String,
+        body: String,
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.write(move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "INSERT INTO hotline_replies (order_no, case_number, body, created_ms, next_try_ms) VALUES (?1, ?2, ?3, ?4, ?4) ON CONFLICT (order_no) DO NOTHING",
+                )?
+                .execute(params![order_no, case_number, body, at_ms])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    pub(in crate::store) async fn due_hotline_replies(
+        &self,
+        now_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, String, i32)>, StoreError> {
+        self.read(move |conn| {
+            let rows = conn
+                .prepare_cached(
+                    "SELECT order_no, body, tries FROM hotline_replies WHERE delivered_ms IS NULL AND next_try_ms <= ?1 ORDER BY next_try_ms LIMIT ?2",
+                )?
+                .query_map(params![now_ms, limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    pub(in crate::store) async fn hotline_reply_tried(
+        &self,
+        order_no: String,
+        delivered_ms: Option<i64>,
+        next_try_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "UPDATE hotline_replies SET tries = tries + 1, delivered_ms = ?2, next_try_ms = ?3 WHERE order_no = ?1",
+            )?
+            .execute(params![order_no, delivered_ms, next_try_ms])?;
+            Ok(())
+        })
+        .await
+    }
+}
