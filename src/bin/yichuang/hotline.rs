@@ -2,8 +2,8 @@
 //! (a certificate or token of the `hotline` role), answers printed as JSON.
 
 use clap::Subcommand;
-use yichuang::proto::v1::ProgressRequest;
 use yichuang::proto::v1::hotline_service_client::HotlineServiceClient;
+use yichuang::proto::v1::{ComplainRequest, ProgressRequest};
 
 use crate::{Failure, grpc_failure, print_json};
 
@@ -22,6 +22,25 @@ pub enum HotlineCommand {
         #[arg(long)]
         digits: String,
     },
+    /// A complaint work order about a case: opens a supervision (督办) assigned to a department
+    /// with a reply deadline in working days (docs/hotline.md).
+    Complain {
+        /// The hotline's work order number (工单编号).
+        #[arg(long = "order")]
+        order_no: String,
+        /// National case number.
+        #[arg(long = "case")]
+        case_number: String,
+        /// `slow`, `refused`, `rude` or `other`.
+        #[arg(long)]
+        kind: String,
+        /// What the citizen said.
+        #[arg(long)]
+        content: String,
+        /// The department concerned (default: the department of the undecided task due first).
+        #[arg(long, default_value = "")]
+        department: String,
+    },
 }
 
 pub async fn run(server: &crate::CaseServer, command: HotlineCommand) -> Result<u8, Failure> {
@@ -37,6 +56,27 @@ pub async fn run(server: &crate::CaseServer, command: HotlineCommand) -> Result<
                     order_no,
                     case_number,
                     verify_digits: digits,
+                })
+                .await
+                .map_err(grpc_failure)?
+                .into_inner();
+            print_json(&response)?;
+            Ok(0)
+        }
+        HotlineCommand::Complain {
+            order_no,
+            case_number,
+            kind,
+            content,
+            department,
+        } => {
+            let response = client
+                .complain(ComplainRequest {
+                    order_no,
+                    case_number,
+                    kind,
+                    content,
+                    department,
                 })
                 .await
                 .map_err(grpc_failure)?

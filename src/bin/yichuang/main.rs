@@ -108,6 +108,20 @@ enum Command {
         #[arg(long)]
         response: String,
     },
+    /// Closes a 12345 complaint with the department's reply, sent back to the hotline; the case
+    /// as JSON (docs/hotline.md).
+    ReplyComplaint {
+        #[command(flatten)]
+        server: AdminServer,
+        /// National case number.
+        case_number: String,
+        /// The complaint's work order number.
+        #[arg(long = "order")]
+        order_no: String,
+        /// The reply to the citizen.
+        #[arg(long)]
+        reply: String,
+    },
     /// Reporting upward (办件汇聚, 好差评): `reconcile --date`, `refused`, `resend`, `run`, done by the
     /// reporter (`yichuang-adapter report …`, installed beside this command; docs/reporting.md).
     #[command(disable_help_flag = true)]
@@ -211,6 +225,12 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             case_number,
             response,
         } => admin::rectify(&server, case_number, response).await,
+        Command::ReplyComplaint {
+            server,
+            case_number,
+            order_no,
+            reply,
+        } => admin::reply_complaint(&server, case_number, order_no, reply).await,
         Command::Bus { command } => bus::run(command).await,
         Command::Report { args } => report(&args),
         Command::Dlq { server, command } => admin::dlq(&server, command).await,
