@@ -602,6 +602,43 @@ async fn an_operators_reply_closes_the_complaint_and_reaches_the_hotline_once(ba
     gw.stop().await;
 }
 
+/// `yichuang hotline progress` as the 12345 system: the answer as JSON; refused, exit 1 with the
+/// gRPC code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_sends_a_progress_query_as_the_hotline() {
+    let mut gw = TestGateway::start(Backend::Sqlite).await;
+    let number = case(&mut gw, "HOTLINE-CLI").await;
+    let (cert, key) = testkit::pki::client_files(&hotline_system());
+    let server = gw.endpoint.clone();
+    let run = |order: &str, digits: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_yichuang"))
+            .args(["hotline", "progress", "--order", order, "--case", &number])
+            .args(["--digits", digits, "--server", &server])
+            .env("YICHUANG_CA", testkit::pki::ca_file())
+            .env("YICHUANG_CERT", &cert)
+            .env("YICHUANG_KEY", &key)
+            .output()
+            .expect("runs yichuang");
+        testkit::logfile::keep_stderr("yichuang", &out);
+        out
+    };
+    let refused = tokio::task::block_in_place(|| run("CLI-1", "9999"));
+    assert_eq!(refused.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("PermissionDenied"), "{said}");
+    let answered = tokio::task::block_in_place(|| run("CLI-2", "0000"));
+    assert_eq!(
+        answered.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&answered.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&answered.stdout).unwrap();
+    assert_eq!(json["orderNo"], "CLI-2");
+    assert!(json["text"].as_str().unwrap().contains(&number), "{json}");
+    gw.stop().await;
+}
+
 testkit::on_both_stores!(
     an_operators_reply_closes_the_complaint_and_reaches_the_hotline_once,
     a_progress_query_is_answered_only_to_the_verified_and_audited,
