@@ -24,6 +24,9 @@ use crate::proto::v1::{
 /// The kind of a progress query, as stored.
 pub const PROGRESS: &str = "progress";
 
+/// The kind of a consultation, as stored.
+pub const CONSULTATION: &str = "consultation";
+
 /// The kind of a complaint, as stored.
 pub const COMPLAINT: &str = "complaint";
 
@@ -566,6 +569,97 @@ pub async fn deliver_replies(store: crate::store::Store, config: crate::config::
 /// The wait before try `tries + 1`: 1 s doubling, at most 5 minutes.
 fn backoff_ms(tries: i32) -> i64 {
     (1000i64 << tries.clamp(0, 9)).min(300_000)
+}
+
+/// The item a consultation asks about: by its code, or the one item whose name holds `query`.
+/// A refusal says what to give (several items match: their names and codes).
+pub fn find_item<'c>(
+    catalog: &'c Catalog,
+    code: &str,
+    query: &str,
+) -> Result<&'c crate::catalog::Item, String> {
+    if !code.is_empty() {
+        return catalog.items.get(code).ok_or_else(|| {
+            format!(
+                "itemCode: {:?} is not an item of the acceptance list; give its code, or words of its name as query",
+                mask_free_text(code)
+            )
+        });
+    }
+    if query.is_empty() {
+        return Err("itemCode or query: give the item's code or words of its name".into());
+    }
+    let found: Vec<&crate::catalog::Item> = catalog
+        .items
+        .values()
+        .filter(|i| i.name.contains(query))
+        .collect();
+    match found.as_slice() {
+        [one] => Ok(one),
+        [] => Err(format!(
+            "query: no item of the acceptance list is named with {:?}; give other words or the item's code",
+            mask_free_text(query)
+        )),
+        many => Err(format!(
+            "query: {} items match; give one code: {}",
+            many.len(),
+            many.iter()
+                .map(|i| format!("{} {}", i.code.get_ref(), i.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+/// The answer to a consultation about `item`, read out from the acceptance list: the department,
+/// the materials (form, copies, legal basis), the time limits and the acceptance modes.
+pub fn consultation_text(catalog: &Catalog, item: &crate::catalog::Item) -> String {
+    use crate::catalog::{Form, Mode};
+    let department = catalog
+        .departments
+        .get(item.department.get_ref().as_str())
+        .map_or_else(|| item.department.get_ref().clone(), |d| d.name.clone());
+    let mut text = format!("“{}”由{}办理。需要携带的材料：", item.name, department);
+    for (n, m) in item.materials.iter().enumerate() {
+        let name = catalog
+            .materials
+            .get(m.code.get_ref().as_str())
+            .map_or_else(|| m.code.get_ref().clone(), |k| k.name.clone());
+        let forms: Vec<&str> = m
+            .forms
+            .iter()
+            .map(|f| match f {
+                Form::Original => "原件",
+                Form::Copy => "复印件",
+                Form::Electronic => "电子件",
+            })
+            .collect();
+        text.push_str(&format!("{}. {}（{}", n + 1, name, forms.join("或")));
+        if m.copies > 0 {
+            text.push_str(&format!("，{}份", m.copies));
+        }
+        if !m.legal_basis.is_empty() {
+            text.push_str(&format!("；依据：{}", m.legal_basis));
+        }
+        text.push_str("）；");
+    }
+    text.push_str(&format!(
+        "承诺办结时限为{}个工作日，法定时限为{}个工作日。",
+        item.promised_working_days, item.legal_working_days
+    ));
+    let modes: Vec<&str> = item
+        .modes
+        .iter()
+        .map(|m| match m {
+            Mode::Standard => "一般受理",
+            Mode::Commitment => "告知承诺",
+            Mode::Tolerant => "容缺受理",
+        })
+        .collect();
+    if !modes.is_empty() {
+        text.push_str(&format!("受理方式：{}。", modes.join("、")));
+    }
+    text
 }
 
 /// The answer stored for a complaint (no citizen's words in it).

@@ -18,7 +18,8 @@ use testkit::pki::Who;
 use tonic::transport::Channel;
 use yichuang::proto::v1::hotline_service_client::HotlineServiceClient;
 use yichuang::proto::v1::{
-    AccessLogRequest, CaseEvent, ComplainRequest, GetCaseRequest, ProgressRequest, ProgressResponse,
+    AccessLogRequest, CaseEvent, ComplainRequest, ConsultRequest, GetCaseRequest, ProgressRequest,
+    ProgressResponse,
 };
 
 /// A clock the test moves: Tuesday 2026-03-10 10:00 in the hall (UTC+8) to start with.
@@ -599,6 +600,76 @@ async fn an_operators_reply_closes_the_complaint_and_reaches_the_hotline_once(ba
         "the 503 was tried again"
     );
     assert_eq!(desk.badly_signed.load(Ordering::SeqCst), 0);
+    gw.stop().await;
+}
+
+/// A consultation is answered from the acceptance list, by the item's code or words of its
+/// name; a name several items share is refused with their codes; the same order again gets the
+/// stored answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consultation_is_answered_from_the_acceptance_list() {
+    let gw = TestGateway::start(Backend::Sqlite).await;
+    let mut agent = hotline(&gw, &hotline_system()).await;
+    let ask = |order: &str, code: &str, query: &str| ConsultRequest {
+        order_no: order.into(),
+        item_code: code.into(),
+        query: query.into(),
+    };
+    let by_code = agent
+        .consult(ask("ZX-1", "SP-JY", ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(by_code.item_name, "食品经营许可");
+    let catalog = gw.gateway.intake.catalog();
+    let item = &catalog.items["SP-JY"];
+    for m in &item.materials {
+        let name = &catalog.materials[m.code.get_ref().as_str()].name;
+        assert!(
+            by_code.text.contains(name.as_str()),
+            "{name} in {}",
+            by_code.text
+        );
+        assert!(by_code.text.contains(&m.legal_basis), "{}", by_code.text);
+    }
+    assert!(
+        by_code
+            .text
+            .contains("承诺办结时限为10个工作日，法定时限为20个工作日"),
+        "{}",
+        by_code.text
+    );
+    assert!(
+        by_code.text.contains("一般受理、容缺受理"),
+        "{}",
+        by_code.text
+    );
+    let by_name = agent
+        .consult(ask("ZX-2", "", "食品经营"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(by_name.item_code, "SP-JY");
+    assert_eq!(by_name.text, by_code.text);
+    let e = agent.consult(ask("ZX-3", "", "登记")).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("QY-SL"), "{}", e.message());
+    let e = agent.consult(ask("ZX-4", "NO-SUCH", "")).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    let again = agent
+        .consult(ask("ZX-1", "SP-JY", ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(again.repeated);
+    let e = agent.consult(ask("ZX-1", "QY-SL", "")).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::AlreadyExists, "{e:?}");
+    let orders = gw.gateway.store.hotline_orders(10).await.unwrap();
+    assert_eq!(
+        orders.iter().filter(|o| o.kind == "consultation").count(),
+        2,
+        "{orders:?}"
+    );
     gw.stop().await;
 }
 

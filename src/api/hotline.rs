@@ -12,10 +12,11 @@ use super::store_status;
 use crate::auth::{Access, Refusal};
 use crate::evaluation::Refused;
 use crate::gateway::Gateway;
-use crate::hotline::{self, COMPLAINT, PROGRESS};
+use crate::hotline::{self, COMPLAINT, CONSULTATION, PROGRESS};
 use crate::proto::v1::hotline_service_server::HotlineService;
 use crate::proto::v1::{
-    ComplainRequest, ComplainResponse, ProgressRequest, ProgressResponse, Supervision,
+    ComplainRequest, ComplainResponse, ConsultRequest, ConsultResponse, ProgressRequest,
+    ProgressResponse, Supervision,
 };
 use crate::store::{CaseChange, HotlineOrder};
 
@@ -79,6 +80,64 @@ impl HotlineApi {
 
 #[tonic::async_trait]
 impl HotlineService for HotlineApi {
+    async fn consult(
+        &self,
+        request: Request<ConsultRequest>,
+    ) -> Result<Response<ConsultResponse>, Status> {
+        let access = Access::of(
+            &request,
+            &self.gateway.guard.auditor,
+            "HotlineService/Consult",
+        )?;
+        let r = request.into_inner();
+        let order_no = r.order_no.trim().to_string();
+        hotline::check_order_no(&order_no).map_err(Status::invalid_argument)?;
+        let catalog = self.gateway.intake.catalog();
+        let item =
+            hotline::find_item(catalog, r.item_code.trim(), r.query.trim()).map_err(|m| {
+                if m.starts_with("itemCode or") || m.contains("items match") {
+                    Status::invalid_argument(m)
+                } else {
+                    Status::not_found(m)
+                }
+            })?;
+        let code = item.code.get_ref().clone();
+        let store = &self.gateway.store;
+        let answer = |text: String, repeated: bool| ConsultResponse {
+            order_no: order_no.clone(),
+            item_code: code.clone(),
+            item_name: item.name.clone(),
+            text,
+            repeated,
+        };
+        // The item's code stands where a case number does for the other kinds.
+        if let Some(s) = store.hotline_order(&order_no).await.map_err(store_status)? {
+            if s.kind != CONSULTATION || s.case_number != code {
+                return Err(Status::already_exists(format!(
+                    "orderNo: work order {order_no} was already received with other content (a {} order); give each work order its own number",
+                    s.kind
+                )));
+            }
+            return Ok(Response::new(answer(s.answer, true)));
+        }
+        let text = hotline::consultation_text(catalog, item);
+        let now = self.gateway.clocks.now();
+        store
+            .record_hotline_order(HotlineOrder {
+                order_no: order_no.clone(),
+                kind: CONSULTATION.into(),
+                case_number: code.clone(),
+                caller: access.caller.name.clone(),
+                at_ms: now.timestamp_millis(),
+                day: hotline::day(now, self.gateway.clocks.zone()),
+                outcome: "answered".into(),
+                answer: text.clone(),
+            })
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(answer(text, false)))
+    }
+
     async fn complain(
         &self,
         request: Request<ComplainRequest>,

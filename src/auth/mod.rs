@@ -161,7 +161,7 @@ pub fn need_of(path: &str) -> Need {
         ("yichuang.v1.CaseService", "Supplement") => Supplement,
         ("yichuang.v1.CaseService", "Deliver") => Deliver,
         ("yichuang.v1.CaseService", "Evaluate") => Evaluate,
-        ("yichuang.v1.HotlineService", "Progress" | "Complain") => HotlineOrders,
+        ("yichuang.v1.HotlineService", "Progress" | "Complain" | "Consult") => HotlineOrders,
         (
             "yichuang.v1.AdminService",
             "Status" | "OnTimeRates" | "ListDeadLetters" | "ShowDeadLetter" | "AccessLog",
