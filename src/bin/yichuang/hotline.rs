@@ -3,7 +3,7 @@
 
 use clap::Subcommand;
 use yichuang::proto::v1::hotline_service_client::HotlineServiceClient;
-use yichuang::proto::v1::{ComplainRequest, ProgressRequest};
+use yichuang::proto::v1::{ComplainRequest, ConsultRequest, ProgressRequest};
 
 use crate::{Failure, grpc_failure, print_json};
 
@@ -41,6 +41,18 @@ pub enum HotlineCommand {
         #[arg(long, default_value = "")]
         department: String,
     },
+    /// A consultation work order: what an item asks for, from the acceptance list.
+    Consult {
+        /// The hotline's work order number (工单编号).
+        #[arg(long = "order")]
+        order_no: String,
+        /// The item's code (or give --query).
+        #[arg(long = "item", default_value = "")]
+        item_code: String,
+        /// Words of the item's name.
+        #[arg(long, default_value = "")]
+        query: String,
+    },
 }
 
 pub async fn run(server: &crate::CaseServer, command: HotlineCommand) -> Result<u8, Failure> {
@@ -77,6 +89,23 @@ pub async fn run(server: &crate::CaseServer, command: HotlineCommand) -> Result<
                     kind,
                     content,
                     department,
+                })
+                .await
+                .map_err(grpc_failure)?
+                .into_inner();
+            print_json(&response)?;
+            Ok(0)
+        }
+        HotlineCommand::Consult {
+            order_no,
+            item_code,
+            query,
+        } => {
+            let response = client
+                .consult(ConsultRequest {
+                    order_no,
+                    item_code,
+                    query,
                 })
                 .await
                 .map_err(grpc_failure)?
