@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/yichuang/v1/case_service.proto",
         "proto/yichuang/v1/bus.proto",
         "proto/yichuang/v1/admin.proto",
+        "proto/yichuang/v1/hotline.proto",
     ];
     println!("cargo:rerun-if-changed=proto");
     let mut compiler = protox::Compiler::new(["proto"])?;

@@ -161,6 +161,12 @@ fn start_workers(
             true,
         )
     }));
+    if !gateway.hotline.reply_url.is_empty() {
+        let g = gateway.clone();
+        started.push(supervise(workers.clone(), stop, "hotline", move || {
+            crate::hotline::deliver_replies(g.store.clone(), g.hotline.clone())
+        }));
+    }
     if let Some(config) = gateway.platform.clone() {
         let g = gateway.clone();
         started.push(supervise(workers, stop, "push", move || {

@@ -72,6 +72,8 @@ pub fn accept(plan: &Plan, case_number: &str, trace_id: &str) -> Accepted {
         // Only the applicant gives one, after the case is concluded (crate::evaluation).
         evaluation: None,
         rectification: None,
+        // Only a 12345 complaint opens one (crate::hotline).
+        supervisions: Vec::new(),
     };
     let receipt = receipt_of(plan, case_number, &tasks);
     let mut events = Vec::new();

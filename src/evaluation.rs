@@ -327,11 +327,24 @@ impl Rules {
         assignee: String,
         now: DateTime<Utc>,
     ) -> Result<Rectification, Refused> {
+        self.watch(clocks, assignee, now, self.working_days)
+    }
+
+    /// Something owed by `assignee` from `now` within `working_days` working days on the hall's
+    /// calendar (24:00 of the last), open, with its warning at this share of the time: a
+    /// rectification's, or a 12345 complaint's reply ([`crate::hotline`]).
+    pub fn watch(
+        &self,
+        clocks: &Clocks,
+        assignee: String,
+        now: DateTime<Utc>,
+        working_days: u32,
+    ) -> Result<Rectification, Refused> {
         let mut r = Rectification {
             assignee,
             opened_at: Some(timestamp(now)),
             state: RectificationState::Open as i32,
-            working_days: self.working_days as i32,
+            working_days: working_days as i32,
             ..Default::default()
         };
         let assumed = self.count(clocks, &mut r).map_err(|e| {
@@ -431,6 +444,9 @@ pub fn refresh(
     }
     let seq = last_seq + events.len() as i64;
     events.extend(alerts(case, seq, now));
+    // The 12345 complaints' replies are watched in the same sweep.
+    let seq = last_seq + events.len() as i64;
+    events.extend(crate::hotline::alerts(case, seq, now));
     events
 }
 
@@ -479,10 +495,21 @@ pub fn alerts(case: &mut Case, last_seq: i64, now: DateTime<Utc>) -> Vec<CaseEve
 }
 
 /// When the sweeper must next look at the case's rectification (its warning, then its
-/// deadline, and hourly while the deadline is provisional), in ms; `None`: nothing to watch
-/// (none, closed, or both alerts raised on a deadline that is final). The store
-/// keeps it beside the record ([`crate::store`]).
+/// deadline, and hourly while the deadline is provisional) or at one of its 12345 complaints
+/// ([`crate::hotline::next_check_ms`]), in ms; `None`: nothing to watch (none, closed, or
+/// every alert raised on a deadline that is final). The store keeps it beside the record
+/// ([`crate::store`]).
 pub fn next_check_ms(case: &Case) -> Option<i64> {
+    match (
+        rectification_check_ms(case),
+        crate::hotline::next_check_ms(case),
+    ) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn rectification_check_ms(case: &Case) -> Option<i64> {
     let r = case.rectification.as_ref()?;
     if r.state != RectificationState::Open as i32 {
         return None;

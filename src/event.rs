@@ -123,6 +123,18 @@ event_kinds! {
     RectificationOverdue = "rectification-overdue",
     /// An operator closed the rectification with the assignee's response.
     RectificationClosed = "rectification-closed",
+
+    // The 12345 hotline (crate::hotline).
+    /// A hotline complaint opened a supervision (督办): work order, kind, assignee and reply
+    /// deadline; never the citizen's words.
+    SupervisionOpened = "supervision-opened",
+    /// Yellow warning: a share of the supervision's reply time has passed unanswered.
+    SupervisionWarning = "supervision-warning",
+    /// Red alert: the supervision's reply deadline passed unanswered.
+    SupervisionOverdue = "supervision-overdue",
+    /// An operator replied to the complaint (the reply goes back to the hotline; it is not in
+    /// the entry).
+    SupervisionReplied = "supervision-replied",
 }
 
 impl EventKind {
@@ -238,6 +250,10 @@ mod tests {
         "rectification-warning",
         "rectification-overdue",
         "rectification-closed",
+        "supervision-opened",
+        "supervision-warning",
+        "supervision-overdue",
+        "supervision-replied",
     ];
 
     #[test]

@@ -38,6 +38,8 @@ pub struct Gateway {
     pub clocks: crate::clock::Clocks,
     /// 好差评: each channel's indicators and the rectification a 差评 opens (`[evaluation]`).
     pub evaluation: Arc<crate::evaluation::Rules>,
+    /// The 12345 hotline's work orders (`[hotline]`).
+    pub hotline: crate::config::HotlineConfig,
     /// How often the SLA sweeper looks; `None`: this replica does not sweep.
     pub sweep_every: Option<std::time::Duration>,
     /// How often the calendar directory is looked at (`None`: on `SIGHUP` only).
@@ -200,6 +202,7 @@ impl Gateway {
             instance: uuid::Uuid::new_v4().simple().to_string(),
             clocks,
             evaluation,
+            hotline: config.hotline.clone(),
             sweep_every: (config.sla.sweep_secs > 0)
                 .then(|| std::time::Duration::from_secs(config.sla.sweep_secs)),
             stall: config.stall.clone(),

@@ -21,6 +21,8 @@
 //! - [`clock`]: the legal clock of each task and the SLA sweeper.
 //! - [`evaluation`]: 好差评 (one evaluation per concluded case) and the rectification (整改) a
 //!   差评 opens, with its deadline and alerts.
+//! - [`hotline`]: the 12345 hotline's work orders (the progress query: verification, lockout,
+//!   the answer read out).
 //! - [`privacy`]: masking of personal data for logs, errors and audit records; the log scan.
 //!
 //! Durable state:
@@ -78,6 +80,7 @@ pub mod feed;
 pub mod gateway;
 pub mod guide;
 pub mod holidays;
+pub mod hotline;
 pub mod ids;
 pub mod intake;
 pub mod lifecycle;

@@ -224,6 +224,101 @@ impl AdminService for AdminApi {
         }))
     }
 
+    async fn reply_complaint(
+        &self,
+        request: Request<crate::proto::v1::ReplyComplaintRequest>,
+    ) -> Result<Response<crate::proto::v1::ReplyComplaintResponse>, Status> {
+        let access = crate::auth::Access::of(
+            &request,
+            &self.gateway.guard.auditor,
+            "AdminService/ReplyComplaint",
+        )?;
+        let origin = request
+            .remote_addr()
+            .map_or_else(|| "grpc".to_string(), |a| format!("grpc@{a}"));
+        let operator = access.caller.name.clone();
+        let r = request.into_inner();
+        let number = r.case_number.trim().to_string();
+        let order_no = r.order_no.trim().to_string();
+        if number.is_empty() {
+            return Err(Status::invalid_argument("caseNumber: is required"));
+        }
+        crate::hotline::check_order_no(&order_no).map_err(Status::invalid_argument)?;
+        let store = &self.gateway.store;
+        let (case, _) = store
+            .get_case(&number)
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| super::not_found(&number))?;
+        let hall = case
+            .submission
+            .as_ref()
+            .map_or("", |s| s.hall_code.as_str());
+        access.case(&number, hall).await?;
+        let now = self.gateway.clocks.now();
+        let (o, reply, who) = (order_no.clone(), r.reply.clone(), operator.clone());
+        let (case, closed) = store
+            .edit_case(
+                &number,
+                now,
+                move |case, last_seq, at| match crate::hotline::reply(
+                    case, &o, &reply, &who, last_seq, at,
+                ) {
+                    Ok(events) if events.is_empty() => (None, Ok(false)),
+                    Ok(events) => (
+                        Some(crate::store::CaseChange {
+                            events,
+                            ..Default::default()
+                        }),
+                        Ok(true),
+                    ),
+                    Err(refused) => (None, Err(refused)),
+                },
+            )
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| super::not_found(&number))?;
+        let closed = closed.map_err(super::cases::refused_status)?;
+        let watch = case
+            .supervisions
+            .iter()
+            .find(|s| s.order_no == order_no)
+            .and_then(|s| s.watch.clone())
+            .unwrap_or_default();
+        // Queued on the repeat too (the first stands): a closing whose queueing failed (a crash
+        // between the two) is sent when the operator asks again.
+        let body =
+            crate::hotline::reply_body(&number, &order_no, &watch.assignee, &watch.response, now);
+        let queued = store
+            .queue_hotline_reply(&order_no, &number, body, now.timestamp_millis())
+            .await
+            .map_err(store_status)?;
+        store
+            .record_operator_action(crate::store::OperatorAction {
+                at_ms: now.timestamp_millis(),
+                operator: operator.clone(),
+                origin,
+                action: "complaint-reply".into(),
+                target: format!("{number} {order_no}"),
+                message_ids: Vec::new(),
+                note: if closed {
+                    String::new()
+                } else {
+                    "asked again; already replied".into()
+                },
+            })
+            .await
+            .map_err(store_status)?;
+        if closed {
+            tracing::info!(case = %number, order_no = %order_no, operator = %operator, "a 12345 complaint was replied to");
+        }
+        access.read(number).await?;
+        Ok(Response::new(crate::proto::v1::ReplyComplaintResponse {
+            case: Some(case),
+            queued,
+        }))
+    }
+
     async fn close_rectification(
         &self,
         request: Request<crate::proto::v1::CloseRectificationRequest>,

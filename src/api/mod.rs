@@ -1,7 +1,8 @@
-//! The gRPC API: `CaseService` (`cases.rs`) and the standard health service on the windows'
-//! listener ([`grpc`]), beside the public item guide (`/guide`, [`crate::guide`]);
-//! `AdminService` (`admin.rs`), server reflection and health on the internal one
-//! ([`admin_grpc`]); both over TLS and behind the policy layer ([`crate::auth`]). Handlers translate between the
+//! The gRPC API: `CaseService` (`cases.rs`), `HotlineService` (`hotline.rs`, the 12345
+//! hotline's work orders) and the standard health service on the windows' listener ([`grpc`]),
+//! beside the public item guide (`/guide`, [`crate::guide`]); `AdminService` (`admin.rs`),
+//! server reflection and health on the internal one ([`admin_grpc`]); both over TLS and behind
+//! the policy layer ([`crate::auth`]). Handlers translate between the
 //! wire and intake, lifecycle and the store; they hold no business rules, and they never start
 //! background work (that is [`crate::app`]). Errors become gRPC statuses here, in one place.
 
@@ -17,14 +18,17 @@ use crate::gateway::Gateway;
 use crate::intake::IntakeError;
 use crate::proto::v1::admin_service_server::AdminServiceServer;
 use crate::proto::v1::case_service_server::CaseServiceServer;
+use crate::proto::v1::hotline_service_server::HotlineServiceServer;
 use crate::store::StoreError;
 
 mod admin;
 mod cases;
+mod hotline;
 mod streams;
 
 pub use admin::AdminApi;
 pub use cases::CaseApi;
+pub use hotline::HotlineApi;
 pub use streams::{FeedStream, HELD_PER_STREAM};
 
 /// Largest page of `ListCases`.
@@ -48,8 +52,14 @@ pub async fn grpc(
     })
     .max_decoding_message_size(limit)
     .max_encoding_message_size(64 * 1024 * 1024);
+    let hotline = HotlineServiceServer::new(HotlineApi {
+        gateway: gateway.clone(),
+    })
+    .max_decoding_message_size(limit);
     let bounds = gateway.limits.config();
-    let mut routes = tonic::service::Routes::new(health_service).add_service(cases);
+    let mut routes = tonic::service::Routes::new(health_service)
+        .add_service(cases)
+        .add_service(hotline);
     if gateway.guide.enabled() {
         if let Ok(addr) = listener.local_addr() {
             gateway.guide.bind(addr, gateway.tls.is_some());

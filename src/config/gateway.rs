@@ -14,6 +14,7 @@ use super::clocks::{CalendarConfig, SlaConfig, StallConfig};
 use super::console::ConsoleConfig;
 use super::evaluation::EvaluationConfig;
 use super::guide::GuideConfig;
+use super::hotline::HotlineConfig;
 use super::intake::IntakeConfig;
 use super::limits::LimitsConfig;
 use super::observe::{LogConfig, MetricsConfig, TracingConfig};
@@ -73,6 +74,9 @@ pub struct GatewayConfig {
     /// 好差评: each channel's indicators, the rectification a 差评 opens.
     #[serde(default)]
     pub evaluation: EvaluationConfig,
+    /// The 12345 hotline's work orders.
+    #[serde(default)]
+    pub hotline: HotlineConfig,
     /// The Prometheus endpoint.
     #[serde(default)]
     pub metrics: MetricsConfig,
@@ -113,6 +117,7 @@ impl Default for GatewayConfig {
             calendar: CalendarConfig::default(),
             stall: StallConfig::default(),
             evaluation: EvaluationConfig::default(),
+            hotline: HotlineConfig::default(),
             intake: IntakeConfig::default(),
             log: LogConfig::default(),
             bus: BusConfig::default(),
@@ -243,6 +248,7 @@ impl GatewayConfig {
         })?;
         config.console.check().map_err(|(key, m)| problem(key, m))?;
         config.guide.check().map_err(|(key, m)| problem(key, m))?;
+        config.hotline.check().map_err(|(key, m)| problem(key, m))?;
         if config.server.max_message_bytes < 1024 {
             return Err(problem(
                 "max_message_bytes",

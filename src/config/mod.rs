@@ -9,7 +9,7 @@
 //! [`toml_problem`], [`interpolate`]), in `source.rs`; the sections by concern in `server.rs`
 //! (the gRPC server, the store), `trust.rs` (TLS, caller identity, roles, development switches), `limits.rs` (rates, in-flight bound, stream caps, timeouts), `bus.rs` (the RabbitMQ bus, the platform push), `intake.rs` (the
 //! hall's offset, a submission's bounds), `clocks.rs` (calendar reloads, the SLA sweeper,
-//! stalled tasks), `evaluation.rs` (好差评 indicators, rectification time), `console.rs` (the operations console), `guide.rs` (the public item guide) and `observe.rs` (log, metrics, span export). Every public name is
+//! stalled tasks), `evaluation.rs` (好差评 indicators, rectification time), `console.rs` (the operations console), `guide.rs` (the public item guide), `hotline.rs` (the 12345 hotline's work orders) and `observe.rs` (log, metrics, span export). Every public name is
 //! re-exported here, so callers write `crate::config::X`; a section knows nothing of the others
 //! or of `gateway.rs`.
 
@@ -19,6 +19,7 @@ mod console;
 mod evaluation;
 mod gateway;
 mod guide;
+mod hotline;
 mod intake;
 mod limits;
 mod observe;
@@ -32,6 +33,7 @@ pub use console::ConsoleConfig;
 pub use evaluation::{EvaluationConfig, IndicatorSets};
 pub use gateway::{ConfigError, GatewayConfig};
 pub use guide::GuideConfig;
+pub use hotline::HotlineConfig;
 pub use intake::IntakeConfig;
 pub use limits::{LimitsConfig, RateConfig};
 pub use observe::{LogConfig, MetricsConfig, TracingConfig};

@@ -111,7 +111,7 @@ fn default_scope() -> Scope {
 
 /// The shipped roles: windows (their hall), the one-network platform (reads every hall), the
 /// notifier (reads every hall's cases to send the applicants' SMS notices), operators (the
-/// admin calls).
+/// admin calls), the 12345 hotline's system (its work orders, every hall).
 pub fn default_roles() -> BTreeMap<String, RoleConfig> {
     let role = |permissions: &[&str], scope| RoleConfig {
         permissions: permissions.iter().map(|p| p.to_string()).collect(),
@@ -140,8 +140,12 @@ pub fn default_roles() -> BTreeMap<String, RoleConfig> {
         ("notifier".to_string(), role(&["cases.read"], Scope::All)),
         (
             "operator".to_string(),
-            role(&["admin.read", "admin.write", "cases.read"], Scope::All),
+            role(
+                &["admin.read", "admin.write", "cases.read", "hotline.reply"],
+                Scope::All,
+            ),
         ),
+        ("hotline".to_string(), role(&["hotline.orders"], Scope::All)),
     ])
 }
 

@@ -178,6 +178,10 @@ pub fn event_kind(lang: Lang, kind: &str) -> String {
         "rectification-warning" => lang.t("整改预警(黄)", "rectification warning (yellow)"),
         "rectification-overdue" => lang.t("整改超期(红)", "rectification overdue (red)"),
         "rectification-closed" => lang.t("整改办结", "rectification closed"),
+        "supervision-opened" => lang.t("热线投诉督办", "hotline complaint supervised"),
+        "supervision-warning" => lang.t("督办预警(黄)", "supervision warning (yellow)"),
+        "supervision-overdue" => lang.t("督办超期(红)", "supervision overdue (red)"),
+        "supervision-replied" => lang.t("督办答复", "complaint replied"),
         _ => return kind.to_string(),
     };
     words.to_string()

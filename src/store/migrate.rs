@@ -63,6 +63,10 @@ pub(super) const SQLITE: &[(&str, &str)] = &[
         "0015_not_accepted",
         include_str!("../../migrations/sqlite/0015_not_accepted.sql"),
     ),
+    (
+        "0016_hotline",
+        include_str!("../../migrations/sqlite/0016_hotline.sql"),
+    ),
 ];
 
 /// Migrations of the PostgreSQL engine, in order.
@@ -126,6 +130,10 @@ pub(super) const POSTGRES: &[(&str, &str)] = &[
     (
         "0015_not_accepted",
         include_str!("../../migrations/postgres/0015_not_accepted.sql"),
+    ),
+    (
+        "0016_hotline",
+        include_str!("../../migrations/postgres/0016_hotline.sql"),
     ),
 ];
 

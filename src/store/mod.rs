@@ -11,8 +11,8 @@ pub mod sqlite;
 
 pub use rows::{
     AccessQuery, AccessRecord, Attempt, Deficient, Evaluated, EventItem, FeedItem, FeedQuery,
-    ListQuery, NotAcceptedQuery, OnTimeRow, OperatorAction, OutboxItem, PushDead, Silent,
-    StoreError, SubmitCommand, SubmitResult,
+    HotlineOrder, ListQuery, NotAcceptedQuery, OnTimeRow, OperatorAction, OutboxItem, PushDead,
+    Silent, StoreError, SubmitCommand, SubmitResult,
 };
 // The engines' shared helpers and SQL, reached by them as `super::…`.
 use rows::{
@@ -163,6 +163,82 @@ impl Store {
     /// The access records `query` selects, newest first.
     pub async fn access_log(&self, query: AccessQuery) -> Result<Vec<AccessRecord>, StoreError> {
         on_engine!(self, s => s.access_log(query).await)
+    }
+
+    /// The 12345 work order `order_no`, when one was stored.
+    pub async fn hotline_order(&self, order_no: &str) -> Result<Option<HotlineOrder>, StoreError> {
+        on_engine!(self, s => s.hotline_order(order_no).await)
+    }
+
+    /// Stores a work order with its answer; `false` when its number was stored already (by a
+    /// concurrent repeat or another replica: nothing is written, the first stands).
+    pub async fn record_hotline_order(&self, order: HotlineOrder) -> Result<bool, StoreError> {
+        on_engine!(self, s => s.record_hotline_order(order).await)
+    }
+
+    /// The last `limit` work orders, newest first.
+    pub async fn hotline_orders(&self, limit: i64) -> Result<Vec<HotlineOrder>, StoreError> {
+        on_engine!(self, s => s.hotline_orders(limit).await)
+    }
+
+    /// Records a progress query about `case_number` refused for wrong verification digits on
+    /// `day` (the hall's date), and returns how many that case number has had that day.
+    pub async fn hotline_failure(
+        &self,
+        case_number: &str,
+        day: &str,
+        order_no: &str,
+        caller: &str,
+        at_ms: i64,
+    ) -> Result<i64, StoreError> {
+        let (case_number, day, order_no, caller) = (
+            case_number.to_string(),
+            day.to_string(),
+            order_no.to_string(),
+            caller.to_string(),
+        );
+        on_engine!(self, s => s.hotline_failure(case_number, day, order_no, caller, at_ms).await)
+    }
+
+    /// How many progress queries about `case_number` were refused for wrong verification digits
+    /// on `day` (the hall's date).
+    pub async fn hotline_failures(&self, case_number: &str, day: &str) -> Result<i64, StoreError> {
+        on_engine!(self, s => s.hotline_failures(case_number.to_string(), day.to_string()).await)
+    }
+
+    /// Queues the reply to 12345 complaint `order_no` for the hotline; `false` when one is
+    /// queued already (the first stands).
+    pub async fn queue_hotline_reply(
+        &self,
+        order_no: &str,
+        case_number: &str,
+        body: String,
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let (o, c) = (order_no.to_string(), case_number.to_string());
+        on_engine!(self, s => s.queue_hotline_reply(o, c, body, at_ms).await)
+    }
+
+    /// Replies to the hotline not delivered yet whose next try is due by `now_ms`: order
+    /// number, body and tries so far.
+    pub async fn due_hotline_replies(
+        &self,
+        now_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, String, i32)>, StoreError> {
+        on_engine!(self, s => s.due_hotline_replies(now_ms, limit).await)
+    }
+
+    /// Records a try of reply `order_no`: delivered at `delivered_ms`, or to be tried again at
+    /// `next_try_ms`.
+    pub async fn hotline_reply_tried(
+        &self,
+        order_no: &str,
+        delivered_ms: Option<i64>,
+        next_try_ms: i64,
+    ) -> Result<(), StoreError> {
+        let o = order_no.to_string();
+        on_engine!(self, s => s.hotline_reply_tried(o, delivered_ms, next_try_ms).await)
     }
 
     /// Number of cases stored.

@@ -145,6 +145,27 @@ pub struct AccessRecord {
     pub reason: String,
 }
 
+/// One work order of the 12345 hotline and the answer given to it (`crate::hotline`): the audit
+/// trail of work orders, and what a repeated order number is answered with.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HotlineOrder {
+    /// The hotline's work order number.
+    pub order_no: String,
+    /// `progress`.
+    pub kind: String,
+    /// The case number it names, as given.
+    pub case_number: String,
+    /// The hotline caller (certificate common name or token subject).
+    pub caller: String,
+    pub at_ms: i64,
+    /// The hall's date of the order (`YYYY-MM-DD`).
+    pub day: String,
+    /// `answered`, `refused` (verification failed) or `locked` (too many failures that day).
+    pub outcome: String,
+    /// The answer as given: text read out, personal data masked; the refusal otherwise.
+    pub answer: String,
+}
+
 /// Which access records to read, newest first.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AccessQuery {

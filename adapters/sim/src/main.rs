@@ -5,7 +5,8 @@
 //! `yichuang-sim exchange-db --url postgres://… --settings rs.json [--stats-listen 127.0.0.1:18085]`,
 //! and the provincial platform's case-record exchange,
 //! `yichuang-sim platform [--listen 127.0.0.1:18088] [--catalog config/catalog] [--exchange-url postgres://…]`,
-//! and the provincial SMS platform, `yichuang-sim sms [--listen 127.0.0.1:18089] [--settings sms.json]`.
+//! and the provincial SMS platform, `yichuang-sim sms [--listen 127.0.0.1:18089] [--settings sms.json]`,
+//! and the 12345 hotline's reply interface, `yichuang-sim hotline [--listen 127.0.0.1:18090] [--secret S]`.
 
 use std::path::PathBuf;
 
@@ -75,6 +76,22 @@ enum Kind {
         /// Serve `GET /_sim/stats` (cases, duplicates, faults) here, as the HTTP kinds do.
         #[arg(long)]
         stats_listen: Option<String>,
+    },
+    /// The 12345 hotline's reply interface: signed replies at /reply (503 now and then, each
+    /// order's reply kept once), the replies held at GET /control/replies.
+    Hotline {
+        #[arg(long, default_value = "127.0.0.1:18090")]
+        listen: String,
+        /// The secret shared with the gateway (`[hotline] secret`).
+        #[arg(
+            long,
+            env = "YICHUANG_HOTLINE_SECRET",
+            default_value = "hotline-secret"
+        )]
+        secret: String,
+        /// Every n-th well-signed reply is answered 503 (0: never).
+        #[arg(long, default_value_t = 3)]
+        unavailable_every: u64,
     },
     /// The provincial one-network platform's case-record exchange (EX_GDBS_*, EX_HCP_*), strict:
     /// signed HTTP at /gdbs/api/record and /gdbs/api/query, controls at /sim/platform/…
@@ -193,6 +210,21 @@ async fn main() -> anyhow::Result<()> {
                 _ = sim.run() => {}
                 _ = tokio::signal::ctrl_c() => {}
             }
+        }
+        Kind::Hotline {
+            listen,
+            secret,
+            unavailable_every,
+        } => {
+            let listener = tokio::net::TcpListener::bind(&listen).await?;
+            let settings = yichuang_sim::hotline::Settings {
+                secret,
+                unavailable_every,
+                ..Default::default()
+            };
+            let _hotline = yichuang_sim::hotline::spawn_on(listener, settings).await?;
+            eprintln!("yichuang-sim hotline on {listen}");
+            tokio::signal::ctrl_c().await?;
         }
         Kind::Platform {
             listen,

@@ -1,4 +1,4 @@
-//! The operators' commands against a gateway's `AdminService`: `status`, `on-time`, `rectify` and `dlq`
+//! The operators' commands against a gateway's `AdminService`: `status`, `on-time`, `rectify`, `reply-complaint` and `dlq`
 //! (dead letters listed, shown, replayed or purged, each replay and purge audited).
 
 use clap::Subcommand;
@@ -124,6 +124,28 @@ pub async fn rectify(
         .close_rectification(yichuang::proto::v1::CloseRectificationRequest {
             case_number,
             response,
+        })
+        .await
+        .map_err(grpc_failure)?
+        .into_inner();
+    print_json(&answer)?;
+    Ok(0)
+}
+
+/// `reply-complaint`: closes a 12345 complaint with the reply, which goes back to the hotline;
+/// the answer as JSON.
+pub async fn reply_complaint(
+    server: &AdminServer,
+    case_number: String,
+    order_no: String,
+    reply: String,
+) -> Result<u8, Failure> {
+    let answer = connect(server)
+        .await?
+        .reply_complaint(yichuang::proto::v1::ReplyComplaintRequest {
+            case_number,
+            order_no,
+            reply,
         })
         .await
         .map_err(grpc_failure)?

@@ -7,7 +7,7 @@
 //! 5 the submission id already created a case from other content (ALREADY_EXISTS).
 //! `logs scan` exits with 3 when it finds personal data, and with 1 when it scanned no line.
 //!
-//! One file per command group: `serve`, `catalog`, `calendar`, `case`, `admin` (status,
+//! One file per command group: `serve`, `catalog`, `calendar`, `case`, `hotline`, `admin` (status,
 //! on-time, dlq), `bus`, `logs`; `client` reaches a gateway with the caller's credentials. This file holds the command line and the exit codes.
 
 mod admin;
@@ -16,6 +16,7 @@ mod calendar;
 mod case;
 mod catalog;
 mod client;
+mod hotline;
 mod logs;
 mod serve;
 
@@ -30,6 +31,7 @@ use calendar::CalendarCommand;
 use case::CaseCommand;
 use catalog::CatalogCommand;
 use client::{AdminServer, CaseServer};
+use hotline::HotlineCommand;
 use logs::LogsCommand;
 
 #[derive(Parser)]
@@ -106,6 +108,20 @@ enum Command {
         #[arg(long)]
         response: String,
     },
+    /// Closes a 12345 complaint with the department's reply, sent back to the hotline; the case
+    /// as JSON (docs/hotline.md).
+    ReplyComplaint {
+        #[command(flatten)]
+        server: AdminServer,
+        /// National case number.
+        case_number: String,
+        /// The complaint's work order number.
+        #[arg(long = "order")]
+        order_no: String,
+        /// The reply to the citizen.
+        #[arg(long)]
+        reply: String,
+    },
     /// Reporting upward (办件汇聚, 好差评): `reconcile --date`, `refused`, `resend`, `run`, done by the
     /// reporter (`yichuang-adapter report …`, installed beside this command; docs/reporting.md).
     #[command(disable_help_flag = true)]
@@ -140,6 +156,13 @@ enum Command {
         server: CaseServer,
         #[command(subcommand)]
         command: CaseCommand,
+    },
+    /// Calls the gateway's HotlineService as the 12345 hotline and prints the answer as JSON.
+    Hotline {
+        #[command(flatten)]
+        server: CaseServer,
+        #[command(subcommand)]
+        command: HotlineCommand,
     },
 }
 
@@ -181,6 +204,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         } => catalog::check(&dir),
         Command::Calendar { dir, command } => calendar::run(&dir, command),
         Command::Case { server, command } => case::run(&server, command).await,
+        Command::Hotline { server, command } => hotline::run(&server, command).await,
         Command::Logs {
             command: LogsCommand::Scan { names, paths },
         } => logs::scan(names.as_deref(), &paths),
@@ -201,6 +225,12 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             case_number,
             response,
         } => admin::rectify(&server, case_number, response).await,
+        Command::ReplyComplaint {
+            server,
+            case_number,
+            order_no,
+            reply,
+        } => admin::reply_complaint(&server, case_number, order_no, reply).await,
         Command::Bus { command } => bus::run(command).await,
         Command::Report { args } => report(&args),
         Command::Dlq { server, command } => admin::dlq(&server, command).await,

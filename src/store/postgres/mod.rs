@@ -22,6 +22,7 @@
 
 mod board;
 mod cases;
+mod hotline;
 mod intake;
 mod workers;
 

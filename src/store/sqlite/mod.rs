@@ -23,6 +23,7 @@
 
 mod board;
 mod cases;
+mod hotline;
 mod intake;
 mod workers;
 
