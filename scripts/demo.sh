@@ -31,6 +31,9 @@ adapter_password="demo-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
 # The reporter's, allowed only to consume its queue.
 reporter_user="yichuang-demo-reporter-$$"
 reporter_password="demo-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
+# The notifier's, allowed only to consume its queue.
+notifier_user="yichuang-demo-notifier-$$"
+notifier_password="demo-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
 pids=()
 free_port() { "$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 port=$(free_port)
@@ -38,6 +41,8 @@ adapter_port=$(free_port)
 metrics_port=$(free_port)
 platform_port=$(free_port)
 reporter_port=$(free_port)
+sms_port=$(free_port)
+notifier_port=$(free_port)
 server="https://127.0.0.1:$port"
 psql_() { sudo_ su postgres -c "PGOPTIONS='-c client_min_messages=warning' psql -p $pg_port -q -v ON_ERROR_STOP=1 -c \"$1\"" >/dev/null; }
 
@@ -47,6 +52,7 @@ cleanup() {
   sudo_ rabbitmqctl -q delete_vhost "$vhost" >/dev/null 2>&1 || true
   sudo_ rabbitmqctl -q delete_user "$adapter_user" >/dev/null 2>&1 || true
   sudo_ rabbitmqctl -q delete_user "$reporter_user" >/dev/null 2>&1 || true
+  sudo_ rabbitmqctl -q delete_user "$notifier_user" >/dev/null 2>&1 || true
   psql_ "DROP DATABASE IF EXISTS yichuang_demo" 2>/dev/null || true
   rm -rf "$work"
 }
@@ -97,6 +103,8 @@ start sim-zrzy "$bin/yichuang-sim" exchange-db --url "$pg" --settings "$work/zrz
 # The province's one-network platform: its case-record exchange (EX_GDBS/EX_HCP), signed HTTP.
 echo '{"regions": ["640100"], "item_code": "implementation_code"}' > "$work/platform.json"
 start sim-platform "$bin/yichuang-sim" platform --listen "127.0.0.1:$platform_port" --settings "$work/platform.json"
+# The province's SMS platform (短信平台): MD5-signed form POST, deduplicating by msgid.
+start sim-sms "$bin/yichuang-sim" sms --listen "127.0.0.1:$sms_port"
 cat <<'EOF'
   scjg 市场监管   HTTP/JSON with an expiring token      127.0.0.1:18081
   sw   税务       form-POST XML, GBK answers, signed    127.0.0.1:18082
@@ -140,13 +148,16 @@ export YICHUANG_CATALOG_DIR="$PWD/config/catalog" YICHUANG_CALENDAR_DIR="$PWD/co
 "$bin/yichuang-dev-certs" "$work/tls" \
   --client window=urn:yichuang:window:640100-DT01 \
   --client operator=urn:yichuang:operator \
-  --client reporter=urn:yichuang:platform >/dev/null
+  --client reporter=urn:yichuang:platform \
+  --client notifier=urn:yichuang:notifier >/dev/null
 export YICHUANG_TLS_CERT="$work/tls/server.pem" YICHUANG_TLS_KEY="$work/tls/server-key.pem" YICHUANG_TLS_CLIENT_CA="$work/tls/ca.pem"
 export YICHUANG_ADMIN_LISTEN="127.0.0.1:$(free_port)"
 export YICHUANG_CA="$work/tls/ca.pem" YICHUANG_CERT="$work/tls/window.pem" YICHUANG_KEY="$work/tls/window-key.pem"
 cp config/gateway.toml "$work/gateway.toml"
 # The reporter's queue on the events exchange, and its user (docs/reporting.md).
 export YICHUANG_BUS_REPORT=true YICHUANG_BUS_REPORT_USER="$reporter_user"
+# The notifier's queue and its user (docs/notifications.md).
+export YICHUANG_BUS_NOTIFY=true YICHUANG_BUS_NOTIFY_USER="$notifier_user"
 # Results are taken only from each department's listed RabbitMQ user: the adapter's, which
 # `yichuang bus users` makes (read its task queues, write results, configure nothing).
 users=""; for d in scjg sw ga xf rs zrzy gjj; do users+="$d = \"$adapter_user\"\\n"; done
@@ -169,7 +180,8 @@ sig = b64(hmac.new(sys.argv[1].encode(), f"{head}.{body}".encode(), hashlib.sha2
 print(f"{head}.{body}.{sig}")' "$jwt_secret" > "$work/operator.token"
 password_var="YICHUANG_BUS_PASSWORD_$(printf %s "$adapter_user" | tr 'a-z-' 'A-Z_')"
 reporter_password_var="YICHUANG_BUS_PASSWORD_$(printf %s "$reporter_user" | tr 'a-z-' 'A-Z_')"
-env "$password_var=$adapter_password" "$reporter_password_var=$reporter_password" \
+notifier_password_var="YICHUANG_BUS_PASSWORD_$(printf %s "$notifier_user" | tr 'a-z-' 'A-Z_')"
+env "$password_var=$adapter_password" "$reporter_password_var=$reporter_password" "$notifier_password_var=$notifier_password" \
   "$bin/yichuang" bus users --config "$work/gateway.toml" | sed 's/^/  /'
 start gateway "$bin/yichuang" serve --config "$work/gateway.toml"
 deadline=$((SECONDS + 30))
@@ -200,6 +212,15 @@ report_env() { # the reporter's settings, then a command
     YICHUANG_AMQP_URL="${amqp%%://*}://$reporter_user:$reporter_password@127.0.0.1:${amqp_port}/$vhost" "$@"
 }
 start reporter report_env "$bin/yichuang-adapter" report run --config "$work/reporter.toml"
+# The notifier: SMS notices to the applicants who consented (docs/notifications.md); it reads each
+# changed case as the notifier role, over TLS. Hours open all day, so the demo shows them at any hour.
+sed -e "s|^ledger = .*|ledger = \"$work/notifier.db\"|" config/notifier.toml > "$work/notifier.toml"
+start notifier env YICHUANG_SERVER="$server" \
+  YICHUANG_NOTIFIER_CERT="$work/tls/notifier.pem" YICHUANG_NOTIFIER_KEY="$work/tls/notifier-key.pem" \
+  YICHUANG_SMS_URL="http://127.0.0.1:$sms_port/sms/send" YICHUANG_SMS_SECRET=sms-secret \
+  YICHUANG_NOTIFY_HOURS=00:00-24:00 YICHUANG_NOTIFIER_LISTEN="127.0.0.1:$notifier_port" \
+  YICHUANG_AMQP_URL="${amqp%%://*}://$notifier_user:$notifier_password@127.0.0.1:${amqp_port}/$vhost" \
+  "$bin/yichuang-adapter" notify run --config "$work/notifier.toml"
 
 console="https://${YICHUANG_ADMIN_LISTEN}/console"
 bold "== the operations console: $console"
@@ -299,6 +320,7 @@ for i in range(8):
     s = dict(base)
     s["submissionId"] = f"640100-DT01-W03-today-{100 + i:04d}"
     s.pop("submittedAt", None)  # accepted now, by the gateway's clock
+    s["applicant"] = dict(base["applicant"], contact=dict(base["applicant"]["contact"], smsConsent=True))  # agreed to SMS notices
     json.dump(s, open(f"{sys.argv[1]}/stream-{i}.json", "w"), ensure_ascii=False)
 PY
 for i in $(seq 0 7); do
@@ -430,6 +452,21 @@ if [ "${YICHUANG_DEMO_KEEP:-0}" = 1 ]; then
   bold "== still running: $console (operator token in $work/operator.token); press Enter to stop"
   read -r _ || true
 fi
+bold "== the SMS notices sent to the applicants who consented (短信提示), once each, in order per case"
+echo "   (the three example cases' applicants did not consent: their notices are recorded as skipped)"
+"$python" - "http://127.0.0.1:$sms_port/control/messages" "http://127.0.0.1:$notifier_port/status" <<'PY'
+import json, sys, time, urllib.request
+get = lambda url: json.load(urllib.request.urlopen(url, timeout=10))
+deadline = time.time() + 60
+while get(sys.argv[2])["notices"].get("pending", 0) and time.time() < deadline:
+    time.sleep(0.5)
+msgs, status = get(sys.argv[1]), get(sys.argv[2])
+for m in msgs:
+    print(f"  {m['at'][11:19]}Z  {m['mobile']}  {m['content']}")
+print(f"  {len(msgs)} messages at the SMS platform, {len({m['msgid'] for m in msgs})} distinct;",
+      "the notifier's ledger:", ", ".join(f"{k} {v}" for k, v in sorted(status["notices"].items())))
+assert msgs and len({m["msgid"] for m in msgs}) == len(msgs), "every notice once"
+PY
 bold "== the logs of the gateway, the adapter and the simulators, scanned for personal data left unmasked"
 "$bin/yichuang" logs scan --names tests/fixtures/personal-names.txt "$work"/*.log
 bold "== stopping everything (the demo's vhost and database are removed)"
