@@ -15,7 +15,10 @@
 # stage records to the simulated provincial platform (over its HTTP interface on SQLite runs,
 # through its exchange tables in PostgreSQL on PostgreSQL runs) and is killed every round too;
 # at the end each day's reconciliation must find the platform holding every record, each taken
-# once (scripts/chaos_report.py). After the last fault, every case
+# once (scripts/chaos_report.py). The notifier sends the SMS notices of the applicants who
+# consented (every other one) to the simulated SMS platform, and is killed every round too; at
+# the end every notice due must be there, and none for the others (scripts/chaos_notify.py).
+# After the last fault, every case
 # must reach delivery within SETTLE seconds; then scripts/chaos_ledger.py reconciles each case:
 # accepted, decided, ready, delivered, stranded, duplicates at the departments, duplicate status
 # events (history and platform push), unpushed events and lost (a stranded task with no message
@@ -53,8 +56,9 @@ pids=()
 free_port() { "$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 port=$(free_port); adapter_port=$(free_port); platform_port=$(free_port)
 records_port=$(free_port); reporter_port=$(free_port)
+sms_port=$(free_port); notifier_port=$(free_port)
 server="https://127.0.0.1:$port"
-gateway_pid=""; adapter_pid=""; window_pid=""; reporter_pid=""
+gateway_pid=""; adapter_pid=""; window_pid=""; reporter_pid=""; notifier_pid=""
 psql_() { sudo_ su postgres -c "PGOPTIONS='-c client_min_messages=warning' psql -p $pg_port -q -v ON_ERROR_STOP=1 ${2:+-d $2} -c \"$1\"" >/dev/null; }
 say() { printf 'chaos: %s\n' "$*"; }
 
@@ -63,7 +67,7 @@ nodes=()
 ctl() { sudo_ rabbitmqctl -q -n "${nodes[$(( $(bash scripts/cluster.sh running | awk '{print $1}') - 1 ))]}" "$@"; }
 
 cleanup() {
-  for pid in "${pids[@]}" $gateway_pid $adapter_pid $window_pid $reporter_pid; do kill -9 "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}" $gateway_pid $adapter_pid $window_pid $reporter_pid $notifier_pid; do kill -9 "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   if [ "${#nodes[@]}" -gt 0 ]; then
     for n in 1 2 3; do bash scripts/cluster.sh restart "$n" >/dev/null 2>&1 || true; done
@@ -151,6 +155,10 @@ echo "{\"regions\": [\"640100\"], \"item_code\": \"implementation_code\"$exchang
 "$bin/yichuang-sim" platform --listen "127.0.0.1:$records_port" --settings "$work/records-platform.json" > "$work/sim-platform.log" 2>&1 &
 pids+=($!)
 export CHAOS_PLATFORM_SECRET=platform-secret
+# The province's SMS platform: busy now and then, throttling above its rate.
+echo '{"busy_share": 0.05, "per_second": 30}' > "$work/sms.json"
+"$bin/yichuang-sim" sms --listen "127.0.0.1:$sms_port" --settings "$work/sms.json" > "$work/sim-sms.log" 2>&1 &
+pids+=($!)
 
 mkdir -p "$work/departments"
 for f in config/departments/*.yaml; do
@@ -202,7 +210,7 @@ fi
 # The gateway serves TLS with client certificates, as deployed; the hall's commands call it as
 # the hall's window system.
 "$bin/yichuang-dev-certs" "$work/tls" --client window=urn:yichuang:window:640100-DT01 \
-  --client reporter=urn:yichuang:platform >/dev/null
+  --client reporter=urn:yichuang:platform --client notifier=urn:yichuang:notifier >/dev/null
 export YICHUANG_CA="$work/tls/ca.pem" YICHUANG_CERT="$work/tls/window.pem" YICHUANG_KEY="$work/tls/window-key.pem"
 cat > "$work/gateway.toml" <<EOF
 catalog_dir = "$PWD/config/catalog"
@@ -220,6 +228,7 @@ format = "text"
 level = "warn"
 $(bus 0)
 report = true
+notify = true
 # Results are taken only from each department's listed RabbitMQ user: the adapter's (guest here).
 [bus.department_users]
 $(for d in scjg sw ga xf rs zrzy gjj; do echo "$d = \"guest\""; done)
@@ -249,6 +258,14 @@ listen = "127.0.0.1:$reporter_port"
 format = "text"
 level = "warn"
 EOF
+sed -e "s|^ledger = .*|ledger = \"$work/notifier.db\"|" -e 's|^hours = .*|hours = "00:00-24:00"|' \
+    -e "s|^url = \"\${YICHUANG_SERVER.*|url = \"$server\"|" -e "s|^ca_file = \"\${YICHUANG_CA:.*|ca_file = \"$work/tls/ca.pem\"|" \
+    -e "s|^client_cert = .*|client_cert = \"$work/tls/notifier.pem\"|" -e "s|^client_key = .*|client_key = \"$work/tls/notifier-key.pem\"|" \
+    -e "s|^url = \"\${YICHUANG_SMS_URL.*|url = \"http://127.0.0.1:$sms_port/sms/send\"|" \
+    -e "s|^listen = .*|listen = \"127.0.0.1:$notifier_port\"|" -e 's|^format = "\${YICHUANG_LOG_FORMAT.*|format = "text"|' \
+    -e '/^\[bus\]$/,/^prefix = /d' config/notifier.toml > "$work/notifier.toml"
+bus 1 >> "$work/notifier.toml"
+export YICHUANG_SMS_SECRET=sms-secret
 # The topology and its policies, before any fault.
 "$bin/yichuang" bus declare --config "$work/gateway.toml" > /dev/null
 
@@ -270,9 +287,14 @@ start_reporter() {
   "$bin/yichuang-adapter" report run --config "$work/reporter.toml" >> "$work/reporter.log" 2>&1 &
   reporter_pid=$!
 }
+start_notifier() {
+  "$bin/yichuang-adapter" notify run --config "$work/notifier.toml" >> "$work/notifier.log" 2>&1 &
+  notifier_pid=$!
+}
 start_gateway
 start_adapter
 start_reporter
+start_notifier
 day_first=$(TZ=Asia/Shanghai date +%F)
 
 "$python" scripts/chaos_window.py "$work" "$bin" "$server" "$CASES" "$RATE" 2> "$work/window.log" &
@@ -292,6 +314,9 @@ for round in $(seq 1 "$ROUNDS"); do
   kill -9 "$reporter_pid" 2>/dev/null || true; wait "$reporter_pid" 2>/dev/null || true; kills=$((kills + 1))
   say "round $round: reporter killed (SIGKILL)"
   sleep 2; start_reporter
+  kill -9 "$notifier_pid" 2>/dev/null || true; wait "$notifier_pid" 2>/dev/null || true; kills=$((kills + 1))
+  say "round $round: notifier killed (SIGKILL)"
+  sleep 1; start_notifier
   sleep 2
   # The node leading a department's task queue (a different department each round).
   queue="yichuang.tasks.${queues[$(( (round - 1) % ${#queues[@]} ))]}"
@@ -353,6 +378,7 @@ failed=0
 days=("$day_first"); day_last=$(TZ=Asia/Shanghai date +%F)
 [ "$day_last" = "$day_first" ] || days+=("$day_last")
 "$python" scripts/chaos_report.py "$bin" "$work/reporter.toml" "http://127.0.0.1:$records_port" "$STORE" "${days[@]}" || failed=1
+"$python" scripts/chaos_notify.py "$work" "http://127.0.0.1:$sms_port" "http://127.0.0.1:$notifier_port/status" "$STORE" || failed=1
 if [ "$failed" = 1 ]; then
   KEEP=1
   exit 1

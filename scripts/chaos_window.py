@@ -79,6 +79,8 @@ def window():
             s = json.loads(json.dumps(kinds[i % len(kinds)]))
             s["submissionId"] = f"chaos-{i:05d}"
             s.pop("submittedAt", None)  # accepted now, by the gateway's clock
+            # Every other applicant agrees to SMS notices (scripts/chaos_notify.py).
+            s["applicant"]["contact"]["smsConsent"] = i % 2 == 0
             path = os.path.join(work, "cases", f"case-{i}.json")
             with open(path, "w") as f:
                 json.dump(s, f, ensure_ascii=False)
