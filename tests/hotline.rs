@@ -182,8 +182,20 @@ async fn a_progress_query_is_answered_only_to_the_verified_and_audited(backend: 
         "GD-1, GD-2, GD-3 about this case: {records:?}"
     );
 
-    // The orders are stored with their answers, masked.
+    // The orders are stored with their answers, masked, and operators read them.
     let orders = gw.gateway.store.hotline_orders(100).await.unwrap();
+    let listed = admin
+        .hotline_orders(yichuang::proto::v1::HotlineOrdersRequest { limit: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .orders;
+    assert_eq!(listed.len(), orders.len());
+    assert!(
+        listed
+            .iter()
+            .any(|o| o.order_no == "GD-5" && o.outcome == "answered" && o.subject == number)
+    );
     assert_eq!(orders.len(), 6, "{orders:?}");
     for o in &orders {
         assert_nothing_unmasked(&o.answer);

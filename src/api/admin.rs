@@ -224,6 +224,52 @@ impl AdminService for AdminApi {
         }))
     }
 
+    async fn hotline_orders(
+        &self,
+        request: Request<crate::proto::v1::HotlineOrdersRequest>,
+    ) -> Result<Response<crate::proto::v1::HotlineOrdersResponse>, Status> {
+        let access = crate::auth::Access::of(
+            &request,
+            &self.gateway.guard.auditor,
+            "AdminService/HotlineOrders",
+        )?;
+        let limit = match request.get_ref().limit {
+            0 => 100,
+            n @ 1..=1000 => n,
+            n => {
+                return Err(Status::invalid_argument(format!(
+                    "limit: {n} is outside 1–1000"
+                )));
+            }
+        };
+        let orders = self
+            .gateway
+            .store
+            .hotline_orders(i64::from(limit))
+            .await
+            .map_err(store_status)?;
+        access
+            .read(format!("12345 work orders: the last {limit}"))
+            .await?;
+        Ok(Response::new(crate::proto::v1::HotlineOrdersResponse {
+            orders: orders
+                .into_iter()
+                .map(|o| crate::proto::v1::HotlineOrder {
+                    order_no: o.order_no,
+                    kind: o.kind,
+                    subject: o.case_number,
+                    caller: o.caller,
+                    at: Some(pbjson_types::Timestamp {
+                        seconds: o.at_ms.div_euclid(1000),
+                        nanos: (o.at_ms.rem_euclid(1000) * 1_000_000) as i32,
+                    }),
+                    outcome: o.outcome,
+                    answer: o.answer,
+                })
+                .collect(),
+        }))
+    }
+
     async fn reply_complaint(
         &self,
         request: Request<crate::proto::v1::ReplyComplaintRequest>,

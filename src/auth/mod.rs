@@ -170,7 +170,8 @@ pub fn need_of(path: &str) -> Need {
         ("yichuang.v1.HotlineService", "Progress" | "Complain" | "Consult") => HotlineOrders,
         (
             "yichuang.v1.AdminService",
-            "Status" | "OnTimeRates" | "ListDeadLetters" | "ShowDeadLetter" | "AccessLog",
+            "Status" | "OnTimeRates" | "ListDeadLetters" | "ShowDeadLetter" | "AccessLog"
+            | "HotlineOrders",
         ) => AdminRead,
         (
             "yichuang.v1.AdminService",

@@ -132,6 +132,18 @@ pub async fn rectify(
     Ok(0)
 }
 
+/// `hotline-orders`: the 12345 work orders with their answers, newest first, as JSON.
+pub async fn hotline_orders(server: &AdminServer, limit: i32) -> Result<u8, Failure> {
+    let answer = connect(server)
+        .await?
+        .hotline_orders(yichuang::proto::v1::HotlineOrdersRequest { limit })
+        .await
+        .map_err(grpc_failure)?
+        .into_inner();
+    print_json(&answer)?;
+    Ok(0)
+}
+
 /// `reply-complaint`: closes a 12345 complaint with the reply, which goes back to the hotline;
 /// the answer as JSON.
 pub async fn reply_complaint(

@@ -108,6 +108,15 @@ enum Command {
         #[arg(long)]
         response: String,
     },
+    /// The 12345 hotline's work orders with their answers (JSON), newest first. Asking is
+    /// recorded in the access log.
+    HotlineOrders {
+        #[command(flatten)]
+        server: AdminServer,
+        /// At most this many (1–1000).
+        #[arg(long, default_value_t = 100)]
+        limit: i32,
+    },
     /// Closes a 12345 complaint with the department's reply, sent back to the hotline; the case
     /// as JSON (docs/hotline.md).
     ReplyComplaint {
@@ -225,6 +234,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             case_number,
             response,
         } => admin::rectify(&server, case_number, response).await,
+        Command::HotlineOrders { server, limit } => admin::hotline_orders(&server, limit).await,
         Command::ReplyComplaint {
             server,
             case_number,
