@@ -56,6 +56,10 @@ pub struct CaseChange {
     pub tasks: Vec<(String, crate::proto::v1::TaskStatus)>,
     /// Tasks whose clock the sweeper derived (see [`crate::clock`]).
     pub clocks: Vec<ClockRow>,
+    /// Replies to the 12345 hotline queued with the edit, (order number, body): written in the
+    /// same transaction as the closing they report, so neither is ever without the other
+    /// ([`crate::hotline`]).
+    pub hotline_replies: Vec<(String, String)>,
 }
 
 /// What the SLA sweeper keeps on a task's row.
@@ -86,6 +90,7 @@ impl Applied {
             events: self.events.clone(),
             tasks,
             clocks: Vec::new(),
+            hotline_replies: Vec::new(),
         }
     }
 }

@@ -311,13 +311,30 @@ impl AdminService for AdminApi {
                     case, &o, &reply, &who, last_seq, at,
                 ) {
                     Ok(events) if events.is_empty() => (None, Ok(false)),
-                    Ok(events) => (
-                        Some(crate::store::CaseChange {
-                            events,
-                            ..Default::default()
-                        }),
-                        Ok(true),
-                    ),
+                    Ok(events) => {
+                        // The reply to send back, queued in the closing's own transaction.
+                        let watch = case
+                            .supervisions
+                            .iter()
+                            .find(|s| s.order_no == o)
+                            .and_then(|s| s.watch.clone())
+                            .unwrap_or_default();
+                        let body = crate::hotline::reply_body(
+                            &case.case_number,
+                            &o,
+                            &watch.assignee,
+                            &watch.response,
+                            now,
+                        );
+                        (
+                            Some(crate::store::CaseChange {
+                                events,
+                                hotline_replies: vec![(o.clone(), body)],
+                                ..Default::default()
+                            }),
+                            Ok(true),
+                        )
+                    }
                     Err(refused) => (None, Err(refused)),
                 },
             )
@@ -325,20 +342,6 @@ impl AdminService for AdminApi {
             .map_err(store_status)?
             .ok_or_else(|| super::not_found(&number))?;
         let closed = closed.map_err(super::cases::refused_status)?;
-        let watch = case
-            .supervisions
-            .iter()
-            .find(|s| s.order_no == order_no)
-            .and_then(|s| s.watch.clone())
-            .unwrap_or_default();
-        // Queued on the repeat too (the first stands): a closing whose queueing failed (a crash
-        // between the two) is sent when the operator asks again.
-        let body =
-            crate::hotline::reply_body(&number, &order_no, &watch.assignee, &watch.response, now);
-        let queued = store
-            .queue_hotline_reply(&order_no, &number, body, now.timestamp_millis())
-            .await
-            .map_err(store_status)?;
         store
             .record_operator_action(crate::store::OperatorAction {
                 at_ms: now.timestamp_millis(),
@@ -361,7 +364,7 @@ impl AdminService for AdminApi {
         access.read(number).await?;
         Ok(Response::new(crate::proto::v1::ReplyComplaintResponse {
             case: Some(case),
-            queued,
+            queued: closed,
         }))
     }
 

@@ -206,19 +206,6 @@ impl Store {
         on_engine!(self, s => s.hotline_failures(case_number.to_string(), day.to_string()).await)
     }
 
-    /// Queues the reply to 12345 complaint `order_no` for the hotline; `false` when one is
-    /// queued already (the first stands).
-    pub async fn queue_hotline_reply(
-        &self,
-        order_no: &str,
-        case_number: &str,
-        body: String,
-        at_ms: i64,
-    ) -> Result<bool, StoreError> {
-        let (o, c) = (order_no.to_string(), case_number.to_string());
-        on_engine!(self, s => s.queue_hotline_reply(o, c, body, at_ms).await)
-    }
-
     /// Replies to the hotline not delivered yet whose next try is due by `now_ms`: order
     /// number, body and tries so far.
     pub async fn due_hotline_replies(

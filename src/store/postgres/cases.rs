@@ -103,6 +103,13 @@ impl PgStore {
             },
             save_case(&tx, &case, stored, &change.events, now_ms, &mut ordinal),
         )?;
+        for (order_no, reply) in &change.hotline_replies {
+            tx.execute(
+                "INSERT INTO hotline_replies (order_no, case_number, body, created_ms, next_try_ms) VALUES ($1, $2, $3, $4, $4) ON CONFLICT (order_no) DO NOTHING",
+                &[order_no, &case_number, reply, &now_ms],
+            )
+            .await?;
+        }
         tx.commit().await?;
         Ok(Some((case, answer)))
     }

@@ -120,23 +120,6 @@ impl PgStore {
 }
 
 impl PgStore {
-    pub(in crate::store) async fn queue_hotline_reply(
-        &self,
-        order_no: String,
-        case_number: String,
-        body: String,
-        at_ms: i64,
-    ) -> Result<bool, StoreError> {
-        let client = self.pool.get().await.map_err(pool_err)?;
-        let n = client
-            .execute(
-                "INSERT INTO hotline_replies (order_no, case_number, body, created_ms, next_try_ms) VALUES ($1, $2, $3, $4, $4) ON CONFLICT (order_no) DO NOTHING",
-                &[&order_no, &case_number, &body, &at_ms],
-            )
-            .await?;
-        Ok(n == 1)
-    }
-
     pub(in crate::store) async fn due_hotline_replies(
         &self,
         now_ms: i64,

@@ -59,6 +59,12 @@ impl SqliteStore {
                     params![c.next_check_ms, c.due_ms, c.decided_ms, i32::from(c.provisional), c.task_id, case_number],
                 )?;
             }
+            for (order_no, reply) in &change.hotline_replies {
+                tx.execute(
+                    "INSERT INTO hotline_replies (order_no, case_number, body, created_ms, next_try_ms) VALUES (?1, ?2, ?3, ?4, ?4) ON CONFLICT (order_no) DO NOTHING",
+                    params![order_no, case_number, reply, now_ms],
+                )?;
+            }
             save_case(&tx, &case, &body, &change.events, now_ms)?;
             tx.commit()?;
             Ok(Some((case, answer)))

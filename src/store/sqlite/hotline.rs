@@ -120,24 +120,6 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
-    pub(in crate::store) async fn queue_hotline_reply(
-        &self,
-        order_no: String,
-        case_number: String,
-        body: String,
-        at_ms: i64,
-    ) -> Result<bool, StoreError> {
-        self.write(move |conn| {
-            let n = conn
-                .prepare_cached(
-                    "INSERT INTO hotline_replies (order_no, case_number, body, created_ms, next_try_ms) VALUES (?1, ?2, ?3, ?4, ?4) ON CONFLICT (order_no) DO NOTHING",
-                )?
-                .execute(params![order_no, case_number, body, at_ms])?;
-            Ok(n == 1)
-        })
-        .await
-    }
-
     pub(in crate::store) async fn due_hotline_replies(
         &self,
         now_ms: i64,
