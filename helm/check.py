@@ -2,7 +2,7 @@
 """Checks the yichuang chart (helm/yichuang) the way a cluster would see it, offline.
 
 For each value set (the defaults, and each of helm/test-values/*.yaml: demo, development,
-production, reporter):
+notifier, production, reporter):
 
 1. lints the chart and renders it with Helm's own engine (helm-python-sdk embeds Helm; no
    binary, no cluster), values checked against values.schema.json;
@@ -18,6 +18,9 @@ production, reporter):
 4. with the `yichuang-adapter` binary built (make test builds it first; CARGO_TARGET_DIR says
    where), runs `yichuang-adapter --check` on each adapter's rendered configuration, as it would
    start (the reporter's through `report refused`, which reads all of it and connects nowhere), the Secrets' certificates stood in for by development ones (yichuang-dev-certs).
+   The notifier's is not: `yichuang-adapter notify` has `run` only, no --check and no command
+   that reads its settings without connecting; its notifier.toml is checked here only (keys
+   against config/notifier.toml, known events, the ledger on the claim).
 
 Then it makes sure the check can fail: each value set in helm/test-values/bad/ must be refused
 with the message its first line names, and copies of the chart broken on purpose (a template
