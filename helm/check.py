@@ -817,12 +817,17 @@ def expectations(name: str, docs, problems: Problems) -> None:
                and notes.get("nginx.ingress.kubernetes.io/backend-protocol") == "GRPCS",
                "an Ingress passing the windows' TLS through to the gateway")
         certificates = {c["metadata"]["name"]: c for c in by_kind(docs, "Certificate")}
-        expect(set(certificates) == {f"{RELEASE}-gateway", f"{RELEASE}-reporter-client"},
-               f"the gateway's and the reporter's certificates from cert-manager, got {sorted(certificates)}")
+        expect(set(certificates) == {f"{RELEASE}-gateway", f"{RELEASE}-reporter-client", f"{RELEASE}-notifier-client"},
+               f"the gateway's, the reporter's and the notifier's certificates from cert-manager, got {sorted(certificates)}")
         client = certificates.get(f"{RELEASE}-reporter-client", {}).get("spec", {})
         expect(client.get("uris") == ["urn:yichuang:platform"] and "client auth" in client.get("usages", [])
                and client.get("issuerRef", {}).get("name") == "nx-province-client-ca",
                "the reporter's client certificate names the platform role, from the client CA's issuer")
+        client = certificates.get(f"{RELEASE}-notifier-client", {}).get("spec", {})
+        expect(client.get("uris") == ["urn:yichuang:notifier"] and "client auth" in client.get("usages", [])
+               and client.get("issuerRef", {}).get("name") == "nx-province-client-ca"
+               and client.get("secretName") == f"{RELEASE}-notifier-client-tls",
+               "the notifier's client certificate names the notifier role, from the client CA's issuer")
         # Callbacks: only 公安 takes them, on a port of their own, from its system's address only.
         for code in adapters:
             c = containers(deployments[f"{RELEASE}-adapter-{code}"])[0]
@@ -831,8 +836,8 @@ def expectations(name: str, docs, problems: Problems) -> None:
         policy = next(n for n in by_kind(docs, "NetworkPolicy") if n["metadata"]["name"] == f"{RELEASE}-adapter-ga")
         callers = [r.get("from") for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == "callbacks"]
         expect(callers == [[{"ipBlock": {"cidr": "10.64.14.9/32"}}]], f"ga's callbacks from its system only, got {callers}")
-        expect(len(by_kind(docs, "ServiceMonitor")) == 3, "ServiceMonitors for the gateway, the adapters and the reporter")
-        expect(len(by_kind(docs, "NetworkPolicy")) == 3 + len(adapters), "NetworkPolicies for the gateway, each adapter, the reporter and the bus users Job")
+        expect(len(by_kind(docs, "ServiceMonitor")) == 4, "ServiceMonitors for the gateway, the adapters, the reporter and the notifier")
+        expect(len(by_kind(docs, "NetworkPolicy")) == 4 + len(adapters), "NetworkPolicies for the gateway, each adapter, the reporter, the notifier and the bus users Job")
         expect_trust(docs, expect)
         gateway = next(c for c in by_kind(docs, "ConfigMap") if c["metadata"]["name"] == f"{RELEASE}-gateway")
         users = tomllib.loads(VAR.sub("x", gateway["data"]["gateway.toml"]))["bus"]["department_users"]
@@ -842,6 +847,13 @@ def expectations(name: str, docs, problems: Problems) -> None:
         expect(transport.get("kind") == "http" and transport.get("secret") == {"env": "YICHUANG_PLATFORM_SECRET"}
                and transport.get("ca_file") == "/etc/yichuang/tls/report-platform/ca.crt",
                f"the reporter on the platform's HTTP interface, its secret from the environment, its CA mounted, got {transport}")
+        notifier = expect_notifier(docs, expect)
+        expect(notifier.get("hours") == "08:00-20:00" and set(notifier.get("templates", {})) == set(shipped_templates()),
+               f"the notifier's default hours and the shipped texts, got {notifier.get('hours')}, {sorted(notifier.get('templates', {}))}")
+        volumes = {v["name"]: v for v in next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == f"{RELEASE}-notifier")["spec"]["template"]["spec"]["volumes"]}
+        expect(volumes.get("notifier-tls", {}).get("secret", {}).get("secretName") == f"{RELEASE}-notifier-client-tls"
+               and volumes.get("gateway-ca", {}).get("secret", {}).get("secretName") == f"{RELEASE}-gateway-tls",
+               "the notifier mounts the issued client certificate and the gateway's issued CA")
     elif name == "reporter":
         config = expect_reporter(docs, expect)
         url = config.get("transport", {}).get("url", "")
