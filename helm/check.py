@@ -2,7 +2,7 @@
 """Checks the yichuang chart (helm/yichuang) the way a cluster would see it, offline.
 
 For each value set (the defaults, and each of helm/test-values/*.yaml: demo, development,
-production, reporter):
+notifier, production, reporter):
 
 1. lints the chart and renders it with Helm's own engine (helm-python-sdk embeds Helm; no
    binary, no cluster), values checked against values.schema.json;
@@ -18,6 +18,9 @@ production, reporter):
 4. with the `yichuang-adapter` binary built (make test builds it first; CARGO_TARGET_DIR says
    where), runs `yichuang-adapter --check` on each adapter's rendered configuration, as it would
    start (the reporter's through `report refused`, which reads all of it and connects nowhere), the Secrets' certificates stood in for by development ones (yichuang-dev-certs).
+   The notifier's is not: `yichuang-adapter notify` has `run` only, no --check and no command
+   that reads its settings without connecting; its notifier.toml is checked here only (keys
+   against config/notifier.toml, known events, the ledger on the claim).
 
 Then it makes sure the check can fail: each value set in helm/test-values/bad/ must be refused
 with the message its first line names, and copies of the chart broken on purpose (a template
@@ -332,6 +335,8 @@ def check_references(docs, where: str, problems: Problems) -> None:
 
 VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-[^}]*)?\}")
 ENV_SECRET = re.compile(r"\{\s*env:\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}")
+# The same in TOML: secret = { env = "VAR" }.
+ENV_SECRET_TOML = re.compile(r"\{\s*env\s*=\s*\"([A-Za-z_][A-Za-z0-9_]*)\"\s*\}")
 
 
 def uncommented(text: str) -> str:
@@ -381,6 +386,8 @@ GATEWAY_KEYS = {
     "development": {"plaintext", "unchecked_results"},
     # src/config/trust.rs: JwtConfig (commented out in the shipped file).
     "auth.jwt": set(),
+    # src/config/hotline.rs: HotlineConfig (the shipped file leaves timeout_secs at its default).
+    "hotline": {"timeout_secs"},
 }
 
 
@@ -480,6 +487,21 @@ def check_configuration(docs, where: str, problems: Problems) -> None:
                 continue
             check_reporter_config(d, config, path, files, where, problems)
             needed = {v: path for v in needed_vars(text)}
+        elif args[:3] == ["yichuang-adapter", "notify", "run"]:
+            path = args[args.index("--config") + 1]
+            text = files.get(path)
+            if text is None:
+                problems.add(where, f"{d['kind']}/{name}: {path} is not mounted")
+                continue
+            try:
+                config = tomllib.loads(VAR.sub("x", text))
+            except tomllib.TOMLDecodeError as e:
+                problems.add(where, f"{d['kind']}/{name}: {path}: {e}")
+                continue
+            check_notifier_config(d, config, path, where, problems)
+            needed = {v: path for v in needed_vars(text)}
+            # The SMS secret by reference: { env = "VAR" } must be set too.
+            needed.update({v: path for v in ENV_SECRET_TOML.findall(uncommented(text))})
         elif args[:1] == ["yichuang-sim"]:
             continue
         else:
@@ -561,6 +583,76 @@ def check_reporter_config(d: dict, config: dict, path: str, files: dict[str, str
         problems.add(where, f"{name}: the ledger {ledger} is not on a PersistentVolumeClaim")
     if d["spec"].get("replicas") != 1 or d["spec"].get("strategy", {}).get("type") != "Recreate":
         problems.add(where, f"{name}: one reporter only: replicas 1 and strategy Recreate")
+
+
+NOTIFIER_KEYS = {
+    # adapters/src/notify/sms.rs: SmsConfig's optional ca_file, SignatureConfig's uppercase.
+    "sms": {"ca_file"},
+    "sms.signature": {"uppercase"},
+    "tracing": {"otlp_endpoint", "sampling_ratio", "service_name"},
+}
+# Tables whose keys are the operator's own (an event's template, a body field).
+NOTIFIER_FREE_TABLES = {"templates", "sms.fields"}
+
+
+def notifier_keys() -> dict[str, set[str]]:
+    """The keys the notifier knows, from the shipped, documented config/notifier.toml; [bus] is
+    the gateway's BusConfig."""
+    text = (ROOT / "config" / "notifier.toml").read_text()
+    shipped = tomllib.loads(VAR.sub(lambda m: m.group(2)[2:] if m.group(2) else "x", text))
+    keys: dict[str, set[str]] = {"": set()}
+
+    def walk(prefix: str, body: dict) -> None:
+        for k, v in body.items():
+            if isinstance(v, dict) and f"{prefix}{k}" not in ("sms.secret",):
+                keys.setdefault(f"{prefix}{k}", set())
+                walk(f"{prefix}{k}.", v)
+            else:
+                keys.setdefault(prefix.rstrip("."), set()).add(k)
+    walk("", shipped)
+    for table, extra in NOTIFIER_KEYS.items():
+        keys.setdefault(table, set()).update(extra)
+    keys["bus"] |= gateway_keys()["bus"]
+    return keys
+
+
+def shipped_templates() -> dict[str, str]:
+    return tomllib.loads((ROOT / "config" / "notifier.toml").read_text())["templates"]
+
+
+def check_notifier_config(d: dict, config: dict, path: str, where: str, problems: Problems) -> None:
+    """notifier.toml: only keys the notifier knows, and only known events in [templates]; its
+    ledger on the claim, not in a ConfigMap or an emptyDir; one replica, replaced by Recreate.
+    (`yichuang-adapter notify` has no --check: this is all that is checked of it.)"""
+    known = notifier_keys()
+    name = f"{d['kind']}/{d['metadata']['name']}"
+
+    def walk(prefix: str, body: dict) -> None:
+        table = prefix.rstrip(".")
+        for key, value in body.items():
+            if isinstance(value, dict) and f"{prefix}{key}" != "sms.secret":
+                if f"{prefix}{key}" not in known:
+                    problems.add(where, f"{path}: unknown table [{prefix}{key}]")
+                else:
+                    walk(f"{prefix}{key}.", value)
+            elif table not in NOTIFIER_FREE_TABLES and key not in known.get(table, set()):
+                problems.add(where, f"{path}: unknown key {f'[{table}] ' if table else ''}{key}")
+    walk("", config)
+    events = set(shipped_templates())
+    for event in config.get("templates", {}):
+        if event not in events:
+            problems.add(where, f"{path}: [templates] {event} is not an event the notifier knows ({sorted(events)})")
+    if not config.get("templates"):
+        problems.add(where, f"{path}: [templates] is empty: no notice would ever be sent")
+    spec = d["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    ledger = str(config.get("ledger", ""))
+    mount = max((m for c in spec["containers"] for m in c.get("volumeMounts", [])
+                 if ledger.startswith(m["mountPath"] + "/")), key=lambda m: len(m["mountPath"]), default=None)
+    if mount is None or "persistentVolumeClaim" not in volumes.get(mount["name"], {}):
+        problems.add(where, f"{name}: the ledger {ledger} is not on a PersistentVolumeClaim")
+    if d["spec"].get("replicas") != 1 or d["spec"].get("strategy", {}).get("type") != "Recreate":
+        problems.add(where, f"{name}: one notifier only: replicas 1 and strategy Recreate")
 
 
 def adapter_binary() -> Path | None:
@@ -689,6 +781,14 @@ def expectations(name: str, docs, problems: Problems) -> None:
         gateway = next(c for c in by_kind(docs, "ConfigMap") if c["metadata"]["name"] == f"{RELEASE}-gateway")
         expect(tomllib.loads(VAR.sub("x", gateway["data"]["gateway.toml"]))["bus"]["report"] is False,
                "no report queue without a reporter ([bus] report = false)")
+        expect(f"{RELEASE}-notifier" not in deployments, "no notifier unless asked")
+        bus = tomllib.loads(VAR.sub("x", gateway["data"]["gateway.toml"]))["bus"]
+        expect(bus["notify"] is False and "notify_user" not in bus,
+               "no notify queue without a notifier ([bus] notify = false)")
+        hotline = tomllib.loads(VAR.sub("x", gateway["data"]["gateway.toml"]))["hotline"]
+        expect(hotline == {"max_failed_verifications": 5, "reply_working_days": 5, "reply_url": "",
+                           "secret": "x", "timeout_secs": 10},
+               f"the hotline's defaults, replies queued and not sent, got {hotline}")
         policies = {n["metadata"]["name"] for n in by_kind(docs, "NetworkPolicy")}
         expect(policies == {f"{RELEASE}-gateway", f"{RELEASE}-bus-users", *(f"{RELEASE}-adapter-{c}" for c in adapters)},
                f"NetworkPolicies on by default, for the gateway and each adapter, got {sorted(policies)}")
@@ -717,12 +817,17 @@ def expectations(name: str, docs, problems: Problems) -> None:
                and notes.get("nginx.ingress.kubernetes.io/backend-protocol") == "GRPCS",
                "an Ingress passing the windows' TLS through to the gateway")
         certificates = {c["metadata"]["name"]: c for c in by_kind(docs, "Certificate")}
-        expect(set(certificates) == {f"{RELEASE}-gateway", f"{RELEASE}-reporter-client"},
-               f"the gateway's and the reporter's certificates from cert-manager, got {sorted(certificates)}")
+        expect(set(certificates) == {f"{RELEASE}-gateway", f"{RELEASE}-reporter-client", f"{RELEASE}-notifier-client"},
+               f"the gateway's, the reporter's and the notifier's certificates from cert-manager, got {sorted(certificates)}")
         client = certificates.get(f"{RELEASE}-reporter-client", {}).get("spec", {})
         expect(client.get("uris") == ["urn:yichuang:platform"] and "client auth" in client.get("usages", [])
                and client.get("issuerRef", {}).get("name") == "nx-province-client-ca",
                "the reporter's client certificate names the platform role, from the client CA's issuer")
+        client = certificates.get(f"{RELEASE}-notifier-client", {}).get("spec", {})
+        expect(client.get("uris") == ["urn:yichuang:notifier"] and "client auth" in client.get("usages", [])
+               and client.get("issuerRef", {}).get("name") == "nx-province-client-ca"
+               and client.get("secretName") == f"{RELEASE}-notifier-client-tls",
+               "the notifier's client certificate names the notifier role, from the client CA's issuer")
         # Callbacks: only 公安 takes them, on a port of their own, from its system's address only.
         for code in adapters:
             c = containers(deployments[f"{RELEASE}-adapter-{code}"])[0]
@@ -731,8 +836,8 @@ def expectations(name: str, docs, problems: Problems) -> None:
         policy = next(n for n in by_kind(docs, "NetworkPolicy") if n["metadata"]["name"] == f"{RELEASE}-adapter-ga")
         callers = [r.get("from") for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == "callbacks"]
         expect(callers == [[{"ipBlock": {"cidr": "10.64.14.9/32"}}]], f"ga's callbacks from its system only, got {callers}")
-        expect(len(by_kind(docs, "ServiceMonitor")) == 3, "ServiceMonitors for the gateway, the adapters and the reporter")
-        expect(len(by_kind(docs, "NetworkPolicy")) == 3 + len(adapters), "NetworkPolicies for the gateway, each adapter, the reporter and the bus users Job")
+        expect(len(by_kind(docs, "ServiceMonitor")) == 4, "ServiceMonitors for the gateway, the adapters, the reporter and the notifier")
+        expect(len(by_kind(docs, "NetworkPolicy")) == 4 + len(adapters), "NetworkPolicies for the gateway, each adapter, the reporter, the notifier and the bus users Job")
         expect_trust(docs, expect)
         gateway = next(c for c in by_kind(docs, "ConfigMap") if c["metadata"]["name"] == f"{RELEASE}-gateway")
         users = tomllib.loads(VAR.sub("x", gateway["data"]["gateway.toml"]))["bus"]["department_users"]
@@ -742,6 +847,13 @@ def expectations(name: str, docs, problems: Problems) -> None:
         expect(transport.get("kind") == "http" and transport.get("secret") == {"env": "YICHUANG_PLATFORM_SECRET"}
                and transport.get("ca_file") == "/etc/yichuang/tls/report-platform/ca.crt",
                f"the reporter on the platform's HTTP interface, its secret from the environment, its CA mounted, got {transport}")
+        notifier = expect_notifier(docs, expect)
+        expect(notifier.get("hours") == "08:00-20:00" and set(notifier.get("templates", {})) == set(shipped_templates()),
+               f"the notifier's default hours and the shipped texts, got {notifier.get('hours')}, {sorted(notifier.get('templates', {}))}")
+        volumes = {v["name"]: v for v in next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == f"{RELEASE}-notifier")["spec"]["template"]["spec"]["volumes"]}
+        expect(volumes.get("notifier-tls", {}).get("secret", {}).get("secretName") == f"{RELEASE}-notifier-client-tls"
+               and volumes.get("gateway-ca", {}).get("secret", {}).get("secretName") == f"{RELEASE}-gateway-tls",
+               "the notifier mounts the issued client certificate and the gateway's issued CA")
     elif name == "reporter":
         config = expect_reporter(docs, expect)
         url = config.get("transport", {}).get("url", "")
@@ -749,6 +861,72 @@ def expectations(name: str, docs, problems: Problems) -> None:
                "?sslmode=verify-full&connect_timeout=10&sslrootcert=/etc/yichuang/tls/report-platform/ca.crt",
                f"the exchange tables' URL with the password from the environment and the CA mounted, got {url}")
         expect(len(by_kind(docs, "Certificate")) == 0, "no Certificate without cert-manager")
+    elif name == "notifier":
+        expect_reporter(docs, expect)
+        config = expect_notifier(docs, expect)
+        expect(config.get("hours") == "08:30-19:30", f"the notifier's hours from the values, got {config.get('hours')}")
+        expect(set(config.get("templates", {})) == {"accepted", "ready"}, f"the notifier's own templates, got {config.get('templates')}")
+        expect(config.get("sms", {}).get("ca_file") == "/etc/yichuang/tls/sms/ca.crt", "the SMS platform's CA mounted")
+        maps = {m["metadata"]["name"]: m.get("data") or {} for m in by_kind(docs, "ConfigMap")}
+        hotline = tomllib.loads(VAR.sub(lambda m: "${" + m.group(1) + "}", maps[f"{RELEASE}-gateway"]["gateway.toml"]))["hotline"]
+        expect(hotline.get("reply_url") == "https://12345.nx.gov.cn/api/reply" and hotline.get("timeout_secs") == 15
+               and hotline.get("max_failed_verifications") == 3 and hotline.get("reply_working_days") == 3,
+               f"the hotline's settings from the values, got {hotline}")
+        gw = containers(next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == f"{RELEASE}-gateway"))[0]
+        env = {e["name"]: e for e in gw.get("env", [])}
+        expect(env.get("YICHUANG_HOTLINE_SECRET", {}).get("valueFrom", {}).get("secretKeyRef") == {"name": "yichuang-hotline", "key": "secret"},
+               "the hotline's secret from its Secret")
+
+
+def expect_notifier(docs, expect) -> dict:
+    """The notifier: one replica replaced by Recreate, probed on /healthz, its ledger on its
+    claim, its own RabbitMQ user (made by the bus users Job), reading the gateway over TLS with
+    its client certificate; the gateway declares its queue and admits it; its egress only to DNS,
+    RabbitMQ, the gateway and the SMS platform; scraped. Returns its notifier.toml."""
+    deployments = {d["metadata"]["name"]: d for d in by_kind(docs, "Deployment")}
+    d = deployments.get(f"{RELEASE}-notifier")
+    expect(d is not None, "a notifier Deployment")
+    if d is None:
+        return {}
+    expect(d["spec"]["replicas"] == 1 and d["spec"]["strategy"] == {"type": "Recreate"},
+           "one notifier, replaced by Recreate")
+    c = containers(d)[0]
+    expect(c["args"][:3] == ["yichuang-adapter", "notify", "run"], f"the notifier runs notify run, got {c['args']}")
+    for p in ("readinessProbe", "livenessProbe"):
+        expect(c.get(p, {}).get("httpGet") == {"path": "/healthz", "port": "http"}, f"the notifier's {p} on /healthz")
+    env = {e["name"]: e for e in c.get("env", [])}
+    expect(env.get("YICHUANG_AMQP_USER", {}).get("value") == "notifier", "the notifier's own RabbitMQ user")
+    for var in ("YICHUANG_AMQP_PASSWORD", "YICHUANG_SMS_SECRET"):
+        expect("secretKeyRef" in env.get(var, {}).get("valueFrom", {}), f"its {var} from a Secret")
+    claims = {p["metadata"]["name"] for p in by_kind(docs, "PersistentVolumeClaim")}
+    expect(f"{RELEASE}-notifier" in claims, "the notifier's ledger's claim")
+    maps = {m["metadata"]["name"]: m.get("data") or {} for m in by_kind(docs, "ConfigMap")}
+    config = tomllib.loads(VAR.sub(lambda m: "${" + m.group(1) + "}", maps.get(f"{RELEASE}-notifier", {}).get("notifier.toml", "")))
+    gw = config.get("gateway", {})
+    expect(gw.get("url") == f"https://{RELEASE}-gateway:50051" and gw.get("client_cert") == "/etc/yichuang/tls/notifier/tls.crt"
+           and gw.get("ca_file"), f"the notifier reads the gateway's windows' listener over TLS with its client certificate, got {gw}")
+    expect(config.get("bus", {}).get("url", "").startswith("amqps://"), "the notifier on AMQPS")
+    expect(config.get("sms", {}).get("secret") == {"env": "YICHUANG_SMS_SECRET"}, "the SMS secret from the environment")
+    gateway = tomllib.loads(VAR.sub("x", maps[f"{RELEASE}-gateway"]["gateway.toml"]))
+    expect(gateway["bus"]["notify"] is True and gateway["bus"].get("notify_user") == "notifier",
+           "the gateway declares the notify queue and names its user ([bus] notify = true, notify_user)")
+    jobs = {j["metadata"]["name"]: j for j in by_kind(docs, "Job")}
+    job = jobs.get(f"{RELEASE}-bus-users")
+    sources = job["spec"]["template"]["spec"]["volumes"] if job else []
+    paths = [i["path"] for v in sources for s in v.get("projected", {}).get("sources", []) for i in s.get("secret", {}).get("items", [])]
+    expect("notifier" in paths, f"the bus users Job makes the notifier's user, got {paths}")
+    policies = {n["metadata"]["name"]: n for n in by_kind(docs, "NetworkPolicy")}
+    pods = d["spec"]["template"]["metadata"]["labels"]
+    admitted = [r for r in policies[f"{RELEASE}-gateway"]["spec"]["ingress"]
+                if any(selects(f.get("podSelector", {}).get("matchLabels", {}), pods) for f in r.get("from", []))]
+    expect([r["ports"] for r in admitted] == [[{"protocol": "TCP", "port": "grpc"}]],
+           f"the gateway admits the notifier on its windows' port only, got {admitted}")
+    policy = policies.get(f"{RELEASE}-notifier")
+    expect(policy is not None and selects(policy["spec"]["podSelector"]["matchLabels"], pods),
+           "a NetworkPolicy for the notifier")
+    monitors = [m for m in by_kind(docs, "ServiceMonitor") if m["metadata"]["name"] == f"{RELEASE}-notifier"]
+    expect(len(monitors) == 1, "a ServiceMonitor for the notifier")
+    return config
 
 
 def expect_reporter(docs, expect) -> dict:

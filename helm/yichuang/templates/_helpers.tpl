@@ -190,6 +190,9 @@ off only together with the development flag, and what each protection needs is g
 {{- if $v.reporter.enabled }}
 {{- include "yichuang.checkReporter" (dict "root" . "users" $seen) }}
 {{- end }}
+{{- if $v.notifier.enabled }}
+{{- include "yichuang.checkNotifier" (dict "root" . "users" $seen) }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -256,6 +259,54 @@ platform role to the gateway. (dict "root" $ "users" <RabbitMQ user → departme
 {{- if and $v.networkPolicy.enabled $v.networkPolicy.egress.enabled (not $r.network.cidrs) (not $v.networkPolicy.egress.reporter) }}
 {{- fail "reporter.network.cidrs: with networkPolicy.egress.enabled the reporter reaches the platform only where this says; list its addresses (or rules in networkPolicy.egress.reporter)" }}
 {{- end }}
+{{- end }}
+
+{{/*
+What the notifier needs (notifier.enabled), checked with the rest: the SMS platform's URL over
+https (unless development.plaintext), its account and secret, its own RabbitMQ user (neither an
+adapter's nor the reporter's), and a way to prove its notifier role to the gateway.
+(dict "root" $ "users" <RabbitMQ user → department>).
+*/}}
+{{- define "yichuang.checkNotifier" -}}
+{{- $v := .root.Values }}
+{{- $n := $v.notifier }}
+{{- $dev := $v.development.plaintext }}
+{{- range $k := list "url" "account" "existingSecret" }}
+{{- if not (get $n.sms $k) }}
+{{- fail (printf "notifier.sms.%s: required with notifier.enabled (url: the SMS platform's send interface; existingSecret: the Secret holding its secret)" $k) }}
+{{- end }}
+{{- end }}
+{{- if and (not $dev) (not (hasPrefix "https://" $n.sms.url)) }}
+{{- fail "notifier.sms.url: applicants' mobile numbers would cross the network in the clear; use https:// (only a development cluster may, with development.plaintext: true)" }}
+{{- end }}
+{{- if not $n.rabbitmq.existingSecret }}
+{{- fail "notifier.rabbitmq.existingSecret: the Secret with the notifier's RabbitMQ password (its own user, notifier.rabbitmq.user)" }}
+{{- end }}
+{{- with get .users $n.rabbitmq.user }}
+{{- fail (printf "notifier.rabbitmq.user: %s is also the %s adapter's; the notifier needs a RabbitMQ user of its own" $n.rabbitmq.user .) }}
+{{- end }}
+{{- if and $v.reporter.enabled (eq $n.rabbitmq.user $v.reporter.rabbitmq.user) }}
+{{- fail (printf "notifier.rabbitmq.user: %s is also the reporter's; the notifier needs a RabbitMQ user of its own" $n.rabbitmq.user) }}
+{{- end }}
+{{- if $v.gateway.tls.enabled }}
+{{- if not $v.gateway.tls.clientCA.existingSecret }}
+{{- fail "notifier.enabled needs gateway.tls.clientCA.existingSecret: the notifier proves its notifier role to the gateway with a client certificate (it has no bearer token)" }}
+{{- end }}
+{{- if and (not $n.gateway.caSecret) (not $v.certManager.enabled) }}
+{{- fail "notifier.gateway.caSecret: the Secret holding the CA that signs the gateway's server certificate, which the notifier checks" }}
+{{- end }}
+{{- if and (not $n.gateway.clientCertificate.existingSecret) (not (and $v.certManager.enabled $n.gateway.clientCertificate.issuerRef.name)) }}
+{{- fail "notifier.gateway.clientCertificate.existingSecret: the notifier's client certificate (a kubernetes.io/tls Secret, URI SAN urn:yichuang:notifier), or certManager.enabled with notifier.gateway.clientCertificate.issuerRef.name to have one issued" }}
+{{- end }}
+{{- end }}
+{{- if and $v.networkPolicy.enabled $v.networkPolicy.egress.enabled (not $n.network.cidrs) (not $v.networkPolicy.egress.notifier) }}
+{{- fail "notifier.network.cidrs: with networkPolicy.egress.enabled the notifier reaches the SMS platform only where this says; list its addresses (or rules in networkPolicy.egress.notifier)" }}
+{{- end }}
+{{- end }}
+
+{{/* The notifier's client certificate Secret: its own, or the one cert-manager issues. */}}
+{{- define "yichuang.notifierClientSecret" -}}
+{{- .Values.notifier.gateway.clientCertificate.existingSecret | default (printf "%s-notifier-client-tls" (include "yichuang.fullname" .)) }}
 {{- end }}
 
 {{/* The reporter's client certificate Secret: its own, or the one cert-manager issues. */}}
