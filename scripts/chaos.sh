@@ -53,10 +53,10 @@ vhost="yichuang-chaos-$$"
 dept_db="yichuang_chaos_$$"
 schema="chaos_$$"
 pids=()
-free_port() { "$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-port=$(free_port); adapter_port=$(free_port); platform_port=$(free_port)
-records_port=$(free_port); reporter_port=$(free_port)
-sms_port=$(free_port); notifier_port=$(free_port)
+mapfile -t free < <(free_ports 13)
+port=${free[0]}; adapter_port=${free[1]}; platform_port=${free[2]}
+records_port=${free[3]}; reporter_port=${free[4]}
+sms_port=${free[5]}; notifier_port=${free[6]}
 server="https://127.0.0.1:$port"
 gateway_pid=""; adapter_pid=""; window_pid=""; reporter_pid=""; notifier_pid=""
 psql_() { sudo_ su postgres -c "PGOPTIONS='-c client_min_messages=warning' psql -p $pg_port -q -v ON_ERROR_STOP=1 ${2:+-d $2} -c \"$1\"" >/dev/null; }
@@ -114,7 +114,7 @@ echo "{\"behaviour\": $(behaviour zrzy), \"schema\": \"bdc_qzk\", \"tick_ms\": 5
   \"fields\": [\"tyslbh\", \"sxbm\", \"sxmc\", \"qlrmc\", \"qlrzjh\", \"lxdh\", \"slsj\"], \"required\": [\"qlrmc\"],
   \"licence_name\": \"不动产权证书\"}" > "$work/zrzy.json"
 declare -A sim_port
-for d in scjg sw ga xf rs zrzy; do sim_port[$d]=$(free_port); done
+n=7; for d in scjg sw ga xf rs zrzy; do sim_port[$d]=${free[$n]}; n=$((n + 1)); done
 sim() { # sim DEPT KIND ARGS...
   local d=$1 kind=$2; shift 2
   "$bin/yichuang-sim" "$kind" "$@" --settings "$work/$d.json" > "$work/sim-$d.log" 2>&1 &

@@ -35,14 +35,16 @@ reporter_password="demo-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
 notifier_user="yichuang-demo-notifier-$$"
 notifier_password="demo-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
 pids=()
-free_port() { "$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-port=$(free_port)
-adapter_port=$(free_port)
-metrics_port=$(free_port)
-platform_port=$(free_port)
-reporter_port=$(free_port)
-sms_port=$(free_port)
-notifier_port=$(free_port)
+mapfile -t free < <(free_ports 9)
+port=${free[0]}
+adapter_port=${free[1]}
+metrics_port=${free[2]}
+platform_port=${free[3]}
+reporter_port=${free[4]}
+sms_port=${free[5]}
+hotline_port=${free[6]}
+notifier_port=${free[7]}
+admin_port=${free[8]}
 server="https://127.0.0.1:$port"
 psql_() { sudo_ su postgres -c "PGOPTIONS='-c client_min_messages=warning' psql -p $pg_port -q -v ON_ERROR_STOP=1 -c \"$1\"" >/dev/null; }
 
@@ -105,6 +107,8 @@ echo '{"regions": ["640100"], "item_code": "implementation_code"}' > "$work/plat
 start sim-platform "$bin/yichuang-sim" platform --listen "127.0.0.1:$platform_port" --settings "$work/platform.json"
 # The province's SMS platform (短信平台): MD5-signed form POST, deduplicating by msgid.
 start sim-sms "$bin/yichuang-sim" sms --listen "127.0.0.1:$sms_port"
+# The 12345 hotline's reply interface (工单反馈): signed replies to complaints, 503 now and then.
+start sim-hotline "$bin/yichuang-sim" hotline --listen "127.0.0.1:$hotline_port" --secret hotline-demo-secret
 cat <<'EOF'
   scjg 市场监管   HTTP/JSON with an expiring token      127.0.0.1:18081
   sw   税务       form-POST XML, GBK answers, signed    127.0.0.1:18082
@@ -149,15 +153,18 @@ export YICHUANG_CATALOG_DIR="$PWD/config/catalog" YICHUANG_CALENDAR_DIR="$PWD/co
   --client window=urn:yichuang:window:640100-DT01 \
   --client operator=urn:yichuang:operator \
   --client reporter=urn:yichuang:platform \
-  --client notifier=urn:yichuang:notifier >/dev/null
+  --client notifier=urn:yichuang:notifier \
+  --client hotline=urn:yichuang:hotline >/dev/null
 export YICHUANG_TLS_CERT="$work/tls/server.pem" YICHUANG_TLS_KEY="$work/tls/server-key.pem" YICHUANG_TLS_CLIENT_CA="$work/tls/ca.pem"
-export YICHUANG_ADMIN_LISTEN="127.0.0.1:$(free_port)"
+export YICHUANG_ADMIN_LISTEN="127.0.0.1:$admin_port"
 export YICHUANG_CA="$work/tls/ca.pem" YICHUANG_CERT="$work/tls/window.pem" YICHUANG_KEY="$work/tls/window-key.pem"
 cp config/gateway.toml "$work/gateway.toml"
 # The reporter's queue on the events exchange, and its user (docs/reporting.md).
 export YICHUANG_BUS_REPORT=true YICHUANG_BUS_REPORT_USER="$reporter_user"
 # The notifier's queue and its user (docs/notifications.md).
 export YICHUANG_BUS_NOTIFY=true YICHUANG_BUS_NOTIFY_USER="$notifier_user"
+# Where complaints' replies go back to the 12345 hotline (docs/hotline.md).
+export YICHUANG_HOTLINE_REPLY_URL="http://127.0.0.1:$hotline_port/reply" YICHUANG_HOTLINE_SECRET=hotline-demo-secret
 # Results are taken only from each department's listed RabbitMQ user: the adapter's, which
 # `yichuang bus users` makes (read its task queues, write results, configure nothing).
 users=""; for d in scjg sw ga xf rs zrzy gjj; do users+="$d = \"$adapter_user\"\\n"; done
@@ -331,6 +338,34 @@ note = " (provisional: " + r["deadlineNotice"] + ")" if r.get("deadlineProvision
 print("-> stream case '"$i"' accepted as", r["caseNumber"] + ", promised by", r["promisedDeadline"] + note)'
   sleep 0.3
 done
+
+bold "== the 12345 hotline: applicants call about their cases (docs/hotline.md)"
+hot() { YICHUANG_CERT="$work/tls/hotline.pem" YICHUANG_KEY="$work/tls/hotline-key.pem" "$bin/yichuang" hotline "$@" --server "$server"; }
+op() { YICHUANG_CERT="$work/tls/operator.pem" YICHUANG_KEY="$work/tls/operator-key.pem" "$bin/yichuang" "$@" --server "https://$YICHUANG_ADMIN_LISTEN"; }
+number=$("$bin/yichuang" case list --server "$server" --page-size 100 | "$python" -c 'import json,sys; print(json.load(sys.stdin)["cases"][-1]["caseNumber"])')
+digits=$("$bin/yichuang" case get --server "$server" "$number" | "$python" -c 'import json,sys; print(json.load(sys.stdin)["case"]["submission"]["applicant"]["contact"]["mobile"][-4:])')
+echo "-> progress query about $number, with the wrong last four digits: refused, and nothing said of the case"
+hot progress --order 12345-DEMO-1 --case "$number" --digits 1234 HOTCLASS_PROGRESS 2>&1 | sed 's/^/     /' || true
+echo "-> the same with the right digits (the last four of the mobile on the case), masked for the agent to read out"
+hot progress --order 12345-DEMO-2 --case "$number" --digits "$digits" HOTCLASS_PROGRESS | "$python" -c 'import json,sys; print("    ", json.load(sys.stdin)["text"])'
+echo "-> a complaint: the case is slow (a supervision 督办 with its reply deadline in working days)"
+hot complain --order 12345-DEMO-3 --case "$number" --kind slow --content "办理太慢了" HOTCLASS_COMPLAINT | "$python" -c 'import json,sys
+r = json.load(sys.stdin); print("     to", r["department"] + ", reply due", r["deadline"])'
+echo "-> a consultation: what to bring for 食品经营许可"
+hot consult --order 12345-DEMO-4 --query 食品经营 HOTCLASS_CONSULT | "$python" -c 'import json,sys; print("    ", json.load(sys.stdin)["text"].replace("\n", "\n     "))'
+op reply-complaint "$number" --order 12345-DEMO-3 --reply "经核实，已督促部门加快办理，预计三个工作日内办结。" >/dev/null
+echo "-> an operator answers the complaint; the reply goes back to the hotline (signed, retried until taken):"
+"$python" - "http://127.0.0.1:$hotline_port/control/replies" <<'PY'
+import json, sys, time, urllib.request
+deadline = time.time() + 30
+while not (replies := json.load(urllib.request.urlopen(sys.argv[1], timeout=5))) and time.time() < deadline:
+    time.sleep(0.2)
+assert replies, "the reply reached the hotline"
+for r in replies:
+    print("    ", json.dumps(r, ensure_ascii=False))
+PY
+echo "-> the work orders as the audit trail holds them"
+op hotline-orders --limit 10 | "$python" -c 'import json,sys; [print("    ", o["orderNo"], o["kind"], o["outcome"]) for o in json.load(sys.stdin)["orders"]]'
 
 # Until every accepted case is ready for delivery (出件), or two minutes.
 accepted=10

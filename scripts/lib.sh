@@ -43,6 +43,17 @@ need_python() {
   fi
 }
 
+# free_ports N: N distinct free TCP ports on loopback, one per line. They are chosen together,
+# each socket held until all are bound, so no two are the same (ports asked for one at a time
+# can be handed out twice: a run once gave the reporter the gateway's port). Needs need_python.
+free_ports() {
+  "$python" -c 'import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print("\n".join(str(s.getsockname()[1]) for s in socks))' "$1"
+}
+
 # make_venv DIR: a fresh virtual environment of $python in DIR (Debian's Python keeps venv and
 # ensurepip in python3-venv, installed when missing).
 make_venv() {
