@@ -345,14 +345,14 @@ op() { YICHUANG_CERT="$work/tls/operator.pem" YICHUANG_KEY="$work/tls/operator-k
 number=$("$bin/yichuang" case list --server "$server" --page-size 100 | "$python" -c 'import json,sys; print(json.load(sys.stdin)["cases"][-1]["caseNumber"])')
 digits=$("$bin/yichuang" case get --server "$server" "$number" | "$python" -c 'import json,sys; print(json.load(sys.stdin)["case"]["submission"]["applicant"]["contact"]["mobile"][-4:])')
 echo "-> progress query about $number, with the wrong last four digits: refused, and nothing said of the case"
-hot progress --order 12345-DEMO-1 --case "$number" --digits 1234 HOTCLASS_PROGRESS 2>&1 | sed 's/^/     /' || true
+hot progress --order 12345-DEMO-1 --case "$number" --digits 1234 --class 010101 2>&1 | sed 's/^/     /' || true
 echo "-> the same with the right digits (the last four of the mobile on the case), masked for the agent to read out"
-hot progress --order 12345-DEMO-2 --case "$number" --digits "$digits" HOTCLASS_PROGRESS | "$python" -c 'import json,sys; print("    ", json.load(sys.stdin)["text"])'
+hot progress --order 12345-DEMO-2 --case "$number" --digits "$digits" --class 010101 | "$python" -c 'import json,sys; print("    ", json.load(sys.stdin)["text"])'
 echo "-> a complaint: the case is slow (a supervision 督办 with its reply deadline in working days)"
-hot complain --order 12345-DEMO-3 --case "$number" --kind slow --content "办理太慢了" HOTCLASS_COMPLAINT | "$python" -c 'import json,sys
+hot complain --order 12345-DEMO-3 --case "$number" --kind slow --content "办理太慢了" --class 010102 | "$python" -c 'import json,sys
 r = json.load(sys.stdin); print("     to", r["department"] + ", reply due", r["deadline"])'
 echo "-> a consultation: what to bring for 食品经营许可"
-hot consult --order 12345-DEMO-4 --query 食品经营 HOTCLASS_CONSULT | "$python" -c 'import json,sys; print("    ", json.load(sys.stdin)["text"].replace("\n", "\n     "))'
+hot consult --order 12345-DEMO-4 --query 食品经营 --class 010103 | "$python" -c 'import json,sys; print("    ", json.load(sys.stdin)["text"].replace("\n", "\n     "))'
 op reply-complaint "$number" --order 12345-DEMO-3 --reply "经核实，已督促部门加快办理，预计三个工作日内办结。" >/dev/null
 echo "-> an operator answers the complaint; the reply goes back to the hotline (signed, retried until taken):"
 "$python" - "http://127.0.0.1:$hotline_port/control/replies" <<'PY'
