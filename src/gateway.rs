@@ -40,6 +40,8 @@ pub struct Gateway {
     pub evaluation: Arc<crate::evaluation::Rules>,
     /// The 12345 hotline's work orders (`[hotline]`).
     pub hotline: crate::config::HotlineConfig,
+    /// The hotline's classification table (`[hotline] classification`), checked at start.
+    pub hotline_classes: Arc<crate::hotline_classes::Classes>,
     /// How often the SLA sweeper looks; `None`: this replica does not sweep.
     pub sweep_every: Option<std::time::Duration>,
     /// How often the calendar directory is looked at (`None`: on `SIGHUP` only).
@@ -77,6 +79,8 @@ pub enum StartError {
     Catalog(#[from] crate::catalog::CatalogErrors),
     #[error("the calendar is invalid:\n{}", .0.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
     Calendar(Vec<crate::config::ConfigProblem>),
+    #[error("the hotline's classification table is invalid ([hotline] classification):\n{}", .0.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    HotlineClasses(Vec<crate::config::ConfigProblem>),
     #[error("intake settings: {0}")]
     Intake(String),
     #[error("store: {0}")]
@@ -96,7 +100,8 @@ pub enum StartError {
 }
 
 impl Gateway {
-    /// Loads the catalog and calendar, opens the store. Refuses to start on an invalid catalog.
+    /// Loads the catalog, the hotline's classification table and the calendar, opens the store.
+    /// Refuses to start on an invalid catalog or table.
     pub async fn from_config(config: &GatewayConfig) -> Result<Gateway, StartError> {
         Self::with_clock(config, crate::clock::system_now()).await
     }
@@ -107,6 +112,10 @@ impl Gateway {
         now: crate::clock::Now,
     ) -> Result<Gateway, StartError> {
         let catalog = Arc::new(Catalog::load(&config.catalog_dir)?);
+        let hotline_classes = Arc::new(
+            crate::hotline_classes::Classes::load(&config.hotline.classification)
+                .map_err(StartError::HotlineClasses)?,
+        );
         let calendar = LiveCalendar::load(&config.calendar_dir)
             .map_err(StartError::Calendar)?
             .warning_from(
@@ -203,6 +212,7 @@ impl Gateway {
             clocks,
             evaluation,
             hotline: config.hotline.clone(),
+            hotline_classes,
             sweep_every: (config.sla.sweep_secs > 0)
                 .then(|| std::time::Duration::from_secs(config.sla.sweep_secs)),
             stall: config.stall.clone(),

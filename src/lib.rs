@@ -23,6 +23,8 @@
 //!   差评 opens, with its deadline and alerts.
 //! - [`hotline`]: the 12345 hotline's work orders (the progress query: verification, lockout,
 //!   the answer read out).
+//! - [`hotline_classes`]: the hotline's classification table (GB/T 39666) as data, checked at
+//!   load; the code every work order carries.
 //! - [`privacy`]: masking of personal data for logs, errors and audit records; the log scan.
 //!
 //! Durable state:
@@ -81,6 +83,7 @@ pub mod gateway;
 pub mod guide;
 pub mod holidays;
 pub mod hotline;
+pub mod hotline_classes;
 pub mod ids;
 pub mod intake;
 pub mod lifecycle;

@@ -50,11 +50,18 @@ async fn case(gw: &mut TestGateway, id: &str) -> String {
     testkit::gateway::accept(&mut gw.client, submission).await
 }
 
+/// The shipped table's example codes (config/hotline/classification.toml): 政务服务 › 办事服务 ›
+/// 办事进度查询 / 办事投诉 / 办事咨询.
+const PROGRESS_CLASS: &str = "010101";
+const COMPLAINT_CLASS: &str = "010102";
+const CONSULTATION_CLASS: &str = "010103";
+
 fn ask(order_no: &str, case_number: &str, digits: &str) -> ProgressRequest {
     ProgressRequest {
         order_no: order_no.into(),
         case_number: case_number.into(),
         verify_digits: digits.into(),
+        classification_code: PROGRESS_CLASS.into(),
     }
 }
 
@@ -196,6 +203,10 @@ async fn a_progress_query_is_answered_only_to_the_verified_and_audited(backend: 
             .iter()
             .any(|o| o.order_no == "GD-5" && o.outcome == "answered" && o.subject == number)
     );
+    assert!(
+        listed.iter().all(|o| o.classification == PROGRESS_CLASS),
+        "{listed:?}"
+    );
     assert_eq!(orders.len(), 6, "{orders:?}");
     for o in &orders {
         assert_nothing_unmasked(&o.answer);
@@ -293,6 +304,7 @@ fn complaint(order_no: &str, case_number: &str, kind: &str, content: &str) -> Co
         kind: kind.into(),
         content: content.into(),
         department: String::new(),
+        classification_code: COMPLAINT_CLASS.into(),
     }
 }
 
@@ -626,6 +638,7 @@ async fn a_consultation_is_answered_from_the_acceptance_list() {
         order_no: order.into(),
         item_code: code.into(),
         query: query.into(),
+        classification_code: CONSULTATION_CLASS.into(),
     };
     let by_code = agent
         .consult(ask("ZX-1", "SP-JY", ""))
@@ -676,6 +689,15 @@ async fn a_consultation_is_answered_from_the_acceptance_list() {
     assert!(again.repeated);
     let e = agent.consult(ask("ZX-1", "QY-SL", "")).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::AlreadyExists, "{e:?}");
+    // Another class is other content too.
+    let e = agent
+        .consult(ConsultRequest {
+            classification_code: "010000".into(),
+            ..ask("ZX-1", "SP-JY", "")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::AlreadyExists, "{e:?}");
     let orders = gw.gateway.store.hotline_orders(10).await.unwrap();
     assert_eq!(
         orders.iter().filter(|o| o.kind == "consultation").count(),
@@ -696,7 +718,8 @@ async fn the_command_line_sends_a_progress_query_as_the_hotline() {
     let run = |order: &str, digits: &str| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_yichuang"))
             .args(["hotline", "progress", "--order", order, "--case", &number])
-            .args(["--digits", digits, "--server", &server])
+            .args(["--digits", digits, "--class", PROGRESS_CLASS])
+            .args(["--server", &server])
             .env("YICHUANG_CA", testkit::pki::ca_file())
             .env("YICHUANG_CERT", &cert)
             .env("YICHUANG_KEY", &key)
@@ -722,7 +745,147 @@ async fn the_command_line_sends_a_progress_query_as_the_hotline() {
     gw.stop().await;
 }
 
+/// Every work order carries a code of the classification table: missing, malformed or not
+/// listed, it is refused with INVALID_ARGUMENT naming `classificationCode` and the table's file,
+/// before anything is stored (no order, no counted failure, no supervision); the same order
+/// number with another code is other content.
+async fn a_work_order_without_a_listed_classification_code_is_refused_and_nothing_stored(
+    backend: Backend,
+) {
+    let mut gw = TestGateway::start(backend).await;
+    let number = case(&mut gw, "HOTLINE-CLASS").await;
+    let mut agent = hotline(&gw, &hotline_system()).await;
+    let refused = |e: tonic::Status, code: &str| {
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        let m = e.message();
+        assert!(m.starts_with("classificationCode: "), "{m}");
+        assert!(m.contains("config/hotline/classification.toml"), "{m}");
+        if code.is_empty() {
+            assert!(m.contains("is required"), "{m}");
+        } else {
+            assert!(
+                m.contains(&format!(
+                    "{code:?} is not in the hotline's classification table"
+                )),
+                "{m}"
+            );
+        }
+    };
+    for code in ["", "999999", "01010", "01 01 01", "020000"] {
+        let e = progress(
+            &mut agent,
+            ProgressRequest {
+                classification_code: code.into(),
+                // Right digits: nothing but the code is wrong.
+                ..ask("FL-1", &number, "0000")
+            },
+        )
+        .await
+        .unwrap_err();
+        refused(e, code.trim());
+        let e = agent
+            .complain(ComplainRequest {
+                classification_code: code.into(),
+                ..complaint("FL-2", &number, "slow", "太慢了")
+            })
+            .await
+            .unwrap_err();
+        refused(e, code.trim());
+        let e = agent
+            .consult(ConsultRequest {
+                order_no: "FL-3".into(),
+                item_code: "SP-JY".into(),
+                query: String::new(),
+                classification_code: code.into(),
+            })
+            .await
+            .unwrap_err();
+        refused(e, code.trim());
+    }
+    // Wrong digits with an unknown code: refused for the code, no failure counted.
+    let e = progress(
+        &mut agent,
+        ProgressRequest {
+            classification_code: "999999".into(),
+            ..ask("FL-4", &number, "9999")
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    let store = &gw.gateway.store;
+    assert!(store.hotline_orders(100).await.unwrap().is_empty());
+    let day = yichuang::hotline::day(gw.gateway.clocks.now(), gw.gateway.clocks.zone());
+    assert_eq!(store.hotline_failures(&number, &day).await.unwrap(), 0);
+    let (stored, _) = store.get_case(&number).await.unwrap().unwrap();
+    assert!(stored.supervisions.is_empty(), "{:?}", stored.supervisions);
+
+    // Listed, each kind is taken and stored with its code; the same number with another
+    // listed code is other content.
+    let answered = progress(&mut agent, ask("FL-1", &number, "0000"))
+        .await
+        .unwrap();
+    assert!(!answered.repeated);
+    agent
+        .complain(complaint("FL-2", &number, "slow", "太慢了"))
+        .await
+        .unwrap();
+    let orders = store.hotline_orders(100).await.unwrap();
+    let class = |no: &str| {
+        orders
+            .iter()
+            .find(|o| o.order_no == no)
+            .map(|o| o.classification.clone())
+    };
+    assert_eq!(class("FL-1").as_deref(), Some(PROGRESS_CLASS));
+    assert_eq!(class("FL-2").as_deref(), Some(COMPLAINT_CLASS));
+    let e = progress(
+        &mut agent,
+        ProgressRequest {
+            classification_code: COMPLAINT_CLASS.into(),
+            ..ask("FL-1", &number, "0000")
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::AlreadyExists, "{e:?}");
+    let e = agent
+        .complain(ComplainRequest {
+            classification_code: PROGRESS_CLASS.into(),
+            ..complaint("FL-2", &number, "slow", "太慢了")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::AlreadyExists, "{e:?}");
+    gw.stop().await;
+}
+
+/// A classification table with a problem refuses the gateway's start, naming the file, the line
+/// and the problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_classification_table_refuses_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("classes.toml");
+    std::fs::write(
+        &table,
+        "[[class]]\ncode = \"010000\"\nname = \"政务服务\"\n\n[[class]]\ncode = \"010201\"\nname = \"办事进度查询\"\n",
+    )
+    .unwrap();
+    let mut config = testkit::gateway::config(Backend::Sqlite, dir.path());
+    config.hotline.classification = table.clone();
+    let Err(e) = yichuang::gateway::Gateway::from_config(&config).await else {
+        panic!("a gateway started on a table whose 小类 has no 中类");
+    };
+    let m = e.to_string();
+    assert!(
+        m.contains(&format!("{}:6:", table.display()))
+            && m.contains("010201 is a 小类 whose 中类 010200 is not listed"),
+        "{m}"
+    );
+}
+
 testkit::on_both_stores!(
+    a_work_order_without_a_listed_classification_code_is_refused_and_nothing_stored,
     an_operators_reply_closes_the_complaint_and_reaches_the_hotline_once,
     a_progress_query_is_answered_only_to_the_verified_and_audited,
     wrong_digits_lock_a_case_number_until_the_next_day,

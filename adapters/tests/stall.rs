@@ -40,6 +40,7 @@ async fn a_task_whose_message_was_deleted_by_hand_is_published_again_and_decided
         calendar_dir: repo().join("config/calendar"),
         ..GatewayConfig::default()
     };
+    config.hotline.classification = repo().join("config/hotline/classification.toml");
     config.store = StoreConfig::Sqlite {
         path: dir.path().join("yichuang.db"),
     };

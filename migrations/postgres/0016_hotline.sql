@@ -1,7 +1,8 @@
 -- The 12345 hotline's work orders (docs/hotline.md): each order and the answer given to it, the
 -- audit trail of work orders and their idempotency (an order number is answered once; a repeat
 -- gets the stored answer). `answer` is the text as read out: names and numbers masked. `day` is
--- the hall's date of the order.
+-- the hall's date of the order. `classification` is the order's code in the hotline's
+-- classification table (GB/T 39666, `[hotline] classification`).
 CREATE TABLE hotline_orders (
     order_no TEXT PRIMARY KEY,
     kind TEXT NOT NULL,
@@ -10,7 +11,8 @@ CREATE TABLE hotline_orders (
     at_ms BIGINT NOT NULL,
     day TEXT NOT NULL,
     outcome TEXT NOT NULL,
-    answer TEXT NOT NULL
+    answer TEXT NOT NULL,
+    classification TEXT NOT NULL
 );
 CREATE INDEX hotline_orders_case ON hotline_orders (case_number);
 CREATE INDEX hotline_orders_at ON hotline_orders (at_ms);

@@ -265,6 +265,7 @@ impl AdminService for AdminApi {
                     }),
                     outcome: o.outcome,
                     answer: o.answer,
+                    classification: o.classification,
                 })
                 .collect(),
         }))

@@ -1,7 +1,9 @@
 //! `HotlineService`: the 12345 hotline's work orders. Checks the order, asks the rules of
 //! [`crate::hotline`] whether the applicant is verified, records the read of personal data in
 //! the access log with the order number, and stores each order with its answer (the audit trail
-//! of work orders, and its idempotency: a repeated order number gets the stored answer).
+//! of work orders, and its idempotency: a repeated order number gets the stored answer). Every
+//! order carries a code of the hotline's classification table ([`crate::hotline_classes`]),
+//! checked before anything is stored.
 
 use std::sync::Arc;
 
@@ -29,6 +31,16 @@ pub struct HotlineApi {
 }
 
 impl HotlineApi {
+    /// The order's `classificationCode`, checked against the classification table: refused
+    /// with INVALID_ARGUMENT (what is wrong, what to give) when missing or not listed.
+    fn classification(&self, code: &str) -> Result<String, Status> {
+        self.gateway
+            .hotline_classes
+            .check(code)
+            .map(|c| c.code.clone())
+            .map_err(Status::invalid_argument)
+    }
+
     /// Records a refused progress query in the access log (and its metric) and answers `status`.
     async fn refuse(&self, access: &Access, case_number: &str, status: Status) -> Status {
         self.gateway
@@ -92,6 +104,7 @@ impl HotlineService for HotlineApi {
         let r = request.into_inner();
         let order_no = r.order_no.trim().to_string();
         hotline::check_order_no(&order_no).map_err(Status::invalid_argument)?;
+        let class = self.classification(&r.classification_code)?;
         let catalog = self.gateway.intake.catalog();
         let item =
             hotline::find_item(catalog, r.item_code.trim(), r.query.trim()).map_err(|m| {
@@ -112,7 +125,7 @@ impl HotlineService for HotlineApi {
         };
         // The item's code stands where a case number does for the other kinds.
         if let Some(s) = store.hotline_order(&order_no).await.map_err(store_status)? {
-            if s.kind != CONSULTATION || s.case_number != code {
+            if s.kind != CONSULTATION || s.case_number != code || s.classification != class {
                 return Err(Status::already_exists(format!(
                     "orderNo: work order {order_no} was already received with other content (a {} order); give each work order its own number",
                     s.kind
@@ -132,6 +145,7 @@ impl HotlineService for HotlineApi {
                 day: hotline::day(now, self.gateway.clocks.zone()),
                 outcome: "answered".into(),
                 answer: text.clone(),
+                classification: class,
             })
             .await
             .map_err(store_status)?;
@@ -156,9 +170,10 @@ impl HotlineService for HotlineApi {
         let content = r.content.trim().to_string();
         let department = r.department.trim().to_string();
         hotline::check_complaint(&kind, &content).map_err(Status::invalid_argument)?;
+        let class = self.classification(&r.classification_code)?;
         let store = &self.gateway.store;
         if let Some(s) = store.hotline_order(&order_no).await.map_err(store_status)?
-            && (s.kind != COMPLAINT || s.case_number != number)
+            && (s.kind != COMPLAINT || s.case_number != number || s.classification != class)
         {
             return Err(Status::already_exists(format!(
                 "orderNo: work order {order_no} was already received with other content (a {} order); give each work order its own number",
@@ -225,6 +240,7 @@ impl HotlineService for HotlineApi {
                     day: hotline::day(now, self.gateway.clocks.zone()),
                     outcome: "opened".into(),
                     answer: text,
+                    classification: class,
                 })
                 .await
                 .map_err(store_status)?;
@@ -256,6 +272,7 @@ impl HotlineService for HotlineApi {
                 "caseNumber: is required; give the case number the applicant reads from the receipt",
             ));
         }
+        let class = self.classification(&r.classification_code)?;
         let store = &self.gateway.store;
         let clocks = &self.gateway.clocks;
         let now = clocks.now();
@@ -266,7 +283,7 @@ impl HotlineService for HotlineApi {
 
         let stored = store.hotline_order(&order_no).await.map_err(store_status)?;
         if let Some(s) = &stored {
-            if s.kind != PROGRESS || s.case_number != number {
+            if s.kind != PROGRESS || s.case_number != number || s.classification != class {
                 return Err(Status::already_exists(format!(
                     "orderNo: work order {order_no} was already received with other content (a {} order); give each work order its own number",
                     s.kind
@@ -296,6 +313,7 @@ impl HotlineService for HotlineApi {
                         day: day.clone(),
                         outcome: "locked".into(),
                         answer: message.clone(),
+                        classification: class.clone(),
                     })
                     .await
                     .map_err(store_status)?;
@@ -320,6 +338,7 @@ impl HotlineService for HotlineApi {
                 day: day.clone(),
                 outcome: "refused".into(),
                 answer: hotline::not_verified(),
+                classification: class.clone(),
             });
             return Err(self
                 .failed(&access, order, &number, &order_no, &day, now_ms)
@@ -361,6 +380,7 @@ impl HotlineService for HotlineApi {
                 day,
                 outcome: "answered".into(),
                 answer: text.clone(),
+                classification: class.clone(),
             })
             .await
             .map_err(store_status)?;
@@ -370,7 +390,12 @@ impl HotlineService for HotlineApi {
                 .hotline_order(&order_no)
                 .await
                 .map_err(store_status)?
-                .filter(|s| s.kind == PROGRESS && s.case_number == number && s.outcome == "answered")
+                .filter(|s| {
+                    s.kind == PROGRESS
+                        && s.case_number == number
+                        && s.classification == class
+                        && s.outcome == "answered"
+                })
                 .ok_or_else(|| {
                     Status::already_exists(format!(
                         "orderNo: work order {order_no} was received at the same time with another answer; give each work order its own number"

@@ -1,6 +1,10 @@
 //! `[hotline]`: the 12345 hotline's work orders — how many wrong verification digits one case
 //! number may get in a day before progress queries about it are refused until the next, and the
-//! working days a complaint's reply is due in. The rules that use them are in `crate::hotline`.
+//! working days a complaint's reply is due in, where its replies go, and the file of its
+//! classification table (read by `crate::hotline_classes`). The rules that use them are in
+//! `crate::hotline`.
+
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
@@ -28,6 +32,16 @@ pub struct HotlineConfig {
     /// Seconds one POST of a reply may take (default 10).
     #[serde(default = "default_timeout_secs")]
     pub timeout_secs: u64,
+    /// The classification table (GB/T 39666 codes) every work order's `classificationCode` is
+    /// checked against: a TOML file, read at start (relative paths from the working directory,
+    /// as `catalog_dir`). Default `config/hotline/classification.toml`, whose entries are
+    /// examples only: a deployment gives the standard's table.
+    #[serde(default = "default_classification")]
+    pub classification: PathBuf,
+}
+
+fn default_classification() -> PathBuf {
+    "config/hotline/classification.toml".into()
 }
 
 fn default_timeout_secs() -> u64 {
@@ -50,6 +64,7 @@ impl Default for HotlineConfig {
             reply_url: String::new(),
             secret: String::new(),
             timeout_secs: default_timeout_secs(),
+            classification: default_classification(),
         }
     }
 }
@@ -68,6 +83,12 @@ impl HotlineConfig {
             return Err((
                 "reply_working_days",
                 "[hotline] reply_working_days = 0: give at least 1 working day (default 5)".into(),
+            ));
+        }
+        if self.classification.as_os_str().is_empty() {
+            return Err((
+                "classification",
+                "[hotline] classification is empty: give the file of the hotline's classification table (GB/T 39666 codes), e.g. config/hotline/classification.toml".into(),
             ));
         }
         if !self.reply_url.is_empty() {

@@ -151,7 +151,7 @@ pub struct AccessRecord {
 pub struct HotlineOrder {
     /// The hotline's work order number.
     pub order_no: String,
-    /// `progress`.
+    /// `progress`, `complaint` or `consultation`.
     pub kind: String,
     /// The case number it names, as given.
     pub case_number: String,
@@ -164,6 +164,8 @@ pub struct HotlineOrder {
     pub outcome: String,
     /// The answer as given: text read out, personal data masked; the refusal otherwise.
     pub answer: String,
+    /// The order's code in the hotline's classification table (`crate::hotline_classes`).
+    pub classification: String,
 }
 
 /// Which access records to read, newest first.

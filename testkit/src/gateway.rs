@@ -33,6 +33,7 @@ pub fn config(backend: Backend, dir: &Path) -> GatewayConfig {
         calendar_dir: repo().join("config/calendar"),
         ..GatewayConfig::default()
     };
+    config.hotline.classification = repo().join("config/hotline/classification.toml");
     secure(&mut config);
     config.server.max_message_bytes = 256 * 1024;
     // Intake tests need no broker; tests of the relay turn it on with their own prefix.
@@ -89,6 +90,7 @@ fn on_store(store: StoreConfig, bus: &BusConfig) -> GatewayConfig {
         bus: bus.clone(),
         ..Default::default()
     };
+    config.hotline.classification = root().join("config/hotline/classification.toml");
     config.bus.relay = true;
     secure(&mut config);
     config.limits = config.limits.without_rates();

@@ -21,6 +21,10 @@ pub enum HotlineCommand {
         /// Last four characters of the applicant's ID number or mobile.
         #[arg(long)]
         digits: String,
+        /// The work order's code in the hotline's classification table (GB/T 39666, six digits;
+        /// `[hotline] classification` on the gateway).
+        #[arg(long = "class")]
+        classification_code: String,
     },
     /// A complaint work order about a case: opens a supervision (督办) assigned to a department
     /// with a reply deadline in working days (docs/hotline.md).
@@ -40,6 +44,10 @@ pub enum HotlineCommand {
         /// The department concerned (default: the department of the undecided task due first).
         #[arg(long, default_value = "")]
         department: String,
+        /// The work order's code in the hotline's classification table (GB/T 39666, six digits;
+        /// `[hotline] classification` on the gateway).
+        #[arg(long = "class")]
+        classification_code: String,
     },
     /// A consultation work order: what an item asks for, from the acceptance list.
     Consult {
@@ -52,6 +60,10 @@ pub enum HotlineCommand {
         /// Words of the item's name.
         #[arg(long, default_value = "")]
         query: String,
+        /// The work order's code in the hotline's classification table (GB/T 39666, six digits;
+        /// `[hotline] classification` on the gateway).
+        #[arg(long = "class")]
+        classification_code: String,
     },
 }
 
@@ -62,12 +74,14 @@ pub async fn run(server: &crate::CaseServer, command: HotlineCommand) -> Result<
             order_no,
             case_number,
             digits,
+            classification_code,
         } => {
             let response = client
                 .progress(ProgressRequest {
                     order_no,
                     case_number,
                     verify_digits: digits,
+                    classification_code,
                 })
                 .await
                 .map_err(grpc_failure)?
@@ -81,6 +95,7 @@ pub async fn run(server: &crate::CaseServer, command: HotlineCommand) -> Result<
             kind,
             content,
             department,
+            classification_code,
         } => {
             let response = client
                 .complain(ComplainRequest {
@@ -89,6 +104,7 @@ pub async fn run(server: &crate::CaseServer, command: HotlineCommand) -> Result<
                     kind,
                     content,
                     department,
+                    classification_code,
                 })
                 .await
                 .map_err(grpc_failure)?
@@ -100,12 +116,14 @@ pub async fn run(server: &crate::CaseServer, command: HotlineCommand) -> Result<
             order_no,
             item_code,
             query,
+            classification_code,
         } => {
             let response = client
                 .consult(ConsultRequest {
                     order_no,
                     item_code,
                     query,
+                    classification_code,
                 })
                 .await
                 .map_err(grpc_failure)?

@@ -4,7 +4,8 @@
 use super::{PgStore, pool_err};
 use crate::store::{HotlineOrder, StoreError};
 
-const COLUMNS: &str = "order_no, kind, case_number, caller, at_ms, day, outcome, answer";
+const COLUMNS: &str =
+    "order_no, kind, case_number, caller, at_ms, day, outcome, answer, classification";
 
 fn order(r: &tokio_postgres::Row) -> HotlineOrder {
     HotlineOrder {
@@ -16,6 +17,7 @@ fn order(r: &tokio_postgres::Row) -> HotlineOrder {
         day: r.get(5),
         outcome: r.get(6),
         answer: r.get(7),
+        classification: r.get(8),
     }
 }
 
@@ -42,7 +44,7 @@ impl PgStore {
         let n = client
             .execute(
                 format!(
-                    "INSERT INTO hotline_orders ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (order_no) DO NOTHING"
+                    "INSERT INTO hotline_orders ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (order_no) DO NOTHING"
                 )
                 .as_str(),
                 &[
@@ -54,6 +56,7 @@ impl PgStore {
                     &o.day,
                     &o.outcome,
                     &o.answer,
+                    &o.classification,
                 ],
             )
             .await?;

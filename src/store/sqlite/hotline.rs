@@ -6,7 +6,8 @@ use rusqlite::{OptionalExtension, params};
 use super::SqliteStore;
 use crate::store::{HotlineOrder, StoreError};
 
-const COLUMNS: &str = "order_no, kind, case_number, caller, at_ms, day, outcome, answer";
+const COLUMNS: &str =
+    "order_no, kind, case_number, caller, at_ms, day, outcome, answer, classification";
 
 fn order(r: &rusqlite::Row<'_>) -> rusqlite::Result<HotlineOrder> {
     Ok(HotlineOrder {
@@ -18,6 +19,7 @@ fn order(r: &rusqlite::Row<'_>) -> rusqlite::Result<HotlineOrder> {
         day: r.get(5)?,
         outcome: r.get(6)?,
         answer: r.get(7)?,
+        classification: r.get(8)?,
     })
 }
 
@@ -45,7 +47,7 @@ impl SqliteStore {
         self.write(move |conn| {
             let n = conn
                 .prepare_cached(&format!(
-                    "INSERT INTO hotline_orders ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (order_no) DO NOTHING"
+                    "INSERT INTO hotline_orders ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (order_no) DO NOTHING"
                 ))?
                 .execute(params![
                     o.order_no,
@@ -55,7 +57,8 @@ impl SqliteStore {
                     o.at_ms,
                     o.day,
                     o.outcome,
-                    o.answer
+                    o.answer,
+                    o.classification
                 ])?;
             Ok(n == 1)
         })
