@@ -104,6 +104,16 @@ enum Command {
 enum NotifyAction {
     /// Runs the notifier: consumes the notify queue, sends the notices due within the hours.
     Run,
+    /// Makes refused notices due again (the SMS platform's account, signature or template
+    /// mended); the running notifier sends them within its hours, with their message ids.
+    Resend {
+        /// Only this case's refused notices.
+        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        case: Option<String>,
+        /// Every refused notice.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -313,10 +323,9 @@ fn manual(action: ManualAction) -> ExitCode {
     }
 }
 
-/// `notify run`: the notifier.
+/// `notify …`: the notifier and its operators' command.
 fn notify(path: &std::path::Path, action: NotifyAction) -> ExitCode {
     use yichuang_adapters::notify::{self, NotifierConfig};
-    let NotifyAction::Run = action;
     let config = match NotifierConfig::load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -324,6 +333,20 @@ fn notify(path: &std::path::Path, action: NotifyAction) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let NotifyAction::Resend { case, .. } = action {
+        let resent = notify::ledger::Ledger::open(&config.ledger)
+            .and_then(|ledger| ledger.resend(case.as_deref()));
+        return match resent {
+            Ok(n) => {
+                println!("{n} refused notice(s) due again");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", config.ledger.display());
+                ExitCode::from(3)
+            }
+        };
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

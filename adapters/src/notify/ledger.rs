@@ -159,7 +159,8 @@ impl Ledger {
     }
 
     /// Sets where a notice stands; `delay_ms` before it is tried again (pending only). A sent
-    /// or refused notice forgets its mobile number.
+    /// notice forgets its mobile number; a refused one keeps it, so that it can be sent again
+    /// once the cause is mended ([`Ledger::resend`]), and forgets it when sent.
     pub fn set(
         &self,
         s: &Stored,
@@ -176,7 +177,7 @@ impl Ledger {
             c.execute(
                 "UPDATE notices SET state = ?3, message = ?4, attempts = ?5, next_ms = ?6,
                         sent_ms = CASE WHEN ?3 = 'sent' THEN ?7 ELSE sent_ms END,
-                        mobile = CASE WHEN ?3 = 'pending' THEN mobile ELSE '' END
+                        mobile = CASE WHEN ?3 IN ('pending', 'refused') THEN mobile ELSE '' END
                  WHERE case_number = ?1 AND event = ?2",
                 params![
                     s.case_number,
@@ -189,6 +190,19 @@ impl Ledger {
                 ],
             )
             .map(drop)
+        })
+    }
+
+    /// Refused notices made due again, as new (the platform's account, signature or template
+    /// mended: `yichuang-adapter notify resend`): those of `case_number`, or all of them with
+    /// `None`. How many.
+    pub fn resend(&self, case_number: Option<&str>) -> Result<usize, String> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE notices SET state = 'pending', next_ms = 0, attempts = 0, message = NULL
+                 WHERE state = 'refused' AND mobile != '' AND (?1 IS NULL OR case_number = ?1)",
+                params![case_number],
+            )
         })
     }
 
@@ -266,6 +280,34 @@ mod tests {
             (SENT, ""),
             "a sent notice forgets the number"
         );
+    }
+
+    #[test]
+    fn a_refused_notice_keeps_its_number_until_it_is_resent_and_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open(&dir.path().join("n.db")).unwrap();
+        assert!(l.store(&notice("accepted", 1, true)).unwrap());
+        let due = l.sendable(10).unwrap();
+        l.set(&due[0], REFUSED, Some("101 账号不存在"), 0).unwrap();
+        assert!(
+            l.sendable(10).unwrap().is_empty(),
+            "a refusal is not tried again"
+        );
+        assert_eq!(l.resend(Some("C2")).unwrap(), 0, "another case's");
+        assert_eq!(l.resend(Some("C1")).unwrap(), 1);
+        let due = l.sendable(10).unwrap();
+        assert_eq!(
+            (
+                due[0].state.as_str(),
+                due[0].mobile.as_str(),
+                due[0].attempts
+            ),
+            (PENDING, "13812345678", 0),
+            "due again as new, with its number"
+        );
+        l.set(&due[0], SENT, None, 0).unwrap();
+        assert_eq!(l.resend(None).unwrap(), 0, "nothing refused is left");
+        assert!(l.of_case("C1").unwrap()[0].mobile.is_empty());
     }
 
     #[test]

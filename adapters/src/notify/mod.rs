@@ -32,7 +32,7 @@ use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 use yichuang::config::{BusConfig, LogConfig, TracingConfig};
 use yichuang::proto::v1::case_service_client::CaseServiceClient;
-use yichuang::proto::v1::{GetCaseRequest, GetCaseResponse};
+use yichuang::proto::v1::{GetCaseRequest, GetCaseResponse, TaskStatus};
 
 use crate::cases::{GatewayConfig, Pace};
 use crate::mapping::Template;
@@ -221,9 +221,12 @@ pub fn notices(
     for e in &case.events {
         match e.kind.as_str() {
             "accepted" => push("accepted", "accepted".into(), e.seq, json!({}))?,
-            "deadline-confirmed" => push(
+            // The case's promised date confirmed: one notice per date, however many of its
+            // tasks were counted again (each has its entry); a rectification's deadline (no
+            // task) is no deadline of the applicant's case.
+            "deadline-confirmed" if !e.task_id.is_empty() => push(
                 "deadline_confirmed",
-                format!("deadline_confirmed#{}", e.seq),
+                format!("deadline_confirmed@{}", c.promised_deadline),
                 e.seq,
                 json!({}),
             )?,
@@ -241,9 +244,12 @@ pub fn notices(
                 )?
             }
             "case-closed-rejected" => {
+                // The departments' reasons for refusing, not a system's errors of tasks
+                // that went on to be approved.
                 let reasons: Vec<String> = c
                     .tasks
                     .iter()
+                    .filter(|t| t.status == TaskStatus::Rejected as i32)
                     .flat_map(|t| t.reasons.iter().cloned())
                     .collect();
                 push(
@@ -653,6 +659,9 @@ mod tests {
         );
     }
 
+    /// A confirmed deadline is notified once for the case, however many of its tasks were
+    /// counted again, and never for a rectification's deadline; a refusal gives the reasons of
+    /// the rejected tasks only.
     #[test]
     fn a_confirmed_deadline_and_a_refusal_are_notified_from_their_entries() {
         let templates: BTreeMap<String, Template> = toml::from_str(
@@ -666,19 +675,40 @@ mod tests {
             case: Some(Case {
                 case_number: "C9".into(),
                 promised_deadline: "2027-01-08".into(),
-                tasks: vec![yichuang::proto::v1::Task {
-                    reasons: vec!["名称与已登记企业相同".into()],
-                    ..Default::default()
-                }],
+                tasks: vec![
+                    yichuang::proto::v1::Task {
+                        status: TaskStatus::Rejected as i32,
+                        reasons: vec!["名称与已登记企业相同".into()],
+                        ..Default::default()
+                    },
+                    // Approved after its system refused a first submission for its own reasons.
+                    yichuang::proto::v1::Task {
+                        status: TaskStatus::Approved as i32,
+                        reasons: vec!["系统繁忙".into()],
+                        ..Default::default()
+                    },
+                ],
                 ..Default::default()
             }),
             events: vec![
                 event(1, "accepted", ""),
                 event(2, "deadline-provisional", ""),
+                CaseEvent {
+                    task_id: "T1".into(),
+                    ..event(
+                        5,
+                        "deadline-confirmed",
+                        "市场监管: the 2027 calendar is loaded",
+                    )
+                },
+                CaseEvent {
+                    task_id: "T2".into(),
+                    ..event(6, "deadline-confirmed", "消防: the 2027 calendar is loaded")
+                },
                 event(
-                    5,
+                    7,
                     "deadline-confirmed",
-                    "市场监管: the 2027 calendar is loaded",
+                    "rectification by scjg: the working-day calendar is loaded",
                 ),
                 event(8, "case-closed-rejected", ""),
             ],
@@ -692,7 +722,7 @@ mod tests {
             got,
             [
                 (
-                    "deadline_confirmed#5",
+                    "deadline_confirmed@2027-01-08",
                     "【中心】C9承诺办结日期已确认为2027年01月08日。"
                 ),
                 ("rejected", "【中心】C9未予批准：名称与已登记企业相同。"),

@@ -239,6 +239,13 @@ impl Sms {
         };
         let status = answer.status();
         let text = answer.text().await.unwrap_or_default();
+        // The platform may echo the number in any form (with 86 or +86 before it, which the
+        // free-text masker does not take for a mobile): the number itself is masked first.
+        let text = if m.mobile.is_empty() {
+            text
+        } else {
+            text.replace(m.mobile, &yichuang::privacy::mask_mobile(m.mobile))
+        };
         let text = yichuang::privacy::mask_free_text(&text);
         if status.as_u16() == 429 {
             return Outcome::Throttled(format!("HTTP 429 {}", clip(&text)));
