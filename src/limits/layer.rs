@@ -68,8 +68,8 @@ fn kind(path: &str) -> Kind {
     }
 }
 
-/// The caller's key and hall: its authenticated identity, or else its peer address (a listener
-/// without authentication: each connection is its own caller).
+/// The caller's key and hall: its authenticated identity, or else its peer's IP address (a
+/// reader of the public guide: each address is one caller, however many connections it opens).
 fn identity<B>(request: &http::Request<B>) -> (String, Option<String>) {
     if let Some(caller) = request.extensions().get::<crate::auth::Caller>() {
         return (caller.name.clone(), caller.hall.clone());
@@ -86,7 +86,9 @@ fn identity<B>(request: &http::Request<B>) -> (String, Option<String>) {
                 .and_then(|i| i.get_ref().remote_addr())
         });
     match peer {
-        Some(addr) => (format!("peer {addr}"), None),
+        // The address, not the connection: a client opening connection after connection is
+        // still one caller.
+        Some(addr) => (format!("peer {}", addr.ip()), None),
         None => ("unknown peer".to_string(), None),
     }
 }
