@@ -65,6 +65,7 @@ async fn start(
         hours: Hours::parse(&config.hours).unwrap(),
         offset,
         meters: Default::default(),
+        stale_after_ms: 72 * 3_600_000,
     });
     let running = tokio::spawn(notify::run(notifier.clone(), bus.clone()));
     (notifier, running)

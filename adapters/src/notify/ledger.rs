@@ -53,6 +53,12 @@ pub struct Notice {
     pub body: String,
     /// The applicant consented to SMS notices.
     pub consent: bool,
+    /// When its history entry was written (ms since the epoch).
+    pub at_ms: i64,
+    /// The entry was older than `stale_after_hours` when the notice was first derived (the
+    /// notifier deployed over cases already under way, a template added, a ledger lost): stored
+    /// skipped, as what the applicant would take for news is long past.
+    pub stale: bool,
 }
 
 /// A stored notice, as the sender and the operators see it.
@@ -119,6 +125,11 @@ impl Ledger {
             )
         } else if n.mobile.is_empty() {
             (SKIPPED, Some("the applicant gave no mobile number"))
+        } else if n.stale {
+            (
+                SKIPPED,
+                Some("its event was older than stale_after_hours when first seen"),
+            )
         } else {
             (PENDING, None)
         };
@@ -254,6 +265,8 @@ mod tests {
             mobile: "13812345678".into(),
             body: "x".into(),
             consent,
+            at_ms: 0,
+            stale: false,
         }
     }
 
@@ -308,6 +321,20 @@ mod tests {
         l.set(&due[0], SENT, None, 0).unwrap();
         assert_eq!(l.resend(None).unwrap(), 0, "nothing refused is left");
         assert!(l.of_case("C1").unwrap()[0].mobile.is_empty());
+    }
+
+    #[test]
+    fn a_notice_of_an_old_event_is_skipped_and_keeps_no_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open(&dir.path().join("n.db")).unwrap();
+        let old = Notice {
+            stale: true,
+            ..notice("accepted", 1, true)
+        };
+        assert!(l.store(&old).unwrap());
+        assert!(l.sendable(10).unwrap().is_empty());
+        let s = &l.of_case("C1").unwrap()[0];
+        assert_eq!((s.state.as_str(), s.mobile.as_str()), (SKIPPED, ""));
     }
 
     #[test]

@@ -62,6 +62,11 @@ pub struct NotifierConfig {
     /// `00:00-24:00` always).
     #[serde(default = "default_hours")]
     pub hours: String,
+    /// A notice whose event is older than this when the notifier first sees it is not sent
+    /// (stored skipped): deployed over cases under way, or with a template added, the notifier
+    /// does not send their past (default 72).
+    #[serde(default = "default_stale_after_hours")]
+    pub stale_after_hours: u64,
     /// The events notified and their texts (MiniJinja), by event ([`KINDS`]); an event without
     /// a template is not notified.
     pub templates: BTreeMap<String, Template>,
@@ -78,6 +83,10 @@ pub struct NotifierConfig {
 
 fn default_offset() -> String {
     "+08:00".into()
+}
+
+fn default_stale_after_hours() -> u64 {
+    72
 }
 
 fn default_hours() -> String {
@@ -215,6 +224,8 @@ pub fn notices(
             mobile: contact.mobile.clone(),
             body,
             consent: contact.sms_consent,
+            at_ms: 0,
+            stale: false,
         });
         Ok(())
     };
@@ -282,6 +293,19 @@ pub fn notices(
     // A kind notified once per case is notified at its first entry.
     let mut seen = std::collections::HashSet::new();
     out.retain(|n| seen.insert(n.event.clone()));
+    let at: std::collections::HashMap<i64, i64> = case
+        .events
+        .iter()
+        .map(|e| {
+            let ms =
+                e.at.as_ref()
+                    .map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000);
+            (e.seq, ms)
+        })
+        .collect();
+    for n in &mut out {
+        n.at_ms = at.get(&n.position).copied().unwrap_or(0);
+    }
     Ok(out)
 }
 
@@ -305,6 +329,8 @@ pub struct Notifier {
     pub hours: Hours,
     pub offset: chrono::FixedOffset,
     pub meters: meters::Meters,
+    /// `stale_after_hours`, in ms.
+    pub stale_after_ms: i64,
 }
 
 impl Notifier {
@@ -320,6 +346,9 @@ impl Notifier {
             hours: Hours::parse(&config.hours)?,
             offset,
             meters: meters::Meters::default(),
+            stale_after_ms: i64::try_from(config.stale_after_hours)
+                .unwrap_or(i64::MAX / 3_600_000)
+                .saturating_mul(3_600_000),
         })
     }
 
@@ -345,10 +374,15 @@ impl Notifier {
         )
         .await?;
         let mut new = 0;
-        for n in notices(&self.templates, &case)? {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        for mut n in notices(&self.templates, &case)? {
+            n.stale = now_ms.saturating_sub(n.at_ms) > self.stale_after_ms;
             if self.ledger.store(&n)? {
                 new += 1;
-                if !n.consent || n.mobile.is_empty() {
+                if n.stale {
+                    self.meters.outcome(&n.kind, "stale");
+                    debug!(case = %n.case_number, event = %n.event, "an old event: not notified");
+                } else if !n.consent || n.mobile.is_empty() {
                     self.meters.outcome(&n.kind, "skipped");
                     debug!(case = %n.case_number, event = %n.event, "no consent to SMS notices; skipped");
                 }
