@@ -18,7 +18,7 @@ use crate::evaluation::{Refused, Rules};
 use crate::event::EventKind;
 use crate::privacy::{mask_free_text, mask_name};
 use crate::proto::v1::{
-    Case, CaseEvent, CaseStatus, RectificationState, Supervision, Task, TaskStatus,
+    ApplicantKind, Case, CaseEvent, CaseStatus, RectificationState, Supervision, Task, TaskStatus,
 };
 
 /// The kind of a progress query, as stored.
@@ -67,12 +67,17 @@ pub fn normalise_digits(digits: &str) -> Option<String> {
 }
 
 /// Whether `digits` (normalised by [`normalise_digits`]) are the last four characters of the
-/// ID number or mobile of the case's applicant, its contact or its legal representative.
+/// ID number or mobile of the case's applicant, its contact or its legal representative. The
+/// applicant's own `id_number` counts only for a natural person: an organisation's is its
+/// unified social credit code, which is public.
 pub fn verified(case: &Case, digits: &str) -> bool {
     let Some(applicant) = case.submission.as_ref().and_then(|s| s.applicant.as_ref()) else {
         return false;
     };
-    let mut numbers = vec![applicant.id_number.as_str()];
+    let mut numbers = Vec::new();
+    if applicant.kind == ApplicantKind::Person as i32 {
+        numbers.push(applicant.id_number.as_str());
+    }
     if let Some(c) = &applicant.contact {
         numbers.push(c.mobile.as_str());
     }
@@ -701,6 +706,7 @@ mod tests {
             promised_deadline: "2026-03-20".into(),
             submission: Some(Submission {
                 applicant: Some(Applicant {
+                    kind: ApplicantKind::Person as i32,
                     name: "张三丰".into(),
                     id_number: "11010519491231002X".into(),
                     contact: Some(Contact {
@@ -738,6 +744,46 @@ mod tests {
         assert_eq!(normalise_digits("q23h").as_deref(), Some("Q23H"));
         assert_eq!(normalise_digits(""), None);
         assert!(!verified(&Case::default(), "0000"));
+    }
+
+    #[test]
+    fn an_organisations_public_credit_code_does_not_verify() {
+        let mut c = case();
+        let a = c.submission.as_mut().unwrap().applicant.as_mut().unwrap();
+        a.id_number = "91640104MA76L8Q23H".into();
+        a.legal_representative = Some(crate::proto::v1::Person {
+            id_number: "64010419800315001X".into(),
+            mobile: "13909510007".into(),
+            ..Default::default()
+        });
+        for kind in [
+            ApplicantKind::Organization,
+            ApplicantKind::Other,
+            ApplicantKind::Unspecified,
+        ] {
+            c.submission
+                .as_mut()
+                .unwrap()
+                .applicant
+                .as_mut()
+                .unwrap()
+                .kind = kind as i32;
+            assert!(!verified(&c, "Q23H"), "{kind:?}");
+            assert!(verified(&c, "001X"), "{kind:?}: the legal representative");
+            assert!(
+                verified(&c, "0007"),
+                "{kind:?}: the legal representative's mobile"
+            );
+            assert!(verified(&c, "8000"), "{kind:?}: the contact's mobile");
+        }
+        c.submission
+            .as_mut()
+            .unwrap()
+            .applicant
+            .as_mut()
+            .unwrap()
+            .kind = ApplicantKind::Person as i32;
+        assert!(verified(&c, "Q23H"), "a person's own ID number");
     }
 
     #[test]

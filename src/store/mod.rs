@@ -181,23 +181,32 @@ impl Store {
         on_engine!(self, s => s.hotline_orders(limit).await)
     }
 
-    /// Records a progress query about `case_number` refused for wrong verification digits on
-    /// `day` (the hall's date), and returns how many that case number has had that day.
-    pub async fn hotline_failure(
+    /// Counts a progress query's try about `case_number` on `day` (the hall's date) before its
+    /// digits are checked, atomically with the day's count (replicas and concurrent queries
+    /// alike): the try's id, or `None` when the case number already had `max` failed tries
+    /// that day (locked: nothing is written). A try whose digits verify is taken back with
+    /// [`Store::hotline_try_verified`]; the others stay counted as failures.
+    pub async fn hotline_try(
         &self,
         case_number: &str,
         day: &str,
         order_no: &str,
         caller: &str,
         at_ms: i64,
-    ) -> Result<i64, StoreError> {
+        max: i64,
+    ) -> Result<Option<i64>, StoreError> {
         let (case_number, day, order_no, caller) = (
             case_number.to_string(),
             day.to_string(),
             order_no.to_string(),
             caller.to_string(),
         );
-        on_engine!(self, s => s.hotline_failure(case_number, day, order_no, caller, at_ms).await)
+        on_engine!(self, s => s.hotline_try(case_number, day, order_no, caller, at_ms, max).await)
+    }
+
+    /// Takes back try `id` of [`Store::hotline_try`]: its digits verified, it is no failure.
+    pub async fn hotline_try_verified(&self, id: i64) -> Result<(), StoreError> {
+        on_engine!(self, s => s.hotline_try_verified(id).await)
     }
 
     /// How many progress queries about `case_number` were refused for wrong verification digits

@@ -80,19 +80,23 @@ impl PgStore {
         Ok(rows.iter().map(order).collect())
     }
 
-    pub(in crate::store) async fn hotline_failure(
+    pub(in crate::store) async fn hotline_try(
         &self,
         case_number: String,
         day: String,
         order_no: String,
         caller: String,
         at_ms: i64,
-    ) -> Result<i64, StoreError> {
+        max: i64,
+    ) -> Result<Option<i64>, StoreError> {
         let mut client = self.pool.get().await.map_err(pool_err)?;
         let tx = client.transaction().await?;
+        // Tries about one case number and day are counted one at a time, across replicas: a
+        // concurrent try waits here until this one is committed, then counts it.
+        let key = format!("hotline-try/{case_number}/{day}");
         tx.execute(
-            "INSERT INTO hotline_failures (case_number, day, order_no, caller, at_ms) VALUES ($1, $2, $3, $4, $5)",
-            &[&case_number, &day, &order_no, &caller, &at_ms],
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            &[&key],
         )
         .await?;
         let n: i64 = tx
@@ -102,8 +106,26 @@ impl PgStore {
             )
             .await?
             .get(0);
+        if n >= max {
+            return Ok(None);
+        }
+        let id: i64 = tx
+            .query_one(
+                "INSERT INTO hotline_failures (case_number, day, order_no, caller, at_ms) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                &[&case_number, &day, &order_no, &caller, &at_ms],
+            )
+            .await?
+            .get(0);
         tx.commit().await?;
-        Ok(n)
+        Ok(Some(id))
+    }
+
+    pub(in crate::store) async fn hotline_try_verified(&self, id: i64) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        client
+            .execute("DELETE FROM hotline_failures WHERE id = $1", &[&id])
+            .await?;
+        Ok(())
     }
 
     pub(in crate::store) async fn hotline_failures(

@@ -81,27 +81,42 @@ impl SqliteStore {
         .await
     }
 
-    pub(in crate::store) async fn hotline_failure(
+    pub(in crate::store) async fn hotline_try(
         &self,
         case_number: String,
         day: String,
         order_no: String,
         caller: String,
         at_ms: i64,
-    ) -> Result<i64, StoreError> {
+        max: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        // One writer at a time: the count and the insert are one step for every replica.
         self.write(move |conn| {
             let tx = conn.transaction()?;
-            tx.prepare_cached(
-                "INSERT INTO hotline_failures (case_number, day, order_no, caller, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![case_number, day, order_no, caller, at_ms])?;
             let n: i64 = tx
                 .prepare_cached(
                     "SELECT COUNT(*) FROM hotline_failures WHERE case_number = ?1 AND day = ?2",
                 )?
                 .query_row(params![case_number, day], |r| r.get(0))?;
+            if n >= max {
+                return Ok(None);
+            }
+            tx.prepare_cached(
+                "INSERT INTO hotline_failures (case_number, day, order_no, caller, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![case_number, day, order_no, caller, at_ms])?;
+            let id = tx.last_insert_rowid();
             tx.commit()?;
-            Ok(n)
+            Ok(Some(id))
+        })
+        .await
+    }
+
+    pub(in crate::store) async fn hotline_try_verified(&self, id: i64) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            conn.prepare_cached("DELETE FROM hotline_failures WHERE id = ?1")?
+                .execute(params![id])?;
+            Ok(())
         })
         .await
     }
