@@ -503,8 +503,11 @@ pub fn reply_body(
 /// Sends the queued replies to `[hotline] reply_url` until the task is dropped: each POSTed
 /// signed (HMAC-SHA256 of `<timestamp>\n<order number>\n<body>`, the platform push's headers:
 /// [`crate::feed::signature`]), tried again with a growing wait (1 s doubling, at most 5 min)
-/// until the hotline answers 2xx. The hotline dedupes by order number: a reply may come twice
-/// (a crash after sending, or two replicas), never not at all.
+/// until the hotline answers 2xx. Each reply is claimed with a lease before it is sent
+/// ([`crate::store::Store::claim_hotline_replies`]): one replica sends it at a time, and a
+/// failure recorded late never undoes another's delivery. The hotline dedupes by order number:
+/// a reply may still come twice (a crash after sending, or a send slower than the lease),
+/// never not at all.
 pub async fn deliver_replies(store: crate::store::Store, config: crate::config::HotlineConfig) {
     use crate::feed::{EVENT_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, signature};
     let client = match reqwest::Client::builder()
@@ -518,14 +521,20 @@ pub async fn deliver_replies(store: crate::store::Store, config: crate::config::
         }
     };
     tracing::info!(url = %config.reply_url, "hotline replies: sending");
+    // One reply claimed at a time, for longer than its send may take.
+    let lease_ms = i64::try_from(config.timeout_secs)
+        .unwrap_or(i64::MAX / 2_000)
+        .saturating_mul(1000)
+        .saturating_add(REPLY_LEASE_MARGIN_MS);
     loop {
         if crate::supervise::stopping() {
             return;
         }
         let now = Utc::now().timestamp_millis();
-        match store.due_hotline_replies(now, 50).await {
+        match store.claim_hotline_replies(now, 1, lease_ms).await {
             Ok(due) => {
                 crate::supervise::progressed();
+                let claimed = !due.is_empty();
                 for (order_no, body, tries) in due {
                     let timestamp = Utc::now().timestamp();
                     let sent = client
@@ -559,6 +568,10 @@ pub async fn deliver_replies(store: crate::store::Store, config: crate::config::
                         tracing::warn!(order_no = %order_no, error = %e, "the try of a hotline reply could not be recorded");
                     }
                 }
+                if claimed {
+                    // The next one due, without waiting.
+                    continue;
+                }
             }
             Err(e) => tracing::warn!(error = %e, "the hotline reply worker cannot read its queue"),
         }
@@ -570,6 +583,9 @@ pub async fn deliver_replies(store: crate::store::Store, config: crate::config::
         }
     }
 }
+
+/// What a reply's lease holds beyond the send's timeout: the time to record the try.
+const REPLY_LEASE_MARGIN_MS: i64 = 30_000;
 
 /// The wait before try `tries + 1`: 1 s doubling, at most 5 minutes.
 fn backoff_ms(tries: i32) -> i64 {

@@ -714,6 +714,73 @@ async fn an_operators_reply_closes_the_complaint_and_reaches_the_hotline_once(ba
     gw.stop().await;
 }
 
+/// A queued reply is claimed with a lease: claimed, it is not due for another replica until the
+/// lease ends; delivered, a failure recorded later by another replica does not undo it.
+async fn a_reply_is_claimed_by_one_replica_and_a_late_failure_does_not_undo_its_delivery(
+    backend: Backend,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = testkit::gateway::config(backend, dir.path());
+    let (_, now) = clock();
+    let mut gw = TestGateway::start_with_clock(config, dir, now).await;
+    let number = case(&mut gw, "HOTLINE-Q1").await;
+    let mut agent = hotline(&gw, &hotline_system()).await;
+    agent
+        .complain(complaint("TS-Q1", &number, "rude", "窗口人员态度恶劣"))
+        .await
+        .unwrap();
+    let mut admin = testkit::gateway::admin(gw.admin_addr).await;
+    let answer = admin
+        .reply_complaint(yichuang::proto::v1::ReplyComplaintRequest {
+            case_number: number.clone(),
+            order_no: "TS-Q1".into(),
+            reply: "经核实，已致歉。".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answer.queued);
+
+    let store = &gw.gateway.store;
+    let t = Utc::now().timestamp_millis();
+    let lease = 60_000;
+    let claimed = store.claim_hotline_replies(t, 10, lease).await.unwrap();
+    assert_eq!(claimed.len(), 1, "{claimed:?}");
+    assert_eq!(claimed[0].0, "TS-Q1");
+    assert!(
+        store
+            .claim_hotline_replies(t + 1, 10, lease)
+            .await
+            .unwrap()
+            .is_empty(),
+        "claimed by one replica: not due for another"
+    );
+    // The lease ended (the first replica is slow): another claims and delivers it; the first's
+    // failure, recorded afterwards, does not make it due again.
+    let again = store
+        .claim_hotline_replies(t + lease, 10, lease)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1, "due again once the lease ended");
+    store
+        .hotline_reply_tried("TS-Q1", Some(t + lease + 5), t + lease + 5)
+        .await
+        .unwrap();
+    store
+        .hotline_reply_tried("TS-Q1", None, t + lease + 10)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_hotline_replies(t + 10 * lease, 10, lease)
+            .await
+            .unwrap()
+            .is_empty(),
+        "delivered stays delivered"
+    );
+    gw.stop().await;
+}
+
 /// A consultation is answered from the acceptance list, by the item's code or words of its
 /// name; a name several items share is refused with their codes; the same order again gets the
 /// stored answer.
@@ -972,6 +1039,7 @@ async fn a_bad_classification_table_refuses_the_start() {
 }
 
 testkit::on_both_stores!(
+    a_reply_is_claimed_by_one_replica_and_a_late_failure_does_not_undo_its_delivery,
     concurrent_wrong_digits_are_counted_before_they_are_checked,
     another_halls_case_is_refused_before_the_digits_are_checked,
     a_work_order_without_a_listed_classification_code_is_refused_and_nothing_stored,

@@ -215,18 +215,22 @@ impl Store {
         on_engine!(self, s => s.hotline_failures(case_number.to_string(), day.to_string()).await)
     }
 
-    /// Replies to the hotline not delivered yet whose next try is due by `now_ms`: order
-    /// number, body and tries so far.
-    pub async fn due_hotline_replies(
+    /// Claims up to `limit` replies to the hotline not delivered yet whose next try is due by
+    /// `now_ms`: each is made not due for `lease_ms` (another replica does not send it
+    /// meanwhile; one that is not recorded by then, a crash, is due again). Order number, body
+    /// and tries so far.
+    pub async fn claim_hotline_replies(
         &self,
         now_ms: i64,
         limit: i64,
+        lease_ms: i64,
     ) -> Result<Vec<(String, String, i32)>, StoreError> {
-        on_engine!(self, s => s.due_hotline_replies(now_ms, limit).await)
+        on_engine!(self, s => s.claim_hotline_replies(now_ms, limit, lease_ms).await)
     }
 
-    /// Records a try of reply `order_no`: delivered at `delivered_ms`, or to be tried again at
-    /// `next_try_ms`.
+    /// Records a try of reply `order_no`: delivered at `delivered_ms` (a delivery already
+    /// recorded keeps its time), or to be tried again at `next_try_ms` (nothing is written over
+    /// a delivery another replica recorded).
     pub async fn hotline_reply_tried(
         &self,
         order_no: &str,

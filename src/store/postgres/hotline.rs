@@ -145,16 +145,19 @@ impl PgStore {
 }
 
 impl PgStore {
-    pub(in crate::store) async fn due_hotline_replies(
+    pub(in crate::store) async fn claim_hotline_replies(
         &self,
         now_ms: i64,
         limit: i64,
+        lease_ms: i64,
     ) -> Result<Vec<(String, String, i32)>, StoreError> {
         let client = self.pool.get().await.map_err(pool_err)?;
+        // Claimed with a lease: another replica skips the rows being claimed and finds them not
+        // due until the lease ends (or the try is recorded).
         let rows = client
             .query(
-                "SELECT order_no, body, tries FROM hotline_replies WHERE delivered_ms IS NULL AND next_try_ms <= $1 ORDER BY next_try_ms LIMIT $2",
-                &[&now_ms, &limit],
+                "UPDATE hotline_replies SET next_try_ms = $1 + $3 WHERE order_no IN (SELECT order_no FROM hotline_replies WHERE delivered_ms IS NULL AND next_try_ms <= $1 ORDER BY next_try_ms LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING order_no, body, tries",
+                &[&now_ms, &limit, &lease_ms],
             )
             .await?;
         Ok(rows
@@ -170,12 +173,26 @@ impl PgStore {
         next_try_ms: i64,
     ) -> Result<(), StoreError> {
         let client = self.pool.get().await.map_err(pool_err)?;
-        client
-            .execute(
-                "UPDATE hotline_replies SET tries = tries + 1, delivered_ms = $2, next_try_ms = $3 WHERE order_no = $1",
-                &[&order_no, &delivered_ms, &next_try_ms],
-            )
-            .await?;
+        match delivered_ms {
+            // A delivery stands: the first one's time is kept.
+            Some(at) => {
+                client
+                    .execute(
+                        "UPDATE hotline_replies SET tries = tries + 1, delivered_ms = COALESCE(delivered_ms, $2) WHERE order_no = $1",
+                        &[&order_no, &at],
+                    )
+                    .await?
+            }
+            // A failure never undoes another replica's delivery.
+            None => {
+                client
+                    .execute(
+                        "UPDATE hotline_replies SET tries = tries + 1, next_try_ms = $2 WHERE order_no = $1 AND delivered_ms IS NULL",
+                        &[&order_no, &next_try_ms],
+                    )
+                    .await?
+            }
+        };
         Ok(())
     }
 }
