@@ -18,7 +18,7 @@ use crate::evaluation::{Refused, Rules};
 use crate::event::EventKind;
 use crate::privacy::{mask_free_text, mask_name};
 use crate::proto::v1::{
-    Case, CaseEvent, CaseStatus, RectificationState, Supervision, Task, TaskStatus,
+    ApplicantKind, Case, CaseEvent, CaseStatus, RectificationState, Supervision, Task, TaskStatus,
 };
 
 /// The kind of a progress query, as stored.
@@ -67,12 +67,17 @@ pub fn normalise_digits(digits: &str) -> Option<String> {
 }
 
 /// Whether `digits` (normalised by [`normalise_digits`]) are the last four characters of the
-/// ID number or mobile of the case's applicant, its contact or its legal representative.
+/// ID number or mobile of the case's applicant, its contact or its legal representative. The
+/// applicant's own `id_number` counts only for a natural person: an organisation's is its
+/// unified social credit code, which is public.
 pub fn verified(case: &Case, digits: &str) -> bool {
     let Some(applicant) = case.submission.as_ref().and_then(|s| s.applicant.as_ref()) else {
         return false;
     };
-    let mut numbers = vec![applicant.id_number.as_str()];
+    let mut numbers = Vec::new();
+    if applicant.kind == ApplicantKind::Person as i32 {
+        numbers.push(applicant.id_number.as_str());
+    }
     if let Some(c) = &applicant.contact {
         numbers.push(c.mobile.as_str());
     }
@@ -498,8 +503,11 @@ pub fn reply_body(
 /// Sends the queued replies to `[hotline] reply_url` until the task is dropped: each POSTed
 /// signed (HMAC-SHA256 of `<timestamp>\n<order number>\n<body>`, the platform push's headers:
 /// [`crate::feed::signature`]), tried again with a growing wait (1 s doubling, at most 5 min)
-/// until the hotline answers 2xx. The hotline dedupes by order number: a reply may come twice
-/// (a crash after sending, or two replicas), never not at all.
+/// until the hotline answers 2xx. Each reply is claimed with a lease before it is sent
+/// ([`crate::store::Store::claim_hotline_replies`]): one replica sends it at a time, and a
+/// failure recorded late never undoes another's delivery. The hotline dedupes by order number:
+/// a reply may still come twice (a crash after sending, or a send slower than the lease),
+/// never not at all.
 pub async fn deliver_replies(store: crate::store::Store, config: crate::config::HotlineConfig) {
     use crate::feed::{EVENT_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, signature};
     let client = match reqwest::Client::builder()
@@ -513,14 +521,20 @@ pub async fn deliver_replies(store: crate::store::Store, config: crate::config::
         }
     };
     tracing::info!(url = %config.reply_url, "hotline replies: sending");
+    // One reply claimed at a time, for longer than its send may take.
+    let lease_ms = i64::try_from(config.timeout_secs)
+        .unwrap_or(i64::MAX / 2_000)
+        .saturating_mul(1000)
+        .saturating_add(REPLY_LEASE_MARGIN_MS);
     loop {
         if crate::supervise::stopping() {
             return;
         }
         let now = Utc::now().timestamp_millis();
-        match store.due_hotline_replies(now, 50).await {
+        match store.claim_hotline_replies(now, 1, lease_ms).await {
             Ok(due) => {
                 crate::supervise::progressed();
+                let claimed = !due.is_empty();
                 for (order_no, body, tries) in due {
                     let timestamp = Utc::now().timestamp();
                     let sent = client
@@ -554,6 +568,10 @@ pub async fn deliver_replies(store: crate::store::Store, config: crate::config::
                         tracing::warn!(order_no = %order_no, error = %e, "the try of a hotline reply could not be recorded");
                     }
                 }
+                if claimed {
+                    // The next one due, without waiting.
+                    continue;
+                }
             }
             Err(e) => tracing::warn!(error = %e, "the hotline reply worker cannot read its queue"),
         }
@@ -565,6 +583,9 @@ pub async fn deliver_replies(store: crate::store::Store, config: crate::config::
         }
     }
 }
+
+/// What a reply's lease holds beyond the send's timeout: the time to record the try.
+const REPLY_LEASE_MARGIN_MS: i64 = 30_000;
 
 /// The wait before try `tries + 1`: 1 s doubling, at most 5 minutes.
 fn backoff_ms(tries: i32) -> i64 {
@@ -701,6 +722,7 @@ mod tests {
             promised_deadline: "2026-03-20".into(),
             submission: Some(Submission {
                 applicant: Some(Applicant {
+                    kind: ApplicantKind::Person as i32,
                     name: "张三丰".into(),
                     id_number: "11010519491231002X".into(),
                     contact: Some(Contact {
@@ -738,6 +760,46 @@ mod tests {
         assert_eq!(normalise_digits("q23h").as_deref(), Some("Q23H"));
         assert_eq!(normalise_digits(""), None);
         assert!(!verified(&Case::default(), "0000"));
+    }
+
+    #[test]
+    fn an_organisations_public_credit_code_does_not_verify() {
+        let mut c = case();
+        let a = c.submission.as_mut().unwrap().applicant.as_mut().unwrap();
+        a.id_number = "91640104MA76L8Q23H".into();
+        a.legal_representative = Some(crate::proto::v1::Person {
+            id_number: "64010419800315001X".into(),
+            mobile: "13909510007".into(),
+            ..Default::default()
+        });
+        for kind in [
+            ApplicantKind::Organization,
+            ApplicantKind::Other,
+            ApplicantKind::Unspecified,
+        ] {
+            c.submission
+                .as_mut()
+                .unwrap()
+                .applicant
+                .as_mut()
+                .unwrap()
+                .kind = kind as i32;
+            assert!(!verified(&c, "Q23H"), "{kind:?}");
+            assert!(verified(&c, "001X"), "{kind:?}: the legal representative");
+            assert!(
+                verified(&c, "0007"),
+                "{kind:?}: the legal representative's mobile"
+            );
+            assert!(verified(&c, "8000"), "{kind:?}: the contact's mobile");
+        }
+        c.submission
+            .as_mut()
+            .unwrap()
+            .applicant
+            .as_mut()
+            .unwrap()
+            .kind = ApplicantKind::Person as i32;
+        assert!(verified(&c, "Q23H"), "a person's own ID number");
     }
 
     #[test]

@@ -571,8 +571,56 @@ impl ServerCertVerifier for ChainOnly {
     }
 }
 
+/// Whether `url` is a plain `http://` URL to this machine (`localhost` or a loopback address,
+/// `127.0.0.0/8` or `[::1]`): the one place plain http may carry personal data (a simulator, a
+/// local relay); anything else must be `https://`. The rule of every outbound URL (the adapters'
+/// transports, `[hotline] reply_url`).
+pub fn plain_http_to_this_machine(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split_once(']').map_or("", |(h, _)| h)
+    } else {
+        host_port.rsplit_once(':').map_or(host_port, |(h, _)| h)
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 #[cfg(test)]
 mod tests {
+    use super::plain_http_to_this_machine;
+
+    #[test]
+    fn plain_http_only_to_this_machine() {
+        for local in [
+            "http://127.0.0.1:8080/reply",
+            "http://localhost/reply",
+            "http://[::1]/reply",
+            "http://[::1]:9/reply",
+            "http://127.0.0.2:1",
+            "http://u:p@localhost:1/x",
+        ] {
+            assert!(plain_http_to_this_machine(local), "{local}");
+        }
+        for remote in [
+            "http://12345.example/reply",
+            "http://10.0.0.5:80/reply",
+            "http://localhost.example.com/",
+            "http://127.0.0.1.example/",
+            "http://localhost@evil.example/",
+            "https://127.0.0.1/",
+            "ftp://localhost/",
+        ] {
+            assert!(!plain_http_to_this_machine(remote), "{remote}");
+        }
+    }
+
     use super::*;
 
     #[test]

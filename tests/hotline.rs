@@ -111,6 +111,8 @@ async fn a_progress_query_is_answered_only_to_the_verified_and_audited(backend: 
         ("GD-2", number.as_str(), ""),
         ("GD-3", number.as_str(), "12-4"),
         ("GD-4", "11640100MB0000000X2026031000099", "0000"),
+        // The company's unified social credit code is public: it does not verify.
+        ("GD-C", number.as_str(), "q23h"),
     ] {
         let e = progress(&mut agent, ask(order, n, d)).await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::PermissionDenied, "{order}: {e:?}");
@@ -185,8 +187,8 @@ async fn a_progress_query_is_answered_only_to_the_verified_and_audited(backend: 
     }
     assert_eq!(
         records.iter().filter(|r| r.outcome == "refused").count(),
-        3,
-        "GD-1, GD-2, GD-3 about this case: {records:?}"
+        5,
+        "GD-1, GD-2, GD-3, GD-C and GD-1's repeat about this case: {records:?}"
     );
 
     // The orders are stored with their answers, masked, and operators read them.
@@ -207,7 +209,7 @@ async fn a_progress_query_is_answered_only_to_the_verified_and_audited(backend: 
         listed.iter().all(|o| o.classification == PROGRESS_CLASS),
         "{listed:?}"
     );
-    assert_eq!(orders.len(), 6, "{orders:?}");
+    assert_eq!(orders.len(), 7, "{orders:?}");
     for o in &orders {
         assert_nothing_unmasked(&o.answer);
         assert_eq!(o.caller, "hotline-12345");
@@ -294,6 +296,91 @@ async fn wrong_digits_lock_a_case_number_until_the_next_day(backend: Backend) {
         .await
         .expect("the next day");
     assert!(answer.text.contains(&number));
+    gw.stop().await;
+}
+
+/// Many queries at once with wrong digits: each try is counted before its digits are checked, so
+/// no more than the day's limit are checked, the rest are refused as locked, and the right digits
+/// afterwards are locked too.
+async fn concurrent_wrong_digits_are_counted_before_they_are_checked(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = testkit::gateway::config(backend, dir.path());
+    config.hotline.max_failed_verifications = 3;
+    let (_, now) = clock();
+    let mut gw = TestGateway::start_with_clock(config, dir, now).await;
+    let number = case(&mut gw, "HOTLINE-R1").await;
+    let agent = hotline(&gw, &hotline_system()).await;
+
+    let mut tries = tokio::task::JoinSet::new();
+    for i in 0..24 {
+        let mut agent = agent.clone();
+        let request = ask(&format!("R-{i}"), &number, &format!("{:04}", 1000 + i));
+        tries.spawn(async move { progress(&mut agent, request).await });
+    }
+    let (mut not_verified, mut locked) = (0, 0);
+    while let Some(r) = tries.join_next().await {
+        let e = r.unwrap().unwrap_err();
+        match e.code() {
+            tonic::Code::PermissionDenied => not_verified += 1,
+            tonic::Code::ResourceExhausted => locked += 1,
+            _ => panic!("{e:?}"),
+        }
+    }
+    assert_eq!((not_verified, locked), (3, 21));
+    assert_eq!(
+        gw.gateway
+            .store
+            .hotline_failures(&number, "2026-03-10")
+            .await
+            .unwrap(),
+        3
+    );
+    let e = progress(&mut agent.clone(), ask("R-right", &number, "0000"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+    gw.stop().await;
+}
+
+/// A hotline limited to one hall is refused another hall's case before its digits are checked or
+/// counted: the same refusal for right and wrong digits, and the case is not locked by it.
+async fn another_halls_case_is_refused_before_the_digits_are_checked(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = testkit::gateway::config(backend, dir.path());
+    config.hotline.max_failed_verifications = 2;
+    let (_, now) = clock();
+    let mut gw = TestGateway::start_with_clock(config, dir, now).await;
+    let number = case(&mut gw, "HOTLINE-S1").await;
+    let mut elsewhere = hotline(
+        &gw,
+        &Who::Named(
+            "hotline-elsewhere".into(),
+            "urn:yichuang:hotline:640200-DT01".into(),
+        ),
+    )
+    .await;
+    let mut refusals = Vec::new();
+    for (i, digits) in ["0000", "1111", "2222", "3333"].iter().enumerate() {
+        let e = progress(&mut elsewhere, ask(&format!("S-{i}"), &number, digits))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{digits}: {e:?}");
+        assert!(e.message().contains("640200-DT01"), "{}", e.message());
+        refusals.push(e.message().to_string());
+    }
+    assert!(refusals.iter().all(|m| *m == refusals[0]), "{refusals:?}");
+    assert_eq!(
+        gw.gateway
+            .store
+            .hotline_failures(&number, "2026-03-10")
+            .await
+            .unwrap(),
+        0
+    );
+    let mut agent = hotline(&gw, &hotline_system()).await;
+    progress(&mut agent, ask("S-all", &number, "0000"))
+        .await
+        .expect("not locked by another hall's hotline");
     gw.stop().await;
 }
 
@@ -627,6 +714,73 @@ async fn an_operators_reply_closes_the_complaint_and_reaches_the_hotline_once(ba
     gw.stop().await;
 }
 
+/// A queued reply is claimed with a lease: claimed, it is not due for another replica until the
+/// lease ends; delivered, a failure recorded later by another replica does not undo it.
+async fn a_reply_is_claimed_by_one_replica_and_a_late_failure_does_not_undo_its_delivery(
+    backend: Backend,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = testkit::gateway::config(backend, dir.path());
+    let (_, now) = clock();
+    let mut gw = TestGateway::start_with_clock(config, dir, now).await;
+    let number = case(&mut gw, "HOTLINE-Q1").await;
+    let mut agent = hotline(&gw, &hotline_system()).await;
+    agent
+        .complain(complaint("TS-Q1", &number, "rude", "窗口人员态度恶劣"))
+        .await
+        .unwrap();
+    let mut admin = testkit::gateway::admin(gw.admin_addr).await;
+    let answer = admin
+        .reply_complaint(yichuang::proto::v1::ReplyComplaintRequest {
+            case_number: number.clone(),
+            order_no: "TS-Q1".into(),
+            reply: "经核实，已致歉。".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answer.queued);
+
+    let store = &gw.gateway.store;
+    let t = Utc::now().timestamp_millis();
+    let lease = 60_000;
+    let claimed = store.claim_hotline_replies(t, 10, lease).await.unwrap();
+    assert_eq!(claimed.len(), 1, "{claimed:?}");
+    assert_eq!(claimed[0].0, "TS-Q1");
+    assert!(
+        store
+            .claim_hotline_replies(t + 1, 10, lease)
+            .await
+            .unwrap()
+            .is_empty(),
+        "claimed by one replica: not due for another"
+    );
+    // The lease ended (the first replica is slow): another claims and delivers it; the first's
+    // failure, recorded afterwards, does not make it due again.
+    let again = store
+        .claim_hotline_replies(t + lease, 10, lease)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1, "due again once the lease ended");
+    store
+        .hotline_reply_tried("TS-Q1", Some(t + lease + 5), t + lease + 5)
+        .await
+        .unwrap();
+    store
+        .hotline_reply_tried("TS-Q1", None, t + lease + 10)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_hotline_replies(t + 10 * lease, 10, lease)
+            .await
+            .unwrap()
+            .is_empty(),
+        "delivered stays delivered"
+    );
+    gw.stop().await;
+}
+
 /// A consultation is answered from the acceptance list, by the item's code or words of its
 /// name; a name several items share is refused with their codes; the same order again gets the
 /// stored answer.
@@ -885,6 +1039,9 @@ async fn a_bad_classification_table_refuses_the_start() {
 }
 
 testkit::on_both_stores!(
+    a_reply_is_claimed_by_one_replica_and_a_late_failure_does_not_undo_its_delivery,
+    concurrent_wrong_digits_are_counted_before_they_are_checked,
+    another_halls_case_is_refused_before_the_digits_are_checked,
     a_work_order_without_a_listed_classification_code_is_refused_and_nothing_stored,
     an_operators_reply_closes_the_complaint_and_reaches_the_hotline_once,
     a_progress_query_is_answered_only_to_the_verified_and_audited,

@@ -17,7 +17,8 @@ CREATE TABLE hotline_orders (
 CREATE INDEX hotline_orders_case ON hotline_orders (case_number);
 CREATE INDEX hotline_orders_at ON hotline_orders (at_ms);
 -- Every progress query refused for wrong verification digits, new order or repeat: the
--- lockout counts them per case number and day. No digits are kept.
+-- lockout counts them per case number and day. A try is written here before its digits are
+-- checked (in one step with the count) and deleted when they verify. No digits are kept.
 CREATE TABLE hotline_failures (
     id BIGSERIAL PRIMARY KEY,
     case_number TEXT NOT NULL,

@@ -56,25 +56,16 @@ impl HotlineApi {
         status
     }
 
-    /// A verification that failed: counted for the lockout, stored with the order when it is a
-    /// new one, audited, and refused saying nothing of the case.
+    /// A verification that failed (its try already counted for the lockout): stored with the
+    /// order when it is a new one, audited, and refused saying nothing of the case.
     async fn failed(
         &self,
         access: &Access,
         order: Option<HotlineOrder>,
         number: &str,
         order_no: &str,
-        day: &str,
-        now_ms: i64,
     ) -> Status {
         let store = &self.gateway.store;
-        let counted = store
-            .hotline_failure(number, day, order_no, &access.caller.name, now_ms)
-            .await;
-        if let Err(e) = counted {
-            // Not counted is not refused: fail closed rather than give an uncounted try.
-            return store_status(e);
-        }
         if let Some(order) = order
             && let Err(e) = store.record_hotline_order(order).await
         {
@@ -290,17 +281,51 @@ impl HotlineService for HotlineApi {
                 )));
             }
             match s.outcome.as_str() {
-                // The same refusal again: a repeat is no new try, and no oracle either.
-                "refused" => return Err(Status::permission_denied(hotline::not_verified())),
-                "locked" => return Err(Status::resource_exhausted(s.answer.clone())),
+                // The same refusal again, audited like the first: a repeat is no new try, and no
+                // oracle either.
+                "refused" => {
+                    return Err(self
+                        .refuse(
+                            &access,
+                            &number,
+                            Status::permission_denied(hotline::not_verified()),
+                        )
+                        .await);
+                }
+                "locked" => {
+                    return Err(self
+                        .refuse(
+                            &access,
+                            &number,
+                            Status::resource_exhausted(s.answer.clone()),
+                        )
+                        .await);
+                }
                 _ => {}
             }
         }
-        let failures = store
-            .hotline_failures(&number, &day)
+        // The hall scope first, before any try is counted or digits checked: a caller limited to
+        // one hall learns nothing of the digits of another hall's case, nor locks it.
+        let case = store.get_case(&number).await.map_err(store_status)?;
+        if let Some((c, _)) = &case {
+            let hall = c.submission.as_ref().map_or("", |s| s.hall_code.as_str());
+            access.case(&number, hall).await?;
+        }
+        // The try is counted before the digits are checked, in one step with the day's count:
+        // concurrent queries cannot all see the count from before theirs. A try whose digits
+        // verify is taken back below.
+        let counted = store
+            .hotline_try(
+                &number,
+                &day,
+                &order_no,
+                &access.caller.name,
+                now_ms,
+                i64::from(max),
+            )
             .await
             .map_err(store_status)?;
-        if failures >= i64::from(max) {
+        let Some(try_id) = counted else {
             let message = hotline::locked(max, &day);
             if stored.is_none() {
                 store
@@ -321,9 +346,8 @@ impl HotlineService for HotlineApi {
             return Err(self
                 .refuse(&access, &number, Status::resource_exhausted(message))
                 .await);
-        }
+        };
 
-        let case = store.get_case(&number).await.map_err(store_status)?;
         let ok = match (&case, &digits) {
             (Some((case, _)), Some(d)) => hotline::verified(case, d),
             _ => false,
@@ -340,15 +364,13 @@ impl HotlineService for HotlineApi {
                 answer: hotline::not_verified(),
                 classification: class.clone(),
             });
-            return Err(self
-                .failed(&access, order, &number, &order_no, &day, now_ms)
-                .await);
+            return Err(self.failed(&access, order, &number, &order_no).await);
         };
-        let hall = case
-            .submission
-            .as_ref()
-            .map_or("", |s| s.hall_code.as_str());
-        access.case(&number, hall).await?;
+        // Verified: no failure. Not taken back (a store error) stays counted: fail closed.
+        store
+            .hotline_try_verified(try_id)
+            .await
+            .map_err(store_status)?;
 
         // A read of the case's personal data, audited before anything is answered.
         self.gateway

@@ -101,6 +101,17 @@ impl HotlineConfig {
                     ),
                 ));
             }
+            if self.reply_url.starts_with("http://")
+                && !crate::tls::plain_http_to_this_machine(&self.reply_url)
+            {
+                return Err((
+                    "reply_url",
+                    format!(
+                        "[hotline] reply_url {:?}: plain http:// only to this machine (localhost, 127.0.0.1, [::1]); the replies carry the citizens' complaints, give the hotline's https:// reply interface",
+                        self.reply_url
+                    ),
+                ));
+            }
             if self.secret.is_empty() {
                 return Err((
                     "secret",
@@ -127,6 +138,25 @@ mod tests {
         assert_eq!(key, "max_failed_verifications");
         assert!(m.contains("[hotline]") && m.contains("at least 1"), "{m}");
         assert!(HotlineConfig::default().check().is_ok());
+    }
+
+    #[test]
+    fn a_plain_http_reply_url_is_refused_unless_to_this_machine() {
+        let with = |url: &str| HotlineConfig {
+            reply_url: url.into(),
+            secret: "s".into(),
+            ..HotlineConfig::default()
+        };
+        let (key, m) = with("http://12345.example/api/reply").check().unwrap_err();
+        assert_eq!(key, "reply_url");
+        assert!(
+            m.contains("[hotline] reply_url") && m.contains("https://"),
+            "{m}"
+        );
+        assert!(with("http://10.1.2.3:8080/reply").check().is_err());
+        assert!(with("http://127.0.0.1:8080/reply").check().is_ok());
+        assert!(with("http://localhost/reply").check().is_ok());
+        assert!(with("https://12345.example/api/reply").check().is_ok());
     }
 
     #[test]

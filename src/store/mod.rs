@@ -181,23 +181,32 @@ impl Store {
         on_engine!(self, s => s.hotline_orders(limit).await)
     }
 
-    /// Records a progress query about `case_number` refused for wrong verification digits on
-    /// `day` (the hall's date), and returns how many that case number has had that day.
-    pub async fn hotline_failure(
+    /// Counts a progress query's try about `case_number` on `day` (the hall's date) before its
+    /// digits are checked, atomically with the day's count (replicas and concurrent queries
+    /// alike): the try's id, or `None` when the case number already had `max` failed tries
+    /// that day (locked: nothing is written). A try whose digits verify is taken back with
+    /// [`Store::hotline_try_verified`]; the others stay counted as failures.
+    pub async fn hotline_try(
         &self,
         case_number: &str,
         day: &str,
         order_no: &str,
         caller: &str,
         at_ms: i64,
-    ) -> Result<i64, StoreError> {
+        max: i64,
+    ) -> Result<Option<i64>, StoreError> {
         let (case_number, day, order_no, caller) = (
             case_number.to_string(),
             day.to_string(),
             order_no.to_string(),
             caller.to_string(),
         );
-        on_engine!(self, s => s.hotline_failure(case_number, day, order_no, caller, at_ms).await)
+        on_engine!(self, s => s.hotline_try(case_number, day, order_no, caller, at_ms, max).await)
+    }
+
+    /// Takes back try `id` of [`Store::hotline_try`]: its digits verified, it is no failure.
+    pub async fn hotline_try_verified(&self, id: i64) -> Result<(), StoreError> {
+        on_engine!(self, s => s.hotline_try_verified(id).await)
     }
 
     /// How many progress queries about `case_number` were refused for wrong verification digits
@@ -206,18 +215,22 @@ impl Store {
         on_engine!(self, s => s.hotline_failures(case_number.to_string(), day.to_string()).await)
     }
 
-    /// Replies to the hotline not delivered yet whose next try is due by `now_ms`: order
-    /// number, body and tries so far.
-    pub async fn due_hotline_replies(
+    /// Claims up to `limit` replies to the hotline not delivered yet whose next try is due by
+    /// `now_ms`: each is made not due for `lease_ms` (another replica does not send it
+    /// meanwhile; one that is not recorded by then, a crash, is due again). Order number, body
+    /// and tries so far.
+    pub async fn claim_hotline_replies(
         &self,
         now_ms: i64,
         limit: i64,
+        lease_ms: i64,
     ) -> Result<Vec<(String, String, i32)>, StoreError> {
-        on_engine!(self, s => s.due_hotline_replies(now_ms, limit).await)
+        on_engine!(self, s => s.claim_hotline_replies(now_ms, limit, lease_ms).await)
     }
 
-    /// Records a try of reply `order_no`: delivered at `delivered_ms`, or to be tried again at
-    /// `next_try_ms`.
+    /// Records a try of reply `order_no`: delivered at `delivered_ms` (a delivery already
+    /// recorded keeps its time), or to be tried again at `next_try_ms` (nothing is written over
+    /// a delivery another replica recorded).
     pub async fn hotline_reply_tried(
         &self,
         order_no: &str,

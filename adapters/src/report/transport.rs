@@ -213,16 +213,14 @@ fn column(name: &str) -> Result<String, String> {
 /// `http://` carries the applicants' data in the clear: only to this machine (a simulator, a
 /// local relay); anything else must be `https://`.
 pub(crate) fn plain_http_only_locally(key: &str, url: &str) -> Result<(), String> {
-    let Some(rest) = url.strip_prefix("http://") else {
+    if !url.starts_with("http://") {
         return if url.starts_with("https://") {
             Ok(())
         } else {
             Err(format!("[transport] {key} {url:?}: give an https:// URL"))
         };
-    };
-    let host = rest.split(['/', '?']).next().unwrap_or_default();
-    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
-    if matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
+    }
+    if yichuang::tls::plain_http_to_this_machine(url) {
         Ok(())
     } else {
         Err(format!(

@@ -80,19 +80,23 @@ impl PgStore {
         Ok(rows.iter().map(order).collect())
     }
 
-    pub(in crate::store) async fn hotline_failure(
+    pub(in crate::store) async fn hotline_try(
         &self,
         case_number: String,
         day: String,
         order_no: String,
         caller: String,
         at_ms: i64,
-    ) -> Result<i64, StoreError> {
+        max: i64,
+    ) -> Result<Option<i64>, StoreError> {
         let mut client = self.pool.get().await.map_err(pool_err)?;
         let tx = client.transaction().await?;
+        // Tries about one case number and day are counted one at a time, across replicas: a
+        // concurrent try waits here until this one is committed, then counts it.
+        let key = format!("hotline-try/{case_number}/{day}");
         tx.execute(
-            "INSERT INTO hotline_failures (case_number, day, order_no, caller, at_ms) VALUES ($1, $2, $3, $4, $5)",
-            &[&case_number, &day, &order_no, &caller, &at_ms],
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            &[&key],
         )
         .await?;
         let n: i64 = tx
@@ -102,8 +106,26 @@ impl PgStore {
             )
             .await?
             .get(0);
+        if n >= max {
+            return Ok(None);
+        }
+        let id: i64 = tx
+            .query_one(
+                "INSERT INTO hotline_failures (case_number, day, order_no, caller, at_ms) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                &[&case_number, &day, &order_no, &caller, &at_ms],
+            )
+            .await?
+            .get(0);
         tx.commit().await?;
-        Ok(n)
+        Ok(Some(id))
+    }
+
+    pub(in crate::store) async fn hotline_try_verified(&self, id: i64) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        client
+            .execute("DELETE FROM hotline_failures WHERE id = $1", &[&id])
+            .await?;
+        Ok(())
     }
 
     pub(in crate::store) async fn hotline_failures(
@@ -123,16 +145,19 @@ impl PgStore {
 }
 
 impl PgStore {
-    pub(in crate::store) async fn due_hotline_replies(
+    pub(in crate::store) async fn claim_hotline_replies(
         &self,
         now_ms: i64,
         limit: i64,
+        lease_ms: i64,
     ) -> Result<Vec<(String, String, i32)>, StoreError> {
         let client = self.pool.get().await.map_err(pool_err)?;
+        // Claimed with a lease: another replica skips the rows being claimed and finds them not
+        // due until the lease ends (or the try is recorded).
         let rows = client
             .query(
-                "SELECT order_no, body, tries FROM hotline_replies WHERE delivered_ms IS NULL AND next_try_ms <= $1 ORDER BY next_try_ms LIMIT $2",
-                &[&now_ms, &limit],
+                "UPDATE hotline_replies SET next_try_ms = $1 + $3 WHERE order_no IN (SELECT order_no FROM hotline_replies WHERE delivered_ms IS NULL AND next_try_ms <= $1 ORDER BY next_try_ms LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING order_no, body, tries",
+                &[&now_ms, &limit, &lease_ms],
             )
             .await?;
         Ok(rows
@@ -148,12 +173,26 @@ impl PgStore {
         next_try_ms: i64,
     ) -> Result<(), StoreError> {
         let client = self.pool.get().await.map_err(pool_err)?;
-        client
-            .execute(
-                "UPDATE hotline_replies SET tries = tries + 1, delivered_ms = $2, next_try_ms = $3 WHERE order_no = $1",
-                &[&order_no, &delivered_ms, &next_try_ms],
-            )
-            .await?;
+        match delivered_ms {
+            // A delivery stands: the first one's time is kept.
+            Some(at) => {
+                client
+                    .execute(
+                        "UPDATE hotline_replies SET tries = tries + 1, delivered_ms = COALESCE(delivered_ms, $2) WHERE order_no = $1",
+                        &[&order_no, &at],
+                    )
+                    .await?
+            }
+            // A failure never undoes another replica's delivery.
+            None => {
+                client
+                    .execute(
+                        "UPDATE hotline_replies SET tries = tries + 1, next_try_ms = $2 WHERE order_no = $1 AND delivered_ms IS NULL",
+                        &[&order_no, &next_try_ms],
+                    )
+                    .await?
+            }
+        };
         Ok(())
     }
 }

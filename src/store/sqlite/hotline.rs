@@ -81,27 +81,42 @@ impl SqliteStore {
         .await
     }
 
-    pub(in crate::store) async fn hotline_failure(
+    pub(in crate::store) async fn hotline_try(
         &self,
         case_number: String,
         day: String,
         order_no: String,
         caller: String,
         at_ms: i64,
-    ) -> Result<i64, StoreError> {
+        max: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        // One writer at a time: the count and the insert are one step for every replica.
         self.write(move |conn| {
             let tx = conn.transaction()?;
-            tx.prepare_cached(
-                "INSERT INTO hotline_failures (case_number, day, order_no, caller, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![case_number, day, order_no, caller, at_ms])?;
             let n: i64 = tx
                 .prepare_cached(
                     "SELECT COUNT(*) FROM hotline_failures WHERE case_number = ?1 AND day = ?2",
                 )?
                 .query_row(params![case_number, day], |r| r.get(0))?;
+            if n >= max {
+                return Ok(None);
+            }
+            tx.prepare_cached(
+                "INSERT INTO hotline_failures (case_number, day, order_no, caller, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![case_number, day, order_no, caller, at_ms])?;
+            let id = tx.last_insert_rowid();
             tx.commit()?;
-            Ok(n)
+            Ok(Some(id))
+        })
+        .await
+    }
+
+    pub(in crate::store) async fn hotline_try_verified(&self, id: i64) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            conn.prepare_cached("DELETE FROM hotline_failures WHERE id = ?1")?
+                .execute(params![id])?;
+            Ok(())
         })
         .await
     }
@@ -123,17 +138,22 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
-    pub(in crate::store) async fn due_hotline_replies(
+    pub(in crate::store) async fn claim_hotline_replies(
         &self,
         now_ms: i64,
         limit: i64,
+        lease_ms: i64,
     ) -> Result<Vec<(String, String, i32)>, StoreError> {
-        self.read(move |conn| {
+        // One writer at a time: a row claimed here is not due for anyone else until the lease
+        // ends (or the try is recorded).
+        self.write(move |conn| {
             let rows = conn
                 .prepare_cached(
-                    "SELECT order_no, body, tries FROM hotline_replies WHERE delivered_ms IS NULL AND next_try_ms <= ?1 ORDER BY next_try_ms LIMIT ?2",
+                    "UPDATE hotline_replies SET next_try_ms = ?1 + ?3 WHERE order_no IN (SELECT order_no FROM hotline_replies WHERE delivered_ms IS NULL AND next_try_ms <= ?1 ORDER BY next_try_ms LIMIT ?2) RETURNING order_no, body, tries",
                 )?
-                .query_map(params![now_ms, limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .query_map(params![now_ms, limit, lease_ms], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
@@ -147,10 +167,20 @@ impl SqliteStore {
         next_try_ms: i64,
     ) -> Result<(), StoreError> {
         self.write(move |conn| {
-            conn.prepare_cached(
-                "UPDATE hotline_replies SET tries = tries + 1, delivered_ms = ?2, next_try_ms = ?3 WHERE order_no = ?1",
-            )?
-            .execute(params![order_no, delivered_ms, next_try_ms])?;
+            match delivered_ms {
+                // A delivery stands: the first one's time is kept.
+                Some(at) => conn
+                    .prepare_cached(
+                        "UPDATE hotline_replies SET tries = tries + 1, delivered_ms = COALESCE(delivered_ms, ?2) WHERE order_no = ?1",
+                    )?
+                    .execute(params![order_no, at])?,
+                // A failure never undoes another replica's delivery.
+                None => conn
+                    .prepare_cached(
+                        "UPDATE hotline_replies SET tries = tries + 1, next_try_ms = ?2 WHERE order_no = ?1 AND delivered_ms IS NULL",
+                    )?
+                    .execute(params![order_no, next_try_ms])?,
+            };
             Ok(())
         })
         .await
