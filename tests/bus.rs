@@ -534,6 +534,7 @@ async fn an_adapter_user_reads_only_its_own_queues_and_cannot_publish_a_task() {
             .cloned()
             .collect(),
         bindings: vec![],
+        retired: vec![],
     };
     assert_eq!((own.exchanges.len(), own.queues.len()), (3, 2));
     own.check(&channel, Duration::from_secs(5))
@@ -708,5 +709,68 @@ fn bus_users_without_a_password_names_where_it_is_read_from() {
             && stderr.contains("adapter-scjg-nopass")
             && stderr.contains("nothing was changed"),
         "{stderr}"
+    );
+}
+
+/// The notifier's queue hears only the history entries that make a notice, and a queue an
+/// earlier build bound to every entry (`#`) loses that binding when the topology is declared
+/// again.
+#[tokio::test]
+async fn the_notify_queue_takes_only_the_entries_that_make_a_notice() {
+    let mut bus = testkit::broker::bus();
+    bus.notify = true;
+    let broker = Broker::open(&bus).await;
+    let (queue, events) = (broker.names.notify_queue(), broker.names.events_exchange());
+    // As an earlier build left it.
+    broker
+        .channel
+        .queue_bind(
+            queue.as_str().into(),
+            events.as_str().into(),
+            "#".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    broker
+        .topology
+        .declare(&broker.channel, Duration::from_secs(10))
+        .await
+        .expect("declared again");
+    broker
+        .channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for kind in yichuang::event::EventKind::ALL {
+        let key = yichuang::outbox::event_routing_key(kind.as_str());
+        let confirm = broker
+            .channel
+            .basic_publish(
+                events.as_str().into(),
+                key.as_str().into(),
+                BasicPublishOptions::default(),
+                kind.as_str().as_bytes(),
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .unwrap();
+        assert!(confirm.await.unwrap().is_ack(), "the broker confirms {key}");
+    }
+    // Every publish is confirmed, so whatever was routed is on the queue now.
+    let mut heard = Vec::new();
+    while let Some(m) = get_within(&broker.channel, &queue, Duration::ZERO).await {
+        heard.push(String::from_utf8(m.delivery.data).unwrap());
+    }
+    let mut wanted: Vec<String> = yichuang::bus::NOTIFY_EVENTS
+        .iter()
+        .map(|k| k.as_str().to_string())
+        .collect();
+    heard.sort();
+    wanted.sort();
+    assert_eq!(
+        heard, wanted,
+        "only the entries that make a notice, once each"
     );
 }

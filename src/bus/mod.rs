@@ -11,6 +11,7 @@ use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 
 use crate::catalog::Catalog;
 use crate::config::BusConfig;
+use crate::event::EventKind;
 
 pub mod dead;
 pub mod headers;
@@ -83,7 +84,23 @@ pub struct Topology {
     pub exchanges: Vec<Exchange>,
     pub queues: Vec<Queue>,
     pub bindings: Vec<Binding>,
+    /// Bindings an earlier version declared and this one does not want: [`Topology::declare`]
+    /// removes them (removing one that is not there changes nothing), so a deployment converges
+    /// by declaring again.
+    pub retired: Vec<Binding>,
 }
+
+/// The history entries the notifier turns into SMS notices (`adapters::notify`). Its queue is
+/// bound to their routing keys alone: every other entry would be one more message through a
+/// replicated quorum queue, and one more case read, for no notice.
+pub const NOTIFY_EVENTS: &[EventKind] = &[
+    EventKind::Accepted,
+    EventKind::DeadlineConfirmed,
+    EventKind::TaskSupplementRequired,
+    EventKind::CaseClosedRejected,
+    EventKind::CaseReadyForDelivery,
+    EventKind::CaseDelivered,
+];
 
 /// The names derived from a prefix (`yichuang` by default; tests use their own).
 #[derive(Debug, Clone)]
@@ -267,13 +284,22 @@ impl Topology {
                 routing_key: "#".into(),
             });
         }
+        let mut retired = Vec::new();
         if config.notify {
-            // The notifier's: every history entry, kept until the notifier has noted it.
+            // The notifier's: the entries that make a notice, kept until the notifier has
+            // noted them. Earlier builds bound it to every entry (`#`).
             queues.push(Queue {
                 name: n.notify_queue(),
                 arguments: vec![quorum()],
             });
-            bindings.push(Binding {
+            for kind in NOTIFY_EVENTS {
+                bindings.push(Binding {
+                    queue: n.notify_queue(),
+                    exchange: n.events_exchange(),
+                    routing_key: crate::outbox::event_routing_key(kind.as_str()),
+                });
+            }
+            retired.push(Binding {
                 queue: n.notify_queue(),
                 exchange: n.events_exchange(),
                 routing_key: "#".into(),
@@ -283,6 +309,7 @@ impl Topology {
             exchanges,
             queues,
             bindings,
+            retired,
         }
     }
 
@@ -340,6 +367,19 @@ impl Topology {
                 FieldTable::default(),
             );
             bounded(timeout, &what, bind).await?;
+        }
+        for b in &self.retired {
+            let what = format!(
+                "removing binding {} -> {} ({})",
+                b.exchange, b.queue, b.routing_key
+            );
+            let unbind = channel.queue_unbind(
+                b.queue.as_str().into(),
+                b.exchange.as_str().into(),
+                b.routing_key.as_str().into(),
+                FieldTable::default(),
+            );
+            bounded(timeout, &what, unbind).await?;
         }
         Ok(())
     }

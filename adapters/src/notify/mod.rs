@@ -31,6 +31,7 @@ use serde_json::{Value, json};
 use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 use yichuang::config::{BusConfig, LogConfig, TracingConfig};
+use yichuang::event::EventKind;
 use yichuang::proto::v1::case_service_client::CaseServiceClient;
 use yichuang::proto::v1::{GetCaseRequest, GetCaseResponse, TaskStatus};
 
@@ -229,19 +230,24 @@ pub fn notices(
         });
         Ok(())
     };
+    // The kinds matched here are the ones the notify queue is bound to
+    // (`yichuang::bus::NOTIFY_EVENTS`): a kind added here alone would never be heard.
     for e in &case.events {
-        match e.kind.as_str() {
-            "accepted" => push("accepted", "accepted".into(), e.seq, json!({}))?,
+        let Ok(kind) = e.kind.parse::<EventKind>() else {
+            continue;
+        };
+        match kind {
+            EventKind::Accepted => push("accepted", "accepted".into(), e.seq, json!({}))?,
             // The case's promised date confirmed: one notice per date, however many of its
             // tasks were counted again (each has its entry); a rectification's deadline (no
             // task) is no deadline of the applicant's case.
-            "deadline-confirmed" if !e.task_id.is_empty() => push(
+            EventKind::DeadlineConfirmed if !e.task_id.is_empty() => push(
                 "deadline_confirmed",
                 format!("deadline_confirmed@{}", c.promised_deadline),
                 e.seq,
                 json!({}),
             )?,
-            "task-supplement-required" => {
+            EventKind::TaskSupplementRequired => {
                 let materials = e
                     .detail
                     .split_once("asks for: ")
@@ -254,7 +260,7 @@ pub fn notices(
                     json!({ "materials": materials.join("、"), "materials_list": materials }),
                 )?
             }
-            "case-closed-rejected" => {
+            EventKind::CaseClosedRejected => {
                 // The departments' reasons for refusing, not a system's errors of tasks
                 // that went on to be approved.
                 let reasons: Vec<String> = c
@@ -270,8 +276,8 @@ pub fn notices(
                     json!({ "reasons": reasons.join("；") }),
                 )?
             }
-            "case-ready-for-delivery" => push("ready", "ready".into(), e.seq, json!({}))?,
-            "case-delivered" => {
+            EventKind::CaseReadyForDelivery => push("ready", "ready".into(), e.seq, json!({}))?,
+            EventKind::CaseDelivered => {
                 if let Some((before, tracking)) = e.detail.split_once("tracking number ") {
                     let carrier = before
                         .split_once("by ")
@@ -696,6 +702,43 @@ mod tests {
     /// A confirmed deadline is notified once for the case, however many of its tasks were
     /// counted again, and never for a rectification's deadline; a refusal gives the reasons of
     /// the rejected tasks only.
+    #[test]
+    fn only_the_entries_the_notify_queue_is_bound_to_make_notices() {
+        let templates: BTreeMap<String, Template> = toml::from_str(
+            r#"
+            accepted = "a"
+            deadline_confirmed = "d"
+            supplement_asked = "s"
+            rejected = "r"
+            ready = "y"
+            mailed = "m"
+            "#,
+        )
+        .unwrap();
+        for kind in EventKind::ALL {
+            let case = GetCaseResponse {
+                case: Some(Case {
+                    case_number: "C1".into(),
+                    ..Default::default()
+                }),
+                events: vec![CaseEvent {
+                    task_id: "T1".into(),
+                    ..event(
+                        1,
+                        kind.as_str(),
+                        "by EMS with tracking number 9; asks for: 营业执照",
+                    )
+                }],
+            };
+            let made = !notices(&templates, &case).unwrap().is_empty();
+            assert_eq!(
+                made,
+                yichuang::bus::NOTIFY_EVENTS.contains(kind),
+                "{kind:?}: a notice from it, or a binding for it, but not both"
+            );
+        }
+    }
+
     #[test]
     fn a_confirmed_deadline_and_a_refusal_are_notified_from_their_entries() {
         let templates: BTreeMap<String, Template> = toml::from_str(

@@ -144,6 +144,7 @@ fn used(codes: &[String], bus: &BusConfig) -> Topology {
         })
     });
     topology.bindings.clear();
+    topology.retired.clear();
     topology
 }
 
