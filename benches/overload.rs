@@ -14,12 +14,20 @@
 //! 3. The same offered rate against a gateway with no in-flight bound (`max_in_flight` huge),
 //!    for contrast: what queueing instead of shedding costs.
 //! 4. Capacity again over TLS with client certificates (the test kit's CA, the examples' hall
-//!    as the caller), against the plaintext capacity of step 1 (goal >= 0.85).
+//!    as the caller), against the plaintext capacity of step 1 (goal >= 0.85); this gateway too
+//!    is a child process, where the plaintext one ran.
 //!
 //! Steps 1–3 run with `[development] plaintext`, so the figures are the gateway's own.
 //!
-//! Goals (issue 15): goodput at twice the capacity >= 0.90 of the capacity, memory flat. The
-//! client runs on the same two cores as the gateway, so its work counts against the gateway's.
+//! **Cores apart.** On a machine with two or more CPUs the gateway's process is pinned to the
+//! first half of the CPUs this bench may use and the load generator (this process) to the rest
+//! (`taskset`, from util-linux): at twice the rate the client encodes, sends and reads twice the
+//! requests, and on shared cores that work came out of the gateway's CPU, so the share measured
+//! the client as much as the gateway. Apart, the client stands where a load generator on another
+//! machine would. Steps 1 and 2 are then run again with the cores shared, for contrast.
+//! `YICHUANG_BENCH_APART=0` shares them throughout.
+//!
+//! Goals (issue 15): goodput at twice the capacity >= 0.90 of the capacity, memory flat.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,13 +53,20 @@ struct ChildGateway {
 }
 
 impl ChildGateway {
-    fn start(max_in_flight: usize) -> ChildGateway {
+    /// Started on `cpus` (a `taskset` list) when given, else wherever this process may run.
+    fn start(max_in_flight: usize, wire: Wire, cpus: Option<&str>) -> ChildGateway {
         use std::io::BufRead;
-        let mut process = std::process::Command::new(std::env::current_exe().unwrap())
+        let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+        command
             .arg("--bench")
             .env("YICHUANG_BENCH_GATEWAY", max_in_flight.to_string())
             .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped());
+        if wire == Wire::MutualTls {
+            // The child serves with this process's test CA and server certificate.
+            command.env("YICHUANG_BENCH_PKI", testkit::pki::dir());
+        }
+        let mut process = command
             .spawn()
             .expect("the bench runs itself as the gateway");
         let mut line = String::new();
@@ -59,6 +74,12 @@ impl ChildGateway {
             .read_line(&mut line)
             .expect("the child gateway's address");
         let addr = line.trim().parse().expect("an address");
+        if let Some(cpus) = cpus {
+            assert!(
+                pin(process.id(), cpus),
+                "taskset pins the gateway to {cpus}"
+            );
+        }
         ChildGateway { process, addr }
     }
 
@@ -90,8 +111,11 @@ fn child(max_in_flight: usize) {
         .unwrap();
     runtime.block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let server =
-            start_gateway(dir.path().join("child.db"), max_in_flight, Wire::Plaintext).await;
+        let wire = match std::env::var_os("YICHUANG_BENCH_PKI") {
+            Some(pki) => Serving::MutualTls(pki.into()),
+            None => Serving::Plaintext,
+        };
+        let server = start_gateway(dir.path().join("child.db"), max_in_flight, wire).await;
         println!("{}", server.addr);
         let _ = tokio::task::spawn_blocking(|| {
             let mut sink = String::new();
@@ -109,7 +133,14 @@ enum Wire {
     MutualTls,
 }
 
-async fn start_gateway(path: std::path::PathBuf, max_in_flight: usize, wire: Wire) -> Server {
+/// How a gateway serves: plaintext, or mTLS with the test PKI of the bench that started it (a
+/// directory with `ca.pem`, `server.pem` and `server-key.pem`).
+enum Serving {
+    Plaintext,
+    MutualTls(std::path::PathBuf),
+}
+
+async fn start_gateway(path: std::path::PathBuf, max_in_flight: usize, wire: Serving) -> Server {
     let root = testkit::root();
     let mut config = GatewayConfig {
         catalog_dir: root.join("config/catalog"),
@@ -127,8 +158,14 @@ async fn start_gateway(path: std::path::PathBuf, max_in_flight: usize, wire: Wir
         ..GatewayConfig::default()
     };
     match wire {
-        Wire::Plaintext => config.development.plaintext = true,
-        Wire::MutualTls => testkit::gateway::secure(&mut config),
+        Serving::Plaintext => config.development.plaintext = true,
+        Serving::MutualTls(pki) => {
+            config.server.tls = yichuang::config::TlsConfig {
+                cert: pki.join("server.pem"),
+                key: pki.join("server-key.pem"),
+                client_ca: pki.join("ca.pem"),
+            };
+        }
     }
     // Several gateways run in this process: the internal listener on a free port each.
     config.server.admin_listen = "127.0.0.1:0".parse().unwrap();
@@ -226,8 +263,17 @@ async fn open_loop(
     secs: u64,
 ) -> Overload {
     let clients = clients(addr, Wire::Plaintext).await;
-    let base = Arc::new(testkit::example("kai-canguan"));
+    let base = testkit::example("kai-canguan");
     let run = format!("overload-{run}");
+    // Built before the clock starts, as a load generator's requests are: the client's CPU
+    // during the phase goes to sending and reading, not to making applications.
+    let build = |n: u64| SubmitRequest {
+        submission: Some(testkit::nth(&base, &run, n)),
+    };
+    let mut requests = (0..=(rate * secs as f64) as u64)
+        .map(build)
+        .collect::<Vec<_>>()
+        .into_iter();
     let (shed, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let first_failure = Arc::new(std::sync::Mutex::new(None::<String>));
     let hist = Arc::new(std::sync::Mutex::new(Histogram::<u64>::new(3).unwrap()));
@@ -244,9 +290,7 @@ async fn open_loop(
         while sent < due_now {
             let due = start + Duration::from_secs_f64(sent as f64 / rate);
             let mut client = clients[sent as usize % clients.len()].clone();
-            let request = SubmitRequest {
-                submission: Some(testkit::nth(&base, &run, sent)),
-            };
+            let request = requests.next().unwrap_or_else(|| build(sent));
             let (shed, failed, hist) = (shed.clone(), failed.clone(), hist.clone());
             let first_failure = first_failure.clone();
             tasks.push(tokio::spawn(async move {
@@ -297,6 +341,56 @@ async fn open_loop(
     }
 }
 
+/// The CPUs this process may run on (`taskset -p -c`), empty when that cannot be read.
+fn allowed_cpus() -> Vec<usize> {
+    let Ok(out) = std::process::Command::new("taskset")
+        .args(["-p", "-c", &std::process::id().to_string()])
+        .output()
+    else {
+        return Vec::new();
+    };
+    // "pid 12's current affinity list: 0-3,6"
+    let text = String::from_utf8_lossy(&out.stdout);
+    let list = text.rsplit(": ").next().unwrap_or("").trim();
+    list.split(',')
+        .filter_map(|part| match part.split_once('-') {
+            Some((a, b)) => Some((a.parse().ok()?..=b.parse().ok()?).collect::<Vec<usize>>()),
+            None => Some(vec![part.parse().ok()?]),
+        })
+        .flatten()
+        .collect()
+}
+
+/// Pins every thread of process `pid` to `cpus` (a `taskset` list); threads it starts later
+/// inherit it. False when it could not.
+fn pin(pid: u32, cpus: &str) -> bool {
+    std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The gateway's CPUs and the load generator's, as `taskset` lists: the first half of the CPUs
+/// this process may use and the rest; `None` with fewer than two or `YICHUANG_BENCH_APART=0`.
+fn cores_apart() -> Option<(String, String)> {
+    if std::env::var("YICHUANG_BENCH_APART").is_ok_and(|v| v == "0") {
+        return None;
+    }
+    let cpus = allowed_cpus();
+    if cpus.len() < 2 {
+        return None;
+    }
+    let list = |part: &[usize]| {
+        part.iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let (gateway, client) = cpus.split_at(cpus.len() / 2);
+    Some((list(gateway), list(client)))
+}
+
 fn report(name: &str, o: &Overload, max: f64) {
     if let Some(f) = &o.first_failure {
         println!("  first failure: {f}");
@@ -328,41 +422,43 @@ fn main() {
         runtime.block_on(smoke());
         return;
     }
+    let apart = cores_apart();
+    let all_cpus = allowed_cpus();
+    if let Some((_, client)) = &apart {
+        assert!(
+            pin(std::process::id(), client),
+            "taskset pins the bench to {client}"
+        );
+    }
     runtime.block_on(async {
         let secs = testkit::env_or("YICHUANG_BENCH_SECS", 5);
         let concurrency = testkit::env_or("YICHUANG_BENCH_CONCURRENCY", 64);
         let bound = testkit::env_or("YICHUANG_BENCH_MAX_IN_FLIGHT", 256) as usize;
-        let dir = tempfile::tempdir().unwrap();
-        let bounded = ChildGateway::start(bound);
+        let gateway_cpus = apart.as_ref().map(|(g, _)| g.as_str());
         println!(
             "overload (Submit, SQLite, {secs} s per phase, capacity at {concurrency} in flight, max_in_flight {bound}; gateway in a child process, RSS is the gateway's)"
         );
-        let _ = capacity(bounded.addr, Wire::Plaintext, "warm", concurrency, 1).await;
-        reset_peak(bounded.pid());
-        let rss_start = status_kb(bounded.pid(), "VmRSS");
-        let cpu_before = (cpu_secs(bounded.pid()), Instant::now());
-        let max = capacity(bounded.addr, Wire::Plaintext, "max", concurrency, secs).await;
-        let peak_capacity = status_kb(bounded.pid(), "VmHWM");
-        let max_cores =
-            (cpu_secs(bounded.pid()) - cpu_before.0) / cpu_before.1.elapsed().as_secs_f64();
-        println!(
-            "capacity (closed loop)             {max:>6.0} req/s  peak RSS {} MiB (RSS before {} MiB)",
-            peak_capacity / 1024,
-            rss_start / 1024
-        );
+        match &apart {
+            Some((gateway, client)) => println!(
+                "cores apart: the gateway on CPU {gateway}, the load generator on CPU {client} (YICHUANG_BENCH_APART=0 shares them)"
+            ),
+            None => println!("cores shared by the gateway and the load generator"),
+        }
+        let bounded = ChildGateway::start(bound, Wire::Plaintext, gateway_cpus);
+        let (max, max_cores, peak_capacity) =
+            capacity_of(&bounded, Wire::Plaintext, concurrency, secs).await;
         let shed = open_loop(bounded.addr, bounded.pid(), "twice", 2.0 * max, secs).await;
         report("2x capacity, shedding", &shed, max);
         let rss_after = status_kb(bounded.pid(), "VmRSS");
         drop(bounded);
 
-        let unbounded = ChildGateway::start(usize::MAX);
+        let unbounded = ChildGateway::start(usize::MAX, Wire::Plaintext, gateway_cpus);
         let _ = capacity(unbounded.addr, Wire::Plaintext, "warm", concurrency, 1).await;
         let queued = open_loop(unbounded.addr, unbounded.pid(), "queued", 2.0 * max, secs).await;
         report("2x capacity, no bound (queueing)", &queued, max);
         drop(unbounded);
 
-        // What the gateway did with the CPU it got: the client shares the two cores, and at
-        // twice the rate it takes more of them (it encodes and sends twice the requests).
+        // What the gateway did with the CPU it got.
         let per_core = (shed.goodput / shed.gateway_cores) / (max / max_cores);
         println!(
             "gateway CPU: {max_cores:.2} cores at capacity, {:.2} at 2x with shedding; successful Submits per gateway core-second at 2x = {per_core:.2} of capacity's",
@@ -380,10 +476,10 @@ fn main() {
             shed.peak_rss_kb as f64 / peak_capacity.max(1) as f64,
             rss_after / 1024
         );
-        let tls = start_gateway(dir.path().join("mtls.db"), bound, Wire::MutualTls).await;
+        let tls = ChildGateway::start(bound, Wire::MutualTls, gateway_cpus);
         let _ = capacity(tls.addr, Wire::MutualTls, "warm", concurrency, 1).await;
         let over_tls = capacity(tls.addr, Wire::MutualTls, "mtls", concurrency, secs).await;
-        tls.stop().await;
+        drop(tls);
         let ratio = over_tls / max;
         println!(
             "Submit over mTLS (closed loop)     {over_tls:>6.0} req/s = {ratio:.2} of plaintext ({max:.0} req/s)"
@@ -392,13 +488,54 @@ fn main() {
             "goal: Submit with mTLS >= 0.85 of plaintext: {ratio:.2} ({})",
             if ratio >= 0.85 { "met" } else { "not met" }
         );
+
+        if apart.is_some() {
+            // For contrast, steps 1 and 2 with the cores shared, as the bench ran before.
+            let every = all_cpus
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(",");
+            assert!(pin(std::process::id(), &every), "taskset frees the bench");
+            let shared = ChildGateway::start(bound, Wire::Plaintext, Some(&every));
+            let (max, _, _) = capacity_of(&shared, Wire::Plaintext, concurrency, secs).await;
+            let shed = open_loop(shared.addr, shared.pid(), "shared", 2.0 * max, secs).await;
+            report("cores shared: 2x capacity, shedding", &shed, max);
+            println!(
+                "cores shared (for contrast, no goal): goodput at 2x = {:.2} of capacity ({max:.0} req/s); the load generator's work at twice the rate comes out of the gateway's CPU",
+                shed.goodput / max
+            );
+        }
     });
+}
+
+/// A warm-up second, then the closed-loop capacity of `gateway`: requests per second, the
+/// cores the gateway used for them, and its peak RSS (kB).
+async fn capacity_of(
+    gateway: &ChildGateway,
+    wire: Wire,
+    concurrency: u64,
+    secs: u64,
+) -> (f64, f64, u64) {
+    let _ = capacity(gateway.addr, wire, "warm", concurrency, 1).await;
+    reset_peak(gateway.pid());
+    let rss_start = status_kb(gateway.pid(), "VmRSS");
+    let cpu_before = (cpu_secs(gateway.pid()), Instant::now());
+    let max = capacity(gateway.addr, wire, "max", concurrency, secs).await;
+    let peak = status_kb(gateway.pid(), "VmHWM");
+    let cores = (cpu_secs(gateway.pid()) - cpu_before.0) / cpu_before.1.elapsed().as_secs_f64();
+    println!(
+        "capacity (closed loop)             {max:>6.0} req/s  peak RSS {} MiB (RSS before {} MiB)",
+        peak / 1024,
+        rss_start / 1024
+    );
+    (max, cores, peak)
 }
 
 /// Under `cargo test --benches`: a short open loop against a small bound, so the bench cannot rot.
 async fn smoke() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start_gateway(dir.path().join("smoke.db"), 4, Wire::Plaintext).await;
+    let server = start_gateway(dir.path().join("smoke.db"), 4, Serving::Plaintext).await;
     let o = open_loop(server.addr, std::process::id(), "smoke", 200.0, 1).await;
     assert!(
         o.goodput > 0.0 && o.failed == 0,
