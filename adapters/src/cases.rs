@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use tonic::transport::Channel;
-use tracing::debug;
+use tracing::{debug, warn};
 use yichuang::proto::v1::case_service_client::CaseServiceClient;
+use yichuang::proto::v1::{GetCaseRequest, GetCaseResponse};
 
 fn default_calls_per_second() -> u32 {
     20
@@ -67,13 +68,83 @@ pub fn pace(per_second: u32) -> Pace {
 const GATEWAY_TRIES: u32 = 8;
 
 /// Calls the gateway at `pace`; a call refused for the gateway's rate (or shed under overload)
-/// is asked again after the wait it names, a few times.
+/// is asked again after the wait it names, a few times. The error names `what` and says the
+/// gateway's words.
 pub async fn call<T, F, Fut>(
     pace: &Pace,
     gateway: &CaseServiceClient<Channel>,
     what: &str,
     call: F,
 ) -> Result<T, String>
+where
+    F: Fn(CaseServiceClient<Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    call_status(pace, gateway, what, call)
+        .await
+        .map_err(|s| format!("{what}: {}", s.message()))
+}
+
+/// Why a changed case could not be read again, and so how soon it is tried again.
+#[derive(Debug)]
+pub enum Unread {
+    /// Not mended in seconds: the gateway knows no such case, or the follower's own settings
+    /// cannot make what it derives from the case. Tried again after five minutes.
+    Lasting(String),
+    /// The gateway unreachable or refusing for now, the ledger busy: tried again in seconds.
+    Passing(String),
+}
+
+impl Unread {
+    /// How long before the case is tried again, in milliseconds.
+    pub fn retry_in_ms(&self) -> i64 {
+        match self {
+            Unread::Lasting(_) => 300_000,
+            Unread::Passing(_) => 5_000,
+        }
+    }
+}
+
+impl std::fmt::Display for Unread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unread::Lasting(e) | Unread::Passing(e) => f.write_str(e),
+        }
+    }
+}
+
+/// Reads case `case_number` (`GetCase`, at `pace`); a case the gateway does not know is a
+/// lasting failure.
+pub async fn get_case(
+    pace: &Pace,
+    gateway: &CaseServiceClient<Channel>,
+    case_number: &str,
+) -> Result<GetCaseResponse, Unread> {
+    let request = GetCaseRequest {
+        case_number: case_number.to_string(),
+    };
+    let what = format!("GetCase {case_number}");
+    call_status(pace, gateway, &what, |mut g| {
+        let r = request.clone();
+        async move { g.get_case(r).await }
+    })
+    .await
+    .map_err(|s| {
+        let e = format!("{what}: {}", s.message());
+        match s.code() {
+            tonic::Code::NotFound => Unread::Lasting(e),
+            _ => Unread::Passing(e),
+        }
+    })
+}
+
+/// [`call`], with the gateway's status as the error.
+async fn call_status<T, F, Fut>(
+    pace: &Pace,
+    gateway: &CaseServiceClient<Channel>,
+    what: &str,
+    call: F,
+) -> Result<T, tonic::Status>
 where
     F: Fn(CaseServiceClient<Channel>) -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -102,7 +173,7 @@ where
                 debug!(what, code = ?s.code(), wait_ms = wait.as_millis() as u64, "the gateway asks to wait");
                 tokio::time::sleep(wait.min(Duration::from_secs(30))).await;
             }
-            Err(s) => return Err(format!("{what}: {}", s.message())),
+            Err(s) => return Err(s),
         }
     }
 }
@@ -285,6 +356,29 @@ impl CaseLedger {
             )
             .map(drop)
         })
+    }
+
+    /// One pass over up to `batch` changed cases: each is read again with `refresh` and marked
+    /// read, or, when it could not be, tried again after [`Unread::retry_in_ms`]. How many
+    /// cases the pass took.
+    pub async fn refresh_dirty<F, Fut>(&self, batch: i64, refresh: F) -> Result<usize, String>
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = Result<usize, Unread>>,
+    {
+        let dirty = self.dirty(batch)?;
+        let n = dirty.len();
+        for (case_number, since) in dirty {
+            match refresh(case_number.clone()).await {
+                Ok(_) => self.clean(&case_number, since)?,
+                Err(e) => {
+                    let wait = e.retry_in_ms();
+                    warn!(case = %case_number, error = %e, retry_in_ms = wait, "cannot read the case; trying again");
+                    self.later(&case_number, wait)?;
+                }
+            }
+        }
+        Ok(n)
     }
 
     /// The case could not be read: try again after `delay_ms`.

@@ -33,9 +33,9 @@ use tracing::{debug, info, warn};
 use yichuang::config::{BusConfig, LogConfig, TracingConfig};
 use yichuang::event::EventKind;
 use yichuang::proto::v1::case_service_client::CaseServiceClient;
-use yichuang::proto::v1::{GetCaseRequest, GetCaseResponse, TaskStatus};
+use yichuang::proto::v1::{GetCaseResponse, TaskStatus};
 
-use crate::cases::{GatewayConfig, Pace};
+use crate::cases::{GatewayConfig, Pace, Unread};
 use crate::mapping::Template;
 use ledger::{Ledger, Notice, Stored};
 use sms::{Outcome, Sms, SmsConfig};
@@ -365,25 +365,14 @@ impl Notifier {
     }
 
     /// Reads a changed case and stores the notices it makes due; how many were new.
-    pub async fn refresh(&self, case_number: &str) -> Result<usize, String> {
-        let request = GetCaseRequest {
-            case_number: case_number.to_string(),
-        };
-        let case = crate::cases::call(
-            &self.pace,
-            &self.gateway,
-            &format!("GetCase {case_number}"),
-            |mut g| {
-                let r = request.clone();
-                async move { g.get_case(r).await }
-            },
-        )
-        .await?;
+    pub async fn refresh(&self, case_number: &str) -> Result<usize, Unread> {
+        let case = crate::cases::get_case(&self.pace, &self.gateway, case_number).await?;
         let mut new = 0;
         let now_ms = chrono::Utc::now().timestamp_millis();
-        for mut n in notices(&self.templates, &case)? {
+        // A template that cannot render the case is mended in the settings, not in seconds.
+        for mut n in notices(&self.templates, &case).map_err(Unread::Lasting)? {
             n.stale = now_ms.saturating_sub(n.at_ms) > self.stale_after_ms;
-            if self.ledger.store(&n)? {
+            if self.ledger.store(&n).map_err(Unread::Passing)? {
                 new += 1;
                 if n.stale {
                     self.meters.outcome(&n.kind, "stale");
@@ -399,23 +388,9 @@ impl Notifier {
 
     /// One pass over the changed cases.
     pub async fn refresh_dirty(&self) -> Result<usize, String> {
-        let dirty = self.ledger.dirty(16)?;
-        let n = dirty.len();
-        for (case_number, since) in dirty {
-            match self.refresh(&case_number).await {
-                Ok(_) => self.ledger.clean(&case_number, since)?,
-                Err(e) => {
-                    let wait = if e.contains("no case") || e.contains("[templates]") {
-                        300_000
-                    } else {
-                        5_000
-                    };
-                    warn!(case = %case_number, error = %e, retry_in_ms = wait, "cannot read the case; trying again");
-                    self.ledger.later(&case_number, wait)?;
-                }
-            }
-        }
-        Ok(n)
+        self.ledger
+            .refresh_dirty(16, |case| async move { self.refresh(&case).await })
+            .await
     }
 
     /// One pass of sending, within the hours only: of each case its next notice, at most

@@ -30,9 +30,10 @@ use serde::Deserialize;
 use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 use yichuang::config::{BusConfig, LogConfig, TracingConfig};
+use yichuang::proto::v1::ListNotAcceptedRequest;
 use yichuang::proto::v1::case_service_client::CaseServiceClient;
-use yichuang::proto::v1::{GetCaseRequest, ListNotAcceptedRequest};
 
+use crate::cases::Unread;
 pub use crate::cases::{GatewayConfig, Pace, pace};
 use ledger::{Change, Ledger, Stored};
 use spec::Spec;
@@ -248,20 +249,13 @@ impl Reporter {
     }
 
     /// Reads a changed case and stores its records; how many were new or corrected.
-    pub async fn refresh(&self, case_number: &str) -> Result<usize, String> {
-        let request = GetCaseRequest {
-            case_number: case_number.to_string(),
-        };
-        let case = self
-            .call(&format!("GetCase {case_number}"), |mut g| {
-                let r = request.clone();
-                async move { g.get_case(r).await }
-            })
-            .await?;
-        let records = derive::records(&self.spec, &case)?;
+    pub async fn refresh(&self, case_number: &str) -> Result<usize, Unread> {
+        let case = crate::cases::get_case(&self.pace, &self.gateway, case_number).await?;
+        // A specification that cannot render the case is mended in the settings, not in seconds.
+        let records = derive::records(&self.spec, &case).map_err(Unread::Lasting)?;
         let mut changed = 0;
         for r in &records {
-            match self.ledger.store(r)? {
+            match self.ledger.store(r).map_err(Unread::Passing)? {
                 Change::New | Change::Corrected => changed += 1,
                 Change::Same => {}
                 // A record keeps what was true when it was reported (a task's promise at
@@ -304,25 +298,9 @@ impl Reporter {
 
     /// One pass over the changed cases.
     pub async fn refresh_dirty(&self) -> Result<usize, String> {
-        let dirty = self.ledger.dirty(READ_BATCH)?;
-        let n = dirty.len();
-        for (case_number, since) in dirty {
-            match self.refresh(&case_number).await {
-                Ok(_) => self.ledger.clean(&case_number, since)?,
-                Err(e) => {
-                    // A case the gateway does not know (or a specification that cannot render
-                    // it) is not fixed in seconds.
-                    let wait = if e.contains("no case") || e.contains("template") {
-                        300_000
-                    } else {
-                        5_000
-                    };
-                    warn!(case = %case_number, error = %e, retry_in_ms = wait, "cannot read the case; trying again");
-                    self.ledger.later(&case_number, wait)?;
-                }
-            }
-        }
-        Ok(n)
+        self.ledger
+            .refresh_dirty(READ_BATCH, |case| async move { self.refresh(&case).await })
+            .await
     }
 
     /// One pass of sending: what may go now, at most one per 申办流水号.
