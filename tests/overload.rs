@@ -223,6 +223,11 @@ async fn calls_beyond_the_in_flight_bound_are_shed_and_health_is_still_served() 
     assert!(status.message().contains("max_in_flight"), "{status:?}");
     assert!(status.metadata().get("grpc-retry-pushback-ms").is_some());
     assert!(refused_for("overloaded") > before);
+    // Shed before anything else is done for it: a caller with no identity is not even asked
+    // for one while there is no room (a shed call costs the gateway as little as it can).
+    let mut anonymous = connect_as(gw.addr, None).await;
+    let status = anonymous.pre_check(precheck()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
 
     let answer = health(&gw)
         .await
@@ -240,6 +245,8 @@ async fn calls_beyond_the_in_flight_bound_are_shed_and_health_is_still_served() 
         .pre_check(precheck())
         .await
         .expect("served once there is room");
+    let status = anonymous.pre_check(precheck()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
     assert_eq!(
         gw.gateway.limits.in_flight(),
         0,

@@ -79,6 +79,8 @@ pub async fn grpc(
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(
             bounds.keepalive_timeout_secs,
         )))
+        // Outermost: a call shed under overload costs no span and no identity.
+        .layer(crate::limits::LimitLayer::in_flight(gateway.limits.clone()))
         .layer(crate::observe::RpcLayer)
         .layer(tower::util::MapResponseLayer::new(move |r| {
             size_limit_status(r, limit)
@@ -87,9 +89,9 @@ pub async fn grpc(
             crate::auth::PolicyLayer::new(gateway.guard.clone())
                 .with_guide(gateway.guide.enabled()),
         )
-        // After the policy layer: the limits key on the identity it found (a guide page's
+        // After the policy layer: the rates key on the identity it found (a guide page's
         // reader has none: its peer address).
-        .layer(crate::limits::LimitLayer::new(gateway.limits.clone()))
+        .layer(crate::limits::LimitLayer::rates(gateway.limits.clone()))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await

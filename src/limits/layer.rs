@@ -1,7 +1,10 @@
-//! The tower layer that applies [`Limits`] to every call of a gRPC server: rates first, then
-//! the in-flight bound (unary calls) or the caller's stream cap (feeds). A refusal is answered
-//! here, before the request body is read; what a call holds (its place in flight, its stream
-//! permit) rides on the response body and is given back when the body is done or dropped.
+//! The tower layers that apply [`Limits`] to every call of a gRPC server, in two places. The
+//! in-flight bound ([`LimitLayer::in_flight`]) is the outermost layer, so a call shed under
+//! overload costs as little as a call can: no span, no identity, no certificate read. The
+//! rates and the callers' stream caps ([`LimitLayer::rates`]) come after the policy layer, since
+//! they key on the identity it found. A refusal is answered before the request body is read;
+//! what a call holds (its place in flight, its stream permit) rides on the response body and is
+//! given back when the body is done or dropped.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,15 +17,37 @@ use tracing::debug;
 use super::{InFlight, Limits, Refusal, StreamPermit};
 use crate::metrics::{ReasonLabels, meters};
 
-/// Applies the gateway's [`Limits`] to the services it wraps.
+/// Applies one part of the gateway's [`Limits`] to the services it wraps.
 #[derive(Clone, Debug)]
 pub struct LimitLayer {
     limits: Arc<Limits>,
+    part: Part,
+}
+
+/// Which part of the limits a layer applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Part {
+    /// `max_in_flight`, for every call but the exempt ones and the feed streams.
+    InFlight,
+    /// The call rates (per caller, per hall, global) and the callers' feed stream caps.
+    Rates,
 }
 
 impl LimitLayer {
-    pub fn new(limits: Arc<Limits>) -> LimitLayer {
-        LimitLayer { limits }
+    /// The in-flight bound: the outermost layer.
+    pub fn in_flight(limits: Arc<Limits>) -> LimitLayer {
+        LimitLayer {
+            limits,
+            part: Part::InFlight,
+        }
+    }
+
+    /// The rates and the stream caps: after the policy layer, whose identity they key on.
+    pub fn rates(limits: Arc<Limits>) -> LimitLayer {
+        LimitLayer {
+            limits,
+            part: Part::Rates,
+        }
     }
 }
 
@@ -33,6 +58,7 @@ impl<S> tower::Layer<S> for LimitLayer {
         Limited {
             inner,
             limits: self.limits.clone(),
+            part: self.part,
         }
     }
 }
@@ -42,6 +68,7 @@ impl<S> tower::Layer<S> for LimitLayer {
 pub struct Limited<S> {
     inner: S,
     limits: Arc<Limits>,
+    part: Part,
 }
 
 /// What a call is, for the limits.
@@ -133,14 +160,19 @@ where
         if kind == Kind::Exempt {
             return Box::pin(self.inner.call(request));
         }
-        let (caller, hall) = identity(&request);
-        let held = self
-            .limits
-            .check_rate(&caller, hall.as_deref())
-            .and_then(|()| match kind {
-                Kind::Stream => self.limits.open_stream(&caller).map(Held::Stream),
-                _ => self.limits.enter().map(Held::Call),
-            });
+        let held = match (self.part, kind) {
+            (Part::InFlight, Kind::Stream) => return Box::pin(self.inner.call(request)),
+            (Part::InFlight, _) => self.limits.enter().map(Held::Call),
+            (Part::Rates, _) => {
+                let (caller, hall) = identity(&request);
+                self.limits
+                    .check_rate(&caller, hall.as_deref())
+                    .and_then(|()| match kind {
+                        Kind::Stream => self.limits.open_stream(&caller).map(Held::Stream),
+                        _ => Ok(Held::Nothing),
+                    })
+            }
+        };
         let held = match held {
             Ok(held) => held,
             Err(refusal) => {
@@ -161,6 +193,8 @@ where
 enum Held {
     Call(#[allow(dead_code)] InFlight),
     Stream(#[allow(dead_code)] StreamPermit),
+    /// A call within its rates: its place in flight is held by the outer layer.
+    Nothing,
 }
 
 /// A response body that gives back what its call held when it is done or dropped.

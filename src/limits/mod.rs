@@ -1,7 +1,8 @@
 //! Fair share and overload: how much each caller may ask of the gateway and how much the
-//! gateway takes on at once. One tower layer ([`LimitLayer`], in `layer.rs`) applies it to
-//! every call of the public listener before any handler runs; health checks and reflection
-//! pass untouched, so probes are answered however loaded the gateway is.
+//! gateway takes on at once. Two tower layers ([`LimitLayer::in_flight`], outermost, and
+//! [`LimitLayer::rates`], after the policy layer; in `layer.rs`) apply it to every call of the
+//! public listener before any handler runs; health checks and reflection pass untouched, so
+//! probes are answered however loaded the gateway is.
 //!
 //! - **Rates** (governor token buckets, `[limits] per_caller`, `per_hall`, `global`): a call
 //!   over any of them is refused with `RESOURCE_EXHAUSTED`, `retry-after` (seconds) and
