@@ -54,9 +54,19 @@ struct ChildGateway {
 
 impl ChildGateway {
     /// Started on `cpus` (a `taskset` list) when given, else wherever this process may run.
+    /// Pinned from its start (taskset execs it), so its runtime has as many workers as it has
+    /// CPUs, as in a pod given that many.
     fn start(max_in_flight: usize, wire: Wire, cpus: Option<&str>) -> ChildGateway {
         use std::io::BufRead;
-        let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+        let exe = std::env::current_exe().unwrap();
+        let mut command = match cpus {
+            Some(cpus) => {
+                let mut c = std::process::Command::new("taskset");
+                c.args(["-c", cpus]).arg(exe);
+                c
+            }
+            None => std::process::Command::new(exe),
+        };
         command
             .arg("--bench")
             .env("YICHUANG_BENCH_GATEWAY", max_in_flight.to_string())
@@ -74,12 +84,6 @@ impl ChildGateway {
             .read_line(&mut line)
             .expect("the child gateway's address");
         let addr = line.trim().parse().expect("an address");
-        if let Some(cpus) = cpus {
-            assert!(
-                pin(process.id(), cpus),
-                "taskset pins the gateway to {cpus}"
-            );
-        }
         ChildGateway { process, addr }
     }
 
@@ -413,22 +417,30 @@ fn main() {
         child(max.parse().expect("max_in_flight"));
         return;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     // `cargo bench` passes `--bench`; `cargo test --benches` runs this as a quick smoke test.
-    if !std::env::args().any(|a| a == "--bench") {
-        runtime.block_on(smoke());
-        return;
-    }
-    let apart = cores_apart();
+    let bench = std::env::args().any(|a| a == "--bench");
+    // The load generator is pinned before its runtime starts. The runtime keeps a worker per
+    // CPU this process may use, so the shared-cores phase at the end has them all.
+    let apart = if bench { cores_apart() } else { None };
     let all_cpus = allowed_cpus();
     if let Some((_, client)) = &apart {
         assert!(
             pin(std::process::id(), client),
             "taskset pins the bench to {client}"
         );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(match all_cpus.len() {
+            // taskset could not tell: as tokio would choose.
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        })
+        .enable_all()
+        .build()
+        .unwrap();
+    if !bench {
+        runtime.block_on(smoke());
+        return;
     }
     runtime.block_on(async {
         let secs = testkit::env_or("YICHUANG_BENCH_SECS", 5);

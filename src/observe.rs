@@ -136,6 +136,21 @@ where
     }
 }
 
+/// Counts a call answered before this layer saw it (shed by the in-flight bound, which runs
+/// first, `crate::limits`) in `yichuang_grpc_requests_total` with `code`, as every other call
+/// is; it has no duration worth a histogram's bucket.
+pub fn count_unserved(path: &str, code: &str) {
+    let (service, method) = method_of(path);
+    meters()
+        .rpc_requests
+        .get_or_create(&RpcLabels {
+            service,
+            method,
+            code: code.to_string(),
+        })
+        .inc();
+}
+
 /// One call's count and duration, recorded once: when it is answered, or when it is dropped.
 struct Counted {
     service: String,

@@ -76,6 +76,18 @@ fn refused_for(reason: &str) -> u64 {
         .get()
 }
 
+/// `yichuang_grpc_requests_total` of `CaseService/<method>` with `code`.
+fn calls_of(method: &str, code: &str) -> u64 {
+    yichuang::metrics::meters()
+        .rpc_requests
+        .get_or_create(&yichuang::metrics::RpcLabels {
+            service: "CaseService".into(),
+            method: method.into(),
+            code: code.into(),
+        })
+        .get()
+}
+
 fn per_caller(per_second: u32, burst: u32) -> LimitsConfig {
     LimitsConfig {
         per_caller: RateConfig { per_second, burst },
@@ -217,12 +229,17 @@ async fn calls_beyond_the_in_flight_bound_are_shed_and_health_is_still_served() 
     // Every place in flight taken, as by four slow calls.
     let held: Vec<_> = (0..4).map(|_| gw.gateway.limits.enter().unwrap()).collect();
     let before = refused_for("overloaded");
+    let counted = calls_of("PreCheck", "UNAVAILABLE");
     let mut client = caller(&gw, window("W03")).await;
     let status = client.pre_check(precheck()).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     assert!(status.message().contains("max_in_flight"), "{status:?}");
     assert!(status.metadata().get("grpc-retry-pushback-ms").is_some());
     assert!(refused_for("overloaded") > before);
+    assert!(
+        calls_of("PreCheck", "UNAVAILABLE") > counted,
+        "a shed call is counted with the gateway's calls"
+    );
     // Shed before anything else is done for it: a caller with no identity is not even asked
     // for one while there is no room (a shed call costs the gateway as little as it can).
     let mut anonymous = connect_as(gw.addr, None).await;

@@ -90,7 +90,9 @@ pub struct Topology {
     pub retired: Vec<Binding>,
 }
 
-/// The history entries the notifier turns into SMS notices (`adapters::notify`). Its queue is
+/// The history entries the notifier reads a case again for (`adapters::notify`): the six that
+/// make a notice, and a pause that moves the promised date (`task-deadline-moved`), which a
+/// confirmed-deadline notice names, so a moved date is notified when it moves. Its queue is
 /// bound to their routing keys alone: every other entry would be one more message through a
 /// replicated quorum queue, and one more case read, for no notice.
 pub const NOTIFY_EVENTS: &[EventKind] = &[
@@ -100,6 +102,7 @@ pub const NOTIFY_EVENTS: &[EventKind] = &[
     EventKind::CaseClosedRejected,
     EventKind::CaseReadyForDelivery,
     EventKind::CaseDelivered,
+    EventKind::TaskDeadlineMoved,
 ];
 
 /// The names derived from a prefix (`yichuang` by default; tests use their own).

@@ -134,8 +134,9 @@ pub struct BusConfig {
     /// `<prefix>.report` (docs/reporting.md). Empty: none is made.
     #[serde(default)]
     pub report_user: String,
-    /// Whether the notifier's queue `<prefix>.notify` is declared, bound to every history entry
-    /// on the events exchange (docs/notifications.md). Only with a notifier consuming it.
+    /// Whether the notifier's queue `<prefix>.notify` is declared, bound to the history entries
+    /// that can make a notice on the events exchange (`crate::bus::NOTIFY_EVENTS`,
+    /// docs/notifications.md). Only with a notifier consuming it.
     #[serde(default)]
     pub notify: bool,
     /// The notifier's RabbitMQ user: `yichuang bus users` creates it, allowed only to consume

@@ -162,15 +162,19 @@ where
         }
         let held = match (self.part, kind) {
             (Part::InFlight, Kind::Stream) => return Box::pin(self.inner.call(request)),
-            (Part::InFlight, _) => self.limits.enter().map(Held::Call),
+            (Part::InFlight, _) => self.limits.enter().map(Held::Call).inspect_err(|_| {
+                // Shed before the layer that counts calls: counted here, as that one would.
+                crate::observe::count_unserved(request.uri().path(), "UNAVAILABLE");
+            }),
             (Part::Rates, _) => {
                 let (caller, hall) = identity(&request);
-                self.limits
-                    .check_rate(&caller, hall.as_deref())
-                    .and_then(|()| match kind {
-                        Kind::Stream => self.limits.open_stream(&caller).map(Held::Stream),
-                        _ => Ok(Held::Nothing),
-                    })
+                let checked = self.limits.check_rate(&caller, hall.as_deref());
+                match (checked, kind) {
+                    (Ok(()), Kind::Stream) => self.limits.open_stream(&caller).map(Held::Stream),
+                    // Within its rates; its place in flight is the outer layer's.
+                    (Ok(()), _) => return Box::pin(self.inner.call(request)),
+                    (Err(refusal), _) => Err(refusal),
+                }
             }
         };
         let held = match held {
@@ -193,8 +197,6 @@ where
 enum Held {
     Call(#[allow(dead_code)] InFlight),
     Stream(#[allow(dead_code)] StreamPermit),
-    /// A call within its rates: its place in flight is held by the outer layer.
-    Nothing,
 }
 
 /// A response body that gives back what its call held when it is done or dropped.

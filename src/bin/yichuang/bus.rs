@@ -87,6 +87,12 @@ async fn declare(config: &Path) -> Result<u8, Failure> {
         topology.queues.len(),
         topology.bindings.len()
     );
+    for b in &topology.retired {
+        println!(
+            "binding {} -> {} ({}) of an earlier build removed, if it was there",
+            b.exchange, b.queue, b.routing_key
+        );
+    }
     if yichuang::bus::policy::apply(&config.bus).await? {
         println!(
             "{} policies applied: dead-lettering at least once (docs/bus.md)",
